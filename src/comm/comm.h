@@ -1,0 +1,52 @@
+/* comm: moves activations and gradients between the towers at the four exchange points
+ * (conv3's input, fc6's, fc7's and fc8's inputs) and the logits. Public header of src/comm.
+ * It knows buffers, counts and streams, nothing of layers.
+ *
+ * A "gathered" buffer holds one slot per tower: (towers, count). Tower t writes its own
+ * slot t; comm_allgather fills the other slots. Backward, every tower holds a gradient
+ * for every slot; comm_reduce_scatter sums them so that each tower gets the gradient
+ * of its own slot. With two towers the sum is a + b, which is commutative in IEEE
+ * arithmetic, so every backend gives bit-identical results. */
+#ifndef COMM_H
+#define COMM_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    COMM_HOST = 1,        /* CPU towers: memcpy and a loop */
+    COMM_SAME_DEVICE = 2, /* both towers on one GPU: device copies and an add kernel */
+    COMM_NCCL = 3,        /* one tower per GPU: NCCL in one process (ncclCommInitAll) */
+} comm_kind;
+
+typedef enum { COMM_F32 = 1, COMM_F64 = 2 } comm_dtype; /* F64 only on COMM_HOST */
+
+typedef struct comm comm;
+
+/* ntowers: 1 or 2. devices: ntowers CUDA device ids (ignored for COMM_HOST).
+ * Returns NULL with a message in err when the backend cannot start. */
+comm *comm_init(comm_kind kind, comm_dtype dtype, int ntowers, const int *devices, char *err,
+                size_t errlen);
+void comm_free(comm *c);
+comm_kind comm_get_kind(const comm *c);
+
+/* bufs[t]: tower t's gathered buffer, ntowers slots of `count` elements, on tower t's
+ * device. On return (host) or in stream order (GPU: each tower's stream waits for the
+ * other tower's writes through events), slot s of every bufs[t] equals slot s of
+ * bufs[s]. streams[t]: tower t's cudaStream_t, or NULL for the host.
+ * Returns 0, or -1 with a message (a failed NCCL call aborts the communicators). */
+int comm_allgather(comm *c, void *const *bufs, size_t count, void *const *streams,
+                   char *err, size_t errlen);
+
+/* grads[t]: tower t's gradient for every slot (ntowers, count); out[t]: count elements.
+ * out[s] = sum over t of grads[t][slot s]. out[s] may not alias grads. */
+int comm_reduce_scatter(comm *c, void *const *out, void *const *grads, size_t count,
+                        void *const *streams, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
