@@ -159,6 +159,8 @@ typedef struct {
     int batch;    /* B */
     int in_size;  /* input side, 224 */
     int in_ch;    /* 3 */
+    int width_div; /* 1: the paper's widths; tests divide every conv/fc width by this to
+                      get a tiny net of the same topology (fc8 keeps `classes`) */
 } tower_config;
 
 /* Shapes of one layer in one tower, derived from the table and the config. */
