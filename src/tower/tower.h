@@ -146,7 +146,8 @@ typedef struct {
     int out;            /* kernels (or units) per tower with two towers; fc8: classes in all */
     int k, stride, pad; /* conv only */
     int reads_both;     /* 1: input is every tower's previous output (an exchange point) */
-    int lrn, pool, dropout; /* what follows the ReLU (fc8 has no ReLU) */
+    int relu;           /* 1 everywhere but fc8 */
+    int lrn, pool, dropout; /* what follows the ReLU */
     float bias_init;    /* 0 or 1 (section 5) */
 } tower_layer_spec;
 
@@ -263,5 +264,10 @@ void tower_sgd(tower *t, real lr, real momentum, real wd);
 
 #ifdef __cplusplus
 }
+#endif
+
+/* The CUDA twins (tower_X_cuda), present when the CUDA backend is built. */
+#if defined(TT_HAVE_CUDA) && !defined(TOWER_F64) && __has_include("tower/tower_cuda.h")
+#include "tower/tower_cuda.h"
 #endif
 #endif

@@ -1,0 +1,241 @@
+/* model.c: the two-tower net as the paper draws it (figure 2). Runs every tower layer
+ * by layer and exchanges between them where the paper's towers talk: conv3's input,
+ * fc6's, fc7's and fc8's inputs (all-gather forward, reduce-scatter backward), and the
+ * logits. Built twice, like src/tower: float, and double for the gradient checks. */
+#include "train/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
+#define MODEL_CUDA 1
+#else
+#define MODEL_CUDA 0
+#endif
+
+static void *tower_stream(model *m, int t)
+{
+#if MODEL_CUDA
+    if (m->tw[t].device >= 0) return tower_cuda_stream(&m->tw[t]);
+#endif
+    (void)m;
+    (void)t;
+    return NULL;
+}
+
+/* Exchange failures are fatal for a step: comm has already aborted its communicators
+ * and printed the cause; a half-exchanged step cannot be continued. */
+static void must(int rc, const char *what, const char *err)
+{
+    if (rc == 0) return;
+    fprintf(stderr, "twotower: exchange failed at %s: %s\n", what, err);
+    exit(3);
+}
+
+int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,
+               char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (tower_plan_make(&m->plan, cfg, err, errlen)) return -1;
+    m->towers = cfg->towers;
+    m->place = *place;
+    m->seed = seed;
+    m->momentum = (real)0.9;
+    m->weight_decay = (real)0.0005;
+    int devices[2] = {0, 0};
+    comm_kind kind = COMM_HOST;
+    if (!place->cpu) {
+#if MODEL_CUDA
+        for (int t = 0; t < m->towers; t++)
+            devices[t] = place->ngpus == 2 ? place->gpus[t] : place->gpus[0];
+        kind = (place->ngpus == 2 && m->towers == 2) ? COMM_NCCL : COMM_SAME_DEVICE;
+#else
+        snprintf(err, errlen, "this build has no CUDA backend: use --cpu");
+        return -1;
+#endif
+    }
+    for (int t = 0; t < m->towers; t++) {
+        int rc;
+#if MODEL_CUDA
+        if (!place->cpu)
+            rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
+        else
+#endif
+            rc = tower_init(&m->tw[t], &m->plan, t, seed, err, errlen);
+        if (rc) {
+            for (int u = 0; u < t; u++) tower_free(&m->tw[u]);
+            return -1;
+        }
+    }
+    m->comm = comm_init(kind, sizeof(real) == 8 ? COMM_F64 : COMM_F32, m->towers, devices, err,
+                        errlen);
+    if (!m->comm) {
+        for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
+        return -1;
+    }
+    return 0;
+}
+
+void model_free(model *m)
+{
+    for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
+    comm_free(m->comm);
+    m->comm = NULL;
+}
+
+/* Copies bytes into tower memory (host or device). */
+static void put(model *m, int t, void *dst, const void *src, size_t bytes)
+{
+#if MODEL_CUDA
+    if (m->tw[t].device >= 0) {
+        tower_cuda_copy(&m->tw[t], dst, src, bytes, 0);
+        return;
+    }
+#endif
+    (void)m;
+    (void)t;
+    memcpy(dst, src, bytes);
+}
+
+static void get(const model *m, int t, void *dst, const void *src, size_t bytes)
+{
+#if MODEL_CUDA
+    if (m->tw[t].device >= 0) {
+        tower_cuda_copy((tower *)&m->tw[t], dst, src, bytes, 1);
+        return;
+    }
+#endif
+    (void)m;
+    (void)t;
+    memcpy(dst, src, bytes);
+}
+
+void model_set_batch(model *m, const float *x, const int32_t *labels)
+{
+    const tower_config *c = &m->plan.cfg;
+    size_t n = (size_t)c->batch * c->in_ch * c->in_size * c->in_size;
+    for (int t = 0; t < m->towers; t++) {
+        tower *tw = &m->tw[t];
+        if (sizeof(real) == sizeof(float)) {
+            put(m, t, tw->x, x, n * sizeof(float));
+        } else { /* the double build (tests): widen on the host */
+            for (size_t i = 0; i < n; i++) tw->x[i] = (real)x[i];
+        }
+        put(m, t, tw->labels, labels, sizeof(int32_t) * (size_t)c->batch);
+    }
+}
+
+/* Gathered buffer of layer l (reads_both): each tower's acts[l].in. */
+static void gather_input(model *m, int l)
+{
+    const tower_layer_shape *L = &m->plan.layer[l];
+    size_t count = (size_t)m->plan.cfg.batch * L->in_ch * L->in_h * L->in_h;
+    void *bufs[2], *streams[2];
+    char err[256] = "";
+    for (int t = 0; t < m->towers; t++) {
+        bufs[t] = m->tw[t].acts[l].in;
+        streams[t] = tower_stream(m, t);
+    }
+    must(comm_allgather(m->comm, bufs, count, streams, err, sizeof err),
+         tower_alexnet2012[l].name, err);
+}
+
+double model_forward(model *m, int train)
+{
+    for (int t = 0; t < m->towers; t++)
+        m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        if (tower_alexnet2012[l].reads_both) gather_input(m, l);
+        for (int t = 0; t < m->towers; t++) tower_forward_layer(&m->tw[t], l, train);
+    }
+    /* the logits: each tower computes the softmax over all classes (identically) */
+    void *bufs[2], *streams[2];
+    char err[256] = "";
+    for (int t = 0; t < m->towers; t++) {
+        bufs[t] = m->tw[t].logits;
+        streams[t] = tower_stream(m, t);
+    }
+    must(comm_allgather(m->comm, bufs, (size_t)m->plan.cfg.batch * m->plan.vt, streams, err,
+                        sizeof err),
+         "logits", err);
+    double loss = 0;
+    for (int t = 0; t < m->towers; t++) loss = tower_loss_forward(&m->tw[t]);
+    m->last_loss = loss;
+    return loss;
+}
+
+void model_backward(model *m)
+{
+    for (int t = 0; t < m->towers; t++) {
+        tower_zero_grads(&m->tw[t]);
+        tower_loss_backward(&m->tw[t]);
+    }
+    for (int l = TOWER_LAYERS - 1; l >= 0; l--) {
+        for (int t = 0; t < m->towers; t++) tower_backward_layer(&m->tw[t], l);
+        if (l > 0 && tower_alexnet2012[l].reads_both) {
+            /* every tower holds a gradient for every source slot; each source tower
+             * gets the sum for its own slot as the dout of layer l - 1 */
+            const tower_layer_shape *L = &m->plan.layer[l];
+            size_t count = (size_t)m->plan.cfg.batch * L->in_ch * L->in_h * L->in_h;
+            void *outs[2], *grads[2], *streams[2];
+            char err[256] = "";
+            for (int t = 0; t < m->towers; t++) {
+                outs[t] = m->tw[t].acts[l - 1].dout;
+                grads[t] = m->tw[t].acts[l].din;
+                streams[t] = tower_stream(m, t);
+            }
+            must(comm_reduce_scatter(m->comm, outs, grads, count, streams, err, sizeof err),
+                 tower_alexnet2012[l].name, err);
+        }
+    }
+}
+
+void model_update(model *m, real lr)
+{
+    for (int t = 0; t < m->towers; t++) tower_sgd(&m->tw[t], lr, m->momentum, m->weight_decay);
+}
+
+double model_train_step(model *m, real lr)
+{
+    double loss = model_forward(m, 1);
+    model_backward(m);
+    model_update(m, lr);
+    m->step++;
+    return loss;
+}
+
+void model_get_probs(const model *m, float *probs)
+{
+    int B = m->plan.cfg.batch, T = m->towers, Vt = m->plan.vt;
+    size_t n = (size_t)T * B * Vt;
+    /* tower 0's copy of the gathered probs, re-ordered to (B, classes) */
+    real *host = malloc(sizeof(real) * n);
+    if (!host) {
+        fprintf(stderr, "twotower: out of host memory reading probabilities\n");
+        exit(3);
+    }
+    get(m, 0, host, m->tw[0].probs, sizeof(real) * n);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < T * Vt; c++)
+            probs[(size_t)b * T * Vt + c] =
+                (float)host[(size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt];
+    free(host);
+}
+
+static real *arena_of(const model *m, int t, int which)
+{
+    const tower *tw = &m->tw[t];
+    return which == 0 ? tw->params : which == 1 ? tw->grads : tw->momentum;
+}
+
+void model_get_tensor(const model *m, int tower_index, int which, real *dst)
+{
+    get(m, tower_index, dst, arena_of(m, tower_index, which),
+        sizeof(real) * m->plan.n_params);
+}
+
+void model_set_tensor(model *m, int tower_index, int which, const real *src)
+{
+    put(m, tower_index, arena_of(m, tower_index, which), src, sizeof(real) * m->plan.n_params);
+}
