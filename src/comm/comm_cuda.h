@@ -1,0 +1,49 @@
+/* comm_cuda: the GPU backends of src/comm (COMM_SAME_DEVICE and COMM_NCCL), in
+ * src/comm/cuda/. Internal to src/comm: only comm.c includes it, under TT_HAVE_CUDA, and
+ * forwards kinds 2 and 3 here. Plain C (streams are void *, each a cudaStream_t).
+ * Semantics of allgather and reduce_scatter are those of comm.h. */
+#ifndef COMM_CUDA_H
+#define COMM_CUDA_H
+
+#include <stddef.h>
+
+#include "comm/comm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct comm_cuda comm_cuda;
+
+/* How long a wait for NCCL work may take before the communicators are aborted. */
+#define COMM_CUDA_TIMEOUT_S 300.0
+
+/* kind: COMM_SAME_DEVICE (ntowers 1 or 2, every device the same) or COMM_NCCL (ntowers 2,
+ * two different devices); dtype must be COMM_F32. Creates the events (and, for NCCL, the
+ * communicators with ncclCommInitAll). NULL with err when it cannot start. */
+comm_cuda *comm_cuda_init(comm_kind kind, comm_dtype dtype, int ntowers, const int *devices,
+                          char *err, size_t errlen);
+/* Waits (bounded, see comm_cuda_wait) for outstanding NCCL work, then frees everything;
+ * communicators that failed or timed out are aborted rather than destroyed. */
+void comm_cuda_free(comm_cuda *c);
+
+/* As comm_allgather / comm_reduce_scatter in comm.h. Enqueued on streams[t]; the host
+ * does not wait for the GPU (same-device: events order the two streams; NCCL: the
+ * collectives are ordered by NCCL itself), except that the NCCL backend first waits for
+ * the collective it issued one call earlier (comm_cuda_wait), so the host is never more
+ * than one collective ahead and a hung or failed peer is reported instead of hanging. */
+int comm_cuda_allgather(comm_cuda *c, void *const *bufs, size_t count, void *const *streams,
+                        char *err, size_t errlen);
+int comm_cuda_reduce_scatter(comm_cuda *c, void *const *out, void *const *grads, size_t count,
+                             void *const *streams, char *err, size_t errlen);
+
+/* Waits until every collective issued so far has finished, polling the streams' events
+ * and ncclCommGetAsyncError; on an NCCL error, or after timeout_s, aborts the
+ * communicators and returns -1 with a message (a no-op returning 0 for SAME_DEVICE,
+ * whose work is ordered by events and needs no host wait). */
+int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

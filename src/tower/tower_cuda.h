@@ -1,0 +1,121 @@
+/* tower_cuda: the CUDA twins of the layers and of the per-tower network (src/tower/cuda/).
+ * Included by tower.h when the build has CUDA (TT_HAVE_CUDA). Plain C: no CUDA header is
+ * needed to include it, so a cudaStream_t and a cublasHandle_t travel as void *.
+ *
+ * Every `tower_X_cuda` takes the arguments of the CPU `tower_X` (device pointers, fp32),
+ * then, for the GEMM layers (conv, fc), the tower's cuBLAS handle, then the stream. They
+ * enqueue work on `stream` and return at once; the caller makes the stream's device the
+ * current one (the tower-level functions below do this from t->device). A failed launch
+ * or library call prints the call, file and line and ends the process: these functions
+ * are void like their CPU twins, and a half-done step leaves nothing to recover. */
+#ifndef TOWER_CUDA_H
+#define TOWER_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* tower.h includes this header at its end, after `tower` and `tower_plan` are declared;
+ * including tower.h here as well makes this header usable on its own. */
+#include "tower/tower.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cuBLAS workspace each tower hands to its handle at init (cublasSetWorkspace), so the
+ * library allocates nothing during a step. 32 MiB is what cuBLAS asks for on Hopper. */
+#define TOWER_CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
+
+/* ---- devices -------------------------------------------------------------------- */
+
+/* Number of CUDA devices (>= 0), or -1 with the runtime's reason in err when there is no
+ * usable driver or runtime (cudaGetDeviceCount failed). */
+int tower_cuda_device_count(char *err, size_t errlen);
+
+/* Device memory of `device`: name (up to namelen bytes), free and total bytes. 0 or -1. */
+int tower_cuda_device_info(int device, char *name, size_t namelen, size_t *free_bytes,
+                           size_t *total_bytes, char *err, size_t errlen);
+
+/* ---- layers (layers_cuda.cu); shapes and semantics as in tower.h ------------------- */
+
+/* col: device scratch of at least tower_conv_col_size(Ci, H, W, K, stride, pad) floats;
+ * the convolution is done image by image (im2col + one SGEMM per image). */
+void tower_conv_forward_cuda(float *out, const float *in, const float *w, const float *b,
+                             int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                             int ldw, int accumulate, float *col, void *cublas, void *stream);
+void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                              const float *in, const float *w, int B, int Ci, int H, int W,
+                              int Co, int K, int stride, int pad, int ldw, int accumulate_din,
+                              float *col, void *cublas, void *stream);
+
+void tower_fc_forward_cuda(float *out, const float *in, const float *w, const float *b, int B,
+                           int Cin, int Cout, int ldw, int accumulate, void *cublas,
+                           void *stream);
+void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                            const float *in, const float *w, int B, int Cin, int Cout, int ldw,
+                            int accumulate_din, void *cublas, void *stream);
+
+void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream);
+void tower_relu_backward_cuda(float *din, const float *dout, const float *out, size_t n,
+                              void *stream);
+
+void tower_lrn_forward_cuda(float *out, float *scale, const float *in, int B, int C, int HW,
+                            int n, float k, float alpha, float beta, void *stream);
+void tower_lrn_backward_cuda(float *din, const float *dout, const float *in, const float *out,
+                             const float *scale, int B, int C, int HW, int n, float k,
+                             float alpha, float beta, void *stream);
+
+void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B, int C, int H,
+                                int W, int K, int S, void *stream);
+void tower_maxpool_backward_cuda(float *din, const float *dout, const int32_t *idx, int B,
+                                 int C, int H, int W, int K, int S, void *stream);
+
+void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p, uint64_t key,
+                                int train, void *stream);
+void tower_dropout_backward_cuda(float *din, const float *dout, size_t n, float p,
+                                 uint64_t key, void *stream);
+
+/* A label outside [0, T*Vt) gives a NaN loss for that sample (the device cannot return
+ * an error); model_set_batch is where labels are checked. */
+void tower_softmax_xent_forward_cuda(float *losses, float *probs, const float *logits,
+                                     const int32_t *labels, int B, int T, int Vt,
+                                     void *stream);
+void tower_softmax_xent_backward_cuda(float *dlogits, const float *probs,
+                                      const int32_t *labels, int B, int T, int Vt, int slot,
+                                      void *stream);
+
+void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t n, float lr,
+                           float momentum, float wd, void *stream);
+
+/* ---- one tower on a GPU (net_cuda.cu); semantics as the CPU functions in tower.h ---- */
+
+/* tower_init_params on the host, then one cudaMalloc for the whole arena (tower_carve
+ * lays it out exactly as on the CPU) and an upload; creates the tower's stream and cuBLAS
+ * handle (t->gpu). 0, or -1 with err (out of memory: how much was asked, how much free). */
+int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device, uint64_t seed,
+                    char *err, size_t errlen);
+void tower_free_cuda(tower *t);
+void tower_forward_layer_cuda(tower *t, int l, int train);
+/* Synchronises the tower's stream and returns the mean loss, summed on the host in double
+ * in sample order (as the CPU tower does). */
+double tower_loss_forward_cuda(tower *t);
+void tower_loss_backward_cuda(tower *t);
+void tower_backward_layer_cuda(tower *t, int l);
+void tower_zero_grads_cuda(tower *t);
+void tower_sgd_cuda(tower *t, float lr, float momentum, float wd);
+/* The tower's cudaStream_t: what comm and the trainer order their work on. */
+void *tower_cuda_stream(tower *t);
+/* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with
+ * respect to the tower's stream (enqueued on it, then the stream is synchronised).
+ * 0, or -1 after printing the failed call and its reason on stderr. */
+int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind);
+/* Device bytes this tower holds: its arena plus the cuBLAS workspace. */
+size_t tower_cuda_mem_bytes(const tower *t);
+/* The same figure for a plan, without a device (for `twotower summary`); the CUDA
+ * context itself (a few hundred MiB per device) is not counted in either. */
+size_t tower_cuda_mem_estimate(const tower_plan *plan);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
