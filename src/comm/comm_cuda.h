@@ -19,10 +19,11 @@ typedef struct comm_cuda comm_cuda;
 #define COMM_CUDA_TIMEOUT_S 300.0
 
 /* kind: COMM_SAME_DEVICE (ntowers 1 or 2, every device the same) or COMM_NCCL (ntowers 2,
- * two different devices); dtype must be COMM_F32. Creates the events (and, for NCCL, the
- * communicators with ncclCommInitAll). NULL with err when it cannot start. */
-comm_cuda *comm_cuda_init(comm_kind kind, comm_dtype dtype, int ntowers, const int *devices,
-                          char *err, size_t errlen);
+ * two different devices). Always float32 (comm.c refuses float64 on these kinds).
+ * Creates the events (and, for NCCL, the communicators with ncclCommInitAll).
+ * NULL with err when it cannot start. */
+comm_cuda *comm_cuda_init(comm_kind kind, int ntowers, const int *devices, char *err,
+                          size_t errlen);
 /* Waits (bounded, see comm_cuda_wait) for outstanding NCCL work, then frees everything;
  * communicators that failed or timed out are aborted rather than destroyed. */
 void comm_cuda_free(comm_cuda *c);
