@@ -1,3 +1,177 @@
-/* main.c: the twotower command line. */
+/* main.c: the twotower command line: train, summary, and the tools' subcommands.
+ * Every bad flag or value is reported by name with exit code 2 before any work starts. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
-int main(void) { return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/train.h"
+#include "train/device.h"
+
+#define TT_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "twotower " TT_VERSION ": the 2012 two-tower AlexNet (Krizhevsky, Sutskever, Hinton)\n"
+        "\n"
+        "usage: twotower COMMAND [flags]\n"
+        "\n"
+        "commands:\n"
+        "  train     train the net (see flags below)\n"
+        "  summary   per-layer table: shapes, parameters, multiply-adds, memory per tower\n"
+        "  help      this text\n"
+        "\n"
+        "train and summary flags:\n"
+        "  --cpu               run on the CPU backend (the reference)\n"
+        "  --gpus LIST         0,1: one tower per GPU; 0: both towers on GPU 0\n"
+        "  --data DIR          Fashion-MNIST IDX folder or prep shards\n"
+        "                      (default /usr/share/datasets/fashion-mnist)\n"
+        "  --towers N          2 (the paper) or 1 (one tower, half the kernels)\n"
+        "  --classes N         summary only: classes of fc8 (default 1000)\n"
+        "  --batch N           minibatch (default 128)\n"
+        "  --size N            input side (default 224)\n"
+        "  --epochs N          passes (default 90)\n"
+        "  --train-limit N     images per epoch (default: all)\n"
+        "  --test-limit N      test images evaluated (default: all)\n"
+        "  --views N           1: center crop; 10: also the paper's ten views\n"
+        "  --lr X              initial learning rate (default 0.01)\n"
+        "  --seed N            every random number derives from it (default 1)\n"
+        "  --quiet             no progress line\n");
+}
+
+/* Strict number parsing: the whole string, in range, or a message naming the flag. */
+static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s ? s : "", &end, 10);
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "twotower: %s needs a whole number from %" PRId64 " to %" PRId64
+                        ", not '%s'\n", flag, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
+{
+    int64_t v;
+    if (parse_i64(flag, s, lo, hi, &v)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_f64(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s ? s : "", &end);
+    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "twotower: %s needs a number from %g to %g, not '%s'\n", flag, lo, hi,
+                s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses the flags shared by train and summary into o (and classes for summary). */
+static int parse_flags(int argc, char **argv, train_options *o, int *classes)
+{
+    const char *gpus = NULL;
+    int cpu = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t n;
+        int rc = 0, takes = 1;
+        if (!strcmp(a, "--cpu")) cpu = 1, takes = 0;
+        else if (!strcmp(a, "--quiet")) o->quiet = 1, takes = 0;
+        else if (!v && a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "twotower: %s needs a value\n", a);
+            return -1;
+        } else if (!strcmp(a, "--gpus")) gpus = v;
+        else if (!strcmp(a, "--data")) o->data = v;
+        else if (!strcmp(a, "--towers")) rc = parse_int(a, v, 1, 2, &o->towers);
+        else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 2, 1 << 20, classes);
+        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 4096, &o->batch);
+        else if (!strcmp(a, "--size")) rc = parse_int(a, v, 16, 1024, &o->size);
+        else if (!strcmp(a, "--epochs")) rc = parse_int(a, v, 1, 100000, &o->epochs);
+        else if (!strcmp(a, "--views")) {
+            rc = parse_int(a, v, 1, 10, &o->eval_views);
+            if (!rc && o->eval_views != 1 && o->eval_views != 10) {
+                fprintf(stderr, "twotower: --views is 1 or 10, not %s\n", v);
+                rc = -1;
+            }
+        } else if (!strcmp(a, "--train-limit")) {
+            rc = parse_i64(a, v, 1, INT64_MAX / 2, &n);
+            o->train_limit = n;
+        } else if (!strcmp(a, "--test-limit")) {
+            rc = parse_i64(a, v, 1, INT64_MAX / 2, &n);
+            o->test_limit = n;
+        } else if (!strcmp(a, "--seed")) {
+            rc = parse_i64(a, v, 0, INT64_MAX, &n);
+            o->seed = (uint64_t)n;
+        } else if (!strcmp(a, "--lr")) rc = parse_f64(a, v, 0, 10, &o->lr);
+        else {
+            fprintf(stderr, "twotower: unknown flag '%s' for '%s' (see twotower help)\n", a,
+                    argv[1]);
+            return -1;
+        }
+        if (rc) return -1;
+        i += takes;
+    }
+    char err[512] = "";
+    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err)) {
+        fprintf(stderr, "twotower: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("twotower " TT_VERSION "\n");
+        return 0;
+    }
+    train_options o;
+    train_options_default(&o);
+    if (!strcmp(cmd, "train")) {
+        if (parse_flags(argc, argv, &o, NULL)) return 2;
+        return train_run(&o);
+    }
+    if (!strcmp(cmd, "summary")) {
+        int classes = 1000;
+        o.place.cpu = 1;
+        for (int i = 2; i < argc; i++) /* summary needs no device: ignore placement flags */
+            if (!strcmp(argv[i], "--gpus") || !strcmp(argv[i], "--cpu")) {
+                fprintf(stderr, "twotower: summary takes no --gpus/--cpu\n");
+                return 2;
+            }
+        if (parse_flags(argc, argv, &o, &classes)) return 2;
+        tower_config cfg = {o.towers, classes, o.batch, o.size, 3, 1};
+        tower_plan plan;
+        char err[256];
+        if (tower_plan_make(&plan, &cfg, err, sizeof err)) {
+            fprintf(stderr, "twotower: %s\n", err);
+            return 2;
+        }
+        train_summary_print(stdout, &plan);
+        return 0;
+    }
+    fprintf(stderr, "twotower: unknown command '%s' (see twotower help)\n", cmd);
+    return 2;
+}

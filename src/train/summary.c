@@ -1,0 +1,40 @@
+/* summary.c: `twotower summary`, the per-layer table of the net a config builds:
+ * output shape, parameters and multiply-adds per tower and in total, and the memory one
+ * tower's arena takes at the chosen batch. */
+#include "train/train.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void train_summary_print(FILE *f, const tower_plan *p)
+{
+    int T = p->cfg.towers;
+    tower probe;
+    memset(&probe, 0, sizeof probe);
+    probe.plan = *p;
+    size_t arena = tower_carve(&probe, NULL);
+    fprintf(f, "twotower net: %d tower%s, %d classes, input %dx%dx%d, batch %d\n", T,
+            T > 1 ? "s" : "", p->cfg.classes, p->cfg.in_ch, p->cfg.in_size, p->cfg.in_size,
+            p->cfg.batch);
+    fprintf(f, "%-6s %-5s %-16s %-16s %14s %14s %12s %12s\n", "layer", "reads", "output/tower",
+            "after pool", "params/tower", "params", "MMAC/tower", "MMAC");
+    size_t total = 0;
+    double macs = 0;
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_shape *L = &p->layer[l];
+        char out[32], fin[32];
+        snprintf(out, sizeof out, "%dx%dx%d", L->out_ch, L->out_h, L->out_h);
+        snprintf(fin, sizeof fin, "%dx%dx%d", L->final_ch, L->final_h, L->final_h);
+        size_t np = L->w_count + L->b_count;
+        total += np * T;
+        macs += L->macs * T;
+        fprintf(f, "%-6s %-5s %-16s %-16s %14zu %14zu %12.1f %12.1f\n",
+                tower_alexnet2012[l].name, L->sources > 1 ? "both" : "own", out, fin, np,
+                np * T, L->macs / 1e6, L->macs * T / 1e6);
+    }
+    fprintf(f, "total parameters: %zu (%zu per tower)\n", total, p->n_params);
+    fprintf(f, "forward multiply-adds per image: %.1f M (%.3f GFLOP; training ~3x)\n", macs / 1e6,
+            2 * macs / 1e9);
+    fprintf(f, "memory per tower at batch %d (fp32 params, grads, momentum, activations): "
+               "%.1f MiB\n", p->cfg.batch, arena / 1048576.0);
+}

@@ -1,0 +1,42 @@
+/* train: the trainer of twotower. Public header of src/train: the model driver, the
+ * training run (data, SGD schedule, evaluation, checkpoints), and the CLI pieces. */
+#ifndef TRAIN_H
+#define TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "train/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The per-layer table of `twotower summary`. */
+void train_summary_print(FILE *f, const tower_plan *p);
+
+/* Everything `twotower train` takes (defaults: train_options_default). */
+typedef struct {
+    const char *data;        /* Fashion-MNIST IDX folder, or shards made by `prep` */
+    model_placement place;
+    int towers;              /* 2 (the paper) or 1 */
+    int batch;               /* 128 */
+    int size;                /* input side, 224 */
+    int epochs;              /* 90 */
+    int64_t train_limit;     /* images per epoch (0: the whole training set) */
+    int64_t test_limit;      /* images evaluated (0: all) */
+    int eval_views;          /* 1: center crop; 10: also the paper's ten views */
+    double lr;               /* 0.01 */
+    uint64_t seed;
+    int quiet;               /* no progress line */
+} train_options;
+
+void train_options_default(train_options *o);
+/* Runs training as the options say; returns a process exit code (0 ok, 1 run failed,
+ * 2 bad arguments or data). */
+int train_run(const train_options *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
