@@ -1,0 +1,259 @@
+/* dump.c: `twotower dump`, one training step written out for the PyTorch agreement check
+ * (tools/reference/compare.py): weights, the batch, the exact dropout masks, logits,
+ * loss and every parameter gradient, from model_forward(train) + model_backward. */
+#include "train/dump.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/export.h"
+#include "train/safetensors.h"
+
+void train_dump_batch(float *x, int32_t *labels, const tower_config *cfg, uint64_t seed)
+{
+    /* keys of their own ("dump", 0/1), so the batch never shares draws with init or
+     * dropout */
+    uint64_t kx = tower_rng_mix(seed ^ 0x64756d70ull, 0), kl = tower_rng_mix(seed ^ 0x64756d70ull, 1);
+    size_t n = (size_t)cfg->batch * cfg->in_ch * cfg->in_size * cfg->in_size;
+    for (size_t i = 0; i < n; i++)
+        x[i] = 255.0f * tower_rng_uniform(kx, i) - 127.5f;
+    for (int b = 0; b < cfg->batch; b++)
+        labels[b] = (int32_t)(tower_rng_mix(kl, (uint64_t)b) % (uint64_t)cfg->classes);
+}
+
+/* Tower 0's copy of the gathered logits (T, B, Vt), wherever the tower lives. */
+static int copy_logits(model *m, real *dst, size_t n)
+{
+#if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
+    if (m->tw[0].device >= 0)
+        return tower_cuda_copy(&m->tw[0], dst, m->tw[0].logits, sizeof(real) * n, 1);
+#endif
+    memcpy(dst, m->tw[0].logits, sizeof(real) * n);
+    return 0;
+}
+
+int train_dump_model(model *m, const float *x, const int32_t *labels, const char *path,
+                     char *err, size_t errlen)
+{
+    const tower_config *c = &m->plan.cfg;
+    int T = m->towers, B = c->batch, Vt = m->plan.vt, V = T * Vt;
+    size_t np = m->plan.n_params;
+
+    model_set_batch(m, x, labels);
+    double loss = model_forward(m, 1);
+    model_backward(m);
+
+    /* every host buffer in one allocation: params, grads per tower, logits (twice:
+     * gathered and class order), masks */
+    size_t mask_n[TOWER_LAYERS] = {0}, masks_total = 0;
+    for (int l = 0; l < TOWER_LAYERS; l++)
+        if (tower_alexnet2012[l].dropout) {
+            mask_n[l] = (size_t)B * m->plan.layer[l].out_ch;
+            masks_total += (size_t)T * mask_n[l];
+        }
+    size_t logit_n = (size_t)B * V;
+    size_t total = 2 * (size_t)T * np + 2 * logit_n;
+    real *buf = malloc(sizeof(real) * total);
+    float *masks = malloc(sizeof(float) * (masks_total ? masks_total : 1));
+    if (!buf || !masks) {
+        snprintf(err, errlen, "%s: out of memory for %zu values", path, total + masks_total);
+        free(buf);
+        free(masks);
+        return -1;
+    }
+    real *params = buf, *grads = buf + (size_t)T * np;
+    real *gathered = grads + (size_t)T * np, *logits = gathered + logit_n;
+    for (int t = 0; t < T; t++) {
+        model_get_tensor(m, t, 0, params + (size_t)t * np);
+        model_get_tensor(m, t, 1, grads + (size_t)t * np);
+    }
+    if (copy_logits(m, gathered, logit_n)) {
+        snprintf(err, errlen, "%s: cannot copy the logits from the device", path);
+        free(buf);
+        free(masks);
+        return -1;
+    }
+    for (int b = 0; b < B; b++) /* (T, B, Vt) -> (B, V), class c = slot * Vt + j */
+        for (int cl = 0; cl < V; cl++)
+            logits[(size_t)b * V + cl] =
+                gathered[(size_t)(cl / Vt) * B * Vt + (size_t)b * Vt + cl % Vt];
+
+    enum { MAX_T = 2 * (4 * TOWER_LAYERS + TOWER_LAYERS) + 4 };
+    st_tensor tens[MAX_T];
+    char names[2 * 2 * 2 * TOWER_LAYERS + 2 * TOWER_LAYERS][TRAIN_EXPORT_NAME_MAX];
+    int nt = 0, nn = 0;
+    for (int t = 0; t < T; t++) {
+        train_export_views(tens + nt, names + nn, &m->plan, t, params + (size_t)t * np, "");
+        nt += 2 * TOWER_LAYERS;
+        nn += 2 * TOWER_LAYERS;
+    }
+    double loss_v[1] = {loss};
+    tens[nt++] = (st_tensor){"x", "F32", 4, {B, c->in_ch, c->in_size, c->in_size}, x};
+    tens[nt++] = (st_tensor){"labels", "I32", 1, {B}, labels};
+    tens[nt++] = (st_tensor){"logits", TRAIN_REAL_DTYPE, 2, {B, V}, logits};
+    tens[nt++] = (st_tensor){"loss", "F64", 1, {1}, loss_v};
+    for (int t = 0; t < T; t++) {
+        train_export_views(tens + nt, names + nn, &m->plan, t, grads + (size_t)t * np, "grad.");
+        nt += 2 * TOWER_LAYERS;
+        nn += 2 * TOWER_LAYERS;
+    }
+    /* the masks tower_dropout_forward applied: keep unit i when
+     * tower_rng_uniform(tower_layer_key(dropout_key, l), i) >= p, i = b * out_ch + j */
+    float *mk = masks;
+    for (int t = 0; t < T; t++)
+        for (int l = 0; l < TOWER_LAYERS; l++) {
+            if (!mask_n[l])
+                continue;
+            uint64_t key = tower_layer_key(m->tw[t].dropout_key, l);
+            float p = (float)TOWER_DROPOUT_P;
+            for (size_t i = 0; i < mask_n[l]; i++)
+                mk[i] = tower_rng_uniform(key, i) >= p ? 1.0f : 0.0f;
+            snprintf(names[nn], TRAIN_EXPORT_NAME_MAX, "mask.tower%d.%s", t,
+                     tower_alexnet2012[l].name);
+            tens[nt++] = (st_tensor){names[nn++], "F32", 2, {B, m->plan.layer[l].out_ch}, mk};
+            mk += mask_n[l];
+        }
+
+    char v[8][32];
+    snprintf(v[0], sizeof v[0], "%" PRIu64, m->seed);
+    snprintf(v[1], sizeof v[1], "%" PRId64, m->step);
+    snprintf(v[2], sizeof v[2], "%d", T);
+    snprintf(v[3], sizeof v[3], "%d", c->classes);
+    snprintf(v[4], sizeof v[4], "%d", c->in_size);
+    snprintf(v[5], sizeof v[5], "%d", B);
+    snprintf(v[6], sizeof v[6], "%d", c->width_div > 0 ? c->width_div : 1);
+    snprintf(v[7], sizeof v[7], "%s", m->place.cpu ? "cpu" : "cuda");
+    const char *meta[] = {"format", "twotower-dump", "seed", v[0], "step", v[1],
+                          "towers", v[2], "classes", v[3], "size", v[4], "batch", v[5],
+                          "width_div", v[6], "backend", v[7], NULL};
+    int rc = st_write(path, tens, nt, meta, err, errlen);
+    free(buf);
+    free(masks);
+    return rc;
+}
+
+static int parse_int(const char *flag, const char *s, long long lo, long long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "twotower dump: %s needs a whole number in [%lld, %lld], not '%s'\n",
+                flag, lo, hi, s ? s : "(missing)");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* --gpus 0 or --gpus 0,1 */
+static int parse_gpus(const char *s, model_placement *place)
+{
+    int a, b;
+    char extra;
+    if (s && sscanf(s, "%d,%d%c", &a, &b, &extra) == 2 && a >= 0 && b >= 0 && a != b) {
+        *place = (model_placement){.cpu = 0, .ngpus = 2, .gpus = {a, b}};
+        return 0;
+    }
+    if (s && sscanf(s, "%d%c", &a, &extra) == 1 && a >= 0) {
+        *place = (model_placement){.cpu = 0, .ngpus = 1, .gpus = {a, a}};
+        return 0;
+    }
+    fprintf(stderr, "twotower dump: --gpus needs a device id or two different ids 'A,B', "
+            "not '%s'\n", s ? s : "(missing)");
+    return -1;
+}
+
+static void dump_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: twotower dump --out F.safetensors [--batch 2] [--seed 1] [--size 224]\n"
+            "                     [--towers 2] [--classes 1000] [--width-div 1] [--gpus A[,B]]\n"
+            "Runs one training forward and backward (no update) of the net initialised from\n"
+            "--seed on a batch made from --seed, and writes weights, batch, dropout masks,\n"
+            "logits, loss and gradients for tools/reference/compare.py. CPU unless --gpus.\n");
+}
+
+int train_dump_main(int argc, char **argv)
+{
+    tower_config cfg = {.towers = 2, .classes = 1000, .batch = 2, .in_size = 224,
+                        .in_ch = 3, .width_div = 1};
+    model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
+    uint64_t seed = 1;
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            dump_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--out")) {
+            if (!val) {
+                fprintf(stderr, "twotower dump: --out needs a file name\n");
+                return 2;
+            }
+            out = val, i++;
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long v = val ? strtoull(val, &end, 10) : 0;
+            if (!val || errno || end == val || *end || val[0] == '-') {
+                fprintf(stderr, "twotower dump: --seed needs a non-negative whole number, "
+                        "not '%s'\n", val ? val : "(missing)");
+                return 2;
+            }
+            seed = v, i++;
+        } else if (!strcmp(a, "--batch")) {
+            rc = parse_int(a, val, 1, 4096, &cfg.batch), i++;
+        } else if (!strcmp(a, "--towers")) {
+            rc = parse_int(a, val, 1, 2, &cfg.towers), i++;
+        } else if (!strcmp(a, "--classes")) {
+            rc = parse_int(a, val, 2, 1000000, &cfg.classes), i++;
+        } else if (!strcmp(a, "--size")) {
+            rc = parse_int(a, val, 1, 4096, &cfg.in_size), i++;
+        } else if (!strcmp(a, "--width-div")) {
+            rc = parse_int(a, val, 1, 2048, &cfg.width_div), i++;
+        } else if (!strcmp(a, "--gpus")) {
+            rc = parse_gpus(val, &place), i++;
+        } else {
+            fprintf(stderr, "twotower dump: unknown argument '%s'\n", a);
+            dump_usage(stderr);
+            return 2;
+        }
+        if (rc)
+            return 2;
+    }
+    if (!out) {
+        dump_usage(stderr);
+        return 2;
+    }
+    model m;
+    char err[512];
+    if (model_init(&m, &cfg, &place, seed, err, sizeof err)) {
+        fprintf(stderr, "twotower dump: %s\n", err);
+        return 2;
+    }
+    size_t xn = (size_t)cfg.batch * cfg.in_ch * cfg.in_size * cfg.in_size;
+    float *x = malloc(sizeof(float) * xn);
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)cfg.batch);
+    int rc = -1;
+    if (!x || !labels) {
+        snprintf(err, sizeof err, "%s: out of memory for the batch", out);
+    } else {
+        train_dump_batch(x, labels, &cfg, seed);
+        rc = train_dump_model(&m, x, labels, out, err, sizeof err);
+    }
+    if (rc)
+        fprintf(stderr, "twotower dump: %s\n", err);
+    else
+        printf("twotower dump: wrote %s (loss %.6f, %d tower(s), batch %d, size %d, "
+               "%d classes)\n", out, m.last_loss, m.towers, cfg.batch, cfg.in_size,
+               cfg.classes);
+    free(x);
+    free(labels);
+    model_free(&m);
+    return rc ? 1 : 0;
+}

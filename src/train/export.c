@@ -1,0 +1,179 @@
+/* export.c: `twotower export`, a model's weights as safetensors with one tensor per
+ * tower and layer (docs/WEIGHTS.md); tools/reference/twotower_torch.py loads the file
+ * into PyTorch. The checkpoint code reuses train_export_model. */
+#include "train/export.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
+                        const tower_plan *plan, int tower_index, const real *arena,
+                        const char *prefix)
+{
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_spec *s = &tower_alexnet2012[l];
+        const tower_layer_shape *L = &plan->layer[l];
+        st_tensor *w = &out[2 * l], *b = &out[2 * l + 1];
+        snprintf(names[2 * l], TRAIN_EXPORT_NAME_MAX, "%stower%d.%s.weight", prefix,
+                 tower_index, s->name);
+        snprintf(names[2 * l + 1], TRAIN_EXPORT_NAME_MAX, "%stower%d.%s.bias", prefix,
+                 tower_index, s->name);
+        memset(w, 0, sizeof *w);
+        memset(b, 0, sizeof *b);
+        w->name = names[2 * l];
+        w->dtype = TRAIN_REAL_DTYPE;
+        w->data = arena + L->w_off;
+        w->shape[0] = L->out_ch;
+        w->shape[1] = (int64_t)L->sources * L->in_ch;
+        if (s->kind == TOWER_CONV) {
+            /* the arena's (out_ch, sources*in_ch*k*k) row-major is exactly this 4-D
+             * shape, and PyTorch's conv weight layout */
+            w->ndim = 4;
+            w->shape[2] = s->k;
+            w->shape[3] = s->k;
+        } else {
+            w->ndim = 2;
+        }
+        b->name = names[2 * l + 1];
+        b->dtype = TRAIN_REAL_DTYPE;
+        b->data = arena + L->b_off;
+        b->ndim = 1;
+        b->shape[0] = L->out_ch;
+    }
+}
+
+int train_export_model(const model *m, const char *path, char *err, size_t errlen)
+{
+    int T = m->towers;
+    size_t n = m->plan.n_params;
+    real *host[2] = {NULL, NULL};
+    for (int t = 0; t < T; t++) {
+        host[t] = malloc(sizeof(real) * n);
+        if (!host[t]) {
+            snprintf(err, errlen, "%s: out of memory for %zu parameters", path, n);
+            free(host[0]);
+            return -1;
+        }
+        model_get_tensor(m, t, 0, host[t]);
+    }
+    st_tensor tens[2 * 2 * TOWER_LAYERS];
+    char names[2 * 2 * TOWER_LAYERS][TRAIN_EXPORT_NAME_MAX];
+    for (int t = 0; t < T; t++)
+        train_export_views(tens + t * 2 * TOWER_LAYERS, names + t * 2 * TOWER_LAYERS,
+                           &m->plan, t, host[t], "");
+
+    const tower_config *c = &m->plan.cfg;
+    char v[7][32];
+    snprintf(v[0], sizeof v[0], "%d", c->towers);
+    snprintf(v[1], sizeof v[1], "%d", c->classes);
+    snprintf(v[2], sizeof v[2], "%d", c->in_size);
+    snprintf(v[3], sizeof v[3], "%d", c->in_ch);
+    snprintf(v[4], sizeof v[4], "%d", c->width_div > 0 ? c->width_div : 1);
+    snprintf(v[5], sizeof v[5], "%" PRIu64, m->seed);
+    snprintf(v[6], sizeof v[6], "%" PRId64, m->step);
+    const char *meta[] = {"format", "twotower-weights", "towers", v[0], "classes", v[1],
+                          "size", v[2], "in_ch", v[3], "width_div", v[4], "seed", v[5],
+                          "step", v[6], NULL};
+    int rc = st_write(path, tens, T * 2 * TOWER_LAYERS, meta, err, errlen);
+    free(host[0]);
+    free(host[1]);
+    return rc;
+}
+
+/* A whole decimal number in [lo, hi] for flag, or a message and -1. */
+static int parse_int(const char *flag, const char *s, long long lo, long long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "twotower export: %s needs a whole number in [%lld, %lld], not '%s'\n",
+                flag, lo, hi, s ? s : "(missing)");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static void export_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: twotower export OUT.safetensors [--seed S] [--towers 2] [--classes 1000]\n"
+            "                       [--size 224] [--width-div 1]\n"
+            "Writes the weights of the net freshly initialised from --seed (the paper's init)\n"
+            "as safetensors: tower{t}.{layer}.weight/.bias, see docs/WEIGHTS.md.\n");
+}
+
+int train_export_main(int argc, char **argv)
+{
+    tower_config cfg = {.towers = 2, .classes = 1000, .batch = 1, .in_size = 224,
+                        .in_ch = 3, .width_div = 1};
+    uint64_t seed = 1;
+    const char *pos[2];
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            export_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long v = val ? strtoull(val, &end, 10) : 0;
+            if (!val || errno || end == val || *end || val[0] == '-') {
+                fprintf(stderr, "twotower export: --seed needs a non-negative whole number, "
+                        "not '%s'\n", val ? val : "(missing)");
+                return 2;
+            }
+            seed = v;
+            i++;
+        } else if (!strcmp(a, "--towers")) {
+            rc = parse_int(a, val, 1, 2, &cfg.towers), i++;
+        } else if (!strcmp(a, "--classes")) {
+            rc = parse_int(a, val, 2, 1000000, &cfg.classes), i++;
+        } else if (!strcmp(a, "--size")) {
+            rc = parse_int(a, val, 1, 4096, &cfg.in_size), i++;
+        } else if (!strcmp(a, "--width-div")) {
+            rc = parse_int(a, val, 1, 2048, &cfg.width_div), i++;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "twotower export: unknown option '%s'\n", a);
+            export_usage(stderr);
+            return 2;
+        } else if (npos < 2) {
+            pos[npos++] = a;
+        } else {
+            fprintf(stderr, "twotower export: too many arguments ('%s')\n", a);
+            return 2;
+        }
+        if (rc)
+            return 2;
+    }
+    if (npos != 1) {
+        if (npos == 2)
+            fprintf(stderr, "twotower export: exporting from a checkpoint (%s) is not "
+                    "supported yet; give only OUT to export the initialised net\n", pos[0]);
+        else
+            export_usage(stderr);
+        return 2;
+    }
+    const char *out = pos[0];
+    model m;
+    model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
+    char err[512];
+    if (model_init(&m, &cfg, &place, seed, err, sizeof err)) {
+        fprintf(stderr, "twotower export: %s\n", err);
+        return 2;
+    }
+    int rc = train_export_model(&m, out, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "twotower export: %s\n", err);
+    else
+        printf("twotower export: wrote %s (%d tower(s), %zu parameters per tower, seed %" PRIu64
+               ")\n", out, m.towers, m.plan.n_params, seed);
+    model_free(&m);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,41 @@
+/* export: a model's weights as a safetensors file that PyTorch (tools/reference) and
+ * other tools can read; the layout is documented in docs/WEIGHTS.md. Also the helper
+ * that names one tower's tensors, shared with `twotower dump`. Part of src/train. */
+#ifndef TRAIN_EXPORT_H
+#define TRAIN_EXPORT_H
+
+#include <stddef.h>
+
+#include "train/model.h"
+#include "train/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* safetensors dtype of `real` in this build: "F32", or "F64" under TOWER_F64. */
+#define TRAIN_REAL_DTYPE (sizeof(real) == 8 ? "F64" : "F32")
+#define TRAIN_EXPORT_NAME_MAX 64
+
+/* Views of one tower's 2*TOWER_LAYERS tensors in a host copy of its arena (params or
+ * grads, n_params reals): out[2l] = {prefix}tower{t}.{layer}.weight, conv weights shaped
+ * (out_ch, sources*in_ch, k, k) and fc weights (out_ch, sources*in_ch) (the arena's
+ * row-major bytes unchanged), out[2l+1] = {prefix}tower{t}.{layer}.bias (out_ch).
+ * names: 2*TOWER_LAYERS buffers that the views point into; prefix "" or e.g. "grad.". */
+void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
+                        const tower_plan *plan, int tower_index, const real *arena,
+                        const char *prefix);
+
+/* Writes every tower's parameters (model_get_tensor) to path with metadata format,
+ * towers, classes, size, in_ch, width_div, seed and step. Returns 0, or -1 with err. */
+int train_export_model(const model *m, const char *path, char *err, size_t errlen);
+
+/* `twotower export [CKPT] OUT.safetensors [--seed S] [--towers T] [--classes V]
+ * [--size S] [--width-div D]`; argv[0] is "export". Returns the exit code (0 ok,
+ * 1 failed, 2 usage). */
+int train_export_main(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
