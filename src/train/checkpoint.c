@@ -1,0 +1,1179 @@
+/* checkpoint: the .ttc format (see checkpoint.h), written crash-safe (tmp, fsync, rename,
+ * fsync of the folder) and read whole into memory, where every size is checked against
+ * the bytes actually present before it is used, so a bad file is refused, never half-loaded. */
+#include "train/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "checkpoint.c writes tensor data as little-endian host bytes"
+#endif
+
+static const unsigned char CKPT_MAGIC[8] = {'T', 'T', 'C', 'K', 'P', 'T', '\r', '\n'};
+#define HEADER_BYTES 28
+#define NAME_MAX_LEN 63
+#define MAX_DIMS 4
+#define MAX_RECORDS 64
+#define MAX_DIM_VALUE ((int64_t)1 << 40)
+#define MAX_FILE_BYTES ((uint64_t)1 << 38) /* 256 GiB: far above the paper's net (~1 GB) */
+
+enum { DT_F32 = 1, DT_F64 = 2, DT_I64 = 3 };
+
+#if defined(TOWER_F64)
+#define DT_REAL DT_F64
+#else
+#define DT_REAL DT_F32
+#endif
+
+/* ---- little helpers ----------------------------------------------------------------- */
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t crc_of(const void *p, size_t n)
+{
+    return (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), (const Bytef *)p, n);
+}
+
+static size_t dtype_size(uint32_t dt)
+{
+    return dt == DT_F32 ? 4 : (dt == DT_F64 || dt == DT_I64) ? 8 : 0;
+}
+static const char *dtype_name(uint32_t dt)
+{
+    return dt == DT_F32 ? "f32" : dt == DT_F64 ? "f64" : dt == DT_I64 ? "i64" : "?";
+}
+
+/* ---- the records a checkpoint holds ------------------------------------------------- */
+
+#define N_CONFIG 6
+#define N_RUN 6
+#define N_CURSOR 3
+#define N_SCHED_F 4
+#define N_SCHED_I 7
+#define N_NONFINITE 3
+#define N_STATS 8
+
+static const char *const CONFIG_FIELDS[N_CONFIG] = {"towers", "classes", "batch",
+                                                    "in_size", "in_ch", "width_div"};
+
+static void config_to_i64(int64_t *v, const tower_config *c)
+{
+    v[0] = c->towers;
+    v[1] = c->classes;
+    v[2] = c->batch;
+    v[3] = c->in_size;
+    v[4] = c->in_ch;
+    v[5] = c->width_div;
+}
+
+/* Bounds on each config field before it is used to size anything: a file could hold
+ * any number, and tower_plan_make multiplies them. */
+static const int64_t CONFIG_MIN[N_CONFIG] = {1, 1, 1, 1, 1, 1};
+static const int64_t CONFIG_MAX[N_CONFIG] = {2, 1 << 20, 1 << 16, 1 << 14, 64, 1 << 12};
+
+static void stats_to_f64(double *v, const train_ckpt_stats *s)
+{
+    v[0] = s->best_top1;
+    v[1] = s->best_top5;
+    v[2] = s->best_step;
+    v[3] = s->images_seen;
+    v[4] = s->train_seconds;
+    v[5] = s->last_loss;
+    v[6] = s->last_top1;
+    v[7] = s->last_top5;
+}
+static void stats_from_f64(train_ckpt_stats *s, const double *v)
+{
+    s->best_top1 = v[0];
+    s->best_top5 = v[1];
+    s->best_step = v[2];
+    s->images_seen = v[3];
+    s->train_seconds = v[4];
+    s->last_loss = v[5];
+    s->last_top1 = v[6];
+    s->last_top5 = v[7];
+}
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    uint32_t dtype;
+    uint32_t ndim;
+    int64_t shape[MAX_DIMS];
+    uint64_t nbytes;
+    const void *data; /* NULL for tower tensors: produced by the source callback */
+    int tower, which; /* tower tensors: which 0 params, 2 momentum */
+} out_record;
+
+typedef const real *(*tensor_source)(void *ctx, int t, int which, real *scratch);
+
+static size_t record_head_bytes(const out_record *r)
+{
+    return 4 + strlen(r->name) + 4 + 4 + 8 * (size_t)r->ndim + 8 + 4 + 4;
+}
+
+static size_t encode_head(unsigned char *h, const out_record *r, uint32_t data_crc)
+{
+    size_t nl = strlen(r->name), o = 0;
+    put_u32(h + o, (uint32_t)nl);
+    o += 4;
+    memcpy(h + o, r->name, nl);
+    o += nl;
+    put_u32(h + o, r->dtype);
+    o += 4;
+    put_u32(h + o, r->ndim);
+    o += 4;
+    for (uint32_t d = 0; d < r->ndim; d++, o += 8)
+        put_u64(h + o, (uint64_t)r->shape[d]);
+    put_u64(h + o, r->nbytes);
+    o += 8;
+    put_u32(h + o, data_crc);
+    o += 4;
+    put_u32(h + o, crc_of(h, o));
+    return o + 4;
+}
+
+static void rec_small(out_record *r, const char *name, uint32_t dt, int64_t n, const void *data)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->dtype = dt;
+    r->ndim = 1;
+    r->shape[0] = n;
+    r->nbytes = (uint64_t)n * dtype_size(dt);
+    r->data = data;
+}
+
+static int fwrite_all(FILE *f, const void *p, size_t n)
+{
+    return n == 0 || fwrite(p, 1, n, f) == n;
+}
+
+static int fsync_dir(const char *dir, char *err, size_t errlen)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+        fail(err, errlen, "checkpoint folder %s: open for fsync: %s", dir, strerror(errno));
+        return -1;
+    }
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc != 0) {
+        fail(err, errlen, "checkpoint folder %s: fsync: %s", dir, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *dir, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp) {
+        fail(err, errlen, "checkpoint folder %s: path too long", dir);
+        return -1;
+    }
+    for (char *p = tmp + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+                fail(err, errlen, "checkpoint folder %s: mkdir %s: %s", dir, tmp, strerror(errno));
+                return -1;
+            }
+            *p = c;
+            if (c == 0)
+                break;
+        }
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fail(err, errlen, "checkpoint folder %s: not a folder", dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* "ckpt-<digits>.ttc" -> step; -1 for any other name (a .tmp included). */
+static int64_t parse_ckpt_name(const char *name)
+{
+    if (strncmp(name, "ckpt-", 5) != 0)
+        return -1;
+    const char *p = name + 5;
+    int64_t v = 0;
+    int nd = 0;
+    for (; *p >= '0' && *p <= '9'; p++, nd++) {
+        if (v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    if (nd == 0 || strcmp(p, ".ttc") != 0)
+        return -1;
+    return v;
+}
+
+static int is_tmp_name(const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(name, "ckpt-", 5) == 0 && n > 8 && strcmp(name + n - 8, ".ttc.tmp") == 0;
+}
+
+typedef struct {
+    int64_t step;
+    char name[256];
+} ckpt_entry;
+
+static int entry_cmp_desc(const void *a, const void *b)
+{
+    const ckpt_entry *x = a, *y = b;
+    if (x->step != y->step)
+        return x->step < y->step ? 1 : -1;
+    return strcmp(y->name, x->name);
+}
+
+/* Lists DIR's checkpoints, newest first. Returns the count (*out malloc'd, may be NULL
+ * when 0) or -1 with err. */
+static int list_ckpts(const char *dir, ckpt_entry **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    DIR *d = opendir(dir);
+    if (!d) {
+        fail(err, errlen, "checkpoint folder %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    size_t n = 0, cap = 0;
+    ckpt_entry *v = NULL;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int64_t step = parse_ckpt_name(de->d_name);
+        if (step < 0 || strlen(de->d_name) >= sizeof v[0].name)
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            ckpt_entry *nv = realloc(v, cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                closedir(d);
+                fail(err, errlen, "checkpoint folder %s: out of memory listing it", dir);
+                return -1;
+            }
+            v = nv;
+        }
+        v[n].step = step;
+        snprintf(v[n].name, sizeof v[n].name, "%s", de->d_name);
+        n++;
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(v, n, sizeof *v, entry_cmp_desc);
+    *out = v;
+    return (int)n;
+}
+
+static void prune(const char *dir, int keep_last, const char *just_written)
+{
+    ckpt_entry *v;
+    int n = list_ckpts(dir, &v, NULL, 0);
+    if (n < 0)
+        return;
+    if (keep_last > 0) {
+        for (int i = keep_last; i < n; i++) {
+            if (strcmp(v[i].name, just_written) == 0)
+                continue; /* never delete what was just written (an older step re-saved) */
+            char p[4096 + 256];
+            snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
+            unlink(p);
+        }
+    }
+    free(v);
+    /* A .tmp is what a killed writer left behind: never a checkpoint, safe to remove. */
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (is_tmp_name(de->d_name)) {
+            char p[4096 + 256];
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
+static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_params,
+                      tensor_source src, void *ctx, int keep_last, char *err, size_t errlen)
+{
+    const tower_config *cfg = &meta->cfg;
+    if (cfg->towers < 1 || cfg->towers > 2) {
+        fail(err, errlen, "checkpoint: config.towers %d is not 1 or 2", cfg->towers);
+        return -1;
+    }
+    if (meta->step < 0) {
+        fail(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
+        return -1;
+    }
+    if (n_params == 0 || n_params > (size_t)MAX_DIM_VALUE) {
+        fail(err, errlen, "checkpoint: n_params %zu out of range", n_params);
+        return -1;
+    }
+    if (mkdir_p(dir, err, errlen) != 0)
+        return -1;
+
+    int64_t v_config[N_CONFIG], v_run[N_RUN], v_cursor[N_CURSOR], v_sched_i[N_SCHED_I],
+        v_nf[N_NONFINITE];
+    double v_sched_f[N_SCHED_F], v_stats[N_STATS];
+    config_to_i64(v_config, cfg);
+    v_run[0] = (int64_t)meta->seed;
+    v_run[1] = meta->step;
+    v_run[2] = meta->epoch;
+    v_run[3] = (int64_t)meta->model_seed;
+    v_run[4] = meta->model_step;
+    v_run[5] = (int64_t)n_params;
+    v_cursor[0] = (int64_t)meta->cursor.seed;
+    v_cursor[1] = meta->cursor.epoch;
+    v_cursor[2] = meta->cursor.pos;
+    v_sched_f[0] = meta->sched.lr0;
+    v_sched_f[1] = meta->sched.min_delta;
+    v_sched_f[2] = meta->sched.lr;
+    v_sched_f[3] = meta->sched.best;
+    v_sched_i[0] = meta->sched.patience;
+    v_sched_i[1] = meta->sched.max_drops;
+    v_sched_i[2] = meta->sched.best_eval;
+    v_sched_i[3] = meta->sched.evals;
+    v_sched_i[4] = meta->sched.drops;
+    v_sched_i[5] = meta->sched.bad;
+    v_sched_i[6] = meta->sched.stopped;
+    v_nf[0] = meta->nonfinite.limit;
+    v_nf[1] = meta->nonfinite.run;
+    v_nf[2] = meta->nonfinite.skipped;
+    stats_to_f64(v_stats, &meta->stats);
+
+    out_record recs[7 + 4];
+    int nr = 0;
+    rec_small(&recs[nr++], "config", DT_I64, N_CONFIG, v_config);
+    rec_small(&recs[nr++], "run", DT_I64, N_RUN, v_run);
+    rec_small(&recs[nr++], "cursor", DT_I64, N_CURSOR, v_cursor);
+    rec_small(&recs[nr++], "schedule", DT_F64, N_SCHED_F, v_sched_f);
+    rec_small(&recs[nr++], "schedule.i", DT_I64, N_SCHED_I, v_sched_i);
+    rec_small(&recs[nr++], "nonfinite", DT_I64, N_NONFINITE, v_nf);
+    rec_small(&recs[nr++], "stats", DT_F64, N_STATS, v_stats);
+    for (int t = 0; t < cfg->towers; t++) {
+        for (int k = 0; k < 2; k++) {
+            out_record *r = &recs[nr++];
+            memset(r, 0, sizeof *r);
+            snprintf(r->name, sizeof r->name, "tower%d.%s", t, k == 0 ? "params" : "momentum");
+            r->dtype = DT_REAL;
+            r->ndim = 1;
+            r->shape[0] = (int64_t)n_params;
+            r->nbytes = (uint64_t)n_params * sizeof(real);
+            r->tower = t;
+            r->which = k == 0 ? 0 : 2;
+        }
+    }
+    uint64_t total = HEADER_BYTES;
+    for (int i = 0; i < nr; i++)
+        total += record_head_bytes(&recs[i]) + recs[i].nbytes;
+
+    char final_path[4096], tmp_path[4096 + 8];
+    if (snprintf(final_path, sizeof final_path, "%s/ckpt-%08lld.ttc", dir,
+                 (long long)meta->step) >= (int)sizeof final_path) {
+        fail(err, errlen, "checkpoint folder %s: path too long", dir);
+        return -1;
+    }
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", final_path);
+
+    real *scratch = malloc(n_params * sizeof(real));
+    if (!scratch) {
+        fail(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",
+             final_path, n_params * sizeof(real));
+        return -1;
+    }
+    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        fail(err, errlen, "checkpoint %s: create: %s", tmp_path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        free(scratch);
+        return -1;
+    }
+    int ok = 1;
+    unsigned char head[HEADER_BYTES];
+    memcpy(head, CKPT_MAGIC, 8);
+    put_u32(head + 8, TRAIN_CKPT_VERSION);
+    put_u32(head + 12, (uint32_t)nr);
+    put_u64(head + 16, total);
+    put_u32(head + 24, crc_of(head, 24));
+    ok = fwrite_all(f, head, HEADER_BYTES);
+    for (int i = 0; ok && i < nr; i++) {
+        const void *data = recs[i].data;
+        if (!data)
+            data = src(ctx, recs[i].tower, recs[i].which, scratch);
+        unsigned char rh[4 + NAME_MAX_LEN + 8 + 8 * MAX_DIMS + 16];
+        size_t hn = encode_head(rh, &recs[i], crc_of(data, recs[i].nbytes));
+        ok = fwrite_all(f, rh, hn) && fwrite_all(f, data, recs[i].nbytes);
+    }
+    free(scratch);
+    if (ok)
+        ok = fflush(f) == 0;
+    if (ok)
+        ok = fsync(fileno(f)) == 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        fail(err, errlen, "checkpoint %s: write: %s (the previous checkpoints are untouched)",
+             tmp_path, strerror(e));
+        unlink(tmp_path);
+        return -1;
+    }
+    if (rename(tmp_path, final_path) != 0) {
+        fail(err, errlen, "checkpoint %s: rename from .tmp: %s", final_path, strerror(errno));
+        unlink(tmp_path);
+        return -1;
+    }
+    if (fsync_dir(dir, err, errlen) != 0)
+        return -1;
+    prune(dir, keep_last, strrchr(final_path, '/') + 1);
+    return 0;
+}
+
+typedef struct {
+    const real *const *params, *const *momentum;
+} buffer_ctx;
+
+static const real *buffer_source(void *ctx, int t, int which, real *scratch)
+{
+    const buffer_ctx *b = ctx;
+    return which == 0 ? b->params[t] : b->momentum[t];
+}
+
+int train_ckpt_save_buffers(const char *dir, const train_ckpt_meta *meta, size_t n_params,
+                            const real *const *params, const real *const *momentum,
+                            int keep_last, char *err, size_t errlen)
+{
+    buffer_ctx b = {params, momentum};
+    return ckpt_write(dir, meta, n_params, buffer_source, &b, keep_last, err, errlen);
+}
+
+static const real *model_source(void *ctx, int t, int which, real *scratch)
+{
+    model_get_tensor((const model *)ctx, t, which, scratch);
+    return scratch;
+}
+
+int train_ckpt_save(const char *dir, const train_ckpt_meta *meta, const model *m, int keep_last,
+                    char *err, size_t errlen)
+{
+    train_ckpt_meta mm = *meta;
+    mm.cfg = m->plan.cfg;
+    mm.model_seed = m->seed;
+    mm.model_step = m->step;
+    mm.n_params = m->plan.n_params;
+    return ckpt_write(dir, &mm, m->plan.n_params, model_source, (void *)m, keep_last, err,
+                      errlen);
+}
+
+/* ---- reading ------------------------------------------------------------------------ */
+
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    uint32_t dtype, ndim;
+    int64_t shape[MAX_DIMS];
+    uint64_t nbytes;
+    const unsigned char *data;
+} in_record;
+
+static int read_whole(const char *path, unsigned char **buf, size_t *len, char *err,
+                      size_t errlen)
+{
+    *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail(err, errlen, "checkpoint %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fail(err, errlen, "checkpoint %s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_size < HEADER_BYTES) {
+        fail(err, errlen, "checkpoint %s: header: file is %lld bytes, shorter than the "
+             "%d-byte header (truncated)", path, (long long)st.st_size, HEADER_BYTES);
+        close(fd);
+        return -1;
+    }
+    unsigned char head[HEADER_BYTES];
+    if (pread(fd, head, HEADER_BYTES, 0) != HEADER_BYTES) {
+        fail(err, errlen, "checkpoint %s: header: read failed", path);
+        close(fd);
+        return -1;
+    }
+    /* The header is checked before the size it states is trusted for anything. */
+    if (memcmp(head, CKPT_MAGIC, 8) != 0) {
+        fail(err, errlen, "checkpoint %s: header.magic: not a twotower checkpoint", path);
+        close(fd);
+        return -1;
+    }
+    if (crc_of(head, 24) != get_u32(head + 24)) {
+        fail(err, errlen, "checkpoint %s: header: checksum mismatch (stored %08x, computed "
+             "%08x)", path, get_u32(head + 24), crc_of(head, 24));
+        close(fd);
+        return -1;
+    }
+    uint32_t version = get_u32(head + 8);
+    if (version != TRAIN_CKPT_VERSION) {
+        fail(err, errlen, "checkpoint %s: header.version %u is not supported (this build "
+             "reads version %d)", path, version, TRAIN_CKPT_VERSION);
+        close(fd);
+        return -1;
+    }
+    uint64_t fb = get_u64(head + 16);
+    if (fb > MAX_FILE_BYTES || fb < HEADER_BYTES) {
+        fail(err, errlen, "checkpoint %s: header.file_bytes %llu out of range", path,
+             (unsigned long long)fb);
+        close(fd);
+        return -1;
+    }
+    if ((uint64_t)st.st_size != fb) {
+        fail(err, errlen, "checkpoint %s: header.file_bytes: the header says %llu bytes, the "
+             "file has %lld (%s)", path, (unsigned long long)fb, (long long)st.st_size,
+             (uint64_t)st.st_size < fb ? "truncated" : "trailing bytes");
+        close(fd);
+        return -1;
+    }
+    size_t n = (size_t)fb;
+    unsigned char *b = malloc(n);
+    if (!b) {
+        fail(err, errlen, "checkpoint %s: cannot allocate %zu bytes to read it", path, n);
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, b + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            fail(err, errlen, "checkpoint %s: read failed at byte %zu: %s", path, got,
+                 r < 0 ? strerror(errno) : "file shrank while reading");
+            free(b);
+            close(fd);
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+static int valid_name_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_';
+}
+
+/* Parses record #idx at *off. Checks: every field lies inside the file, the name is
+ * sane, the header checksum, ndim, each dim, nbytes = prod(shape) * dtype size (no
+ * overflow), the data inside the file and its checksum. */
+static int parse_record(const char *path, const unsigned char *b, size_t len, size_t *off,
+                        int idx, in_record *r, char *err, size_t errlen)
+{
+    size_t o = *off, start = *off;
+#define NEED(n, what)                                                                     \
+    do {                                                                                  \
+        if (len - o < (size_t)(n)) {                                                      \
+            fail(err, errlen, "checkpoint %s: record #%d at byte %zu: %s runs past the end " \
+                 "of the file", path, idx, start, what);                                  \
+            return -1;                                                                    \
+        }                                                                                 \
+    } while (0)
+    NEED(4, "name_len");
+    uint32_t nl = get_u32(b + o);
+    o += 4;
+    if (nl < 1 || nl > NAME_MAX_LEN) {
+        fail(err, errlen, "checkpoint %s: record #%d at byte %zu: name_len %u out of range "
+             "1..%d", path, idx, start, nl, NAME_MAX_LEN);
+        return -1;
+    }
+    NEED(nl, "name");
+    for (uint32_t i = 0; i < nl; i++) {
+        if (!valid_name_char(b[o + i])) {
+            fail(err, errlen, "checkpoint %s: record #%d at byte %zu: name has a bad "
+                 "character (byte %u)", path, idx, start, i);
+            return -1;
+        }
+    }
+    memcpy(r->name, b + o, nl);
+    r->name[nl] = 0;
+    o += nl;
+    NEED(8, "dtype/ndim");
+    r->dtype = get_u32(b + o);
+    r->ndim = get_u32(b + o + 4);
+    o += 8;
+    if (r->ndim > MAX_DIMS) {
+        fail(err, errlen, "checkpoint %s: record '%s': ndim %u exceeds %d", path, r->name,
+             r->ndim, MAX_DIMS);
+        return -1;
+    }
+    NEED(8 * (size_t)r->ndim + 16, "shape/nbytes/checksums");
+    for (uint32_t d = 0; d < r->ndim; d++, o += 8)
+        r->shape[d] = (int64_t)get_u64(b + o);
+    r->nbytes = get_u64(b + o);
+    uint32_t data_crc = get_u32(b + o + 8);
+    uint32_t head_crc = get_u32(b + o + 12);
+    o += 12;
+    if (crc_of(b + start, o - start) != head_crc) {
+        fail(err, errlen, "checkpoint %s: record '%s' (#%d at byte %zu): header checksum "
+             "mismatch", path, r->name, idx, start);
+        return -1;
+    }
+    o += 4;
+    size_t es = dtype_size(r->dtype);
+    if (es == 0) {
+        fail(err, errlen, "checkpoint %s: record '%s': dtype %u unknown", path, r->name,
+             r->dtype);
+        return -1;
+    }
+    uint64_t count = 1;
+    for (uint32_t d = 0; d < r->ndim; d++) {
+        if (r->shape[d] < 0 || r->shape[d] > MAX_DIM_VALUE) {
+            fail(err, errlen, "checkpoint %s: record '%s': shape[%u] = %lld out of range "
+                 "0..2^40", path, r->name, d, (long long)r->shape[d]);
+            return -1;
+        }
+        if (r->shape[d] != 0 && count > (uint64_t)MAX_DIM_VALUE / (uint64_t)r->shape[d]) {
+            fail(err, errlen, "checkpoint %s: record '%s': shape product overflows", path,
+                 r->name);
+            return -1;
+        }
+        count *= (uint64_t)r->shape[d];
+    }
+    if (r->nbytes != count * es) {
+        fail(err, errlen, "checkpoint %s: record '%s': nbytes %llu != %llu elements x %zu "
+             "bytes (%s)", path, r->name, (unsigned long long)r->nbytes,
+             (unsigned long long)count, es, dtype_name(r->dtype));
+        return -1;
+    }
+    if (r->nbytes > len - o) {
+        fail(err, errlen, "checkpoint %s: record '%s': nbytes %llu runs past the end of the "
+             "file (%zu bytes left)", path, r->name, (unsigned long long)r->nbytes, len - o);
+        return -1;
+    }
+    r->data = b + o;
+    uint32_t c = crc_of(r->data, (size_t)r->nbytes);
+    if (c != data_crc) {
+        fail(err, errlen, "checkpoint %s: record '%s': data checksum mismatch (stored %08x, "
+             "computed %08x)", path, r->name, data_crc, c);
+        return -1;
+    }
+    o += (size_t)r->nbytes;
+    *off = o;
+    return 0;
+#undef NEED
+}
+
+static const in_record *find_rec(const in_record *v, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+/* The record must exist with this dtype and shape (n elements). */
+static const in_record *want(const char *path, const in_record *v, int n, const char *name,
+                             uint32_t dtype, int64_t count, char *err, size_t errlen)
+{
+    const in_record *r = find_rec(v, n, name);
+    if (!r) {
+        fail(err, errlen, "checkpoint %s: record '%s' is missing", path, name);
+        return NULL;
+    }
+    if (r->dtype != dtype) {
+        fail(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", path, name,
+             dtype_name(r->dtype), dtype_name(dtype));
+        return NULL;
+    }
+    if (r->ndim != 1 || r->shape[0] != count) {
+        fail(err, errlen, "checkpoint %s: record '%s': shape is not [%lld]", path, name,
+             (long long)count);
+        return NULL;
+    }
+    return r;
+}
+
+static void get_i64s(int64_t *dst, const in_record *r, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = (int64_t)get_u64(r->data + 8 * (size_t)i);
+}
+static void get_f64s(double *dst, const in_record *r, int n)
+{
+    memcpy(dst, r->data, 8 * (size_t)n);
+}
+
+static int check_cfg_match(const char *path, const tower_config *file_cfg,
+                           const tower_config *want_cfg, char *err, size_t errlen)
+{
+    int64_t a[N_CONFIG], b[N_CONFIG];
+    config_to_i64(a, file_cfg);
+    config_to_i64(b, want_cfg);
+    for (int i = 0; i < N_CONFIG; i++) {
+        if (a[i] != b[i]) {
+            fail(err, errlen, "checkpoint %s: config.%s is %lld in the checkpoint but %lld in "
+                 "this run (refused: resume with the same configuration)", path,
+                 CONFIG_FIELDS[i], (long long)a[i], (long long)b[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Everything but copying the tensors out: on success *recs (malloc'd, pointing into
+ * *buf) holds the parsed records and meta is filled. */
+static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, int *nrecs,
+                      train_ckpt_meta *meta, char *err, size_t errlen)
+{
+    size_t len;
+    *recs = NULL;
+    if (read_whole(path, buf, &len, err, errlen) != 0)
+        return -1;
+    const unsigned char *b = *buf;
+    uint32_t nr = get_u32(b + 12);
+    if (nr < 1 || nr > MAX_RECORDS) {
+        fail(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
+             MAX_RECORDS);
+        return -1;
+    }
+    in_record *v = calloc(nr, sizeof *v);
+    if (!v) {
+        fail(err, errlen, "checkpoint %s: out of memory", path);
+        return -1;
+    }
+    *recs = v;
+    size_t off = HEADER_BYTES;
+    for (uint32_t i = 0; i < nr; i++) {
+        if (parse_record(path, b, len, &off, (int)i, &v[i], err, errlen) != 0)
+            return -1;
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcmp(v[j].name, v[i].name) == 0) {
+                fail(err, errlen, "checkpoint %s: record '%s' appears twice", path, v[i].name);
+                return -1;
+            }
+        }
+    }
+    if (off != len) {
+        fail(err, errlen, "checkpoint %s: %zu bytes after the last record (header.n_records "
+             "%u)", path, len - off, nr);
+        return -1;
+    }
+    *nrecs = (int)nr;
+
+    const in_record *r;
+    int64_t vi[8];
+    double vf[8];
+    train_ckpt_meta mt;
+    memset(&mt, 0, sizeof mt);
+
+    if (!(r = want(path, v, (int)nr, "config", DT_I64, N_CONFIG, err, errlen)))
+        return -1;
+    get_i64s(vi, r, N_CONFIG);
+    for (int i = 0; i < N_CONFIG; i++) {
+        if (vi[i] < CONFIG_MIN[i] || vi[i] > CONFIG_MAX[i]) {
+            fail(err, errlen, "checkpoint %s: config.%s = %lld out of range %lld..%lld", path,
+                 CONFIG_FIELDS[i], (long long)vi[i], (long long)CONFIG_MIN[i],
+                 (long long)CONFIG_MAX[i]);
+            return -1;
+        }
+    }
+    mt.cfg.towers = (int)vi[0];
+    mt.cfg.classes = (int)vi[1];
+    mt.cfg.batch = (int)vi[2];
+    mt.cfg.in_size = (int)vi[3];
+    mt.cfg.in_ch = (int)vi[4];
+    mt.cfg.width_div = (int)vi[5];
+    tower_plan plan;
+    char perr[256];
+    if (tower_plan_make(&plan, &mt.cfg, perr, sizeof perr) != 0) {
+        fail(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, perr);
+        return -1;
+    }
+
+    if (!(r = want(path, v, (int)nr, "run", DT_I64, N_RUN, err, errlen)))
+        return -1;
+    get_i64s(vi, r, N_RUN);
+    mt.seed = (uint64_t)vi[0];
+    mt.step = vi[1];
+    mt.epoch = vi[2];
+    mt.model_seed = (uint64_t)vi[3];
+    mt.model_step = vi[4];
+    if (mt.step < 0 || mt.epoch < 0 || mt.model_step < 0) {
+        fail(err, errlen, "checkpoint %s: run.%s is negative", path,
+             mt.step < 0 ? "step" : mt.epoch < 0 ? "epoch" : "model_step");
+        return -1;
+    }
+    if (vi[5] != (int64_t)plan.n_params) {
+        fail(err, errlen, "checkpoint %s: run.n_params %lld but the stored config gives "
+             "%zu per tower", path, (long long)vi[5], plan.n_params);
+        return -1;
+    }
+    mt.n_params = plan.n_params;
+
+    if (!(r = want(path, v, (int)nr, "cursor", DT_I64, N_CURSOR, err, errlen)))
+        return -1;
+    get_i64s(vi, r, N_CURSOR);
+    mt.cursor.seed = (uint64_t)vi[0];
+    mt.cursor.epoch = vi[1];
+    mt.cursor.pos = vi[2];
+    if (mt.cursor.epoch < 0 || mt.cursor.pos < 0) {
+        fail(err, errlen, "checkpoint %s: cursor.%s is negative", path,
+             mt.cursor.epoch < 0 ? "epoch" : "pos");
+        return -1;
+    }
+
+    if (!(r = want(path, v, (int)nr, "schedule", DT_F64, N_SCHED_F, err, errlen)))
+        return -1;
+    get_f64s(vf, r, N_SCHED_F);
+    mt.sched.lr0 = vf[0];
+    mt.sched.min_delta = vf[1];
+    mt.sched.lr = vf[2];
+    mt.sched.best = vf[3];
+    if (!(r = want(path, v, (int)nr, "schedule.i", DT_I64, N_SCHED_I, err, errlen)))
+        return -1;
+    get_i64s(vi, r, N_SCHED_I);
+    for (int i = 0; i < N_SCHED_I; i++) {
+        /* the int32 fields must fit before they are narrowed */
+        if (i != 2 && i != 3 && (vi[i] < INT32_MIN || vi[i] > INT32_MAX)) {
+            fail(err, errlen, "checkpoint %s: schedule.i[%d] = %lld does not fit", path, i,
+                 (long long)vi[i]);
+            return -1;
+        }
+    }
+    mt.sched.patience = (int32_t)vi[0];
+    mt.sched.max_drops = (int32_t)vi[1];
+    mt.sched.best_eval = vi[2];
+    mt.sched.evals = vi[3];
+    mt.sched.drops = (int32_t)vi[4];
+    mt.sched.bad = (int32_t)vi[5];
+    mt.sched.stopped = (int32_t)vi[6];
+    char serr[160];
+    if (train_sched_validate(&mt.sched, serr, sizeof serr) != 0) {
+        fail(err, errlen, "checkpoint %s: %s", path, serr);
+        return -1;
+    }
+
+    if (!(r = want(path, v, (int)nr, "nonfinite", DT_I64, N_NONFINITE, err, errlen)))
+        return -1;
+    get_i64s(vi, r, N_NONFINITE);
+    if (vi[0] < 1 || vi[0] > INT32_MAX || vi[1] < 0 || vi[1] > INT32_MAX) {
+        fail(err, errlen, "checkpoint %s: nonfinite.%s out of range", path,
+             vi[0] < 1 || vi[0] > INT32_MAX ? "limit" : "run");
+        return -1;
+    }
+    mt.nonfinite.limit = (int32_t)vi[0];
+    mt.nonfinite.run = (int32_t)vi[1];
+    mt.nonfinite.skipped = vi[2];
+    if (train_nonfinite_validate(&mt.nonfinite, serr, sizeof serr) != 0) {
+        fail(err, errlen, "checkpoint %s: %s", path, serr);
+        return -1;
+    }
+
+    if (!(r = want(path, v, (int)nr, "stats", DT_F64, N_STATS, err, errlen)))
+        return -1;
+    get_f64s(vf, r, N_STATS);
+    stats_from_f64(&mt.stats, vf);
+
+    int expected = 7 + 2 * mt.cfg.towers;
+    for (int t = 0; t < mt.cfg.towers; t++) {
+        for (int k = 0; k < 2; k++) {
+            char name[32];
+            snprintf(name, sizeof name, "tower%d.%s", t, k == 0 ? "params" : "momentum");
+            if (!want(path, v, (int)nr, name, DT_REAL, (int64_t)plan.n_params, err, errlen))
+                return -1;
+        }
+    }
+    if ((int)nr != expected) {
+        for (uint32_t i = 0; i < nr; i++) {
+            static const char *const known[] = {"config", "run", "cursor", "schedule",
+                                                "schedule.i", "nonfinite", "stats"};
+            int ok = 0;
+            for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
+                ok |= strcmp(v[i].name, known[j]) == 0;
+            for (int t = 0; t < mt.cfg.towers; t++) {
+                char a[32], c[32];
+                snprintf(a, sizeof a, "tower%d.params", t);
+                snprintf(c, sizeof c, "tower%d.momentum", t);
+                ok |= strcmp(v[i].name, a) == 0 || strcmp(v[i].name, c) == 0;
+            }
+            if (!ok) {
+                fail(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
+                     "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
+                     mt.cfg.towers);
+                return -1;
+            }
+        }
+    }
+    *meta = mt;
+    return 0;
+}
+
+int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
+                            const tower_config *expect_cfg, size_t expect_n_params,
+                            real *const *params, real *const *momentum, char *err,
+                            size_t errlen)
+{
+    unsigned char *buf = NULL;
+    in_record *recs = NULL;
+    int nr = 0;
+    train_ckpt_meta mt;
+    int rc = ckpt_parse(path, &buf, &recs, &nr, &mt, err, errlen);
+    if (rc == 0 && expect_cfg)
+        rc = check_cfg_match(path, &mt.cfg, expect_cfg, err, errlen);
+    if (rc == 0 && expect_n_params && expect_n_params != mt.n_params) {
+        fail(err, errlen, "checkpoint %s: run.n_params %zu per tower, this run has %zu", path,
+             mt.n_params, expect_n_params);
+        rc = -1;
+    }
+    if (rc == 0) {
+        for (int t = 0; t < mt.cfg.towers; t++) {
+            char name[32];
+            snprintf(name, sizeof name, "tower%d.params", t);
+            if (params)
+                memcpy(params[t], find_rec(recs, nr, name)->data, mt.n_params * sizeof(real));
+            snprintf(name, sizeof name, "tower%d.momentum", t);
+            if (momentum)
+                memcpy(momentum[t], find_rec(recs, nr, name)->data,
+                       mt.n_params * sizeof(real));
+        }
+        *meta = mt;
+    }
+    free(recs);
+    free(buf);
+    return rc;
+}
+
+int train_ckpt_load(const char *path, train_ckpt_meta *meta, model *m, char *err, size_t errlen)
+{
+    unsigned char *buf = NULL;
+    in_record *recs = NULL;
+    int nr = 0;
+    train_ckpt_meta mt;
+    int rc = ckpt_parse(path, &buf, &recs, &nr, &mt, err, errlen);
+    real *tmp = NULL;
+    if (rc == 0 && m) {
+        rc = check_cfg_match(path, &mt.cfg, &m->plan.cfg, err, errlen);
+        if (rc == 0 && m->plan.n_params != mt.n_params) {
+            fail(err, errlen, "checkpoint %s: run.n_params %zu per tower, the model has %zu",
+                 path, mt.n_params, m->plan.n_params);
+            rc = -1;
+        }
+        /* The file buffer is not aligned for real: copy each tensor through one aligned
+         * buffer. Everything was validated above, so from here on nothing can fail. */
+        if (rc == 0 && !(tmp = malloc(mt.n_params * sizeof(real)))) {
+            fail(err, errlen, "checkpoint %s: cannot allocate %zu bytes", path,
+                 mt.n_params * sizeof(real));
+            rc = -1;
+        }
+        for (int t = 0; rc == 0 && t < mt.cfg.towers; t++) {
+            for (int k = 0; k < 2; k++) {
+                char name[32];
+                snprintf(name, sizeof name, "tower%d.%s", t, k == 0 ? "params" : "momentum");
+                memcpy(tmp, find_rec(recs, nr, name)->data, mt.n_params * sizeof(real));
+                model_set_tensor(m, t, k == 0 ? 0 : 2, tmp);
+            }
+        }
+        if (rc == 0) {
+            m->seed = mt.model_seed;
+            m->step = mt.model_step;
+        }
+    }
+    if (rc == 0)
+        *meta = mt;
+    free(tmp);
+    free(recs);
+    free(buf);
+    return rc;
+}
+
+/* ---- finding the checkpoint to resume from ------------------------------------------ */
+
+int train_ckpt_latest(const char *dir, char *path, size_t pathlen, char *prev, size_t prevlen,
+                      char *err, size_t errlen)
+{
+    if (path && pathlen)
+        path[0] = 0;
+    if (prev && prevlen)
+        prev[0] = 0;
+    ckpt_entry *v;
+    int n = list_ckpts(dir, &v, err, errlen);
+    if (n < 0)
+        return -1;
+    if (n == 0) {
+        fail(err, errlen, "checkpoint folder %s: no checkpoints (ckpt-STEP.ttc) in it", dir);
+        free(v);
+        return -1;
+    }
+    char newest[4096 + 256], reason[1024];
+    snprintf(newest, sizeof newest, "%s/%s", dir, v[0].name);
+    if (path && pathlen)
+        snprintf(path, pathlen, "%s", newest);
+    train_ckpt_meta meta;
+    if (train_ckpt_load(newest, &meta, NULL, reason, sizeof reason) == 0) {
+        free(v);
+        return 0;
+    }
+    for (int i = 1; i < n; i++) {
+        char p[4096 + 256], r2[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
+        if (train_ckpt_load(p, &meta, NULL, r2, sizeof r2) == 0) {
+            if (prev && prevlen)
+                snprintf(prev, prevlen, "%s", p);
+            fail(err, errlen, "newest checkpoint %s is bad (%s); previous good one: %s (use "
+                 "--resume %s)", newest, reason, p, p);
+            free(v);
+            return 1;
+        }
+    }
+    fail(err, errlen, "newest checkpoint %s is bad (%s); no older good one among the %d in %s",
+         newest, reason, n, dir);
+    free(v);
+    return -1;
+}
+
+static int has_ckpts(const char *dir)
+{
+    ckpt_entry *v;
+    int n = list_ckpts(dir, &v, NULL, 0);
+    free(v);
+    return n > 0;
+}
+
+int train_ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(arg, &st) != 0) {
+        fail(err, errlen, "--resume %s: %s", arg, strerror(errno));
+        return -1;
+    }
+    if (S_ISREG(st.st_mode)) {
+        if (snprintf(path, pathlen, "%s", arg) >= (int)pathlen) {
+            fail(err, errlen, "--resume %s: path too long", arg);
+            return -1;
+        }
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fail(err, errlen, "--resume %s: not a file or a folder", arg);
+        return -1;
+    }
+    char dir[4096 + 16];
+    snprintf(dir, sizeof dir, "%s", arg);
+    if (!has_ckpts(dir)) {
+        char sub[4096 + 16];
+        snprintf(sub, sizeof sub, "%s/%s", arg, TRAIN_CKPT_SUBDIR);
+        if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode) && has_ckpts(sub))
+            snprintf(dir, sizeof dir, "%s", sub);
+    }
+    char prev[4096];
+    int rc = train_ckpt_latest(dir, path, pathlen, prev, sizeof prev, err, errlen);
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---- twotower ckpt-check ------------------------------------------------------------ */
+
+static int check_one(const char *arg)
+{
+    char path[4096], err[1536];
+    struct stat st;
+    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (train_ckpt_resolve(arg, path, sizeof path, err, sizeof err) != 0) {
+            fprintf(stderr, "ckpt-check: BAD: %s\n", err);
+            return 1;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s", arg);
+    }
+    train_ckpt_meta m;
+    if (train_ckpt_load(path, &m, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "ckpt-check: BAD: %s\n", err);
+        return 1;
+    }
+    printf("%s: OK: step %lld, epoch %lld; config towers=%d classes=%d batch=%d in=%dx%dx%d "
+           "width_div=%d; %zu params per tower (params and momentum of %d tower(s), "
+           "checksums good); cursor seed=%llu epoch=%lld pos=%lld; lr %g after %d drop(s), "
+           "best val error %.4f; %lld non-finite steps skipped\n",
+           path, (long long)m.step, (long long)m.epoch, m.cfg.towers, m.cfg.classes,
+           m.cfg.batch, m.cfg.in_ch, m.cfg.in_size, m.cfg.in_size, m.cfg.width_div, m.n_params,
+           m.cfg.towers, (unsigned long long)m.cursor.seed, (long long)m.cursor.epoch,
+           (long long)m.cursor.pos, m.sched.lr, (int)m.sched.drops,
+           m.sched.best_eval >= 0 ? m.sched.best : NAN, (long long)m.nonfinite.skipped);
+    return 0;
+}
+
+int train_ckpt_check_main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        fprintf(argc < 2 ? stderr : stdout,
+                "usage: twotower ckpt-check PATH...\n"
+                "  PATH: a checkpoint file (ckpt-STEP.ttc), a checkpoint folder or a run\n"
+                "  folder (its newest checkpoint). Reads the whole file, checks every\n"
+                "  size, shape and checksum. Exit 0: all good; 1: one is bad.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    int bad = 0;
+    for (int i = 1; i < argc; i++)
+        bad |= check_one(argv[i]);
+    return bad ? 1 : 0;
+}

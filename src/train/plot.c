@@ -1,0 +1,290 @@
+/* plot: turns RUN/metrics.jsonl into gnuplot data files and a script, then runs gnuplot
+ * to draw three stacked panels (loss, error, learning rate on a log scale) in one PNG.
+ * Curves with no finite point are left out: gnuplot refuses to draw an all-undefined one. */
+#include "train/plot.h"
+
+#include <errno.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "train/metrics.h"
+
+extern char **environ;
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Columns of the two data files; gnuplot columns are 1-based in this order. */
+static const char *const TRAIN_COLS[] = {"step", "epoch", "lr", "loss", "train_top1_err"};
+static const char *const EVAL_COLS[] = {"step", "epoch", "loss", "top1_err_center",
+                                        "top5_err_center", "top1_err_10view",
+                                        "top5_err_10view"};
+#define N_TRAIN_COLS 5
+#define N_EVAL_COLS 7
+
+typedef struct {
+    long rows;
+    long finite[8]; /* finite values per column */
+} table;
+
+static void put_row(FILE *f, const char *line, const char *const *cols, int n, table *t)
+{
+    for (int c = 0; c < n; c++) {
+        double v;
+        if (train_json_number(line, cols[c], &v) != 1 || !isfinite(v)) {
+            fputs(c ? " NaN" : "NaN", f);
+            continue;
+        }
+        fprintf(f, c ? " %.9g" : "%.9g", v);
+        t->finite[c]++;
+    }
+    fputc('\n', f);
+    t->rows++;
+}
+
+/* Quotes s for a gnuplot string literal (single quotes; a quote is doubled). */
+static void gp_str(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'')
+            fputc('\'', f);
+        fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+typedef struct {
+    const char *file; /* "train.dat" / "eval.dat" */
+    int col;          /* 1-based */
+    const char *title;
+    double scale;     /* 100 for errors in percent */
+    const char *style;
+} curve;
+
+/* Plots the curves that have data; a panel without any says "no data". */
+static void gp_panel(FILE *f, const char *dir, int xcol, const curve *cv, int n,
+                     const table *tt, const table *te)
+{
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        const table *t = strcmp(cv[i].file, "train.dat") == 0 ? tt : te;
+        if (t->finite[cv[i].col - 1] == 0 || t->finite[xcol - 1] == 0)
+            continue;
+        fputs(any ? ", \\\n     " : "plot ", f);
+        char p[4096 + 32];
+        snprintf(p, sizeof p, "%s/%s", dir, cv[i].file);
+        gp_str(f, p);
+        fprintf(f, " using %d:($%d*%g) with %s title ", xcol, cv[i].col, cv[i].scale,
+                cv[i].style);
+        gp_str(f, cv[i].title);
+        any = 1;
+    }
+    if (!any)
+        fputs("set label 9 'no data' at graph 0.5, 0.5 center\n"
+              "plot [0:1][0:1] -1 notitle\nunset label 9", f);
+    fputc('\n', f);
+}
+
+static int run_gnuplot(const char *prog, const char *script, char *err, size_t errlen)
+{
+    pid_t pid;
+    char *argv[] = {(char *)prog, (char *)script, NULL};
+    int rc = posix_spawnp(&pid, prog, NULL, NULL, argv, environ);
+    if (rc != 0) {
+        fail(err, errlen, "plot: cannot run %s: %s (install it: apt-get install gnuplot-nox)",
+             prog, strerror(rc));
+        return -1;
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            fail(err, errlen, "plot: waiting for %s: %s", prog, strerror(errno));
+            return -1;
+        }
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
+        fail(err, errlen, "plot: %s not found (install it: apt-get install gnuplot-nox)", prog);
+        return -1;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fail(err, errlen, "plot: %s %s failed (status %d); its messages are above", prog,
+             script, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        return -1;
+    }
+    return 0;
+}
+
+int train_plot_run(const char *run_dir, const char *out_png, int x_step, const char *gnuplot,
+                   char *err, size_t errlen)
+{
+    char mpath[4096 + 32], pdir[4096 + 16], tpath[4096 + 32], epath[4096 + 32],
+        gpath[4096 + 32], png[4096 + 32];
+    snprintf(mpath, sizeof mpath, "%s/%s", run_dir, TRAIN_METRICS_FILE);
+    snprintf(pdir, sizeof pdir, "%s/plot", run_dir);
+    snprintf(tpath, sizeof tpath, "%s/train.dat", pdir);
+    snprintf(epath, sizeof epath, "%s/eval.dat", pdir);
+    snprintf(gpath, sizeof gpath, "%s/curves.gp", pdir);
+    if (out_png)
+        snprintf(png, sizeof png, "%s", out_png);
+    else
+        snprintf(png, sizeof png, "%s/curves.png", run_dir);
+
+    FILE *in = fopen(mpath, "rb");
+    if (!in) {
+        fail(err, errlen, "plot: %s: %s (is %s a run folder?)", mpath, strerror(errno), run_dir);
+        return -1;
+    }
+    if (mkdir(pdir, 0777) != 0 && errno != EEXIST) {
+        fail(err, errlen, "plot: mkdir %s: %s", pdir, strerror(errno));
+        fclose(in);
+        return -1;
+    }
+    FILE *ft = fopen(tpath, "wb"), *fe = fopen(epath, "wb");
+    if (!ft || !fe) {
+        fail(err, errlen, "plot: cannot write %s: %s", ft ? epath : tpath, strerror(errno));
+        if (ft)
+            fclose(ft);
+        if (fe)
+            fclose(fe);
+        fclose(in);
+        return -1;
+    }
+    table tt = {0}, te = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    long bad = 0;
+    while (getline(&line, &cap, in) > 0) {
+        char type[16];
+        if (train_json_string(line, "type", type, sizeof type) != 1) {
+            bad += line[0] != '\n';
+            continue;
+        }
+        if (strcmp(type, "train") == 0)
+            put_row(ft, line, TRAIN_COLS, N_TRAIN_COLS, &tt);
+        else if (strcmp(type, "eval") == 0)
+            put_row(fe, line, EVAL_COLS, N_EVAL_COLS, &te);
+    }
+    free(line);
+    fclose(in);
+    int wok = fclose(ft) == 0;
+    wok &= fclose(fe) == 0;
+    if (!wok) {
+        fail(err, errlen, "plot: writing %s failed", pdir);
+        return -1;
+    }
+    if (bad)
+        fprintf(stderr, "plot: %s: %ld line(s) are not metrics records; skipped\n", mpath, bad);
+    if (tt.rows == 0 && te.rows == 0) {
+        fail(err, errlen, "plot: %s has no train or eval records yet", mpath);
+        return -1;
+    }
+
+    FILE *g = fopen(gpath, "wb");
+    if (!g) {
+        fail(err, errlen, "plot: cannot write %s: %s", gpath, strerror(errno));
+        return -1;
+    }
+    int xcol = x_step ? 1 : 2;
+    fputs("# written by `twotower plot`; run `gnuplot curves.gp` to redraw\n"
+          "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+          "    set terminal pngcairo size 1000,1200 font 'sans,10'\n"
+          "} else {\n"
+          "    set terminal png size 1000,1200\n"
+          "}\n", g);
+    fputs("set output ", g);
+    gp_str(g, png);
+    fputs("\nset datafile missing 'NaN'\nset grid\nset key top right\n", g);
+    fputs("set multiplot layout 3,1 title ", g);
+    gp_str(g, run_dir);
+    fprintf(g, "\nset xlabel '%s'\n", x_step ? "step" : "epoch");
+
+    fputs("set title 'loss'\nset ylabel 'cross-entropy'\n", g);
+    const curve loss[] = {{"train.dat", 4, "train (interval mean)", 1, "lines lw 1"},
+                          {"eval.dat", 3, "validation, center", 1, "linespoints pt 7 ps 0.6"}};
+    gp_panel(g, pdir, xcol, loss, 2, &tt, &te);
+
+    fputs("set title 'error'\nset ylabel 'error (%)'\n", g);
+    const curve errs[] = {
+        {"train.dat", 5, "train top-1", 100, "lines lw 1"},
+        {"eval.dat", 4, "val top-1, center", 100, "linespoints pt 7 ps 0.6"},
+        {"eval.dat", 5, "val top-5, center", 100, "linespoints pt 7 ps 0.6"},
+        {"eval.dat", 6, "val top-1, 10 views", 100, "linespoints pt 5 ps 0.6"},
+        {"eval.dat", 7, "val top-5, 10 views", 100, "linespoints pt 5 ps 0.6"}};
+    gp_panel(g, pdir, xcol, errs, 5, &tt, &te);
+
+    fputs("set title 'learning rate'\nset ylabel 'lr'\nset logscale y\n", g);
+    const curve lr[] = {{"train.dat", 3, "lr", 1, "steps lw 2"}};
+    gp_panel(g, pdir, xcol, lr, 1, &tt, &te);
+    fputs("unset logscale y\nunset multiplot\nset output\n", g);
+    if (fclose(g) != 0) {
+        fail(err, errlen, "plot: writing %s failed", gpath);
+        return -1;
+    }
+
+    remove(png); /* so a stale picture is never mistaken for this one */
+    if (run_gnuplot(gnuplot ? gnuplot : "gnuplot", gpath, err, errlen) != 0)
+        return -1;
+    struct stat st;
+    if (stat(png, &st) != 0 || st.st_size == 0) {
+        fail(err, errlen, "plot: gnuplot ran but %s is missing or empty", png);
+        return -1;
+    }
+    return 0;
+}
+
+int train_plot_main(int argc, char **argv)
+{
+    const char *run = NULL, *out = NULL;
+    int x_step = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--x") == 0 && i + 1 < argc) {
+            const char *x = argv[++i];
+            if (strcmp(x, "step") != 0 && strcmp(x, "epoch") != 0) {
+                fprintf(stderr, "plot: --x %s: expected 'step' or 'epoch'\n", x);
+                return 2;
+            }
+            x_step = strcmp(x, "step") == 0;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: twotower plot RUN [-o out.png] [--x epoch|step]\n"
+                   "  draws loss, top-1/top-5 error and learning rate from RUN/metrics.jsonl\n"
+                   "  (default output RUN/curves.png; needs gnuplot, Debian gnuplot-nox)\n");
+            return 0;
+        } else if (argv[i][0] == '-' || run) {
+            fprintf(stderr, "plot: unexpected argument '%s' (usage: twotower plot RUN "
+                    "[-o out.png] [--x epoch|step])\n", argv[i]);
+            return 2;
+        } else {
+            run = argv[i];
+        }
+    }
+    if (!run) {
+        fprintf(stderr, "usage: twotower plot RUN [-o out.png] [--x epoch|step]\n");
+        return 2;
+    }
+    char err[8192 + 256];
+    if (train_plot_run(run, out, x_step, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (out)
+        printf("plot: wrote %s\n", out);
+    else
+        printf("plot: wrote %s/curves.png\n", run);
+    return 0;
+}
