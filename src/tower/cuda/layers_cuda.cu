@@ -1,0 +1,541 @@
+/* layers_cuda.cu: the CUDA backend of every AlexNet layer, forward and backward; the
+ * twin of layers_cpu.c (same names + _cuda, same arguments + cuBLAS handle + stream).
+ * fp32 throughout. GEMMs through cuBLAS; everything else is a plain kernel whose comment
+ * gives the tensor layouts and which thread computes what. No atomics anywhere: every
+ * reduction has a fixed order, so a run repeats bit for bit on the same GPU model. */
+#include "tower/tower_cuda.h"
+
+#include <math.h>
+
+#include "cuda_check.h"
+
+#define CU_STREAM(s) ((cudaStream_t)(s))
+#define CU_BLAS(h) ((cublasHandle_t)(h))
+
+/* ---- GEMM in row-major terms ----------------------------------------------------------
+ * cuBLAS is column-major; our tensors are row-major. A row-major (m x n) matrix with
+ * leading dimension ld is, byte for byte, the column-major (n x m) matrix with the same
+ * ld, i.e. its transpose. So the row-major product C = op(A) op(B) is computed as the
+ * column-major product C^T = op(B)^T op(A)^T: swap the operands and the sizes m and n,
+ * keep each operand's transpose flag. gemm_rm does exactly that, so every call site
+ * below reads like the CBLAS row-major call of layers_cpu.c. Math mode is the default
+ * FP32 one (set in net_cuda.cu): no TF32, so products keep fp32's 24-bit mantissa. */
+static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, int k,
+                    float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                    float *C, int ldc)
+{
+    CUBLAS_CHECK(cublasSgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, A,
+                             lda, &beta, C, ldc));
+}
+
+/* ---- convolution ------------------------------------------------------------------- */
+
+/* im2col of one image. in (Ci, H, W); col (Ci*K*K, Ho*Wo), row r = (c, kh, kw), column
+ * p = (oh, ow): the input pixel tap (kh, kw) sees at output p, 0 in the padding.
+ * One thread per col element (grid-stride), consecutive threads along p: coalesced
+ * writes, reads coalesced along a row of the image for stride 1. */
+__global__ void im2col_kernel(float *col, const float *in, int Ci, int H, int W, int K, int S,
+                              int P, int Ho, int Wo)
+{
+    size_t HWo = (size_t)Ho * Wo, n = (size_t)Ci * K * K * HWo;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / HWo, p = i % HWo;
+        int c = (int)(r / (K * K)), kh = (int)(r / K % K), kw = (int)(r % K);
+        int ih = (int)(p / Wo) * S - P + kh, iw = (int)(p % Wo) * S - P + kw;
+        col[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                     ? in[((size_t)c * H + ih) * W + iw] : 0.0f;
+    }
+}
+
+/* col2im of one image as a gather (no atomics): one thread per input pixel (c, ih, iw)
+ * of din (Ci, H, W) sums the col (Ci*K*K, Ho*Wo) entries that came from it. Each tap
+ * (kh, kw) sees a given pixel from at most one output position, so the sum runs over
+ * (kh, kw) in order, the order layers_cpu.c's scatter adds them in. accumulate: start
+ * from din instead of 0. */
+__global__ void col2im_kernel(float *din, const float *col, int Ci, int H, int W, int K, int S,
+                              int P, int Ho, int Wo, int accumulate)
+{
+    size_t HWo = (size_t)Ho * Wo, n = (size_t)Ci * H * W;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i / ((size_t)H * W)), ih = (int)(i / W % H), iw = (int)(i % W);
+        float s = accumulate ? din[i] : 0.0f;
+        for (int kh = 0; kh < K; kh++) {
+            int th = ih + P - kh; /* = oh * S when this tap reaches the pixel */
+            if (th < 0 || th % S) continue;
+            int oh = th / S;
+            if (oh >= Ho) continue;
+            for (int kw = 0; kw < K; kw++) {
+                int tw = iw + P - kw;
+                if (tw < 0 || tw % S) continue;
+                int ow = tw / S;
+                if (ow >= Wo) continue;
+                s += col[((size_t)(c * K + kh) * K + kw) * HWo + (size_t)oh * Wo + ow];
+            }
+        }
+        din[i] = s;
+    }
+}
+
+/* out (B, C, HW) += b[c]. One thread per element of out. */
+__global__ void bias_add_kernel(float *out, const float *b, size_t n, int C, size_t HW)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] += b[(i / HW) % C];
+}
+
+/* db[c] += sum over (b, p) of dout (B, C, HW). One block per channel c; its threads
+ * stride over the B*HW values, then a fixed shared-memory tree sums the partials, so the
+ * order (and the result) is the same on every run. */
+__global__ void bias_grad_channels_kernel(float *db, const float *dout, int B, int C,
+                                          size_t HW)
+{
+    __shared__ float part[TOWER_CUDA_THREADS];
+    int c = blockIdx.x;
+    size_t n = (size_t)B * HW;
+    float s = 0.0f;
+    for (size_t j = threadIdx.x; j < n; j += blockDim.x)
+        s += dout[((j / HW) * C + c) * HW + j % HW];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) db[c] += part[0];
+}
+
+extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float *w,
+                                        const float *b, int B, int Ci, int H, int W, int Co,
+                                        int K, int stride, int pad, int ldw, int accumulate,
+                                        float *col, void *cublas, void *stream)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    cudaStream_t st = CU_STREAM(stream);
+    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
+    for (int n = 0; n < B; n++) {
+        const float *x = in + (size_t)n * nin;
+        float *y = out + (size_t)n * Co * HWo;
+        im2col_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
+            col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+        LAUNCH_CHECK(im2col_kernel);
+        /* y (Co, HWo) = w (Co, CKK; ld ldw) . col (CKK, HWo) [+ y] */
+        gemm_rm(CU_BLAS(cublas), 0, 0, Co, HWo, CKK, 1.0f, w, ldw, col, HWo,
+                accumulate ? 1.0f : 0.0f, y, HWo);
+    }
+    if (b) {
+        size_t nout = (size_t)B * Co * HWo;
+        bias_add_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(out, b, nout,
+                                                                               Co, HWo);
+        LAUNCH_CHECK(bias_add_kernel);
+    }
+}
+
+extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                                         const float *in, const float *w, int B, int Ci, int H,
+                                         int W, int Co, int K, int stride, int pad, int ldw,
+                                         int accumulate_din, float *col, void *cublas,
+                                         void *stream)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    cudaStream_t st = CU_STREAM(stream);
+    cublasHandle_t h = CU_BLAS(cublas);
+    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
+    if (db) {
+        bias_grad_channels_kernel<<<Co, TOWER_CUDA_THREADS, 0, st>>>(db, dout, B, Co,
+                                                                     (size_t)HWo);
+        LAUNCH_CHECK(bias_grad_channels_kernel);
+    }
+    for (int n = 0; n < B; n++) {
+        const float *x = in + (size_t)n * nin;
+        const float *g = dout + (size_t)n * Co * HWo;
+        if (dw) {
+            im2col_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
+                col, x, Ci, H, W, K, stride, pad, Ho, Wo);
+            LAUNCH_CHECK(im2col_kernel);
+            /* dw (Co, CKK; ld ldw) += g (Co, HWo) . col^T (HWo, CKK) */
+            gemm_rm(h, 0, 1, Co, CKK, HWo, 1.0f, g, HWo, col, HWo, 1.0f, dw, ldw);
+        }
+        if (din) {
+            /* col (CKK, HWo) = w^T (CKK, Co) . g (Co, HWo), then gathered back */
+            gemm_rm(h, 1, 0, CKK, HWo, Co, 1.0f, w, ldw, g, HWo, 0.0f, col, HWo);
+            col2im_kernel<<<tower_cuda_blocks(nin), TOWER_CUDA_THREADS, 0, st>>>(
+                din + (size_t)n * nin, col, Ci, H, W, K, stride, pad, Ho, Wo, accumulate_din);
+            LAUNCH_CHECK(col2im_kernel);
+        }
+    }
+}
+
+/* ---- fully connected ---------------------------------------------------------------- */
+
+/* db (Cout) += sum over b of dout (B, Cout). One thread per output unit o (adjacent
+ * threads read adjacent columns: coalesced), summing b = 0..B-1 in order: the same
+ * float additions in the same order as layers_cpu.c, so the result is bit-identical. */
+__global__ void fc_bias_grad_kernel(float *db, const float *dout, int B, int Cout)
+{
+    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < Cout; o += gridDim.x * blockDim.x) {
+        float s = db[o];
+        for (int b = 0; b < B; b++) s += dout[(size_t)b * Cout + o];
+        db[o] = s;
+    }
+}
+
+extern "C" void tower_fc_forward_cuda(float *out, const float *in, const float *w,
+                                      const float *b, int B, int Cin, int Cout, int ldw,
+                                      int accumulate, void *cublas, void *stream)
+{
+    /* out (B, Cout) = in (B, Cin) . w^T (Cin, Cout) [+ out] */
+    gemm_rm(CU_BLAS(cublas), 0, 1, B, Cout, Cin, 1.0f, in, Cin, w, ldw,
+            accumulate ? 1.0f : 0.0f, out, Cout);
+    if (b) {
+        size_t n = (size_t)B * Cout;
+        bias_add_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+            out, b, n, Cout, 1);
+        LAUNCH_CHECK(bias_add_kernel);
+    }
+}
+
+extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                                       const float *in, const float *w, int B, int Cin,
+                                       int Cout, int ldw, int accumulate_din, void *cublas,
+                                       void *stream)
+{
+    cublasHandle_t h = CU_BLAS(cublas);
+    if (din) /* din (B, Cin) = dout (B, Cout) . w (Cout, Cin) */
+        gemm_rm(h, 0, 0, B, Cin, Cout, 1.0f, dout, Cout, w, ldw, accumulate_din ? 1.0f : 0.0f,
+                din, Cin);
+    if (dw) /* dw (Cout, Cin) += dout^T (Cout, B) . in (B, Cin) */
+        gemm_rm(h, 1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, 1.0f, dw, ldw);
+    if (db) {
+        fc_bias_grad_kernel<<<tower_cuda_blocks((size_t)Cout), TOWER_CUDA_THREADS, 0,
+                              CU_STREAM(stream)>>>(db, dout, B, Cout);
+        LAUNCH_CHECK(fc_bias_grad_kernel);
+    }
+}
+
+/* ---- ReLU: one thread per element, any shape ------------------------------------------ */
+
+__global__ void relu_forward_kernel(float *out, const float *in, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+
+__global__ void relu_backward_kernel(float *din, const float *dout, const float *out, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+extern "C" void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream)
+{
+    if (n == 0) return;
+    relu_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        out, in, n);
+    LAUNCH_CHECK(relu_forward_kernel);
+}
+
+extern "C" void tower_relu_backward_cuda(float *din, const float *dout, const float *out,
+                                         size_t n, void *stream)
+{
+    if (n == 0) return;
+    relu_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        din, dout, out, n);
+    LAUNCH_CHECK(relu_backward_kernel);
+}
+
+/* ---- local response normalisation (across channels) ----------------------------------
+ * in, out, scale, dout, din: (B, C, HW). One thread per element (b, c, p); it reads the
+ * n channels around c at the same (b, p), so a warp (consecutive p) reads contiguous
+ * memory. The sums run over the window in channel order, as in layers_cpu.c. */
+__global__ void lrn_forward_kernel(float *out, float *scale, const float *in, int B, int C,
+                                   int HW, int half, float k, float alpha, float beta)
+{
+    size_t n = (size_t)B * C * HW;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i / HW % C);
+        size_t base = i - (size_t)c * HW; /* element (b, 0, p) */
+        int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
+        float sum = 0.0f;
+        for (int j = lo; j <= hi; j++) {
+            float xj = in[base + (size_t)j * HW];
+            sum += xj * xj;
+        }
+        float s = k + alpha * sum;
+        scale[i] = s;
+        out[i] = in[i] * powf(s, -beta);
+    }
+}
+
+/* din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_{|i-m| <= n/2} dout[i] out[i] / s[i] */
+__global__ void lrn_backward_kernel(float *din, const float *dout, const float *in,
+                                    const float *out, const float *scale, int B, int C, int HW,
+                                    int half, float alpha, float beta)
+{
+    size_t n = (size_t)B * C * HW;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i / HW % C);
+        size_t base = i - (size_t)c * HW;
+        int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
+        float acc = 0.0f;
+        for (int j = lo; j <= hi; j++) {
+            size_t q = base + (size_t)j * HW;
+            acc += dout[q] * out[q] / scale[q];
+        }
+        din[i] = dout[i] * powf(scale[i], -beta) - 2.0f * alpha * beta * in[i] * acc;
+    }
+}
+
+extern "C" void tower_lrn_forward_cuda(float *out, float *scale, const float *in, int B, int C,
+                                       int HW, int n, float k, float alpha, float beta,
+                                       void *stream)
+{
+    size_t total = (size_t)B * C * HW;
+    if (total == 0) return;
+    lrn_forward_kernel<<<tower_cuda_blocks(total), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        out, scale, in, B, C, HW, n / 2, k, alpha, beta);
+    LAUNCH_CHECK(lrn_forward_kernel);
+}
+
+extern "C" void tower_lrn_backward_cuda(float *din, const float *dout, const float *in,
+                                        const float *out, const float *scale, int B, int C,
+                                        int HW, int n, float k, float alpha, float beta,
+                                        void *stream)
+{
+    (void)k; /* k is inside scale already */
+    size_t total = (size_t)B * C * HW;
+    if (total == 0) return;
+    lrn_backward_kernel<<<tower_cuda_blocks(total), TOWER_CUDA_THREADS, 0,
+                          CU_STREAM(stream)>>>(din, dout, in, out, scale, B, C, HW, n / 2,
+                                               alpha, beta);
+    LAUNCH_CHECK(lrn_backward_kernel);
+}
+
+/* ---- overlapping max-pool ---------------------------------------------------------------
+ * in, din (B, C, H, W); out, dout, idx (B, C, Ho, Wo), no padding. */
+
+/* One thread per output element; the window is scanned row-major keeping the first
+ * maximum (strict >), exactly as layers_cpu.c, so idx and out are bit-identical. */
+__global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in, int B, int C,
+                                       int H, int W, int K, int S, int Ho, int Wo)
+{
+    size_t n = (size_t)B * C * Ho * Wo;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t bc = i / ((size_t)Ho * Wo);
+        int oh = (int)(i / Wo % Ho), ow = (int)(i % Wo);
+        const float *x = in + bc * H * W;
+        int best = (oh * S) * W + ow * S;
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++) {
+                int j = (oh * S + kh) * W + ow * S + kw;
+                if (x[j] > x[best]) best = j;
+            }
+        out[i] = x[best];
+        idx[i] = best;
+    }
+}
+
+/* Gather, no atomics: one thread per input element sums, in (oh, ow) order, the dout of
+ * the windows (at most ceil(K/S)^2) whose recorded maximum is this element. din is
+ * overwritten. Bit-identical to layers_cpu.c. */
+__global__ void maxpool_backward_kernel(float *din, const float *dout, const int32_t *idx,
+                                        int B, int C, int H, int W, int K, int S, int Ho,
+                                        int Wo)
+{
+    size_t n = (size_t)B * C * H * W;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        size_t bc = i / ((size_t)H * W);
+        int h = (int)(i / W % H), w = (int)(i % W);
+        const float *g = dout + bc * Ho * Wo;
+        const int32_t *ix = idx + bc * Ho * Wo;
+        /* windows oh with oh*S <= h <= oh*S + K - 1 */
+        int oh0 = h - K + 1 <= 0 ? 0 : (h - K + S) / S, oh1 = h / S;
+        int ow0 = w - K + 1 <= 0 ? 0 : (w - K + S) / S, ow1 = w / S;
+        if (oh1 > Ho - 1) oh1 = Ho - 1;
+        if (ow1 > Wo - 1) ow1 = Wo - 1;
+        int me = h * W + w;
+        float sum = 0.0f;
+        for (int oh = oh0; oh <= oh1; oh++)
+            for (int ow = ow0; ow <= ow1; ow++)
+                if (ix[oh * Wo + ow] == me) sum += g[oh * Wo + ow];
+        din[i] = sum;
+    }
+}
+
+extern "C" void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B,
+                                           int C, int H, int W, int K, int S, void *stream)
+{
+    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n = (size_t)B * C * Ho * Wo;
+    if (n == 0) return;
+    maxpool_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        out, idx, in, B, C, H, W, K, S, Ho, Wo);
+    LAUNCH_CHECK(maxpool_forward_kernel);
+}
+
+extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const int32_t *idx,
+                                            int B, int C, int H, int W, int K, int S,
+                                            void *stream)
+{
+    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n = (size_t)B * C * H * W;
+    if (n == 0) return;
+    maxpool_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                              CU_STREAM(stream)>>>(din, dout, idx, B, C, H, W, K, S, Ho, Wo);
+    LAUNCH_CHECK(maxpool_backward_kernel);
+}
+
+/* ---- dropout: one thread per element; the mask is tower_rng_uniform(key, i), the
+ * same pure function the CPU uses, so masks (and outputs) are bit-identical. ---------- */
+
+__global__ void dropout_forward_kernel(float *out, const float *in, size_t n, float p,
+                                       uint64_t key, int train)
+{
+    float keep_scale = 1.0f - p;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = train ? (tower_rng_uniform(key, i) >= p ? in[i] : 0.0f) : in[i] * keep_scale;
+}
+
+__global__ void dropout_backward_kernel(float *din, const float *dout, size_t n, float p,
+                                        uint64_t key)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        din[i] = tower_rng_uniform(key, i) >= p ? dout[i] : 0.0f;
+}
+
+extern "C" void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p,
+                                           uint64_t key, int train, void *stream)
+{
+    if (n == 0) return;
+    dropout_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        out, in, n, p, key, train);
+    LAUNCH_CHECK(dropout_forward_kernel);
+}
+
+extern "C" void tower_dropout_backward_cuda(float *din, const float *dout, size_t n, float p,
+                                            uint64_t key, void *stream)
+{
+    if (n == 0) return;
+    dropout_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                              CU_STREAM(stream)>>>(din, dout, n, p, key);
+    LAUNCH_CHECK(dropout_backward_kernel);
+}
+
+/* ---- softmax cross-entropy over the gathered logits ----------------------------------
+ * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
+ * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
+ * stride over the classes, then xor-shuffle trees (fixed order) give the max and the
+ * sum. The sum is in double, as on the CPU; the summation order differs from the CPU's
+ * sequential one, so probs and losses agree within rounding, not bit for bit. */
+#define SOFTMAX_WARPS 4
+
+__device__ static size_t logit_at(int b, int c, int B, int Vt)
+{
+    return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
+}
+
+__global__ void softmax_xent_forward_kernel(float *losses, float *probs, const float *logits,
+                                            const int32_t *labels, int B, int T, int Vt)
+{
+    int lane = threadIdx.x % 32;
+    int b = blockIdx.x * SOFTMAX_WARPS + threadIdx.x / 32;
+    if (b >= B) return; /* whole warps leave together: b is uniform within a warp */
+    int V = T * Vt;
+    float mx = -INFINITY;
+    for (int c = lane; c < V; c += 32) mx = fmaxf(mx, logits[logit_at(b, c, B, Vt)]);
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    double sum = 0.0;
+    for (int c = lane; c < V; c += 32) {
+        size_t i = logit_at(b, c, B, Vt);
+        float e = expf(logits[i] - mx);
+        probs[i] = e;
+        sum += e;
+    }
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    float inv = (float)(1.0 / sum);
+    for (int c = lane; c < V; c += 32) probs[logit_at(b, c, B, Vt)] *= inv;
+    if (lane == 0) {
+        int y = labels[b];
+        losses[b] = (y >= 0 && y < V)
+                        ? (float)(log(sum) + (double)mx - (double)logits[logit_at(b, y, B, Vt)])
+                        : nanf("");
+    }
+}
+
+/* dlogits (B, Vt) for tower `slot`: (p - [c == label]) / B. One thread per element; the
+ * same float operations as the CPU, so bit-identical given the same probs. */
+__global__ void softmax_xent_backward_kernel(float *dlogits, const float *probs,
+                                             const int32_t *labels, int B, int Vt, int slot)
+{
+    float invB = 1.0f / (float)B;
+    size_t n = (size_t)B * Vt;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int b = (int)(i / Vt), j = (int)(i % Vt), c = slot * Vt + j;
+        float p = probs[logit_at(b, c, B, Vt)];
+        dlogits[i] = (p - (c == labels[b] ? 1.0f : 0.0f)) * invB;
+    }
+}
+
+extern "C" void tower_softmax_xent_forward_cuda(float *losses, float *probs,
+                                                const float *logits, const int32_t *labels,
+                                                int B, int T, int Vt, void *stream)
+{
+    if (B <= 0) return;
+    unsigned blocks = (unsigned)((B + SOFTMAX_WARPS - 1) / SOFTMAX_WARPS);
+    softmax_xent_forward_kernel<<<blocks, 32 * SOFTMAX_WARPS, 0, CU_STREAM(stream)>>>(
+        losses, probs, logits, labels, B, T, Vt);
+    LAUNCH_CHECK(softmax_xent_forward_kernel);
+}
+
+extern "C" void tower_softmax_xent_backward_cuda(float *dlogits, const float *probs,
+                                                 const int32_t *labels, int B, int T, int Vt,
+                                                 int slot, void *stream)
+{
+    (void)T;
+    size_t n = (size_t)B * Vt;
+    if (n == 0) return;
+    softmax_xent_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                   CU_STREAM(stream)>>>(dlogits, probs, labels, B, Vt, slot);
+    LAUNCH_CHECK(softmax_xent_backward_kernel);
+}
+
+/* ---- the paper's SGD update: v <- momentum v - wd lr w - lr g; w <- w + v ---------------
+ * w, v, g (n), one thread per element. Written with explicitly rounded operations
+ * (__fmul_rn, __fsub_rn: nvcc may not fuse them into FMAs) so that it performs the very
+ * float operations of layers_cpu.c in the same order: given the same gradients, the GPU
+ * and CPU updates are bit-identical. */
+__global__ void sgd_update_kernel(float *w, float *v, const float *g, size_t n, float lr,
+                                  float momentum, float wd)
+{
+    float wd_lr = __fmul_rn(wd, lr);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float vi = __fsub_rn(__fsub_rn(__fmul_rn(momentum, v[i]), __fmul_rn(wd_lr, w[i])),
+                             __fmul_rn(lr, g[i]));
+        v[i] = vi;
+        w[i] = __fadd_rn(w[i], vi);
+    }
+}
+
+extern "C" void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t n, float lr,
+                                      float momentum, float wd, void *stream)
+{
+    if (n == 0) return;
+    sgd_update_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        w, v, g, n, lr, momentum, wd);
+    LAUNCH_CHECK(sgd_update_kernel);
+}

@@ -1,0 +1,347 @@
+/* net_cuda.cu: one tower on a GPU: its context (device, stream, cuBLAS handle, one arena
+ * laid out by tower_carve exactly as on the CPU) and the per-layer passes. Mirrors net.c
+ * line for line: same layer order, same buffers, same calls with _cuda twins, so the
+ * CPU tower is the reference for this one. */
+#include "tower/tower_cuda.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_check.h"
+
+/* What a GPU tower holds besides its arena (t->gpu). No global device or stream: every
+ * entry point below makes t's device current before touching it. */
+typedef struct {
+    int device;
+    cudaStream_t stream;   /* every kernel, copy and GEMM of this tower runs on it */
+    cublasHandle_t cublas; /* bound to `stream`, with `workspace` as its only scratch */
+    void *workspace;       /* TOWER_CUDA_WORKSPACE_BYTES, handed to cuBLAS */
+    float *host_losses;    /* (B) pinned: the per-sample losses, for the host-side mean */
+} tower_gpu;
+
+static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
+
+/* Makes the tower's device current; the runtime's current device is per host thread,
+ * so this is called at every entry point rather than trusted from an earlier call. */
+static void use_device(const tower *t) { CUDA_CHECK(cudaSetDevice(t->device)); }
+
+/* ---- devices ------------------------------------------------------------------------ */
+
+extern "C" int tower_cuda_device_count(char *err, size_t errlen)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "%s: %s", cudaGetErrorName(e), cudaGetErrorString(e));
+        return -1;
+    }
+    return n;
+}
+
+extern "C" int tower_cuda_device_info(int device, char *name, size_t namelen,
+                                      size_t *free_bytes, size_t *total_bytes, char *err,
+                                      size_t errlen)
+{
+    cudaDeviceProp prop;
+    cudaError_t e = cudaGetDeviceProperties(&prop, device);
+    if (e == cudaSuccess) e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "CUDA device %d: %s", device, cudaGetErrorString(e));
+        return -1;
+    }
+    if (name && namelen) snprintf(name, namelen, "%s", prop.name);
+    return 0;
+}
+
+/* ---- life cycle --------------------------------------------------------------------- */
+
+/* Frees whatever tower_init_cuda got as far as creating; safe on a half-built tower.
+ * Failures here are reported and skipped: there is nothing better to do while freeing. */
+extern "C" void tower_free_cuda(tower *t)
+{
+    tower_gpu *g = gpu_of(t);
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e != cudaSuccess)
+        fprintf(stderr, "twotower: freeing tower %d: cudaSetDevice(%d): %s\n", t->index,
+                t->device, cudaGetErrorString(e));
+    if (g) {
+        if (g->stream && (e = cudaStreamSynchronize(g->stream)) != cudaSuccess)
+            fprintf(stderr, "twotower: freeing tower %d: pending work failed: %s\n", t->index,
+                    cudaGetErrorString(e));
+        if (g->cublas) cublasDestroy(g->cublas);
+        if (g->stream) cudaStreamDestroy(g->stream);
+        if (g->host_losses) cudaFreeHost(g->host_losses);
+        if (g->workspace) cudaFree(g->workspace);
+        free(g);
+        t->gpu = NULL;
+    }
+    if (t->arena) cudaFree(t->arena);
+    t->arena = NULL;
+}
+
+/* Returns -1 with err naming the call when `e` failed. */
+static int init_fail(tower *t, cudaError_t e, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "tower %d on GPU %d: %s: %s", t->index, t->device, what,
+             cudaGetErrorString(e));
+    tower_free_cuda(t);
+    return -1;
+}
+
+extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device,
+                               uint64_t seed, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    t->plan = *plan;
+    t->index = index;
+    t->device = device;
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "tower %d: cannot use GPU %d: %s", index, device,
+                 cudaGetErrorString(e));
+        t->device = -1;
+        return -1;
+    }
+    size_t bytes = tower_carve(t, NULL);
+    tower_gpu *g = (tower_gpu *)calloc(1, sizeof *g);
+    float *host = (float *)malloc(sizeof(float) * plan->n_params);
+    if (!g || !host) {
+        free(g);
+        free(host);
+        snprintf(err, errlen, "tower %d: out of host memory for its initial parameters",
+                 index);
+        return -1;
+    }
+    g->device = device;
+    t->gpu = g;
+
+    size_t free_b = 0, total_b = 0;
+    if ((e = cudaMemGetInfo(&free_b, &total_b)) != cudaSuccess) {
+        free(host);
+        return init_fail(t, e, "cudaMemGetInfo", err, errlen);
+    }
+    void *arena = NULL;
+    e = cudaMalloc(&arena, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&g->workspace, TOWER_CUDA_WORKSPACE_BYTES);
+    if (e != cudaSuccess) {
+        free(host);
+        if (arena) cudaFree(arena);
+        snprintf(err, errlen,
+                 "tower %d on GPU %d: cannot allocate %.1f MiB (arena %.1f MiB + cuBLAS "
+                 "workspace %.1f MiB); %.1f MiB free of %.1f MiB: %s (try a smaller --batch)",
+                 index, device, (bytes + TOWER_CUDA_WORKSPACE_BYTES) / 1048576.0,
+                 bytes / 1048576.0, TOWER_CUDA_WORKSPACE_BYTES / 1048576.0,
+                 free_b / 1048576.0, total_b / 1048576.0, cudaGetErrorString(e));
+        tower_free_cuda(t);
+        return -1;
+    }
+    t->arena = arena;
+    t->arena_bytes = bytes;
+    tower_carve(t, (char *)arena);
+
+    if ((e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        free(host);
+        return init_fail(t, e, "cudaStreamCreateWithFlags", err, errlen);
+    }
+    if ((e = cudaMallocHost((void **)&g->host_losses, sizeof(float) * plan->cfg.batch)) !=
+        cudaSuccess) {
+        free(host);
+        return init_fail(t, e, "cudaMallocHost (losses)", err, errlen);
+    }
+    cublasStatus_t s = cublasCreate(&g->cublas);
+    /* cublasSetStream resets the workspace to cuBLAS's own pool, so the stream first,
+     * then our workspace; DEFAULT_MATH is plain fp32 (TF32 only with TF32_TENSOR_OP). */
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(g->cublas, g->stream);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasSetWorkspace(g->cublas, g->workspace, TOWER_CUDA_WORKSPACE_BYTES);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(g->cublas, CUBLAS_DEFAULT_MATH);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        free(host);
+        snprintf(err, errlen, "tower %d on GPU %d: cuBLAS set-up failed: %s", index, device,
+                 cublasGetStatusString(s));
+        tower_free_cuda(t);
+        return -1;
+    }
+
+    /* the same init as a CPU tower (same seed, same numbers), then one upload; the rest
+     * of the arena (grads, momentum, activations) starts at zero as on the CPU */
+    tower_init_params(host, plan, index, seed);
+    e = cudaMemsetAsync(arena, 0, bytes, g->stream);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(t->params, host, sizeof(float) * plan->n_params,
+                            cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    free(host);
+    if (e != cudaSuccess) return init_fail(t, e, "uploading the initial parameters", err, errlen);
+    return 0;
+}
+
+extern "C" void *tower_cuda_stream(tower *t) { return gpu_of(t)->stream; }
+
+extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind)
+{
+    static const cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+                                            cudaMemcpyDeviceToDevice};
+    if (kind < 0 || kind > 2) {
+        fprintf(stderr, "twotower: tower_cuda_copy: kind %d is not 0, 1 or 2\n", kind);
+        return -1;
+    }
+    tower_gpu *g = gpu_of(t);
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e == cudaSuccess && bytes) e = cudaMemcpyAsync(dst, src, bytes, kinds[kind], g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    if (e != cudaSuccess) {
+        fprintf(stderr, "twotower: tower %d on GPU %d: copy of %zu bytes (kind %d) failed: %s\n",
+                t->index, t->device, bytes, kind, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" size_t tower_cuda_mem_bytes(const tower *t)
+{
+    return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES;
+}
+
+extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
+{
+    /* tower is a few KiB: measuring the carve on a scratch one needs no device */
+    tower *scratch = (tower *)calloc(1, sizeof *scratch);
+    if (!scratch) return 0;
+    scratch->plan = *plan;
+    size_t bytes = tower_carve(scratch, NULL);
+    free(scratch);
+    return bytes + TOWER_CUDA_WORKSPACE_BYTES;
+}
+
+/* ---- the per-layer passes: net.c's tower_forward_layer & co. with _cuda twins ------- */
+
+extern "C" void tower_zero_grads_cuda(tower *t)
+{
+    use_device(t);
+    CUDA_CHECK(cudaMemsetAsync(t->grads, 0, sizeof(float) * t->plan.n_params,
+                               gpu_of(t)->stream));
+}
+
+extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
+{
+    use_device(t);
+    tower_gpu *g = gpu_of(t);
+    void *st = g->stream, *hb = g->cublas;
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_shape *L = &t->plan.layer[l];
+    tower_acts *A = &t->acts[l];
+    int B = t->plan.cfg.batch, S = L->sources;
+    size_t act_n = (size_t)B * L->out_ch * L->out_h * L->out_h;
+    if (s->kind == TOWER_CONV) {
+        size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
+        int kk = L->in_ch * s->k * s->k;
+        for (int src = 0; src < S; src++) /* sum the sources' contributions */
+            tower_conv_forward_cuda(A->act, A->in + src * slot, t->w[l] + (size_t)src * kk,
+                                    src == 0 ? t->b[l] : NULL, B, L->in_ch, L->in_h, L->in_h,
+                                    L->out_ch, s->k, s->stride, s->pad, S * kk, src > 0,
+                                    t->col, hb, st);
+    } else {
+        size_t slot = (size_t)B * L->in_ch;
+        for (int src = 0; src < S; src++)
+            tower_fc_forward_cuda(A->act, A->in + src * slot, t->w[l] + (size_t)src * L->in_ch,
+                                  src == 0 ? t->b[l] : NULL, B, L->in_ch, L->out_ch,
+                                  S * L->in_ch, src > 0, hb, st);
+    }
+    if (s->relu) tower_relu_forward_cuda(A->act, A->act, act_n, st);
+    const float *cur = A->act;
+    if (s->lrn) {
+        tower_lrn_forward_cuda(A->lrn, A->lrn_scale, cur, B, L->out_ch, L->out_h * L->out_h,
+                               TOWER_LRN_N, (float)TOWER_LRN_K, (float)TOWER_LRN_ALPHA,
+                               (float)TOWER_LRN_BETA, st);
+        cur = A->lrn;
+    }
+    if (s->pool)
+        tower_maxpool_forward_cuda(A->pool, A->pool_idx, cur, B, L->out_ch, L->out_h, L->out_h,
+                                   TOWER_POOL_K, TOWER_POOL_STRIDE, st);
+    if (s->dropout)
+        tower_dropout_forward_cuda(A->out, cur, act_n, (float)TOWER_DROPOUT_P,
+                                   tower_layer_key(t->dropout_key, l), train, st);
+}
+
+extern "C" void tower_backward_layer_cuda(tower *t, int l)
+{
+    use_device(t);
+    tower_gpu *g = gpu_of(t);
+    void *st = g->stream, *hb = g->cublas;
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_shape *L = &t->plan.layer[l];
+    tower_acts *A = &t->acts[l];
+    int B = t->plan.cfg.batch, S = L->sources, HW = L->out_h * L->out_h;
+    size_t act_n = (size_t)B * L->out_ch * HW;
+    /* walk the stages back from `dout` to `dact` */
+    if (s->dropout)
+        tower_dropout_backward_cuda(A->dact, A->dout, act_n, (float)TOWER_DROPOUT_P,
+                                    tower_layer_key(t->dropout_key, l), st);
+    if (s->pool)
+        tower_maxpool_backward_cuda(s->lrn ? A->dlrn : A->dact, A->dpool, A->pool_idx, B,
+                                    L->out_ch, L->out_h, L->out_h, TOWER_POOL_K,
+                                    TOWER_POOL_STRIDE, st);
+    if (s->lrn)
+        tower_lrn_backward_cuda(A->dact, A->dlrn, A->act, A->lrn, A->lrn_scale, B, L->out_ch,
+                                HW, TOWER_LRN_N, (float)TOWER_LRN_K, (float)TOWER_LRN_ALPHA,
+                                (float)TOWER_LRN_BETA, st);
+    if (s->relu) tower_relu_backward_cuda(A->dact, A->dact, A->act, act_n, st);
+    if (s->kind == TOWER_CONV) {
+        size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
+        int kk = L->in_ch * s->k * s->k;
+        for (int src = 0; src < S; src++)
+            tower_conv_backward_cuda(A->din ? A->din + src * slot : NULL,
+                                     t->dw[l] + (size_t)src * kk, src == 0 ? t->db[l] : NULL,
+                                     A->dact, A->in + src * slot, t->w[l] + (size_t)src * kk,
+                                     B, L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
+                                     s->pad, S * kk, 0, t->col, hb, st);
+    } else {
+        size_t slot = (size_t)B * L->in_ch;
+        for (int src = 0; src < S; src++)
+            tower_fc_backward_cuda(A->din ? A->din + src * slot : NULL,
+                                   t->dw[l] + (size_t)src * L->in_ch,
+                                   src == 0 ? t->db[l] : NULL, A->dact, A->in + src * slot,
+                                   t->w[l] + (size_t)src * L->in_ch, B, L->in_ch, L->out_ch,
+                                   S * L->in_ch, 0, hb, st);
+    }
+}
+
+extern "C" double tower_loss_forward_cuda(tower *t)
+{
+    use_device(t);
+    tower_gpu *g = gpu_of(t);
+    int B = t->plan.cfg.batch;
+    tower_softmax_xent_forward_cuda(t->losses, t->probs, t->logits, t->labels, B,
+                                    t->plan.cfg.towers, t->plan.vt, g->stream);
+    CUDA_CHECK(cudaMemcpyAsync(g->host_losses, t->losses, sizeof(float) * B,
+                               cudaMemcpyDeviceToHost, g->stream));
+    CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    double sum = 0; /* in sample order, in double: as net.c */
+    for (int b = 0; b < B; b++) sum += g->host_losses[b];
+    return sum / B;
+}
+
+extern "C" void tower_loss_backward_cuda(tower *t)
+{
+    use_device(t);
+    tower_softmax_xent_backward_cuda(t->acts[TOWER_LAYERS - 1].dout, t->probs, t->labels,
+                                     t->plan.cfg.batch, t->plan.cfg.towers, t->plan.vt,
+                                     t->index, gpu_of(t)->stream);
+}
+
+extern "C" void tower_sgd_cuda(tower *t, float lr, float momentum, float wd)
+{
+    use_device(t);
+    void *st = gpu_of(t)->stream;
+    /* weight decay on weights only, as net.c's tower_sgd */
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_shape *L = &t->plan.layer[l];
+        tower_sgd_update_cuda(t->params + L->w_off, t->momentum + L->w_off,
+                              t->grads + L->w_off, L->w_count, lr, momentum, wd, st);
+        tower_sgd_update_cuda(t->params + L->b_off, t->momentum + L->b_off,
+                              t->grads + L->b_off, L->b_count, lr, momentum, 0.0f, st);
+    }
+}
