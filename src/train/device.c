@@ -1,0 +1,138 @@
+/* device.c: --gpus / --cpu to a model_placement, checked against the machine before any
+ * work starts (a bad device list is a usage error: exit code 2 in the CLI). */
+#include "train/device.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_LISTED 16   /* parse this many ids before calling the list too long */
+#define MAX_DEVICE_ID 4095
+
+/* Number of CUDA devices, or -1 with the reason in err (no driver, no runtime, no CUDA
+ * in this build). */
+static int device_count(char *err, size_t errlen)
+{
+#if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
+    return tower_cuda_device_count(err, errlen);
+#else
+    snprintf(err, errlen, "this build has no CUDA backend (built without nvcc or with "
+                          "-Dcuda=disabled)");
+    return -1;
+#endif
+}
+
+/* "0,1" -> ids; only digits and single commas, no spaces, no sign, no empty items.
+ * Returns the number of ids, or -1 with err. */
+static int parse_list(const char *arg, int *ids, char *err, size_t errlen)
+{
+    int n = 0;
+    const char *p = arg;
+    for (;;) {
+        if (*p < '0' || *p > '9') {
+            snprintf(err, errlen,
+                     "--gpus '%s': malformed device list (expected ids separated by commas, "
+                     "e.g. --gpus 0,1)",
+                     arg);
+            return -1;
+        }
+        int v = 0;
+        while (*p >= '0' && *p <= '9') {
+            v = v * 10 + (*p++ - '0');
+            if (v > MAX_DEVICE_ID) {
+                snprintf(err, errlen, "--gpus '%s': device id out of range (max %d)", arg,
+                         MAX_DEVICE_ID);
+                return -1;
+            }
+        }
+        if (n == MAX_LISTED) {
+            snprintf(err, errlen, "--gpus '%s': more than two devices (twotower has two "
+                                  "towers: one or two GPUs)", arg);
+            return -1;
+        }
+        ids[n++] = v;
+        if (*p == '\0') return n;
+        if (*p != ',') {
+            snprintf(err, errlen,
+                     "--gpus '%s': malformed device list (unexpected '%c'; expected ids "
+                     "separated by commas, e.g. --gpus 0,1)",
+                     arg, *p);
+            return -1;
+        }
+        p++;
+    }
+}
+
+int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *out, char *err,
+                          size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (gpus_arg && cpu_flag) {
+        snprintf(err, errlen, "--gpus %s and --cpu exclude each other: give one of them",
+                 gpus_arg);
+        return -1;
+    }
+    if (cpu_flag) {
+        out->cpu = 1;
+        return 0;
+    }
+    char why[256] = "";
+    if (!gpus_arg) { /* no flag: the GPUs if there are any, else the CPU */
+        int count = device_count(why, sizeof why);
+        if (count <= 0) {
+            fprintf(stderr, "twotower: no usable CUDA device (%s); training on the CPU\n",
+                    count == 0 ? "the driver reports none" : why);
+            out->cpu = 1;
+            return 0;
+        }
+        out->ngpus = count >= 2 ? 2 : 1;
+        out->gpus[0] = 0;
+        out->gpus[1] = count >= 2 ? 1 : 0;
+        return 0;
+    }
+
+    int ids[MAX_LISTED];
+    int n = parse_list(gpus_arg, ids, err, errlen);
+    if (n < 0) return -1;
+    if (n > 2) {
+        snprintf(err, errlen,
+                 "--gpus %s: more than two devices (twotower has two towers: one or two GPUs)",
+                 gpus_arg);
+        return -1;
+    }
+    if (n == 2 && ids[0] == ids[1]) {
+        snprintf(err, errlen,
+                 "--gpus %s: device %d is repeated (for both towers on one GPU, give it "
+                 "once: --gpus %d)",
+                 gpus_arg, ids[0], ids[0]);
+        return -1;
+    }
+    int count = device_count(why, sizeof why);
+    if (count < 0) {
+        snprintf(err, errlen, "--gpus %s: no usable CUDA driver or device: %s", gpus_arg, why);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= count) {
+            if (count == 0)
+                snprintf(err, errlen, "--gpus %s: this machine has no CUDA device", gpus_arg);
+            else
+                snprintf(err, errlen,
+                         "--gpus %s: there is no CUDA device %d (this machine has %d: 0 to %d)",
+                         gpus_arg, ids[i], count, count - 1);
+            return -1;
+        }
+    out->ngpus = n;
+    out->gpus[0] = ids[0];
+    out->gpus[1] = n == 2 ? ids[1] : ids[0]; /* one GPU: both towers on it */
+    return 0;
+}
+
+void train_placement_describe(const model_placement *p, char *buf, size_t n)
+{
+    if (p->cpu || p->ngpus < 1)
+        snprintf(buf, n, "CPU");
+    else if (p->ngpus == 1)
+        snprintf(buf, n, "GPU %d (both towers)", p->gpus[0]);
+    else
+        snprintf(buf, n, "GPUs %d,%d", p->gpus[0], p->gpus[1]);
+}

@@ -1,0 +1,33 @@
+/* device: where the towers run, from the command line (--gpus LIST, --cpu) and what the
+ * machine has. Part of src/train; validates everything before any work starts, so the
+ * CLI can exit with code 2 and a message naming the flag. */
+#ifndef TRAIN_DEVICE_H
+#define TRAIN_DEVICE_H
+
+#include <stddef.h>
+
+#include "train/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* gpus_arg: the value of --gpus, or NULL when absent; cpu_flag: --cpu was given.
+ *   --gpus 0,1 -> ngpus 2 (one tower per GPU, NCCL);
+ *   --gpus 0   -> ngpus 1 (both towers on GPU 0: the single-GPU fallback);
+ *   --cpu      -> cpu;
+ *   neither    -> GPUs 0,1 if there are two or more, GPU 0 if one, else the CPU with a
+ *                 one-line notice on stderr.
+ * Returns 0, or -1 with a message naming the flag and its value: a malformed list, a
+ * repeated device, more than two devices, --gpus with --cpu, a device that does not
+ * exist, or no usable CUDA driver/runtime (also when the build has no CUDA backend). */
+int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *out, char *err,
+                          size_t errlen);
+
+/* "CPU", "GPU 0 (both towers)" or "GPUs 0,1" for logs. */
+void train_placement_describe(const model_placement *p, char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

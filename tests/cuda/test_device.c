@@ -1,0 +1,133 @@
+/* test_device.c: --gpus / --cpu parsing (train_parse_placement). Runs on every machine:
+ * the "no device" cases hide the GPUs with CUDA_VISIBLE_DEVICES="" before the CUDA
+ * runtime starts, so they behave the same with or without a GPU. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/device.h"
+
+static void hide_gpus(void) { setenv("CUDA_VISIBLE_DEVICES", "", 1); }
+
+static void expect_error(const char *gpus, int cpu, const char *must_contain)
+{
+    model_placement p;
+    char err[512] = "";
+    int rc = train_parse_placement(gpus, cpu, &p, err, sizeof err);
+    cr_assert_eq(rc, -1, "--gpus '%s' --cpu=%d was accepted", gpus ? gpus : "(none)", cpu);
+    cr_assert(strstr(err, "--gpus") != NULL, "message does not name the flag: %s", err);
+    cr_assert(strstr(err, must_contain) != NULL, "message '%s' lacks '%s'", err, must_contain);
+}
+
+Test(device, cpu_flag)
+{
+    model_placement p;
+    char err[256] = "";
+    cr_assert_eq(train_parse_placement(NULL, 1, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.cpu, 1);
+    cr_assert_eq(p.ngpus, 0);
+}
+
+Test(device, gpus_with_cpu_is_an_error) { expect_error("0", 1, "--cpu"); }
+
+Test(device, malformed_lists)
+{
+    const char *bad[] = {"", ",", "0,", ",0", "a", "0;1", "0 1", " 0", "-1", "+1", "1.5",
+                         "0,,1", "0x1", "99999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        model_placement p;
+        char err[512] = "";
+        cr_assert_eq(train_parse_placement(bad[i], 0, &p, err, sizeof err), -1,
+                     "'%s' was accepted", bad[i]);
+        cr_assert(strstr(err, "--gpus") != NULL, "'%s': %s", bad[i], err);
+    }
+}
+
+Test(device, repeated_device) { expect_error("0,0", 0, "repeated"); }
+Test(device, repeated_device_other) { expect_error("1,1", 0, "repeated"); }
+Test(device, more_than_two) { expect_error("0,1,2", 0, "more than two"); }
+Test(device, many_more_than_two) { expect_error("0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", 0,
+                                                "more than two"); }
+
+/* No usable device (or no CUDA in this build): --gpus must fail with a clear message. */
+Test(device, gpus_without_device, .init = hide_gpus)
+{
+    model_placement p;
+    char err[512] = "";
+    cr_assert_eq(train_parse_placement("0", 0, &p, err, sizeof err), -1);
+    cr_assert(strstr(err, "--gpus 0") != NULL, "%s", err);
+    cr_assert(strstr(err, "CUDA") != NULL, "message does not say what is missing: %s", err);
+}
+
+Test(device, two_gpus_without_device, .init = hide_gpus)
+{
+    model_placement p;
+    char err[512] = "";
+    cr_assert_eq(train_parse_placement("0,1", 0, &p, err, sizeof err), -1);
+    cr_assert(strstr(err, "--gpus 0,1") != NULL, "%s", err);
+}
+
+/* Neither flag and no device: the CPU, with exactly one line on stderr. */
+static void hide_gpus_and_capture(void)
+{
+    hide_gpus();
+    cr_redirect_stderr();
+}
+
+Test(device, auto_falls_back_to_cpu, .init = hide_gpus_and_capture)
+{
+    model_placement p;
+    char err[256] = "";
+    cr_assert_eq(train_parse_placement(NULL, 0, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.cpu, 1);
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char buf[1024] = "";
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    cr_assert(strstr(buf, "CPU") != NULL, "no notice on stderr: '%s'", buf);
+    char *nl = strchr(buf, '\n');
+    cr_assert(nl != NULL && nl[1] == '\0', "the notice is not exactly one line: '%s'", buf);
+}
+
+Test(device, describe)
+{
+    char buf[64];
+    model_placement p = {.cpu = 1};
+    train_placement_describe(&p, buf, sizeof buf);
+    cr_assert_str_eq(buf, "CPU");
+    p = (model_placement){.ngpus = 1, .gpus = {0, 0}};
+    train_placement_describe(&p, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers)");
+    p = (model_placement){.ngpus = 2, .gpus = {0, 1}};
+    train_placement_describe(&p, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPUs 0,1");
+}
+
+#if defined(TT_HAVE_CUDA)
+/* With real devices: an id past the last one names the count; valid lists are taken. */
+Test(device, real_devices)
+{
+    char err[512] = "";
+    int count = tower_cuda_device_count(err, sizeof err);
+    if (count <= 0) cr_skip_test("no CUDA device: %s", count < 0 ? err : "none");
+    model_placement p;
+    char arg[32];
+    snprintf(arg, sizeof arg, "%d", count);
+    cr_assert_eq(train_parse_placement(arg, 0, &p, err, sizeof err), -1);
+    cr_assert(strstr(err, "there is no CUDA device") != NULL, "%s", err);
+    cr_assert_eq(train_parse_placement("0", 0, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.ngpus, 1);
+    cr_assert_eq(p.gpus[0], 0);
+    cr_assert_eq(p.gpus[1], 0);
+    cr_assert_eq(train_parse_placement(NULL, 0, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.ngpus, count >= 2 ? 2 : 1);
+    if (count >= 2) {
+        cr_assert_eq(train_parse_placement("1,0", 0, &p, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(p.ngpus, 2);
+        cr_assert_eq(p.gpus[0], 1);
+        cr_assert_eq(p.gpus[1], 0);
+    }
+}
+#endif
