@@ -517,10 +517,18 @@ static int parse_metadata(st_json *j, st_file *f)
     }
     for (;;) {
         char *k = NULL, *v = NULL;
-        if (js_string(j, &k) || js_expect(j, ':') || js_string(j, &v)) {
+        if (js_string(j, &k) || js_expect(j, ':')) {
             free(k);
-            free(v);
+            return -1;
+        }
+        js_ws(j);
+        if (j->p >= j->end || *j->p != '"') {
+            free(k);
             return js_fail(j, "__metadata__ must map strings to strings");
+        }
+        if (js_string(j, &v)) {
+            free(k);
+            return -1;
         }
         char **meta = realloc(f->meta, sizeof(char *) * 2 * (size_t)(f->n_meta + 1));
         if (!meta) {

@@ -1,0 +1,354 @@
+/* tests/reference: the bytes st_write puts on disk (header length, JSON, padding,
+ * offsets, data), the reader's checks on bad files, and that export and dump write the
+ * tensors, shapes and dropout masks the model really has. */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "train/dump.h"
+#include "train/export.h"
+#include "train/safetensors.h"
+
+static char tmpdir[256];
+
+static void make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/tt_st_XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void remove_tmpdir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static char *path_in(const char *name)
+{
+    static char p[512];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    return p;
+}
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)len + 1);
+    cr_assert_not_null(b);
+    cr_assert_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    b[len] = 0;
+    *n = (size_t)len;
+    return b;
+}
+
+static void spew(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+TestSuite(safetensors, .init = make_tmpdir, .fini = remove_tmpdir);
+
+static const float SA[6] = {1.5f, -2.0f, 3.25f, 0.0f, 1e-30f, -7.0f};
+static const double SD[3] = {3.141592653589793, -1e300, 0.5};
+static const int32_t SI[5] = {7, -8, 9, INT32_MIN, INT32_MAX};
+static const int64_t SL[1] = {INT64_MIN};
+
+static int write_sample(const char *path)
+{
+    st_tensor t[4] = {
+        {"a", "F32", 2, {2, 3}, SA},
+        {"d \"quoted\"\\", "F64", 1, {3}, SD},  /* escapes survive the round trip */
+        {"i", "I32", 1, {5}, SI},
+        {"scalar", "I64", 0, {0}, SL},
+    };
+    const char *meta[] = {"seed", "42", "note", "line\nbreak\ttab", NULL};
+    char err[256] = "";
+    int rc = st_write(path, t, 4, meta, err, sizeof err);
+    cr_assert_eq(rc, 0, "st_write: %s", err);
+    return rc;
+}
+
+Test(safetensors, header_layout_and_bytes)
+{
+    const char *p = path_in("s.safetensors");
+    write_sample(p);
+    size_t n;
+    unsigned char *b = slurp(p, &n);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)b[i] << (8 * i);
+    cr_assert_eq(hlen % 8, 0, "header length %" PRIu64 " is not a multiple of 8", hlen);
+    cr_assert_eq(b[8], '{');
+    /* the JSON ends at the last '}' and only spaces pad it (fewer than 8) */
+    size_t end = 8 + hlen;
+    size_t last = end - 1;
+    while (b[last] == ' ')
+        last--;
+    cr_assert_eq(b[last], '}');
+    cr_assert_lt(end - 1 - last, 8u);
+    char *h = strndup((const char *)b + 8, hlen);
+    cr_assert(strstr(h, "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"),
+              "%s", h);
+    cr_assert(strstr(h, "\"d \\\"quoted\\\"\\\\\":{\"dtype\":\"F64\",\"shape\":[3],"
+                        "\"data_offsets\":[24,48]}"), "%s", h);
+    cr_assert(strstr(h, "\"i\":{\"dtype\":\"I32\",\"shape\":[5],\"data_offsets\":[48,68]}"));
+    cr_assert(strstr(h, "\"scalar\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[68,76]}"));
+    cr_assert(strstr(h, "\"__metadata__\":{\"seed\":\"42\",\"note\":\"line\\nbreak\\ttab\"}"));
+    free(h);
+    /* the data section is exactly the tensors, back to back, in the given order */
+    cr_assert_eq(n, end + 76);
+    cr_assert_eq(memcmp(b + end, SA, 24), 0);
+    cr_assert_eq(memcmp(b + end + 24, SD, 24), 0);
+    cr_assert_eq(memcmp(b + end + 48, SI, 20), 0);
+    cr_assert_eq(memcmp(b + end + 68, SL, 8), 0);
+    free(b);
+    /* no .tmp left behind */
+    cr_assert_neq(access(path_in("s.safetensors.tmp"), F_OK), 0);
+}
+
+Test(safetensors, read_back)
+{
+    const char *p = path_in("s.safetensors");
+    write_sample(p);
+    st_file f;
+    char err[256] = "";
+    cr_assert_eq(st_open(&f, p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(f.n, 4);
+    cr_assert_str_eq(st_meta(&f, "seed"), "42");
+    cr_assert_str_eq(st_meta(&f, "note"), "line\nbreak\ttab");
+    cr_assert_null(st_meta(&f, "nope"));
+    const st_entry *e = st_find(&f, "d \"quoted\"\\");
+    cr_assert_not_null(e);
+    cr_assert_str_eq(e->dtype, "F64");
+    cr_assert_eq(e->ndim, 1);
+    cr_assert_eq(e->shape[0], 3);
+    double d[3];
+    cr_assert_eq(st_read_tensor(&f, e->name, "F64", d, sizeof d, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(memcmp(d, SD, sizeof d), 0);
+    int64_t s;
+    cr_assert_eq(st_read_tensor(&f, "scalar", "I64", &s, sizeof s, err, sizeof err), 0);
+    cr_assert_eq(s, INT64_MIN);
+    /* wrong dtype, wrong size, unknown name: refused with the name in the message */
+    float a[6];
+    cr_assert_eq(st_read_tensor(&f, "a", "F64", a, sizeof a, err, sizeof err), -1);
+    cr_assert(strstr(err, "'a'"), "%s", err);
+    cr_assert_eq(st_read_tensor(&f, "a", "F32", a, 5 * sizeof(float), err, sizeof err), -1);
+    cr_assert_eq(st_read_tensor(&f, "zz", "F32", a, sizeof a, err, sizeof err), -1);
+    cr_assert(strstr(err, "no tensor 'zz'"), "%s", err);
+    st_close(&f);
+}
+
+Test(safetensors, writer_refuses_bad_input)
+{
+    char err[256];
+    float x = 1;
+    st_tensor dup[2] = {{"w", "F32", 1, {1}, &x}, {"w", "F32", 1, {1}, &x}};
+    cr_assert_eq(st_write(path_in("x"), dup, 2, NULL, err, sizeof err), -1);
+    cr_assert(strstr(err, "given twice"), "%s", err);
+    st_tensor bad[1] = {{"w", "BF16", 1, {1}, &x}};
+    cr_assert_eq(st_write(path_in("x"), bad, 1, NULL, err, sizeof err), -1);
+    st_tensor neg[1] = {{"w", "F32", 1, {-1}, &x}};
+    cr_assert_eq(st_write(path_in("x"), neg, 1, NULL, err, sizeof err), -1);
+    const char *odd[] = {"k", NULL};
+    st_tensor ok[1] = {{"w", "F32", 1, {1}, &x}};
+    cr_assert_eq(st_write(path_in("x"), ok, 1, odd, err, sizeof err), -1);
+    cr_assert_eq(st_write("/nonexistent-dir/x.safetensors", ok, 1, NULL, err, sizeof err), -1);
+    cr_assert(strstr(err, "/nonexistent-dir/x.safetensors.tmp"), "%s", err);
+    cr_assert_neq(access(path_in("x"), F_OK), 0);
+}
+
+/* A file with the given header text and data bytes. */
+static void hand_made(const char *path, const char *json, size_t data_bytes)
+{
+    size_t hl = strlen(json);
+    unsigned char *b = calloc(1, 8 + hl + data_bytes);
+    cr_assert_not_null(b);
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    memcpy(b + 8, json, hl);
+    spew(path, b, 8 + hl + data_bytes);
+    free(b);
+}
+
+static void expect_refused(const char *json, size_t data_bytes, const char *why)
+{
+    const char *p = path_in("bad.safetensors");
+    hand_made(p, json, data_bytes);
+    st_file f;
+    char err[256] = "";
+    cr_assert_eq(st_open(&f, p, err, sizeof err), -1, "accepted: %s", json);
+    cr_assert(strstr(err, p), "message does not name the file: %s", err);
+    cr_assert(strstr(err, why), "expected '%s' in: %s", why, err);
+}
+
+Test(safetensors, reader_refuses_bad_files)
+{
+    expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 12,
+                   "bad shape or offsets");
+    expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
+                   "bad shape or offsets");
+    expect_refused("{\"a\":{\"dtype\":\"Q8\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                   "bad shape or offsets");
+    expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "lacks");
+    expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8,
+                   "bad header");
+    expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],"
+                   "\"data_offsets\":[0,8]}}", 8, "too large");
+    expect_refused("{\"__metadata__\":{\"k\":1}}", 0, "strings to strings");
+    expect_refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                   "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
+                   "appears twice");
+    /* a header length larger than the file */
+    const char *p = path_in("short.safetensors");
+    unsigned char b[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
+    spew(p, b, 10);
+    st_file f;
+    char err[256];
+    cr_assert_eq(st_open(&f, p, err, sizeof err), -1);
+    cr_assert(strstr(err, "impossible"), "%s", err);
+    cr_assert_eq(st_open(&f, path_in("missing"), err, sizeof err), -1);
+}
+
+Test(safetensors, reader_accepts_other_writers)
+{
+    /* whitespace, key order, unknown keys, \u escapes, as other tools may write them */
+    const char *p = path_in("other.safetensors");
+    hand_made(p, "{ \"__metadata__\" : { \"k\" : \"\\u00e9\\ud83d\\ude00\" } ,\n"
+                 "  \"b\" : { \"data_offsets\" : [ 0 , 8 ] , \"extra\" : [1, {\"x\": null}],"
+                 " \"shape\" : [ 1 , 2 ] , \"dtype\" : \"I32\" } }   ", 8);
+    st_file f;
+    char err[256] = "";
+    cr_assert_eq(st_open(&f, p, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(st_meta(&f, "k"), "\xc3\xa9\xf0\x9f\x98\x80");
+    const st_entry *e = st_find(&f, "b");
+    cr_assert_not_null(e);
+    cr_assert_eq(e->ndim, 2);
+    cr_assert_eq(e->shape[1], 2);
+    st_close(&f);
+}
+
+/* ---- export and dump on a tiny net --------------------------------------------- */
+
+static void tiny_model(model *m, int towers, int batch)
+{
+    tower_config cfg = {.towers = towers, .classes = 10, .batch = batch, .in_size = 67,
+                        .in_ch = 3, .width_div = 16};
+    model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
+    char err[256] = "";
+    cr_assert_eq(model_init(m, &cfg, &place, 5, err, sizeof err), 0, "%s", err);
+}
+
+Test(safetensors, export_writes_every_tower_layer)
+{
+    for (int towers = 1; towers <= 2; towers++) {
+        model m;
+        tiny_model(&m, towers, 1);
+        const char *p = path_in("w.safetensors");
+        char err[256] = "";
+        cr_assert_eq(train_export_model(&m, p, err, sizeof err), 0, "%s", err);
+        st_file f;
+        cr_assert_eq(st_open(&f, p, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(f.n, towers * 2 * TOWER_LAYERS);
+        cr_assert_str_eq(st_meta(&f, "format"), "twotower-weights");
+        cr_assert_eq(atoi(st_meta(&f, "towers")), towers);
+        real *arena = malloc(sizeof(real) * m.plan.n_params);
+        cr_assert_not_null(arena);
+        for (int t = 0; t < towers; t++) {
+            model_get_tensor(&m, t, 0, arena);
+            for (int l = 0; l < TOWER_LAYERS; l++) {
+                const tower_layer_shape *L = &m.plan.layer[l];
+                char name[64];
+                snprintf(name, sizeof name, "tower%d.%s.weight", t, tower_alexnet2012[l].name);
+                const st_entry *e = st_find(&f, name);
+                cr_assert_not_null(e, "%s missing", name);
+                cr_assert_eq(e->shape[0], L->out_ch);
+                cr_assert_eq(e->shape[1], (int64_t)L->sources * L->in_ch);
+                cr_assert_eq(e->ndim, tower_alexnet2012[l].kind == TOWER_CONV ? 4 : 2);
+                real *w = malloc(sizeof(real) * L->w_count);
+                cr_assert_eq(st_read_tensor(&f, name, TRAIN_REAL_DTYPE, w,
+                                            sizeof(real) * L->w_count, err, sizeof err),
+                             0, "%s", err);
+                cr_assert_eq(memcmp(w, arena + L->w_off, sizeof(real) * L->w_count), 0);
+                free(w);
+                snprintf(name, sizeof name, "tower%d.%s.bias", t, tower_alexnet2012[l].name);
+                e = st_find(&f, name);
+                cr_assert_not_null(e);
+                cr_assert_eq(e->begin + sizeof(real) * L->b_count, e->end);
+            }
+        }
+        free(arena);
+        st_close(&f);
+        model_free(&m);
+    }
+}
+
+Test(safetensors, dump_masks_are_the_ones_applied)
+{
+    model m;
+    tiny_model(&m, 2, 3);
+    const tower_config *c = &m.plan.cfg;
+    size_t xn = (size_t)c->batch * c->in_ch * c->in_size * c->in_size;
+    float *x = malloc(sizeof(float) * xn);
+    int32_t labels[3];
+    train_dump_batch(x, labels, c, 5);
+    for (int b = 0; b < 3; b++)
+        cr_assert(labels[b] >= 0 && labels[b] < c->classes);
+    const char *p = path_in("d.safetensors");
+    char err[256] = "";
+    cr_assert_eq(train_dump_model(&m, x, labels, p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.step, 0, "the dump must not take a step");
+    st_file f;
+    cr_assert_eq(st_open(&f, p, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(st_meta(&f, "format"), "twotower-dump");
+    for (int t = 0; t < 2; t++)
+        for (int l = 0; l < TOWER_LAYERS; l++) {
+            if (!tower_alexnet2012[l].dropout)
+                continue;
+            const tower_layer_shape *L = &m.plan.layer[l];
+            size_t n = (size_t)c->batch * L->out_ch;
+            float *mask = malloc(sizeof(float) * n);
+            char name[64];
+            snprintf(name, sizeof name, "mask.tower%d.%s", t, tower_alexnet2012[l].name);
+            cr_assert_eq(st_read_tensor(&f, name, "F32", mask, sizeof(float) * n, err,
+                                        sizeof err), 0, "%s", err);
+            /* what the tower really did: out = act * mask (act is after the ReLU) */
+            const tower_acts *A = &m.tw[t].acts[l];
+            size_t kept = 0, live = 0;
+            for (size_t i = 0; i < n; i++) {
+                cr_assert(mask[i] == 0.0f || mask[i] == 1.0f);
+                cr_assert_eq(A->out[i], A->act[i] * (real)mask[i], "%s[%zu]", name, i);
+                kept += mask[i] == 1.0f;
+                live += A->act[i] > 0;
+            }
+            cr_assert_gt(live, n / 4, "too few live units to test the mask");
+            cr_assert(kept > n / 4 && kept < 3 * n / 4, "%s keeps %zu of %zu", name, kept, n);
+            free(mask);
+        }
+    /* logits in class order: class c of sample b is tower c/Vt's slot */
+    float logits[3 * 10];
+    cr_assert_eq(st_read_tensor(&f, "logits", "F32", logits, sizeof logits, err, sizeof err), 0,
+                 "%s", err);
+    int Vt = m.plan.vt;
+    for (int b = 0; b < 3; b++)
+        for (int cl = 0; cl < 10; cl++)
+            cr_assert_eq(logits[b * 10 + cl],
+                         m.tw[1].logits[(size_t)(cl / Vt) * 3 * Vt + (size_t)b * Vt + cl % Vt]);
+    double loss;
+    cr_assert_eq(st_read_tensor(&f, "loss", "F64", &loss, sizeof loss, err, sizeof err), 0);
+    cr_assert_eq(loss, m.last_loss);
+    st_close(&f);
+    free(x);
+    model_free(&m);
+}
