@@ -1,0 +1,233 @@
+/* augment: the paper's training augmentation and test views on the CPU (section 4.1):
+ * random crops and mirrors, mean subtraction at the pixel's place in the full image,
+ * PCA lighting, and the 10-view geometry. Every draw comes from counters keyed on
+ * (seed, epoch, position), so a batch is a pure function of its cursor. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "data/data_internal.h"
+#include "tower/tower.h"
+
+#define DATA_SALT_AUG 0x6175676d656e7461ull /* "augmenta" */
+
+data_cursor data_cursor_advance(data_cursor c, int64_t n, int64_t count)
+{
+    int64_t t = c.pos + n;
+    c.epoch += t / count;
+    c.pos = t % count;
+    return c;
+}
+
+int data_view_geometry(int view, int crop, int *oy, int *ox, int *mirror)
+{
+    if (view < 0 || view >= DATA_VIEWS || crop < 1 || crop > DATA_SIZE)
+        return -1;
+    int far = DATA_SIZE - crop, mid = (DATA_SIZE - crop) / 2;
+    static const int corner[5][2] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {-1, -1}};
+    int b = view % 5;
+    *oy = corner[b][0] < 0 ? mid : corner[b][0] * far;
+    *ox = corner[b][1] < 0 ? mid : corner[b][1] * far;
+    *mirror = view >= 5;
+    return 0;
+}
+
+void data_cut_crop(uint8_t *dst, const uint8_t *img, int crop, int oy, int ox, int mirror)
+{
+    for (int y = 0; y < crop; y++) {
+        const uint8_t *src = img + ((size_t)(oy + y) * DATA_SIZE + (size_t)ox) * 3;
+        uint8_t *d = dst + (size_t)y * crop * 3;
+        if (!mirror) {
+            memcpy(d, src, (size_t)crop * 3);
+        } else {
+            for (int j = 0; j < crop; j++) {
+                const uint8_t *q = src + (size_t)(crop - 1 - j) * 3;
+                d[3 * j] = q[0];
+                d[3 * j + 1] = q[1];
+                d[3 * j + 2] = q[2];
+            }
+        }
+    }
+}
+
+void data_augment_cpu(float *x, const uint8_t *crops, const float *mean,
+                      const data_aug_params *params, int B, int crop)
+{
+    size_t plane = (size_t)crop * crop;
+    for (int b = 0; b < B; b++) {
+        const data_aug_params *p = &params[b];
+        const uint8_t *cb = crops + (size_t)b * plane * 3;
+        float *xb = x + (size_t)b * plane * 3;
+        for (int y = 0; y < crop; y++) {
+            const float *mrow = mean + ((size_t)(p->oy + y) * DATA_SIZE + (size_t)p->ox) * 3;
+            const uint8_t *crow = cb + (size_t)y * crop * 3;
+            for (int j = 0; j < crop; j++) {
+                const float *m = mrow + (size_t)(p->mirror ? crop - 1 - j : j) * 3;
+                for (int c = 0; c < 3; c++)
+                    xb[c * plane + (size_t)y * crop + j] =
+                        ((float)crow[3 * j + c] - m[c]) + p->rgb[c];
+            }
+        }
+    }
+}
+
+/* N(0,1) by Box-Muller from two counters; u1 in (0, 1] so the log is finite */
+static double normal_pair(uint64_t key, uint64_t i, int second)
+{
+    double u1 = ((double)(tower_rng_mix(key, i) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(tower_rng_mix(key, i + 1) >> 11) * (1.0 / 9007199254740992.0);
+    double r = sqrt(-2.0 * log(u1));
+    return second ? r * sin(2.0 * M_PI * u2) : r * cos(2.0 * M_PI * u2);
+}
+
+/* floor(u * range) with u the top 32 bits of a counter draw */
+static int draw_below(uint64_t key, uint64_t i, int range)
+{
+    return (int)(((tower_rng_mix(key, i) >> 32) * (uint64_t)range) >> 32);
+}
+
+void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, int64_t pos,
+                          int64_t idx, int crop, uint8_t *crop_dst, data_aug_params *p,
+                          data_scratch *sc)
+{
+    uint64_t key = tower_rng_mix(tower_rng_mix(seed ^ DATA_SALT_AUG, (uint64_t)epoch),
+                                 (uint64_t)pos);
+    int range = DATA_SIZE - crop + 1;
+    p->oy = draw_below(key, 0, range);
+    p->ox = draw_below(key, 1, range);
+    p->mirror = (int32_t)(tower_rng_mix(key, 2) >> 63);
+    double alpha[3] = {normal_pair(key, 3, 0), normal_pair(key, 3, 1), normal_pair(key, 5, 0)};
+    for (int c = 0; c < 3; c++) {
+        double v = 0;
+        for (int i = 0; i < 3; i++)
+            v += s->pca.eigvec[3 * c + i] * (alpha[i] * s->lighting_std) * sqrt(s->pca.eigval[i]);
+        p->rgb[c] = (float)v;
+    }
+    const uint8_t *img = data_source_image(s, idx, sc);
+    data_cut_crop(crop_dst, img, crop, p->oy, p->ox, p->mirror);
+}
+
+int data_check_batch(const data_source *s, const data_cursor *c, int B, int crop, char *err,
+                     size_t errlen)
+{
+    if (B < 1)
+        return data_fail(err, errlen, "batch size %d must be at least 1", B);
+    if (crop < 1 || crop > DATA_SIZE)
+        return data_fail(err, errlen, "crop %d must be in 1..%d", crop, DATA_SIZE);
+    if (c && (c->epoch < 0 || c->pos < 0 || c->pos >= s->n))
+        return data_fail(err, errlen, "cursor (epoch %lld, pos %lld) is outside the %lld images",
+                         (long long)c->epoch, (long long)c->pos, (long long)s->n);
+    return 0;
+}
+
+int data_fill_train(data_source *s, data_cursor c, int n, int crop, uint8_t *crops,
+                    data_aug_params *params, int32_t *labels, float *x, data_scratch *sc,
+                    char *err, size_t errlen)
+{
+    enum { RUN = 64 };
+    int64_t idx[RUN];
+    size_t csz = (size_t)crop * crop * 3;
+    int done = 0;
+    while (done < n) {
+        /* a run of positions inside one epoch, looked up in one lock */
+        int64_t left = s->n - c.pos;
+        int k = n - done < RUN ? n - done : RUN;
+        if (k > left)
+            k = (int)left;
+        if (data_perm_lookup(s, c.seed, c.epoch, c.pos, k, idx, err, errlen) != 0)
+            return -1;
+        for (int t = 0; t < k; t++) {
+            int b = done + t;
+            data_aug_params local;
+            data_aug_params *p = params ? &params[b] : &local;
+            uint8_t *cd = crops ? crops + (size_t)b * csz : sc->crop;
+            data_make_train_item(s, c.seed, c.epoch, c.pos + t, idx[t], crop, cd, p, sc);
+            labels[b] = s->labels[idx[t]];
+            if (x)
+                data_augment_cpu(x + (size_t)b * csz, cd, s->mean, p, 1, crop);
+        }
+        done += k;
+        c = data_cursor_advance(c, k, s->n);
+    }
+    return 0;
+}
+
+static int sync_scratch(data_source *s, char *err, size_t errlen)
+{
+    if (!s->sync_scratch)
+        s->sync_scratch = data_scratch_new(s);
+    return s->sync_scratch ? 0 : data_fail(err, errlen, "out of memory for batch scratch");
+}
+
+static int train_common(data_source *s, data_cursor *cur, int B, int crop, uint8_t *crops,
+                        data_aug_params *params, int32_t *labels, float *x, char *err,
+                        size_t errlen)
+{
+    if (data_check_batch(s, cur, B, crop, err, errlen) != 0)
+        return -1;
+    pthread_mutex_lock(&s->sync_lock);
+    int rc = sync_scratch(s, err, errlen);
+    if (rc == 0)
+        rc = data_fill_train(s, *cur, B, crop, crops, params, labels, x, s->sync_scratch, err,
+                             errlen);
+    pthread_mutex_unlock(&s->sync_lock);
+    if (rc == 0)
+        *cur = data_cursor_advance(*cur, B, s->n);
+    return rc;
+}
+
+int data_train_batch(data_source *s, data_cursor *cur, int B, int crop, float *x,
+                     int32_t *labels, char *err, size_t errlen)
+{
+    return train_common(s, cur, B, crop, NULL, NULL, labels, x, err, errlen);
+}
+
+int data_train_batch_u8(data_source *s, data_cursor *cur, int B, int crop, uint8_t *crops,
+                        data_aug_params *params, int32_t *labels, char *err, size_t errlen)
+{
+    return train_common(s, cur, B, crop, crops, params, labels, NULL, err, errlen);
+}
+
+static int eval_common(data_source *s, int64_t start, int n, int crop, int view,
+                       uint8_t *crops, data_aug_params *params, int32_t *labels, float *x,
+                       char *err, size_t errlen)
+{
+    int oy, ox, mirror;
+    if (data_view_geometry(view, crop, &oy, &ox, &mirror) != 0)
+        return data_fail(err, errlen, "view %d / crop %d: views are 0..%d, crops 1..%d", view,
+                         crop, DATA_VIEWS - 1, DATA_SIZE);
+    if (n < 1 || start < 0 || start > s->n - n)
+        return data_fail(err, errlen, "images [%lld, %lld) are outside 0..%lld",
+                         (long long)start, (long long)start + n, (long long)s->n);
+    pthread_mutex_lock(&s->sync_lock);
+    if (sync_scratch(s, err, errlen) != 0) {
+        pthread_mutex_unlock(&s->sync_lock);
+        return -1;
+    }
+    data_scratch *sc = s->sync_scratch;
+    size_t csz = (size_t)crop * crop * 3;
+    for (int b = 0; b < n; b++) {
+        data_aug_params local = {.oy = oy, .ox = ox, .mirror = mirror, .rgb = {0, 0, 0}};
+        uint8_t *cd = crops ? crops + (size_t)b * csz : sc->crop;
+        data_cut_crop(cd, data_source_image(s, start + b, sc), crop, oy, ox, mirror);
+        if (params)
+            params[b] = local;
+        labels[b] = s->labels[start + b];
+        if (x)
+            data_augment_cpu(x + (size_t)b * csz, cd, s->mean, &local, 1, crop);
+    }
+    pthread_mutex_unlock(&s->sync_lock);
+    return 0;
+}
+
+int data_eval_batch(data_source *s, int64_t start, int n, int crop, int view, float *x,
+                    int32_t *labels, char *err, size_t errlen)
+{
+    return eval_common(s, start, n, crop, view, NULL, NULL, labels, x, err, errlen);
+}
+
+int data_eval_batch_u8(data_source *s, int64_t start, int n, int crop, int view,
+                       uint8_t *crops, data_aug_params *params, int32_t *labels, char *err,
+                       size_t errlen)
+{
+    return eval_common(s, start, n, crop, view, crops, params, labels, NULL, err, errlen);
+}

@@ -1,0 +1,860 @@
+/* prep: `twotower prep SRC OUT`: an ImageNet-style folder (one sub-folder per class,
+ * PNG/JPEG) or the Fashion-MNIST IDX files to 256x256x3 uint8 shards, plus meta.bin with
+ * class names, the mean image and the RGB PCA of the training pixels. Decoding uses
+ * every core; bad files are skipped with one line each and counted; the run fails only
+ * when the skipped share passes --max-skip. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/data_internal.h"
+#include "tower/tower.h"
+
+typedef struct {
+    char *path;     /* file, or NULL for an IDX image */
+    int label;
+    int64_t idx;    /* IDX image index */
+    uint64_t order; /* sort key inside a class */
+} prep_item;
+
+typedef struct {
+    prep_item *v;
+    int64_t n, cap;
+} item_list;
+
+typedef struct {
+    const char *src, *out;
+    double val_fraction;
+    uint64_t seed;
+    int shard_size;
+    int threads;
+    double max_skip;
+    int64_t limit;
+    int quiet;
+    data_image_limits lim;
+    size_t max_file_bytes;
+} prep_opts;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int list_push(item_list *l, prep_item it)
+{
+    if (l->n == l->cap) {
+        int64_t nc = l->cap ? l->cap * 2 : 1024;
+        prep_item *nv = realloc(l->v, (size_t)nc * sizeof *nv);
+        if (!nv)
+            return -1;
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n++] = it;
+    return 0;
+}
+
+static void list_free(item_list *l)
+{
+    for (int64_t i = 0; i < l->n; i++)
+        free(l->v[i].path);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int has_image_ext(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && (strcasecmp(dot, ".png") == 0 || strcasecmp(dot, ".jpg") == 0 ||
+                   strcasecmp(dot, ".jpeg") == 0);
+}
+
+/* Sorted names in dir (no hidden entries); dirs_only selects sub-folders. */
+static int list_dir(const char *dir, int dirs_only, char ***names, int64_t *n, char *err,
+                    size_t errlen)
+{
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return data_fail(err, errlen, "%s: cannot open folder: %s", dir, strerror(errno));
+    char **v = NULL;
+    int64_t cnt = 0, cap = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (dirs_only) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            if (!is_dir(path))
+                continue;
+        }
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **nv = realloc(v, (size_t)cap * sizeof *nv);
+            if (!nv)
+                goto oom;
+            v = nv;
+        }
+        v[cnt] = strdup(e->d_name);
+        if (!v[cnt])
+            goto oom;
+        cnt++;
+    }
+    closedir(d);
+    if (cnt > 1)
+        qsort(v, (size_t)cnt, sizeof *v, cmp_str);
+    *names = v;
+    *n = cnt;
+    return 0;
+oom:
+    closedir(d);
+    for (int64_t i = 0; i < cnt; i++)
+        free(v[i]);
+    free(v);
+    return data_fail(err, errlen, "%s: out of memory listing the folder", dir);
+}
+
+static void free_names(char **v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Image files of one class folder into list (stored order: by file name). */
+static int add_class_files(item_list *l, const char *cdir, int label, int64_t *ignored,
+                           char *err, size_t errlen)
+{
+    char **f;
+    int64_t nf;
+    if (list_dir(cdir, 0, &f, &nf, err, errlen) != 0)
+        return -1;
+    int rc = 0;
+    for (int64_t i = 0; i < nf && rc == 0; i++) {
+        if (!has_image_ext(f[i])) {
+            (*ignored)++;
+            continue;
+        }
+        size_t len = strlen(cdir) + strlen(f[i]) + 2;
+        prep_item it = {.path = malloc(len), .label = label, .idx = -1, .order = (uint64_t)i};
+        if (!it.path || list_push(l, it) != 0) {
+            free(it.path);
+            rc = data_fail(err, errlen, "out of memory listing %s", cdir);
+            break;
+        }
+        snprintf(it.path, len, "%s/%s", cdir, f[i]);
+    }
+    free_names(f, nf);
+    return rc;
+}
+
+static int cmp_order(const void *a, const void *b)
+{
+    const prep_item *x = a, *y = b;
+    if (x->label != y->label)
+        return x->label < y->label ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* The seeded split: per class, a permutation from (seed, class) puts the first
+ * round(fraction * n) files in val; both splits keep file-name order. */
+static int split_by_seed(item_list *all, item_list *train, item_list *val, int classes,
+                         double frac, uint64_t seed, char *err, size_t errlen)
+{
+    int64_t start = 0;
+    for (int c = 0; c < classes; c++) {
+        int64_t end = start;
+        while (end < all->n && all->v[end].label == c)
+            end++;
+        int64_t n = end - start;
+        int64_t nval = (int64_t)llround(frac * (double)n);
+        int64_t *perm = malloc((size_t)(n > 0 ? n : 1) * sizeof *perm);
+        if (!perm)
+            return data_fail(err, errlen, "out of memory for the split");
+        for (int64_t i = 0; i < n; i++)
+            perm[i] = i;
+        uint64_t key = tower_rng_mix(seed ^ 0x73706c6974ull /* "split" */, (uint64_t)c);
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)(((tower_rng_mix(key, (uint64_t)i) >> 32) * (uint64_t)(i + 1)) >> 32);
+            int64_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        char *isval = calloc((size_t)(n > 0 ? n : 1), 1);
+        if (!isval) {
+            free(perm);
+            return data_fail(err, errlen, "out of memory for the split");
+        }
+        for (int64_t i = 0; i < nval; i++)
+            isval[perm[i]] = 1;
+        for (int64_t i = 0; i < n; i++) {
+            prep_item it = all->v[start + i];
+            all->v[start + i].path = NULL; /* ownership moves */
+            if (list_push(isval[i] ? val : train, it) != 0) {
+                free(it.path);
+                free(perm);
+                free(isval);
+                return data_fail(err, errlen, "out of memory for the split");
+            }
+        }
+        free(perm);
+        free(isval);
+        start = end;
+    }
+    return 0;
+}
+
+/* ---- shard writer ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *out, *split;
+    int classes, shard_size;
+    int fd;
+    char tmp[4096], final[4096];
+    uint32_t crc;
+    int32_t *labels;
+    int64_t count, first, written;
+    uint32_t index;
+} shard_writer;
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int shard_close(shard_writer *w, char *err, size_t errlen)
+{
+    if (w->fd < 0)
+        return 0;
+    uint8_t *lab = malloc((size_t)w->count * 4 + 4);
+    if (!lab)
+        return data_fail(err, errlen, "%s: out of memory", w->tmp);
+    for (int64_t i = 0; i < w->count; i++)
+        data_put32(lab + 4 * i, (uint32_t)w->labels[i]);
+    w->crc = data_crc32(w->crc, lab, (size_t)w->count * 4);
+    int bad = write_all(w->fd, lab, (size_t)w->count * 4) != 0;
+    free(lab);
+    uint8_t hdr[DATA_SHARD_HEADER];
+    data_shard_header h = {.classes = (uint32_t)w->classes, .count = (uint64_t)w->count,
+                           .first = (uint64_t)w->first, .index = w->index,
+                           .payload_crc = w->crc};
+    snprintf(h.split, sizeof h.split, "%s", w->split);
+    data_shard_header_encode(hdr, &h);
+    bad = bad || pwrite(w->fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr;
+    bad = close(w->fd) != 0 || bad;
+    w->fd = -1;
+    if (bad)
+        return data_fail(err, errlen, "%s: write failed: %s", w->tmp, strerror(errno));
+    if (rename(w->tmp, w->final) != 0)
+        return data_fail(err, errlen, "%s: cannot rename to %s: %s", w->tmp, w->final,
+                         strerror(errno));
+    w->first += w->count;
+    w->count = 0;
+    w->index++;
+    return 0;
+}
+
+static int shard_add(shard_writer *w, const uint8_t *img, int32_t label, char *err,
+                     size_t errlen)
+{
+    if (w->fd < 0) {
+        snprintf(w->final, sizeof w->final, "%s/%s-%05u.tts", w->out, w->split, w->index);
+        snprintf(w->tmp, sizeof w->tmp, "%s/.%s-%05u.tts.tmp", w->out, w->split, w->index);
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (w->fd < 0)
+            return data_fail(err, errlen, "%s: cannot create: %s", w->tmp, strerror(errno));
+        static const uint8_t zero[DATA_SHARD_HEADER];
+        if (write_all(w->fd, zero, sizeof zero) != 0)
+            return data_fail(err, errlen, "%s: write failed: %s", w->tmp, strerror(errno));
+        w->crc = 0;
+    }
+    if (write_all(w->fd, img, DATA_IMAGE_BYTES) != 0)
+        return data_fail(err, errlen, "%s: write failed: %s", w->tmp, strerror(errno));
+    w->crc = data_crc32(w->crc, img, DATA_IMAGE_BYTES);
+    w->labels[w->count++] = label;
+    w->written++;
+    if (w->count == w->shard_size)
+        return shard_close(w, err, errlen);
+    return 0;
+}
+
+/* ---- parallel decode --------------------------------------------------------------- */
+
+typedef struct {
+    const prep_opts *o;
+    const prep_item *items;  /* this chunk */
+    int n;
+    uint8_t *imgs;           /* (n, 256, 256, 3) */
+    char (*why)[256];        /* (n) empty when the image is good */
+    const uint8_t *idx_pixels;
+    int idx_h, idx_w;
+    int stats;               /* accumulate statistics (train split) */
+    int next;                /* atomic work counter */
+} chunk_job;
+
+typedef struct {
+    chunk_job *job;
+    uint64_t *mean_sum;      /* (256*256*3) this thread's sums */
+    data_pixel_sums px;
+    void *ws;
+    size_t ws_bytes;
+} worker_state;
+
+static void decode_one(chunk_job *j, worker_state *st, int i)
+{
+    const prep_item *it = &j->items[i];
+    uint8_t *dst = j->imgs + (size_t)i * DATA_IMAGE_BYTES;
+    j->why[i][0] = 0;
+    if (!it->path) {
+        data_resize_center(dst, DATA_SIZE,
+                           j->idx_pixels + (size_t)it->idx * j->idx_h * j->idx_w, j->idx_w,
+                           j->idx_h, 1, st->ws);
+    } else {
+        uint8_t *buf;
+        size_t n;
+        if (data_read_file(it->path, j->o->max_file_bytes, &buf, &n, j->why[i], 256) != 0)
+            return;
+        int rc = data_image_decode(buf, n, &j->o->lim, dst, j->why[i], 256);
+        free(buf);
+        if (rc != 0) {
+            if (!j->why[i][0])
+                snprintf(j->why[i], 256, "cannot decode");
+            return;
+        }
+    }
+    if (j->stats) {
+        uint64_t *m = st->mean_sum;
+        for (size_t k = 0; k < DATA_IMAGE_BYTES; k++)
+            m[k] += dst[k];
+        data_pixel_sums_add_image(&st->px, dst, (size_t)DATA_SIZE * DATA_SIZE);
+    }
+}
+
+static void *decode_worker(void *arg)
+{
+    worker_state *st = arg;
+    chunk_job *j = st->job;
+    for (;;) {
+        int i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (i >= j->n)
+            break;
+        decode_one(j, st, i);
+    }
+    return NULL;
+}
+
+/* ---- the run ------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t written, skipped;
+} split_result;
+
+static void progress(const prep_opts *o, const char *split, int64_t done, int64_t total,
+                     double t0, int *last_decile, double *last_draw)
+{
+    if (o->quiet)
+        return;
+    double t = now_s();
+    double rate = done / (t - t0 > 1e-9 ? t - t0 : 1e-9);
+    if (isatty(2)) {
+        if (t - *last_draw < 0.1 && done < total)
+            return;
+        *last_draw = t;
+        int w = 30, f = total ? (int)(w * done / total) : w;
+        char bar[64];
+        for (int k = 0; k < w; k++)
+            bar[k] = k < f ? '#' : '.';
+        bar[w] = 0;
+        fprintf(stderr, "\rprep %-5s [%s] %3d%% %lld/%lld %.0f img/s", split, bar,
+                total ? (int)(100 * done / total) : 100, (long long)done, (long long)total, rate);
+        if (done == total)
+            fputc('\n', stderr);
+    } else {
+        int dec = total ? (int)(10 * done / total) : 10;
+        if (dec > *last_decile) {
+            *last_decile = dec;
+            fprintf(stderr, "prep %s: %d%% (%lld/%lld, %.0f img/s)\n", split, dec * 10,
+                    (long long)done, (long long)total, rate);
+        }
+    }
+}
+
+static int run_split(const prep_opts *o, const char *split, const item_list *items,
+                     int classes, const uint8_t *idx_pixels, int idx_h, int idx_w,
+                     uint64_t *mean_sum, data_pixel_sums *px, split_result *res, char *err,
+                     size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    int nth = o->threads;
+    int chunk = nth * 16 < 64 ? 64 : nth * 16;
+    if (chunk > 512)
+        chunk = 512;
+    shard_writer w = {.out = o->out, .split = split, .classes = classes,
+                      .shard_size = o->shard_size, .fd = -1};
+    w.labels = malloc((size_t)o->shard_size * sizeof *w.labels);
+    uint8_t *imgs = malloc((size_t)chunk * DATA_IMAGE_BYTES);
+    char(*why)[256] = malloc((size_t)chunk * sizeof *why);
+    worker_state *ws = calloc((size_t)nth, sizeof *ws);
+    pthread_t *th = calloc((size_t)nth, sizeof *th);
+    int rc = 0;
+    if (!w.labels || !imgs || !why || !ws || !th) {
+        rc = data_fail(err, errlen, "out of memory for %d image buffers", chunk);
+        goto done;
+    }
+    int stats = mean_sum != NULL;
+    for (int t = 0; t < nth; t++) {
+        if (stats && !(ws[t].mean_sum = calloc(DATA_IMAGE_BYTES, sizeof(uint64_t)))) {
+            rc = data_fail(err, errlen, "out of memory for the mean sums");
+            goto done;
+        }
+        if (idx_pixels) {
+            ws[t].ws = malloc(data_resize_workspace(idx_w, idx_h, 1, DATA_SIZE));
+            if (!ws[t].ws) {
+                rc = data_fail(err, errlen, "out of memory");
+                goto done;
+            }
+        }
+    }
+    double t0 = now_s(), last_draw = 0;
+    int last_decile = -1;
+    progress(o, split, 0, items->n, t0, &last_decile, &last_draw);
+    for (int64_t base = 0; base < items->n && rc == 0; base += chunk) {
+        int n = items->n - base < chunk ? (int)(items->n - base) : chunk;
+        chunk_job job = {.o = o, .items = items->v + base, .n = n, .imgs = imgs, .why = why,
+                         .idx_pixels = idx_pixels, .idx_h = idx_h, .idx_w = idx_w,
+                         .stats = stats, .next = 0};
+        int started = 0;
+        for (int t = 1; t < nth; t++) { /* this thread is worker 0 */
+            ws[t].job = &job;
+            if (pthread_create(&th[t], NULL, decode_worker, &ws[t]) != 0)
+                break;
+            started = t;
+        }
+        ws[0].job = &job;
+        decode_worker(&ws[0]);
+        for (int t = 1; t <= started; t++)
+            pthread_join(th[t], NULL);
+        /* in order, so output and shards do not depend on thread timing */
+        for (int i = 0; i < n && rc == 0; i++) {
+            if (why[i][0]) {
+                res->skipped++;
+                fprintf(stderr, "prep: skipped %s: %s\n",
+                        items->v[base + i].path ? items->v[base + i].path : "(IDX image)",
+                        why[i]);
+                continue;
+            }
+            rc = shard_add(&w, imgs + (size_t)i * DATA_IMAGE_BYTES, items->v[base + i].label,
+                           err, errlen);
+            res->written++;
+        }
+        progress(o, split, base + n, items->n, t0, &last_decile, &last_draw);
+    }
+    if (rc == 0)
+        rc = shard_close(&w, err, errlen);
+    if (rc == 0 && stats) {
+        for (int t = 0; t < nth; t++) {
+            for (size_t k = 0; k < DATA_IMAGE_BYTES; k++)
+                mean_sum[k] += ws[t].mean_sum[k];
+            data_pixel_sums_merge(px, &ws[t].px);
+        }
+    }
+done:
+    if (w.fd >= 0) {
+        close(w.fd);
+        unlink(w.tmp);
+    }
+    if (ws)
+        for (int t = 0; t < nth; t++) {
+            free(ws[t].mean_sum);
+            free(ws[t].ws);
+        }
+    free(ws);
+    free(th);
+    free(w.labels);
+    free(imgs);
+    free(why);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: twotower prep SRC OUT [flags]\n"
+            "  SRC: a folder with one sub-folder per class (PNG/JPEG files), or with train/ and\n"
+            "       val/ each holding such class folders, or the Fashion-MNIST IDX .gz files\n"
+            "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt)\n"
+            "  --val-fraction F  share of each class put in val when SRC has no train/ val/\n"
+            "                    folders (default 0.1; 0 for none)\n"
+            "  --seed N          seed of that split (default 1)\n"
+            "  --shard-size N    images per shard (default 1024, about 192 MiB)\n"
+            "  --threads N       decoding threads (default: every core)\n"
+            "  --max-skip F      fail when more than this share of images is skipped\n"
+            "                    (default 0.01)\n"
+            "  --limit N         keep at most N images per split (quick runs)\n"
+            "  --max-pixels N    largest accepted image, in pixels (default 67108864)\n"
+            "  --max-file-mb N   largest accepted file (default 64)\n"
+            "  --quiet           no progress bar\n");
+}
+
+static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= lo && d <= hi)) {
+        fprintf(stderr, "prep: %s %s: expected a number in [%g, %g]\n", flag, v, lo, hi);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+static int write_meta(const prep_opts *o, char **names, int classes, int64_t ntrain,
+                      int64_t nval, const uint64_t *mean_sum, const data_pixel_sums *px,
+                      char *err, size_t errlen)
+{
+    data_meta m;
+    memset(&m, 0, sizeof m);
+    m.classes = classes;
+    m.names = names;
+    m.shard_size = (uint32_t)o->shard_size;
+    m.n_train = (uint64_t)ntrain;
+    m.n_val = (uint64_t)nval;
+    m.train_shards = (uint32_t)((ntrain + o->shard_size - 1) / o->shard_size);
+    m.val_shards = (uint32_t)((nval + o->shard_size - 1) / o->shard_size);
+    m.seed = o->seed;
+    data_pca_from_sums(&m.pca, px);
+    m.mean = malloc(DATA_IMAGE_BYTES * sizeof(float));
+    if (!m.mean)
+        return data_fail(err, errlen, "out of memory for the mean image");
+    for (size_t k = 0; k < DATA_IMAGE_BYTES; k++)
+        m.mean[k] = (float)((double)mean_sum[k] / (double)ntrain);
+    uint8_t *buf;
+    size_t n;
+    int rc = data_meta_encode(&m, &buf, &n, err, errlen);
+    free(m.mean);
+    if (rc != 0)
+        return -1;
+    char tmp[4096], fin[4096];
+    snprintf(tmp, sizeof tmp, "%s/.meta.bin.tmp", o->out);
+    snprintf(fin, sizeof fin, "%s/meta.bin", o->out);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int bad = fd < 0 || write_all(fd, buf, n) != 0;
+    if (fd >= 0)
+        bad = close(fd) != 0 || bad;
+    free(buf);
+    if (bad || rename(tmp, fin) != 0)
+        return data_fail(err, errlen, "%s: cannot write: %s", fin, strerror(errno));
+    snprintf(fin, sizeof fin, "%s/meta.txt", o->out);
+    FILE *f = fopen(fin, "w");
+    if (!f)
+        return data_fail(err, errlen, "%s: cannot write: %s", fin, strerror(errno));
+    fprintf(f, "# twotower prep of %s (meta.bin holds the same in binary)\n", o->src);
+    fprintf(f, "train %lld images in %u shards\nval %lld images in %u shards\n",
+            (long long)ntrain, m.train_shards, (long long)nval, m.val_shards);
+    fprintf(f, "rgb_mean %.4f %.4f %.4f\n", m.pca.rgb_mean[0], m.pca.rgb_mean[1],
+            m.pca.rgb_mean[2]);
+    fprintf(f, "eigval %.4f %.4f %.4f\n", m.pca.eigval[0], m.pca.eigval[1], m.pca.eigval[2]);
+    for (int r = 0; r < 3; r++)
+        fprintf(f, "eigvec_row%d %.6f %.6f %.6f\n", r, m.pca.eigvec[3 * r],
+                m.pca.eigvec[3 * r + 1], m.pca.eigvec[3 * r + 2]);
+    fprintf(f, "classes %d\n", classes);
+    for (int c = 0; c < classes; c++)
+        fprintf(f, "%d %s\n", c, names[c]);
+    bad = fclose(f) != 0;
+    return bad ? data_fail(err, errlen, "%s: write failed", fin) : 0;
+}
+
+int data_prep_main(int argc, char **argv)
+{
+    prep_opts o = {.val_fraction = 0.1, .seed = 1, .shard_size = 1024, .threads = 0,
+                   .max_skip = 0.01, .limit = -1, .quiet = 0,
+                   .lim = data_image_limits_default(), .max_file_bytes = (size_t)64 << 20};
+    static const struct option lo[] = {
+        {"val-fraction", required_argument, 0, 'v'}, {"seed", required_argument, 0, 's'},
+        {"shard-size", required_argument, 0, 'z'},   {"threads", required_argument, 0, 't'},
+        {"max-skip", required_argument, 0, 'k'},     {"limit", required_argument, 0, 'l'},
+        {"max-pixels", required_argument, 0, 'p'},   {"max-file-mb", required_argument, 0, 'f'},
+        {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    optind = 1; /* data_prep_main may run more than once in a process (tests) */
+    opterr = 0;
+    int ch;
+    double d;
+    while ((ch = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'v':
+            if (parse_num("--val-fraction", optarg, 0, 0.999, &o.val_fraction))
+                return 2;
+            break;
+        case 's':
+            if (parse_num("--seed", optarg, 0, 9007199254740992.0, &d))
+                return 2;
+            o.seed = (uint64_t)d;
+            break;
+        case 'z':
+            if (parse_num("--shard-size", optarg, 1, DATA_MAX_SHARD_IMAGES, &d))
+                return 2;
+            o.shard_size = (int)d;
+            break;
+        case 't':
+            if (parse_num("--threads", optarg, 1, 256, &d))
+                return 2;
+            o.threads = (int)d;
+            break;
+        case 'k':
+            if (parse_num("--max-skip", optarg, 0, 1, &o.max_skip))
+                return 2;
+            break;
+        case 'l':
+            if (parse_num("--limit", optarg, 1, 1e12, &d))
+                return 2;
+            o.limit = (int64_t)d;
+            break;
+        case 'p':
+            if (parse_num("--max-pixels", optarg, 1, 1e10, &d))
+                return 2;
+            o.lim.max_pixels = (int64_t)d;
+            break;
+        case 'f':
+            if (parse_num("--max-file-mb", optarg, 1, 65536, &d))
+                return 2;
+            o.max_file_bytes = (size_t)d << 20;
+            break;
+        case 'q':
+            o.quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "prep: unknown flag %s\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (argc - optind != 2) {
+        usage(stderr);
+        return 2;
+    }
+    o.src = argv[optind];
+    o.out = argv[optind + 1];
+    if (o.threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        o.threads = nc > 0 ? (int)nc : 1;
+    }
+    char err[1024];
+    double t0 = now_s();
+    item_list train = {0}, val = {0}, all = {0};
+    char **classes = NULL;
+    int64_t nclasses = 0, ignored = 0;
+    uint8_t *idx_train = NULL, *idx_val = NULL;
+    int32_t *lab_train = NULL, *lab_val = NULL;
+    int idx_h = 0, idx_w = 0;
+    int rc = 1;
+    uint64_t *mean_sum = NULL;
+    char p1[4096], p2[4096];
+
+    snprintf(p1, sizeof p1, "%s/train-images-idx3-ubyte.gz", o.src);
+    if (access(p1, R_OK) == 0) {
+        /* Fashion-MNIST: train-* is the train split, t10k-* (if present) val */
+        int64_t n;
+        snprintf(p2, sizeof p2, "%s/train-labels-idx1-ubyte.gz", o.src);
+        if (data_idx_load(p1, p2, &idx_train, &lab_train, &n, &idx_h, &idx_w, err,
+                          sizeof err) != 0)
+            goto fail;
+        for (int64_t i = 0; i < n; i++)
+            if (lab_train[i] >= 10 || list_push(&train, (prep_item){.label = lab_train[i], .idx = i}))
+                goto bad_idx;
+        snprintf(p1, sizeof p1, "%s/t10k-images-idx3-ubyte.gz", o.src);
+        snprintf(p2, sizeof p2, "%s/t10k-labels-idx1-ubyte.gz", o.src);
+        if (access(p1, R_OK) == 0) {
+            int vh, vw;
+            if (data_idx_load(p1, p2, &idx_val, &lab_val, &n, &vh, &vw, err, sizeof err) != 0)
+                goto fail;
+            if (vh != idx_h || vw != idx_w) {
+                data_fail(err, sizeof err, "%s: %dx%d images, train has %dx%d", p1, vh, vw, idx_h,
+                         idx_w);
+                goto fail;
+            }
+            for (int64_t i = 0; i < n; i++)
+                if (lab_val[i] >= 10 || list_push(&val, (prep_item){.label = lab_val[i], .idx = i}))
+                    goto bad_idx;
+        }
+        classes = calloc(10, sizeof *classes);
+        nclasses = classes ? 10 : 0;
+        int ok = classes != NULL;
+        for (int c = 0; ok && c < 10; c++)
+            ok = (classes[c] = strdup(data_fashion_names[c])) != NULL;
+        if (!ok) {
+            data_fail(err, sizeof err, "out of memory");
+            goto fail;
+        }
+    } else {
+        snprintf(p1, sizeof p1, "%s/train", o.src);
+        snprintf(p2, sizeof p2, "%s/val", o.src);
+        int folders = is_dir(p1) && is_dir(p2);
+        if (list_dir(folders ? p1 : o.src, 1, &classes, &nclasses, err, sizeof err) != 0)
+            goto fail;
+        if (nclasses == 0) {
+            data_fail(err, sizeof err, "%s: no class sub-folders and no IDX files",
+                     folders ? p1 : o.src);
+            goto fail;
+        }
+        if (nclasses > DATA_MAX_CLASSES) {
+            data_fail(err, sizeof err, "%s: %lld classes, at most %d", o.src, (long long)nclasses,
+                     DATA_MAX_CLASSES);
+            goto fail;
+        }
+        for (int64_t c = 0; c < nclasses; c++) {
+            if (strlen(classes[c]) > DATA_MAX_NAME) {
+                data_fail(err, sizeof err, "class folder name %.40s... is over %d bytes",
+                         classes[c], DATA_MAX_NAME);
+                goto fail;
+            }
+            char cdir[4096];
+            if (snprintf(cdir, sizeof cdir, "%s/%s", folders ? p1 : o.src, classes[c]) >=
+                (int)sizeof cdir) {
+                data_fail(err, sizeof err, "%s: path too long", classes[c]);
+                goto fail;
+            }
+            if (add_class_files(folders ? &train : &all, cdir, (int)c, &ignored, err,
+                                sizeof err) != 0)
+                goto fail;
+            if (folders) {
+                if (snprintf(cdir, sizeof cdir, "%s/%s", p2, classes[c]) >= (int)sizeof cdir) {
+                    data_fail(err, sizeof err, "%s: path too long", classes[c]);
+                    goto fail;
+                }
+                if (is_dir(cdir) &&
+                    add_class_files(&val, cdir, (int)c, &ignored, err, sizeof err) != 0)
+                    goto fail;
+            }
+        }
+        if (folders) {
+            char **vc;
+            int64_t nvc;
+            if (list_dir(p2, 1, &vc, &nvc, err, sizeof err) != 0)
+                goto fail;
+            for (int64_t i = 0; i < nvc; i++) {
+                void *hit = bsearch(&vc[i], classes, (size_t)nclasses, sizeof *classes, cmp_str);
+                if (!hit) {
+                    data_fail(err, sizeof err, "%s/%s: class not in %s", p2, vc[i], p1);
+                    free_names(vc, nvc);
+                    goto fail;
+                }
+            }
+            free_names(vc, nvc);
+        } else if (split_by_seed(&all, &train, &val, (int)nclasses, o.val_fraction, o.seed, err,
+                                 sizeof err) != 0) {
+            goto fail;
+        }
+        qsort(train.v, (size_t)train.n, sizeof *train.v, cmp_order);
+        qsort(val.v, (size_t)val.n, sizeof *val.v, cmp_order);
+    }
+    if (o.limit > 0) {
+        for (int64_t i = o.limit; i < train.n; i++)
+            free(train.v[i].path);
+        for (int64_t i = o.limit; i < val.n; i++)
+            free(val.v[i].path);
+        train.n = train.n < o.limit ? train.n : o.limit;
+        val.n = val.n < o.limit ? val.n : o.limit;
+    }
+    if (train.n == 0) {
+        data_fail(err, sizeof err, "%s: no training images found", o.src);
+        goto fail;
+    }
+    if (mkdir(o.out, 0755) != 0 && errno != EEXIST) {
+        data_fail(err, sizeof err, "%s: cannot create: %s", o.out, strerror(errno));
+        goto fail;
+    }
+    if (!o.quiet)
+        fprintf(stderr, "prep: %s: %lld classes, %lld train + %lld val images, %d threads\n",
+                o.src, (long long)nclasses, (long long)train.n, (long long)val.n, o.threads);
+    mean_sum = calloc(DATA_IMAGE_BYTES, sizeof *mean_sum);
+    if (!mean_sum) {
+        data_fail(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    data_pixel_sums px;
+    memset(&px, 0, sizeof px);
+    split_result rt, rv = {0, 0};
+    if (run_split(&o, "train", &train, (int)nclasses, idx_train, idx_h, idx_w, mean_sum, &px,
+                  &rt, err, sizeof err) != 0)
+        goto fail;
+    if (val.n > 0 && run_split(&o, "val", &val, (int)nclasses, idx_val, idx_h, idx_w, NULL,
+                               NULL, &rv, err, sizeof err) != 0)
+        goto fail;
+    double el = now_s() - t0;
+    int64_t seen = rt.written + rt.skipped + rv.written + rv.skipped;
+    int64_t skipped = rt.skipped + rv.skipped;
+    double share = seen ? (double)skipped / (double)seen : 0;
+    fprintf(stderr,
+            "prep: %lld train + %lld val images written, %lld skipped (%.2f%%), %lld files "
+            "without an image extension ignored; %.1f s, %.0f images/s\n",
+            (long long)rt.written, (long long)rv.written, (long long)skipped, 100 * share,
+            (long long)ignored, el, seen / (el > 1e-9 ? el : 1e-9));
+    if (share > o.max_skip) {
+        data_fail(err, sizeof err,
+                 "%.2f%% of the images were skipped, over --max-skip %.2f%%: meta.bin not written",
+                 100 * share, 100 * o.max_skip);
+        goto fail;
+    }
+    if (rt.written == 0) {
+        data_fail(err, sizeof err, "every training image was skipped");
+        goto fail;
+    }
+    if (write_meta(&o, classes, (int)nclasses, rt.written, rv.written, mean_sum, &px, err,
+                   sizeof err) != 0)
+        goto fail;
+    rc = 0;
+    goto out;
+bad_idx:
+    data_fail(err, sizeof err, "%s: labels must be 0..9 (Fashion-MNIST), or out of memory", o.src);
+fail:
+    fprintf(stderr, "prep: %s\n", err);
+    rc = 1;
+out:
+    list_free(&train);
+    list_free(&val);
+    list_free(&all);
+    free_names(classes, nclasses);
+    free(idx_train);
+    free(idx_val);
+    free(lab_train);
+    free(lab_val);
+    free(mean_sum);
+    return rc;
+}
