@@ -3,6 +3,8 @@
  * into PyTorch. The checkpoint code reuses train_export_model. */
 #include "train/export.h"
 
+#include "train/checkpoint.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -45,39 +47,87 @@ void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
     }
 }
 
-int train_export_model(const model *m, const char *path, char *err, size_t errlen)
+int train_export_arenas(const tower_plan *plan, const real *const *params, uint64_t seed,
+                        int64_t step, const char *path, char *err, size_t errlen)
 {
-    int T = m->towers;
-    size_t n = m->plan.n_params;
-    real *host[2] = {NULL, NULL};
-    for (int t = 0; t < T; t++) {
-        host[t] = malloc(sizeof(real) * n);
-        if (!host[t]) {
-            snprintf(err, errlen, "%s: out of memory for %zu parameters", path, n);
-            free(host[0]);
-            return -1;
-        }
-        model_get_tensor(m, t, 0, host[t]);
-    }
+    int T = plan->cfg.towers;
     st_tensor tens[2 * 2 * TOWER_LAYERS];
     char names[2 * 2 * TOWER_LAYERS][TRAIN_EXPORT_NAME_MAX];
     for (int t = 0; t < T; t++)
-        train_export_views(tens + t * 2 * TOWER_LAYERS, names + t * 2 * TOWER_LAYERS,
-                           &m->plan, t, host[t], "");
-
-    const tower_config *c = &m->plan.cfg;
+        train_export_views(tens + t * 2 * TOWER_LAYERS, names + t * 2 * TOWER_LAYERS, plan, t,
+                           params[t], "");
+    const tower_config *c = &plan->cfg;
     char v[7][32];
     snprintf(v[0], sizeof v[0], "%d", c->towers);
     snprintf(v[1], sizeof v[1], "%d", c->classes);
     snprintf(v[2], sizeof v[2], "%d", c->in_size);
     snprintf(v[3], sizeof v[3], "%d", c->in_ch);
     snprintf(v[4], sizeof v[4], "%d", c->width_div > 0 ? c->width_div : 1);
-    snprintf(v[5], sizeof v[5], "%" PRIu64, m->seed);
-    snprintf(v[6], sizeof v[6], "%" PRId64, m->step);
+    snprintf(v[5], sizeof v[5], "%" PRIu64, seed);
+    snprintf(v[6], sizeof v[6], "%" PRId64, step);
     const char *meta[] = {"format", "twotower-weights", "towers", v[0], "classes", v[1],
                           "size", v[2], "in_ch", v[3], "width_div", v[4], "seed", v[5],
                           "step", v[6], NULL};
-    int rc = st_write(path, tens, T * 2 * TOWER_LAYERS, meta, err, errlen);
+    return st_write(path, tens, T * 2 * TOWER_LAYERS, meta, err, errlen);
+}
+
+/* Host arenas for the towers of plan; 0, or -1 with err. */
+static int alloc_arenas(real **host, const tower_plan *plan, const char *path, char *err,
+                        size_t errlen)
+{
+    host[0] = host[1] = NULL;
+    for (int t = 0; t < plan->cfg.towers; t++) {
+        host[t] = malloc(sizeof(real) * plan->n_params);
+        if (!host[t]) {
+            snprintf(err, errlen, "%s: out of memory for %zu parameters", path,
+                     plan->n_params);
+            free(host[0]);
+            host[0] = NULL;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int train_export_model(const model *m, const char *path, char *err, size_t errlen)
+{
+    real *host[2];
+    if (alloc_arenas(host, &m->plan, path, err, errlen))
+        return -1;
+    for (int t = 0; t < m->towers; t++)
+        model_get_tensor(m, t, 0, host[t]);
+    int rc = train_export_arenas(&m->plan, (const real *const *)host, m->seed, m->step, path,
+                                 err, errlen);
+    free(host[0]);
+    free(host[1]);
+    return rc;
+}
+
+int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_t errlen)
+{
+    char file[4096];
+    train_ckpt_meta meta;
+    tower_plan plan;
+    if (train_ckpt_resolve(ckpt, file, sizeof file, err, errlen))
+        return -1;
+    /* first pass: the config (and a full validation) without a model */
+    if (train_ckpt_load_buffers(file, &meta, NULL, 0, NULL, NULL, err, errlen))
+        return -1;
+    if (tower_plan_make(&plan, &meta.cfg, err, errlen)) {
+        /* err says what; name the file too */
+        char why[256];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "%s: unusable config: %s", file, why);
+        return -1;
+    }
+    real *host[2];
+    if (alloc_arenas(host, &plan, path, err, errlen))
+        return -1;
+    int rc = train_ckpt_load_buffers(file, &meta, &meta.cfg, plan.n_params, host, NULL, err,
+                                     errlen);
+    if (rc == 0)
+        rc = train_export_arenas(&plan, (const real *const *)host, meta.model_seed,
+                                 meta.model_step, path, err, errlen);
     free(host[0]);
     free(host[1]);
     return rc;
@@ -101,10 +151,13 @@ static int parse_int(const char *flag, const char *s, long long lo, long long hi
 static void export_usage(FILE *f)
 {
     fprintf(f,
-            "usage: twotower export OUT.safetensors [--seed S] [--towers 2] [--classes 1000]\n"
+            "usage: twotower export CKPT OUT.safetensors\n"
+            "       twotower export OUT.safetensors [--seed S] [--towers 2] [--classes 1000]\n"
             "                       [--size 224] [--width-div 1]\n"
-            "Writes the weights of the net freshly initialised from --seed (the paper's init)\n"
-            "as safetensors: tower{t}.{layer}.weight/.bias, see docs/WEIGHTS.md.\n");
+            "Writes the weights of a checkpoint (a .ttc file, a checkpoint folder or a run\n"
+            "folder: its newest checkpoint), or of the net freshly initialised from --seed\n"
+            "(the paper's init), as safetensors: tower{t}.{layer}.weight/.bias, see\n"
+            "docs/WEIGHTS.md.\n");
 }
 
 int train_export_main(int argc, char **argv)
@@ -113,7 +166,7 @@ int train_export_main(int argc, char **argv)
                         .in_ch = 3, .width_div = 1};
     uint64_t seed = 1;
     const char *pos[2];
-    int npos = 0;
+    int npos = 0, net_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -151,19 +204,30 @@ int train_export_main(int argc, char **argv)
         }
         if (rc)
             return 2;
+        net_flags += a[0] == '-' && a[1];
     }
-    if (npos != 1) {
-        if (npos == 2)
-            fprintf(stderr, "twotower export: exporting from a checkpoint (%s) is not "
-                    "supported yet; give only OUT to export the initialised net\n", pos[0]);
-        else
-            export_usage(stderr);
+    if (npos == 0) {
+        export_usage(stderr);
         return 2;
+    }
+    char err[512];
+    if (npos == 2) {
+        if (net_flags) {
+            fprintf(stderr, "twotower export: the checkpoint %s fixes the net and its seed; "
+                    "--seed/--towers/--classes/--size/--width-div apply only without one\n",
+                    pos[0]);
+            return 2;
+        }
+        if (train_export_checkpoint(pos[0], pos[1], err, sizeof err)) {
+            fprintf(stderr, "twotower export: %s\n", err);
+            return 1;
+        }
+        printf("twotower export: wrote %s from %s\n", pos[1], pos[0]);
+        return 0;
     }
     const char *out = pos[0];
     model m;
     model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
-    char err[512];
     if (model_init(&m, &cfg, &place, seed, err, sizeof err)) {
         fprintf(stderr, "twotower export: %s\n", err);
         return 2;

@@ -26,12 +26,23 @@ void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
                         const tower_plan *plan, int tower_index, const real *arena,
                         const char *prefix);
 
-/* Writes every tower's parameters (model_get_tensor) to path with metadata format,
- * towers, classes, size, in_ch, width_div, seed and step. Returns 0, or -1 with err. */
+/* Writes the parameters of plan->cfg.towers towers (params[t]: a host arena of
+ * plan->n_params reals) to path with metadata format, towers, classes, size, in_ch,
+ * width_div, seed and step. Returns 0, or -1 with err. */
+int train_export_arenas(const tower_plan *plan, const real *const *params, uint64_t seed,
+                        int64_t step, const char *path, char *err, size_t errlen);
+
+/* The same for a model (its parameters via model_get_tensor, m->seed, m->step). */
 int train_export_model(const model *m, const char *path, char *err, size_t errlen);
 
+/* The parameters of a checkpoint: ckpt is a .ttc file, a checkpoint folder or a run
+ * folder (train_ckpt_resolve); the whole file is validated before anything is written.
+ * Returns 0, or -1 with err naming the file. */
+int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_t errlen);
+
 /* `twotower export [CKPT] OUT.safetensors [--seed S] [--towers T] [--classes V]
- * [--size S] [--width-div D]`; argv[0] is "export". Returns the exit code (0 ok,
+ * [--size S] [--width-div D]`: the checkpoint's weights, or without CKPT the net freshly
+ * initialised from the flags. argv[0] is "export". Returns the exit code (0 ok,
  * 1 failed, 2 usage). */
 int train_export_main(int argc, char **argv);
 

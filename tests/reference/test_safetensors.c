@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "train/checkpoint.h"
 #include "train/dump.h"
 #include "train/export.h"
 #include "train/safetensors.h"
@@ -351,4 +352,74 @@ Test(safetensors, dump_masks_are_the_ones_applied)
     st_close(&f);
     free(x);
     model_free(&m);
+}
+
+Test(safetensors, export_from_checkpoint)
+{
+    tower_config cfg = {.towers = 2, .classes = 10, .batch = 4, .in_size = 67, .in_ch = 3,
+                        .width_div = 16};
+    tower_plan plan;
+    char err[1024] = "";
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    real *params[2], *mom[2];
+    for (int t = 0; t < 2; t++) {
+        params[t] = malloc(sizeof(real) * plan.n_params);
+        mom[t] = calloc(plan.n_params, sizeof(real));
+        cr_assert(params[t] && mom[t]);
+        tower_init_params(params[t], &plan, t, 77);
+        params[t][3] = (real)(0.5 + t); /* not the init: the export must read the file */
+    }
+    train_ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.cfg = cfg;
+    meta.seed = meta.model_seed = 77;
+    meta.step = meta.model_step = 12;
+    meta.cursor = (train_cursor){77, 0, 48};
+    train_sched_init(&meta.sched, 0.01, 4, 3, 0.001);
+    train_nonfinite_init(&meta.nonfinite, 5);
+    meta.stats = (train_ckpt_stats){1, 1, -1, 48, 1.0, 2.3, 1, 1};
+    const char *dir = path_in("run");
+    cr_assert_eq(train_ckpt_save_buffers(dir, &meta, plan.n_params,
+                                         (const real *const *)params,
+                                         (const real *const *)mom, 0, err, sizeof err),
+                 0, "%s", err);
+    char out[600];
+    snprintf(out, sizeof out, "%s/w.safetensors", tmpdir);
+    cr_assert_eq(train_export_checkpoint(dir, out, err, sizeof err), 0, "%s", err);
+    st_file f;
+    cr_assert_eq(st_open(&f, out, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(f.n, 2 * 2 * TOWER_LAYERS);
+    cr_assert_str_eq(st_meta(&f, "seed"), "77");
+    cr_assert_str_eq(st_meta(&f, "step"), "12");
+    for (int t = 0; t < 2; t++) {
+        const tower_layer_shape *L = &plan.layer[0];
+        real *w = malloc(sizeof(real) * L->w_count);
+        char name[64];
+        snprintf(name, sizeof name, "tower%d.conv1.weight", t);
+        cr_assert_eq(st_read_tensor(&f, name, TRAIN_REAL_DTYPE, w, sizeof(real) * L->w_count,
+                                    err, sizeof err), 0, "%s", err);
+        cr_assert_eq(memcmp(w, params[t] + L->w_off, sizeof(real) * L->w_count), 0);
+        cr_assert_eq(w[3], (real)(0.5 + t));
+        free(w);
+    }
+    st_close(&f);
+
+    /* a damaged checkpoint is refused and nothing is written */
+    char ck[700];
+    snprintf(ck, sizeof ck, "%s/ckpt/ckpt-00000012.ttc", dir);
+    if (access(ck, F_OK) != 0) /* save may write into DIR itself */
+        snprintf(ck, sizeof ck, "%s/ckpt-00000012.ttc", dir);
+    FILE *fp = fopen(ck, "r+b");
+    cr_assert_not_null(fp, "no checkpoint at %s", ck);
+    fseek(fp, -5, SEEK_END);
+    fputc(0x5a, fp);
+    fclose(fp);
+    snprintf(out, sizeof out, "%s/w2.safetensors", tmpdir);
+    cr_assert_eq(train_export_checkpoint(ck, out, err, sizeof err), -1);
+    cr_assert(strstr(err, "ckpt-00000012.ttc"), "%s", err);
+    cr_assert_neq(access(out, F_OK), 0);
+    for (int t = 0; t < 2; t++) {
+        free(params[t]);
+        free(mom[t]);
+    }
 }
