@@ -8,26 +8,31 @@
 #include <math.h>
 
 #include "cuda_check.h"
+#include "kernels.h"
 
 #define CU_STREAM(s) ((cudaStream_t)(s))
 #define CU_BLAS(h) ((cublasHandle_t)(h))
 
 /* ---- GEMM in row-major terms ----------------------------------------------------------
- * cuBLAS is column-major; our tensors are row-major. A row-major (m x n) matrix with
- * leading dimension ld is, byte for byte, the column-major (n x m) matrix with the same
- * ld, i.e. its transpose. So the row-major product C = op(A) op(B) is computed as the
- * column-major product C^T = op(B)^T op(A)^T: swap the operands and the sizes m and n,
- * keep each operand's transpose flag. gemm_rm does exactly that, so every call site
- * below reads like the CBLAS row-major call of layers_cpu.c. Math mode is the default
- * FP32 one (set in net_cuda.cu): no TF32, so products keep fp32's 24-bit mantissa. */
+ * cuBLAS is column-major, our tensors row-major: tower_k_gemm_rm (kernels.h) turns the
+ * row-major C = op(A) op(B) into the column-major C^T = op(B)^T op(A)^T, so every call
+ * site below reads like the CBLAS row-major call of layers_cpu.c. The math mode is the
+ * default FP32 one (set in net_cuda.cu): no TF32, products keep fp32's 24-bit mantissa. */
 static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *A, int lda, const float *B, int ldb, float beta,
                     float *C, int ldc)
 {
-    CUBLAS_CHECK(cublasSgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, A,
-                             lda, &beta, C, ldc));
+    tower_k_gemm g = tower_k_gemm_rm(trans_a, trans_b, m, n, k, A, lda, B, ldb);
+    CUBLAS_CHECK(cublasSgemm(h, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha,
+                             g.first, g.ld_first, g.second, g.ld_second, &beta, C, ldc));
 }
+
+/* Grid-stride loop over n elements: every kernel below is one of these around a
+ * per-element function of kernels.h; consecutive threads take consecutive elements. */
+#define FOR_EACH_ELEMENT(i, n)                                                             \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);               \
+         i += (size_t)gridDim.x * blockDim.x)
 
 /* ---- convolution ------------------------------------------------------------------- */
 
@@ -38,53 +43,25 @@ static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, in
 __global__ void im2col_kernel(float *col, const float *in, int Ci, int H, int W, int K, int S,
                               int P, int Ho, int Wo)
 {
-    size_t HWo = (size_t)Ho * Wo, n = (size_t)Ci * K * K * HWo;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / HWo, p = i % HWo;
-        int c = (int)(r / (K * K)), kh = (int)(r / K % K), kw = (int)(r % K);
-        int ih = (int)(p / Wo) * S - P + kh, iw = (int)(p % Wo) * S - P + kw;
-        col[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                     ? in[((size_t)c * H + ih) * W + iw] : 0.0f;
-    }
+    size_t n = (size_t)Ci * K * K * Ho * Wo;
+    FOR_EACH_ELEMENT(i, n) col[i] = tower_k_im2col(in, i, H, W, K, S, P, Ho, Wo);
 }
 
 /* col2im of one image as a gather (no atomics): one thread per input pixel (c, ih, iw)
- * of din (Ci, H, W) sums the col (Ci*K*K, Ho*Wo) entries that came from it. Each tap
- * (kh, kw) sees a given pixel from at most one output position, so the sum runs over
- * (kh, kw) in order, the order layers_cpu.c's scatter adds them in. accumulate: start
- * from din instead of 0. */
+ * of din (Ci, H, W) sums the col (Ci*K*K, Ho*Wo) entries that came from it, in the
+ * order layers_cpu.c's scatter adds them. accumulate: start from din instead of 0. */
 __global__ void col2im_kernel(float *din, const float *col, int Ci, int H, int W, int K, int S,
                               int P, int Ho, int Wo, int accumulate)
 {
-    size_t HWo = (size_t)Ho * Wo, n = (size_t)Ci * H * W;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i / ((size_t)H * W)), ih = (int)(i / W % H), iw = (int)(i % W);
-        float s = accumulate ? din[i] : 0.0f;
-        for (int kh = 0; kh < K; kh++) {
-            int th = ih + P - kh; /* = oh * S when this tap reaches the pixel */
-            if (th < 0 || th % S) continue;
-            int oh = th / S;
-            if (oh >= Ho) continue;
-            for (int kw = 0; kw < K; kw++) {
-                int tw = iw + P - kw;
-                if (tw < 0 || tw % S) continue;
-                int ow = tw / S;
-                if (ow >= Wo) continue;
-                s += col[((size_t)(c * K + kh) * K + kw) * HWo + (size_t)oh * Wo + ow];
-            }
-        }
-        din[i] = s;
-    }
+    size_t n = (size_t)Ci * H * W;
+    FOR_EACH_ELEMENT(i, n)
+        din[i] = tower_k_col2im(col, accumulate ? din[i] : 0.0f, i, H, W, K, S, P, Ho, Wo);
 }
 
 /* out (B, C, HW) += b[c]. One thread per element of out. */
 __global__ void bias_add_kernel(float *out, const float *b, size_t n, int C, size_t HW)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] += b[(i / HW) % C];
+    FOR_EACH_ELEMENT(i, n) out[i] += b[tower_k_channel_of(i, C, HW)];
 }
 
 /* db[c] += sum over (b, p) of dout (B, C, HW). One block per channel c; its threads
@@ -98,7 +75,7 @@ __global__ void bias_grad_channels_kernel(float *db, const float *dout, int B, i
     size_t n = (size_t)B * HW;
     float s = 0.0f;
     for (size_t j = threadIdx.x; j < n; j += blockDim.x)
-        s += dout[((j / HW) * C + c) * HW + j % HW];
+        s += dout[tower_k_channel_elem(j, c, C, HW)];
     part[threadIdx.x] = s;
     __syncthreads();
     for (int half = blockDim.x / 2; half > 0; half /= 2) {
@@ -178,11 +155,7 @@ extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const
  * float additions in the same order as layers_cpu.c, so the result is bit-identical. */
 __global__ void fc_bias_grad_kernel(float *db, const float *dout, int B, int Cout)
 {
-    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < Cout; o += gridDim.x * blockDim.x) {
-        float s = db[o];
-        for (int b = 0; b < B; b++) s += dout[(size_t)b * Cout + o];
-        db[o] = s;
-    }
+    FOR_EACH_ELEMENT(o, (size_t)Cout) db[o] = tower_k_fc_bias_grad(dout, db[o], (int)o, B, Cout);
 }
 
 extern "C" void tower_fc_forward_cuda(float *out, const float *in, const float *w,
@@ -222,16 +195,12 @@ extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const f
 
 __global__ void relu_forward_kernel(float *out, const float *in, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    FOR_EACH_ELEMENT(i, n) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
 __global__ void relu_backward_kernel(float *din, const float *dout, const float *out, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    FOR_EACH_ELEMENT(i, n) din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 extern "C" void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream)
@@ -259,40 +228,17 @@ __global__ void lrn_forward_kernel(float *out, float *scale, const float *in, in
                                    int HW, int half, float k, float alpha, float beta)
 {
     size_t n = (size_t)B * C * HW;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i / HW % C);
-        size_t base = i - (size_t)c * HW; /* element (b, 0, p) */
-        int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
-        float sum = 0.0f;
-        for (int j = lo; j <= hi; j++) {
-            float xj = in[base + (size_t)j * HW];
-            sum += xj * xj;
-        }
-        float s = k + alpha * sum;
-        scale[i] = s;
-        out[i] = in[i] * powf(s, -beta);
-    }
+    FOR_EACH_ELEMENT(i, n)
+        out[i] = tower_k_lrn_forward(scale, in, i, C, HW, half, k, alpha, beta);
 }
 
-/* din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_{|i-m| <= n/2} dout[i] out[i] / s[i] */
 __global__ void lrn_backward_kernel(float *din, const float *dout, const float *in,
                                     const float *out, const float *scale, int B, int C, int HW,
                                     int half, float alpha, float beta)
 {
     size_t n = (size_t)B * C * HW;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i / HW % C);
-        size_t base = i - (size_t)c * HW;
-        int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
-        float acc = 0.0f;
-        for (int j = lo; j <= hi; j++) {
-            size_t q = base + (size_t)j * HW;
-            acc += dout[q] * out[q] / scale[q];
-        }
-        din[i] = dout[i] * powf(scale[i], -beta) - 2.0f * alpha * beta * in[i] * acc;
-    }
+    FOR_EACH_ELEMENT(i, n)
+        din[i] = tower_k_lrn_backward(dout, in, out, scale, i, C, HW, half, alpha, beta);
 }
 
 extern "C" void tower_lrn_forward_cuda(float *out, float *scale, const float *in, int B, int C,
@@ -329,18 +275,9 @@ __global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in
                                        int H, int W, int K, int S, int Ho, int Wo)
 {
     size_t n = (size_t)B * C * Ho * Wo;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t bc = i / ((size_t)Ho * Wo);
-        int oh = (int)(i / Wo % Ho), ow = (int)(i % Wo);
-        const float *x = in + bc * H * W;
-        int best = (oh * S) * W + ow * S;
-        for (int kh = 0; kh < K; kh++)
-            for (int kw = 0; kw < K; kw++) {
-                int j = (oh * S + kh) * W + ow * S + kw;
-                if (x[j] > x[best]) best = j;
-            }
-        out[i] = x[best];
+    FOR_EACH_ELEMENT(i, n) {
+        int32_t best;
+        out[i] = tower_k_maxpool_forward(in, i, H, W, K, S, Ho, Wo, &best);
         idx[i] = best;
     }
 }
@@ -353,24 +290,7 @@ __global__ void maxpool_backward_kernel(float *din, const float *dout, const int
                                         int Wo)
 {
     size_t n = (size_t)B * C * H * W;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t bc = i / ((size_t)H * W);
-        int h = (int)(i / W % H), w = (int)(i % W);
-        const float *g = dout + bc * Ho * Wo;
-        const int32_t *ix = idx + bc * Ho * Wo;
-        /* windows oh with oh*S <= h <= oh*S + K - 1 */
-        int oh0 = h - K + 1 <= 0 ? 0 : (h - K + S) / S, oh1 = h / S;
-        int ow0 = w - K + 1 <= 0 ? 0 : (w - K + S) / S, ow1 = w / S;
-        if (oh1 > Ho - 1) oh1 = Ho - 1;
-        if (ow1 > Wo - 1) ow1 = Wo - 1;
-        int me = h * W + w;
-        float sum = 0.0f;
-        for (int oh = oh0; oh <= oh1; oh++)
-            for (int ow = ow0; ow <= ow1; ow++)
-                if (ix[oh * Wo + ow] == me) sum += g[oh * Wo + ow];
-        din[i] = sum;
-    }
+    FOR_EACH_ELEMENT(i, n) din[i] = tower_k_maxpool_backward(dout, idx, i, H, W, K, S, Ho, Wo);
 }
 
 extern "C" void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B,
@@ -402,18 +322,13 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
 __global__ void dropout_forward_kernel(float *out, const float *in, size_t n, float p,
                                        uint64_t key, int train)
 {
-    float keep_scale = 1.0f - p;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = train ? (tower_rng_uniform(key, i) >= p ? in[i] : 0.0f) : in[i] * keep_scale;
+    FOR_EACH_ELEMENT(i, n) out[i] = tower_k_dropout_forward(in[i], i, p, key, train);
 }
 
 __global__ void dropout_backward_kernel(float *din, const float *dout, size_t n, float p,
                                         uint64_t key)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        din[i] = tower_rng_uniform(key, i) >= p ? dout[i] : 0.0f;
+    FOR_EACH_ELEMENT(i, n) din[i] = tower_k_dropout_backward(dout[i], i, p, key);
 }
 
 extern "C" void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p,
@@ -442,11 +357,6 @@ extern "C" void tower_dropout_backward_cuda(float *din, const float *dout, size_
  * sequential one, so probs and losses agree within rounding, not bit for bit. */
 #define SOFTMAX_WARPS 4
 
-__device__ static size_t logit_at(int b, int c, int B, int Vt)
-{
-    return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
-}
-
 __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const float *logits,
                                             const int32_t *labels, int B, int T, int Vt)
 {
@@ -455,22 +365,22 @@ __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const f
     if (b >= B) return; /* whole warps leave together: b is uniform within a warp */
     int V = T * Vt;
     float mx = -INFINITY;
-    for (int c = lane; c < V; c += 32) mx = fmaxf(mx, logits[logit_at(b, c, B, Vt)]);
+    for (int c = lane; c < V; c += 32) mx = fmaxf(mx, logits[tower_k_logit_at(b, c, B, Vt)]);
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     double sum = 0.0;
     for (int c = lane; c < V; c += 32) {
-        size_t i = logit_at(b, c, B, Vt);
+        size_t i = tower_k_logit_at(b, c, B, Vt);
         float e = expf(logits[i] - mx);
         probs[i] = e;
         sum += e;
     }
     for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     float inv = (float)(1.0 / sum);
-    for (int c = lane; c < V; c += 32) probs[logit_at(b, c, B, Vt)] *= inv;
+    for (int c = lane; c < V; c += 32) probs[tower_k_logit_at(b, c, B, Vt)] *= inv;
     if (lane == 0) {
         int y = labels[b];
         losses[b] = (y >= 0 && y < V)
-                        ? (float)(log(sum) + (double)mx - (double)logits[logit_at(b, y, B, Vt)])
+                        ? (float)(log(sum) + (double)mx - (double)logits[tower_k_logit_at(b, y, B, Vt)])
                         : nanf("");
     }
 }
@@ -480,14 +390,8 @@ __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const f
 __global__ void softmax_xent_backward_kernel(float *dlogits, const float *probs,
                                              const int32_t *labels, int B, int Vt, int slot)
 {
-    float invB = 1.0f / (float)B;
     size_t n = (size_t)B * Vt;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int b = (int)(i / Vt), j = (int)(i % Vt), c = slot * Vt + j;
-        float p = probs[logit_at(b, c, B, Vt)];
-        dlogits[i] = (p - (c == labels[b] ? 1.0f : 0.0f)) * invB;
-    }
+    FOR_EACH_ELEMENT(i, n) dlogits[i] = tower_k_softmax_dlogit(probs, labels, i, B, Vt, slot);
 }
 
 extern "C" void tower_softmax_xent_forward_cuda(float *losses, float *probs,
@@ -514,21 +418,13 @@ extern "C" void tower_softmax_xent_backward_cuda(float *dlogits, const float *pr
 }
 
 /* ---- the paper's SGD update: v <- momentum v - wd lr w - lr g; w <- w + v ---------------
- * w, v, g (n), one thread per element. Written with explicitly rounded operations
- * (__fmul_rn, __fsub_rn: nvcc may not fuse them into FMAs) so that it performs the very
- * float operations of layers_cpu.c in the same order: given the same gradients, the GPU
- * and CPU updates are bit-identical. */
+ * w, v, g (n), one thread per element. tower_k_sgd rounds every operation on its own
+ * (nvcc may not fuse them into FMAs), in layers_cpu.c's order: given the same gradients,
+ * the GPU and CPU updates are bit-identical. */
 __global__ void sgd_update_kernel(float *w, float *v, const float *g, size_t n, float lr,
                                   float momentum, float wd)
 {
-    float wd_lr = __fmul_rn(wd, lr);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float vi = __fsub_rn(__fsub_rn(__fmul_rn(momentum, v[i]), __fmul_rn(wd_lr, w[i])),
-                             __fmul_rn(lr, g[i]));
-        v[i] = vi;
-        w[i] = __fadd_rn(w[i], vi);
-    }
+    FOR_EACH_ELEMENT(i, n) tower_k_sgd(w, v, g, i, lr, momentum, wd);
 }
 
 extern "C" void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t n, float lr,

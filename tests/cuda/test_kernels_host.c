@@ -1,0 +1,324 @@
+/* test_kernels_host.c: the CUDA kernels' per-thread code (src/tower/cuda/kernels.h) run on
+ * the CPU, element by element, against layers_cpu.c. Needs no GPU and runs everywhere,
+ * so the index arithmetic of every kernel (im2col, col2im, LRN windows, pooling windows,
+ * bias channels, logit layout) and the row-major -> column-major GEMM mapping are tested
+ * on machines without one. The emu_* functions below follow the launchers of
+ * layers_cuda.cu step for step, with each kernel launch replaced by a loop over its
+ * elements and each cublasSgemm by the same column-major call to CBLAS. */
+#include <cblas.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tower/cuda/kernels.h"
+#include "tower/tower.h"
+
+#define EMU_THREADS 256 /* TOWER_CUDA_THREADS: the block size of the per-channel tree */
+
+static float *fnew(size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    cr_assert_not_null(p);
+    return p;
+}
+
+static float *frand(size_t n, uint64_t key, float scale)
+{
+    float *p = fnew(n);
+    for (size_t i = 0; i < n; i++) p[i] = scale * (float)tower_rng_normal(key, i);
+    return p;
+}
+
+static float *fdup(const float *x, size_t n)
+{
+    float *p = fnew(n);
+    memcpy(p, x, sizeof(float) * n);
+    return p;
+}
+
+/* max |a - b| / max |b| <= tol (0: bit-identical); prints both maxima. */
+static void expect_close(const char *what, const float *got, const float *ref, size_t n,
+                         double tol)
+{
+    double max_ref = 0, max_abs = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(isfinite(got[i]) && isfinite(ref[i]), "%s: non-finite at %zu", what, i);
+        if (fabs(ref[i]) > max_ref) max_ref = fabs(ref[i]);
+        double d = fabs((double)got[i] - ref[i]);
+        if (d > max_abs) max_abs = d;
+    }
+    printf("%-40s n=%-7zu max|cpu|=%-9.3g max abs err=%.3g\n", what, n, max_ref, max_abs);
+    cr_assert(max_abs <= tol * (max_ref > 0 ? max_ref : 1), "%s: max abs err %.3g (tol %.1g)",
+              what, max_abs, tol);
+}
+
+/* ---- the launchers of layers_cuda.cu, emulated --------------------------------------- */
+
+static void emu_gemm_rm(int ta, int tb, int m, int n, int k, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    tower_k_gemm g = tower_k_gemm_rm(ta, tb, m, n, k, A, lda, B, ldb);
+    cblas_sgemm(CblasColMajor, g.trans_first ? CblasTrans : CblasNoTrans,
+                g.trans_second ? CblasTrans : CblasNoTrans, g.m, g.n, g.k, alpha, g.first,
+                g.ld_first, g.second, g.ld_second, beta, C, ldc);
+}
+
+static void emu_conv_forward(float *out, const float *in, const float *w, const float *b,
+                             int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                             int ldw, int accumulate, float *col)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
+    for (int n = 0; n < B; n++) {
+        const float *x = in + (size_t)n * nin;
+        float *y = out + (size_t)n * Co * HWo;
+        for (size_t i = 0; i < ncol; i++) col[i] = tower_k_im2col(x, i, H, W, K, stride, pad, Ho, Wo);
+        emu_gemm_rm(0, 0, Co, HWo, CKK, 1.0f, w, ldw, col, HWo, accumulate ? 1.0f : 0.0f, y,
+                    HWo);
+    }
+    if (b)
+        for (size_t i = 0; i < (size_t)B * Co * HWo; i++)
+            out[i] += b[tower_k_channel_of(i, Co, (size_t)HWo)];
+}
+
+/* bias_grad_channels_kernel: EMU_THREADS strided partial sums, then the fixed tree */
+static void emu_bias_grad_channels(float *db, const float *dout, int B, int C, size_t HW)
+{
+    for (int c = 0; c < C; c++) {
+        float part[EMU_THREADS];
+        size_t n = (size_t)B * HW;
+        for (int t = 0; t < EMU_THREADS; t++) {
+            float s = 0.0f;
+            for (size_t j = (size_t)t; j < n; j += EMU_THREADS)
+                s += dout[tower_k_channel_elem(j, c, C, HW)];
+            part[t] = s;
+        }
+        for (int half = EMU_THREADS / 2; half > 0; half /= 2)
+            for (int t = 0; t < half; t++) part[t] += part[t + half];
+        db[c] += part[0];
+    }
+}
+
+static void emu_conv_backward(float *din, float *dw, float *db, const float *dout,
+                              const float *in, const float *w, int B, int Ci, int H, int W,
+                              int Co, int K, int stride, int pad, int ldw, int accumulate_din,
+                              float *col)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
+    if (db) emu_bias_grad_channels(db, dout, B, Co, (size_t)HWo);
+    for (int n = 0; n < B; n++) {
+        const float *x = in + (size_t)n * nin;
+        const float *g = dout + (size_t)n * Co * HWo;
+        if (dw) {
+            for (size_t i = 0; i < ncol; i++)
+                col[i] = tower_k_im2col(x, i, H, W, K, stride, pad, Ho, Wo);
+            emu_gemm_rm(0, 1, Co, CKK, HWo, 1.0f, g, HWo, col, HWo, 1.0f, dw, ldw);
+        }
+        if (din) {
+            emu_gemm_rm(1, 0, CKK, HWo, Co, 1.0f, w, ldw, g, HWo, 0.0f, col, HWo);
+            float *dx = din + (size_t)n * nin;
+            for (size_t i = 0; i < nin; i++)
+                dx[i] = tower_k_col2im(col, accumulate_din ? dx[i] : 0.0f, i, H, W, K, stride,
+                                       pad, Ho, Wo);
+        }
+    }
+}
+
+static void emu_fc_forward(float *out, const float *in, const float *w, const float *b, int B,
+                           int Cin, int Cout, int ldw, int accumulate)
+{
+    emu_gemm_rm(0, 1, B, Cout, Cin, 1.0f, in, Cin, w, ldw, accumulate ? 1.0f : 0.0f, out, Cout);
+    if (b)
+        for (size_t i = 0; i < (size_t)B * Cout; i++) out[i] += b[tower_k_channel_of(i, Cout, 1)];
+}
+
+static void emu_fc_backward(float *din, float *dw, float *db, const float *dout,
+                            const float *in, const float *w, int B, int Cin, int Cout, int ldw,
+                            int accumulate_din)
+{
+    if (din)
+        emu_gemm_rm(0, 0, B, Cin, Cout, 1.0f, dout, Cout, w, ldw, accumulate_din ? 1.0f : 0.0f,
+                    din, Cin);
+    if (dw) emu_gemm_rm(1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, 1.0f, dw, ldw);
+    if (db)
+        for (int o = 0; o < Cout; o++) db[o] = tower_k_fc_bias_grad(dout, db[o], o, B, Cout);
+}
+
+/* ---- conv: a layer reading S source blocks of Ci channels each, as net.c drives it --- */
+static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int Co, int K,
+                       int stride, int pad)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int kk = Ci * K * K, ldw = S * kk;
+    size_t slot = (size_t)B * Ci * H * W, n_in = slot * S, n_w = (size_t)Co * ldw;
+    size_t n_out = (size_t)B * Co * Ho * Wo, n_col = tower_conv_col_size(Ci, H, W, K, stride, pad);
+    float *in = frand(n_in, 11, 1), *w = frand(n_w, 12, 0.3f), *b = frand(Co, 13, 0.1f);
+    float *dout = frand(n_out, 14, 1), *dw = frand(n_w, 15, 0.01f), *db = frand(Co, 16, 0.01f);
+    float *dw2 = fdup(dw, n_w), *db2 = fdup(db, Co);
+    float *out = fnew(n_out), *out2 = fnew(n_out), *din = fnew(n_in), *din2 = fnew(n_in);
+    float *col = fnew(n_col), *col2 = fnew(n_col);
+    char what[96];
+
+    for (int s = 0; s < S; s++) {
+        tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
+                           Co, K, stride, pad, ldw, s > 0, col);
+        emu_conv_forward(out2, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W, Co,
+                         K, stride, pad, ldw, s > 0, col2);
+    }
+    snprintf(what, sizeof what, "%s forward", name);
+    expect_close(what, out2, out, n_out, 1e-6);
+    for (int s = 0; s < S; s++) {
+        tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dout,
+                            in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
+                            ldw, 0, col);
+        emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
+                          in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
+                          ldw, 0, col2);
+    }
+    snprintf(what, sizeof what, "%s backward din", name);
+    expect_close(what, din2, din, n_in, 1e-6);
+    snprintf(what, sizeof what, "%s backward dw", name);
+    expect_close(what, dw2, dw, n_w, 1e-6);
+    snprintf(what, sizeof what, "%s backward db", name);
+    expect_close(what, db2, db, Co, 1e-6);
+    tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1, col);
+    emu_conv_backward(din2, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1,
+                      col2);
+    snprintf(what, sizeof what, "%s backward din (accumulate)", name);
+    expect_close(what, din2, din, n_in, 1e-6);
+    free(in), free(w), free(b), free(dout), free(dw), free(db), free(dw2), free(db2);
+    free(out), free(out2), free(din), free(din2), free(col), free(col2);
+}
+
+/* the AlexNet kernel shapes on small planes, plus a non-square plane (H != W) */
+Test(cuda_kernels_host, conv_11x11_stride4_pad2) { check_conv("conv 11x11/4 p2", 2, 1, 3, 35, 35, 5, 11, 4, 2); }
+Test(cuda_kernels_host, conv_5x5_pad2) { check_conv("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2); }
+Test(cuda_kernels_host, conv_3x3_two_sources) { check_conv("conv 3x3 p1, 2 sources", 3, 2, 3, 7, 7, 4, 3, 1, 1); }
+Test(cuda_kernels_host, conv_non_square) { check_conv("conv 3x3/2 p1 9x12", 2, 1, 2, 9, 12, 3, 3, 2, 1); }
+Test(cuda_kernels_host, conv_large_channel_count) { check_conv("conv 3x3 p1 300 ch", 1, 1, 2, 5, 5, 300, 3, 1, 1); }
+
+Test(cuda_kernels_host, fc_two_sources)
+{
+    int B = 3, Cin = 7, Cout = 5, S = 2, ldw = S * Cin;
+    size_t slot = (size_t)B * Cin, n_in = slot * S, n_w = (size_t)Cout * ldw, n_out = (size_t)B * Cout;
+    float *in = frand(n_in, 21, 1), *w = frand(n_w, 22, 0.3f), *b = frand(Cout, 23, 0.1f);
+    float *dout = frand(n_out, 24, 1), *dw = frand(n_w, 25, 0.01f), *db = frand(Cout, 26, 0.01f);
+    float *dw2 = fdup(dw, n_w), *db2 = fdup(db, Cout);
+    float *out = fnew(n_out), *out2 = fnew(n_out), *din = fnew(n_in), *din2 = fnew(n_in);
+    for (int s = 0; s < S; s++) {
+        tower_fc_forward(out, in + s * slot, w + (size_t)s * Cin, s ? NULL : b, B, Cin, Cout, ldw,
+                         s > 0);
+        emu_fc_forward(out2, in + s * slot, w + (size_t)s * Cin, s ? NULL : b, B, Cin, Cout, ldw,
+                       s > 0);
+    }
+    expect_close("fc forward", out2, out, n_out, 1e-6);
+    for (int s = 0; s < S; s++) {
+        tower_fc_backward(din + s * slot, dw + (size_t)s * Cin, s ? NULL : db, dout, in + s * slot,
+                          w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
+        emu_fc_backward(din2 + s * slot, dw2 + (size_t)s * Cin, s ? NULL : db2, dout,
+                        in + s * slot, w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
+    }
+    expect_close("fc backward din", din2, din, n_in, 1e-6);
+    expect_close("fc backward dw", dw2, dw, n_w, 1e-6);
+    expect_close("fc backward db (bit-identical)", db2, db, Cout, 0);
+    free(in), free(w), free(b), free(dout), free(dw), free(db), free(dw2), free(db2);
+    free(out), free(out2), free(din), free(din2);
+}
+
+Test(cuda_kernels_host, lrn)
+{
+    int B = 2, C = 11, HW = 10, half = TOWER_LRN_N / 2;
+    size_t n = (size_t)B * C * HW;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    float *in = frand(n, 31, 30), *dout = frand(n, 32, 1);
+    float *out = fnew(n), *scale = fnew(n), *din = fnew(n);
+    float *out2 = fnew(n), *scale2 = fnew(n), *din2 = fnew(n);
+    tower_lrn_forward(out, scale, in, B, C, HW, TOWER_LRN_N, k, a, be);
+    for (size_t i = 0; i < n; i++) out2[i] = tower_k_lrn_forward(scale2, in, i, C, HW, half, k, a, be);
+    expect_close("lrn forward out", out2, out, n, 0);
+    expect_close("lrn forward scale", scale2, scale, n, 0);
+    tower_lrn_backward(din, dout, in, out, scale, B, C, HW, TOWER_LRN_N, k, a, be);
+    for (size_t i = 0; i < n; i++)
+        din2[i] = tower_k_lrn_backward(dout, in, out, scale, i, C, HW, half, a, be);
+    expect_close("lrn backward", din2, din, n, 0);
+    free(in), free(dout), free(out), free(scale), free(din), free(out2), free(scale2), free(din2);
+}
+
+static void check_pool(int B, int C, int H, int W)
+{
+    int K = TOWER_POOL_K, S = TOWER_POOL_STRIDE, Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
+    float *in = frand(n_in, 41, 1), *dout = frand(n_out, 42, 1);
+    for (size_t i = 0; i < n_in; i += 3) in[i] = 0; /* ties */
+    float *out = fnew(n_out), *out2 = fnew(n_out), *din = fnew(n_in), *din2 = fnew(n_in);
+    int32_t *idx = calloc(n_out, sizeof(int32_t)), *idx2 = calloc(n_out, sizeof(int32_t));
+    cr_assert(idx && idx2);
+    tower_maxpool_forward(out, idx, in, B, C, H, W, K, S);
+    for (size_t i = 0; i < n_out; i++)
+        out2[i] = tower_k_maxpool_forward(in, i, H, W, K, S, Ho, Wo, &idx2[i]);
+    expect_close("maxpool forward", out2, out, n_out, 0);
+    cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "max-pool indices differ");
+    tower_maxpool_backward(din, dout, idx, B, C, H, W, K, S);
+    for (size_t i = 0; i < n_in; i++) din2[i] = tower_k_maxpool_backward(dout, idx, i, H, W, K, S, Ho, Wo);
+    expect_close("maxpool backward", din2, din, n_in, 0);
+    free(in), free(dout), free(out), free(out2), free(din), free(din2), free(idx), free(idx2);
+}
+
+Test(cuda_kernels_host, maxpool_odd_planes) { check_pool(2, 3, 13, 13); }  /* conv5 -> 6 */
+Test(cuda_kernels_host, maxpool_even_non_square) { check_pool(1, 2, 12, 9); } /* edge rows unused */
+
+Test(cuda_kernels_host, dropout)
+{
+    size_t n = 1000;
+    uint64_t key = tower_layer_key(tower_step_key(7, 3, 1), 6);
+    float p = (float)TOWER_DROPOUT_P;
+    float *in = frand(n, 51, 1), *out = fnew(n), *out2 = fnew(n), *din = fnew(n), *din2 = fnew(n);
+    for (int train = 0; train < 2; train++) {
+        tower_dropout_forward(out, in, n, p, key, train);
+        for (size_t i = 0; i < n; i++) out2[i] = tower_k_dropout_forward(in[i], i, p, key, train);
+        expect_close(train ? "dropout forward (train)" : "dropout forward (eval)", out2, out, n, 0);
+    }
+    tower_dropout_backward(din, in, n, p, key);
+    for (size_t i = 0; i < n; i++) din2[i] = tower_k_dropout_backward(in[i], i, p, key);
+    expect_close("dropout backward", din2, din, n, 0);
+    free(in), free(out), free(out2), free(din), free(din2);
+}
+
+Test(cuda_kernels_host, softmax_dlogits)
+{
+    int B = 3, T = 2, Vt = 5;
+    size_t n = (size_t)T * B * Vt;
+    int32_t labels[3] = {0, 9, 5};
+    float *logits = frand(n, 61, 2), *probs = fnew(n), *losses = fnew(B);
+    float *dl = fnew((size_t)B * Vt), *dl2 = fnew((size_t)B * Vt);
+    tower_softmax_xent_forward(losses, probs, logits, labels, B, T, Vt);
+    for (int slot = 0; slot < T; slot++) {
+        tower_softmax_xent_backward(dl, probs, labels, B, T, Vt, slot);
+        for (size_t i = 0; i < (size_t)B * Vt; i++)
+            dl2[i] = tower_k_softmax_dlogit(probs, labels, i, B, Vt, slot);
+        expect_close(slot ? "softmax dlogits slot 1" : "softmax dlogits slot 0", dl2, dl,
+                     (size_t)B * Vt, 0);
+    }
+    /* the layout: class c of sample b */
+    cr_assert_eq(tower_k_logit_at(2, 7, B, Vt), (size_t)(1 * B * Vt + 2 * Vt + 2));
+    free(logits), free(probs), free(losses), free(dl), free(dl2);
+}
+
+Test(cuda_kernels_host, sgd)
+{
+    size_t n = 777;
+    float *w = frand(n, 71, 0.01f), *v = frand(n, 72, 0.001f), *g = frand(n, 73, 0.1f);
+    float *w2 = fdup(w, n), *v2 = fdup(v, n);
+    for (int step = 0; step < 3; step++) {
+        tower_sgd_update(w, v, g, n, 0.01f, 0.9f, 0.0005f);
+        for (size_t i = 0; i < n; i++) tower_k_sgd(w2, v2, g, i, 0.01f, 0.9f, 0.0005f);
+    }
+    expect_close("sgd weights", w2, w, n, 0);
+    expect_close("sgd momentum", v2, v, n, 0);
+    free(w), free(v), free(g), free(w2), free(v2);
+}

@@ -1,0 +1,389 @@
+/* test_layers_cuda.c: every CUDA layer, forward and backward, against the CPU backend on
+ * random inputs at the real AlexNet shapes (the plan of the paper's net; batch 4 to keep
+ * the CPU side quick). Prints the maximum absolute and relative error of every output
+ * and checks each against a per-layer tolerance:
+ *   - GEMM layers (conv, fc) and LRN, softmax: within rounding (cuBLAS and OpenBLAS sum
+ *     in different orders; expf/powf differ by an ulp or two);
+ *   - ReLU, max-pool, dropout, the SGD update and the fc bias gradient: bit-identical
+ *     (the same float operations in the same order).
+ * Skips when no CUDA device is present. */
+#include <cublas_v2.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gpu_util.h"
+#include "tower/tower.h"
+
+#define BATCH 4
+
+/* Tolerances on max |gpu - cpu| / max |cpu| (see gpu_util.h). */
+#define TOL_GEMM_FWD 2e-5  /* up to 2304 products per output, fp32 */
+#define TOL_GEMM_BWD 1e-4  /* weight gradients sum B*Ho*Wo products (12100 for conv1) */
+#define TOL_LRN 2e-5       /* powf on the two sides, a few ulp */
+#define TOL_SOFTMAX 2e-6
+#define TOL_EXACT 0.0
+
+static tower_plan plan;
+static cublasHandle_t blas;
+static cudaStream_t stream;
+
+static void setup(void)
+{
+    tower_config cfg = {.towers = 2, .classes = 1000, .batch = BATCH, .in_size = 224,
+                        .in_ch = 3, .width_div = 1};
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+}
+
+/* The GPU half of every test: a device, a stream and a cuBLAS handle bound to it,
+ * plain FP32 math as the tower uses. */
+static void gpu_start(void)
+{
+    TT_NEED_GPUS(1);
+    TT_CUDA(cudaSetDevice(0));
+    TT_CUDA(cudaStreamCreate(&stream));
+    cr_assert_eq(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+    cr_assert_eq(cublasSetStream(blas, stream), CUBLAS_STATUS_SUCCESS);
+    cr_assert_eq(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), CUBLAS_STATUS_SUCCESS);
+}
+
+static void gpu_stop(void)
+{
+    TT_CUDA(cudaStreamSynchronize(stream));
+    cublasDestroy(blas);
+    cudaStreamDestroy(stream);
+}
+
+/* Downloads dev (n) and compares with ref; asserts. */
+static void check(const char *what, const float *dev, const float *ref, size_t n, double tol)
+{
+    float *got = tt_host_alloc(n);
+    TT_CUDA(cudaStreamSynchronize(stream));
+    tt_dev_download(got, dev, n);
+    int ok = tt_compare(what, got, ref, n, tol);
+    free(got);
+    cr_assert(ok, "%s: GPU and CPU differ beyond tolerance %.1g", what, tol);
+}
+
+static char *name2(const char *layer, const char *what)
+{
+    static char buf[64];
+    snprintf(buf, sizeof buf, "%s %s", layer, what);
+    return buf;
+}
+
+/* ---- conv: every source block, forward (accumulating over sources like net.c) and
+ * backward (din per source, dw += per block, db on block 0), then din accumulation ---- */
+static void check_conv(int l)
+{
+    gpu_start();
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_shape *L = &plan.layer[l];
+    int B = BATCH, Ci = L->in_ch, H = L->in_h, Co = L->out_ch, K = s->k, S = L->sources;
+    int Ho = L->out_h, kk = Ci * K * K, ldw = S * kk;
+    size_t slot = (size_t)B * Ci * H * H, n_in = slot * S, n_w = (size_t)Co * ldw;
+    size_t n_out = (size_t)B * Co * Ho * Ho;
+    size_t n_col = tower_conv_col_size(Ci, H, H, K, s->stride, s->pad);
+    uint64_t key = 1000 + (uint64_t)l;
+
+    float *in = tt_host_alloc(n_in), *w = tt_host_alloc(n_w), *b = tt_host_alloc(Co);
+    float *dout = tt_host_alloc(n_out), *dw = tt_host_alloc(n_w), *db = tt_host_alloc(Co);
+    tt_fill_normal(in, n_in, key, 1.0f);
+    tt_fill_normal(w, n_w, key + 1, 1.0f / sqrtf((float)(S * kk)));
+    tt_fill_normal(b, Co, key + 2, 0.1f);
+    tt_fill_normal(dout, n_out, key + 3, 1.0f);
+    tt_fill_normal(dw, n_w, key + 4, 0.01f); /* nonzero: dw and db must accumulate */
+    tt_fill_normal(db, Co, key + 5, 0.01f);
+
+    float *d_in = tt_dev_upload(in, n_in), *d_w = tt_dev_upload(w, n_w),
+          *d_b = tt_dev_upload(b, Co), *d_dout = tt_dev_upload(dout, n_out),
+          *d_dw = tt_dev_upload(dw, n_w), *d_db = tt_dev_upload(db, Co);
+    float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
+    float *d_col = tt_dev_alloc(sizeof(float) * n_col);
+    float *out = tt_host_alloc(n_out), *din = tt_host_alloc(n_in), *col = tt_host_alloc(n_col);
+
+    for (int src = 0; src < S; src++) {
+        tower_conv_forward(out, in + src * slot, w + (size_t)src * kk, src == 0 ? b : NULL, B,
+                           Ci, H, H, Co, K, s->stride, s->pad, ldw, src > 0, col);
+        tower_conv_forward_cuda(d_out, d_in + src * slot, d_w + (size_t)src * kk,
+                                src == 0 ? d_b : NULL, B, Ci, H, H, Co, K, s->stride, s->pad,
+                                ldw, src > 0, d_col, blas, stream);
+    }
+    check(name2(s->name, "forward out"), d_out, out, n_out, TOL_GEMM_FWD);
+
+    for (int src = 0; src < S; src++) {
+        tower_conv_backward(din + src * slot, dw + (size_t)src * kk, src == 0 ? db : NULL, dout,
+                            in + src * slot, w + (size_t)src * kk, B, Ci, H, H, Co, K,
+                            s->stride, s->pad, ldw, 0, col);
+        tower_conv_backward_cuda(d_din + src * slot, d_dw + (size_t)src * kk,
+                                 src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
+                                 d_w + (size_t)src * kk, B, Ci, H, H, Co, K, s->stride, s->pad,
+                                 ldw, 0, d_col, blas, stream);
+    }
+    check(name2(s->name, "backward din"), d_din, din, n_in, TOL_GEMM_FWD);
+    check(name2(s->name, "backward dw"), d_dw, dw, n_w, TOL_GEMM_BWD);
+    check(name2(s->name, "backward db"), d_db, db, Co, TOL_GEMM_BWD);
+
+    /* accumulate_din = 1 adds onto din (block 0 only; dw, db not asked for) */
+    tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, H, Co, K, s->stride, s->pad,
+                        ldw, 1, col);
+    tower_conv_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Ci, H, H, Co, K,
+                             s->stride, s->pad, ldw, 1, d_col, blas, stream);
+    check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
+
+    gpu_stop();
+    float *frees[] = {d_in, d_w, d_b, d_dout, d_dw, d_db, d_out, d_din, d_col};
+    for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++) cudaFree(frees[i]);
+    free(in), free(w), free(b), free(dout), free(dw), free(db), free(out), free(din), free(col);
+}
+
+Test(cuda_layers, conv1, .init = setup) { check_conv(0); }
+Test(cuda_layers, conv2, .init = setup) { check_conv(1); }
+Test(cuda_layers, conv3_two_sources, .init = setup) { check_conv(2); }
+Test(cuda_layers, conv4, .init = setup) { check_conv(3); }
+Test(cuda_layers, conv5, .init = setup) { check_conv(4); }
+
+/* ---- fc, the same pattern ---------------------------------------------------------- */
+static void check_fc(int l)
+{
+    gpu_start();
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_shape *L = &plan.layer[l];
+    int B = BATCH, Cin = L->in_ch, Cout = L->out_ch, S = L->sources, ldw = S * Cin;
+    size_t slot = (size_t)B * Cin, n_in = slot * S, n_w = (size_t)Cout * ldw;
+    size_t n_out = (size_t)B * Cout;
+    uint64_t key = 2000 + (uint64_t)l;
+
+    float *in = tt_host_alloc(n_in), *w = tt_host_alloc(n_w), *b = tt_host_alloc(Cout);
+    float *dout = tt_host_alloc(n_out), *dw = tt_host_alloc(n_w), *db = tt_host_alloc(Cout);
+    tt_fill_normal(in, n_in, key, 1.0f);
+    tt_fill_normal(w, n_w, key + 1, 1.0f / sqrtf((float)ldw));
+    tt_fill_normal(b, Cout, key + 2, 0.1f);
+    tt_fill_normal(dout, n_out, key + 3, 1.0f);
+    tt_fill_normal(dw, n_w, key + 4, 0.01f);
+    tt_fill_normal(db, Cout, key + 5, 0.01f);
+
+    float *d_in = tt_dev_upload(in, n_in), *d_w = tt_dev_upload(w, n_w),
+          *d_b = tt_dev_upload(b, Cout), *d_dout = tt_dev_upload(dout, n_out),
+          *d_dw = tt_dev_upload(dw, n_w), *d_db = tt_dev_upload(db, Cout);
+    float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
+    float *out = tt_host_alloc(n_out), *din = tt_host_alloc(n_in);
+
+    for (int src = 0; src < S; src++) {
+        tower_fc_forward(out, in + src * slot, w + (size_t)src * Cin, src == 0 ? b : NULL, B,
+                         Cin, Cout, ldw, src > 0);
+        tower_fc_forward_cuda(d_out, d_in + src * slot, d_w + (size_t)src * Cin,
+                              src == 0 ? d_b : NULL, B, Cin, Cout, ldw, src > 0, blas, stream);
+    }
+    check(name2(s->name, "forward out"), d_out, out, n_out, TOL_GEMM_FWD);
+    for (int src = 0; src < S; src++) {
+        tower_fc_backward(din + src * slot, dw + (size_t)src * Cin, src == 0 ? db : NULL, dout,
+                          in + src * slot, w + (size_t)src * Cin, B, Cin, Cout, ldw, 0);
+        tower_fc_backward_cuda(d_din + src * slot, d_dw + (size_t)src * Cin,
+                               src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
+                               d_w + (size_t)src * Cin, B, Cin, Cout, ldw, 0, blas, stream);
+    }
+    check(name2(s->name, "backward din"), d_din, din, n_in, TOL_GEMM_FWD);
+    check(name2(s->name, "backward dw"), d_dw, dw, n_w, TOL_GEMM_BWD);
+    /* the bias gradient adds the batch in order on both sides: bit-identical */
+    check(name2(s->name, "backward db"), d_db, db, Cout, TOL_EXACT);
+    tower_fc_backward(din, NULL, NULL, dout, in, w, B, Cin, Cout, ldw, 1);
+    tower_fc_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Cin, Cout, ldw, 1, blas,
+                           stream);
+    check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
+
+    gpu_stop();
+    float *frees[] = {d_in, d_w, d_b, d_dout, d_dw, d_db, d_out, d_din};
+    for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++) cudaFree(frees[i]);
+    free(in), free(w), free(b), free(dout), free(dw), free(db), free(out), free(din);
+}
+
+Test(cuda_layers, fc6, .init = setup) { check_fc(5); }
+Test(cuda_layers, fc7, .init = setup) { check_fc(6); }
+Test(cuda_layers, fc8, .init = setup) { check_fc(7); }
+
+/* ---- ReLU at conv1's output size --------------------------------------------------- */
+Test(cuda_layers, relu, .init = setup)
+{
+    gpu_start();
+    const tower_layer_shape *L = &plan.layer[0];
+    size_t n = (size_t)BATCH * L->out_ch * L->out_h * L->out_h;
+    float *in = tt_host_alloc(n), *dout = tt_host_alloc(n), *out = tt_host_alloc(n),
+          *din = tt_host_alloc(n);
+    tt_fill_normal(in, n, 3001, 1.0f);
+    tt_fill_normal(dout, n, 3002, 1.0f);
+    float *d_in = tt_dev_upload(in, n), *d_dout = tt_dev_upload(dout, n);
+    float *d_out = tt_dev_alloc(sizeof(float) * n), *d_din = tt_dev_alloc(sizeof(float) * n);
+    tower_relu_forward(out, in, n);
+    tower_relu_forward_cuda(d_out, d_in, n, stream);
+    check("relu forward", d_out, out, n, TOL_EXACT);
+    tower_relu_backward(din, dout, out, n);
+    tower_relu_backward_cuda(d_din, d_dout, d_out, n, stream);
+    check("relu backward", d_din, din, n, TOL_EXACT);
+    /* in place, as net.c calls it */
+    tower_relu_forward_cuda(d_in, d_in, n, stream);
+    check("relu forward in place", d_in, out, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_din);
+    free(in), free(dout), free(out), free(din);
+}
+
+/* ---- LRN after conv1 and conv2 (post-ReLU-like inputs, large enough that the
+ * normalisation is far from 1) ------------------------------------------------------- */
+static void check_lrn(int l)
+{
+    gpu_start();
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_shape *L = &plan.layer[l];
+    int B = BATCH, C = L->out_ch, HW = L->out_h * L->out_h;
+    size_t n = (size_t)B * C * HW;
+    float *in = tt_host_alloc(n), *dout = tt_host_alloc(n), *out = tt_host_alloc(n),
+          *scale = tt_host_alloc(n), *din = tt_host_alloc(n);
+    tt_fill_normal(in, n, 4000 + (uint64_t)l, 20.0f);
+    for (size_t i = 0; i < n; i++) in[i] = in[i] > 0 ? in[i] : 0; /* as after a ReLU */
+    tt_fill_normal(dout, n, 4100 + (uint64_t)l, 1.0f);
+    float *d_in = tt_dev_upload(in, n), *d_dout = tt_dev_upload(dout, n);
+    float *d_out = tt_dev_alloc(sizeof(float) * n), *d_scale = tt_dev_alloc(sizeof(float) * n),
+          *d_din = tt_dev_alloc(sizeof(float) * n);
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    tower_lrn_forward(out, scale, in, B, C, HW, TOWER_LRN_N, k, a, be);
+    tower_lrn_forward_cuda(d_out, d_scale, d_in, B, C, HW, TOWER_LRN_N, k, a, be, stream);
+    check(name2(s->name, "lrn forward out"), d_out, out, n, TOL_LRN);
+    check(name2(s->name, "lrn forward scale"), d_scale, scale, n, TOL_LRN);
+    tower_lrn_backward(din, dout, in, out, scale, B, C, HW, TOWER_LRN_N, k, a, be);
+    tower_lrn_backward_cuda(d_din, d_dout, d_in, d_out, d_scale, B, C, HW, TOWER_LRN_N, k, a,
+                            be, stream);
+    check(name2(s->name, "lrn backward din"), d_din, din, n, TOL_LRN);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_scale), cudaFree(d_din);
+    free(in), free(dout), free(out), free(scale), free(din);
+}
+
+Test(cuda_layers, lrn1, .init = setup) { check_lrn(0); }
+Test(cuda_layers, lrn2, .init = setup) { check_lrn(1); }
+
+/* ---- overlapping max-pool after conv1, conv2, conv5: indices and values identical -- */
+static void check_pool(int l)
+{
+    gpu_start();
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_shape *L = &plan.layer[l];
+    int B = BATCH, C = L->out_ch, H = L->out_h, Ho = L->final_h;
+    size_t n_in = (size_t)B * C * H * H, n_out = (size_t)B * C * Ho * Ho;
+    float *in = tt_host_alloc(n_in), *dout = tt_host_alloc(n_out), *out = tt_host_alloc(n_out),
+          *din = tt_host_alloc(n_in);
+    int32_t *idx = calloc(n_out, sizeof(int32_t)), *gidx = calloc(n_out, sizeof(int32_t));
+    cr_assert(idx && gidx);
+    tt_fill_normal(in, n_in, 5000 + (uint64_t)l, 1.0f);
+    for (size_t i = 0; i < n_in; i += 7) in[i] = 0; /* ties, as ReLU zeros make them */
+    tt_fill_normal(dout, n_out, 5100 + (uint64_t)l, 1.0f);
+    float *d_in = tt_dev_upload(in, n_in), *d_dout = tt_dev_upload(dout, n_out);
+    float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
+    int32_t *d_idx = tt_dev_alloc(sizeof(int32_t) * n_out);
+    tower_maxpool_forward(out, idx, in, B, C, H, H, TOWER_POOL_K, TOWER_POOL_STRIDE);
+    tower_maxpool_forward_cuda(d_out, d_idx, d_in, B, C, H, H, TOWER_POOL_K, TOWER_POOL_STRIDE,
+                               stream);
+    check(name2(s->name, "maxpool forward"), d_out, out, n_out, TOL_EXACT);
+    TT_CUDA(cudaStreamSynchronize(stream));
+    TT_CUDA(cudaMemcpy(gidx, d_idx, sizeof(int32_t) * n_out, cudaMemcpyDeviceToHost));
+    size_t differ = 0;
+    for (size_t i = 0; i < n_out; i++) differ += gidx[i] != idx[i];
+    printf("%-34s %zu of %zu indices differ\n", name2(s->name, "maxpool argmax"), differ, n_out);
+    cr_assert_eq(differ, 0, "max-pool indices differ");
+    tower_maxpool_backward(din, dout, idx, B, C, H, H, TOWER_POOL_K, TOWER_POOL_STRIDE);
+    tower_maxpool_backward_cuda(d_din, d_dout, d_idx, B, C, H, H, TOWER_POOL_K,
+                                TOWER_POOL_STRIDE, stream);
+    check(name2(s->name, "maxpool backward"), d_din, din, n_in, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_din), cudaFree(d_idx);
+    free(in), free(dout), free(out), free(din), free(idx), free(gidx);
+}
+
+Test(cuda_layers, maxpool1, .init = setup) { check_pool(0); }
+Test(cuda_layers, maxpool2, .init = setup) { check_pool(1); }
+Test(cuda_layers, maxpool5, .init = setup) { check_pool(4); }
+
+/* ---- dropout at fc6's size: the same counter-based mask on both sides --------------- */
+Test(cuda_layers, dropout, .init = setup)
+{
+    gpu_start();
+    size_t n = (size_t)BATCH * plan.layer[5].out_ch;
+    uint64_t key = tower_layer_key(tower_step_key(42, 7, 1), 5);
+    float p = (float)TOWER_DROPOUT_P;
+    float *in = tt_host_alloc(n), *dout = tt_host_alloc(n), *out = tt_host_alloc(n),
+          *din = tt_host_alloc(n);
+    tt_fill_normal(in, n, 6001, 1.0f);
+    tt_fill_normal(dout, n, 6002, 1.0f);
+    float *d_in = tt_dev_upload(in, n), *d_dout = tt_dev_upload(dout, n);
+    float *d_out = tt_dev_alloc(sizeof(float) * n), *d_din = tt_dev_alloc(sizeof(float) * n);
+    tower_dropout_forward(out, in, n, p, key, 1);
+    tower_dropout_forward_cuda(d_out, d_in, n, p, key, 1, stream);
+    check("dropout forward (train)", d_out, out, n, TOL_EXACT);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) kept += out[i] != 0;
+    cr_assert(kept > n / 3 && kept < 2 * n / 3, "kept %zu of %zu", kept, n);
+    tower_dropout_backward(din, dout, n, p, key);
+    tower_dropout_backward_cuda(d_din, d_dout, n, p, key, stream);
+    check("dropout backward", d_din, din, n, TOL_EXACT);
+    tower_dropout_forward(out, in, n, p, key, 0);
+    tower_dropout_forward_cuda(d_out, d_in, n, p, key, 0, stream);
+    check("dropout forward (eval)", d_out, out, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_din);
+    free(in), free(dout), free(out), free(din);
+}
+
+/* ---- softmax cross-entropy over the gathered (T=2, B, 500) logits ------------------- */
+Test(cuda_layers, softmax_xent, .init = setup)
+{
+    gpu_start();
+    int B = BATCH, T = 2, Vt = plan.vt;
+    size_t n = (size_t)T * B * Vt;
+    float *logits = tt_host_alloc(n), *probs = tt_host_alloc(n), *losses = tt_host_alloc(B),
+          *dl = tt_host_alloc((size_t)B * Vt);
+    int32_t labels[BATCH] = {0, 499, 500, 999}; /* both towers' ranges and their edges */
+    tt_fill_normal(logits, n, 7001, 3.0f);
+    float *d_logits = tt_dev_upload(logits, n);
+    float *d_probs = tt_dev_alloc(sizeof(float) * n), *d_losses = tt_dev_alloc(sizeof(float) * B),
+          *d_dl = tt_dev_alloc(sizeof(float) * B * Vt);
+    int32_t *d_labels = tt_dev_alloc(sizeof labels);
+    TT_CUDA(cudaMemcpy(d_labels, labels, sizeof labels, cudaMemcpyHostToDevice));
+    tower_softmax_xent_forward(losses, probs, logits, labels, B, T, Vt);
+    tower_softmax_xent_forward_cuda(d_losses, d_probs, d_logits, d_labels, B, T, Vt, stream);
+    check("softmax probs", d_probs, probs, n, TOL_SOFTMAX);
+    check("softmax losses", d_losses, losses, B, TOL_SOFTMAX);
+    for (int slot = 0; slot < T; slot++) {
+        tower_softmax_xent_backward(dl, probs, labels, B, T, Vt, slot);
+        /* from the CPU probs, so the backward kernel alone is compared: bit-identical */
+        float *d_cpu_probs = tt_dev_upload(probs, n);
+        tower_softmax_xent_backward_cuda(d_dl, d_cpu_probs, d_labels, B, T, Vt, slot, stream);
+        check(slot ? "softmax dlogits slot 1" : "softmax dlogits slot 0", d_dl, dl,
+              (size_t)B * Vt, TOL_EXACT);
+        cudaFree(d_cpu_probs);
+    }
+    gpu_stop();
+    cudaFree(d_logits), cudaFree(d_probs), cudaFree(d_losses), cudaFree(d_dl), cudaFree(d_labels);
+    free(logits), free(probs), free(losses), free(dl);
+}
+
+/* ---- the SGD update: bit-identical by construction (no FMA on either side) --------- */
+Test(cuda_layers, sgd_update, .init = setup)
+{
+    gpu_start();
+    size_t n = plan.layer[7].w_count;
+    float *w = tt_host_alloc(n), *v = tt_host_alloc(n), *g = tt_host_alloc(n);
+    tt_fill_normal(w, n, 8001, 0.01f);
+    tt_fill_normal(v, n, 8002, 0.001f);
+    tt_fill_normal(g, n, 8003, 0.1f);
+    float *d_w = tt_dev_upload(w, n), *d_v = tt_dev_upload(v, n), *d_g = tt_dev_upload(g, n);
+    for (int step = 0; step < 3; step++) {
+        tower_sgd_update(w, v, g, n, 0.01f, 0.9f, 0.0005f);
+        tower_sgd_update_cuda(d_w, d_v, d_g, n, 0.01f, 0.9f, 0.0005f, stream);
+    }
+    check("sgd weights", d_w, w, n, TOL_EXACT);
+    check("sgd momentum", d_v, v, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_w), cudaFree(d_v), cudaFree(d_g);
+    free(w), free(v), free(g);
+}
