@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -458,7 +459,7 @@ int train_topk_errors(const float *probs, const int32_t *labels, int B, int V, i
         float py = p[y];
         int rank;
         if (isnan(py)) {
-            rank = V; /* no ranking can be trusted */
+            rank = INT_MAX; /* no ranking can be trusted: wrong for every k */
         } else {
             /* rank = how many classes a stable descending sort puts before y */
             rank = 0;

@@ -207,7 +207,8 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
           "}\n", g);
     fputs("set output ", g);
     gp_str(g, png);
-    fputs("\nset datafile missing 'NaN'\nset grid\nset key top right\n", g);
+    /* a fixed left margin lines the three x axes up whatever the y labels' widths */
+    fputs("\nset datafile missing 'NaN'\nset grid\nset key top right\nset lmargin 12\n", g);
     fputs("set multiplot layout 3,1 title ", g);
     gp_str(g, run_dir);
     fprintf(g, "\nset xlabel '%s'\n", x_step ? "step" : "epoch");
@@ -226,7 +227,8 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
         {"eval.dat", 7, "val top-5, 10 views", 100, "linespoints pt 5 ps 0.6"}};
     gp_panel(g, pdir, xcol, errs, 5, &tt, &te);
 
-    fputs("set title 'learning rate'\nset ylabel 'lr'\nset logscale y\n", g);
+    fputs("set title 'learning rate'\nset ylabel 'lr'\nset logscale y\nset format y '%g'\n"
+          "set offsets graph 0, graph 0, graph 0.1, graph 0.1\n", g);
     const curve lr[] = {{"train.dat", 3, "lr", 1, "steps lw 2"}};
     gp_panel(g, pdir, xcol, lr, 1, &tt, &te);
     fputs("unset logscale y\nunset multiplot\nset output\n", g);
