@@ -375,6 +375,11 @@ Test(layers_f64, relu)
         expect_fd("relu din", i, din[i],
                   chk_fd(relu_fwd, &c, &c.in[i], 1e-5, c.out, R, c.n, plus, minus));
     }
+    /* exactly max(0, x) at tiny magnitudes and at 0 */
+    double tiny[4] = {1e-300, -1e-300, 0.0, -0.0}, tout[4];
+    tower_relu_forward(tout, tiny, 4);
+    cr_assert(tout[0] == 1e-300 && tout[1] == 0.0 && tout[2] == 0.0 && tout[3] == 0.0,
+              "relu(1e-300, -1e-300, 0, -0) = %g %g %g %g", tout[0], tout[1], tout[2], tout[3]);
     /* in place, both directions (the net applies ReLU on act itself) */
     double *buf = dalloc(c.n);
     memcpy(buf, c.in, c.n * sizeof *buf);
