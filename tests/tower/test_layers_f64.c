@@ -45,9 +45,26 @@ static void expect_close(const char *what, const double *got, const double *want
     }
 }
 
+/* worst finite-difference error of the running test (each Criterion test is its own
+ * process), logged by its .fini so the margin under FD_TOL is on record */
+static double fd_worst;
+static size_t fd_count;
+static const char *fd_worst_what = "";
+
+static void log_fd_worst(void)
+{
+    cr_log_info("%zu finite differences, worst relative error %.3g (%s)", fd_count, fd_worst,
+                fd_worst_what);
+}
+
 static void expect_fd(const char *what, size_t i, double analytic, double fd)
 {
     double e = chk_rel(analytic, fd, FD_FLOOR);
+    fd_count++;
+    if (e > fd_worst) {
+        fd_worst = e;
+        fd_worst_what = what;
+    }
     cr_assert(e <= FD_TOL, "%s[%zu]: backward %.17g, finite difference %.17g (rel err %.3g)",
               what, i, analytic, fd, e);
 }
@@ -191,23 +208,23 @@ static void conv_case(int B, int Ci, int H, int W, int Co, int K, int stride, in
     free(mdin), free(mdw), free(dw0), free(db0), free(dprior), free(plus), free(minus);
 }
 
-Test(layers_f64, conv_stride2_pad1_ldw)
+Test(layers_f64, conv_stride2_pad1_ldw, .fini = log_fd_worst)
 {
     /* non-square input and ldw > Ci*K*K (an input block of a two-source layer) */
     conv_case(2, 3, 9, 7, 4, 3, 2, 1, 5, 11);
 }
 
-Test(layers_f64, conv_stride4_pad2_like_conv1)
+Test(layers_f64, conv_stride4_pad2_like_conv1, .fini = log_fd_worst)
 {
     conv_case(1, 3, 23, 23, 3, 11, 4, 2, 0, 12);
 }
 
-Test(layers_f64, conv_stride1_pad2_5x5)
+Test(layers_f64, conv_stride1_pad2_5x5, .fini = log_fd_worst)
 {
     conv_case(2, 4, 6, 6, 5, 5, 1, 2, 7, 13);
 }
 
-Test(layers_f64, conv_1x1_nopad)
+Test(layers_f64, conv_1x1_nopad, .fini = log_fd_worst)
 {
     conv_case(3, 5, 4, 3, 2, 1, 1, 0, 0, 14);
 }
@@ -327,12 +344,12 @@ static void fc_case(int B, int Cin, int Cout, int extra_ld, uint64_t seed)
     free(dw0), free(db0), free(dprior), free(plus), free(minus);
 }
 
-Test(layers_f64, fc_ldw)
+Test(layers_f64, fc_ldw, .fini = log_fd_worst)
 {
     fc_case(3, 7, 5, 4, 21);
 }
 
-Test(layers_f64, fc_exact_ld_batch1)
+Test(layers_f64, fc_exact_ld_batch1, .fini = log_fd_worst)
 {
     fc_case(1, 16, 9, 0, 22);
 }
@@ -350,7 +367,7 @@ static void relu_fwd(void *p)
     tower_relu_forward(c->out, c->in, c->n);
 }
 
-Test(layers_f64, relu)
+Test(layers_f64, relu, .fini = log_fd_worst)
 {
     chk_rng r;
     chk_rng_seed(&r, 31);
@@ -436,7 +453,7 @@ static void lrn_case(int B, int C, int HW, int n, double k, double alpha, double
     free(plus), free(minus);
 }
 
-Test(layers_f64, lrn_paper_constants)
+Test(layers_f64, lrn_paper_constants, .fini = log_fd_worst)
 {
     /* Amplitude 10: alpha * sum a^2 ~ 0.03 against k = 2, so the normalisation term is
      * large enough that an error in it shows far above 1e-6. C = 7 > n exercises both
@@ -444,7 +461,7 @@ Test(layers_f64, lrn_paper_constants)
     lrn_case(2, 7, 5, TOWER_LRN_N, TOWER_LRN_K, TOWER_LRN_ALPHA, TOWER_LRN_BETA, 10.0, 41);
 }
 
-Test(layers_f64, lrn_strong_alpha_n3)
+Test(layers_f64, lrn_strong_alpha_n3, .fini = log_fd_worst)
 {
     /* alpha = 0.1 makes the cross-channel term dominate; n = 3, fewer channels than n */
     lrn_case(1, 2, 3, 3, 1.0, 0.1, 0.75, 2.0, 42);
@@ -465,7 +482,7 @@ static void pool_fwd(void *p)
     tower_maxpool_forward(c->out, c->idx, c->in, c->B, c->C, c->H, c->W, c->K, c->S);
 }
 
-Test(layers_f64, maxpool_3_2)
+Test(layers_f64, maxpool_3_2, .fini = log_fd_worst)
 {
     chk_rng r;
     chk_rng_seed(&r, 51);
@@ -555,7 +572,7 @@ static void drop_fwd(void *p)
     tower_dropout_forward(c->out, c->in, c->n, TOWER_DROPOUT_P, c->key, 1);
 }
 
-Test(layers_f64, dropout_fixed_key)
+Test(layers_f64, dropout_fixed_key, .fini = log_fd_worst)
 {
     chk_rng r;
     chk_rng_seed(&r, 61);
@@ -665,14 +682,14 @@ static void xent_case(int B, int T, int Vt, const int32_t *labels, uint64_t seed
     free(plus), free(minus), free(dl), free(rdl);
 }
 
-Test(layers_f64, softmax_xent_two_slots)
+Test(layers_f64, softmax_xent_two_slots, .fini = log_fd_worst)
 {
     /* labels in both towers' halves of the class range (classes 0-3 slot 0, 4-7 slot 1) */
     const int32_t labels[3] = {1, 6, 3};
     xent_case(3, 2, 4, labels, 71);
 }
 
-Test(layers_f64, softmax_xent_one_tower)
+Test(layers_f64, softmax_xent_one_tower, .fini = log_fd_worst)
 {
     const int32_t labels[2] = {4, 0};
     xent_case(2, 1, 5, labels, 72);

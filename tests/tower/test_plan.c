@@ -243,3 +243,19 @@ Test(plan, tower_init_arena)
     free(want);
     tower_free(&t);
 }
+
+Test(plan, dropout_keys_distinct)
+{
+    /* the masks of the two towers, of successive steps and of fc6 and fc7 must differ
+     * (the same mask everywhere would correlate units the paper drops independently),
+     * and the keys are pure functions of their arguments */
+    uint64_t k00 = tower_step_key(7, 0, 0), k01 = tower_step_key(7, 0, 1);
+    uint64_t k10 = tower_step_key(7, 1, 0), k00b = tower_step_key(8, 0, 0);
+    cr_assert(k00 != k01 && k00 != k10 && k00 != k00b && k01 != k10,
+              "step keys collide: %llx %llx %llx %llx", (unsigned long long)k00,
+              (unsigned long long)k01, (unsigned long long)k10, (unsigned long long)k00b);
+    cr_assert(tower_step_key(7, 0, 0) == k00, "tower_step_key is not a pure function");
+    cr_assert(tower_layer_key(k00, 5) != tower_layer_key(k00, 6), "fc6 and fc7 share a key");
+    cr_assert(tower_layer_key(k00, 5) != tower_layer_key(k01, 5), "towers share fc6's key");
+    cr_assert(tower_layer_key(k00, 5) == tower_layer_key(k00, 5));
+}
