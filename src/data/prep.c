@@ -609,11 +609,11 @@ int data_prep_main(int argc, char **argv)
         {"max-pixels", required_argument, 0, 'p'},   {"max-file-mb", required_argument, 0, 'f'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    optind = 1; /* data_prep_main may run more than once in a process (tests) */
+    optind = 0; /* glibc: full re-initialisation, prep may run more than once (tests) */
     opterr = 0;
     int ch;
     double d;
-    while ((ch = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
         case 'v':
             if (parse_num("--val-fraction", optarg, 0, 0.999, &o.val_fraction))

@@ -1,0 +1,151 @@
+/* test_prep: `prep` on a generated ImageNet-style folder with every kind of bad file
+ * (each named in one line, counted, skipped), the --max-skip threshold, a split given by
+ * train/ and val/ folders, usage errors, and Fashion-MNIST shards equal to what the
+ * on-the-fly IDX loader gives. */
+#include <sys/stat.h>
+
+#include "helpers.h"
+
+static int exists(const char *dir, const char *name)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+Test(prep, bad_files_reported_and_skipped, .timeout = 120)
+{
+    char *dir = th_tmpdir();
+    char src[4200], out[4200], out2[4200], err[256];
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(out2, sizeof out2, "%s/out2", dir);
+    int good, bad;
+    cr_assert_eq(imgfix_make_folder(src, 3, 6, 11, 1, &good, &bad), 0);
+    cr_assert(good == 18 && bad == IMGFIX_BAD_KINDS);
+    char *log;
+    char *argv[] = {"prep", src, out, "--threads", "2", "--max-skip", "0.5", "--seed", "3"};
+    int rc = th_run_prep(9, argv, &log);
+    cr_assert_eq(rc, 0, "%s", log);
+    for (int k = 0; k < IMGFIX_BAD_KINDS; k++) {
+        char line[4400];
+        snprintf(line, sizeof line, "prep: skipped %s/class_00/%s: ", src, imgfix_bad_names[k]);
+        char *at = strstr(log, line);
+        cr_assert_not_null(at, "no line for %s in:\n%s", imgfix_bad_names[k], log);
+        cr_assert_null(strstr(at + 1, line), "%s reported twice", imgfix_bad_names[k]);
+    }
+    cr_assert_not_null(strstr(log, "9 skipped (33.33%)"), "%s", log);
+    cr_assert_not_null(strstr(log, "1 files without an image extension ignored"), "%s", log);
+    cr_assert_not_null(strstr(log, "images/s"), "%s", log);
+    free(log);
+    data_source *tr = data_open_shards(out, "train", err, sizeof err);
+    data_source *va = data_open_shards(out, "val", err, sizeof err);
+    cr_assert(tr && va, "%s", err);
+    /* 6 files per class (bad ones never reach a split), 10% -> 1 per class in val */
+    cr_assert_eq(data_count(tr), 15);
+    cr_assert_eq(data_count(va), 3);
+    data_close(tr);
+    data_close(va);
+
+    /* the same folder with the default threshold: non-zero exit, no meta.bin */
+    char *argv2[] = {"prep", src, out2, "--quiet", "--threads", "2"};
+    rc = th_run_prep(6, argv2, &log);
+    cr_assert_eq(rc, 1);
+    cr_assert_not_null(strstr(log, "over --max-skip 1.00%: meta.bin not written"), "%s", log);
+    cr_assert(!exists(out2, "meta.bin"));
+    free(log);
+    th_rmrf(dir);
+    free(dir);
+}
+
+Test(prep, split_from_folders_and_usage, .timeout = 120)
+{
+    char *dir = th_tmpdir();
+    char src[4200], tr[4300], va[4300], out[4200], err[256];
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(tr, sizeof tr, "%s/train", src);
+    snprintf(va, sizeof va, "%s/val", src);
+    snprintf(out, sizeof out, "%s/out", dir);
+    cr_assert_eq(mkdir(src, 0755), 0);
+    int good, bad;
+    cr_assert_eq(imgfix_make_folder(tr, 2, 5, 1, 0, &good, &bad), 0);
+    cr_assert_eq(imgfix_make_folder(va, 2, 2, 2, 0, &good, &bad), 0);
+    char *log;
+    char *argv[] = {"prep", "--quiet", src, out, "--shard-size", "3"};
+    cr_assert_eq(th_run_prep(6, argv, &log), 0, "%s", log);
+    free(log);
+    data_source *s = data_open_shards(out, "val", err, sizeof err);
+    cr_assert_not_null(s, "%s", err);
+    cr_assert_eq(data_count(s), 4);
+    cr_assert_eq(data_label(s, 0), 0);
+    cr_assert_eq(data_label(s, 3), 1);
+    data_close(s);
+    s = data_open_shards(out, "train", err, sizeof err);
+    cr_assert_eq(data_count(s), 10);
+    data_close(s);
+
+    char *u1[] = {"prep", src};
+    cr_assert_eq(th_run_prep(2, u1, &log), 2);
+    free(log);
+    char *u2[] = {"prep", src, out, "--bogus"};
+    cr_assert_eq(th_run_prep(4, u2, &log), 2);
+    cr_assert_not_null(strstr(log, "--bogus"));
+    free(log);
+    char *u3[] = {"prep", src, out, "--val-fraction", "2"};
+    cr_assert_eq(th_run_prep(5, u3, &log), 2);
+    free(log);
+    char *u4[] = {"prep", "/nonexistent/twotower", out};
+    cr_assert_eq(th_run_prep(3, u4, &log), 1);
+    cr_assert_not_null(strstr(log, "/nonexistent/twotower"), "%s", log);
+    free(log);
+    th_rmrf(dir);
+    free(dir);
+}
+
+#define FMNIST "/usr/share/datasets/fashion-mnist"
+
+Test(prep, fashion_mnist_shards_equal_idx_loader, .timeout = 120)
+{
+    struct stat st;
+    if (stat(FMNIST "/train-images-idx3-ubyte.gz", &st) != 0)
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian package dataset-fashion-mnist)");
+    char *dir = th_tmpdir();
+    char out[4200], err[256];
+    snprintf(out, sizeof out, "%s/out", dir);
+    char *log;
+    char *argv[] = {"prep", FMNIST, out, "--limit", "40", "--shard-size", "16", "--quiet"};
+    cr_assert_eq(th_run_prep(8, argv, &log), 0, "%s", log);
+    free(log);
+    data_source *sh = data_open_shards(out, "train", err, sizeof err);
+    cr_assert_not_null(sh, "%s", err);
+    data_source *ix = data_open_idx(FMNIST, 1, err, sizeof err);
+    cr_assert_not_null(ix, "%s", err);
+    cr_assert_eq(data_count(sh), 40);
+    cr_assert_eq(data_classes(sh), 10);
+    cr_assert_str_eq(data_class_name(sh, 9), "Ankle boot");
+    uint8_t *a = malloc(DATA_IMAGE_BYTES), *b = malloc(DATA_IMAGE_BYTES);
+    for (int64_t i = 0; i < 40; i++) {
+        cr_assert_eq(data_image(sh, i, a, err, sizeof err), 0);
+        cr_assert_eq(data_image(ix, i, b, err, sizeof err), 0);
+        cr_assert_eq(memcmp(a, b, DATA_IMAGE_BYTES), 0, "image %lld", (long long)i);
+        cr_assert_eq(data_label(sh, i), data_label(ix, i));
+        for (size_t k = 0; k < DATA_IMAGE_BYTES; k += 3)
+            cr_assert(a[k] == a[k + 1] && a[k] == a[k + 2], "grey must reach all channels");
+    }
+    data_close(ix);
+    ix = data_open_idx(FMNIST, 0, err, sizeof err);
+    data_source *shv = data_open_shards(out, "val", err, sizeof err);
+    cr_assert(ix && shv, "%s", err);
+    cr_assert_eq(data_count(shv), 40);
+    cr_assert_eq(data_image(shv, 39, a, err, sizeof err), 0);
+    cr_assert_eq(data_image(ix, 39, b, err, sizeof err), 0);
+    cr_assert_eq(memcmp(a, b, DATA_IMAGE_BYTES), 0);
+    free(a);
+    free(b);
+    data_close(ix);
+    data_close(sh);
+    data_close(shv);
+    th_rmrf(dir);
+    free(dir);
+}
