@@ -96,6 +96,9 @@ static const char *dtype_name(uint32_t dt)
 #define N_SCHED_I 7
 #define N_NONFINITE 3
 #define N_STATS 8
+#define N_INTERVAL 5
+
+#define N_META_RECORDS 8 /* the records before the tower tensors */
 
 static const char *const CONFIG_FIELDS[N_CONFIG] = {"towers", "classes", "batch",
                                                     "in_size", "in_ch", "width_div"};
@@ -367,7 +370,7 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
 
     int64_t v_config[N_CONFIG], v_run[N_RUN], v_cursor[N_CURSOR], v_sched_i[N_SCHED_I],
         v_nf[N_NONFINITE];
-    double v_sched_f[N_SCHED_F], v_stats[N_STATS];
+    double v_sched_f[N_SCHED_F], v_stats[N_STATS], v_interval[N_INTERVAL];
     config_to_i64(v_config, cfg);
     v_run[0] = (int64_t)meta->seed;
     v_run[1] = meta->step;
@@ -393,8 +396,13 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     v_nf[1] = meta->nonfinite.run;
     v_nf[2] = meta->nonfinite.skipped;
     stats_to_f64(v_stats, &meta->stats);
+    v_interval[0] = meta->interval.loss_ema;
+    v_interval[1] = meta->interval.loss_sum;
+    v_interval[2] = meta->interval.steps;
+    v_interval[3] = meta->interval.top1_wrong;
+    v_interval[4] = meta->interval.images;
 
-    out_record recs[7 + 4];
+    out_record recs[N_META_RECORDS + 4];
     int nr = 0;
     rec_small(&recs[nr++], "config", DT_I64, N_CONFIG, v_config);
     rec_small(&recs[nr++], "run", DT_I64, N_RUN, v_run);
@@ -403,6 +411,7 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     rec_small(&recs[nr++], "schedule.i", DT_I64, N_SCHED_I, v_sched_i);
     rec_small(&recs[nr++], "nonfinite", DT_I64, N_NONFINITE, v_nf);
     rec_small(&recs[nr++], "stats", DT_F64, N_STATS, v_stats);
+    rec_small(&recs[nr++], "interval", DT_F64, N_INTERVAL, v_interval);
     for (int t = 0; t < cfg->towers; t++) {
         for (int k = 0; k < 2; k++) {
             out_record *r = &recs[nr++];
@@ -822,8 +831,8 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     *nrecs = (int)nr;
 
     const in_record *r;
-    int64_t vi[8];
-    double vf[8];
+    int64_t vi[N_SCHED_I > N_RUN ? N_SCHED_I : N_RUN];
+    double vf[N_STATS];
     train_ckpt_meta mt;
     memset(&mt, 0, sizeof mt);
 
@@ -934,8 +943,16 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         return -1;
     get_f64s(vf, r, N_STATS);
     stats_from_f64(&mt.stats, vf);
+    if (!(r = want(path, v, (int)nr, "interval", DT_F64, N_INTERVAL, err, errlen)))
+        return -1;
+    get_f64s(vf, r, N_INTERVAL);
+    mt.interval.loss_ema = vf[0];
+    mt.interval.loss_sum = vf[1];
+    mt.interval.steps = vf[2];
+    mt.interval.top1_wrong = vf[3];
+    mt.interval.images = vf[4];
 
-    int expected = 7 + 2 * mt.cfg.towers;
+    int expected = N_META_RECORDS + 2 * mt.cfg.towers;
     for (int t = 0; t < mt.cfg.towers; t++) {
         for (int k = 0; k < 2; k++) {
             char name[32];
@@ -946,8 +963,9 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     }
     if ((int)nr != expected) {
         for (uint32_t i = 0; i < nr; i++) {
-            static const char *const known[] = {"config", "run", "cursor", "schedule",
-                                                "schedule.i", "nonfinite", "stats"};
+            static const char *const known[N_META_RECORDS] = {
+                "config", "run", "cursor", "schedule", "schedule.i", "nonfinite", "stats",
+                "interval"};
             int ok = 0;
             for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
                 ok |= strcmp(v[i].name, known[j]) == 0;

@@ -7,6 +7,7 @@
  *   train_ckpt_meta meta = {0};         // fill from the trainer's state (see fields)
  *   meta.cfg = m->plan.cfg; meta.seed = seed; meta.step = step; meta.epoch = epoch;
  *   meta.cursor = ...; meta.sched = sched; meta.nonfinite = nf; meta.stats = stats;
+ *   meta.interval = the logging accumulators;
  *   train_ckpt_save(ckpt_dir, &meta, m, keep_last, err, sizeof err)   // every N steps,
  *                                                  // at the end, and on SIGINT/SIGTERM
  *   On --resume ARG (a file, a checkpoint folder, or a run folder):
@@ -16,7 +17,7 @@
  *   model_init(m, &cfg, ...);      // the config may come from train_ckpt_load(path, &meta,
  *                                  // NULL, ...) first, which validates without a model
  *   train_ckpt_load(path, &meta, m, err, sizeof err) -> params, momentum, m->seed, m->step
- *   then restore step, epoch, cursor, sched, nonfinite, stats from meta.
+ *   then restore step, epoch, cursor, sched, nonfinite, stats, interval from meta.
  *
  * The RNG state: every random number in twotower (init, dropout, crops, flips, PCA
  * lighting, shuffling) is counter-based, a pure function of (seed, step, cursor), so
@@ -37,7 +38,8 @@
  *     schedule f64[4] lr0 min_delta lr best
  *     schedule.i i64[7] patience max_drops best_eval evals drops bad stopped
  *     nonfinite i64[3] limit run skipped
- *     stats f64[8] (train_ckpt_stats in order)
+ *     stats  f64[8] (train_ckpt_stats in order)
+ *     interval f64[5] (train_ckpt_interval in order)
  *     towerT.params, towerT.momentum  f32[n_params] (f64 in a TOWER_F64 build), T < towers
  */
 #ifndef TRAIN_CHECKPOINT_H
@@ -76,6 +78,17 @@ typedef struct {
     double last_top5;
 } train_ckpt_stats;
 
+/* The logging interval in progress, so that a metrics line logged after a resume
+ * averages the same steps as it would have without the interruption. (Kept out of
+ * train_ckpt_stats so code that fills stats positionally keeps compiling.) */
+typedef struct {
+    double loss_ema;     /* smoothed loss of the progress line */
+    double loss_sum;     /* sum of the step losses since the last metrics line */
+    double steps;        /* steps since the last metrics line */
+    double top1_wrong;   /* training samples top-1 wrong since the last line */
+    double images;       /* training images since the last line */
+} train_ckpt_interval;
+
 typedef struct {
     tower_config cfg;
     uint64_t seed;              /* the run's seed */
@@ -88,6 +101,7 @@ typedef struct {
     train_sched sched;
     train_nonfinite nonfinite;
     train_ckpt_stats stats;
+    train_ckpt_interval interval;
 } train_ckpt_meta;
 
 /* Writes DIR/ckpt-STEP.ttc (STEP = meta->step, 8 digits or more) from the model's params

@@ -136,6 +136,7 @@ static train_ckpt_meta make_meta(int64_t step)
     train_nonfinite_init(&m.nonfinite, 5);
     train_nonfinite_observe(&m.nonfinite, NAN, 7, NULL, 0);
     m.stats = (train_ckpt_stats){0.6, 0.3, 1000, 123456, 98.5, 2.25, 0.65, 0.31};
+    m.interval = (train_ckpt_interval){2.2, 17.5, 8, 11, 16};
     return m;
 }
 
@@ -349,6 +350,7 @@ static void assert_meta_eq(const train_ckpt_meta *a, const train_ckpt_meta *b)
     cr_assert_eq(a->nonfinite.run, b->nonfinite.run);
     cr_assert_eq(a->nonfinite.skipped, b->nonfinite.skipped);
     cr_assert_eq(memcmp(&a->stats, &b->stats, sizeof a->stats), 0);
+    cr_assert_eq(memcmp(&a->interval, &b->interval, sizeof a->interval), 0);
 }
 
 Test(checkpoint, round_trip_buffers)
@@ -379,7 +381,7 @@ Test(checkpoint, round_trip_buffers)
     unsigned char *raw = slurp(p, &len);
     rec r[16];
     int nr = decode(raw, len, r, 16);
-    cr_assert_eq(nr, 11);
+    cr_assert_eq(nr, 12);
     cr_assert_str_eq(r[0].name, "config");
     cr_assert_str_eq(r[nr - 1].name, "tower1.momentum");
     cr_assert_eq(r[nr - 1].shape[0], (int64_t)n);
