@@ -26,6 +26,7 @@ typedef struct {
     size_t n, off;
     jmp_buf jmp;
     char msg[200];
+    char warn[200]; /* the last warning: libpng explains an IHDR error in one */
 } png_ctx;
 
 static void png_err_fn(png_structp png, png_const_charp msg)
@@ -36,8 +37,9 @@ static void png_err_fn(png_structp png, png_const_charp msg)
 }
 static void png_warn_fn(png_structp png, png_const_charp msg)
 {
-    (void)png;
-    (void)msg; /* warnings (a bad ancillary chunk, say) do not stop a decode */
+    /* warnings (a bad ancillary chunk, say) do not stop a decode; kept for the reason */
+    png_ctx *c = png_get_error_ptr(png);
+    snprintf(c->warn, sizeof c->warn, "%s", msg);
 }
 static void png_read_fn(png_structp png, png_bytep out, size_t len)
 {
@@ -72,6 +74,8 @@ int data_png_decode(const uint8_t *buf, size_t n, const data_image_limits *lim,
         free(pix);
         free(rows);
         png_destroy_read_struct(&png, &info, NULL);
+        if (ctx.warn[0])
+            return data_fail(err, errlen, "PNG: %s (%s)", ctx.msg, ctx.warn);
         return data_fail(err, errlen, "PNG: %s", ctx.msg);
     }
     /* libpng refuses larger headers before allocating anything; ancillary chunks

@@ -781,8 +781,10 @@ int data_prep_main(int argc, char **argv)
                                  sizeof err) != 0) {
             goto fail;
         }
-        qsort(train.v, (size_t)train.n, sizeof *train.v, cmp_order);
-        qsort(val.v, (size_t)val.n, sizeof *val.v, cmp_order);
+        if (train.n > 1)
+            qsort(train.v, (size_t)train.n, sizeof *train.v, cmp_order);
+        if (val.n > 1)
+            qsort(val.v, (size_t)val.n, sizeof *val.v, cmp_order);
     }
     if (o.limit > 0) {
         for (int64_t i = o.limit; i < train.n; i++)
