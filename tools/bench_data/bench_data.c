@@ -80,9 +80,11 @@ static int loader(int argc, char **argv)
             }
         }
         double el = now_s() - t0;
-        printf("loader %-6s %s B=%d crop=%d threads=%s%d: %.0f images/s (%.2f ms/batch)\n",
-               u8 ? "uint8" : "float", idx ? "idx" : "shards", B, crop,
-               threads ? "" : "auto ", threads, batches * (double)B / el, 1e3 * el / batches);
+        char th[32];
+        snprintf(th, sizeof th, threads ? "%d" : "auto (cores - 1)", threads);
+        printf("loader %-6s %s B=%d crop=%d threads=%s: %.0f images/s (%.2f ms/batch)\n",
+               u8 ? "uint8" : "float", idx ? "idx" : "shards", B, crop, th,
+               batches * (double)B / el, 1e3 * el / batches);
         data_prefetch_stop(p);
     }
     data_close(s);
