@@ -17,8 +17,7 @@ int tt_gpu_count(char *why, size_t n);
     do {                                                                                    \
         char why_[256] = "";                                                                \
         int n_ = tt_gpu_count(why_, sizeof why_);                                           \
-        if (n_ < (min))                                                                     \
-            cr_skip_test("no CUDA device%s: %s", (min) > 1 ? "s enough" : "", why_);        \
+        if (n_ < (min)) cr_skip_test("needs %d CUDA device(s): %s", (int)(min), why_);      \
     } while (0)
 
 #define TT_CUDA(call)                                                                       \

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# gpu_check.sh: the one GPU check of twotower (docs/GPU.md). On a machine with an NVIDIA GPU
+# it builds (or takes a build made elsewhere), runs the GPU tests, runs compute-sanitizer
+# (memcheck, racecheck) over a few training steps, and trains one epoch of Fashion-MNIST in
+# the single-GPU fallback, printing images/s and test accuracy. Logs go to $OUT if set,
+# else to ./gpu-check-logs.
+#
+#   tools/gpu_check.sh [--carry DIR] [--build DIR] [--data DIR] [--stages LIST] [--size N]
+#   tools/gpu_check.sh --prepare-carry [DIR]      (on a Debian 12 machine with nvcc)
+#
+# --prepare-carry builds here (-Dcuda=enabled) and packs, into DIR (default carry/), what a
+# bare GPU machine lacks: gpu-carry.tar.xz (the build folder and every shared library its
+# programs need that is not glibc or CUDA) and fashion-mnist/. On the GPU machine,
+# --carry DIR unpacks that and uses it. --stages: any of tests,sanitize,epoch (default all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+carry="" build="" data="" stages="tests,sanitize,epoch" size="" prepare="" prep_dir="carry"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --carry) carry=$2; shift 2 ;;
+        --build) build=$2; shift 2 ;;
+        --data) data=$2; shift 2 ;;
+        --stages) stages=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
+        --prepare-carry) prepare=1; shift; if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then prep_dir=$1; shift; fi ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "gpu_check: $*"; }
+die() { echo "gpu_check: $*" >&2; exit 1; }
+[ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+
+# ---- on the development machine: build here, pack what the GPU machine lacks -------------
+if [ -n "$prepare" ]; then
+    command -v nvcc >/dev/null || die "--prepare-carry needs nvcc (the CUDA toolkit) here"
+    b=build-gpu-carry
+    [ -f $b/build.ninja ] || meson setup $b -Dcuda=enabled -Dbuildtype=release >/dev/null ||
+        die "meson setup failed (see $b/meson-logs/meson-log.txt)"
+    ninja -C $b -j "${JOBS:-1}" >/dev/null || die "the build failed: run ninja -C $b"
+    stage=$(mktemp -d)
+    mkdir -p "$stage/lib" "$prep_dir"
+    # the build folder without objects (programs, test programs, meson's own files)
+    tar -C "$root" --exclude='*.o' --exclude='*.a' --exclude='*.p' -cf - "$b" | tar -C "$stage" -xf -
+    # shared libraries the programs need, except glibc's and the CUDA ones (the GPU machine
+    # has its own driver and toolkit); resolved through symlinks, kept under their sonames
+    find "$b" -type f -perm -u+x ! -name '*.so*' ! -name '*.py' ! -name '*.sh' |
+        xargs -r ldd 2>/dev/null | awk '/=> \//{print $1, $3}' | sort -u |
+        grep -vE '^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libcudart|libcublas|libcublasLt|libnccl|libnvidia)[.-]' |
+        while read -r soname path; do cp -L "$path" "$stage/lib/$soname"; done
+    tar -C "$stage" -cJf "$prep_dir/gpu-carry.tar.xz" . || die "packing failed"
+    rm -rf "$stage"
+    src=/usr/share/datasets/fashion-mnist
+    if [ -d $src ]; then mkdir -p "$prep_dir/fashion-mnist" && cp $src/*.gz "$prep_dir/fashion-mnist/"; fi
+    say "packed $(du -sh "$prep_dir" | cut -f1) into $prep_dir/: $(ls "$prep_dir" | tr '\n' ' ')"
+    say "on the GPU machine: tools/gpu_check.sh --carry $prep_dir"
+    exit 0
+fi
+
+# ---- on the GPU machine -------------------------------------------------------------------
+logs=${OUT:-$root/gpu-check-logs}
+mkdir -p "$logs"
+summary=$logs/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+failed=0
+
+command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this is not a machine with an NVIDIA GPU"
+nvidia-smi -L >"$logs/gpus.txt" 2>&1 || die "nvidia-smi -L failed: $(cat "$logs/gpus.txt")"
+ngpus=$(grep -c '^GPU ' "$logs/gpus.txt")
+note "GPUs: $ngpus ($(head -1 "$logs/gpus.txt"))"
+[ "$ngpus" -ge 1 ] || die "no GPU listed by nvidia-smi"
+
+# CUDA and NCCL libraries: the toolkit's, or those of pip's nvidia-* wheels
+libpath=""
+[ -d /usr/local/cuda/lib64 ] && libpath=/usr/local/cuda/lib64
+for py in python3 /opt/torch/.venv/bin/python3; do
+    d=$($py -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null) || continue
+    for l in "$d"/nvidia/*/lib; do [ -d "$l" ] && libpath="$libpath:$l"; done
+    break
+done
+
+if [ -n "$carry" ]; then
+    [ -f "$carry/gpu-carry.tar.xz" ] || die "$carry/gpu-carry.tar.xz not found: make it with --prepare-carry on the development machine and carry that folder"
+    unpacked=/tmp/twotower-carry
+    rm -rf $unpacked && mkdir -p $unpacked && tar -C $unpacked -xJf "$carry/gpu-carry.tar.xz" ||
+        die "cannot unpack $carry/gpu-carry.tar.xz"
+    build=${build:-$unpacked/build-gpu-carry}
+    libpath="$unpacked/lib:$libpath"
+    [ -z "$data" ] && [ -d "$carry/fashion-mnist" ] && data=$carry/fashion-mnist
+fi
+export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+data=${data:-/usr/share/datasets/fashion-mnist}
+
+if [ -z "$build" ]; then
+    # build here: needs meson, ninja, nvcc and the libraries' development files
+    build=build-gpu
+    missing=()
+    for t in meson ninja nvcc pkg-config; do command -v $t >/dev/null || missing+=("$t"); done
+    for p in openblas libpng libjpeg zlib criterion; do
+        pkg-config --exists $p 2>/dev/null || missing+=("$p (development files)")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        die "cannot build here, missing: ${missing[*]}. Either install them (Debian: tools/deps.sh) or, on a Debian 12 machine with nvcc, run tools/gpu_check.sh --prepare-carry and pass --carry carry here (docs/GPU.md)"
+    fi
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+    [ -f $build/build.ninja ] || meson setup $build -Dcuda=enabled -Dgpu_arch="${cap:-90}" \
+        >"$logs/build.log" 2>&1 || { tail -30 "$logs/build.log"; die "meson setup failed"; }
+    ninja -C $build >>"$logs/build.log" 2>&1 || { tail -30 "$logs/build.log"; die "build failed"; }
+    note "built in $build for sm_${cap:-90}"
+fi
+exe=$build/src/train/twotower
+[ -x "$exe" ] || die "$exe not found: not a twotower build folder ($build)"
+ldd "$exe" | grep -q 'not found' && { ldd "$exe" | grep 'not found'; die "libraries missing (see above): carry them (--prepare-carry) or add them to LD_LIBRARY_PATH"; }
+
+# ---- 1. the GPU tests (run directly: no meson needed, and none may skip here) ------------
+if [[ $stages == *tests* ]]; then
+    tlog=$logs/tests.log
+    : >"$tlog"
+    for t in tests/cuda/test_kernels_host tests/cuda/test_device tests/cuda/test_layers_cuda \
+             tests/cuda/test_model_cuda tests/comm/test_comm_host tests/comm/test_comm_gpu; do
+        [ -x "$build/$t" ] || { note "FAIL: $t not built"; failed=1; continue; }
+        echo "=== $t" >>"$tlog"
+        if (cd "$root" && OPENBLAS_NUM_THREADS=8 "$build/$t" --verbose >>"$tlog" 2>&1); then r=ok; else r=FAIL; failed=1; fi
+        synth=$(grep -a 'Synthesis' "$tlog" | tail -1 | sed 's/.*Synthesis: //')
+        skips=$(awk -v t="=== $t" '$0==t{on=1;next} /^=== /{on=0} on&&/\[SKIP\]/' "$tlog" |
+                grep -vc 'needs 2 CUDA device' || true)
+        note "$r: $t: $synth; skipped (not for want of a second GPU): $skips"
+        [ "$skips" -gt 0 ] && failed=1
+    done
+    if OPENBLAS_NUM_THREADS=8 bash tests/cuda/cli_gpus.sh "$exe" >>"$tlog" 2>&1; then
+        note "ok: tests/cuda/cli_gpus.sh"
+    else note "FAIL: tests/cuda/cli_gpus.sh"; failed=1; fi
+fi
+
+# ---- 2. compute-sanitizer over a few training steps in the fallback -----------------------
+few_steps=("$exe" train --gpus 0 --data "$data" --epochs 1 --train-limit 64 --test-limit 32
+           --batch 16 --size 67 --quiet --seed 1)
+if [[ $stages == *sanitize* ]]; then
+    cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+    if [ -z "$cs" ]; then
+        note "FAIL: compute-sanitizer not found"; failed=1
+    else
+        for tool in memcheck racecheck; do
+            slog=$logs/sanitize-$tool.log
+            if "$cs" --tool $tool --error-exitcode 9 "${few_steps[@]}" >"$slog" 2>&1; then
+                note "ok: compute-sanitizer --tool $tool: $(grep -a 'ERROR SUMMARY\|HAZARD' "$slog" | tail -1)"
+            else
+                note "FAIL: compute-sanitizer --tool $tool (see $(basename "$slog")): $(grep -a 'ERROR SUMMARY\|Error\|error' "$slog" | tail -2 | tr '\n' ' ')"
+                failed=1
+            fi
+        done
+    fi
+fi
+
+# ---- 3. one epoch of Fashion-MNIST on one GPU (both towers on GPU 0) ----------------------
+if [[ $stages == *epoch* ]]; then
+    elog=$logs/epoch.log
+    args=("$exe" train --gpus 0 --data "$data" --epochs 1 --seed 1)
+    [ -n "$size" ] && args+=(--size "$size")
+    start=$(date +%s.%N)
+    if "${args[@]}" >"$elog" 2>&1; then
+        end=$(date +%s.%N)
+        n=$(grep -aoE '[0-9]+ train images/epoch' "$elog" | head -1 | cut -d' ' -f1)
+        tr_s=$(grep -aoE 'epoch 1: train [0-9.]+ s' "$elog" | grep -oE '[0-9.]+ s' | cut -d' ' -f1)
+        acc=$(grep -aoE 'accuracy [0-9.]+%' "$elog" | head -1)
+        ips=$(awk -v n="${n:-0}" -v s="${tr_s:-0}" 'BEGIN{ if (s > 0) printf "%.0f", n / s; else print "?" }')
+        note "ok: one epoch, --gpus 0: ${n:-?} images in ${tr_s:-?} s = $ips images/s; test $acc (wall $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.0f", b - a}') s)"
+    else
+        note "FAIL: one epoch (see epoch.log): $(tail -3 "$elog" | tr '\n' ' ')"
+        failed=1
+    fi
+fi
+
+[ $failed -eq 0 ] && note "gpu_check: all passed" || note "gpu_check: FAILED (logs in $logs)"
+exit $failed
