@@ -65,7 +65,7 @@ typedef struct {
     double cov[9];      /* (3, 3) row-major RGB covariance of every training pixel */
     double eigval[3];   /* eigenvalues of cov, descending */
     double eigvec[9];   /* (3, 3) row-major, column i = eigenvector p_i of eigval[i],
-                           unit length, largest component positive */
+                           unit length, largest-magnitude component positive */
 } data_pca;
 /* Mean image, HWC float (DATA_SIZE, DATA_SIZE, 3); owned by s. */
 const float *data_mean_image(const data_source *s);
