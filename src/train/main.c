@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "train/train.h"
-#include "train/device.h"
+#include "data/data.h"
 
 #define TT_VERSION "0.1.0"
 
@@ -19,9 +19,14 @@ static void usage(FILE *f)
         "usage: twotower COMMAND [flags]\n"
         "\n"
         "commands:\n"
-        "  train     train the net (see flags below)\n"
-        "  summary   per-layer table: shapes, parameters, multiply-adds, memory per tower\n"
-        "  help      this text\n"
+        "  train       train the net (see flags below)\n"
+        "  summary     per-layer table: shapes, parameters, multiply-adds, memory per tower\n"
+        "  prep        SRC OUT: image folder or Fashion-MNIST to 256x256 shards (prep --help)\n"
+        "  export      [CKPT] OUT.safetensors: weights for PyTorch (export --help)\n"
+        "  dump        one batch's weights, logits and gradients for the PyTorch check\n"
+        "  plot        RUN [-o PNG]: loss, error and learning-rate curves of a run\n"
+        "  ckpt-check  PATH: validate a checkpoint file\n"
+        "  help        this text\n"
         "\n"
         "train and summary flags:\n"
         "  --cpu               run on the CPU backend (the reference)\n"
@@ -38,7 +43,16 @@ static void usage(FILE *f)
         "  --views N           1: center crop; 10: also the paper's ten views\n"
         "  --lr X              initial learning rate (default 0.01)\n"
         "  --seed N            every random number derives from it (default 1)\n"
-        "  --quiet             no progress line\n");
+        "  --quiet             no progress line\n"
+        "  --run DIR           run folder: metrics.jsonl, run.json, ckpt/ (default runs/run-DATE)\n"
+        "  --resume PATH       continue from a checkpoint file, checkpoint folder or run folder\n"
+        "  --ckpt-every N      steps between checkpoints (default: end of run and signals only)\n"
+        "  --keep K            checkpoints kept (default 3)\n"
+        "  --eval-every N      steps between evaluations (default: every epoch)\n"
+        "  --log-every N       steps between metrics lines (default 10)\n"
+        "  --patience P        evaluations without improvement before lr /= 10 (default 5)\n"
+        "  --max-drops N       learning-rate drops before the last plateau ends the run (3)\n"
+        "  --min-delta X       smallest drop in validation error that counts (default 0.001)\n");
 }
 
 /* Strict number parsing: the whole string, in range, or a message naming the flag. */
@@ -81,6 +95,7 @@ static int parse_f64(const char *flag, const char *s, double lo, double hi, doub
 /* Parses the flags shared by train and summary into o (and classes for summary). */
 static int parse_flags(int argc, char **argv, train_options *o, int *classes)
 {
+    int summary = classes != NULL;
     const char *gpus = NULL;
     int cpu = 0;
     for (int i = 2; i < argc; i++) {
@@ -115,7 +130,16 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
         } else if (!strcmp(a, "--seed")) {
             rc = parse_i64(a, v, 0, INT64_MAX, &n);
             o->seed = (uint64_t)n;
-        } else if (!strcmp(a, "--lr")) rc = parse_f64(a, v, 0, 10, &o->lr);
+        } else if (!strcmp(a, "--lr")) rc = parse_f64(a, v, 1e-12, 10, &o->lr);
+        else if (!strcmp(a, "--run")) o->run_dir = v;
+        else if (!strcmp(a, "--resume")) o->resume = v;
+        else if (!strcmp(a, "--ckpt-every")) rc = parse_i64(a, v, 0, INT64_MAX / 2, &o->ckpt_every);
+        else if (!strcmp(a, "--keep")) rc = parse_int(a, v, 1, 1000000, &o->keep);
+        else if (!strcmp(a, "--eval-every")) rc = parse_i64(a, v, 0, INT64_MAX / 2, &o->eval_every);
+        else if (!strcmp(a, "--log-every")) rc = parse_i64(a, v, 1, INT64_MAX / 2, &o->log_every);
+        else if (!strcmp(a, "--patience")) rc = parse_int(a, v, 1, 1000000, &o->patience);
+        else if (!strcmp(a, "--max-drops")) rc = parse_int(a, v, 0, 100, &o->max_drops);
+        else if (!strcmp(a, "--min-delta")) rc = parse_f64(a, v, 0, 1, &o->min_delta);
         else {
             fprintf(stderr, "twotower: unknown flag '%s' for '%s' (see twotower help)\n", a,
                     argv[1]);
@@ -125,6 +149,7 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
         i += takes;
     }
     char err[512] = "";
+    if (summary) return 0; /* summary needs no device */
     if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err)) {
         fprintf(stderr, "twotower: %s\n", err);
         return -1;
@@ -149,7 +174,15 @@ int main(int argc, char **argv)
     }
     train_options o;
     train_options_default(&o);
+    /* the tools' subcommands parse their own flags (argv[0] is the subcommand) */
+    if (!strcmp(cmd, "prep")) return data_prep_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return train_export_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "dump")) return train_dump_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plot")) return train_plot_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ckpt-check")) return train_ckpt_check_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) {
+        o.argc = argc;
+        o.argv = argv;
         if (parse_flags(argc, argv, &o, NULL)) return 2;
         return train_run(&o);
     }

@@ -7,6 +7,14 @@
 #include <stdio.h>
 
 #include "train/model.h"
+#include "train/checkpoint.h"
+#include "train/device.h"
+#include "train/dump.h"
+#include "train/export.h"
+#include "train/metrics.h"
+#include "train/plot.h"
+#include "train/schedule.h"
+#include "train/signals.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,6 +37,19 @@ typedef struct {
     double lr;               /* 0.01 */
     uint64_t seed;
     int quiet;               /* no progress line */
+    /* long runs (issue 5) */
+    const char *run_dir;     /* metrics.jsonl, run.json, ckpt/ (default runs/run-DATE) */
+    const char *resume;      /* checkpoint file, checkpoint folder or run folder */
+    int64_t ckpt_every;      /* steps between checkpoints (0: only at the end and on signals) */
+    int keep;                /* checkpoints kept (3) */
+    int64_t eval_every;      /* steps between evaluations (0: every epoch) */
+    int64_t log_every;       /* steps between metrics lines (10) */
+    int patience;            /* evaluations without improvement before lr /= 10 */
+    int max_drops;           /* 3: the plateau after the third drop ends the run */
+    double min_delta;        /* an improvement is error < best - min_delta */
+    int nonfinite_limit;     /* non-finite steps in a row that stop the run (5) */
+    int argc;                /* the command line, for run.json */
+    char **argv;
 } train_options;
 
 void train_options_default(train_options *o);

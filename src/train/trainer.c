@@ -1,9 +1,14 @@
-/* trainer.c: one training run. The coordinator (this thread) takes prefetched batches
- * from the data loader's thread, runs SGD steps on the model, evaluates after every
- * epoch (top-1/top-5, center crop and optionally the paper's ten views) and prints a
- * live progress line. */
+/* trainer.c: one training run, driven by the coordinator (this thread). It takes
+ * prefetched batches from the data loader's thread, runs SGD steps, evaluates (top-1 and
+ * top-5, center crop and optionally ten views), follows the paper's plateau schedule,
+ * writes metrics and crash-safe checkpoints, and stops cleanly on SIGINT/SIGTERM.
+ *
+ * Exactness of --resume: every random draw is a function of (seed, step, data cursor),
+ * and a checkpoint holds the parameters, momentum, step, cursor and schedule, so the
+ * steps after a resume compute exactly what the uninterrupted run computed. */
 #include "train/train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,13 +18,6 @@
 #include <unistd.h>
 
 #include "data/data.h"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 void train_options_default(train_options *o)
 {
@@ -31,8 +29,14 @@ void train_options_default(train_options *o)
     o->size = 224;
     o->epochs = 90;
     o->eval_views = 1;
-    o->lr = 0.01;
+    o->lr = TRAIN_SCHED_DEFAULT_LR0;
     o->seed = 1;
+    o->keep = TRAIN_CKPT_DEFAULT_KEEP;
+    o->log_every = 10;
+    o->patience = TRAIN_SCHED_DEFAULT_PATIENCE;
+    o->max_drops = TRAIN_SCHED_DEFAULT_MAX_DROPS;
+    o->min_delta = TRAIN_SCHED_DEFAULT_MIN_DELTA;
+    o->nonfinite_limit = TRAIN_NONFINITE_DEFAULT_LIMIT;
 }
 
 /* A folder with train-images-idx3-ubyte.gz is Fashion-MNIST; anything else, shards. */
@@ -50,30 +54,17 @@ static data_source *open_split(const char *dir, int train, char *err, size_t err
     return data_open_shards(dir, train ? "train" : "val", err, errlen);
 }
 
-/* Top-k bookkeeping for one batch of class-major probabilities (n rows of V). */
-static void count_topk(const float *probs, const int32_t *labels, int n, int V, int64_t *top1,
-                       int64_t *top5)
+static int is_dir(const char *p)
 {
-    for (int b = 0; b < n; b++) {
-        const float *p = probs + (size_t)b * V;
-        float mine = p[labels[b]];
-        int higher = 0; /* classes ranked above the true one (ties count against us) */
-        for (int c = 0; c < V; c++)
-            if (c != labels[b] && p[c] >= mine) higher++;
-        *top1 += higher >= 1;
-        *top5 += higher >= 5;
-    }
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-typedef struct {
-    double top1, top5;        /* error rates, center crop */
-    double top1_10, top5_10;  /* ten views (negative when not run) */
-    int64_t images;
-} eval_result;
-
-/* Evaluates n images of src. The model's batch is fixed, so a short last batch is padded
- * with copies of its first image and the padding is not counted. */
-static int evaluate(model *m, data_source *src, int64_t n, int views, eval_result *r,
+/* Evaluates n images of src: top-1/top-5 errors and mean loss for the center crop, and
+ * for the average of the ten views' softmax outputs when views == 10. The model's batch
+ * is fixed, so a short last batch is padded with copies of its first image, which are
+ * not counted. */
+static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval_row *r,
                     char *err, size_t errlen)
 {
     int B = m->plan.cfg.batch, S = m->plan.cfg.in_size, V = m->plan.cfg.classes;
@@ -82,16 +73,17 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, eval_resul
           *acc = malloc(sizeof(float) * (size_t)B * V);
     int32_t *labels = malloc(sizeof(int32_t) * B);
     int rc = 0;
+    int c1 = 0, c5 = 0, t1 = 0, t5 = 0;
+    double loss = 0;
     if (!x || !probs || !acc || !labels) {
         snprintf(err, errlen, "out of host memory for evaluation");
         rc = -1;
         goto done;
     }
-    int64_t c1 = 0, c5 = 0, t1 = 0, t5 = 0;
     for (int64_t start = 0; start < n; start += B) {
         int k = (int)(n - start < B ? n - start : B);
         memset(acc, 0, sizeof(float) * (size_t)B * V);
-        for (int v = 0; v < (views == 10 ? 10 : 1); v++) {
+        for (int v = 0; v < (views == 10 ? DATA_VIEWS : 1); v++) {
             int view = views == 10 ? v : DATA_VIEW_CENTER;
             if (data_eval_batch(src, start, k, S, view, x, labels, err, errlen)) {
                 rc = -1;
@@ -104,16 +96,31 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, eval_resul
             model_set_batch(m, x, labels);
             model_forward(m, 0);
             model_get_probs(m, probs);
-            if (view == DATA_VIEW_CENTER) count_topk(probs, labels, k, V, &c1, &c5);
-            for (size_t i = 0; i < (size_t)k * V; i++) acc[i] += probs[i];
+            if (view == DATA_VIEW_CENTER) {
+                if (train_topk_errors(probs, labels, k, V, &c1, &c5)) {
+                    snprintf(err, errlen, "a label is outside the %d classes", V);
+                    rc = -1;
+                    goto done;
+                }
+                for (int b = 0; b < k; b++) {
+                    double p = probs[(size_t)b * V + labels[b]];
+                    loss -= log(p > 1e-30 ? p : 1e-30);
+                }
+            }
+            for (size_t i = 0; i < (size_t)k * V; i++) acc[i] += probs[i] / DATA_VIEWS;
         }
-        if (views == 10) count_topk(acc, labels, k, V, &t1, &t5);
+        if (views == 10 && train_topk_errors(acc, labels, k, V, &t1, &t5)) {
+            snprintf(err, errlen, "a label is outside the %d classes", V);
+            rc = -1;
+            goto done;
+        }
     }
     r->images = n;
-    r->top1 = (double)c1 / n;
-    r->top5 = (double)c5 / n;
-    r->top1_10 = views == 10 ? (double)t1 / n : -1;
-    r->top5_10 = views == 10 ? (double)t5 / n : -1;
+    r->loss = loss / (double)n;
+    r->top1_err_center = (double)c1 / n;
+    r->top5_err_center = (double)c5 / n;
+    r->top1_err_10view = views == 10 ? (double)t1 / n : NAN;
+    r->top5_err_10view = views == 10 ? (double)t5 / n : NAN;
 done:
     free(x);
     free(probs);
@@ -122,134 +129,377 @@ done:
     return rc;
 }
 
-static void fmt_duration(char *buf, size_t n, double s)
+/* Everything a run carries between steps; what a checkpoint stores is `meta`. */
+typedef struct {
+    const train_options *o;
+    model m;
+    data_source *tr, *te;
+    data_prefetch *pf;
+    train_metrics mt;
+    int metrics_open;
+    train_progress pg;
+    train_ckpt_meta meta;
+    char run_dir[4096], ckpt_dir[4200];
+    int64_t n_train, n_test, steps_per_epoch, total_steps;
+    /* the logging interval in progress (a resume starts a new one) */
+    double wait_interval, step_interval; /* seconds waited / stepped since the last line */
+    double t_interval;
+    double interval_loss_sum, interval_steps, interval_top1_wrong, interval_images;
+    double loss_ema;                     /* the progress line's smoothed loss */
+} run_state;
+
+static void log_event(run_state *r, const char *kind, const char *msg)
 {
-    if (s < 0 || !isfinite(s)) s = 0;
-    int h = (int)(s / 3600), mnt = (int)(s / 60) % 60, sec = (int)s % 60;
-    if (h) snprintf(buf, n, "%dh%02dm", h, mnt);
-    else snprintf(buf, n, "%dm%02ds", mnt, sec);
+    char err[256];
+    train_progress_end(&r->pg);
+    fprintf(stderr, "twotower: %s\n", msg);
+    if (r->metrics_open &&
+        train_metrics_log_event(&r->mt, r->meta.step, (double)r->meta.step / r->steps_per_epoch,
+                                kind, msg, err, sizeof err))
+        fprintf(stderr, "twotower: %s\n", err);
+}
+
+static int save_ckpt(run_state *r, const char *why)
+{
+    char err[512], msg[4800];
+    r->meta.step = r->m.step;
+    r->meta.epoch = r->m.step / r->steps_per_epoch;
+    if (train_ckpt_save(r->ckpt_dir, &r->meta, &r->m, r->o->keep, err, sizeof err)) {
+        snprintf(msg, sizeof msg, "checkpoint at step %lld FAILED (%s): %s",
+                 (long long)r->m.step, why, err);
+        log_event(r, "checkpoint", msg);
+        return -1;
+    }
+    snprintf(msg, sizeof msg, "checkpoint %s/ckpt-%08lld.ttc (%s)", r->ckpt_dir,
+             (long long)r->m.step, why);
+    log_event(r, "checkpoint", msg);
+    return 0;
+}
+
+/* Where the run's files go: --run, else the run folder a --resume names, else a new
+ * runs/run-DATE-TIME folder (a name from the clock is fine; no randomness comes from it). */
+static void pick_run_dir(const train_options *o, char *out, size_t n)
+{
+    if (o->run_dir) {
+        snprintf(out, n, "%s", o->run_dir);
+        return;
+    }
+    if (o->resume) {
+        char sub[4200];
+        snprintf(sub, sizeof sub, "%s/%s", o->resume, TRAIN_CKPT_SUBDIR);
+        if (is_dir(sub)) {
+            snprintf(out, n, "%s", o->resume);
+            return;
+        }
+        /* RUN/ckpt or RUN/ckpt/ckpt-N.ttc: climb to RUN */
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s", o->resume);
+        for (int up = 0; up < 2; up++) {
+            char *slash = strrchr(tmp, '/');
+            int ckpt_level = !strcmp(slash ? slash + 1 : tmp, TRAIN_CKPT_SUBDIR);
+            if (!slash) {
+                snprintf(tmp, sizeof tmp, ".");
+                break;
+            }
+            *slash = 0;
+            if (ckpt_level) break;
+        }
+        snprintf(out, n, "%s", tmp);
+        return;
+    }
+    time_t now = time(NULL);
+    struct tm tmv;
+    localtime_r(&now, &tmv);
+    char stamp[64];
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tmv);
+    snprintf(out, n, "runs/run-%s", stamp);
+}
+
+/* Opens data, builds (or restores) the model, opens the run folder. Returns 0 or an
+ * exit code. */
+static int run_open(run_state *r, const train_options *o)
+{
+    char err[1024] = "", ckpt[4096] = "";
+    r->o = o;
+    r->tr = open_split(o->data, 1, err, sizeof err);
+    if (!r->tr) {
+        fprintf(stderr, "twotower: cannot open training data: %s\n", err);
+        return 2;
+    }
+    r->te = open_split(o->data, 0, err, sizeof err);
+    if (!r->te) {
+        fprintf(stderr, "twotower: cannot open validation data: %s\n", err);
+        return 2;
+    }
+    tower_config cfg = {o->towers, data_classes(r->tr), o->batch, o->size, 3, 1};
+    if (cfg.classes % o->towers) cfg.classes += o->towers - cfg.classes % o->towers;
+    if (o->resume) {
+        if (train_ckpt_resolve(o->resume, ckpt, sizeof ckpt, err, sizeof err)) {
+            fprintf(stderr, "twotower: --resume %s: %s\n", o->resume, err);
+            return 2;
+        }
+        train_ckpt_meta peek;
+        if (train_ckpt_load(ckpt, &peek, NULL, err, sizeof err)) {
+            fprintf(stderr, "twotower: --resume: %s\n", err);
+            return 2;
+        }
+        if (memcmp(&peek.cfg, &cfg, sizeof cfg))
+            fprintf(stderr, "twotower: resuming with the checkpoint's net: %d towers, %d "
+                            "classes, batch %d, input %d (the command line's are ignored)\n",
+                    peek.cfg.towers, peek.cfg.classes, peek.cfg.batch, peek.cfg.in_size);
+        cfg = peek.cfg;
+    }
+    if (model_init(&r->m, &cfg, &o->place, o->seed, err, sizeof err)) {
+        fprintf(stderr, "twotower: cannot build the net: %s\n", err);
+        return 2;
+    }
+    memset(&r->meta, 0, sizeof r->meta);
+    r->meta.cfg = cfg;
+    r->meta.seed = o->seed;
+    r->meta.cursor = (train_cursor){o->seed, 0, 0};
+    train_sched_init(&r->meta.sched, o->lr, o->patience, o->max_drops, o->min_delta);
+    train_nonfinite_init(&r->meta.nonfinite, o->nonfinite_limit);
+    r->meta.stats.best_top1 = r->meta.stats.best_top5 = 1;
+    r->meta.stats.last_top1 = r->meta.stats.last_top5 = 1;
+    r->meta.stats.best_step = -1;
+    if (o->resume && train_ckpt_load(ckpt, &r->meta, &r->m, err, sizeof err)) {
+        fprintf(stderr, "twotower: --resume: %s\n", err);
+        return 2;
+    }
+
+    r->n_train = data_count(r->tr);
+    r->n_test = data_count(r->te);
+    if (o->train_limit > 0 && o->train_limit < r->n_train) r->n_train = o->train_limit;
+    if (o->test_limit > 0 && o->test_limit < r->n_test) r->n_test = o->test_limit;
+    r->steps_per_epoch = r->n_train / cfg.batch > 0 ? r->n_train / cfg.batch : 1;
+    r->total_steps = r->steps_per_epoch * o->epochs;
+
+    pick_run_dir(o, r->run_dir, sizeof r->run_dir);
+    snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/%s", r->run_dir, TRAIN_CKPT_SUBDIR);
+    if (train_metrics_open(&r->mt, r->run_dir, o->resume ? r->m.step : -1, err, sizeof err)) {
+        fprintf(stderr, "twotower: %s\n", err);
+        return 2;
+    }
+    r->metrics_open = 1;
+    char backend[128];
+    train_placement_describe(&o->place, backend, sizeof backend);
+    char extra[256];
+    snprintf(extra, sizeof extra, "\"epochs\": %d, \"train_limit\": %lld, \"test_limit\": %lld",
+             o->epochs, (long long)o->train_limit, (long long)o->test_limit);
+    train_run_info info = {o->argc, o->argv, "0.1.0", NULL, backend, o->seed, cfg, extra};
+    if (train_run_info_write(r->run_dir, &info, err, sizeof err))
+        fprintf(stderr, "twotower: %s\n", err);
+    if (o->resume) {
+        train_metrics_log_resume(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
+                                 ckpt, o->argc, o->argv, err, sizeof err);
+        fprintf(stderr, "twotower: resumed from %s at step %lld (epoch %lld), lr %g\n", ckpt,
+                (long long)r->m.step, (long long)(r->m.step / r->steps_per_epoch),
+                r->meta.sched.lr);
+    }
+    tower probe;
+    memset(&probe, 0, sizeof probe);
+    probe.plan = r->m.plan;
+    fprintf(stderr, "twotower: %s, %d tower%s on %s (%.0f MiB per tower), %lld train "
+                    "images/epoch, %lld validation images, batch %d, %d epochs, lr %g, "
+                    "seed %llu, run folder %s\n",
+            o->data, cfg.towers, cfg.towers > 1 ? "s" : "", backend,
+            tower_carve(&probe, NULL) / 1048576.0, (long long)r->n_train,
+            (long long)r->n_test, cfg.batch, o->epochs, r->meta.sched.lr,
+            (unsigned long long)o->seed, r->run_dir);
+
+    data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
+    r->pf = data_prefetch_start(r->tr, cur, cfg.batch, cfg.in_size, 2, err, sizeof err);
+    if (!r->pf) {
+        fprintf(stderr, "twotower: cannot start the data loader: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
+static void run_close(run_state *r)
+{
+    if (r->pf) data_prefetch_stop(r->pf);
+    if (r->m.comm) model_free(&r->m);
+    if (r->tr) data_close(r->tr);
+    if (r->te) data_close(r->te);
+    if (r->metrics_open) {
+        train_progress_end(&r->pg);
+        train_metrics_close(&r->mt);
+    }
+}
+
+/* One evaluation, its metrics line, and the schedule's decision. Returns 1 when the
+ * schedule says training is over, 0 to go on, -1 on failure. */
+static int run_eval(run_state *r)
+{
+    char err[512], why[512];
+    train_eval_row e;
+    double t0 = train_now();
+    if (evaluate(&r->m, r->te, r->n_test, r->o->eval_views, &e, err, sizeof err)) {
+        log_event(r, "stop", err);
+        return -1;
+    }
+    e.step = r->m.step;
+    e.epoch = (double)r->m.step / r->steps_per_epoch;
+    train_progress_end(&r->pg);
+    printf("step %lld (epoch %.2f): validation on %lld images (%.1f s): accuracy %.2f%%, "
+           "top-1 error %.2f%%, top-5 error %.2f%%, loss %.4f",
+           (long long)e.step, e.epoch, (long long)e.images, train_now() - t0,
+           100 * (1 - e.top1_err_center), 100 * e.top1_err_center, 100 * e.top5_err_center,
+           e.loss);
+    if (!isnan(e.top1_err_10view))
+        printf("; 10-view accuracy %.2f%%, top-1 error %.2f%%, top-5 error %.2f%%",
+               100 * (1 - e.top1_err_10view), 100 * e.top1_err_10view, 100 * e.top5_err_10view);
+    printf("\n");
+    fflush(stdout);
+    if (train_metrics_log_eval(&r->mt, &e, err, sizeof err)) fprintf(stderr, "twotower: %s\n", err);
+    train_ckpt_stats *st = &r->meta.stats;
+    st->last_top1 = e.top1_err_center;
+    st->last_top5 = e.top5_err_center;
+    if (e.top1_err_center < st->best_top1) {
+        st->best_top1 = e.top1_err_center;
+        st->best_top5 = e.top5_err_center;
+        st->best_step = (double)e.step;
+    }
+    int a = train_sched_observe(&r->meta.sched, e.top1_err_center, why, sizeof why);
+    log_event(r, "schedule", why);
+    return a == TRAIN_SCHED_STOP;
+}
+
+/* Interval bookkeeping and the metrics line every log_every steps. */
+static void run_log(run_state *r, double loss, int wrong, double wait, double dt)
+{
+    train_ckpt_stats *st = &r->meta.stats;
+    int B = r->m.plan.cfg.batch;
+    r->interval_loss_sum += loss;
+    r->interval_steps += 1;
+    r->interval_top1_wrong += wrong;
+    r->interval_images += B;
+    st->images_seen += B;
+    st->train_seconds += dt;
+    st->last_loss = loss;
+    r->loss_ema = r->loss_ema == 0 ? loss : 0.95 * r->loss_ema + 0.05 * loss;
+    r->wait_interval += wait;
+    r->step_interval += dt;
+    double now = train_now();
+    train_progress_update(&r->pg, now, r->m.step, r->total_steps,
+                          (double)r->m.step / r->steps_per_epoch, r->loss_ema,
+                          r->meta.sched.lr, B / (dt > 0 ? dt : 1e-9));
+    if (r->o->log_every > 0 && r->m.step % r->o->log_every == 0) {
+        char err[256];
+        train_log_row row = {r->m.step, (double)r->m.step / r->steps_per_epoch,
+                             r->meta.sched.lr, r->interval_loss_sum / r->interval_steps,
+                             r->interval_top1_wrong / r->interval_images,
+                             r->interval_images / (now - r->t_interval),
+                             r->step_interval > 0 ? r->wait_interval / r->step_interval : 0,
+                             st->train_seconds};
+        if (train_metrics_log_train(&r->mt, &row, err, sizeof err))
+            fprintf(stderr, "twotower: %s\n", err);
+        r->interval_loss_sum = r->interval_steps = 0;
+        r->interval_top1_wrong = r->interval_images = 0;
+        r->wait_interval = r->step_interval = 0;
+        r->t_interval = now;
+    }
 }
 
 int train_run(const train_options *o)
 {
-    char err[512] = "";
-    data_source *tr = open_split(o->data, 1, err, sizeof err);
-    if (!tr) {
-        fprintf(stderr, "twotower: cannot open training data: %s\n", err);
-        return 2;
+    char err[1024] = "", msg[1024];
+    run_state *r = calloc(1, sizeof *r);
+    if (!r) {
+        fprintf(stderr, "twotower: out of memory\n");
+        return 1;
     }
-    data_source *te = open_split(o->data, 0, err, sizeof err);
-    if (!te) {
-        fprintf(stderr, "twotower: cannot open test data: %s\n", err);
-        data_close(tr);
-        return 2;
+    int rc = run_open(r, o);
+    if (rc) {
+        run_close(r);
+        free(r);
+        return rc;
     }
-    tower_config cfg = {o->towers, data_classes(tr), o->batch, o->size, 3, 1};
-    if (cfg.classes % o->towers) cfg.classes += o->towers - cfg.classes % o->towers;
-    model m;
-    if (model_init(&m, &cfg, &o->place, o->seed, err, sizeof err)) {
-        fprintf(stderr, "twotower: cannot build the net: %s\n", err);
-        data_close(tr);
-        data_close(te);
-        return 2;
+    if (train_signals_install(err, sizeof err)) fprintf(stderr, "twotower: %s\n", err);
+    int B = r->m.plan.cfg.batch, V = r->m.plan.cfg.classes;
+    float *probs = malloc(sizeof(float) * (size_t)B * V);
+    if (!probs) {
+        fprintf(stderr, "twotower: out of memory\n");
+        run_close(r);
+        free(r);
+        return 1;
     }
-    int64_t n_train = data_count(tr), n_test = data_count(te);
-    if (o->train_limit > 0 && o->train_limit < n_train) n_train = o->train_limit;
-    if (o->test_limit > 0 && o->test_limit < n_test) n_test = o->test_limit;
-    int64_t steps_per_epoch = n_train / o->batch;
-    if (steps_per_epoch < 1) steps_per_epoch = 1;
-    int64_t total_steps = steps_per_epoch * o->epochs;
-    fprintf(stderr, "twotower: %s, %d tower%s on %s, %lld train images/epoch, %lld test "
-                    "images, batch %d, %d epochs, lr %g, seed %llu\n",
-            o->data, o->towers, o->towers > 1 ? "s" : "",
-            o->place.cpu ? "the CPU" : (o->place.ngpus == 2 ? "GPUs" : "one GPU"),
-            (long long)n_train, (long long)n_test, o->batch, o->epochs, o->lr,
-            (unsigned long long)o->seed);
-
-    data_cursor cur = {o->seed, 0, 0};
-    data_prefetch *pf = data_prefetch_start(tr, cur, o->batch, o->size, 2, err, sizeof err);
-    if (!pf) {
-        fprintf(stderr, "twotower: cannot start the data loader: %s\n", err);
-        model_free(&m);
-        data_close(tr);
-        data_close(te);
-        return 2;
-    }
-    int tty = isatty(2) && !o->quiet;
-    double lr = o->lr, t_start = now_s(), wait_total = 0, step_total = 0, last_print = 0;
-    double loss_avg = 0;
-    int nonfinite_run = 0, rc = 0;
-    for (int epoch = 0; epoch < o->epochs && rc == 0; epoch++) {
-        double t_epoch = now_s();
-        for (int64_t s = 0; s < steps_per_epoch; s++) {
-            const float *x;
-            const int32_t *labels;
-            double wait;
-            double t0 = now_s();
-            if (data_prefetch_next(pf, &x, &labels, &cur, &wait, err, sizeof err)) {
-                fprintf(stderr, "\ntwotower: data loader failed: %s\n", err);
-                rc = 1;
-                break;
-            }
-            model_set_batch(&m, x, labels);
-            double loss = model_forward(&m, 1);
-            if (!isfinite(loss)) {
-                /* skip the update: the weights stay as they were before this batch */
-                fprintf(stderr, "\ntwotower: step %lld: non-finite loss, step skipped\n",
-                        (long long)m.step);
-                m.step++;
-                if (++nonfinite_run >= 5) {
-                    fprintf(stderr, "twotower: 5 non-finite losses in a row: stopping\n");
-                    rc = 1;
-                    break;
-                }
-                continue;
-            }
-            nonfinite_run = 0;
-            model_backward(&m);
-            model_update(&m, (real)lr);
-            m.step++;
-            double dt = now_s() - t0;
-            wait_total += wait;
-            step_total += dt;
-            loss_avg = m.step == 1 ? loss : 0.95 * loss_avg + 0.05 * loss;
-            double t = now_s();
-            if (!o->quiet && (t - last_print > (tty ? 0.5 : 10) || s == steps_per_epoch - 1)) {
-                last_print = t;
-                int64_t done = (int64_t)epoch * steps_per_epoch + s + 1;
-                double ips = done * (double)o->batch / (t - t_start);
-                char eta[32];
-                fmt_duration(eta, sizeof eta, (total_steps - done) * o->batch / ips);
-                fprintf(stderr, "%sepoch %d/%d step %lld/%lld loss %.4f  %.1f img/s  "
-                                "data wait %.1f%%  ETA %s%s",
-                        tty ? "\r" : "", epoch + 1, o->epochs, (long long)(s + 1),
-                        (long long)steps_per_epoch, loss_avg, ips,
-                        100 * wait_total / (step_total > 0 ? step_total : 1), eta,
-                        tty ? "   " : "\n");
-            }
-        }
-        if (rc) break;
-        if (tty) fputc('\n', stderr);
-        eval_result r;
-        double t_eval = now_s();
-        if (evaluate(&m, te, n_test, o->eval_views, &r, err, sizeof err)) {
-            fprintf(stderr, "twotower: evaluation failed: %s\n", err);
+    train_progress_init(&r->pg, stderr, o->quiet ? 1e30 : 30.0, train_now(), r->m.step);
+    r->t_interval = train_now();
+    int done = r->meta.sched.stopped;
+    while (!done && r->m.step < r->total_steps) {
+        const float *x;
+        const int32_t *labels;
+        data_cursor after;
+        double wait, t0 = train_now();
+        if (data_prefetch_next(r->pf, &x, &labels, &after, &wait, err, sizeof err)) {
+            snprintf(msg, sizeof msg, "data loader failed: %s", err);
+            log_event(r, "stop", msg);
             rc = 1;
             break;
         }
-        printf("epoch %d: train %.1f s, test on %lld images (%.1f s): accuracy %.2f%% "
-               "(top-1 error %.2f%%, top-5 error %.2f%%)",
-               epoch + 1, t_eval - t_epoch, (long long)r.images, now_s() - t_eval,
-               100 * (1 - r.top1), 100 * r.top1, 100 * r.top5);
-        if (r.top1_10 >= 0)
-            printf("; 10-view: accuracy %.2f%% (top-5 error %.2f%%)", 100 * (1 - r.top1_10),
-                   100 * r.top5_10);
-        printf("\n");
-        fflush(stdout);
+        r->meta.cursor = (train_cursor){after.seed, after.epoch, after.pos};
+        model_set_batch(&r->m, x, labels);
+        double loss = model_forward(&r->m, 1);
+        int a = train_nonfinite_observe(&r->meta.nonfinite, loss, r->m.step, msg, sizeof msg);
+        if (a != TRAIN_NONFINITE_OK) {
+            log_event(r, "nonfinite", msg);
+            r->m.step++; /* the batch is consumed; the weights stay as they were */
+            if (a == TRAIN_NONFINITE_STOP) {
+                rc = 1;
+                break;
+            }
+            continue;
+        }
+        model_get_probs(&r->m, probs);
+        int wrong1 = 0, wrong5 = 0;
+        train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
+        model_backward(&r->m);
+        model_update(&r->m, (real)r->meta.sched.lr);
+        r->m.step++;
+        run_log(r, loss, wrong1, wait, train_now() - t0);
+
+        int epoch_end = r->m.step % r->steps_per_epoch == 0;
+        int eval_due = o->eval_every > 0 ? r->m.step % o->eval_every == 0 : epoch_end;
+        if (eval_due || r->m.step == r->total_steps) {
+            int e = run_eval(r);
+            if (e < 0) {
+                rc = 1;
+                break;
+            }
+            if (e == 1) {
+                log_event(r, "stop", "the schedule ended training (plateau after the last "
+                                     "learning-rate drop)");
+                done = 1;
+            }
+        }
+        if (train_signals_stop_requested()) {
+            snprintf(msg, sizeof msg, "stopped by signal %d at step %lld",
+                     train_signals_stop_requested(), (long long)r->m.step);
+            log_event(r, "signal", msg);
+            rc = save_ckpt(r, "signal") ? 1 : train_signals_exit_code();
+            goto out;
+        }
+        if (o->ckpt_every > 0 && r->m.step % o->ckpt_every == 0 && !done &&
+            r->m.step < r->total_steps)
+            if (save_ckpt(r, "periodic")) {
+                rc = 1;
+                break;
+            }
     }
-    data_prefetch_stop(pf);
-    model_free(&m);
-    data_close(tr);
-    data_close(te);
+    if (rc == 0) {
+        if (save_ckpt(r, "end of run")) rc = 1;
+        train_progress_end(&r->pg);
+        fprintf(stderr, "twotower: done at step %lld; best validation top-1 error %.2f%% "
+                        "(top-5 %.2f%%) at step %.0f\n",
+                (long long)r->m.step, 100 * r->meta.stats.best_top1,
+                100 * r->meta.stats.best_top5, r->meta.stats.best_step);
+    }
+out:
+    train_signals_uninstall();
+    free(probs);
+    run_close(r);
+    free(r);
     return rc;
 }
