@@ -13,7 +13,7 @@
 # programs need that is not glibc or CUDA) and fashion-mnist/. On the GPU machine,
 # --carry DIR unpacks that and uses it. --stages: any of tests,sanitize,epoch (default all).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
 carry="" build="" data="" stages="tests,sanitize,epoch" size="" prepare="" prep_dir="carry"
@@ -37,7 +37,7 @@ die() { echo "gpu_check: $*" >&2; exit 1; }
 # ---- on the development machine: build here, pack what the GPU machine lacks -------------
 if [ -n "$prepare" ]; then
     command -v nvcc >/dev/null || die "--prepare-carry needs nvcc (the CUDA toolkit) here"
-    b=build-gpu-carry
+    b="build-gpu-carry"
     [ -f $b/build.ninja ] || meson setup $b -Dcuda=enabled -Dbuildtype=release >/dev/null ||
         die "meson setup failed (see $b/meson-logs/meson-log.txt)"
     ninja -C $b -j "${JOBS:-1}" >/dev/null || die "the build failed: run ninja -C $b"
@@ -47,8 +47,8 @@ if [ -n "$prepare" ]; then
     tar -C "$root" --exclude='*.o' --exclude='*.a' --exclude='*.p' -cf - "$b" | tar -C "$stage" -xf -
     # shared libraries the programs need, except glibc's and the CUDA ones (the GPU machine
     # has its own driver and toolkit); resolved through symlinks, kept under their sonames
-    find "$b" -type f -perm -u+x ! -name '*.so*' ! -name '*.py' ! -name '*.sh' |
-        xargs -r ldd 2>/dev/null | awk '/=> \//{print $1, $3}' | sort -u |
+    find "$b" -type f -perm -u+x ! -name '*.so*' ! -name '*.py' ! -name '*.sh' -print0 |
+        xargs -0 -r ldd 2>/dev/null | awk '/=> \//{print $1, $3}' | sort -u |
         grep -vE '^(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libcudart|libcublas|libcublasLt|libnccl|libnvidia)[.-]' |
         while read -r soname path; do cp -L "$path" "$stage/lib/$soname"; done
     tar -C "$stage" -cJf "$prep_dir/gpu-carry.tar.xz" . || die "packing failed"
@@ -86,8 +86,8 @@ done
 if [ -n "$carry" ]; then
     [ -f "$carry/gpu-carry.tar.xz" ] || die "$carry/gpu-carry.tar.xz not found: make it with --prepare-carry on the development machine and carry that folder"
     unpacked=/tmp/twotower-carry
-    rm -rf $unpacked && mkdir -p $unpacked && tar -C $unpacked -xJf "$carry/gpu-carry.tar.xz" ||
-        die "cannot unpack $carry/gpu-carry.tar.xz"
+    rm -rf "$unpacked"; mkdir -p "$unpacked"
+    tar -C "$unpacked" -xJf "$carry/gpu-carry.tar.xz" || die "cannot unpack $carry/gpu-carry.tar.xz"
     build=${build:-$unpacked/build-gpu-carry}
     libpath="$unpacked/lib:$libpath"
     [ -z "$data" ] && [ -d "$carry/fashion-mnist" ] && data=$carry/fashion-mnist
@@ -97,7 +97,7 @@ data=${data:-/usr/share/datasets/fashion-mnist}
 
 if [ -z "$build" ]; then
     # build here: needs meson, ninja, nvcc and the libraries' development files
-    build=build-gpu
+    build="build-gpu"
     missing=()
     for t in meson ninja nvcc pkg-config; do command -v $t >/dev/null || missing+=("$t"); done
     for p in openblas libpng libjpeg zlib criterion; do
@@ -175,5 +175,5 @@ if [[ $stages == *epoch* ]]; then
     fi
 fi
 
-[ $failed -eq 0 ] && note "gpu_check: all passed" || note "gpu_check: FAILED (logs in $logs)"
+if [ $failed -eq 0 ]; then note "gpu_check: all passed"; else note "gpu_check: FAILED (logs in $logs)"; fi
 exit $failed
