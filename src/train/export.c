@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
                         const tower_plan *plan, int tower_index, const real *arena,
@@ -108,6 +109,12 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
     char file[4096];
     train_ckpt_meta meta;
     tower_plan plan;
+    struct stat sb;
+    /* train_ckpt_resolve words its errors for --resume; the common one gets ours */
+    if (stat(ckpt, &sb) != 0) {
+        snprintf(err, errlen, "checkpoint %s: %s", ckpt, strerror(errno));
+        return -1;
+    }
     if (train_ckpt_resolve(ckpt, file, sizeof file, err, errlen))
         return -1;
     /* first pass: the config (and a full validation) without a model */
