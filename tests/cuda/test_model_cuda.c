@@ -211,8 +211,12 @@ Test(cuda_model, tower_fits_in_3gb_at_batch_128)
     char why[256];
     if (tt_gpu_count(why, sizeof why) < 1) return; /* the estimate alone, then */
     size_t free_b = 0, total_b = 0;
-    TT_CUDA(cudaSetDevice(0));
-    TT_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    char name[128] = "";
+    cr_assert_eq(tower_cuda_device_info(0, name, sizeof name, &free_b, &total_b, err,
+                                        sizeof err), 0, "%s", err);
+    printf("GPU 0: %s, %.0f MiB free of %.0f MiB\n", name, free_b / 1048576.0,
+           total_b / 1048576.0);
+    cr_assert(name[0] != '\0' && total_b > 0 && free_b <= total_b);
     if (free_b < bytes + ((size_t)512 << 20)) return; /* a busy GPU: nothing more to learn */
     tower t;
     cr_assert_eq(tower_init_cuda(&t, &plan, 0, 0, 1, err, sizeof err), 0, "%s", err);
