@@ -10,6 +10,9 @@
 
 #if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
 #define MODEL_CUDA 1
+#include <cuda_runtime.h>
+
+#include "data/data.h"
 #else
 #define MODEL_CUDA 0
 #endif
@@ -79,6 +82,16 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
 
 void model_free(model *m)
 {
+#if MODEL_CUDA
+    for (int t = 0; t < m->towers; t++) {
+        if (m->tw[t].device < 0) continue;
+        cudaSetDevice(m->tw[t].device);
+        cudaFree(m->in_crops[t]);
+        cudaFree(m->in_params[t]);
+        cudaFree(m->in_mean[t]);
+        m->in_crops[t] = m->in_params[t] = m->in_mean[t] = NULL;
+    }
+#endif
     for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
     comm_free(m->comm);
     m->comm = NULL;
@@ -89,7 +102,7 @@ static void put(model *m, int t, void *dst, const void *src, size_t bytes)
 {
 #if MODEL_CUDA
     if (m->tw[t].device >= 0) {
-        tower_cuda_copy(&m->tw[t], dst, src, bytes, 0);
+        if (tower_cuda_copy(&m->tw[t], dst, src, bytes, 0)) exit(3); /* it said why */
         return;
     }
 #endif
@@ -102,7 +115,7 @@ static void get(const model *m, int t, void *dst, const void *src, size_t bytes)
 {
 #if MODEL_CUDA
     if (m->tw[t].device >= 0) {
-        tower_cuda_copy((tower *)&m->tw[t], dst, src, bytes, 1);
+        if (tower_cuda_copy((tower *)&m->tw[t], dst, src, bytes, 1)) exit(3);
         return;
     }
 #endif
@@ -124,6 +137,65 @@ void model_set_batch(model *m, const float *x, const int32_t *labels)
         }
         put(m, t, tw->labels, labels, sizeof(int32_t) * (size_t)c->batch);
     }
+}
+
+#if MODEL_CUDA
+static int cuda_fail(cudaError_t e, const char *what, int t, char *err, size_t errlen)
+{
+    if (e == cudaSuccess) return 0;
+    snprintf(err, errlen, "%s for tower %d: %s", what, t, cudaGetErrorString(e));
+    return -1;
+}
+#endif
+
+int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
+                       const int32_t *labels, const float *mean, char *err, size_t errlen)
+{
+#if MODEL_CUDA
+    const tower_config *c = &m->plan.cfg;
+    size_t B = (size_t)c->batch, crop_bytes = B * c->in_size * c->in_size * 3;
+    size_t par_bytes = B * sizeof(data_aug_params);
+    size_t mean_bytes = sizeof(float) * DATA_SIZE * DATA_SIZE * 3;
+    for (int t = 0; t < m->towers; t++) {
+        tower *tw = &m->tw[t];
+        if (tw->device < 0) break;
+        cudaStream_t st = (cudaStream_t)tower_cuda_stream(tw);
+        if (cuda_fail(cudaSetDevice(tw->device), "cudaSetDevice", t, err, errlen)) return -1;
+        if (!m->in_crops[t]) { /* first call: start-up, not a training step */
+            if (cuda_fail(cudaMalloc(&m->in_crops[t], crop_bytes), "cudaMalloc(crops)", t, err,
+                          errlen) ||
+                cuda_fail(cudaMalloc(&m->in_params[t], par_bytes), "cudaMalloc(params)", t,
+                          err, errlen) ||
+                cuda_fail(cudaMalloc(&m->in_mean[t], mean_bytes), "cudaMalloc(mean)", t, err,
+                          errlen) ||
+                cuda_fail(cudaMemcpy(m->in_mean[t], mean, mean_bytes, cudaMemcpyHostToDevice),
+                          "upload of the mean image", t, err, errlen))
+                return -1;
+        }
+        if (cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes, cudaMemcpyHostToDevice,
+                                      st), "upload of the crops", t, err, errlen) ||
+            cuda_fail(cudaMemcpyAsync(m->in_params[t], params, par_bytes,
+                                      cudaMemcpyHostToDevice, st),
+                      "upload of the augmentation parameters", t, err, errlen) ||
+            cuda_fail(cudaMemcpyAsync(tw->labels, labels, sizeof(int32_t) * B,
+                                      cudaMemcpyHostToDevice, st),
+                      "upload of the labels", t, err, errlen))
+            return -1;
+        if (data_augment_cuda(tw->x, m->in_crops[t], m->in_mean[t], m->in_params[t], (int)B,
+                              c->in_size, st, err, errlen))
+            return -1;
+    }
+    if (m->towers > 0 && m->tw[0].device >= 0) return 0;
+#else
+    (void)crops;
+    (void)params;
+    (void)labels;
+    (void)mean;
+#endif
+    snprintf(err, errlen, "model_set_batch_u8 is the GPU data path; CPU towers take float "
+                          "batches (model_set_batch)");
+    (void)m;
+    return -1;
 }
 
 /* Gathered buffer of layer l (reads_both): each tower's acts[l].in. */

@@ -28,6 +28,10 @@ typedef struct {
     int64_t step;               /* steps taken (the dropout key of the next step) */
     double last_loss;
     real momentum, weight_decay; /* 0.9, 0.0005 */
+    /* GPU input staging for model_set_batch_u8, allocated on its first call (start-up),
+     * one set per tower on the tower's device: crops (B, S, S, 3) uint8, the per-image
+     * augmentation parameters (B), the mean image (256, 256, 3) float. */
+    void *in_crops[2], *in_params[2], *in_mean[2];
 } model;
 
 /* Builds the towers on the placement, initialised from seed with the paper's init.
@@ -38,6 +42,14 @@ void model_free(model *m);
 
 /* Copies a host batch in: x (B, in_ch, in_size, in_size) float, labels (B). */
 void model_set_batch(model *m, const float *x, const int32_t *labels);
+
+/* The GPU data path (paper section 4.1 on the device): uploads uint8 crops
+ * (B, S, S, 3, already mirrored), their augmentation parameters (`params`: B
+ * data_aug_params from src/data) and labels, and runs data_augment_cuda into every
+ * tower's input; the mean image (256, 256, 3) is uploaded on the first call only.
+ * GPU placements only: returns -1 with err on the CPU or on a CUDA failure. */
+int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
+                       const int32_t *labels, const float *mean, char *err, size_t errlen);
 
 /* Forward through every layer and the loss; train selects dropout masks (keyed on
  * seed and m->step) or the evaluation scaling. Returns the mean loss. */

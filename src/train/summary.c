@@ -37,4 +37,8 @@ void train_summary_print(FILE *f, const tower_plan *p)
             2 * macs / 1e9);
     fprintf(f, "memory per tower at batch %d (fp32 params, grads, momentum, activations): "
                "%.1f MiB\n", p->cfg.batch, arena / 1048576.0);
+#ifdef TT_HAVE_CUDA
+    fprintf(f, "GPU memory per tower at batch %d (arena + cuBLAS workspace): %.1f MiB\n",
+            p->cfg.batch, tower_cuda_mem_estimate(p) / 1048576.0);
+#endif
 }

@@ -299,16 +299,33 @@ static int run_open(run_state *r, const train_options *o)
     tower probe;
     memset(&probe, 0, sizeof probe);
     probe.plan = r->m.plan;
+    double mib = tower_carve(&probe, NULL) / 1048576.0;
+#ifdef TT_HAVE_CUDA
+    for (int t = 0; t < cfg.towers && !o->place.cpu; t++) {
+        char name[256] = "?";
+        size_t free_b = 0, total_b = 0;
+        char derr[128];
+        tower_cuda_device_info(r->m.tw[t].device, name, sizeof name, &free_b, &total_b, derr,
+                               sizeof derr);
+        mib = tower_cuda_mem_bytes(&r->m.tw[t]) / 1048576.0;
+        fprintf(stderr, "twotower: tower %d on GPU %d (%s): %.0f MiB, %.0f of %.0f MiB free\n",
+                t, r->m.tw[t].device, name, mib, free_b / 1048576.0, total_b / 1048576.0);
+    }
+#endif
     fprintf(stderr, "twotower: %s, %d tower%s on %s (%.0f MiB per tower), %lld train "
                     "images/epoch, %lld validation images, batch %d, %d epochs, lr %g, "
                     "seed %llu, run folder %s\n",
             o->data, cfg.towers, cfg.towers > 1 ? "s" : "", backend,
-            tower_carve(&probe, NULL) / 1048576.0, (long long)r->n_train,
+            mib, (long long)r->n_train,
             (long long)r->n_test, cfg.batch, o->epochs, r->meta.sched.lr,
             (unsigned long long)o->seed, r->run_dir);
 
     data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
-    r->pf = data_prefetch_start(r->tr, cur, cfg.batch, cfg.in_size, 2, err, sizeof err);
+    /* GPU runs: uint8 crops in pinned memory, augmented on the device (section 4.1's
+     * arithmetic on the GPU); the CPU backend: float batches augmented by the workers */
+    data_prefetch_opts popt = {.depth = o->place.cpu ? 2 : 3, .threads = 0,
+                               .u8 = !o->place.cpu, .pinned = !o->place.cpu};
+    r->pf = data_prefetch_start_ex(r->tr, cur, cfg.batch, cfg.in_size, &popt, err, sizeof err);
     if (!r->pf) {
         fprintf(stderr, "twotower: cannot start the data loader: %s\n", err);
         return 2;
@@ -429,18 +446,29 @@ int train_run(const train_options *o)
     r->t_interval = train_now();
     int done = r->meta.sched.stopped;
     while (!done && r->m.step < r->total_steps) {
-        const float *x;
         const int32_t *labels;
         data_cursor after;
         double wait, t0 = train_now();
-        if (data_prefetch_next(r->pf, &x, &labels, &after, &wait, err, sizeof err)) {
+        int bad;
+        if (o->place.cpu) {
+            const float *x;
+            bad = data_prefetch_next(r->pf, &x, &labels, &after, &wait, err, sizeof err);
+            if (!bad) model_set_batch(&r->m, x, labels);
+        } else {
+            const uint8_t *crops;
+            const data_aug_params *params;
+            bad = data_prefetch_next_u8(r->pf, &crops, &params, &labels, &after, &wait, err,
+                                        sizeof err) ||
+                  model_set_batch_u8(&r->m, crops, params, labels, data_mean_image(r->tr), err,
+                                     sizeof err);
+        }
+        if (bad) {
             snprintf(msg, sizeof msg, "data loader failed: %s", err);
             log_event(r, "stop", msg);
             rc = 1;
             break;
         }
         r->meta.cursor = (train_cursor){after.seed, after.epoch, after.pos};
-        model_set_batch(&r->m, x, labels);
         double loss = model_forward(&r->m, 1);
         int a = train_nonfinite_observe(&r->meta.nonfinite, loss, r->m.step, msg, sizeof msg);
         if (a != TRAIN_NONFINITE_OK) {
