@@ -37,6 +37,7 @@ static void usage(FILE *f)
         "  --classes N         summary only: classes of fc8 (default 1000)\n"
         "  --batch N           minibatch (default 128)\n"
         "  --size N            input side (default 224)\n"
+        "  --width-div N       divide every layer's width by N (tiny nets for tests; 1)\n"
         "  --epochs N          passes (default 90)\n"
         "  --train-limit N     images per epoch (default: all)\n"
         "  --test-limit N      test images evaluated (default: all)\n"
@@ -114,6 +115,7 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
         else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 2, 1 << 20, classes);
         else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 4096, &o->batch);
         else if (!strcmp(a, "--size")) rc = parse_int(a, v, 16, 1024, &o->size);
+        else if (!strcmp(a, "--width-div")) rc = parse_int(a, v, 1, 64, &o->width_div);
         else if (!strcmp(a, "--epochs")) rc = parse_int(a, v, 1, 100000, &o->epochs);
         else if (!strcmp(a, "--views")) {
             rc = parse_int(a, v, 1, 10, &o->eval_views);
@@ -195,7 +197,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         if (parse_flags(argc, argv, &o, &classes)) return 2;
-        tower_config cfg = {o.towers, classes, o.batch, o.size, 3, 1};
+        tower_config cfg = {o.towers, classes, o.batch, o.size, 3, o.width_div};
         tower_plan plan;
         char err[256];
         if (tower_plan_make(&plan, &cfg, err, sizeof err)) {

@@ -30,6 +30,7 @@ typedef struct {
     int towers;              /* 2 (the paper) or 1 */
     int batch;               /* 128 */
     int size;                /* input side, 224 */
+    int width_div;           /* 1: the paper's widths; >1 divides them (tiny nets for tests) */
     int epochs;              /* 90 */
     int64_t train_limit;     /* images per epoch (0: the whole training set) */
     int64_t test_limit;      /* images evaluated (0: all) */

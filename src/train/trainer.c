@@ -27,6 +27,7 @@ void train_options_default(train_options *o)
     o->towers = 2;
     o->batch = 128;
     o->size = 224;
+    o->width_div = 1;
     o->epochs = 90;
     o->eval_views = 1;
     o->lr = TRAIN_SCHED_DEFAULT_LR0;
@@ -231,7 +232,7 @@ static int run_open(run_state *r, const train_options *o)
         fprintf(stderr, "twotower: cannot open validation data: %s\n", err);
         return 2;
     }
-    tower_config cfg = {o->towers, data_classes(r->tr), o->batch, o->size, 3, 1};
+    tower_config cfg = {o->towers, data_classes(r->tr), o->batch, o->size, 3, o->width_div};
     if (cfg.classes % o->towers) cfg.classes += o->towers - cfg.classes % o->towers;
     if (o->resume) {
         if (train_ckpt_resolve(o->resume, ckpt, sizeof ckpt, err, sizeof err)) {
