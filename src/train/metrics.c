@@ -91,8 +91,10 @@ static void sb_add(sbuf *b, const char *fmt, ...)
 
 static void sb_num(sbuf *b, const char *key, double v)
 {
+    /* %.17g reads back as the same double, so runs can be compared bit for bit from
+     * their metrics (resume == uninterrupted) */
     if (isfinite(v))
-        sb_add(b, ", \"%s\": %.9g", key, v);
+        sb_add(b, ", \"%s\": %.17g", key, v);
     else
         sb_add(b, ", \"%s\": null", key);
 }

@@ -1,15 +1,23 @@
 /* Resume must be exact: N steps in one go and N/2 steps + checkpoint + a fresh process
- * state + resume + N/2 steps give bit-identical losses and weights (tiny net, CPU
- * backend). The batches and the learning rate are pure functions of the step, as in the
- * trainer (counter-based data cursor, schedule state in the checkpoint). */
+ * state + resume + N/2 steps give bit-identical losses and weights (CPU backend).
+ * First at the model level (batches and rates as pure functions of the step, as in the
+ * trainer), then through the trainer itself (train_run on Fashion-MNIST): stopped at an
+ * epoch end, and stopped by SIGINT at an arbitrary step. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "train/checkpoint.h"
+#include "train/metrics.h"
+#include "train/train.h"
 
 static const tower_config TINY = {2, 10, 2, 67, 3, 8};
 #define N_STEPS 8
@@ -163,4 +171,192 @@ Test(resume, losing_momentum_changes_the_losses, .timeout = 120)
               "zeroing the momentum mid-run changed nothing: the resume test proves nothing");
     model_free(&a);
     model_free(&b);
+}
+
+/* ---- through the trainer ------------------------------------------------------------------ */
+
+#define FMNIST "/usr/share/datasets/fashion-mnist"
+
+static int have_fmnist(void)
+{
+    struct stat st;
+    return stat(FMNIST "/train-images-idx3-ubyte.gz", &st) == 0;
+}
+
+/* A small CPU run: 67-pixel inputs, batch 2, 8 steps per epoch, a metrics line per step. */
+static void small_options(train_options *o, const char *run, int epochs)
+{
+    train_options_default(o);
+    o->data = FMNIST;
+    o->size = 67;
+    o->batch = 2;
+    o->epochs = epochs;
+    o->train_limit = 16;
+    o->test_limit = 4;
+    o->log_every = 1;
+    o->ckpt_every = 3;
+    o->keep = 2;
+    o->quiet = 1;
+    o->seed = 7;
+    o->run_dir = run;
+}
+
+/* The deterministic fields of a run's metrics lines ("type step field=value ..."), one
+ * string per train/eval line, timing fields left out. Returns the count. */
+static int run_lines(const char *run, char out[][512], int max)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    static const char *const train_keys[] = {"step", "epoch", "lr", "loss", "train_top1_err"};
+    static const char *const eval_keys[] = {"step", "loss", "top1_err_center",
+                                            "top5_err_center"};
+    char line[2048];
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        char type[16];
+        if (train_json_string(line, "type", type, sizeof type) != 1)
+            continue;
+        int tr = !strcmp(type, "train");
+        if (!tr && strcmp(type, "eval"))
+            continue;
+        const char *const *keys = tr ? train_keys : eval_keys;
+        int nk = tr ? 5 : 4;
+        size_t o = (size_t)snprintf(out[n], 512, "%s", type);
+        for (int k = 0; k < nk; k++) {
+            double v;
+            cr_assert(train_json_number(line, keys[k], &v) >= 0, "%s lacks %s", line, keys[k]);
+            o += (size_t)snprintf(out[n] + o, 512 - o, " %s=%a", keys[k], v);
+        }
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static void assert_same_runs(const char *a, const char *b, int expect_lines)
+{
+    static char la[256][512], lb[256][512];
+    int na = run_lines(a, la, 256), nb = run_lines(b, lb, 256);
+    cr_assert_eq(na, expect_lines, "%d lines in %s", na, a);
+    cr_assert_eq(na, nb, "%d lines uninterrupted, %d resumed", na, nb);
+    for (int i = 0; i < na; i++)
+        cr_assert_str_eq(la[i], lb[i], "line %d differs", i);
+}
+
+/* The final checkpoints hold the same bits. */
+static void assert_same_final_ckpt(const char *a, const char *b, int64_t step)
+{
+    char pa[4300], pb[4300], err[1024];
+    snprintf(pa, sizeof pa, "%s/ckpt/ckpt-%08lld.ttc", a, (long long)step);
+    snprintf(pb, sizeof pb, "%s/ckpt/ckpt-%08lld.ttc", b, (long long)step);
+    train_ckpt_meta ma, mb;
+    cr_assert_eq(train_ckpt_load(pa, &ma, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(train_ckpt_load(pb, &mb, NULL, err, sizeof err), 0, "%s", err);
+    size_t n = ma.n_params;
+    real *p[4], *q[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = malloc(n * sizeof(real));
+        q[i] = malloc(n * sizeof(real));
+    }
+    cr_assert_eq(train_ckpt_load_buffers(pa, &ma, NULL, 0, p, p + 2, err, sizeof err), 0);
+    cr_assert_eq(train_ckpt_load_buffers(pb, &mb, NULL, 0, q, q + 2, err, sizeof err), 0);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(memcmp(p[i], q[i], n * sizeof(real)), 0, "%s of tower %d differ",
+                     i < 2 ? "params" : "momentum", i % 2);
+        free(p[i]);
+        free(q[i]);
+    }
+    cr_assert_eq(ma.cursor.pos, mb.cursor.pos);
+    cr_assert_eq(ma.cursor.epoch, mb.cursor.epoch);
+    cr_assert_eq(ma.sched.lr, mb.sched.lr);
+    cr_assert_eq(ma.sched.evals, mb.sched.evals);
+    cr_assert_eq(ma.sched.best, mb.sched.best);
+}
+
+Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
+{
+    if (!have_fmnist())
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
+    char *dir = make_tmpdir(), a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    train_options o;
+    small_options(&o, a, 2);
+    cr_assert_eq(train_run(&o), 0, "uninterrupted run");
+    small_options(&o, b, 1);
+    cr_assert_eq(train_run(&o), 0, "first epoch");
+    small_options(&o, b, 2);
+    o.resume = b;
+    cr_assert_eq(train_run(&o), 0, "resumed second epoch");
+    assert_same_runs(a, b, 16 + 2);
+    assert_same_final_ckpt(a, b, 16);
+    rm_tree(dir);
+    free(dir);
+}
+
+static int count_train_lines(const char *run)
+{
+    char path[4300], line[2048];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, "\"type\": \"train\"") != NULL;
+    fclose(f);
+    return n;
+}
+
+Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 240)
+{
+    if (!have_fmnist())
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
+    char *dir = make_tmpdir(), a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    train_options o;
+    small_options(&o, a, 2);
+    o.ckpt_every = 0; /* only the signal's checkpoint: the stop step is arbitrary */
+    cr_assert_eq(train_run(&o), 0, "uninterrupted run");
+
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        train_options c;
+        small_options(&c, b, 2);
+        c.ckpt_every = 0;
+        _exit(train_run(&c));
+    }
+    /* SIGINT once the child is well inside the loop (the handler is installed before the
+     * first step, and the first metrics line comes after it) */
+    for (int i = 0; i < 6000 && count_train_lines(b) < 5; i++) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(count_train_lines(b) >= 5, "the child never got going");
+    cr_assert_eq(kill(pid, SIGINT), 0);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "the child was killed instead of stopping");
+    int code = WEXITSTATUS(st);
+    if (code == 0)
+        cr_skip_test("the run finished before the signal arrived");
+    cr_assert_eq(code, 130, "a SIGINT stop exits 130 after its checkpoint");
+    char path[4300], err[2048];
+    cr_assert_eq(train_ckpt_resolve(b, path, sizeof path, err, sizeof err), 0, "%s", err);
+    train_ckpt_meta m;
+    cr_assert_eq(train_ckpt_load(path, &m, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert(m.step >= 5 && m.step < 16, "stopped at step %lld", (long long)m.step);
+
+    small_options(&o, b, 2);
+    o.ckpt_every = 0;
+    o.resume = b;
+    cr_assert_eq(train_run(&o), 0, "resumed run");
+    assert_same_runs(a, b, 16 + 2);
+    assert_same_final_ckpt(a, b, 16);
+    rm_tree(dir);
+    free(dir);
 }
