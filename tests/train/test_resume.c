@@ -183,15 +183,17 @@ static int have_fmnist(void)
     return stat(FMNIST "/train-images-idx3-ubyte.gz", &st) == 0;
 }
 
-/* A small CPU run: 67-pixel inputs, batch 2, 8 steps per epoch, a metrics line per step. */
+/* A tiny CPU run: 67-pixel inputs, widths / 8, batch 2, 16 steps per epoch, a metrics
+ * line per step. */
 static void small_options(train_options *o, const char *run, int epochs)
 {
     train_options_default(o);
     o->data = FMNIST;
     o->size = 67;
     o->batch = 2;
+    o->width_div = 8;
     o->epochs = epochs;
-    o->train_limit = 16;
+    o->train_limit = 32;
     o->test_limit = 4;
     o->log_every = 1;
     o->ckpt_every = 3;
@@ -290,8 +292,8 @@ Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
     small_options(&o, b, 2);
     o.resume = b;
     cr_assert_eq(train_run(&o), 0, "resumed second epoch");
-    assert_same_runs(a, b, 16 + 2);
-    assert_same_final_ckpt(a, b, 16);
+    assert_same_runs(a, b, 32 + 2);
+    assert_same_final_ckpt(a, b, 32);
     rm_tree(dir);
     free(dir);
 }
@@ -349,14 +351,14 @@ Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 24
     cr_assert_eq(train_ckpt_resolve(b, path, sizeof path, err, sizeof err), 0, "%s", err);
     train_ckpt_meta m;
     cr_assert_eq(train_ckpt_load(path, &m, NULL, err, sizeof err), 0, "%s", err);
-    cr_assert(m.step >= 5 && m.step < 16, "stopped at step %lld", (long long)m.step);
+    cr_assert(m.step >= 5 && m.step < 32, "stopped at step %lld", (long long)m.step);
 
     small_options(&o, b, 2);
     o.ckpt_every = 0;
     o.resume = b;
     cr_assert_eq(train_run(&o), 0, "resumed run");
-    assert_same_runs(a, b, 16 + 2);
-    assert_same_final_ckpt(a, b, 16);
+    assert_same_runs(a, b, 32 + 2);
+    assert_same_final_ckpt(a, b, 32);
     rm_tree(dir);
     free(dir);
 }
