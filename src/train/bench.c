@@ -1,0 +1,1066 @@
+/* bench.c: `twotower bench`, the training-step benchmark (issue 6). Times full training
+ * steps (batch in, forward, backward, SGD) of the model on a placement, from uint8 batches
+ * made once from a seed, and prints images/s, per-layer times and memory as a table and
+ * as JSON. tools/bench/bench.py runs it beside the same net in PyTorch. */
+#include "train/bench.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/data.h"
+#include "train/device.h"
+#include "train/metrics.h"
+
+#if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
+#define BENCH_CUDA 1
+#include <cuda_runtime_api.h>
+#else
+#define BENCH_CUDA 0
+#endif
+
+extern int openblas_get_num_threads(void); /* OpenBLAS's cblas.h; the BLAS train links */
+
+double train_bench_train_flops(const tower_plan *plan)
+{
+    double macs = 0;
+    for (int l = 0; l < TOWER_LAYERS; l++) macs += plan->layer[l].macs;
+    return 3.0 * 2.0 * macs * plan->cfg.towers;
+}
+
+/* ---- the profiler: wall clock on the CPU, CUDA events on GPUs ----------------------- */
+
+#if BENCH_CUDA
+/* A failed event call in the middle of a step leaves nothing to recover (as in the CUDA
+ * layers): say which and stop with the CLI's runtime-failure code. */
+static void bench_cuda_must(cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return;
+    fprintf(stderr, "twotower bench: %s failed: %s\n", what, cudaGetErrorString(e));
+    exit(3);
+}
+
+typedef struct {
+    int device[2];
+    cudaStream_t stream[2];
+    cudaEvent_t ev[2][TRAIN_BENCH_REGIONS][2]; /* [tower][region][begin, end] */
+} bench_prof_gpu;
+#endif
+
+int train_bench_prof_init(train_bench_prof *p, model *m, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    p->towers = m->towers;
+    p->step_start = -1;
+#if BENCH_CUDA
+    if (!m->place.cpu) {
+        bench_prof_gpu *g = calloc(1, sizeof *g);
+        if (!g) {
+            snprintf(err, errlen, "out of host memory for the profiler");
+            return -1;
+        }
+        p->gpu = g;
+        for (int t = 0; t < m->towers; t++) {
+            g->device[t] = m->tw[t].device;
+            g->stream[t] = (cudaStream_t)tower_cuda_stream(&m->tw[t]);
+            cudaError_t e = cudaSetDevice(g->device[t]);
+            for (int r = 0; r < TRAIN_BENCH_REGIONS && e == cudaSuccess; r++)
+                for (int k = 0; k < 2 && e == cudaSuccess; k++)
+                    e = cudaEventCreate(&g->ev[t][r][k]);
+            if (e != cudaSuccess) {
+                snprintf(err, errlen, "GPU %d: cudaEventCreate: %s", g->device[t],
+                         cudaGetErrorString(e));
+                train_bench_prof_free(p);
+                return -1;
+            }
+        }
+    }
+#else
+    (void)err;
+    (void)errlen;
+#endif
+    return 0;
+}
+
+void train_bench_prof_free(train_bench_prof *p)
+{
+#if BENCH_CUDA
+    bench_prof_gpu *g = p->gpu;
+    if (g)
+        for (int t = 0; t < p->towers; t++) {
+            cudaSetDevice(g->device[t]);
+            for (int r = 0; r < TRAIN_BENCH_REGIONS; r++)
+                for (int k = 0; k < 2; k++)
+                    if (g->ev[t][r][k]) cudaEventDestroy(g->ev[t][r][k]);
+        }
+    free(g);
+#endif
+    p->gpu = NULL;
+}
+
+static void prof_mark(train_bench_prof *p, int t, int r, int end)
+{
+#if BENCH_CUDA
+    bench_prof_gpu *g = p->gpu;
+    if (g) {
+        bench_cuda_must(cudaSetDevice(g->device[t]), "cudaSetDevice");
+        bench_cuda_must(cudaEventRecord(g->ev[t][r][end], g->stream[t]), "cudaEventRecord");
+    }
+#endif
+    double now = train_now();
+    if (!end) {
+        if (p->step_start < 0) p->step_start = now;
+        p->start[t][r] = now;
+        p->used[t][r] = 1;
+    } else if (!p->gpu) {
+        p->ms[t][r] += 1e3 * (now - p->start[t][r]);
+    }
+}
+
+void train_bench_prof_begin(train_bench_prof *p, int t, int r) { prof_mark(p, t, r, 0); }
+void train_bench_prof_end(train_bench_prof *p, int t, int r) { prof_mark(p, t, r, 1); }
+
+/* Waits for the towers and adds this step's event intervals. */
+static void prof_collect(train_bench_prof *p)
+{
+#if BENCH_CUDA
+    bench_prof_gpu *g = p->gpu;
+    if (g)
+        for (int t = 0; t < p->towers; t++) {
+            bench_cuda_must(cudaSetDevice(g->device[t]), "cudaSetDevice");
+            bench_cuda_must(cudaStreamSynchronize(g->stream[t]), "cudaStreamSynchronize");
+            for (int r = 0; r < TRAIN_BENCH_REGIONS; r++) {
+                if (!p->used[t][r]) continue;
+                float ms = 0;
+                bench_cuda_must(cudaEventElapsedTime(&ms, g->ev[t][r][0], g->ev[t][r][1]),
+                                "cudaEventElapsedTime");
+                p->ms[t][r] += ms;
+            }
+        }
+#endif
+    memset(p->used, 0, sizeof p->used);
+    if (p->step_start >= 0) p->step_ms += 1e3 * (train_now() - p->step_start);
+    p->step_start = -1;
+    p->steps++;
+}
+
+/* ---- the profiled step: model_train_step's order, with timers ----------------------- */
+
+static void *stream_of(model *m, int t)
+{
+#if BENCH_CUDA
+    if (m->tw[t].device >= 0) return tower_cuda_stream(&m->tw[t]);
+#endif
+    (void)m;
+    (void)t;
+    return NULL;
+}
+
+/* Mirrors model.c's forward, backward and update call for call (gather_input, the logits
+ * exchange, the reduce-scatters); tests/bench checks that the result is model_train_step's
+ * bit for bit. The throughput figures come from model_train_step itself; this step only
+ * splits the time up. */
+int train_bench_prof_step(train_bench_prof *p, model *m, real lr, double *loss, char *err,
+                          size_t errlen)
+{
+    int T = m->towers, B = m->plan.cfg.batch;
+    void *bufs[2], *grads[2], *streams[2];
+    for (int t = 0; t < T; t++) {
+        m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
+        streams[t] = stream_of(m, t);
+    }
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_shape *L = &m->plan.layer[l];
+        if (tower_alexnet2012[l].reads_both) {
+            size_t count = (size_t)B * L->in_ch * L->in_h * L->in_h;
+            for (int t = 0; t < T; t++) bufs[t] = m->tw[t].acts[l].in;
+            train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_FWD + l);
+            int rc = comm_allgather(m->comm, bufs, count, streams, err, errlen);
+            train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_FWD + l);
+            if (rc) return -1;
+        }
+        for (int t = 0; t < T; t++) {
+            train_bench_prof_begin(p, t, TRAIN_BENCH_FWD + l);
+            tower_forward_layer(&m->tw[t], l, 1);
+            train_bench_prof_end(p, t, TRAIN_BENCH_FWD + l);
+        }
+    }
+    for (int t = 0; t < T; t++) bufs[t] = m->tw[t].logits;
+    train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
+    int rc = comm_allgather(m->comm, bufs, (size_t)B * m->plan.vt, streams, err, errlen);
+    train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
+    if (rc) return -1;
+    double l_out = 0;
+    for (int t = 0; t < T; t++) {
+        train_bench_prof_begin(p, t, TRAIN_BENCH_LOSS_FWD);
+        l_out = tower_loss_forward(&m->tw[t]);
+        train_bench_prof_end(p, t, TRAIN_BENCH_LOSS_FWD);
+    }
+    m->last_loss = l_out;
+
+    for (int t = 0; t < T; t++) {
+        train_bench_prof_begin(p, t, TRAIN_BENCH_ZERO);
+        tower_zero_grads(&m->tw[t]);
+        train_bench_prof_end(p, t, TRAIN_BENCH_ZERO);
+        train_bench_prof_begin(p, t, TRAIN_BENCH_LOSS_BWD);
+        tower_loss_backward(&m->tw[t]);
+        train_bench_prof_end(p, t, TRAIN_BENCH_LOSS_BWD);
+    }
+    for (int l = TOWER_LAYERS - 1; l >= 0; l--) {
+        for (int t = 0; t < T; t++) {
+            train_bench_prof_begin(p, t, TRAIN_BENCH_BWD + l);
+            tower_backward_layer(&m->tw[t], l);
+            train_bench_prof_end(p, t, TRAIN_BENCH_BWD + l);
+        }
+        if (l > 0 && tower_alexnet2012[l].reads_both) {
+            const tower_layer_shape *L = &m->plan.layer[l];
+            size_t count = (size_t)B * L->in_ch * L->in_h * L->in_h;
+            for (int t = 0; t < T; t++) {
+                bufs[t] = m->tw[t].acts[l - 1].dout;
+                grads[t] = m->tw[t].acts[l].din;
+            }
+            train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_BWD + l);
+            rc = comm_reduce_scatter(m->comm, bufs, grads, count, streams, err, errlen);
+            train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_BWD + l);
+            if (rc) return -1;
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        train_bench_prof_begin(p, t, TRAIN_BENCH_SGD);
+        tower_sgd(&m->tw[t], lr, m->momentum, m->weight_decay);
+        train_bench_prof_end(p, t, TRAIN_BENCH_SGD);
+    }
+    m->step++;
+    prof_collect(p);
+    *loss = l_out;
+    return 0;
+}
+
+/* ---- the batches: uint8 crops made once, augmented each step ------------------------ */
+
+typedef struct {
+    int B, S, nb;             /* batch, crop side, batches in the pool */
+    uint8_t *crops;           /* (nb, B, S, S, 3) NHWC, as data_train_batch_u8 gives them */
+    data_aug_params *params;  /* (nb, B) crop corners, mirror flags, lighting offsets */
+    int32_t *labels;          /* (nb, B) */
+    float *mean;              /* (DATA_SIZE, DATA_SIZE, 3) the mean image */
+    float *x;                 /* CPU: (B, 3, S, S) the augmented batch */
+    size_t host_bytes;
+    int pinned;               /* crops/params/labels from cudaMallocHost */
+    /* GPU: one copy of the crops per device that holds a tower */
+    int ndev;
+    int dev[2];               /* device of slot s */
+    int slot_of[2];           /* slot of tower t's device */
+    int owner[2];             /* tower whose stream uploads into slot s */
+    uint8_t *d_crops[2];      /* (B, S, S, 3) */
+    data_aug_params *d_params[2]; /* (B) */
+    float *d_mean[2];         /* (DATA_SIZE, DATA_SIZE, 3) */
+    void *uploaded[2];        /* cudaEvent_t: slot s's upload is done */
+    size_t device_bytes;      /* per device */
+} bench_data;
+
+static void bench_data_free(bench_data *d)
+{
+#if BENCH_CUDA
+    for (int s = 0; s < d->ndev; s++) {
+        cudaSetDevice(d->dev[s]);
+        cudaFree(d->d_crops[s]);
+        cudaFree(d->d_params[s]);
+        cudaFree(d->d_mean[s]);
+        if (d->uploaded[s]) cudaEventDestroy((cudaEvent_t)d->uploaded[s]);
+    }
+    if (d->pinned) {
+        cudaFreeHost(d->crops);
+        cudaFreeHost(d->params);
+        cudaFreeHost(d->labels);
+        d->crops = NULL, d->params = NULL, d->labels = NULL;
+    }
+#endif
+    free(d->crops);
+    free(d->params);
+    free(d->labels);
+    free(d->mean);
+    free(d->x);
+    memset(d, 0, sizeof *d);
+}
+
+/* Fills the pool from seed: random pixels, crop corners inside the 256x256 image, mirror
+ * flags, lighting offsets of the size PCA lighting gives (a few pixel units), labels. */
+static void bench_data_fill(bench_data *d, int classes, uint64_t seed)
+{
+    uint64_t key = tower_rng_mix(seed ^ 0x62656e6368ull, 0); /* "bench" */
+    size_t n = (size_t)d->nb * d->B * d->S * d->S * 3;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = tower_rng_mix(key, i / 8);
+        for (size_t j = 0; j < 8 && i + j < n; j++) d->crops[i + j] = (uint8_t)(r >> (8 * j));
+    }
+    uint64_t kp = tower_rng_mix(key, 1ull << 62);
+    int span = DATA_SIZE - d->S + 1;
+    for (int i = 0; i < d->nb * d->B; i++) {
+        uint64_t r = tower_rng_mix(kp, (uint64_t)i);
+        data_aug_params *q = &d->params[i];
+        q->oy = (int32_t)((r & 0xffff) % (uint64_t)span);
+        q->ox = (int32_t)(((r >> 16) & 0xffff) % (uint64_t)span);
+        q->mirror = (int32_t)((r >> 32) & 1);
+        for (int c = 0; c < 3; c++) q->rgb[c] = 20.0f * tower_rng_uniform(kp ^ 0x7267ull, (uint64_t)(3 * i + c)) - 10.0f;
+        d->labels[i] = (int32_t)(tower_rng_mix(kp ^ 0x6c6162ull, (uint64_t)i) % (uint64_t)classes);
+    }
+    for (size_t i = 0; i < DATA_IMAGE_BYTES; i++)
+        d->mean[i] = 100.0f + 50.0f * tower_rng_uniform(key ^ 0x6d65616eull, i);
+}
+
+static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char *err,
+                           size_t errlen)
+{
+    memset(d, 0, sizeof *d);
+    d->B = m->plan.cfg.batch;
+    d->S = m->plan.cfg.in_size;
+    d->nb = nb;
+    size_t crop_b = (size_t)d->B * d->S * d->S * 3;
+    size_t crops_n = crop_b * nb, params_n = (size_t)nb * d->B;
+    d->host_bytes = crops_n + params_n * (sizeof(data_aug_params) + sizeof(int32_t)) +
+                    sizeof(float) * DATA_IMAGE_BYTES;
+#if BENCH_CUDA
+    if (!m->place.cpu) {
+        /* pinned, so the per-step upload is a real asynchronous DMA as in training */
+        d->pinned = 1;
+        cudaError_t e = cudaMallocHost((void **)&d->crops, crops_n);
+        if (e == cudaSuccess)
+            e = cudaMallocHost((void **)&d->params, sizeof(data_aug_params) * params_n);
+        if (e == cudaSuccess) e = cudaMallocHost((void **)&d->labels, sizeof(int32_t) * params_n);
+        if (e != cudaSuccess) {
+            snprintf(err, errlen, "cudaMallocHost of %.1f MiB for the batches: %s",
+                     d->host_bytes / 1048576.0, cudaGetErrorString(e));
+            bench_data_free(d);
+            return -1;
+        }
+    }
+#endif
+    if (!d->pinned) {
+        d->crops = malloc(crops_n);
+        d->params = malloc(sizeof(data_aug_params) * params_n);
+        d->labels = malloc(sizeof(int32_t) * params_n);
+        d->x = malloc(sizeof(float) * crop_b);
+        d->host_bytes += sizeof(float) * crop_b;
+    }
+    d->mean = malloc(sizeof(float) * DATA_IMAGE_BYTES);
+    if (!d->crops || !d->params || !d->labels || !d->mean || (!d->pinned && !d->x)) {
+        snprintf(err, errlen, "out of host memory: the %d batches need %.1f MiB", nb,
+                 d->host_bytes / 1048576.0);
+        bench_data_free(d);
+        return -1;
+    }
+    bench_data_fill(d, m->plan.cfg.classes, seed);
+#if BENCH_CUDA
+    if (d->pinned) {
+        for (int t = 0; t < m->towers; t++) {
+            int s = 0;
+            while (s < d->ndev && d->dev[s] != m->tw[t].device) s++;
+            if (s == d->ndev) {
+                d->dev[s] = m->tw[t].device;
+                d->owner[s] = t;
+                d->ndev++;
+            }
+            d->slot_of[t] = s;
+        }
+        d->device_bytes = crop_b + sizeof(data_aug_params) * d->B + sizeof(float) * DATA_IMAGE_BYTES;
+        for (int s = 0; s < d->ndev; s++) {
+            cudaEvent_t ev = NULL;
+            cudaError_t e = cudaSetDevice(d->dev[s]);
+            if (e == cudaSuccess) e = cudaMalloc((void **)&d->d_crops[s], crop_b);
+            if (e == cudaSuccess)
+                e = cudaMalloc((void **)&d->d_params[s], sizeof(data_aug_params) * d->B);
+            if (e == cudaSuccess)
+                e = cudaMalloc((void **)&d->d_mean[s], sizeof(float) * DATA_IMAGE_BYTES);
+            if (e == cudaSuccess)
+                e = cudaMemcpy(d->d_mean[s], d->mean, sizeof(float) * DATA_IMAGE_BYTES,
+                               cudaMemcpyHostToDevice);
+            if (e == cudaSuccess) e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+            d->uploaded[s] = ev;
+            if (e != cudaSuccess) {
+                snprintf(err, errlen, "GPU %d: %.1f MiB for the batch buffers: %s", d->dev[s],
+                         d->device_bytes / 1048576.0, cudaGetErrorString(e));
+                bench_data_free(d);
+                return -1;
+            }
+        }
+    }
+#endif
+    return 0;
+}
+
+/* Batch k of the pool into the towers, as training does it. CPU: data_augment_cpu, then
+ * model_set_batch. GPU: the uint8 crops and their parameters go up once per device
+ * (asynchronously, from pinned memory, on the stream of the tower that owns the upload);
+ * every tower then augments into its own x on its stream (data_augment_cuda). */
+static int bench_data_put(bench_data *d, model *m, int k, char *err, size_t errlen)
+{
+    size_t crop_b = (size_t)d->B * d->S * d->S * 3;
+    const uint8_t *crops = d->crops + (size_t)k * crop_b;
+    const data_aug_params *params = d->params + (size_t)k * d->B;
+    const int32_t *labels = d->labels + (size_t)k * d->B;
+    if (!d->pinned) {
+        data_augment_cpu(d->x, crops, d->mean, params, d->B, d->S);
+        model_set_batch(m, d->x, labels);
+        return 0;
+    }
+#if BENCH_CUDA
+    for (int t = 0; t < m->towers; t++) {
+        int s = d->slot_of[t];
+        cudaStream_t st = (cudaStream_t)tower_cuda_stream(&m->tw[t]);
+        cudaEvent_t up = (cudaEvent_t)d->uploaded[s];
+        cudaError_t e = cudaSetDevice(d->dev[s]);
+        if (d->owner[s] == t) {
+            if (e == cudaSuccess)
+                e = cudaMemcpyAsync(d->d_crops[s], crops, crop_b, cudaMemcpyHostToDevice, st);
+            if (e == cudaSuccess)
+                e = cudaMemcpyAsync(d->d_params[s], params, sizeof(data_aug_params) * d->B,
+                                    cudaMemcpyHostToDevice, st);
+            if (e == cudaSuccess) e = cudaEventRecord(up, st);
+        } else if (e == cudaSuccess) {
+            e = cudaStreamWaitEvent(st, up, 0);
+        }
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(m->tw[t].labels, labels, sizeof(int32_t) * d->B,
+                                cudaMemcpyHostToDevice, st);
+        if (e != cudaSuccess) {
+            snprintf(err, errlen, "GPU %d: uploading batch %d: %s", d->dev[s], k,
+                     cudaGetErrorString(e));
+            return -1;
+        }
+        if (data_augment_cuda(m->tw[t].x, d->d_crops[s], d->d_mean[s], d->d_params[s], d->B,
+                              d->S, st, err, errlen))
+            return -1;
+    }
+    return 0;
+#else
+    snprintf(err, errlen, "this build has no CUDA backend");
+    return -1;
+#endif
+}
+
+/* Waits until every tower's queued work is done (the GPU runs ahead of the host). */
+static void bench_sync(model *m)
+{
+#if BENCH_CUDA
+    for (int t = 0; t < m->towers; t++)
+        if (m->tw[t].device >= 0) {
+            bench_cuda_must(cudaSetDevice(m->tw[t].device), "cudaSetDevice");
+            bench_cuda_must(cudaStreamSynchronize((cudaStream_t)tower_cuda_stream(&m->tw[t])),
+                            "cudaStreamSynchronize");
+        }
+#else
+    (void)m;
+#endif
+}
+
+/* The data region of a profiled step: each GPU tower's stream holds its own part; on the
+ * CPU the whole call is one wall-clock interval, booked to tower 0. */
+static int bench_data_put_timed(bench_data *d, model *m, train_bench_prof *p, int k,
+                                char *err, size_t errlen)
+{
+    int T = p->gpu ? m->towers : 1;
+    for (int t = 0; t < T; t++) train_bench_prof_begin(p, t, TRAIN_BENCH_DATA);
+    int rc = bench_data_put(d, m, k, err, errlen);
+    for (int t = 0; t < T; t++) train_bench_prof_end(p, t, TRAIN_BENCH_DATA);
+    return rc;
+}
+
+/* ---- options -------------------------------------------------------------------------- */
+
+typedef struct {
+    tower_config cfg;
+    model_placement place;
+    int warmup, steps, profile_steps, batches;
+    uint64_t seed;
+    double lr;
+    const char *json;
+} bench_opts;
+
+static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || errno || *end || v < lo || v > hi) {
+        fprintf(stderr, "twotower bench: %s needs a whole number from %" PRId64 " to %" PRId64
+                        ", not '%s'\n", flag, lo, hi, s ? s : "(missing)");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
+{
+    int64_t v;
+    if (parse_i64(flag, s, lo, hi, &v)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: twotower bench [--cpu | --gpus LIST] [--batch 128] [--size 224] [--warmup 5]\n"
+        "                      [--steps 20] [--profile-steps 3] [--batches 4] [--json FILE]\n"
+        "                      [--towers 2] [--classes 1000] [--width-div 1] [--seed 1]\n"
+        "                      [--lr 0.01]\n"
+        "Times full training steps (batch in, forward, backward, SGD) of the net built from\n"
+        "--seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
+        "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
+        "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
+        "augmented every step (on the GPU with --gpus). --size is at most %d (the crops come\n"
+        "from %dx%d images). Prints a table; --json FILE also writes every number.\n"
+        "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
+        "neither: the GPUs if there are any, else the CPU.\n",
+        DATA_SIZE, DATA_SIZE, DATA_SIZE);
+}
+
+static int bench_parse(int argc, char **argv, bench_opts *o)
+{
+    *o = (bench_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 128, .in_size = 224,
+                              .in_ch = 3, .width_div = 1},
+                      .warmup = 5, .steps = 20, .profile_steps = 3, .batches = 4, .seed = 1,
+                      .lr = 0.01};
+    const char *gpus = NULL;
+    int cpu = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        int64_t n = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            bench_usage(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--cpu")) {
+            cpu = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "twotower bench: %s needs a value (see twotower bench --help)\n", a);
+            return -1;
+        }
+        if (!strcmp(a, "--gpus")) gpus = v;
+        else if (!strcmp(a, "--json")) o->json = v;
+        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 4096, &o->cfg.batch);
+        else if (!strcmp(a, "--size")) rc = parse_int(a, v, 1, DATA_SIZE, &o->cfg.in_size);
+        else if (!strcmp(a, "--warmup")) rc = parse_int(a, v, 0, 1000000, &o->warmup);
+        else if (!strcmp(a, "--steps")) rc = parse_int(a, v, 1, 1000000, &o->steps);
+        else if (!strcmp(a, "--profile-steps")) rc = parse_int(a, v, 0, 1000000, &o->profile_steps);
+        else if (!strcmp(a, "--batches")) rc = parse_int(a, v, 1, 1024, &o->batches);
+        else if (!strcmp(a, "--towers")) rc = parse_int(a, v, 1, 2, &o->cfg.towers);
+        else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 2, 1 << 20, &o->cfg.classes);
+        else if (!strcmp(a, "--width-div")) rc = parse_int(a, v, 1, 2048, &o->cfg.width_div);
+        else if (!strcmp(a, "--seed")) {
+            rc = parse_i64(a, v, 0, INT64_MAX, &n);
+            o->seed = (uint64_t)n;
+        } else if (!strcmp(a, "--lr")) {
+            char *end;
+            errno = 0;
+            double x = strtod(v, &end);
+            if (!*v || *end || errno || !(x >= 0 && x <= 10)) {
+                fprintf(stderr, "twotower bench: --lr needs a number from 0 to 10, not '%s'\n", v);
+                rc = -1;
+            }
+            o->lr = x;
+        } else {
+            fprintf(stderr, "twotower bench: unknown flag '%s' (see twotower bench --help)\n", a);
+            return -1;
+        }
+        if (rc) return -1;
+        i++;
+    }
+    char err[512] = "";
+    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err)) {
+        fprintf(stderr, "twotower bench: %s\n", err);
+        return -1;
+    }
+    tower_plan plan;
+    if (tower_plan_make(&plan, &o->cfg, err, sizeof err)) {
+        fprintf(stderr, "twotower bench: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- what the machine is ----------------------------------------------------------- */
+
+static void cpu_model(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10)) continue;
+        const char *c = strchr(line, ':');
+        if (!c) break;
+        c++;
+        while (*c == ' ' || *c == '\t') c++;
+        snprintf(buf, n, "%s", c);
+        buf[strcspn(buf, "\n")] = 0;
+        break;
+    }
+    fclose(f);
+}
+
+/* Peak resident memory of this process (VmHWM), or 0 when /proc does not say. */
+static size_t peak_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* ---- the report -------------------------------------------------------------------- */
+
+typedef struct {
+    double images_per_s, ms_mean, ms_median, ms_min, ms_max, gflops, flops_per_image;
+    double loss_first, loss_last;
+    int finite;
+    size_t rss_peak;
+    char device[256];
+    int ndev, dev[2];
+    size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
+} bench_result;
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v)) fprintf(f, "%.9g", v);
+    else fputs("null", f);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* "key": v pairs, comma-separated by the caller's `first` flag */
+static void jkey(FILE *f, int *first, const char *k)
+{
+    fprintf(f, "%s\"%s\": ", *first ? "" : ", ", k);
+    *first = 0;
+}
+
+static void jnum_arr(FILE *f, const double *v, int n)
+{
+    fputc('[', f);
+    for (int i = 0; i < n; i++) {
+        if (i) fputs(", ", f);
+        json_num(f, v[i]);
+    }
+    fputc(']', f);
+}
+
+static double per_step(const train_bench_prof *p, int t, int r)
+{
+    return p->steps ? p->ms[t][r] / p->steps : NAN;
+}
+
+/* Layer l's forward FLOPs for the whole batch, all towers; backward is twice that (the
+ * input gradient and the weight gradient). */
+static double layer_flops(const tower_plan *plan, int l)
+{
+    return 2.0 * plan->layer[l].macs * plan->cfg.batch * plan->cfg.towers;
+}
+
+static const char *data_path_text(const model *m)
+{
+    return m->place.cpu ? "uint8 crops (host) -> data_augment_cpu -> model_set_batch"
+                        : "uint8 crops (pinned host) -> async upload -> data_augment_cuda "
+                          "into each tower's x";
+}
+
+static void print_table(FILE *f, const bench_opts *o, const model *m, const bench_result *r,
+                        const train_bench_prof *p, char *place)
+{
+    const tower_plan *plan = &m->plan;
+    int T = m->towers;
+    fprintf(f, "twotower bench: %s, %s; fp32 storage and math (TF32 off)\n", place, r->device);
+    fprintf(f, "net: %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
+               "%.3f GFLOP per image for a training step\n",
+            T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
+            plan->cfg.width_div, r->flops_per_image / 1e9);
+    fprintf(f, "data: %d uint8 batches made once (seed %" PRIu64 "), each step %s\n",
+            o->batches, o->seed, data_path_text(m));
+    fprintf(f, "steps: %d warm-up, %d timed (model_train_step)\n", o->warmup, o->steps);
+    fprintf(f, "  images/s       %10.1f\n", r->images_per_s);
+    fprintf(f, "  ms/step        %10.3f  (median %.3f, min %.3f, max %.3f)\n", r->ms_mean,
+            r->ms_median, r->ms_min, r->ms_max);
+    fprintf(f, "  GFLOP/s        %10.1f\n", r->gflops);
+    fprintf(f, "  loss           %10.4f -> %.4f%s\n", r->loss_first, r->loss_last,
+            r->finite ? "" : "  (NOT FINITE)");
+    for (int t = 0; t < T; t++) {
+        fprintf(f, "  tower %d memory  arena %.1f MiB", t, m->tw[t].arena_bytes / 1048576.0);
+#if BENCH_CUDA
+        if (m->tw[t].device >= 0)
+            fprintf(f, ", on GPU %d %.1f MiB with the cuBLAS workspace", m->tw[t].device,
+                    tower_cuda_mem_bytes(&m->tw[t]) / 1048576.0);
+#endif
+        fputc('\n', f);
+    }
+    for (int s = 0; s < r->ndev; s++)
+        fprintf(f, "  GPU %d memory   %.1f MiB used after the run (%.1f MiB before the model, "
+                   "CUDA context included), of %.1f MiB\n",
+                r->dev[s], r->gpu_used_after[s] / 1048576.0, r->gpu_used_before[s] / 1048576.0,
+                r->gpu_total[s] / 1048576.0);
+    fprintf(f, "  peak RSS       %10.1f MiB (host)\n", r->rss_peak / 1048576.0);
+    if (!p || !p->steps) return;
+
+    fprintf(f, "per layer, ms per step (%d profiled step(s), %s):\n", p->steps,
+            p->gpu ? "CUDA events on each tower's stream" : "wall clock");
+    fprintf(f, "  %-6s", "layer");
+    for (int t = 0; t < T; t++) fprintf(f, "   fwd t%d", t);
+    for (int t = 0; t < T; t++) fprintf(f, "   bwd t%d", t);
+    fprintf(f, "  xchg fwd  xchg bwd  fwd GF/s  bwd GF/s\n");
+    double sum = 0;
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        double fw = 0, bw = 0;
+        fprintf(f, "  %-6s", tower_alexnet2012[l].name);
+        for (int t = 0; t < T; t++) {
+            fprintf(f, " %8.3f", per_step(p, t, TRAIN_BENCH_FWD + l));
+            fw += per_step(p, t, TRAIN_BENCH_FWD + l);
+        }
+        for (int t = 0; t < T; t++) {
+            fprintf(f, " %8.3f", per_step(p, t, TRAIN_BENCH_BWD + l));
+            bw += per_step(p, t, TRAIN_BENCH_BWD + l);
+        }
+        /* exchanges happen at the inputs of the layers that read both towers */
+        int x = tower_alexnet2012[l].reads_both && T == 2;
+        double xf = x ? per_step(p, 0, TRAIN_BENCH_XCHG_FWD + l) : 0;
+        double xb = x ? per_step(p, 0, TRAIN_BENCH_XCHG_BWD + l) : 0;
+        if (x) fprintf(f, "  %8.3f  %8.3f", xf, xb);
+        else fprintf(f, "  %8s  %8s", "-", "-");
+        fprintf(f, "  %8.1f  %8.1f\n", layer_flops(plan, l) / (fw * 1e6),
+                2 * layer_flops(plan, l) / (bw * 1e6));
+        sum += fw + bw + xf + xb;
+    }
+    static const char *other[] = {"data", "zero grads", "loss fwd", "loss bwd", "sgd"};
+    for (int r0 = 0; r0 < 5; r0++) {
+        fprintf(f, "  %-10s", other[r0]);
+        for (int t = 0; t < T; t++) {
+            fprintf(f, " t%d %8.3f", t, per_step(p, t, r0));
+            sum += per_step(p, t, r0);
+        }
+        fputc('\n', f);
+    }
+    double xl = per_step(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
+    sum += xl;
+    fprintf(f, "  %-10s    %8.3f\n", "logits xchg", xl);
+    fprintf(f, "  sum of the parts %.3f ms; profiled step %.3f ms wall%s\n", sum,
+            p->step_ms / p->steps,
+            p->gpu && T == 2 ? " (the towers' streams may overlap: parts can sum past it)" : "");
+}
+
+static int write_json(const char *path, const bench_opts *o, const model *m,
+                      const bench_result *r, const train_bench_prof *p, const char *place,
+                      const bench_data *d)
+{
+    const tower_plan *plan = &m->plan;
+    int T = m->towers, first;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "twotower bench: --json %s: cannot write: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fputs("{\"tool\": \"twotower bench\", \"format\": 1", f);
+    fprintf(f, ",\n \"config\": {\"towers\": %d, \"classes\": %d, \"batch\": %d, \"size\": %d, "
+               "\"width_div\": %d, \"warmup\": %d, \"steps\": %d, \"profile_steps\": %d, "
+               "\"batches\": %d, \"seed\": %" PRIu64 ", \"lr\": ",
+            T, plan->cfg.classes, plan->cfg.batch, plan->cfg.in_size, plan->cfg.width_div,
+            o->warmup, o->steps, o->profile_steps, o->batches, o->seed);
+    json_num(f, o->lr);
+    fputs("},\n \"placement\": ", f);
+    json_str(f, place);
+    fprintf(f, ", \"backend\": \"%s\", \"device\": ", m->place.cpu ? "cpu" : "cuda");
+    json_str(f, r->device);
+    fprintf(f, ", \"blas_threads\": %d", m->place.cpu ? openblas_get_num_threads() : 0);
+    fputs(",\n \"precision\": \"fp32\", \"tf32\": false, \"data_path\": ", f);
+    json_str(f, data_path_text(m));
+    fprintf(f, ",\n \"plan\": {\"params_per_tower\": %zu, \"layers\": [", plan->n_params);
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_shape *L = &plan->layer[l];
+        fprintf(f, "%s{\"name\": \"%s\", \"out_ch\": %d, \"out_h\": %d, \"final_h\": %d, "
+                   "\"params_per_tower\": %zu, \"macs_per_tower\": %.0f}",
+                l ? ", " : "", tower_alexnet2012[l].name, L->out_ch, L->out_h, L->final_h,
+                L->w_count + L->b_count, L->macs);
+    }
+    fputs("]},\n \"flops_per_image\": ", f);
+    json_num(f, r->flops_per_image);
+    fputs(", \"images_per_s\": ", f);
+    json_num(f, r->images_per_s);
+    fputs(", \"gflops_per_s\": ", f);
+    json_num(f, r->gflops);
+    fputs(",\n \"ms_per_step\": ", f);
+    json_num(f, r->ms_mean);
+    fputs(", \"ms_per_step_median\": ", f);
+    json_num(f, r->ms_median);
+    fputs(", \"ms_per_step_min\": ", f);
+    json_num(f, r->ms_min);
+    fputs(", \"ms_per_step_max\": ", f);
+    json_num(f, r->ms_max);
+    fputs(",\n \"loss_first\": ", f);
+    json_num(f, r->loss_first);
+    fputs(", \"loss_last\": ", f);
+    json_num(f, r->loss_last);
+    fprintf(f, ", \"loss_finite\": %s", r->finite ? "true" : "false");
+
+    fputs(",\n \"memory\": {", f);
+    first = 1;
+    double arena[2] = {0, 0}, dev_b[2] = {0, 0};
+    for (int t = 0; t < T; t++) {
+        arena[t] = (double)m->tw[t].arena_bytes;
+#if BENCH_CUDA
+        if (m->tw[t].device >= 0) dev_b[t] = (double)tower_cuda_mem_bytes(&m->tw[t]);
+#endif
+    }
+    jkey(f, &first, "arena_bytes");
+    jnum_arr(f, arena, T);
+    if (!m->place.cpu) {
+        double before[2], after[2], total[2];
+        for (int s = 0; s < r->ndev; s++) {
+            before[s] = (double)r->gpu_used_before[s];
+            after[s] = (double)r->gpu_used_after[s];
+            total[s] = (double)r->gpu_total[s];
+        }
+        jkey(f, &first, "tower_device_bytes");
+        jnum_arr(f, dev_b, T);
+        jkey(f, &first, "gpu_devices");
+        fputc('[', f);
+        for (int s = 0; s < r->ndev; s++) fprintf(f, "%s%d", s ? ", " : "", r->dev[s]);
+        fputc(']', f);
+        jkey(f, &first, "gpu_used_before_bytes");
+        jnum_arr(f, before, r->ndev);
+        jkey(f, &first, "gpu_used_after_bytes");
+        jnum_arr(f, after, r->ndev);
+        jkey(f, &first, "gpu_total_bytes");
+        jnum_arr(f, total, r->ndev);
+        jkey(f, &first, "batch_buffers_device_bytes");
+        json_num(f, (double)d->device_bytes);
+    }
+    jkey(f, &first, "batch_pool_host_bytes");
+    json_num(f, (double)d->host_bytes);
+    jkey(f, &first, "rss_peak_bytes");
+    json_num(f, (double)r->rss_peak);
+    fputc('}', f);
+
+    fputs(",\n \"profile\": ", f);
+    if (!p || !p->steps) {
+        fputs("null", f);
+    } else {
+        fprintf(f, "{\"steps\": %d, \"timer\": \"%s\", \"step_ms\": ", p->steps,
+                p->gpu ? "cuda events" : "wall clock");
+        json_num(f, p->step_ms / p->steps);
+        static const char *names[] = {"data_ms", "zero_grads_ms", "loss_fwd_ms", "loss_bwd_ms",
+                                      "sgd_ms"};
+        for (int r0 = 0; r0 < 5; r0++) {
+            double v[2];
+            for (int t = 0; t < T; t++) v[t] = per_step(p, t, r0);
+            fprintf(f, ", \"%s\": ", names[r0]);
+            jnum_arr(f, v, p->gpu ? T : (r0 == TRAIN_BENCH_DATA ? 1 : T));
+        }
+        fputs(", \"logits_xchg_ms\": ", f);
+        json_num(f, per_step(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS));
+        fputs(",\n  \"layers\": [", f);
+        for (int l = 0; l < TOWER_LAYERS; l++) {
+            double fw[2], bw[2], fs = 0, bs = 0;
+            for (int t = 0; t < T; t++) {
+                fw[t] = per_step(p, t, TRAIN_BENCH_FWD + l);
+                bw[t] = per_step(p, t, TRAIN_BENCH_BWD + l);
+                fs += fw[t];
+                bs += bw[t];
+            }
+            fprintf(f, "%s\n   {\"name\": \"%s\", \"fwd_ms\": ", l ? "," : "",
+                    tower_alexnet2012[l].name);
+            jnum_arr(f, fw, T);
+            fputs(", \"bwd_ms\": ", f);
+            jnum_arr(f, bw, T);
+            fputs(", \"fwd_ms_total\": ", f);
+            json_num(f, fs);
+            fputs(", \"bwd_ms_total\": ", f);
+            json_num(f, bs);
+            int x = tower_alexnet2012[l].reads_both && T == 2;
+            fputs(", \"xchg_fwd_ms\": ", f);
+            json_num(f, x ? per_step(p, 0, TRAIN_BENCH_XCHG_FWD + l) : NAN);
+            fputs(", \"xchg_bwd_ms\": ", f);
+            json_num(f, x && l > 0 ? per_step(p, 0, TRAIN_BENCH_XCHG_BWD + l) : NAN);
+            fputs(", \"fwd_gflops_per_s\": ", f);
+            json_num(f, layer_flops(plan, l) / (fs * 1e6));
+            fputs(", \"bwd_gflops_per_s\": ", f);
+            json_num(f, 2 * layer_flops(plan, l) / (bs * 1e6));
+            fputc('}', f);
+        }
+        fputs("]}", f);
+    }
+    fputs("\n}\n", f);
+    if (ferror(f) | fclose(f)) {
+        fprintf(stderr, "twotower bench: --json %s: write failed\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the run -------------------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* GPU memory in use on each device that holds a tower (total - free: every process's
+ * allocations and the CUDA context included, as nvidia-smi shows it). */
+static void gpu_used(const model_placement *pl, int towers, bench_result *r, size_t *used)
+{
+    r->ndev = 0;
+    if (pl->cpu) return;
+    for (int t = 0; t < towers; t++) {
+        int dev = pl->ngpus == 2 ? pl->gpus[t] : pl->gpus[0];
+        if (r->ndev && r->dev[0] == dev) continue;
+        r->dev[r->ndev++] = dev;
+    }
+#if BENCH_CUDA
+    for (int s = 0; s < r->ndev; s++) {
+        size_t fr = 0, tot = 0;
+        char err[256];
+        if (tower_cuda_device_info(r->dev[s], NULL, 0, &fr, &tot, err, sizeof err) == 0) {
+            used[s] = tot - fr;
+            r->gpu_total[s] = tot;
+        }
+    }
+#else
+    (void)used;
+#endif
+}
+
+static int bench_run(const bench_opts *o)
+{
+    char err[512] = "", place[96];
+    bench_result r;
+    memset(&r, 0, sizeof r);
+    train_placement_describe(&o->place, place, sizeof place);
+    if (o->place.cpu) {
+        char cpu[200];
+        cpu_model(cpu, sizeof cpu);
+        snprintf(r.device, sizeof r.device, "%s, %ld cores online, OpenBLAS %d thread(s)", cpu,
+                 sysconf(_SC_NPROCESSORS_ONLN), openblas_get_num_threads());
+    } else {
+#if BENCH_CUDA
+        size_t fr, tot;
+        char name[128] = "?";
+        tower_cuda_device_info(o->place.gpus[0], name, sizeof name, &fr, &tot, err, sizeof err);
+        snprintf(r.device, sizeof r.device, "%s", name);
+        if (o->place.ngpus == 2 &&
+            tower_cuda_device_info(o->place.gpus[1], name, sizeof name, &fr, &tot, err,
+                                   sizeof err) == 0)
+            snprintf(r.device + strlen(r.device), sizeof r.device - strlen(r.device),
+                     " + %s", name);
+#endif
+    }
+    gpu_used(&o->place, o->cfg.towers, &r, r.gpu_used_before);
+
+    model m;
+    if (model_init(&m, &o->cfg, &o->place, o->seed, err, sizeof err)) {
+        fprintf(stderr, "twotower bench: %s\n", err);
+        return 1;
+    }
+    bench_data d;
+    train_bench_prof p;
+    memset(&p, 0, sizeof p);
+    double *step_ms = malloc(sizeof(double) * (size_t)o->steps);
+    int rc = 1, k = 0, B = o->cfg.batch;
+    real lr = (real)o->lr;
+    double t0, total_s, loss = 0;
+    if (!step_ms) {
+        fprintf(stderr, "twotower bench: out of host memory\n");
+        model_free(&m);
+        return 1;
+    }
+    if (bench_data_init(&d, &m, o->batches, o->seed, err, sizeof err)) {
+        fprintf(stderr, "twotower bench: %s\n", err);
+        free(step_ms);
+        model_free(&m);
+        return 1;
+    }
+    if (train_bench_prof_init(&p, &m, err, sizeof err)) goto fail;
+
+    for (int s = 0; s < o->warmup; s++, k = (k + 1) % o->batches) {
+        if (bench_data_put(&d, &m, k, err, sizeof err)) goto fail;
+        model_train_step(&m, lr);
+    }
+    bench_sync(&m);
+    t0 = train_now();
+    for (int s = 0; s < o->steps; s++, k = (k + 1) % o->batches) {
+        double ts = train_now();
+        if (bench_data_put(&d, &m, k, err, sizeof err)) goto fail;
+        loss = model_train_step(&m, lr);
+        if (s == 0) r.loss_first = loss;
+        step_ms[s] = 1e3 * (train_now() - ts);
+    }
+    bench_sync(&m);
+    total_s = train_now() - t0;
+    r.loss_last = loss;
+    r.finite = isfinite(r.loss_first) && isfinite(r.loss_last);
+    for (int s = 0; s < o->profile_steps; s++, k = (k + 1) % o->batches) {
+        if (bench_data_put_timed(&d, &m, &p, k, err, sizeof err)) goto fail;
+        if (train_bench_prof_step(&p, &m, lr, &loss, err, sizeof err)) goto fail;
+        r.finite = r.finite && isfinite(loss);
+    }
+    gpu_used(&o->place, o->cfg.towers, &r, r.gpu_used_after);
+    r.rss_peak = peak_rss_bytes();
+
+    r.images_per_s = (double)B * o->steps / total_s;
+    r.ms_mean = 1e3 * total_s / o->steps;
+    qsort(step_ms, (size_t)o->steps, sizeof *step_ms, cmp_double);
+    r.ms_min = step_ms[0];
+    r.ms_max = step_ms[o->steps - 1];
+    r.ms_median = o->steps % 2 ? step_ms[o->steps / 2]
+                               : 0.5 * (step_ms[o->steps / 2 - 1] + step_ms[o->steps / 2]);
+    r.flops_per_image = train_bench_train_flops(&m.plan);
+    r.gflops = r.flops_per_image * r.images_per_s / 1e9;
+
+    print_table(stdout, o, &m, &r, &p, place);
+    rc = 0;
+    if (o->json && write_json(o->json, o, &m, &r, &p, place, &d)) rc = 1;
+    if (!r.finite) {
+        fprintf(stderr, "twotower bench: the loss is not finite (%g -> %g): the steps did not "
+                        "train; try a smaller --lr\n", r.loss_first, r.loss_last);
+        rc = 1;
+    }
+    goto done;
+fail:
+    fprintf(stderr, "twotower bench: %s\n", err);
+    rc = 1;
+done:
+    train_bench_prof_free(&p);
+    bench_data_free(&d);
+    free(step_ms);
+    model_free(&m);
+    return rc;
+}
+
+int train_bench_main(int argc, char **argv)
+{
+    bench_opts o;
+    int rc = bench_parse(argc, argv, &o);
+    if (rc > 0) return 0; /* --help */
+    if (rc < 0) return 2;
+    return bench_run(&o);
+}

@@ -1,0 +1,157 @@
+/* tests/bench: the pieces of `twotower bench` that its numbers rest on: the FLOP count
+ * (4.35 GFLOP per image for the paper's net, as issue 6 states it) and the profiled step,
+ * which drives the towers itself to time every layer and must therefore do exactly what
+ * model_train_step does (same losses, same weights, bit for bit). On the CPU everywhere;
+ * the same on a GPU, and a whole `twotower bench --gpus 0`, skip without a device. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "train/bench.h"
+#include "train/dump.h"
+
+Test(bench, flops_of_the_paper_net)
+{
+    tower_config cfg = {.towers = 2, .classes = 1000, .batch = 128, .in_size = 224,
+                        .in_ch = 3, .width_div = 1};
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    double f = train_bench_train_flops(&plan);
+    /* 724.4 M multiply-adds forward (twotower summary), x2 FLOPs, x3 for training */
+    cr_assert(fabs(f - 4.3466e9) < 0.001e9, "training FLOPs per image %.4e, not 4.35e9", f);
+    /* one tower alone has half the kernels: less than half the work (conv3, fc6-fc8
+     * read one tower instead of two) */
+    cfg.towers = 1;
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    double f1 = train_bench_train_flops(&plan);
+    cr_assert(f1 < 0.5 * f && f1 > 0.3 * f, "one tower: %.4e of %.4e", f1, f);
+}
+
+/* Two models from one seed: one trained by model_train_step, the other by the profiled
+ * step. Losses and every parameter and momentum must agree bit for bit. */
+static void same_as_model_train_step(int towers, model_placement place)
+{
+    tower_config cfg = {.towers = towers, .classes = 10, .batch = 3, .in_size = 67,
+                        .in_ch = 3, .width_div = 8};
+    model a, b;
+    char err[256];
+    cr_assert_eq(model_init(&a, &cfg, &place, 7, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(model_init(&b, &cfg, &place, 7, err, sizeof err), 0, "%s", err);
+    size_t xn = (size_t)cfg.batch * 3 * cfg.in_size * cfg.in_size, np = a.plan.n_params;
+    float *x = malloc(sizeof(float) * xn);
+    int32_t labels[3];
+    real *pa = malloc(sizeof(real) * np), *pb = malloc(sizeof(real) * np);
+    cr_assert(x && pa && pb);
+    train_bench_prof p;
+    cr_assert_eq(train_bench_prof_init(&p, &b, err, sizeof err), 0, "%s", err);
+    for (int s = 0; s < 3; s++) {
+        train_dump_batch(x, labels, &cfg, 100 + (uint64_t)s);
+        model_set_batch(&a, x, labels);
+        model_set_batch(&b, x, labels);
+        double la = model_train_step(&a, 0.01f), lb = -1;
+        cr_assert_eq(train_bench_prof_step(&p, &b, 0.01f, &lb, err, sizeof err), 0, "%s", err);
+        cr_assert(isfinite(la));
+        cr_assert(la == lb, "step %d: model_train_step loss %.9g, profiled step %.9g", s, la,
+                  lb);
+        cr_assert_eq(a.step, b.step);
+        cr_assert(b.last_loss == lb);
+    }
+    for (int t = 0; t < towers; t++)
+        for (int which = 0; which < 3; which++) {
+            model_get_tensor(&a, t, which, pa);
+            model_get_tensor(&b, t, which, pb);
+            cr_assert(memcmp(pa, pb, sizeof(real) * np) == 0,
+                      "tower %d arena %d differs after 3 steps", t, which);
+        }
+    /* every layer of every tower was timed on each step, and the parts fit in the steps */
+    cr_assert_eq(p.steps, 3);
+    double parts = 0;
+    for (int t = 0; t < towers; t++)
+        for (int l = 0; l < TOWER_LAYERS; l++) {
+            cr_assert(p.ms[t][TRAIN_BENCH_FWD + l] > 0, "tower %d layer %d forward not timed",
+                      t, l);
+            cr_assert(p.ms[t][TRAIN_BENCH_BWD + l] > 0, "tower %d layer %d backward not timed",
+                      t, l);
+            parts += p.ms[t][TRAIN_BENCH_FWD + l] + p.ms[t][TRAIN_BENCH_BWD + l];
+        }
+    cr_assert(p.ms[1 % towers][TRAIN_BENCH_SGD] > 0);
+    cr_assert(parts <= p.step_ms * 1.001 + 0.01, "parts %.4f ms > steps %.4f ms", parts,
+              p.step_ms);
+    train_bench_prof_free(&p);
+    free(x);
+    free(pa);
+    free(pb);
+    model_free(&a);
+    model_free(&b);
+}
+
+static const model_placement on_cpu = {.cpu = 1};
+Test(bench, profiled_step_is_model_train_step_two_towers) { same_as_model_train_step(2, on_cpu); }
+Test(bench, profiled_step_is_model_train_step_one_tower) { same_as_model_train_step(1, on_cpu); }
+
+static void need_gpu(void)
+{
+#if defined(TT_HAVE_CUDA)
+    char err[256] = "";
+    int n = tower_cuda_device_count(err, sizeof err);
+    if (n < 1) cr_skip_test("no CUDA device: %s", n < 0 ? err : "none found");
+#else
+    cr_skip_test("no CUDA device: this build has no CUDA backend");
+#endif
+}
+
+/* GPU: the same kernels in the same order on the same streams, so bit for bit as well */
+Test(bench, gpu_profiled_step_is_model_train_step, .timeout = 120)
+{
+    need_gpu();
+    model_placement gpu = {.cpu = 0, .ngpus = 1, .gpus = {0, 0}};
+    same_as_model_train_step(2, gpu);
+}
+
+/* The whole GPU path of `twotower bench`: pinned uint8 batches, upload, data_augment_cuda,
+ * timed steps, CUDA-event profile, memory readings, JSON. */
+Test(bench, gpu_bench_runs, .timeout = 120)
+{
+    need_gpu();
+    char path[] = "/tmp/twotower-bench-test-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    char *argv[] = {"bench", "--gpus", "0", "--size", "67", "--width-div", "8", "--batch",
+                    "4", "--classes", "10", "--warmup", "2", "--steps", "3",
+                    "--profile-steps", "2", "--json", path, NULL};
+    cr_assert_eq(train_bench_main(19, argv), 0);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    unlink(path);
+    buf[n] = 0;
+    cr_assert(strstr(buf, "\"backend\": \"cuda\""), "%s", buf);
+    cr_assert(strstr(buf, "\"timer\": \"cuda events\""), "%s", buf);
+    cr_assert(strstr(buf, "data_augment_cuda"), "%s", buf);
+    cr_assert(strstr(buf, "\"loss_finite\": true"), "%s", buf);
+    cr_assert_null(strstr(buf, "null, null"), "a timing came out empty: %s", buf);
+}
+
+/* Usage errors are exit code 2, before any work. */
+Test(bench, bad_flags_exit_2)
+{
+    char *a1[] = {"bench", "--size", "300", "--cpu", NULL}; /* past the 256 of the images */
+    char *a2[] = {"bench", "--steps", "0", "--cpu", NULL};
+    char *a3[] = {"bench", "--frobnicate", "1", NULL};
+    char *a4[] = {"bench", "--cpu", "--size", "20", NULL}; /* too small for the net */
+    char *a5[] = {"bench", "--cpu", "--classes", "11", NULL}; /* not divisible by towers */
+    char *a6[] = {"bench", "--cpu", "--json", NULL};
+    cr_assert_eq(train_bench_main(4, a1), 2);
+    cr_assert_eq(train_bench_main(4, a2), 2);
+    cr_assert_eq(train_bench_main(3, a3), 2);
+    cr_assert_eq(train_bench_main(4, a4), 2);
+    cr_assert_eq(train_bench_main(4, a5), 2);
+    cr_assert_eq(train_bench_main(3, a6), 2);
+}

@@ -1,0 +1,530 @@
+#!/usr/bin/python3
+"""bench.py: twotower against PyTorch on the same net (issue 6), in one command.
+
+Runs, one after the other on one device:
+  1. `twotower bench` (training steps of the two-tower net from in-memory uint8 batches,
+     augmented on the device; per-layer times; memory);
+  2. the same net in PyTorch (tools/reference/twotower_torch.py: grouped convolutions,
+     per-tower LRN with alpha=5e-4 = the paper's 1e-4, the paper's dropout), trained with
+     the paper's SGD written out (v = 0.9 v - 0.0005 lr w - lr g, w += v, weights only
+     decay), eager and with torch.compile, at the same batch and precision (FP32, TF32
+     off), after warm-up;
+  3. correctness: `twotower dump` of one batch and compare.py's PyTorch check of the
+     logits, loss and every gradient on the same device: PASS or FAIL (exit code 1).
+Prints one table (images/s, ratios, memory, achieved GFLOP/s against the device's
+FP32 peak, twotower's per-layer times) and writes everything to --json.
+
+  bench.py --twotower build/src/train/twotower --gpus 0 --json bench.json
+  bench.py --twotower build/src/train/twotower --cpu --size 67 --width-div 8 --batch 4 \\
+           --steps 3 --classes 10                    (the CI check: tiny, seconds)
+
+Exit code: 0 all ran and the check passed; 1 a run failed or the check failed; 2 usage."""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import compare  # noqa: E402
+import safetensors_np  # noqa: E402
+import twotower_torch  # noqa: E402
+
+# FP32 peak without tensor cores (the FMA pipes: CUDA cores x 2 x boost clock), from
+# NVIDIA's datasheets: H100 SXM5 66.9 TFLOP/s (132 SMs x 128 x 2 x 1.98 GHz), H100 PCIe
+# 51.2, H100 NVL 60, H200 66.9 (the H100 SXM5 chip), A100 19.5. twotower runs plain FP32
+# (cuBLAS CUBLAS_DEFAULT_MATH, no TF32), so this is the roof its GEMMs can reach. First
+# match wins (so "H100 PCIe" before "H100").
+PEAK_FP32_TFLOPS = (("H100 PCIe", 51.2), ("H100 NVL", 60.0), ("H100", 66.9),
+                    ("H200", 66.9), ("A100", 19.5))
+PEAK_SOURCE = ("NVIDIA datasheets, FP32 without tensor cores: H100 SXM5 66.9, H100 PCIe "
+               "51.2, H100 NVL 60, H200 66.9, A100 19.5 TFLOP/s")
+
+# Issue 6's targets, for the paper's net at batch 128 on one H100 (docs/BENCH.md).
+TARGETS = {"twotower_over_eager": 2.0, "twotower_over_compile": 1.3,
+           "twotower_images_per_s_h100": 35000}
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 1)[1])
+    ap.add_argument("--twotower", default=None,
+                    help="the twotower program (default: build*/src/train/twotower under the "
+                         "repository)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--cpu", action="store_true", help="both on the CPU")
+    where.add_argument("--gpus", default=None, metavar="N",
+                       help="both on GPU N (twotower: both towers on it, as `--gpus N`)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--towers", type=int, default=2, choices=(1, 2))
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--width-div", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--profile-steps", type=int, default=3,
+                    help="twotower steps timed layer by layer (after the timed steps)")
+    ap.add_argument("--batches", type=int, default=4, help="uint8 batches made once")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--check-batch", type=int, default=2,
+                    help="batch of the correctness check (twotower dump)")
+    ap.add_argument("--no-check", action="store_true", help="skip the correctness check")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's FP32 peak for the %%-of-peak column (default: from the "
+                         "GPU's name; none on the CPU)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for PyTorch and OpenBLAS (default: OPENBLAS_NUM_THREADS "
+                         "or all cores)")
+    ap.add_argument("--json", default=None, help="write every number here")
+    args = ap.parse_args(argv)
+    for name in ("batch", "size", "classes", "width_div", "steps", "batches", "check_batch"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.profile_steps < 0:
+        ap.error("--warmup and --profile-steps must be at least 0")
+    if args.gpus is not None and not args.gpus.isdigit():
+        ap.error(f"--gpus takes one device id (both towers on one GPU, as issue 6 "
+                 f"compares), not '{args.gpus}'")
+    return args
+
+
+def find_twotower(path):
+    if path:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            sys.exit(f"bench.py: --twotower {path}: not an executable file")
+        return path
+    for d in sorted(os.listdir(ROOT)):
+        p = os.path.join(ROOT, d, "src", "train", "twotower")
+        if d.startswith("build") and os.access(p, os.X_OK):
+            return p
+    sys.exit("bench.py: no build*/src/train/twotower found: build first (meson) or pass "
+             "--twotower PATH")
+
+
+def net_flags(args):
+    return ["--batch", str(args.batch), "--size", str(args.size), "--towers", str(args.towers),
+            "--classes", str(args.classes), "--width-div", str(args.width_div),
+            "--seed", str(args.seed)]
+
+
+def place_flags(args):
+    return ["--cpu"] if args.cpu else ["--gpus", args.gpus]
+
+
+def rss_bytes():
+    """(current, peak) resident memory of this process."""
+    cur = 0
+    try:
+        with open("/proc/self/statm") as f:
+            cur = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        pass
+    return cur, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# ---- 1. twotower ---------------------------------------------------------------------------
+
+def run_twotower(exe, args, env, tmp):
+    out = os.path.join(tmp, "twotower-bench.json")
+    cmd = [exe, "bench", *place_flags(args), *net_flags(args), "--warmup", str(args.warmup),
+           "--steps", str(args.steps), "--profile-steps", str(args.profile_steps),
+           "--batches", str(args.batches), "--lr", repr(args.lr), "--json", out]
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(p.stdout, end="", flush=True)
+    if p.returncode != 0 or not os.path.exists(out):
+        return None, f"twotower bench exited with code {p.returncode}"
+    with open(out) as f:
+        return json.load(f), None
+
+
+# ---- 2. PyTorch ----------------------------------------------------------------------------
+
+def build_net(tt, args, device):
+    """The PyTorch net shaped by twotower's own plan (so both are the same net), the
+    paper's init from --seed (weights N(0, 0.01); biases 1 where the paper says so)."""
+    layers = tt["plan"]["layers"]
+    widths = tuple(L["out_ch"] for L in layers[:7])
+    pool_side = layers[4]["final_h"]
+    torch.manual_seed(args.seed)
+    net = twotower_torch.TwoTowerAlexNet(args.towers, args.classes, widths, pool_side)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            layer, what = name.split(".")
+            if what == "weight":
+                p.normal_(0.0, 0.01)
+            else:
+                p.fill_(1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)
+    n = sum(p.numel() for p in net.parameters())
+    want = args.towers * tt["plan"]["params_per_tower"]
+    if n != want:
+        raise RuntimeError(f"the PyTorch net has {n} parameters, twotower's {want}: not the "
+                           "same net")
+    return net.to(device).train()
+
+
+class Batches:
+    """--batches uint8 crop batches (NHWC, as twotower's data path hands them out), made
+    once from the seed, with per-image mean patches and lighting offsets; each step turns
+    one into the float NCHW input on the device: upload, permute, subtract the mean, add
+    the lighting (the work data_augment_cuda does for twotower)."""
+
+    def __init__(self, args, device):
+        rng = np.random.default_rng(args.seed)
+        B, S, nb = args.batch, args.size, args.batches
+        pin = device.type == "cuda"
+        self.device = device
+        crops = torch.from_numpy(rng.integers(0, 256, (nb, B, S, S, 3), dtype=np.uint8))
+        self.crops = [c.pin_memory() if pin else c for c in crops]
+        self.mean = torch.from_numpy(
+            (100 + 50 * rng.random((nb, B, 3, S, S))).astype(np.float32)).to(device)
+        self.rgb = torch.from_numpy(
+            (20 * rng.random((nb, B, 3, 1, 1)) - 10).astype(np.float32)).to(device)
+        self.labels = torch.from_numpy(
+            rng.integers(0, args.classes, (nb, B)).astype(np.int64)).to(device)
+        self.nb = nb
+
+    def get(self, k):
+        k %= self.nb
+        x = self.crops[k].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return x - self.mean[k] + self.rgb[k], self.labels[k]
+
+
+def make_step(net, fwd, lr, momentum=0.9, wd=0.0005):
+    """One training step with the paper's SGD written out (foreach ops: one kernel per op
+    for all tensors, the fastest eager form)."""
+    ws = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    bs = [p for n, p in net.named_parameters() if n.endswith("bias")]
+    vw = [torch.zeros_like(p) for p in ws]
+    vb = [torch.zeros_like(p) for p in bs]
+
+    def step(x, y):
+        for p in net.parameters():
+            p.grad = None
+        loss = F.cross_entropy(fwd(x), y)
+        loss.backward()
+        with torch.no_grad():
+            # v = 0.9 v - wd lr w - lr g; w += v  (weights); biases: no decay
+            torch._foreach_mul_(vw, momentum)
+            torch._foreach_add_(vw, ws, alpha=-wd * lr)
+            torch._foreach_add_(vw, [p.grad for p in ws], alpha=-lr)
+            torch._foreach_add_(ws, vw)
+            torch._foreach_mul_(vb, momentum)
+            torch._foreach_add_(vb, [p.grad for p in bs], alpha=-lr)
+            torch._foreach_add_(bs, vb)
+        return loss.detach()
+
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_torch(tt, args, device, compiled):
+    net = build_net(tt, args, device)
+    fwd = net
+    compile_s = None
+    if compiled:
+        fwd = torch.compile(net, mode=args.compile_mode)
+    data = Batches(args, device)
+    step = make_step(net, fwd, args.lr)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    k = 0
+    t_first = time.perf_counter()
+    for s in range(max(args.warmup, 1 if compiled else 0)):
+        x, y = data.get(k)
+        loss = step(x, y)
+        k += 1
+        if s == 0 and compiled:
+            sync(device)
+            compile_s = time.perf_counter() - t_first
+    sync(device)
+    losses = []
+    t0 = time.perf_counter()
+    for s in range(args.steps):
+        x, y = data.get(k)
+        losses.append(step(x, y))
+        k += 1
+    sync(device)
+    dt = time.perf_counter() - t0
+    ips = args.batch * args.steps / dt
+    res = {"images_per_s": ips, "ms_per_step": 1e3 * dt / args.steps,
+           "gflops_per_s": tt["flops_per_image"] * ips / 1e9,
+           "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
+           "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+           "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+           "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+    if compiled:
+        res["compile_mode"] = args.compile_mode
+        res["first_step_s"] = compile_s
+    if device.type == "cuda":
+        res["memory"] = {"max_allocated_bytes": torch.cuda.max_memory_allocated(device),
+                         "max_reserved_bytes": torch.cuda.max_memory_reserved(device)}
+    else:
+        cur, peak = rss_bytes()
+        res["memory"] = {"rss_bytes": cur, "rss_peak_bytes": peak}
+    if not all(np.isfinite([res["loss_first"], res["loss_last"]])):
+        raise RuntimeError(f"loss not finite: {res['loss_first']} -> {res['loss_last']}")
+    del step, data, fwd, net
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+# ---- 3. correctness ------------------------------------------------------------------------
+
+def check(exe, args, env, device, tmp):
+    dump = os.path.join(tmp, "check.safetensors")
+    flags = net_flags(args)
+    flags[flags.index("--batch") + 1] = str(args.check_batch)
+    cmd = [exe, "dump", "--out", dump, *flags]
+    if not args.cpu:
+        cmd += ["--gpus", args.gpus]
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        return {"pass": False, "error": f"twotower dump exited with code {p.returncode}: "
+                                        f"{p.stdout.strip()[-300:]}"}
+    try:
+        tensors, _ = safetensors_np.load(dump)
+        if device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+        loss, logits, grads = compare.torch_step(tensors, str(device), torch.float32)
+    finally:
+        torch.backends.cudnn.deterministic = False
+        os.remove(dump)
+    rows = [("loss", "loss", np.asarray(tensors["loss"]).reshape(-1)[:1], np.array([loss])),
+            ("logits", "logits", tensors["logits"], logits)]
+    rows += [(n, "grad", tensors[n], grads[n]) for n in sorted(grads)]
+    worst = {c: {"max_abs": 0.0, "rel": 0.0, "tol": compare.TOL[c]} for c in compare.TOL}
+    failed = []
+    for name, cls, a, b in rows:
+        d, rel, _ = compare.rel_diff(a, b)
+        w = worst[cls]
+        w["max_abs"], w["rel"] = max(w["max_abs"], d), max(w["rel"], rel)
+        if not rel <= compare.TOL[cls]:
+            failed.append(name)
+    return {"pass": not failed, "failed": failed, "worst": worst, "device": str(device),
+            "batch": args.check_batch, "gradients": len(grads),
+            "tolerance_rule": "max|twotower - torch| / max|torch| per tensor (compare.py)"}
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+def mib(b):
+    return f"{b / 1048576:.1f} MiB" if b is not None else "-"
+
+
+def peak_for(args, device):
+    if args.peak_tflops:
+        return args.peak_tflops, "--peak-tflops"
+    if device.type != "cuda":
+        return None, "no peak for the CPU (pass --peak-tflops)"
+    name = torch.cuda.get_device_name(device)
+    for key, tf in PEAK_FP32_TFLOPS:
+        if key in name:
+            return tf, f"{name}: {PEAK_SOURCE}"
+    return None, f"{name}: not in the table (pass --peak-tflops)"
+
+
+def report(res):
+    tt, eager, comp = res["twotower"], res["pytorch_eager"], res["pytorch_compile"]
+    peak = res["peak_fp32_tflops"]
+    print()
+    print(f"== twotower vs PyTorch {res['torch_version']} on {res['device_name']}: "
+          f"{tt['config']['towers']} tower(s), batch {tt['config']['batch']}, "
+          f"{tt['config']['size']}x{tt['config']['size']}, width_div "
+          f"{tt['config']['width_div']}, {tt['flops_per_image'] / 1e9:.3f} GFLOP/image")
+    print("   precision: FP32 storage and math everywhere. TF32: twotower off (cuBLAS "
+          "default math); PyTorch off (backends.cuda.matmul.allow_tf32 = "
+          f"{res['tf32']['pytorch_matmul']}, backends.cudnn.allow_tf32 = "
+          f"{res['tf32']['pytorch_cudnn']}); cudnn.benchmark {res['cudnn_benchmark']}")
+    head = f"   {'':<18}{'images/s':>11}{'ms/step':>10}{'GFLOP/s':>10}{'% peak':>8}  memory"
+    print(head)
+
+    def row(name, r, mem):
+        if r is None:
+            return
+        if "skipped" in r or "error" in r:
+            print(f"   {name:<18}{'-':>11}{'-':>10}{'-':>10}{'-':>8}  "
+                  f"{'skipped' if 'skipped' in r else 'FAILED'}: {r.get('skipped') or r['error']}")
+            return
+        pk = f"{100 * r['gflops_per_s'] / (1e3 * peak):.1f}" if peak else "-"
+        print(f"   {name:<18}{r['images_per_s']:>11.1f}{r['ms_per_step']:>10.3f}"
+              f"{r['gflops_per_s']:>10.1f}{pk:>8}  {mem}")
+
+    if tt.get("images_per_s") is not None:
+        m = tt["memory"]
+        if tt["backend"] == "cuda":
+            mem = (f"towers {mib(sum(m['tower_device_bytes']))} + batch buffers "
+                   f"{mib(m['batch_buffers_device_bytes'])} (GPU used "
+                   f"{mib(m['gpu_used_after_bytes'][0])} incl. CUDA context)")
+        else:
+            mem = f"arenas {mib(sum(m['arena_bytes']))}, peak RSS {mib(m['rss_peak_bytes'])}"
+        row("twotower", tt, mem)
+    for name, r in (("PyTorch eager", eager), ("PyTorch compile", comp)):
+        if r and "memory" in r:
+            mm = r["memory"]
+            mem = (f"max_memory_allocated {mib(mm['max_allocated_bytes'])} (reserved "
+                   f"{mib(mm['max_reserved_bytes'])})" if "max_allocated_bytes" in mm else
+                   f"RSS {mib(mm['rss_bytes'])} (process peak {mib(mm['rss_peak_bytes'])})")
+        else:
+            mem = ""
+        row(name, r, mem)
+    if peak:
+        print(f"   peak: {peak} TFLOP/s FP32 ({res['peak_source']})")
+    else:
+        print(f"   peak: {res['peak_source']}")
+    full = res["full_size"]
+    for key, label in (("twotower_over_eager", "twotower / PyTorch eager"),
+                       ("twotower_over_compile", "twotower / torch.compile")):
+        v = res["ratios"].get(key)
+        target = TARGETS[key]
+        if v is None:
+            print(f"   {label:<26} -")
+            continue
+        verdict = ((f"target >= {target}: {'met' if v >= target else 'NOT met'}") if full
+                   else f"target >= {target} applies to the paper's net at batch 128 on a GPU")
+        print(f"   {label:<26} {v:.2f}x   ({verdict})")
+
+    prof = tt.get("profile")
+    if prof:
+        T = tt["config"]["towers"]
+        print(f"   twotower per layer, ms per step ({prof['steps']} profiled step(s), "
+              f"{prof['timer']}; towers summed):")
+        print(f"     {'layer':<7}{'forward':>9}{'backward':>10}{'xchg fwd':>10}{'xchg bwd':>10}"
+              f"{'fwd GF/s':>10}{'bwd GF/s':>10}")
+        for L in prof["layers"]:
+            def f3(v):
+                return f"{v:.3f}" if v is not None else "-"
+            print(f"     {L['name']:<7}{L['fwd_ms_total']:>9.3f}{L['bwd_ms_total']:>10.3f}"
+                  f"{f3(L['xchg_fwd_ms']):>10}{f3(L['xchg_bwd_ms']):>10}"
+                  f"{L['fwd_gflops_per_s']:>10.1f}{L['bwd_gflops_per_s']:>10.1f}")
+        print(f"     data {sum(prof['data_ms']):.3f}, sgd {sum(prof['sgd_ms']):.3f}, "
+              f"loss {sum(prof['loss_fwd_ms']) + sum(prof['loss_bwd_ms']):.3f}, "
+              f"logits exchange {prof['logits_xchg_ms']:.3f}; profiled step "
+              f"{prof['step_ms']:.3f} ms ({T} tower(s))")
+    c = res["correctness"]
+    if c is None:
+        print("   correctness: not checked (--no-check)")
+    elif "error" in c:
+        print(f"   correctness: FAIL: {c['error']}")
+    else:
+        w = c["worst"]
+        detail = ", ".join(f"{k} rel {v['rel']:.2e} (max abs {v['max_abs']:.2e}, tol "
+                           f"{v['tol']:.0e})" for k, v in w.items())
+        print(f"   correctness ({c['device']}, batch {c['batch']}, loss + logits + "
+              f"{c['gradients']} gradients vs PyTorch): {'PASS' if c['pass'] else 'FAIL'}: "
+              f"{detail}")
+        if not c["pass"]:
+            print(f"   past tolerance: {', '.join(c['failed'][:8])}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    exe = find_twotower(args.twotower)
+    if args.cpu:
+        device = torch.device("cpu")
+    else:
+        if args.gpus is None:
+            args.gpus = "0" if torch.cuda.is_available() else None
+            args.cpu = args.gpus is None
+        device = torch.device(f"cuda:{args.gpus}" if not args.cpu else "cpu")
+        if not args.cpu and not torch.cuda.is_available():
+            print(f"bench.py: --gpus {args.gpus}, but this PyTorch sees no CUDA device",
+                  file=sys.stderr)
+            return 2
+    threads = args.threads or int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0) or \
+        os.cpu_count()
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+    torch.set_num_threads(threads)
+    # the same precision as twotower: FP32 math, no TF32 rounding in GEMMs or convolutions;
+    # cuDNN may pick its fastest FP32 algorithm (benchmark mode), as a PyTorch user would
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+
+    res = {"tool": "tools/bench/bench.py", "format": 1, "torch_version": torch.__version__,
+           "twotower_program": exe, "threads": threads,
+           "tf32": {"twotower": False,
+                    "pytorch_matmul": torch.backends.cuda.matmul.allow_tf32,
+                    "pytorch_cudnn": torch.backends.cudnn.allow_tf32},
+           "cudnn_benchmark": True, "targets": TARGETS,
+           "targets_status": "not yet measured on a GPU (docs/BENCH.md)",
+           "full_size": (args.batch == 128 and args.size == 224 and args.width_div == 1 and
+                         args.towers == 2 and args.classes == 1000 and not args.cpu)}
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="twotower-bench-") as tmp:
+        # twotower first, before this process touches the GPU, so its memory reading
+        # holds no PyTorch context
+        tt, err = run_twotower(exe, args, env, tmp)
+        if tt is None:
+            print(f"bench.py: {err}", file=sys.stderr)
+            res.update(twotower={"error": err}, pytorch_eager=None, pytorch_compile=None)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(res, f, indent=1)
+            return 1
+        res["twotower"] = tt
+        res["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                              else tt["device"])
+        try:
+            res["pytorch_eager"] = run_torch(tt, args, device, compiled=False)
+        except Exception as e:  # reported in the table and the JSON, exit code 1
+            res["pytorch_eager"] = {"error": f"{type(e).__name__}: {e}"}
+            failed.append("PyTorch eager")
+        if args.no_compile:
+            res["pytorch_compile"] = {"skipped": "--no-compile"}
+        elif not hasattr(torch, "compile"):
+            res["pytorch_compile"] = {"skipped": f"torch {torch.__version__} has no "
+                                                 "torch.compile (it came in 2.0)"}
+        else:
+            try:
+                res["pytorch_compile"] = run_torch(tt, args, device, compiled=True)
+            except Exception as e:  # compile is optional: say why and go on
+                msg = str(e).strip().split("\n")[0][:300]
+                res["pytorch_compile"] = {"skipped": f"torch.compile failed: "
+                                                     f"{type(e).__name__}: {msg}"}
+        ips = tt["images_per_s"]
+        res["ratios"] = {}
+        for key, name in (("twotower_over_eager", "pytorch_eager"),
+                          ("twotower_over_compile", "pytorch_compile")):
+            r = res[name]
+            res["ratios"][key] = ips / r["images_per_s"] if r and "images_per_s" in r else None
+        res["peak_fp32_tflops"], res["peak_source"] = peak_for(args, device)
+        if res["peak_fp32_tflops"]:
+            res["twotower_share_of_peak"] = tt["gflops_per_s"] / (1e3 * res["peak_fp32_tflops"])
+        res["correctness"] = None if args.no_check else check(exe, args, env, device, tmp)
+        if res["correctness"] is not None and not res["correctness"]["pass"]:
+            failed.append("correctness")
+    report(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"   wrote {args.json}")
+    if failed:
+        print(f"bench.py: FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
