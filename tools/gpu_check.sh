@@ -6,17 +6,21 @@
 # else to ./gpu-check-logs.
 #
 #   tools/gpu_check.sh [--carry DIR] [--build DIR] [--data DIR] [--stages LIST] [--size N]
+#                      [--bench-args "ARGS"]
 #   tools/gpu_check.sh --prepare-carry [DIR]      (on a Debian 12 machine with nvcc)
 #
 # --prepare-carry builds here (-Dcuda=enabled) and packs, into DIR (default carry/), what a
 # bare GPU machine lacks: gpu-carry.tar.xz (the build folder and every shared library its
 # programs need that is not glibc or CUDA) and fashion-mnist/. On the GPU machine,
-# --carry DIR unpacks that and uses it. --stages: any of tests,sanitize,epoch (default all).
+# --carry DIR unpacks that and uses it. --stages: any of tests,sanitize,epoch,bench (default
+# tests,sanitize,epoch); bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md)
+# with the python3 that has torch, passing it --bench-args.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
 carry="" build="" data="" stages="tests,sanitize,epoch" size="" prepare="" prep_dir="carry"
+bench_args=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --carry) carry=$2; shift 2 ;;
@@ -24,8 +28,9 @@ while [ $# -gt 0 ]; do
         --data) data=$2; shift 2 ;;
         --stages) stages=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;
+        --bench-args) bench_args=$2; shift 2 ;;
         --prepare-carry) prepare=1; shift; if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then prep_dir=$1; shift; fi ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -128,7 +133,8 @@ if [[ $stages == *tests* ]]; then
     tlog=$logs/tests.log
     : >"$tlog"
     for t in tests/cuda/test_kernels_host tests/cuda/test_device tests/cuda/test_layers_cuda \
-             tests/cuda/test_model_cuda tests/comm/test_comm_host tests/comm/test_comm_gpu; do
+             tests/cuda/test_model_cuda tests/comm/test_comm_host tests/comm/test_comm_gpu \
+             tests/bench/test_bench; do
         [ -x "$build/$t" ] || { note "FAIL: $t not built"; failed=1; continue; }
         echo "=== $t" >>"$tlog"
         if (cd "$root" && OPENBLAS_NUM_THREADS=8 "$build/$t" --verbose >>"$tlog" 2>&1); then r=ok; else r=FAIL; failed=1; fi
@@ -179,6 +185,41 @@ if [[ $stages == *epoch* ]]; then
     else
         note "FAIL: one epoch (see epoch.log): $(tail -3 "$elog" | tr '\n' ' ')"
         failed=1
+    fi
+fi
+
+# ---- 4. the benchmark against PyTorch (docs/BENCH.md) --------------------------------------
+if [[ $stages == *bench* ]]; then
+    blog=$logs/bench.log
+    py=""
+    for p in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
+        if command -v "$p" >/dev/null && "$p" -c 'import torch, numpy' 2>/dev/null; then py=$p; break; fi
+    done
+    if [ -z "$py" ]; then
+        note "FAIL: bench: no python3 here can import torch and numpy"; failed=1
+    else
+        # twotower gets the library path set up above; PyTorch keeps its own libraries (the
+        # toolkit's libcublas first on LD_LIBRARY_PATH could shadow the one torch was built with)
+        wrap=/tmp/twotower-bench-exe.sh
+        printf '#!/bin/sh\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$LD_LIBRARY_PATH" "$(realpath "$exe")" >"$wrap"
+        chmod +x "$wrap"
+        # shellcheck disable=SC2086  # --bench-args is a list of flags
+        if env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 "$py" tools/bench/bench.py --twotower "$wrap" \
+               --gpus 0 --json "$logs/bench.json" $bench_args >"$blog" 2>&1; then r=ok; else r=FAIL; failed=1; fi
+        line=$("$py" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+def ips(k):
+    v = r.get(k) or {}
+    return "%.0f" % v["images_per_s"] if "images_per_s" in v else (v.get("skipped") or v.get("error") or "-")
+c = r.get("correctness") or {}
+x = r.get("ratios") or {}
+f = lambda v: "%.2fx" % v if v else "-"
+print("images/s twotower %s, PyTorch eager %s, compile %s; twotower/eager %s, /compile %s; check %s"
+      % (ips("twotower"), ips("pytorch_eager"), ips("pytorch_compile"),
+         f(x.get("twotower_over_eager")), f(x.get("twotower_over_compile")),
+         "PASS" if c.get("pass") else "FAIL"))' "$logs/bench.json" 2>/dev/null)
+        note "$r: bench (see bench.log, bench.json): ${line:-$(tail -3 "$blog" | tr '\n' ' ')}"
     fi
 fi
 

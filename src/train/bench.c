@@ -250,29 +250,13 @@ typedef struct {
     float *mean;              /* (DATA_SIZE, DATA_SIZE, 3) the mean image */
     float *x;                 /* CPU: (B, 3, S, S) the augmented batch */
     size_t host_bytes;
-    int pinned;               /* crops/params/labels from cudaMallocHost */
-    /* GPU: one copy of the crops per device that holds a tower */
-    int ndev;
-    int dev[2];               /* device of slot s */
-    int slot_of[2];           /* slot of tower t's device */
-    int owner[2];             /* tower whose stream uploads into slot s */
-    uint8_t *d_crops[2];      /* (B, S, S, 3) */
-    data_aug_params *d_params[2]; /* (B) */
-    float *d_mean[2];         /* (DATA_SIZE, DATA_SIZE, 3) */
-    void *uploaded[2];        /* cudaEvent_t: slot s's upload is done */
-    size_t device_bytes;      /* per device */
+    int pinned;               /* GPU: crops/params/labels in cudaMallocHost memory */
+    size_t device_bytes;      /* GPU: model_set_batch_u8's staging, all towers */
 } bench_data;
 
 static void bench_data_free(bench_data *d)
 {
 #if BENCH_CUDA
-    for (int s = 0; s < d->ndev; s++) {
-        cudaSetDevice(d->dev[s]);
-        cudaFree(d->d_crops[s]);
-        cudaFree(d->d_params[s]);
-        cudaFree(d->d_mean[s]);
-        if (d->uploaded[s]) cudaEventDestroy((cudaEvent_t)d->uploaded[s]);
-    }
     if (d->pinned) {
         cudaFreeHost(d->crops);
         cudaFreeHost(d->params);
@@ -306,7 +290,8 @@ static void bench_data_fill(bench_data *d, int classes, uint64_t seed)
         q->oy = (int32_t)((r & 0xffff) % (uint64_t)span);
         q->ox = (int32_t)(((r >> 16) & 0xffff) % (uint64_t)span);
         q->mirror = (int32_t)((r >> 32) & 1);
-        for (int c = 0; c < 3; c++) q->rgb[c] = 20.0f * tower_rng_uniform(kp ^ 0x7267ull, (uint64_t)(3 * i + c)) - 10.0f;
+        for (int c = 0; c < 3; c++)
+            q->rgb[c] = 20.0f * tower_rng_uniform(kp ^ 0x7267ull, (uint64_t)(3 * i + c)) - 10.0f;
         d->labels[i] = (int32_t)(tower_rng_mix(kp ^ 0x6c6162ull, (uint64_t)i) % (uint64_t)classes);
     }
     for (size_t i = 0; i < DATA_IMAGE_BYTES; i++)
@@ -326,7 +311,7 @@ static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char 
                     sizeof(float) * DATA_IMAGE_BYTES;
 #if BENCH_CUDA
     if (!m->place.cpu) {
-        /* pinned, so the per-step upload is a real asynchronous DMA as in training */
+        /* pinned, so the per-step uploads are asynchronous DMA rather than staged copies */
         d->pinned = 1;
         cudaError_t e = cudaMallocHost((void **)&d->crops, crops_n);
         if (e == cudaSuccess)
@@ -338,6 +323,9 @@ static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char 
             bench_data_free(d);
             return -1;
         }
+        /* what model_set_batch_u8 allocates per tower on its first call */
+        d->device_bytes = (size_t)m->towers * (crop_b + sizeof(data_aug_params) * d->B +
+                                               sizeof(float) * DATA_IMAGE_BYTES);
     }
 #endif
     if (!d->pinned) {
@@ -355,92 +343,22 @@ static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char 
         return -1;
     }
     bench_data_fill(d, m->plan.cfg.classes, seed);
-#if BENCH_CUDA
-    if (d->pinned) {
-        for (int t = 0; t < m->towers; t++) {
-            int s = 0;
-            while (s < d->ndev && d->dev[s] != m->tw[t].device) s++;
-            if (s == d->ndev) {
-                d->dev[s] = m->tw[t].device;
-                d->owner[s] = t;
-                d->ndev++;
-            }
-            d->slot_of[t] = s;
-        }
-        d->device_bytes = crop_b + sizeof(data_aug_params) * d->B + sizeof(float) * DATA_IMAGE_BYTES;
-        for (int s = 0; s < d->ndev; s++) {
-            cudaEvent_t ev = NULL;
-            cudaError_t e = cudaSetDevice(d->dev[s]);
-            if (e == cudaSuccess) e = cudaMalloc((void **)&d->d_crops[s], crop_b);
-            if (e == cudaSuccess)
-                e = cudaMalloc((void **)&d->d_params[s], sizeof(data_aug_params) * d->B);
-            if (e == cudaSuccess)
-                e = cudaMalloc((void **)&d->d_mean[s], sizeof(float) * DATA_IMAGE_BYTES);
-            if (e == cudaSuccess)
-                e = cudaMemcpy(d->d_mean[s], d->mean, sizeof(float) * DATA_IMAGE_BYTES,
-                               cudaMemcpyHostToDevice);
-            if (e == cudaSuccess) e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
-            d->uploaded[s] = ev;
-            if (e != cudaSuccess) {
-                snprintf(err, errlen, "GPU %d: %.1f MiB for the batch buffers: %s", d->dev[s],
-                         d->device_bytes / 1048576.0, cudaGetErrorString(e));
-                bench_data_free(d);
-                return -1;
-            }
-        }
-    }
-#endif
     return 0;
 }
 
-/* Batch k of the pool into the towers, as training does it. CPU: data_augment_cpu, then
- * model_set_batch. GPU: the uint8 crops and their parameters go up once per device
- * (asynchronously, from pinned memory, on the stream of the tower that owns the upload);
- * every tower then augments into its own x on its stream (data_augment_cuda). */
+/* Batch k of the pool into the towers, the way the trainer does it. CPU: data_augment_cpu,
+ * then model_set_batch. GPU: model_set_batch_u8 (every tower uploads the uint8 crops,
+ * their parameters and the labels on its stream and runs data_augment_cuda into its x). */
 static int bench_data_put(bench_data *d, model *m, int k, char *err, size_t errlen)
 {
     size_t crop_b = (size_t)d->B * d->S * d->S * 3;
     const uint8_t *crops = d->crops + (size_t)k * crop_b;
     const data_aug_params *params = d->params + (size_t)k * d->B;
     const int32_t *labels = d->labels + (size_t)k * d->B;
-    if (!d->pinned) {
-        data_augment_cpu(d->x, crops, d->mean, params, d->B, d->S);
-        model_set_batch(m, d->x, labels);
-        return 0;
-    }
-#if BENCH_CUDA
-    for (int t = 0; t < m->towers; t++) {
-        int s = d->slot_of[t];
-        cudaStream_t st = (cudaStream_t)tower_cuda_stream(&m->tw[t]);
-        cudaEvent_t up = (cudaEvent_t)d->uploaded[s];
-        cudaError_t e = cudaSetDevice(d->dev[s]);
-        if (d->owner[s] == t) {
-            if (e == cudaSuccess)
-                e = cudaMemcpyAsync(d->d_crops[s], crops, crop_b, cudaMemcpyHostToDevice, st);
-            if (e == cudaSuccess)
-                e = cudaMemcpyAsync(d->d_params[s], params, sizeof(data_aug_params) * d->B,
-                                    cudaMemcpyHostToDevice, st);
-            if (e == cudaSuccess) e = cudaEventRecord(up, st);
-        } else if (e == cudaSuccess) {
-            e = cudaStreamWaitEvent(st, up, 0);
-        }
-        if (e == cudaSuccess)
-            e = cudaMemcpyAsync(m->tw[t].labels, labels, sizeof(int32_t) * d->B,
-                                cudaMemcpyHostToDevice, st);
-        if (e != cudaSuccess) {
-            snprintf(err, errlen, "GPU %d: uploading batch %d: %s", d->dev[s], k,
-                     cudaGetErrorString(e));
-            return -1;
-        }
-        if (data_augment_cuda(m->tw[t].x, d->d_crops[s], d->d_mean[s], d->d_params[s], d->B,
-                              d->S, st, err, errlen))
-            return -1;
-    }
+    if (d->pinned) return model_set_batch_u8(m, crops, params, labels, d->mean, err, errlen);
+    data_augment_cpu(d->x, crops, d->mean, params, d->B, d->S);
+    model_set_batch(m, d->x, labels);
     return 0;
-#else
-    snprintf(err, errlen, "this build has no CUDA backend");
-    return -1;
-#endif
 }
 
 /* Waits until every tower's queued work is done (the GPU runs ahead of the host). */
@@ -634,10 +552,13 @@ typedef struct {
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
 
+/* Whole numbers (byte counts, multiply-adds) exactly; others to 9 digits; NaN and
+ * infinities (a time that was not measured) as null. */
 static void json_num(FILE *f, double v)
 {
-    if (isfinite(v)) fprintf(f, "%.9g", v);
-    else fputs("null", f);
+    if (!isfinite(v)) fputs("null", f);
+    else if (v == floor(v) && fabs(v) < 9e15) fprintf(f, "%.0f", v);
+    else fprintf(f, "%.9g", v);
 }
 
 static void json_str(FILE *f, const char *s)
@@ -684,8 +605,8 @@ static double layer_flops(const tower_plan *plan, int l)
 static const char *data_path_text(const model *m)
 {
     return m->place.cpu ? "uint8 crops (host) -> data_augment_cpu -> model_set_batch"
-                        : "uint8 crops (pinned host) -> async upload -> data_augment_cuda "
-                          "into each tower's x";
+                        : "uint8 crops (pinned host) -> model_set_batch_u8: upload + "
+                          "data_augment_cuda into each tower's x";
 }
 
 static void print_table(FILE *f, const bench_opts *o, const model *m, const bench_result *r,

@@ -180,29 +180,32 @@ def build_net(tt, args, device):
 
 class Batches:
     """--batches uint8 crop batches (NHWC, as twotower's data path hands them out), made
-    once from the seed, with per-image mean patches and lighting offsets; each step turns
-    one into the float NCHW input on the device: upload, permute, subtract the mean, add
-    the lighting (the work data_augment_cuda does for twotower)."""
+    once from the seed, with lighting offsets and a mean image on the device; each step
+    turns one into the float NCHW input on the device: upload, permute, convert, subtract
+    the mean at the crop's place, add the lighting (the arithmetic data_augment_cuda does
+    for twotower, per element). One crop place per batch rather than per image keeps it
+    a slice instead of a gather; the work per element is the same."""
 
     def __init__(self, args, device):
         rng = np.random.default_rng(args.seed)
         B, S, nb = args.batch, args.size, args.batches
         pin = device.type == "cuda"
-        self.device = device
+        self.device, self.S, self.nb = device, S, nb
         crops = torch.from_numpy(rng.integers(0, 256, (nb, B, S, S, 3), dtype=np.uint8))
         self.crops = [c.pin_memory() if pin else c for c in crops]
         self.mean = torch.from_numpy(
-            (100 + 50 * rng.random((nb, B, 3, S, S))).astype(np.float32)).to(device)
+            (100 + 50 * rng.random((3, 256, 256))).astype(np.float32)).to(device)
+        self.place = rng.integers(0, 256 - S + 1, (nb, 2))
         self.rgb = torch.from_numpy(
             (20 * rng.random((nb, B, 3, 1, 1)) - 10).astype(np.float32)).to(device)
         self.labels = torch.from_numpy(
             rng.integers(0, args.classes, (nb, B)).astype(np.int64)).to(device)
-        self.nb = nb
 
     def get(self, k):
         k %= self.nb
+        oy, ox = (int(v) for v in self.place[k])
         x = self.crops[k].to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        return x - self.mean[k] + self.rgb[k], self.labels[k]
+        return x - self.mean[:, oy:oy + self.S, ox:ox + self.S] + self.rgb[k], self.labels[k]
 
 
 def make_step(net, fwd, lr, momentum=0.9, wd=0.0005):
