@@ -26,6 +26,7 @@ static void usage(FILE *f)
         "  dump        one batch's weights, logits and gradients for the PyTorch check\n"
         "  plot        RUN [-o PNG]: loss, error and learning-rate curves of a run\n"
         "  ckpt-check  PATH: validate a checkpoint file\n"
+        "  bench       time training steps, per layer (bench --help; tools/bench/bench.py)\n"
         "  help        this text\n"
         "\n"
         "train and summary flags:\n"
@@ -182,6 +183,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "dump")) return train_dump_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return train_plot_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "ckpt-check")) return train_ckpt_check_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return train_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) {
         o.argc = argc;
         o.argv = argv;

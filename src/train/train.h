@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "train/model.h"
+#include "train/bench.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/dump.h"
