@@ -201,14 +201,17 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     int xcol = x_step ? 1 : 2;
     fputs("# written by `twotower plot`; run `gnuplot curves.gp` to redraw\n"
           "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-          "    set terminal pngcairo size 1000,1200 font 'sans,10'\n"
+          "    set terminal pngcairo size 1200,1200 font 'sans,10'\n"
           "} else {\n"
-          "    set terminal png size 1000,1200\n"
+          "    set terminal png size 1200,1200\n"
           "}\n", g);
     fputs("set output ", g);
     gp_str(g, png);
-    /* a fixed left margin lines the three x axes up whatever the y labels' widths */
-    fputs("\nset datafile missing 'NaN'\nset grid\nset key top right\nset lmargin 12\n", g);
+    /* fixed margins line the three x axes up whatever the labels' widths; the keys sit
+     * in the right margin so they never hide a curve */
+    fputs("\nset datafile missing 'NaN'\nset grid\n"
+          "set key outside right top vertical Left reverse\nset lmargin 12\nset rmargin 30\n",
+          g);
     fputs("set multiplot layout 3,1 title ", g);
     gp_str(g, run_dir);
     fprintf(g, "\nset xlabel '%s'\n", x_step ? "step" : "epoch");
@@ -228,6 +231,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     gp_panel(g, pdir, xcol, errs, 5, &tt, &te);
 
     fputs("set title 'learning rate'\nset ylabel 'lr'\nset logscale y\nset format y '%g'\n"
+          "unset key\n"
           "set offsets graph 0, graph 0, graph 0.1, graph 0.1\n", g);
     const curve lr[] = {{"train.dat", 3, "lr", 1, "steps lw 2"}};
     gp_panel(g, pdir, xcol, lr, 1, &tt, &te);
