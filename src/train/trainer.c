@@ -142,11 +142,10 @@ typedef struct {
     train_ckpt_meta meta;
     char run_dir[4096], ckpt_dir[4200];
     int64_t n_train, n_test, steps_per_epoch, total_steps;
-    /* the logging interval in progress (a resume starts a new one) */
+    /* timing of the logging interval in progress (its sums are meta.interval, which
+     * checkpoints carry, so a line logged after a resume averages the same steps) */
     double wait_interval, step_interval; /* seconds waited / stepped since the last line */
     double t_interval;
-    double interval_loss_sum, interval_steps, interval_top1_wrong, interval_images;
-    double loss_ema;                     /* the progress line's smoothed loss */
 } run_state;
 
 static void log_event(run_state *r, const char *kind, const char *msg)
@@ -389,32 +388,31 @@ static void run_log(run_state *r, double loss, int wrong, double wait, double dt
 {
     train_ckpt_stats *st = &r->meta.stats;
     int B = r->m.plan.cfg.batch;
-    r->interval_loss_sum += loss;
-    r->interval_steps += 1;
-    r->interval_top1_wrong += wrong;
-    r->interval_images += B;
+    train_ckpt_interval *iv = &r->meta.interval;
+    iv->loss_sum += loss;
+    iv->steps += 1;
+    iv->top1_wrong += wrong;
+    iv->images += B;
     st->images_seen += B;
     st->train_seconds += dt;
     st->last_loss = loss;
-    r->loss_ema = r->loss_ema == 0 ? loss : 0.95 * r->loss_ema + 0.05 * loss;
+    iv->loss_ema = r->m.step == 1 ? loss : 0.95 * iv->loss_ema + 0.05 * loss;
     r->wait_interval += wait;
     r->step_interval += dt;
     double now = train_now();
     train_progress_update(&r->pg, now, r->m.step, r->total_steps,
-                          (double)r->m.step / r->steps_per_epoch, r->loss_ema,
+                          (double)r->m.step / r->steps_per_epoch, iv->loss_ema,
                           r->meta.sched.lr, B / (dt > 0 ? dt : 1e-9));
     if (r->o->log_every > 0 && r->m.step % r->o->log_every == 0) {
         char err[256];
         train_log_row row = {r->m.step, (double)r->m.step / r->steps_per_epoch,
-                             r->meta.sched.lr, r->interval_loss_sum / r->interval_steps,
-                             r->interval_top1_wrong / r->interval_images,
-                             r->interval_images / (now - r->t_interval),
+                             r->meta.sched.lr, iv->loss_sum / iv->steps,
+                             iv->top1_wrong / iv->images, iv->images / (now - r->t_interval),
                              r->step_interval > 0 ? r->wait_interval / r->step_interval : 0,
                              st->train_seconds};
         if (train_metrics_log_train(&r->mt, &row, err, sizeof err))
             fprintf(stderr, "twotower: %s\n", err);
-        r->interval_loss_sum = r->interval_steps = 0;
-        r->interval_top1_wrong = r->interval_images = 0;
+        iv->loss_sum = iv->steps = iv->top1_wrong = iv->images = 0;
         r->wait_interval = r->step_interval = 0;
         r->t_interval = now;
     }
@@ -443,7 +441,7 @@ int train_run(const train_options *o)
         free(r);
         return 1;
     }
-    train_progress_init(&r->pg, stderr, o->quiet ? 1e30 : 30.0, train_now(), r->m.step);
+    train_progress_init(&r->pg, o->quiet ? NULL : stderr, 30.0, train_now(), r->m.step);
     r->t_interval = train_now();
     int done = r->meta.sched.stopped;
     while (!done && r->m.step < r->total_steps) {
@@ -520,10 +518,14 @@ int train_run(const train_options *o)
     if (rc == 0) {
         if (save_ckpt(r, "end of run")) rc = 1;
         train_progress_end(&r->pg);
-        fprintf(stderr, "twotower: done at step %lld; best validation top-1 error %.2f%% "
-                        "(top-5 %.2f%%) at step %.0f\n",
-                (long long)r->m.step, 100 * r->meta.stats.best_top1,
-                100 * r->meta.stats.best_top5, r->meta.stats.best_step);
+        if (r->meta.stats.best_step >= 0)
+            fprintf(stderr, "twotower: done at step %lld; best validation top-1 error %.2f%% "
+                            "(top-5 %.2f%%) at step %.0f\n",
+                    (long long)r->m.step, 100 * r->meta.stats.best_top1,
+                    100 * r->meta.stats.best_top5, r->meta.stats.best_step);
+        else
+            fprintf(stderr, "twotower: done at step %lld; no evaluation scored better than "
+                            "100%% error\n", (long long)r->m.step);
     }
 out:
     train_signals_uninstall();
