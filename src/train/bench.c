@@ -3,6 +3,7 @@
  * made once from a seed, and prints images/s, per-layer times and memory as a table and
  * as JSON. tools/bench/bench.py runs it beside the same net in PyTorch. */
 #include "train/bench.h"
+#include "train/util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -399,28 +400,6 @@ typedef struct {
     const char *json;
 } bench_opts;
 
-static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || errno || *end || v < lo || v > hi) {
-        fprintf(stderr, "twotower bench: %s needs a whole number from %" PRId64 " to %" PRId64
-                        ", not '%s'\n", flag, lo, hi, s ? s : "(missing)");
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
-{
-    int64_t v;
-    if (parse_i64(flag, s, lo, hi, &v)) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static void bench_usage(FILE *f)
 {
     fprintf(f,
@@ -465,17 +444,17 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         }
         if (!strcmp(a, "--gpus")) gpus = v;
         else if (!strcmp(a, "--json")) o->json = v;
-        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 4096, &o->cfg.batch);
-        else if (!strcmp(a, "--size")) rc = parse_int(a, v, 1, DATA_SIZE, &o->cfg.in_size);
-        else if (!strcmp(a, "--warmup")) rc = parse_int(a, v, 0, 1000000, &o->warmup);
-        else if (!strcmp(a, "--steps")) rc = parse_int(a, v, 1, 1000000, &o->steps);
-        else if (!strcmp(a, "--profile-steps")) rc = parse_int(a, v, 0, 1000000, &o->profile_steps);
-        else if (!strcmp(a, "--batches")) rc = parse_int(a, v, 1, 1024, &o->batches);
-        else if (!strcmp(a, "--towers")) rc = parse_int(a, v, 1, 2, &o->cfg.towers);
-        else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 2, 1 << 20, &o->cfg.classes);
-        else if (!strcmp(a, "--width-div")) rc = parse_int(a, v, 1, 2048, &o->cfg.width_div);
+        else if (!strcmp(a, "--batch")) rc = train_arg_int("bench", a, v, 1, 4096, &o->cfg.batch);
+        else if (!strcmp(a, "--size")) rc = train_arg_int("bench", a, v, 1, DATA_SIZE, &o->cfg.in_size);
+        else if (!strcmp(a, "--warmup")) rc = train_arg_int("bench", a, v, 0, 1000000, &o->warmup);
+        else if (!strcmp(a, "--steps")) rc = train_arg_int("bench", a, v, 1, 1000000, &o->steps);
+        else if (!strcmp(a, "--profile-steps")) rc = train_arg_int("bench", a, v, 0, 1000000, &o->profile_steps);
+        else if (!strcmp(a, "--batches")) rc = train_arg_int("bench", a, v, 1, 1024, &o->batches);
+        else if (!strcmp(a, "--towers")) rc = train_arg_int("bench", a, v, 1, 2, &o->cfg.towers);
+        else if (!strcmp(a, "--classes")) rc = train_arg_int("bench", a, v, 2, 1 << 20, &o->cfg.classes);
+        else if (!strcmp(a, "--width-div")) rc = train_arg_int("bench", a, v, 1, 2048, &o->cfg.width_div);
         else if (!strcmp(a, "--seed")) {
-            rc = parse_i64(a, v, 0, INT64_MAX, &n);
+            rc = train_arg_i64("bench", a, v, 0, INT64_MAX, &n);
             o->seed = (uint64_t)n;
         } else if (!strcmp(a, "--lr")) {
             char *end;

@@ -2,6 +2,7 @@
  * fsync of the folder) and read whole into memory, where every size is checked against
  * the bytes actually present before it is used, so a bad file is refused, never half-loaded. */
 #include "train/checkpoint.h"
+#include "train/util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -37,16 +38,6 @@ enum { DT_F32 = 1, DT_F64 = 2, DT_I64 = 3 };
 #endif
 
 /* ---- little helpers ----------------------------------------------------------------- */
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void put_u32(unsigned char *p, uint32_t v)
 {
@@ -201,42 +192,14 @@ static int fsync_dir(const char *dir, char *err, size_t errlen)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) {
-        fail(err, errlen, "checkpoint folder %s: open for fsync: %s", dir, strerror(errno));
+        train_errf(err, errlen, "checkpoint folder %s: open for fsync: %s", dir, strerror(errno));
         return -1;
     }
     int rc = fsync(fd);
     int e = errno;
     close(fd);
     if (rc != 0) {
-        fail(err, errlen, "checkpoint folder %s: fsync: %s", dir, strerror(e));
-        return -1;
-    }
-    return 0;
-}
-
-static int mkdir_p(const char *dir, char *err, size_t errlen)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp) {
-        fail(err, errlen, "checkpoint folder %s: path too long", dir);
-        return -1;
-    }
-    for (char *p = tmp + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-                fail(err, errlen, "checkpoint folder %s: mkdir %s: %s", dir, tmp, strerror(errno));
-                return -1;
-            }
-            *p = c;
-            if (c == 0)
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fail(err, errlen, "checkpoint folder %s: not a folder", dir);
+        train_errf(err, errlen, "checkpoint folder %s: fsync: %s", dir, strerror(e));
         return -1;
     }
     return 0;
@@ -286,7 +249,7 @@ static int list_ckpts(const char *dir, ckpt_entry **out, char *err, size_t errle
     *out = NULL;
     DIR *d = opendir(dir);
     if (!d) {
-        fail(err, errlen, "checkpoint folder %s: %s", dir, strerror(errno));
+        train_errf(err, errlen, "checkpoint folder %s: %s", dir, strerror(errno));
         return -1;
     }
     size_t n = 0, cap = 0;
@@ -302,7 +265,7 @@ static int list_ckpts(const char *dir, ckpt_entry **out, char *err, size_t errle
             if (!nv) {
                 free(v);
                 closedir(d);
-                fail(err, errlen, "checkpoint folder %s: out of memory listing it", dir);
+                train_errf(err, errlen, "checkpoint folder %s: out of memory listing it", dir);
                 return -1;
             }
             v = nv;
@@ -354,18 +317,18 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
 {
     const tower_config *cfg = &meta->cfg;
     if (cfg->towers < 1 || cfg->towers > 2) {
-        fail(err, errlen, "checkpoint: config.towers %d is not 1 or 2", cfg->towers);
+        train_errf(err, errlen, "checkpoint: config.towers %d is not 1 or 2", cfg->towers);
         return -1;
     }
     if (meta->step < 0) {
-        fail(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
+        train_errf(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
         return -1;
     }
     if (n_params == 0 || n_params > (size_t)MAX_DIM_VALUE) {
-        fail(err, errlen, "checkpoint: n_params %zu out of range", n_params);
+        train_errf(err, errlen, "checkpoint: n_params %zu out of range", n_params);
         return -1;
     }
-    if (mkdir_p(dir, err, errlen) != 0)
+    if (train_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
         return -1;
 
     int64_t v_config[N_CONFIG], v_run[N_RUN], v_cursor[N_CURSOR], v_sched_i[N_SCHED_I],
@@ -432,21 +395,21 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     char final_path[4096], tmp_path[4096 + 8];
     if (snprintf(final_path, sizeof final_path, "%s/ckpt-%08lld.ttc", dir,
                  (long long)meta->step) >= (int)sizeof final_path) {
-        fail(err, errlen, "checkpoint folder %s: path too long", dir);
+        train_errf(err, errlen, "checkpoint folder %s: path too long", dir);
         return -1;
     }
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp", final_path);
 
     real *scratch = malloc(n_params * sizeof(real));
     if (!scratch) {
-        fail(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",
+        train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",
              final_path, n_params * sizeof(real));
         return -1;
     }
     int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
-        fail(err, errlen, "checkpoint %s: create: %s", tmp_path, strerror(errno));
+        train_errf(err, errlen, "checkpoint %s: create: %s", tmp_path, strerror(errno));
         if (fd >= 0)
             close(fd);
         free(scratch);
@@ -479,13 +442,13 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
         e = errno;
     }
     if (!ok) {
-        fail(err, errlen, "checkpoint %s: write: %s (the previous checkpoints are untouched)",
+        train_errf(err, errlen, "checkpoint %s: write: %s (the previous checkpoints are untouched)",
              tmp_path, strerror(e));
         unlink(tmp_path);
         return -1;
     }
     if (rename(tmp_path, final_path) != 0) {
-        fail(err, errlen, "checkpoint %s: rename from .tmp: %s", final_path, strerror(errno));
+        train_errf(err, errlen, "checkpoint %s: rename from .tmp: %s", final_path, strerror(errno));
         unlink(tmp_path);
         return -1;
     }
@@ -547,55 +510,55 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
     *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fail(err, errlen, "checkpoint %s: %s", path, strerror(errno));
+        train_errf(err, errlen, "checkpoint %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fail(err, errlen, "checkpoint %s: not a regular file", path);
+        train_errf(err, errlen, "checkpoint %s: not a regular file", path);
         close(fd);
         return -1;
     }
     if (st.st_size < HEADER_BYTES) {
-        fail(err, errlen, "checkpoint %s: header: file is %lld bytes, shorter than the "
+        train_errf(err, errlen, "checkpoint %s: header: file is %lld bytes, shorter than the "
              "%d-byte header (truncated)", path, (long long)st.st_size, HEADER_BYTES);
         close(fd);
         return -1;
     }
     unsigned char head[HEADER_BYTES];
     if (pread(fd, head, HEADER_BYTES, 0) != HEADER_BYTES) {
-        fail(err, errlen, "checkpoint %s: header: read failed", path);
+        train_errf(err, errlen, "checkpoint %s: header: read failed", path);
         close(fd);
         return -1;
     }
     /* The header is checked before the size it states is trusted for anything. */
     if (memcmp(head, CKPT_MAGIC, 8) != 0) {
-        fail(err, errlen, "checkpoint %s: header.magic: not a twotower checkpoint", path);
+        train_errf(err, errlen, "checkpoint %s: header.magic: not a twotower checkpoint", path);
         close(fd);
         return -1;
     }
     if (crc_of(head, 24) != get_u32(head + 24)) {
-        fail(err, errlen, "checkpoint %s: header: checksum mismatch (stored %08x, computed "
+        train_errf(err, errlen, "checkpoint %s: header: checksum mismatch (stored %08x, computed "
              "%08x)", path, get_u32(head + 24), crc_of(head, 24));
         close(fd);
         return -1;
     }
     uint32_t version = get_u32(head + 8);
     if (version != TRAIN_CKPT_VERSION) {
-        fail(err, errlen, "checkpoint %s: header.version %u is not supported (this build "
+        train_errf(err, errlen, "checkpoint %s: header.version %u is not supported (this build "
              "reads version %d)", path, version, TRAIN_CKPT_VERSION);
         close(fd);
         return -1;
     }
     uint64_t fb = get_u64(head + 16);
     if (fb > MAX_FILE_BYTES || fb < HEADER_BYTES) {
-        fail(err, errlen, "checkpoint %s: header.file_bytes %llu out of range", path,
+        train_errf(err, errlen, "checkpoint %s: header.file_bytes %llu out of range", path,
              (unsigned long long)fb);
         close(fd);
         return -1;
     }
     if ((uint64_t)st.st_size != fb) {
-        fail(err, errlen, "checkpoint %s: header.file_bytes: the header says %llu bytes, the "
+        train_errf(err, errlen, "checkpoint %s: header.file_bytes: the header says %llu bytes, the "
              "file has %lld (%s)", path, (unsigned long long)fb, (long long)st.st_size,
              (uint64_t)st.st_size < fb ? "truncated" : "trailing bytes");
         close(fd);
@@ -604,7 +567,7 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
     size_t n = (size_t)fb;
     unsigned char *b = malloc(n);
     if (!b) {
-        fail(err, errlen, "checkpoint %s: cannot allocate %zu bytes to read it", path, n);
+        train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes to read it", path, n);
         close(fd);
         return -1;
     }
@@ -614,7 +577,7 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
-            fail(err, errlen, "checkpoint %s: read failed at byte %zu: %s", path, got,
+            train_errf(err, errlen, "checkpoint %s: read failed at byte %zu: %s", path, got,
                  r < 0 ? strerror(errno) : "file shrank while reading");
             free(b);
             close(fd);
@@ -643,7 +606,7 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
 #define NEED(n, what)                                                                     \
     do {                                                                                  \
         if (len - o < (size_t)(n)) {                                                      \
-            fail(err, errlen, "checkpoint %s: record #%d at byte %zu: %s runs past the end " \
+            train_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: %s runs past the end " \
                  "of the file", path, idx, start, what);                                  \
             return -1;                                                                    \
         }                                                                                 \
@@ -652,14 +615,14 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
     uint32_t nl = get_u32(b + o);
     o += 4;
     if (nl < 1 || nl > NAME_MAX_LEN) {
-        fail(err, errlen, "checkpoint %s: record #%d at byte %zu: name_len %u out of range "
+        train_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: name_len %u out of range "
              "1..%d", path, idx, start, nl, NAME_MAX_LEN);
         return -1;
     }
     NEED(nl, "name");
     for (uint32_t i = 0; i < nl; i++) {
         if (!valid_name_char(b[o + i])) {
-            fail(err, errlen, "checkpoint %s: record #%d at byte %zu: name has a bad "
+            train_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: name has a bad "
                  "character (byte %u)", path, idx, start, i);
             return -1;
         }
@@ -672,7 +635,7 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
     r->ndim = get_u32(b + o + 4);
     o += 8;
     if (r->ndim > MAX_DIMS) {
-        fail(err, errlen, "checkpoint %s: record '%s': ndim %u exceeds %d", path, r->name,
+        train_errf(err, errlen, "checkpoint %s: record '%s': ndim %u exceeds %d", path, r->name,
              r->ndim, MAX_DIMS);
         return -1;
     }
@@ -684,46 +647,46 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
     uint32_t head_crc = get_u32(b + o + 12);
     o += 12;
     if (crc_of(b + start, o - start) != head_crc) {
-        fail(err, errlen, "checkpoint %s: record '%s' (#%d at byte %zu): header checksum "
+        train_errf(err, errlen, "checkpoint %s: record '%s' (#%d at byte %zu): header checksum "
              "mismatch", path, r->name, idx, start);
         return -1;
     }
     o += 4;
     size_t es = dtype_size(r->dtype);
     if (es == 0) {
-        fail(err, errlen, "checkpoint %s: record '%s': dtype %u unknown", path, r->name,
+        train_errf(err, errlen, "checkpoint %s: record '%s': dtype %u unknown", path, r->name,
              r->dtype);
         return -1;
     }
     uint64_t count = 1;
     for (uint32_t d = 0; d < r->ndim; d++) {
         if (r->shape[d] < 0 || r->shape[d] > MAX_DIM_VALUE) {
-            fail(err, errlen, "checkpoint %s: record '%s': shape[%u] = %lld out of range "
+            train_errf(err, errlen, "checkpoint %s: record '%s': shape[%u] = %lld out of range "
                  "0..2^40", path, r->name, d, (long long)r->shape[d]);
             return -1;
         }
         if (r->shape[d] != 0 && count > (uint64_t)MAX_DIM_VALUE / (uint64_t)r->shape[d]) {
-            fail(err, errlen, "checkpoint %s: record '%s': shape product overflows", path,
+            train_errf(err, errlen, "checkpoint %s: record '%s': shape product overflows", path,
                  r->name);
             return -1;
         }
         count *= (uint64_t)r->shape[d];
     }
     if (r->nbytes != count * es) {
-        fail(err, errlen, "checkpoint %s: record '%s': nbytes %llu != %llu elements x %zu "
+        train_errf(err, errlen, "checkpoint %s: record '%s': nbytes %llu != %llu elements x %zu "
              "bytes (%s)", path, r->name, (unsigned long long)r->nbytes,
              (unsigned long long)count, es, dtype_name(r->dtype));
         return -1;
     }
     if (r->nbytes > len - o) {
-        fail(err, errlen, "checkpoint %s: record '%s': nbytes %llu runs past the end of the "
+        train_errf(err, errlen, "checkpoint %s: record '%s': nbytes %llu runs past the end of the "
              "file (%zu bytes left)", path, r->name, (unsigned long long)r->nbytes, len - o);
         return -1;
     }
     r->data = b + o;
     uint32_t c = crc_of(r->data, (size_t)r->nbytes);
     if (c != data_crc) {
-        fail(err, errlen, "checkpoint %s: record '%s': data checksum mismatch (stored %08x, "
+        train_errf(err, errlen, "checkpoint %s: record '%s': data checksum mismatch (stored %08x, "
              "computed %08x)", path, r->name, data_crc, c);
         return -1;
     }
@@ -747,16 +710,16 @@ static const in_record *want(const char *path, const in_record *v, int n, const 
 {
     const in_record *r = find_rec(v, n, name);
     if (!r) {
-        fail(err, errlen, "checkpoint %s: record '%s' is missing", path, name);
+        train_errf(err, errlen, "checkpoint %s: record '%s' is missing", path, name);
         return NULL;
     }
     if (r->dtype != dtype) {
-        fail(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", path, name,
+        train_errf(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", path, name,
              dtype_name(r->dtype), dtype_name(dtype));
         return NULL;
     }
     if (r->ndim != 1 || r->shape[0] != count) {
-        fail(err, errlen, "checkpoint %s: record '%s': shape is not [%lld]", path, name,
+        train_errf(err, errlen, "checkpoint %s: record '%s': shape is not [%lld]", path, name,
              (long long)count);
         return NULL;
     }
@@ -781,7 +744,7 @@ static int check_cfg_match(const char *path, const tower_config *file_cfg,
     config_to_i64(b, want_cfg);
     for (int i = 0; i < N_CONFIG; i++) {
         if (a[i] != b[i]) {
-            fail(err, errlen, "checkpoint %s: config.%s is %lld in the checkpoint but %lld in "
+            train_errf(err, errlen, "checkpoint %s: config.%s is %lld in the checkpoint but %lld in "
                  "this run (refused: resume with the same configuration)", path,
                  CONFIG_FIELDS[i], (long long)a[i], (long long)b[i]);
             return -1;
@@ -802,13 +765,13 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     const unsigned char *b = *buf;
     uint32_t nr = get_u32(b + 12);
     if (nr < 1 || nr > MAX_RECORDS) {
-        fail(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
+        train_errf(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
              MAX_RECORDS);
         return -1;
     }
     in_record *v = calloc(nr, sizeof *v);
     if (!v) {
-        fail(err, errlen, "checkpoint %s: out of memory", path);
+        train_errf(err, errlen, "checkpoint %s: out of memory", path);
         return -1;
     }
     *recs = v;
@@ -818,13 +781,13 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
             return -1;
         for (uint32_t j = 0; j < i; j++) {
             if (strcmp(v[j].name, v[i].name) == 0) {
-                fail(err, errlen, "checkpoint %s: record '%s' appears twice", path, v[i].name);
+                train_errf(err, errlen, "checkpoint %s: record '%s' appears twice", path, v[i].name);
                 return -1;
             }
         }
     }
     if (off != len) {
-        fail(err, errlen, "checkpoint %s: %zu bytes after the last record (header.n_records "
+        train_errf(err, errlen, "checkpoint %s: %zu bytes after the last record (header.n_records "
              "%u)", path, len - off, nr);
         return -1;
     }
@@ -841,7 +804,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     get_i64s(vi, r, N_CONFIG);
     for (int i = 0; i < N_CONFIG; i++) {
         if (vi[i] < CONFIG_MIN[i] || vi[i] > CONFIG_MAX[i]) {
-            fail(err, errlen, "checkpoint %s: config.%s = %lld out of range %lld..%lld", path,
+            train_errf(err, errlen, "checkpoint %s: config.%s = %lld out of range %lld..%lld", path,
                  CONFIG_FIELDS[i], (long long)vi[i], (long long)CONFIG_MIN[i],
                  (long long)CONFIG_MAX[i]);
             return -1;
@@ -856,7 +819,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     tower_plan plan;
     char perr[256];
     if (tower_plan_make(&plan, &mt.cfg, perr, sizeof perr) != 0) {
-        fail(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, perr);
+        train_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, perr);
         return -1;
     }
 
@@ -869,12 +832,12 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     mt.model_seed = (uint64_t)vi[3];
     mt.model_step = vi[4];
     if (mt.step < 0 || mt.epoch < 0 || mt.model_step < 0) {
-        fail(err, errlen, "checkpoint %s: run.%s is negative", path,
+        train_errf(err, errlen, "checkpoint %s: run.%s is negative", path,
              mt.step < 0 ? "step" : mt.epoch < 0 ? "epoch" : "model_step");
         return -1;
     }
     if (vi[5] != (int64_t)plan.n_params) {
-        fail(err, errlen, "checkpoint %s: run.n_params %lld but the stored config gives "
+        train_errf(err, errlen, "checkpoint %s: run.n_params %lld but the stored config gives "
              "%zu per tower", path, (long long)vi[5], plan.n_params);
         return -1;
     }
@@ -887,7 +850,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     mt.cursor.epoch = vi[1];
     mt.cursor.pos = vi[2];
     if (mt.cursor.epoch < 0 || mt.cursor.pos < 0) {
-        fail(err, errlen, "checkpoint %s: cursor.%s is negative", path,
+        train_errf(err, errlen, "checkpoint %s: cursor.%s is negative", path,
              mt.cursor.epoch < 0 ? "epoch" : "pos");
         return -1;
     }
@@ -905,7 +868,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     for (int i = 0; i < N_SCHED_I; i++) {
         /* the int32 fields must fit before they are narrowed */
         if (i != 2 && i != 3 && (vi[i] < INT32_MIN || vi[i] > INT32_MAX)) {
-            fail(err, errlen, "checkpoint %s: schedule.i[%d] = %lld does not fit", path, i,
+            train_errf(err, errlen, "checkpoint %s: schedule.i[%d] = %lld does not fit", path, i,
                  (long long)vi[i]);
             return -1;
         }
@@ -919,7 +882,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     mt.sched.stopped = (int32_t)vi[6];
     char serr[160];
     if (train_sched_validate(&mt.sched, serr, sizeof serr) != 0) {
-        fail(err, errlen, "checkpoint %s: %s", path, serr);
+        train_errf(err, errlen, "checkpoint %s: %s", path, serr);
         return -1;
     }
 
@@ -927,7 +890,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         return -1;
     get_i64s(vi, r, N_NONFINITE);
     if (vi[0] < 1 || vi[0] > INT32_MAX || vi[1] < 0 || vi[1] > INT32_MAX) {
-        fail(err, errlen, "checkpoint %s: nonfinite.%s out of range", path,
+        train_errf(err, errlen, "checkpoint %s: nonfinite.%s out of range", path,
              vi[0] < 1 || vi[0] > INT32_MAX ? "limit" : "run");
         return -1;
     }
@@ -935,7 +898,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     mt.nonfinite.run = (int32_t)vi[1];
     mt.nonfinite.skipped = vi[2];
     if (train_nonfinite_validate(&mt.nonfinite, serr, sizeof serr) != 0) {
-        fail(err, errlen, "checkpoint %s: %s", path, serr);
+        train_errf(err, errlen, "checkpoint %s: %s", path, serr);
         return -1;
     }
 
@@ -976,7 +939,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
                 ok |= strcmp(v[i].name, a) == 0 || strcmp(v[i].name, c) == 0;
             }
             if (!ok) {
-                fail(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
+                train_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
                      "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
                      mt.cfg.towers);
                 return -1;
@@ -1000,7 +963,7 @@ int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
     if (rc == 0 && expect_cfg)
         rc = check_cfg_match(path, &mt.cfg, expect_cfg, err, errlen);
     if (rc == 0 && expect_n_params && expect_n_params != mt.n_params) {
-        fail(err, errlen, "checkpoint %s: run.n_params %zu per tower, this run has %zu", path,
+        train_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, this run has %zu", path,
              mt.n_params, expect_n_params);
         rc = -1;
     }
@@ -1033,14 +996,14 @@ int train_ckpt_load(const char *path, train_ckpt_meta *meta, model *m, char *err
     if (rc == 0 && m) {
         rc = check_cfg_match(path, &mt.cfg, &m->plan.cfg, err, errlen);
         if (rc == 0 && m->plan.n_params != mt.n_params) {
-            fail(err, errlen, "checkpoint %s: run.n_params %zu per tower, the model has %zu",
+            train_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, the model has %zu",
                  path, mt.n_params, m->plan.n_params);
             rc = -1;
         }
         /* The file buffer is not aligned for real: copy each tensor through one aligned
          * buffer. Everything was validated above, so from here on nothing can fail. */
         if (rc == 0 && !(tmp = malloc(mt.n_params * sizeof(real)))) {
-            fail(err, errlen, "checkpoint %s: cannot allocate %zu bytes", path,
+            train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes", path,
                  mt.n_params * sizeof(real));
             rc = -1;
         }
@@ -1079,7 +1042,7 @@ int train_ckpt_latest(const char *dir, char *path, size_t pathlen, char *prev, s
     if (n < 0)
         return -1;
     if (n == 0) {
-        fail(err, errlen, "checkpoint folder %s: no checkpoints (ckpt-STEP.ttc) in it", dir);
+        train_errf(err, errlen, "checkpoint folder %s: no checkpoints (ckpt-STEP.ttc) in it", dir);
         free(v);
         return -1;
     }
@@ -1098,13 +1061,13 @@ int train_ckpt_latest(const char *dir, char *path, size_t pathlen, char *prev, s
         if (train_ckpt_load(p, &meta, NULL, r2, sizeof r2) == 0) {
             if (prev && prevlen)
                 snprintf(prev, prevlen, "%s", p);
-            fail(err, errlen, "newest checkpoint %s is bad (%s); previous good one: %s (use "
+            train_errf(err, errlen, "newest checkpoint %s is bad (%s); previous good one: %s (use "
                  "--resume %s)", newest, reason, p, p);
             free(v);
             return 1;
         }
     }
-    fail(err, errlen, "newest checkpoint %s is bad (%s); no older good one among the %d in %s",
+    train_errf(err, errlen, "newest checkpoint %s is bad (%s); no older good one among the %d in %s",
          newest, reason, n, dir);
     free(v);
     return -1;
@@ -1122,18 +1085,18 @@ int train_ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err, s
 {
     struct stat st;
     if (stat(arg, &st) != 0) {
-        fail(err, errlen, "--resume %s: %s", arg, strerror(errno));
+        train_errf(err, errlen, "--resume %s: %s", arg, strerror(errno));
         return -1;
     }
     if (S_ISREG(st.st_mode)) {
         if (snprintf(path, pathlen, "%s", arg) >= (int)pathlen) {
-            fail(err, errlen, "--resume %s: path too long", arg);
+            train_errf(err, errlen, "--resume %s: path too long", arg);
             return -1;
         }
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
-        fail(err, errlen, "--resume %s: not a file or a folder", arg);
+        train_errf(err, errlen, "--resume %s: not a file or a folder", arg);
         return -1;
     }
     char dir[4096 + 16];

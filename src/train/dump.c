@@ -2,6 +2,7 @@
  * (tools/reference/compare.py): weights, the batch, the exact dropout masks, logits,
  * loss and every parameter gradient, from model_forward(train) + model_backward. */
 #include "train/dump.h"
+#include "train/util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -135,20 +136,6 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
     return rc;
 }
 
-static int parse_int(const char *flag, const char *s, long long lo, long long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "twotower dump: %s needs a whole number in [%lld, %lld], not '%s'\n",
-                flag, lo, hi, s ? s : "(missing)");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 /* --gpus 0 or --gpus 0,1 */
 static int parse_gpus(const char *s, model_placement *place)
 {
@@ -207,15 +194,15 @@ int train_dump_main(int argc, char **argv)
             }
             seed = v, i++;
         } else if (!strcmp(a, "--batch")) {
-            rc = parse_int(a, val, 1, 4096, &cfg.batch), i++;
+            rc = train_arg_int("dump", a, val, 1, 4096, &cfg.batch), i++;
         } else if (!strcmp(a, "--towers")) {
-            rc = parse_int(a, val, 1, 2, &cfg.towers), i++;
+            rc = train_arg_int("dump", a, val, 1, 2, &cfg.towers), i++;
         } else if (!strcmp(a, "--classes")) {
-            rc = parse_int(a, val, 2, 1000000, &cfg.classes), i++;
+            rc = train_arg_int("dump", a, val, 2, 1000000, &cfg.classes), i++;
         } else if (!strcmp(a, "--size")) {
-            rc = parse_int(a, val, 1, 4096, &cfg.in_size), i++;
+            rc = train_arg_int("dump", a, val, 1, 4096, &cfg.in_size), i++;
         } else if (!strcmp(a, "--width-div")) {
-            rc = parse_int(a, val, 1, 2048, &cfg.width_div), i++;
+            rc = train_arg_int("dump", a, val, 1, 2048, &cfg.width_div), i++;
         } else if (!strcmp(a, "--gpus")) {
             rc = parse_gpus(val, &place), i++;
         } else {

@@ -2,6 +2,7 @@
  * tower and layer (docs/WEIGHTS.md); tools/reference/twotower_torch.py loads the file
  * into PyTorch. The checkpoint code reuses train_export_model. */
 #include "train/export.h"
+#include "train/util.h"
 
 #include "train/checkpoint.h"
 
@@ -140,21 +141,6 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
     return rc;
 }
 
-/* A whole decimal number in [lo, hi] for flag, or a message and -1. */
-static int parse_int(const char *flag, const char *s, long long lo, long long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "twotower export: %s needs a whole number in [%lld, %lld], not '%s'\n",
-                flag, lo, hi, s ? s : "(missing)");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static void export_usage(FILE *f)
 {
     fprintf(f,
@@ -192,13 +178,13 @@ int train_export_main(int argc, char **argv)
             seed = v;
             i++;
         } else if (!strcmp(a, "--towers")) {
-            rc = parse_int(a, val, 1, 2, &cfg.towers), i++;
+            rc = train_arg_int("export", a, val, 1, 2, &cfg.towers), i++;
         } else if (!strcmp(a, "--classes")) {
-            rc = parse_int(a, val, 2, 1000000, &cfg.classes), i++;
+            rc = train_arg_int("export", a, val, 2, 1000000, &cfg.classes), i++;
         } else if (!strcmp(a, "--size")) {
-            rc = parse_int(a, val, 1, 4096, &cfg.in_size), i++;
+            rc = train_arg_int("export", a, val, 1, 4096, &cfg.in_size), i++;
         } else if (!strcmp(a, "--width-div")) {
-            rc = parse_int(a, val, 1, 2048, &cfg.width_div), i++;
+            rc = train_arg_int("export", a, val, 1, 2048, &cfg.width_div), i++;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "twotower export: unknown option '%s'\n", a);
             export_usage(stderr);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "train/train.h"
+#include "train/util.h"
 #include "data/data.h"
 
 #define TT_VERSION "0.1.0"
@@ -57,43 +58,6 @@ static void usage(FILE *f)
         "  --min-delta X       smallest drop in validation error that counts (default 0.001)\n");
 }
 
-/* Strict number parsing: the whole string, in range, or a message naming the flag. */
-static int parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s ? s : "", &end, 10);
-    if (!s || !*s || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "twotower: %s needs a whole number from %" PRId64 " to %" PRId64
-                        ", not '%s'\n", flag, lo, hi, s ? s : "");
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
-{
-    int64_t v;
-    if (parse_i64(flag, s, lo, hi, &v)) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_f64(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s ? s : "", &end);
-    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "twotower: %s needs a number from %g to %g, not '%s'\n", flag, lo, hi,
-                s ? s : "");
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 /* Parses the flags shared by train and summary into o (and classes for summary). */
 static int parse_flags(int argc, char **argv, train_options *o, int *classes)
 {
@@ -112,37 +76,37 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
             return -1;
         } else if (!strcmp(a, "--gpus")) gpus = v;
         else if (!strcmp(a, "--data")) o->data = v;
-        else if (!strcmp(a, "--towers")) rc = parse_int(a, v, 1, 2, &o->towers);
-        else if (!strcmp(a, "--classes")) rc = parse_int(a, v, 2, 1 << 20, classes);
-        else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 4096, &o->batch);
-        else if (!strcmp(a, "--size")) rc = parse_int(a, v, 16, 1024, &o->size);
-        else if (!strcmp(a, "--width-div")) rc = parse_int(a, v, 1, 64, &o->width_div);
-        else if (!strcmp(a, "--epochs")) rc = parse_int(a, v, 1, 100000, &o->epochs);
+        else if (!strcmp(a, "--towers")) rc = train_arg_int(argv[1], a, v, 1, 2, &o->towers);
+        else if (!strcmp(a, "--classes")) rc = train_arg_int(argv[1], a, v, 2, 1 << 20, classes);
+        else if (!strcmp(a, "--batch")) rc = train_arg_int(argv[1], a, v, 1, 4096, &o->batch);
+        else if (!strcmp(a, "--size")) rc = train_arg_int(argv[1], a, v, 16, 1024, &o->size);
+        else if (!strcmp(a, "--width-div")) rc = train_arg_int(argv[1], a, v, 1, 64, &o->width_div);
+        else if (!strcmp(a, "--epochs")) rc = train_arg_int(argv[1], a, v, 1, 100000, &o->epochs);
         else if (!strcmp(a, "--views")) {
-            rc = parse_int(a, v, 1, 10, &o->eval_views);
+            rc = train_arg_int(argv[1], a, v, 1, 10, &o->eval_views);
             if (!rc && o->eval_views != 1 && o->eval_views != 10) {
                 fprintf(stderr, "twotower: --views is 1 or 10, not %s\n", v);
                 rc = -1;
             }
         } else if (!strcmp(a, "--train-limit")) {
-            rc = parse_i64(a, v, 1, INT64_MAX / 2, &n);
+            rc = train_arg_i64(argv[1], a, v, 1, INT64_MAX / 2, &n);
             o->train_limit = n;
         } else if (!strcmp(a, "--test-limit")) {
-            rc = parse_i64(a, v, 1, INT64_MAX / 2, &n);
+            rc = train_arg_i64(argv[1], a, v, 1, INT64_MAX / 2, &n);
             o->test_limit = n;
         } else if (!strcmp(a, "--seed")) {
-            rc = parse_i64(a, v, 0, INT64_MAX, &n);
+            rc = train_arg_i64(argv[1], a, v, 0, INT64_MAX, &n);
             o->seed = (uint64_t)n;
-        } else if (!strcmp(a, "--lr")) rc = parse_f64(a, v, 1e-12, 10, &o->lr);
+        } else if (!strcmp(a, "--lr")) rc = train_arg_f64(argv[1], a, v, 1e-12, 10, &o->lr);
         else if (!strcmp(a, "--run")) o->run_dir = v;
         else if (!strcmp(a, "--resume")) o->resume = v;
-        else if (!strcmp(a, "--ckpt-every")) rc = parse_i64(a, v, 0, INT64_MAX / 2, &o->ckpt_every);
-        else if (!strcmp(a, "--keep")) rc = parse_int(a, v, 1, 1000000, &o->keep);
-        else if (!strcmp(a, "--eval-every")) rc = parse_i64(a, v, 0, INT64_MAX / 2, &o->eval_every);
-        else if (!strcmp(a, "--log-every")) rc = parse_i64(a, v, 1, INT64_MAX / 2, &o->log_every);
-        else if (!strcmp(a, "--patience")) rc = parse_int(a, v, 1, 1000000, &o->patience);
-        else if (!strcmp(a, "--max-drops")) rc = parse_int(a, v, 0, 100, &o->max_drops);
-        else if (!strcmp(a, "--min-delta")) rc = parse_f64(a, v, 0, 1, &o->min_delta);
+        else if (!strcmp(a, "--ckpt-every")) rc = train_arg_i64(argv[1], a, v, 0, INT64_MAX / 2, &o->ckpt_every);
+        else if (!strcmp(a, "--keep")) rc = train_arg_int(argv[1], a, v, 1, 1000000, &o->keep);
+        else if (!strcmp(a, "--eval-every")) rc = train_arg_i64(argv[1], a, v, 0, INT64_MAX / 2, &o->eval_every);
+        else if (!strcmp(a, "--log-every")) rc = train_arg_i64(argv[1], a, v, 1, INT64_MAX / 2, &o->log_every);
+        else if (!strcmp(a, "--patience")) rc = train_arg_int(argv[1], a, v, 1, 1000000, &o->patience);
+        else if (!strcmp(a, "--max-drops")) rc = train_arg_int(argv[1], a, v, 0, 100, &o->max_drops);
+        else if (!strcmp(a, "--min-delta")) rc = train_arg_f64(argv[1], a, v, 0, 1, &o->min_delta);
         else {
             fprintf(stderr, "twotower: unknown flag '%s' for '%s' (see twotower help)\n", a,
                     argv[1]);

@@ -2,6 +2,7 @@
  * errors and a reader for the flat JSON lines this file writes (for `twotower plot`).
  * Lines are written whole and flushed, so a crash leaves at most one torn last line. */
 #include "train/metrics.h"
+#include "train/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,39 +17,6 @@
 
 /* OpenBLAS reports how it was built; declared here so this file needs no cblas.h. */
 extern char *openblas_get_config(void);
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int mkdir_p(const char *dir, char *err, size_t errlen)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp || tmp[0] == 0) {
-        fail(err, errlen, "run folder '%s': bad or too long path", dir);
-        return -1;
-    }
-    for (char *p = tmp + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-                fail(err, errlen, "run folder %s: mkdir %s: %s", dir, tmp, strerror(errno));
-                return -1;
-            }
-            *p = c;
-            if (c == 0)
-                break;
-        }
-    }
-    return 0;
-}
 
 /* ---- JSON writing ---------------------------------------------------------------------- */
 
@@ -126,7 +94,7 @@ static int write_line(train_metrics *mt, sbuf *b, char *err, size_t errlen)
     }
     free(b->s);
     if (!ok) {
-        fail(err, errlen, "%s: write failed: %s", mt->path, mt->f ? strerror(errno) : "not open");
+        train_errf(err, errlen, "%s: write failed: %s", mt->path, mt->f ? strerror(errno) : "not open");
         return -1;
     }
     return 0;
@@ -140,12 +108,12 @@ static int trim_for_resume(const char *path, int64_t resume_step, char *err, siz
 {
     FILE *in = fopen(path, "rb");
     if (!in)
-        return errno == ENOENT ? 0 : (fail(err, errlen, "%s: %s", path, strerror(errno)), -1);
+        return errno == ENOENT ? 0 : (train_errf(err, errlen, "%s: %s", path, strerror(errno)), -1);
     char tmp[4096 + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *out = fopen(tmp, "wb");
     if (!out) {
-        fail(err, errlen, "%s: %s", tmp, strerror(errno));
+        train_errf(err, errlen, "%s: %s", tmp, strerror(errno));
         fclose(in);
         return -1;
     }
@@ -169,7 +137,7 @@ static int trim_for_resume(const char *path, int64_t resume_step, char *err, siz
     if (fclose(out) != 0)
         ok = 0;
     if (!ok || rename(tmp, path) != 0) {
-        fail(err, errlen, "%s: rewriting for resume failed: %s", path, strerror(errno));
+        train_errf(err, errlen, "%s: rewriting for resume failed: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
     }
@@ -180,18 +148,18 @@ int train_metrics_open(train_metrics *mt, const char *run_dir, int64_t resume_st
                        size_t errlen)
 {
     memset(mt, 0, sizeof *mt);
-    if (mkdir_p(run_dir, err, errlen) != 0)
+    if (train_mkdir_p(run_dir, "run folder", err, errlen) != 0)
         return -1;
     if (snprintf(mt->path, sizeof mt->path, "%s/%s", run_dir, TRAIN_METRICS_FILE) >=
         (int)sizeof mt->path) {
-        fail(err, errlen, "run folder %s: path too long", run_dir);
+        train_errf(err, errlen, "run folder %s: path too long", run_dir);
         return -1;
     }
     if (resume_step >= 0 && trim_for_resume(mt->path, resume_step, err, errlen) != 0)
         return -1;
     mt->f = fopen(mt->path, resume_step >= 0 ? "ab" : "wb");
     if (!mt->f) {
-        fail(err, errlen, "%s: %s", mt->path, strerror(errno));
+        train_errf(err, errlen, "%s: %s", mt->path, strerror(errno));
         return -1;
     }
     return 0;
@@ -275,7 +243,7 @@ int train_metrics_log_resume(train_metrics *mt, int64_t step, double epoch,
 int train_run_info_write(const char *run_dir, const train_run_info *info, char *err,
                          size_t errlen)
 {
-    if (mkdir_p(run_dir, err, errlen) != 0)
+    if (train_mkdir_p(run_dir, "run folder", err, errlen) != 0)
         return -1;
     char path[4096 + 16], tmp[4096 + 32];
     snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_RUN_INFO_FILE);
@@ -330,7 +298,7 @@ int train_run_info_write(const char *run_dir, const train_run_info *info, char *
     sb_add(&b, "\n}\n");
     if (b.bad) {
         free(b.s);
-        fail(err, errlen, "%s: out of memory", path);
+        train_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
     FILE *f = fopen(tmp, "wb");
@@ -342,7 +310,7 @@ int train_run_info_write(const char *run_dir, const train_run_info *info, char *
     }
     free(b.s);
     if (!ok || rename(tmp, path) != 0) {
-        fail(err, errlen, "%s: write failed: %s", path, strerror(ok ? errno : e));
+        train_errf(err, errlen, "%s: write failed: %s", path, strerror(ok ? errno : e));
         unlink(tmp);
         return -1;
     }

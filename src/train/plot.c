@@ -2,6 +2,7 @@
  * to draw three stacked panels (loss, error, learning rate on a log scale) in one PNG.
  * Curves with no finite point are left out: gnuplot refuses to draw an all-undefined one. */
 #include "train/plot.h"
+#include "train/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,16 +17,6 @@
 #include "train/metrics.h"
 
 extern char **environ;
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Columns of the two data files; gnuplot columns are 1-based in this order. */
 static const char *const TRAIN_COLS[] = {"step", "epoch", "lr", "loss", "train_top1_err"};
@@ -105,23 +96,23 @@ static int run_gnuplot(const char *prog, const char *script, char *err, size_t e
     char *argv[] = {(char *)prog, (char *)script, NULL};
     int rc = posix_spawnp(&pid, prog, NULL, NULL, argv, environ);
     if (rc != 0) {
-        fail(err, errlen, "plot: cannot run %s: %s (install it: apt-get install gnuplot-nox)",
+        train_errf(err, errlen, "plot: cannot run %s: %s (install it: apt-get install gnuplot-nox)",
              prog, strerror(rc));
         return -1;
     }
     int st;
     while (waitpid(pid, &st, 0) < 0) {
         if (errno != EINTR) {
-            fail(err, errlen, "plot: waiting for %s: %s", prog, strerror(errno));
+            train_errf(err, errlen, "plot: waiting for %s: %s", prog, strerror(errno));
             return -1;
         }
     }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
-        fail(err, errlen, "plot: %s not found (install it: apt-get install gnuplot-nox)", prog);
+        train_errf(err, errlen, "plot: %s not found (install it: apt-get install gnuplot-nox)", prog);
         return -1;
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fail(err, errlen, "plot: %s %s failed (status %d); its messages are above", prog,
+        train_errf(err, errlen, "plot: %s %s failed (status %d); its messages are above", prog,
              script, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         return -1;
     }
@@ -145,17 +136,17 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
 
     FILE *in = fopen(mpath, "rb");
     if (!in) {
-        fail(err, errlen, "plot: %s: %s (is %s a run folder?)", mpath, strerror(errno), run_dir);
+        train_errf(err, errlen, "plot: %s: %s (is %s a run folder?)", mpath, strerror(errno), run_dir);
         return -1;
     }
     if (mkdir(pdir, 0777) != 0 && errno != EEXIST) {
-        fail(err, errlen, "plot: mkdir %s: %s", pdir, strerror(errno));
+        train_errf(err, errlen, "plot: mkdir %s: %s", pdir, strerror(errno));
         fclose(in);
         return -1;
     }
     FILE *ft = fopen(tpath, "wb"), *fe = fopen(epath, "wb");
     if (!ft || !fe) {
-        fail(err, errlen, "plot: cannot write %s: %s", ft ? epath : tpath, strerror(errno));
+        train_errf(err, errlen, "plot: cannot write %s: %s", ft ? epath : tpath, strerror(errno));
         if (ft)
             fclose(ft);
         if (fe)
@@ -183,19 +174,19 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     int wok = fclose(ft) == 0;
     wok &= fclose(fe) == 0;
     if (!wok) {
-        fail(err, errlen, "plot: writing %s failed", pdir);
+        train_errf(err, errlen, "plot: writing %s failed", pdir);
         return -1;
     }
     if (bad)
         fprintf(stderr, "plot: %s: %ld line(s) are not metrics records; skipped\n", mpath, bad);
     if (tt.rows == 0 && te.rows == 0) {
-        fail(err, errlen, "plot: %s has no train or eval records yet", mpath);
+        train_errf(err, errlen, "plot: %s has no train or eval records yet", mpath);
         return -1;
     }
 
     FILE *g = fopen(gpath, "wb");
     if (!g) {
-        fail(err, errlen, "plot: cannot write %s: %s", gpath, strerror(errno));
+        train_errf(err, errlen, "plot: cannot write %s: %s", gpath, strerror(errno));
         return -1;
     }
     int xcol = x_step ? 1 : 2;
@@ -237,7 +228,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     gp_panel(g, pdir, xcol, lr, 1, &tt, &te);
     fputs("unset logscale y\nunset multiplot\nset output\n", g);
     if (fclose(g) != 0) {
-        fail(err, errlen, "plot: writing %s failed", gpath);
+        train_errf(err, errlen, "plot: writing %s failed", gpath);
         return -1;
     }
 
@@ -246,7 +237,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
         return -1;
     struct stat st;
     if (stat(png, &st) != 0 || st.st_size == 0) {
-        fail(err, errlen, "plot: gnuplot ran but %s is missing or empty", png);
+        train_errf(err, errlen, "plot: gnuplot ran but %s is missing or empty", png);
         return -1;
     }
     return 0;
