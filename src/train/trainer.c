@@ -49,8 +49,15 @@ static int is_idx_dir(const char *dir)
     return stat(path, &st) == 0;
 }
 
+static int is_dir(const char *p);
+
 static data_source *open_split(const char *dir, int train, char *err, size_t errlen)
 {
+    if (!is_dir(dir)) {
+        snprintf(err, errlen, "--data %s: no such folder (give the Fashion-MNIST IDX folder "
+                              "or a folder written by `twotower prep`)", dir);
+        return NULL;
+    }
     if (is_idx_dir(dir)) return data_open_idx(dir, train, err, errlen);
     return data_open_shards(dir, train ? "train" : "val", err, errlen);
 }
@@ -469,7 +476,16 @@ int train_run(const train_options *o)
         }
         r->meta.cursor = (train_cursor){after.seed, after.epoch, after.pos};
         double loss = model_forward(&r->m, 1);
-        int a = train_nonfinite_observe(&r->meta.nonfinite, loss, r->m.step, msg, sizeof msg);
+        model_get_probs(&r->m, probs);
+        int wrong1 = 0, wrong5 = 0;
+        train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
+        model_backward(&r->m);
+        /* a non-finite loss, or (CPU towers, whose gradients are host memory) a non-finite
+         * gradient, skips the update; on GPUs the loss is the check (see paper_notes.md) */
+        double check = loss;
+        for (int t = 0; t < r->m.towers && o->place.cpu && isfinite(check); t++)
+            if (!train_all_finite_f32(r->m.tw[t].grads, r->m.plan.n_params)) check = NAN;
+        int a = train_nonfinite_observe(&r->meta.nonfinite, check, r->m.step, msg, sizeof msg);
         if (a != TRAIN_NONFINITE_OK) {
             log_event(r, "nonfinite", msg);
             r->m.step++; /* the batch is consumed; the weights stay as they were */
@@ -479,10 +495,6 @@ int train_run(const train_options *o)
             }
             continue;
         }
-        model_get_probs(&r->m, probs);
-        int wrong1 = 0, wrong5 = 0;
-        train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
-        model_backward(&r->m);
         model_update(&r->m, (real)r->meta.sched.lr);
         r->m.step++;
         run_log(r, loss, wrong1, wait, train_now() - t0);
