@@ -168,7 +168,8 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                           err, errlen) ||
                 cuda_fail(cudaMalloc(&m->in_mean[t], mean_bytes), "cudaMalloc(mean)", t, err,
                           errlen) ||
-                cuda_fail(cudaMemcpy(m->in_mean[t], mean, mean_bytes, cudaMemcpyHostToDevice),
+                cuda_fail(cudaMemcpyAsync(m->in_mean[t], mean, mean_bytes,
+                                          cudaMemcpyHostToDevice, st),
                           "upload of the mean image", t, err, errlen))
                 return -1;
         }
