@@ -156,6 +156,11 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
     size_t B = (size_t)c->batch, crop_bytes = B * c->in_size * c->in_size * 3;
     size_t par_bytes = B * sizeof(data_aug_params);
     size_t mean_bytes = sizeof(float) * DATA_SIZE * DATA_SIZE * 3;
+    if (c->in_ch != 3) {
+        snprintf(err, errlen, "model_set_batch_u8: the net takes %d input channels; the "
+                              "uint8 crops have 3", c->in_ch);
+        return -1;
+    }
     for (int t = 0; t < m->towers; t++) {
         tower *tw = &m->tw[t];
         if (tw->device < 0) break;
