@@ -93,21 +93,21 @@ int comm_reduce_scatter(comm *c, void *const *out, void *const *grads, size_t co
 #endif
     }
     int T = c->ntowers;
-    /* summed in tower order 0, 1: with two towers a + b == b + a exactly, so this
-     * matches NCCL bit for bit */
+    /* g0 + g1 (no 0 + in front, so even the sign of a zero matches): with two towers
+     * a + b == b + a exactly, so this matches the GPU backends bit for bit */
     for (int s = 0; s < T; s++) {
         if (c->dtype == COMM_F64) {
             double *o = out[s];
             for (size_t i = 0; i < count; i++) {
-                double acc = 0;
-                for (int t = 0; t < T; t++) acc += ((const double *)grads[t])[s * count + i];
+                double acc = ((const double *)grads[0])[s * count + i];
+                for (int t = 1; t < T; t++) acc += ((const double *)grads[t])[s * count + i];
                 o[i] = acc;
             }
         } else {
             float *o = out[s];
             for (size_t i = 0; i < count; i++) {
-                float acc = 0;
-                for (int t = 0; t < T; t++) acc += ((const float *)grads[t])[s * count + i];
+                float acc = ((const float *)grads[0])[s * count + i];
+                for (int t = 1; t < T; t++) acc += ((const float *)grads[t])[s * count + i];
                 o[i] = acc;
             }
         }

@@ -86,6 +86,8 @@ void model_free(model *m)
     for (int t = 0; t < m->towers; t++) {
         if (m->tw[t].device < 0) continue;
         cudaSetDevice(m->tw[t].device);
+        /* uploads may still be in flight on an error path: let them end first */
+        cudaStreamSynchronize((cudaStream_t)tower_cuda_stream(&m->tw[t]));
         cudaFree(m->in_crops[t]);
         cudaFree(m->in_params[t]);
         cudaFree(m->in_mean[t]);
@@ -167,16 +169,22 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
         cudaStream_t st = (cudaStream_t)tower_cuda_stream(tw);
         if (cuda_fail(cudaSetDevice(tw->device), "cudaSetDevice", t, err, errlen)) return -1;
         if (!m->in_crops[t]) { /* first call: start-up, not a training step */
-            if (cuda_fail(cudaMalloc(&m->in_crops[t], crop_bytes), "cudaMalloc(crops)", t, err,
-                          errlen) ||
-                cuda_fail(cudaMalloc(&m->in_params[t], par_bytes), "cudaMalloc(params)", t,
-                          err, errlen) ||
-                cuda_fail(cudaMalloc(&m->in_mean[t], mean_bytes), "cudaMalloc(mean)", t, err,
-                          errlen) ||
-                cuda_fail(cudaMemcpyAsync(m->in_mean[t], mean, mean_bytes,
-                                          cudaMemcpyHostToDevice, st),
-                          "upload of the mean image", t, err, errlen))
+            void *dc = NULL, *dp = NULL, *dm = NULL;
+            if (cuda_fail(cudaMalloc(&dc, crop_bytes), "cudaMalloc(crops)", t, err, errlen) ||
+                cuda_fail(cudaMalloc(&dp, par_bytes), "cudaMalloc(params)", t, err, errlen) ||
+                cuda_fail(cudaMalloc(&dm, mean_bytes), "cudaMalloc(mean)", t, err, errlen) ||
+                cuda_fail(cudaMemcpyAsync(dm, mean, mean_bytes, cudaMemcpyHostToDevice, st),
+                          "upload of the mean image", t, err, errlen)) {
+                cudaStreamSynchronize(st);
+                cudaFree(dc);
+                cudaFree(dp);
+                cudaFree(dm);
                 return -1;
+            }
+            /* all three or none: in_crops doubles as the "allocated" flag */
+            m->in_params[t] = dp;
+            m->in_mean[t] = dm;
+            m->in_crops[t] = dc;
         }
         if (cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes, cudaMemcpyHostToDevice,
                                       st), "upload of the crops", t, err, errlen) ||

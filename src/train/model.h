@@ -47,6 +47,9 @@ void model_set_batch(model *m, const float *x, const int32_t *labels);
  * (B, S, S, 3, already mirrored), their augmentation parameters (`params`: B
  * data_aug_params from src/data) and labels, and runs data_augment_cuda into every
  * tower's input; the mean image (256, 256, 3) is uploaded on the first call only.
+ * The copies are asynchronous: crops, params and labels must stay untouched until the
+ * next model_forward returns (it synchronises the towers' streams); the trainer's
+ * prefetcher hands out the next batch only after that.
  * GPU placements only: returns -1 with err on the CPU or on a CUDA failure. */
 int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                        const int32_t *labels, const float *mean, char *err, size_t errlen);

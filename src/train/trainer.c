@@ -255,6 +255,11 @@ static int run_open(run_state *r, const train_options *o)
                             "classes, batch %d, input %d (the command line's are ignored)\n",
                     peek.cfg.towers, peek.cfg.classes, peek.cfg.batch, peek.cfg.in_size);
         cfg = peek.cfg;
+        if (cfg.in_ch != 3) { /* the data path makes RGB batches, nothing else */
+            fprintf(stderr, "twotower: --resume %s: the checkpoint's net reads %d input "
+                            "channels; the data path gives 3\n", ckpt, cfg.in_ch);
+            return 2;
+        }
     }
     if (model_init(&r->m, &cfg, &o->place, o->seed, err, sizeof err)) {
         fprintf(stderr, "twotower: cannot build the net: %s\n", err);
@@ -342,8 +347,10 @@ static int run_open(run_state *r, const train_options *o)
 
 static void run_close(run_state *r)
 {
-    if (r->pf) data_prefetch_stop(r->pf);
+    /* the model first: it waits for uploads that may still read the prefetcher's
+     * (pinned) buffers */
     if (r->m.comm) model_free(&r->m);
+    if (r->pf) data_prefetch_stop(r->pf);
     if (r->tr) data_close(r->tr);
     if (r->te) data_close(r->te);
     if (r->metrics_open) {
