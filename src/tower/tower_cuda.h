@@ -38,15 +38,29 @@ int tower_cuda_device_info(int device, char *name, size_t namelen, size_t *free_
 
 /* ---- layers (layers_cuda.cu); shapes and semantics as in tower.h ------------------- */
 
-/* col: device scratch of at least tower_conv_col_size(Ci, H, W, K, stride, pad) floats;
- * the convolution is done image by image (im2col + one SGEMM per image). */
+/* Images a GPU tower convolves per GEMM (a chunk): im2col of the chunk, one SGEMM, a
+ * transposing pass. 32 images keep the GEMMs wide (conv1: 48 x 96,800 x 363) at about
+ * 160 MiB of scratch per tower; see paper_notes.md. */
+#define TOWER_CUDA_CONV_IMAGES 32
+
+/* Floats of device scratch one conv call needs with chunks of `images` images:
+ * images * (Ci*K*K + Co) * Ho*Wo (the chunk's col matrix and its (Co, images*HWo) product
+ * or output gradient). */
+size_t tower_conv_cuda_scratch_size(int Ci, int H, int W, int Co, int K, int stride, int pad,
+                                    int images);
+
+/* scratch: tower_conv_cuda_scratch_size(..., images) floats, images >= 1. The batch is
+ * convolved `images` images at a time: im2col of the chunk, one SGEMM, a transposing
+ * pass (forward, with the bias) or a transposing pass then one SGEMM for dw and one for
+ * din (backward). */
 void tower_conv_forward_cuda(float *out, const float *in, const float *w, const float *b,
                              int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
-                             int ldw, int accumulate, float *col, void *cublas, void *stream);
+                             int ldw, int accumulate, float *scratch, int images, void *cublas,
+                             void *stream);
 void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
                               const float *in, const float *w, int B, int Ci, int H, int W,
                               int Co, int K, int stride, int pad, int ldw, int accumulate_din,
-                              float *col, void *cublas, void *stream);
+                              float *scratch, int images, void *cublas, void *stream);
 
 void tower_fc_forward_cuda(float *out, const float *in, const float *w, const float *b, int B,
                            int Cin, int Cout, int ldw, int accumulate, void *cublas,
@@ -86,6 +100,12 @@ void tower_softmax_xent_backward_cuda(float *dlogits, const float *probs,
 
 void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t n, float lr,
                            float momentum, float wd, void *stream);
+/* tower_sgd_update_cuda over a tower's whole arena in one launch: weight decay on the
+ * weights, none on the biases (plan's b_off/b_count), as tower_sgd. Bit-identical to the
+ * per-tensor calls. */
+void tower_sgd_arena_cuda(float *params, float *mom, const float *grads,
+                          const tower_plan *plan, float lr, float momentum, float wd,
+                          void *stream);
 
 /* ---- one tower on a GPU (net_cuda.cu); semantics as the CPU functions in tower.h ---- */
 
@@ -109,7 +129,8 @@ void *tower_cuda_stream(tower *t);
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */
 int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind);
-/* Device bytes this tower holds: its arena plus the cuBLAS workspace. */
+/* Device bytes this tower holds: its arena, the conv chunk scratch and the cuBLAS
+ * workspace. */
 size_t tower_cuda_mem_bytes(const tower *t);
 /* The same figure for a plan, without a device (for `twotower summary`); the CUDA
  * context itself (a few hundred MiB per device) is not counted in either. */

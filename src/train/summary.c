@@ -38,7 +38,7 @@ void train_summary_print(FILE *f, const tower_plan *p)
     fprintf(f, "memory per tower at batch %d (fp32 params, grads, momentum, activations): "
                "%.1f MiB\n", p->cfg.batch, arena / 1048576.0);
 #ifdef TT_HAVE_CUDA
-    fprintf(f, "GPU memory per tower at batch %d (arena + cuBLAS workspace): %.1f MiB\n",
+    fprintf(f, "GPU memory per tower at batch %d (arena + conv scratch + cuBLAS workspace): %.1f MiB\n",
             p->cfg.batch, tower_cuda_mem_estimate(p) / 1048576.0);
 #endif
 }

@@ -65,23 +65,29 @@ static void emu_gemm_rm(int ta, int tb, int m, int n, int k, float alpha, const 
                 g.ld_first, g.second, g.ld_second, beta, C, ldc);
 }
 
+/* the chunk loop of layers_cuda.cu: images [n0, n0 + nb) */
+#define EMU_CHUNKS(n0, nb, B, images)                                                     \
+    for (int n0 = 0, nb = (B) < (images) ? (B) : (images); n0 < (B);                      \
+         n0 += nb, nb = (B) - n0 < (images) ? (B) - n0 : (images))
+
 static void emu_conv_forward(float *out, const float *in, const float *w, const float *b,
                              int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
-                             int ldw, int accumulate, float *col)
+                             int ldw, int accumulate, float *scratch, int images)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
-    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
-    for (int n = 0; n < B; n++) {
-        const float *x = in + (size_t)n * nin;
-        float *y = out + (size_t)n * Co * HWo;
-        for (size_t i = 0; i < ncol; i++) col[i] = tower_k_im2col(x, i, H, W, K, stride, pad, Ho, Wo);
-        emu_gemm_rm(0, 0, Co, HWo, CKK, 1.0f, w, ldw, col, HWo, accumulate ? 1.0f : 0.0f, y,
-                    HWo);
+    size_t nin = (size_t)Ci * H * W;
+    float *col = scratch, *prod = scratch + (size_t)images * CKK * HWo;
+    EMU_CHUNKS(n0, nb, B, images) {
+        int nq = nb * HWo;
+        const float *x = in + (size_t)n0 * nin;
+        float *y = out + (size_t)n0 * Co * HWo;
+        for (size_t i = 0; i < (size_t)CKK * nq; i++)
+            col[i] = tower_k_im2col_chunk(x, i, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        emu_gemm_rm(0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
+        for (size_t i = 0; i < (size_t)Co * nq; i++)
+            y[i] = tower_k_conv_out(prod, y, b, i, nb, Co, (size_t)HWo, accumulate);
     }
-    if (b)
-        for (size_t i = 0; i < (size_t)B * Co * HWo; i++)
-            out[i] += b[tower_k_channel_of(i, Co, (size_t)HWo)];
 }
 
 /* bias_grad_channels_kernel: EMU_THREADS strided partial sums, then the fixed tree */
@@ -105,26 +111,31 @@ static void emu_bias_grad_channels(float *db, const float *dout, int B, int C, s
 static void emu_conv_backward(float *din, float *dw, float *db, const float *dout,
                               const float *in, const float *w, int B, int Ci, int H, int W,
                               int Co, int K, int stride, int pad, int ldw, int accumulate_din,
-                              float *col)
+                              float *scratch, int images)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
-    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
+    size_t nin = (size_t)Ci * H * W;
+    float *col = scratch, *g = scratch + (size_t)images * CKK * HWo;
     if (db) emu_bias_grad_channels(db, dout, B, Co, (size_t)HWo);
-    for (int n = 0; n < B; n++) {
-        const float *x = in + (size_t)n * nin;
-        const float *g = dout + (size_t)n * Co * HWo;
+    if (!dw && !din) return;
+    EMU_CHUNKS(n0, nb, B, images) {
+        int nq = nb * HWo;
+        const float *gd = dout + (size_t)n0 * Co * HWo;
+        for (size_t i = 0; i < (size_t)Co * nq; i++)
+            g[tower_k_cnhw_of(i, nb, Co, (size_t)HWo)] = gd[i];
         if (dw) {
-            for (size_t i = 0; i < ncol; i++)
-                col[i] = tower_k_im2col(x, i, H, W, K, stride, pad, Ho, Wo);
-            emu_gemm_rm(0, 1, Co, CKK, HWo, 1.0f, g, HWo, col, HWo, 1.0f, dw, ldw);
+            const float *x = in + (size_t)n0 * nin;
+            for (size_t i = 0; i < (size_t)CKK * nq; i++)
+                col[i] = tower_k_im2col_chunk(x, i, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+            emu_gemm_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
         }
         if (din) {
-            emu_gemm_rm(1, 0, CKK, HWo, Co, 1.0f, w, ldw, g, HWo, 0.0f, col, HWo);
-            float *dx = din + (size_t)n * nin;
-            for (size_t i = 0; i < nin; i++)
-                dx[i] = tower_k_col2im(col, accumulate_din ? dx[i] : 0.0f, i, H, W, K, stride,
-                                       pad, Ho, Wo);
+            emu_gemm_rm(1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, col, nq);
+            float *dx = din + (size_t)n0 * nin;
+            for (size_t i = 0; i < (size_t)nb * nin; i++)
+                dx[i] = tower_k_col2im_chunk(col, accumulate_din ? dx[i] : 0.0f, i, nb, Ci, H,
+                                             W, K, stride, pad, Ho, Wo);
         }
     }
 }
@@ -151,24 +162,25 @@ static void emu_fc_backward(float *din, float *dw, float *db, const float *dout,
 
 /* ---- conv: a layer reading S source blocks of Ci channels each, as net.c drives it --- */
 static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int Co, int K,
-                       int stride, int pad)
+                       int stride, int pad, int images)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int kk = Ci * K * K, ldw = S * kk;
     size_t slot = (size_t)B * Ci * H * W, n_in = slot * S, n_w = (size_t)Co * ldw;
     size_t n_out = (size_t)B * Co * Ho * Wo, n_col = tower_conv_col_size(Ci, H, W, K, stride, pad);
+    size_t n_scratch = tower_k_conv_scratch_size(Ci, Co, K, Ho, Wo, images);
     float *in = frand(n_in, 11, 1), *w = frand(n_w, 12, 0.3f), *b = frand(Co, 13, 0.1f);
     float *dout = frand(n_out, 14, 1), *dw = frand(n_w, 15, 0.01f), *db = frand(Co, 16, 0.01f);
     float *dw2 = fdup(dw, n_w), *db2 = fdup(db, Co);
     float *out = fnew(n_out), *out2 = fnew(n_out), *din = fnew(n_in), *din2 = fnew(n_in);
-    float *col = fnew(n_col), *col2 = fnew(n_col);
+    float *col = fnew(n_col), *col2 = fnew(n_scratch);
     char what[96];
 
     for (int s = 0; s < S; s++) {
         tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
                            Co, K, stride, pad, ldw, s > 0, col);
         emu_conv_forward(out2, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W, Co,
-                         K, stride, pad, ldw, s > 0, col2);
+                         K, stride, pad, ldw, s > 0, col2, images);
     }
     snprintf(what, sizeof what, "%s forward", name);
     expect_close(what, out2, out, n_out, 1e-6);
@@ -178,7 +190,7 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
                             ldw, 0, col);
         emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
                           in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
-                          ldw, 0, col2);
+                          ldw, 0, col2, images);
     }
     snprintf(what, sizeof what, "%s backward din", name);
     expect_close(what, din2, din, n_in, 1e-6);
@@ -188,19 +200,21 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
     expect_close(what, db2, db, Co, 1e-6);
     tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1, col);
     emu_conv_backward(din2, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1,
-                      col2);
+                      col2, images);
     snprintf(what, sizeof what, "%s backward din (accumulate)", name);
     expect_close(what, din2, din, n_in, 1e-6);
     free(in), free(w), free(b), free(dout), free(dw), free(db), free(dw2), free(db2);
     free(out), free(out2), free(din), free(din2), free(col), free(col2);
 }
 
-/* the AlexNet kernel shapes on small planes, plus a non-square plane (H != W) */
-Test(cuda_kernels_host, conv_11x11_stride4_pad2) { check_conv("conv 11x11/4 p2", 2, 1, 3, 35, 35, 5, 11, 4, 2); }
-Test(cuda_kernels_host, conv_5x5_pad2) { check_conv("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2); }
-Test(cuda_kernels_host, conv_3x3_two_sources) { check_conv("conv 3x3 p1, 2 sources", 3, 2, 3, 7, 7, 4, 3, 1, 1); }
-Test(cuda_kernels_host, conv_non_square) { check_conv("conv 3x3/2 p1 9x12", 2, 1, 2, 9, 12, 3, 3, 2, 1); }
-Test(cuda_kernels_host, conv_large_channel_count) { check_conv("conv 3x3 p1 300 ch", 1, 1, 2, 5, 5, 300, 3, 1, 1); }
+/* the AlexNet kernel shapes on small planes, plus a non-square plane (H != W); chunks of
+ * one image, of the whole batch, and of a size that leaves a shorter last chunk */
+Test(cuda_kernels_host, conv_11x11_stride4_pad2) { check_conv("conv 11x11/4 p2", 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }
+Test(cuda_kernels_host, conv_5x5_pad2) { check_conv("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2, 1); }
+Test(cuda_kernels_host, conv_3x3_two_sources) { check_conv("conv 3x3 p1, 2 sources", 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }
+Test(cuda_kernels_host, conv_3x3_whole_batch) { check_conv("conv 3x3 p1, chunk = batch", 4, 2, 3, 6, 6, 5, 3, 1, 1, 4); }
+Test(cuda_kernels_host, conv_non_square) { check_conv("conv 3x3/2 p1 9x12", 3, 1, 2, 9, 12, 3, 3, 2, 1, 2); }
+Test(cuda_kernels_host, conv_large_channel_count) { check_conv("conv 3x3 p1 300 ch", 1, 1, 2, 5, 5, 300, 3, 1, 1, 1); }
 
 Test(cuda_kernels_host, fc_two_sources)
 {
@@ -321,4 +335,42 @@ Test(cuda_kernels_host, sgd)
     expect_close("sgd weights", w2, w, n, 0);
     expect_close("sgd momentum", v2, v, n, 0);
     free(w), free(v), free(g), free(w2), free(v2);
+}
+
+/* the fused arena update against net.c's per-tensor tower_sgd on a tiny two-tower plan */
+Test(cuda_kernels_host, sgd_arena)
+{
+    tower_config cfg = {.towers = 2, .classes = 10, .batch = 2, .in_size = 67, .in_ch = 3,
+                        .width_div = 16};
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    tower t;
+    cr_assert_eq(tower_init(&t, &plan, 0, 5, err, sizeof err), 0, "%s", err);
+    size_t n = plan.n_params;
+    float *g = frand(n, 81, 0.1f), *v = frand(n, 82, 0.001f);
+    memcpy(t.grads, g, sizeof(float) * n);
+    memcpy(t.momentum, v, sizeof(float) * n);
+    float *w2 = fdup(t.params, n), *v2 = fdup(v, n);
+    tower_k_bias_ranges r;
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        r.lo[l] = plan.layer[l].b_off;
+        r.hi[l] = plan.layer[l].b_off + plan.layer[l].b_count;
+    }
+    for (int step = 0; step < 3; step++) {
+        tower_sgd(&t, 0.01f, 0.9f, 0.0005f);
+        for (size_t i = 0; i < n; i++) tower_k_sgd_arena(w2, v2, g, i, 0.01f, 0.9f, 0.0005f, &r);
+    }
+    expect_close("sgd arena weights", w2, t.params, n, 0);
+    expect_close("sgd arena momentum", v2, t.momentum, n, 0);
+    /* the ranges themselves: every bias element in, every weight element out */
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_shape *L = &plan.layer[l];
+        cr_assert(!tower_k_is_bias(&r, L->w_off) && !tower_k_is_bias(&r, L->b_off - 1));
+        cr_assert(tower_k_is_bias(&r, L->b_off) &&
+                  tower_k_is_bias(&r, L->b_off + L->b_count - 1));
+    }
+    cr_assert(!tower_k_is_bias(&r, n));
+    tower_free(&t);
+    free(g), free(v), free(w2), free(v2);
 }

@@ -85,6 +85,9 @@ static void check_conv(int l)
     size_t slot = (size_t)B * Ci * H * H, n_in = slot * S, n_w = (size_t)Co * ldw;
     size_t n_out = (size_t)B * Co * Ho * Ho;
     size_t n_col = tower_conv_col_size(Ci, H, H, K, s->stride, s->pad);
+    /* chunks that do not divide the batch: a full chunk, then a shorter last one */
+    int images = B > 2 ? B / 2 + 1 : 1;
+    size_t n_scratch = tower_conv_cuda_scratch_size(Ci, H, H, Co, K, s->stride, s->pad, images);
     uint64_t key = 1000 + (uint64_t)l;
 
     float *in = tt_host_alloc(n_in), *w = tt_host_alloc(n_w), *b = tt_host_alloc(Co);
@@ -100,7 +103,7 @@ static void check_conv(int l)
           *d_b = tt_dev_upload(b, Co), *d_dout = tt_dev_upload(dout, n_out),
           *d_dw = tt_dev_upload(dw, n_w), *d_db = tt_dev_upload(db, Co);
     float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
-    float *d_col = tt_dev_alloc(sizeof(float) * n_col);
+    float *d_col = tt_dev_alloc(sizeof(float) * n_scratch);
     float *out = tt_host_alloc(n_out), *din = tt_host_alloc(n_in), *col = tt_host_alloc(n_col);
 
     for (int src = 0; src < S; src++) {
@@ -108,7 +111,7 @@ static void check_conv(int l)
                            Ci, H, H, Co, K, s->stride, s->pad, ldw, src > 0, col);
         tower_conv_forward_cuda(d_out, d_in + src * slot, d_w + (size_t)src * kk,
                                 src == 0 ? d_b : NULL, B, Ci, H, H, Co, K, s->stride, s->pad,
-                                ldw, src > 0, d_col, blas, stream);
+                                ldw, src > 0, d_col, images, blas, stream);
     }
     check(name2(s->name, "forward out"), d_out, out, n_out, TOL_GEMM_FWD);
 
@@ -119,7 +122,7 @@ static void check_conv(int l)
         tower_conv_backward_cuda(d_din + src * slot, d_dw + (size_t)src * kk,
                                  src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
                                  d_w + (size_t)src * kk, B, Ci, H, H, Co, K, s->stride, s->pad,
-                                 ldw, 0, d_col, blas, stream);
+                                 ldw, 0, d_col, images, blas, stream);
     }
     check(name2(s->name, "backward din"), d_din, din, n_in, TOL_GEMM_FWD);
     check(name2(s->name, "backward dw"), d_dw, dw, n_w, TOL_GEMM_BWD);
@@ -129,7 +132,7 @@ static void check_conv(int l)
     tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, H, Co, K, s->stride, s->pad,
                         ldw, 1, col);
     tower_conv_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Ci, H, H, Co, K,
-                             s->stride, s->pad, ldw, 1, d_col, blas, stream);
+                             s->stride, s->pad, ldw, 1, d_col, images, blas, stream);
     check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
 
     gpu_stop();
@@ -383,6 +386,33 @@ Test(cuda_layers, sgd_update, .init = setup)
     }
     check("sgd weights", d_w, w, n, TOL_EXACT);
     check("sgd momentum", d_v, v, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_w), cudaFree(d_v), cudaFree(d_g);
+    free(w), free(v), free(g);
+}
+
+/* ---- the fused update of a whole arena: the per-tensor CPU updates, bit for bit ----- */
+Test(cuda_layers, sgd_arena, .init = setup)
+{
+    gpu_start();
+    size_t n = plan.n_params;
+    float *w = tt_host_alloc(n), *v = tt_host_alloc(n), *g = tt_host_alloc(n);
+    tt_fill_normal(w, n, 8011, 0.01f);
+    tt_fill_normal(v, n, 8012, 0.001f);
+    tt_fill_normal(g, n, 8013, 0.1f);
+    float *d_w = tt_dev_upload(w, n), *d_v = tt_dev_upload(v, n), *d_g = tt_dev_upload(g, n);
+    for (int step = 0; step < 2; step++) {
+        for (int l = 0; l < TOWER_LAYERS; l++) { /* net.c's tower_sgd */
+            const tower_layer_shape *L = &plan.layer[l];
+            tower_sgd_update(w + L->w_off, v + L->w_off, g + L->w_off, L->w_count, 0.01f, 0.9f,
+                             0.0005f);
+            tower_sgd_update(w + L->b_off, v + L->b_off, g + L->b_off, L->b_count, 0.01f, 0.9f,
+                             0.0f);
+        }
+        tower_sgd_arena_cuda(d_w, d_v, d_g, &plan, 0.01f, 0.9f, 0.0005f, stream);
+    }
+    check("sgd arena weights", d_w, w, n, TOL_EXACT);
+    check("sgd arena momentum", d_v, v, n, TOL_EXACT);
     gpu_stop();
     cudaFree(d_w), cudaFree(d_v), cudaFree(d_g);
     free(w), free(v), free(g);

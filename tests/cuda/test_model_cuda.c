@@ -204,7 +204,7 @@ Test(cuda_model, tower_fits_in_3gb_at_batch_128)
     char err[256];
     cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
     size_t bytes = tower_cuda_mem_estimate(&plan);
-    printf("GPU memory per tower at batch 128: %.1f MiB (arena + cuBLAS workspace)\n",
+    printf("GPU memory per tower at batch 128: %.1f MiB (arena + conv scratch + cuBLAS workspace)\n",
            bytes / 1048576.0);
     cr_assert(bytes > 0 && bytes < (size_t)3000 * 1000 * 1000,
               "a tower needs %.1f MiB at batch 128: more than a 3 GB GTX 580", bytes / 1048576.0);

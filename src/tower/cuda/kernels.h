@@ -65,13 +65,13 @@ TOWER_HD float tower_k_im2col(const float *in, size_t i, int H, int W, int K, in
     return (ih >= 0 && ih < H && iw >= 0 && iw < W) ? in[((size_t)c * H + ih) * W + iw] : 0.0f;
 }
 
-/* din (Ci, H, W) element i from col (Ci*K*K, Ho*Wo): start + the col entries that came
- * from pixel i. A tap (kh, kw) reaches a pixel from at most one output position, so the
- * sum runs over (kh, kw) in order: the order in which layers_cpu.c's col2im adds them. */
-TOWER_HD float tower_k_col2im(const float *col, float start, size_t i, int H, int W, int K,
-                              int S, int P, int Ho, int Wo)
+/* din (Ci, H, W) element i from col (Ci*K*K rows of Ho*Wo columns, row stride ld): start
+ * + the col entries that came from pixel i. A tap (kh, kw) reaches a pixel from at most
+ * one output position, so the sum runs over (kh, kw) in order: the order in which
+ * layers_cpu.c's col2im adds them. */
+TOWER_HD float tower_k_col2im(const float *col, size_t ld, float start, size_t i, int H, int W,
+                              int K, int S, int P, int Ho, int Wo)
 {
-    size_t HWo = (size_t)Ho * Wo;
     int c = (int)(i / ((size_t)H * W)), ih = (int)(i / W % H), iw = (int)(i % W);
     float s = start;
     for (int kh = 0; kh < K; kh++) {
@@ -84,10 +84,62 @@ TOWER_HD float tower_k_col2im(const float *col, float start, size_t i, int H, in
             if (tw < 0 || tw % S) continue;
             int ow = tw / S;
             if (ow >= Wo) continue;
-            s += col[((size_t)(c * K + kh) * K + kw) * HWo + (size_t)oh * Wo + ow];
+            s += col[((size_t)(c * K + kh) * K + kw) * ld + (size_t)oh * Wo + ow];
         }
     }
     return s;
+}
+
+/* ---- convolution over a chunk of nb images: one GEMM per chunk -------------------------
+ * The GPU backend convolves nb images with one SGEMM instead of nb small ones. Its col
+ * matrix (Ci*K*K, nb*Ho*Wo) holds the im2col of the nb images side by side (column
+ * q = n*Ho*Wo + p); the GEMM's product and the output gradient it reads are then
+ * (Co, nb*HWo), "CNHW", and a transposing pass moves them from / to the (nb, Co, HWo)
+ * activations. */
+
+/* Floats of scratch a chunk of `images` images needs: its col (Ci*K*K, images*HWo) and
+ * the (Co, images*HWo) product or output gradient after it. */
+TOWER_HD size_t tower_k_conv_scratch_size(int Ci, int Co, int K, int Ho, int Wo, int images)
+{
+    return (size_t)images * ((size_t)Ci * K * K + (size_t)Co) * Ho * Wo;
+}
+
+/* col element i of the chunk starting at image `in` (nb images of Ci*H*W) */
+TOWER_HD float tower_k_im2col_chunk(const float *in, size_t i, int nb, int Ci, int H, int W,
+                                    int K, int S, int P, int Ho, int Wo)
+{
+    size_t HWo = (size_t)Ho * Wo, nq = (size_t)nb * HWo;
+    size_t r = i / nq, n = i % nq / HWo, p = i % HWo;
+    return tower_k_im2col(in + n * Ci * H * W, r * HWo + p, H, W, K, S, P, Ho, Wo);
+}
+
+/* Element i of din (nb, Ci, H, W): start + the entries of the chunk's col that came from
+ * it (tower_k_col2im on image n's columns, row stride nb*HWo). */
+TOWER_HD float tower_k_col2im_chunk(const float *col, float start, size_t i, int nb, int Ci,
+                                    int H, int W, int K, int S, int P, int Ho, int Wo)
+{
+    size_t HWo = (size_t)Ho * Wo, nin = (size_t)Ci * H * W;
+    return tower_k_col2im(col + i / nin * HWo, (size_t)nb * HWo, start, i % nin, H, W, K, S,
+                          P, Ho, Wo);
+}
+
+/* Where element i of an (nb, C, HW) tensor sits in its (C, nb*HW) transpose. */
+TOWER_HD size_t tower_k_cnhw_of(size_t i, int nb, int C, size_t HW)
+{
+    size_t chw = (size_t)C * HW, n = i / chw, c = i % chw / HW, p = i % HW;
+    return (c * nb + n) * HW + p;
+}
+
+/* Conv output element i of the chunk (nb, Co, HWo): the GEMM's product (Co, nb*HWo), plus
+ * the earlier value when accumulating (a second source tower), plus the bias if any:
+ * the CPU's order (GEMM with beta, then the bias). */
+TOWER_HD float tower_k_conv_out(const float *prod, const float *prev, const float *b,
+                                size_t i, int nb, int Co, size_t HWo, int accumulate)
+{
+    float y = prod[tower_k_cnhw_of(i, nb, Co, HWo)];
+    if (accumulate) y += prev[i];
+    if (b) y += b[i / HWo % Co];
+    return y;
 }
 
 /* The channel of element i of a (B, C, HW) tensor: which bias it gets. */
@@ -225,6 +277,26 @@ TOWER_HD void tower_k_sgd(float *w, float *v, const float *g, size_t i, float lr
                       TK_MUL(lr, g[i]));
     v[i] = vi;
     w[i] = TK_ADD(w[i], vi);
+}
+
+/* The fused update of a whole parameter arena ([w conv1][b conv1]...[w fc8][b fc8]) in
+ * one launch: element i is a bias (no weight decay) when it falls in one of the ranges
+ * [lo, hi), else a weight. Same arithmetic as tower_k_sgd per tensor: bit-identical. */
+typedef struct {
+    size_t lo[TOWER_LAYERS], hi[TOWER_LAYERS];
+} tower_k_bias_ranges;
+
+TOWER_HD int tower_k_is_bias(const tower_k_bias_ranges *r, size_t i)
+{
+    for (int l = 0; l < TOWER_LAYERS; l++)
+        if (i >= r->lo[l] && i < r->hi[l]) return 1;
+    return 0;
+}
+
+TOWER_HD void tower_k_sgd_arena(float *w, float *v, const float *g, size_t i, float lr,
+                                float momentum, float wd, const tower_k_bias_ranges *r)
+{
+    tower_k_sgd(w, v, g, i, lr, momentum, tower_k_is_bias(r, i) ? 0.0f : wd);
 }
 
 #endif

@@ -36,29 +36,48 @@ static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, in
 
 /* ---- convolution ------------------------------------------------------------------- */
 
-/* im2col of one image. in (Ci, H, W); col (Ci*K*K, Ho*Wo), row r = (c, kh, kw), column
- * p = (oh, ow): the input pixel tap (kh, kw) sees at output p, 0 in the padding.
- * One thread per col element (grid-stride), consecutive threads along p: coalesced
- * writes, reads coalesced along a row of the image for stride 1. */
-__global__ void im2col_kernel(float *col, const float *in, int Ci, int H, int W, int K, int S,
-                              int P, int Ho, int Wo)
+/* im2col of a chunk of nb images. in (nb, Ci, H, W); col (Ci*K*K, nb*Ho*Wo), row
+ * r = (c, kh, kw), column q = (n, oh, ow): the pixel tap (kh, kw) of image n sees at
+ * output (oh, ow), 0 in the padding. One thread per col element (grid-stride),
+ * consecutive threads along q: coalesced writes, reads coalesced along an image row for
+ * stride 1. */
+__global__ void im2col_chunk_kernel(float *col, const float *in, int nb, int Ci, int H, int W,
+                                    int K, int S, int P, int Ho, int Wo)
 {
-    size_t n = (size_t)Ci * K * K * Ho * Wo;
-    FOR_EACH_ELEMENT(i, n) col[i] = tower_k_im2col(in, i, H, W, K, S, P, Ho, Wo);
+    size_t n = (size_t)Ci * K * K * nb * Ho * Wo;
+    FOR_EACH_ELEMENT(i, n) col[i] = tower_k_im2col_chunk(in, i, nb, Ci, H, W, K, S, P, Ho, Wo);
 }
 
-/* col2im of one image as a gather (no atomics): one thread per input pixel (c, ih, iw)
- * of din (Ci, H, W) sums the col (Ci*K*K, Ho*Wo) entries that came from it, in the
+/* col2im of a chunk as a gather (no atomics): one thread per input pixel (n, c, ih, iw) of
+ * din (nb, Ci, H, W) sums the col (Ci*K*K, nb*Ho*Wo) entries that came from it, in the
  * order layers_cpu.c's scatter adds them. accumulate: start from din instead of 0. */
-__global__ void col2im_kernel(float *din, const float *col, int Ci, int H, int W, int K, int S,
-                              int P, int Ho, int Wo, int accumulate)
+__global__ void col2im_chunk_kernel(float *din, const float *col, int nb, int Ci, int H, int W,
+                                    int K, int S, int P, int Ho, int Wo, int accumulate)
 {
-    size_t n = (size_t)Ci * H * W;
+    size_t n = (size_t)nb * Ci * H * W;
     FOR_EACH_ELEMENT(i, n)
-        din[i] = tower_k_col2im(col, accumulate ? din[i] : 0.0f, i, H, W, K, S, P, Ho, Wo);
+        din[i] = tower_k_col2im_chunk(col, accumulate ? din[i] : 0.0f, i, nb, Ci, H, W, K, S,
+                                      P, Ho, Wo);
 }
 
-/* out (B, C, HW) += b[c]. One thread per element of out. */
+/* out (nb, Co, HWo) = prod (Co, nb*HWo) transposed [+ out] [+ b]: the end of a chunk's
+ * forward. One thread per element of out (coalesced writes; reads in runs of HWo). */
+__global__ void conv_out_kernel(float *out, const float *prod, const float *b, int nb, int Co,
+                                size_t HWo, int accumulate)
+{
+    size_t n = (size_t)nb * Co * HWo;
+    FOR_EACH_ELEMENT(i, n) out[i] = tower_k_conv_out(prod, out, b, i, nb, Co, HWo, accumulate);
+}
+
+/* g (Co, nb*HWo) = dout (nb, Co, HWo) transposed: the output gradient as the chunk's
+ * GEMMs read it. One thread per element of dout (coalesced reads). */
+__global__ void to_cnhw_kernel(float *g, const float *dout, int nb, int Co, size_t HWo)
+{
+    size_t n = (size_t)nb * Co * HWo;
+    FOR_EACH_ELEMENT(i, n) g[tower_k_cnhw_of(i, nb, Co, HWo)] = dout[i];
+}
+
+/* out (B, C, HW) += b[c]. One thread per element of out (the fc layers' bias). */
 __global__ void bias_add_kernel(float *out, const float *b, size_t n, int C, size_t HW)
 {
     FOR_EACH_ELEMENT(i, n) out[i] += b[tower_k_channel_of(i, C, HW)];
@@ -85,65 +104,81 @@ __global__ void bias_grad_channels_kernel(float *db, const float *dout, int B, i
     if (threadIdx.x == 0) db[c] += part[0];
 }
 
+extern "C" size_t tower_conv_cuda_scratch_size(int Ci, int H, int W, int Co, int K, int stride,
+                                               int pad, int images)
+{
+    return tower_k_conv_scratch_size(Ci, Co, K, tower_conv_out(H, K, stride, pad),
+                                     tower_conv_out(W, K, stride, pad), images);
+}
+
+/* The chunk loop both passes share: images [n0, n0 + nb) of B, nb <= images. */
+#define FOR_EACH_CHUNK(n0, nb, B, images)                                                 \
+    for (int n0 = 0, nb = (B) < (images) ? (B) : (images); n0 < (B);                      \
+         n0 += nb, nb = (B) - n0 < (images) ? (B) - n0 : (images))
+
 extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float *w,
                                         const float *b, int B, int Ci, int H, int W, int Co,
                                         int K, int stride, int pad, int ldw, int accumulate,
-                                        float *col, void *cublas, void *stream)
+                                        float *scratch, int images, void *cublas, void *stream)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
     cudaStream_t st = CU_STREAM(stream);
-    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
-    for (int n = 0; n < B; n++) {
-        const float *x = in + (size_t)n * nin;
-        float *y = out + (size_t)n * Co * HWo;
-        im2col_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
-            col, x, Ci, H, W, K, stride, pad, Ho, Wo);
-        LAUNCH_CHECK(im2col_kernel);
-        /* y (Co, HWo) = w (Co, CKK; ld ldw) . col (CKK, HWo) [+ y] */
-        gemm_rm(CU_BLAS(cublas), 0, 0, Co, HWo, CKK, 1.0f, w, ldw, col, HWo,
-                accumulate ? 1.0f : 0.0f, y, HWo);
-    }
-    if (b) {
-        size_t nout = (size_t)B * Co * HWo;
-        bias_add_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(out, b, nout,
-                                                                               Co, HWo);
-        LAUNCH_CHECK(bias_add_kernel);
+    size_t nin = (size_t)Ci * H * W;
+    float *col = scratch, *prod = scratch + (size_t)images * CKK * HWo;
+    FOR_EACH_CHUNK(n0, nb, B, images) {
+        int nq = nb * HWo;
+        size_t ncol = (size_t)CKK * nq, nout = (size_t)Co * nq;
+        float *y = out + (size_t)n0 * Co * HWo;
+        im2col_chunk_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
+            col, in + (size_t)n0 * nin, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        LAUNCH_CHECK(im2col_chunk_kernel);
+        /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
+        gemm_rm(CU_BLAS(cublas), 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
+        conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+            y, prod, b, nb, Co, (size_t)HWo, accumulate);
+        LAUNCH_CHECK(conv_out_kernel);
     }
 }
 
 extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
                                          const float *in, const float *w, int B, int Ci, int H,
                                          int W, int Co, int K, int stride, int pad, int ldw,
-                                         int accumulate_din, float *col, void *cublas,
-                                         void *stream)
+                                         int accumulate_din, float *scratch, int images,
+                                         void *cublas, void *stream)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
     cudaStream_t st = CU_STREAM(stream);
     cublasHandle_t h = CU_BLAS(cublas);
-    size_t ncol = (size_t)CKK * HWo, nin = (size_t)Ci * H * W;
+    size_t nin = (size_t)Ci * H * W;
+    float *col = scratch, *g = scratch + (size_t)images * CKK * HWo;
     if (db) {
         bias_grad_channels_kernel<<<Co, TOWER_CUDA_THREADS, 0, st>>>(db, dout, B, Co,
                                                                      (size_t)HWo);
         LAUNCH_CHECK(bias_grad_channels_kernel);
     }
-    for (int n = 0; n < B; n++) {
-        const float *x = in + (size_t)n * nin;
-        const float *g = dout + (size_t)n * Co * HWo;
+    if (!dw && !din) return;
+    FOR_EACH_CHUNK(n0, nb, B, images) {
+        int nq = nb * HWo;
+        size_t ncol = (size_t)CKK * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
+        to_cnhw_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+            g, dout + (size_t)n0 * Co * HWo, nb, Co, (size_t)HWo);
+        LAUNCH_CHECK(to_cnhw_kernel);
         if (dw) {
-            im2col_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
-                col, x, Ci, H, W, K, stride, pad, Ho, Wo);
-            LAUNCH_CHECK(im2col_kernel);
-            /* dw (Co, CKK; ld ldw) += g (Co, HWo) . col^T (HWo, CKK) */
-            gemm_rm(h, 0, 1, Co, CKK, HWo, 1.0f, g, HWo, col, HWo, 1.0f, dw, ldw);
+            im2col_chunk_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
+                col, in + (size_t)n0 * nin, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+            LAUNCH_CHECK(im2col_chunk_kernel);
+            /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
+            gemm_rm(h, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
         }
         if (din) {
-            /* col (CKK, HWo) = w^T (CKK, Co) . g (Co, HWo), then gathered back */
-            gemm_rm(h, 1, 0, CKK, HWo, Co, 1.0f, w, ldw, g, HWo, 0.0f, col, HWo);
-            col2im_kernel<<<tower_cuda_blocks(nin), TOWER_CUDA_THREADS, 0, st>>>(
-                din + (size_t)n * nin, col, Ci, H, W, K, stride, pad, Ho, Wo, accumulate_din);
-            LAUNCH_CHECK(col2im_kernel);
+            /* col (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), then gathered back */
+            gemm_rm(h, 1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, col, nq);
+            col2im_chunk_kernel<<<tower_cuda_blocks(nx), TOWER_CUDA_THREADS, 0, st>>>(
+                din + (size_t)n0 * nin, col, nb, Ci, H, W, K, stride, pad, Ho, Wo,
+                accumulate_din);
+            LAUNCH_CHECK(col2im_chunk_kernel);
         }
     }
 }
@@ -434,4 +469,28 @@ extern "C" void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t
     sgd_update_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
         w, v, g, n, lr, momentum, wd);
     LAUNCH_CHECK(sgd_update_kernel);
+}
+
+/* The same update over a tower's whole parameter arena in one launch (tower_k_sgd_arena:
+ * no weight decay inside the bias ranges). Bit-identical to the per-tensor launches. */
+__global__ void sgd_arena_kernel(float *w, float *v, const float *g, size_t n, float lr,
+                                 float momentum, float wd, tower_k_bias_ranges r)
+{
+    FOR_EACH_ELEMENT(i, n) tower_k_sgd_arena(w, v, g, i, lr, momentum, wd, &r);
+}
+
+extern "C" void tower_sgd_arena_cuda(float *params, float *mom, const float *grads,
+                                     const tower_plan *plan, float lr, float momentum,
+                                     float wd, void *stream)
+{
+    tower_k_bias_ranges r;
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        r.lo[l] = plan->layer[l].b_off;
+        r.hi[l] = plan->layer[l].b_off + plan->layer[l].b_count;
+    }
+    size_t n = plan->n_params;
+    if (n == 0) return;
+    sgd_arena_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        params, mom, grads, n, lr, momentum, wd, r);
+    LAUNCH_CHECK(sgd_arena_kernel);
 }

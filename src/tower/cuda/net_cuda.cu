@@ -17,6 +17,8 @@ typedef struct {
     cudaStream_t stream;   /* every kernel, copy and GEMM of this tower runs on it */
     cublasHandle_t cublas; /* bound to `stream`, with `workspace` as its only scratch */
     void *workspace;       /* TOWER_CUDA_WORKSPACE_BYTES, handed to cuBLAS */
+    float *conv_scratch;   /* conv_scratch_floats(): the conv chunks' col and product */
+    int conv_images;       /* images per conv chunk: min(batch, TOWER_CUDA_CONV_IMAGES) */
     float *host_losses;    /* (B) pinned: the per-sample losses, for the host-side mean */
 } tower_gpu;
 
@@ -25,6 +27,32 @@ static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
 /* Makes the tower's device current; the runtime's current device is per host thread,
  * so this is called at every entry point rather than trusted from an earlier call. */
 static void use_device(const tower *t) { CUDA_CHECK(cudaSetDevice(t->device)); }
+
+/* Images per conv chunk and the scratch (floats) the largest conv layer needs for it. */
+static int conv_images_of(const tower_plan *p)
+{
+    return p->cfg.batch < TOWER_CUDA_CONV_IMAGES ? p->cfg.batch : TOWER_CUDA_CONV_IMAGES;
+}
+
+static size_t conv_scratch_floats(const tower_plan *p)
+{
+    size_t most = 0;
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_spec *s = &tower_alexnet2012[l];
+        const tower_layer_shape *L = &p->layer[l];
+        if (s->kind != TOWER_CONV) continue;
+        size_t n = tower_conv_cuda_scratch_size(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k,
+                                                s->stride, s->pad, conv_images_of(p));
+        if (n > most) most = n;
+    }
+    return most;
+}
+
+/* Device bytes outside the arena: the conv scratch and the cuBLAS workspace. */
+static size_t side_bytes(const tower_plan *p)
+{
+    return sizeof(float) * conv_scratch_floats(p) + TOWER_CUDA_WORKSPACE_BYTES;
+}
 
 /* ---- devices ------------------------------------------------------------------------ */
 
@@ -74,6 +102,7 @@ extern "C" void tower_free_cuda(tower *t)
         if (g->stream) cudaStreamDestroy(g->stream);
         if (g->host_losses) cudaFreeHost(g->host_losses);
         if (g->workspace) cudaFree(g->workspace);
+        if (g->conv_scratch) cudaFree(g->conv_scratch);
         free(g);
         t->gpu = NULL;
     }
@@ -123,17 +152,22 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
         return init_fail(t, e, "cudaMemGetInfo", err, errlen);
     }
     void *arena = NULL;
+    g->conv_images = conv_images_of(plan);
+    size_t side = side_bytes(plan);
     e = cudaMalloc(&arena, bytes);
     if (e == cudaSuccess) e = cudaMalloc(&g->workspace, TOWER_CUDA_WORKSPACE_BYTES);
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(plan));
     if (e != cudaSuccess) {
         free(host);
         if (arena) cudaFree(arena);
         snprintf(err, errlen,
-                 "tower %d on GPU %d: cannot allocate %.1f MiB (arena %.1f MiB + cuBLAS "
-                 "workspace %.1f MiB); %.1f MiB free of %.1f MiB: %s (try a smaller --batch)",
-                 index, device, (bytes + TOWER_CUDA_WORKSPACE_BYTES) / 1048576.0,
-                 bytes / 1048576.0, TOWER_CUDA_WORKSPACE_BYTES / 1048576.0,
-                 free_b / 1048576.0, total_b / 1048576.0, cudaGetErrorString(e));
+                 "tower %d on GPU %d: cannot allocate %.1f MiB (arena %.1f MiB + conv scratch "
+                 "and cuBLAS workspace %.1f MiB); %.1f MiB free of %.1f MiB: %s (try a "
+                 "smaller --batch)",
+                 index, device, (bytes + side) / 1048576.0, bytes / 1048576.0,
+                 side / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
+                 cudaGetErrorString(e));
         tower_free_cuda(t);
         return -1;
     }
@@ -202,7 +236,7 @@ extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t byte
 
 extern "C" size_t tower_cuda_mem_bytes(const tower *t)
 {
-    return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES;
+    return t->arena_bytes + side_bytes(&t->plan);
 }
 
 extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
@@ -213,7 +247,7 @@ extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
     scratch->plan = *plan;
     size_t bytes = tower_carve(scratch, NULL);
     free(scratch);
-    return bytes + TOWER_CUDA_WORKSPACE_BYTES;
+    return bytes + side_bytes(plan);
 }
 
 /* ---- the per-layer passes: net.c's tower_forward_layer & co. with _cuda twins ------- */
@@ -242,7 +276,7 @@ extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
             tower_conv_forward_cuda(A->act, A->in + src * slot, t->w[l] + (size_t)src * kk,
                                     src == 0 ? t->b[l] : NULL, B, L->in_ch, L->in_h, L->in_h,
                                     L->out_ch, s->k, s->stride, s->pad, S * kk, src > 0,
-                                    t->col, hb, st);
+                                    g->conv_scratch, g->conv_images, hb, st);
     } else {
         size_t slot = (size_t)B * L->in_ch;
         for (int src = 0; src < S; src++)
@@ -297,7 +331,8 @@ extern "C" void tower_backward_layer_cuda(tower *t, int l)
                                      t->dw[l] + (size_t)src * kk, src == 0 ? t->db[l] : NULL,
                                      A->dact, A->in + src * slot, t->w[l] + (size_t)src * kk,
                                      B, L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
-                                     s->pad, S * kk, 0, t->col, hb, st);
+                                     s->pad, S * kk, 0, g->conv_scratch, g->conv_images, hb,
+                                     st);
     } else {
         size_t slot = (size_t)B * L->in_ch;
         for (int src = 0; src < S; src++)
@@ -335,13 +370,7 @@ extern "C" void tower_loss_backward_cuda(tower *t)
 extern "C" void tower_sgd_cuda(tower *t, float lr, float momentum, float wd)
 {
     use_device(t);
-    void *st = gpu_of(t)->stream;
-    /* weight decay on weights only, as net.c's tower_sgd */
-    for (int l = 0; l < TOWER_LAYERS; l++) {
-        const tower_layer_shape *L = &t->plan.layer[l];
-        tower_sgd_update_cuda(t->params + L->w_off, t->momentum + L->w_off,
-                              t->grads + L->w_off, L->w_count, lr, momentum, wd, st);
-        tower_sgd_update_cuda(t->params + L->b_off, t->momentum + L->b_off,
-                              t->grads + L->b_off, L->b_count, lr, momentum, 0.0f, st);
-    }
+    /* one launch over the arena; weight decay on weights only, as net.c's tower_sgd */
+    tower_sgd_arena_cuda(t->params, t->momentum, t->grads, &t->plan, lr, momentum, wd,
+                         gpu_of(t)->stream);
 }
