@@ -123,6 +123,9 @@ void tower_loss_backward_cuda(tower *t);
 void tower_backward_layer_cuda(tower *t, int l);
 void tower_zero_grads_cuda(tower *t);
 void tower_sgd_cuda(tower *t, float lr, float momentum, float wd);
+/* on = 1: the tower's GEMMs use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH); 0: plain
+ * fp32 (CUBLAS_DEFAULT_MATH, what tower_init_cuda sets). 0, or -1 with err. */
+int tower_cuda_set_tf32(tower *t, int on, char *err, size_t errlen);
 /* The tower's cudaStream_t: what comm and the trainer order their work on. */
 void *tower_cuda_stream(tower *t);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with

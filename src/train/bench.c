@@ -403,7 +403,7 @@ typedef struct {
 static void bench_usage(FILE *f)
 {
     fprintf(f,
-        "usage: twotower bench [--cpu | --gpus LIST] [--batch 128] [--size 224] [--warmup 5]\n"
+        "usage: twotower bench [--cpu | --gpus LIST [--tf32]] [--batch 128] [--size 224] [--warmup 5]\n"
         "                      [--steps 20] [--profile-steps 3] [--batches 4] [--json FILE]\n"
         "                      [--towers 2] [--classes 1000] [--width-div 1] [--seed 1]\n"
         "                      [--lr 0.01]\n"
@@ -414,7 +414,8 @@ static void bench_usage(FILE *f)
         "augmented every step (on the GPU with --gpus). --size is at most %d (the crops come\n"
         "from %dx%d images). Prints a table; --json FILE also writes every number.\n"
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
-        "neither: the GPUs if there are any, else the CPU.\n",
+        "neither: the GPUs if there are any, else the CPU. --tf32: the GPU GEMMs on TF32\n"
+        "tensor cores (default: plain fp32 math).\n",
         DATA_SIZE, DATA_SIZE, DATA_SIZE);
 }
 
@@ -425,7 +426,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
                       .warmup = 5, .steps = 20, .profile_steps = 3, .batches = 4, .seed = 1,
                       .lr = 0.01};
     const char *gpus = NULL;
-    int cpu = 0;
+    int cpu = 0, tf32 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -436,6 +437,10 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         }
         if (!strcmp(a, "--cpu")) {
             cpu = 1;
+            continue;
+        }
+        if (!strcmp(a, "--tf32")) {
+            tf32 = 1;
             continue;
         }
         if (!v) {
@@ -473,7 +478,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         i++;
     }
     char err[512] = "";
-    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err)) {
+    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err) ||
+        train_placement_set_tf32(&o->place, tf32, err, sizeof err)) {
         fprintf(stderr, "twotower bench: %s\n", err);
         return -1;
     }
@@ -593,7 +599,9 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
 {
     const tower_plan *plan = &m->plan;
     int T = m->towers;
-    fprintf(f, "twotower bench: %s, %s; fp32 storage and math (TF32 off)\n", place, r->device);
+    fprintf(f, "twotower bench: %s, %s; fp32 storage, %s\n", place, r->device,
+            m->place.tf32 ? "GEMMs in TF32 (tensor cores), the rest fp32"
+                          : "fp32 math (TF32 off)");
     fprintf(f, "net: %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -692,7 +700,8 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
     fprintf(f, ", \"backend\": \"%s\", \"device\": ", m->place.cpu ? "cpu" : "cuda");
     json_str(f, r->device);
     fprintf(f, ", \"blas_threads\": %d", m->place.cpu ? openblas_get_num_threads() : 0);
-    fputs(",\n \"precision\": \"fp32\", \"tf32\": false, \"data_path\": ", f);
+    fprintf(f, ",\n \"precision\": \"fp32\", \"tf32\": %s, \"data_path\": ",
+            m->place.tf32 ? "true" : "false");
     json_str(f, data_path_text(m));
     fprintf(f, ",\n \"plan\": {\"params_per_tower\": %zu, \"layers\": [", plan->n_params);
     for (int l = 0; l < TOWER_LAYERS; l++) {

@@ -135,4 +135,18 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
         snprintf(buf, n, "GPU %d (both towers)", p->gpus[0]);
     else
         snprintf(buf, n, "GPUs %d,%d", p->gpus[0], p->gpus[1]);
+    size_t used = strlen(buf);
+    if (!p->cpu && p->ngpus >= 1 && p->tf32 && used < n)
+        snprintf(buf + used, n - used, ", TF32 GEMMs");
+}
+
+int train_placement_set_tf32(model_placement *p, int tf32, char *err, size_t errlen)
+{
+    if (tf32 && p->cpu) {
+        snprintf(err, errlen, "--tf32 is a GPU math mode and this run is on the CPU (which "
+                              "computes in plain fp32): drop --tf32 or run on a GPU");
+        return -1;
+    }
+    p->tf32 = tf32;
+    return 0;
 }

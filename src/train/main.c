@@ -33,6 +33,7 @@ static void usage(FILE *f)
         "train and summary flags:\n"
         "  --cpu               run on the CPU backend (the reference)\n"
         "  --gpus LIST         0,1: one tower per GPU; 0: both towers on GPU 0\n"
+        "  --tf32              GPU GEMMs on TF32 tensor cores (default: plain fp32)\n"
         "  --data DIR          Fashion-MNIST IDX folder or prep shards\n"
         "                      (default /usr/share/datasets/fashion-mnist)\n"
         "  --towers N          2 (the paper) or 1 (one tower, half the kernels)\n"
@@ -63,13 +64,14 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
 {
     int summary = classes != NULL;
     const char *gpus = NULL;
-    int cpu = 0;
+    int cpu = 0, tf32 = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         int rc = 0, takes = 1;
         if (!strcmp(a, "--cpu")) cpu = 1, takes = 0;
+        else if (!strcmp(a, "--tf32")) tf32 = 1, takes = 0;
         else if (!strcmp(a, "--quiet")) o->quiet = 1, takes = 0;
         else if (!v && a[0] == '-' && a[1] == '-') {
             fprintf(stderr, "twotower: %s needs a value\n", a);
@@ -117,7 +119,8 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
     }
     char err[512] = "";
     if (summary) return 0; /* summary needs no device */
-    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err)) {
+    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err) ||
+        train_placement_set_tf32(&o->place, tf32, err, sizeof err)) {
         fprintf(stderr, "twotower: %s\n", err);
         return -1;
     }

@@ -62,8 +62,13 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
         int rc;
 #if MODEL_CUDA
         if (!place->cpu)
+        {
             rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
-        else
+            if (!rc && place->tf32 && tower_cuda_set_tf32(&m->tw[t], 1, err, errlen)) {
+                tower_free(&m->tw[t]);
+                rc = -1;
+            }
+        } else
 #endif
             rc = tower_init(&m->tw[t], &m->plan, t, seed, err, errlen);
         if (rc) {

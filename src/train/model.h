@@ -16,6 +16,9 @@ typedef struct {
     int cpu;        /* 1: CPU backend (the reference) */
     int ngpus;      /* 1: both towers on gpus[0] (the single-GPU fallback); 2: one each */
     int gpus[2];
+    int tf32;       /* GPU only: 1 runs the GEMMs in TF32 tensor-core math (cuBLAS
+                       CUBLAS_TF32_TENSOR_OP_MATH: inputs rounded to 10 mantissa bits, fp32
+                       sums); 0, the default: plain fp32 (CUBLAS_DEFAULT_MATH) */
 } model_placement;
 
 typedef struct {

@@ -17,6 +17,8 @@
  * through eight layers and back. */
 #define TOL_LOSS 1e-4
 #define TOL_STEP_GRAD 1e-3
+#define TOL_TF32_LOSS 5e-3
+#define TOL_TF32_GRAD 3e-2
 
 static const tower_config tiny = {.towers = 2, .classes = 10, .batch = 4, .in_size = 67,
                                   .in_ch = 3, .width_div = 8};
@@ -71,12 +73,13 @@ static void compare_tensors(const model *g, const model *c, int which, double to
 
 /* One training step (forward with dropout, backward) on CPU and GPU from the same seed
  * and batch: the same loss, the same gradients. Then the update: the same weights. */
-static void step_matches_cpu(const tower_config *cfg)
+static void step_close_to_cpu(const tower_config *cfg, model_placement gpu, double tol_loss,
+                              double tol_grad)
 {
     TT_NEED_GPUS(1);
     model c, g;
     init_or_fail(&c, cfg, on_cpu, 5);
-    init_or_fail(&g, cfg, on_gpu0, 5);
+    init_or_fail(&g, cfg, gpu, 5);
     compare_tensors(&g, &c, 0, 0.0); /* the same init, bit for bit */
     float *x;
     int32_t *labels;
@@ -85,20 +88,37 @@ static void step_matches_cpu(const tower_config *cfg)
     model_set_batch(&g, x, labels);
     double lc = model_forward(&c, 1), lg = model_forward(&g, 1);
     printf("loss: cpu %.9g gpu %.9g (rel diff %.3g)\n", lc, lg, fabs(lg - lc) / fabs(lc));
-    cr_assert(fabs(lg - lc) <= TOL_LOSS * fabs(lc), "loss cpu %.9g gpu %.9g", lc, lg);
+    cr_assert(fabs(lg - lc) <= tol_loss * fabs(lc), "loss cpu %.9g gpu %.9g", lc, lg);
     model_backward(&c);
     model_backward(&g);
-    compare_tensors(&g, &c, 1, TOL_STEP_GRAD);
+    compare_tensors(&g, &c, 1, tol_grad);
     model_update(&c, 0.01f);
     model_update(&g, 0.01f);
-    compare_tensors(&g, &c, 0, TOL_STEP_GRAD);
+    compare_tensors(&g, &c, 0, tol_grad);
     model_free(&c);
     model_free(&g);
     free(x);
     free(labels);
 }
 
+static void step_matches_cpu(const tower_config *cfg)
+{
+    step_close_to_cpu(cfg, on_gpu0, TOL_LOSS, TOL_STEP_GRAD);
+}
+
 Test(cuda_model, tiny_step_matches_cpu, .timeout = 120) { step_matches_cpu(&tiny); }
+
+/* --tf32: the GEMMs round their inputs to 10 mantissa bits, so the step agrees with the
+ * fp32 CPU only to about 1e-3 per product; the bounds are TF32's, not fp32's. */
+Test(cuda_model, tf32_step_close_to_cpu, .timeout = 300)
+{
+    model_placement tf32 = on_gpu0;
+    tf32.tf32 = 1;
+    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                         .in_ch = 3, .width_div = 1};
+    step_close_to_cpu(&tiny, tf32, TOL_TF32_LOSS, TOL_TF32_GRAD);
+    step_close_to_cpu(&full, tf32, TOL_TF32_LOSS, TOL_TF32_GRAD);
+}
 
 Test(cuda_model, full_step_matches_cpu, .timeout = 300)
 {

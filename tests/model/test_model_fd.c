@@ -110,7 +110,7 @@ static void net_open(fd_net *f, int towers, int in_size, int width_div, uint64_t
 {
     /* batch 2 so the batch mean and the per-sample slots are both exercised */
     tower_config cfg = {towers, 10, 2, in_size, 3, width_div};
-    model_placement place = {1, 0, {0, 0}};
+    model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     char err[256] = "";
     cr_assert_eq(model_init(&f->m, &cfg, &place, seed, err, sizeof err), 0, "model_init: %s",
                  err);

@@ -36,7 +36,7 @@ static void open_model(model *m, int towers, uint64_t seed)
 {
     /* width_div 8: conv 6/16/24/24/16, fc 256/256, fc8 10 classes in all */
     tower_config cfg = {towers, CLASSES, BATCH, SIDE, 3, 8};
-    model_placement place = {1, 0, {0, 0}};
+    model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     char err[256] = "";
     cr_assert_eq(model_init(m, &cfg, &place, seed, err, sizeof err), 0, "model_init: %s", err);
     float *x = malloc((size_t)BATCH * 3 * SIDE * SIDE * sizeof *x);

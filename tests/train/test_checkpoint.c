@@ -424,7 +424,7 @@ static int model_tensors_equal(const model *a, const model *b, int which)
 Test(checkpoint, round_trip_model)
 {
     char *dir = make_tmpdir(), err[1024];
-    model_placement cpu = {1, 0, {0, 0}};
+    model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     model a, b;
     cr_assert_eq(model_init(&a, &TINY, &cpu, 11, err, sizeof err), 0, "%s", err);
     cr_assert_eq(model_init(&b, &TINY, &cpu, 22, err, sizeof err), 0, "%s", err);
@@ -451,7 +451,7 @@ Test(checkpoint, round_trip_model)
 Test(checkpoint, mismatched_config_refused_model_untouched)
 {
     char *dir = make_tmpdir(), err[1024];
-    model_placement cpu = {1, 0, {0, 0}};
+    model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     model a, b, b0;
     tower_config other = TINY;
     other.batch = 4; /* same parameter count, different run */

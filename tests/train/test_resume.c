@@ -81,7 +81,7 @@ static void get_all(const model *m, real **params, real **mom)
 Test(resume, model_resume_is_bit_identical, .timeout = 120)
 {
     const uint64_t seed = 1234, data_seed = 99;
-    model_placement cpu = {1, 0, {0, 0}};
+    model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     char err[1024];
     /* patience 1: the observed "error" never improves after the first, so the rate drops
      * during the run and the restored schedule must carry the drops over */
@@ -151,7 +151,7 @@ Test(resume, model_resume_is_bit_identical, .timeout = 120)
  * itself against passing for the wrong reason (e.g. momentum never used). */
 Test(resume, losing_momentum_changes_the_losses, .timeout = 120)
 {
-    model_placement cpu = {1, 0, {0, 0}};
+    model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     char err[1024];
     train_sched s_a, s_b;
     train_sched_init(&s_a, 0.01, 100, 3, 0.0);

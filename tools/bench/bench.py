@@ -8,7 +8,8 @@ Runs, one after the other on one device:
      per-tower LRN with alpha=5e-4 = the paper's 1e-4, the paper's dropout), trained with
      the paper's SGD written out (v = 0.9 v - 0.0005 lr w - lr g, w += v, weights only
      decay), eager and with torch.compile, at the same batch and precision (FP32, TF32
-     off), after warm-up;
+     off; with --tf32, TF32 on in both: twotower's cuBLAS GEMMs and PyTorch's matmuls and
+     cuDNN convolutions), after warm-up;
   3. correctness: `twotower dump` of one batch and compare.py's PyTorch check of the
      logits, loss and every gradient on the same device: PASS or FAIL (exit code 1).
 Prints one table (images/s, ratios, memory, achieved GFLOP/s against the device's
@@ -91,12 +92,16 @@ def parse_args(argv):
                     help="CPU threads for PyTorch and OpenBLAS (default: OPENBLAS_NUM_THREADS "
                          "or all cores)")
     ap.add_argument("--json", default=None, help="write every number here")
+    ap.add_argument("--tf32", action="store_true",
+                    help="GPU only: TF32 tensor-core math in both programs (default: FP32)")
     args = ap.parse_args(argv)
     for name in ("batch", "size", "classes", "width_div", "steps", "batches", "check_batch"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.profile_steps < 0:
         ap.error("--warmup and --profile-steps must be at least 0")
+    if args.tf32 and args.cpu:
+        ap.error("--tf32 is a GPU math mode: drop it or --cpu")
     if args.gpus is not None and not args.gpus.isdigit():
         ap.error(f"--gpus takes one device id (both towers on one GPU, as issue 6 "
                  f"compares), not '{args.gpus}'")
@@ -123,7 +128,9 @@ def net_flags(args):
 
 
 def place_flags(args):
-    return ["--cpu"] if args.cpu else ["--gpus", args.gpus]
+    if args.cpu:
+        return ["--cpu"]
+    return ["--gpus", args.gpus] + (["--tf32"] if args.tf32 else [])
 
 
 def rss_bytes():
@@ -306,13 +313,19 @@ def check(exe, args, env, device, tmp):
     if p.returncode != 0:
         return {"pass": False, "error": f"twotower dump exited with code {p.returncode}: "
                                         f"{p.stdout.strip()[-300:]}"}
+    # the check is in FP32 on both sides whatever --tf32 says: it asks whether the two
+    # programs compute the same thing, not how TF32 rounds (the dump above is FP32 too)
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         tensors, _ = safetensors_np.load(dump)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         if device.type == "cuda":
             torch.backends.cudnn.deterministic = True
         loss, logits, grads = compare.torch_step(tensors, str(device), torch.float32)
     finally:
         torch.backends.cudnn.deterministic = False
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         os.remove(dump)
     rows = [("loss", "loss", np.asarray(tensors["loss"]).reshape(-1)[:1], np.array([loss])),
             ("logits", "logits", tensors["logits"], logits)]
@@ -356,10 +369,12 @@ def report(res):
           f"{tt['config']['towers']} tower(s), batch {tt['config']['batch']}, "
           f"{tt['config']['size']}x{tt['config']['size']}, width_div "
           f"{tt['config']['width_div']}, {tt['flops_per_image'] / 1e9:.3f} GFLOP/image")
-    print("   precision: FP32 storage and math everywhere. TF32: twotower off (cuBLAS "
-          "default math); PyTorch off (backends.cuda.matmul.allow_tf32 = "
-          f"{res['tf32']['pytorch_matmul']}, backends.cudnn.allow_tf32 = "
-          f"{res['tf32']['pytorch_cudnn']}); cudnn.benchmark {res['cudnn_benchmark']}")
+    on = res['tf32']['twotower']
+    print(f"   precision: FP32 storage everywhere. TF32: twotower {'on' if on else 'off'} "
+          f"(cuBLAS {'TF32_TENSOR_OP' if on else 'default'} math); PyTorch "
+          f"backends.cuda.matmul.allow_tf32 = {res['tf32']['pytorch_matmul']}, "
+          f"backends.cudnn.allow_tf32 = {res['tf32']['pytorch_cudnn']}; cudnn.benchmark "
+          f"{res['cudnn_benchmark']}")
     head = f"   {'':<18}{'images/s':>11}{'ms/step':>10}{'GFLOP/s':>10}{'% peak':>8}  memory"
     print(head)
 
@@ -459,15 +474,16 @@ def main(argv=None):
         os.cpu_count()
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
     torch.set_num_threads(threads)
-    # the same precision as twotower: FP32 math, no TF32 rounding in GEMMs or convolutions;
-    # cuDNN may pick its fastest FP32 algorithm (benchmark mode), as a PyTorch user would
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    # the same precision as twotower: FP32 math, no TF32 rounding in GEMMs or convolutions
+    # (--tf32: TF32 in both); cuDNN may pick its fastest algorithm (benchmark mode), as a
+    # PyTorch user would
+    torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
+    torch.backends.cudnn.allow_tf32 = bool(args.tf32)
     torch.backends.cudnn.benchmark = True
 
     res = {"tool": "tools/bench/bench.py", "format": 1, "torch_version": torch.__version__,
            "twotower_program": exe, "threads": threads,
-           "tf32": {"twotower": False,
+           "tf32": {"twotower": bool(args.tf32),
                     "pytorch_matmul": torch.backends.cuda.matmul.allow_tf32,
                     "pytorch_cudnn": torch.backends.cudnn.allow_tf32},
            "cudnn_benchmark": True, "targets": TARGETS,

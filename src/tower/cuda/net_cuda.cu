@@ -212,6 +212,24 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     return 0;
 }
 
+extern "C" int tower_cuda_set_tf32(tower *t, int on, char *err, size_t errlen)
+{
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    cublasStatus_t s = cublasSetMathMode(gpu_of(t)->cublas,
+                                         on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, errlen, "tower %d on GPU %d: cublasSetMathMode(%s): %s", t->index,
+                 t->device, on ? "TF32_TENSOR_OP" : "DEFAULT", cublasGetStatusString(s));
+        return -1;
+    }
+    return 0;
+}
+
 extern "C" void *tower_cuda_stream(tower *t) { return gpu_of(t)->stream; }
 
 extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind)
