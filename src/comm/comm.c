@@ -63,6 +63,17 @@ void comm_free(comm *c)
 
 comm_kind comm_get_kind(const comm *c) { return c->kind; }
 
+int comm_wait(comm *c, char *err, size_t errlen)
+{
+#if COMM_CUDA
+    if (c->backend) return comm_cuda_wait(c->backend, COMM_CUDA_TIMEOUT_S, err, errlen);
+#endif
+    (void)c;
+    (void)err;
+    (void)errlen;
+    return 0;
+}
+
 static size_t elem_size(const comm *c) { return c->dtype == COMM_F64 ? 8 : 4; }
 
 int comm_allgather(comm *c, void *const *bufs, size_t count, void *const *streams,

@@ -46,6 +46,13 @@ int comm_allgather(comm *c, void *const *bufs, size_t count, void *const *stream
 int comm_reduce_scatter(comm *c, void *const *out, void *const *grads, size_t count,
                         void *const *streams, char *err, size_t errlen);
 
+/* Waits until the last exchange has finished on the GPUs, polling NCCL's asynchronous
+ * errors, for at most 300 s (NCCL only; the host and same-device backends return 0 at
+ * once). Call it before a host wait on a tower's stream that follows an exchange, so a
+ * failed or hung peer ends the run with a message instead of blocking forever.
+ * 0, or -1 with err (the communicators are then aborted). */
+int comm_wait(comm *c, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -250,6 +250,9 @@ double model_forward(model *m, int train)
     must(comm_allgather(m->comm, bufs, (size_t)m->plan.cfg.batch * m->plan.vt, streams, err,
                         sizeof err),
          "logits", err);
+    /* tower_loss_forward waits on the towers' streams: first a bounded wait for the
+     * exchange (NCCL), so a hung peer GPU ends the run with a message */
+    must(comm_wait(m->comm, err, sizeof err), "logits", err);
     double loss = 0;
     for (int t = 0; t < m->towers; t++) loss = tower_loss_forward(&m->tw[t]);
     m->last_loss = loss;

@@ -184,6 +184,9 @@ Test(comm_gpu, nccl_equals_same_device, .timeout = 120)
             free(rn[t]);
             free(rs[t]);
         }
+        char err[512] = ""; /* the bounded wait after a finished exchange: no error */
+        cr_assert_eq(comm_wait(nccl, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(comm_wait(same, err, sizeof err), 0, "%s", err);
     }
     comm_free(nccl);
     comm_free(same);

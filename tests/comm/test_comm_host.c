@@ -73,6 +73,16 @@ Test(comm_host, allgather_one_tower_is_a_no_op)
     comm_free(c);
 }
 
+/* the host exchange is finished when it returns: comm_wait has nothing to wait for */
+Test(comm_host, wait_returns_at_once)
+{
+    comm *c = host_comm(COMM_F32, 2);
+    char err[256] = "";
+    cr_assert_eq(comm_wait(c, err, sizeof err), 0, "%s", err);
+    cr_assert_str_empty(err);
+    comm_free(c);
+}
+
 /* out[s] = grads[0][slot s] + grads[1][slot s], exactly a + b in float */
 Test(comm_host, reduce_scatter_f32_two_towers)
 {
