@@ -370,39 +370,24 @@ Test(cuda_layers, softmax_xent, .init = setup)
     free(logits), free(probs), free(losses), free(dl);
 }
 
-/* ---- the SGD update: bit-identical by construction (no FMA on either side) --------- */
-Test(cuda_layers, sgd_update, .init = setup)
+/* ---- the SGD update: bit-identical by construction (no FMA on either side) ---------
+ * arena = 0: one tensor through tower_sgd_update_cuda; 1: the whole parameter arena in one
+ * tower_sgd_arena_cuda launch against net.c's per-tensor tower_sgd (decay on weights). */
+static void check_sgd(size_t n, uint64_t key, int arena)
 {
     gpu_start();
-    size_t n = plan.layer[7].w_count;
     float *w = tt_host_alloc(n), *v = tt_host_alloc(n), *g = tt_host_alloc(n);
-    tt_fill_normal(w, n, 8001, 0.01f);
-    tt_fill_normal(v, n, 8002, 0.001f);
-    tt_fill_normal(g, n, 8003, 0.1f);
+    tt_fill_normal(w, n, key, 0.01f);
+    tt_fill_normal(v, n, key + 1, 0.001f);
+    tt_fill_normal(g, n, key + 2, 0.1f);
     float *d_w = tt_dev_upload(w, n), *d_v = tt_dev_upload(v, n), *d_g = tt_dev_upload(g, n);
     for (int step = 0; step < 3; step++) {
-        tower_sgd_update(w, v, g, n, 0.01f, 0.9f, 0.0005f);
-        tower_sgd_update_cuda(d_w, d_v, d_g, n, 0.01f, 0.9f, 0.0005f, stream);
-    }
-    check("sgd weights", d_w, w, n, TOL_EXACT);
-    check("sgd momentum", d_v, v, n, TOL_EXACT);
-    gpu_stop();
-    cudaFree(d_w), cudaFree(d_v), cudaFree(d_g);
-    free(w), free(v), free(g);
-}
-
-/* ---- the fused update of a whole arena: the per-tensor CPU updates, bit for bit ----- */
-Test(cuda_layers, sgd_arena, .init = setup)
-{
-    gpu_start();
-    size_t n = plan.n_params;
-    float *w = tt_host_alloc(n), *v = tt_host_alloc(n), *g = tt_host_alloc(n);
-    tt_fill_normal(w, n, 8011, 0.01f);
-    tt_fill_normal(v, n, 8012, 0.001f);
-    tt_fill_normal(g, n, 8013, 0.1f);
-    float *d_w = tt_dev_upload(w, n), *d_v = tt_dev_upload(v, n), *d_g = tt_dev_upload(g, n);
-    for (int step = 0; step < 2; step++) {
-        for (int l = 0; l < TOWER_LAYERS; l++) { /* net.c's tower_sgd */
+        if (!arena) {
+            tower_sgd_update(w, v, g, n, 0.01f, 0.9f, 0.0005f);
+            tower_sgd_update_cuda(d_w, d_v, d_g, n, 0.01f, 0.9f, 0.0005f, stream);
+            continue;
+        }
+        for (int l = 0; l < TOWER_LAYERS; l++) {
             const tower_layer_shape *L = &plan.layer[l];
             tower_sgd_update(w + L->w_off, v + L->w_off, g + L->w_off, L->w_count, 0.01f, 0.9f,
                              0.0005f);
@@ -411,9 +396,12 @@ Test(cuda_layers, sgd_arena, .init = setup)
         }
         tower_sgd_arena_cuda(d_w, d_v, d_g, &plan, 0.01f, 0.9f, 0.0005f, stream);
     }
-    check("sgd arena weights", d_w, w, n, TOL_EXACT);
-    check("sgd arena momentum", d_v, v, n, TOL_EXACT);
+    check(arena ? "sgd arena weights" : "sgd weights", d_w, w, n, TOL_EXACT);
+    check(arena ? "sgd arena momentum" : "sgd momentum", d_v, v, n, TOL_EXACT);
     gpu_stop();
     cudaFree(d_w), cudaFree(d_v), cudaFree(d_g);
     free(w), free(v), free(g);
 }
+
+Test(cuda_layers, sgd_update, .init = setup) { check_sgd(plan.layer[7].w_count, 8001, 0); }
+Test(cuda_layers, sgd_arena, .init = setup) { check_sgd(plan.n_params, 8011, 1); }
