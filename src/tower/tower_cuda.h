@@ -90,7 +90,8 @@ void tower_dropout_backward_cuda(float *din, const float *dout, size_t n, float 
                                  uint64_t key, void *stream);
 
 /* A label outside [0, T*Vt) gives a NaN loss for that sample (the device cannot return
- * an error); model_set_batch is where labels are checked. */
+ * an error); the trainer checks every batch's labels against the classes before it
+ * hands them to the model (trainer.c). */
 void tower_softmax_xent_forward_cuda(float *losses, float *probs, const float *logits,
                                      const int32_t *labels, int B, int T, int Vt,
                                      void *stream);

@@ -194,7 +194,7 @@ int train_bench_prof_step(train_bench_prof *p, model *m, real lr, double *loss, 
     train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
     int rc = comm_allgather(m->comm, bufs, (size_t)B * m->plan.vt, streams, err, errlen);
     train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
-    if (rc) return -1;
+    if (rc || comm_wait(m->comm, err, errlen)) return -1; /* as model_forward */
     double l_out = 0;
     for (int t = 0; t < T; t++) {
         train_bench_prof_begin(p, t, TRAIN_BENCH_LOSS_FWD);

@@ -26,6 +26,9 @@ void *tt_dev_alloc(size_t bytes)
     void *p = NULL;
     TT_CUDA(cudaMalloc(&p, bytes ? bytes : 1));
     TT_CUDA(cudaMemset(p, 0, bytes ? bytes : 1));
+    /* cudaMemset is asynchronous on the legacy stream, which the tests' non-blocking
+     * streams do not wait for: finish it before anyone else writes the buffer */
+    TT_CUDA(cudaDeviceSynchronize());
     return p;
 }
 

@@ -4,7 +4,9 @@
  * bias channels, logit layout) and the row-major -> column-major GEMM mapping are tested
  * on machines without one. The emu_* functions below follow the launchers of
  * layers_cuda.cu step for step, with each kernel launch replaced by a loop over its
- * elements and each cublasSgemm by the same column-major call to CBLAS. */
+ * elements and each cublasSgemm / cublasSgemv by the same column-major call to CBLAS
+ * (which, like cuBLAS, rejects a leading dimension that is too small). They are copies of
+ * the launchers, not the launchers: an edit to one side must be made to the other. */
 #include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
@@ -15,7 +17,6 @@
 #include "tower/cuda/kernels.h"
 #include "tower/tower.h"
 
-#define EMU_THREADS 256 /* TOWER_CUDA_THREADS: the block size of the per-channel tree */
 
 static float *fnew(size_t n)
 {
@@ -90,22 +91,11 @@ static void emu_conv_forward(float *out, const float *in, const float *w, const 
     }
 }
 
-/* bias_grad_channels_kernel: EMU_THREADS strided partial sums, then the fixed tree */
-static void emu_bias_grad_channels(float *db, const float *dout, int B, int C, size_t HW)
+/* gemv_rm of layers_cuda.cu: y (m) = alpha A (m x n row-major) . x + beta y */
+static void emu_gemv_rm(int m, int n, float alpha, const float *A, int lda, const float *x,
+                        float beta, float *y)
 {
-    for (int c = 0; c < C; c++) {
-        float part[EMU_THREADS];
-        size_t n = (size_t)B * HW;
-        for (int t = 0; t < EMU_THREADS; t++) {
-            float s = 0.0f;
-            for (size_t j = (size_t)t; j < n; j += EMU_THREADS)
-                s += dout[tower_k_channel_elem(j, c, C, HW)];
-            part[t] = s;
-        }
-        for (int half = EMU_THREADS / 2; half > 0; half /= 2)
-            for (int t = 0; t < half; t++) part[t] += part[t + half];
-        db[c] += part[0];
-    }
+    cblas_sgemv(CblasColMajor, CblasTrans, n, m, alpha, A, lda, x, 1, beta, y, 1);
 }
 
 static void emu_conv_backward(float *din, float *dw, float *db, const float *dout,
@@ -117,13 +107,16 @@ static void emu_conv_backward(float *din, float *dw, float *db, const float *dou
     int HWo = Ho * Wo, CKK = Ci * K * K;
     size_t nin = (size_t)Ci * H * W;
     float *col = scratch, *g = scratch + (size_t)images * CKK * HWo;
-    if (db) emu_bias_grad_channels(db, dout, B, Co, (size_t)HWo);
-    if (!dw && !din) return;
+    float *ones = g + (size_t)images * Co * HWo;
+    if (!dw && !din && !db) return;
+    if (db)
+        for (size_t i = 0; i < (size_t)(B < images ? B : images) * HWo; i++) ones[i] = 1.0f;
     EMU_CHUNKS(n0, nb, B, images) {
         int nq = nb * HWo;
         const float *gd = dout + (size_t)n0 * Co * HWo;
         for (size_t i = 0; i < (size_t)Co * nq; i++)
             g[tower_k_cnhw_of(i, nb, Co, (size_t)HWo)] = gd[i];
+        if (db) emu_gemv_rm(Co, nq, 1.0f, g, nq, ones, 1.0f, db);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;
             for (size_t i = 0; i < (size_t)CKK * nq; i++)

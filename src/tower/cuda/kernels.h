@@ -97,11 +97,12 @@ TOWER_HD float tower_k_col2im(const float *col, size_t ld, float start, size_t i
  * (Co, nb*HWo), "CNHW", and a transposing pass moves them from / to the (nb, Co, HWo)
  * activations. */
 
-/* Floats of scratch a chunk of `images` images needs: its col (Ci*K*K, images*HWo) and
- * the (Co, images*HWo) product or output gradient after it. */
+/* Floats of scratch a chunk of `images` images needs: its col (Ci*K*K, images*HWo), the
+ * (Co, images*HWo) product or output gradient after it, then images*HWo ones (the vector
+ * the bias-gradient GEMV sums each row of the output gradient with). */
 TOWER_HD size_t tower_k_conv_scratch_size(int Ci, int Co, int K, int Ho, int Wo, int images)
 {
-    return (size_t)images * ((size_t)Ci * K * K + (size_t)Co) * Ho * Wo;
+    return (size_t)images * ((size_t)Ci * K * K + (size_t)Co + 1) * Ho * Wo;
 }
 
 /* col element i of the chunk starting at image `in` (nb images of Ci*H*W) */
@@ -144,13 +145,6 @@ TOWER_HD float tower_k_conv_out(const float *prod, const float *prev, const floa
 
 /* The channel of element i of a (B, C, HW) tensor: which bias it gets. */
 TOWER_HD int tower_k_channel_of(size_t i, int C, size_t HW) { return (int)((i / HW) % C); }
-
-/* Element j of channel c in a (B, C, HW) tensor, j = b * HW + p: the j-th value a
- * per-channel reduction (the conv bias gradient) visits. */
-TOWER_HD size_t tower_k_channel_elem(size_t j, int c, int C, size_t HW)
-{
-    return ((j / HW) * (size_t)C + (size_t)c) * HW + j % HW;
-}
 
 /* fc bias gradient of unit o: start + dout[0][o] + dout[1][o] + ... in batch order, as
  * layers_cpu.c adds them (bit-identical). */

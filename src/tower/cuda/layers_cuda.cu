@@ -17,7 +17,8 @@
  * cuBLAS is column-major, our tensors row-major: tower_k_gemm_rm (kernels.h) turns the
  * row-major C = op(A) op(B) into the column-major C^T = op(B)^T op(A)^T, so every call
  * site below reads like the CBLAS row-major call of layers_cpu.c. The math mode is the
- * default FP32 one (set in net_cuda.cu): no TF32, products keep fp32's 24-bit mantissa. */
+ * tower's: plain FP32 by default (net_cuda.cu), TF32 tensor cores with --tf32
+ * (tower_cuda_set_tf32). */
 static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *A, int lda, const float *B, int ldb, float beta,
                     float *C, int ldc)
@@ -26,6 +27,14 @@ static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, in
     CUBLAS_CHECK(cublasSgemm(h, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
                              g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha,
                              g.first, g.ld_first, g.second, g.ld_second, &beta, C, ldc));
+}
+
+/* y (m) = alpha A (m x n, row-major, ld lda) . x (n) + beta y: the row-major matrix is the
+ * column-major (n x m) one, so cuBLAS applies it transposed. */
+static void gemv_rm(cublasHandle_t h, int m, int n, float alpha, const float *A, int lda,
+                    const float *x, float beta, float *y)
+{
+    CUBLAS_CHECK(cublasSgemv(h, CUBLAS_OP_T, n, m, &alpha, A, lda, x, 1, &beta, y, 1));
 }
 
 /* Grid-stride loop over n elements: every kernel below is one of these around a
@@ -69,6 +78,12 @@ __global__ void conv_out_kernel(float *out, const float *prod, const float *b, i
     FOR_EACH_ELEMENT(i, n) out[i] = tower_k_conv_out(prod, out, b, i, nb, Co, HWo, accumulate);
 }
 
+/* x (n) = v. One thread per element. */
+__global__ void fill_kernel(float *x, float v, size_t n)
+{
+    FOR_EACH_ELEMENT(i, n) x[i] = v;
+}
+
 /* g (Co, nb*HWo) = dout (nb, Co, HWo) transposed: the output gradient as the chunk's
  * GEMMs read it. One thread per element of dout (coalesced reads). */
 __global__ void to_cnhw_kernel(float *g, const float *dout, int nb, int Co, size_t HWo)
@@ -81,27 +96,6 @@ __global__ void to_cnhw_kernel(float *g, const float *dout, int nb, int Co, size
 __global__ void bias_add_kernel(float *out, const float *b, size_t n, int C, size_t HW)
 {
     FOR_EACH_ELEMENT(i, n) out[i] += b[tower_k_channel_of(i, C, HW)];
-}
-
-/* db[c] += sum over (b, p) of dout (B, C, HW). One block per channel c; its threads
- * stride over the B*HW values, then a fixed shared-memory tree sums the partials, so the
- * order (and the result) is the same on every run. */
-__global__ void bias_grad_channels_kernel(float *db, const float *dout, int B, int C,
-                                          size_t HW)
-{
-    __shared__ float part[TOWER_CUDA_THREADS];
-    int c = blockIdx.x;
-    size_t n = (size_t)B * HW;
-    float s = 0.0f;
-    for (size_t j = threadIdx.x; j < n; j += blockDim.x)
-        s += dout[tower_k_channel_elem(j, c, C, HW)];
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) db[c] += part[0];
 }
 
 extern "C" size_t tower_conv_cuda_scratch_size(int Ci, int H, int W, int Co, int K, int stride,
@@ -153,18 +147,21 @@ extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const
     cublasHandle_t h = CU_BLAS(cublas);
     size_t nin = (size_t)Ci * H * W;
     float *col = scratch, *g = scratch + (size_t)images * CKK * HWo;
+    float *ones = g + (size_t)images * Co * HWo;
+    if (!dw && !din && !db) return;
     if (db) {
-        bias_grad_channels_kernel<<<Co, TOWER_CUDA_THREADS, 0, st>>>(db, dout, B, Co,
-                                                                     (size_t)HWo);
-        LAUNCH_CHECK(bias_grad_channels_kernel);
+        size_t nones = (size_t)(B < images ? B : images) * HWo;
+        fill_kernel<<<tower_cuda_blocks(nones), TOWER_CUDA_THREADS, 0, st>>>(ones, 1.0f, nones);
+        LAUNCH_CHECK(fill_kernel);
     }
-    if (!dw && !din) return;
     FOR_EACH_CHUNK(n0, nb, B, images) {
         int nq = nb * HWo;
         size_t ncol = (size_t)CKK * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
         to_cnhw_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
             g, dout + (size_t)n0 * Co * HWo, nb, Co, (size_t)HWo);
         LAUNCH_CHECK(to_cnhw_kernel);
+        if (db) /* db (Co) += g (Co, nb*HWo) . ones: one GEMV, many blocks per channel */
+            gemv_rm(h, Co, nq, 1.0f, g, nq, ones, 1.0f, db);
         if (dw) {
             im2col_chunk_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
                 col, in + (size_t)n0 * nin, nb, Ci, H, W, K, stride, pad, Ho, Wo);
