@@ -55,7 +55,7 @@ if [ -n "$prepare" ]; then
     # has its own driver and toolkit); resolved through symlinks, kept under their sonames
     find "$b" -type f -perm -u+x ! -name '*.so*' ! -name '*.py' ! -name '*.sh' -print0 |
         xargs -0 -r ldd 2>/dev/null | awk '/=> \//{print $1, $3}' | sort -u |
-        grep -vE '^(libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libnss[a-z_]*|ld-linux[a-z0-9_-]*|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|libnvidia[a-z-]*)[.]' |
+        grep -vE '^(libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libnss[a-z_]*|ld-linux[a-z0-9_-]*|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|libcudnn[a-z_]*|libnvidia[a-z-]*)[.]' |
         while read -r soname path; do cp -L "$path" "$stage/lib/$soname"; done
     tar -C "$stage" -cJf "$prep_dir/gpu-carry.tar.xz" . || die "packing failed"
     rm -rf "$stage"
@@ -126,6 +126,15 @@ if [ -z "$build" ]; then
 fi
 exe=$build/src/train/twotower
 [ -x "$exe" ] || die "$exe not found: not a twotower build folder ($build)"
+# cuDNN (--conv cudnn) is never carried (its engines are hundreds of MiB): use the machine's,
+# which may live outside the loader's path (PyTorch's pip wheels ship it in site-packages)
+if ldd "$exe" | grep -q 'libcudnn.*not found'; then
+    cudnn_so=$(find / -name 'libcudnn.so.9' -not -path '/proc/*' 2>/dev/null | head -1)
+    if [ -n "$cudnn_so" ]; then
+        export LD_LIBRARY_PATH="$(dirname "$cudnn_so"):$LD_LIBRARY_PATH"
+        note "cuDNN from $(dirname "$cudnn_so")"
+    fi
+fi
 ldd "$exe" | grep -q 'not found' && { ldd "$exe" | grep 'not found'; die "libraries missing (see above): carry them (--prepare-carry) or add them to LD_LIBRARY_PATH"; }
 
 # ---- 1. the GPU tests (run directly: no meson needed, and none may skip here) ------------

@@ -124,9 +124,20 @@ void tower_loss_backward_cuda(tower *t);
 void tower_backward_layer_cuda(tower *t, int l);
 void tower_zero_grads_cuda(tower *t);
 void tower_sgd_cuda(tower *t, float lr, float momentum, float wd);
-/* on = 1: the tower's GEMMs use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH); 0: plain
- * fp32 (CUBLAS_DEFAULT_MATH, what tower_init_cuda sets). 0, or -1 with err. */
-int tower_cuda_set_tf32(tower *t, int on, char *err, size_t errlen);
+/* How a GPU tower convolves: chunked im2col + SGEMM (layers_cuda.cu, the default) or
+ * cuDNN (conv_cudnn.cu, when the build has it). */
+enum { TOWER_CONV_GEMM = 0, TOWER_CONV_CUDNN = 1 };
+
+/* tf32 = 1: the tower's GEMMs use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH) and cuDNN
+ * may too; 0: plain fp32 (what tower_init_cuda sets). conv: TOWER_CONV_GEMM or
+ * TOWER_CONV_CUDNN (descriptors and algorithms chosen now; the GEMM path's scratch is
+ * freed meanwhile). At start-up, between steps. 0, or -1 with err (e.g. no cuDNN in this
+ * build, or no deterministic algorithm). */
+int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen);
+/* One line: the tower's convolution path (and cuDNN's algorithms). */
+void tower_cuda_describe_conv(const tower *t, char *buf, size_t n);
+/* 1 when this build has the cuDNN convolution path. */
+int tower_cuda_have_cudnn(void);
 /* The tower's cudaStream_t: what comm and the trainer order their work on. */
 void *tower_cuda_stream(tower *t);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with

@@ -403,7 +403,7 @@ typedef struct {
 static void bench_usage(FILE *f)
 {
     fprintf(f,
-        "usage: twotower bench [--cpu | --gpus LIST [--tf32]] [--batch 128] [--size 224] [--warmup 5]\n"
+        "usage: twotower bench [--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn]] [--batch 128] [--size 224] [--warmup 5]\n"
         "                      [--steps 20] [--profile-steps 3] [--batches 4] [--json FILE]\n"
         "                      [--towers 2] [--classes 1000] [--width-div 1] [--seed 1]\n"
         "                      [--lr 0.01]\n"
@@ -415,7 +415,8 @@ static void bench_usage(FILE *f)
         "from %dx%d images). Prints a table; --json FILE also writes every number.\n"
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
         "neither: the GPUs if there are any, else the CPU. --tf32: the GPU GEMMs on TF32\n"
-        "tensor cores (default: plain fp32 math).\n",
+        "tensor cores (default: plain fp32 math). --conv: the GPU convolutions through\n"
+        "im2col + cuBLAS (gemm, the default) or cuDNN (cudnn).\n",
         DATA_SIZE, DATA_SIZE, DATA_SIZE);
 }
 
@@ -427,6 +428,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
                       .lr = 0.01};
     const char *gpus = NULL;
     int cpu = 0, tf32 = 0;
+    const char *conv = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -448,6 +450,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
             return -1;
         }
         if (!strcmp(a, "--gpus")) gpus = v;
+        else if (!strcmp(a, "--conv")) conv = v;
         else if (!strcmp(a, "--json")) o->json = v;
         else if (!strcmp(a, "--batch")) rc = train_arg_int("bench", a, v, 1, 4096, &o->cfg.batch);
         else if (!strcmp(a, "--size")) rc = train_arg_int("bench", a, v, 1, DATA_SIZE, &o->cfg.in_size);
@@ -479,7 +482,7 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
     }
     char err[512] = "";
     if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err) ||
-        train_placement_set_tf32(&o->place, tf32, err, sizeof err)) {
+        train_placement_set_gpu_options(&o->place, tf32, conv, err, sizeof err)) {
         fprintf(stderr, "twotower bench: %s\n", err);
         return -1;
     }
@@ -533,6 +536,7 @@ typedef struct {
     int finite;
     size_t rss_peak;
     char device[256];
+    char conv_detail[1024]; /* the convolution path (GPU: and cuDNN's algorithms) */
     int ndev, dev[2];
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
@@ -602,6 +606,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     fprintf(f, "twotower bench: %s, %s; fp32 storage, %s\n", place, r->device,
             m->place.tf32 ? "GEMMs in TF32 (tensor cores), the rest fp32"
                           : "fp32 math (TF32 off)");
+    fprintf(f, "convolutions: %s\n", r->conv_detail);
     fprintf(f, "net: %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -700,8 +705,10 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
     fprintf(f, ", \"backend\": \"%s\", \"device\": ", m->place.cpu ? "cpu" : "cuda");
     json_str(f, r->device);
     fprintf(f, ", \"blas_threads\": %d", m->place.cpu ? openblas_get_num_threads() : 0);
-    fprintf(f, ",\n \"precision\": \"fp32\", \"tf32\": %s, \"data_path\": ",
-            m->place.tf32 ? "true" : "false");
+    fprintf(f, ",\n \"precision\": \"fp32\", \"tf32\": %s, \"conv\": \"%s\", \"conv_detail\": ",
+            m->place.tf32 ? "true" : "false", m->place.conv ? "cudnn" : "gemm");
+    json_str(f, r->conv_detail);
+    fputs(", \"data_path\": ", f);
     json_str(f, data_path_text(m));
     fprintf(f, ",\n \"plan\": {\"params_per_tower\": %zu, \"layers\": [", plan->n_params);
     for (int l = 0; l < TOWER_LAYERS; l++) {
@@ -890,6 +897,10 @@ static int bench_run(const bench_opts *o)
         fprintf(stderr, "twotower bench: %s\n", err);
         return 1;
     }
+    snprintf(r.conv_detail, sizeof r.conv_detail, "im2col + one SGEMM per image (CPU)");
+#if BENCH_CUDA
+    if (!o->place.cpu) tower_cuda_describe_conv(&m.tw[0], r.conv_detail, sizeof r.conv_detail);
+#endif
     bench_data d;
     train_bench_prof p;
     memset(&p, 0, sizeof p);

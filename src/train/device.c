@@ -136,17 +136,38 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     else
         snprintf(buf, n, "GPUs %d,%d", p->gpus[0], p->gpus[1]);
     size_t used = strlen(buf);
-    if (!p->cpu && p->ngpus >= 1 && p->tf32 && used < n)
-        snprintf(buf + used, n - used, ", TF32 GEMMs");
+    if (!p->cpu && p->ngpus >= 1 && used < n)
+        snprintf(buf + used, n - used, "%s%s", p->tf32 ? ", TF32 GEMMs" : "",
+                 p->conv ? ", cuDNN convolutions" : "");
 }
 
-int train_placement_set_tf32(model_placement *p, int tf32, char *err, size_t errlen)
+int train_placement_set_gpu_options(model_placement *p, int tf32, const char *conv, char *err,
+                                    size_t errlen)
 {
-    if (tf32 && p->cpu) {
-        snprintf(err, errlen, "--tf32 is a GPU math mode and this run is on the CPU (which "
-                              "computes in plain fp32): drop --tf32 or run on a GPU");
+    int cudnn = 0;
+    if (conv && !strcmp(conv, "cudnn")) cudnn = 1;
+    else if (conv && strcmp(conv, "gemm")) {
+        snprintf(err, errlen, "--conv '%s': expected 'gemm' (im2col + cuBLAS, the default) or "
+                              "'cudnn'", conv);
+        return -1;
+    }
+    if ((tf32 || cudnn) && p->cpu) {
+        snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
+                              "plain fp32 with its own convolution): drop it or run on a GPU",
+                 tf32 ? "--tf32" : "--conv cudnn");
+        return -1;
+    }
+#ifdef TT_HAVE_CUDA
+    int have_cudnn = tower_cuda_have_cudnn();
+#else
+    int have_cudnn = 0;
+#endif
+    if (cudnn && !have_cudnn) {
+        snprintf(err, errlen, "--conv cudnn: this build has no cuDNN (meson found no cudnn.h "
+                              "and libcudnn): use --conv gemm");
         return -1;
     }
     p->tf32 = tf32;
+    p->conv = cudnn;
     return 0;
 }

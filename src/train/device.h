@@ -27,9 +27,11 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
 /* "CPU", "GPU 0 (both towers)" or "GPUs 0,1" for logs. */
 void train_placement_describe(const model_placement *p, char *buf, size_t n);
 
-/* Sets p->tf32 (after train_parse_placement). --tf32 on a CPU placement is an error:
- * returns -1 with err naming the flag; 0 otherwise. */
-int train_placement_set_tf32(model_placement *p, int tf32, char *err, size_t errlen);
+/* Sets p->tf32 and p->conv (after train_parse_placement) from --tf32 and --conv NAME
+ * (NULL: the default, gemm). --tf32 or --conv cudnn on a CPU placement, an unknown NAME,
+ * or cudnn in a build without cuDNN is an error: returns -1 with err naming the flag. */
+int train_placement_set_gpu_options(model_placement *p, int tf32, const char *conv, char *err,
+                                    size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -34,6 +34,7 @@ static void usage(FILE *f)
         "  --cpu               run on the CPU backend (the reference)\n"
         "  --gpus LIST         0,1: one tower per GPU; 0: both towers on GPU 0\n"
         "  --tf32              GPU GEMMs on TF32 tensor cores (default: plain fp32)\n"
+        "  --conv gemm|cudnn   GPU convolutions: im2col + cuBLAS (default) or cuDNN\n"
         "  --data DIR          Fashion-MNIST IDX folder or prep shards\n"
         "                      (default /usr/share/datasets/fashion-mnist)\n"
         "  --towers N          2 (the paper) or 1 (one tower, half the kernels)\n"
@@ -65,6 +66,7 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
     int summary = classes != NULL;
     const char *gpus = NULL;
     int cpu = 0, tf32 = 0;
+    const char *conv = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -77,6 +79,7 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
             fprintf(stderr, "twotower: %s needs a value\n", a);
             return -1;
         } else if (!strcmp(a, "--gpus")) gpus = v;
+        else if (!strcmp(a, "--conv")) conv = v;
         else if (!strcmp(a, "--data")) o->data = v;
         else if (!strcmp(a, "--towers")) rc = train_arg_int(argv[1], a, v, 1, 2, &o->towers);
         else if (!strcmp(a, "--classes")) rc = train_arg_int(argv[1], a, v, 2, 1 << 20, classes);
@@ -120,7 +123,7 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
     char err[512] = "";
     if (summary) return 0; /* summary needs no device */
     if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err) ||
-        train_placement_set_tf32(&o->place, tf32, err, sizeof err)) {
+        train_placement_set_gpu_options(&o->place, tf32, conv, err, sizeof err)) {
         fprintf(stderr, "twotower: %s\n", err);
         return -1;
     }

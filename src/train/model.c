@@ -64,7 +64,8 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
         if (!place->cpu)
         {
             rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
-            if (!rc && place->tf32 && tower_cuda_set_tf32(&m->tw[t], 1, err, errlen)) {
+            if (!rc && (place->tf32 || place->conv) &&
+                tower_cuda_configure(&m->tw[t], place->tf32, place->conv, err, errlen)) {
                 tower_free(&m->tw[t]);
                 rc = -1;
             }

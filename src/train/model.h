@@ -19,6 +19,8 @@ typedef struct {
     int tf32;       /* GPU only: 1 runs the GEMMs in TF32 tensor-core math (cuBLAS
                        CUBLAS_TF32_TENSOR_OP_MATH: inputs rounded to 10 mantissa bits, fp32
                        sums); 0, the default: plain fp32 (CUBLAS_DEFAULT_MATH) */
+    int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + SGEMM, the default;
+                       1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN) */
 } model_placement;
 
 typedef struct {

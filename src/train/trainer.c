@@ -320,8 +320,11 @@ static int run_open(run_state *r, const train_options *o)
         tower_cuda_device_info(r->m.tw[t].device, name, sizeof name, &free_b, &total_b, derr,
                                sizeof derr);
         mib = tower_cuda_mem_bytes(&r->m.tw[t]) / 1048576.0;
-        fprintf(stderr, "twotower: tower %d on GPU %d (%s): %.0f MiB, %.0f of %.0f MiB free\n",
-                t, r->m.tw[t].device, name, mib, free_b / 1048576.0, total_b / 1048576.0);
+        char conv[1024];
+        tower_cuda_describe_conv(&r->m.tw[t], conv, sizeof conv);
+        fprintf(stderr, "twotower: tower %d on GPU %d (%s): %.0f MiB, %.0f of %.0f MiB free; "
+                        "convolutions: %s\n",
+                t, r->m.tw[t].device, name, mib, free_b / 1048576.0, total_b / 1048576.0, conv);
     }
 #endif
     fprintf(stderr, "twotower: %s, %d tower%s on %s (%.0f MiB per tower), %lld train "

@@ -209,6 +209,34 @@ Test(cuda_model, gpu_runs_repeat_bit_for_bit, .timeout = 120)
     expect_identical_runs(on_gpu0, on_gpu0, "GPU 0 twice");
 }
 
+/* ---- the cuDNN convolution path (--conv cudnn): the GEMM path's tolerances against the
+ * CPU, and deterministic algorithms only, so it repeats bit for bit too ------------------ */
+#define TT_NEED_CUDNN()                                                                   \
+    do {                                                                                  \
+        if (!tower_cuda_have_cudnn()) cr_skip_test("this build has no cuDNN (-Dcudnn)");  \
+    } while (0)
+
+Test(cuda_model, cudnn_step_matches_cpu, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement cudnn = on_gpu0;
+    cudnn.conv = TOWER_CONV_CUDNN;
+    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                         .in_ch = 3, .width_div = 1};
+    step_close_to_cpu(&tiny, cudnn, TOL_LOSS, TOL_STEP_GRAD);
+    step_close_to_cpu(&full, cudnn, TOL_LOSS, TOL_STEP_GRAD);
+}
+
+Test(cuda_model, cudnn_runs_repeat_bit_for_bit, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement cudnn = on_gpu0;
+    cudnn.conv = TOWER_CONV_CUDNN;
+    expect_identical_runs(cudnn, cudnn, "--conv cudnn twice");
+}
+
 /* The fallback runs the same kernels in the same order as two GPUs, and a + b is the
  * same sum in the same-device add kernel and in NCCL: identical losses and weights. */
 Test(cuda_model, fallback_equals_two_gpus, .timeout = 120)

@@ -94,6 +94,8 @@ def parse_args(argv):
     ap.add_argument("--json", default=None, help="write every number here")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU only: TF32 tensor-core math in both programs (default: FP32)")
+    ap.add_argument("--conv", choices=("gemm", "cudnn"), default="gemm",
+                    help="GPU only: twotower's convolutions, im2col + cuBLAS (default) or cuDNN")
     args = ap.parse_args(argv)
     for name in ("batch", "size", "classes", "width_div", "steps", "batches", "check_batch"):
         if getattr(args, name) < 1:
@@ -102,6 +104,8 @@ def parse_args(argv):
         ap.error("--warmup and --profile-steps must be at least 0")
     if args.tf32 and args.cpu:
         ap.error("--tf32 is a GPU math mode: drop it or --cpu")
+    if args.conv != "gemm" and args.cpu:
+        ap.error("--conv cudnn is a GPU option: drop it or --cpu")
     if args.gpus is not None and not args.gpus.isdigit():
         ap.error(f"--gpus takes one device id (both towers on one GPU, as issue 6 "
                  f"compares), not '{args.gpus}'")
@@ -130,7 +134,7 @@ def net_flags(args):
 def place_flags(args):
     if args.cpu:
         return ["--cpu"]
-    return ["--gpus", args.gpus] + (["--tf32"] if args.tf32 else [])
+    return ["--gpus", args.gpus, "--conv", args.conv] + (["--tf32"] if args.tf32 else [])
 
 
 def rss_bytes():
@@ -375,6 +379,7 @@ def report(res):
           f"backends.cuda.matmul.allow_tf32 = {res['tf32']['pytorch_matmul']}, "
           f"backends.cudnn.allow_tf32 = {res['tf32']['pytorch_cudnn']}; cudnn.benchmark "
           f"{res['cudnn_benchmark']}")
+    print(f"   twotower's convolutions: {tt.get('conv_detail', tt.get('conv', '?'))}")
     head = f"   {'':<18}{'images/s':>11}{'ms/step':>10}{'GFLOP/s':>10}{'% peak':>8}  memory"
     print(head)
 

@@ -18,7 +18,7 @@
  * row-major C = op(A) op(B) into the column-major C^T = op(B)^T op(A)^T, so every call
  * site below reads like the CBLAS row-major call of layers_cpu.c. The math mode is the
  * tower's: plain FP32 by default (net_cuda.cu), TF32 tensor cores with --tf32
- * (tower_cuda_set_tf32). */
+ * (tower_cuda_configure). */
 static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *A, int lda, const float *B, int ldb, float beta,
                     float *C, int ldc)

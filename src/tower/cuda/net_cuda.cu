@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_cudnn.h"
 #include "cuda_check.h"
 
 /* What a GPU tower holds besides its arena (t->gpu). No global device or stream: every
@@ -17,8 +18,11 @@ typedef struct {
     cudaStream_t stream;   /* every kernel, copy and GEMM of this tower runs on it */
     cublasHandle_t cublas; /* bound to `stream`, with `workspace` as its only scratch */
     void *workspace;       /* TOWER_CUDA_WORKSPACE_BYTES, handed to cuBLAS */
-    float *conv_scratch;   /* conv_scratch_floats(): the conv chunks' col and product */
+    float *conv_scratch;   /* conv_scratch_floats(): the conv chunks' col and product;
+                              NULL while the cuDNN path is on */
     int conv_images;       /* images per conv chunk: min(batch, TOWER_CUDA_CONV_IMAGES) */
+    int tf32;              /* tower_cuda_configure's choices */
+    tower_cudnn *cudnn;    /* the cuDNN convolution path, or NULL: chunked im2col + SGEMM */
     float *host_losses;    /* (B) pinned: the per-sample losses, for the host-side mean */
 } tower_gpu;
 
@@ -103,6 +107,7 @@ extern "C" void tower_free_cuda(tower *t)
         if (g->host_losses) cudaFreeHost(g->host_losses);
         if (g->workspace) cudaFree(g->workspace);
         if (g->conv_scratch) cudaFree(g->conv_scratch);
+        tower_cudnn_free(g->cudnn);
         free(g);
         t->gpu = NULL;
     }
@@ -212,23 +217,60 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     return 0;
 }
 
-extern "C" int tower_cuda_set_tf32(tower *t, int on, char *err, size_t errlen)
+extern "C" int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen)
 {
+    tower_gpu *g = gpu_of(t);
+    if (conv != TOWER_CONV_GEMM && conv != TOWER_CONV_CUDNN) {
+        snprintf(err, errlen, "tower %d: convolution path %d is neither gemm nor cudnn", t->index,
+                 conv);
+        return -1;
+    }
     cudaError_t e = cudaSetDevice(t->device);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
     if (e != cudaSuccess) {
         snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
                  cudaGetErrorString(e));
         return -1;
     }
-    cublasStatus_t s = cublasSetMathMode(gpu_of(t)->cublas,
-                                         on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    cublasStatus_t s = cublasSetMathMode(g->cublas,
+                                         tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     if (s != CUBLAS_STATUS_SUCCESS) {
         snprintf(err, errlen, "tower %d on GPU %d: cublasSetMathMode(%s): %s", t->index,
-                 t->device, on ? "TF32_TENSOR_OP" : "DEFAULT", cublasGetStatusString(s));
+                 t->device, tf32 ? "TF32_TENSOR_OP" : "DEFAULT", cublasGetStatusString(s));
         return -1;
+    }
+    g->tf32 = tf32;
+    tower_cudnn_free(g->cudnn);
+    g->cudnn = NULL;
+    if (conv == TOWER_CONV_CUDNN) {
+        g->cudnn = tower_cudnn_create(&t->plan, tf32, g->stream, err, errlen);
+        if (!g->cudnn) return -1;
+        cudaFree(g->conv_scratch); /* the GEMM path's scratch is not needed meanwhile */
+        g->conv_scratch = NULL;
+    } else if (!g->conv_scratch) {
+        e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(&t->plan));
+        if (e != cudaSuccess) {
+            g->conv_scratch = NULL;
+            snprintf(err, errlen, "tower %d on GPU %d: conv scratch (%.1f MiB): %s", t->index,
+                     t->device, sizeof(float) * conv_scratch_floats(&t->plan) / 1048576.0,
+                     cudaGetErrorString(e));
+            return -1;
+        }
     }
     return 0;
 }
+
+extern "C" void tower_cuda_describe_conv(const tower *t, char *buf, size_t n)
+{
+    const tower_gpu *g = gpu_of(t);
+    if (g->cudnn) {
+        tower_cudnn_describe(g->cudnn, buf, n);
+        return;
+    }
+    snprintf(buf, n, "im2col + one SGEMM per chunk of %d images", g->conv_images);
+}
+
+extern "C" int tower_cuda_have_cudnn(void) { return tower_cudnn_available(); }
 
 extern "C" void *tower_cuda_stream(tower *t) { return gpu_of(t)->stream; }
 
@@ -254,6 +296,9 @@ extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t byte
 
 extern "C" size_t tower_cuda_mem_bytes(const tower *t)
 {
+    const tower_gpu *g = gpu_of(t);
+    if (g->cudnn) /* cuDNN's workspace in place of the GEMM path's scratch */
+        return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES + tower_cudnn_bytes(g->cudnn);
     return t->arena_bytes + side_bytes(&t->plan);
 }
 
@@ -290,11 +335,16 @@ extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
     if (s->kind == TOWER_CONV) {
         size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
         int kk = L->in_ch * s->k * s->k;
-        for (int src = 0; src < S; src++) /* sum the sources' contributions */
-            tower_conv_forward_cuda(A->act, A->in + src * slot, t->w[l] + (size_t)src * kk,
-                                    src == 0 ? t->b[l] : NULL, B, L->in_ch, L->in_h, L->in_h,
-                                    L->out_ch, s->k, s->stride, s->pad, S * kk, src > 0,
-                                    g->conv_scratch, g->conv_images, hb, st);
+        for (int src = 0; src < S; src++) { /* sum the sources' contributions */
+            const float *x = A->in + src * slot, *w = t->w[l] + (size_t)src * kk;
+            const float *b = src == 0 ? t->b[l] : NULL;
+            if (g->cudnn)
+                tower_cudnn_forward(g->cudnn, l, A->act, x, w, b, S * kk, src > 0);
+            else
+                tower_conv_forward_cuda(A->act, x, w, b, B, L->in_ch, L->in_h, L->in_h,
+                                        L->out_ch, s->k, s->stride, s->pad, S * kk, src > 0,
+                                        g->conv_scratch, g->conv_images, hb, st);
+        }
     } else {
         size_t slot = (size_t)B * L->in_ch;
         for (int src = 0; src < S; src++)
@@ -344,13 +394,17 @@ extern "C" void tower_backward_layer_cuda(tower *t, int l)
     if (s->kind == TOWER_CONV) {
         size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
         int kk = L->in_ch * s->k * s->k;
-        for (int src = 0; src < S; src++)
-            tower_conv_backward_cuda(A->din ? A->din + src * slot : NULL,
-                                     t->dw[l] + (size_t)src * kk, src == 0 ? t->db[l] : NULL,
-                                     A->dact, A->in + src * slot, t->w[l] + (size_t)src * kk,
-                                     B, L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
-                                     s->pad, S * kk, 0, g->conv_scratch, g->conv_images, hb,
-                                     st);
+        for (int src = 0; src < S; src++) {
+            float *dx = A->din ? A->din + src * slot : NULL, *dw = t->dw[l] + (size_t)src * kk;
+            float *db = src == 0 ? t->db[l] : NULL;
+            const float *x = A->in + src * slot, *w = t->w[l] + (size_t)src * kk;
+            if (g->cudnn)
+                tower_cudnn_backward(g->cudnn, l, dx, dw, db, A->dact, x, w, S * kk, 0);
+            else
+                tower_conv_backward_cuda(dx, dw, db, A->dact, x, w, B, L->in_ch, L->in_h,
+                                         L->in_h, L->out_ch, s->k, s->stride, s->pad, S * kk, 0,
+                                         g->conv_scratch, g->conv_images, hb, st);
+        }
     } else {
         size_t slot = (size_t)B * L->in_ch;
         for (int src = 0; src < S; src++)

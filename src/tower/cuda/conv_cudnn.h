@@ -1,0 +1,51 @@
+/* conv_cudnn.h: the cuDNN convolution path of a GPU tower (`--conv cudnn`), internal to
+ * src/tower/cuda. One context per tower: descriptors and a chosen algorithm for every conv
+ * layer and pass, one workspace. The default path is the chunked im2col + SGEMM of
+ * layers_cuda.cu; this one is selected with tower_cuda_configure. Built only when meson
+ * finds cuDNN (TT_HAVE_CUDNN); otherwise tower_cudnn_create says so. */
+#ifndef TOWER_CUDA_CONV_CUDNN_H
+#define TOWER_CUDA_CONV_CUDNN_H
+
+#include <stddef.h>
+
+#include "tower/tower.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tower_cudnn tower_cudnn;
+
+/* 1 when this build has the cuDNN path. */
+int tower_cudnn_available(void);
+
+/* Descriptors for every conv layer of plan at its batch, algorithms chosen by cuDNN's
+ * heuristics among the deterministic ones (so a run repeats bit for bit) that need at
+ * most TOWER_CUDNN_WORKSPACE_LIMIT bytes, without tensor cores unless tf32 (then TF32 is
+ * allowed, as PyTorch's allow_tf32). stream: the tower's cudaStream_t; the caller has made
+ * the tower's device current. NULL with err on failure. */
+tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, void *stream, char *err,
+                                size_t errlen);
+void tower_cudnn_free(tower_cudnn *c);
+/* Device bytes it holds (workspace and the packed weight block). */
+size_t tower_cudnn_bytes(const tower_cudnn *c);
+/* What it chose, one line per layer and pass, for the start-up report and bench. */
+void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n);
+
+/* The twins of tower_conv_forward_cuda / tower_conv_backward_cuda for conv layer l
+ * (shapes from the plan; in/out/din are one source slot; w is the source's column block of
+ * the layer's weight, leading dimension ldw). Same semantics: out = conv (+ b)
+ * (accumulate 0) or out += conv (+ b); dw += ; db += ; din = or += . */
+void tower_cudnn_forward(tower_cudnn *c, int l, float *out, const float *in, const float *w,
+                         const float *b, int ldw, int accumulate);
+void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *db,
+                          const float *dout, const float *in, const float *w, int ldw,
+                          int accumulate_din);
+
+/* The largest workspace one chosen algorithm may use. */
+#define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)
+
+#ifdef __cplusplus
+}
+#endif
+#endif
