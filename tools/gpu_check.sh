@@ -129,7 +129,12 @@ exe=$build/src/train/twotower
 # cuDNN (--conv cudnn) is never carried (its engines are hundreds of MiB): use the machine's,
 # which may live outside the loader's path (PyTorch's pip wheels ship it in site-packages)
 if ldd "$exe" | grep -q 'libcudnn.*not found'; then
-    cudnn_so=$(find / -name 'libcudnn.so.9' -not -path '/proc/*' 2>/dev/null | head -1)
+    cudnn_so=""
+    for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+        d=$("$py" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null) &&
+            [ -f "$d/libcudnn.so.9" ] && { cudnn_so=$d/libcudnn.so.9; break; }
+    done
+    [ -n "$cudnn_so" ] || cudnn_so=$(find /usr /opt /root /home -name 'libcudnn.so.9' 2>/dev/null | head -1)
     if [ -n "$cudnn_so" ]; then
         export LD_LIBRARY_PATH="$(dirname "$cudnn_so"):$LD_LIBRARY_PATH"
         note "cuDNN from $(dirname "$cudnn_so")"
