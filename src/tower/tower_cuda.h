@@ -62,6 +62,21 @@ void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dou
                               int Co, int K, int stride, int pad, int ldw, int accumulate_din,
                               float *scratch, int images, void *cublas, void *stream);
 
+/* The fused forms the GPU tower uses for conv + ReLU (no CPU twin: the CPU runs the ReLU
+ * as its own pass): forward as tower_conv_forward_cuda, then ReLU on out (call it for the
+ * last source only); backward as tower_conv_backward_cuda on dout masked by act > 0 (act:
+ * the ReLU's output, (B, Co, Ho, Wo)), the mask folded into the transposing pass, so
+ * dout itself is left as it was. */
+void tower_conv_relu_forward_cuda(float *out, const float *in, const float *w, const float *b,
+                                  int B, int Ci, int H, int W, int Co, int K, int stride,
+                                  int pad, int ldw, int accumulate, float *scratch, int images,
+                                  void *cublas, void *stream);
+void tower_conv_relu_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                                   const float *act, const float *in, const float *w, int B,
+                                   int Ci, int H, int W, int Co, int K, int stride, int pad,
+                                   int ldw, int accumulate_din, float *scratch, int images,
+                                   void *cublas, void *stream);
+
 void tower_fc_forward_cuda(float *out, const float *in, const float *w, const float *b, int B,
                            int Cin, int Cout, int ldw, int accumulate, void *cublas,
                            void *stream);

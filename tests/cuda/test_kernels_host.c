@@ -73,7 +73,7 @@ static void emu_gemm_rm(int ta, int tb, int m, int n, int k, float alpha, const 
 
 static void emu_conv_forward(float *out, const float *in, const float *w, const float *b,
                              int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
-                             int ldw, int accumulate, float *scratch, int images)
+                             int ldw, int accumulate, float *scratch, int images, int relu)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
@@ -86,8 +86,10 @@ static void emu_conv_forward(float *out, const float *in, const float *w, const 
         for (size_t i = 0; i < (size_t)CKK * nq; i++)
             col[i] = tower_k_im2col_chunk(x, i, nb, Ci, H, W, K, stride, pad, Ho, Wo);
         emu_gemm_rm(0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
-        for (size_t i = 0; i < (size_t)Co * nq; i++)
-            y[i] = tower_k_conv_out(prod, y, b, i, nb, Co, (size_t)HWo, accumulate);
+        for (size_t i = 0; i < (size_t)Co * nq; i++) {
+            float v = tower_k_conv_out(prod, y, b, i, nb, Co, (size_t)HWo, accumulate);
+            y[i] = relu ? tower_k_relu(v) : v;
+        }
     }
 }
 
@@ -99,7 +101,8 @@ static void emu_gemv_rm(int m, int n, float alpha, const float *A, int lda, cons
 }
 
 static void emu_conv_backward(float *din, float *dw, float *db, const float *dout,
-                              const float *in, const float *w, int B, int Ci, int H, int W,
+                              const float *act, const float *in, const float *w, int B, int Ci,
+                              int H, int W,
                               int Co, int K, int stride, int pad, int ldw, int accumulate_din,
                               float *scratch, int images)
 {
@@ -114,8 +117,10 @@ static void emu_conv_backward(float *din, float *dw, float *db, const float *dou
     EMU_CHUNKS(n0, nb, B, images) {
         int nq = nb * HWo;
         const float *gd = dout + (size_t)n0 * Co * HWo;
+        const float *ad = act ? act + (size_t)n0 * Co * HWo : NULL;
         for (size_t i = 0; i < (size_t)Co * nq; i++)
-            g[tower_k_cnhw_of(i, nb, Co, (size_t)HWo)] = gd[i];
+            g[tower_k_cnhw_of(i, nb, Co, (size_t)HWo)] = ad ? tower_k_relu_grad(gd[i], ad[i])
+                                                           : gd[i];
         if (db) emu_gemv_rm(Co, nq, 1.0f, g, nq, ones, 1.0f, db);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;
@@ -173,7 +178,7 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
         tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
                            Co, K, stride, pad, ldw, s > 0, col);
         emu_conv_forward(out2, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W, Co,
-                         K, stride, pad, ldw, s > 0, col2, images);
+                         K, stride, pad, ldw, s > 0, col2, images, 0);
     }
     snprintf(what, sizeof what, "%s forward", name);
     expect_close(what, out2, out, n_out, 1e-6);
@@ -181,7 +186,7 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
         tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dout,
                             in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
                             ldw, 0, col);
-        emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
+        emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout, NULL,
                           in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
                           ldw, 0, col2, images);
     }
@@ -192,10 +197,39 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
     snprintf(what, sizeof what, "%s backward db", name);
     expect_close(what, db2, db, Co, 1e-6);
     tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1, col);
-    emu_conv_backward(din2, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1,
-                      col2, images);
+    emu_conv_backward(din2, NULL, NULL, dout, NULL, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                      1, col2, images);
     snprintf(what, sizeof what, "%s backward din (accumulate)", name);
     expect_close(what, din2, din, n_in, 1e-6);
+
+    /* the fused conv + ReLU of the GPU tower against the CPU's conv, then ReLU, then
+     * ReLU's backward, then the conv's backward (layer by layer, as net.c runs them) */
+    for (int s = 0; s < S; s++) {
+        tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
+                           Co, K, stride, pad, ldw, s > 0, col);
+        emu_conv_forward(out2, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W, Co,
+                         K, stride, pad, ldw, s > 0, col2, images, s == S - 1);
+    }
+    tower_relu_forward(out, out, n_out);
+    snprintf(what, sizeof what, "%s fused ReLU forward", name);
+    expect_close(what, out2, out, n_out, 1e-6);
+    float *dact = fdup(dout, n_out);
+    tower_relu_backward(dact, dact, out, n_out);
+    for (int s = 0; s < S; s++) {
+        tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dact,
+                            in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
+                            ldw, 0, col);
+        emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout, out,
+                          in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
+                          ldw, 0, col2, images);
+    }
+    snprintf(what, sizeof what, "%s fused ReLU backward din", name);
+    expect_close(what, din2, din, n_in, 1e-6);
+    snprintf(what, sizeof what, "%s fused ReLU backward dw", name);
+    expect_close(what, dw2, dw, n_w, 1e-6);
+    snprintf(what, sizeof what, "%s fused ReLU backward db", name);
+    expect_close(what, db2, db, Co, 1e-6);
+    free(dact);
     free(in), free(w), free(b), free(dout), free(dw), free(db), free(dw2), free(db2);
     free(out), free(out2), free(din), free(din2), free(col), free(col2);
 }

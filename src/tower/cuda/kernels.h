@@ -143,6 +143,10 @@ TOWER_HD float tower_k_conv_out(const float *prod, const float *prev, const floa
     return y;
 }
 
+/* ReLU and its gradient given the ReLU's output, as layers_cpu.c computes them. */
+TOWER_HD float tower_k_relu(float x) { return x > 0.0f ? x : 0.0f; }
+TOWER_HD float tower_k_relu_grad(float dout, float out) { return out > 0.0f ? dout : 0.0f; }
+
 /* The channel of element i of a (B, C, HW) tensor: which bias it gets. */
 TOWER_HD int tower_k_channel_of(size_t i, int C, size_t HW) { return (int)((i / HW) % C); }
 

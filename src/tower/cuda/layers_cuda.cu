@@ -69,13 +69,17 @@ __global__ void col2im_chunk_kernel(float *din, const float *col, int nb, int Ci
                                       P, Ho, Wo);
 }
 
-/* out (nb, Co, HWo) = prod (Co, nb*HWo) transposed [+ out] [+ b]: the end of a chunk's
- * forward. One thread per element of out (coalesced writes; reads in runs of HWo). */
+/* out (nb, Co, HWo) = prod (Co, nb*HWo) transposed [+ out] [+ b], then ReLU when relu
+ * (the fused form): the end of a chunk's forward. One thread per element of out
+ * (coalesced writes; reads in runs of HWo). */
 __global__ void conv_out_kernel(float *out, const float *prod, const float *b, int nb, int Co,
-                                size_t HWo, int accumulate)
+                                size_t HWo, int accumulate, int relu)
 {
     size_t n = (size_t)nb * Co * HWo;
-    FOR_EACH_ELEMENT(i, n) out[i] = tower_k_conv_out(prod, out, b, i, nb, Co, HWo, accumulate);
+    FOR_EACH_ELEMENT(i, n) {
+        float y = tower_k_conv_out(prod, out, b, i, nb, Co, HWo, accumulate);
+        out[i] = relu ? tower_k_relu(y) : y;
+    }
 }
 
 /* x (n) = v. One thread per element. */
@@ -85,11 +89,14 @@ __global__ void fill_kernel(float *x, float v, size_t n)
 }
 
 /* g (Co, nb*HWo) = dout (nb, Co, HWo) transposed: the output gradient as the chunk's
- * GEMMs read it. One thread per element of dout (coalesced reads). */
-__global__ void to_cnhw_kernel(float *g, const float *dout, int nb, int Co, size_t HWo)
+ * GEMMs read it; with act (the fused form) first masked by the ReLU's output act > 0.
+ * One thread per element of dout (coalesced reads). */
+__global__ void to_cnhw_kernel(float *g, const float *dout, const float *act, int nb, int Co,
+                               size_t HWo)
 {
     size_t n = (size_t)nb * Co * HWo;
-    FOR_EACH_ELEMENT(i, n) g[tower_k_cnhw_of(i, nb, Co, HWo)] = dout[i];
+    FOR_EACH_ELEMENT(i, n)
+        g[tower_k_cnhw_of(i, nb, Co, HWo)] = act ? tower_k_relu_grad(dout[i], act[i]) : dout[i];
 }
 
 /* out (B, C, HW) += b[c]. One thread per element of out (the fc layers' bias). */
@@ -110,10 +117,10 @@ extern "C" size_t tower_conv_cuda_scratch_size(int Ci, int H, int W, int Co, int
     for (int n0 = 0, nb = (B) < (images) ? (B) : (images); n0 < (B);                      \
          n0 += nb, nb = (B) - n0 < (images) ? (B) - n0 : (images))
 
-extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float *w,
-                                        const float *b, int B, int Ci, int H, int W, int Co,
-                                        int K, int stride, int pad, int ldw, int accumulate,
-                                        float *scratch, int images, void *cublas, void *stream)
+static void conv_forward(float *out, const float *in, const float *w, const float *b, int B,
+                         int Ci, int H, int W, int Co, int K, int stride, int pad, int ldw,
+                         int accumulate, float *scratch, int images, int relu, void *cublas,
+                         void *stream)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
@@ -130,16 +137,34 @@ extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float
         /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
         gemm_rm(CU_BLAS(cublas), 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
         conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            y, prod, b, nb, Co, (size_t)HWo, accumulate);
+            y, prod, b, nb, Co, (size_t)HWo, accumulate, relu);
         LAUNCH_CHECK(conv_out_kernel);
     }
 }
 
-extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
-                                         const float *in, const float *w, int B, int Ci, int H,
-                                         int W, int Co, int K, int stride, int pad, int ldw,
-                                         int accumulate_din, float *scratch, int images,
-                                         void *cublas, void *stream)
+extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float *w,
+                                        const float *b, int B, int Ci, int H, int W, int Co,
+                                        int K, int stride, int pad, int ldw, int accumulate,
+                                        float *scratch, int images, void *cublas, void *stream)
+{
+    conv_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, scratch,
+                 images, 0, cublas, stream);
+}
+
+extern "C" void tower_conv_relu_forward_cuda(float *out, const float *in, const float *w,
+                                             const float *b, int B, int Ci, int H, int W,
+                                             int Co, int K, int stride, int pad, int ldw,
+                                             int accumulate, float *scratch, int images,
+                                             void *cublas, void *stream)
+{
+    conv_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, scratch,
+                 images, 1, cublas, stream);
+}
+
+static void conv_backward(float *din, float *dw, float *db, const float *dout, const float *act,
+                          const float *in, const float *w, int B, int Ci, int H, int W, int Co,
+                          int K, int stride, int pad, int ldw, int accumulate_din,
+                          float *scratch, int images, void *cublas, void *stream)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
@@ -157,8 +182,9 @@ extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const
     FOR_EACH_CHUNK(n0, nb, B, images) {
         int nq = nb * HWo;
         size_t ncol = (size_t)CKK * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
+        size_t at = (size_t)n0 * Co * HWo;
         to_cnhw_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            g, dout + (size_t)n0 * Co * HWo, nb, Co, (size_t)HWo);
+            g, dout + at, act ? act + at : NULL, nb, Co, (size_t)HWo);
         LAUNCH_CHECK(to_cnhw_kernel);
         if (db) /* db (Co) += g (Co, nb*HWo) . ones: one GEMV, many blocks per channel */
             gemv_rm(h, Co, nq, 1.0f, g, nq, ones, 1.0f, db);
@@ -178,6 +204,27 @@ extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const
             LAUNCH_CHECK(col2im_chunk_kernel);
         }
     }
+}
+
+extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                                         const float *in, const float *w, int B, int Ci, int H,
+                                         int W, int Co, int K, int stride, int pad, int ldw,
+                                         int accumulate_din, float *scratch, int images,
+                                         void *cublas, void *stream)
+{
+    conv_backward(din, dw, db, dout, NULL, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                  accumulate_din, scratch, images, cublas, stream);
+}
+
+extern "C" void tower_conv_relu_backward_cuda(float *din, float *dw, float *db,
+                                              const float *dout, const float *act,
+                                              const float *in, const float *w, int B, int Ci,
+                                              int H, int W, int Co, int K, int stride, int pad,
+                                              int ldw, int accumulate_din, float *scratch,
+                                              int images, void *cublas, void *stream)
+{
+    conv_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                  accumulate_din, scratch, images, cublas, stream);
 }
 
 /* ---- fully connected ---------------------------------------------------------------- */
@@ -227,12 +274,12 @@ extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const f
 
 __global__ void relu_forward_kernel(float *out, const float *in, size_t n)
 {
-    FOR_EACH_ELEMENT(i, n) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+    FOR_EACH_ELEMENT(i, n) out[i] = tower_k_relu(in[i]);
 }
 
 __global__ void relu_backward_kernel(float *din, const float *dout, const float *out, size_t n)
 {
-    FOR_EACH_ELEMENT(i, n) din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    FOR_EACH_ELEMENT(i, n) din[i] = tower_k_relu_grad(dout[i], out[i]);
 }
 
 extern "C" void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream)

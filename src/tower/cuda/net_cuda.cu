@@ -322,6 +322,15 @@ extern "C" void tower_zero_grads_cuda(tower *t)
                                gpu_of(t)->stream));
 }
 
+/* Conv + ReLU on the GEMM path run fused (the ReLU in the convolution's output pass, its
+ * backward in the transposing pass of the gradient); cuDNN's path and the fc layers run
+ * the ReLU as its own kernel. */
+static int fuse_relu(const tower *t, int l)
+{
+    const tower_layer_spec *s = &tower_alexnet2012[l];
+    return s->kind == TOWER_CONV && s->relu && !gpu_of(t)->cudnn;
+}
+
 extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
 {
     use_device(t);
@@ -340,10 +349,11 @@ extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
             const float *b = src == 0 ? t->b[l] : NULL;
             if (g->cudnn)
                 tower_cudnn_forward(g->cudnn, l, A->act, x, w, b, S * kk, src > 0);
-            else
-                tower_conv_forward_cuda(A->act, x, w, b, B, L->in_ch, L->in_h, L->in_h,
-                                        L->out_ch, s->k, s->stride, s->pad, S * kk, src > 0,
-                                        g->conv_scratch, g->conv_images, hb, st);
+            else /* the GEMM path applies the ReLU in its last pass over the output */
+                (fuse_relu(t, l) && src == S - 1 ? tower_conv_relu_forward_cuda
+                                                 : tower_conv_forward_cuda)(
+                    A->act, x, w, b, B, L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
+                    s->pad, S * kk, src > 0, g->conv_scratch, g->conv_images, hb, st);
         }
     } else {
         size_t slot = (size_t)B * L->in_ch;
@@ -352,7 +362,7 @@ extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
                                   src == 0 ? t->b[l] : NULL, B, L->in_ch, L->out_ch,
                                   S * L->in_ch, src > 0, hb, st);
     }
-    if (s->relu) tower_relu_forward_cuda(A->act, A->act, act_n, st);
+    if (s->relu && !fuse_relu(t, l)) tower_relu_forward_cuda(A->act, A->act, act_n, st);
     const float *cur = A->act;
     if (s->lrn) {
         tower_lrn_forward_cuda(A->lrn, A->lrn_scale, cur, B, L->out_ch, L->out_h * L->out_h,
@@ -390,7 +400,7 @@ extern "C" void tower_backward_layer_cuda(tower *t, int l)
         tower_lrn_backward_cuda(A->dact, A->dlrn, A->act, A->lrn, A->lrn_scale, B, L->out_ch,
                                 HW, TOWER_LRN_N, (float)TOWER_LRN_K, (float)TOWER_LRN_ALPHA,
                                 (float)TOWER_LRN_BETA, st);
-    if (s->relu) tower_relu_backward_cuda(A->dact, A->dact, A->act, act_n, st);
+    if (s->relu && !fuse_relu(t, l)) tower_relu_backward_cuda(A->dact, A->dact, A->act, act_n, st);
     if (s->kind == TOWER_CONV) {
         size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
         int kk = L->in_ch * s->k * s->k;
@@ -400,6 +410,11 @@ extern "C" void tower_backward_layer_cuda(tower *t, int l)
             const float *x = A->in + src * slot, *w = t->w[l] + (size_t)src * kk;
             if (g->cudnn)
                 tower_cudnn_backward(g->cudnn, l, dx, dw, db, A->dact, x, w, S * kk, 0);
+            else if (fuse_relu(t, l)) /* ReLU's backward: the mask in the transposing pass */
+                tower_conv_relu_backward_cuda(dx, dw, db, A->dact, A->act, x, w, B, L->in_ch,
+                                              L->in_h, L->in_h, L->out_ch, s->k, s->stride,
+                                              s->pad, S * kk, 0, g->conv_scratch,
+                                              g->conv_images, hb, st);
             else
                 tower_conv_backward_cuda(dx, dw, db, A->dact, x, w, B, L->in_ch, L->in_h,
                                          L->in_h, L->out_ch, s->k, s->stride, s->pad, S * kk, 0,
