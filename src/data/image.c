@@ -165,8 +165,12 @@ static void jpeg_error_exit_fn(j_common_ptr ci)
 static void jpeg_emit_fn(j_common_ptr ci, int level)
 {
     jpeg_ctx *c = (jpeg_ctx *)ci->err;
-    /* a premature end is a truncated file: libjpeg would pad it with grey */
-    if (level < 0 && ci->err->msg_code == JWRN_JPEG_EOF)
+    /* missing data: libjpeg would fill the rest with grey and carry on. A premature end, a
+     * marker where entropy-coded data should be (a file cut or patched inside a scan), or
+     * a lost restart marker all mean pixels that are not in the file. Other warnings (e.g.
+     * extraneous bytes before a marker, common in camera files) leave the image whole. */
+    if (level < 0 && (ci->err->msg_code == JWRN_JPEG_EOF || ci->err->msg_code == JWRN_HIT_MARKER ||
+                      ci->err->msg_code == JWRN_MUST_RESYNC))
         c->truncated = 1;
 }
 static void jpeg_progress_fn(j_common_ptr ci)
@@ -226,6 +230,14 @@ int data_jpeg_decode(const uint8_t *buf, size_t n, const data_image_limits *lim,
                  ci.image_height);
         longjmp(ctx.jmp, 1);
     }
+    /* the file's bytes bound the image: even a flat progressive JPEG spends a few bits per
+     * 8x8 block on its DC terms, so more than 4096 pixels per byte is a header that lies
+     * (checked before libjpeg sizes its coefficient buffers from it) */
+    if ((int64_t)ci.image_width * ci.image_height > (int64_t)n * 4096) {
+        snprintf(ctx.msg, sizeof ctx.msg, "header says %ux%u pixels, more than a %zu byte file "
+                 "can hold", ci.image_width, ci.image_height, n);
+        longjmp(ctx.jmp, 1);
+    }
     int cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
     ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     if (min_side > 0) {
@@ -279,7 +291,7 @@ int data_jpeg_decode(const uint8_t *buf, size_t n, const data_image_limits *lim,
     free(row);
     if (trunc) {
         free(pix);
-        return data_fail(err, errlen, "JPEG: truncated file (premature end of data)");
+        return data_fail(err, errlen, "JPEG: truncated or corrupt file (image data missing)");
     }
     *rgb = pix;
     *w = (int)ow;

@@ -34,7 +34,10 @@ int data_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *n,
 {
     *buf = NULL;
     *n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO (or a device) with an image's name must not wait for a
+     * writer; it is refused below as not a regular file. For regular files it changes
+     * nothing. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return data_fail(err, errlen, "cannot open: %s", strerror(errno));
     struct stat st;

@@ -2,6 +2,7 @@
  * libpng from known samples), JPEG decoding, each kind of bad file, and the resize
  * against the slow reference. */
 #include <png.h>
+#include <sys/stat.h>
 
 #include "data/data_internal.h"
 #include "helpers.h"
@@ -254,6 +255,69 @@ Test(images, lying_headers_are_refused_before_allocating)
         cr_assert(strstr(err, why[k]) != NULL, "%ux%u: \"%s\"", dims[k][0], dims[k][1], err);
         free(buf);
     }
+}
+
+/* The SOF0/SOF2 frame header of a JPEG: where its height and width bytes are. */
+static size_t jpeg_sof_at(const uint8_t *b, size_t n)
+{
+    for (size_t i = 2; i + 9 < n; i++)
+        if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC2)) return i;
+    return 0;
+}
+
+/* A JPEG whose frame header claims 8192x8192 in ~1 KB (baseline and progressive): refused
+ * from the header, before libjpeg sizes buffers from it. Then a real-sized one cut by a
+ * marker inside its scan: refused as missing data, not decoded as grey fill. */
+Test(images, lying_and_corrupt_jpegs_are_refused)
+{
+    uint8_t rgb[16 * 16 * 3];
+    for (size_t i = 0; i < sizeof rgb; i++) rgb[i] = (uint8_t)(i * 7);
+    for (int progressive = 0; progressive < 2; progressive++) {
+        uint8_t *buf, *out = malloc(DATA_IMAGE_BYTES);
+        size_t n;
+        char err[512] = "";
+        cr_assert_eq(imgfix_jpeg_encode(rgb, 16, 16, 3, 90, progressive, &buf, &n), 0);
+        size_t sof = jpeg_sof_at(buf, n);
+        cr_assert(sof > 0, "no SOF marker");
+        buf[sof + 5] = 0x20, buf[sof + 6] = 0x00; /* height 8192 */
+        buf[sof + 7] = 0x20, buf[sof + 8] = 0x00; /* width 8192 */
+        int rc = data_image_decode(buf, n, NULL, out, err, sizeof err);
+        cr_assert_neq(rc, 0, "8192x8192 in %zu bytes (progressive %d) must be refused", n,
+                      progressive);
+        cr_assert(strstr(err, "can hold") != NULL, "\"%s\"", err);
+        free(buf);
+        free(out);
+    }
+    enum { W = 512, H = 512 };
+    uint8_t *big = malloc((size_t)W * H * 3), *buf, *out = malloc(DATA_IMAGE_BYTES);
+    for (size_t i = 0; i < (size_t)W * H * 3; i++) big[i] = (uint8_t)((i * 2654435761u) >> 24);
+    size_t n;
+    char err[512] = "";
+    cr_assert_eq(imgfix_jpeg_encode(big, W, H, 3, 90, 0, &buf, &n), 0);
+    cr_assert_eq(data_image_decode(buf, n, NULL, out, err, sizeof err), 0, "%s", err);
+    /* an EOI marker a third of the way into the scan, the rest of the file still there */
+    buf[n / 3] = 0xFF, buf[n / 3 + 1] = 0xD9;
+    cr_assert_neq(data_image_decode(buf, n, NULL, out, err, sizeof err), 0,
+                  "a scan cut by a marker must be refused");
+    cr_assert(strstr(err, "missing") != NULL, "\"%s\"", err);
+    free(big), free(buf), free(out);
+}
+
+/* A FIFO with an image's name: refused as not a regular file, at once (opening it for
+ * reading would otherwise wait for a writer forever). */
+Test(images, fifo_is_refused_without_waiting, .timeout = 10)
+{
+    char *dir = th_tmpdir();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/fifo.png", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    char err[512] = "";
+    cr_assert_neq(data_read_file(path, (size_t)1 << 20, &buf, &n, err, sizeof err), 0);
+    cr_assert(strstr(err, "not a regular file") != NULL, "\"%s\"", err);
+    th_rmrf(dir);
+    free(dir);
 }
 
 /* ---- resize -------------------------------------------------------------------------- */
