@@ -13,19 +13,21 @@ flags="-g -O1 -std=c17 -D_GNU_SOURCE -fno-sanitize-recover=undefined -I$root/src
 libs="$(pkg-config --libs libpng libjpeg zlib) -lm -lpthread"
 srcs="$root/src/data/image.c $root/src/data/shard.c $root/src/data/source.c $root/src/data/augment.c $root/src/data/prefetch.c $root/src/data/prep.c"
 
-for h in png shard; do
+for h in image shard; do
     $cc $flags -fsanitize=fuzzer,address,undefined "$root/tools/fuzz/fuzz_$h.c" $srcs $libs -o "$out/fuzz_$h"
 done
 
-# seeds: every PNG mode the generator writes, the bad files, one real shard and meta.bin
-if [ ! -d "$out/seed_png" ]; then
+# seeds: every PNG mode and JPEG kind the generator writes, the bad files, one real shard
+# and meta.bin
+if [ ! -d "$out/seed_image" ]; then
     $cc $flags "$root/tools/make_image_folder/main.c" "$root/tools/make_image_folder/imgfix.c" $libs -o "$out/make_image_folder"
     $cc $flags "$root/tools/bench_data/bench_data.c" $srcs $libs -o "$out/bench_data"
     rm -rf "$out/seedsrc" "$out/seedout"
     "$out/make_image_folder" "$out/seedsrc" --classes 2 --per-class 8 >/dev/null
-    mkdir -p "$out/seed_png" "$out/seed_shard"
-    for f in "$out"/seedsrc/class_*/*.png; do
-        [ -f "$f" ] && [ -s "$f" ] && cp "$f" "$out/seed_png/" || true
+    mkdir -p "$out/seed_image" "$out/seed_shard"
+    for f in "$out"/seedsrc/class_*/*.png "$out"/seedsrc/class_*/*.jpg; do
+        [ -f "$f" ] && [ -s "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] &&
+            cp "$f" "$out/seed_image/" || true
     done
     # a one-class, one-image tree: the smallest real shard and meta.bin
     mkdir -p "$out/seedtree/only"
@@ -34,10 +36,10 @@ if [ ! -d "$out/seed_png" ]; then
     { printf '\000'; cat "$out/seedout/train-00000.tts"; } > "$out/seed_shard/shard"
     { printf '\001'; cat "$out/seedout/meta.bin"; } > "$out/seed_shard/meta"
 fi
-mkdir -p "$out/corpus_png" "$out/corpus_shard"
+mkdir -p "$out/corpus_image" "$out/corpus_shard"
 status=0
-"$out/fuzz_png" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
-    -print_final_stats=1 "$out/corpus_png" "$out/seed_png" || status=1
+"$out/fuzz_image" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+    -print_final_stats=1 "$out/corpus_image" "$out/seed_image" || status=1
 "$out/fuzz_shard" -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 "$out/corpus_shard" "$out/seed_shard" || status=1
 exit $status
