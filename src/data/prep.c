@@ -180,6 +180,26 @@ static int cmp_order(const void *a, const void *b)
 
 /* The seeded split: per class, a permutation from (seed, class) puts the first
  * round(fraction * n) files in val; both splits keep file-name order. */
+/* --limit on a folder source: keep `limit` items drawn by seed from the whole list (which
+ * is sorted by class, so its first items would all be one class), then back in (class,
+ * name) order. */
+static void keep_seeded_subset(item_list *l, int64_t limit, uint64_t seed)
+{
+    if (limit >= l->n) return;
+    uint64_t key = tower_rng_mix(seed ^ 0x6c696d6974ull /* "limit" */, (uint64_t)l->n);
+    for (int64_t i = l->n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(((tower_rng_mix(key, (uint64_t)i) >> 32) * (uint64_t)(i + 1)) >> 32);
+        prep_item t = l->v[i];
+        l->v[i] = l->v[j];
+        l->v[j] = t;
+    }
+    for (int64_t i = limit; i < l->n; i++)
+        free(l->v[i].path);
+    l->n = limit;
+    if (l->n > 1)
+        qsort(l->v, (size_t)l->n, sizeof *l->v, cmp_order);
+}
+
 static int split_by_seed(item_list *all, item_list *train, item_list *val, int classes,
                          double frac, uint64_t seed, char *err, size_t errlen)
 {
@@ -512,6 +532,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: twotower prep SRC OUT [flags]\n"
+            "       twotower prep --verify OUT   (re-read every shard, check every checksum)\n"
             "  SRC: a folder with one sub-folder per class (PNG/JPEG files), or with train/ and\n"
             "       val/ each holding such class folders, or the Fashion-MNIST IDX .gz files\n"
             "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt)\n"
@@ -522,7 +543,8 @@ static void usage(FILE *f)
             "  --threads N       decoding threads (default: every core)\n"
             "  --max-skip F      fail when more than this share of images is skipped\n"
             "                    (default 0.01)\n"
-            "  --limit N         keep at most N images per split (quick runs)\n"
+            "  --limit N         keep at most N images per split (quick runs): the first N\n"
+            "                    of Fashion-MNIST's files, N drawn by --seed from a folder\n"
             "  --max-pixels N    largest accepted image, in pixels (default 67108864)\n"
             "  --max-file-mb N   largest accepted file (default 64)\n"
             "  --quiet           no progress bar\n");
@@ -597,6 +619,49 @@ static int write_meta(const prep_opts *o, char **names, int classes, int64_t ntr
     return bad ? data_fail(err, errlen, "%s: write failed", fin) : 0;
 }
 
+/* `prep --verify OUT`: opens both splits (meta.bin, headers, sizes, labels) and re-reads
+ * every shard against its payload checksum, which the loader skips at start-up (reading
+ * all of ImageNet would take minutes). 0 when everything matches, 1 naming the first file
+ * that does not. */
+static int verify_output(const char *out)
+{
+    char err[1024], path[4200];
+    double t0 = now_s();
+    int64_t count[2] = {0, 0};
+    static const char *const splits[2] = {"train", "val"};
+    snprintf(path, sizeof path, "%s/meta.bin", out);
+    uint8_t *mb;
+    size_t mn;
+    data_meta m;
+    if (data_read_file(path, (size_t)1 << 30, &mb, &mn, err, sizeof err) != 0) {
+        fprintf(stderr, "prep --verify: %s: %s\n", path, err);
+        return 1;
+    }
+    int rc = data_meta_parse(mb, mn, &m, err, sizeof err);
+    free(mb);
+    if (rc != 0) {
+        fprintf(stderr, "prep --verify: %s: %s\n", path, err);
+        return 1;
+    }
+    uint64_t expect[2] = {m.n_train, m.n_val};
+    data_meta_free(&m);
+    for (int s = 0; s < 2; s++) {
+        if (expect[s] == 0) continue; /* e.g. --val-fraction 0: no val shards */
+        data_source *src = data_open_shards(out, splits[s], err, sizeof err);
+        if (!src || data_shards_verify(out, splits[s], err, sizeof err) != 0) {
+            if (src) data_close(src);
+            fprintf(stderr, "prep --verify: %s\n", err);
+            return 1;
+        }
+        count[s] = data_count(src);
+        data_close(src);
+    }
+    fprintf(stderr, "prep --verify: %s: %lld train + %lld val images, every header and "
+                    "checksum matches (%.1f s)\n",
+            out, (long long)count[0], (long long)count[1], now_s() - t0);
+    return 0;
+}
+
 int data_prep_main(int argc, char **argv)
 {
     prep_opts o = {.val_fraction = 0.1, .seed = 1, .shard_size = 1024, .threads = 0,
@@ -608,7 +673,8 @@ int data_prep_main(int argc, char **argv)
         {"max-skip", required_argument, 0, 'k'},     {"limit", required_argument, 0, 'l'},
         {"max-pixels", required_argument, 0, 'p'},   {"max-file-mb", required_argument, 0, 'f'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"verify", no_argument, 0, 'V'},             {0, 0, 0, 0}};
+    int verify = 0;
     optind = 0; /* glibc: full re-initialisation, prep may run more than once (tests) */
     opterr = 0;
     int ch;
@@ -656,6 +722,9 @@ int data_prep_main(int argc, char **argv)
         case 'q':
             o.quiet = 1;
             break;
+        case 'V':
+            verify = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -664,6 +733,13 @@ int data_prep_main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (verify) {
+        if (argc - optind != 1) {
+            usage(stderr);
+            return 2;
+        }
+        return verify_output(argv[optind]);
     }
     if (argc - optind != 2) {
         usage(stderr);
@@ -786,13 +862,12 @@ int data_prep_main(int argc, char **argv)
         if (val.n > 1)
             qsort(val.v, (size_t)val.n, sizeof *val.v, cmp_order);
     }
-    if (o.limit > 0) {
-        for (int64_t i = o.limit; i < train.n; i++)
-            free(train.v[i].path);
-        for (int64_t i = o.limit; i < val.n; i++)
-            free(val.v[i].path);
+    if (o.limit > 0 && idx_train) { /* IDX: the file's own order, already mixed */
         train.n = train.n < o.limit ? train.n : o.limit;
         val.n = val.n < o.limit ? val.n : o.limit;
+    } else if (o.limit > 0) {
+        keep_seeded_subset(&train, o.limit, o.seed);
+        keep_seeded_subset(&val, o.limit, o.seed + 1);
     }
     if (train.n == 0) {
         data_fail(err, sizeof err, "%s: no training images found", o.src);
@@ -801,6 +876,18 @@ int data_prep_main(int argc, char **argv)
     if (mkdir(o.out, 0755) != 0 && errno != EEXIST) {
         data_fail(err, sizeof err, "%s: cannot create: %s", o.out, strerror(errno));
         goto fail;
+    }
+    /* meta.bin is what makes OUT a dataset, and it is written last: remove an earlier
+     * run's now, so that if this run stops half way the folder is refused as incomplete
+     * instead of pairing the old mean, PCA and counts with new shards */
+    {
+        char meta[4200];
+        snprintf(meta, sizeof meta, "%s/meta.bin", o.out);
+        if (unlink(meta) != 0 && errno != ENOENT) {
+            data_fail(err, sizeof err, "%s: cannot remove the previous run's file: %s", meta,
+                      strerror(errno));
+            goto fail;
+        }
     }
     if (!o.quiet)
         fprintf(stderr, "prep: %s: %lld classes, %lld train + %lld val images, %d threads\n",

@@ -55,6 +55,15 @@ Test(prep, bad_files_reported_and_skipped, .timeout = 120)
     cr_assert_not_null(strstr(log, "over --max-skip 1.00%: meta.bin not written"), "%s", log);
     cr_assert(!exists(out2, "meta.bin"));
     free(log);
+    /* again into the first, good folder: the failed run must not leave the old meta.bin
+     * beside its new shards (a dataset made of two runs); the folder is refused instead */
+    char *argv3[] = {"prep", src, out, "--quiet", "--threads", "2", "--seed", "4"};
+    rc = th_run_prep(8, argv3, &log);
+    cr_assert_eq(rc, 1, "%s", log);
+    cr_assert(!exists(out, "meta.bin"), "the previous run's meta.bin is still there");
+    free(log);
+    cr_assert_null(data_open_shards(out, "train", err, sizeof err));
+    cr_assert_not_null(strstr(err, "meta.bin"), "%s", err);
     th_rmrf(dir);
     free(dir);
 }
@@ -98,6 +107,53 @@ Test(prep, split_from_folders_and_usage, .timeout = 120)
     char *u4[] = {"prep", "/nonexistent/twotower", out};
     cr_assert_eq(th_run_prep(3, u4, &log), 1);
     cr_assert_not_null(strstr(log, "/nonexistent/twotower"), "%s", log);
+    free(log);
+    th_rmrf(dir);
+    free(dir);
+}
+
+/* --limit on a folder: N images drawn by seed across the classes, not the first class's */
+Test(prep, limit_draws_from_every_class, .timeout = 120)
+{
+    char *dir = th_tmpdir();
+    char src[4200], out[4200], err[256];
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    int good, bad;
+    cr_assert_eq(imgfix_make_folder(src, 4, 6, 5, 0, &good, &bad), 0);
+    char *log;
+    char *argv[] = {"prep", src, out, "--limit", "8", "--val-fraction", "0", "--quiet"};
+    cr_assert_eq(th_run_prep(8, argv, &log), 0, "%s", log);
+    free(log);
+    data_source *tr = data_open_shards(out, "train", err, sizeof err);
+    cr_assert_not_null(tr, "%s", err);
+    cr_assert_eq(data_count(tr), 8);
+    int seen[4] = {0}, classes = 0;
+    for (int64_t i = 0; i < 8; i++) {
+        int32_t c = data_label(tr, i);
+        cr_assert(c >= 0 && c < 4);
+        if (i > 0) cr_assert(c >= data_label(tr, i - 1), "kept in class order");
+        classes += !seen[c]++;
+    }
+    cr_assert(classes >= 2, "8 of 24 images from %d class(es)", classes);
+    data_close(tr);
+
+    /* prep --verify: every checksum matches; then one flipped pixel byte is found */
+    char *v[] = {"prep", "--verify", out};
+    cr_assert_eq(th_run_prep(3, v, &log), 0, "%s", log);
+    cr_assert_not_null(strstr(log, "every header and checksum matches"), "%s", log);
+    free(log);
+    char shard[4400];
+    snprintf(shard, sizeof shard, "%s/train-00000.tts", out);
+    FILE *f = fopen(shard, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, -1000, SEEK_END), 0);
+    int c = fgetc(f);
+    cr_assert_eq(fseek(f, -1000, SEEK_END), 0);
+    fputc(c ^ 0x5a, f);
+    fclose(f);
+    cr_assert_eq(th_run_prep(3, v, &log), 1, "%s", log);
+    cr_assert_not_null(strstr(log, "train-00000.tts"), "%s", log);
     free(log);
     th_rmrf(dir);
     free(dir);
