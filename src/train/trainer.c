@@ -153,6 +153,7 @@ typedef struct {
      * checkpoints carry, so a line logged after a resume averages the same steps) */
     double wait_interval, step_interval; /* seconds waited / stepped since the last line */
     double t_interval;
+    double wait_total, step_total; /* seconds waited for data / stepped since this start */
 } run_state;
 
 static void log_event(run_state *r, const char *kind, const char *msg)
@@ -416,6 +417,8 @@ static void run_log(run_state *r, double loss, int wrong, double wait, double dt
     iv->loss_ema = r->m.step == 1 ? loss : 0.95 * iv->loss_ema + 0.05 * loss;
     r->wait_interval += wait;
     r->step_interval += dt;
+    r->wait_total += wait;
+    r->step_total += dt;
     double now = train_now();
     train_progress_update(&r->pg, now, r->m.step, r->total_steps,
                           (double)r->m.step / r->steps_per_epoch, iv->loss_ema,
@@ -540,6 +543,13 @@ int train_run(const train_options *o)
     if (rc == 0) {
         if (save_ckpt(r, "end of run")) rc = 1;
         train_progress_end(&r->pg);
+        /* the whole run's share of step time spent waiting for data (the metrics lines
+         * give it per logging interval) */
+        snprintf(msg, sizeof msg, "data wait: %.2f%% of step time (%.2f s of %.2f s) since "
+                                  "this process started",
+                 r->step_total > 0 ? 100 * r->wait_total / r->step_total : 0.0, r->wait_total,
+                 r->step_total);
+        log_event(r, "data_wait", msg);
         if (r->meta.stats.best_step >= 0)
             fprintf(stderr, "twotower: done at step %lld; best validation top-1 error %.2f%% "
                             "(top-5 %.2f%%) at step %.0f\n",

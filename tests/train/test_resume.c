@@ -323,6 +323,16 @@ Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 24
     small_options(&o, a, 2);
     o.ckpt_every = 0; /* only the signal's checkpoint: the stop step is arbitrary */
     cr_assert_eq(train_run(&o), 0, "uninterrupted run");
+    /* the run reports its data wait as a share of step time, once, at the end */
+    char mpath[4300], line[2048];
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", a);
+    FILE *mf = fopen(mpath, "r");
+    cr_assert_not_null(mf);
+    int waits = 0;
+    while (fgets(line, sizeof line, mf))
+        waits += strstr(line, "\"data_wait\"") && strstr(line, "% of step time");
+    fclose(mf);
+    cr_assert_eq(waits, 1, "one data_wait event in %s", mpath);
 
     pid_t pid = fork();
     cr_assert(pid >= 0);
