@@ -162,7 +162,7 @@ static void log_event(run_state *r, const char *kind, const char *msg)
     train_progress_end(&r->pg);
     fprintf(stderr, "twotower: %s\n", msg);
     if (r->metrics_open &&
-        train_metrics_log_event(&r->mt, r->meta.step, (double)r->meta.step / r->steps_per_epoch,
+        train_metrics_log_event(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
                                 kind, msg, err, sizeof err))
         fprintf(stderr, "twotower: %s\n", err);
 }

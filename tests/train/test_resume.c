@@ -298,6 +298,63 @@ Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
     free(dir);
 }
 
+/* The run's schedule events, "step|message" each, in file order. Returns the count. */
+static int schedule_events(const char *run, char out[][512], int max)
+{
+    char path[4300], line[2048], kind[32], msg[400];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        double step;
+        if (train_json_string(line, "kind", kind, sizeof kind) != 1 || strcmp(kind, "schedule"))
+            continue;
+        cr_assert_eq(train_json_string(line, "msg", msg, sizeof msg), 1, "%s", line);
+        cr_assert(train_json_number(line, "step", &step) == 1, "%s", line);
+        snprintf(out[n++], 512, "%.0f|%s", step, msg);
+    }
+    fclose(f);
+    return n;
+}
+
+/* Every schedule decision is logged at the step of the evaluation that drove it, and a
+ * run resumed from an older checkpoint into the same folder logs each decision once. */
+Test(resume, events_carry_their_step_and_are_not_repeated, .timeout = 240)
+{
+    if (!have_fmnist())
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
+    char *dir = make_tmpdir(), a[4200], ck[4400];
+    snprintf(a, sizeof a, "%s/a", dir);
+    train_options o;
+    small_options(&o, a, 2);
+    o.eval_every = 4;
+    o.patience = 1;
+    o.ckpt_every = 10;
+    o.keep = 5;
+    cr_assert_eq(train_run(&o), 0, "first run");
+    static char first[64][512], again[64][512];
+    int n = schedule_events(a, first, 64);
+    cr_assert(n >= 2, "%d schedule events", n);
+    for (int i = 0; i < n; i++) {
+        long step = strtol(first[i], NULL, 10);
+        cr_assert(step > 0 && step % 4 == 0, "event at step %ld, not an evaluation's: %s", step,
+                  first[i]);
+    }
+    snprintf(ck, sizeof ck, "%s/ckpt/ckpt-%08d.ttc", a, 10);
+    small_options(&o, a, 2);
+    o.eval_every = 4;
+    o.patience = 1;
+    o.ckpt_every = 10;
+    o.keep = 5;
+    o.resume = ck;
+    cr_assert_eq(train_run(&o), 0, "resumed from step 10");
+    cr_assert_eq(schedule_events(a, again, 64), n, "the events after step 10 were repeated");
+    for (int i = 0; i < n; i++) cr_assert_str_eq(again[i], first[i], "event %d", i);
+    rm_tree(dir);
+    free(dir);
+}
+
 static int count_train_lines(const char *run)
 {
     char path[4300], line[2048];
