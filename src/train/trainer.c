@@ -499,18 +499,22 @@ int train_run(const train_options *o)
         for (int t = 0; t < r->m.towers && o->place.cpu && isfinite(check); t++)
             if (!train_all_finite_f32(r->m.tw[t].grads, r->m.plan.n_params)) check = NAN;
         int a = train_nonfinite_observe(&r->meta.nonfinite, check, r->m.step, msg, sizeof msg);
-        if (a != TRAIN_NONFINITE_OK) {
+        int skipped = a != TRAIN_NONFINITE_OK;
+        if (skipped) {
             log_event(r, "nonfinite", msg);
             r->m.step++; /* the batch is consumed; the weights stay as they were */
             if (a == TRAIN_NONFINITE_STOP) {
                 rc = 1;
                 break;
             }
-            continue;
+        } else {
+            model_update(&r->m, (real)r->meta.sched.lr);
+            r->m.step++;
+            run_log(r, loss, wrong1, wait, train_now() - t0);
         }
-        model_update(&r->m, (real)r->meta.sched.lr);
-        r->m.step++;
-        run_log(r, loss, wrong1, wait, train_now() - t0);
+        /* a skipped step still ends its epoch: the evaluation, the schedule and a signal
+         * are handled as after any step; only checkpoints wait for a good step, so a
+         * streak of non-finite steps never replaces the last good checkpoint */
 
         int epoch_end = r->m.step % r->steps_per_epoch == 0;
         int eval_due = o->eval_every > 0 ? r->m.step % o->eval_every == 0 : epoch_end;
@@ -527,13 +531,16 @@ int train_run(const train_options *o)
             }
         }
         if (train_signals_stop_requested()) {
-            snprintf(msg, sizeof msg, "stopped by signal %d at step %lld",
-                     train_signals_stop_requested(), (long long)r->m.step);
+            snprintf(msg, sizeof msg, "stopped by signal %d at step %lld%s",
+                     train_signals_stop_requested(), (long long)r->m.step,
+                     skipped ? " (after a skipped non-finite step: no checkpoint written, the "
+                               "last good one is kept)" : "");
             log_event(r, "signal", msg);
-            rc = save_ckpt(r, "signal") ? 1 : train_signals_exit_code();
+            rc = skipped ? train_signals_exit_code()
+                         : save_ckpt(r, "signal") ? 1 : train_signals_exit_code();
             goto out;
         }
-        if (o->ckpt_every > 0 && r->m.step % o->ckpt_every == 0 && !done &&
+        if (o->ckpt_every > 0 && r->m.step % o->ckpt_every == 0 && !done && !skipped &&
             r->m.step < r->total_steps)
             if (save_ckpt(r, "periodic")) {
                 rc = 1;

@@ -355,6 +355,54 @@ Test(resume, events_carry_their_step_and_are_not_repeated, .timeout = 240)
     free(dir);
 }
 
+/* A run that diverges (learning rate 10): non-finite steps are skipped with a line each,
+ * five in a row stop it with exit status 1, and the newest checkpoint left is one whose
+ * weights are all finite (checkpoints wait for good steps). */
+Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
+{
+    if (!have_fmnist())
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
+    char *dir = make_tmpdir(), a[4200], path[4300], line[2048], kind[32], err[1024];
+    snprintf(a, sizeof a, "%s/a", dir);
+    train_options o;
+    small_options(&o, a, 4);
+    o.lr = 10;
+    o.ckpt_every = 1;
+    o.keep = 2;
+    cr_assert_eq(train_run(&o), 1, "a diverging run ends with status 1");
+    snprintf(path, sizeof path, "%s/metrics.jsonl", a);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int skips = 0, stops = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (train_json_string(line, "kind", kind, sizeof kind) != 1 || strcmp(kind, "nonfinite"))
+            continue;
+        skips += strstr(line, "step skipped") != NULL;
+        stops += strstr(line, "stopping; the last good checkpoint is kept") != NULL;
+    }
+    fclose(f);
+    cr_assert(skips >= TRAIN_NONFINITE_DEFAULT_LIMIT - 1, "%d skip lines", skips);
+    cr_assert_eq(stops, 1);
+    char newest[4400], prev[4400], ckdir[4300];
+    snprintf(ckdir, sizeof ckdir, "%s/ckpt", a);
+    cr_assert_eq(train_ckpt_latest(ckdir, newest, sizeof newest, prev, sizeof prev, err,
+                                   sizeof err), 0, "%s", err);
+    train_ckpt_meta m;
+    cr_assert_eq(train_ckpt_load(newest, &m, NULL, err, sizeof err), 0, "%s", err);
+    size_t n = m.n_params;
+    real *p[2] = {malloc(n * sizeof(real)), malloc(n * sizeof(real))};
+    real *v[2] = {malloc(n * sizeof(real)), malloc(n * sizeof(real))};
+    cr_assert_eq(train_ckpt_load_buffers(newest, &m, NULL, 0, p, v, err, sizeof err), 0, "%s",
+                 err);
+    for (int t = 0; t < 2; t++) {
+        cr_assert(train_all_finite_f32(p[t], n), "%s: tower %d weights not finite", newest, t);
+        free(p[t]);
+        free(v[t]);
+    }
+    rm_tree(dir);
+    free(dir);
+}
+
 static int count_train_lines(const char *run)
 {
     char path[4300], line[2048];
