@@ -102,6 +102,10 @@ typedef struct {
     train_nonfinite nonfinite;
     train_ckpt_stats stats;
     train_ckpt_interval interval;
+    int64_t train_limit;        /* --train-limit of the run (0: the whole set): it sets the
+                                   epoch length, hence the data cursor and the schedule */
+    int64_t eval_every;         /* --eval-every of the run (0: every epoch): it sets when the
+                                   schedule decides */
 } train_ckpt_meta;
 
 /* Writes DIR/ckpt-STEP.ttc (STEP = meta->step, 8 digits or more) from the model's params
