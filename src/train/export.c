@@ -203,6 +203,15 @@ int train_export_main(int argc, char **argv)
         export_usage(stderr);
         return 2;
     }
+    /* OUT is a file: a folder there is most likely a run or checkpoint folder given
+     * without OUT (export RUN), which must not become a fresh net's weights */
+    struct stat st;
+    if (stat(pos[npos - 1], &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "twotower export: OUT %s is a folder; give the file to write (e.g. "
+                        "twotower export %s weights.safetensors)\n",
+                pos[npos - 1], pos[npos - 1]);
+        return 2;
+    }
     char err[512];
     if (npos == 2) {
         if (net_flags) {

@@ -60,6 +60,45 @@ static void usage(FILE *f)
         "  --min-delta X       smallest drop in validation error that counts (default 0.001)\n");
 }
 
+/* The flags of train and summary that take a value, with the TRAIN_GIVEN_* bit of those
+ * a checkpoint fixes (train_options.given). */
+static const struct {
+    const char *flag;
+    unsigned given;
+} value_flags[] = {
+    {"--gpus", 0},
+    {"--conv", 0},
+    {"--data", 0},
+    {"--towers", TRAIN_GIVEN_TOWERS},
+    {"--classes", 0},
+    {"--batch", TRAIN_GIVEN_BATCH},
+    {"--size", TRAIN_GIVEN_SIZE},
+    {"--width-div", TRAIN_GIVEN_WIDTH_DIV},
+    {"--epochs", 0},
+    {"--views", 0},
+    {"--train-limit", TRAIN_GIVEN_TRAIN_LIMIT},
+    {"--test-limit", 0},
+    {"--seed", TRAIN_GIVEN_SEED},
+    {"--lr", TRAIN_GIVEN_LR},
+    {"--run", 0},
+    {"--resume", 0},
+    {"--ckpt-every", 0},
+    {"--keep", 0},
+    {"--eval-every", TRAIN_GIVEN_EVAL_EVERY},
+    {"--log-every", 0},
+    {"--patience", TRAIN_GIVEN_PATIENCE},
+    {"--max-drops", TRAIN_GIVEN_MAX_DROPS},
+    {"--min-delta", TRAIN_GIVEN_MIN_DELTA},
+};
+
+/* Index of flag a in value_flags, or -1. */
+static int value_flag(const char *a)
+{
+    for (size_t k = 0; k < sizeof value_flags / sizeof value_flags[0]; k++)
+        if (!strcmp(a, value_flags[k].flag)) return (int)k;
+    return -1;
+}
+
 /* Parses the flags shared by train and summary into o (and classes for summary). */
 static int parse_flags(int argc, char **argv, train_options *o, int *classes)
 {
@@ -75,7 +114,11 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
         if (!strcmp(a, "--cpu")) cpu = 1, takes = 0;
         else if (!strcmp(a, "--tf32")) tf32 = 1, takes = 0;
         else if (!strcmp(a, "--quiet")) o->quiet = 1, takes = 0;
-        else if (!v && a[0] == '-' && a[1] == '-') {
+        else if (!v && value_flag(a) < 0) {
+            fprintf(stderr, "twotower: unknown flag '%s' for '%s' (see twotower help)\n", a,
+                    argv[1]);
+            return -1;
+        } else if (!v) {
             fprintf(stderr, "twotower: %s needs a value\n", a);
             return -1;
         } else if (!strcmp(a, "--gpus")) gpus = v;
@@ -118,10 +161,17 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
             return -1;
         }
         if (rc) return -1;
+        int k = value_flag(a);
+        if (takes && k >= 0) o->given |= value_flags[k].given;
         i += takes;
     }
     char err[512] = "";
     if (summary) return 0; /* summary needs no device */
+    if (o->train_limit > 0 && o->train_limit < o->batch) {
+        fprintf(stderr, "twotower: --train-limit %lld is less than one batch (--batch %d): an "
+                        "epoch would hold no step\n", (long long)o->train_limit, o->batch);
+        return -1;
+    }
     if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err) ||
         train_placement_set_gpu_options(&o->place, tf32, conv, err, sizeof err)) {
         fprintf(stderr, "twotower: %s\n", err);

@@ -50,9 +50,27 @@ typedef struct {
     int max_drops;           /* 3: the plateau after the third drop ends the run */
     double min_delta;        /* an improvement is error < best - min_delta */
     int nonfinite_limit;     /* non-finite steps in a row that stop the run (5) */
+    unsigned given;          /* TRAIN_GIVEN_* of the flags the command line set: with
+                                --resume, such a flag must agree with the checkpoint (the
+                                run is refused otherwise); the rest come from it */
     int argc;                /* the command line, for run.json */
     char **argv;
 } train_options;
+
+/* train_options.given: the settings a checkpoint fixes, by flag. */
+enum {
+    TRAIN_GIVEN_TOWERS = 1u << 0,
+    TRAIN_GIVEN_BATCH = 1u << 1,
+    TRAIN_GIVEN_SIZE = 1u << 2,
+    TRAIN_GIVEN_WIDTH_DIV = 1u << 3,
+    TRAIN_GIVEN_SEED = 1u << 4,
+    TRAIN_GIVEN_LR = 1u << 5,
+    TRAIN_GIVEN_PATIENCE = 1u << 6,
+    TRAIN_GIVEN_MAX_DROPS = 1u << 7,
+    TRAIN_GIVEN_MIN_DELTA = 1u << 8,
+    TRAIN_GIVEN_TRAIN_LIMIT = 1u << 9,
+    TRAIN_GIVEN_EVAL_EVERY = 1u << 10,
+};
 
 void train_options_default(train_options *o);
 /* Runs training as the options say; returns a process exit code (0 ok, 1 run failed,

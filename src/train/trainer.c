@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
+#include "train/util.h"
 
 void train_options_default(train_options *o)
 {
@@ -154,6 +155,7 @@ typedef struct {
     double wait_interval, step_interval; /* seconds waited / stepped since the last line */
     double t_interval;
     double wait_total, step_total; /* seconds waited for data / stepped since this start */
+    int64_t train_limit, eval_every; /* the options', or on --resume the checkpoint's */
 } run_state;
 
 static void log_event(run_state *r, const char *kind, const char *msg)
@@ -223,6 +225,42 @@ static void pick_run_dir(const train_options *o, char *out, size_t n)
     snprintf(out, n, "runs/run-%s", stamp);
 }
 
+/* --resume: every flag the command line gave that a checkpoint fixes must agree with it
+ * (a silently ignored --batch or --seed would make a different run than the user asked
+ * for, and a different --train-limit or --eval-every would break the exact resume).
+ * Returns -1 with err naming the flag and both values. */
+static int resume_conflicts(const train_options *o, const train_ckpt_meta *k, const char *ckpt,
+                            char *err, size_t errlen)
+{
+    const struct {
+        unsigned bit;
+        const char *flag;
+        double given, stored;
+    } f[] = {
+        {TRAIN_GIVEN_TOWERS, "--towers", o->towers, k->cfg.towers},
+        {TRAIN_GIVEN_BATCH, "--batch", o->batch, k->cfg.batch},
+        {TRAIN_GIVEN_SIZE, "--size", o->size, k->cfg.in_size},
+        {TRAIN_GIVEN_WIDTH_DIV, "--width-div", o->width_div, k->cfg.width_div},
+        {TRAIN_GIVEN_SEED, "--seed", (double)o->seed, (double)k->seed},
+        {TRAIN_GIVEN_LR, "--lr", o->lr, k->sched.lr0},
+        {TRAIN_GIVEN_PATIENCE, "--patience", o->patience, k->sched.patience},
+        {TRAIN_GIVEN_MAX_DROPS, "--max-drops", o->max_drops, k->sched.max_drops},
+        {TRAIN_GIVEN_MIN_DELTA, "--min-delta", o->min_delta, k->sched.min_delta},
+        {TRAIN_GIVEN_TRAIN_LIMIT, "--train-limit", (double)o->train_limit,
+         (double)k->train_limit},
+        {TRAIN_GIVEN_EVAL_EVERY, "--eval-every", (double)o->eval_every, (double)k->eval_every},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if ((o->given & f[i].bit) && f[i].given != f[i].stored) {
+            train_errf(err, errlen,
+                       "%s %g, but %s was made with %g: a resumed run keeps the checkpoint's "
+                       "value (drop the flag, or start a new run)",
+                       f[i].flag, f[i].given, ckpt, f[i].stored);
+            return -1;
+        }
+    return 0;
+}
+
 /* Opens data, builds (or restores) the model, opens the run folder. Returns 0 or an
  * exit code. */
 static int run_open(run_state *r, const train_options *o)
@@ -240,6 +278,8 @@ static int run_open(run_state *r, const train_options *o)
         return 2;
     }
     tower_config cfg = {o->towers, data_classes(r->tr), o->batch, o->size, 3, o->width_div};
+    r->train_limit = o->train_limit;
+    r->eval_every = o->eval_every;
     if (cfg.classes % o->towers) cfg.classes += o->towers - cfg.classes % o->towers;
     if (o->resume) {
         if (train_ckpt_resolve(o->resume, ckpt, sizeof ckpt, err, sizeof err)) {
@@ -251,11 +291,19 @@ static int run_open(run_state *r, const train_options *o)
             fprintf(stderr, "twotower: --resume: %s\n", err);
             return 2;
         }
-        if (memcmp(&peek.cfg, &cfg, sizeof cfg))
-            fprintf(stderr, "twotower: resuming with the checkpoint's net: %d towers, %d "
-                            "classes, batch %d, input %d (the command line's are ignored)\n",
-                    peek.cfg.towers, peek.cfg.classes, peek.cfg.batch, peek.cfg.in_size);
+        if (resume_conflicts(o, &peek, ckpt, err, sizeof err)) {
+            fprintf(stderr, "twotower: --resume: %s\n", err);
+            return 2;
+        }
+        fprintf(stderr, "twotower: resuming with the checkpoint's net and schedule: %d towers, "
+                        "%d classes, batch %d, input %d, width_div %d, seed %llu, lr0 %g, "
+                        "patience %d, train limit %lld, eval every %lld\n",
+                peek.cfg.towers, peek.cfg.classes, peek.cfg.batch, peek.cfg.in_size,
+                peek.cfg.width_div, (unsigned long long)peek.seed, peek.sched.lr0,
+                peek.sched.patience, (long long)peek.train_limit, (long long)peek.eval_every);
         cfg = peek.cfg;
+        r->train_limit = peek.train_limit;
+        r->eval_every = peek.eval_every;
         if (cfg.in_ch != 3) { /* the data path makes RGB batches, nothing else */
             fprintf(stderr, "twotower: --resume %s: the checkpoint's net reads %d input "
                             "channels; the data path gives 3\n", ckpt, cfg.in_ch);
@@ -270,6 +318,8 @@ static int run_open(run_state *r, const train_options *o)
     r->meta.cfg = cfg;
     r->meta.seed = o->seed;
     r->meta.cursor = (train_cursor){o->seed, 0, 0};
+    r->meta.train_limit = r->train_limit;
+    r->meta.eval_every = r->eval_every;
     train_sched_init(&r->meta.sched, o->lr, o->patience, o->max_drops, o->min_delta);
     train_nonfinite_init(&r->meta.nonfinite, o->nonfinite_limit);
     r->meta.stats.best_top1 = r->meta.stats.best_top5 = 1;
@@ -282,7 +332,7 @@ static int run_open(run_state *r, const train_options *o)
 
     r->n_train = data_count(r->tr);
     r->n_test = data_count(r->te);
-    if (o->train_limit > 0 && o->train_limit < r->n_train) r->n_train = o->train_limit;
+    if (r->train_limit > 0 && r->train_limit < r->n_train) r->n_train = r->train_limit;
     if (o->test_limit > 0 && o->test_limit < r->n_test) r->n_test = o->test_limit;
     r->steps_per_epoch = r->n_train / cfg.batch > 0 ? r->n_train / cfg.batch : 1;
     r->total_steps = r->steps_per_epoch * o->epochs;
@@ -298,8 +348,8 @@ static int run_open(run_state *r, const train_options *o)
     train_placement_describe(&o->place, backend, sizeof backend);
     char extra[256];
     snprintf(extra, sizeof extra, "\"epochs\": %d, \"train_limit\": %lld, \"test_limit\": %lld",
-             o->epochs, (long long)o->train_limit, (long long)o->test_limit);
-    train_run_info info = {o->argc, o->argv, "0.1.0", NULL, backend, o->seed, cfg, extra};
+             o->epochs, (long long)r->train_limit, (long long)o->test_limit);
+    train_run_info info = {o->argc, o->argv, "0.1.0", NULL, backend, r->meta.seed, cfg, extra};
     if (train_run_info_write(r->run_dir, &info, err, sizeof err))
         fprintf(stderr, "twotower: %s\n", err);
     if (o->resume) {
@@ -334,7 +384,7 @@ static int run_open(run_state *r, const train_options *o)
             o->data, cfg.towers, cfg.towers > 1 ? "s" : "", backend,
             mib, (long long)r->n_train,
             (long long)r->n_test, cfg.batch, o->epochs, r->meta.sched.lr,
-            (unsigned long long)o->seed, r->run_dir);
+            (unsigned long long)r->meta.seed, r->run_dir);
 
     data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
     /* GPU runs: uint8 crops in pinned memory, augmented on the device (section 4.1's
@@ -517,7 +567,7 @@ int train_run(const train_options *o)
          * streak of non-finite steps never replaces the last good checkpoint */
 
         int epoch_end = r->m.step % r->steps_per_epoch == 0;
-        int eval_due = o->eval_every > 0 ? r->m.step % o->eval_every == 0 : epoch_end;
+        int eval_due = r->eval_every > 0 ? r->m.step % r->eval_every == 0 : epoch_end;
         if (eval_due || r->m.step == r->total_steps) {
             int e = run_eval(r);
             if (e < 0) {

@@ -42,6 +42,16 @@ def main():
         assert w["tower0.conv1.weight"].shape == (3, 3, 11, 11)
         assert w["tower0.fc8.weight"].shape[0] == 10 // towers
 
+        try:  # the safetensors package itself, where it is installed (not in Debian 12)
+            from safetensors.numpy import load_file
+        except ImportError:
+            load_file = None
+        if load_file is not None:
+            official = load_file(wfile)
+            assert set(official) == set(w)
+            for name in w:
+                assert np.array_equal(official[name], w[name]), name
+
         net = twotower_torch.load_twotower_weights(wfile)
         assert not net.training and net.towers == towers and net.classes == 10
         assert net.conv2.groups == towers and net.conv3.groups == 1
@@ -66,6 +76,9 @@ def main():
     p = run(exe, "dump", "--out", os.path.join(tmp, "x.safetensors"), "--bogus", expect=2)
     assert "--bogus" in p.stderr, p.stderr
     p = run(exe, "export", expect=2)
+    # a folder as OUT (e.g. `export RUN` without OUT) is refused before anything is written
+    p = run(exe, "export", tmp, expect=2)
+    assert "is a folder" in p.stderr, p.stderr
     print("export -> PyTorch round trip OK")
 
 

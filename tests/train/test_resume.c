@@ -403,6 +403,52 @@ Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
     free(dir);
 }
 
+/* --resume takes the net, seed, schedule, train limit and evaluation period from the
+ * checkpoint: left off the command line they are the checkpoint's (the run continues
+ * exactly), given and different they are refused with exit status 2. */
+Test(resume, checkpoint_settings_win_and_conflicts_are_refused, .timeout = 240)
+{
+    if (!have_fmnist())
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
+    char *dir = make_tmpdir(), a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    train_options o;
+    small_options(&o, a, 2);
+    cr_assert_eq(train_run(&o), 0, "uninterrupted run");
+    small_options(&o, b, 1);
+    cr_assert_eq(train_run(&o), 0, "first epoch");
+
+    static const struct {
+        unsigned bit;
+        const char *what;
+    } conflicts[] = {{TRAIN_GIVEN_BATCH, "--batch"}, {TRAIN_GIVEN_SEED, "--seed"},
+                     {TRAIN_GIVEN_TRAIN_LIMIT, "--train-limit"}, {TRAIN_GIVEN_LR, "--lr"}};
+    for (size_t i = 0; i < sizeof conflicts / sizeof conflicts[0]; i++) {
+        small_options(&o, b, 2);
+        o.resume = b;
+        o.given = conflicts[i].bit;
+        o.batch = 4, o.seed = 8, o.train_limit = 64, o.lr = 0.02; /* all differ */
+        cr_assert_eq(train_run(&o), 2, "%s differing from the checkpoint", conflicts[i].what);
+    }
+    /* the command line's defaults (not given) give way to the checkpoint */
+    train_options_default(&o);
+    o.data = FMNIST;
+    o.epochs = 2;
+    o.test_limit = 4;
+    o.log_every = 1;
+    o.ckpt_every = 3;
+    o.keep = 2;
+    o.quiet = 1;
+    o.run_dir = b;
+    o.resume = b;
+    cr_assert_eq(train_run(&o), 0, "resumed with defaults");
+    assert_same_runs(a, b, 32 + 2);
+    assert_same_final_ckpt(a, b, 32);
+    rm_tree(dir);
+    free(dir);
+}
+
 static int count_train_lines(const char *run)
 {
     char path[4300], line[2048];
