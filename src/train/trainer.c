@@ -283,7 +283,11 @@ static int run_open(run_state *r, const train_options *o)
     if (cfg.classes % o->towers) cfg.classes += o->towers - cfg.classes % o->towers;
     if (o->resume) {
         if (train_ckpt_resolve(o->resume, ckpt, sizeof ckpt, err, sizeof err)) {
-            fprintf(stderr, "twotower: --resume %s: %s\n", o->resume, err);
+            /* resolve names the flag itself for a missing path; not for a bad checkpoint */
+            if (!strncmp(err, "--resume", 8))
+                fprintf(stderr, "twotower: %s\n", err);
+            else
+                fprintf(stderr, "twotower: --resume %s: %s\n", o->resume, err);
             return 2;
         }
         train_ckpt_meta peek;
