@@ -72,19 +72,24 @@ static int is_dir(const char *p)
 /* Evaluates n images of src: top-1/top-5 errors and mean loss for the center crop, and
  * for the average of the ten views' softmax outputs when views == 10. The model's batch
  * is fixed, so a short last batch is padded with copies of its first image, which are
- * not counted. */
+ * not counted. On GPU towers the uint8 crops go to the device and the mean subtraction
+ * runs there (model_set_batch_u8, as for training batches); on the CPU, float batches. */
 static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval_row *r,
                     char *err, size_t errlen)
 {
     int B = m->plan.cfg.batch, S = m->plan.cfg.in_size, V = m->plan.cfg.classes;
     size_t xs = (size_t)3 * S * S;
-    float *x = malloc(sizeof(float) * xs * B), *probs = malloc(sizeof(float) * (size_t)B * V),
+    int gpu = m->tw[0].device >= 0;
+    float *x = gpu ? NULL : malloc(sizeof(float) * xs * B),
+          *probs = malloc(sizeof(float) * (size_t)B * V),
           *acc = malloc(sizeof(float) * (size_t)B * V);
     int32_t *labels = malloc(sizeof(int32_t) * B);
+    uint8_t *crops = gpu ? malloc(xs * B) : NULL;
+    data_aug_params *params = gpu ? malloc(sizeof *params * B) : NULL;
     int rc = 0;
     int c1 = 0, c5 = 0, t1 = 0, t5 = 0;
     double loss = 0;
-    if (!x || !probs || !acc || !labels) {
+    if (!probs || !acc || !labels || (gpu ? !crops || !params : !x)) {
         snprintf(err, errlen, "out of host memory for evaluation");
         rc = -1;
         goto done;
@@ -94,15 +99,28 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
         memset(acc, 0, sizeof(float) * (size_t)B * V);
         for (int v = 0; v < (views == 10 ? DATA_VIEWS : 1); v++) {
             int view = views == 10 ? v : DATA_VIEW_CENTER;
-            if (data_eval_batch(src, start, k, S, view, x, labels, err, errlen)) {
+            if (gpu ? data_eval_batch_u8(src, start, k, S, view, crops, params, labels, err,
+                                         errlen)
+                    : data_eval_batch(src, start, k, S, view, x, labels, err, errlen)) {
                 rc = -1;
                 goto done;
             }
             for (int b = k; b < B; b++) {
-                memcpy(x + xs * b, x, sizeof(float) * xs);
+                if (gpu) {
+                    memcpy(crops + xs * b, crops, xs);
+                    params[b] = params[0];
+                } else {
+                    memcpy(x + xs * b, x, sizeof(float) * xs);
+                }
                 labels[b] = labels[0];
             }
-            model_set_batch(m, x, labels);
+            if (!gpu)
+                model_set_batch(m, x, labels);
+            else if (model_set_batch_u8(m, crops, params, labels, data_mean_image(src), err,
+                                        errlen)) {
+                rc = -1;
+                goto done;
+            }
             model_forward(m, 0);
             model_get_probs(m, probs);
             if (view == DATA_VIEW_CENTER) {
@@ -132,6 +150,8 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
     r->top5_err_10view = views == 10 ? (double)t5 / n : NAN;
 done:
     free(x);
+    free(crops);
+    free(params);
     free(probs);
     free(acc);
     free(labels);
