@@ -25,7 +25,6 @@ static const unsigned char CKPT_MAGIC[8] = {'T', 'T', 'C', 'K', 'P', 'T', '\r', 
 #define HEADER_BYTES 28
 #define NAME_MAX_LEN 63
 #define MAX_DIMS 4
-#define MAX_RECORDS 64
 #define MAX_DIM_VALUE ((int64_t)1 << 40)
 #define MAX_FILE_BYTES ((uint64_t)1 << 38) /* 256 GiB: far above the paper's net (~1 GB) */
 
@@ -89,7 +88,15 @@ static const char *dtype_name(uint32_t dt)
 #define N_STATS 8
 #define N_INTERVAL 5
 
-#define N_META_RECORDS 8 /* the records before the tower tensors */
+#define N_DATA 2
+
+#define N_META_RECORDS 9 /* the records before the tower tensors */
+/* weight, bias and the momentum buffer of each, for every layer of every tower */
+#define MAX_TENSORS (2 * TOWER_LAYERS * 4)
+/* A good file has at most N_META_RECORDS + MAX_TENSORS (73) records; the bound on the
+ * header's count only has to keep a corrupt one from sizing anything large, and leaves
+ * room for a foreign or duplicate record to be reported by name. */
+#define MAX_RECORDS 128
 
 static const char *const CONFIG_FIELDS[N_CONFIG] = {"towers", "classes", "batch",
                                                     "in_size", "in_ch", "width_div"};
@@ -132,6 +139,79 @@ static void stats_from_f64(train_ckpt_stats *s, const double *v)
     s->last_top5 = v[7];
 }
 
+/* ---- the tensors: one record per weight, bias and momentum buffer ------------------- */
+
+typedef struct {
+    char name[NAME_MAX_LEN + 1]; /* towerT.LAYER.weight, .bias, + .momentum */
+    int tower, which;            /* which: 0 params, 2 momentum (model_get_tensor's) */
+    uint32_t ndim;
+    int64_t shape[MAX_DIMS];
+    size_t off, count;           /* where it lies in the tower's arena, in reals */
+} tensor_desc;
+
+/* "[128,48,5,5]" */
+static void fmt_shape(char *s, size_t n, uint32_t ndim, const int64_t *shape)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(s, n, "[");
+    for (uint32_t d = 0; d < ndim && o < n; d++)
+        o += (size_t)snprintf(s + o, n - o, "%s%lld", d ? "," : "", (long long)shape[d]);
+    if (o < n)
+        snprintf(s + o, n - o, "]");
+}
+
+/* The tensors of a plan in file order: for each tower every layer's weight and bias,
+ * then the same again as momentum. Weights are (out_ch, sources * in_ch, k, k) for conv
+ * and (out_ch, sources * in_ch) for fc, biases (out_ch). The reader copies each record
+ * into its place and nothing else, so the tensors must tile the arena exactly
+ * ([w conv1][b conv1]...[w fc8][b fc8]); a plan where they do not is refused here
+ * rather than written or loaded with holes. Returns the count, or -1 with err. */
+static int tensor_table(const tower_plan *plan, tensor_desc *td, char *err, size_t errlen)
+{
+    int n = 0;
+    for (int t = 0; t < plan->cfg.towers; t++) {
+        for (int k = 0; k < 2; k++) {
+            size_t next = 0;
+            for (int l = 0; l < TOWER_LAYERS; l++) {
+                const tower_layer_spec *s = &tower_alexnet2012[l];
+                const tower_layer_shape *L = &plan->layer[l];
+                for (int bias = 0; bias < 2; bias++) {
+                    tensor_desc *d = &td[n++];
+                    snprintf(d->name, sizeof d->name, "tower%d.%s.%s%s", t, s->name,
+                             bias ? "bias" : "weight", k ? ".momentum" : "");
+                    d->tower = t;
+                    d->which = k ? 2 : 0;
+                    d->shape[0] = L->out_ch;
+                    d->shape[1] = (int64_t)L->sources * L->in_ch;
+                    d->shape[2] = d->shape[3] = s->k;
+                    d->ndim = bias ? 1 : s->kind == TOWER_CONV ? 4 : 2;
+                    d->off = bias ? L->b_off : L->w_off;
+                    d->count = bias ? L->b_count : L->w_count;
+                    int64_t prod = 1;
+                    for (uint32_t i = 0; i < d->ndim; i++)
+                        prod *= d->shape[i];
+                    if ((uint64_t)prod != d->count || d->off != next) {
+                        char sh[96];
+                        fmt_shape(sh, sizeof sh, d->ndim, d->shape);
+                        train_errf(err, errlen, "%s: the tower plan gives %zu values at arena "
+                                   "offset %zu, but shape %s has %lld and the previous tensor "
+                                   "ends at %zu", d->name, d->count, d->off, sh, (long long)prod,
+                                   next);
+                        return -1;
+                    }
+                    next += d->count;
+                }
+            }
+            if (next != plan->n_params) {
+                train_errf(err, errlen, "tower%d: the tensors hold %zu values, the tower plan "
+                           "says %zu per tower", t, next, plan->n_params);
+                return -1;
+            }
+        }
+    }
+    return n;
+}
+
 /* ---- writing ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -140,8 +220,8 @@ typedef struct {
     uint32_t ndim;
     int64_t shape[MAX_DIMS];
     uint64_t nbytes;
-    const void *data; /* NULL for tower tensors: produced by the source callback */
-    int tower, which; /* tower tensors: which 0 params, 2 momentum */
+    const void *data;          /* NULL for tower tensors: sliced from the source's arena */
+    const tensor_desc *tensor; /* tower tensors */
 } out_record;
 
 typedef const real *(*tensor_source)(void *ctx, int t, int which, real *scratch);
@@ -324,15 +404,31 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
         train_errf(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
         return -1;
     }
-    if (n_params == 0 || n_params > (size_t)MAX_DIM_VALUE) {
-        train_errf(err, errlen, "checkpoint: n_params %zu out of range", n_params);
+    if (meta->train_limit < 0 || meta->eval_every < 0) {
+        train_errf(err, errlen, "checkpoint: %s %lld is negative",
+                   meta->train_limit < 0 ? "train_limit" : "eval_every",
+                   (long long)(meta->train_limit < 0 ? meta->train_limit : meta->eval_every));
+        return -1;
+    }
+    tower_plan plan;
+    tensor_desc td[MAX_TENSORS];
+    char perr[512];
+    int nt;
+    if (tower_plan_make(&plan, cfg, perr, sizeof perr) != 0 ||
+        (nt = tensor_table(&plan, td, perr, sizeof perr)) < 0) {
+        train_errf(err, errlen, "checkpoint: config: not a usable net (%s)", perr);
+        return -1;
+    }
+    if (n_params != plan.n_params) {
+        train_errf(err, errlen, "checkpoint: n_params %zu per tower, the config gives %zu",
+                   n_params, plan.n_params);
         return -1;
     }
     if (train_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
         return -1;
 
     int64_t v_config[N_CONFIG], v_run[N_RUN], v_cursor[N_CURSOR], v_sched_i[N_SCHED_I],
-        v_nf[N_NONFINITE];
+        v_nf[N_NONFINITE], v_data[N_DATA];
     double v_sched_f[N_SCHED_F], v_stats[N_STATS], v_interval[N_INTERVAL];
     config_to_i64(v_config, cfg);
     v_run[0] = (int64_t)meta->seed;
@@ -364,8 +460,10 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     v_interval[2] = meta->interval.steps;
     v_interval[3] = meta->interval.top1_wrong;
     v_interval[4] = meta->interval.images;
+    v_data[0] = meta->train_limit;
+    v_data[1] = meta->eval_every;
 
-    out_record recs[N_META_RECORDS + 4];
+    out_record recs[N_META_RECORDS + MAX_TENSORS];
     int nr = 0;
     rec_small(&recs[nr++], "config", DT_I64, N_CONFIG, v_config);
     rec_small(&recs[nr++], "run", DT_I64, N_RUN, v_run);
@@ -375,18 +473,16 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     rec_small(&recs[nr++], "nonfinite", DT_I64, N_NONFINITE, v_nf);
     rec_small(&recs[nr++], "stats", DT_F64, N_STATS, v_stats);
     rec_small(&recs[nr++], "interval", DT_F64, N_INTERVAL, v_interval);
-    for (int t = 0; t < cfg->towers; t++) {
-        for (int k = 0; k < 2; k++) {
-            out_record *r = &recs[nr++];
-            memset(r, 0, sizeof *r);
-            snprintf(r->name, sizeof r->name, "tower%d.%s", t, k == 0 ? "params" : "momentum");
-            r->dtype = DT_REAL;
-            r->ndim = 1;
-            r->shape[0] = (int64_t)n_params;
-            r->nbytes = (uint64_t)n_params * sizeof(real);
-            r->tower = t;
-            r->which = k == 0 ? 0 : 2;
-        }
+    rec_small(&recs[nr++], "data", DT_I64, N_DATA, v_data);
+    for (int i = 0; i < nt; i++) {
+        out_record *r = &recs[nr++];
+        memset(r, 0, sizeof *r);
+        memcpy(r->name, td[i].name, sizeof r->name);
+        r->dtype = DT_REAL;
+        r->ndim = td[i].ndim;
+        memcpy(r->shape, td[i].shape, sizeof r->shape);
+        r->nbytes = (uint64_t)td[i].count * sizeof(real);
+        r->tensor = &td[i];
     }
     uint64_t total = HEADER_BYTES;
     for (int i = 0; i < nr; i++)
@@ -423,10 +519,21 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     put_u64(head + 16, total);
     put_u32(head + 24, crc_of(head, 24));
     ok = fwrite_all(f, head, HEADER_BYTES);
+    /* The tensors come grouped by (tower, params or momentum), so each arena is fetched
+     * once (a device copy for a GPU model) and sliced. */
+    const real *arena = NULL;
+    int arena_tower = -1, arena_which = -1;
     for (int i = 0; ok && i < nr; i++) {
         const void *data = recs[i].data;
-        if (!data)
-            data = src(ctx, recs[i].tower, recs[i].which, scratch);
+        const tensor_desc *d = recs[i].tensor;
+        if (d) {
+            if (d->tower != arena_tower || d->which != arena_which) {
+                arena = src(ctx, d->tower, d->which, scratch);
+                arena_tower = d->tower;
+                arena_which = d->which;
+            }
+            data = arena + d->off;
+        }
         unsigned char rh[4 + NAME_MAX_LEN + 8 + 8 * MAX_DIMS + 16];
         size_t hn = encode_head(rh, &recs[i], crc_of(data, recs[i].nbytes));
         ok = fwrite_all(f, rh, hn) && fwrite_all(f, data, recs[i].nbytes);
@@ -696,34 +803,58 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
 #undef NEED
 }
 
-static const in_record *find_rec(const in_record *v, int n, const char *name)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(v[i].name, name) == 0)
-            return &v[i];
-    return NULL;
-}
+/* The records of one file while it is checked: which of them an expected name claimed,
+ * so that anything left over is reported as foreign. */
+typedef struct {
+    const char *path;
+    const in_record *v;
+    int n;
+    unsigned char used[MAX_RECORDS];
+} rec_set;
 
-/* The record must exist with this dtype and shape (n elements). */
-static const in_record *want(const char *path, const in_record *v, int n, const char *name,
-                             uint32_t dtype, int64_t count, char *err, size_t errlen)
+/* The record must exist with this dtype and shape. A tensor's shape comes from the
+ * stored config (tensor = 1), a small record's from the format. */
+static const in_record *want(rec_set *s, const char *name, uint32_t dtype, uint32_t ndim,
+                             const int64_t *shape, int tensor, char *err, size_t errlen)
 {
-    const in_record *r = find_rec(v, n, name);
+    const in_record *r = NULL;
+    for (int i = 0; i < s->n && !r; i++) {
+        if (strcmp(s->v[i].name, name) == 0) {
+            r = &s->v[i];
+            s->used[i] = 1;
+        }
+    }
     if (!r) {
-        train_errf(err, errlen, "checkpoint %s: record '%s' is missing", path, name);
+        train_errf(err, errlen, "checkpoint %s: record '%s' is missing", s->path, name);
         return NULL;
     }
     if (r->dtype != dtype) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", path, name,
-             dtype_name(r->dtype), dtype_name(dtype));
+        train_errf(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", s->path,
+                   name, dtype_name(r->dtype), dtype_name(dtype));
         return NULL;
     }
-    if (r->ndim != 1 || r->shape[0] != count) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': shape is not [%lld]", path, name,
-             (long long)count);
+    int same = r->ndim == ndim;
+    for (uint32_t d = 0; same && d < ndim; d++)
+        same = r->shape[d] == shape[d];
+    if (!same) {
+        char got[128], exp[128];
+        fmt_shape(got, sizeof got, r->ndim, r->shape);
+        fmt_shape(exp, sizeof exp, ndim, shape);
+        if (tensor)
+            train_errf(err, errlen, "checkpoint %s: %s has shape %s, the config gives %s",
+                       s->path, name, got, exp);
+        else
+            train_errf(err, errlen, "checkpoint %s: record '%s' has shape %s, format version %d "
+                       "gives %s", s->path, name, got, TRAIN_CKPT_VERSION, exp);
         return NULL;
     }
     return r;
+}
+
+static const in_record *want_vec(rec_set *s, const char *name, uint32_t dtype, int64_t count,
+                                 char *err, size_t errlen)
+{
+    return want(s, name, dtype, 1, &count, 0, err, errlen);
 }
 
 static void get_i64s(int64_t *dst, const in_record *r, int n)
@@ -753,16 +884,31 @@ static int check_cfg_match(const char *path, const tower_config *file_cfg,
     return 0;
 }
 
-/* Everything but copying the tensors out: on success *recs (malloc'd, pointing into
- * *buf) holds the parsed records and meta is filled. */
-static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, int *nrecs,
-                      train_ckpt_meta *meta, char *err, size_t errlen)
+/* A file read whole and validated: the tensors' data point into buf. */
+typedef struct {
+    unsigned char *buf;
+    in_record *recs;
+    train_ckpt_meta meta;
+    int nt;
+    tensor_desc td[MAX_TENSORS];
+    const unsigned char *tdata[MAX_TENSORS];
+} parsed_ckpt;
+
+static void parsed_free(parsed_ckpt *p)
+{
+    free(p->recs);
+    free(p->buf);
+}
+
+/* Everything but copying the tensors out: on success p holds the validated meta and
+ * where each tensor's data lies; on failure nothing (parsed_free is still due). */
+static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen)
 {
     size_t len;
-    *recs = NULL;
-    if (read_whole(path, buf, &len, err, errlen) != 0)
+    p->recs = NULL;
+    if (read_whole(path, &p->buf, &len, err, errlen) != 0)
         return -1;
-    const unsigned char *b = *buf;
+    const unsigned char *b = p->buf;
     uint32_t nr = get_u32(b + 12);
     if (nr < 1 || nr > MAX_RECORDS) {
         train_errf(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
@@ -774,7 +920,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         train_errf(err, errlen, "checkpoint %s: out of memory", path);
         return -1;
     }
-    *recs = v;
+    p->recs = v;
     size_t off = HEADER_BYTES;
     for (uint32_t i = 0; i < nr; i++) {
         if (parse_record(path, b, len, &off, (int)i, &v[i], err, errlen) != 0)
@@ -791,7 +937,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
              "%u)", path, len - off, nr);
         return -1;
     }
-    *nrecs = (int)nr;
+    rec_set rs = {path, v, (int)nr, {0}};
 
     const in_record *r;
     int64_t vi[N_SCHED_I > N_RUN ? N_SCHED_I : N_RUN];
@@ -799,7 +945,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     train_ckpt_meta mt;
     memset(&mt, 0, sizeof mt);
 
-    if (!(r = want(path, v, (int)nr, "config", DT_I64, N_CONFIG, err, errlen)))
+    if (!(r = want_vec(&rs, "config", DT_I64, N_CONFIG, err, errlen)))
         return -1;
     get_i64s(vi, r, N_CONFIG);
     for (int i = 0; i < N_CONFIG; i++) {
@@ -823,7 +969,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         return -1;
     }
 
-    if (!(r = want(path, v, (int)nr, "run", DT_I64, N_RUN, err, errlen)))
+    if (!(r = want_vec(&rs, "run", DT_I64, N_RUN, err, errlen)))
         return -1;
     get_i64s(vi, r, N_RUN);
     mt.seed = (uint64_t)vi[0];
@@ -843,7 +989,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     }
     mt.n_params = plan.n_params;
 
-    if (!(r = want(path, v, (int)nr, "cursor", DT_I64, N_CURSOR, err, errlen)))
+    if (!(r = want_vec(&rs, "cursor", DT_I64, N_CURSOR, err, errlen)))
         return -1;
     get_i64s(vi, r, N_CURSOR);
     mt.cursor.seed = (uint64_t)vi[0];
@@ -855,14 +1001,14 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         return -1;
     }
 
-    if (!(r = want(path, v, (int)nr, "schedule", DT_F64, N_SCHED_F, err, errlen)))
+    if (!(r = want_vec(&rs, "schedule", DT_F64, N_SCHED_F, err, errlen)))
         return -1;
     get_f64s(vf, r, N_SCHED_F);
     mt.sched.lr0 = vf[0];
     mt.sched.min_delta = vf[1];
     mt.sched.lr = vf[2];
     mt.sched.best = vf[3];
-    if (!(r = want(path, v, (int)nr, "schedule.i", DT_I64, N_SCHED_I, err, errlen)))
+    if (!(r = want_vec(&rs, "schedule.i", DT_I64, N_SCHED_I, err, errlen)))
         return -1;
     get_i64s(vi, r, N_SCHED_I);
     for (int i = 0; i < N_SCHED_I; i++) {
@@ -886,7 +1032,7 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         return -1;
     }
 
-    if (!(r = want(path, v, (int)nr, "nonfinite", DT_I64, N_NONFINITE, err, errlen)))
+    if (!(r = want_vec(&rs, "nonfinite", DT_I64, N_NONFINITE, err, errlen)))
         return -1;
     get_i64s(vi, r, N_NONFINITE);
     if (vi[0] < 1 || vi[0] > INT32_MAX || vi[1] < 0 || vi[1] > INT32_MAX) {
@@ -902,11 +1048,11 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
         return -1;
     }
 
-    if (!(r = want(path, v, (int)nr, "stats", DT_F64, N_STATS, err, errlen)))
+    if (!(r = want_vec(&rs, "stats", DT_F64, N_STATS, err, errlen)))
         return -1;
     get_f64s(vf, r, N_STATS);
     stats_from_f64(&mt.stats, vf);
-    if (!(r = want(path, v, (int)nr, "interval", DT_F64, N_INTERVAL, err, errlen)))
+    if (!(r = want_vec(&rs, "interval", DT_F64, N_INTERVAL, err, errlen)))
         return -1;
     get_f64s(vf, r, N_INTERVAL);
     mt.interval.loss_ema = vf[0];
@@ -915,39 +1061,49 @@ static int ckpt_parse(const char *path, unsigned char **buf, in_record **recs, i
     mt.interval.top1_wrong = vf[3];
     mt.interval.images = vf[4];
 
-    int expected = N_META_RECORDS + 2 * mt.cfg.towers;
-    for (int t = 0; t < mt.cfg.towers; t++) {
-        for (int k = 0; k < 2; k++) {
-            char name[32];
-            snprintf(name, sizeof name, "tower%d.%s", t, k == 0 ? "params" : "momentum");
-            if (!want(path, v, (int)nr, name, DT_REAL, (int64_t)plan.n_params, err, errlen))
-                return -1;
+    if (!(r = want_vec(&rs, "data", DT_I64, N_DATA, err, errlen)))
+        return -1;
+    get_i64s(vi, r, N_DATA);
+    mt.train_limit = vi[0];
+    mt.eval_every = vi[1];
+    if (mt.train_limit < 0 || mt.eval_every < 0) {
+        train_errf(err, errlen, "checkpoint %s: data.%s = %lld is negative", path,
+                   mt.train_limit < 0 ? "train_limit" : "eval_every",
+                   (long long)(mt.train_limit < 0 ? mt.train_limit : mt.eval_every));
+        return -1;
+    }
+
+    char terr[512];
+    if ((p->nt = tensor_table(&plan, p->td, terr, sizeof terr)) < 0) {
+        train_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, terr);
+        return -1;
+    }
+    for (int i = 0; i < p->nt; i++) {
+        const tensor_desc *d = &p->td[i];
+        if (!(r = want(&rs, d->name, DT_REAL, d->ndim, d->shape, 1, err, errlen)))
+            return -1;
+        p->tdata[i] = r->data;
+    }
+    for (uint32_t i = 0; i < nr; i++) {
+        if (!rs.used[i]) {
+            train_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
+                       "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
+                       mt.cfg.towers);
+            return -1;
         }
     }
-    if ((int)nr != expected) {
-        for (uint32_t i = 0; i < nr; i++) {
-            static const char *const known[N_META_RECORDS] = {
-                "config", "run", "cursor", "schedule", "schedule.i", "nonfinite", "stats",
-                "interval"};
-            int ok = 0;
-            for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
-                ok |= strcmp(v[i].name, known[j]) == 0;
-            for (int t = 0; t < mt.cfg.towers; t++) {
-                char a[32], c[32];
-                snprintf(a, sizeof a, "tower%d.params", t);
-                snprintf(c, sizeof c, "tower%d.momentum", t);
-                ok |= strcmp(v[i].name, a) == 0 || strcmp(v[i].name, c) == 0;
-            }
-            if (!ok) {
-                train_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
-                     "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
-                     mt.cfg.towers);
-                return -1;
-            }
-        }
-    }
-    *meta = mt;
+    p->meta = mt;
     return 0;
+}
+
+/* Copies the tensors of tower t (which: 0 params, 2 momentum) into their places in dst,
+ * an arena of n_params reals; they tile it whole (tensor_table). The file buffer is not
+ * aligned for real, so this is a byte copy. */
+static void copy_tensors(real *dst, const parsed_ckpt *p, int t, int which)
+{
+    for (int i = 0; i < p->nt; i++)
+        if (p->td[i].tower == t && p->td[i].which == which)
+            memcpy(dst + p->td[i].off, p->tdata[i], p->td[i].count * sizeof(real));
 }
 
 int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
@@ -955,76 +1111,63 @@ int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
                             real *const *params, real *const *momentum, char *err,
                             size_t errlen)
 {
-    unsigned char *buf = NULL;
-    in_record *recs = NULL;
-    int nr = 0;
-    train_ckpt_meta mt;
-    int rc = ckpt_parse(path, &buf, &recs, &nr, &mt, err, errlen);
+    parsed_ckpt p;
+    int rc = ckpt_parse(path, &p, err, errlen);
     if (rc == 0 && expect_cfg)
-        rc = check_cfg_match(path, &mt.cfg, expect_cfg, err, errlen);
-    if (rc == 0 && expect_n_params && expect_n_params != mt.n_params) {
+        rc = check_cfg_match(path, &p.meta.cfg, expect_cfg, err, errlen);
+    if (rc == 0 && expect_n_params && expect_n_params != p.meta.n_params) {
         train_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, this run has %zu", path,
-             mt.n_params, expect_n_params);
+             p.meta.n_params, expect_n_params);
         rc = -1;
     }
     if (rc == 0) {
-        for (int t = 0; t < mt.cfg.towers; t++) {
-            char name[32];
-            snprintf(name, sizeof name, "tower%d.params", t);
+        for (int t = 0; t < p.meta.cfg.towers; t++) {
             if (params)
-                memcpy(params[t], find_rec(recs, nr, name)->data, mt.n_params * sizeof(real));
-            snprintf(name, sizeof name, "tower%d.momentum", t);
+                copy_tensors(params[t], &p, t, 0);
             if (momentum)
-                memcpy(momentum[t], find_rec(recs, nr, name)->data,
-                       mt.n_params * sizeof(real));
+                copy_tensors(momentum[t], &p, t, 2);
         }
-        *meta = mt;
+        *meta = p.meta;
     }
-    free(recs);
-    free(buf);
+    parsed_free(&p);
     return rc;
 }
 
 int train_ckpt_load(const char *path, train_ckpt_meta *meta, model *m, char *err, size_t errlen)
 {
-    unsigned char *buf = NULL;
-    in_record *recs = NULL;
-    int nr = 0;
-    train_ckpt_meta mt;
-    int rc = ckpt_parse(path, &buf, &recs, &nr, &mt, err, errlen);
+    parsed_ckpt p;
+    int rc = ckpt_parse(path, &p, err, errlen);
     real *tmp = NULL;
     if (rc == 0 && m) {
-        rc = check_cfg_match(path, &mt.cfg, &m->plan.cfg, err, errlen);
-        if (rc == 0 && m->plan.n_params != mt.n_params) {
+        size_t n = p.meta.n_params;
+        rc = check_cfg_match(path, &p.meta.cfg, &m->plan.cfg, err, errlen);
+        if (rc == 0 && m->plan.n_params != n) {
             train_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, the model has %zu",
-                 path, mt.n_params, m->plan.n_params);
+                 path, n, m->plan.n_params);
             rc = -1;
         }
-        /* The file buffer is not aligned for real: copy each tensor through one aligned
-         * buffer. Everything was validated above, so from here on nothing can fail. */
-        if (rc == 0 && !(tmp = malloc(mt.n_params * sizeof(real)))) {
+        /* Each arena is assembled in one host buffer and handed to the model whole.
+         * Everything was validated above, so from here on nothing can fail. */
+        if (rc == 0 && !(tmp = malloc(n * sizeof(real)))) {
             train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes", path,
-                 mt.n_params * sizeof(real));
+                 n * sizeof(real));
             rc = -1;
         }
-        for (int t = 0; rc == 0 && t < mt.cfg.towers; t++) {
-            for (int k = 0; k < 2; k++) {
-                char name[32];
-                snprintf(name, sizeof name, "tower%d.%s", t, k == 0 ? "params" : "momentum");
-                memcpy(tmp, find_rec(recs, nr, name)->data, mt.n_params * sizeof(real));
-                model_set_tensor(m, t, k == 0 ? 0 : 2, tmp);
+        for (int t = 0; rc == 0 && t < p.meta.cfg.towers; t++) {
+            for (int which = 0; which <= 2; which += 2) {
+                copy_tensors(tmp, &p, t, which);
+                model_set_tensor(m, t, which, tmp);
             }
         }
         if (rc == 0) {
-            m->seed = mt.model_seed;
-            m->step = mt.model_step;
+            m->seed = p.meta.model_seed;
+            m->step = p.meta.model_step;
         }
     }
     if (rc == 0)
-        *meta = mt;
+        *meta = p.meta;
     free(tmp);
-    free(recs);
-    free(buf);
+    parsed_free(&p);
     return rc;
 }
 
@@ -1131,15 +1274,34 @@ static int check_one(const char *arg)
         fprintf(stderr, "ckpt-check: BAD: %s\n", err);
         return 1;
     }
+    tower_plan plan;
+    tensor_desc td[MAX_TENSORS];
+    int nt = -1;
+    if (tower_plan_make(&plan, &m.cfg, err, sizeof err) == 0)
+        nt = tensor_table(&plan, td, err, sizeof err);
+    if (nt < 0) { /* cannot happen: the load checked both */
+        fprintf(stderr, "ckpt-check: BAD: %s: %s\n", path, err);
+        return 1;
+    }
     printf("%s: OK: step %lld, epoch %lld; config towers=%d classes=%d batch=%d in=%dx%dx%d "
-           "width_div=%d; %zu params per tower (params and momentum of %d tower(s), "
-           "checksums good); cursor seed=%llu epoch=%lld pos=%lld; lr %g after %d drop(s), "
-           "best val error %.4f; %lld non-finite steps skipped\n",
+           "width_div=%d; %d tensors (%zu params per tower, each tensor with its momentum, "
+           "checksums good); cursor seed=%llu epoch=%lld pos=%lld; train_limit %lld, "
+           "eval_every %lld; lr %g after %d drop(s), best val error %.4f; %lld non-finite "
+           "steps skipped\n",
            path, (long long)m.step, (long long)m.epoch, m.cfg.towers, m.cfg.classes,
-           m.cfg.batch, m.cfg.in_ch, m.cfg.in_size, m.cfg.in_size, m.cfg.width_div, m.n_params,
-           m.cfg.towers, (unsigned long long)m.cursor.seed, (long long)m.cursor.epoch,
-           (long long)m.cursor.pos, m.sched.lr, (int)m.sched.drops,
-           m.sched.best_eval >= 0 ? m.sched.best : NAN, (long long)m.nonfinite.skipped);
+           m.cfg.batch, m.cfg.in_ch, m.cfg.in_size, m.cfg.in_size, m.cfg.width_div, nt,
+           m.n_params, (unsigned long long)m.cursor.seed, (long long)m.cursor.epoch,
+           (long long)m.cursor.pos, (long long)m.train_limit, (long long)m.eval_every,
+           m.sched.lr, (int)m.sched.drops, m.sched.best_eval >= 0 ? m.sched.best : NAN,
+           (long long)m.nonfinite.skipped);
+    /* The shapes once: tower0's parameters (every tower and momentum have the same). */
+    printf("  per tower:");
+    for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
+        char sh[96];
+        fmt_shape(sh, sizeof sh, td[i].ndim, td[i].shape);
+        printf(" %s %s", td[i].name + strlen("tower0."), sh);
+    }
+    printf("\n");
     return 0;
 }
 

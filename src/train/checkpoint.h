@@ -8,6 +8,7 @@
  *   meta.cfg = m->plan.cfg; meta.seed = seed; meta.step = step; meta.epoch = epoch;
  *   meta.cursor = ...; meta.sched = sched; meta.nonfinite = nf; meta.stats = stats;
  *   meta.interval = the logging accumulators;
+ *   meta.train_limit, meta.eval_every = the run's --train-limit and --eval-every;
  *   train_ckpt_save(ckpt_dir, &meta, m, keep_last, err, sizeof err)   // every N steps,
  *                                                  // at the end, and on SIGINT/SIGTERM
  *   On --resume ARG (a file, a checkpoint folder, or a run folder):
@@ -17,21 +18,22 @@
  *   model_init(m, &cfg, ...);      // the config may come from train_ckpt_load(path, &meta,
  *                                  // NULL, ...) first, which validates without a model
  *   train_ckpt_load(path, &meta, m, err, sizeof err) -> params, momentum, m->seed, m->step
- *   then restore step, epoch, cursor, sched, nonfinite, stats, interval from meta.
+ *   then restore step, epoch, cursor, sched, nonfinite, stats, interval, train_limit
+ *   and eval_every from meta.
  *
  * The RNG state: every random number in twotower (init, dropout, crops, flips, PCA
  * lighting, shuffling) is counter-based, a pure function of (seed, step, cursor), so
  * seed + step + cursor stored here ARE the complete RNG state; there is no generator
  * state to save.
  *
- * File format (all integers little-endian; version 1):
- *   header (28 bytes): magic "TTCKPT\r\n" (8) | u32 version | u32 n_records |
+ * File format (all integers little-endian; version 2):
+ *   header (28 bytes): magic "TTCKPT\r\n" (8) | u32 version | u32 n_records (1..128) |
  *                      u64 file_bytes (the whole file) | u32 crc32 of the 24 bytes before
  *   n_records records, each:
  *     u32 name_len (1..63) | name | u32 dtype (1 f32, 2 f64, 3 i64) | u32 ndim (0..4) |
  *     i64 shape[ndim] | u64 nbytes | u32 crc32 of the data | u32 crc32 of this record's
  *     bytes from name_len to the data crc | data (nbytes)
- *   Records (all required, each once, any order):
+ *   Records (all required, each once, any order; the writer puts them in this order):
  *     config i64[6] towers classes batch in_size in_ch width_div
  *     run    i64[6] seed(bits) step epoch model.seed(bits) model.step n_params
  *     cursor i64[3] seed(bits) epoch pos
@@ -40,7 +42,16 @@
  *     nonfinite i64[3] limit run skipped
  *     stats  f64[8] (train_ckpt_stats in order)
  *     interval f64[5] (train_ckpt_interval in order)
- *     towerT.params, towerT.momentum  f32[n_params] (f64 in a TOWER_F64 build), T < towers
+ *     data   i64[2] train_limit eval_every
+ *     then for each tower T < towers, each layer L of tower_alexnet2012 (conv1 .. fc8),
+ *     f32 (f64 in a TOWER_F64 build), every tower's parameters first, then its momentum:
+ *       towerT.L.weight  [out_ch, sources*in_ch, k, k] (conv) or [out_ch, sources*in_ch] (fc)
+ *       towerT.L.bias    [out_ch]
+ *       towerT.L.weight.momentum, towerT.L.bias.momentum: the same shapes
+ *     (out_ch, sources, in_ch: tower_layer_shape of the stored config's tower_plan; k:
+ *     the layer's kernel; fc in_ch is the flattened C*H*W.) 2 towers: 9 + 64 records.
+ *   Each tensor must have exactly the shape the stored config gives. Version 1 (one
+ *   towerT.params and one towerT.momentum record per tower, no data record) is refused.
  */
 #ifndef TRAIN_CHECKPOINT_H
 #define TRAIN_CHECKPOINT_H
@@ -55,7 +66,7 @@
 extern "C" {
 #endif
 
-#define TRAIN_CKPT_VERSION 1
+#define TRAIN_CKPT_VERSION 2
 #define TRAIN_CKPT_SUBDIR "ckpt"   /* a run folder's checkpoint folder: RUN/ckpt */
 #define TRAIN_CKPT_DEFAULT_KEEP 3
 

@@ -19,8 +19,15 @@
 
 #include "train/checkpoint.h"
 
-/* width_div 32: 10,933 parameters per tower, so the ~1,000 corrupted loads stay fast */
+/* width_div 32: 10,933 parameters per tower, so the thousands of corrupted loads stay
+ * fast */
 static const tower_config TINY = {2, 10, 2, 67, 3, 32};
+
+/* records of a two-tower file: 9 small ones, then 8 layers x (weight, bias) x (params,
+ * momentum) per tower; room for a few more added by the mutations below */
+#define N_SMALL 9
+#define N_TENSORS (2 * 8 * 4)
+#define MAXREC (N_SMALL + N_TENSORS + 8)
 
 /* ---- files and folders ---------------------------------------------------------------- */
 
@@ -138,6 +145,8 @@ static train_ckpt_meta make_meta(int64_t step)
     train_nonfinite_observe(&m.nonfinite, NAN, 7, NULL, 0);
     m.stats = (train_ckpt_stats){0.6, 0.3, 1000, 123456, 98.5, 2.25, 0.65, 0.31};
     m.interval = (train_ckpt_interval){2.2, 17.5, 8, 11, 16};
+    m.train_limit = 48;
+    m.eval_every = 500;
     return m;
 }
 
@@ -194,7 +203,7 @@ static int decode(const unsigned char *b, size_t n, rec *r, int max)
 {
     cr_assert(n >= 28);
     cr_assert_eq(memcmp(b, "TTCKPT\r\n", 8), 0);
-    cr_assert_eq(rd32(b + 8), 1);
+    cr_assert_eq(rd32(b + 8), 2);
     cr_assert_eq(rd64(b + 16), n);
     cr_assert_eq(rd32(b + 24), crc(b, 24));
     int nr = (int)rd32(b + 12);
@@ -300,8 +309,10 @@ static int find(const wrec *w, int nr, const char *name)
 static void expect_refused(const char *path, const char *needle, const char *what)
 {
     size_t n = tiny_n_params();
-    bufs b = make_bufs(n, 0.0f);
+    bufs b = {n, {0}, {0}};
     for (int t = 0; t < 2; t++) {
+        b.params[t] = malloc(n * sizeof(real));
+        b.momentum[t] = malloc(n * sizeof(real));
         for (size_t i = 0; i < n; i++)
             b.params[t][i] = b.momentum[t][i] = (real)-7.0;
     }
@@ -353,6 +364,74 @@ static void assert_meta_eq(const train_ckpt_meta *a, const train_ckpt_meta *b)
     cr_assert_eq(a->nonfinite.skipped, b->nonfinite.skipped);
     cr_assert_eq(memcmp(&a->stats, &b->stats, sizeof a->stats), 0);
     cr_assert_eq(memcmp(&a->interval, &b->interval, sizeof a->interval), 0);
+    cr_assert_eq(a->train_limit, b->train_limit);
+    cr_assert_eq(a->eval_every, b->eval_every);
+}
+
+/* The tensors the format promises, computed here from tower.h: per tower, each layer's
+ * weight (out, sources * in, k, k) or (out, sources * in) and bias (out), params then
+ * momentum. Each record must have that name, dtype and shape, and hold that slice of
+ * the buffers it was saved from. */
+typedef struct {
+    char name[64];
+    uint32_t ndim;
+    int64_t shape[4];
+    const real *data;
+} want_tensor;
+
+static int expected_tensors(want_tensor *w, const bufs *b)
+{
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &TINY, err, sizeof err), 0, "%s", err);
+    int n = 0;
+    for (int t = 0; t < 2; t++) {
+        for (int mom = 0; mom < 2; mom++) {
+            const real *arena = mom ? b->momentum[t] : b->params[t];
+            for (int l = 0; l < TOWER_LAYERS; l++) {
+                const tower_layer_spec *s = &tower_alexnet2012[l];
+                const tower_layer_shape *L = &plan.layer[l];
+                want_tensor *wt = &w[n++], *bt = &w[n++];
+                memset(wt, 0, sizeof *wt);
+                memset(bt, 0, sizeof *bt);
+                snprintf(wt->name, sizeof wt->name, "tower%d.%s.weight%s", t, s->name,
+                         mom ? ".momentum" : "");
+                snprintf(bt->name, sizeof bt->name, "tower%d.%s.bias%s", t, s->name,
+                         mom ? ".momentum" : "");
+                wt->ndim = s->kind == TOWER_CONV ? 4 : 2;
+                wt->shape[0] = bt->shape[0] = L->out_ch;
+                wt->shape[1] = (int64_t)L->sources * L->in_ch;
+                wt->shape[2] = wt->shape[3] = s->k;
+                wt->data = arena + L->w_off;
+                bt->ndim = 1;
+                bt->data = arena + L->b_off;
+            }
+        }
+    }
+    return n;
+}
+
+static void assert_tensor_records(const unsigned char *raw, const rec *r, int nr, const bufs *b)
+{
+    want_tensor w[N_TENSORS];
+    int n = expected_tensors(w, b);
+    cr_assert_eq(nr, n, "%d tensor records, expected %d", nr, n);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        cr_assert_str_eq(r[i].name, w[i].name);
+        cr_assert_eq(r[i].dtype, sizeof(real) == 4 ? 1u : 2u, "%s", w[i].name);
+        cr_assert_eq(r[i].ndim, w[i].ndim, "%s", w[i].name);
+        int64_t count = 1;
+        for (uint32_t d = 0; d < w[i].ndim; d++) {
+            cr_assert_eq(r[i].shape[d], w[i].shape[d], "%s dim %u", w[i].name, d);
+            count *= w[i].shape[d];
+        }
+        cr_assert_eq(r[i].nbytes, (uint64_t)count * sizeof(real), "%s", w[i].name);
+        cr_assert_eq(memcmp(raw + r[i].data_start, w[i].data, r[i].nbytes), 0, "%s",
+                     w[i].name);
+        total += (size_t)count;
+    }
+    cr_assert_eq(total, 4 * b->n, "the tensors cover both arenas of both towers");
 }
 
 Test(checkpoint, round_trip_buffers)
@@ -381,12 +460,49 @@ Test(checkpoint, round_trip_buffers)
     /* the layout matches the documented format */
     size_t len;
     unsigned char *raw = slurp(p, &len);
-    rec r[16];
-    int nr = decode(raw, len, r, 16);
-    cr_assert_eq(nr, 12);
+    rec r[MAXREC];
+    int nr = decode(raw, len, r, MAXREC);
+    cr_assert_eq(nr, N_SMALL + N_TENSORS);
     cr_assert_str_eq(r[0].name, "config");
-    cr_assert_str_eq(r[nr - 1].name, "tower1.momentum");
-    cr_assert_eq(r[nr - 1].shape[0], (int64_t)n);
+    cr_assert_str_eq(r[N_SMALL - 1].name, "data");
+    cr_assert_eq(r[N_SMALL - 1].shape[0], 2);
+    cr_assert_eq((int64_t)rd64(raw + r[N_SMALL - 1].data_start), 48);
+    cr_assert_eq((int64_t)rd64(raw + r[N_SMALL - 1].data_start + 8), 500);
+    assert_tensor_records(raw, r + N_SMALL, nr - N_SMALL, &b);
+    free(raw);
+    free_bufs(&b);
+    free_bufs(&c);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* One tower alone: 32 tensor records, every layer reading only its own tower. */
+Test(checkpoint, round_trip_one_tower)
+{
+    const tower_config one = {1, 10, 2, 67, 3, 32};
+    tower_plan plan;
+    char *dir = make_tmpdir(), err[1024], p[4200];
+    cr_assert_eq(tower_plan_make(&plan, &one, err, sizeof err), 0, "%s", err);
+    size_t n = plan.n_params;
+    bufs b = make_bufs(n, 1.5f), c = make_bufs(n, 7.0f);
+    train_ckpt_meta m = make_meta(9), got;
+    m.cfg = one;
+    save_bufs(dir, &m, &b, 1);
+    ckpt_path(p, sizeof p, dir, 9);
+    cr_assert_eq(train_ckpt_load_buffers(p, &got, &one, n, c.params, c.momentum, err,
+                                         sizeof err), 0, "%s", err);
+    cr_assert_eq(got.cfg.towers, 1);
+    cr_assert_eq(memcmp(b.params[0], c.params[0], n * sizeof(real)), 0);
+    cr_assert_eq(memcmp(b.momentum[0], c.momentum[0], n * sizeof(real)), 0);
+    size_t len;
+    unsigned char *raw = slurp(p, &len);
+    rec r[MAXREC];
+    int nr = decode(raw, len, r, MAXREC);
+    cr_assert_eq(nr, N_SMALL + N_TENSORS / 2);
+    cr_assert_str_eq(r[N_SMALL + 4].name, "tower0.conv3.weight");
+    cr_assert_eq(r[N_SMALL + 4].shape[1], 4, "conv3 reads conv2's 4 channels of one tower");
+    cr_assert_str_eq(r[nr - 1].name, "tower0.fc8.bias.momentum");
+    cr_assert_eq(r[nr - 1].shape[0], 10);
     free(raw);
     free_bufs(&b);
     free_bufs(&c);
@@ -486,7 +602,7 @@ typedef struct {
     char good[4200], bad[4200];
     unsigned char *raw;
     size_t len;
-    rec r[16];
+    rec r[MAXREC];
     int nr;
 } fixture;
 
@@ -501,7 +617,7 @@ static void fixture_make(fixture *f)
     ckpt_path(f->good, sizeof f->good, f->dir, 64);
     snprintf(f->bad, sizeof f->bad, "%s/bad.ttc", f->dir);
     f->raw = slurp(f->good, &f->len);
-    f->nr = decode(f->raw, f->len, f->r, 16);
+    f->nr = decode(f->raw, f->len, f->r, MAXREC);
 }
 
 static void fixture_free(fixture *f)
@@ -563,10 +679,11 @@ Test(checkpoint, bit_flips_sampled_tensor_bytes, .timeout = 120)
 {
     fixture f;
     fixture_make(&f);
-    int checked = 0;
+    int checked = 0, big = 0;
     for (int i = 0; i < f.nr; i++) {
         if (f.r[i].nbytes <= 128)
             continue;
+        big++;
         /* first, last, and 60 spread positions of each tensor */
         size_t a = f.r[i].data_start, n = f.r[i].nbytes;
         flip_and_check(&f, a, 3);
@@ -574,7 +691,8 @@ Test(checkpoint, bit_flips_sampled_tensor_bytes, .timeout = 120)
         for (int k = 0; k < 60; k++, checked++)
             flip_and_check(&f, a + (n * (size_t)k * 7919 / 60) % n, k % 8);
     }
-    cr_assert_eq(checked, 4 * 60);
+    cr_assert(big >= 32, "only %d tensors over 128 bytes", big); /* every weight */
+    cr_assert_eq(checked, big * 60);
     fixture_free(&f);
 }
 
@@ -582,7 +700,7 @@ Test(checkpoint, truncation_at_every_boundary_and_sampled_lengths, .timeout = 12
 {
     fixture f;
     fixture_make(&f);
-    size_t cuts[256];
+    size_t cuts[8 + 5 * MAXREC + 40];
     int nc = 0;
     size_t fixed[] = {0, 1, 7, 8, 12, 27, 28, 29};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -633,9 +751,9 @@ typedef void (*mutator)(wrec *w, int *nr, uint32_t *version, int64_t *fb_delta, 
 
 static void mutated(fixture *f, mutator mut, void *arg, const char *needle, const char *what)
 {
-    wrec w[20];
+    wrec w[MAXREC];
     int nr = to_wrecs(f->raw, f->r, f->nr, w);
-    uint32_t version = 1;
+    uint32_t version = 2;
     int64_t delta = 0;
     mut(w, &nr, &version, &delta, arg);
     size_t cap = f->len * 2 + 4096;
@@ -651,11 +769,12 @@ static void mutated(fixture *f, mutator mut, void *arg, const char *needle, cons
 
 static void m_ndim(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    w[find(w, *nr, "tower0.params")].ndim = 1000;
+    w[find(w, *nr, "tower0.conv1.weight")].ndim = 1000;
 }
 static void m_shape_huge(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    int i = find(w, *nr, "tower1.params");
+    int i = find(w, *nr, "tower1.fc6.weight");
+    w[i].ndim = 1;
     w[i].shape[0] = (int64_t)1 << 62;
     w[i].nbytes = (uint64_t)1 << 62; /* consistent-looking but absurd */
 }
@@ -665,14 +784,14 @@ static void m_shape_neg(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 }
 static void m_overflow(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    int i = find(w, *nr, "tower0.momentum");
+    int i = find(w, *nr, "tower0.conv2.weight.momentum");
     w[i].ndim = 4; /* 2^36 * 2^36 * ... overflows 64 bits */
     for (int k = 0; k < 4; k++)
         w[i].shape[k] = (int64_t)1 << 36;
 }
 static void m_nbytes_past_eof(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    int i = find(w, *nr, "tower1.momentum");
+    int i = find(w, *nr, "tower1.fc8.weight.momentum");
     w[i].shape[0] *= 1000;
     w[i].nbytes *= 1000; /* matches the shape; the file holds 1/1000 of it */
 }
@@ -700,7 +819,7 @@ static void m_name_bad(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 }
 static void m_version(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    *v = 2;
+    *v = 1;
 }
 static void m_fb_huge(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
@@ -710,9 +829,10 @@ static void m_nrec0(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
     *nr = 0;
 }
+/* drops the record named by arg */
 static void m_missing(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    int i = find(w, *nr, "cursor");
+    int i = find(w, *nr, a);
     memmove(&w[i], &w[i + 1], (size_t)(*nr - i - 1) * sizeof *w);
     (*nr)--;
 }
@@ -724,15 +844,15 @@ static void m_dup(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 static void m_foreign(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
     w[*nr] = w[find(w, *nr, "stats")];
-    snprintf(w[*nr].name, sizeof w[*nr].name, "tower2.params");
+    snprintf(w[*nr].name, sizeof w[*nr].name, "tower2.conv1.weight");
     (*nr)++;
 }
 static void m_dtype(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
 {
-    int i = find(w, *nr, "tower0.params");
+    int i = find(w, *nr, "tower0.fc7.weight");
     w[i].dtype = 2; /* f64 with consistent sizes: only the dtype check can refuse it */
     w[i].shape[0] /= 2;
-    w[i].nbytes = (uint64_t)w[i].shape[0] * 8;
+    w[i].nbytes = (uint64_t)(w[i].shape[0] * w[i].shape[1]) * 8;
     w[i].data_len = (size_t)w[i].nbytes;
 }
 static void m_dtype_unknown(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
@@ -783,13 +903,17 @@ Test(checkpoint, absurd_sizes_and_bad_fields_refused, .timeout = 60)
     mutated(&f, m_namelen0, NULL, "name_len 0", "name_len 0");
     mutated(&f, m_namelen_big, NULL, "name_len 1000000", "name_len huge");
     mutated(&f, m_name_bad, NULL, "name has a bad character", "name with '/'");
-    mutated(&f, m_version, NULL, "header.version 2", "version 2");
+    mutated(&f, m_version, NULL, "header.version 1 is not supported (this build reads version 2)",
+            "version 1");
     mutated(&f, m_fb_huge, NULL, "header.file_bytes", "file_bytes 2^62");
     mutated(&f, m_nrec0, NULL, "header.n_records 0", "no records");
-    mutated(&f, m_missing, NULL, "'cursor' is missing", "cursor missing");
+    mutated(&f, m_missing, (void *)"cursor", "'cursor' is missing", "cursor missing");
+    mutated(&f, m_missing, (void *)"data", "'data' is missing", "data missing");
+    mutated(&f, m_missing, (void *)"tower1.conv4.bias.momentum", "'tower1.conv4.bias.momentum' is missing",
+            "one momentum tensor missing");
     mutated(&f, m_dup, NULL, "'stats' appears twice", "duplicate");
-    mutated(&f, m_foreign, NULL, "'tower2.params' is not part", "foreign record");
-    mutated(&f, m_dtype, NULL, "'tower0.params': dtype f64", "wrong dtype");
+    mutated(&f, m_foreign, NULL, "'tower2.conv1.weight' is not part", "foreign record");
+    mutated(&f, m_dtype, NULL, "'tower0.fc7.weight': dtype f64", "wrong dtype");
     mutated(&f, m_dtype_unknown, NULL, "dtype 9 unknown", "unknown dtype");
 
     field_poke pokes[] = {
@@ -801,6 +925,8 @@ Test(checkpoint, absurd_sizes_and_bad_fields_refused, .timeout = 60)
         {"schedule.i", 4, 7, "schedule.drops"}, {"schedule.i", 0, 0, "schedule.patience"},
         {"schedule.i", 0, 1LL << 40, "schedule.i[0]"},
         {"nonfinite", 0, 0, "nonfinite.limit"}, {"nonfinite", 1, 5, "nonfinite.run"},
+        {"data", 0, -1, "data.train_limit = -1 is negative"},
+        {"data", 1, -500, "data.eval_every = -500 is negative"},
     };
     for (size_t k = 0; k < sizeof pokes / sizeof pokes[0]; k++)
         mutated(&f, m_poke, &pokes[k], pokes[k].needle, pokes[k].needle);
@@ -821,6 +947,124 @@ Test(checkpoint, absurd_sizes_and_bad_fields_refused, .timeout = 60)
     /* an empty file and a folder named like a checkpoint */
     spit(f.bad, "", 0);
     expect_refused(f.bad, "header", "empty file");
+    fixture_free(&f);
+}
+
+/* A record re-encoded with another shape (and the byte count that goes with it). */
+typedef struct {
+    const char *rec;
+    uint32_t ndim;
+    int64_t shape[4];
+} reshape;
+
+static void m_reshape(wrec *w, int *nr, uint32_t *v, int64_t *d, void *a)
+{
+    const reshape *r = a;
+    int i = find(w, *nr, r->rec);
+    uint64_t count = 1;
+    w[i].ndim = r->ndim;
+    for (uint32_t k = 0; k < r->ndim; k++) {
+        w[i].shape[k] = r->shape[k];
+        count *= (uint64_t)r->shape[k];
+    }
+    w[i].nbytes = count * (w[i].dtype == 1 ? 4 : 8);
+    cr_assert(w[i].nbytes <= w[i].data_len, "the tests only shrink or reshape");
+    w[i].data_len = (size_t)w[i].nbytes;
+}
+
+Test(checkpoint, tensor_shape_mismatch_refused_by_name)
+{
+    fixture f;
+    fixture_make(&f);
+    /* TINY's conv2: 256 / 2 towers / 32 = 4 kernels per tower, reading conv1's 96 / 2 / 32
+     * = 1 channel of its own tower, 5x5 */
+    reshape k3 = {"tower0.conv2.weight", 4, {4, 1, 3, 3}};
+    mutated(&f, m_reshape, &k3, ": tower0.conv2.weight has shape [4,1,3,3], the config gives "
+            "[4,1,5,5]", "conv2 with 3x3 kernels");
+    /* the same element count in other shapes: the shape itself is checked, not the size */
+    reshape swapped = {"tower1.conv2.weight.momentum", 4, {1, 4, 5, 5}};
+    mutated(&f, m_reshape, &swapped, ": tower1.conv2.weight.momentum has shape [1,4,5,5], the "
+            "config gives [4,1,5,5]", "conv2 momentum transposed");
+    /* conv3 reads both towers: 2 x conv2's 4 channels; 384 / 2 / 32 = 6 kernels */
+    reshape one_source = {"tower1.conv3.weight", 4, {6, 4, 3, 3}};
+    mutated(&f, m_reshape, &one_source, ": tower1.conv3.weight has shape [6,4,3,3], the config "
+            "gives [6,8,3,3]", "conv3 reading one tower");
+    reshape flat = {"tower0.conv1.weight", 1, {1 * 3 * 11 * 11}};
+    mutated(&f, m_reshape, &flat, ": tower0.conv1.weight has shape [363], the config gives "
+            "[1,3,11,11]", "conv1 flattened");
+    reshape bias2d = {"tower1.fc8.bias", 2, {5, 1}};
+    mutated(&f, m_reshape, &bias2d, ": tower1.fc8.bias has shape [5,1], the config gives [5]",
+            "fc8 bias as a matrix");
+    /* a small record's length is the format's */
+    reshape cursor2 = {"cursor", 1, {2}};
+    mutated(&f, m_reshape, &cursor2, "record 'cursor' has shape [2], format version 2 gives [3]",
+            "short cursor");
+    fixture_free(&f);
+}
+
+/* Records may come in any order: the same file with its records reversed loads the
+ * same state into the same places. */
+Test(checkpoint, records_in_any_order)
+{
+    fixture f;
+    fixture_make(&f);
+    wrec w[MAXREC], rev[MAXREC];
+    int nr = to_wrecs(f.raw, f.r, f.nr, w);
+    for (int i = 0; i < nr; i++)
+        rev[i] = w[nr - 1 - i];
+    unsigned char *out = calloc(1, f.len + 4096);
+    size_t len = encode(out, rev, nr, 2, 0);
+    cr_assert_eq(len, f.len);
+    spit(f.bad, out, len);
+    size_t n = tiny_n_params();
+    bufs want = make_bufs(n, 0.25f), got = make_bufs(n, 3.0f); /* 0.25: fixture_make's */
+    train_ckpt_meta a, b;
+    char err[1024];
+    cr_assert_eq(train_ckpt_load_buffers(f.good, &a, &TINY, n, NULL, NULL, err, sizeof err), 0,
+                 "%s", err);
+    cr_assert_eq(train_ckpt_load_buffers(f.bad, &b, &TINY, n, got.params, got.momentum, err,
+                                         sizeof err), 0, "%s", err);
+    assert_meta_eq(&a, &b);
+    for (int t = 0; t < 2; t++) {
+        cr_assert_eq(memcmp(want.params[t], got.params[t], n * sizeof(real)), 0);
+        cr_assert_eq(memcmp(want.momentum[t], got.momentum[t], n * sizeof(real)), 0);
+    }
+    free(out);
+    free_bufs(&want);
+    free_bufs(&got);
+    fixture_free(&f);
+}
+
+/* A version-1 file (one record per tower arena, no data record) is refused by version,
+ * before anything else is looked at. */
+Test(checkpoint, version_1_file_refused)
+{
+    fixture f;
+    fixture_make(&f);
+    size_t n = tiny_n_params();
+    bufs b = make_bufs(n, 0.5f);
+    wrec w[N_SMALL + 4];
+    int nr = to_wrecs(f.raw, f.r, N_SMALL - 1, w); /* the small records but data */
+    for (int t = 0; t < 2; t++) {
+        for (int mom = 0; mom < 2; mom++) {
+            wrec *r = &w[nr++];
+            memset(r, 0, sizeof *r);
+            snprintf(r->name, sizeof r->name, "tower%d.%s", t, mom ? "momentum" : "params");
+            r->dtype = sizeof(real) == 4 ? 1 : 2;
+            r->ndim = 1;
+            r->shape[0] = (int64_t)n;
+            r->nbytes = n * sizeof(real);
+            r->data = (const unsigned char *)(mom ? b.momentum[t] : b.params[t]);
+            r->data_len = n * sizeof(real);
+        }
+    }
+    unsigned char *out = calloc(1, f.len + 4096);
+    size_t len = encode(out, w, nr, 1, 0);
+    spit(f.bad, out, len);
+    expect_refused(f.bad, "header.version 1 is not supported (this build reads version 2)",
+                   "a version-1 file");
+    free(out);
+    free_bufs(&b);
     fixture_free(&f);
 }
 
@@ -1033,6 +1277,19 @@ Test(checkpoint, failed_save_leaves_previous_untouched)
                                          (const real *const *)b.momentum, 1, err, sizeof err),
                  -1);
     cr_assert(strstr(err, "afile"), "%s", err);
+    /* a state the reader would refuse is not written */
+    train_ckpt_meta neg = make_meta(3);
+    neg.train_limit = -1;
+    cr_assert_eq(train_ckpt_save_buffers(dir, &neg, n, (const real *const *)b.params,
+                                         (const real *const *)b.momentum, 1, err, sizeof err),
+                 -1);
+    cr_assert(strstr(err, "train_limit -1 is negative"), "%s", err);
+    cr_assert_eq(train_ckpt_save_buffers(dir, &m2, n - 1, (const real *const *)b.params,
+                                         (const real *const *)b.momentum, 1, err, sizeof err),
+                 -1);
+    cr_assert(strstr(err, "the config gives"), "%s", err);
+    ckpt_path(p, sizeof p, dir, 3);
+    cr_assert(!file_exists(p), "%s written", p);
     free(before);
     free(after);
     free_bufs(&b);
@@ -1051,6 +1308,31 @@ Test(checkpoint, ckpt_check_subcommand)
     char *ok_file[] = {"ckpt-check", p, NULL};
     char *ok_dir[] = {"ckpt-check", dir, NULL};
     char *none[] = {"ckpt-check", NULL};
+    /* what it prints: the tensor count, the run's data flags, and each tensor's shape once */
+    char out_path[4400];
+    snprintf(out_path, sizeof out_path, "%s/check.txt", dir);
+    fflush(stdout);
+    int saved = dup(1);
+    FILE *cap = fopen(out_path, "w");
+    cr_assert(saved >= 0 && cap);
+    dup2(fileno(cap), 1);
+    int rc = train_ckpt_check_main(2, ok_file);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    fclose(cap);
+    cr_assert_eq(rc, 0);
+    size_t len;
+    char *text = (char *)slurp(out_path, &len);
+    text[len] = 0;
+    const char *needles[] = {": OK: step 77", "64 tensors", "train_limit 48", "eval_every 500",
+                             "conv1.weight [1,3,11,11] conv1.bias [1]",
+                             "conv3.weight [6,8,3,3]", "fc8.weight [5,", "fc8.bias [5]\n"};
+    for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
+        cr_assert(strstr(text, needles[i]), "ckpt-check output lacks '%s':\n%s", needles[i],
+                  text);
+    free(text);
+    unlink(out_path);
     cr_assert_eq(train_ckpt_check_main(2, ok_file), 0);
     cr_assert_eq(train_ckpt_check_main(2, ok_dir), 0);
     cr_assert_eq(train_ckpt_check_main(1, none), 2);
