@@ -1283,6 +1283,30 @@ static int check_one(const char *arg)
         fprintf(stderr, "ckpt-check: BAD: %s: %s\n", path, err);
         return 1;
     }
+    /* well-formed is not enough to resume from: the weights and momentum must be finite
+     * (the trainer never saves after a non-finite step, but a file can come from
+     * elsewhere) */
+    real *buf[4] = {NULL, NULL, NULL, NULL};
+    int T = m.cfg.towers, ok = 1;
+    for (int i = 0; i < 2 * T; i++) ok &= (buf[i] = malloc(m.n_params * sizeof(real))) != NULL;
+    if (!ok || train_ckpt_load_buffers(path, &m, NULL, 0, buf, buf + T, err, sizeof err) != 0) {
+        fprintf(stderr, "ckpt-check: BAD: %s: %s\n", path, ok ? err : "out of memory");
+        for (int i = 0; i < 4; i++) free(buf[i]);
+        return 1;
+    }
+    int nonfinite_at = -1;
+    for (int i = 0; i < 2 * T && nonfinite_at < 0; i++)
+        for (size_t j = 0; j < m.n_params; j++)
+            if (!isfinite(buf[i][j])) {
+                nonfinite_at = i;
+                break;
+            }
+    for (int i = 0; i < 4; i++) free(buf[i]);
+    if (nonfinite_at >= 0) {
+        fprintf(stderr, "ckpt-check: BAD: %s: tower %d's %s hold non-finite values\n", path,
+                nonfinite_at % T, nonfinite_at < T ? "parameters" : "momentum buffers");
+        return 1;
+    }
     printf("%s: OK: step %lld, epoch %lld; config towers=%d classes=%d batch=%d in=%dx%dx%d "
            "width_div=%d; %d tensors (%zu params per tower, each tensor with its momentum, "
            "checksums good); cursor seed=%llu epoch=%lld pos=%lld; train_limit %lld, "

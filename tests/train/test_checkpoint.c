@@ -1341,6 +1341,13 @@ Test(checkpoint, ckpt_check_subcommand)
     cr_assert_eq(train_ckpt_check_main(2, ok_dir), 1);
     char *missing[] = {"ckpt-check", "/nonexistent.ttc", NULL};
     cr_assert_eq(train_ckpt_check_main(2, missing), 1);
+    /* a well-formed file whose momentum holds a NaN: not a checkpoint to resume from */
+    b.momentum[1][n / 2] = NAN;
+    m = make_meta(78);
+    save_bufs(dir, &m, &b, 3);
+    ckpt_path(p, sizeof p, dir, 78);
+    char *nan_file[] = {"ckpt-check", p, NULL};
+    cr_assert_eq(train_ckpt_check_main(2, nan_file), 1);
     free_bufs(&b);
     rm_rf(dir);
     free(dir);
