@@ -197,6 +197,7 @@ int train_metrics_log_eval(train_metrics *mt, const train_eval_row *r, char *err
     sb_num(&b, "top5_err_center", r->top5_err_center);
     sb_num(&b, "top1_err_10view", r->top1_err_10view);
     sb_num(&b, "top5_err_10view", r->top5_err_10view);
+    sb_num(&b, "lr", r->lr);
     return write_line(mt, &b, err, errlen);
 }
 

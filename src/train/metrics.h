@@ -71,6 +71,9 @@ typedef struct {
     double loss;            /* mean validation loss, center crop */
     double top1_err_center, top5_err_center;
     double top1_err_10view, top5_err_10view; /* NaN when 10-view was not run */
+    double lr;              /* the rate the steps before this evaluation ran at (a drop
+                               decided here shows in the next evaluation's line); NaN:
+                               not given */
 } train_eval_row;
 
 int train_metrics_log_train(train_metrics *mt, const train_log_row *r, char *err,

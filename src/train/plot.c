@@ -22,9 +22,9 @@ extern char **environ;
 static const char *const TRAIN_COLS[] = {"step", "epoch", "lr", "loss", "train_top1_err"};
 static const char *const EVAL_COLS[] = {"step", "epoch", "loss", "top1_err_center",
                                         "top5_err_center", "top1_err_10view",
-                                        "top5_err_10view"};
+                                        "top5_err_10view", "lr"};
 #define N_TRAIN_COLS 5
-#define N_EVAL_COLS 7
+#define N_EVAL_COLS 8
 
 typedef struct {
     long rows;
@@ -224,8 +224,11 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     fputs("set title 'learning rate'\nset ylabel 'lr'\nset logscale y\nset format y '%g'\n"
           "unset key\n"
           "set offsets graph 0, graph 0, graph 0.1, graph 0.1\n", g);
-    const curve lr[] = {{"train.dat", 3, "lr", 1, "steps lw 2"}};
-    gp_panel(g, pdir, xcol, lr, 1, &tt, &te);
+    /* the evaluations' lines carry the rate too: drops decided between two training
+     * lines (log_every longer than the evaluation period) still show */
+    const curve lr[] = {{"train.dat", 3, "lr", 1, "steps lw 2"},
+                        {"eval.dat", 8, "lr at evaluations", 1, "points pt 7 ps 0.6"}};
+    gp_panel(g, pdir, xcol, lr, 2, &tt, &te);
     fputs("unset logscale y\nunset multiplot\nset output\n", g);
     if (fclose(g) != 0) {
         train_errf(err, errlen, "plot: writing %s failed", gpath);

@@ -450,6 +450,7 @@ static int run_eval(run_state *r)
     }
     e.step = r->m.step;
     e.epoch = (double)r->m.step / r->steps_per_epoch;
+    e.lr = r->meta.sched.lr;
     train_progress_end(&r->pg);
     printf("step %lld (epoch %.2f): validation on %lld images (%.1f s): accuracy %.2f%%, "
            "top-1 error %.2f%%, top-5 error %.2f%%, loss %.4f",

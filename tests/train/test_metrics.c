@@ -61,7 +61,7 @@ Test(metrics, lines_read_back)
     r.loss = NAN; /* a skipped step's loss is not a number: null */
     r.step = 101;
     cr_assert_eq(train_metrics_log_train(&mt, &r, err, sizeof err), 0, "%s", err);
-    train_eval_row e = {400, 1.0, 10000, 2.5, 0.41, 0.19, NAN, NAN};
+    train_eval_row e = {400, 1.0, 10000, 2.5, 0.41, 0.19, NAN, NAN, 0.001};
     cr_assert_eq(train_metrics_log_eval(&mt, &e, err, sizeof err), 0, "%s", err);
     const char *msg = "lr 0.01 -> 0.001 \"quoted\" back\\slash\nnew\tline \x01";
     cr_assert_eq(train_metrics_log_event(&mt, 400, 1.0, "schedule", msg, err, sizeof err), 0);
@@ -95,6 +95,7 @@ Test(metrics, lines_read_back)
     cr_assert_eq(num(lines[2], "top1_err_center"), 0.41);
     cr_assert_eq(num(lines[2], "top5_err_center"), 0.19);
     cr_assert_eq(train_json_number(lines[2], "top1_err_10view", &v), 0);
+    cr_assert_eq(num(lines[2], "lr"), 0.001, "the rate in an evaluation's line");
     cr_assert_eq(train_json_string(lines[3], "msg", s, sizeof s), 1);
     cr_assert_str_eq(s, msg, "escapes round trip: '%s'", s);
     cr_assert_eq(train_json_string(lines[3], "kind", s, sizeof s), 1);
@@ -357,7 +358,7 @@ static void write_run(const char *dir, int with_eval)
         if (with_eval && s % 100 == 0) {
             train_eval_row e = {s, ep, 1000, r.loss + 0.1, r.train_top1_err + 0.05,
                                 r.train_top1_err / 3, s >= 300 ? r.train_top1_err : NAN,
-                                s >= 300 ? r.train_top1_err / 3.2 : NAN};
+                                s >= 300 ? r.train_top1_err / 3.2 : NAN, lr};
             cr_assert_eq(train_metrics_log_eval(&mt, &e, err, sizeof err), 0);
         }
     }
