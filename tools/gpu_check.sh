@@ -9,9 +9,10 @@
 #                      [--bench-args "ARGS"]
 #   tools/gpu_check.sh --prepare-carry [DIR]      (on a Debian 12 machine with nvcc)
 #
-# --prepare-carry builds here (-Dcuda=enabled) and packs, into DIR (default carry/), what a
-# bare GPU machine lacks: gpu-carry.tar.xz (the build folder and every shared library its
-# programs need that is not glibc or CUDA) and fashion-mnist/. On the GPU machine,
+# --prepare-carry builds here (-Dcuda=enabled; once with the cuDNN path, once without) and
+# packs, into DIR (default carry/), what a bare GPU machine lacks: gpu-carry.tar.xz (the
+# build folders and every shared library their programs need that is not glibc, CUDA or
+# cuDNN: cuDNN is the machine's, e.g. PyTorch's wheel's) and fashion-mnist/. On the GPU machine,
 # --carry DIR unpacks that and uses it. --stages: any of tests,sanitize,epoch,bench (default
 # tests,sanitize,epoch); bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md)
 # with the python3 that has torch, passing it --bench-args.
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --size) size=$2; shift 2 ;;
         --bench-args) bench_args=$2; shift 2 ;;
         --prepare-carry) prepare=1; shift; if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then prep_dir=$1; shift; fi ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,18 +43,24 @@ die() { echo "gpu_check: $*" >&2; exit 1; }
 # ---- on the development machine: build here, pack what the GPU machine lacks -------------
 if [ -n "$prepare" ]; then
     command -v nvcc >/dev/null || die "--prepare-carry needs nvcc (the CUDA toolkit) here"
-    b="build-gpu-carry"
+    # two builds: the full one (cuDNN path included when cuDNN is here) and one without
+    # cuDNN, used there if the GPU machine has no libcudnn.so.9 to give the first
+    b="build-gpu-carry" b2="build-gpu-carry-nocudnn"
     [ -f $b/build.ninja ] || meson setup $b -Dcuda=enabled -Dbuildtype=release >/dev/null ||
         die "meson setup failed (see $b/meson-logs/meson-log.txt)"
-    ninja -C $b -j "${JOBS:-1}" >/dev/null || die "the build failed: run ninja -C $b"
+    [ -f $b2/build.ninja ] || meson setup $b2 -Dcuda=enabled -Dcudnn=disabled \
+        -Dbuildtype=release >/dev/null || die "meson setup failed (see $b2/meson-logs/meson-log.txt)"
+    for d in $b $b2; do
+        ninja -C $d -j "${JOBS:-1}" >/dev/null || die "the build failed: run ninja -C $d"
+    done
     stage=$(mktemp -d)
     mkdir -p "$stage/lib" "$prep_dir"
-    # the build folder without objects (programs, test programs, meson's own files)
+    # the build folders without objects (programs, test programs, meson's own files)
     tar -C "$root" --exclude='*.o' --exclude='*.a' --exclude='*.p' --exclude=meson-private \
-        -cf - "$b" | tar -C "$stage" -xf -
+        -cf - "$b" "$b2" | tar -C "$stage" -xf -
     # shared libraries the programs need, except glibc's and the CUDA ones (the GPU machine
     # has its own driver and toolkit); resolved through symlinks, kept under their sonames
-    find "$b" -type f -perm -u+x ! -name '*.so*' ! -name '*.py' ! -name '*.sh' -print0 |
+    find "$b" "$b2" -type f -perm -u+x ! -name '*.so*' ! -name '*.py' ! -name '*.sh' -print0 |
         xargs -0 -r ldd 2>/dev/null | awk '/=> \//{print $1, $3}' | sort -u |
         grep -vE '^(libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libnss[a-z_]*|ld-linux[a-z0-9_-]*|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|libcudnn[a-z_]*|libnvidia[a-z-]*)[.]' |
         while read -r soname path; do cp -L "$path" "$stage/lib/$soname"; done
@@ -130,7 +137,7 @@ exe=$build/src/train/twotower
 # which may live outside the loader's path (PyTorch's pip wheels ship it in site-packages)
 if ldd "$exe" | grep -q 'libcudnn.*not found'; then
     cudnn_so=""
-    for py in python3 /usr/bin/python3 /usr/local/bin/python3; do
+    for py in python3 /usr/bin/python3 /usr/local/bin/python3 /opt/torch/.venv/bin/python3; do
         d=$("$py" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null) &&
             [ -f "$d/libcudnn.so.9" ] && { cudnn_so=$d/libcudnn.so.9; break; }
     done
@@ -138,6 +145,10 @@ if ldd "$exe" | grep -q 'libcudnn.*not found'; then
     if [ -n "$cudnn_so" ]; then
         export LD_LIBRARY_PATH="$(dirname "$cudnn_so"):$LD_LIBRARY_PATH"
         note "cuDNN from $(dirname "$cudnn_so")"
+    elif [ -n "$carry" ] && [ -x "$unpacked/build-gpu-carry-nocudnn/src/train/twotower" ]; then
+        build=$unpacked/build-gpu-carry-nocudnn
+        exe=$build/src/train/twotower
+        note "no libcudnn.so.9 on this machine: using the build without the cuDNN path (its tests skip)"
     fi
 fi
 ldd "$exe" | grep -q 'not found' && { ldd "$exe" | grep 'not found'; die "libraries missing (see above): carry them (--prepare-carry) or add them to LD_LIBRARY_PATH"; }
@@ -154,9 +165,13 @@ if [[ $stages == *tests* ]]; then
         if (cd "$root" && OPENBLAS_NUM_THREADS=8 "$build/$t" --verbose >>"$tlog" 2>&1); then r=ok; else r=FAIL; failed=1; fi
         synth=$(grep -a 'Synthesis' "$tlog" | tail -1 | sed 's/.*Synthesis: //')
         skips=$(awk -v t="=== $t" '$0==t{on=1;next} /^=== /{on=0} on&&/\[SKIP\]/' "$tlog" |
-                grep -vc 'needs 2 CUDA device' || true)
+                grep -v 'needs 2 CUDA device' | grep -vc 'has no cuDNN' || true)
         if [ "$skips" -gt 0 ]; then r=FAIL; failed=1; fi
-        note "$r: $t: ${synth% }; skipped (not for want of a second GPU): $skips"
+        nocudnn=$(awk -v t="=== $t" '$0==t{on=1;next} /^=== /{on=0} on&&/\[SKIP\]/' "$tlog" |
+                  grep -c 'has no cuDNN' || true)
+        extra=""
+        [ "${nocudnn:-0}" -gt 0 ] && extra=", for want of cuDNN in this build: $nocudnn"
+        note "$r: $t: ${synth% }; skipped (not for want of a second GPU or of cuDNN): $skips$extra"
     done
     if OPENBLAS_NUM_THREADS=8 bash tests/cuda/cli_gpus.sh "$exe" >>"$tlog" 2>&1; then
         note "ok: tests/cuda/cli_gpus.sh"

@@ -34,7 +34,7 @@ typedef struct {
     cudnnConvolutionDescriptor_t conv[PASSES];
     int algo[PASSES];            /* cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t */
     size_t ws[PASSES];
-    int tensor_ops[PASSES];      /* the chosen algorithm's math mode uses tensor cores */
+    int tensor_ops[PASSES];      /* the chosen algorithm may use tensor cores (TF32) */
 } layer_ctx;
 
 struct tower_cudnn {
@@ -58,21 +58,22 @@ static int ok(cudnnStatus_t s, const char *what, int l, char *err, size_t errlen
     return -1;
 }
 
-static int is_tensor_op(cudnnMathType_t m)
-{
-    return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-}
-
-/* The first heuristic result that ran, is deterministic, fits the workspace limit and
- * keeps fp32 math unless tf32. The three passes have three perf types with the same
- * fields, hence the template. */
+/* The first heuristic result that ran, is deterministic and fits the workspace limit,
+ * with a math mode of the run's precision: exactly CUDNN_FMA_MATH (fp32 FMAs, no tensor
+ * cores) without tf32, as PyTorch requires when allow_tf32 is off (DEFAULT_MATH would
+ * allow TF32 on sm_80+); with tf32 anything but ALLOW_CONVERSION (which may go down to
+ * fp16). The three passes have three perf types with the same fields, hence the
+ * template. */
 template <typename Perf>
 static int pick(const Perf *p, int n, int tf32)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        int math_ok = tf32 ? p[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+                           : p[i].mathType == CUDNN_FMA_MATH;
         if (p[i].status == CUDNN_STATUS_SUCCESS && p[i].determinism == CUDNN_DETERMINISTIC &&
-            p[i].memory <= TOWER_CUDNN_WORKSPACE_LIMIT && (tf32 || !is_tensor_op(p[i].mathType)))
+            p[i].memory <= TOWER_CUDNN_WORKSPACE_LIMIT && math_ok)
             return i;
+    }
     return -1;
 }
 
@@ -91,9 +92,32 @@ static int choose(layer_ctx *L, int pass, const Perf *p, int n, int tf32, int l,
     }
     L->algo[pass] = (int)p[i].algo;
     L->ws[pass] = p[i].memory;
-    L->tensor_ops[pass] = is_tensor_op(p[i].mathType);
+    L->tensor_ops[pass] = tf32 && p[i].mathType != CUDNN_FMA_MATH;
     return ok(cudnnSetConvolutionMathType(L->conv[pass], p[i].mathType), "math type", l, err,
               errlen);
+}
+
+/* The workspace the chosen algorithms ask for under the math mode now set on each pass's
+ * descriptor (the heuristics' figure may come from another mode): the larger of both. */
+static int query_workspace(tower_cudnn *c, layer_ctx *L, int l, char *err, size_t errlen)
+{
+    size_t b[PASSES] = {0, 0, 0};
+    if (ok(cudnnGetConvolutionForwardWorkspaceSize(c->h, L->x, L->w, L->conv[PASS_FWD], L->y,
+                                                   (cudnnConvolutionFwdAlgo_t)L->algo[PASS_FWD],
+                                                   &b[PASS_FWD]),
+           "forward workspace", l, err, errlen) ||
+        ok(cudnnGetConvolutionBackwardDataWorkspaceSize(
+               c->h, L->w, L->y, L->conv[PASS_BWD_DATA], L->x,
+               (cudnnConvolutionBwdDataAlgo_t)L->algo[PASS_BWD_DATA], &b[PASS_BWD_DATA]),
+           "input-gradient workspace", l, err, errlen) ||
+        ok(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+               c->h, L->x, L->y, L->conv[PASS_BWD_FILTER], L->w,
+               (cudnnConvolutionBwdFilterAlgo_t)L->algo[PASS_BWD_FILTER], &b[PASS_BWD_FILTER]),
+           "weight-gradient workspace", l, err, errlen))
+        return -1;
+    for (int p = 0; p < PASSES; p++)
+        if (b[p] > L->ws[p]) L->ws[p] = b[p];
+    return 0;
 }
 
 extern "C" void tower_cudnn_free(tower_cudnn *c)
@@ -184,6 +208,7 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int l, int tf3
            "weight-gradient heuristics", l, err, errlen) ||
         choose(L, PASS_BWD_FILTER, bwd_filter, n, tf32, l, err, errlen))
         return -1;
+    if (query_workspace(c, L, l, err, errlen)) return -1;
     for (int p = 0; p < PASSES; p++)
         if (L->ws[p] > c->ws_bytes) c->ws_bytes = L->ws[p];
     size_t packed = (size_t)L->Co * L->kk;
@@ -236,8 +261,9 @@ extern "C" size_t tower_cudnn_bytes(const tower_cudnn *c)
 
 extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
 {
-    size_t used = 0;
-    if (n) buf[0] = 0;
+    int w0 = snprintf(buf, n, "cuDNN %zu (CUDA runtime %zu): ", cudnnGetVersion(),
+                      cudnnGetCudartVersion());
+    size_t used = w0 > 0 ? (size_t)w0 : 0;
     for (int l = 0; l < TOWER_LAYERS && used < n; l++) {
         const layer_ctx *L = &c->layer[l];
         if (!L->used) continue;

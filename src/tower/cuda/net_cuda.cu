@@ -102,12 +102,14 @@ extern "C" void tower_free_cuda(tower *t)
         if (g->stream && (e = cudaStreamSynchronize(g->stream)) != cudaSuccess)
             fprintf(stderr, "twotower: freeing tower %d: pending work failed: %s\n", t->index,
                     cudaGetErrorString(e));
+        /* the handles bound to the stream go before the stream itself */
+        tower_cudnn_free(g->cudnn);
+        g->cudnn = NULL;
         if (g->cublas) cublasDestroy(g->cublas);
         if (g->stream) cudaStreamDestroy(g->stream);
         if (g->host_losses) cudaFreeHost(g->host_losses);
         if (g->workspace) cudaFree(g->workspace);
         if (g->conv_scratch) cudaFree(g->conv_scratch);
-        tower_cudnn_free(g->cudnn);
         free(g);
         t->gpu = NULL;
     }
