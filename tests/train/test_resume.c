@@ -183,6 +183,18 @@ static int have_fmnist(void)
     return stat(FMNIST "/train-images-idx3-ubyte.gz", &st) == 0;
 }
 
+/* The start of every trainer-level test: skipped without Fashion-MNIST; a fresh temporary
+ * folder (returned, to remove at the end) holding run folders a and b (names only). */
+static char *start_runs(char a[4200], char b[4200])
+{
+    if (!have_fmnist())
+        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
+    char *dir = make_tmpdir();
+    snprintf(a, 4200, "%s/a", dir);
+    snprintf(b, 4200, "%s/b", dir);
+    return dir;
+}
+
 /* A tiny CPU run: 67-pixel inputs, widths / 8, batch 2, 16 steps per epoch, a metrics
  * line per step. */
 static void small_options(train_options *o, const char *run, int epochs)
@@ -277,18 +289,20 @@ static void assert_same_final_ckpt(const char *a, const char *b, int64_t step)
     cr_assert_eq(ma.sched.best, mb.sched.best);
 }
 
+/* Run a: two epochs uninterrupted; run b: the first epoch only, to be resumed. */
+static void run_whole_and_first_epoch(train_options *o, const char *a, const char *b)
+{
+    small_options(o, a, 2);
+    cr_assert_eq(train_run(o), 0, "uninterrupted run");
+    small_options(o, b, 1);
+    cr_assert_eq(train_run(o), 0, "first epoch");
+}
+
 Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
 {
-    if (!have_fmnist())
-        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
-    char *dir = make_tmpdir(), a[4200], b[4200];
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
+    char a[4200], b[4200], *dir = start_runs(a, b);
     train_options o;
-    small_options(&o, a, 2);
-    cr_assert_eq(train_run(&o), 0, "uninterrupted run");
-    small_options(&o, b, 1);
-    cr_assert_eq(train_run(&o), 0, "first epoch");
+    run_whole_and_first_epoch(&o, a, b);
     small_options(&o, b, 2);
     o.resume = b;
     cr_assert_eq(train_run(&o), 0, "resumed second epoch");
@@ -322,10 +336,7 @@ static int schedule_events(const char *run, char out[][512], int max)
  * run resumed from an older checkpoint into the same folder logs each decision once. */
 Test(resume, events_carry_their_step_and_are_not_repeated, .timeout = 240)
 {
-    if (!have_fmnist())
-        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
-    char *dir = make_tmpdir(), a[4200], ck[4400];
-    snprintf(a, sizeof a, "%s/a", dir);
+    char a[4200], b[4200], ck[4400], *dir = start_runs(a, b);
     train_options o;
     small_options(&o, a, 2);
     o.eval_every = 4;
@@ -360,10 +371,8 @@ Test(resume, events_carry_their_step_and_are_not_repeated, .timeout = 240)
  * weights are all finite (checkpoints wait for good steps). */
 Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
 {
-    if (!have_fmnist())
-        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
-    char *dir = make_tmpdir(), a[4200], path[4300], line[2048], kind[32], err[1024];
-    snprintf(a, sizeof a, "%s/a", dir);
+    char a[4200], b[4200], path[4300], line[2048], kind[32], err[1024];
+    char *dir = start_runs(a, b);
     train_options o;
     small_options(&o, a, 4);
     o.lr = 10;
@@ -408,16 +417,9 @@ Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
  * exactly), given and different they are refused with exit status 2. */
 Test(resume, checkpoint_settings_win_and_conflicts_are_refused, .timeout = 240)
 {
-    if (!have_fmnist())
-        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
-    char *dir = make_tmpdir(), a[4200], b[4200];
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
+    char a[4200], b[4200], *dir = start_runs(a, b);
     train_options o;
-    small_options(&o, a, 2);
-    cr_assert_eq(train_run(&o), 0, "uninterrupted run");
-    small_options(&o, b, 1);
-    cr_assert_eq(train_run(&o), 0, "first epoch");
+    run_whole_and_first_epoch(&o, a, b);
 
     static const struct {
         unsigned bit;
@@ -465,11 +467,7 @@ static int count_train_lines(const char *run)
 
 Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 240)
 {
-    if (!have_fmnist())
-        cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
-    char *dir = make_tmpdir(), a[4200], b[4200];
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
+    char a[4200], b[4200], *dir = start_runs(a, b);
     train_options o;
     small_options(&o, a, 2);
     o.ckpt_every = 0; /* only the signal's checkpoint: the stop step is arbitrary */
