@@ -159,7 +159,7 @@ if [[ $stages == *tests* ]]; then
     : >"$tlog"
     for t in tests/cuda/test_kernels_host tests/cuda/test_device tests/cuda/test_layers_cuda \
              tests/cuda/test_model_cuda tests/comm/test_comm_host tests/comm/test_comm_gpu \
-             tests/bench/test_bench; do
+             tests/bench/test_bench tests/data/test_data_augment_cuda; do
         [ -x "$build/$t" ] || { note "FAIL: $t not built"; failed=1; continue; }
         echo "=== $t" >>"$tlog"
         if (cd "$root" && OPENBLAS_NUM_THREADS=8 "$build/$t" --verbose >>"$tlog" 2>&1); then r=ok; else r=FAIL; failed=1; fi

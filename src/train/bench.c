@@ -624,7 +624,8 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
         fprintf(f, "  tower %d memory  arena %.1f MiB", t, m->tw[t].arena_bytes / 1048576.0);
 #if BENCH_CUDA
         if (m->tw[t].device >= 0)
-            fprintf(f, ", on GPU %d %.1f MiB with the cuBLAS workspace", m->tw[t].device,
+            fprintf(f, ", on GPU %d %.1f MiB in all (arena, conv scratch or cuDNN workspace, "
+                       "cuBLAS workspace)", m->tw[t].device,
                     tower_cuda_mem_bytes(&m->tw[t]) / 1048576.0);
 #endif
         fputc('\n', f);

@@ -99,7 +99,8 @@ static int value_flag(const char *a)
     return -1;
 }
 
-/* Parses the flags shared by train and summary into o (and classes for summary). */
+/* Parses the flags shared by train and summary into o (and classes for summary).
+ * 0: go on; 1: --help was printed; -1: a bad flag (message printed). */
 static int parse_flags(int argc, char **argv, train_options *o, int *classes)
 {
     int summary = classes != NULL;
@@ -111,6 +112,10 @@ static int parse_flags(int argc, char **argv, train_options *o, int *classes)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         int rc = 0, takes = 1;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1; /* not an error: the caller exits 0 */
+        }
         if (!strcmp(a, "--cpu")) cpu = 1, takes = 0;
         else if (!strcmp(a, "--tf32")) tf32 = 1, takes = 0;
         else if (!strcmp(a, "--quiet")) o->quiet = 1, takes = 0;
@@ -207,7 +212,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "train")) {
         o.argc = argc;
         o.argv = argv;
-        if (parse_flags(argc, argv, &o, NULL)) return 2;
+        int rc = parse_flags(argc, argv, &o, NULL);
+        if (rc) return rc > 0 ? 0 : 2;
         return train_run(&o);
     }
     if (!strcmp(cmd, "summary")) {
@@ -218,7 +224,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "twotower: summary takes no --gpus/--cpu\n");
                 return 2;
             }
-        if (parse_flags(argc, argv, &o, &classes)) return 2;
+        int rc = parse_flags(argc, argv, &o, &classes);
+        if (rc) return rc > 0 ? 0 : 2;
         tower_config cfg = {o.towers, classes, o.batch, o.size, 3, o.width_div};
         tower_plan plan;
         char err[256];
