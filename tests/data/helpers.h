@@ -163,4 +163,23 @@ static inline char *th_make_shards(int classes, int per_class, const char *extra
     return dir;
 }
 
+/* th_make_shards without a val split, opened as the training source; *dir gets the
+ * temporary folder for th_close_train_shards. */
+static inline data_source *th_open_train_shards(int classes, int per_class, char **dir)
+{
+    *dir = th_make_shards(classes, per_class, "--val-fraction", "0");
+    char out[4200], err[512];
+    snprintf(out, sizeof out, "%s/out", *dir);
+    data_source *s = data_open_shards(out, "train", err, sizeof err);
+    cr_assert_not_null(s, "%s", err);
+    return s;
+}
+
+static inline void th_close_train_shards(data_source *s, char *dir)
+{
+    data_close(s);
+    th_rmrf(dir);
+    free(dir);
+}
+
 #endif

@@ -7,20 +7,8 @@
 
 static char *dir;
 static data_source *src;
-static void setup(void)
-{
-    dir = th_make_shards(3, 6, "--val-fraction", "0");
-    char out[4200], err[512];
-    snprintf(out, sizeof out, "%s/out", dir);
-    src = data_open_shards(out, "train", err, sizeof err);
-    cr_assert_not_null(src, "%s", err);
-}
-static void teardown(void)
-{
-    data_close(src);
-    th_rmrf(dir);
-    free(dir);
-}
+static void setup(void) { src = th_open_train_shards(3, 6, &dir); }
+static void teardown(void) { th_close_train_shards(src, dir); }
 
 enum { CROP = 224 };
 

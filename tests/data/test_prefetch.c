@@ -5,20 +5,8 @@
 
 static char *dir;
 static data_source *src;
-static void setup(void)
-{
-    dir = th_make_shards(3, 5, "--val-fraction", "0");
-    char out[4200], err[512];
-    snprintf(out, sizeof out, "%s/out", dir);
-    src = data_open_shards(out, "train", err, sizeof err);
-    cr_assert_not_null(src, "%s", err);
-}
-static void teardown(void)
-{
-    data_close(src);
-    th_rmrf(dir);
-    free(dir);
-}
+static void setup(void) { src = th_open_train_shards(3, 5, &dir); }
+static void teardown(void) { th_close_train_shards(src, dir); }
 
 enum { B = 4, CROP = 48, K = 11 }; /* 11 batches of 4 over 15 images: three epochs */
 

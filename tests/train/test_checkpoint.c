@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "helpers.h"
 #include "train/checkpoint.h"
 
 /* width_div 32: 10,933 parameters per tower, so the thousands of corrupted loads stay
@@ -30,15 +31,6 @@ static const tower_config TINY = {2, 10, 2, 67, 3, 32};
 #define MAXREC (N_SMALL + N_TENSORS + 8)
 
 /* ---- files and folders ---------------------------------------------------------------- */
-
-static char *make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-    char *p = malloc(4096);
-    snprintf(p, 4096, "%s/tt-ckpt-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(p));
-    return p;
-}
 
 static void rm_rf(const char *dir)
 {
@@ -436,7 +428,7 @@ static void assert_tensor_records(const unsigned char *raw, const rec *r, int nr
 
 Test(checkpoint, round_trip_buffers)
 {
-    char *dir = make_tmpdir();
+    char *dir = tt_tmpdir("ckpt");
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 0.5f), c = make_bufs(n, 9.0f);
     train_ckpt_meta m = make_meta(1000), got;
@@ -481,7 +473,7 @@ Test(checkpoint, round_trip_one_tower)
 {
     const tower_config one = {1, 10, 2, 67, 3, 32};
     tower_plan plan;
-    char *dir = make_tmpdir(), err[1024], p[4200];
+    char *dir = tt_tmpdir("ckpt"), err[1024], p[4200];
     cr_assert_eq(tower_plan_make(&plan, &one, err, sizeof err), 0, "%s", err);
     size_t n = plan.n_params;
     bufs b = make_bufs(n, 1.5f), c = make_bufs(n, 7.0f);
@@ -539,7 +531,7 @@ static int model_tensors_equal(const model *a, const model *b, int which)
 
 Test(checkpoint, round_trip_model)
 {
-    char *dir = make_tmpdir(), err[1024];
+    char *dir = tt_tmpdir("ckpt"), err[1024];
     model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     model a, b;
     cr_assert_eq(model_init(&a, &TINY, &cpu, 11, err, sizeof err), 0, "%s", err);
@@ -566,7 +558,7 @@ Test(checkpoint, round_trip_model)
 
 Test(checkpoint, mismatched_config_refused_model_untouched)
 {
-    char *dir = make_tmpdir(), err[1024];
+    char *dir = tt_tmpdir("ckpt"), err[1024];
     model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     model a, b, b0;
     tower_config other = TINY;
@@ -608,7 +600,7 @@ typedef struct {
 
 static void fixture_make(fixture *f)
 {
-    f->dir = make_tmpdir();
+    f->dir = tt_tmpdir("ckpt");
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 0.25f);
     train_ckpt_meta m = make_meta(64);
@@ -1086,7 +1078,7 @@ static int count_files(const char *dir, const char *suffix)
 
 Test(checkpoint, keep_last_k)
 {
-    char *dir = make_tmpdir();
+    char *dir = tt_tmpdir("ckpt");
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 1.0f);
     char sub[4200], p[4300];
@@ -1138,7 +1130,7 @@ static void corrupt_byte(const char *path, long off)
 
 Test(checkpoint, latest_and_previous_when_newest_is_bad)
 {
-    char *dir = make_tmpdir();
+    char *dir = tt_tmpdir("ckpt");
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 2.0f);
     for (int64_t step = 10; step <= 40; step += 10) {
@@ -1193,7 +1185,7 @@ Test(checkpoint, latest_and_previous_when_newest_is_bad)
 
 Test(checkpoint, resolve_run_folder_and_empty)
 {
-    char *dir = make_tmpdir(), sub[4200], path[4300], err[2048], want[4300];
+    char *dir = tt_tmpdir("ckpt"), sub[4200], path[4300], err[2048], want[4300];
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 3.0f);
     cr_assert_eq(train_ckpt_resolve(dir, path, sizeof path, err, sizeof err), -1);
@@ -1213,7 +1205,7 @@ Test(checkpoint, resolve_run_folder_and_empty)
 
 Test(checkpoint, leftover_tmp_is_ignored_and_cleaned)
 {
-    char *dir = make_tmpdir();
+    char *dir = tt_tmpdir("ckpt");
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 4.0f);
     train_ckpt_meta m = make_meta(50);
@@ -1246,7 +1238,7 @@ Test(checkpoint, leftover_tmp_is_ignored_and_cleaned)
 
 Test(checkpoint, failed_save_leaves_previous_untouched)
 {
-    char *dir = make_tmpdir(), err[2048], p[4300], blocker[4300];
+    char *dir = tt_tmpdir("ckpt"), err[2048], p[4300], blocker[4300];
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 5.0f);
     train_ckpt_meta m = make_meta(1);
@@ -1299,7 +1291,7 @@ Test(checkpoint, failed_save_leaves_previous_untouched)
 
 Test(checkpoint, ckpt_check_subcommand)
 {
-    char *dir = make_tmpdir(), p[4300];
+    char *dir = tt_tmpdir("ckpt"), p[4300];
     size_t n = tiny_n_params();
     bufs b = make_bufs(n, 6.0f);
     train_ckpt_meta m = make_meta(77);

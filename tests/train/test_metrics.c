@@ -11,24 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "train/metrics.h"
 #include "train/plot.h"
-
-static char *make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-    char *p = malloc(4096);
-    snprintf(p, 4096, "%s/tt-met-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(p));
-    return p;
-}
-
-static void rm_tree(const char *dir)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
 
 /* Reads the lines of a file (at most max); returns the count. */
 static int read_lines(const char *path, char lines[][1024], int max)
@@ -52,7 +37,7 @@ static double num(const char *line, const char *key)
 
 Test(metrics, lines_read_back)
 {
-    char *dir = make_tmpdir(), run[4200], err[512];
+    char *dir = tt_tmpdir("met"), run[4200], err[512];
     snprintf(run, sizeof run, "%s/a/run1", dir); /* parents are created */
     train_metrics mt;
     cr_assert_eq(train_metrics_open(&mt, run, -1, err, sizeof err), 0, "%s", err);
@@ -110,7 +95,7 @@ Test(metrics, lines_read_back)
         cr_assert(l > 2 && lines[i][0] == '{' && lines[i][l - 2] == '}' && lines[i][l - 1] == '\n',
                   "line %d is one object per line: %s", i, lines[i]);
     }
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -133,7 +118,7 @@ Test(metrics, json_reader_is_not_fooled)
 
 Test(metrics, resume_trims_lost_steps_and_torn_line)
 {
-    char *dir = make_tmpdir(), err[512], path[4300], lines[32][1024];
+    char *dir = tt_tmpdir("met"), err[512], path[4300], lines[32][1024];
     train_metrics mt;
     cr_assert_eq(train_metrics_open(&mt, dir, -1, err, sizeof err), 0, "%s", err);
     for (int s = 1; s <= 10; s++) {
@@ -170,13 +155,13 @@ Test(metrics, resume_trims_lost_steps_and_torn_line)
     struct stat st;
     cr_assert_eq(stat(path, &st), 0);
     cr_assert_eq(st.st_size, 0);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
 Test(metrics, run_json_written_once)
 {
-    char *dir = make_tmpdir(), err[512], path[4300];
+    char *dir = tt_tmpdir("met"), err[512], path[4300];
     char *argv[] = {"twotower", "train", "--cpu", "--seed", "7", NULL};
     train_run_info info = {5, argv, "0.1.0", "v0.1.0-3-gabc", "cpu", 7, {2, 10, 2, 67, 3, 8},
                            "\"epochs\": 90"};
@@ -204,7 +189,7 @@ Test(metrics, run_json_written_once)
     buf[n2] = 0;
     fclose(f);
     cr_assert(strstr(buf, "\"seed\": 7") && n2 == n);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -369,7 +354,7 @@ Test(plot, draws_a_png, .timeout = 60)
 {
     if (!have_gnuplot())
         cr_skip_test("gnuplot is not installed (Debian: gnuplot-nox)");
-    char *dir = make_tmpdir(), err[1024], png[4300];
+    char *dir = tt_tmpdir("met"), err[1024], png[4300];
     write_run(dir, 1);
     cr_assert_eq(train_plot_run(dir, NULL, 0, NULL, err, sizeof err), 0, "%s", err);
     snprintf(png, sizeof png, "%s/curves.png", dir);
@@ -383,22 +368,22 @@ Test(plot, draws_a_png, .timeout = 60)
     cr_assert_eq(memcmp(sig, "\x89PNG\r\n\x1a\n", 8), 0, "not a PNG");
     cr_assert(size > 10000, "a PNG of %ld bytes is too small to hold three panels", size);
     /* -o elsewhere and against the step; train-only runs plot too */
-    char *dir2 = make_tmpdir();
+    char *dir2 = tt_tmpdir("met");
     write_run(dir2, 0);
     snprintf(png, sizeof png, "%s/other.png", dir2);
     char *argv[] = {"plot", dir2, "-o", png, "--x", "step", NULL};
     cr_assert_eq(train_plot_main(6, argv), 0);
     struct stat st;
     cr_assert(stat(png, &st) == 0 && st.st_size > 5000);
-    rm_tree(dir);
-    rm_tree(dir2);
+    tt_rmtree(dir);
+    tt_rmtree(dir2);
     free(dir);
     free(dir2);
 }
 
 Test(plot, fails_clearly)
 {
-    char *dir = make_tmpdir(), err[1024];
+    char *dir = tt_tmpdir("met"), err[1024];
     /* no metrics at all */
     cr_assert_eq(train_plot_run(dir, NULL, 0, NULL, err, sizeof err), -1);
     cr_assert(strstr(err, "metrics.jsonl") && strstr(err, dir), "%s", err);
@@ -418,6 +403,6 @@ Test(plot, fails_clearly)
     char *a2[] = {"plot", dir, "--x", "time", NULL};
     cr_assert_eq(train_plot_main(1, a1), 2);
     cr_assert_eq(train_plot_main(4, a2), 2);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }

@@ -15,28 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/train.h"
 
 static const tower_config TINY = {2, 10, 2, 67, 3, 8};
 #define N_STEPS 8
-
-static char *make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-    char *p = malloc(4096);
-    snprintf(p, 4096, "%s/tt-resume-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(p));
-    return p;
-}
-
-static void rm_tree(const char *dir)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
 
 /* The batch of a step: a function of (data seed, step) only, like the loader's cursor. */
 static void make_batch(uint64_t data_seed, int64_t step, float *x, int32_t *y)
@@ -97,7 +82,7 @@ Test(resume, model_resume_is_bit_identical, .timeout = 120)
     cr_assert(s_a.drops >= 1, "the schedule dropped during the run");
 
     /* half, checkpoint, forget everything, resume, second half */
-    char *dir = make_tmpdir();
+    char *dir = tt_tmpdir("resume");
     model b;
     cr_assert_eq(model_init(&b, &TINY, &cpu, seed, err, sizeof err), 0, "%s", err);
     train_steps(&b, &s_b, data_seed, 0, N_STEPS / 2, lb);
@@ -143,7 +128,7 @@ Test(resume, model_resume_is_bit_identical, .timeout = 120)
     }
     model_free(&a);
     model_free(&c);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -189,7 +174,7 @@ static char *start_runs(char a[4200], char b[4200])
 {
     if (!have_fmnist())
         cr_skip_test("no Fashion-MNIST at " FMNIST " (Debian: dataset-fashion-mnist)");
-    char *dir = make_tmpdir();
+    char *dir = tt_tmpdir("resume");
     snprintf(a, 4200, "%s/a", dir);
     snprintf(b, 4200, "%s/b", dir);
     return dir;
@@ -308,7 +293,7 @@ Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
     cr_assert_eq(train_run(&o), 0, "resumed second epoch");
     assert_same_runs(a, b, 32 + 2);
     assert_same_final_ckpt(a, b, 32);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -362,7 +347,7 @@ Test(resume, events_carry_their_step_and_are_not_repeated, .timeout = 240)
     cr_assert_eq(train_run(&o), 0, "resumed from step 10");
     cr_assert_eq(schedule_events(a, again, 64), n, "the events after step 10 were repeated");
     for (int i = 0; i < n; i++) cr_assert_str_eq(again[i], first[i], "event %d", i);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -408,7 +393,7 @@ Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
         free(p[t]);
         free(v[t]);
     }
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -447,7 +432,7 @@ Test(resume, checkpoint_settings_win_and_conflicts_are_refused, .timeout = 240)
     cr_assert_eq(train_run(&o), 0, "resumed with defaults");
     assert_same_runs(a, b, 32 + 2);
     assert_same_final_ckpt(a, b, 32);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }
 
@@ -518,6 +503,6 @@ Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 24
     cr_assert_eq(train_run(&o), 0, "resumed run");
     assert_same_runs(a, b, 32 + 2);
     assert_same_final_ckpt(a, b, 32);
-    rm_tree(dir);
+    tt_rmtree(dir);
     free(dir);
 }

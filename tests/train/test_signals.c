@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "train/signals.h"
 
 static void sleep_ms(int ms)
@@ -131,15 +132,6 @@ static void child_loop(const char *dir, int slow_ckpt_ms)
     _exit(94);
 }
 
-static char *make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-    char *p = malloc(4096);
-    snprintf(p, 4096, "%s/tt-sig-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(p));
-    return p;
-}
-
 static void wait_for_file(const char *p)
 {
     for (int i = 0; i < 2000 && !file_exists(p); i++)
@@ -149,7 +141,7 @@ static void wait_for_file(const char *p)
 
 Test(signals, external_sigint_finishes_step_and_checkpoints)
 {
-    char *dir = make_tmpdir(), marker[4200], fin[4200], tmp[4300];
+    char *dir = tt_tmpdir("sig"), marker[4200], fin[4200], tmp[4300];
     snprintf(marker, sizeof marker, "%s/running", dir);
     snprintf(fin, sizeof fin, "%s/ckpt-00000001.ttc", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", fin);
@@ -172,7 +164,7 @@ Test(signals, external_sigint_finishes_step_and_checkpoints)
 
 Test(signals, second_sigterm_during_checkpoint_leaves_only_tmp)
 {
-    char *dir = make_tmpdir(), marker[4200], fin[4200], tmp[4300];
+    char *dir = tt_tmpdir("sig"), marker[4200], fin[4200], tmp[4300];
     snprintf(marker, sizeof marker, "%s/running", dir);
     snprintf(fin, sizeof fin, "%s/ckpt-00000001.ttc", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", fin);
