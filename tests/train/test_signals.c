@@ -139,17 +139,28 @@ static void wait_for_file(const char *p)
     cr_assert(file_exists(p), "%s never appeared", p);
 }
 
-Test(signals, external_sigint_finishes_step_and_checkpoints)
+/* A training stand-in in a child process (child_loop, checkpoint writes of write_ms ms)
+ * in a fresh folder *dir; returns its pid once it is running. marker, fin and tmp get
+ * the paths of its "running" file, its checkpoint and that checkpoint's .tmp. */
+static pid_t start_child(char **dir, char marker[4200], char fin[4200], char tmp[4300],
+                         int write_ms)
 {
-    char *dir = tt_tmpdir("sig"), marker[4200], fin[4200], tmp[4300];
-    snprintf(marker, sizeof marker, "%s/running", dir);
-    snprintf(fin, sizeof fin, "%s/ckpt-00000001.ttc", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", fin);
+    *dir = tt_tmpdir("sig");
+    snprintf(marker, 4200, "%s/running", *dir);
+    snprintf(fin, 4200, "%s/ckpt-00000001.ttc", *dir);
+    snprintf(tmp, 4300, "%s.tmp", fin);
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0)
-        child_loop(dir, 1);
+        child_loop(*dir, write_ms);
     wait_for_file(marker);
+    return pid;
+}
+
+Test(signals, external_sigint_finishes_step_and_checkpoints)
+{
+    char *dir, marker[4200], fin[4200], tmp[4300];
+    pid_t pid = start_child(&dir, marker, fin, tmp, 1);
     cr_assert_eq(kill(pid, SIGINT), 0);
     int st = wait_child(pid, 10000);
     cr_assert(WIFEXITED(st));
@@ -164,15 +175,8 @@ Test(signals, external_sigint_finishes_step_and_checkpoints)
 
 Test(signals, second_sigterm_during_checkpoint_leaves_only_tmp)
 {
-    char *dir = tt_tmpdir("sig"), marker[4200], fin[4200], tmp[4300];
-    snprintf(marker, sizeof marker, "%s/running", dir);
-    snprintf(fin, sizeof fin, "%s/ckpt-00000001.ttc", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", fin);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0)
-        child_loop(dir, 200); /* a 2 s checkpoint write */
-    wait_for_file(marker);
+    char *dir, marker[4200], fin[4200], tmp[4300];
+    pid_t pid = start_child(&dir, marker, fin, tmp, 200); /* a 2 s checkpoint write */
     cr_assert_eq(kill(pid, SIGTERM), 0);
     wait_for_file(tmp); /* the write has begun */
     cr_assert_eq(kill(pid, SIGTERM), 0);
