@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "data/data_internal.h"
-#include "tower/tower.h"
+#include "base/base.h"
 
 #define DATA_SALT_AUG 0x6175676d656e7461ull /* "augmenta" */
 
@@ -70,32 +70,24 @@ void data_augment_cpu(float *x, const uint8_t *crops, const float *mean,
     }
 }
 
-/* N(0,1) by Box-Muller from two counters; u1 in (0, 1] so the log is finite */
-static double normal_pair(uint64_t key, uint64_t i, int second)
-{
-    double u1 = ((double)(tower_rng_mix(key, i) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(tower_rng_mix(key, i + 1) >> 11) * (1.0 / 9007199254740992.0);
-    double r = sqrt(-2.0 * log(u1));
-    return second ? r * sin(2.0 * M_PI * u2) : r * cos(2.0 * M_PI * u2);
-}
-
 /* floor(u * range) with u the top 32 bits of a counter draw */
 static int draw_below(uint64_t key, uint64_t i, int range)
 {
-    return (int)(((tower_rng_mix(key, i) >> 32) * (uint64_t)range) >> 32);
+    return (int)(((base_rng_mix(key, i) >> 32) * (uint64_t)range) >> 32);
 }
 
 void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, int64_t pos,
                           int64_t idx, int crop, uint8_t *crop_dst, data_aug_params *p,
                           data_scratch *sc)
 {
-    uint64_t key = tower_rng_mix(tower_rng_mix(seed ^ DATA_SALT_AUG, (uint64_t)epoch),
+    uint64_t key = base_rng_mix(base_rng_mix(seed ^ DATA_SALT_AUG, (uint64_t)epoch),
                                  (uint64_t)pos);
     int range = DATA_SIZE - crop + 1;
     p->oy = draw_below(key, 0, range);
     p->ox = draw_below(key, 1, range);
-    p->mirror = (int32_t)(tower_rng_mix(key, 2) >> 63);
-    double alpha[3] = {normal_pair(key, 3, 0), normal_pair(key, 3, 1), normal_pair(key, 5, 0)};
+    p->mirror = (int32_t)(base_rng_mix(key, 2) >> 63);
+    double alpha[3] = {base_rng_normal(key, 3, 0), base_rng_normal(key, 3, 1),
+                       base_rng_normal(key, 5, 0)};
     for (int c = 0; c < 3; c++) {
         double v = 0;
         for (int i = 0; i < 3; i++)

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "data/data_internal.h"
-#include "tower/tower.h"
+#include "base/base.h"
 
 typedef struct {
     char *path;     /* file, or NULL for an IDX image */
@@ -186,9 +186,9 @@ static int cmp_order(const void *a, const void *b)
 static void keep_seeded_subset(item_list *l, int64_t limit, uint64_t seed)
 {
     if (limit >= l->n) return;
-    uint64_t key = tower_rng_mix(seed ^ 0x6c696d6974ull /* "limit" */, (uint64_t)l->n);
+    uint64_t key = base_rng_mix(seed ^ 0x6c696d6974ull /* "limit" */, (uint64_t)l->n);
     for (int64_t i = l->n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(((tower_rng_mix(key, (uint64_t)i) >> 32) * (uint64_t)(i + 1)) >> 32);
+        int64_t j = (int64_t)(((base_rng_mix(key, (uint64_t)i) >> 32) * (uint64_t)(i + 1)) >> 32);
         prep_item t = l->v[i];
         l->v[i] = l->v[j];
         l->v[j] = t;
@@ -215,9 +215,9 @@ static int split_by_seed(item_list *all, item_list *train, item_list *val, int c
             return data_fail(err, errlen, "out of memory for the split");
         for (int64_t i = 0; i < n; i++)
             perm[i] = i;
-        uint64_t key = tower_rng_mix(seed ^ 0x73706c6974ull /* "split" */, (uint64_t)c);
+        uint64_t key = base_rng_mix(seed ^ 0x73706c6974ull /* "split" */, (uint64_t)c);
         for (int64_t i = n - 1; i > 0; i--) {
-            int64_t j = (int64_t)(((tower_rng_mix(key, (uint64_t)i) >> 32) * (uint64_t)(i + 1)) >> 32);
+            int64_t j = (int64_t)(((base_rng_mix(key, (uint64_t)i) >> 32) * (uint64_t)(i + 1)) >> 32);
             int64_t t = perm[i];
             perm[i] = perm[j];
             perm[j] = t;

@@ -11,7 +11,7 @@
 #include <zlib.h>
 
 #include "data/data_internal.h"
-#include "tower/tower.h"
+#include "base/base.h"
 
 const char *const data_fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
                                             "Coat",        "Sandal",  "Shirt",    "Sneaker",
@@ -451,12 +451,12 @@ int data_image(const data_source *s, int64_t i, uint8_t *dst, char *err, size_t 
 
 static void make_perm(uint32_t *perm, int64_t n, uint64_t seed, int64_t epoch)
 {
-    uint64_t key = tower_rng_mix(seed ^ DATA_SALT_PERM, (uint64_t)epoch);
+    uint64_t key = base_rng_mix(seed ^ DATA_SALT_PERM, (uint64_t)epoch);
     for (int64_t i = 0; i < n; i++)
         perm[i] = (uint32_t)i;
     /* Fisher-Yates; j = floor(u * (i + 1)) from the top 32 bits (n < 2^32) */
     for (int64_t i = n - 1; i > 0; i--) {
-        uint64_t u = tower_rng_mix(key, (uint64_t)i) >> 32;
+        uint64_t u = base_rng_mix(key, (uint64_t)i) >> 32;
         int64_t j = (int64_t)((u * (uint64_t)(i + 1)) >> 32);
         uint32_t t = perm[i];
         perm[i] = perm[j];

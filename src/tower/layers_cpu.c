@@ -20,15 +20,6 @@
 #define RLOG logf
 #endif
 
-double tower_rng_normal(uint64_t key, uint64_t index)
-{
-    /* Box-Muller on two 53-bit uniforms; u1 in (0, 1] so log(u1) is finite. */
-    uint64_t a = tower_rng_mix(key, 2 * index), c = tower_rng_mix(key, 2 * index + 1);
-    double u1 = ((double)(a >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(c >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 int tower_conv_out(int n, int k, int stride, int pad)
 {
     int span = n + 2 * pad - k;
@@ -291,13 +282,13 @@ void tower_dropout_forward(real *out, const real *in, size_t n, real p, uint64_t
         return;
     }
     float pf = (float)p;
-    for (size_t i = 0; i < n; i++) out[i] = tower_rng_uniform(key, i) >= pf ? in[i] : 0;
+    for (size_t i = 0; i < n; i++) out[i] = base_rng_uniform(key, i) >= pf ? in[i] : 0;
 }
 
 void tower_dropout_backward(real *din, const real *dout, size_t n, real p, uint64_t key)
 {
     float pf = (float)p;
-    for (size_t i = 0; i < n; i++) din[i] = tower_rng_uniform(key, i) >= pf ? dout[i] : 0;
+    for (size_t i = 0; i < n; i++) din[i] = base_rng_uniform(key, i) >= pf ? dout[i] : 0;
 }
 
 static size_t logit_at(int b, int c, int B, int Vt)

@@ -89,23 +89,23 @@ int tower_plan_make(tower_plan *plan, const tower_config *cfg, char *err, size_t
 
 uint64_t tower_step_key(uint64_t seed, int64_t step, int tower_index)
 {
-    return tower_rng_mix(tower_rng_mix(seed ^ 0x64726f706f7574ull, (uint64_t)step),
+    return base_rng_mix(base_rng_mix(seed ^ 0x64726f706f7574ull, (uint64_t)step),
                          (uint64_t)tower_index);
 }
 
 uint64_t tower_layer_key(uint64_t step_key, int layer)
 {
-    return tower_rng_mix(step_key, (uint64_t)layer);
+    return base_rng_mix(step_key, (uint64_t)layer);
 }
 
 void tower_init_params(real *params, const tower_plan *plan, int index, uint64_t seed)
 {
     for (int l = 0; l < TOWER_LAYERS; l++) {
         const tower_layer_shape *L = &plan->layer[l];
-        uint64_t key = tower_rng_mix(seed ^ 0x696e6974ull, (uint64_t)(index * 64 + l));
+        uint64_t key = base_rng_mix(seed ^ 0x696e6974ull, (uint64_t)(index * 64 + l));
         real *w = params + L->w_off, *b = params + L->b_off;
         for (size_t i = 0; i < L->w_count; i++)
-            w[i] = (real)(TOWER_INIT_STD * tower_rng_normal(key, i));
+            w[i] = (real)(TOWER_INIT_STD * base_rng_normal(key, 2 * (uint64_t)i, 0));
         for (size_t i = 0; i < L->b_count; i++) b[i] = (real)tower_alexnet2012[l].bias_init;
     }
 }

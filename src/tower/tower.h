@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/base.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -36,30 +38,8 @@ typedef float real;
 #define TOWER_DROPOUT_P 0.5
 #define TOWER_INIT_STD 0.01
 
-/* ---- counter-based random numbers --------------------------------------------------
- * Every random number in twotower is a pure function of (key, index), so the CPU and
- * the GPU draw the same dropout masks and augmentation, and nothing is stored for
- * backward. splitmix64 finaliser; both functions are tiny and also compiled by nvcc. */
-#if defined(__CUDACC__)
-#define TOWER_HD __host__ __device__ static inline
-#else
-#define TOWER_HD static inline
-#endif
-TOWER_HD uint64_t tower_rng_mix(uint64_t key, uint64_t index)
-{
-    uint64_t z = key + 0x9e3779b97f4a7c15ull * (index + 1ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-/* uniform in [0, 1) with 24 bits, exact in float */
-TOWER_HD float tower_rng_uniform(uint64_t key, uint64_t index)
-{
-    return (float)(tower_rng_mix(key, index) >> 40) * (1.0f / 16777216.0f);
-}
-
-/* Gaussian N(0,1) from two counters (Box-Muller, double: used on the host only). */
-double tower_rng_normal(uint64_t key, uint64_t index);
+/* The counter-based random numbers (base_rng_mix, base_rng_uniform, base_rng_normal)
+ * are in base/base.h: every random number derives from (key, index). */
 
 /* ---- layers: CPU backend (layers_cpu.c) ------------------------------------------- */
 
@@ -114,7 +94,7 @@ void tower_maxpool_backward(real *din, const real *dout, const int32_t *idx,
                             int B, int C, int H, int W, int K, int S);
 
 /* Dropout as the paper does it: training keeps a unit when
- * tower_rng_uniform(key, i) >= p and multiplies it by 1 (no rescale); evaluation
+ * base_rng_uniform(key, i) >= p and multiplies it by 1 (no rescale); evaluation
  * multiplies every unit by (1 - p). The mask is recomputed from key in backward.
  * out may alias in. */
 void tower_dropout_forward(real *out, const real *in, size_t n, real p, uint64_t key,

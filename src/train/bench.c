@@ -277,26 +277,26 @@ static void bench_data_free(bench_data *d)
  * flags, lighting offsets of the size PCA lighting gives (a few pixel units), labels. */
 static void bench_data_fill(bench_data *d, int classes, uint64_t seed)
 {
-    uint64_t key = tower_rng_mix(seed ^ 0x62656e6368ull, 0); /* "bench" */
+    uint64_t key = base_rng_mix(seed ^ 0x62656e6368ull, 0); /* "bench" */
     size_t n = (size_t)d->nb * d->B * d->S * d->S * 3;
     for (size_t i = 0; i < n; i += 8) {
-        uint64_t r = tower_rng_mix(key, i / 8);
+        uint64_t r = base_rng_mix(key, i / 8);
         for (size_t j = 0; j < 8 && i + j < n; j++) d->crops[i + j] = (uint8_t)(r >> (8 * j));
     }
-    uint64_t kp = tower_rng_mix(key, 1ull << 62);
+    uint64_t kp = base_rng_mix(key, 1ull << 62);
     int span = DATA_SIZE - d->S + 1;
     for (int i = 0; i < d->nb * d->B; i++) {
-        uint64_t r = tower_rng_mix(kp, (uint64_t)i);
+        uint64_t r = base_rng_mix(kp, (uint64_t)i);
         data_aug_params *q = &d->params[i];
         q->oy = (int32_t)((r & 0xffff) % (uint64_t)span);
         q->ox = (int32_t)(((r >> 16) & 0xffff) % (uint64_t)span);
         q->mirror = (int32_t)((r >> 32) & 1);
         for (int c = 0; c < 3; c++)
-            q->rgb[c] = 20.0f * tower_rng_uniform(kp ^ 0x7267ull, (uint64_t)(3 * i + c)) - 10.0f;
-        d->labels[i] = (int32_t)(tower_rng_mix(kp ^ 0x6c6162ull, (uint64_t)i) % (uint64_t)classes);
+            q->rgb[c] = 20.0f * base_rng_uniform(kp ^ 0x7267ull, (uint64_t)(3 * i + c)) - 10.0f;
+        d->labels[i] = (int32_t)(base_rng_mix(kp ^ 0x6c6162ull, (uint64_t)i) % (uint64_t)classes);
     }
     for (size_t i = 0; i < DATA_IMAGE_BYTES; i++)
-        d->mean[i] = 100.0f + 50.0f * tower_rng_uniform(key ^ 0x6d65616eull, i);
+        d->mean[i] = 100.0f + 50.0f * base_rng_uniform(key ^ 0x6d65616eull, i);
 }
 
 static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char *err,

@@ -17,12 +17,12 @@ void train_dump_batch(float *x, int32_t *labels, const tower_config *cfg, uint64
 {
     /* keys of their own ("dump", 0/1), so the batch never shares draws with init or
      * dropout */
-    uint64_t kx = tower_rng_mix(seed ^ 0x64756d70ull, 0), kl = tower_rng_mix(seed ^ 0x64756d70ull, 1);
+    uint64_t kx = base_rng_mix(seed ^ 0x64756d70ull, 0), kl = base_rng_mix(seed ^ 0x64756d70ull, 1);
     size_t n = (size_t)cfg->batch * cfg->in_ch * cfg->in_size * cfg->in_size;
     for (size_t i = 0; i < n; i++)
-        x[i] = 255.0f * tower_rng_uniform(kx, i) - 127.5f;
+        x[i] = 255.0f * base_rng_uniform(kx, i) - 127.5f;
     for (int b = 0; b < cfg->batch; b++)
-        labels[b] = (int32_t)(tower_rng_mix(kl, (uint64_t)b) % (uint64_t)cfg->classes);
+        labels[b] = (int32_t)(base_rng_mix(kl, (uint64_t)b) % (uint64_t)cfg->classes);
 }
 
 /* Tower 0's copy of the gathered logits (T, B, Vt), wherever the tower lives. */
@@ -102,7 +102,7 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
         nn += 2 * TOWER_LAYERS;
     }
     /* the masks tower_dropout_forward applied: keep unit i when
-     * tower_rng_uniform(tower_layer_key(dropout_key, l), i) >= p, i = b * out_ch + j */
+     * base_rng_uniform(tower_layer_key(dropout_key, l), i) >= p, i = b * out_ch + j */
     float *mk = masks;
     for (int t = 0; t < T; t++)
         for (int l = 0; l < TOWER_LAYERS; l++) {
@@ -111,7 +111,7 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
             uint64_t key = tower_layer_key(m->tw[t].dropout_key, l);
             float p = (float)TOWER_DROPOUT_P;
             for (size_t i = 0; i < mask_n[l]; i++)
-                mk[i] = tower_rng_uniform(key, i) >= p ? 1.0f : 0.0f;
+                mk[i] = base_rng_uniform(key, i) >= p ? 1.0f : 0.0f;
             snprintf(names[nn], TRAIN_EXPORT_NAME_MAX, "mask.tower%d.%s", t,
                      tower_alexnet2012[l].name);
             tens[nt++] = (st_tensor){names[nn++], "F32", 2, {B, m->plan.layer[l].out_ch}, mk};

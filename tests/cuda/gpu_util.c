@@ -54,7 +54,7 @@ float *tt_host_alloc(size_t n)
 
 void tt_fill_normal(float *x, size_t n, uint64_t key, float scale)
 {
-    for (size_t i = 0; i < n; i++) x[i] = scale * (float)tower_rng_normal(key, i);
+    for (size_t i = 0; i < n; i++) x[i] = scale * (float)base_rng_normal(key, 2 * (uint64_t)i, 0);
 }
 
 int tt_compare(const char *what, const float *got, const float *ref, size_t n, double tol)

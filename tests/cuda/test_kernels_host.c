@@ -28,7 +28,7 @@ static float *fnew(size_t n)
 static float *frand(size_t n, uint64_t key, float scale)
 {
     float *p = fnew(n);
-    for (size_t i = 0; i < n; i++) p[i] = scale * (float)tower_rng_normal(key, i);
+    for (size_t i = 0; i < n; i++) p[i] = scale * (float)base_rng_normal(key, 2 * (uint64_t)i, 0);
     return p;
 }
 

@@ -31,7 +31,7 @@ static void make_batch(const tower_config *cfg, float **x, int32_t **labels, uin
     *labels = calloc((size_t)cfg->batch, sizeof(int32_t));
     cr_assert_not_null(*labels);
     for (int b = 0; b < cfg->batch; b++)
-        (*labels)[b] = (int32_t)(tower_rng_mix(key + 1, (uint64_t)b) % (uint64_t)cfg->classes);
+        (*labels)[b] = (int32_t)(base_rng_mix(key + 1, (uint64_t)b) % (uint64_t)cfg->classes);
 }
 
 static void init_or_fail(model *m, const tower_config *cfg, model_placement place,

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "tower/tower.h" /* tower_rng_uniform: the dropout mask is part of the spec */
+#include "tower/tower.h" /* base_rng_uniform: the dropout mask is part of the spec */
 
 static int ref_out_size(int n, int k, int stride, int pad)
 {
@@ -250,7 +250,7 @@ void ref_dropout_forward(double *out, const double *in, size_t n, double p, uint
 {
     for (size_t i = 0; i < n; i++) {
         if (train)
-            out[i] = (double)tower_rng_uniform(key, i) >= p ? in[i] : 0.0;
+            out[i] = (double)base_rng_uniform(key, i) >= p ? in[i] : 0.0;
         else
             out[i] = in[i] * (1.0 - p);
     }
@@ -259,7 +259,7 @@ void ref_dropout_forward(double *out, const double *in, size_t n, double p, uint
 void ref_dropout_backward(double *din, const double *dout, size_t n, double p, uint64_t key)
 {
     for (size_t i = 0; i < n; i++)
-        din[i] = (double)tower_rng_uniform(key, i) >= p ? dout[i] : 0.0;
+        din[i] = (double)base_rng_uniform(key, i) >= p ? dout[i] : 0.0;
 }
 
 /* Address of class c of sample b in the gathered (T, B, Vt) layout. */

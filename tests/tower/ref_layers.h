@@ -46,7 +46,7 @@ void ref_maxpool_forward(double *out, int32_t *idx, const double *in, int B, int
 void ref_maxpool_backward(double *din, const double *dout, const double *in, int B, int C,
                           int H, int W, int K, int S);
 
-/* Paper dropout: keep unit i when tower_rng_uniform(key, i) >= p, no rescale;
+/* Paper dropout: keep unit i when base_rng_uniform(key, i) >= p, no rescale;
  * evaluation multiplies by (1 - p). */
 void ref_dropout_forward(double *out, const double *in, size_t n, double p, uint64_t key,
                          int train);

@@ -27,11 +27,11 @@ static const tower_config TINY = {2, 10, 2, 67, 3, 8};
 static void make_batch(uint64_t data_seed, int64_t step, float *x, int32_t *y)
 {
     size_t n = (size_t)TINY.batch * TINY.in_ch * TINY.in_size * TINY.in_size;
-    uint64_t key = tower_rng_mix(data_seed, (uint64_t)step);
+    uint64_t key = base_rng_mix(data_seed, (uint64_t)step);
     for (size_t i = 0; i < n; i++)
-        x[i] = tower_rng_uniform(key, i) - 0.5f;
+        x[i] = base_rng_uniform(key, i) - 0.5f;
     for (int b = 0; b < TINY.batch; b++)
-        y[b] = (int32_t)(tower_rng_mix(key, n + (uint64_t)b) % (uint64_t)TINY.classes);
+        y[b] = (int32_t)(base_rng_mix(key, n + (uint64_t)b) % (uint64_t)TINY.classes);
 }
 
 /* Runs steps [from, to) with the schedule driving the rate; a made-up validation error

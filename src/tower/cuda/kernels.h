@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tower/tower.h" /* TOWER_HD, tower_rng_uniform */
+#include "tower/tower.h" /* BASE_HD, base_rng_uniform */
 
 /* Exactly rounded float operations: nvcc would otherwise fuse a*b+c into an FMA; the host
  * compiler (x86-64 without -mfma) rounds every operation already. */
@@ -36,7 +36,7 @@ typedef struct {
     int ld_first, ld_second;
 } tower_k_gemm;
 
-TOWER_HD tower_k_gemm tower_k_gemm_rm(int trans_a, int trans_b, int m, int n, int k,
+BASE_HD tower_k_gemm tower_k_gemm_rm(int trans_a, int trans_b, int m, int n, int k,
                                       const float *A, int lda, const float *B, int ldb)
 {
     tower_k_gemm g;
@@ -56,7 +56,7 @@ TOWER_HD tower_k_gemm tower_k_gemm_rm(int trans_a, int trans_b, int m, int n, in
 
 /* col (Ci*K*K, Ho*Wo) of one image, element i: row r = (c, kh, kw), column p = (oh, ow);
  * the pixel of in (Ci, H, W) that tap (kh, kw) sees at p, 0 in the padding. */
-TOWER_HD float tower_k_im2col(const float *in, size_t i, int H, int W, int K, int S, int P,
+BASE_HD float tower_k_im2col(const float *in, size_t i, int H, int W, int K, int S, int P,
                               int Ho, int Wo)
 {
     size_t HWo = (size_t)Ho * Wo, r = i / HWo, p = i % HWo;
@@ -69,7 +69,7 @@ TOWER_HD float tower_k_im2col(const float *in, size_t i, int H, int W, int K, in
  * + the col entries that came from pixel i. A tap (kh, kw) reaches a pixel from at most
  * one output position, so the sum runs over (kh, kw) in order: the order in which
  * layers_cpu.c's col2im adds them. */
-TOWER_HD float tower_k_col2im(const float *col, size_t ld, float start, size_t i, int H, int W,
+BASE_HD float tower_k_col2im(const float *col, size_t ld, float start, size_t i, int H, int W,
                               int K, int S, int P, int Ho, int Wo)
 {
     int c = (int)(i / ((size_t)H * W)), ih = (int)(i / W % H), iw = (int)(i % W);
@@ -100,13 +100,13 @@ TOWER_HD float tower_k_col2im(const float *col, size_t ld, float start, size_t i
 /* Floats of scratch a chunk of `images` images needs: its col (Ci*K*K, images*HWo), the
  * (Co, images*HWo) product or output gradient after it, then images*HWo ones (the vector
  * the bias-gradient GEMV sums each row of the output gradient with). */
-TOWER_HD size_t tower_k_conv_scratch_size(int Ci, int Co, int K, int Ho, int Wo, int images)
+BASE_HD size_t tower_k_conv_scratch_size(int Ci, int Co, int K, int Ho, int Wo, int images)
 {
     return (size_t)images * ((size_t)Ci * K * K + (size_t)Co + 1) * Ho * Wo;
 }
 
 /* col element i of the chunk starting at image `in` (nb images of Ci*H*W) */
-TOWER_HD float tower_k_im2col_chunk(const float *in, size_t i, int nb, int Ci, int H, int W,
+BASE_HD float tower_k_im2col_chunk(const float *in, size_t i, int nb, int Ci, int H, int W,
                                     int K, int S, int P, int Ho, int Wo)
 {
     size_t HWo = (size_t)Ho * Wo, nq = (size_t)nb * HWo;
@@ -116,7 +116,7 @@ TOWER_HD float tower_k_im2col_chunk(const float *in, size_t i, int nb, int Ci, i
 
 /* Element i of din (nb, Ci, H, W): start + the entries of the chunk's col that came from
  * it (tower_k_col2im on image n's columns, row stride nb*HWo). */
-TOWER_HD float tower_k_col2im_chunk(const float *col, float start, size_t i, int nb, int Ci,
+BASE_HD float tower_k_col2im_chunk(const float *col, float start, size_t i, int nb, int Ci,
                                     int H, int W, int K, int S, int P, int Ho, int Wo)
 {
     size_t HWo = (size_t)Ho * Wo, nin = (size_t)Ci * H * W;
@@ -125,7 +125,7 @@ TOWER_HD float tower_k_col2im_chunk(const float *col, float start, size_t i, int
 }
 
 /* Where element i of an (nb, C, HW) tensor sits in its (C, nb*HW) transpose. */
-TOWER_HD size_t tower_k_cnhw_of(size_t i, int nb, int C, size_t HW)
+BASE_HD size_t tower_k_cnhw_of(size_t i, int nb, int C, size_t HW)
 {
     size_t chw = (size_t)C * HW, n = i / chw, c = i % chw / HW, p = i % HW;
     return (c * nb + n) * HW + p;
@@ -134,7 +134,7 @@ TOWER_HD size_t tower_k_cnhw_of(size_t i, int nb, int C, size_t HW)
 /* Conv output element i of the chunk (nb, Co, HWo): the GEMM's product (Co, nb*HWo), plus
  * the earlier value when accumulating (a second source tower), plus the bias if any:
  * the CPU's order (GEMM with beta, then the bias). */
-TOWER_HD float tower_k_conv_out(const float *prod, const float *prev, const float *b,
+BASE_HD float tower_k_conv_out(const float *prod, const float *prev, const float *b,
                                 size_t i, int nb, int Co, size_t HWo, int accumulate)
 {
     float y = prod[tower_k_cnhw_of(i, nb, Co, HWo)];
@@ -144,15 +144,15 @@ TOWER_HD float tower_k_conv_out(const float *prod, const float *prev, const floa
 }
 
 /* ReLU and its gradient given the ReLU's output, as layers_cpu.c computes them. */
-TOWER_HD float tower_k_relu(float x) { return x > 0.0f ? x : 0.0f; }
-TOWER_HD float tower_k_relu_grad(float dout, float out) { return out > 0.0f ? dout : 0.0f; }
+BASE_HD float tower_k_relu(float x) { return x > 0.0f ? x : 0.0f; }
+BASE_HD float tower_k_relu_grad(float dout, float out) { return out > 0.0f ? dout : 0.0f; }
 
 /* The channel of element i of a (B, C, HW) tensor: which bias it gets. */
-TOWER_HD int tower_k_channel_of(size_t i, int C, size_t HW) { return (int)((i / HW) % C); }
+BASE_HD int tower_k_channel_of(size_t i, int C, size_t HW) { return (int)((i / HW) % C); }
 
 /* fc bias gradient of unit o: start + dout[0][o] + dout[1][o] + ... in batch order, as
  * layers_cpu.c adds them (bit-identical). */
-TOWER_HD float tower_k_fc_bias_grad(const float *dout, float start, int o, int B, int Cout)
+BASE_HD float tower_k_fc_bias_grad(const float *dout, float start, int o, int B, int Cout)
 {
     float s = start;
     for (int b = 0; b < B; b++) s += dout[(size_t)b * Cout + o];
@@ -163,7 +163,7 @@ TOWER_HD float tower_k_fc_bias_grad(const float *dout, float start, int o, int B
 
 /* Element i: writes scale[i] = k + alpha * sum of squares over the n channels around c
  * (in channel order) and returns out[i] = in[i] * scale^-beta. */
-TOWER_HD float tower_k_lrn_forward(float *scale, const float *in, size_t i, int C, int HW,
+BASE_HD float tower_k_lrn_forward(float *scale, const float *in, size_t i, int C, int HW,
                                    int half, float k, float alpha, float beta)
 {
     int c = (int)(i / HW % C);
@@ -180,7 +180,7 @@ TOWER_HD float tower_k_lrn_forward(float *scale, const float *in, size_t i, int 
 }
 
 /* din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_{|i-m| <= n/2} dout[i] out[i] / s[i] */
-TOWER_HD float tower_k_lrn_backward(const float *dout, const float *in, const float *out,
+BASE_HD float tower_k_lrn_backward(const float *dout, const float *in, const float *out,
                                     const float *scale, size_t i, int C, int HW, int half,
                                     float alpha, float beta)
 {
@@ -199,7 +199,7 @@ TOWER_HD float tower_k_lrn_backward(const float *dout, const float *in, const fl
 
 /* Output element i: the window scanned row-major keeping the first maximum (strict >);
  * *best gets its flat index h * W + w within the plane. */
-TOWER_HD float tower_k_maxpool_forward(const float *in, size_t i, int H, int W, int K, int S,
+BASE_HD float tower_k_maxpool_forward(const float *in, size_t i, int H, int W, int K, int S,
                                        int Ho, int Wo, int32_t *best_out)
 {
     size_t bc = i / ((size_t)Ho * Wo);
@@ -217,7 +217,7 @@ TOWER_HD float tower_k_maxpool_forward(const float *in, size_t i, int H, int W, 
 
 /* Input element i: the sum, in (oh, ow) order, of the dout of the windows whose recorded
  * maximum is this element (a gather: no atomics, deterministic). */
-TOWER_HD float tower_k_maxpool_backward(const float *dout, const int32_t *idx, size_t i,
+BASE_HD float tower_k_maxpool_backward(const float *dout, const int32_t *idx, size_t i,
                                         int H, int W, int K, int S, int Ho, int Wo)
 {
     size_t bc = i / ((size_t)H * W);
@@ -239,25 +239,25 @@ TOWER_HD float tower_k_maxpool_backward(const float *dout, const int32_t *idx, s
 
 /* ---- dropout: the counter-based mask of tower.h (the CPU's, bit for bit) ------------ */
 
-TOWER_HD float tower_k_dropout_forward(float x, size_t i, float p, uint64_t key, int train)
+BASE_HD float tower_k_dropout_forward(float x, size_t i, float p, uint64_t key, int train)
 {
-    return train ? (tower_rng_uniform(key, i) >= p ? x : 0.0f) : x * (1.0f - p);
+    return train ? (base_rng_uniform(key, i) >= p ? x : 0.0f) : x * (1.0f - p);
 }
 
-TOWER_HD float tower_k_dropout_backward(float dout, size_t i, float p, uint64_t key)
+BASE_HD float tower_k_dropout_backward(float dout, size_t i, float p, uint64_t key)
 {
-    return tower_rng_uniform(key, i) >= p ? dout : 0.0f;
+    return base_rng_uniform(key, i) >= p ? dout : 0.0f;
 }
 
 /* ---- softmax cross-entropy over gathered logits (T, B, Vt) ---------------------------- */
 
-TOWER_HD size_t tower_k_logit_at(int b, int c, int B, int Vt)
+BASE_HD size_t tower_k_logit_at(int b, int c, int B, int Vt)
 {
     return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
 }
 
 /* dlogits (B, Vt) element i of tower `slot`: (p - [c == label]) / B, as the CPU computes */
-TOWER_HD float tower_k_softmax_dlogit(const float *probs, const int32_t *labels, size_t i,
+BASE_HD float tower_k_softmax_dlogit(const float *probs, const int32_t *labels, size_t i,
                                       int B, int Vt, int slot)
 {
     float invB = 1.0f / (float)B;
@@ -268,7 +268,7 @@ TOWER_HD float tower_k_softmax_dlogit(const float *probs, const int32_t *labels,
 
 /* ---- SGD: v <- momentum v - wd lr w - lr g; w <- w + v (element i) -------------------
  * Every operation rounded on its own (TK_*), in layers_cpu.c's order: bit-identical. */
-TOWER_HD void tower_k_sgd(float *w, float *v, const float *g, size_t i, float lr,
+BASE_HD void tower_k_sgd(float *w, float *v, const float *g, size_t i, float lr,
                           float momentum, float wd)
 {
     float vi = TK_SUB(TK_SUB(TK_MUL(momentum, v[i]), TK_MUL(TK_MUL(wd, lr), w[i])),
@@ -284,14 +284,14 @@ typedef struct {
     size_t lo[TOWER_LAYERS], hi[TOWER_LAYERS];
 } tower_k_bias_ranges;
 
-TOWER_HD int tower_k_is_bias(const tower_k_bias_ranges *r, size_t i)
+BASE_HD int tower_k_is_bias(const tower_k_bias_ranges *r, size_t i)
 {
     for (int l = 0; l < TOWER_LAYERS; l++)
         if (i >= r->lo[l] && i < r->hi[l]) return 1;
     return 0;
 }
 
-TOWER_HD void tower_k_sgd_arena(float *w, float *v, const float *g, size_t i, float lr,
+BASE_HD void tower_k_sgd_arena(float *w, float *v, const float *g, size_t i, float lr,
                                 float momentum, float wd, const tower_k_bias_ranges *r)
 {
     tower_k_sgd(w, v, g, i, lr, momentum, tower_k_is_bias(r, i) ? 0.0f : wd);

@@ -395,7 +395,7 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
     LAUNCH_CHECK(maxpool_backward_kernel);
 }
 
-/* ---- dropout: one thread per element; the mask is tower_rng_uniform(key, i), the
+/* ---- dropout: one thread per element; the mask is base_rng_uniform(key, i), the
  * same pure function the CPU uses, so masks (and outputs) are bit-identical. ---------- */
 
 __global__ void dropout_forward_kernel(float *out, const float *in, size_t n, float p,
