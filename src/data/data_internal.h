@@ -193,4 +193,27 @@ int data_idx_load(const char *images_gz, const char *labels_gz, uint8_t **pixels
                   size_t errlen);
 extern const char *const data_fashion_names[10];
 
+/* ---- ILSVRC-2012's flat validation folder (val_labels.c) ----------------------------- */
+typedef struct {
+    char name[64]; /* file name without its extension: ILSVRC2012_val_00000001 */
+    int label;     /* index among the sorted train class names */
+} data_val_entry;
+
+typedef struct {
+    data_val_entry *e; /* (n) sorted by name */
+    uint8_t *seen;     /* (n) set by data_val_label_of: which entries found their image */
+    size_t n, cap;
+} data_val_labels;
+
+/* Reads a ground-truth file (the devkit's ILSVRC2012_validation_ground_truth.txt with
+ * `synsets` = its meta.mat or an "ID WNID" text file; LOC_val_solution.csv; or one WNID a
+ * line) and maps every WNID to its index in classes (nclasses sorted names). 0, or -1
+ * with err naming the file, the line and what is wrong. */
+int data_val_labels_load(const char *truth, const char *synsets, char *const *classes,
+                         int nclasses, data_val_labels *out, char *err, size_t errlen);
+/* The label of an image file name ("ILSVRC2012_val_00000001.JPEG"), or -1 when the
+ * ground truth does not list it. Marks the entry as seen. */
+int data_val_label_of(data_val_labels *v, const char *file_name);
+void data_val_labels_free(data_val_labels *v);
+
 #endif
