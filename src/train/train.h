@@ -11,6 +11,7 @@
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/dump.h"
+#include "train/figures.h"
 #include "train/export.h"
 #include "train/metrics.h"
 #include "train/plot.h"
