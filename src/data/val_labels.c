@@ -91,7 +91,8 @@ static int read_meta_mat(const char *path, char (*ids)[16], int max_id, char *er
     if (fd < 0) return data_fail(err, errlen, "%s", why);
     close(fd);
     mat_t *mat = Mat_Open(path, MAT_ACC_RDONLY);
-    if (!mat) return data_fail(err, errlen, "synset map %s: not a MATLAB file matio can read", path);
+    if (!mat)
+        return data_fail(err, errlen, "synset map %s: not a MATLAB file matio can read", path);
     matvar_t *syn = Mat_VarRead(mat, "synsets");
     int rc = 0;
     if (!syn || syn->class_type != MAT_C_STRUCT) {

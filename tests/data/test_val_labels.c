@@ -115,7 +115,8 @@ Test(val_labels, kaggle_csv_and_wnid_lines)
     char err[512];
     const char *csv = write_text("LOC_val_solution.csv",
                                  "ImageId,PredictionString\r\n"
-                                 "ILSVRC2012_val_00008726,n01443537 255 142 454 329 n01443537 44 21 322 295\r\n"
+                                 "ILSVRC2012_val_00008726,n01443537 255 142 454 329 "
+                                 "n01443537 44 21 322 295\r\n"
                                  "ILSVRC2012_val_00000001,n01484850 1 2 3 4\r\n");
     data_val_labels v;
     cr_assert_eq(data_val_labels_load(csv, NULL, classes, 3, &v, err, sizeof err), 0, "%s", err);
