@@ -70,11 +70,15 @@ int data_shard_parse(const uint8_t *buf, size_t n, int check_payload, data_shard
  * 0 magic "TTMETA01"  8 version  12 height  16 width  20 channels  24 classes
  * 28 shard size  32 n_train (u64)  40 n_val (u64)  48 train shards  52 val shards
  * 56 seed (u64)  64 reserved (8)  72 24 doubles: rgb_mean[3] cov[9] eigval[3] eigvec[9]
- * 264 mean image (256, 256, 3) float32  then per class: u16 length + name bytes;
- * last 4 bytes: crc32 of everything before. */
+ * 264 mean image (256, 256, 3) float32  then (version 2) the payload crc32 of every
+ * shard, u32 each: train-00000.tts.. then val-00000.tts..; then per class: u16 length +
+ * name bytes; last 4 bytes: crc32 of everything before. The shard checksums tie the
+ * shards to this meta.bin: a shard or a meta.bin from another prep run is refused at
+ * open even when every count agrees. Version 1 (no shard checksums) is refused. */
 #define DATA_META_MAGIC "TTMETA01"
-#define DATA_META_VERSION 1u
+#define DATA_META_VERSION 2u
 #define DATA_META_FIXED 264u
+#define DATA_META_MAX_BYTES ((size_t)1 << 30)
 
 typedef struct {
     int classes;
@@ -85,13 +89,30 @@ typedef struct {
     uint64_t seed;
     data_pca pca;
     float *mean;            /* (256, 256, 3) HWC */
+    uint32_t *shard_crc;    /* (train_shards + val_shards): payload crc32 of each train
+                               shard, then of each val shard */
 } data_meta;
 
 /* Serialises m into *buf (malloc'd), *n bytes. 0 or -1. */
 int data_meta_encode(const data_meta *m, uint8_t **buf, size_t *n, char *err, size_t errlen);
-/* Parses buf into m (allocates names and mean; data_meta_free releases). 0 or -1. */
+/* Parses buf into m (allocates names, mean and shard_crc; data_meta_free releases).
+ * 0 or -1. */
 int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_t errlen);
 void data_meta_free(data_meta *m);
+/* Reads and parses DIR/meta.bin; errors name the file. 0 or -1. */
+int data_meta_load(const char *dir, data_meta *m, char *err, size_t errlen);
+/* N of a file name "<split>-N.tts" (N decimal digits, capped near 2^40), or -1 when the
+ * name is not named like a shard of split. */
+int64_t data_shard_name_index(const char *name, const char *split);
+/* Every file in dir named like a shard ("train-N.tts", "val-N.tts") must be one that m
+ * lists: a stray shard (left by an earlier prep with more images, or copied in) would
+ * otherwise be ignored while verify reports every checksum matching. 0, or -1 naming
+ * the first stray file. */
+int data_shards_check_listed(const char *dir, const data_meta *m, char *err, size_t errlen);
+/* Opens and maps a shard file read-only (regular files only, never blocking). 0, or -1
+ * with err naming the file. */
+int data_shard_map_file(const char *path, uint8_t **map, size_t *bytes, char *err,
+                        size_t errlen);
 
 /* ---- PCA --------------------------------------------------------------------------
  * Exact integer sums over pixels: s[c] = sum x_c, ss[3*a+b] = sum x_a x_b. */
@@ -183,14 +204,23 @@ int data_check_batch(const data_source *s, const data_cursor *c, int B, int crop
 void data_resize_center_f32(float *dst, int S, const float *src, int w, int h, int ch,
                             void *ws);
 
-/* Reads a whole file (at most max_bytes) into a malloc'd buffer. 0 or -1 with err. */
-int data_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *n, char *err,
-                   size_t errlen);
+/* Reads a whole, non-empty regular file (at most max_bytes) into a malloc'd buffer
+ * through base_read_file. `what` names the file's role; err is "<what> <path>: <reason>".
+ * 0 or -1. */
+int data_read_file(const char *path, const char *what, size_t max_bytes, uint8_t **buf,
+                   size_t *n, char *err, size_t errlen);
 
-/* Fashion-MNIST IDX, gzip: images (n, rows, cols) and labels (n). */
-int data_idx_load(const char *images_gz, const char *labels_gz, uint8_t **pixels,
-                  int32_t **labels, int64_t *n, int *rows, int *cols, char *err,
-                  size_t errlen);
+/* Fashion-MNIST has 10 classes: an IDX folder is Fashion-MNIST, and a label of 10 or
+ * more in any of its files is an error at open, never a bigger net. */
+#define DATA_IDX_CLASSES 10
+/* Fashion-MNIST IDX, gzip (or plain): images (n, rows, cols) and labels (n). The files
+ * are opened through base_open_input (no FIFOs, no waiting); the header counts must
+ * match the data exactly (a short file and bytes after the declared images are both
+ * refused) and every label must be below `classes`; errors name the file (and the image
+ * and value for a label). */
+int data_idx_load(const char *images_gz, const char *labels_gz, int classes,
+                  uint8_t **pixels, int32_t **labels, int64_t *n, int *rows, int *cols,
+                  char *err, size_t errlen);
 extern const char *const data_fashion_names[10];
 
 /* ---- ILSVRC-2012's flat validation folder (val_labels.c) ----------------------------- */

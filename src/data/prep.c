@@ -257,6 +257,8 @@ typedef struct {
     int32_t *labels;
     int64_t count, first, written;
     uint32_t index;
+    uint32_t *crcs;       /* (max_shards) payload crc32 of each closed shard, for meta.bin */
+    uint32_t max_shards;
 } shard_writer;
 
 static int write_all(int fd, const void *buf, size_t n)
@@ -300,6 +302,10 @@ static int shard_close(shard_writer *w, char *err, size_t errlen)
     if (rename(w->tmp, w->final) != 0)
         return data_fail(err, errlen, "%s: cannot rename to %s: %s", w->tmp, w->final,
                          strerror(errno));
+    if (w->index >= w->max_shards) /* cannot happen: max_shards covers every item */
+        return data_fail(err, errlen, "%s: more shards than the %u planned", w->final,
+                         w->max_shards);
+    w->crcs[w->index] = w->crc;
     w->first += w->count;
     w->count = 0;
     w->index++;
@@ -364,8 +370,16 @@ static void decode_one(chunk_job *j, worker_state *st, int i)
     } else {
         uint8_t *buf;
         size_t n;
-        if (data_read_file(it->path, j->o->max_file_bytes, &buf, &n, j->why[i], 256) != 0)
+        char e[4400];
+        if (data_read_file(it->path, "image", j->o->max_file_bytes, &buf, &n, e, sizeof e) != 0) {
+            /* the skip line names the file already: keep the reason after "image PATH: " */
+            size_t pre = strlen("image ") + strlen(it->path) + 2;
+            const char *r = strlen(e) > pre ? e + pre : e;
+            size_t l = strnlen(r, 255);
+            memcpy(j->why[i], r, l);
+            j->why[i][l] = 0;
             return;
+        }
         int rc = data_image_decode(buf, n, &j->o->lim, dst, j->why[i], 256);
         free(buf);
         if (rc != 0) {
@@ -399,6 +413,8 @@ static void *decode_worker(void *arg)
 
 typedef struct {
     int64_t written, skipped;
+    uint32_t *crcs;   /* (shards) payload crc32 of each shard written (malloc'd) */
+    uint32_t shards;
 } split_result;
 
 static void progress(const prep_opts *o, const char *split, int64_t done, int64_t total,
@@ -444,12 +460,14 @@ static int run_split(const prep_opts *o, const char *split, const item_list *ite
     shard_writer w = {.out = o->out, .split = split, .classes = classes,
                       .shard_size = o->shard_size, .fd = -1};
     w.labels = malloc((size_t)o->shard_size * sizeof *w.labels);
+    w.max_shards = (uint32_t)((items->n + o->shard_size - 1) / o->shard_size);
+    w.crcs = malloc(((size_t)w.max_shards + 1) * sizeof *w.crcs);
     uint8_t *imgs = malloc((size_t)chunk * DATA_IMAGE_BYTES);
     char(*why)[256] = malloc((size_t)chunk * sizeof *why);
     worker_state *ws = calloc((size_t)nth, sizeof *ws);
     pthread_t *th = calloc((size_t)nth, sizeof *th);
     int rc = 0;
-    if (!w.labels || !imgs || !why || !ws || !th) {
+    if (!w.labels || !w.crcs || !imgs || !why || !ws || !th) {
         rc = data_fail(err, errlen, "out of memory for %d image buffers", chunk);
         goto done;
     }
@@ -523,6 +541,12 @@ done:
     free(ws);
     free(th);
     free(w.labels);
+    if (rc == 0) {
+        res->crcs = w.crcs;
+        res->shards = w.index;
+    } else {
+        free(w.crcs);
+    }
     free(imgs);
     free(why);
     return rc;
@@ -563,10 +587,11 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 0;
 }
 
-static int write_meta(const prep_opts *o, char **names, int classes, int64_t ntrain,
-                      int64_t nval, const uint64_t *mean_sum, const data_pixel_sums *px,
-                      char *err, size_t errlen)
+static int write_meta(const prep_opts *o, char **names, int classes, const split_result *rt,
+                      const split_result *rv, const uint64_t *mean_sum,
+                      const data_pixel_sums *px, char *err, size_t errlen)
 {
+    int64_t ntrain = rt->written, nval = rv->written;
     data_meta m;
     memset(&m, 0, sizeof m);
     m.classes = classes;
@@ -577,16 +602,29 @@ static int write_meta(const prep_opts *o, char **names, int classes, int64_t ntr
     m.train_shards = (uint32_t)((ntrain + o->shard_size - 1) / o->shard_size);
     m.val_shards = (uint32_t)((nval + o->shard_size - 1) / o->shard_size);
     m.seed = o->seed;
+    if (m.train_shards != rt->shards || m.val_shards != rv->shards)
+        return data_fail(err, errlen, "%s: wrote %u train and %u val shards, expected %u and %u",
+                         o->out, rt->shards, rv->shards, m.train_shards, m.val_shards);
+    m.shard_crc = malloc(((size_t)m.train_shards + m.val_shards + 1) * sizeof *m.shard_crc);
+    if (!m.shard_crc)
+        return data_fail(err, errlen, "out of memory for the shard checksums");
+    for (uint32_t i = 0; i < m.train_shards; i++)
+        m.shard_crc[i] = rt->crcs[i];
+    for (uint32_t i = 0; i < m.val_shards; i++)
+        m.shard_crc[m.train_shards + i] = rv->crcs[i];
     data_pca_from_sums(&m.pca, px);
     m.mean = malloc(DATA_IMAGE_BYTES * sizeof(float));
-    if (!m.mean)
+    if (!m.mean) {
+        free(m.shard_crc);
         return data_fail(err, errlen, "out of memory for the mean image");
+    }
     for (size_t k = 0; k < DATA_IMAGE_BYTES; k++)
         m.mean[k] = (float)((double)mean_sum[k] / (double)ntrain);
     uint8_t *buf;
     size_t n;
     int rc = data_meta_encode(&m, &buf, &n, err, errlen);
     free(m.mean);
+    free(m.shard_crc);
     if (rc != 0)
         return -1;
     char tmp[4096], fin[4096];
@@ -625,26 +663,22 @@ static int write_meta(const prep_opts *o, char **names, int classes, int64_t ntr
  * that does not. */
 static int verify_output(const char *out)
 {
-    char err[1024], path[4200];
+    char err[1024];
     double t0 = now_s();
     int64_t count[2] = {0, 0};
     static const char *const splits[2] = {"train", "val"};
-    snprintf(path, sizeof path, "%s/meta.bin", out);
-    uint8_t *mb;
-    size_t mn;
     data_meta m;
-    if (data_read_file(path, (size_t)1 << 30, &mb, &mn, err, sizeof err) != 0) {
-        fprintf(stderr, "prep --verify: %s: %s\n", path, err);
-        return 1;
-    }
-    int rc = data_meta_parse(mb, mn, &m, err, sizeof err);
-    free(mb);
-    if (rc != 0) {
-        fprintf(stderr, "prep --verify: %s: %s\n", path, err);
+    if (data_meta_load(out, &m, err, sizeof err) != 0) {
+        fprintf(stderr, "prep --verify: %s\n", err);
         return 1;
     }
     uint64_t expect[2] = {m.n_train, m.n_val};
+    int rc = data_shards_check_listed(out, &m, err, sizeof err);
     data_meta_free(&m);
+    if (rc != 0) {
+        fprintf(stderr, "prep --verify: %s\n", err);
+        return 1;
+    }
     for (int s = 0; s < 2; s++) {
         if (expect[s] == 0) continue; /* e.g. --val-fraction 0: no val shards */
         data_source *src = data_open_shards(out, splits[s], err, sizeof err);
@@ -657,9 +691,39 @@ static int verify_output(const char *out)
         data_close(src);
     }
     fprintf(stderr, "prep --verify: %s: %lld train + %lld val images, every header and "
-                    "checksum matches (%.1f s)\n",
+                    "checksum matches meta.bin, no stray shards (%.1f s)\n",
             out, (long long)count[0], (long long)count[1], now_s() - t0);
     return 0;
+}
+
+/* Removes every file in out named like a shard ("train-N.tts", "val-N.tts"). 0 or -1. */
+static int remove_old_shards(const char *out, char *err, size_t errlen)
+{
+    DIR *d = opendir(out);
+    if (!d)
+        return data_fail(err, errlen, "%s: cannot list the folder: %s", out, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    char path[4400];
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (data_shard_name_index(e->d_name, "train") < 0 &&
+            data_shard_name_index(e->d_name, "val") < 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", out, e->d_name);
+        if (unlink(path) != 0)
+            rc = data_fail(err, errlen, "%s: cannot remove the previous run's shard: %s", path,
+                           strerror(errno));
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The name is there (a file, a FIFO, even a dangling or looping link): it is meant as
+ * input, so it is opened and refused with its own reason instead of being passed over. */
+static int name_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
 }
 
 int data_prep_main(int argc, char **argv)
@@ -761,24 +825,26 @@ int data_prep_main(int argc, char **argv)
     int idx_h = 0, idx_w = 0;
     int rc = 1;
     uint64_t *mean_sum = NULL;
+    split_result rt = {0}, rv = {0}; /* up here: every goto below reaches their free */
     char p1[4096], p2[4096];
 
     snprintf(p1, sizeof p1, "%s/train-images-idx3-ubyte.gz", o.src);
-    if (access(p1, R_OK) == 0) {
+    if (name_exists(p1)) {
         /* Fashion-MNIST: train-* is the train split, t10k-* (if present) val */
         int64_t n;
         snprintf(p2, sizeof p2, "%s/train-labels-idx1-ubyte.gz", o.src);
-        if (data_idx_load(p1, p2, &idx_train, &lab_train, &n, &idx_h, &idx_w, err,
-                          sizeof err) != 0)
+        if (data_idx_load(p1, p2, DATA_IDX_CLASSES, &idx_train, &lab_train, &n, &idx_h, &idx_w,
+                          err, sizeof err) != 0)
             goto fail;
         for (int64_t i = 0; i < n; i++)
-            if (lab_train[i] >= 10 || list_push(&train, (prep_item){.label = lab_train[i], .idx = i}))
-                goto bad_idx;
+            if (list_push(&train, (prep_item){.label = lab_train[i], .idx = i}))
+                goto oom;
         snprintf(p1, sizeof p1, "%s/t10k-images-idx3-ubyte.gz", o.src);
         snprintf(p2, sizeof p2, "%s/t10k-labels-idx1-ubyte.gz", o.src);
-        if (access(p1, R_OK) == 0) {
+        if (name_exists(p1)) {
             int vh, vw;
-            if (data_idx_load(p1, p2, &idx_val, &lab_val, &n, &vh, &vw, err, sizeof err) != 0)
+            if (data_idx_load(p1, p2, DATA_IDX_CLASSES, &idx_val, &lab_val, &n, &vh, &vw, err,
+                              sizeof err) != 0)
                 goto fail;
             if (vh != idx_h || vw != idx_w) {
                 data_fail(err, sizeof err, "%s: %dx%d images, train has %dx%d", p1, vh, vw, idx_h,
@@ -786,8 +852,8 @@ int data_prep_main(int argc, char **argv)
                 goto fail;
             }
             for (int64_t i = 0; i < n; i++)
-                if (lab_val[i] >= 10 || list_push(&val, (prep_item){.label = lab_val[i], .idx = i}))
-                    goto bad_idx;
+                if (list_push(&val, (prep_item){.label = lab_val[i], .idx = i}))
+                    goto oom;
         }
         classes = calloc(10, sizeof *classes);
         nclasses = classes ? 10 : 0;
@@ -888,6 +954,10 @@ int data_prep_main(int argc, char **argv)
                       strerror(errno));
             goto fail;
         }
+        /* and its shards: one this run does not overwrite (the earlier run had more
+         * images) would be a stray shard, which the loader refuses */
+        if (remove_old_shards(o.out, err, sizeof err) != 0)
+            goto fail;
     }
     if (!o.quiet)
         fprintf(stderr, "prep: %s: %lld classes, %lld train + %lld val images, %d threads\n",
@@ -899,7 +969,6 @@ int data_prep_main(int argc, char **argv)
     }
     data_pixel_sums px;
     memset(&px, 0, sizeof px);
-    split_result rt, rv = {0, 0};
     if (run_split(&o, "train", &train, (int)nclasses, idx_train, idx_h, idx_w, mean_sum, &px,
                   &rt, err, sizeof err) != 0)
         goto fail;
@@ -925,13 +994,12 @@ int data_prep_main(int argc, char **argv)
         data_fail(err, sizeof err, "every training image was skipped");
         goto fail;
     }
-    if (write_meta(&o, classes, (int)nclasses, rt.written, rv.written, mean_sum, &px, err,
-                   sizeof err) != 0)
+    if (write_meta(&o, classes, (int)nclasses, &rt, &rv, mean_sum, &px, err, sizeof err) != 0)
         goto fail;
     rc = 0;
     goto out;
-bad_idx:
-    data_fail(err, sizeof err, "%s: labels must be 0..9 (Fashion-MNIST), or out of memory", o.src);
+oom:
+    data_fail(err, sizeof err, "%s: out of memory listing the IDX images", o.src);
 fail:
     fprintf(stderr, "prep: %s\n", err);
     rc = 1;
@@ -945,5 +1013,7 @@ out:
     free(lab_train);
     free(lab_val);
     free(mean_sum);
+    free(rt.crcs);
+    free(rv.crcs);
     return rc;
 }

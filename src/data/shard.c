@@ -2,6 +2,7 @@
  * meta.bin, layouts in data_internal.h), their checks, and the pixel statistics (mean,
  * RGB covariance, its eigen-decomposition) stored in meta.bin. Every size read from a
  * file is bounded before it is used; nothing here trusts a header. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "base/base.h"
 #include "data/data_internal.h"
 
 int data_fail(char *err, size_t errlen, const char *fmt, ...)
@@ -29,59 +31,51 @@ uint32_t data_crc32(uint32_t crc, const uint8_t *p, size_t n)
     return (uint32_t)crc32_z(crc, p, n);
 }
 
-int data_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *n, char *err,
-                   size_t errlen)
+int data_read_file(const char *path, const char *what, size_t max_bytes, uint8_t **buf,
+                   size_t *n, char *err, size_t errlen)
 {
     *buf = NULL;
     *n = 0;
-    /* O_NONBLOCK: opening a FIFO (or a device) with an image's name must not wait for a
-     * writer; it is refused below as not a regular file. For regular files it changes
-     * nothing. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    size_t len = 0;
+    uint8_t *b = base_read_file(path, what, max_bytes, &len, err, errlen);
+    if (!b)
+        return -1;
+    if (len == 0) {
+        free(b);
+        return data_fail(err, errlen, "%s %s: empty file", what, path);
+    }
+    *buf = b;
+    *n = len;
+    return 0;
+}
+
+int data_shard_map_file(const char *path, uint8_t **map, size_t *bytes, char *err,
+                        size_t errlen)
+{
+    *map = NULL;
+    *bytes = 0;
+    int fd = base_open_input(path, "shard", err, errlen);
     if (fd < 0)
-        return data_fail(err, errlen, "cannot open: %s", strerror(errno));
+        return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
         int e = errno;
         close(fd);
-        return data_fail(err, errlen, "cannot stat: %s", strerror(e));
+        return data_fail(err, errlen, "shard %s: %s", path,
+                         st.st_size == 0 ? "empty file" : strerror(e));
     }
-    if (!S_ISREG(st.st_mode)) {
+    if ((uint64_t)st.st_size > SIZE_MAX / 2) {
         close(fd);
-        return data_fail(err, errlen, "not a regular file");
+        return data_fail(err, errlen, "shard %s: %lld bytes cannot be mapped", path,
+                         (long long)st.st_size);
     }
-    if (st.st_size == 0) {
-        close(fd);
-        return data_fail(err, errlen, "empty file");
-    }
-    if ((uint64_t)st.st_size > max_bytes) {
-        close(fd);
-        return data_fail(err, errlen, "file of %lld bytes is over the %zu byte limit",
-                         (long long)st.st_size, max_bytes);
-    }
-    size_t size = (size_t)st.st_size;
-    uint8_t *b = malloc(size);
-    if (!b) {
-        close(fd);
-        return data_fail(err, errlen, "out of memory for %zu bytes", size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, b + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            free(b);
-            close(fd);
-            return data_fail(err, errlen, "read failed after %zu of %zu bytes%s%s", got, size,
-                             e ? ": " : "", e ? strerror(e) : "");
-        }
-        got += (size_t)r;
-    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
     close(fd);
-    *buf = b;
-    *n = size;
+    if (m == MAP_FAILED)
+        return data_fail(err, errlen, "shard %s: mmap failed: %s", path, strerror(e));
+    *map = m;
+    *bytes = (size_t)st.st_size;
     return 0;
 }
 
@@ -185,41 +179,98 @@ int64_t data_shard_check(const uint8_t *buf, size_t n, int check_payload, char *
 
 int data_shards_verify(const char *dir, const char *split, char *err, size_t errlen)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/meta.bin", dir);
+    int train = strcmp(split, "train") == 0;
+    if (!train && strcmp(split, "val") != 0)
+        return data_fail(err, errlen, "split \"%s\" is neither train nor val", split);
+    data_meta m;
+    if (data_meta_load(dir, &m, err, errlen) != 0)
+        return -1;
+    int rc = data_shards_check_listed(dir, &m, err, errlen);
+    uint32_t nsh = train ? m.train_shards : m.val_shards;
+    const uint32_t *want = m.shard_crc + (train ? 0 : m.train_shards);
+    char path[4096], e2[512];
+    for (uint32_t i = 0; i < nsh && rc == 0; i++) {
+        snprintf(path, sizeof path, "%s/%s-%05u.tts", dir, split, i);
+        uint8_t *map;
+        size_t bytes;
+        if ((rc = data_shard_map_file(path, &map, &bytes, err, errlen)) != 0)
+            break;
+        madvise(map, bytes, MADV_SEQUENTIAL);
+        data_shard_header h;
+        rc = data_shard_parse(map, bytes, 1, &h, e2, sizeof e2);
+        munmap(map, bytes);
+        if (rc != 0)
+            rc = data_fail(err, errlen, "shard %s: %s", path, e2);
+        else if (h.payload_crc != want[i])
+            rc = data_fail(err, errlen,
+                           "shard %s: payload checksum %08x, but %s/meta.bin lists %08x: the "
+                           "shard and meta.bin come from different prep runs (re-run prep)",
+                           path, h.payload_crc, dir, want[i]);
+    }
+    data_meta_free(&m);
+    return rc;
+}
+
+int64_t data_shard_name_index(const char *name, const char *split)
+{
+    size_t ls = strlen(split), ln = strlen(name);
+    if (ln < ls + 6 || strncmp(name, split, ls) != 0 || name[ls] != '-' ||
+        strcmp(name + ln - 4, ".tts") != 0)
+        return -1;
+    int64_t v = 0;
+    for (size_t k = ls + 1; k < ln - 4; k++) {
+        if (name[k] < '0' || name[k] > '9')
+            return -1;
+        if (v < ((int64_t)1 << 40))
+            v = v * 10 + (name[k] - '0');
+    }
+    return v;
+}
+
+int data_shards_check_listed(const char *dir, const data_meta *m, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return data_fail(err, errlen, "dataset %s: cannot list the folder: %s", dir,
+                         strerror(errno));
+    static const char *const splits[2] = {"train", "val"};
+    const uint32_t listed[2] = {m->train_shards, m->val_shards};
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        for (int k = 0; k < 2; k++) {
+            int64_t i = data_shard_name_index(e->d_name, splits[k]);
+            if (i < 0)
+                continue;
+            char want[32];
+            snprintf(want, sizeof want, "%s-%05u.tts", splits[k], (unsigned)(i & 0xffffffffu));
+            if (i >= (int64_t)listed[k] || strcmp(want, e->d_name) != 0)
+                rc = data_fail(err, errlen,
+                               "shard %s/%s: not listed in %s/meta.bin, whose %s split has %u "
+                               "shard%s (%s-00000.tts..): a stray file from another prep run? "
+                               "(remove it, or re-run prep into an empty folder)",
+                               dir, e->d_name, dir, splits[k], listed[k],
+                               listed[k] == 1 ? "" : "s", splits[k]);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int data_meta_load(const char *dir, data_meta *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    char path[4096], e2[512];
+    if (snprintf(path, sizeof path, "%s/meta.bin", dir) >= (int)sizeof path)
+        return data_fail(err, errlen, "dataset %s: path too long", dir);
     uint8_t *mb;
     size_t mn;
-    char e2[512];
-    if (data_read_file(path, (size_t)1 << 30, &mb, &mn, e2, sizeof e2) != 0)
-        return data_fail(err, errlen, "%s: %s", path, e2);
-    data_meta m;
-    int rc = data_meta_parse(mb, mn, &m, e2, sizeof e2);
+    if (data_read_file(path, "meta.bin", DATA_META_MAX_BYTES, &mb, &mn, err, errlen) != 0)
+        return -1;
+    int rc = data_meta_parse(mb, mn, m, e2, sizeof e2);
     free(mb);
     if (rc != 0)
-        return data_fail(err, errlen, "%s: %s", path, e2);
-    uint32_t nsh = strcmp(split, "train") == 0 ? m.train_shards : m.val_shards;
-    data_meta_free(&m);
-    for (uint32_t i = 0; i < nsh; i++) {
-        snprintf(path, sizeof path, "%s/%s-%05u.tts", dir, split, i);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return data_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        struct stat st;
-        if (fstat(fd, &st) != 0 || st.st_size <= 0) {
-            close(fd);
-            return data_fail(err, errlen, "%s: cannot stat or empty", path);
-        }
-        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        close(fd);
-        if (map == MAP_FAILED)
-            return data_fail(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
-        madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
-        data_shard_header h;
-        rc = data_shard_parse(map, (size_t)st.st_size, 1, &h, e2, sizeof e2);
-        munmap(map, (size_t)st.st_size);
-        if (rc != 0)
-            return data_fail(err, errlen, "%s: %s", path, e2);
-    }
+        return data_fail(err, errlen, "meta.bin %s: %s", path, e2);
     return 0;
 }
 
@@ -242,7 +293,11 @@ static double get_f64(const uint8_t *p)
 int data_meta_encode(const data_meta *m, uint8_t **buf, size_t *n, char *err, size_t errlen)
 {
     size_t mean_bytes = DATA_IMAGE_BYTES * 4;
-    size_t size = DATA_META_FIXED + mean_bytes + 4;
+    size_t nsh = (size_t)m->train_shards + m->val_shards;
+    if (!m->shard_crc && nsh > 0)
+        return data_fail(err, errlen, "meta.bin needs the checksum of each of its %zu shards",
+                         nsh);
+    size_t size = DATA_META_FIXED + mean_bytes + 4 * nsh + 4;
     for (int c = 0; c < m->classes; c++) {
         size_t l = strlen(m->names[c]);
         if (l == 0 || l > DATA_MAX_NAME)
@@ -276,6 +331,8 @@ int data_meta_encode(const data_meta *m, uint8_t **buf, size_t *n, char *err, si
         memcpy(&u, &m->mean[i], 4);
         data_put32(p, u);
     }
+    for (size_t i = 0; i < nsh; i++, p += 4)
+        data_put32(p, m->shard_crc[i]);
     for (int c = 0; c < m->classes; c++) {
         size_t l = strlen(m->names[c]);
         p[0] = (uint8_t)l;
@@ -296,6 +353,7 @@ void data_meta_free(data_meta *m)
             free(m->names[c]);
     free(m->names);
     free(m->mean);
+    free(m->shard_crc);
     memset(m, 0, sizeof *m);
 }
 
@@ -307,9 +365,15 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
         return data_fail(err, errlen, "meta.bin of %zu bytes is too short", n);
     if (memcmp(buf, DATA_META_MAGIC, 8) != 0)
         return data_fail(err, errlen, "not a twotower meta.bin (bad magic)");
-    if (data_le32(buf + 8) != DATA_META_VERSION)
-        return data_fail(err, errlen, "meta.bin version %u, this build reads %u",
-                         data_le32(buf + 8), DATA_META_VERSION);
+    uint32_t version = data_le32(buf + 8);
+    if (version < DATA_META_VERSION)
+        return data_fail(err, errlen,
+                         "meta.bin version %u is from an older prep (no shard checksums); "
+                         "this build reads version %u: re-run `twotower prep` on the source",
+                         version, DATA_META_VERSION);
+    if (version != DATA_META_VERSION)
+        return data_fail(err, errlen, "meta.bin version %u, this build reads %u (a newer "
+                                      "twotower wrote it)", version, DATA_META_VERSION);
     if (data_le32(buf + n - 4) != data_crc32(0, buf, n - 4))
         return data_fail(err, errlen, "meta.bin checksum mismatch");
     if (data_le32(buf + 12) != DATA_SIZE || data_le32(buf + 16) != DATA_SIZE ||
@@ -361,6 +425,21 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
         }
     }
     const uint8_t *end = buf + n - 4;
+    /* st and sv are u32, so the table's size cannot overflow; it is bounded by what is
+     * left of the file before anything is allocated for it */
+    uint64_t nsh = (uint64_t)st + sv;
+    if (nsh * 4 > (uint64_t)(end - p)) {
+        data_meta_free(m);
+        return data_fail(err, errlen, "meta.bin ends inside its table of %llu shard checksums",
+                         (unsigned long long)nsh);
+    }
+    m->shard_crc = malloc(nsh ? (size_t)nsh * 4 : 1);
+    if (!m->shard_crc) {
+        data_meta_free(m);
+        return data_fail(err, errlen, "out of memory reading meta.bin");
+    }
+    for (uint64_t i = 0; i < nsh; i++, p += 4)
+        m->shard_crc[i] = data_le32(p);
     for (uint32_t c = 0; c < classes; c++) {
         if (end - p < 2) {
             data_meta_free(m);

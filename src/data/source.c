@@ -1,12 +1,9 @@
 /* source: opening a data set (Fashion-MNIST IDX files, or prep's memory-mapped shards),
  * handing out its images as 256x256x3, and the per-epoch permutations. A source is
  * read-only after open except for the permutation cache, which has its own lock. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -19,17 +16,53 @@ const char *const data_fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover"
 
 /* ---- Fashion-MNIST IDX ------------------------------------------------------------- */
 
-static int gz_read_all(gzFile f, uint8_t *dst, size_t n)
+/* Reads up to n bytes; returns how many it got (fewer at the end of the data). *why is
+ * "" or zlib's reason when the stream is corrupt or cut inside (a bad CRC, an unexpected
+ * end of file). */
+static size_t gz_read_upto(gzFile f, uint8_t *dst, size_t n, const char **why)
 {
-    while (n > 0) {
-        unsigned chunk = n > (1u << 30) ? (1u << 30) : (unsigned)n;
-        int r = gzread(f, dst, chunk);
-        if (r <= 0)
-            return -1;
-        dst += r;
-        n -= (size_t)r;
+    size_t got = 0;
+    *why = "";
+    while (got < n) {
+        unsigned chunk = n - got > (1u << 30) ? (1u << 30) : (unsigned)(n - got);
+        int r = gzread(f, dst + got, chunk);
+        if (r < 0) {
+            int zerr;
+            *why = gzerror(f, &zerr);
+            if (!*why || !**why)
+                *why = "zlib error";
+            break;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
     }
-    return 0;
+    return got;
+}
+
+/* Reads exactly n bytes and then the end of the data: fewer bytes than the header
+ * declares and bytes after the declared data are both errors. 0, or -1 with err. */
+static int gz_read_exact(gzFile f, uint8_t *dst, size_t n, const char *path, const char *what,
+                         char *err, size_t errlen)
+{
+    const char *why;
+    size_t got = gz_read_upto(f, dst, n, &why);
+    if (got == n && !why[0]) {
+        uint8_t extra;
+        size_t more = gz_read_upto(f, &extra, 1, &why);
+        if (more > 0)
+            return data_fail(err, errlen,
+                             "IDX file %s: data continues after the %zu bytes of %s its header "
+                             "declares (the header's count is smaller than the file)",
+                             path, n, what);
+        if (!why[0])
+            return 0;
+        return data_fail(err, errlen, "IDX file %s: gzip data is corrupt after the %s: %s",
+                         path, what, why);
+    }
+    return data_fail(err, errlen,
+                     "IDX file %s: truncated: %zu of the %zu bytes of %s its header declares%s%s",
+                     path, got, n, what, why[0] ? "; zlib: " : "", why);
 }
 
 static uint32_t be32(const uint8_t *p)
@@ -37,64 +70,98 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int data_idx_load(const char *images_gz, const char *labels_gz, uint8_t **pixels,
-                  int32_t **labels, int64_t *n, int *rows, int *cols, char *err,
-                  size_t errlen)
+/* An IDX file through base_open_input (a FIFO or folder is refused without blocking),
+ * then zlib on the descriptor: gzip, or plain bytes read as they are. */
+static gzFile idx_open(const char *path, char *err, size_t errlen)
+{
+    int fd = base_open_input(path, "IDX file", err, errlen);
+    if (fd < 0)
+        return NULL;
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        data_fail(err, errlen, "IDX file %s: zlib cannot read it (out of memory)", path);
+    }
+    return f;
+}
+
+int data_idx_load(const char *images_gz, const char *labels_gz, int classes,
+                  uint8_t **pixels, int32_t **labels, int64_t *n, int *rows, int *cols,
+                  char *err, size_t errlen)
 {
     *pixels = NULL;
     *labels = NULL;
-    gzFile f = gzopen(images_gz, "rb");
+    gzFile f = idx_open(images_gz, err, errlen);
     if (!f)
-        return data_fail(err, errlen, "%s: cannot open: %s", images_gz, strerror(errno));
+        return -1;
     uint8_t hd[16];
-    if (gz_read_all(f, hd, 16) != 0) {
+    const char *why;
+    if (gz_read_upto(f, hd, 16, &why) != 16) {
         gzclose(f);
-        return data_fail(err, errlen, "%s: cannot read the IDX header", images_gz);
+        return data_fail(err, errlen, "IDX file %s: cannot read the 16-byte image header%s%s",
+                         images_gz, why[0] ? ": " : "", why);
     }
     uint32_t cnt = be32(hd + 4), r = be32(hd + 8), c = be32(hd + 12);
     if (be32(hd) != 0x00000803u || cnt == 0 || cnt > 10000000u || r == 0 || r > 4096 ||
         c == 0 || c > 4096 || (uint64_t)cnt * r * c > ((uint64_t)1 << 32)) {
         gzclose(f);
         return data_fail(err, errlen,
-                         "%s: not a uint8 image IDX file of sane size (magic %08x, %u x %u x %u)",
-                         images_gz, be32(hd), cnt, r, c);
+                         "IDX file %s: not a uint8 image IDX file of sane size (magic %08x, "
+                         "%u x %u x %u)", images_gz, be32(hd), cnt, r, c);
     }
     size_t bytes = (size_t)cnt * r * c;
     uint8_t *px = malloc(bytes);
     if (!px) {
         gzclose(f);
-        return data_fail(err, errlen, "%s: out of memory for %zu bytes", images_gz, bytes);
+        return data_fail(err, errlen, "IDX file %s: out of memory for %zu bytes", images_gz,
+                         bytes);
     }
-    if (gz_read_all(f, px, bytes) != 0) {
-        free(px);
-        gzclose(f);
-        return data_fail(err, errlen, "%s: truncated (fewer than %u images)", images_gz, cnt);
-    }
+    char what[96];
+    snprintf(what, sizeof what, "%u images of %ux%u", cnt, r, c);
+    int rc = gz_read_exact(f, px, bytes, images_gz, what, err, errlen);
     gzclose(f);
-    f = gzopen(labels_gz, "rb");
+    if (rc != 0) {
+        free(px);
+        return -1;
+    }
+    f = idx_open(labels_gz, err, errlen);
     if (!f) {
         free(px);
-        return data_fail(err, errlen, "%s: cannot open: %s", labels_gz, strerror(errno));
+        return -1;
     }
     uint8_t lh[8];
-    if (gz_read_all(f, lh, 8) != 0 || be32(lh) != 0x00000801u || be32(lh + 4) != cnt) {
+    if (gz_read_upto(f, lh, 8, &why) != 8 || be32(lh) != 0x00000801u || be32(lh + 4) != cnt) {
         free(px);
         gzclose(f);
-        return data_fail(err, errlen, "%s: not a label IDX file for %u images", labels_gz, cnt);
+        return data_fail(err, errlen,
+                         "IDX file %s: not a label IDX file for the %u images of %s", labels_gz,
+                         cnt, images_gz);
     }
     uint8_t *lb = malloc(cnt);
     int32_t *lab = malloc((size_t)cnt * sizeof *lab);
-    if (!lb || !lab || gz_read_all(f, lb, cnt) != 0) {
+    if (!lb || !lab) {
         free(px);
         free(lb);
         free(lab);
         gzclose(f);
-        return data_fail(err, errlen, "%s: truncated or out of memory", labels_gz);
+        return data_fail(err, errlen, "IDX file %s: out of memory", labels_gz);
     }
+    snprintf(what, sizeof what, "%u labels", cnt);
+    rc = gz_read_exact(f, lb, cnt, labels_gz, what, err, errlen);
     gzclose(f);
-    for (uint32_t i = 0; i < cnt; i++)
+    for (uint32_t i = 0; i < cnt && rc == 0; i++) {
+        if (lb[i] >= classes)
+            rc = data_fail(err, errlen,
+                           "IDX file %s: label %u of image %u is outside 0..%d (Fashion-MNIST "
+                           "has %d classes)", labels_gz, lb[i], i, classes - 1, classes);
         lab[i] = lb[i];
+    }
     free(lb);
+    if (rc != 0) {
+        free(px);
+        free(lab);
+        return -1;
+    }
     *pixels = px;
     *labels = lab;
     *n = cnt;
@@ -188,15 +255,14 @@ data_source *data_open_idx(const char *dir, int train, char *err, size_t errlen)
     if (!s)
         return NULL;
     s->kind = DATA_SRC_IDX;
-    if (data_idx_load(ip, lp, &s->idx_pixels, &s->labels, &s->n, &s->idx_h, &s->idx_w, err,
-                      errlen) != 0) {
+    if (data_idx_load(ip, lp, DATA_IDX_CLASSES, &s->idx_pixels, &s->labels, &s->n, &s->idx_h,
+                      &s->idx_w, err, errlen) != 0) {
         data_close(s);
         return NULL;
     }
-    int maxl = 0;
-    for (int64_t i = 0; i < s->n; i++)
-        maxl = s->labels[i] > maxl ? s->labels[i] : maxl;
-    s->classes = maxl + 1 > 10 ? maxl + 1 : 10;
+    /* fixed, never taken from the largest label: a bad label is refused by the loader
+     * above instead of silently widening the net */
+    s->classes = DATA_IDX_CLASSES;
     s->names = calloc((size_t)s->classes, sizeof *s->names);
     if (!s->names) {
         data_fail(err, errlen, "out of memory");
@@ -204,9 +270,7 @@ data_source *data_open_idx(const char *dir, int train, char *err, size_t errlen)
         return NULL;
     }
     for (int c = 0; c < s->classes; c++) {
-        char num[16];
-        snprintf(num, sizeof num, "%d", c);
-        s->names[c] = strdup(s->classes == 10 ? data_fashion_names[c] : num);
+        s->names[c] = strdup(data_fashion_names[c]);
         if (!s->names[c]) {
             data_fail(err, errlen, "out of memory");
             data_close(s);
@@ -224,11 +288,11 @@ data_source *data_open_idx(const char *dir, int train, char *err, size_t errlen)
         int32_t *tl;
         int64_t tn;
         int th, tw;
-        rc = data_idx_load(ip, lp, &tp, &tl, &tn, &th, &tw, err, errlen);
+        rc = data_idx_load(ip, lp, DATA_IDX_CLASSES, &tp, &tl, &tn, &th, &tw, err, errlen);
         if (rc == 0) {
             if (th != s->idx_h || tw != s->idx_w)
-                rc = data_fail(err, errlen, "%s: %dx%d images, the test file has %dx%d", ip, th,
-                               tw, s->idx_h, s->idx_w);
+                rc = data_fail(err, errlen, "IDX file %s: %dx%d images, the test file has %dx%d",
+                               ip, th, tw, s->idx_h, s->idx_w);
             else
                 rc = idx_stats(s, tp, tn, th, tw, err, errlen);
             free(tp);
@@ -251,18 +315,11 @@ data_source *data_open_shards(const char *dir, const char *split, char *err, siz
         return NULL;
     }
     char path[4096], e2[512];
-    snprintf(path, sizeof path, "%s/meta.bin", dir);
-    uint8_t *mb;
-    size_t mn;
-    if (data_read_file(path, (size_t)1 << 30, &mb, &mn, e2, sizeof e2) != 0) {
-        data_fail(err, errlen, "%s: %s", path, e2);
-        return NULL;
-    }
     data_meta m;
-    int rc = data_meta_parse(mb, mn, &m, e2, sizeof e2);
-    free(mb);
-    if (rc != 0) {
-        data_fail(err, errlen, "%s: %s", path, e2);
+    if (data_meta_load(dir, &m, err, errlen) != 0)
+        return NULL;
+    if (data_shards_check_listed(dir, &m, err, errlen) != 0) {
+        data_meta_free(&m);
         return NULL;
     }
     data_source *s = source_alloc(err, errlen);
@@ -281,72 +338,69 @@ data_source *data_open_shards(const char *dir, const char *split, char *err, siz
     uint64_t total = train ? m.n_train : m.n_val;
     uint32_t nsh = train ? m.train_shards : m.val_shards;
     uint32_t shard_size = m.shard_size;
-    data_meta_free(&m);
+    const uint32_t *want_crc = m.shard_crc + (train ? 0 : m.train_shards);
     if (total == 0 || total > 0xffffffffu) {
-        data_fail(err, errlen, "%s: the %s split has %llu images", dir, split,
+        data_fail(err, errlen, "meta.bin %s/meta.bin: the %s split has %llu images", dir, split,
                   (unsigned long long)total);
-        data_close(s);
-        return NULL;
+        goto fail;
     }
     s->n = (int64_t)total;
     s->shards = calloc(nsh, sizeof *s->shards);
     s->labels = malloc((size_t)total * sizeof *s->labels);
     if (!s->shards || !s->labels) {
         data_fail(err, errlen, "out of memory");
-        data_close(s);
-        return NULL;
+        goto fail;
     }
     uint64_t first = 0;
     for (uint32_t i = 0; i < nsh; i++) {
         snprintf(path, sizeof path, "%s/%s-%05u.tts", dir, split, i);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0) {
-            data_fail(err, errlen, "%s: cannot open: %s", path,
-                      fd < 0 ? strerror(errno) : "empty or unreadable");
-            if (fd >= 0)
-                close(fd);
-            data_close(s);
-            return NULL;
-        }
-        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        close(fd);
-        if (map == MAP_FAILED) {
-            data_fail(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
-            data_close(s);
-            return NULL;
-        }
+        uint8_t *map;
+        size_t bytes;
+        if (data_shard_map_file(path, &map, &bytes, err, errlen) != 0)
+            goto fail;
         s->shards[i].map = map;
-        s->shards[i].bytes = (size_t)st.st_size;
+        s->shards[i].bytes = bytes;
         s->nshards = (int)i + 1;
         data_shard_header h;
-        if (data_shard_parse(map, (size_t)st.st_size, 0, &h, e2, sizeof e2) != 0) {
-            data_fail(err, errlen, "%s: %s", path, e2);
-            data_close(s);
-            return NULL;
+        if (data_shard_parse(map, bytes, 0, &h, e2, sizeof e2) != 0) {
+            data_fail(err, errlen, "shard %s: %s", path, e2);
+            goto fail;
         }
         uint64_t want = (i + 1 < nsh) ? shard_size : total - first;
         if (strcmp(h.split, split) != 0 || h.index != i || h.first != first ||
             h.count != want || (int)h.classes != s->classes) {
             data_fail(err, errlen,
-                      "%s: header (split %s, shard %llu, first %llu, %llu images, %u classes) "
-                      "does not match meta.bin (split %s, shard %u, first %llu, %llu images, "
-                      "%d classes)",
+                      "shard %s: header (split %s, shard %llu, first %llu, %llu images, %u "
+                      "classes) does not match meta.bin (split %s, shard %u, first %llu, %llu "
+                      "images, %d classes)",
                       path, h.split, (unsigned long long)h.index, (unsigned long long)h.first,
                       (unsigned long long)h.count, h.classes, split, i,
                       (unsigned long long)first, (unsigned long long)want, s->classes);
-            data_close(s);
-            return NULL;
+            goto fail;
         }
-        madvise(map, (size_t)st.st_size, MADV_RANDOM);
-        const uint8_t *lab = (const uint8_t *)map + DATA_SHARD_HEADER + h.count * DATA_IMAGE_BYTES;
+        /* the header's payload checksum against meta.bin's: no payload read, so a shard
+         * from another prep run is caught at open even with the same counts */
+        if (h.payload_crc != want_crc[i]) {
+            data_fail(err, errlen,
+                      "shard %s: payload checksum %08x, but %s/meta.bin lists %08x: the shard "
+                      "and meta.bin come from different prep runs (re-run prep)",
+                      path, h.payload_crc, dir, want_crc[i]);
+            goto fail;
+        }
+        madvise(map, bytes, MADV_RANDOM);
+        const uint8_t *lab = map + DATA_SHARD_HEADER + h.count * DATA_IMAGE_BYTES;
         for (uint64_t k = 0; k < h.count; k++)
             s->labels[first + k] = (int32_t)data_le32(lab + 4 * k);
         s->shards[i].first = (int64_t)first;
         s->shards[i].count = (int64_t)h.count;
         first += h.count;
     }
+    data_meta_free(&m);
     return s;
+fail:
+    data_meta_free(&m);
+    data_close(s);
+    return NULL;
 }
 
 void data_close(data_source *s)

@@ -210,7 +210,7 @@ static void expect_bad(int kind, const char *why)
     uint8_t *buf = NULL;
     size_t n = 0;
     char err[512] = "";
-    int rc = data_read_file(path, (size_t)64 << 20, &buf, &n, err, sizeof err);
+    int rc = data_read_file(path, "image", (size_t)64 << 20, &buf, &n, err, sizeof err);
     if (rc == 0) {
         uint8_t *dst = malloc(DATA_IMAGE_BYTES);
         rc = data_image_decode(buf, n, NULL, dst, err, sizeof err);
@@ -314,7 +314,7 @@ Test(images, fifo_is_refused_without_waiting, .timeout = 10)
     uint8_t *buf = NULL;
     size_t n = 0;
     char err[512] = "";
-    cr_assert_neq(data_read_file(path, (size_t)1 << 20, &buf, &n, err, sizeof err), 0);
+    cr_assert_neq(data_read_file(path, "image", (size_t)1 << 20, &buf, &n, err, sizeof err), 0);
     cr_assert(strstr(err, "not a regular file") != NULL, "\"%s\"", err);
     th_rmrf(dir);
     free(dir);

@@ -91,6 +91,7 @@ Test(prep, split_from_folders_and_usage, .timeout = 120)
     cr_assert_eq(data_label(s, 3), 1);
     data_close(s);
     s = data_open_shards(out, "train", err, sizeof err);
+    cr_assert_not_null(s, "%s", err);
     cr_assert_eq(data_count(s), 10);
     data_close(s);
 
