@@ -41,13 +41,15 @@ void train_options_default(train_options *o)
     o->nonfinite_limit = TRAIN_NONFINITE_DEFAULT_LIMIT;
 }
 
-/* A folder with train-images-idx3-ubyte.gz is Fashion-MNIST; anything else, shards. */
+/* A folder with train-images-idx3-ubyte.gz is Fashion-MNIST; anything else, shards. lstat:
+ * the name alone decides, so a dangling or looping link is opened as the IDX file it
+ * names and refused with its own reason, not reported as a missing meta.bin. */
 static int is_idx_dir(const char *dir)
 {
     char path[4096];
     struct stat st;
     snprintf(path, sizeof path, "%s/train-images-idx3-ubyte.gz", dir);
-    return stat(path, &st) == 0;
+    return lstat(path, &st) == 0;
 }
 
 static int is_dir(const char *p);
@@ -317,6 +319,21 @@ static int run_open(run_state *r, const train_options *o)
         }
         if (resume_conflicts(o, &peek, ckpt, err, sizeof err)) {
             fprintf(stderr, "twotower: --resume: %s\n", err);
+            return 2;
+        }
+        /* the checkpoint holds no dataset identity, but its classes and cursor say
+         * enough to tell another dataset from the one it was trained on */
+        int want = data_classes(r->tr);
+        if (peek.cfg.towers > 0 && want % peek.cfg.towers)
+            want += peek.cfg.towers - want % peek.cfg.towers;
+        if (peek.cfg.classes != want || peek.cursor.pos >= data_count(r->tr)) {
+            fprintf(stderr, "twotower: --resume %s: the checkpoint was trained on another "
+                            "dataset: its net has %d classes and its data cursor is at image "
+                            "%lld of epoch %lld; --data %s has %d classes (%d outputs) and "
+                            "%lld training images\n",
+                    ckpt, peek.cfg.classes, (long long)peek.cursor.pos,
+                    (long long)peek.cursor.epoch, o->data, data_classes(r->tr), want,
+                    (long long)data_count(r->tr));
             return 2;
         }
         fprintf(stderr, "twotower: resuming with the checkpoint's net and schedule: %d towers, "
