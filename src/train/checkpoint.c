@@ -3,6 +3,7 @@
  * the bytes actually present before it is used, so a bad file is refused, never half-loaded. */
 #include "train/checkpoint.h"
 #include "train/util.h"
+#include "base/base.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -615,11 +616,9 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
                       size_t errlen)
 {
     *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        train_errf(err, errlen, "checkpoint %s: %s", path, strerror(errno));
+    int fd = base_open_input(path, "checkpoint", err, errlen);
+    if (fd < 0)
         return -1;
-    }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         train_errf(err, errlen, "checkpoint %s: not a regular file", path);
