@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# kill_test.sh: kill -9 a training run at random moments, again and again, and check that
-# each time the newest checkpoint is valid (`twotower ckpt-check`) and that resuming
-# continues from it (the checkpointed step never goes back). At the end the run is let
-# finish, and its per-step losses must equal those of an uninterrupted run bit for bit.
+# kill_test.sh: kill -9 a training run at random moments of its training, again and again,
+# and check that each time the newest checkpoint is valid (`twotower ckpt-check`) and that
+# resuming continues from it (the checkpointed step never goes back). No kill lands before
+# the run trains: each start draws a checkpoint at or after the one it resumed from
+# (a fresh run: its first), waits until that checkpoint exists, then kills at a random
+# moment within the next checkpoint interval, so the kills spread over the steps and the
+# checkpoint writes between them whatever the machine's speed. A kill whose process left
+# its own ckpt-*.ttc.tmp landed inside a checkpoint write; they are counted, and the test
+# fails when none did. At the end the run is let finish, and its per-step losses must
+# equal those of an uninterrupted run bit for bit.
 #
 # usage: tools/kill_test.sh [TWOTOWER_BINARY] [KILLS]
 #   TWOTOWER_BINARY  default build/src/train/twotower
 #   KILLS            default 50
 # environment:
-#   KILL_TEST_FLAGS  the training flags (default: a tiny CPU run on Fashion-MNIST, below)
-#   KILL_TEST_MAX_MS the longest wait before a kill, in ms (default: 1.2 x the wall time of
-#                    the uninterrupted reference run, so kills land anywhere from start-up
-#                    to the last checkpoint write)
+#   KILL_TEST_FLAGS  the training flags (default: a tiny CPU run on a 64-image prep of
+#                    Fashion-MNIST made in the work folder, below; give --ckpt-every)
+#   KILL_TEST_SRC    the Fashion-MNIST IDX folder of that prep
+#                    (default /usr/share/datasets/fashion-mnist; missing: the test skips)
+#   KILL_TEST_MAX_MS the longest wait after the drawn checkpoint appears, in ms (default:
+#                    1.5 x one checkpoint interval of the uninterrupted reference run)
+#   KILL_TEST_MIN_IN_WRITE  kills that must land inside a checkpoint write (default 1)
 #   KILL_TEST_SEED   seed of the kill moments (default 1), so a failure can be replayed
 #   KILL_TEST_KEEP   1: keep the work folder for inspection
 set -u -o pipefail
@@ -19,19 +28,10 @@ set -u -o pipefail
 BIN=${1:-build/src/train/twotower}
 KILLS=${2:-50}
 RANDOM=${KILL_TEST_SEED:-1}
+MIN_IN_WRITE=${KILL_TEST_MIN_IN_WRITE:-1}
 
 die() { echo "kill_test: FAIL: $*" >&2; exit 1; }
 [ -x "$BIN" ] || die "$BIN is not an executable (build first, or pass the binary)"
-
-# A checkpoint every 3 steps and a metrics line every step (so every loss is compared).
-# With --width-div the net is tiny (KBs per checkpoint); without it, 67-pixel inputs
-# keep the full widths (160 MB per checkpoint: slow, but the same test).
-if "$BIN" help 2>/dev/null | grep -q -- '--width-div'; then
-    TINY="--size 67 --batch 2 --width-div 8 --train-limit 48"
-else
-    TINY="--size 67 --batch 2 --train-limit 16"
-fi
-FLAGS=${KILL_TEST_FLAGS:-"--cpu $TINY --epochs 2 --test-limit 8 --ckpt-every 3 --keep 2 --log-every 1 --quiet"}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tt-kill-XXXXXX") || die "mktemp"
 cleanup() { [ "${KILL_TEST_KEEP:-0}" = 1 ] && echo "kill_test: kept $WORK" || rm -rf "$WORK"; }
@@ -39,15 +39,42 @@ trap cleanup EXIT
 RUN="$WORK/run"
 REF="$WORK/ref"
 
-# The checkpointed step of the newest checkpoint in RUN, or -1 when there is none.
-newest_step() {
-    local f
-    f=$(ls "$RUN/ckpt/" 2>/dev/null | grep -E '^ckpt-[0-9]+\.ttc$' | sort -t- -k2 -n | tail -1)
-    if [ -z "$f" ]; then echo -1; return; fi
-    f=${f#ckpt-}
-    f=${f%.ttc}
-    echo $((10#$f))
+# A checkpoint every 3 steps and a metrics line every step (so every loss is compared).
+# With --width-div the net is tiny (KBs per checkpoint); without it, 67-pixel inputs
+# keep the full widths (160 MB per checkpoint: slow, but the same test). The data is a
+# 64 + 64 image prep of Fashion-MNIST: the shards are mapped in milliseconds, so a start
+# costs little and the kills go to training, not to decoding 70,000 IDX images.
+if "$BIN" help 2>/dev/null | grep -q -- '--width-div'; then
+    TINY="--size 67 --batch 2 --width-div 8 --train-limit 48"
+else
+    TINY="--size 67 --batch 2 --train-limit 16"
+fi
+if [ -z "${KILL_TEST_FLAGS:-}" ]; then
+    SRC=${KILL_TEST_SRC:-/usr/share/datasets/fashion-mnist}
+    if [ ! -e "$SRC/train-images-idx3-ubyte.gz" ]; then
+        echo "kill_test: SKIP: no Fashion-MNIST at $SRC (set KILL_TEST_SRC or KILL_TEST_FLAGS)"
+        exit 77
+    fi
+    "$BIN" prep "$SRC" "$WORK/data" --limit 64 --quiet > "$WORK/prep.log" 2>&1 ||
+        { cat "$WORK/prep.log" >&2; die "prep of $SRC failed"; }
+fi
+FLAGS=${KILL_TEST_FLAGS:-"--cpu --data $WORK/data $TINY --epochs 2 --test-limit 8 --ckpt-every 3 --keep 2 --log-every 1 --quiet"}
+
+# NEWEST = the checkpointed step of the newest checkpoint in RUN, or -1 when there is
+# none (a glob, no subprocess: it is polled every few milliseconds).
+newest() {
+    local f k
+    NEWEST=-1
+    for f in "$RUN"/ckpt/ckpt-*.ttc; do
+        k=${f##*/ckpt-}
+        k=${k%.ttc}
+        [[ $k =~ ^[0-9]+$ ]] || continue
+        k=$((10#$k))
+        [ "$k" -gt "$NEWEST" ] && NEWEST=$k
+    done
+    return 0
 }
+newest_step() { newest; echo "$NEWEST"; }
 
 # "step loss" of every train line of a metrics.jsonl (the fields the losses live in).
 losses() {
@@ -55,29 +82,70 @@ losses() {
         sed -E 's/.*"step": ([0-9]+).*"loss": ([^,}]+).*/\1 \2/'
 }
 
-echo "kill_test: reference run (uninterrupted): $BIN train $FLAGS --run $REF"
-t0=$(date +%s%N)
-"$BIN" train $FLAGS --run "$REF" > "$WORK/ref.log" 2>&1 || {
-    tail -20 "$WORK/ref.log" >&2
-    die "the uninterrupted run failed"
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# TARGET: the checkpoint a start waits for. A resumed process has restored its own once it
+# appended its resume line to metrics.jsonl (after the start stamp).
+reached() {
+    if [ "$TARGET" -le "$FROM" ] && [ "$FROM" -ge 0 ]; then
+        [ "$RUN/metrics.jsonl" -nt "$WORK/start.stamp" ]
+    else
+        newest
+        [ "$NEWEST" -ge "$TARGET" ]
+    fi
 }
-ref_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-[ -n "$(losses "$REF")" ] || die "the reference run wrote no train lines to $REF/metrics.jsonl"
-MAX_MS=${KILL_TEST_MAX_MS:-$(( ref_ms * 12 / 10 > 100 ? ref_ms * 12 / 10 : 100 ))}
-echo "kill_test: the reference run took ${ref_ms} ms; kills land 1..${MAX_MS} ms after a start"
+# Polls until the target is reached (0) or process $1 has exited (1).
+wait_target() {
+    until reached; do
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.002
+    done
+}
 
-kills=0 finished=0 prev=-1 starts=0 resumed=0
+EVERY=$(sed -nE 's/.*--ckpt-every ([0-9]+).*/\1/p' <<< "$FLAGS")
+[ -n "$EVERY" ] || die "the training flags give no --ckpt-every: nothing to kill between"
+
+echo "kill_test: reference run (uninterrupted): $BIN train $FLAGS --run $REF"
+t0=$(now_ms)
+"$BIN" train $FLAGS --run "$REF" > "$WORK/ref.log" 2>&1 &
+pid=$!
+RUN_SAVED=$RUN RUN=$REF FROM=-1 TARGET=0
+wait_target "$pid" && first_ms=$(now_ms) || first_ms=$t0
+RUN=$RUN_SAVED
+wait "$pid" || { tail -20 "$WORK/ref.log" >&2; die "the uninterrupted run failed"; }
+end_ms=$(now_ms)
+[ -n "$(losses "$REF")" ] || die "the reference run wrote no train lines to $REF/metrics.jsonl"
+LAST_STEP=$(losses "$REF" | tail -1 | cut -d' ' -f1)
+[ "${LAST_STEP:-0}" -gt "$EVERY" ] || die "the reference run has $LAST_STEP steps, too few to kill"
+interval_ms=$(( (end_ms - first_ms) * EVERY / LAST_STEP ))
+MAX_MS=${KILL_TEST_MAX_MS:-$(( interval_ms * 3 / 2 > 5 ? interval_ms * 3 / 2 : 5 ))}
+echo "kill_test: the reference run took $(( end_ms - t0 )) ms for $LAST_STEP steps (a" \
+     "checkpoint every $EVERY, ${interval_ms} ms apart); each kill lands 0..${MAX_MS} ms" \
+     "after a drawn checkpoint appears"
+
+kills=0 finished=0 prev=-1 starts=0 resumed=0 in_write=0
 while [ $kills -lt "$KILLS" ]; do
     resume=()
-    if [ "$(newest_step)" -ge 0 ]; then
+    FROM=$(newest_step)
+    if [ "$FROM" -ge 0 ]; then
         resume=(--resume "$RUN")
         resumed=$((resumed + 1))
     fi
+    # the resumed checkpoint (a fresh run: the first) or one of the next two before the
+    # end, then a moment within the interval after it: a run advances a little per kill,
+    # so the kills cover its whole length, pass after pass
+    lo=$(( FROM >= 0 ? FROM : EVERY ))
+    n=$(( (LAST_STEP - lo) / EVERY ))
+    n=$(( n < 1 ? 1 : n > 3 ? 3 : n ))
+    TARGET=$(( lo + EVERY * ((RANDOM * 32768 + RANDOM) % n) ))
+    # in the last interval a longer wait lets most runs finish (their losses are compared
+    # and the next start is fresh) instead of killing the same few steps again and again
+    span=$(( lo + EVERY >= LAST_STEP ? 3 * MAX_MS : MAX_MS ))
+    ms=$(( (RANDOM * 32768 + RANDOM) % (span + 1) ))
+    touch "$WORK/start.stamp"
     "$BIN" train $FLAGS --run "$RUN" "${resume[@]}" > "$WORK/last.log" 2>&1 &
     pid=$!
     starts=$((starts + 1))
-    ms=$(( (RANDOM * 32768 + RANDOM) % MAX_MS + 1 ))
-    sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+    wait_target "$pid" && sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
     if kill -9 "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null
         kills=$((kills + 1))
@@ -94,16 +162,21 @@ while [ $kills -lt "$KILLS" ]; do
         prev=-1
         continue
     fi
-    step=$(newest_step)
-    if [ "$step" -ge 0 ]; then
-        "$BIN" ckpt-check "$RUN" > "$WORK/check.log" 2>&1 ||
-            { cat "$WORK/check.log" >&2; die "after kill $kills (${ms} ms) the newest checkpoint is bad"; }
-        [ "$step" -ge "$prev" ] ||
-            die "after kill $kills the newest checkpoint went back from step $prev to $step"
-        prev=$step
+    # inside a write: this process's temporary checkpoint outlived it (one left by an
+    # earlier kill predates the stamp)
+    where="between checkpoint writes"
+    if [ -n "$(find "$RUN/ckpt" -maxdepth 1 -name 'ckpt-*.tmp' -newer "$WORK/start.stamp" 2>/dev/null)" ]; then
+        in_write=$((in_write + 1))
+        where="inside a checkpoint write (its .tmp was left)"
     fi
-    ls "$RUN/ckpt" 2>/dev/null | grep -qE '\.tmp$' && tmp=" (a .tmp was left: a write was cut)" || tmp=""
-    echo "kill_test: kill $kills after ${ms} ms: newest checkpoint step $step$tmp"
+    step=$(newest_step)
+    [ "$step" -ge 0 ] || die "kill $kills landed before any checkpoint existed"
+    "$BIN" ckpt-check "$RUN" > "$WORK/check.log" 2>&1 ||
+        { cat "$WORK/check.log" >&2; die "after kill $kills the newest checkpoint is bad"; }
+    [ "$step" -ge "$prev" ] ||
+        die "after kill $kills the newest checkpoint went back from step $prev to $step"
+    prev=$step
+    echo "kill_test: kill $kills ${ms} ms after checkpoint $TARGET, $where: newest checkpoint step $step"
 done
 
 # Let the last run finish, then compare with the reference.
@@ -116,4 +189,8 @@ if [ -d "$RUN" ]; then
     diff <(losses "$REF") <(losses "$RUN") > "$WORK/diff.txt" ||
         { head -20 "$WORK/diff.txt" >&2; die "the killed-and-resumed run's losses differ from the reference"; }
 fi
-echo "kill_test: OK: $kills kills (SIGKILL) over $starts starts ($resumed resumed), $finished run(s) finished with losses identical to the uninterrupted run"
+[ "$in_write" -ge "$MIN_IN_WRITE" ] ||
+    die "only $in_write of $kills kills landed inside a checkpoint write (at least $MIN_IN_WRITE wanted)"
+echo "kill_test: OK: $kills kills (SIGKILL) during training over $starts starts ($resumed resumed):" \
+     "$in_write inside a checkpoint write, $((kills - in_write)) between writes, none before" \
+     "the first checkpoint; $finished run(s) finished with losses identical to the uninterrupted run"
