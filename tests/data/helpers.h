@@ -1,6 +1,7 @@
-/* helpers for the src/data tests: temporary folders, running prep with its stderr
- * captured, and the slow, obviously-correct reference resize the fast one is held to.
- * Header-only on purpose: each test executable includes it once. */
+/* helpers for the src/data tests (and the trainer tests that need small data sets):
+ * temporary folders, running prep with its stderr captured, small IDX files, and the
+ * slow, obviously-correct reference resize the fast one is held to. Header-only on
+ * purpose: each test executable includes it once. */
 #ifndef DATA_TEST_HELPERS_H
 #define DATA_TEST_HELPERS_H
 
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "data/data.h"
 #include "imgfix.h"
@@ -138,6 +140,50 @@ static inline void th_ref_resize(double *dst, int S, const uint8_t *src, int w, 
     free(yl);
     free(wx);
     free(wy);
+}
+
+/* ---- Fashion-MNIST-like IDX files (28x28, gzip) ---------------------------------- */
+
+static inline void th_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Writes a gzip file holding hdr (hn bytes) then body (bn bytes). */
+static inline void th_write_gz(const char *path, const uint8_t *hdr, size_t hn,
+                               const uint8_t *body, size_t bn)
+{
+    gzFile f = gzopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    cr_assert_eq(gzwrite(f, hdr, (unsigned)hn), (int)hn);
+    if (bn)
+        cr_assert_eq(gzwrite(f, body, (unsigned)bn), (int)bn);
+    cr_assert_eq(gzclose(f), Z_OK);
+}
+
+/* PRE-images-idx3-ubyte.gz with `have` 28x28 images under a header claiming `declare`,
+ * and PRE-labels-idx1-ubyte.gz with labels i % 10, except bad_label at image bad_at
+ * (bad_at < 0: none). */
+static inline void th_write_idx(const char *dir, const char *pre, int have, int declare,
+                                int bad_at, int bad_label)
+{
+    char path[4300];
+    uint8_t h[16];
+    th_put_be32(h, 0x803), th_put_be32(h + 4, (uint32_t)declare), th_put_be32(h + 8, 28);
+    th_put_be32(h + 12, 28);
+    uint8_t *px = malloc((size_t)have * 784);
+    for (size_t i = 0; i < (size_t)have * 784; i++)
+        px[i] = (uint8_t)(i * 2654435761u >> 24);
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte.gz", dir, pre);
+    th_write_gz(path, h, 16, px, (size_t)have * 784);
+    free(px);
+    th_put_be32(h, 0x801), th_put_be32(h + 4, (uint32_t)declare);
+    uint8_t lab[256];
+    for (int i = 0; i < declare && i < 256; i++)
+        lab[i] = (uint8_t)(i == bad_at ? bad_label : i % 10);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte.gz", dir, pre);
+    th_write_gz(path, h, 8, lab, (size_t)(declare < 256 ? declare : 256));
 }
 
 /* A small prep'd data set: classes x per_class generated images, no bad files. */
