@@ -43,11 +43,17 @@ typedef struct data_source data_source; /* opaque; read-only after open, safe to
  * images reach 256x256 by bilinear upscaling, done on the fly per image (60k images at
  * 256x256x3 would be 11.8 GB), grey copied to three channels. The mean image and the
  * PCA always come from the training file (also for train=0): the mean exactly, by
- * linearity, as the upscaled mean 28x28 image; the PCA from every 64th training image. */
+ * linearity, as the upscaled mean 28x28 image; the PCA from every 64th training image.
+ * Checked at open: regular files only (never waiting on a FIFO), header counts equal to
+ * the data, every label below Fashion-MNIST's 10 classes (the class count is always
+ * 10); errors name the file. */
 data_source *data_open_idx(const char *dir, int train, char *err, size_t errlen);
-/* Shards written by `twotower prep` (split "train" or "val"), memory-mapped. Headers,
- * sizes and labels are checked; checksums only by data_shards_verify (reading every
- * byte of ImageNet at each start would take minutes). */
+/* Shards written by `twotower prep` (split "train" or "val"), memory-mapped. Checked at
+ * open: meta.bin (version, CRC, bounds), every shard's header, size and labels, each
+ * header's payload checksum against the one meta.bin lists (a shard or meta.bin from
+ * another prep is refused), and no file named like a shard that meta.bin does not list.
+ * The payloads themselves only by data_shards_verify (reading every byte of ImageNet at
+ * each start would take minutes). */
 data_source *data_open_shards(const char *dir, const char *split, char *err, size_t errlen);
 void data_close(data_source *s);
 
@@ -217,7 +223,9 @@ int64_t data_shard_check(const uint8_t *buf, size_t n, int check_payload, char *
                          size_t errlen);
 /* Checks meta.bin held in memory (magic, version, CRC, bounds, class names). 0 or -1. */
 int data_meta_check(const uint8_t *buf, size_t n, char *err, size_t errlen);
-/* Reads every shard of the split and checks its payload checksum. 0 or -1 with err. */
+/* Reads every shard of the split and checks its payload against its header's checksum
+ * and meta.bin's, and that no unlisted shard lies in dir. 0 or -1 with err naming the
+ * file. */
 int data_shards_verify(const char *dir, const char *split, char *err, size_t errlen);
 
 /* ---- prep ------------------------------------------------------------------------- */
