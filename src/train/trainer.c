@@ -328,9 +328,9 @@ static int run_open(run_state *r, const train_options *o)
             want += peek.cfg.towers - want % peek.cfg.towers;
         if (peek.cfg.classes != want || peek.cursor.pos >= data_count(r->tr)) {
             fprintf(stderr, "twotower: --resume %s: the checkpoint was trained on another "
-                            "dataset: its net has %d classes and its data cursor is at image "
-                            "%lld of epoch %lld; --data %s has %d classes (%d outputs) and "
-                            "%lld training images\n",
+                            "dataset: its net has %d class outputs and its data cursor is at "
+                            "image %lld of epoch %lld; --data %s has %d classes (%d outputs) "
+                            "and %lld training images\n",
                     ckpt, peek.cfg.classes, (long long)peek.cursor.pos,
                     (long long)peek.cursor.epoch, o->data, data_classes(r->tr), want,
                     (long long)data_count(r->tr));

@@ -140,7 +140,7 @@ Test(inputs, resume_onto_another_dataset_names_both, .timeout = 240)
     o.epochs = 2;
     o.resume = run;
     cr_assert_eq(run_captured(&o, &log), 2, "%s", log);
-    cr_assert(strstr(log, "another dataset") && strstr(log, "10 classes") &&
+    cr_assert(strstr(log, "another dataset") && strstr(log, "10 class outputs") &&
                   strstr(log, "3 classes") && strstr(log, "39 training images"),
               "%s", log);
     free(log);
