@@ -556,6 +556,116 @@ Test(checkpoint, round_trip_model)
     free(dir);
 }
 
+/* ---- a file written by an earlier build ------------------------------------------------ */
+
+/* fixtures/ckpt-v2/ckpt-00000037.ttc was written once by train_ckpt_save_buffers as it
+ * stood before the record tables, from the state below (TINY, every field a value of its
+ * own, tensors from the counter RNG so they are exact here): it holds the format's bytes
+ * as that build wrote them, which this build must still read and write unchanged. */
+static train_ckpt_meta fixture_meta(void)
+{
+    train_ckpt_meta m;
+    memset(&m, 0, sizeof m);
+    m.cfg = TINY;
+    m.seed = 0x9e3779b97f4a7c15ull;
+    m.step = 37;
+    m.epoch = 2;
+    m.model_seed = 0x8000000000000011ull;
+    m.model_step = 37;
+    m.cursor = (train_cursor){0xfedcba9876543210ull, 2, 10};
+    m.sched = (train_sched){.lr0 = 0.01, .patience = 4, .max_drops = 3, .min_delta = 0.001,
+                            .lr = 0.01 / 10.0, .best = 0.75, .best_eval = 5, .evals = 7,
+                            .drops = 1, .bad = 2, .stopped = 0};
+    m.nonfinite = (train_nonfinite){5, 1, 3};
+    m.stats = (train_ckpt_stats){0.71, 0.32, 30, 74, 12.5, 2.25, 0.8125, 0.40625};
+    m.interval = (train_ckpt_interval){2.125, 4.5, 2, 3, 4};
+    m.train_limit = 32;
+    m.eval_every = 16;
+    return m;
+}
+
+static bufs fixture_bufs(size_t n)
+{
+    bufs b = {n, {0}, {0}};
+    for (int t = 0; t < 2; t++) {
+        b.params[t] = malloc(n * sizeof(real));
+        b.momentum[t] = malloc(n * sizeof(real));
+        for (size_t i = 0; i < n; i++) {
+            b.params[t][i] = (real)base_rng_uniform(0xf1c0 + (uint64_t)t, i) - 0.5f;
+            b.momentum[t][i] =
+                ((real)base_rng_uniform(0x30e0 + (uint64_t)t, i) - 0.5f) * 0.0078125f;
+        }
+    }
+    return b;
+}
+
+#define FIXTURE TT_FIXTURE_DIR "/ckpt-v2/ckpt-00000037.ttc"
+
+Test(checkpoint, version_2_file_of_an_earlier_build_loads_and_resaves_byte_identical)
+{
+    size_t n = tiny_n_params();
+    bufs want = fixture_bufs(n), got = make_bufs(n, 3.0f);
+    train_ckpt_meta m = fixture_meta(), meta;
+    m.n_params = n;
+    char err[1024];
+    cr_assert_eq(train_ckpt_load_buffers(FIXTURE, &meta, &TINY, n, got.params, got.momentum,
+                                         err, sizeof err), 0, "%s", err);
+    assert_meta_eq(&m, &meta);
+    for (int t = 0; t < 2; t++) {
+        cr_assert_eq(memcmp(want.params[t], got.params[t], n * sizeof(real)), 0, "tower %d", t);
+        cr_assert_eq(memcmp(want.momentum[t], got.momentum[t], n * sizeof(real)), 0);
+    }
+    /* what this build writes from that state is the same file, byte for byte */
+    char *dir = tt_tmpdir("ckpt"), p[4200];
+    save_bufs(dir, &meta, &got, 0);
+    ckpt_path(p, sizeof p, dir, 37);
+    size_t la, lb;
+    unsigned char *a = slurp(FIXTURE, &la), *b = slurp(p, &lb);
+    cr_assert_eq(la, lb);
+    cr_assert_eq(memcmp(a, b, la), 0, "the format's bytes changed");
+    free(a);
+    free(b);
+    free_bufs(&want);
+    free_bufs(&got);
+    rm_rf(dir);
+    free(dir);
+}
+
+Test(checkpoint, version_2_file_of_an_earlier_build_resumes)
+{
+    char err[1024];
+    model_placement cpu = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
+    model a;
+    cr_assert_eq(model_init(&a, &TINY, &cpu, 5, err, sizeof err), 0, "%s", err);
+    train_ckpt_meta meta;
+    cr_assert_eq(train_ckpt_load(FIXTURE, &meta, &a, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(a.step, 37);
+    cr_assert_eq(a.seed, 0x8000000000000011ull);
+    bufs want = fixture_bufs(a.plan.n_params);
+    real *w = malloc(a.plan.n_params * sizeof(real));
+    model_get_tensor(&a, 1, 2, w);
+    cr_assert_eq(memcmp(w, want.momentum[1], a.plan.n_params * sizeof(real)), 0);
+    /* two training steps from the restored state */
+    size_t xn = (size_t)TINY.batch * TINY.in_ch * TINY.in_size * TINY.in_size;
+    float *x = malloc(xn * sizeof(float));
+    int32_t y[2] = {3, 7};
+    for (size_t i = 0; i < xn; i++)
+        x[i] = base_rng_uniform(77, i) - 0.5f;
+    for (int s = 0; s < 2; s++) {
+        model_set_batch(&a, x, y);
+        double loss = model_train_step(&a, (real)meta.sched.lr);
+        cr_assert(isfinite(loss) && loss > 0, "step %d: loss %g", s, loss);
+    }
+    cr_assert_eq(a.step, 39);
+    model_get_tensor(&a, 1, 0, w);
+    cr_assert_neq(memcmp(w, want.params[1], a.plan.n_params * sizeof(real)), 0,
+                  "the steps changed nothing");
+    free(w);
+    free(x);
+    free_bufs(&want);
+    model_free(&a);
+}
+
 Test(checkpoint, mismatched_config_refused_model_untouched)
 {
     char *dir = tt_tmpdir("ckpt"), err[1024];
