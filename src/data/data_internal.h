@@ -1,5 +1,6 @@
 /* data_internal: what the files of src/data share and nobody else sees: the on-disk
- * shard and meta formats, the source struct, per-thread scratch and small helpers.
+ * shard and meta formats, the source struct, per-thread scratch and small helpers (the
+ * little-endian byte helpers are src/base's).
  * Not installed, not included outside src/data (and the tests of src/data). */
 #ifndef DATA_INTERNAL_H
 #define DATA_INTERNAL_H
@@ -9,27 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/base.h"
 #include "data/data.h"
-
-/* ---- little-endian helpers (the files are LE whatever the host) -------------------- */
-static inline uint32_t data_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline uint64_t data_le64(const uint8_t *p)
-{
-    return (uint64_t)data_le32(p) | (uint64_t)data_le32(p + 4) << 32;
-}
-static inline void data_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline void data_put64(uint8_t *p, uint64_t v)
-{
-    data_put32(p, (uint32_t)v);
-    data_put32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* printf into err (NULL-safe); returns -1 so `return data_fail(...)` reads naturally */
 int data_fail(char *err, size_t errlen, const char *fmt, ...)

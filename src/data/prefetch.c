@@ -4,10 +4,10 @@
  * worker takes, so one batch is made by all threads at once and the order of work
  * never changes the bytes (each image depends only on its own cursor position). */
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "data/data_internal.h"
+#include "base/base.h"
 
 typedef struct {
     uint8_t *crops;          /* (B, crop, crop, 3) u8 mode */
@@ -40,13 +40,6 @@ struct data_prefetch {
     int64_t batches;
     double wait_total;
 };
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void *pf_alloc(const data_prefetch *p, size_t bytes)
 {
@@ -241,7 +234,7 @@ data_prefetch *data_prefetch_start_ex(data_source *s, data_cursor start, int B, 
 static int next_common(data_prefetch *p, pf_slot **out, data_cursor *after, double *wait_s,
                        char *err, size_t errlen)
 {
-    double t0 = now_s();
+    double t0 = base_now();
     pthread_mutex_lock(&p->mu);
     int64_t seq = p->taken;
     /* asking for batch seq releases batch seq - 1: its slot may be refilled */
@@ -255,7 +248,7 @@ static int next_common(data_prefetch *p, pf_slot **out, data_cursor *after, doub
     }
     p->taken++;
     pthread_cond_broadcast(&p->cv_work);
-    double w = now_s() - t0;
+    double w = base_now() - t0;
     p->batches++;
     p->wait_total += w;
     pthread_mutex_unlock(&p->mu);

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "data/data_internal.h"
@@ -41,13 +40,6 @@ typedef struct {
     data_image_limits lim;
     size_t max_file_bytes;
 } prep_opts;
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int list_push(item_list *l, prep_item it)
 {
@@ -284,7 +276,7 @@ static int shard_close(shard_writer *w, char *err, size_t errlen)
     if (!lab)
         return data_fail(err, errlen, "%s: out of memory", w->tmp);
     for (int64_t i = 0; i < w->count; i++)
-        data_put32(lab + 4 * i, (uint32_t)w->labels[i]);
+        base_put_le32(lab + 4 * i, (uint32_t)w->labels[i]);
     w->crc = data_crc32(w->crc, lab, (size_t)w->count * 4);
     int bad = write_all(w->fd, lab, (size_t)w->count * 4) != 0;
     free(lab);
@@ -422,7 +414,7 @@ static void progress(const prep_opts *o, const char *split, int64_t done, int64_
 {
     if (o->quiet)
         return;
-    double t = now_s();
+    double t = base_now();
     double rate = done / (t - t0 > 1e-9 ? t - t0 : 1e-9);
     if (isatty(2)) {
         if (t - *last_draw < 0.1 && done < total)
@@ -485,7 +477,7 @@ static int run_split(const prep_opts *o, const char *split, const item_list *ite
             }
         }
     }
-    double t0 = now_s(), last_draw = 0;
+    double t0 = base_now(), last_draw = 0;
     int last_decile = -1;
     progress(o, split, 0, items->n, t0, &last_decile, &last_draw);
     for (int64_t base = 0; base < items->n && rc == 0; base += chunk) {
@@ -664,7 +656,7 @@ static int write_meta(const prep_opts *o, char **names, int classes, const split
 static int verify_output(const char *out)
 {
     char err[1024];
-    double t0 = now_s();
+    double t0 = base_now();
     int64_t count[2] = {0, 0};
     static const char *const splits[2] = {"train", "val"};
     data_meta m;
@@ -692,7 +684,7 @@ static int verify_output(const char *out)
     }
     fprintf(stderr, "prep --verify: %s: %lld train + %lld val images, every header and "
                     "checksum matches meta.bin, no stray shards (%.1f s)\n",
-            out, (long long)count[0], (long long)count[1], now_s() - t0);
+            out, (long long)count[0], (long long)count[1], base_now() - t0);
     return 0;
 }
 
@@ -816,7 +808,7 @@ int data_prep_main(int argc, char **argv)
         o.threads = nc > 0 ? (int)nc : 1;
     }
     char err[1024];
-    double t0 = now_s();
+    double t0 = base_now();
     item_list train = {0}, val = {0}, all = {0};
     char **classes = NULL;
     int64_t nclasses = 0, ignored = 0;
@@ -975,7 +967,7 @@ int data_prep_main(int argc, char **argv)
     if (val.n > 0 && run_split(&o, "val", &val, (int)nclasses, idx_val, idx_h, idx_w, NULL,
                                NULL, &rv, err, sizeof err) != 0)
         goto fail;
-    double el = now_s() - t0;
+    double el = base_now() - t0;
     int64_t seen = rt.written + rt.skipped + rv.written + rv.skipped;
     int64_t skipped = rt.skipped + rv.skipped;
     double share = seen ? (double)skipped / (double)seen : 0;

@@ -85,24 +85,24 @@ void data_shard_header_encode(uint8_t *buf, const data_shard_header *h)
 {
     memset(buf, 0, DATA_SHARD_HEADER);
     memcpy(buf, DATA_SHARD_MAGIC, 8);
-    data_put32(buf + 8, DATA_SHARD_VERSION);
-    data_put32(buf + 12, DATA_SHARD_HEADER);
-    data_put32(buf + 16, DATA_SIZE);
-    data_put32(buf + 20, DATA_SIZE);
-    data_put32(buf + 24, DATA_CHANNELS);
-    data_put32(buf + 28, h->classes);
-    data_put64(buf + 32, h->count);
-    data_put64(buf + 40, h->first);
-    data_put64(buf + 48, h->index);
+    base_put_le32(buf + 8, DATA_SHARD_VERSION);
+    base_put_le32(buf + 12, DATA_SHARD_HEADER);
+    base_put_le32(buf + 16, DATA_SIZE);
+    base_put_le32(buf + 20, DATA_SIZE);
+    base_put_le32(buf + 24, DATA_CHANNELS);
+    base_put_le32(buf + 28, h->classes);
+    base_put_le64(buf + 32, h->count);
+    base_put_le64(buf + 40, h->first);
+    base_put_le64(buf + 48, h->index);
     uint64_t pix = DATA_SHARD_HEADER;
     uint64_t lab = pix + h->count * DATA_IMAGE_BYTES;
-    data_put64(buf + 56, pix);
-    data_put64(buf + 64, lab);
-    data_put64(buf + 72, lab + 4 * h->count);
-    data_put32(buf + 80, h->payload_crc);
+    base_put_le64(buf + 56, pix);
+    base_put_le64(buf + 64, lab);
+    base_put_le64(buf + 72, lab + 4 * h->count);
+    base_put_le32(buf + 80, h->payload_crc);
     size_t sl = strnlen(h->split, 8);
     memcpy(buf + 84, h->split, sl); /* NUL padded by the memset */
-    data_put32(buf + 124, data_crc32(0, buf, 124));
+    base_put_le32(buf + 124, data_crc32(0, buf, 124));
 }
 
 int data_shard_parse(const uint8_t *buf, size_t n, int check_payload, data_shard_header *h,
@@ -114,31 +114,31 @@ int data_shard_parse(const uint8_t *buf, size_t n, int check_payload, data_shard
                          n, DATA_SHARD_HEADER);
     if (memcmp(buf, DATA_SHARD_MAGIC, 8) != 0)
         return data_fail(err, errlen, "not a twotower shard (bad magic)");
-    if (data_le32(buf + 8) != DATA_SHARD_VERSION)
+    if (base_get_le32(buf + 8) != DATA_SHARD_VERSION)
         return data_fail(err, errlen, "shard version %u, this build reads %u",
-                         data_le32(buf + 8), DATA_SHARD_VERSION);
-    if (data_le32(buf + 124) != data_crc32(0, buf, 124))
+                         base_get_le32(buf + 8), DATA_SHARD_VERSION);
+    if (base_get_le32(buf + 124) != data_crc32(0, buf, 124))
         return data_fail(err, errlen, "shard header checksum mismatch");
-    if (data_le32(buf + 12) != DATA_SHARD_HEADER)
-        return data_fail(err, errlen, "shard header size %u, expected %u", data_le32(buf + 12),
+    if (base_get_le32(buf + 12) != DATA_SHARD_HEADER)
+        return data_fail(err, errlen, "shard header size %u, expected %u", base_get_le32(buf + 12),
                          DATA_SHARD_HEADER);
-    if (data_le32(buf + 16) != DATA_SIZE || data_le32(buf + 20) != DATA_SIZE ||
-        data_le32(buf + 24) != DATA_CHANNELS)
+    if (base_get_le32(buf + 16) != DATA_SIZE || base_get_le32(buf + 20) != DATA_SIZE ||
+        base_get_le32(buf + 24) != DATA_CHANNELS)
         return data_fail(err, errlen, "shard images are %ux%ux%u, expected %dx%dx%d",
-                         data_le32(buf + 16), data_le32(buf + 20), data_le32(buf + 24),
+                         base_get_le32(buf + 16), base_get_le32(buf + 20), base_get_le32(buf + 24),
                          DATA_SIZE, DATA_SIZE, DATA_CHANNELS);
-    uint32_t classes = data_le32(buf + 28);
+    uint32_t classes = base_get_le32(buf + 28);
     if (classes < 1 || classes > DATA_MAX_CLASSES)
         return data_fail(err, errlen, "shard claims %u classes (1..%d)", classes,
                          DATA_MAX_CLASSES);
-    uint64_t count = data_le64(buf + 32);
+    uint64_t count = base_get_le64(buf + 32);
     if (count > DATA_MAX_SHARD_IMAGES)
         return data_fail(err, errlen, "shard claims %llu images (at most %d)",
                          (unsigned long long)count, DATA_MAX_SHARD_IMAGES);
     /* count is bounded, so these cannot overflow */
     uint64_t pix = DATA_SHARD_HEADER, lab = pix + count * DATA_IMAGE_BYTES,
              end = lab + 4 * count;
-    if (data_le64(buf + 56) != pix || data_le64(buf + 64) != lab || data_le64(buf + 72) != end)
+    if (base_get_le64(buf + 56) != pix || base_get_le64(buf + 64) != lab || base_get_le64(buf + 72) != end)
         return data_fail(err, errlen, "shard offsets do not match its %llu images",
                          (unsigned long long)count);
     if ((uint64_t)n != end)
@@ -151,20 +151,20 @@ int data_shard_parse(const uint8_t *buf, size_t n, int check_payload, data_shard
         return data_fail(err, errlen, "shard split \"%.8s\" is neither train nor val", sp);
     const uint8_t *labels = buf + lab;
     for (uint64_t i = 0; i < count; i++) {
-        uint32_t v = data_le32(labels + 4 * i);
+        uint32_t v = base_get_le32(labels + 4 * i);
         if (v >= classes)
             return data_fail(err, errlen, "label %d of image %llu is outside 0..%u",
                              (int32_t)v, (unsigned long long)i, classes - 1);
     }
-    h->payload_crc = data_le32(buf + 80);
+    h->payload_crc = base_get_le32(buf + 80);
     if (check_payload && data_crc32(0, buf + pix, (size_t)(end - pix)) != h->payload_crc)
         return data_fail(err, errlen, "shard payload checksum mismatch (corrupt pixels or labels)");
     memcpy(h->split, sp, 8);
     h->split[8] = 0;
     h->classes = classes;
     h->count = count;
-    h->first = data_le64(buf + 40);
-    h->index = data_le64(buf + 48);
+    h->first = base_get_le64(buf + 40);
+    h->index = base_get_le64(buf + 48);
     return 0;
 }
 
@@ -280,11 +280,11 @@ static void put_f64(uint8_t *p, double v)
 {
     uint64_t u;
     memcpy(&u, &v, 8);
-    data_put64(p, u);
+    base_put_le64(p, u);
 }
 static double get_f64(const uint8_t *p)
 {
-    uint64_t u = data_le64(p);
+    uint64_t u = base_get_le64(p);
     double v;
     memcpy(&v, &u, 8);
     return v;
@@ -309,17 +309,17 @@ int data_meta_encode(const data_meta *m, uint8_t **buf, size_t *n, char *err, si
     if (!b)
         return data_fail(err, errlen, "out of memory for meta.bin (%zu bytes)", size);
     memcpy(b, DATA_META_MAGIC, 8);
-    data_put32(b + 8, DATA_META_VERSION);
-    data_put32(b + 12, DATA_SIZE);
-    data_put32(b + 16, DATA_SIZE);
-    data_put32(b + 20, DATA_CHANNELS);
-    data_put32(b + 24, (uint32_t)m->classes);
-    data_put32(b + 28, m->shard_size);
-    data_put64(b + 32, m->n_train);
-    data_put64(b + 40, m->n_val);
-    data_put32(b + 48, m->train_shards);
-    data_put32(b + 52, m->val_shards);
-    data_put64(b + 56, m->seed);
+    base_put_le32(b + 8, DATA_META_VERSION);
+    base_put_le32(b + 12, DATA_SIZE);
+    base_put_le32(b + 16, DATA_SIZE);
+    base_put_le32(b + 20, DATA_CHANNELS);
+    base_put_le32(b + 24, (uint32_t)m->classes);
+    base_put_le32(b + 28, m->shard_size);
+    base_put_le64(b + 32, m->n_train);
+    base_put_le64(b + 40, m->n_val);
+    base_put_le32(b + 48, m->train_shards);
+    base_put_le32(b + 52, m->val_shards);
+    base_put_le64(b + 56, m->seed);
     const double *d[4] = {m->pca.rgb_mean, m->pca.cov, m->pca.eigval, m->pca.eigvec};
     const int dn[4] = {3, 9, 3, 9};
     uint8_t *p = b + 72;
@@ -329,10 +329,10 @@ int data_meta_encode(const data_meta *m, uint8_t **buf, size_t *n, char *err, si
     for (size_t i = 0; i < DATA_IMAGE_BYTES; i++, p += 4) {
         uint32_t u;
         memcpy(&u, &m->mean[i], 4);
-        data_put32(p, u);
+        base_put_le32(p, u);
     }
     for (size_t i = 0; i < nsh; i++, p += 4)
-        data_put32(p, m->shard_crc[i]);
+        base_put_le32(p, m->shard_crc[i]);
     for (int c = 0; c < m->classes; c++) {
         size_t l = strlen(m->names[c]);
         p[0] = (uint8_t)l;
@@ -340,7 +340,7 @@ int data_meta_encode(const data_meta *m, uint8_t **buf, size_t *n, char *err, si
         memcpy(p + 2, m->names[c], l);
         p += 2 + l;
     }
-    data_put32(p, data_crc32(0, b, (size_t)(p - b)));
+    base_put_le32(p, data_crc32(0, b, (size_t)(p - b)));
     *buf = b;
     *n = size;
     return 0;
@@ -365,7 +365,7 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
         return data_fail(err, errlen, "meta.bin of %zu bytes is too short", n);
     if (memcmp(buf, DATA_META_MAGIC, 8) != 0)
         return data_fail(err, errlen, "not a twotower meta.bin (bad magic)");
-    uint32_t version = data_le32(buf + 8);
+    uint32_t version = base_get_le32(buf + 8);
     if (version < DATA_META_VERSION)
         return data_fail(err, errlen,
                          "meta.bin version %u is from an older prep (no shard checksums); "
@@ -374,21 +374,21 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
     if (version != DATA_META_VERSION)
         return data_fail(err, errlen, "meta.bin version %u, this build reads %u (a newer "
                                       "twotower wrote it)", version, DATA_META_VERSION);
-    if (data_le32(buf + n - 4) != data_crc32(0, buf, n - 4))
+    if (base_get_le32(buf + n - 4) != data_crc32(0, buf, n - 4))
         return data_fail(err, errlen, "meta.bin checksum mismatch");
-    if (data_le32(buf + 12) != DATA_SIZE || data_le32(buf + 16) != DATA_SIZE ||
-        data_le32(buf + 20) != DATA_CHANNELS)
+    if (base_get_le32(buf + 12) != DATA_SIZE || base_get_le32(buf + 16) != DATA_SIZE ||
+        base_get_le32(buf + 20) != DATA_CHANNELS)
         return data_fail(err, errlen, "meta.bin image size is not %dx%dx%d", DATA_SIZE,
                          DATA_SIZE, DATA_CHANNELS);
-    uint32_t classes = data_le32(buf + 24);
+    uint32_t classes = base_get_le32(buf + 24);
     if (classes < 1 || classes > DATA_MAX_CLASSES)
         return data_fail(err, errlen, "meta.bin claims %u classes (1..%d)", classes,
                          DATA_MAX_CLASSES);
-    uint32_t shard_size = data_le32(buf + 28);
+    uint32_t shard_size = base_get_le32(buf + 28);
     if (shard_size < 1 || shard_size > DATA_MAX_SHARD_IMAGES)
         return data_fail(err, errlen, "meta.bin shard size %u out of range", shard_size);
-    uint64_t nt = data_le64(buf + 32), nv = data_le64(buf + 40);
-    uint32_t st = data_le32(buf + 48), sv = data_le32(buf + 52);
+    uint64_t nt = base_get_le64(buf + 32), nv = base_get_le64(buf + 40);
+    uint32_t st = base_get_le32(buf + 48), sv = base_get_le32(buf + 52);
     if (nt > ((uint64_t)1 << 40) || nv > ((uint64_t)1 << 40))
         return data_fail(err, errlen, "meta.bin image counts out of range");
     if ((uint64_t)st != (nt + shard_size - 1) / shard_size ||
@@ -400,7 +400,7 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
     m->n_val = nv;
     m->train_shards = st;
     m->val_shards = sv;
-    m->seed = data_le64(buf + 56);
+    m->seed = base_get_le64(buf + 56);
     double *d[4] = {m->pca.rgb_mean, m->pca.cov, m->pca.eigval, m->pca.eigvec};
     const int dn[4] = {3, 9, 3, 9};
     const uint8_t *p = buf + 72;
@@ -417,7 +417,7 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
         return data_fail(err, errlen, "out of memory reading meta.bin");
     }
     for (size_t i = 0; i < DATA_IMAGE_BYTES; i++, p += 4) {
-        uint32_t u = data_le32(p);
+        uint32_t u = base_get_le32(p);
         memcpy(&m->mean[i], &u, 4);
         if (!(m->mean[i] >= 0.0f && m->mean[i] <= 255.0f)) {
             data_meta_free(m);
@@ -439,7 +439,7 @@ int data_meta_parse(const uint8_t *buf, size_t n, data_meta *m, char *err, size_
         return data_fail(err, errlen, "out of memory reading meta.bin");
     }
     for (uint64_t i = 0; i < nsh; i++, p += 4)
-        m->shard_crc[i] = data_le32(p);
+        m->shard_crc[i] = base_get_le32(p);
     for (uint32_t c = 0; c < classes; c++) {
         if (end - p < 2) {
             data_meta_free(m);

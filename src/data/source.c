@@ -390,7 +390,7 @@ data_source *data_open_shards(const char *dir, const char *split, char *err, siz
         madvise(map, bytes, MADV_RANDOM);
         const uint8_t *lab = map + DATA_SHARD_HEADER + h.count * DATA_IMAGE_BYTES;
         for (uint64_t k = 0; k < h.count; k++)
-            s->labels[first + k] = (int32_t)data_le32(lab + 4 * k);
+            s->labels[first + k] = (int32_t)base_get_le32(lab + 4 * k);
         s->shards[i].first = (int64_t)first;
         s->shards[i].count = (int64_t)h.count;
         first += h.count;

@@ -3,6 +3,7 @@
  * events. COMM_NCCL: one tower per GPU, NCCL in one process (ncclCommInitAll), grouped
  * collectives on the towers' streams. Knows pointers, counts and streams, not layers. */
 #include "comm/comm_cuda.h"
+#include "base/base.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -40,13 +41,6 @@ static const char *kind_name(comm_kind k)
             return -1;                                                                     \
         }                                                                                  \
     } while (0)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Aborts both communicators (ncclCommAbort stops their kernels, so nothing hangs on
  * them afterwards); later calls fail with a message instead of using them. */
@@ -174,7 +168,7 @@ extern "C" comm_cuda *comm_cuda_init(comm_kind kind, int ntowers, const int *dev
 extern "C" int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t errlen)
 {
     if (c->kind != COMM_NCCL || !c->pending) return 0;
-    double start = now_s();
+    double start = base_now();
     for (;;) {
         int finished = 1;
         for (int r = 0; r < c->ntowers; r++) {
@@ -206,7 +200,7 @@ extern "C" int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t 
             c->pending = 0;
             return 0;
         }
-        if (now_s() - start > timeout_s) {
+        if (base_now() - start > timeout_s) {
             snprintf(err, errlen,
                      "comm (NCCL): an exchange between GPU %d and GPU %d did not finish "
                      "within %.0f s (a GPU hung or stopped); communicators aborted",
