@@ -112,7 +112,7 @@ static void prof_mark(train_bench_prof *p, int t, int r, int end)
         bench_cuda_must(cudaEventRecord(g->ev[t][r][end], g->stream[t]), "cudaEventRecord");
     }
 #endif
-    double now = train_now();
+    double now = base_now();
     if (!end) {
         if (p->step_start < 0) p->step_start = now;
         p->start[t][r] = now;
@@ -144,7 +144,7 @@ static void prof_collect(train_bench_prof *p)
         }
 #endif
     memset(p->used, 0, sizeof p->used);
-    if (p->step_start >= 0) p->step_ms += 1e3 * (train_now() - p->step_start);
+    if (p->step_start >= 0) p->step_ms += 1e3 * (base_now() - p->step_start);
     p->step_start = -1;
     p->steps++;
 }
@@ -927,16 +927,16 @@ static int bench_run(const bench_opts *o)
         model_train_step(&m, lr);
     }
     bench_sync(&m);
-    t0 = train_now();
+    t0 = base_now();
     for (int s = 0; s < o->steps; s++, k = (k + 1) % o->batches) {
-        double ts = train_now();
+        double ts = base_now();
         if (bench_data_put(&d, &m, k, err, sizeof err)) goto fail;
         loss = model_train_step(&m, lr);
         if (s == 0) r.loss_first = loss;
-        step_ms[s] = 1e3 * (train_now() - ts);
+        step_ms[s] = 1e3 * (base_now() - ts);
     }
     bench_sync(&m);
-    total_s = train_now() - t0;
+    total_s = base_now() - t0;
     r.loss_last = loss;
     r.finite = isfinite(r.loss_first) && isfinite(r.loss_last);
     for (int s = 0; s < o->profile_steps; s++, k = (k + 1) % o->batches) {

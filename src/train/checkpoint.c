@@ -2,7 +2,7 @@
  * fsync of the folder) and read whole into memory, where every size is checked against
  * the bytes actually present before it is used, so a bad file is refused, never half-loaded. */
 #include "train/checkpoint.h"
-#include "train/util.h"
+
 #include "base/base.h"
 
 #include <dirent.h>
@@ -38,31 +38,6 @@ enum { DT_F32 = 1, DT_F64 = 2, DT_I64 = 3 };
 #endif
 
 /* ---- little helpers ----------------------------------------------------------------- */
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 static uint32_t crc_of(const void *p, size_t n)
 {
@@ -194,7 +169,7 @@ static int tensor_table(const tower_plan *plan, tensor_desc *td, char *err, size
                     if ((uint64_t)prod != d->count || d->off != next) {
                         char sh[96];
                         fmt_shape(sh, sizeof sh, d->ndim, d->shape);
-                        train_errf(err, errlen, "%s: the tower plan gives %zu values at arena "
+                        base_errf(err, errlen, "%s: the tower plan gives %zu values at arena "
                                    "offset %zu, but shape %s has %lld and the previous tensor "
                                    "ends at %zu", d->name, d->count, d->off, sh, (long long)prod,
                                    next);
@@ -204,7 +179,7 @@ static int tensor_table(const tower_plan *plan, tensor_desc *td, char *err, size
                 }
             }
             if (next != plan->n_params) {
-                train_errf(err, errlen, "tower%d: the tensors hold %zu values, the tower plan "
+                base_errf(err, errlen, "tower%d: the tensors hold %zu values, the tower plan "
                            "says %zu per tower", t, next, plan->n_params);
                 return -1;
             }
@@ -235,21 +210,21 @@ static size_t record_head_bytes(const out_record *r)
 static size_t encode_head(unsigned char *h, const out_record *r, uint32_t data_crc)
 {
     size_t nl = strlen(r->name), o = 0;
-    put_u32(h + o, (uint32_t)nl);
+    base_put_le32(h + o, (uint32_t)nl);
     o += 4;
     memcpy(h + o, r->name, nl);
     o += nl;
-    put_u32(h + o, r->dtype);
+    base_put_le32(h + o, r->dtype);
     o += 4;
-    put_u32(h + o, r->ndim);
+    base_put_le32(h + o, r->ndim);
     o += 4;
     for (uint32_t d = 0; d < r->ndim; d++, o += 8)
-        put_u64(h + o, (uint64_t)r->shape[d]);
-    put_u64(h + o, r->nbytes);
+        base_put_le64(h + o, (uint64_t)r->shape[d]);
+    base_put_le64(h + o, r->nbytes);
     o += 8;
-    put_u32(h + o, data_crc);
+    base_put_le32(h + o, data_crc);
     o += 4;
-    put_u32(h + o, crc_of(h, o));
+    base_put_le32(h + o, crc_of(h, o));
     return o + 4;
 }
 
@@ -262,28 +237,6 @@ static void rec_small(out_record *r, const char *name, uint32_t dt, int64_t n, c
     r->shape[0] = n;
     r->nbytes = (uint64_t)n * dtype_size(dt);
     r->data = data;
-}
-
-static int fwrite_all(FILE *f, const void *p, size_t n)
-{
-    return n == 0 || fwrite(p, 1, n, f) == n;
-}
-
-static int fsync_dir(const char *dir, char *err, size_t errlen)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
-        train_errf(err, errlen, "checkpoint folder %s: open for fsync: %s", dir, strerror(errno));
-        return -1;
-    }
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0) {
-        train_errf(err, errlen, "checkpoint folder %s: fsync: %s", dir, strerror(e));
-        return -1;
-    }
-    return 0;
 }
 
 /* "ckpt-<digits>.ttc" -> step; -1 for any other name (a .tmp included). */
@@ -330,7 +283,7 @@ static int list_ckpts(const char *dir, ckpt_entry **out, char *err, size_t errle
     *out = NULL;
     DIR *d = opendir(dir);
     if (!d) {
-        train_errf(err, errlen, "checkpoint folder %s: %s", dir, strerror(errno));
+        base_errf(err, errlen, "checkpoint folder %s: %s", dir, strerror(errno));
         return -1;
     }
     size_t n = 0, cap = 0;
@@ -346,7 +299,7 @@ static int list_ckpts(const char *dir, ckpt_entry **out, char *err, size_t errle
             if (!nv) {
                 free(v);
                 closedir(d);
-                train_errf(err, errlen, "checkpoint folder %s: out of memory listing it", dir);
+                base_errf(err, errlen, "checkpoint folder %s: out of memory listing it", dir);
                 return -1;
             }
             v = nv;
@@ -398,15 +351,15 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
 {
     const tower_config *cfg = &meta->cfg;
     if (cfg->towers < 1 || cfg->towers > 2) {
-        train_errf(err, errlen, "checkpoint: config.towers %d is not 1 or 2", cfg->towers);
+        base_errf(err, errlen, "checkpoint: config.towers %d is not 1 or 2", cfg->towers);
         return -1;
     }
     if (meta->step < 0) {
-        train_errf(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
+        base_errf(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
         return -1;
     }
     if (meta->train_limit < 0 || meta->eval_every < 0) {
-        train_errf(err, errlen, "checkpoint: %s %lld is negative",
+        base_errf(err, errlen, "checkpoint: %s %lld is negative",
                    meta->train_limit < 0 ? "train_limit" : "eval_every",
                    (long long)(meta->train_limit < 0 ? meta->train_limit : meta->eval_every));
         return -1;
@@ -417,15 +370,15 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     int nt;
     if (tower_plan_make(&plan, cfg, perr, sizeof perr) != 0 ||
         (nt = tensor_table(&plan, td, perr, sizeof perr)) < 0) {
-        train_errf(err, errlen, "checkpoint: config: not a usable net (%s)", perr);
+        base_errf(err, errlen, "checkpoint: config: not a usable net (%s)", perr);
         return -1;
     }
     if (n_params != plan.n_params) {
-        train_errf(err, errlen, "checkpoint: n_params %zu per tower, the config gives %zu",
+        base_errf(err, errlen, "checkpoint: n_params %zu per tower, the config gives %zu",
                    n_params, plan.n_params);
         return -1;
     }
-    if (train_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
+    if (base_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
         return -1;
 
     int64_t v_config[N_CONFIG], v_run[N_RUN], v_cursor[N_CURSOR], v_sched_i[N_SCHED_I],
@@ -489,42 +442,35 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     for (int i = 0; i < nr; i++)
         total += record_head_bytes(&recs[i]) + recs[i].nbytes;
 
-    char final_path[4096], tmp_path[4096 + 8];
+    char final_path[4096];
     if (snprintf(final_path, sizeof final_path, "%s/ckpt-%08lld.ttc", dir,
                  (long long)meta->step) >= (int)sizeof final_path) {
-        train_errf(err, errlen, "checkpoint folder %s: path too long", dir);
+        base_errf(err, errlen, "checkpoint folder %s: path too long", dir);
         return -1;
     }
-    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", final_path);
-
     real *scratch = malloc(n_params * sizeof(real));
     if (!scratch) {
-        train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",
+        base_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",
              final_path, n_params * sizeof(real));
         return -1;
     }
-    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!f) {
-        train_errf(err, errlen, "checkpoint %s: create: %s", tmp_path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    base_out out;
+    if (base_out_open(&out, final_path, "checkpoint", err, errlen) != 0) {
         free(scratch);
         return -1;
     }
-    int ok = 1;
     unsigned char head[HEADER_BYTES];
     memcpy(head, CKPT_MAGIC, 8);
-    put_u32(head + 8, TRAIN_CKPT_VERSION);
-    put_u32(head + 12, (uint32_t)nr);
-    put_u64(head + 16, total);
-    put_u32(head + 24, crc_of(head, 24));
-    ok = fwrite_all(f, head, HEADER_BYTES);
+    base_put_le32(head + 8, TRAIN_CKPT_VERSION);
+    base_put_le32(head + 12, (uint32_t)nr);
+    base_put_le64(head + 16, total);
+    base_put_le32(head + 24, crc_of(head, 24));
+    base_out_write(&out, head, HEADER_BYTES);
     /* The tensors come grouped by (tower, params or momentum), so each arena is fetched
      * once (a device copy for a GPU model) and sliced. */
     const real *arena = NULL;
     int arena_tower = -1, arena_which = -1;
-    for (int i = 0; ok && i < nr; i++) {
+    for (int i = 0; i < nr; i++) {
         const void *data = recs[i].data;
         const tensor_desc *d = recs[i].tensor;
         if (d) {
@@ -537,30 +483,12 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
         }
         unsigned char rh[4 + NAME_MAX_LEN + 8 + 8 * MAX_DIMS + 16];
         size_t hn = encode_head(rh, &recs[i], crc_of(data, recs[i].nbytes));
-        ok = fwrite_all(f, rh, hn) && fwrite_all(f, data, recs[i].nbytes);
+        base_out_write(&out, rh, hn);
+        base_out_write(&out, data, recs[i].nbytes);
     }
     free(scratch);
-    if (ok)
-        ok = fflush(f) == 0;
-    if (ok)
-        ok = fsync(fileno(f)) == 0;
-    int e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    if (!ok) {
-        train_errf(err, errlen, "checkpoint %s: write: %s (the previous checkpoints are untouched)",
-             tmp_path, strerror(e));
-        unlink(tmp_path);
-        return -1;
-    }
-    if (rename(tmp_path, final_path) != 0) {
-        train_errf(err, errlen, "checkpoint %s: rename from .tmp: %s", final_path, strerror(errno));
-        unlink(tmp_path);
-        return -1;
-    }
-    if (fsync_dir(dir, err, errlen) != 0)
+    /* a failed commit leaves the previous checkpoints as they were */
+    if (base_out_commit(&out, err, errlen) != 0)
         return -1;
     prune(dir, keep_last, strrchr(final_path, '/') + 1);
     return 0;
@@ -620,51 +548,51 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
     if (fd < 0)
         return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        train_errf(err, errlen, "checkpoint %s: not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        base_errf(err, errlen, "checkpoint %s: cannot stat: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (st.st_size < HEADER_BYTES) {
-        train_errf(err, errlen, "checkpoint %s: header: file is %lld bytes, shorter than the "
+        base_errf(err, errlen, "checkpoint %s: header: file is %lld bytes, shorter than the "
              "%d-byte header (truncated)", path, (long long)st.st_size, HEADER_BYTES);
         close(fd);
         return -1;
     }
     unsigned char head[HEADER_BYTES];
     if (pread(fd, head, HEADER_BYTES, 0) != HEADER_BYTES) {
-        train_errf(err, errlen, "checkpoint %s: header: read failed", path);
+        base_errf(err, errlen, "checkpoint %s: header: read failed", path);
         close(fd);
         return -1;
     }
     /* The header is checked before the size it states is trusted for anything. */
     if (memcmp(head, CKPT_MAGIC, 8) != 0) {
-        train_errf(err, errlen, "checkpoint %s: header.magic: not a twotower checkpoint", path);
+        base_errf(err, errlen, "checkpoint %s: header.magic: not a twotower checkpoint", path);
         close(fd);
         return -1;
     }
-    if (crc_of(head, 24) != get_u32(head + 24)) {
-        train_errf(err, errlen, "checkpoint %s: header: checksum mismatch (stored %08x, computed "
-             "%08x)", path, get_u32(head + 24), crc_of(head, 24));
+    if (crc_of(head, 24) != base_get_le32(head + 24)) {
+        base_errf(err, errlen, "checkpoint %s: header: checksum mismatch (stored %08x, computed "
+             "%08x)", path, base_get_le32(head + 24), crc_of(head, 24));
         close(fd);
         return -1;
     }
-    uint32_t version = get_u32(head + 8);
+    uint32_t version = base_get_le32(head + 8);
     if (version != TRAIN_CKPT_VERSION) {
-        train_errf(err, errlen, "checkpoint %s: header.version %u is not supported (this build "
+        base_errf(err, errlen, "checkpoint %s: header.version %u is not supported (this build "
              "reads version %d)", path, version, TRAIN_CKPT_VERSION);
         close(fd);
         return -1;
     }
-    uint64_t fb = get_u64(head + 16);
+    uint64_t fb = base_get_le64(head + 16);
     if (fb > MAX_FILE_BYTES || fb < HEADER_BYTES) {
-        train_errf(err, errlen, "checkpoint %s: header.file_bytes %llu out of range", path,
+        base_errf(err, errlen, "checkpoint %s: header.file_bytes %llu out of range", path,
              (unsigned long long)fb);
         close(fd);
         return -1;
     }
     if ((uint64_t)st.st_size != fb) {
-        train_errf(err, errlen, "checkpoint %s: header.file_bytes: the header says %llu bytes, the "
+        base_errf(err, errlen, "checkpoint %s: header.file_bytes: the header says %llu bytes, the "
              "file has %lld (%s)", path, (unsigned long long)fb, (long long)st.st_size,
              (uint64_t)st.st_size < fb ? "truncated" : "trailing bytes");
         close(fd);
@@ -673,7 +601,7 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
     size_t n = (size_t)fb;
     unsigned char *b = malloc(n);
     if (!b) {
-        train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes to read it", path, n);
+        base_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes to read it", path, n);
         close(fd);
         return -1;
     }
@@ -683,7 +611,7 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
-            train_errf(err, errlen, "checkpoint %s: read failed at byte %zu: %s", path, got,
+            base_errf(err, errlen, "checkpoint %s: read failed at byte %zu: %s", path, got,
                  r < 0 ? strerror(errno) : "file shrank while reading");
             free(b);
             close(fd);
@@ -712,23 +640,23 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
 #define NEED(n, what)                                                                     \
     do {                                                                                  \
         if (len - o < (size_t)(n)) {                                                      \
-            train_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: %s runs past the end " \
+            base_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: %s runs past the end " \
                  "of the file", path, idx, start, what);                                  \
             return -1;                                                                    \
         }                                                                                 \
     } while (0)
     NEED(4, "name_len");
-    uint32_t nl = get_u32(b + o);
+    uint32_t nl = base_get_le32(b + o);
     o += 4;
     if (nl < 1 || nl > NAME_MAX_LEN) {
-        train_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: name_len %u out of range "
+        base_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: name_len %u out of range "
              "1..%d", path, idx, start, nl, NAME_MAX_LEN);
         return -1;
     }
     NEED(nl, "name");
     for (uint32_t i = 0; i < nl; i++) {
         if (!valid_name_char(b[o + i])) {
-            train_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: name has a bad "
+            base_errf(err, errlen, "checkpoint %s: record #%d at byte %zu: name has a bad "
                  "character (byte %u)", path, idx, start, i);
             return -1;
         }
@@ -737,62 +665,62 @@ static int parse_record(const char *path, const unsigned char *b, size_t len, si
     r->name[nl] = 0;
     o += nl;
     NEED(8, "dtype/ndim");
-    r->dtype = get_u32(b + o);
-    r->ndim = get_u32(b + o + 4);
+    r->dtype = base_get_le32(b + o);
+    r->ndim = base_get_le32(b + o + 4);
     o += 8;
     if (r->ndim > MAX_DIMS) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': ndim %u exceeds %d", path, r->name,
+        base_errf(err, errlen, "checkpoint %s: record '%s': ndim %u exceeds %d", path, r->name,
              r->ndim, MAX_DIMS);
         return -1;
     }
     NEED(8 * (size_t)r->ndim + 16, "shape/nbytes/checksums");
     for (uint32_t d = 0; d < r->ndim; d++, o += 8)
-        r->shape[d] = (int64_t)get_u64(b + o);
-    r->nbytes = get_u64(b + o);
-    uint32_t data_crc = get_u32(b + o + 8);
-    uint32_t head_crc = get_u32(b + o + 12);
+        r->shape[d] = (int64_t)base_get_le64(b + o);
+    r->nbytes = base_get_le64(b + o);
+    uint32_t data_crc = base_get_le32(b + o + 8);
+    uint32_t head_crc = base_get_le32(b + o + 12);
     o += 12;
     if (crc_of(b + start, o - start) != head_crc) {
-        train_errf(err, errlen, "checkpoint %s: record '%s' (#%d at byte %zu): header checksum "
+        base_errf(err, errlen, "checkpoint %s: record '%s' (#%d at byte %zu): header checksum "
              "mismatch", path, r->name, idx, start);
         return -1;
     }
     o += 4;
     size_t es = dtype_size(r->dtype);
     if (es == 0) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': dtype %u unknown", path, r->name,
+        base_errf(err, errlen, "checkpoint %s: record '%s': dtype %u unknown", path, r->name,
              r->dtype);
         return -1;
     }
     uint64_t count = 1;
     for (uint32_t d = 0; d < r->ndim; d++) {
         if (r->shape[d] < 0 || r->shape[d] > MAX_DIM_VALUE) {
-            train_errf(err, errlen, "checkpoint %s: record '%s': shape[%u] = %lld out of range "
+            base_errf(err, errlen, "checkpoint %s: record '%s': shape[%u] = %lld out of range "
                  "0..2^40", path, r->name, d, (long long)r->shape[d]);
             return -1;
         }
         if (r->shape[d] != 0 && count > (uint64_t)MAX_DIM_VALUE / (uint64_t)r->shape[d]) {
-            train_errf(err, errlen, "checkpoint %s: record '%s': shape product overflows", path,
+            base_errf(err, errlen, "checkpoint %s: record '%s': shape product overflows", path,
                  r->name);
             return -1;
         }
         count *= (uint64_t)r->shape[d];
     }
     if (r->nbytes != count * es) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': nbytes %llu != %llu elements x %zu "
+        base_errf(err, errlen, "checkpoint %s: record '%s': nbytes %llu != %llu elements x %zu "
              "bytes (%s)", path, r->name, (unsigned long long)r->nbytes,
              (unsigned long long)count, es, dtype_name(r->dtype));
         return -1;
     }
     if (r->nbytes > len - o) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': nbytes %llu runs past the end of the "
+        base_errf(err, errlen, "checkpoint %s: record '%s': nbytes %llu runs past the end of the "
              "file (%zu bytes left)", path, r->name, (unsigned long long)r->nbytes, len - o);
         return -1;
     }
     r->data = b + o;
     uint32_t c = crc_of(r->data, (size_t)r->nbytes);
     if (c != data_crc) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': data checksum mismatch (stored %08x, "
+        base_errf(err, errlen, "checkpoint %s: record '%s': data checksum mismatch (stored %08x, "
              "computed %08x)", path, r->name, data_crc, c);
         return -1;
     }
@@ -824,11 +752,11 @@ static const in_record *want(rec_set *s, const char *name, uint32_t dtype, uint3
         }
     }
     if (!r) {
-        train_errf(err, errlen, "checkpoint %s: record '%s' is missing", s->path, name);
+        base_errf(err, errlen, "checkpoint %s: record '%s' is missing", s->path, name);
         return NULL;
     }
     if (r->dtype != dtype) {
-        train_errf(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", s->path,
+        base_errf(err, errlen, "checkpoint %s: record '%s': dtype %s, expected %s", s->path,
                    name, dtype_name(r->dtype), dtype_name(dtype));
         return NULL;
     }
@@ -840,10 +768,10 @@ static const in_record *want(rec_set *s, const char *name, uint32_t dtype, uint3
         fmt_shape(got, sizeof got, r->ndim, r->shape);
         fmt_shape(exp, sizeof exp, ndim, shape);
         if (tensor)
-            train_errf(err, errlen, "checkpoint %s: %s has shape %s, the config gives %s",
+            base_errf(err, errlen, "checkpoint %s: %s has shape %s, the config gives %s",
                        s->path, name, got, exp);
         else
-            train_errf(err, errlen, "checkpoint %s: record '%s' has shape %s, format version %d "
+            base_errf(err, errlen, "checkpoint %s: record '%s' has shape %s, format version %d "
                        "gives %s", s->path, name, got, TRAIN_CKPT_VERSION, exp);
         return NULL;
     }
@@ -859,7 +787,7 @@ static const in_record *want_vec(rec_set *s, const char *name, uint32_t dtype, i
 static void get_i64s(int64_t *dst, const in_record *r, int n)
 {
     for (int i = 0; i < n; i++)
-        dst[i] = (int64_t)get_u64(r->data + 8 * (size_t)i);
+        dst[i] = (int64_t)base_get_le64(r->data + 8 * (size_t)i);
 }
 static void get_f64s(double *dst, const in_record *r, int n)
 {
@@ -874,7 +802,7 @@ static int check_cfg_match(const char *path, const tower_config *file_cfg,
     config_to_i64(b, want_cfg);
     for (int i = 0; i < N_CONFIG; i++) {
         if (a[i] != b[i]) {
-            train_errf(err, errlen, "checkpoint %s: config.%s is %lld in the checkpoint but %lld in "
+            base_errf(err, errlen, "checkpoint %s: config.%s is %lld in the checkpoint but %lld in "
                  "this run (refused: resume with the same configuration)", path,
                  CONFIG_FIELDS[i], (long long)a[i], (long long)b[i]);
             return -1;
@@ -908,15 +836,15 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     if (read_whole(path, &p->buf, &len, err, errlen) != 0)
         return -1;
     const unsigned char *b = p->buf;
-    uint32_t nr = get_u32(b + 12);
+    uint32_t nr = base_get_le32(b + 12);
     if (nr < 1 || nr > MAX_RECORDS) {
-        train_errf(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
+        base_errf(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
              MAX_RECORDS);
         return -1;
     }
     in_record *v = calloc(nr, sizeof *v);
     if (!v) {
-        train_errf(err, errlen, "checkpoint %s: out of memory", path);
+        base_errf(err, errlen, "checkpoint %s: out of memory", path);
         return -1;
     }
     p->recs = v;
@@ -926,13 +854,13 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
             return -1;
         for (uint32_t j = 0; j < i; j++) {
             if (strcmp(v[j].name, v[i].name) == 0) {
-                train_errf(err, errlen, "checkpoint %s: record '%s' appears twice", path, v[i].name);
+                base_errf(err, errlen, "checkpoint %s: record '%s' appears twice", path, v[i].name);
                 return -1;
             }
         }
     }
     if (off != len) {
-        train_errf(err, errlen, "checkpoint %s: %zu bytes after the last record (header.n_records "
+        base_errf(err, errlen, "checkpoint %s: %zu bytes after the last record (header.n_records "
              "%u)", path, len - off, nr);
         return -1;
     }
@@ -949,7 +877,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     get_i64s(vi, r, N_CONFIG);
     for (int i = 0; i < N_CONFIG; i++) {
         if (vi[i] < CONFIG_MIN[i] || vi[i] > CONFIG_MAX[i]) {
-            train_errf(err, errlen, "checkpoint %s: config.%s = %lld out of range %lld..%lld", path,
+            base_errf(err, errlen, "checkpoint %s: config.%s = %lld out of range %lld..%lld", path,
                  CONFIG_FIELDS[i], (long long)vi[i], (long long)CONFIG_MIN[i],
                  (long long)CONFIG_MAX[i]);
             return -1;
@@ -964,7 +892,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     tower_plan plan;
     char perr[256];
     if (tower_plan_make(&plan, &mt.cfg, perr, sizeof perr) != 0) {
-        train_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, perr);
+        base_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, perr);
         return -1;
     }
 
@@ -977,12 +905,12 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     mt.model_seed = (uint64_t)vi[3];
     mt.model_step = vi[4];
     if (mt.step < 0 || mt.epoch < 0 || mt.model_step < 0) {
-        train_errf(err, errlen, "checkpoint %s: run.%s is negative", path,
+        base_errf(err, errlen, "checkpoint %s: run.%s is negative", path,
              mt.step < 0 ? "step" : mt.epoch < 0 ? "epoch" : "model_step");
         return -1;
     }
     if (vi[5] != (int64_t)plan.n_params) {
-        train_errf(err, errlen, "checkpoint %s: run.n_params %lld but the stored config gives "
+        base_errf(err, errlen, "checkpoint %s: run.n_params %lld but the stored config gives "
              "%zu per tower", path, (long long)vi[5], plan.n_params);
         return -1;
     }
@@ -995,7 +923,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     mt.cursor.epoch = vi[1];
     mt.cursor.pos = vi[2];
     if (mt.cursor.epoch < 0 || mt.cursor.pos < 0) {
-        train_errf(err, errlen, "checkpoint %s: cursor.%s is negative", path,
+        base_errf(err, errlen, "checkpoint %s: cursor.%s is negative", path,
              mt.cursor.epoch < 0 ? "epoch" : "pos");
         return -1;
     }
@@ -1013,7 +941,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     for (int i = 0; i < N_SCHED_I; i++) {
         /* the int32 fields must fit before they are narrowed */
         if (i != 2 && i != 3 && (vi[i] < INT32_MIN || vi[i] > INT32_MAX)) {
-            train_errf(err, errlen, "checkpoint %s: schedule.i[%d] = %lld does not fit", path, i,
+            base_errf(err, errlen, "checkpoint %s: schedule.i[%d] = %lld does not fit", path, i,
                  (long long)vi[i]);
             return -1;
         }
@@ -1027,7 +955,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     mt.sched.stopped = (int32_t)vi[6];
     char serr[160];
     if (train_sched_validate(&mt.sched, serr, sizeof serr) != 0) {
-        train_errf(err, errlen, "checkpoint %s: %s", path, serr);
+        base_errf(err, errlen, "checkpoint %s: %s", path, serr);
         return -1;
     }
 
@@ -1035,7 +963,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
         return -1;
     get_i64s(vi, r, N_NONFINITE);
     if (vi[0] < 1 || vi[0] > INT32_MAX || vi[1] < 0 || vi[1] > INT32_MAX) {
-        train_errf(err, errlen, "checkpoint %s: nonfinite.%s out of range", path,
+        base_errf(err, errlen, "checkpoint %s: nonfinite.%s out of range", path,
              vi[0] < 1 || vi[0] > INT32_MAX ? "limit" : "run");
         return -1;
     }
@@ -1043,7 +971,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     mt.nonfinite.run = (int32_t)vi[1];
     mt.nonfinite.skipped = vi[2];
     if (train_nonfinite_validate(&mt.nonfinite, serr, sizeof serr) != 0) {
-        train_errf(err, errlen, "checkpoint %s: %s", path, serr);
+        base_errf(err, errlen, "checkpoint %s: %s", path, serr);
         return -1;
     }
 
@@ -1066,7 +994,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     mt.train_limit = vi[0];
     mt.eval_every = vi[1];
     if (mt.train_limit < 0 || mt.eval_every < 0) {
-        train_errf(err, errlen, "checkpoint %s: data.%s = %lld is negative", path,
+        base_errf(err, errlen, "checkpoint %s: data.%s = %lld is negative", path,
                    mt.train_limit < 0 ? "train_limit" : "eval_every",
                    (long long)(mt.train_limit < 0 ? mt.train_limit : mt.eval_every));
         return -1;
@@ -1074,7 +1002,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
 
     char terr[512];
     if ((p->nt = tensor_table(&plan, p->td, terr, sizeof terr)) < 0) {
-        train_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, terr);
+        base_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, terr);
         return -1;
     }
     for (int i = 0; i < p->nt; i++) {
@@ -1085,7 +1013,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     }
     for (uint32_t i = 0; i < nr; i++) {
         if (!rs.used[i]) {
-            train_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
+            base_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
                        "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
                        mt.cfg.towers);
             return -1;
@@ -1115,7 +1043,7 @@ int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
     if (rc == 0 && expect_cfg)
         rc = check_cfg_match(path, &p.meta.cfg, expect_cfg, err, errlen);
     if (rc == 0 && expect_n_params && expect_n_params != p.meta.n_params) {
-        train_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, this run has %zu", path,
+        base_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, this run has %zu", path,
              p.meta.n_params, expect_n_params);
         rc = -1;
     }
@@ -1141,14 +1069,14 @@ int train_ckpt_load(const char *path, train_ckpt_meta *meta, model *m, char *err
         size_t n = p.meta.n_params;
         rc = check_cfg_match(path, &p.meta.cfg, &m->plan.cfg, err, errlen);
         if (rc == 0 && m->plan.n_params != n) {
-            train_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, the model has %zu",
+            base_errf(err, errlen, "checkpoint %s: run.n_params %zu per tower, the model has %zu",
                  path, n, m->plan.n_params);
             rc = -1;
         }
         /* Each arena is assembled in one host buffer and handed to the model whole.
          * Everything was validated above, so from here on nothing can fail. */
         if (rc == 0 && !(tmp = malloc(n * sizeof(real)))) {
-            train_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes", path,
+            base_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes", path,
                  n * sizeof(real));
             rc = -1;
         }
@@ -1184,7 +1112,7 @@ int train_ckpt_latest(const char *dir, char *path, size_t pathlen, char *prev, s
     if (n < 0)
         return -1;
     if (n == 0) {
-        train_errf(err, errlen, "checkpoint folder %s: no checkpoints (ckpt-STEP.ttc) in it", dir);
+        base_errf(err, errlen, "checkpoint folder %s: no checkpoints (ckpt-STEP.ttc) in it", dir);
         free(v);
         return -1;
     }
@@ -1203,13 +1131,13 @@ int train_ckpt_latest(const char *dir, char *path, size_t pathlen, char *prev, s
         if (train_ckpt_load(p, &meta, NULL, r2, sizeof r2) == 0) {
             if (prev && prevlen)
                 snprintf(prev, prevlen, "%s", p);
-            train_errf(err, errlen, "newest checkpoint %s is bad (%s); previous good one: %s (use "
+            base_errf(err, errlen, "newest checkpoint %s is bad (%s); previous good one: %s (use "
                  "--resume %s)", newest, reason, p, p);
             free(v);
             return 1;
         }
     }
-    train_errf(err, errlen, "newest checkpoint %s is bad (%s); no older good one among the %d in %s",
+    base_errf(err, errlen, "newest checkpoint %s is bad (%s); no older good one among the %d in %s",
          newest, reason, n, dir);
     free(v);
     return -1;
@@ -1227,18 +1155,18 @@ int train_ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err, s
 {
     struct stat st;
     if (stat(arg, &st) != 0) {
-        train_errf(err, errlen, "--resume %s: %s", arg, strerror(errno));
+        base_errf(err, errlen, "--resume %s: %s", arg, strerror(errno));
         return -1;
     }
     if (S_ISREG(st.st_mode)) {
         if (snprintf(path, pathlen, "%s", arg) >= (int)pathlen) {
-            train_errf(err, errlen, "--resume %s: path too long", arg);
+            base_errf(err, errlen, "--resume %s: path too long", arg);
             return -1;
         }
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
-        train_errf(err, errlen, "--resume %s: not a file or a folder", arg);
+        base_errf(err, errlen, "--resume %s: not a file or a folder", arg);
         return -1;
     }
     char dir[4096 + 16];

@@ -9,13 +9,13 @@
 #include "train/train.h"
 #include "train/util.h"
 #include "data/data.h"
-
-#define TT_VERSION "0.1.0"
+#include "base/base.h"
 
 static void usage(FILE *f)
 {
+    fprintf(f, "twotower %s: the 2012 two-tower AlexNet (Krizhevsky, Sutskever, Hinton)\n",
+            base_version());
     fprintf(f,
-        "twotower " TT_VERSION ": the 2012 two-tower AlexNet (Krizhevsky, Sutskever, Hinton)\n"
         "\n"
         "usage: twotower COMMAND [flags]\n"
         "\n"
@@ -197,7 +197,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "--version")) {
-        printf("twotower " TT_VERSION "\n");
+        printf("twotower %s\n", base_version());
         return 0;
     }
     train_options o;

@@ -1,8 +1,9 @@
-/* metrics: metrics.jsonl and run.json of a run folder, the console progress line, top-k
- * errors and a reader for the flat JSON lines this file writes (for `twotower plot`).
- * Lines are written whole and flushed, so a crash leaves at most one torn last line. */
+/* metrics: metrics.jsonl and run.json of a run folder (Jansson), the console progress line
+ * and top-k errors. Lines are written whole and flushed, so a crash leaves at most one torn
+ * last line. */
 #include "train/metrics.h"
-#include "train/util.h"
+
+#include "base/base.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,148 +19,160 @@
 /* OpenBLAS reports how it was built; declared here so this file needs no cblas.h. */
 extern char *openblas_get_config(void);
 
-/* ---- JSON writing ---------------------------------------------------------------------- */
+/* ---- JSON values ----------------------------------------------------------------------- */
 
-/* A growable string; on allocation failure it stops growing and `bad` is set. */
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int bad;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *fmt, ...)
+json_t *train_json_real(double v)
 {
-    if (b->bad)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->bad = 1;
-            return;
-        }
-        if (b->s && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap <= b->n + (size_t)k)
-            cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->bad = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
+    return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void sb_num(sbuf *b, const char *key, double v)
+json_t *train_json_text(const char *s)
 {
-    /* %.17g reads back as the same double, so runs can be compared bit for bit from
-     * their metrics (resume == uninterrupted) */
-    if (isfinite(v))
-        sb_add(b, ", \"%s\": %.17g", key, v);
-    else
-        sb_add(b, ", \"%s\": null", key);
+    if (!s)
+        return json_null();
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    /* not valid UTF-8 (a file name in another encoding, say): keep the ASCII, mark the
+     * rest, so the record is still written and still JSON */
+    char *t = strdup(s);
+    if (!t)
+        return NULL;
+    for (char *c = t; *c; c++)
+        if ((unsigned char)*c >= 0x80)
+            *c = '?';
+    j = json_string(t);
+    free(t);
+    return j;
 }
 
-static void sb_str(sbuf *b, const char *s)
+/* A seed: a JSON integer, or its decimal digits as a string past INT64_MAX (JSON
+ * integers here are int64; the CLI's seeds always fit). */
+static json_t *json_u64(uint64_t v)
 {
-    sb_add(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
-        if (*p == '"' || *p == '\\')
-            sb_add(b, "\\%c", *p);
-        else if (*p == '\n')
-            sb_add(b, "\\n");
-        else if (*p == '\t')
-            sb_add(b, "\\t");
-        else if (*p < 0x20)
-            sb_add(b, "\\u%04x", *p);
-        else
-            sb_add(b, "%c", *p);
-    }
-    sb_add(b, "\"");
+    if (v <= (uint64_t)INT64_MAX)
+        return json_integer((json_int_t)v);
+    char d[24];
+    snprintf(d, sizeof d, "%llu", (unsigned long long)v);
+    return json_string(d);
 }
 
-static int write_line(train_metrics *mt, sbuf *b, char *err, size_t errlen)
+/* argv as a JSON array of strings. */
+static json_t *argv_array(int argc, char **argv)
 {
-    int ok = !b->bad && mt->f;
-    if (ok) {
-        sb_add(b, "}\n");
-        ok = !b->bad && fwrite(b->s, 1, b->n, mt->f) == b->n && fflush(mt->f) == 0;
+    json_t *a = json_array();
+    for (int i = 0; a && i < argc; i++)
+        if (json_array_append_new(a, train_json_text(argv[i])) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* %.17g: every double reads back as itself, so runs can be compared bit for bit from
+ * their metrics (resume == uninterrupted) */
+#define METRICS_JSON_FLAGS JSON_REAL_PRECISION(17)
+
+/* Writes rec (consumed) as one line, whole, and flushes it: a crash leaves at most one
+ * torn last line, which the next resume drops. */
+static int write_line(train_metrics *mt, json_t *rec, char *err, size_t errlen)
+{
+    char *text = rec ? json_dumps(rec, METRICS_JSON_FLAGS) : NULL;
+    json_decref(rec);
+    const char *why = !mt->f ? "not open" : !text ? "out of memory" : NULL;
+    if (!why) {
+        size_t n = strlen(text);
+        text[n] = '\n'; /* replaces the NUL: the line is written with one fwrite */
+        if (fwrite(text, 1, n + 1, mt->f) != n + 1 || fflush(mt->f) != 0)
+            why = strerror(errno);
     }
-    free(b->s);
-    if (!ok) {
-        train_errf(err, errlen, "%s: write failed: %s", mt->path, mt->f ? strerror(errno) : "not open");
+    free(text);
+    if (why) {
+        base_errf(err, errlen, "%s: write failed: %s", mt->path, why);
         return -1;
     }
     return 0;
 }
 
+/* {"type": type, "step": step, "epoch": epoch}: the start of every line */
+static json_t *record(const char *type, int64_t step, double epoch)
+{
+    return json_pack("{s:s, s:I, s:o}", "type", type, "step", (json_int_t)step, "epoch",
+                     train_json_real(epoch));
+}
+
 /* ---- metrics.jsonl ------------------------------------------------------------------- */
 
+json_t *train_metrics_parse(const char *line)
+{
+    json_t *j = json_loads(line, JSON_DECODE_INT_AS_REAL, NULL);
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+int train_metrics_number(const json_t *rec, const char *key, double *out)
+{
+    const json_t *v = json_object_get(rec, key);
+    if (json_is_null(v)) {
+        *out = NAN;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return -1;
+    *out = json_number_value(v);
+    return 1;
+}
+
 /* Keeps the complete lines of path whose "step" is <= resume_step (lines without a
- * step are kept), via a .tmp and rename so a crash here loses nothing. */
+ * step are kept), through base_out so that a crash here loses nothing. */
 static int trim_for_resume(const char *path, int64_t resume_step, char *err, size_t errlen)
 {
     FILE *in = fopen(path, "rb");
     if (!in)
-        return errno == ENOENT ? 0 : (train_errf(err, errlen, "%s: %s", path, strerror(errno)), -1);
-    char tmp[4096 + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) {
-        train_errf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return errno == ENOENT ? 0 : (base_errf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    base_out out;
+    if (base_out_open(&out, path, "metrics", err, errlen) != 0) {
         fclose(in);
         return -1;
     }
     char *line = NULL;
     size_t cap = 0;
     ssize_t k;
-    int ok = 1;
     while ((k = getline(&line, &cap, in)) > 0) {
         if (line[k - 1] != '\n')
             break; /* a torn last line from a crash */
+        json_t *rec = train_metrics_parse(line);
         double step;
-        if (train_json_number(line, "step", &step) == 1 && step > (double)resume_step)
-            continue;
-        if (fwrite(line, 1, (size_t)k, out) != (size_t)k)
-            ok = 0;
+        int later = rec && train_metrics_number(rec, "step", &step) == 1 &&
+                    step > (double)resume_step;
+        json_decref(rec);
+        if (!later)
+            base_out_write(&out, line, (size_t)k);
     }
     free(line);
     fclose(in);
-    if (fflush(out) != 0 || fsync(fileno(out)) != 0)
-        ok = 0;
-    if (fclose(out) != 0)
-        ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        train_errf(err, errlen, "%s: rewriting for resume failed: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return base_out_commit(&out, err, errlen);
 }
 
 int train_metrics_open(train_metrics *mt, const char *run_dir, int64_t resume_step, char *err,
                        size_t errlen)
 {
     memset(mt, 0, sizeof *mt);
-    if (train_mkdir_p(run_dir, "run folder", err, errlen) != 0)
+    if (base_mkdir_p(run_dir, "run folder", err, errlen) != 0)
         return -1;
     if (snprintf(mt->path, sizeof mt->path, "%s/%s", run_dir, TRAIN_METRICS_FILE) >=
         (int)sizeof mt->path) {
-        train_errf(err, errlen, "run folder %s: path too long", run_dir);
+        base_errf(err, errlen, "run folder %s: path too long", run_dir);
         return -1;
     }
     if (resume_step >= 0 && trim_for_resume(mt->path, resume_step, err, errlen) != 0)
         return -1;
     mt->f = fopen(mt->path, resume_step >= 0 ? "ab" : "wb");
     if (!mt->f) {
-        train_errf(err, errlen, "%s: %s", mt->path, strerror(errno));
+        base_errf(err, errlen, "%s: %s", mt->path, strerror(errno));
         return -1;
     }
     return 0;
@@ -174,69 +187,47 @@ void train_metrics_close(train_metrics *mt)
 
 int train_metrics_log_train(train_metrics *mt, const train_log_row *r, char *err, size_t errlen)
 {
-    sbuf b = {0};
-    sb_add(&b, "{\"type\": \"train\", \"step\": %lld", (long long)r->step);
-    sb_num(&b, "epoch", r->epoch);
-    sb_num(&b, "lr", r->lr);
-    sb_num(&b, "loss", r->loss);
-    sb_num(&b, "train_top1_err", r->train_top1_err);
-    sb_num(&b, "images_per_s", r->images_per_s);
-    sb_num(&b, "data_wait_share", r->data_wait_share);
-    sb_num(&b, "time_s", r->time_s);
-    return write_line(mt, &b, err, errlen);
+    json_t *j = record("train", r->step, r->epoch);
+    json_object_set_new(j, "lr", train_json_real(r->lr));
+    json_object_set_new(j, "loss", train_json_real(r->loss));
+    json_object_set_new(j, "train_top1_err", train_json_real(r->train_top1_err));
+    json_object_set_new(j, "images_per_s", train_json_real(r->images_per_s));
+    json_object_set_new(j, "data_wait_share", train_json_real(r->data_wait_share));
+    json_object_set_new(j, "time_s", train_json_real(r->time_s));
+    return write_line(mt, j, err, errlen);
 }
 
 int train_metrics_log_eval(train_metrics *mt, const train_eval_row *r, char *err, size_t errlen)
 {
-    sbuf b = {0};
-    sb_add(&b, "{\"type\": \"eval\", \"step\": %lld", (long long)r->step);
-    sb_num(&b, "epoch", r->epoch);
-    sb_add(&b, ", \"images\": %lld", (long long)r->images);
-    sb_num(&b, "loss", r->loss);
-    sb_num(&b, "top1_err_center", r->top1_err_center);
-    sb_num(&b, "top5_err_center", r->top5_err_center);
-    sb_num(&b, "top1_err_10view", r->top1_err_10view);
-    sb_num(&b, "top5_err_10view", r->top5_err_10view);
-    sb_num(&b, "lr", r->lr);
-    return write_line(mt, &b, err, errlen);
+    json_t *j = record("eval", r->step, r->epoch);
+    json_object_set_new(j, "images", json_integer((json_int_t)r->images));
+    json_object_set_new(j, "loss", train_json_real(r->loss));
+    json_object_set_new(j, "top1_err_center", train_json_real(r->top1_err_center));
+    json_object_set_new(j, "top5_err_center", train_json_real(r->top5_err_center));
+    json_object_set_new(j, "top1_err_10view", train_json_real(r->top1_err_10view));
+    json_object_set_new(j, "top5_err_10view", train_json_real(r->top5_err_10view));
+    json_object_set_new(j, "lr", train_json_real(r->lr));
+    return write_line(mt, j, err, errlen);
 }
 
 int train_metrics_log_event(train_metrics *mt, int64_t step, double epoch, const char *kind,
                             const char *msg, char *err, size_t errlen)
 {
-    sbuf b = {0};
-    sb_add(&b, "{\"type\": \"event\", \"step\": %lld", (long long)step);
-    sb_num(&b, "epoch", epoch);
-    sb_add(&b, ", \"kind\": ");
-    sb_str(&b, kind);
-    sb_add(&b, ", \"msg\": ");
-    sb_str(&b, msg);
-    return write_line(mt, &b, err, errlen);
-}
-
-static void sb_argv(sbuf *b, int argc, char **argv)
-{
-    sb_add(b, "[");
-    for (int i = 0; i < argc; i++) {
-        if (i)
-            sb_add(b, ", ");
-        sb_str(b, argv[i]);
-    }
-    sb_add(b, "]");
+    json_t *j = record("event", step, epoch);
+    json_object_set_new(j, "kind", train_json_text(kind));
+    json_object_set_new(j, "msg", train_json_text(msg));
+    return write_line(mt, j, err, errlen);
 }
 
 int train_metrics_log_resume(train_metrics *mt, int64_t step, double epoch,
                              const char *ckpt_path, int argc, char **argv, char *err,
                              size_t errlen)
 {
-    sbuf b = {0};
-    sb_add(&b, "{\"type\": \"event\", \"step\": %lld", (long long)step);
-    sb_num(&b, "epoch", epoch);
-    sb_add(&b, ", \"kind\": \"resume\", \"msg\": ");
-    sb_str(&b, ckpt_path);
-    sb_add(&b, ", \"argv\": ");
-    sb_argv(&b, argc, argv);
-    return write_line(mt, &b, err, errlen);
+    json_t *j = record("event", step, epoch);
+    json_object_set_new(j, "kind", json_string("resume"));
+    json_object_set_new(j, "msg", train_json_text(ckpt_path));
+    json_object_set_new(j, "argv", argv_array(argc, argv));
+    return write_line(mt, j, err, errlen);
 }
 
 /* ---- run.json ---------------------------------------------------------------------------- */
@@ -244,11 +235,10 @@ int train_metrics_log_resume(train_metrics *mt, int64_t step, double epoch,
 int train_run_info_write(const char *run_dir, const train_run_info *info, char *err,
                          size_t errlen)
 {
-    if (train_mkdir_p(run_dir, "run folder", err, errlen) != 0)
+    if (base_mkdir_p(run_dir, "run folder", err, errlen) != 0)
         return -1;
-    char path[4096 + 16], tmp[4096 + 32];
+    char path[4096 + 16];
     snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_RUN_INFO_FILE);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     struct stat st;
     if (stat(path, &st) == 0)
         return 0; /* resuming: run.json describes the first start; the resume is an event */
@@ -262,70 +252,42 @@ int train_run_info_write(const char *run_dir, const train_run_info *info, char *
         snprintf(host, sizeof host, "?");
     host[sizeof host - 1] = 0;
     const char *blas = openblas_get_config();
-
-    sbuf b = {0};
-    sb_add(&b, "{\n  \"program\": \"twotower\",\n  \"version\": ");
-    sb_str(&b, info->version ? info->version : "?");
-    sb_add(&b, ",\n  \"git\": ");
-    if (info->git)
-        sb_str(&b, info->git);
-    else
-        sb_add(&b, "null");
-    sb_add(&b, ",\n  \"argv\": ");
-    sb_argv(&b, info->argc, info->argv);
-    sb_add(&b, ",\n  \"started_utc\": ");
-    sb_str(&b, when);
-    sb_add(&b, ",\n  \"host\": ");
-    sb_str(&b, host);
-    sb_add(&b, ",\n  \"compiler\": ");
 #if defined(__clang__)
-    sb_str(&b, "clang " __VERSION__);
+    const char *compiler = "clang " __VERSION__;
 #elif defined(__GNUC__)
-    sb_str(&b, "gcc " __VERSION__);
+    const char *compiler = "gcc " __VERSION__;
 #else
-    sb_str(&b, "unknown");
+    const char *compiler = "unknown";
 #endif
-    sb_add(&b, ",\n  \"blas\": ");
-    sb_str(&b, blas ? blas : "?");
-    sb_add(&b, ",\n  \"backend\": ");
-    sb_str(&b, info->backend ? info->backend : "?");
-    sb_add(&b, ",\n  \"seed\": %llu", (unsigned long long)info->seed);
-    sb_add(&b, ",\n  \"config\": {\"towers\": %d, \"classes\": %d, \"batch\": %d, \"in_size\": "
-           "%d, \"in_ch\": %d, \"width_div\": %d}",
-           info->cfg.towers, info->cfg.classes, info->cfg.batch, info->cfg.in_size,
-           info->cfg.in_ch, info->cfg.width_div);
-    if (info->extra_json && info->extra_json[0])
-        sb_add(&b, ",\n  %s", info->extra_json);
-    sb_add(&b, "\n}\n");
-    if (b.bad) {
-        free(b.s);
-        train_errf(err, errlen, "%s: out of memory", path);
+    const tower_config *c = &info->cfg;
+    json_t *j = json_pack("{s:s, s:s, s:o, s:o, s:s, s:o, s:s, s:o, s:o, s:o, "
+                          "s:{s:i, s:i, s:i, s:i, s:i, s:i}}",
+                          "program", "twotower", "version", base_version(),
+                          "git", train_json_text(info->git),
+                          "argv", argv_array(info->argc, info->argv),
+                          "started_utc", when, "host", train_json_text(host),
+                          "compiler", compiler, "blas", train_json_text(blas ? blas : "?"),
+                          "backend", train_json_text(info->backend ? info->backend : "?"),
+                          "seed", json_u64(info->seed),
+                          "config", "towers", c->towers, "classes", c->classes, "batch",
+                          c->batch, "in_size", c->in_size, "in_ch", c->in_ch, "width_div",
+                          c->width_div);
+    if (j && info->extra)
+        json_object_update(j, info->extra);
+    char *text = j ? json_dumps(j, JSON_INDENT(2) | METRICS_JSON_FLAGS) : NULL;
+    json_decref(j);
+    if (!text) {
+        base_errf(err, errlen, "%s: out of memory", path);
         return -1;
     }
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fwrite(b.s, 1, b.n, f) == b.n && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int e = errno;
-    if (f && fclose(f) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    free(b.s);
-    if (!ok || rename(tmp, path) != 0) {
-        train_errf(err, errlen, "%s: write failed: %s", path, strerror(ok ? errno : e));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    size_t n = strlen(text);
+    text[n] = '\n';
+    int rc = base_write_file(path, "run info", text, n + 1, err, errlen);
+    free(text);
+    return rc;
 }
 
 /* ---- progress line ----------------------------------------------------------------------- */
-
-double train_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void train_format_duration(char *buf, size_t n, double s)
 {
@@ -443,134 +405,4 @@ int train_topk_errors(const float *probs, const int32_t *labels, int B, int V, i
     *top1_wrong += w1;
     *top5_wrong += w5;
     return 0;
-}
-
-/* ---- reading flat JSON lines ---------------------------------------------------------------- */
-
-static const char *skip_ws(const char *p)
-{
-    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-        p++;
-    return p;
-}
-
-/* p at '"': returns the char after the closing quote, or NULL. */
-static const char *skip_string(const char *p)
-{
-    if (*p != '"')
-        return NULL;
-    for (p++; *p; p++) {
-        if (*p == '\\') {
-            if (!p[1])
-                return NULL;
-            p++;
-        } else if (*p == '"') {
-            return p + 1;
-        }
-    }
-    return NULL;
-}
-
-/* A value that is not an object: string, number, true/false/null, or an array of those. */
-static const char *skip_value(const char *p)
-{
-    p = skip_ws(p);
-    if (*p == '"')
-        return skip_string(p);
-    if (*p == '[') {
-        p = skip_ws(p + 1);
-        if (*p == ']')
-            return p + 1;
-        for (;;) {
-            p = skip_value(p);
-            if (!p)
-                return NULL;
-            p = skip_ws(p);
-            if (*p == ']')
-                return p + 1;
-            if (*p != ',')
-                return NULL;
-            p++;
-        }
-    }
-    const char *s = p;
-    while (*p && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' && *p != '\r' &&
-           *p != '\t')
-        p++;
-    return p > s ? p : NULL;
-}
-
-/* Finds key among the members of the flat object in line; returns the value's start. */
-static const char *find_value(const char *line, const char *key)
-{
-    const char *p = skip_ws(line);
-    if (*p != '{')
-        return NULL;
-    p = skip_ws(p + 1);
-    size_t kl = strlen(key);
-    while (*p == '"') {
-        const char *k0 = p + 1, *k1 = skip_string(p);
-        if (!k1)
-            return NULL;
-        p = skip_ws(k1);
-        if (*p != ':')
-            return NULL;
-        p = skip_ws(p + 1);
-        if ((size_t)(k1 - 1 - k0) == kl && memcmp(k0, key, kl) == 0)
-            return p;
-        p = skip_value(p);
-        if (!p)
-            return NULL;
-        p = skip_ws(p);
-        if (*p != ',')
-            return NULL;
-        p = skip_ws(p + 1);
-    }
-    return NULL;
-}
-
-int train_json_number(const char *line, const char *key, double *out)
-{
-    const char *v = find_value(line, key);
-    if (!v)
-        return -1;
-    if (strncmp(v, "null", 4) == 0) {
-        *out = NAN;
-        return 0;
-    }
-    if (!(*v == '-' || (*v >= '0' && *v <= '9')))
-        return -1;
-    char *end;
-    double d = strtod(v, &end);
-    if (end == v)
-        return -1;
-    *out = d;
-    return 1;
-}
-
-int train_json_string(const char *line, const char *key, char *out, size_t outlen)
-{
-    const char *v = find_value(line, key);
-    if (!v || *v != '"' || outlen == 0)
-        return -1;
-    const char *end = skip_string(v);
-    if (!end)
-        return -1;
-    size_t o = 0;
-    for (const char *p = v + 1; p < end - 1 && o + 1 < outlen; p++) {
-        char c = *p;
-        if (c == '\\') {
-            p++;
-            c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
-            if (*p == 'u' && end - 1 - p >= 5) {
-                /* this writer only emits \u00XX for control bytes */
-                char hex[5] = {p[1], p[2], p[3], p[4], 0};
-                c = (char)strtol(hex, NULL, 16);
-                p += 4;
-            }
-        }
-        out[o++] = c;
-    }
-    out[o] = 0;
-    return 1;
 }

@@ -2,18 +2,18 @@
  *   RUN/metrics.jsonl  one JSON object per line: "type" "train" (every logging interval),
  *                      "eval" (every evaluation), "event" (schedule decisions, skipped
  *                      steps, resume, signals, checkpoints). Flushed line by line.
- *   RUN/run.json       command line, versions, compiler, BLAS, seed, config.
- * Also the top-k error counter used by evaluation, and the flat-JSON reader `plot` uses.
+ *   RUN/run.json       command line, version, compiler, BLAS, seed, config.
+ * Both are written and read with Jansson. Also the top-k error counter used by evaluation.
  *
  * How the trainer calls it:
  *
  *   train_metrics mt;
  *   train_metrics_open(&mt, run_dir, resume ? meta.step : -1, err, sizeof err);
- *   train_run_info info = {argc, argv, "0.1.0", git_or_NULL, "cpu", seed, cfg, NULL};
+ *   train_run_info info = {argc, argv, git_or_NULL, "cpu", seed, cfg, extra_or_NULL};
  *   train_run_info_write(run_dir, &info, err, sizeof err);   // keeps an existing run.json
  *   if (resume) train_metrics_log_resume(&mt, step, epoch, ckpt_path, argc, argv);
- *   train_progress pg;  train_progress_init(&pg, stderr, 30.0, train_now(), step);
- *   every step:         train_progress_update(&pg, train_now(), step, total, epoch, loss,
+ *   train_progress pg;  train_progress_init(&pg, stderr, 30.0, base_now(), step);
+ *   every step:         train_progress_update(&pg, base_now(), step, total, epoch, loss,
  *                                             lr, images_per_s);
  *   every log interval: train_log_row r = {...}; train_metrics_log_train(&mt, &r, ...);
  *   every evaluation:   train_topk_errors(probs, labels, B, V, &w1, &w5) per batch, sum;
@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include <jansson.h>
 
 #include "tower/tower.h"
 
@@ -92,17 +94,17 @@ int train_metrics_log_resume(train_metrics *mt, int64_t step, double epoch,
 typedef struct {
     int argc;
     char **argv;
-    const char *version;    /* the project version, e.g. "0.1.0" */
     const char *git;        /* `git describe --always --dirty` of the source, or NULL */
     const char *backend;    /* e.g. "cpu", "cuda: 2 GPUs, nccl" */
     uint64_t seed;
     tower_config cfg;
-    const char *extra_json; /* NULL, or more members to add, e.g. "\"epochs\": 90" */
+    json_t *extra;          /* NULL, or an object whose members are added (borrowed) */
 } train_run_info;
 
-/* Writes RUN/run.json (tmp + rename) when it does not exist yet; an existing one (the
- * first start of a resumed run) is kept. Adds the compiler (__VERSION__), the BLAS
- * (openblas_get_config) and the start time. Returns 0, or -1 with err. */
+/* Writes RUN/run.json (crash-safe, base_write_file) when it does not exist yet; an
+ * existing one (the first start of a resumed run) is kept. Adds the version
+ * (base_version), the compiler (__VERSION__), the BLAS (openblas_get_config) and the
+ * start time. Returns 0, or -1 with err. */
 int train_run_info_write(const char *run_dir, const train_run_info *info, char *err,
                          size_t errlen);
 
@@ -117,8 +119,6 @@ typedef struct {
     int drawn;           /* a \r line is on screen */
 } train_progress;
 
-/* Seconds from a monotonic clock. */
-double train_now(void);
 void train_progress_init(train_progress *p, FILE *out, double interval_s, double now,
                          int64_t step0);
 /* Prints when due (a TTY: at most 5 times a second). total_steps <= 0: unknown (no
@@ -140,13 +140,20 @@ void train_format_duration(char *buf, size_t n, double seconds);
 int train_topk_errors(const float *probs, const int32_t *labels, int B, int V, int *top1_wrong,
                       int *top5_wrong);
 
-/* ---- reading metrics.jsonl back -------------------------------------------------------- */
+/* ---- JSON values and reading metrics.jsonl back ------------------------------------- */
 
-/* Finds key in one flat JSON object line. Returns 1 and *out for a number, 0 for null
- * (NAN in *out), -1 when absent or not a number or the line is not a flat object. */
-int train_json_number(const char *line, const char *key, double *out);
-/* Copies a string value (unescaped) into out. Returns 1, or -1 when absent/not a string. */
-int train_json_string(const char *line, const char *key, char *out, size_t outlen);
+/* New Jansson values for src/train's writers: a number, or null when it is not finite
+ * (JSON has no NaN); a string (NULL: null), with every non-ASCII byte of text that is not
+ * valid UTF-8 replaced by '?', so no path or message can make a record unwritable. */
+json_t *train_json_real(double v);
+json_t *train_json_text(const char *s);
+
+/* One line of metrics.jsonl as a JSON object (json_decref it), or NULL when the line is
+ * not a whole JSON object (a torn last line, junk). Integers are read as reals. */
+json_t *train_metrics_parse(const char *line);
+/* The number under key in rec: 1 and *out, 0 for null (NAN in *out), -1 when absent or
+ * not a number. */
+int train_metrics_number(const json_t *rec, const char *key, double *out);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,8 @@
  * to draw three stacked panels (loss, error, learning rate on a log scale) in one PNG.
  * Curves with no finite point are left out: gnuplot refuses to draw an all-undefined one. */
 #include "train/plot.h"
-#include "train/util.h"
+
+#include "base/base.h"
 
 #include <errno.h>
 #include <math.h>
@@ -31,11 +32,11 @@ typedef struct {
     long finite[8]; /* finite values per column */
 } table;
 
-static void put_row(FILE *f, const char *line, const char *const *cols, int n, table *t)
+static void put_row(FILE *f, const json_t *rec, const char *const *cols, int n, table *t)
 {
     for (int c = 0; c < n; c++) {
         double v;
-        if (train_json_number(line, cols[c], &v) != 1 || !isfinite(v)) {
+        if (train_metrics_number(rec, cols[c], &v) != 1 || !isfinite(v)) {
             fputs(c ? " NaN" : "NaN", f);
             continue;
         }
@@ -96,23 +97,23 @@ static int run_gnuplot(const char *prog, const char *script, char *err, size_t e
     char *argv[] = {(char *)prog, (char *)script, NULL};
     int rc = posix_spawnp(&pid, prog, NULL, NULL, argv, environ);
     if (rc != 0) {
-        train_errf(err, errlen, "plot: cannot run %s: %s (install it: apt-get install gnuplot-nox)",
+        base_errf(err, errlen, "plot: cannot run %s: %s (install it: apt-get install gnuplot-nox)",
              prog, strerror(rc));
         return -1;
     }
     int st;
     while (waitpid(pid, &st, 0) < 0) {
         if (errno != EINTR) {
-            train_errf(err, errlen, "plot: waiting for %s: %s", prog, strerror(errno));
+            base_errf(err, errlen, "plot: waiting for %s: %s", prog, strerror(errno));
             return -1;
         }
     }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
-        train_errf(err, errlen, "plot: %s not found (install it: apt-get install gnuplot-nox)", prog);
+        base_errf(err, errlen, "plot: %s not found (install it: apt-get install gnuplot-nox)", prog);
         return -1;
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        train_errf(err, errlen, "plot: %s %s failed (status %d); its messages are above", prog,
+        base_errf(err, errlen, "plot: %s %s failed (status %d); its messages are above", prog,
              script, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         return -1;
     }
@@ -136,17 +137,17 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
 
     FILE *in = fopen(mpath, "rb");
     if (!in) {
-        train_errf(err, errlen, "plot: %s: %s (is %s a run folder?)", mpath, strerror(errno), run_dir);
+        base_errf(err, errlen, "plot: %s: %s (is %s a run folder?)", mpath, strerror(errno), run_dir);
         return -1;
     }
     if (mkdir(pdir, 0777) != 0 && errno != EEXIST) {
-        train_errf(err, errlen, "plot: mkdir %s: %s", pdir, strerror(errno));
+        base_errf(err, errlen, "plot: mkdir %s: %s", pdir, strerror(errno));
         fclose(in);
         return -1;
     }
     FILE *ft = fopen(tpath, "wb"), *fe = fopen(epath, "wb");
     if (!ft || !fe) {
-        train_errf(err, errlen, "plot: cannot write %s: %s", ft ? epath : tpath, strerror(errno));
+        base_errf(err, errlen, "plot: cannot write %s: %s", ft ? epath : tpath, strerror(errno));
         if (ft)
             fclose(ft);
         if (fe)
@@ -159,34 +160,34 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     size_t cap = 0;
     long bad = 0;
     while (getline(&line, &cap, in) > 0) {
-        char type[16];
-        if (train_json_string(line, "type", type, sizeof type) != 1) {
+        json_t *rec = train_metrics_parse(line);
+        const char *type = json_string_value(json_object_get(rec, "type"));
+        if (!type)
             bad += line[0] != '\n';
-            continue;
-        }
-        if (strcmp(type, "train") == 0)
-            put_row(ft, line, TRAIN_COLS, N_TRAIN_COLS, &tt);
+        else if (strcmp(type, "train") == 0)
+            put_row(ft, rec, TRAIN_COLS, N_TRAIN_COLS, &tt);
         else if (strcmp(type, "eval") == 0)
-            put_row(fe, line, EVAL_COLS, N_EVAL_COLS, &te);
+            put_row(fe, rec, EVAL_COLS, N_EVAL_COLS, &te);
+        json_decref(rec);
     }
     free(line);
     fclose(in);
     int wok = fclose(ft) == 0;
     wok &= fclose(fe) == 0;
     if (!wok) {
-        train_errf(err, errlen, "plot: writing %s failed", pdir);
+        base_errf(err, errlen, "plot: writing %s failed", pdir);
         return -1;
     }
     if (bad)
         fprintf(stderr, "plot: %s: %ld line(s) are not metrics records; skipped\n", mpath, bad);
     if (tt.rows == 0 && te.rows == 0) {
-        train_errf(err, errlen, "plot: %s has no train or eval records yet", mpath);
+        base_errf(err, errlen, "plot: %s has no train or eval records yet", mpath);
         return -1;
     }
 
     FILE *g = fopen(gpath, "wb");
     if (!g) {
-        train_errf(err, errlen, "plot: cannot write %s: %s", gpath, strerror(errno));
+        base_errf(err, errlen, "plot: cannot write %s: %s", gpath, strerror(errno));
         return -1;
     }
     int xcol = x_step ? 1 : 2;
@@ -231,7 +232,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     gp_panel(g, pdir, xcol, lr, 2, &tt, &te);
     fputs("unset logscale y\nunset multiplot\nset output\n", g);
     if (fclose(g) != 0) {
-        train_errf(err, errlen, "plot: writing %s failed", gpath);
+        base_errf(err, errlen, "plot: writing %s failed", gpath);
         return -1;
     }
 
@@ -240,7 +241,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
         return -1;
     struct stat st;
     if (stat(png, &st) != 0 || st.st_size == 0) {
-        train_errf(err, errlen, "plot: gnuplot ran but %s is missing or empty", png);
+        base_errf(err, errlen, "plot: gnuplot ran but %s is missing or empty", png);
         return -1;
     }
     return 0;

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
-#include "train/util.h"
+#include "base/base.h"
 
 void train_options_default(train_options *o)
 {
@@ -274,7 +274,7 @@ static int resume_conflicts(const train_options *o, const train_ckpt_meta *k, co
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if ((o->given & f[i].bit) && f[i].given != f[i].stored) {
-            train_errf(err, errlen,
+            base_errf(err, errlen,
                        "%s %g, but %s was made with %g: a resumed run keeps the checkpoint's "
                        "value (drop the flag, or start a new run)",
                        f[i].flag, f[i].given, ckpt, f[i].stored);
@@ -387,12 +387,12 @@ static int run_open(run_state *r, const train_options *o)
     r->metrics_open = 1;
     char backend[128];
     train_placement_describe(&o->place, backend, sizeof backend);
-    char extra[256];
-    snprintf(extra, sizeof extra, "\"epochs\": %d, \"train_limit\": %lld, \"test_limit\": %lld",
-             o->epochs, (long long)r->train_limit, (long long)o->test_limit);
-    train_run_info info = {o->argc, o->argv, "0.1.0", NULL, backend, r->meta.seed, cfg, extra};
+    json_t *extra = json_pack("{s:i, s:I, s:I}", "epochs", o->epochs, "train_limit",
+                              (json_int_t)r->train_limit, "test_limit", (json_int_t)o->test_limit);
+    train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     if (train_run_info_write(r->run_dir, &info, err, sizeof err))
         fprintf(stderr, "twotower: %s\n", err);
+    json_decref(extra);
     if (o->resume) {
         train_metrics_log_resume(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
                                  ckpt, o->argc, o->argv, err, sizeof err);
@@ -460,7 +460,7 @@ static int run_eval(run_state *r)
 {
     char err[512], why[512];
     train_eval_row e;
-    double t0 = train_now();
+    double t0 = base_now();
     if (evaluate(&r->m, r->te, r->n_test, r->o->eval_views, &e, err, sizeof err)) {
         log_event(r, "stop", err);
         return -1;
@@ -471,7 +471,7 @@ static int run_eval(run_state *r)
     train_progress_end(&r->pg);
     printf("step %lld (epoch %.2f): validation on %lld images (%.1f s): accuracy %.2f%%, "
            "top-1 error %.2f%%, top-5 error %.2f%%, loss %.4f",
-           (long long)e.step, e.epoch, (long long)e.images, train_now() - t0,
+           (long long)e.step, e.epoch, (long long)e.images, base_now() - t0,
            100 * (1 - e.top1_err_center), 100 * e.top1_err_center, 100 * e.top5_err_center,
            e.loss);
     if (!isnan(e.top1_err_10view))
@@ -511,7 +511,7 @@ static void run_log(run_state *r, double loss, int wrong, double wait, double dt
     r->step_interval += dt;
     r->wait_total += wait;
     r->step_total += dt;
-    double now = train_now();
+    double now = base_now();
     train_progress_update(&r->pg, now, r->m.step, r->total_steps,
                           (double)r->m.step / r->steps_per_epoch, iv->loss_ema,
                           r->meta.sched.lr, B / (dt > 0 ? dt : 1e-9));
@@ -553,13 +553,13 @@ int train_run(const train_options *o)
         free(r);
         return 1;
     }
-    train_progress_init(&r->pg, o->quiet ? NULL : stderr, 30.0, train_now(), r->m.step);
-    r->t_interval = train_now();
+    train_progress_init(&r->pg, o->quiet ? NULL : stderr, 30.0, base_now(), r->m.step);
+    r->t_interval = base_now();
     int done = r->meta.sched.stopped;
     while (!done && r->m.step < r->total_steps) {
         const int32_t *labels;
         data_cursor after;
-        double wait, t0 = train_now();
+        double wait, t0 = base_now();
         int bad;
         if (o->place.cpu) {
             const float *x;
@@ -602,7 +602,7 @@ int train_run(const train_options *o)
         } else {
             model_update(&r->m, (real)r->meta.sched.lr);
             r->m.step++;
-            run_log(r, loss, wrong1, wait, train_now() - t0);
+            run_log(r, loss, wrong1, wait, base_now() - t0);
         }
         /* a skipped step still ends its epoch: the evaluation, the schedule and a signal
          * are handled as after any step; only checkpoints wait for a good step, so a

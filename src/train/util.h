@@ -1,5 +1,5 @@
-/* util: small helpers every part of src/train shares: strict command-line numbers, the
- * err/errlen message convention, and creating a folder with its parents. */
+/* util: what every subcommand of src/train shares: strict command-line numbers. (The
+ * err/errlen formatter and mkdir -p are src/base's base_errf and base_mkdir_p.) */
 #ifndef TRAIN_UTIL_H
 #define TRAIN_UTIL_H
 
@@ -17,14 +17,6 @@ int train_arg_i64(const char *cmd, const char *flag, const char *s, int64_t lo, 
 int train_arg_int(const char *cmd, const char *flag, const char *s, int lo, int hi, int *out);
 int train_arg_f64(const char *cmd, const char *flag, const char *s, double lo, double hi,
                   double *out);
-
-/* vsnprintf into err when err is not NULL (the err/errlen convention). */
-void train_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* mkdir -p dir. what names the folder's role in messages ("run folder", ...).
- * 0, or -1 with err: "<what> <dir>: <reason>". */
-int train_mkdir_p(const char *dir, const char *what, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

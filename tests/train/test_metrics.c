@@ -1,6 +1,7 @@
 /* Tests of the run folder records (metrics.jsonl lines read back field by field, escapes,
- * nulls, trimming on resume, run.json), the progress line (plain and TTY), top-k errors
- * and `twotower plot` (a real PNG from gnuplot; clear failures without it). */
+ * nulls, text that is not UTF-8, trimming on resume, run.json), the progress line (plain
+ * and TTY), top-k errors and `twotower plot` (a real PNG from gnuplot; clear failures
+ * without it). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <poll.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "base/base.h"
 #include "train/metrics.h"
 #include "train/plot.h"
 
@@ -27,12 +29,43 @@ static int read_lines(const char *path, char lines[][1024], int max)
     return n;
 }
 
+/* A line as a record; asserts it is one. */
+static json_t *rec_of(const char *line)
+{
+    json_t *r = train_metrics_parse(line);
+    cr_assert_not_null(r, "not a JSON object: %s", line);
+    return r;
+}
+
 static double num(const char *line, const char *key)
 {
     double v;
-    int rc = train_json_number(line, key, &v);
+    json_t *r = rec_of(line);
+    int rc = train_metrics_number(r, key, &v);
+    json_decref(r);
     cr_assert(rc >= 0, "key %s missing in %s", key, line);
     return v;
+}
+
+/* The string under key (copied into a static buffer), or NULL. */
+static const char *str(const char *line, const char *key)
+{
+    static char s[1024];
+    json_t *r = rec_of(line);
+    const char *v = json_string_value(json_object_get(r, key));
+    if (v)
+        snprintf(s, sizeof s, "%s", v);
+    json_decref(r);
+    return v ? s : NULL;
+}
+
+/* train_metrics_number's answer for key in line */
+static int num_rc(const char *line, const char *key, double *v)
+{
+    json_t *r = rec_of(line);
+    int rc = train_metrics_number(r, key, v);
+    json_decref(r);
+    return rc;
 }
 
 Test(metrics, lines_read_back)
@@ -59,9 +92,7 @@ Test(metrics, lines_read_back)
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
     int n = read_lines(path, lines, 16);
     cr_assert_eq(n, 5);
-    char s[512];
-    cr_assert_eq(train_json_string(lines[0], "type", s, sizeof s), 1);
-    cr_assert_str_eq(s, "train");
+    cr_assert_str_eq(str(lines[0], "type"), "train");
     cr_assert_eq(num(lines[0], "step"), 100);
     cr_assert_eq(num(lines[0], "epoch"), 0.25);
     cr_assert_eq(num(lines[0], "lr"), 0.01);
@@ -71,23 +102,19 @@ Test(metrics, lines_read_back)
     cr_assert_eq(num(lines[0], "data_wait_share"), 0.125);
     cr_assert_eq(num(lines[0], "time_s"), 12.5);
     double v;
-    cr_assert_eq(train_json_number(lines[1], "loss", &v), 0, "NaN is written as null");
+    cr_assert_eq(num_rc(lines[1], "loss", &v), 0, "NaN is written as null");
     cr_assert(isnan(v));
     cr_assert(strstr(lines[1], "null") && !strstr(lines[1], "nan"), "%s", lines[1]);
-    cr_assert_eq(train_json_string(lines[2], "type", s, sizeof s), 1);
-    cr_assert_str_eq(s, "eval");
+    cr_assert_str_eq(str(lines[2], "type"), "eval");
     cr_assert_eq(num(lines[2], "images"), 10000);
     cr_assert_eq(num(lines[2], "top1_err_center"), 0.41);
     cr_assert_eq(num(lines[2], "top5_err_center"), 0.19);
-    cr_assert_eq(train_json_number(lines[2], "top1_err_10view", &v), 0);
+    cr_assert_eq(num_rc(lines[2], "top1_err_10view", &v), 0);
     cr_assert_eq(num(lines[2], "lr"), 0.001, "the rate in an evaluation's line");
-    cr_assert_eq(train_json_string(lines[3], "msg", s, sizeof s), 1);
-    cr_assert_str_eq(s, msg, "escapes round trip: '%s'", s);
-    cr_assert_eq(train_json_string(lines[3], "kind", s, sizeof s), 1);
-    cr_assert_str_eq(s, "schedule");
+    cr_assert_str_eq(str(lines[3], "msg"), msg, "escapes round trip: '%s'", str(lines[3], "msg"));
+    cr_assert_str_eq(str(lines[3], "kind"), "schedule");
     cr_assert_eq(num(lines[3], "step"), 400, "keys after an escaped string are found");
-    cr_assert_eq(train_json_string(lines[4], "kind", s, sizeof s), 1);
-    cr_assert_str_eq(s, "resume");
+    cr_assert_str_eq(str(lines[4], "kind"), "resume");
     cr_assert(strstr(lines[4], "\"argv\": [\"twotower\", \"train\", \"--run\", \"a b\\\"c\"]"),
               "%s", lines[4]);
     for (int i = 0; i < n; i++) {
@@ -99,21 +126,41 @@ Test(metrics, lines_read_back)
     free(dir);
 }
 
-Test(metrics, json_reader_is_not_fooled)
+Test(metrics, records_are_read_as_json)
 {
     const char *l = "{\"type\": \"event\", \"msg\": \"\\\"step\\\": 5, x\", \"step\": 7}";
     double v;
-    cr_assert_eq(train_json_number(l, "step", &v), 1);
+    cr_assert_eq(num_rc(l, "step", &v), 1);
     cr_assert_eq(v, 7, "a key inside a string value is not a key");
-    cr_assert_eq(train_json_number(l, "missing", &v), -1);
-    cr_assert_eq(train_json_number(l, "msg", &v), -1, "a string is not a number");
-    cr_assert_eq(train_json_number("not json", "step", &v), -1);
-    cr_assert_eq(train_json_number("{\"step\": 3", "step", &v), 1);
-    cr_assert_eq(train_json_number("{\"a\": [1, \"x\", null], \"step\": -2.5e3}", "step", &v), 1);
+    cr_assert_eq(num_rc(l, "missing", &v), -1);
+    cr_assert_eq(num_rc(l, "msg", &v), -1, "a string is not a number");
+    cr_assert_eq(num_rc("{\"a\": [1, \"x\", null], \"step\": -2.5e3}", "step", &v), 1);
     cr_assert_eq(v, -2500);
-    char s[4];
-    cr_assert_eq(train_json_string("{\"k\": \"abcdef\"}", "k", s, sizeof s), 1);
-    cr_assert_str_eq(s, "abc", "truncated to the buffer");
+    cr_assert_eq(num_rc("{\"step\": 12345678901234567890123}", "step", &v), 1,
+                 "a huge integer reads as a real");
+    /* not records: junk, a torn line, an array, an empty line */
+    const char *bad[] = {"not json", "{\"step\": 3", "[1, 2]", "", "{\"a\": 1} {"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_null(train_metrics_parse(bad[i]), "accepted: %s", bad[i]);
+}
+
+/* Text that is not UTF-8 (a path in another encoding) still makes a JSON line. */
+Test(metrics, non_utf8_text_is_written_as_json)
+{
+    char *dir = tt_tmpdir("met"), err[512], path[4300], lines[4][1024];
+    train_metrics mt;
+    cr_assert_eq(train_metrics_open(&mt, dir, -1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(train_metrics_log_event(&mt, 1, 0, "checkpoint", "caf\xe9 \xc3\xa9", err,
+                                         sizeof err), 0, "%s", err);
+    cr_assert_eq(train_metrics_log_event(&mt, 2, 0, "checkpoint", "caf\xc3\xa9", err,
+                                         sizeof err), 0, "%s", err);
+    train_metrics_close(&mt);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    cr_assert_eq(read_lines(path, lines, 4), 2);
+    cr_assert_str_eq(str(lines[0], "msg"), "caf? ??", "bytes that are not UTF-8 become '?'");
+    cr_assert_str_eq(str(lines[1], "msg"), "caf\xc3\xa9", "valid UTF-8 is kept");
+    tt_rmtree(dir);
+    free(dir);
 }
 
 Test(metrics, resume_trims_lost_steps_and_torn_line)
@@ -163,32 +210,37 @@ Test(metrics, run_json_written_once)
 {
     char *dir = tt_tmpdir("met"), err[512], path[4300];
     char *argv[] = {"twotower", "train", "--cpu", "--seed", "7", NULL};
-    train_run_info info = {5, argv, "0.1.0", "v0.1.0-3-gabc", "cpu", 7, {2, 10, 2, 67, 3, 8},
-                           "\"epochs\": 90"};
+    json_t *extra = json_pack("{s:i}", "epochs", 90);
+    train_run_info info = {5, argv, "v0.1.0-3-gabc", "cpu", 7, {2, 10, 2, 67, 3, 8}, extra};
     cr_assert_eq(train_run_info_write(dir, &info, err, sizeof err), 0, "%s", err);
     snprintf(path, sizeof path, "%s/run.json", dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char buf[8192];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    const char *want[] = {"\"version\": \"0.1.0\"", "\"git\": \"v0.1.0-3-gabc\"",
-                          "\"argv\": [\"twotower\", \"train\", \"--cpu\", \"--seed\", \"7\"]",
-                          "\"seed\": 7", "\"towers\": 2", "\"width_div\": 8", "\"compiler\": ",
-                          "\"blas\": \"OpenBLAS", "\"backend\": \"cpu\"", "\"epochs\": 90",
-                          "\"started_utc\": \"20"};
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        cr_assert(strstr(buf, want[i]), "run.json lacks %s:\n%s", want[i], buf);
-    cr_assert_eq(buf[0], '{');
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    cr_assert_not_null(j, "%s: %s", path, je.text);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "version")), base_version());
+    cr_assert_str_eq(json_string_value(json_object_get(j, "git")), "v0.1.0-3-gabc");
+    json_t *av = json_object_get(j, "argv");
+    cr_assert_eq(json_array_size(av), 5);
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_str_eq(json_string_value(json_array_get(av, i)), argv[i]);
+    cr_assert_eq(json_integer_value(json_object_get(j, "seed")), 7);
+    json_t *cfg = json_object_get(j, "config");
+    cr_assert_eq(json_integer_value(json_object_get(cfg, "towers")), 2);
+    cr_assert_eq(json_integer_value(json_object_get(cfg, "width_div")), 8);
+    cr_assert_eq(json_integer_value(json_object_get(j, "epochs")), 90, "the extra members");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "backend")), "cpu");
+    cr_assert_not_null(json_string_value(json_object_get(j, "compiler")));
+    cr_assert(!strncmp(json_string_value(json_object_get(j, "blas")), "OpenBLAS", 8));
+    cr_assert(!strncmp(json_string_value(json_object_get(j, "started_utc")), "20", 2));
+    json_decref(j);
     /* a resume keeps the first start's run.json */
     info.seed = 99;
     cr_assert_eq(train_run_info_write(dir, &info, err, sizeof err), 0);
-    f = fopen(path, "r");
-    size_t n2 = fread(buf, 1, sizeof buf - 1, f);
-    buf[n2] = 0;
-    fclose(f);
-    cr_assert(strstr(buf, "\"seed\": 7") && n2 == n);
+    j = json_load_file(path, 0, &je);
+    cr_assert_not_null(j);
+    cr_assert_eq(json_integer_value(json_object_get(j, "seed")), 7);
+    json_decref(j);
+    json_decref(extra);
     tt_rmtree(dir);
     free(dir);
 }

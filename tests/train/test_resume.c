@@ -214,20 +214,22 @@ static int run_lines(const char *run, char out[][512], int max)
     char line[2048];
     int n = 0;
     while (n < max && fgets(line, sizeof line, f)) {
-        char type[16];
-        if (train_json_string(line, "type", type, sizeof type) != 1)
+        json_t *rec = train_metrics_parse(line);
+        const char *type = json_string_value(json_object_get(rec, "type"));
+        int tr = type && !strcmp(type, "train");
+        if (!tr && (!type || strcmp(type, "eval"))) {
+            json_decref(rec);
             continue;
-        int tr = !strcmp(type, "train");
-        if (!tr && strcmp(type, "eval"))
-            continue;
+        }
         const char *const *keys = tr ? train_keys : eval_keys;
         int nk = tr ? 5 : 4;
         size_t o = (size_t)snprintf(out[n], 512, "%s", type);
         for (int k = 0; k < nk; k++) {
             double v;
-            cr_assert(train_json_number(line, keys[k], &v) >= 0, "%s lacks %s", line, keys[k]);
+            cr_assert(train_metrics_number(rec, keys[k], &v) >= 0, "%s lacks %s", line, keys[k]);
             o += (size_t)snprintf(out[n] + o, 512 - o, " %s=%a", keys[k], v);
         }
+        json_decref(rec);
         n++;
     }
     fclose(f);
@@ -300,18 +302,22 @@ Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
 /* The run's schedule events, "step|message" each, in file order. Returns the count. */
 static int schedule_events(const char *run, char out[][512], int max)
 {
-    char path[4300], line[2048], kind[32], msg[400];
+    char path[4300], line[2048];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
     FILE *f = fopen(path, "r");
     cr_assert_not_null(f, "%s", path);
     int n = 0;
     while (n < max && fgets(line, sizeof line, f)) {
         double step;
-        if (train_json_string(line, "kind", kind, sizeof kind) != 1 || strcmp(kind, "schedule"))
-            continue;
-        cr_assert_eq(train_json_string(line, "msg", msg, sizeof msg), 1, "%s", line);
-        cr_assert(train_json_number(line, "step", &step) == 1, "%s", line);
-        snprintf(out[n++], 512, "%.0f|%s", step, msg);
+        json_t *rec = train_metrics_parse(line);
+        const char *kind = json_string_value(json_object_get(rec, "kind"));
+        if (kind && !strcmp(kind, "schedule")) {
+            const char *msg = json_string_value(json_object_get(rec, "msg"));
+            cr_assert_not_null(msg, "%s", line);
+            cr_assert(train_metrics_number(rec, "step", &step) == 1, "%s", line);
+            snprintf(out[n++], 512, "%.0f|%s", step, msg);
+        }
+        json_decref(rec);
     }
     fclose(f);
     return n;
@@ -356,7 +362,7 @@ Test(resume, events_carry_their_step_and_are_not_repeated, .timeout = 240)
  * weights are all finite (checkpoints wait for good steps). */
 Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
 {
-    char a[4200], b[4200], path[4300], line[2048], kind[32], err[1024];
+    char a[4200], b[4200], path[4300], line[2048], err[1024];
     char *dir = start_runs(a, b);
     train_options o;
     small_options(&o, a, 4);
@@ -369,7 +375,11 @@ Test(resume, diverging_run_stops_and_keeps_a_good_checkpoint, .timeout = 240)
     cr_assert_not_null(f);
     int skips = 0, stops = 0;
     while (fgets(line, sizeof line, f)) {
-        if (train_json_string(line, "kind", kind, sizeof kind) != 1 || strcmp(kind, "nonfinite"))
+        json_t *rec = train_metrics_parse(line);
+        const char *kind = json_string_value(json_object_get(rec, "kind"));
+        int nonfinite = kind && !strcmp(kind, "nonfinite");
+        json_decref(rec);
+        if (!nonfinite)
             continue;
         skips += strstr(line, "step skipped") != NULL;
         stops += strstr(line, "stopping; the last good checkpoint is kept") != NULL;
