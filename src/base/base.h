@@ -131,6 +131,10 @@ int base_out_open(base_out *o, const char *path, const char *what, char *err, si
 int base_out_write(base_out *o, const void *p, size_t n);
 /* printf into the output (same sticky failure). */
 int base_out_printf(base_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Overwrites n bytes at byte offset off of what was written so far, for a header that
+ * is only known at the end (a shard's count and checksum); off + n must not pass the end.
+ * The same sticky failure. Returns 0, or -1 once failed. */
+int base_out_pwrite(base_out *o, const void *p, size_t n, uint64_t off);
 /* Flush, fsync, close, rename over path, fsync the folder. 0, or -1 with err (the
  * temporary file is removed and the old path left as it was). */
 int base_out_commit(base_out *o, char *err, size_t errlen);

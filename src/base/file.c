@@ -206,6 +206,33 @@ int base_out_printf(base_out *o, const char *fmt, ...)
     return 0;
 }
 
+int base_out_pwrite(base_out *o, const void *p, size_t n, uint64_t off)
+{
+    if (o->failed) return -1;
+    if (fflush(o->f) != 0) {
+        o->failed = errno ? errno : EIO;
+        return -1;
+    }
+    off_t end = ftello(o->f);
+    if (end < 0 || off > (uint64_t)end || n > (uint64_t)end - off) {
+        o->failed = end < 0 ? errno : EINVAL;
+        return -1;
+    }
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fileno(o->f), c, n, (off_t)off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            o->failed = w < 0 ? errno : EIO;
+            return -1;
+        }
+        c += w;
+        off += (uint64_t)w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 void base_out_abort(base_out *o)
 {
     if (o->f) fclose(o->f);

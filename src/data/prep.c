@@ -5,7 +5,6 @@
  * when the skipped share passes --max-skip. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -243,8 +242,8 @@ static int split_by_seed(item_list *all, item_list *train, item_list *val, int c
 typedef struct {
     const char *out, *split;
     int classes, shard_size;
-    int fd;
-    char tmp[4096], final[4096];
+    int open;            /* a shard is being written to out */
+    base_out file;       /* "<OUT>/<split>-NNNNN.tts", crash-safe (tmp, fsync, rename) */
     uint32_t crc;
     int32_t *labels;
     int64_t count, first, written;
@@ -253,49 +252,41 @@ typedef struct {
     uint32_t max_shards;
 } shard_writer;
 
-static int write_all(int fd, const void *buf, size_t n)
+static int shard_write_failed(shard_writer *w, char *err, size_t errlen)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    int rc = data_fail(err, errlen, "%s: write failed: %s", w->file.tmp,
+                       strerror(w->file.failed));
+    base_out_abort(&w->file);
+    w->open = 0;
+    return rc;
 }
 
 static int shard_close(shard_writer *w, char *err, size_t errlen)
 {
-    if (w->fd < 0)
+    if (!w->open)
         return 0;
     uint8_t *lab = malloc((size_t)w->count * 4 + 4);
     if (!lab)
-        return data_fail(err, errlen, "%s: out of memory", w->tmp);
+        return data_fail(err, errlen, "%s: out of memory", w->file.tmp);
     for (int64_t i = 0; i < w->count; i++)
         base_put_le32(lab + 4 * i, (uint32_t)w->labels[i]);
     w->crc = data_crc32(w->crc, lab, (size_t)w->count * 4);
-    int bad = write_all(w->fd, lab, (size_t)w->count * 4) != 0;
+    base_out_write(&w->file, lab, (size_t)w->count * 4);
     free(lab);
+    /* the header holds the count and the checksum: written last, over the zeros */
     uint8_t hdr[DATA_SHARD_HEADER];
     data_shard_header h = {.classes = (uint32_t)w->classes, .count = (uint64_t)w->count,
                            .first = (uint64_t)w->first, .index = w->index,
                            .payload_crc = w->crc};
     snprintf(h.split, sizeof h.split, "%s", w->split);
     data_shard_header_encode(hdr, &h);
-    bad = bad || pwrite(w->fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr;
-    bad = close(w->fd) != 0 || bad;
-    w->fd = -1;
-    if (bad)
-        return data_fail(err, errlen, "%s: write failed: %s", w->tmp, strerror(errno));
-    if (rename(w->tmp, w->final) != 0)
-        return data_fail(err, errlen, "%s: cannot rename to %s: %s", w->tmp, w->final,
-                         strerror(errno));
+    if (base_out_pwrite(&w->file, hdr, sizeof hdr, 0) != 0)
+        return shard_write_failed(w, err, errlen);
+    w->open = 0;
+    if (base_out_commit(&w->file, err, errlen) != 0)
+        return -1;
     if (w->index >= w->max_shards) /* cannot happen: max_shards covers every item */
-        return data_fail(err, errlen, "%s: more shards than the %u planned", w->final,
+        return data_fail(err, errlen, "%s: more shards than the %u planned", w->file.path,
                          w->max_shards);
     w->crcs[w->index] = w->crc;
     w->first += w->count;
@@ -307,19 +298,18 @@ static int shard_close(shard_writer *w, char *err, size_t errlen)
 static int shard_add(shard_writer *w, const uint8_t *img, int32_t label, char *err,
                      size_t errlen)
 {
-    if (w->fd < 0) {
-        snprintf(w->final, sizeof w->final, "%s/%s-%05u.tts", w->out, w->split, w->index);
-        snprintf(w->tmp, sizeof w->tmp, "%s/.%s-%05u.tts.tmp", w->out, w->split, w->index);
-        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (w->fd < 0)
-            return data_fail(err, errlen, "%s: cannot create: %s", w->tmp, strerror(errno));
+    if (!w->open) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s-%05u.tts", w->out, w->split, w->index);
+        if (base_out_open(&w->file, path, "shard", err, errlen) != 0)
+            return -1;
+        w->open = 1;
         static const uint8_t zero[DATA_SHARD_HEADER];
-        if (write_all(w->fd, zero, sizeof zero) != 0)
-            return data_fail(err, errlen, "%s: write failed: %s", w->tmp, strerror(errno));
+        base_out_write(&w->file, zero, sizeof zero);
         w->crc = 0;
     }
-    if (write_all(w->fd, img, DATA_IMAGE_BYTES) != 0)
-        return data_fail(err, errlen, "%s: write failed: %s", w->tmp, strerror(errno));
+    if (base_out_write(&w->file, img, DATA_IMAGE_BYTES) != 0)
+        return shard_write_failed(w, err, errlen);
     w->crc = data_crc32(w->crc, img, DATA_IMAGE_BYTES);
     w->labels[w->count++] = label;
     w->written++;
@@ -450,7 +440,7 @@ static int run_split(const prep_opts *o, const char *split, const item_list *ite
     if (chunk > 512)
         chunk = 512;
     shard_writer w = {.out = o->out, .split = split, .classes = classes,
-                      .shard_size = o->shard_size, .fd = -1};
+                      .shard_size = o->shard_size};
     w.labels = malloc((size_t)o->shard_size * sizeof *w.labels);
     w.max_shards = (uint32_t)((items->n + o->shard_size - 1) / o->shard_size);
     w.crcs = malloc(((size_t)w.max_shards + 1) * sizeof *w.crcs);
@@ -521,10 +511,8 @@ static int run_split(const prep_opts *o, const char *split, const item_list *ite
         }
     }
 done:
-    if (w.fd >= 0) {
-        close(w.fd);
-        unlink(w.tmp);
-    }
+    if (w.open)
+        base_out_abort(&w.file);
     if (ws)
         for (int t = 0; t < nth; t++) {
             free(ws[t].mean_sum);
@@ -619,34 +607,30 @@ static int write_meta(const prep_opts *o, char **names, int classes, const split
     free(m.shard_crc);
     if (rc != 0)
         return -1;
-    char tmp[4096], fin[4096];
-    snprintf(tmp, sizeof tmp, "%s/.meta.bin.tmp", o->out);
+    char fin[4096];
     snprintf(fin, sizeof fin, "%s/meta.bin", o->out);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int bad = fd < 0 || write_all(fd, buf, n) != 0;
-    if (fd >= 0)
-        bad = close(fd) != 0 || bad;
+    rc = base_write_file(fin, "meta", buf, n, err, errlen);
     free(buf);
-    if (bad || rename(tmp, fin) != 0)
-        return data_fail(err, errlen, "%s: cannot write: %s", fin, strerror(errno));
+    if (rc != 0)
+        return -1;
     snprintf(fin, sizeof fin, "%s/meta.txt", o->out);
-    FILE *f = fopen(fin, "w");
-    if (!f)
-        return data_fail(err, errlen, "%s: cannot write: %s", fin, strerror(errno));
-    fprintf(f, "# twotower prep of %s (meta.bin holds the same in binary)\n", o->src);
-    fprintf(f, "train %lld images in %u shards\nval %lld images in %u shards\n",
-            (long long)ntrain, m.train_shards, (long long)nval, m.val_shards);
-    fprintf(f, "rgb_mean %.4f %.4f %.4f\n", m.pca.rgb_mean[0], m.pca.rgb_mean[1],
-            m.pca.rgb_mean[2]);
-    fprintf(f, "eigval %.4f %.4f %.4f\n", m.pca.eigval[0], m.pca.eigval[1], m.pca.eigval[2]);
+    base_out f;
+    if (base_out_open(&f, fin, "meta", err, errlen) != 0)
+        return -1;
+    base_out_printf(&f, "# twotower prep of %s (meta.bin holds the same in binary)\n", o->src);
+    base_out_printf(&f, "train %lld images in %u shards\nval %lld images in %u shards\n",
+                    (long long)ntrain, m.train_shards, (long long)nval, m.val_shards);
+    base_out_printf(&f, "rgb_mean %.4f %.4f %.4f\n", m.pca.rgb_mean[0], m.pca.rgb_mean[1],
+                    m.pca.rgb_mean[2]);
+    base_out_printf(&f, "eigval %.4f %.4f %.4f\n", m.pca.eigval[0], m.pca.eigval[1],
+                    m.pca.eigval[2]);
     for (int r = 0; r < 3; r++)
-        fprintf(f, "eigvec_row%d %.6f %.6f %.6f\n", r, m.pca.eigvec[3 * r],
-                m.pca.eigvec[3 * r + 1], m.pca.eigvec[3 * r + 2]);
-    fprintf(f, "classes %d\n", classes);
+        base_out_printf(&f, "eigvec_row%d %.6f %.6f %.6f\n", r, m.pca.eigvec[3 * r],
+                        m.pca.eigvec[3 * r + 1], m.pca.eigvec[3 * r + 2]);
+    base_out_printf(&f, "classes %d\n", classes);
     for (int c = 0; c < classes; c++)
-        fprintf(f, "%d %s\n", c, names[c]);
-    bad = fclose(f) != 0;
-    return bad ? data_fail(err, errlen, "%s: write failed", fin) : 0;
+        base_out_printf(&f, "%d %s\n", c, names[c]);
+    return base_out_commit(&f, err, errlen);
 }
 
 /* `prep --verify OUT`: opens both splits (meta.bin, headers, sizes, labels) and re-reads

@@ -1,6 +1,7 @@
 /* test_base: src/base's helpers: strict numbers, byte order, Box-Muller's determinism,
  * the input opener's refusals (folders, FIFOs: without blocking), the output checks
- * (same file as an input, a device, inside a protected folder) and the crash-safe write. */
+ * (same file as an input, a device, inside a protected folder) and the crash-safe write
+ * (a header filled in at the end included). */
 #include <criterion/criterion.h>
 
 #include <fcntl.h>
@@ -160,5 +161,30 @@ Test(base, failed_write_leaves_the_old_file)
     cr_assert(strstr(err, "write failed"), "%s", err);
     got = base_read_file(path, "file", 10, &n, err, sizeof err);
     cr_assert_str_eq(got, "old");
+    free(got);
+}
+
+Test(base, pwrite_fills_a_header_at_the_end)
+{
+    char err[512], path[300];
+    snprintf(path, sizeof path, "%s/h", dir);
+    base_out o;
+    cr_assert_eq(base_out_open(&o, path, "file", err, sizeof err), 0, "%s", err);
+    base_out_write(&o, "....body", 8);
+    cr_assert_eq(base_out_pwrite(&o, "HEAD", 4, 0), 0);
+    base_out_write(&o, "!", 1);
+    cr_assert_eq(base_out_commit(&o, err, sizeof err), 0, "%s", err);
+    size_t n;
+    char *got = base_read_file(path, "file", 100, &n, err, sizeof err);
+    cr_assert_str_eq(got, "HEADbody!");
+    free(got);
+    /* past the end: refused, and the failure sticks (the old file stays) */
+    cr_assert_eq(base_out_open(&o, path, "file", err, sizeof err), 0);
+    base_out_write(&o, "abc", 3);
+    cr_assert_eq(base_out_pwrite(&o, "xy", 2, 2), -1);
+    cr_assert_eq(base_out_write(&o, "d", 1), -1);
+    cr_assert_eq(base_out_commit(&o, err, sizeof err), -1);
+    got = base_read_file(path, "file", 100, &n, err, sizeof err);
+    cr_assert_str_eq(got, "HEADbody!");
     free(got);
 }
