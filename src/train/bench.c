@@ -5,6 +5,8 @@
 #include "train/bench.h"
 #include "train/util.h"
 
+#include "base/base.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -541,43 +543,23 @@ typedef struct {
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
 
-/* Whole numbers (byte counts, multiply-adds) exactly; others to 9 digits; NaN and
- * infinities (a time that was not measured) as null. */
-static void json_num(FILE *f, double v)
+/* Whole numbers (byte counts, multiply-adds) as JSON integers; others as reals, written
+ * to 9 digits (BENCH_JSON_FLAGS); NaN and infinities (a time that was not measured) as
+ * null. */
+static json_t *jnum(double v)
 {
-    if (!isfinite(v)) fputs("null", f);
-    else if (v == floor(v) && fabs(v) < 9e15) fprintf(f, "%.0f", v);
-    else fprintf(f, "%.9g", v);
+    if (isfinite(v) && v == floor(v) && fabs(v) < 9e15) return json_integer((json_int_t)v);
+    return train_json_real(v);
 }
 
-static void json_str(FILE *f, const char *s)
+static json_t *jnum_arr(const double *v, int n)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, jnum(v[i]));
+    return a;
 }
 
-/* "key": v pairs, comma-separated by the caller's `first` flag */
-static void jkey(FILE *f, int *first, const char *k)
-{
-    fprintf(f, "%s\"%s\": ", *first ? "" : ", ", k);
-    *first = 0;
-}
-
-static void jnum_arr(FILE *f, const double *v, int n)
-{
-    fputc('[', f);
-    for (int i = 0; i < n; i++) {
-        if (i) fputs(", ", f);
-        json_num(f, v[i]);
-    }
-    fputc(']', f);
-}
+#define BENCH_JSON_FLAGS (JSON_INDENT(1) | JSON_REAL_PRECISION(9))
 
 static double per_step(const train_bench_prof *p, int t, int r)
 {
@@ -683,64 +665,49 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
             p->gpu && T == 2 ? " (the towers' streams may overlap: parts can sum past it)" : "");
 }
 
-static int write_json(const char *path, const bench_opts *o, const model *m,
-                      const bench_result *r, const train_bench_prof *p, const char *place,
-                      const bench_data *d)
+/* The per-layer profile, or null when none was taken. */
+static json_t *profile_json(const train_bench_prof *p, const tower_plan *plan, int T)
 {
-    const tower_plan *plan = &m->plan;
-    int T = m->towers, first;
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "twotower bench: --json %s: cannot write: %s\n", path, strerror(errno));
-        return -1;
+    if (!p || !p->steps) return json_null();
+    json_t *j = json_pack("{s:i, s:s, s:o}", "steps", p->steps, "timer",
+                          p->gpu ? "cuda events" : "wall clock", "step_ms",
+                          jnum(p->step_ms / p->steps));
+    static const char *names[] = {"data_ms", "zero_grads_ms", "loss_fwd_ms", "loss_bwd_ms",
+                                  "sgd_ms"};
+    for (int r0 = 0; r0 < 5; r0++) {
+        double v[2];
+        for (int t = 0; t < T; t++) v[t] = per_step(p, t, r0);
+        json_object_set_new(j, names[r0],
+                            jnum_arr(v, p->gpu ? T : (r0 == TRAIN_BENCH_DATA ? 1 : T)));
     }
-    fputs("{\"tool\": \"twotower bench\", \"format\": 1", f);
-    fprintf(f, ",\n \"config\": {\"towers\": %d, \"classes\": %d, \"batch\": %d, \"size\": %d, "
-               "\"width_div\": %d, \"warmup\": %d, \"steps\": %d, \"profile_steps\": %d, "
-               "\"batches\": %d, \"seed\": %" PRIu64 ", \"lr\": ",
-            T, plan->cfg.classes, plan->cfg.batch, plan->cfg.in_size, plan->cfg.width_div,
-            o->warmup, o->steps, o->profile_steps, o->batches, o->seed);
-    json_num(f, o->lr);
-    fputs("},\n \"placement\": ", f);
-    json_str(f, place);
-    fprintf(f, ", \"backend\": \"%s\", \"device\": ", m->place.cpu ? "cpu" : "cuda");
-    json_str(f, r->device);
-    fprintf(f, ", \"blas_threads\": %d", m->place.cpu ? openblas_get_num_threads() : 0);
-    fprintf(f, ",\n \"precision\": \"fp32\", \"tf32\": %s, \"conv\": \"%s\", \"conv_detail\": ",
-            m->place.tf32 ? "true" : "false", m->place.conv ? "cudnn" : "gemm");
-    json_str(f, r->conv_detail);
-    fputs(", \"data_path\": ", f);
-    json_str(f, data_path_text(m));
-    fprintf(f, ",\n \"plan\": {\"params_per_tower\": %zu, \"layers\": [", plan->n_params);
+    json_object_set_new(j, "logits_xchg_ms",
+                        jnum(per_step(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS)));
+    json_t *layers = json_array();
     for (int l = 0; l < TOWER_LAYERS; l++) {
-        const tower_layer_shape *L = &plan->layer[l];
-        fprintf(f, "%s{\"name\": \"%s\", \"out_ch\": %d, \"out_h\": %d, \"final_h\": %d, "
-                   "\"params_per_tower\": %zu, \"macs_per_tower\": %.0f}",
-                l ? ", " : "", tower_alexnet2012[l].name, L->out_ch, L->out_h, L->final_h,
-                L->w_count + L->b_count, L->macs);
+        double fw[2], bw[2], fs = 0, bs = 0;
+        for (int t = 0; t < T; t++) {
+            fw[t] = per_step(p, t, TRAIN_BENCH_FWD + l);
+            bw[t] = per_step(p, t, TRAIN_BENCH_BWD + l);
+            fs += fw[t];
+            bs += bw[t];
+        }
+        int x = tower_alexnet2012[l].reads_both && T == 2;
+        json_array_append_new(layers, json_pack(
+            "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "name", tower_alexnet2012[l].name,
+            "fwd_ms", jnum_arr(fw, T), "bwd_ms", jnum_arr(bw, T), "fwd_ms_total", jnum(fs),
+            "bwd_ms_total", jnum(bs),
+            "xchg_fwd_ms", jnum(x ? per_step(p, 0, TRAIN_BENCH_XCHG_FWD + l) : NAN),
+            "xchg_bwd_ms", jnum(x && l > 0 ? per_step(p, 0, TRAIN_BENCH_XCHG_BWD + l) : NAN),
+            "fwd_gflops_per_s", jnum(layer_flops(plan, l) / (fs * 1e6)),
+            "bwd_gflops_per_s", jnum(2 * layer_flops(plan, l) / (bs * 1e6))));
     }
-    fputs("]},\n \"flops_per_image\": ", f);
-    json_num(f, r->flops_per_image);
-    fputs(", \"images_per_s\": ", f);
-    json_num(f, r->images_per_s);
-    fputs(", \"gflops_per_s\": ", f);
-    json_num(f, r->gflops);
-    fputs(",\n \"ms_per_step\": ", f);
-    json_num(f, r->ms_mean);
-    fputs(", \"ms_per_step_median\": ", f);
-    json_num(f, r->ms_median);
-    fputs(", \"ms_per_step_min\": ", f);
-    json_num(f, r->ms_min);
-    fputs(", \"ms_per_step_max\": ", f);
-    json_num(f, r->ms_max);
-    fputs(",\n \"loss_first\": ", f);
-    json_num(f, r->loss_first);
-    fputs(", \"loss_last\": ", f);
-    json_num(f, r->loss_last);
-    fprintf(f, ", \"loss_finite\": %s", r->finite ? "true" : "false");
+    json_object_set_new(j, "layers", layers);
+    return j;
+}
 
-    fputs(",\n \"memory\": {", f);
-    first = 1;
+static json_t *memory_json(const model *m, const bench_result *r, const bench_data *d)
+{
+    int T = m->towers;
     double arena[2] = {0, 0}, dev_b[2] = {0, 0};
     for (int t = 0; t < T; t++) {
         arena[t] = (double)m->tw[t].arena_bytes;
@@ -748,90 +715,80 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         if (m->tw[t].device >= 0) dev_b[t] = (double)tower_cuda_mem_bytes(&m->tw[t]);
 #endif
     }
-    jkey(f, &first, "arena_bytes");
-    jnum_arr(f, arena, T);
+    json_t *j = json_pack("{s:o}", "arena_bytes", jnum_arr(arena, T));
     if (!m->place.cpu) {
-        double before[2], after[2], total[2];
+        double before[2], after[2], total[2], devs[2];
         for (int s = 0; s < r->ndev; s++) {
             before[s] = (double)r->gpu_used_before[s];
             after[s] = (double)r->gpu_used_after[s];
             total[s] = (double)r->gpu_total[s];
+            devs[s] = r->dev[s];
         }
-        jkey(f, &first, "tower_device_bytes");
-        jnum_arr(f, dev_b, T);
-        jkey(f, &first, "gpu_devices");
-        fputc('[', f);
-        for (int s = 0; s < r->ndev; s++) fprintf(f, "%s%d", s ? ", " : "", r->dev[s]);
-        fputc(']', f);
-        jkey(f, &first, "gpu_used_before_bytes");
-        jnum_arr(f, before, r->ndev);
-        jkey(f, &first, "gpu_used_after_bytes");
-        jnum_arr(f, after, r->ndev);
-        jkey(f, &first, "gpu_total_bytes");
-        jnum_arr(f, total, r->ndev);
-        jkey(f, &first, "batch_buffers_device_bytes");
-        json_num(f, (double)d->device_bytes);
+        json_object_set_new(j, "tower_device_bytes", jnum_arr(dev_b, T));
+        json_object_set_new(j, "gpu_devices", jnum_arr(devs, r->ndev));
+        json_object_set_new(j, "gpu_used_before_bytes", jnum_arr(before, r->ndev));
+        json_object_set_new(j, "gpu_used_after_bytes", jnum_arr(after, r->ndev));
+        json_object_set_new(j, "gpu_total_bytes", jnum_arr(total, r->ndev));
+        json_object_set_new(j, "batch_buffers_device_bytes", jnum((double)d->device_bytes));
     }
-    jkey(f, &first, "batch_pool_host_bytes");
-    json_num(f, (double)d->host_bytes);
-    jkey(f, &first, "rss_peak_bytes");
-    json_num(f, (double)r->rss_peak);
-    fputc('}', f);
+    json_object_set_new(j, "batch_pool_host_bytes", jnum((double)d->host_bytes));
+    json_object_set_new(j, "rss_peak_bytes", jnum((double)r->rss_peak));
+    return j;
+}
 
-    fputs(",\n \"profile\": ", f);
-    if (!p || !p->steps) {
-        fputs("null", f);
+/* --json FILE: every number of the run, written crash-safe (base_write_file). */
+static int write_json(const char *path, const bench_opts *o, const model *m,
+                      const bench_result *r, const train_bench_prof *p, const char *place,
+                      const bench_data *d)
+{
+    const tower_plan *plan = &m->plan;
+    int T = m->towers;
+    json_t *layers = json_array();
+    for (int l = 0; l < TOWER_LAYERS; l++) {
+        const tower_layer_shape *L = &plan->layer[l];
+        json_array_append_new(layers, json_pack(
+            "{s:s, s:i, s:i, s:i, s:o, s:o}", "name", tower_alexnet2012[l].name, "out_ch",
+            L->out_ch, "out_h", L->out_h, "final_h", L->final_h, "params_per_tower",
+            jnum((double)(L->w_count + L->b_count)), "macs_per_tower", jnum(L->macs)));
+    }
+    json_t *j = json_pack(
+        "{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:o}, s:o, s:s, s:o, "
+        "s:i, s:s, s:b, s:s, s:o, s:s, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+        "s:o, s:b}",
+        "tool", "twotower bench", "format", 1,
+        "config", "towers", T, "classes", plan->cfg.classes, "batch", plan->cfg.batch, "size",
+        plan->cfg.in_size, "width_div", plan->cfg.width_div, "warmup", o->warmup, "steps",
+        o->steps, "profile_steps", o->profile_steps, "batches", o->batches, "seed",
+        (json_int_t)o->seed, "lr", jnum(o->lr),
+        "placement", train_json_text(place), "backend", m->place.cpu ? "cpu" : "cuda",
+        "device", train_json_text(r->device),
+        "blas_threads", m->place.cpu ? openblas_get_num_threads() : 0,
+        "precision", "fp32", "tf32", m->place.tf32, "conv", m->place.conv ? "cudnn" : "gemm",
+        "conv_detail", train_json_text(r->conv_detail), "data_path", data_path_text(m),
+        "plan", "params_per_tower", jnum((double)plan->n_params), "layers", layers,
+        "flops_per_image", jnum(r->flops_per_image), "images_per_s", jnum(r->images_per_s),
+        "gflops_per_s", jnum(r->gflops), "ms_per_step", jnum(r->ms_mean),
+        "ms_per_step_median", jnum(r->ms_median), "ms_per_step_min", jnum(r->ms_min),
+        "ms_per_step_max", jnum(r->ms_max), "loss_first", jnum(r->loss_first),
+        "loss_last", jnum(r->loss_last), "loss_finite", r->finite);
+    if (j) {
+        json_object_set_new(j, "memory", memory_json(m, r, d));
+        json_object_set_new(j, "profile", profile_json(p, plan, T));
+    }
+    char *text = j ? json_dumps(j, BENCH_JSON_FLAGS) : NULL;
+    json_decref(j);
+    char err[4200 + 256];
+    int rc = -1;
+    if (!text) {
+        snprintf(err, sizeof err, "out of memory");
     } else {
-        fprintf(f, "{\"steps\": %d, \"timer\": \"%s\", \"step_ms\": ", p->steps,
-                p->gpu ? "cuda events" : "wall clock");
-        json_num(f, p->step_ms / p->steps);
-        static const char *names[] = {"data_ms", "zero_grads_ms", "loss_fwd_ms", "loss_bwd_ms",
-                                      "sgd_ms"};
-        for (int r0 = 0; r0 < 5; r0++) {
-            double v[2];
-            for (int t = 0; t < T; t++) v[t] = per_step(p, t, r0);
-            fprintf(f, ", \"%s\": ", names[r0]);
-            jnum_arr(f, v, p->gpu ? T : (r0 == TRAIN_BENCH_DATA ? 1 : T));
-        }
-        fputs(", \"logits_xchg_ms\": ", f);
-        json_num(f, per_step(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS));
-        fputs(",\n  \"layers\": [", f);
-        for (int l = 0; l < TOWER_LAYERS; l++) {
-            double fw[2], bw[2], fs = 0, bs = 0;
-            for (int t = 0; t < T; t++) {
-                fw[t] = per_step(p, t, TRAIN_BENCH_FWD + l);
-                bw[t] = per_step(p, t, TRAIN_BENCH_BWD + l);
-                fs += fw[t];
-                bs += bw[t];
-            }
-            fprintf(f, "%s\n   {\"name\": \"%s\", \"fwd_ms\": ", l ? "," : "",
-                    tower_alexnet2012[l].name);
-            jnum_arr(f, fw, T);
-            fputs(", \"bwd_ms\": ", f);
-            jnum_arr(f, bw, T);
-            fputs(", \"fwd_ms_total\": ", f);
-            json_num(f, fs);
-            fputs(", \"bwd_ms_total\": ", f);
-            json_num(f, bs);
-            int x = tower_alexnet2012[l].reads_both && T == 2;
-            fputs(", \"xchg_fwd_ms\": ", f);
-            json_num(f, x ? per_step(p, 0, TRAIN_BENCH_XCHG_FWD + l) : NAN);
-            fputs(", \"xchg_bwd_ms\": ", f);
-            json_num(f, x && l > 0 ? per_step(p, 0, TRAIN_BENCH_XCHG_BWD + l) : NAN);
-            fputs(", \"fwd_gflops_per_s\": ", f);
-            json_num(f, layer_flops(plan, l) / (fs * 1e6));
-            fputs(", \"bwd_gflops_per_s\": ", f);
-            json_num(f, 2 * layer_flops(plan, l) / (bs * 1e6));
-            fputc('}', f);
-        }
-        fputs("]}", f);
+        size_t n = strlen(text);
+        text[n] = '\n';
+        rc = base_write_file(path, "--json", text, n + 1, err, sizeof err);
+        free(text);
     }
-    fputs("\n}\n", f);
-    if (ferror(f) | fclose(f)) {
-        fprintf(stderr, "twotower bench: --json %s: write failed\n", path);
-        return -1;
-    }
-    return 0;
+    if (rc) fprintf(stderr, "twotower bench: %s\n", err);
+    return rc;
 }
 
 /* ---- the run -------------------------------------------------------------------------- */
