@@ -1,16 +1,17 @@
-/* checkpoint: the .ttc format (see checkpoint.h), written crash-safe (tmp, fsync, rename,
- * fsync of the folder) and read whole into memory, where every size is checked against
- * the bytes actually present before it is used, so a bad file is refused, never half-loaded. */
+/* checkpoint: the .ttc format (see checkpoint.h), written crash-safe (base_out) and read
+ * whole into memory, where every size is checked against the bytes actually present before
+ * it is used, so a bad file is refused, never half-loaded. The run state goes through one
+ * field table (FIELDS) both ways; the tensors are export's (train_tower_tensors). */
 #include "train/checkpoint.h"
 
 #include "base/base.h"
+#include "train/export.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,76 +54,205 @@ static const char *dtype_name(uint32_t dt)
     return dt == DT_F32 ? "f32" : dt == DT_F64 ? "f64" : dt == DT_I64 ? "i64" : "?";
 }
 
-/* ---- the records a checkpoint holds ------------------------------------------------- */
+/* ---- the run state: one table, written and read by it ------------------------------
+ * Every field of train_ckpt_meta that a checkpoint stores is one row: the record it goes
+ * in, its name in messages, its C type and place, and the range the reader accepts (the
+ * writer checks the same, so a state the reader would refuse is never written). The rows
+ * of a record are consecutive and are stored in row order, 8 bytes each: integers as i64
+ * (the unsigned seeds as their bits), doubles as their f64 bits; a record of doubles only
+ * is typed f64, any other i64. A new field is one row (and its member in
+ * train_ckpt_meta); as a row changes its record's length, it comes with a new
+ * TRAIN_CKPT_VERSION, and the reader refuses the files of other versions. */
 
-#define N_CONFIG 6
-#define N_RUN 6
-#define N_CURSOR 3
-#define N_SCHED_F 4
-#define N_SCHED_I 7
-#define N_NONFINITE 3
-#define N_STATS 8
-#define N_INTERVAL 5
+typedef enum { F_INT, F_I32, F_I64, F_U64, F_SIZE, F_F64 } field_type;
 
-#define N_DATA 2
+typedef struct {
+    const char *record;
+    const char *name;  /* "config.towers": as messages and the validators name it */
+    field_type type;
+    size_t off;        /* offsetof(train_ckpt_meta, member) */
+    int64_t lo, hi;    /* the accepted range of an integer field */
+} ckpt_field;
 
-#define N_META_RECORDS 9 /* the records before the tower tensors */
+#define ROW(rec, name, type, member, ...) \
+    {rec, name, type, offsetof(train_ckpt_meta, member), __VA_ARGS__}
+#define ANY INT64_MIN, INT64_MAX
+#define NONNEG 0, INT64_MAX
+
+static const ckpt_field FIELDS[] = {
+    /* bounded before tower_plan_make multiplies them: a file could hold any number */
+    ROW("config", "config.towers", F_INT, cfg.towers, 1, 2),
+    ROW("config", "config.classes", F_INT, cfg.classes, 1, 1 << 20),
+    ROW("config", "config.batch", F_INT, cfg.batch, 1, 1 << 16),
+    ROW("config", "config.in_size", F_INT, cfg.in_size, 1, 1 << 14),
+    ROW("config", "config.in_ch", F_INT, cfg.in_ch, 1, 64),
+    ROW("config", "config.width_div", F_INT, cfg.width_div, 1, 1 << 12),
+    ROW("run", "run.seed", F_U64, seed, ANY),
+    ROW("run", "run.step", F_I64, step, NONNEG),
+    ROW("run", "run.epoch", F_I64, epoch, NONNEG),
+    ROW("run", "run.model_seed", F_U64, model_seed, ANY),
+    ROW("run", "run.model_step", F_I64, model_step, NONNEG),
+    ROW("run", "run.n_params", F_SIZE, n_params, NONNEG), /* = the config's, checked apart */
+    ROW("cursor", "cursor.seed", F_U64, cursor.seed, ANY),
+    ROW("cursor", "cursor.epoch", F_I64, cursor.epoch, NONNEG),
+    ROW("cursor", "cursor.pos", F_I64, cursor.pos, NONNEG),
+    /* the schedule's own ranges are train_sched_validate's */
+    ROW("schedule", "schedule.lr0", F_F64, sched.lr0, ANY),
+    ROW("schedule", "schedule.min_delta", F_F64, sched.min_delta, ANY),
+    ROW("schedule", "schedule.lr", F_F64, sched.lr, ANY),
+    ROW("schedule", "schedule.best", F_F64, sched.best, ANY),
+    ROW("schedule.i", "schedule.patience", F_I32, sched.patience, ANY),
+    ROW("schedule.i", "schedule.max_drops", F_I32, sched.max_drops, ANY),
+    ROW("schedule.i", "schedule.best_eval", F_I64, sched.best_eval, ANY),
+    ROW("schedule.i", "schedule.evals", F_I64, sched.evals, ANY),
+    ROW("schedule.i", "schedule.drops", F_I32, sched.drops, ANY),
+    ROW("schedule.i", "schedule.bad", F_I32, sched.bad, ANY),
+    ROW("schedule.i", "schedule.stopped", F_I32, sched.stopped, ANY),
+    ROW("nonfinite", "nonfinite.limit", F_I32, nonfinite.limit, 1, INT32_MAX),
+    ROW("nonfinite", "nonfinite.run", F_I32, nonfinite.run, 0, INT32_MAX),
+    ROW("nonfinite", "nonfinite.skipped", F_I64, nonfinite.skipped, ANY),
+    ROW("stats", "stats.best_top1", F_F64, stats.best_top1, ANY),
+    ROW("stats", "stats.best_top5", F_F64, stats.best_top5, ANY),
+    ROW("stats", "stats.best_step", F_F64, stats.best_step, ANY),
+    ROW("stats", "stats.images_seen", F_F64, stats.images_seen, ANY),
+    ROW("stats", "stats.train_seconds", F_F64, stats.train_seconds, ANY),
+    ROW("stats", "stats.last_loss", F_F64, stats.last_loss, ANY),
+    ROW("stats", "stats.last_top1", F_F64, stats.last_top1, ANY),
+    ROW("stats", "stats.last_top5", F_F64, stats.last_top5, ANY),
+    ROW("interval", "interval.loss_ema", F_F64, interval.loss_ema, ANY),
+    ROW("interval", "interval.loss_sum", F_F64, interval.loss_sum, ANY),
+    ROW("interval", "interval.steps", F_F64, interval.steps, ANY),
+    ROW("interval", "interval.top1_wrong", F_F64, interval.top1_wrong, ANY),
+    ROW("interval", "interval.images", F_F64, interval.images, ANY),
+    ROW("data", "data.train_limit", F_I64, train_limit, NONNEG),
+    ROW("data", "data.eval_every", F_I64, eval_every, NONNEG),
+};
+#define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
+
+_Static_assert(sizeof(int) == 4, "config fields are stored as i64 and read back into int");
+_Static_assert(TRAIN_EXPORT_NAME_MAX == NAME_MAX_LEN + 1, "a tensor's name is a record's name");
+
+/* One record of the run state: FIELDS[first .. first + count). */
+typedef struct {
+    const char *name;
+    uint32_t dtype;
+    int first, count;
+} ckpt_record;
+
+#define MAX_META_RECORDS N_FIELDS /* at most one record per field */
 /* weight, bias and the momentum buffer of each, for every layer of every tower */
 #define MAX_TENSORS (2 * TOWER_LAYERS * 4)
-/* A good file has at most N_META_RECORDS + MAX_TENSORS (73) records; the bound on the
+/* A good file has at most MAX_META_RECORDS + MAX_TENSORS records; the bound on the
  * header's count only has to keep a corrupt one from sizing anything large, and leaves
  * room for a foreign or duplicate record to be reported by name. */
 #define MAX_RECORDS 128
 
-static const char *const CONFIG_FIELDS[N_CONFIG] = {"towers", "classes", "batch",
-                                                    "in_size", "in_ch", "width_div"};
-
-static void config_to_i64(int64_t *v, const tower_config *c)
+/* The records of the run state, in FIELDS' order (the order the writer puts them in). */
+static int meta_records(ckpt_record *out)
 {
-    v[0] = c->towers;
-    v[1] = c->classes;
-    v[2] = c->batch;
-    v[3] = c->in_size;
-    v[4] = c->in_ch;
-    v[5] = c->width_div;
+    int n = 0;
+    for (int i = 0; i < (int)N_FIELDS; i++) {
+        if (n == 0 || strcmp(out[n - 1].name, FIELDS[i].record) != 0)
+            out[n++] = (ckpt_record){FIELDS[i].record, DT_F64, i, 0};
+        out[n - 1].count++;
+        if (FIELDS[i].type != F_F64) /* f64 only when every row is a double */
+            out[n - 1].dtype = DT_I64;
+    }
+    return n;
 }
 
-/* Bounds on each config field before it is used to size anything: a file could hold
- * any number, and tower_plan_make multiplies them. */
-static const int64_t CONFIG_MIN[N_CONFIG] = {1, 1, 1, 1, 1, 1};
-static const int64_t CONFIG_MAX[N_CONFIG] = {2, 1 << 20, 1 << 16, 1 << 14, 64, 1 << 12};
-
-static void stats_to_f64(double *v, const train_ckpt_stats *s)
+static void *field_at(train_ckpt_meta *m, const ckpt_field *f)
 {
-    v[0] = s->best_top1;
-    v[1] = s->best_top5;
-    v[2] = s->best_step;
-    v[3] = s->images_seen;
-    v[4] = s->train_seconds;
-    v[5] = s->last_loss;
-    v[6] = s->last_top1;
-    v[7] = s->last_top5;
+    return (char *)m + f->off;
 }
-static void stats_from_f64(train_ckpt_stats *s, const double *v)
+
+/* An integer field as an i64 (a seed: its bits). */
+static int64_t field_get(const train_ckpt_meta *m, const ckpt_field *f)
 {
-    s->best_top1 = v[0];
-    s->best_top5 = v[1];
-    s->best_step = v[2];
-    s->images_seen = v[3];
-    s->train_seconds = v[4];
-    s->last_loss = v[5];
-    s->last_top1 = v[6];
-    s->last_top5 = v[7];
+    const char *p = (const char *)m + f->off;
+    int v32;
+    int32_t i32;
+    int64_t i64;
+    uint64_t u64;
+    size_t z;
+    switch (f->type) {
+    case F_INT: memcpy(&v32, p, sizeof v32); return v32;
+    case F_I32: memcpy(&i32, p, sizeof i32); return i32;
+    case F_I64: memcpy(&i64, p, sizeof i64); return i64;
+    case F_U64: memcpy(&u64, p, sizeof u64); return (int64_t)u64;
+    case F_SIZE: memcpy(&z, p, sizeof z); return z > (size_t)INT64_MAX ? -1 : (int64_t)z;
+    case F_F64: break;
+    }
+    return 0;
+}
+
+/* Stores v (already checked against the field's range) into the field. */
+static void field_set(train_ckpt_meta *m, const ckpt_field *f, int64_t v)
+{
+    void *p = field_at(m, f);
+    int v32 = (int)v;
+    int32_t i32 = (int32_t)v;
+    uint64_t u64 = (uint64_t)v;
+    size_t z = (size_t)v;
+    switch (f->type) {
+    case F_INT: memcpy(p, &v32, sizeof v32); break;
+    case F_I32: memcpy(p, &i32, sizeof i32); break;
+    case F_I64: memcpy(p, &v, sizeof v); break;
+    case F_U64: memcpy(p, &u64, sizeof u64); break;
+    case F_SIZE: memcpy(p, &z, sizeof z); break;
+    case F_F64: break;
+    }
+}
+
+/* v in f's range and in what its C type holds; else -1 with err "WHO: NAME = V ..." */
+static int field_check(const ckpt_field *f, int index, int64_t v, const char *who, char *err,
+                       size_t errlen)
+{
+    int64_t lo = f->lo, hi = f->hi;
+    if ((f->type == F_INT || f->type == F_I32) && lo < INT32_MIN)
+        lo = INT32_MIN;
+    if ((f->type == F_INT || f->type == F_I32) && hi > INT32_MAX)
+        hi = INT32_MAX;
+    if (v >= lo && v <= hi)
+        return 0;
+    if (lo == 0 && v < 0)
+        base_errf(err, errlen, "%s: %s = %lld is negative (%s[%d])", who, f->name,
+                  (long long)v, f->record, index);
+    else
+        base_errf(err, errlen, "%s: %s = %lld out of range %lld..%lld (%s[%d])", who, f->name,
+                  (long long)v, (long long)lo, (long long)hi, f->record, index);
+    return -1;
+}
+
+/* What the reader checks beyond each field's range, on a whole state: the config makes a
+ * net whose tower holds n_params, the schedule and the non-finite counter are consistent.
+ * plan receives the config's tower plan. 0, or -1 with err. */
+static int meta_check(const train_ckpt_meta *m, tower_plan *plan, const char *who, char *err,
+                      size_t errlen)
+{
+    char why[512];
+    if (tower_plan_make(plan, &m->cfg, why, sizeof why) != 0) {
+        base_errf(err, errlen, "%s: config: not a usable net (%s)", who, why);
+        return -1;
+    }
+    if (m->n_params != plan->n_params) {
+        base_errf(err, errlen, "%s: run.n_params %zu per tower, but the config gives %zu", who,
+                  m->n_params, plan->n_params);
+        return -1;
+    }
+    if (train_sched_validate(&m->sched, why, sizeof why) != 0 ||
+        train_nonfinite_validate(&m->nonfinite, why, sizeof why) != 0) {
+        base_errf(err, errlen, "%s: %s", who, why);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the tensors: one record per weight, bias and momentum buffer ------------------- */
 
 typedef struct {
-    char name[NAME_MAX_LEN + 1]; /* towerT.LAYER.weight, .bias, + .momentum */
-    int tower, which;            /* which: 0 params, 2 momentum (model_get_tensor's) */
-    uint32_t ndim;
-    int64_t shape[MAX_DIMS];
-    size_t off, count;           /* where it lies in the tower's arena, in reals */
+    train_tensor t;   /* name, shape, place in the arena: train_tower_tensors (export's) */
+    int tower, which; /* which: 0 params, 2 momentum (model_get_tensor's) */
 } tensor_desc;
 
 /* "[128,48,5,5]" */
@@ -136,51 +266,42 @@ static void fmt_shape(char *s, size_t n, uint32_t ndim, const int64_t *shape)
         snprintf(s + o, n - o, "]");
 }
 
-/* The tensors of a plan in file order: for each tower every layer's weight and bias,
- * then the same again as momentum. Weights are (out_ch, sources * in_ch, k, k) for conv
- * and (out_ch, sources * in_ch) for fc, biases (out_ch). The reader copies each record
- * into its place and nothing else, so the tensors must tile the arena exactly
- * ([w conv1][b conv1]...[w fc8][b fc8]); a plan where they do not is refused here
- * rather than written or loaded with holes. Returns the count, or -1 with err. */
+/* The tensors of a plan in file order: for each tower every layer's weight and bias, then
+ * the same again as momentum (".momentum" after the name), named and shaped as export
+ * names them. The reader copies each record into its place and nothing else, so the
+ * tensors must tile the arena exactly ([w conv1][b conv1]...[w fc8][b fc8]); a plan where
+ * they do not is refused here rather than written or loaded with holes. Returns the
+ * count, or -1 with err. */
 static int tensor_table(const tower_plan *plan, tensor_desc *td, char *err, size_t errlen)
 {
     int n = 0;
     for (int t = 0; t < plan->cfg.towers; t++) {
         for (int k = 0; k < 2; k++) {
+            train_tensor tt[2 * TOWER_LAYERS];
+            train_tower_tensors(tt, plan, t, "", k ? ".momentum" : "");
             size_t next = 0;
-            for (int l = 0; l < TOWER_LAYERS; l++) {
-                const tower_layer_spec *s = &tower_alexnet2012[l];
-                const tower_layer_shape *L = &plan->layer[l];
-                for (int bias = 0; bias < 2; bias++) {
-                    tensor_desc *d = &td[n++];
-                    snprintf(d->name, sizeof d->name, "tower%d.%s.%s%s", t, s->name,
-                             bias ? "bias" : "weight", k ? ".momentum" : "");
-                    d->tower = t;
-                    d->which = k ? 2 : 0;
-                    d->shape[0] = L->out_ch;
-                    d->shape[1] = (int64_t)L->sources * L->in_ch;
-                    d->shape[2] = d->shape[3] = s->k;
-                    d->ndim = bias ? 1 : s->kind == TOWER_CONV ? 4 : 2;
-                    d->off = bias ? L->b_off : L->w_off;
-                    d->count = bias ? L->b_count : L->w_count;
-                    int64_t prod = 1;
-                    for (uint32_t i = 0; i < d->ndim; i++)
-                        prod *= d->shape[i];
-                    if ((uint64_t)prod != d->count || d->off != next) {
-                        char sh[96];
-                        fmt_shape(sh, sizeof sh, d->ndim, d->shape);
-                        base_errf(err, errlen, "%s: the tower plan gives %zu values at arena "
-                                   "offset %zu, but shape %s has %lld and the previous tensor "
-                                   "ends at %zu", d->name, d->count, d->off, sh, (long long)prod,
-                                   next);
-                        return -1;
-                    }
-                    next += d->count;
+            for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
+                tensor_desc *d = &td[n++];
+                d->t = tt[i];
+                d->tower = t;
+                d->which = k ? 2 : 0;
+                int64_t prod = 1;
+                for (int j = 0; j < tt[i].ndim; j++)
+                    prod *= tt[i].shape[j];
+                if ((uint64_t)prod != tt[i].count || tt[i].off != next) {
+                    char sh[96];
+                    fmt_shape(sh, sizeof sh, (uint32_t)tt[i].ndim, tt[i].shape);
+                    base_errf(err, errlen, "%s: the tower plan gives %zu values at arena "
+                              "offset %zu, but shape %s has %lld and the previous tensor "
+                              "ends at %zu", tt[i].name, tt[i].count, tt[i].off, sh,
+                              (long long)prod, next);
+                    return -1;
                 }
+                next += tt[i].count;
             }
             if (next != plan->n_params) {
                 base_errf(err, errlen, "tower%d: the tensors hold %zu values, the tower plan "
-                           "says %zu per tower", t, next, plan->n_params);
+                          "says %zu per tower", t, next, plan->n_params);
                 return -1;
             }
         }
@@ -226,17 +347,6 @@ static size_t encode_head(unsigned char *h, const out_record *r, uint32_t data_c
     o += 4;
     base_put_le32(h + o, crc_of(h, o));
     return o + 4;
-}
-
-static void rec_small(out_record *r, const char *name, uint32_t dt, int64_t n, const void *data)
-{
-    memset(r, 0, sizeof *r);
-    snprintf(r->name, sizeof r->name, "%s", name);
-    r->dtype = dt;
-    r->ndim = 1;
-    r->shape[0] = n;
-    r->nbytes = (uint64_t)n * dtype_size(dt);
-    r->data = data;
 }
 
 /* "ckpt-<digits>.ttc" -> step; -1 for any other name (a .tmp included). */
@@ -349,93 +459,61 @@ static void prune(const char *dir, int keep_last, const char *just_written)
 static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_params,
                       tensor_source src, void *ctx, int keep_last, char *err, size_t errlen)
 {
-    const tower_config *cfg = &meta->cfg;
-    if (cfg->towers < 1 || cfg->towers > 2) {
-        base_errf(err, errlen, "checkpoint: config.towers %d is not 1 or 2", cfg->towers);
-        return -1;
-    }
-    if (meta->step < 0) {
-        base_errf(err, errlen, "checkpoint: step %lld is negative", (long long)meta->step);
-        return -1;
-    }
-    if (meta->train_limit < 0 || meta->eval_every < 0) {
-        base_errf(err, errlen, "checkpoint: %s %lld is negative",
-                   meta->train_limit < 0 ? "train_limit" : "eval_every",
-                   (long long)(meta->train_limit < 0 ? meta->train_limit : meta->eval_every));
-        return -1;
-    }
+    /* the state as it will be stored, checked as the reader will check it */
+    train_ckpt_meta mm = *meta;
+    mm.n_params = n_params;
+    ckpt_record mr[MAX_META_RECORDS];
+    int nm = meta_records(mr);
+    for (int k = 0; k < nm; k++)
+        for (int j = 0; j < mr[k].count; j++) {
+            const ckpt_field *f = &FIELDS[mr[k].first + j];
+            if (f->type != F_F64 &&
+                field_check(f, j, field_get(&mm, f), "checkpoint", err, errlen) != 0)
+                return -1;
+        }
     tower_plan plan;
     tensor_desc td[MAX_TENSORS];
     char perr[512];
     int nt;
-    if (tower_plan_make(&plan, cfg, perr, sizeof perr) != 0 ||
-        (nt = tensor_table(&plan, td, perr, sizeof perr)) < 0) {
-        base_errf(err, errlen, "checkpoint: config: not a usable net (%s)", perr);
+    if (meta_check(&mm, &plan, "checkpoint", err, errlen) != 0)
         return -1;
-    }
-    if (n_params != plan.n_params) {
-        base_errf(err, errlen, "checkpoint: n_params %zu per tower, the config gives %zu",
-                   n_params, plan.n_params);
+    if ((nt = tensor_table(&plan, td, perr, sizeof perr)) < 0) {
+        base_errf(err, errlen, "checkpoint: config: not a usable net (%s)", perr);
         return -1;
     }
     if (base_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
         return -1;
 
-    int64_t v_config[N_CONFIG], v_run[N_RUN], v_cursor[N_CURSOR], v_sched_i[N_SCHED_I],
-        v_nf[N_NONFINITE], v_data[N_DATA];
-    double v_sched_f[N_SCHED_F], v_stats[N_STATS], v_interval[N_INTERVAL];
-    config_to_i64(v_config, cfg);
-    v_run[0] = (int64_t)meta->seed;
-    v_run[1] = meta->step;
-    v_run[2] = meta->epoch;
-    v_run[3] = (int64_t)meta->model_seed;
-    v_run[4] = meta->model_step;
-    v_run[5] = (int64_t)n_params;
-    v_cursor[0] = (int64_t)meta->cursor.seed;
-    v_cursor[1] = meta->cursor.epoch;
-    v_cursor[2] = meta->cursor.pos;
-    v_sched_f[0] = meta->sched.lr0;
-    v_sched_f[1] = meta->sched.min_delta;
-    v_sched_f[2] = meta->sched.lr;
-    v_sched_f[3] = meta->sched.best;
-    v_sched_i[0] = meta->sched.patience;
-    v_sched_i[1] = meta->sched.max_drops;
-    v_sched_i[2] = meta->sched.best_eval;
-    v_sched_i[3] = meta->sched.evals;
-    v_sched_i[4] = meta->sched.drops;
-    v_sched_i[5] = meta->sched.bad;
-    v_sched_i[6] = meta->sched.stopped;
-    v_nf[0] = meta->nonfinite.limit;
-    v_nf[1] = meta->nonfinite.run;
-    v_nf[2] = meta->nonfinite.skipped;
-    stats_to_f64(v_stats, &meta->stats);
-    v_interval[0] = meta->interval.loss_ema;
-    v_interval[1] = meta->interval.loss_sum;
-    v_interval[2] = meta->interval.steps;
-    v_interval[3] = meta->interval.top1_wrong;
-    v_interval[4] = meta->interval.images;
-    v_data[0] = meta->train_limit;
-    v_data[1] = meta->eval_every;
-
-    out_record recs[N_META_RECORDS + MAX_TENSORS];
+    /* the run state's records: each field's 8 bytes, in table order */
+    uint8_t vals[8 * N_FIELDS];
+    for (int i = 0; i < (int)N_FIELDS; i++) {
+        uint64_t bits;
+        if (FIELDS[i].type == F_F64)
+            memcpy(&bits, (const char *)&mm + FIELDS[i].off, 8);
+        else
+            bits = (uint64_t)field_get(&mm, &FIELDS[i]);
+        base_put_le64(vals + 8 * (size_t)i, bits);
+    }
+    out_record recs[MAX_META_RECORDS + MAX_TENSORS];
     int nr = 0;
-    rec_small(&recs[nr++], "config", DT_I64, N_CONFIG, v_config);
-    rec_small(&recs[nr++], "run", DT_I64, N_RUN, v_run);
-    rec_small(&recs[nr++], "cursor", DT_I64, N_CURSOR, v_cursor);
-    rec_small(&recs[nr++], "schedule", DT_F64, N_SCHED_F, v_sched_f);
-    rec_small(&recs[nr++], "schedule.i", DT_I64, N_SCHED_I, v_sched_i);
-    rec_small(&recs[nr++], "nonfinite", DT_I64, N_NONFINITE, v_nf);
-    rec_small(&recs[nr++], "stats", DT_F64, N_STATS, v_stats);
-    rec_small(&recs[nr++], "interval", DT_F64, N_INTERVAL, v_interval);
-    rec_small(&recs[nr++], "data", DT_I64, N_DATA, v_data);
+    for (int k = 0; k < nm; k++) {
+        out_record *r = &recs[nr++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "%s", mr[k].name);
+        r->dtype = mr[k].dtype;
+        r->ndim = 1;
+        r->shape[0] = mr[k].count;
+        r->nbytes = 8 * (uint64_t)mr[k].count;
+        r->data = vals + 8 * (size_t)mr[k].first;
+    }
     for (int i = 0; i < nt; i++) {
         out_record *r = &recs[nr++];
         memset(r, 0, sizeof *r);
-        memcpy(r->name, td[i].name, sizeof r->name);
+        memcpy(r->name, td[i].t.name, sizeof r->name);
         r->dtype = DT_REAL;
-        r->ndim = td[i].ndim;
-        memcpy(r->shape, td[i].shape, sizeof r->shape);
-        r->nbytes = (uint64_t)td[i].count * sizeof(real);
+        r->ndim = (uint32_t)td[i].t.ndim;
+        memcpy(r->shape, td[i].t.shape, sizeof r->shape);
+        r->nbytes = (uint64_t)td[i].t.count * sizeof(real);
         r->tensor = &td[i];
     }
     uint64_t total = HEADER_BYTES;
@@ -444,14 +522,14 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
 
     char final_path[4096];
     if (snprintf(final_path, sizeof final_path, "%s/ckpt-%08lld.ttc", dir,
-                 (long long)meta->step) >= (int)sizeof final_path) {
+                 (long long)mm.step) >= (int)sizeof final_path) {
         base_errf(err, errlen, "checkpoint folder %s: path too long", dir);
         return -1;
     }
     real *scratch = malloc(n_params * sizeof(real));
     if (!scratch) {
         base_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",
-             final_path, n_params * sizeof(real));
+                  final_path, n_params * sizeof(real));
         return -1;
     }
     base_out out;
@@ -479,7 +557,7 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
                 arena_tower = d->tower;
                 arena_which = d->which;
             }
-            data = arena + d->off;
+            data = arena + d->t.off;
         }
         unsigned char rh[4 + NAME_MAX_LEN + 8 + 8 * MAX_DIMS + 16];
         size_t hn = encode_head(rh, &recs[i], crc_of(data, recs[i].nbytes));
@@ -784,27 +862,20 @@ static const in_record *want_vec(rec_set *s, const char *name, uint32_t dtype, i
     return want(s, name, dtype, 1, &count, 0, err, errlen);
 }
 
-static void get_i64s(int64_t *dst, const in_record *r, int n)
-{
-    for (int i = 0; i < n; i++)
-        dst[i] = (int64_t)base_get_le64(r->data + 8 * (size_t)i);
-}
-static void get_f64s(double *dst, const in_record *r, int n)
-{
-    memcpy(dst, r->data, 8 * (size_t)n);
-}
-
 static int check_cfg_match(const char *path, const tower_config *file_cfg,
                            const tower_config *want_cfg, char *err, size_t errlen)
 {
-    int64_t a[N_CONFIG], b[N_CONFIG];
-    config_to_i64(a, file_cfg);
-    config_to_i64(b, want_cfg);
-    for (int i = 0; i < N_CONFIG; i++) {
-        if (a[i] != b[i]) {
-            base_errf(err, errlen, "checkpoint %s: config.%s is %lld in the checkpoint but %lld in "
-                 "this run (refused: resume with the same configuration)", path,
-                 CONFIG_FIELDS[i], (long long)a[i], (long long)b[i]);
+    train_ckpt_meta a, b;
+    a.cfg = *file_cfg;
+    b.cfg = *want_cfg;
+    for (int i = 0; i < (int)N_FIELDS; i++) {
+        if (strcmp(FIELDS[i].record, "config") != 0)
+            continue;
+        int64_t x = field_get(&a, &FIELDS[i]), y = field_get(&b, &FIELDS[i]);
+        if (x != y) {
+            base_errf(err, errlen, "checkpoint %s: %s is %lld in the checkpoint but %lld in "
+                      "this run (refused: resume with the same configuration)", path,
+                      FIELDS[i].name, (long long)x, (long long)y);
             return -1;
         }
     }
@@ -839,7 +910,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     uint32_t nr = base_get_le32(b + 12);
     if (nr < 1 || nr > MAX_RECORDS) {
         base_errf(err, errlen, "checkpoint %s: header.n_records %u out of range 1..%d", path, nr,
-             MAX_RECORDS);
+                  MAX_RECORDS);
         return -1;
     }
     in_record *v = calloc(nr, sizeof *v);
@@ -854,151 +925,45 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
             return -1;
         for (uint32_t j = 0; j < i; j++) {
             if (strcmp(v[j].name, v[i].name) == 0) {
-                base_errf(err, errlen, "checkpoint %s: record '%s' appears twice", path, v[i].name);
+                base_errf(err, errlen, "checkpoint %s: record '%s' appears twice", path,
+                          v[i].name);
                 return -1;
             }
         }
     }
     if (off != len) {
-        base_errf(err, errlen, "checkpoint %s: %zu bytes after the last record (header.n_records "
-             "%u)", path, len - off, nr);
+        base_errf(err, errlen, "checkpoint %s: %zu bytes after the last record (header."
+                  "n_records %u)", path, len - off, nr);
         return -1;
     }
     rec_set rs = {path, v, (int)nr, {0}};
 
-    const in_record *r;
-    int64_t vi[N_SCHED_I > N_RUN ? N_SCHED_I : N_RUN];
-    double vf[N_STATS];
+    /* the run state: every record of the table, every field in its range */
+    char who[4096 + 16];
+    snprintf(who, sizeof who, "checkpoint %s", path);
     train_ckpt_meta mt;
     memset(&mt, 0, sizeof mt);
-
-    if (!(r = want_vec(&rs, "config", DT_I64, N_CONFIG, err, errlen)))
-        return -1;
-    get_i64s(vi, r, N_CONFIG);
-    for (int i = 0; i < N_CONFIG; i++) {
-        if (vi[i] < CONFIG_MIN[i] || vi[i] > CONFIG_MAX[i]) {
-            base_errf(err, errlen, "checkpoint %s: config.%s = %lld out of range %lld..%lld", path,
-                 CONFIG_FIELDS[i], (long long)vi[i], (long long)CONFIG_MIN[i],
-                 (long long)CONFIG_MAX[i]);
+    ckpt_record mr[MAX_META_RECORDS];
+    int nm = meta_records(mr);
+    for (int k = 0; k < nm; k++) {
+        const in_record *r = want_vec(&rs, mr[k].name, mr[k].dtype, mr[k].count, err, errlen);
+        if (!r)
             return -1;
+        for (int j = 0; j < mr[k].count; j++) {
+            const ckpt_field *f = &FIELDS[mr[k].first + j];
+            uint64_t bits = base_get_le64(r->data + 8 * (size_t)j);
+            if (f->type == F_F64) {
+                memcpy(field_at(&mt, f), &bits, 8);
+                continue;
+            }
+            if (field_check(f, j, (int64_t)bits, who, err, errlen) != 0)
+                return -1;
+            field_set(&mt, f, (int64_t)bits);
         }
     }
-    mt.cfg.towers = (int)vi[0];
-    mt.cfg.classes = (int)vi[1];
-    mt.cfg.batch = (int)vi[2];
-    mt.cfg.in_size = (int)vi[3];
-    mt.cfg.in_ch = (int)vi[4];
-    mt.cfg.width_div = (int)vi[5];
     tower_plan plan;
-    char perr[256];
-    if (tower_plan_make(&plan, &mt.cfg, perr, sizeof perr) != 0) {
-        base_errf(err, errlen, "checkpoint %s: config: not a usable net (%s)", path, perr);
+    if (meta_check(&mt, &plan, who, err, errlen) != 0)
         return -1;
-    }
-
-    if (!(r = want_vec(&rs, "run", DT_I64, N_RUN, err, errlen)))
-        return -1;
-    get_i64s(vi, r, N_RUN);
-    mt.seed = (uint64_t)vi[0];
-    mt.step = vi[1];
-    mt.epoch = vi[2];
-    mt.model_seed = (uint64_t)vi[3];
-    mt.model_step = vi[4];
-    if (mt.step < 0 || mt.epoch < 0 || mt.model_step < 0) {
-        base_errf(err, errlen, "checkpoint %s: run.%s is negative", path,
-             mt.step < 0 ? "step" : mt.epoch < 0 ? "epoch" : "model_step");
-        return -1;
-    }
-    if (vi[5] != (int64_t)plan.n_params) {
-        base_errf(err, errlen, "checkpoint %s: run.n_params %lld but the stored config gives "
-             "%zu per tower", path, (long long)vi[5], plan.n_params);
-        return -1;
-    }
-    mt.n_params = plan.n_params;
-
-    if (!(r = want_vec(&rs, "cursor", DT_I64, N_CURSOR, err, errlen)))
-        return -1;
-    get_i64s(vi, r, N_CURSOR);
-    mt.cursor.seed = (uint64_t)vi[0];
-    mt.cursor.epoch = vi[1];
-    mt.cursor.pos = vi[2];
-    if (mt.cursor.epoch < 0 || mt.cursor.pos < 0) {
-        base_errf(err, errlen, "checkpoint %s: cursor.%s is negative", path,
-             mt.cursor.epoch < 0 ? "epoch" : "pos");
-        return -1;
-    }
-
-    if (!(r = want_vec(&rs, "schedule", DT_F64, N_SCHED_F, err, errlen)))
-        return -1;
-    get_f64s(vf, r, N_SCHED_F);
-    mt.sched.lr0 = vf[0];
-    mt.sched.min_delta = vf[1];
-    mt.sched.lr = vf[2];
-    mt.sched.best = vf[3];
-    if (!(r = want_vec(&rs, "schedule.i", DT_I64, N_SCHED_I, err, errlen)))
-        return -1;
-    get_i64s(vi, r, N_SCHED_I);
-    for (int i = 0; i < N_SCHED_I; i++) {
-        /* the int32 fields must fit before they are narrowed */
-        if (i != 2 && i != 3 && (vi[i] < INT32_MIN || vi[i] > INT32_MAX)) {
-            base_errf(err, errlen, "checkpoint %s: schedule.i[%d] = %lld does not fit", path, i,
-                 (long long)vi[i]);
-            return -1;
-        }
-    }
-    mt.sched.patience = (int32_t)vi[0];
-    mt.sched.max_drops = (int32_t)vi[1];
-    mt.sched.best_eval = vi[2];
-    mt.sched.evals = vi[3];
-    mt.sched.drops = (int32_t)vi[4];
-    mt.sched.bad = (int32_t)vi[5];
-    mt.sched.stopped = (int32_t)vi[6];
-    char serr[160];
-    if (train_sched_validate(&mt.sched, serr, sizeof serr) != 0) {
-        base_errf(err, errlen, "checkpoint %s: %s", path, serr);
-        return -1;
-    }
-
-    if (!(r = want_vec(&rs, "nonfinite", DT_I64, N_NONFINITE, err, errlen)))
-        return -1;
-    get_i64s(vi, r, N_NONFINITE);
-    if (vi[0] < 1 || vi[0] > INT32_MAX || vi[1] < 0 || vi[1] > INT32_MAX) {
-        base_errf(err, errlen, "checkpoint %s: nonfinite.%s out of range", path,
-             vi[0] < 1 || vi[0] > INT32_MAX ? "limit" : "run");
-        return -1;
-    }
-    mt.nonfinite.limit = (int32_t)vi[0];
-    mt.nonfinite.run = (int32_t)vi[1];
-    mt.nonfinite.skipped = vi[2];
-    if (train_nonfinite_validate(&mt.nonfinite, serr, sizeof serr) != 0) {
-        base_errf(err, errlen, "checkpoint %s: %s", path, serr);
-        return -1;
-    }
-
-    if (!(r = want_vec(&rs, "stats", DT_F64, N_STATS, err, errlen)))
-        return -1;
-    get_f64s(vf, r, N_STATS);
-    stats_from_f64(&mt.stats, vf);
-    if (!(r = want_vec(&rs, "interval", DT_F64, N_INTERVAL, err, errlen)))
-        return -1;
-    get_f64s(vf, r, N_INTERVAL);
-    mt.interval.loss_ema = vf[0];
-    mt.interval.loss_sum = vf[1];
-    mt.interval.steps = vf[2];
-    mt.interval.top1_wrong = vf[3];
-    mt.interval.images = vf[4];
-
-    if (!(r = want_vec(&rs, "data", DT_I64, N_DATA, err, errlen)))
-        return -1;
-    get_i64s(vi, r, N_DATA);
-    mt.train_limit = vi[0];
-    mt.eval_every = vi[1];
-    if (mt.train_limit < 0 || mt.eval_every < 0) {
-        base_errf(err, errlen, "checkpoint %s: data.%s = %lld is negative", path,
-                   mt.train_limit < 0 ? "train_limit" : "eval_every",
-                   (long long)(mt.train_limit < 0 ? mt.train_limit : mt.eval_every));
-        return -1;
-    }
 
     char terr[512];
     if ((p->nt = tensor_table(&plan, p->td, terr, sizeof terr)) < 0) {
@@ -1006,16 +971,18 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
         return -1;
     }
     for (int i = 0; i < p->nt; i++) {
-        const tensor_desc *d = &p->td[i];
-        if (!(r = want(&rs, d->name, DT_REAL, d->ndim, d->shape, 1, err, errlen)))
+        const train_tensor *d = &p->td[i].t;
+        const in_record *r = want(&rs, d->name, DT_REAL, (uint32_t)d->ndim, d->shape, 1, err,
+                                  errlen);
+        if (!r)
             return -1;
         p->tdata[i] = r->data;
     }
     for (uint32_t i = 0; i < nr; i++) {
         if (!rs.used[i]) {
             base_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
-                       "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
-                       mt.cfg.towers);
+                      "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
+                      mt.cfg.towers);
             return -1;
         }
     }
@@ -1030,7 +997,7 @@ static void copy_tensors(real *dst, const parsed_ckpt *p, int t, int which)
 {
     for (int i = 0; i < p->nt; i++)
         if (p->td[i].tower == t && p->td[i].which == which)
-            memcpy(dst + p->td[i].off, p->tdata[i], p->td[i].count * sizeof(real));
+            memcpy(dst + p->td[i].t.off, p->tdata[i], p->td[i].t.count * sizeof(real));
 }
 
 int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
@@ -1249,8 +1216,8 @@ static int check_one(const char *arg)
     printf("  per tower:");
     for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
         char sh[96];
-        fmt_shape(sh, sizeof sh, td[i].ndim, td[i].shape);
-        printf(" %s %s", td[i].name + strlen("tower0."), sh);
+        fmt_shape(sh, sizeof sh, (uint32_t)td[i].t.ndim, td[i].t.shape);
+        printf(" %s %s", td[i].t.name + strlen("tower0."), sh);
     }
     printf("\n");
     return 0;

@@ -50,6 +50,10 @@
  *       towerT.L.weight.momentum, towerT.L.bias.momentum: the same shapes
  *     (out_ch, sources, in_ch: tower_layer_shape of the stored config's tower_plan; k:
  *     the layer's kernel; fc in_ch is the flattened C*H*W.) 2 towers: 9 + 64 records.
+ *   The small records are one table in checkpoint.c (FIELDS: a row per field, its record,
+ *   type, offset in train_ckpt_meta and accepted range), which both the writer and the
+ *   reader walk; the tensors are named and shaped by export's train_tower_tensors, as in
+ *   an exported file. Adding a field is one row there (and a new version).
  *   Each tensor must have exactly the shape the stored config gives. Version 1 (one
  *   towerT.params and one towerT.momentum record per tower, no data record) is refused.
  */
@@ -120,8 +124,9 @@ typedef struct {
 } train_ckpt_meta;
 
 /* Writes DIR/ckpt-STEP.ttc (STEP = meta->step, 8 digits or more) from the model's params
- * and momentum (model_get_tensor): DIR/ckpt-STEP.ttc.tmp, fwrite, fflush, fsync, rename,
- * fsync of DIR. DIR is created when missing. Then removes all but the newest keep_last
+ * and momentum (model_get_tensor), crash-safe through base_out (DIR/ckpt-STEP.ttc.tmp,
+ * fsync, rename, fsync of DIR). A state the reader would refuse (a field out of range,
+ * an inconsistent schedule) is refused first. DIR is created when missing. Then removes all but the newest keep_last
  * checkpoints (keep_last <= 0 keeps all) and any leftover .tmp. meta->model_seed,
  * model_step and n_params are taken from m. Returns 0, or -1 with err. On failure the
  * previous checkpoints are untouched. */

@@ -13,39 +13,43 @@
 #include <string.h>
 #include <sys/stat.h>
 
-void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
-                        const tower_plan *plan, int tower_index, const real *arena,
-                        const char *prefix)
+void train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const char *prefix,
+                         const char *suffix)
 {
     for (int l = 0; l < TOWER_LAYERS; l++) {
         const tower_layer_spec *s = &tower_alexnet2012[l];
         const tower_layer_shape *L = &plan->layer[l];
-        st_tensor *w = &out[2 * l], *b = &out[2 * l + 1];
-        snprintf(names[2 * l], TRAIN_EXPORT_NAME_MAX, "%stower%d.%s.weight", prefix,
-                 tower_index, s->name);
-        snprintf(names[2 * l + 1], TRAIN_EXPORT_NAME_MAX, "%stower%d.%s.bias", prefix,
-                 tower_index, s->name);
-        memset(w, 0, sizeof *w);
-        memset(b, 0, sizeof *b);
-        w->name = names[2 * l];
-        w->dtype = TRAIN_REAL_DTYPE;
-        w->data = arena + L->w_off;
-        w->shape[0] = L->out_ch;
-        w->shape[1] = (int64_t)L->sources * L->in_ch;
-        if (s->kind == TOWER_CONV) {
-            /* the arena's (out_ch, sources*in_ch*k*k) row-major is exactly this 4-D
-             * shape, and PyTorch's conv weight layout */
-            w->ndim = 4;
-            w->shape[2] = s->k;
-            w->shape[3] = s->k;
-        } else {
-            w->ndim = 2;
+        for (int bias = 0; bias < 2; bias++) {
+            train_tensor *d = &out[2 * l + bias];
+            memset(d, 0, sizeof *d);
+            snprintf(d->name, sizeof d->name, "%stower%d.%s.%s%s", prefix, t, s->name,
+                     bias ? "bias" : "weight", suffix);
+            d->shape[0] = L->out_ch;
+            d->shape[1] = (int64_t)L->sources * L->in_ch;
+            /* the arena's (out_ch, sources*in_ch*k*k) row-major is exactly this 4-D shape,
+             * and PyTorch's conv weight layout */
+            d->shape[2] = d->shape[3] = s->k;
+            d->ndim = bias ? 1 : s->kind == TOWER_CONV ? 4 : 2;
+            d->off = bias ? L->b_off : L->w_off;
+            d->count = bias ? L->b_count : L->w_count;
         }
-        b->name = names[2 * l + 1];
-        b->dtype = TRAIN_REAL_DTYPE;
-        b->data = arena + L->b_off;
-        b->ndim = 1;
-        b->shape[0] = L->out_ch;
+    }
+}
+
+void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
+                        const tower_plan *plan, int tower_index, const real *arena,
+                        const char *prefix)
+{
+    train_tensor tt[2 * TOWER_LAYERS];
+    train_tower_tensors(tt, plan, tower_index, prefix, "");
+    for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
+        memcpy(names[i], tt[i].name, TRAIN_EXPORT_NAME_MAX);
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].name = names[i];
+        out[i].dtype = TRAIN_REAL_DTYPE;
+        out[i].ndim = tt[i].ndim;
+        memcpy(out[i].shape, tt[i].shape, sizeof tt[i].shape);
+        out[i].data = arena + tt[i].off;
     }
 }
 

@@ -1,10 +1,12 @@
 /* export: a model's weights as a safetensors file that PyTorch (tools/reference) and
- * other tools can read; the layout is documented in docs/WEIGHTS.md. Also the helper
- * that names one tower's tensors, shared with `twotower dump`. Part of src/train. */
+ * other tools can read; the layout is documented in docs/WEIGHTS.md. Also the one place
+ * that names and shapes a tower's parameter tensors (train_tower_tensors), which
+ * `twotower dump` and the checkpoints use too. Part of src/train. */
 #ifndef TRAIN_EXPORT_H
 #define TRAIN_EXPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "train/model.h"
 #include "train/safetensors.h"
@@ -16,6 +18,24 @@ extern "C" {
 /* safetensors dtype of `real` in this build: "F32", or "F64" under TOWER_F64. */
 #define TRAIN_REAL_DTYPE (sizeof(real) == 8 ? "F64" : "F32")
 #define TRAIN_EXPORT_NAME_MAX 64
+
+/* One parameter tensor of a tower as every file of twotower names and shapes it:
+ * {prefix}tower{t}.{layer}.weight{suffix}, (out_ch, sources*in_ch, k, k) for conv and
+ * (out_ch, sources*in_ch) for fc, and {prefix}tower{t}.{layer}.bias{suffix}, (out_ch);
+ * the arena's row-major bytes unchanged (PyTorch's layout). out_ch, sources, in_ch: the
+ * plan's tower_layer_shape; fc in_ch is the flattened C*H*W. */
+typedef struct {
+    char name[TRAIN_EXPORT_NAME_MAX];
+    int ndim;                  /* 4: conv weight, 2: fc weight, 1: bias */
+    int64_t shape[4];
+    size_t off, count;         /* where it lies in the tower's arena, in reals */
+} train_tensor;
+
+/* The 2*TOWER_LAYERS tensors of tower t in layer order: out[2l] layer l's weight,
+ * out[2l+1] its bias. prefix, suffix: "" or e.g. "grad.", ".momentum" (names stay under
+ * TRAIN_EXPORT_NAME_MAX). */
+void train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const char *prefix,
+                         const char *suffix);
 
 /* Views of one tower's 2*TOWER_LAYERS tensors in a host copy of its arena (params or
  * grads, n_params reals): out[2l] = {prefix}tower{t}.{layer}.weight, conv weights shaped

@@ -1385,7 +1385,7 @@ Test(checkpoint, failed_save_leaves_previous_untouched)
     cr_assert_eq(train_ckpt_save_buffers(dir, &neg, n, (const real *const *)b.params,
                                          (const real *const *)b.momentum, 1, err, sizeof err),
                  -1);
-    cr_assert(strstr(err, "train_limit -1 is negative"), "%s", err);
+    cr_assert(strstr(err, "data.train_limit = -1 is negative"), "%s", err);
     cr_assert_eq(train_ckpt_save_buffers(dir, &m2, n - 1, (const real *const *)b.params,
                                          (const real *const *)b.momentum, 1, err, sizeof err),
                  -1);
