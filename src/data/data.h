@@ -97,7 +97,7 @@ typedef struct {
 typedef struct {
     int32_t oy, ox;  /* top-left corner of the crop in the 256x256 image */
     int32_t mirror;  /* 1: the crop was flipped left-right */
-    float rgb[3];    /* sum_i p_i * alpha_i * sqrt(lambda_i) (paper_notes_data.md) */
+    float rgb[3];    /* sum_i p_i * alpha_i * sqrt(lambda_i) (paper_notes.md, PCA lighting) */
 } data_aug_params;
 
 /* The augmentation formula, on the CPU. x (B, 3, crop, crop) float NCHW;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* PAPER.md figure 2. Padding: conv1 2 (224 -> 55, as torchvision; see paper_notes.md),
+/* The paper's figure 2. Padding: conv1 2 (224 -> 55, as torchvision; see paper_notes.md),
  * conv2 2, conv3-5 1 ("same"). out: per tower in the two-tower net; fc8: all classes. */
 const tower_layer_spec tower_alexnet2012[TOWER_LAYERS] = {
     /* name    kind        out   k  s  p  both relu lrn pool drop bias */

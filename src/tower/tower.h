@@ -28,7 +28,7 @@ typedef double real;
 typedef float real;
 #endif
 
-/* ---- the paper's constants (PAPER.md, sections 3.3, 3.4, 4.2, 5) ------------- */
+/* ---- the paper's constants (sections 3.3, 3.4, 4.2, 5; paper_notes.md) ------- */
 #define TOWER_LRN_N 5
 #define TOWER_LRN_K 2.0
 #define TOWER_LRN_ALPHA 1e-4 /* multiplies the raw sum of squares, as the paper writes it */
@@ -119,7 +119,7 @@ void tower_sgd_update(real *w, real *v, const real *g, size_t n, real lr, real m
 
 enum tower_layer_kind { TOWER_CONV = 1, TOWER_FC = 2 };
 
-/* One row of the 2012 topology, per tower (PAPER.md figure 2). */
+/* One row of the 2012 topology, per tower (the paper's figure 2; paper_notes.md). */
 typedef struct {
     const char *name;   /* "conv1" ... "fc8" */
     int kind;           /* TOWER_CONV or TOWER_FC */

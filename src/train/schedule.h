@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-/* Defaults; paper_notes_ckpt.md gives the reasons. */
+/* Defaults; paper_notes.md ("The learning-rate rule") gives the reasons. */
 #define TRAIN_SCHED_DEFAULT_LR0 0.01
 #define TRAIN_SCHED_DEFAULT_PATIENCE 5      /* evaluations without improvement */
 #define TRAIN_SCHED_DEFAULT_MAX_DROPS 3

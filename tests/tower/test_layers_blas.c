@@ -194,7 +194,7 @@ static void fc_real(const char *name, int B, int sources, int Cin, int Cout, uin
     free(rdb), free(mdb), free(gdin);
 }
 
-/* Per-tower shapes of the two-tower net (PAPER.md figure 2; pads from net.c's table,
+/* Per-tower shapes of the two-tower net (the paper's figure 2; pads from net.c's table,
  * which the plan test pins to 55/27/13). Batch 2 where the reference is cheap, 1 where
  * its loops dominate the run time. */
 Test(layers_blas, conv1_3to48_11x11s4p2_224)

@@ -10,14 +10,14 @@
 
 #include "tower/tower.h"
 
-/* PAPER.md figure 2, per tower of the two-tower net; fc8 holds 1000 classes in all */
+/* The paper's figure 2 (paper_notes.md), per tower of the two-tower net; fc8: 1000 in all */
 static const char *const names[8] = {"conv1", "conv2", "conv3", "conv4",
                                      "conv5", "fc6",   "fc7",   "fc8"};
 static const int width[8] = {48, 128, 192, 192, 128, 2048, 2048, 1000};
 static const int ksize[8] = {11, 5, 3, 3, 3, 1, 1, 1};
 static const int both[8] = {0, 0, 1, 0, 0, 1, 1, 1}; /* reads every tower's output */
 static const int bias_one[8] = {0, 1, 0, 1, 1, 1, 1, 0}; /* section 5 */
-/* conv output side and the side after pooling, 224 input (PAPER.md) */
+/* conv output side and the side after pooling, 224 input (paper_notes.md) */
 static const int side_out[8] = {55, 27, 13, 13, 13, 1, 1, 1};
 static const int side_fin[8] = {27, 13, 13, 13, 6, 1, 1, 1};
 
