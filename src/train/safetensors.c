@@ -14,7 +14,8 @@
 #error "safetensors.c writes host memory as little-endian data: port it before use"
 #endif
 
-size_t st_dtype_size(const char *dtype)
+/* Bytes per element of a dtype name, or 0 when it is not one of the four st_tensor takes. */
+static size_t st_dtype_size(const char *dtype)
 {
     if (!dtype)
         return 0;

@@ -23,9 +23,6 @@ typedef struct {
     const void *data;            /* product(shape) elements of dtype, host memory */
 } st_tensor;
 
-/* Bytes per element of a dtype name, or 0 when it is not one of the four above. */
-size_t st_dtype_size(const char *dtype);
-
 /* Writes tensors (in the given order, offsets increasing, no gaps) with optional
  * __metadata__ (NULL-terminated key/value string pairs, may be NULL). Names and metadata
  * must be UTF-8; a name may not repeat. The header (Jansson, compact) is padded with
