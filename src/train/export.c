@@ -24,12 +24,14 @@ void train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const
             memset(d, 0, sizeof *d);
             snprintf(d->name, sizeof d->name, "%stower%d.%s.%s%s", prefix, t, s->name,
                      bias ? "bias" : "weight", suffix);
+            d->ndim = bias ? 1 : s->kind == TOWER_CONV ? 4 : 2;
             d->shape[0] = L->out_ch;
-            d->shape[1] = (int64_t)L->sources * L->in_ch;
+            if (!bias)
+                d->shape[1] = (int64_t)L->sources * L->in_ch;
             /* the arena's (out_ch, sources*in_ch*k*k) row-major is exactly this 4-D shape,
              * and PyTorch's conv weight layout */
-            d->shape[2] = d->shape[3] = s->k;
-            d->ndim = bias ? 1 : s->kind == TOWER_CONV ? 4 : 2;
+            if (d->ndim == 4)
+                d->shape[2] = d->shape[3] = s->k;
             d->off = bias ? L->b_off : L->w_off;
             d->count = bias ? L->b_count : L->w_count;
         }
