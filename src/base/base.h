@@ -4,7 +4,8 @@
  * counter-based random numbers (also compiled by nvcc), strict number parsing, and the
  * file helpers every reader and writer goes through: one way to open an input (regular
  * files only, never blocking on a FIFO) and one way to write an output (checked against
- * the inputs, written to a temporary file, fsync'd and renamed into place). */
+ * the inputs, written to a temporary file, fsync'd and renamed into place), and the
+ * command-line flag engine every subcommand parses its argv with (flags.c). */
 #ifndef BASE_H
 #define BASE_H
 
@@ -150,6 +151,123 @@ int base_fsync_dir_of(const char *path, char *err, size_t errlen);
 
 /* mkdir -p dir. 0, or -1 with err: "<what> <dir>: <reason>". */
 int base_mkdir_p(const char *dir, const char *what, char *err, size_t errlen);
+
+
+/* ---- command-line flags (flags.c) ---------------------------------------------------
+ * Every subcommand declares its flags once, in a table of base_flag: name, type, range,
+ * destination (an offset into the command's options struct), help line, and the bits
+ * it sets in base_flags_out.given (what `train --resume` compares with the checkpoint).
+ * The parser (getopt_long), every value check and the --help text come from the table,
+ * so they cannot drift apart. One rule for every command: integers are whole decimal
+ * numbers (no fraction, hex, exponent, spaces or trailing junk), reals are decimal,
+ * flags are spelled in full (no abbreviations), a flag the table lacks is refused. */
+
+typedef enum {
+    BASE_FLAG_TYPE_END = 0,    /* ends a table */
+    BASE_FLAG_TYPE_BOOL = 1,   /* no value: stores 1 in an int */
+    BASE_FLAG_TYPE_INT = 2,    /* int in [lo, hi] */
+    BASE_FLAG_TYPE_I64 = 3,    /* int64_t in [lo, hi] */
+    BASE_FLAG_TYPE_U64 = 4,    /* uint64_t in [0, umax] */
+    BASE_FLAG_TYPE_F64 = 5,    /* finite double in [min, max] */
+    BASE_FLAG_TYPE_STR = 6,    /* const char *, pointing into argv */
+    BASE_FLAG_TYPE_CHOICE = 7, /* int: the index of the value in "a|b|c", or values[index] */
+    BASE_FLAG_TYPE_GROUP = 8,  /* the flags of another table (group), whose offsets are
+                                  relative to off: shared sets such as the placement flags */
+} base_flag_type;
+
+typedef struct base_flag {
+    const char *name;       /* long name without the dashes: "batch" for --batch */
+    base_flag_type type;
+    size_t off;             /* offsetof the destination in the options struct */
+    const char *arg;        /* the value's name in --help ("N", "DIR"); CHOICE: the choices */
+    const char *help;       /* --help text; '\n' starts an indented continuation line */
+    int64_t lo, hi;         /* INT, I64 */
+    uint64_t umax;          /* U64 */
+    double min, max;        /* F64 */
+    const char *choices;    /* CHOICE: "gemm|cudnn" */
+    const int *values;      /* CHOICE: stored instead of the index when not NULL */
+    unsigned given;         /* OR'ed into base_flags_out.given when the flag appears */
+    const char *deflt;      /* --help's default when the value does not say it ("all");
+                               otherwise the help prints the value defaults() stores */
+    char short_name;        /* 'o' for -o, or 0 */
+    /* extra check of the value after its type's: 0, or -1 with the reason in err (the
+       engine puts the flag and value in front) */
+    int (*check)(const char *value, char *err, size_t errlen);
+    const struct base_flag *group; /* GROUP: the shared table */
+} base_flag;
+
+/* The offset of field F of struct S, refused at compile time unless F has type T. */
+#define BASE_FLAG_AT(T, S, F) _Generic(((S *)0)->F, T: offsetof(S, F))
+
+/* Table entries: {BASE_FLAG_INT("batch", train_options, batch, 1, 4096, "N", "minibatch"),
+ * .given = TRAIN_GIVEN_BATCH}; more designators (.given, .deflt, .short_name, .check,
+ * .values) may follow the macro. A table ends with {0}. */
+#define BASE_FLAG_BOOL(NAME, S, F, HELP)                                                   \
+    .name = (NAME), .type = BASE_FLAG_TYPE_BOOL, .off = BASE_FLAG_AT(int, S, F), .help = (HELP)
+#define BASE_FLAG_INT(NAME, S, F, LO, HI, ARG, HELP)                                       \
+    .name = (NAME), .type = BASE_FLAG_TYPE_INT, .off = BASE_FLAG_AT(int, S, F), .lo = (LO),  \
+    .hi = (HI), .arg = (ARG), .help = (HELP)
+#define BASE_FLAG_I64(NAME, S, F, LO, HI, ARG, HELP)                                       \
+    .name = (NAME), .type = BASE_FLAG_TYPE_I64, .off = BASE_FLAG_AT(int64_t, S, F),          \
+    .lo = (LO), .hi = (HI), .arg = (ARG), .help = (HELP)
+#define BASE_FLAG_U64(NAME, S, F, UMAX, ARG, HELP)                                         \
+    .name = (NAME), .type = BASE_FLAG_TYPE_U64, .off = BASE_FLAG_AT(uint64_t, S, F),         \
+    .umax = (UMAX), .arg = (ARG), .help = (HELP)
+#define BASE_FLAG_F64(NAME, S, F, MIN, MAX, ARG, HELP)                                     \
+    .name = (NAME), .type = BASE_FLAG_TYPE_F64, .off = BASE_FLAG_AT(double, S, F),           \
+    .min = (MIN), .max = (MAX), .arg = (ARG), .help = (HELP)
+#define BASE_FLAG_STR(NAME, S, F, ARG, HELP)                                               \
+    .name = (NAME), .type = BASE_FLAG_TYPE_STR, .off = BASE_FLAG_AT(const char *, S, F),     \
+    .arg = (ARG), .help = (HELP)
+#define BASE_FLAG_CHOICE(NAME, S, F, CHOICES, HELP)                                        \
+    .name = (NAME), .type = BASE_FLAG_TYPE_CHOICE, .off = BASE_FLAG_AT(int, S, F),           \
+    .choices = (CHOICES), .help = (HELP)
+#define BASE_FLAG_GROUP(TABLE, S, F)                                                       \
+    .type = BASE_FLAG_TYPE_GROUP, .off = offsetof(S, F), .group = (TABLE)
+
+/* One subcommand: its table and what its --help says around the flags. */
+typedef struct {
+    const char *name;        /* "train": messages begin "twotower train: " */
+    const char *synopsis;    /* after "usage: twotower NAME ": "SRC OUT [flags]" */
+    const char *about;       /* printed after the usage line ('\n' ended), or NULL */
+    const base_flag *flags;  /* the table */
+    int min_pos, max_pos;    /* positional arguments taken */
+    size_t opts_size;        /* sizeof the options struct the table writes into */
+    void (*defaults)(void *opts); /* fills it before parsing, and for --help's defaults */
+} base_flags_cmd;
+
+typedef struct {
+    char **pos;      /* the positional arguments, in order (getopt_long moves them after
+                        the flags inside argv) */
+    int npos;
+    unsigned given;  /* OR of the .given bits of the flags on the command line */
+} base_flags_out;
+
+enum {
+    BASE_FLAGS_OK = 0,    /* parsed: go on */
+    BASE_FLAGS_HELP = 1,  /* --help or -h was given: print base_flags_usage, exit 0 */
+    BASE_FLAGS_ERROR = -1 /* err names the flag (or the argument) and the reason */
+};
+
+/* Fills opts with cmd->defaults, then parses argv[1..argc) (argv[0] is the command's
+ * name) into it. getopt_long's state is reset on entry (optind = 0), so a process may
+ * parse any number of times. BASE_FLAGS_OK, BASE_FLAGS_HELP, or BASE_FLAGS_ERROR with
+ * err: an unknown or abbreviated flag, a missing value, a value of the wrong type or out
+ * of range, a value the flag takes none of, a wrong number of positional arguments, or
+ * a malformed table. */
+int base_flags_parse(const base_flags_cmd *cmd, void *opts, int argc, char **argv,
+                     base_flags_out *out, char *err, size_t errlen);
+
+/* The --help text: usage line, about, then one line per flag with its value's name and
+ * default. */
+void base_flags_usage(FILE *f, const base_flags_cmd *cmd);
+
+/* base_flags_parse for a main(): BASE_FLAGS_GO when the command should go on; otherwise
+ * the exit code, after printing: 0 for --help (usage on stdout), 2 for an error
+ * ("twotower NAME: <err>" on stderr). */
+#define BASE_FLAGS_GO (-1)
+int base_flags_cli(const base_flags_cmd *cmd, void *opts, int argc, char **argv,
+                   base_flags_out *out);
 
 #ifdef __cplusplus
 }
