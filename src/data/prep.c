@@ -5,7 +5,6 @@
  * when the skipped share passes --max-skip. */
 #include <dirent.h>
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -532,40 +531,57 @@ done:
     return rc;
 }
 
-static void usage(FILE *f)
+/* What prep's flag table writes: the options, and two flags that are not options. */
+typedef struct {
+    prep_opts o;
+    int max_file_mb; /* becomes o.max_file_bytes */
+    int verify;
+} prep_cli;
+
+static void prep_defaults(void *p)
 {
-    fprintf(f,
-            "usage: twotower prep SRC OUT [flags]\n"
-            "       twotower prep --verify OUT   (re-read every shard, check every checksum)\n"
-            "  SRC: a folder with one sub-folder per class (PNG/JPEG files), or with train/ and\n"
-            "       val/ each holding such class folders, or the Fashion-MNIST IDX .gz files\n"
-            "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt)\n"
-            "  --val-fraction F  share of each class put in val when SRC has no train/ val/\n"
-            "                    folders (default 0.1; 0 for none)\n"
-            "  --seed N          seed of that split (default 1)\n"
-            "  --shard-size N    images per shard (default 1024, about 192 MiB)\n"
-            "  --threads N       decoding threads (default: every core)\n"
-            "  --max-skip F      fail when more than this share of images is skipped\n"
-            "                    (default 0.01)\n"
-            "  --limit N         keep at most N images per split (quick runs): the first N\n"
-            "                    of Fashion-MNIST's files, N drawn by --seed from a folder\n"
-            "  --max-pixels N    largest accepted image, in pixels (default 67108864)\n"
-            "  --max-file-mb N   largest accepted file (default 64)\n"
-            "  --quiet           no progress bar\n");
+    prep_cli *c = p;
+    *c = (prep_cli){.o = {.val_fraction = 0.1, .seed = 1, .shard_size = 1024, .threads = 0,
+                          .max_skip = 0.01, .limit = -1, .quiet = 0,
+                          .lim = data_image_limits_default()},
+                    .max_file_mb = 64};
 }
 
-static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno || end == v || *end || !(d >= lo && d <= hi)) {
-        fprintf(stderr, "prep: %s %s: expected a number in [%g, %g]\n", flag, v, lo, hi);
-        return -1;
-    }
-    *out = d;
-    return 0;
-}
+static const base_flag prep_flags[] = {
+    {BASE_FLAG_F64("val-fraction", prep_cli, o.val_fraction, 0, 0.999, "F",
+                   "share of each class put in val when SRC has no train/ val/\n"
+                   "folders; 0: no val split")},
+    {BASE_FLAG_U64("seed", prep_cli, o.seed, 9007199254740992u, "N", "seed of that split")},
+    {BASE_FLAG_INT("shard-size", prep_cli, o.shard_size, 1, DATA_MAX_SHARD_IMAGES, "N",
+                   "images per shard (1024 images: about 192 MiB)")},
+    {BASE_FLAG_INT("threads", prep_cli, o.threads, 1, 256, "N", "decoding threads"),
+     .deflt = "every core"},
+    {BASE_FLAG_F64("max-skip", prep_cli, o.max_skip, 0, 1, "F",
+                   "fail when more than this share of images is skipped")},
+    {BASE_FLAG_I64("limit", prep_cli, o.limit, 1, 1000000000000, "N",
+                   "keep at most N images per split (quick runs): the first N\n"
+                   "of Fashion-MNIST's files, N drawn by --seed from a folder"),
+     .deflt = "all"},
+    {BASE_FLAG_I64("max-pixels", prep_cli, o.lim.max_pixels, 1, 10000000000, "N",
+                   "largest accepted image, in pixels")},
+    {BASE_FLAG_INT("max-file-mb", prep_cli, max_file_mb, 1, 65536, "N",
+                   "largest accepted file, in MiB")},
+    {BASE_FLAG_BOOL("quiet", prep_cli, o.quiet, "no progress bar")},
+    {BASE_FLAG_BOOL("verify", prep_cli, verify,
+                    "with OUT alone: re-read every shard, check every checksum")},
+    {0}};
+
+static const base_flags_cmd prep_cmd = {
+    .name = "prep",
+    .synopsis = "SRC OUT [flags]\n       twotower prep --verify OUT",
+    .about = "  SRC: a folder with one sub-folder per class (PNG/JPEG files), or with train/ and\n"
+             "       val/ each holding such class folders, or the Fashion-MNIST IDX .gz files\n"
+             "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt)\n",
+    .flags = prep_flags,
+    .min_pos = 1,
+    .max_pos = 2,
+    .opts_size = sizeof(prep_cli),
+    .defaults = prep_defaults};
 
 static int write_meta(const prep_opts *o, char **names, int classes, const split_result *rt,
                       const split_result *rv, const uint64_t *mean_sum,
@@ -704,89 +720,20 @@ static int name_exists(const char *path)
 
 int data_prep_main(int argc, char **argv)
 {
-    prep_opts o = {.val_fraction = 0.1, .seed = 1, .shard_size = 1024, .threads = 0,
-                   .max_skip = 0.01, .limit = -1, .quiet = 0,
-                   .lim = data_image_limits_default(), .max_file_bytes = (size_t)64 << 20};
-    static const struct option lo[] = {
-        {"val-fraction", required_argument, 0, 'v'}, {"seed", required_argument, 0, 's'},
-        {"shard-size", required_argument, 0, 'z'},   {"threads", required_argument, 0, 't'},
-        {"max-skip", required_argument, 0, 'k'},     {"limit", required_argument, 0, 'l'},
-        {"max-pixels", required_argument, 0, 'p'},   {"max-file-mb", required_argument, 0, 'f'},
-        {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
-        {"verify", no_argument, 0, 'V'},             {0, 0, 0, 0}};
-    int verify = 0;
-    optind = 0; /* glibc: full re-initialisation, prep may run more than once (tests) */
-    opterr = 0;
-    int ch;
-    double d;
-    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        switch (ch) {
-        case 'v':
-            if (parse_num("--val-fraction", optarg, 0, 0.999, &o.val_fraction))
-                return 2;
-            break;
-        case 's':
-            if (parse_num("--seed", optarg, 0, 9007199254740992.0, &d))
-                return 2;
-            o.seed = (uint64_t)d;
-            break;
-        case 'z':
-            if (parse_num("--shard-size", optarg, 1, DATA_MAX_SHARD_IMAGES, &d))
-                return 2;
-            o.shard_size = (int)d;
-            break;
-        case 't':
-            if (parse_num("--threads", optarg, 1, 256, &d))
-                return 2;
-            o.threads = (int)d;
-            break;
-        case 'k':
-            if (parse_num("--max-skip", optarg, 0, 1, &o.max_skip))
-                return 2;
-            break;
-        case 'l':
-            if (parse_num("--limit", optarg, 1, 1e12, &d))
-                return 2;
-            o.limit = (int64_t)d;
-            break;
-        case 'p':
-            if (parse_num("--max-pixels", optarg, 1, 1e10, &d))
-                return 2;
-            o.lim.max_pixels = (int64_t)d;
-            break;
-        case 'f':
-            if (parse_num("--max-file-mb", optarg, 1, 65536, &d))
-                return 2;
-            o.max_file_bytes = (size_t)d << 20;
-            break;
-        case 'q':
-            o.quiet = 1;
-            break;
-        case 'V':
-            verify = 1;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            fprintf(stderr, "prep: unknown flag %s\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (verify) {
-        if (argc - optind != 1) {
-            usage(stderr);
-            return 2;
-        }
-        return verify_output(argv[optind]);
-    }
-    if (argc - optind != 2) {
-        usage(stderr);
+    prep_cli cli;
+    base_flags_out fo;
+    int frc = base_flags_cli(&prep_cmd, &cli, argc, argv, &fo);
+    if (frc != BASE_FLAGS_GO) return frc;
+    if (fo.npos != (cli.verify ? 1 : 2)) {
+        fprintf(stderr, "twotower prep: %s (see twotower prep --help)\n",
+                cli.verify ? "--verify takes OUT alone" : "expected SRC OUT (or --verify OUT)");
         return 2;
     }
-    o.src = argv[optind];
-    o.out = argv[optind + 1];
+    if (cli.verify) return verify_output(fo.pos[0]);
+    prep_opts o = cli.o;
+    o.max_file_bytes = (size_t)cli.max_file_mb << 20;
+    o.src = fo.pos[0];
+    o.out = fo.pos[1];
     if (o.threads <= 0) {
         long nc = sysconf(_SC_NPROCESSORS_ONLN);
         o.threads = nc > 0 ? (int)nc : 1;

@@ -3,7 +3,6 @@
  * made once from a seed, and prints images/s, per-layer times and memory as a table and
  * as JSON. tools/bench/bench.py runs it beside the same net in PyTorch. */
 #include "train/bench.h"
-#include "train/util.h"
 
 #include "base/base.h"
 
@@ -400,100 +399,74 @@ typedef struct {
     uint64_t seed;
     double lr;
     const char *json;
+    train_placement_args place_flags; /* become place once parsed */
 } bench_opts;
 
-static void bench_usage(FILE *f)
+static void bench_defaults(void *p)
 {
-    fprintf(f,
-        "usage: twotower bench [--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn]] [--batch 128] [--size 224] [--warmup 5]\n"
-        "                      [--steps 20] [--profile-steps 3] [--batches 4] [--json FILE]\n"
-        "                      [--towers 2] [--classes 1000] [--width-div 1] [--seed 1]\n"
-        "                      [--lr 0.01]\n"
-        "Times full training steps (batch in, forward, backward, SGD) of the net built from\n"
-        "--seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
-        "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
-        "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
-        "augmented every step (on the GPU with --gpus). --size is at most %d (the crops come\n"
-        "from %dx%d images). Prints a table; --json FILE also writes every number.\n"
-        "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
-        "neither: the GPUs if there are any, else the CPU. --tf32: the GPU GEMMs on TF32\n"
-        "tensor cores (default: plain fp32 math). --conv: the GPU convolutions through\n"
-        "im2col + cuBLAS (gemm, the default) or cuDNN (cudnn).\n",
-        DATA_SIZE, DATA_SIZE, DATA_SIZE);
-}
-
-static int bench_parse(int argc, char **argv, bench_opts *o)
-{
+    bench_opts *o = p;
     *o = (bench_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 128, .in_size = 224,
                               .in_ch = 3, .width_div = 1},
                       .warmup = 5, .steps = 20, .profile_steps = 3, .batches = 4, .seed = 1,
                       .lr = 0.01};
-    const char *gpus = NULL;
-    int cpu = 0, tf32 = 0;
-    const char *conv = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        int64_t n = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            bench_usage(stdout);
-            return 1;
-        }
-        if (!strcmp(a, "--cpu")) {
-            cpu = 1;
-            continue;
-        }
-        if (!strcmp(a, "--tf32")) {
-            tf32 = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "twotower bench: %s needs a value (see twotower bench --help)\n", a);
-            return -1;
-        }
-        if (!strcmp(a, "--gpus")) gpus = v;
-        else if (!strcmp(a, "--conv")) conv = v;
-        else if (!strcmp(a, "--json")) o->json = v;
-        else if (!strcmp(a, "--batch")) rc = train_arg_int("bench", a, v, 1, 4096, &o->cfg.batch);
-        else if (!strcmp(a, "--size")) rc = train_arg_int("bench", a, v, 1, DATA_SIZE, &o->cfg.in_size);
-        else if (!strcmp(a, "--warmup")) rc = train_arg_int("bench", a, v, 0, 1000000, &o->warmup);
-        else if (!strcmp(a, "--steps")) rc = train_arg_int("bench", a, v, 1, 1000000, &o->steps);
-        else if (!strcmp(a, "--profile-steps")) rc = train_arg_int("bench", a, v, 0, 1000000, &o->profile_steps);
-        else if (!strcmp(a, "--batches")) rc = train_arg_int("bench", a, v, 1, 1024, &o->batches);
-        else if (!strcmp(a, "--towers")) rc = train_arg_int("bench", a, v, 1, 2, &o->cfg.towers);
-        else if (!strcmp(a, "--classes")) rc = train_arg_int("bench", a, v, 2, 1 << 20, &o->cfg.classes);
-        else if (!strcmp(a, "--width-div")) rc = train_arg_int("bench", a, v, 1, 2048, &o->cfg.width_div);
-        else if (!strcmp(a, "--seed")) {
-            rc = train_arg_i64("bench", a, v, 0, INT64_MAX, &n);
-            o->seed = (uint64_t)n;
-        } else if (!strcmp(a, "--lr")) {
-            char *end;
-            errno = 0;
-            double x = strtod(v, &end);
-            if (!*v || *end || errno || !(x >= 0 && x <= 10)) {
-                fprintf(stderr, "twotower bench: --lr needs a number from 0 to 10, not '%s'\n", v);
-                rc = -1;
-            }
-            o->lr = x;
-        } else {
-            fprintf(stderr, "twotower bench: unknown flag '%s' (see twotower bench --help)\n", a);
-            return -1;
-        }
-        if (rc) return -1;
-        i++;
-    }
+}
+
+#define BENCH_STR_(x) #x
+#define BENCH_STR(x) BENCH_STR_(x)
+
+static const base_flag bench_flags[] = {
+    {BASE_FLAG_GROUP(train_placement_flags, bench_opts, place_flags)},
+    {BASE_FLAG_INT("batch", bench_opts, cfg.batch, 1, 4096, "N", "images per step")},
+    {BASE_FLAG_INT("size", bench_opts, cfg.in_size, 1, DATA_SIZE, "N", "input side")},
+    {BASE_FLAG_INT("warmup", bench_opts, warmup, 0, 1000000, "N", "untimed steps first")},
+    {BASE_FLAG_INT("steps", bench_opts, steps, 1, 1000000, "N", "timed steps, for images/s")},
+    {BASE_FLAG_INT("profile-steps", bench_opts, profile_steps, 0, 1000000, "N",
+                   "steps with every layer timed")},
+    {BASE_FLAG_INT("batches", bench_opts, batches, 1, 1024, "N",
+                   "uint8 crop batches made once and cycled")},
+    {BASE_FLAG_STR("json", bench_opts, json, "FILE", "also write every number as JSON")},
+    {BASE_FLAG_INT("towers", bench_opts, cfg.towers, 1, 2, "N", "2 or 1")},
+    {BASE_FLAG_INT("classes", bench_opts, cfg.classes, 2, 1 << 20, "N", "classes of fc8")},
+    {BASE_FLAG_INT("width-div", bench_opts, cfg.width_div, 1, 2048, "N",
+                   "divide every layer's width by N")},
+    {BASE_FLAG_U64("seed", bench_opts, seed, INT64_MAX, "N", "the net's init and the batches")},
+    {BASE_FLAG_F64("lr", bench_opts, lr, 0, 10, "X", "learning rate of the steps")},
+    {0}};
+
+static const base_flags_cmd bench_cmd = {
+    .name = "bench",
+    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn]] [flags]",
+    .about =
+        "Times full training steps (batch in, forward, backward, SGD) of the net built from\n"
+        "--seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
+        "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
+        "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
+        "augmented every step (on the GPU with --gpus). --size is at most " BENCH_STR(DATA_SIZE)
+        "\n(the crops come from " BENCH_STR(DATA_SIZE) "x" BENCH_STR(DATA_SIZE) " images). "
+        "Prints a table; --json FILE also writes every number.\n"
+        "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
+        "neither: the GPUs if there are any, else the CPU.\n",
+    .flags = bench_flags,
+    .opts_size = sizeof(bench_opts),
+    .defaults = bench_defaults};
+
+/* BASE_FLAGS_GO, or the exit code (0 after --help, 2 after a bad flag). */
+static int bench_parse(int argc, char **argv, bench_opts *o)
+{
+    base_flags_out out;
+    int rc = base_flags_cli(&bench_cmd, o, argc, argv, &out);
+    if (rc != BASE_FLAGS_GO) return rc;
     char err[512] = "";
-    if (train_parse_placement(gpus, cpu, &o->place, err, sizeof err) ||
-        train_placement_set_gpu_options(&o->place, tf32, conv, err, sizeof err)) {
+    if (train_placement_resolve(&o->place_flags, &o->place, err, sizeof err)) {
         fprintf(stderr, "twotower bench: %s\n", err);
-        return -1;
+        return 2;
     }
     tower_plan plan;
     if (tower_plan_make(&plan, &o->cfg, err, sizeof err)) {
         fprintf(stderr, "twotower bench: %s\n", err);
-        return -1;
+        return 2;
     }
-    return 0;
+    return BASE_FLAGS_GO;
 }
 
 /* ---- what the machine is ----------------------------------------------------------- */
@@ -938,7 +911,6 @@ int train_bench_main(int argc, char **argv)
 {
     bench_opts o;
     int rc = bench_parse(argc, argv, &o);
-    if (rc > 0) return 0; /* --help */
-    if (rc < 0) return 2;
+    if (rc != BASE_FLAGS_GO) return rc;
     return bench_run(&o);
 }

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -1223,18 +1224,26 @@ static int check_one(const char *arg)
     return 0;
 }
 
+static const base_flag ckpt_check_flags[] = {{0}};
+
+static const base_flags_cmd ckpt_check_cmd = {
+    .name = "ckpt-check",
+    .synopsis = "PATH...",
+    .about = "  PATH: a checkpoint file (ckpt-STEP.ttc), a checkpoint folder or a run\n"
+             "  folder (its newest checkpoint). Reads the whole file, checks every\n"
+             "  size, shape and checksum. Exit 0: all good; 1: one is bad.\n",
+    .flags = ckpt_check_flags,
+    .min_pos = 1,
+    .max_pos = INT_MAX};
+
 int train_ckpt_check_main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        fprintf(argc < 2 ? stderr : stdout,
-                "usage: twotower ckpt-check PATH...\n"
-                "  PATH: a checkpoint file (ckpt-STEP.ttc), a checkpoint folder or a run\n"
-                "  folder (its newest checkpoint). Reads the whole file, checks every\n"
-                "  size, shape and checksum. Exit 0: all good; 1: one is bad.\n");
-        return argc < 2 ? 2 : 0;
-    }
+    char none;
+    base_flags_out fo;
+    int rc = base_flags_cli(&ckpt_check_cmd, &none, argc, argv, &fo);
+    if (rc != BASE_FLAGS_GO) return rc;
     int bad = 0;
-    for (int i = 1; i < argc; i++)
-        bad |= check_one(argv[i]);
+    for (int i = 0; i < fo.npos; i++)
+        bad |= check_one(fo.pos[i]);
     return bad ? 1 : 0;
 }

@@ -1,11 +1,11 @@
-/* device.c: --gpus / --cpu to a model_placement, checked against the machine before any
- * work starts (a bad device list is a usage error: exit code 2 in the CLI). */
+/* device.c: the placement flags' table, and --gpus / --cpu / --tf32 / --conv to a
+ * model_placement, checked against the machine before any work starts (a bad device list
+ * is a usage error: exit code 2 in the CLI). */
 #include "train/device.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_LISTED 16   /* parse this many ids before calling the list too long */
 #define MAX_DEVICE_ID 4095
 
 /* Number of CUDA devices, or -1 with the reason in err (no driver, no runtime, no CUDA
@@ -21,46 +21,66 @@ static int device_count(char *err, size_t errlen)
 #endif
 }
 
-/* "0,1" -> ids; only digits and single commas, no spaces, no sign, no empty items.
- * Returns the number of ids, or -1 with err. */
-static int parse_list(const char *arg, int *ids, char *err, size_t errlen)
+/* "0,1" -> ids: only digits and single commas, no spaces, no sign, no empty items; one or
+ * two ids, not the same one twice. Returns the number of ids, or -1 with the reason in
+ * err (without the flag: callers put "--gpus VALUE" in front). */
+static int parse_list(const char *arg, int ids[2], char *err, size_t errlen)
 {
     int n = 0;
     const char *p = arg;
     for (;;) {
         if (*p < '0' || *p > '9') {
-            snprintf(err, errlen,
-                     "--gpus '%s': malformed device list (expected ids separated by commas, "
-                     "e.g. --gpus 0,1)",
-                     arg);
+            snprintf(err, errlen, "malformed device list (expected ids separated by commas, "
+                                  "e.g. --gpus 0,1)");
             return -1;
         }
         int v = 0;
         while (*p >= '0' && *p <= '9') {
             v = v * 10 + (*p++ - '0');
             if (v > MAX_DEVICE_ID) {
-                snprintf(err, errlen, "--gpus '%s': device id out of range (max %d)", arg,
-                         MAX_DEVICE_ID);
+                snprintf(err, errlen, "device id out of range (max %d)", MAX_DEVICE_ID);
                 return -1;
             }
         }
-        if (n == MAX_LISTED) {
-            snprintf(err, errlen, "--gpus '%s': more than two devices (twotower has two "
-                                  "towers: one or two GPUs)", arg);
+        if (n == 2) {
+            snprintf(err, errlen, "more than two devices (twotower has two towers: one or two "
+                                  "GPUs)");
             return -1;
         }
         ids[n++] = v;
-        if (*p == '\0') return n;
+        if (*p == '\0') break;
         if (*p != ',') {
-            snprintf(err, errlen,
-                     "--gpus '%s': malformed device list (unexpected '%c'; expected ids "
-                     "separated by commas, e.g. --gpus 0,1)",
-                     arg, *p);
+            snprintf(err, errlen, "malformed device list (unexpected '%c'; expected ids "
+                                  "separated by commas, e.g. --gpus 0,1)", *p);
             return -1;
         }
         p++;
     }
+    if (n == 2 && ids[0] == ids[1]) {
+        snprintf(err, errlen, "device %d is repeated (for both towers on one GPU, give it once: "
+                              "--gpus %d)", ids[0], ids[0]);
+        return -1;
+    }
+    return n;
 }
+
+/* --gpus's check in the flag table: the list's form, before the machine is asked. */
+static int gpus_check(const char *arg, char *err, size_t errlen)
+{
+    int ids[2];
+    return parse_list(arg, ids, err, errlen) < 0 ? -1 : 0;
+}
+
+const base_flag train_placement_flags[] = {
+    {BASE_FLAG_BOOL("cpu", train_placement_args, cpu, "run on the CPU backend (the reference)")},
+    {BASE_FLAG_STR("gpus", train_placement_args, gpus, "LIST",
+                   "0,1: one tower per GPU; 0: both towers on GPU 0"),
+     .check = gpus_check},
+    {BASE_FLAG_BOOL("tf32", train_placement_args, tf32,
+                    "GPU GEMMs on TF32 tensor cores (default: plain fp32)")},
+    {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn",
+                      "GPU convolutions: im2col + cuBLAS or cuDNN")},
+    {0}};
 
 int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *out, char *err,
                           size_t errlen)
@@ -90,20 +110,10 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
         return 0;
     }
 
-    int ids[MAX_LISTED];
-    int n = parse_list(gpus_arg, ids, err, errlen);
-    if (n < 0) return -1;
-    if (n > 2) {
-        snprintf(err, errlen,
-                 "--gpus %s: more than two devices (twotower has two towers: one or two GPUs)",
-                 gpus_arg);
-        return -1;
-    }
-    if (n == 2 && ids[0] == ids[1]) {
-        snprintf(err, errlen,
-                 "--gpus %s: device %d is repeated (for both towers on one GPU, give it "
-                 "once: --gpus %d)",
-                 gpus_arg, ids[0], ids[0]);
+    int ids[2];
+    int n = parse_list(gpus_arg, ids, why, sizeof why);
+    if (n < 0) {
+        snprintf(err, errlen, "--gpus '%s': %s", gpus_arg, why);
         return -1;
     }
     int count = device_count(why, sizeof why);
@@ -141,16 +151,9 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
                  p->conv ? ", cuDNN convolutions" : "");
 }
 
-int train_placement_set_gpu_options(model_placement *p, int tf32, const char *conv, char *err,
+int train_placement_set_gpu_options(model_placement *p, int tf32, int cudnn, char *err,
                                     size_t errlen)
 {
-    int cudnn = 0;
-    if (conv && !strcmp(conv, "cudnn")) cudnn = 1;
-    else if (conv && strcmp(conv, "gemm")) {
-        snprintf(err, errlen, "--conv '%s': expected 'gemm' (im2col + cuBLAS, the default) or "
-                              "'cudnn'", conv);
-        return -1;
-    }
     if ((tf32 || cudnn) && p->cpu) {
         snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
                               "plain fp32 with its own convolution): drop it or run on a GPU",
@@ -170,4 +173,11 @@ int train_placement_set_gpu_options(model_placement *p, int tf32, const char *co
     p->tf32 = tf32;
     p->conv = cudnn;
     return 0;
+}
+
+int train_placement_resolve(const train_placement_args *a, model_placement *p, char *err,
+                            size_t errlen)
+{
+    if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
+    return train_placement_set_gpu_options(p, a->tf32, a->conv, err, errlen);
 }

@@ -1,11 +1,13 @@
-/* device: where the towers run, from the command line (--gpus LIST, --cpu) and what the
- * machine has. Part of src/train; validates everything before any work starts, so the
- * CLI can exit with code 2 and a message naming the flag. */
+/* device: where the towers run, from the command line (--gpus LIST, --cpu, --tf32, --conv:
+ * one flag table shared by train, bench and dump) and what the machine has. Part of
+ * src/train; validates everything before any work starts, so the CLI can exit with code
+ * 2 and a message naming the flag. */
 #ifndef TRAIN_DEVICE_H
 #define TRAIN_DEVICE_H
 
 #include <stddef.h>
 
+#include "base/base.h"
 #include "train/model.h"
 
 #ifdef __cplusplus
@@ -27,11 +29,27 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
 /* "CPU", "GPU 0 (both towers)" or "GPUs 0,1" for logs. */
 void train_placement_describe(const model_placement *p, char *buf, size_t n);
 
-/* Sets p->tf32 and p->conv (after train_parse_placement) from --tf32 and --conv NAME
- * (NULL: the default, gemm). --tf32 or --conv cudnn on a CPU placement, an unknown NAME,
- * or cudnn in a build without cuDNN is an error: returns -1 with err naming the flag. */
-int train_placement_set_gpu_options(model_placement *p, int tf32, const char *conv, char *err,
+/* Sets p->tf32 and p->conv (after train_parse_placement) from --tf32 and --conv (cudnn:
+ * 1 for cudnn, 0 for gemm, the default). --tf32 or --conv cudnn on a CPU placement, or
+ * cudnn in a build without cuDNN, is an error: returns -1 with err naming the flag. */
+int train_placement_set_gpu_options(model_placement *p, int tf32, int cudnn, char *err,
                                     size_t errlen);
+
+/* The placement flags as given, shared by the tables of train, bench and dump. */
+typedef struct {
+    int cpu;           /* --cpu */
+    const char *gpus;  /* --gpus LIST (its form already checked), or NULL */
+    int tf32;          /* --tf32 */
+    int conv;          /* --conv: 0 gemm, 1 cudnn */
+} train_placement_args;
+
+/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn, into a train_placement_args: a group
+ * for a command's flag table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
+extern const base_flag train_placement_flags[];
+
+/* train_parse_placement then train_placement_set_gpu_options on the flags as given. */
+int train_placement_resolve(const train_placement_args *a, model_placement *p, char *err,
+                            size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -2,14 +2,14 @@
  * (tools/reference/compare.py): weights, the batch, the exact dropout masks, logits,
  * loss and every parameter gradient, from model_forward(train) + model_backward. */
 #include "train/dump.h"
-#include "train/util.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/base.h"
+#include "train/device.h"
 #include "train/export.h"
 #include "train/safetensors.h"
 
@@ -136,89 +136,65 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
     return rc;
 }
 
-/* --gpus 0 or --gpus 0,1 */
-static int parse_gpus(const char *s, model_placement *place)
+typedef struct {
+    tower_config cfg;
+    uint64_t seed;
+    const char *out;
+    train_placement_args place;
+} dump_opts;
+
+static void dump_defaults(void *p)
 {
-    int a, b;
-    char extra;
-    if (s && sscanf(s, "%d,%d%c", &a, &b, &extra) == 2 && a >= 0 && b >= 0 && a != b) {
-        *place = (model_placement){.cpu = 0, .ngpus = 2, .gpus = {a, b}};
-        return 0;
-    }
-    if (s && sscanf(s, "%d%c", &a, &extra) == 1 && a >= 0) {
-        *place = (model_placement){.cpu = 0, .ngpus = 1, .gpus = {a, a}};
-        return 0;
-    }
-    fprintf(stderr, "twotower dump: --gpus needs a device id or two different ids 'A,B', "
-            "not '%s'\n", s ? s : "(missing)");
-    return -1;
+    dump_opts *o = p;
+    *o = (dump_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 2, .in_size = 224,
+                             .in_ch = 3, .width_div = 1},
+                     .seed = 1};
 }
 
-static void dump_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: twotower dump --out F.safetensors [--batch 2] [--seed 1] [--size 224]\n"
-            "                     [--towers 2] [--classes 1000] [--width-div 1] [--gpus A[,B]]\n"
-            "Runs one training forward and backward (no update) of the net initialised from\n"
-            "--seed on a batch made from --seed, and writes weights, batch, dropout masks,\n"
-            "logits, loss and gradients for tools/reference/compare.py. CPU unless --gpus.\n");
-}
+static const base_flag dump_flags[] = {
+    {BASE_FLAG_STR("out", dump_opts, out, "FILE", "the safetensors file to write (required)")},
+    {BASE_FLAG_INT("batch", dump_opts, cfg.batch, 1, 4096, "N", "images in the batch")},
+    {BASE_FLAG_U64("seed", dump_opts, seed, UINT64_MAX, "S", "the net's init and the batch")},
+    {BASE_FLAG_INT("size", dump_opts, cfg.in_size, 1, 4096, "N", "input side")},
+    {BASE_FLAG_INT("towers", dump_opts, cfg.towers, 1, 2, "N", "2 or 1")},
+    {BASE_FLAG_INT("classes", dump_opts, cfg.classes, 2, 1000000, "N", "classes of fc8")},
+    {BASE_FLAG_INT("width-div", dump_opts, cfg.width_div, 1, 2048, "N",
+                   "divide every layer's width by N")},
+    {BASE_FLAG_GROUP(train_placement_flags, dump_opts, place)},
+    {0}};
+
+static const base_flags_cmd dump_cmd = {
+    .name = "dump",
+    .synopsis = "--out F.safetensors [flags]",
+    .about = "Runs one training forward and backward (no update) of the net initialised from\n"
+             "--seed on a batch made from --seed, and writes weights, batch, dropout masks,\n"
+             "logits, loss and gradients for tools/reference/compare.py. CPU unless --gpus.\n",
+    .flags = dump_flags,
+    .opts_size = sizeof(dump_opts),
+    .defaults = dump_defaults};
 
 int train_dump_main(int argc, char **argv)
 {
-    tower_config cfg = {.towers = 2, .classes = 1000, .batch = 2, .in_size = 224,
-                        .in_ch = 3, .width_div = 1};
-    model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
-    uint64_t seed = 1;
-    const char *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            dump_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--out")) {
-            if (!val) {
-                fprintf(stderr, "twotower dump: --out needs a file name\n");
-                return 2;
-            }
-            out = val, i++;
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long v = val ? strtoull(val, &end, 10) : 0;
-            if (!val || errno || end == val || *end || val[0] == '-') {
-                fprintf(stderr, "twotower dump: --seed needs a non-negative whole number, "
-                        "not '%s'\n", val ? val : "(missing)");
-                return 2;
-            }
-            seed = v, i++;
-        } else if (!strcmp(a, "--batch")) {
-            rc = train_arg_int("dump", a, val, 1, 4096, &cfg.batch), i++;
-        } else if (!strcmp(a, "--towers")) {
-            rc = train_arg_int("dump", a, val, 1, 2, &cfg.towers), i++;
-        } else if (!strcmp(a, "--classes")) {
-            rc = train_arg_int("dump", a, val, 2, 1000000, &cfg.classes), i++;
-        } else if (!strcmp(a, "--size")) {
-            rc = train_arg_int("dump", a, val, 1, 4096, &cfg.in_size), i++;
-        } else if (!strcmp(a, "--width-div")) {
-            rc = train_arg_int("dump", a, val, 1, 2048, &cfg.width_div), i++;
-        } else if (!strcmp(a, "--gpus")) {
-            rc = parse_gpus(val, &place), i++;
-        } else {
-            fprintf(stderr, "twotower dump: unknown argument '%s'\n", a);
-            dump_usage(stderr);
-            return 2;
-        }
-        if (rc)
-            return 2;
+    dump_opts o;
+    base_flags_out fo;
+    int frc = base_flags_cli(&dump_cmd, &o, argc, argv, &fo);
+    if (frc != BASE_FLAGS_GO) return frc;
+    if (!o.out) {
+        fprintf(stderr, "twotower dump: --out FILE is required (see twotower dump "
+                        "--help)\n");
+        return 2;
     }
-    if (!out) {
-        dump_usage(stderr);
+    tower_config cfg = o.cfg;
+    uint64_t seed = o.seed;
+    const char *out = o.out;
+    model_placement place;
+    char err[512];
+    if (!o.place.gpus) o.place.cpu = 1; /* the CPU unless --gpus says otherwise */
+    if (train_placement_resolve(&o.place, &place, err, sizeof err)) {
+        fprintf(stderr, "twotower dump: %s\n", err);
         return 2;
     }
     model m;
-    char err[512];
     if (model_init(&m, &cfg, &place, seed, err, sizeof err)) {
         fprintf(stderr, "twotower dump: %s\n", err);
         return 2;

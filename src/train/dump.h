@@ -24,8 +24,9 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
                      char *err, size_t errlen);
 
 /* `twotower dump --out F.safetensors [--batch 2] [--seed S] [--size 224] [--towers 2]
- * [--classes 1000] [--width-div 1] [--gpus 0[,1]]`; argv[0] is "dump". Returns the exit
- * code (0 ok, 1 failed, 2 usage). */
+ * [--classes 1000] [--width-div 1] [--cpu | --gpus 0[,1] [--tf32] [--conv gemm|cudnn]]`
+ * (the CPU unless --gpus); argv[0] is "dump". Returns the exit code (0 ok, 1 failed,
+ * 2 usage). */
 int train_dump_main(int argc, char **argv);
 
 #ifdef __cplusplus

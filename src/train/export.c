@@ -2,7 +2,6 @@
  * tower and layer (docs/WEIGHTS.md); tools/reference/twotower_torch.py loads the file
  * into PyTorch. The checkpoint code reuses train_export_model. */
 #include "train/export.h"
-#include "train/util.h"
 
 #include "train/checkpoint.h"
 
@@ -147,68 +146,58 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
     return rc;
 }
 
-static void export_usage(FILE *f)
+typedef struct {
+    tower_config cfg;
+    uint64_t seed;
+} export_opts;
+
+static void export_defaults(void *p)
 {
-    fprintf(f,
-            "usage: twotower export CKPT OUT.safetensors\n"
-            "       twotower export OUT.safetensors [--seed S] [--towers 2] [--classes 1000]\n"
-            "                       [--size 224] [--width-div 1]\n"
-            "Writes the weights of a checkpoint (a .ttc file, a checkpoint folder or a run\n"
-            "folder: its newest checkpoint), or of the net freshly initialised from --seed\n"
-            "(the paper's init), as safetensors: tower{t}.{layer}.weight/.bias, see\n"
-            "docs/WEIGHTS.md.\n");
+    export_opts *o = p;
+    *o = (export_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 1, .in_size = 224,
+                               .in_ch = 3, .width_div = 1},
+                       .seed = 1};
 }
+
+/* .given marks the flags that describe a fresh net: a checkpoint fixes all of them */
+#define EXPORT_NET_FLAG 1u
+static const base_flag export_flags[] = {
+    {BASE_FLAG_U64("seed", export_opts, seed, UINT64_MAX, "S", "the fresh net's init"),
+     .given = EXPORT_NET_FLAG},
+    {BASE_FLAG_INT("towers", export_opts, cfg.towers, 1, 2, "N", "2 or 1"),
+     .given = EXPORT_NET_FLAG},
+    {BASE_FLAG_INT("classes", export_opts, cfg.classes, 2, 1000000, "N", "classes of fc8"),
+     .given = EXPORT_NET_FLAG},
+    {BASE_FLAG_INT("size", export_opts, cfg.in_size, 1, 4096, "N", "input side"),
+     .given = EXPORT_NET_FLAG},
+    {BASE_FLAG_INT("width-div", export_opts, cfg.width_div, 1, 2048, "N",
+                   "divide every layer's width by N"),
+     .given = EXPORT_NET_FLAG},
+    {0}};
+
+static const base_flags_cmd export_cmd = {
+    .name = "export",
+    .synopsis = "CKPT OUT.safetensors\n       twotower export OUT.safetensors [flags]",
+    .about = "Writes the weights of a checkpoint (a .ttc file, a checkpoint folder or a run\n"
+             "folder: its newest checkpoint), or of the net freshly initialised from --seed\n"
+             "(the paper's init), as safetensors: tower{t}.{layer}.weight/.bias, see\n"
+             "docs/WEIGHTS.md. The flags describe the fresh net; a checkpoint fixes them.\n",
+    .flags = export_flags,
+    .min_pos = 1,
+    .max_pos = 2,
+    .opts_size = sizeof(export_opts),
+    .defaults = export_defaults};
 
 int train_export_main(int argc, char **argv)
 {
-    tower_config cfg = {.towers = 2, .classes = 1000, .batch = 1, .in_size = 224,
-                        .in_ch = 3, .width_div = 1};
-    uint64_t seed = 1;
-    const char *pos[2];
-    int npos = 0, net_flags = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            export_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long v = val ? strtoull(val, &end, 10) : 0;
-            if (!val || errno || end == val || *end || val[0] == '-') {
-                fprintf(stderr, "twotower export: --seed needs a non-negative whole number, "
-                        "not '%s'\n", val ? val : "(missing)");
-                return 2;
-            }
-            seed = v;
-            i++;
-        } else if (!strcmp(a, "--towers")) {
-            rc = train_arg_int("export", a, val, 1, 2, &cfg.towers), i++;
-        } else if (!strcmp(a, "--classes")) {
-            rc = train_arg_int("export", a, val, 2, 1000000, &cfg.classes), i++;
-        } else if (!strcmp(a, "--size")) {
-            rc = train_arg_int("export", a, val, 1, 4096, &cfg.in_size), i++;
-        } else if (!strcmp(a, "--width-div")) {
-            rc = train_arg_int("export", a, val, 1, 2048, &cfg.width_div), i++;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "twotower export: unknown option '%s'\n", a);
-            export_usage(stderr);
-            return 2;
-        } else if (npos < 2) {
-            pos[npos++] = a;
-        } else {
-            fprintf(stderr, "twotower export: too many arguments ('%s')\n", a);
-            return 2;
-        }
-        if (rc)
-            return 2;
-        net_flags += a[0] == '-' && a[1];
-    }
-    if (npos == 0) {
-        export_usage(stderr);
-        return 2;
-    }
+    export_opts o;
+    base_flags_out fo;
+    int frc = base_flags_cli(&export_cmd, &o, argc, argv, &fo);
+    if (frc != BASE_FLAGS_GO) return frc;
+    tower_config cfg = o.cfg;
+    uint64_t seed = o.seed;
+    char **pos = fo.pos;
+    int npos = fo.npos, net_flags = fo.given & EXPORT_NET_FLAG;
     /* OUT is a file: a folder there is most likely a run or checkpoint folder given
      * without OUT (export RUN), which must not become a fresh net's weights */
     struct stat st;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "base/base.h"
 #include "train/metrics.h"
 
 extern char **environ;
@@ -247,37 +248,38 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     return 0;
 }
 
+typedef struct {
+    const char *out;
+    int x_step; /* --x: 0 epoch, 1 step */
+} plot_opts;
+
+static void plot_defaults(void *p) { *(plot_opts *)p = (plot_opts){0}; }
+
+static const base_flag plot_flags[] = {
+    {BASE_FLAG_STR("out", plot_opts, out, "PNG", "the picture"), .short_name = 'o',
+     .deflt = "RUN/curves.png"},
+    {BASE_FLAG_CHOICE("x", plot_opts, x_step, "epoch|step", "the horizontal axis")},
+    {0}};
+
+static const base_flags_cmd plot_cmd = {
+    .name = "plot",
+    .synopsis = "RUN [-o out.png] [--x epoch|step]",
+    .about = "Draws loss, top-1/top-5 error and learning rate from RUN/metrics.jsonl (needs\n"
+             "gnuplot, Debian gnuplot-nox).\n",
+    .flags = plot_flags,
+    .min_pos = 1,
+    .max_pos = 1,
+    .opts_size = sizeof(plot_opts),
+    .defaults = plot_defaults};
+
 int train_plot_main(int argc, char **argv)
 {
-    const char *run = NULL, *out = NULL;
-    int x_step = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
-            out = argv[++i];
-        } else if (strcmp(argv[i], "--x") == 0 && i + 1 < argc) {
-            const char *x = argv[++i];
-            if (strcmp(x, "step") != 0 && strcmp(x, "epoch") != 0) {
-                fprintf(stderr, "plot: --x %s: expected 'step' or 'epoch'\n", x);
-                return 2;
-            }
-            x_step = strcmp(x, "step") == 0;
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: twotower plot RUN [-o out.png] [--x epoch|step]\n"
-                   "  draws loss, top-1/top-5 error and learning rate from RUN/metrics.jsonl\n"
-                   "  (default output RUN/curves.png; needs gnuplot, Debian gnuplot-nox)\n");
-            return 0;
-        } else if (argv[i][0] == '-' || run) {
-            fprintf(stderr, "plot: unexpected argument '%s' (usage: twotower plot RUN "
-                    "[-o out.png] [--x epoch|step])\n", argv[i]);
-            return 2;
-        } else {
-            run = argv[i];
-        }
-    }
-    if (!run) {
-        fprintf(stderr, "usage: twotower plot RUN [-o out.png] [--x epoch|step]\n");
-        return 2;
-    }
+    plot_opts o;
+    base_flags_out fo;
+    int frc = base_flags_cli(&plot_cmd, &o, argc, argv, &fo);
+    if (frc != BASE_FLAGS_GO) return frc;
+    const char *run = fo.pos[0], *out = o.out;
+    int x_step = o.x_step;
     char err[8192 + 256];
     if (train_plot_run(run, out, x_step, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);

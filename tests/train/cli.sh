@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# cli.sh: the `twotower` command line's answers that need no data and no GPU: help exits 0
-# and lists the flags; bad flags exit 2 naming the flag, before any work.
+# cli.sh: the `twotower` command line's answers that need no data and no GPU, for every
+# subcommand: --help exits 0 and lists every flag; a bad value, an unknown flag or a flag
+# of another command exits 2 naming it, before any work (never a crash).
 # usage: cli.sh PATH/TO/twotower
 set -u
 exe=$1
@@ -18,16 +19,108 @@ expect() { # expect CODE WANT_TEXT -- args...
         echo "ok: twotower $* -> exit $rc"
     fi
 }
+# help_lists CMD FLAG...: `twotower CMD --help` exits 0 and has a line for each flag
+help_lists() {
+    local cmd=$1 out rc
+    shift
+    out=$("$exe" "$cmd" --help 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ] || ! grep -q "^usage: twotower $cmd" <<<"$out"; then
+        echo "FAIL: twotower $cmd --help: exit $rc, output: ${out:0:400}"
+        fail=1
+        return
+    fi
+    for f in "$@" --help; do
+        if ! grep -qE -- "^  (-., )?$f( |$)" <<<"$out"; then
+            echo "FAIL: twotower $cmd --help does not list $f"
+            fail=1
+        fi
+    done
+    echo "ok: twotower $cmd --help lists $*"
+}
+
+place="--cpu --gpus --tf32 --conv"
+help_lists train $place --data --towers --batch --size --width-div --epochs --train-limit \
+    --test-limit --views --lr --seed --quiet --run --resume --ckpt-every --keep \
+    --eval-every --log-every --patience --max-drops --min-delta
+help_lists summary --towers --classes --batch --size --width-div
+help_lists prep --val-fraction --seed --shard-size --threads --max-skip --limit --max-pixels \
+    --max-file-mb --quiet --verify
+help_lists export --seed --towers --classes --size --width-div
+help_lists dump --out --batch --seed --size --towers --classes --width-div $place
+help_lists plot --out --x
+help_lists ckpt-check
+help_lists bench $place --batch --size --warmup --steps --profile-steps --batches --json \
+    --towers --classes --width-div --seed --lr
+
+# the command list; `twotower help CMD` is `twotower CMD --help`
 expect 0 "usage: twotower COMMAND" -- help
-expect 0 "--conv gemm|cudnn" -- train --help
-expect 0 "--tf32" -- train --help
-expect 0 "--width-div" -- summary --help
+expect 0 "twotower --FLAG ...  *the same as twotower train --FLAG" -- help
+for c in train summary prep export dump plot ckpt-check bench; do
+    expect 0 "^  $c " -- help
+    expect 0 "usage: twotower $c" -- help "$c"
+    expect 2 "twotower $c: unknown flag '--bogus'" -- "$c" --bogus
+done
+expect 2 "unknown command 'nope'" -- nope
 expect 0 "total parameters: 60965224" -- summary
-expect 2 "unknown flag '--bogus'" -- train --cpu --bogus
-expect 2 "--batch needs a value" -- train --cpu --batch
-expect 2 "--train-limit 8 is less than one batch" -- train --cpu --train-limit 8 --batch 16
-expect 2 "--conv 'winograd'" -- train --cpu --conv winograd
+expect 0 "width-div N .*(default 1)" -- train --help
+expect 0 "conv gemm|cudnn .*(default gemm)" -- train --help
+
+# train's refusals (--data names no folder: a refusal that failed would stop there, not
+# start training)
+nodata="--data /nonexistent/twotower-cli"
+expect 2 "unknown flag '--bogus'" -- train --cpu $nodata --bogus
+expect 2 "--batch needs a value" -- train --cpu $nodata --batch
+expect 2 "--train-limit 8 is less than one batch" -- train --cpu $nodata --train-limit 8 --batch 16
+expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
+expect 2 "--views '5': expected 1 or 10" -- train --cpu $nodata --views 5
+expect 2 "--lr 'inf'" -- train --cpu $nodata --lr inf
+expect 2 "--quiet takes no value" -- train --cpu $nodata --quiet=1
+expect 2 "unknown flag '--bat'" -- train --cpu $nodata --bat 16    # no abbreviations
+expect 2 "unexpected argument 'extra'" -- train --cpu $nodata extra
+# a flag of another command is refused, never written through a null destination
+expect 2 "unknown flag '--classes'" -- train --cpu $nodata --classes 10
+expect 2 "unknown flag '--gpus'" -- summary --gpus 0
+expect 2 "unknown flag '--warmup'" -- train --cpu $nodata --warmup 1
+
+# one rule for integers in every command: no fractions, hex, exponents or junk
+for v in 2.5 0x10 1e3 16k " 16"; do
+    expect 2 "--batch '$v': expected a whole number" -- train --cpu $nodata --batch "$v"
+    expect 2 "--threads '$v': expected a whole number" -- prep /nonexistent/a /nonexistent/b --threads "$v"
+    expect 2 "--shard-size '$v': expected a whole number" -- prep /nonexistent/a /nonexistent/b --shard-size "$v"
+done
+expect 2 "--limit '2.5'" -- prep /nonexistent/a /nonexistent/b --limit 2.5
+expect 2 "--seed '2.5'" -- prep /nonexistent/a /nonexistent/b --seed 2.5
+expect 2 "--max-file-mb '0x10'" -- prep /nonexistent/a /nonexistent/b --max-file-mb 0x10
+expect 2 "--max-pixels '1e6'" -- prep /nonexistent/a /nonexistent/b --max-pixels 1e6
+expect 2 "--val-fraction '2'" -- prep /nonexistent/a /nonexistent/b --val-fraction 2
+expect 2 "--seed '1.5'" -- export /nonexistent/out.safetensors --seed 1.5
+expect 2 "--width-div '0x2'" -- export /nonexistent/out.safetensors --width-div 0x2
+expect 2 "--seed '-1'" -- dump --out /nonexistent/d.safetensors --seed -1
+expect 2 "--batch '2.5'" -- dump --out /nonexistent/d.safetensors --batch 2.5
+expect 2 "--steps '0x10'" -- bench --cpu --steps 0x10
+expect 2 "--lr '1e9'" -- bench --cpu --lr 1e9
+expect 2 "--classes '1.5'" -- summary --classes 1.5
+expect 2 "--x 'time': expected epoch or step" -- plot /nonexistent/run --x time
+
+# the other commands' refusals
 expect 2 "--tf32" -- bench --cpu --tf32
+expect 2 "--tf32" -- dump --out /nonexistent/d.safetensors --tf32
+expect 2 "--gpus '0,0': device 0 is repeated" -- dump --out /nonexistent/d.safetensors --gpus 0,0
+expect 2 "--out FILE is required" -- dump
 expect 2 "is a folder" -- export /tmp
+expect 2 "no arguments" -- export
+expect 2 "unexpected argument 'c'" -- export a b c
+expect 2 "no arguments" -- plot
+expect 2 "no arguments" -- ckpt-check
+expect 2 "expected SRC OUT" -- prep /nonexistent/a
+expect 2 "--verify takes OUT alone" -- prep --verify a b
 expect 1 "meta.bin" -- prep --verify /nonexistent/twotower-cli-test
+
+# flags with no command run train
+expect 2 "twotower train: --batch '0': expected a whole number from 1 to 4096" -- --cpu $nodata --batch 0
+expect 2 "twotower train: unknown flag '--bogus'" -- --bogus
+expect 2 "twotower train: unknown flag '--classes'" -- --cpu $nodata --classes 10
+expect 0 "usage: twotower train" -- train --help
+expect 0 "usage: twotower COMMAND" -- --help
 exit $fail
