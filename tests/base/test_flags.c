@@ -66,10 +66,12 @@ static void defaults(void *p)
 static const base_flags_cmd cmd = {"demo", "[flags] FILE...", "Parses flags.\n", table, 0, 3,
                                    sizeof(opts), defaults};
 
-/* Parses the NULL-ended words after "demo". */
+/* Parses the NULL-ended words after "demo". argv outlives the call: out->pos points
+ * into it (until the next parse). */
 static int parse(opts *o, base_flags_out *out, char *err, size_t errlen, const char **words)
 {
-    char *argv[32] = {"demo"};
+    static char *argv[32];
+    argv[0] = "demo";
     int argc = 1;
     while (*words && argc < 31) argv[argc++] = (char *)*words++;
     argv[argc] = NULL;
