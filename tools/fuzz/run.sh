@@ -11,8 +11,9 @@ mkdir -p "$out"
 cc=${CC_FUZZ:-clang}
 flags="-g -O1 -std=c17 -D_GNU_SOURCE -fno-sanitize-recover=undefined -I$root/src -I$root/tools/make_image_folder $(pkg-config --cflags libpng)"
 libs="$(pkg-config --libs libpng libjpeg zlib) -lm -lpthread"
-# src/base too: the readers open their files through it (its version string is meson's)
-srcs="$root/src/data/image.c $root/src/data/shard.c $root/src/data/source.c $root/src/data/augment.c $root/src/data/prefetch.c $root/src/data/prep.c $root/src/base/base.c $root/src/base/file.c"
+# src/base too: the readers open their files through it, prep parses its flags with it
+# (its version string is meson's)
+srcs="$root/src/data/image.c $root/src/data/shard.c $root/src/data/source.c $root/src/data/augment.c $root/src/data/prefetch.c $root/src/data/prep.c $root/src/base/base.c $root/src/base/file.c $root/src/base/flags.c"
 flags="$flags -DTT_VERSION=\"fuzz\""
 
 for h in image shard; do
