@@ -37,6 +37,8 @@ typedef struct {
     int quiet;
     data_image_limits lim;
     size_t max_file_bytes;
+    const char *val_labels;  /* ground truth of a flat val/ folder (ILSVRC-2012) */
+    const char *val_synsets; /* the devkit's meta.mat (or ID WNID text) for its IDs */
 } prep_opts;
 
 static int list_push(item_list *l, prep_item it)
@@ -157,6 +159,102 @@ static int add_class_files(item_list *l, const char *cdir, int label, int64_t *i
         snprintf(it.path, len, "%s/%s", cdir, f[i]);
     }
     free_names(f, nf);
+    return rc;
+}
+
+/* 1 when val/ holds image files and no class folders (ILSVRC-2012's layout), 0 when it
+ * holds class folders only, -1 (err) when it mixes both. */
+static int val_is_flat(const char *val, char *err, size_t errlen)
+{
+    char **f, **d;
+    int64_t nf, nd;
+    if (list_dir(val, 0, &f, &nf, err, errlen) != 0) return -1;
+    if (list_dir(val, 1, &d, &nd, err, errlen) != 0) {
+        free_names(f, nf);
+        return -1;
+    }
+    int64_t images = 0;
+    for (int64_t i = 0; i < nf; i++) images += has_image_ext(f[i]);
+    free_names(f, nf);
+    free_names(d, nd);
+    if (images > 0 && nd > 0)
+        return data_fail(err, errlen, "%s holds both images (%lld) and class folders (%lld): "
+                                      "use one layout", val, (long long)images, (long long)nd);
+    return images > 0;
+}
+
+static int is_file(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The images of a flat val/ folder, labelled by the ground truth (--val-labels, or the
+ * devkit's or Kaggle's file found in SRC). An image the ground truth does not list stops
+ * prep naming it; entries whose image is missing are reported by name and skipped. */
+static int add_flat_val(const prep_opts *o, const char *val, char **classes, int nclasses,
+                        item_list *l, int64_t *ignored, char *err, size_t errlen)
+{
+    char truth[4200], syn[4200];
+    const char *t = o->val_labels, *s = o->val_synsets;
+    if (!t) {
+        snprintf(truth, sizeof truth, "%s/LOC_val_solution.csv", o->src);
+        if (!is_file(truth))
+            snprintf(truth, sizeof truth, "%s/ILSVRC2012_validation_ground_truth.txt", o->src);
+        if (!is_file(truth))
+            return data_fail(err, errlen, "%s is a flat folder of images: give its ground truth "
+                                          "with --val-labels (the devkit's ILSVRC2012_"
+                                          "validation_ground_truth.txt with --val-synsets "
+                                          "meta.mat, or LOC_val_solution.csv)", val);
+        t = truth;
+    }
+    if (!s) {
+        snprintf(syn, sizeof syn, "%s/meta.mat", o->src);
+        if (is_file(syn)) s = syn;
+    }
+    data_val_labels gt;
+    if (data_val_labels_load(t, s, classes, nclasses, &gt, err, errlen)) return -1;
+    char **f;
+    int64_t nf;
+    if (list_dir(val, 0, &f, &nf, err, errlen) != 0) {
+        data_val_labels_free(&gt);
+        return -1;
+    }
+    int rc = 0;
+    int64_t unlisted = 0;
+    for (int64_t i = 0; i < nf && rc == 0; i++) {
+        if (!has_image_ext(f[i])) {
+            (*ignored)++;
+            continue;
+        }
+        int label = data_val_label_of(&gt, f[i]);
+        if (label < 0) {
+            if (unlisted++ < 10) fprintf(stderr, "prep: %s/%s: not in the ground truth %s\n",
+                                         val, f[i], t);
+            continue;
+        }
+        size_t len = strlen(val) + strlen(f[i]) + 2;
+        prep_item it = {.path = malloc(len), .label = label, .idx = -1, .order = (uint64_t)i};
+        if (!it.path || list_push(l, it) != 0) {
+            free(it.path);
+            rc = data_fail(err, errlen, "out of memory listing %s", val);
+            break;
+        }
+        snprintf(it.path, len, "%s/%s", val, f[i]);
+    }
+    free_names(f, nf);
+    if (rc == 0 && unlisted)
+        rc = data_fail(err, errlen, "%lld image(s) of %s are not in the ground truth %s (the "
+                                    "first are named above)", (long long)unlisted, val, t);
+    int64_t missing = 0;
+    for (size_t k = 0; rc == 0 && k < gt.n; k++)
+        if (!gt.seen[k] && missing++ < 10)
+            fprintf(stderr, "prep: %s lists %s, which %s does not hold: skipped\n", t,
+                    gt.e[k].name, val);
+    if (rc == 0 && missing)
+        fprintf(stderr, "prep: %lld image(s) listed in %s are missing from %s\n",
+                (long long)missing, t, val);
+    data_val_labels_free(&gt);
     return rc;
 }
 
@@ -566,6 +664,15 @@ static const base_flag prep_flags[] = {
                    "largest accepted image, in pixels")},
     {BASE_FLAG_INT("max-file-mb", prep_cli, max_file_mb, 1, 65536, "N",
                    "largest accepted file, in MiB")},
+    {BASE_FLAG_STR("val-labels", prep_cli, o.val_labels, "FILE",
+                   "ground truth of a flat val/ folder (ILSVRC-2012): the devkit's\n"
+                   "ILSVRC2012_validation_ground_truth.txt, LOC_val_solution.csv,\n"
+                   "or one WNID a line"),
+     .deflt = "SRC/LOC_val_solution.csv or SRC/ILSVRC2012_validation_ground_truth.txt"},
+    {BASE_FLAG_STR("val-synsets", prep_cli, o.val_synsets, "FILE",
+                   "the devkit's data/meta.mat (or 'ID WNID' lines) for the\n"
+                   "ground truth's ILSVRC2012_IDs"),
+     .deflt = "SRC/meta.mat"},
     {BASE_FLAG_BOOL("quiet", prep_cli, o.quiet, "no progress bar")},
     {BASE_FLAG_BOOL("verify", prep_cli, verify,
                     "with OUT alone: re-read every shard, check every checksum")},
@@ -575,7 +682,9 @@ static const base_flags_cmd prep_cmd = {
     .name = "prep",
     .synopsis = "SRC OUT [flags]\n       twotower prep --verify OUT",
     .about = "  SRC: a folder with one sub-folder per class (PNG/JPEG files), or with train/ and\n"
-             "       val/ each holding such class folders, or the Fashion-MNIST IDX .gz files\n"
+             "       val/ each holding such class folders, or train/ with class folders and a\n"
+             "       flat val/ with its ground truth (ILSVRC-2012: --val-labels), or the\n"
+             "       Fashion-MNIST IDX .gz files\n"
              "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt)\n",
     .flags = prep_flags,
     .min_pos = 1,
@@ -803,6 +912,15 @@ int data_prep_main(int argc, char **argv)
                      DATA_MAX_CLASSES);
             goto fail;
         }
+        int flat_val = 0;
+        if (folders && (flat_val = val_is_flat(p2, err, sizeof err)) < 0)
+            goto fail;
+        if (!flat_val && (o.val_labels || o.val_synsets)) {
+            data_fail(err, sizeof err, "--val-labels/--val-synsets are for a flat val/ folder "
+                                       "(images, no class folders); %s is not one",
+                      folders ? p2 : o.src);
+            goto fail;
+        }
         for (int64_t c = 0; c < nclasses; c++) {
             if (strlen(classes[c]) > DATA_MAX_NAME) {
                 data_fail(err, sizeof err, "class folder name %.40s... is over %d bytes",
@@ -818,7 +936,7 @@ int data_prep_main(int argc, char **argv)
             if (add_class_files(folders ? &train : &all, cdir, (int)c, &ignored, err,
                                 sizeof err) != 0)
                 goto fail;
-            if (folders) {
+            if (folders && !flat_val) {
                 if (snprintf(cdir, sizeof cdir, "%s/%s", p2, classes[c]) >= (int)sizeof cdir) {
                     data_fail(err, sizeof err, "%s: path too long", classes[c]);
                     goto fail;
@@ -828,7 +946,10 @@ int data_prep_main(int argc, char **argv)
                     goto fail;
             }
         }
-        if (folders) {
+        if (flat_val) {
+            if (add_flat_val(&o, p2, classes, (int)nclasses, &val, &ignored, err, sizeof err))
+                goto fail;
+        } else if (folders) {
             char **vc;
             int64_t nvc;
             if (list_dir(p2, 1, &vc, &nvc, err, sizeof err) != 0)

@@ -206,3 +206,110 @@ Test(prep, fashion_mnist_shards_equal_idx_loader, .timeout = 120)
     th_rmrf(dir);
     free(dir);
 }
+
+/* A JPEG of a flat colour (tone) at path. */
+static void write_jpeg(const char *path, int tone)
+{
+    uint8_t rgb[32 * 32 * 3];
+    imgfix_picture(rgb, 32, 32, tone, 7);
+    uint8_t *buf;
+    size_t n;
+    cr_assert_eq(imgfix_jpeg_encode(rgb, 32, 32, 3, 90, 0, &buf, &n), 0);
+    cr_assert_eq(imgfix_write_file(path, buf, n), 0);
+    free(buf);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* ILSVRC-2012's layout: train/ with WNID class folders, a flat val/ of
+ * ILSVRC2012_val_NNNNNNNN.JPEG and the ground truth beside them. */
+Test(prep, imagenet_flat_val_folder, .timeout = 120)
+{
+    char *dir = th_tmpdir();
+    char src[4200], p[4400], out[4200], err[256];
+    snprintf(src, sizeof src, "%s/src", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    const char *wnids[2] = {"n01440764", "n01443537"};
+    cr_assert_eq(mkdir(src, 0755), 0);
+    snprintf(p, sizeof p, "%s/train", src);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/val", src);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    for (int c = 0; c < 2; c++) {
+        snprintf(p, sizeof p, "%s/train/%s", src, wnids[c]);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s/train/%s/%s_%d.JPEG", src, wnids[c], wnids[c], i);
+            write_jpeg(p, c * 100 + i);
+        }
+    }
+    /* val images 1..4: classes 1, 0, 1, 0 */
+    for (int i = 1; i <= 4; i++) {
+        snprintf(p, sizeof p, "%s/val/ILSVRC2012_val_%08d.JPEG", src, i);
+        write_jpeg(p, 50 + i);
+    }
+    snprintf(p, sizeof p, "%s/LOC_val_solution.csv", src);
+    write_text(p, "ImageId,PredictionString\n"
+                  "ILSVRC2012_val_00000003,n01443537 1 2 3 4\n"
+                  "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n"
+                  "ILSVRC2012_val_00000002,n01440764 1 2 3 4\n"
+                  "ILSVRC2012_val_00000004,n01440764 1 2 3 4\n"
+                  "ILSVRC2012_val_00000005,n01440764 1 2 3 4\n");
+    char *log;
+    char *argv[] = {"prep", src, out, "--threads", "2", "--quiet"};
+    int rc = th_run_prep(6, argv, &log);
+    cr_assert_eq(rc, 0, "%s", log);
+    /* image 5 is listed but absent: named, and the run goes on */
+    cr_assert(strstr(log, "ILSVRC2012_val_00000005, which") && strstr(log, "1 image(s) listed"),
+              "%s", log);
+    free(log);
+    data_source *va = data_open_shards(out, "val", err, sizeof err);
+    cr_assert(va, "%s", err);
+    cr_assert_eq(data_count(va), 4);
+    int ones = 0;
+    for (int64_t i = 0; i < 4; i++) ones += data_label(va, i);
+    cr_assert_eq(ones, 2);
+    /* class order: label 0 (images 2 and 4) first, then label 1 */
+    cr_assert_eq(data_label(va, 0), 0);
+    cr_assert_eq(data_label(va, 3), 1);
+    data_close(va);
+
+    /* the devkit's form, given by flag: IDs and an ID -> WNID map */
+    char gt[4400], map[4400];
+    snprintf(gt, sizeof gt, "%s/gt.txt", dir);
+    snprintf(map, sizeof map, "%s/map.txt", dir);
+    write_text(gt, "7\n3\n7\n3\n");
+    write_text(map, "3 n01440764\n7 n01443537\n");
+    char *argv2[] = {"prep", src, out, "--threads", "2", "--quiet", "--val-labels", gt,
+                     "--val-synsets", map};
+    rc = th_run_prep(10, argv2, &log);
+    cr_assert_eq(rc, 0, "%s", log);
+    free(log);
+    va = data_open_shards(out, "val", err, sizeof err);
+    cr_assert(va, "%s", err);
+    cr_assert_eq(data_count(va), 4);
+    data_close(va);
+
+    /* an image the ground truth does not list stops prep, naming it */
+    snprintf(p, sizeof p, "%s/val/ILSVRC2012_val_00000009.JPEG", src);
+    write_jpeg(p, 9);
+    rc = th_run_prep(10, argv2, &log);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(log, "ILSVRC2012_val_00000009.JPEG: not in the ground truth"), "%s", log);
+    free(log);
+    /* no ground truth at all: refused, saying which flag gives it */
+    snprintf(p, sizeof p, "%s/LOC_val_solution.csv", src);
+    cr_assert_eq(unlink(p), 0);
+    rc = th_run_prep(6, argv, &log);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(log, "--val-labels"), "%s", log);
+    free(log);
+    th_rmrf(dir);
+    free(dir);
+}
