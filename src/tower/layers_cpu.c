@@ -13,11 +13,15 @@
 #define RPOW pow
 #define REXP exp
 #define RLOG log
+#define RTANH tanh
+#define RSQRT sqrt
 #else
 #define GEMM cblas_sgemm
 #define RPOW powf
 #define REXP expf
 #define RLOG logf
+#define RTANH tanhf
+#define RSQRT sqrtf
 #endif
 
 int tower_conv_out(int n, int k, int stride, int pad)
@@ -173,6 +177,17 @@ void tower_relu_backward(real *din, const real *dout, const real *out, size_t n)
     for (size_t i = 0; i < n; i++) din[i] = out[i] > 0 ? dout[i] : 0;
 }
 
+void tower_tanh_forward(real *out, const real *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = RTANH(in[i]);
+}
+
+/* d tanh(x) / dx = 1 - tanh(x)^2: from the output, so no input needs keeping */
+void tower_tanh_backward(real *din, const real *dout, const real *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) din[i] = dout[i] * (1 - out[i] * out[i]);
+}
+
 void tower_lrn_forward(real *out, real *scale, const real *in,
                        int B, int C, int HW, int n, real k, real alpha, real beta)
 {
@@ -291,6 +306,29 @@ void tower_dropout_backward(real *din, const real *dout, size_t n, real p, uint6
     for (size_t i = 0; i < n; i++) din[i] = base_rng_uniform(key, i) >= pf ? dout[i] : 0;
 }
 
+/* The same mask as the paper's dropout; the scale 1/(1-p) is rounded once to real and
+ * multiplied in, as the CUDA twin does (kernels.h). */
+void tower_dropout_inverted_forward(real *out, const real *in, size_t n, real p, uint64_t key,
+                                    int train)
+{
+    if (!train) {
+        if (out != in) memcpy(out, in, sizeof(real) * n);
+        return;
+    }
+    float pf = (float)p;
+    real scale = (real)(1.0 / (1.0 - (double)p));
+    for (size_t i = 0; i < n; i++) out[i] = base_rng_uniform(key, i) >= pf ? in[i] * scale : 0;
+}
+
+void tower_dropout_inverted_backward(real *din, const real *dout, size_t n, real p,
+                                     uint64_t key)
+{
+    float pf = (float)p;
+    real scale = (real)(1.0 / (1.0 - (double)p));
+    for (size_t i = 0; i < n; i++)
+        din[i] = base_rng_uniform(key, i) >= pf ? dout[i] * scale : 0;
+}
+
 static size_t logit_at(int b, int c, int B, int Vt)
 {
     return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
@@ -337,5 +375,29 @@ void tower_sgd_update(real *w, real *v, const real *g, size_t n, real lr, real m
     for (size_t i = 0; i < n; i++) {
         v[i] = momentum * v[i] - wd * lr * w[i] - lr * g[i];
         w[i] += v[i];
+    }
+}
+
+void tower_adam_scalars(double lr, double beta1, double beta2, int64_t t, double *step_size,
+                        double *bc2_sqrt)
+{
+    *step_size = lr / (1.0 - pow(beta1, (double)t));
+    *bc2_sqrt = sqrt(1.0 - pow(beta2, (double)t));
+}
+
+/* Each operation rounded on its own in this order (no FMA: -ffp-contract=off), which is
+ * what tower_k_adam in kernels.h does on the GPU, so the two agree bit for bit. */
+void tower_adam_update(real *w, real *m, real *v, const real *g, size_t n, real step_size,
+                       real beta1, real beta2, real eps, real bc2_sqrt, real wd)
+{
+    real one_b1 = 1 - beta1, one_b2 = 1 - beta2;
+    for (size_t i = 0; i < n; i++) {
+        real gi = g[i] + wd * w[i];
+        real mi = beta1 * m[i] + one_b1 * gi;
+        real vi = beta2 * v[i] + one_b2 * (gi * gi);
+        real denom = RSQRT(vi) / bc2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = w[i] - step_size * (mi / denom);
     }
 }

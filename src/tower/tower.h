@@ -1,4 +1,5 @@
-/* tower: the layers of the 2012 AlexNet and the per-tower network built from them.
+/* tower: the layers of the 2012 AlexNet, the net descriptions (the paper's net and the
+ * variants its readers train) and the per-tower network built from one of them.
  * Public header of src/tower. Knows nothing of data loading, exchange or training:
  * the trainer (src/train) drives towers layer by layer and calls src/comm between them.
  *
@@ -75,6 +76,11 @@ void tower_fc_backward(real *din, real *dw, real *db,
 void tower_relu_forward(real *out, const real *in, size_t n);
 void tower_relu_backward(real *din, const real *dout, const real *out, size_t n);
 
+/* tanh, n elements; out may alias in. Backward from the output: din = dout (1 - out^2);
+ * din may alias dout. (Figure 1 of the paper compares ReLU against it.) */
+void tower_tanh_forward(real *out, const real *in, size_t n);
+void tower_tanh_backward(real *din, const real *dout, const real *out, size_t n);
+
 /* Cross-channel LRN exactly as the paper writes it:
  *   out[c] = in[c] / scale[c]^beta,  scale[c] = k + alpha * sum_{|j-c| <= n/2} in[j]^2.
  * out, scale, in: (B, C, HW). scale is kept for backward. */
@@ -101,6 +107,13 @@ void tower_dropout_forward(real *out, const real *in, size_t n, real p, uint64_t
                            int train);
 void tower_dropout_backward(real *din, const real *dout, size_t n, real p, uint64_t key);
 
+/* Inverted dropout (PyTorch's nn.Dropout): the same mask, kept units multiplied by
+ * 1 / (1 - p) in training; evaluation is the identity. p < 1. out may alias in. */
+void tower_dropout_inverted_forward(real *out, const real *in, size_t n, real p, uint64_t key,
+                                    int train);
+void tower_dropout_inverted_backward(real *din, const real *dout, size_t n, real p,
+                                     uint64_t key);
+
 /* Softmax cross-entropy over V = T*Vt classes whose logits are gathered from T towers:
  * logits, probs (T, B, Vt) (class c of sample b at [(c / Vt) * B * Vt + b * Vt + c % Vt]);
  * labels (B); losses (B). The mean over the batch is the loss. */
@@ -115,39 +128,180 @@ void tower_softmax_xent_backward(real *dlogits, const real *probs, const int32_t
 void tower_sgd_update(real *w, real *v, const real *g, size_t n, real lr, real momentum,
                       real wd);
 
-/* ---- the network as data (net.c) -------------------------------------------------- */
+/* Adam (Kingma and Ba), as torch.optim.Adam computes it, applied to n parameters:
+ *   g' = g + wd w;  m <- beta1 m + (1 - beta1) g';  v <- beta2 v + (1 - beta2) g'^2;
+ *   w <- w - step_size * m / (sqrt(v) / bc2_sqrt + eps)
+ * with the bias corrections of update t (1-based) folded into two scalars the caller
+ * computes once per step (tower_adam_scalars): step_size = lr / (1 - beta1^t) and
+ * bc2_sqrt = sqrt(1 - beta2^t). */
+void tower_adam_update(real *w, real *m, real *v, const real *g, size_t n, real step_size,
+                       real beta1, real beta2, real eps, real bc2_sqrt, real wd);
+/* step_size and bc2_sqrt of update t >= 1, in double. */
+void tower_adam_scalars(double lr, double beta1, double beta2, int64_t t, double *step_size,
+                        double *bc2_sqrt);
+
+/* ---- a net as data: rows with named fields (net.c) ---------------------------------
+ * A net description is a list of rows, one per conv or fc layer, each saying what the
+ * layer is (kind, outputs per tower, kernel), which towers it reads, and what follows it
+ * (activation, LRN, pooling, dropout), plus how it is initialised. The exchange points
+ * of a two-tower net follow from the rows: every row that reads all towers gathers its
+ * input from them (conv3, fc6, fc7, fc8 in the paper's net), and the last row's outputs
+ * (the logits) are gathered too. The presets (tower_net_preset) are the paper's net and
+ * the variants its readers train; paper_notes.md says where each comes from. */
 
 enum tower_layer_kind { TOWER_CONV = 1, TOWER_FC = 2 };
+enum tower_reads { TOWER_READS_OWN = 0, TOWER_READS_ALL = 1 };
+enum tower_act { TOWER_ACT_NONE = 0, TOWER_ACT_RELU = 1, TOWER_ACT_TANH = 2 };
+/* Where a row's dropout applies: after its last stage (the paper: fc6 and fc7's outputs),
+ * or on its input (torchvision: the inputs of fc6 and fc7), which is the last stage of
+ * the row before. */
+enum tower_drop_where { TOWER_DROP_OUTPUT = 0, TOWER_DROP_INPUT = 1 };
+/* How dropout scales: the paper's (training multiplies by the 0/1 mask, evaluation by
+ * 1 - p) or inverted (training by mask / (1 - p), evaluation by 1), PyTorch's. */
+enum tower_drop_scale { TOWER_DROP_PAPER = 0, TOWER_DROP_INVERTED = 1 };
+/* Weight init: the paper's N(0, std) with constant biases, or PyTorch's default for
+ * nn.Conv2d / nn.Linear (weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))). */
+enum tower_init_kind { TOWER_INIT_NORMAL = 0, TOWER_INIT_TORCH = 1 };
+enum tower_optim_kind { TOWER_OPTIM_SGD = 1, TOWER_OPTIM_ADAM = 2 };
 
-/* One row of the 2012 topology, per tower (the paper's figure 2; paper_notes.md). */
 typedef struct {
-    const char *name;   /* "conv1" ... "fc8" */
-    int kind;           /* TOWER_CONV or TOWER_FC */
-    int out;            /* kernels (or units) per tower with two towers; fc8: classes in all */
-    int k, stride, pad; /* conv only */
-    int reads_both;     /* 1: input is every tower's previous output (an exchange point) */
-    int relu;           /* 1 everywhere but fc8 */
-    int lrn, pool, dropout; /* what follows the ReLU */
-    float bias_init;    /* 0 or 1 (section 5) */
+    int on;                 /* 0: no LRN after this row's activation */
+    int n;                  /* channels in the window (5) */
+    double k, alpha, beta;  /* 2, 1e-4 (on the raw sum of squares), 0.75 */
+} tower_lrn_spec;
+
+typedef struct {
+    int k, stride;          /* max-pool window and stride; k = 0: no pooling */
+} tower_pool_spec;
+
+typedef struct {
+    double p;               /* drop probability; 0: no dropout */
+    int where;              /* TOWER_DROP_OUTPUT or TOWER_DROP_INPUT */
+    int scale;              /* TOWER_DROP_PAPER or TOWER_DROP_INVERTED */
+} tower_dropout_spec;
+
+typedef struct {
+    int kind;               /* TOWER_INIT_NORMAL or TOWER_INIT_TORCH */
+    double std;             /* NORMAL: weights N(0, std) */
+    double bias;            /* NORMAL: every bias */
+} tower_init_spec;
+
+/* One layer of one tower. Stages in order: conv/fc, act, LRN, pool, dropout. */
+typedef struct {
+    char name[16];          /* "conv1" ... "fc8": tensor names in checkpoints and exports */
+    int kind;               /* TOWER_CONV or TOWER_FC */
+    int out;                /* kernels (units) per tower; the last row's is ignored: it has
+                               the config's classes / towers */
+    int k, stride, pad;     /* conv only */
+    int reads;              /* TOWER_READS_OWN, or TOWER_READS_ALL (an exchange point) */
+    int act;                /* TOWER_ACT_* */
+    tower_lrn_spec lrn;
+    tower_pool_spec pool;
+    tower_dropout_spec dropout;
+    tower_init_spec init;
 } tower_layer_spec;
 
+/* The optimizer (section 5 for SGD). Weight decay never touches the biases. */
+typedef struct {
+    int kind;               /* TOWER_OPTIM_SGD or TOWER_OPTIM_ADAM */
+    double momentum;        /* SGD: 0.9 */
+    double weight_decay;    /* 0.0005 (SGD's v -= wd lr w; Adam's g += wd w) */
+    double beta1, beta2, eps; /* Adam: 0.9, 0.999, 1e-8 */
+} tower_optim;
+
+/* What was switched on top of the preset (tower_net_apply); "keep" values leave the
+ * preset's choice. Recorded in the net so checkpoints, dumps and logs can say it. */
+typedef struct {
+    int lrn;                /* -1 keep; 0 no LRN anywhere; 1 LRN after conv1 and conv2's
+                               activations with the paper's constants (any net) */
+    int pool_k, pool_s;     /* 0 keep; else every pooling row gets window k, stride s */
+    int act;                /* -1 keep; else TOWER_ACT_RELU or TOWER_ACT_TANH on every row
+                               but the last */
+    double dropout;         /* < 0 keep; else every dropout row gets this p (0: off) */
+    int optim;              /* 0 keep; TOWER_OPTIM_SGD or TOWER_OPTIM_ADAM */
+    double momentum, weight_decay, beta1, beta2, eps; /* < 0 keep */
+} tower_net_switches;
+
+#define TOWER_SWITCHES_KEEP_INIT                                                         \
+    {.lrn = -1, .pool_k = 0, .pool_s = 0, .act = -1, .dropout = -1, .optim = 0,           \
+     .momentum = -1, .weight_decay = -1, .beta1 = -1, .beta2 = -1, .eps = -1}
+#define TOWER_SWITCHES_KEEP ((tower_net_switches)TOWER_SWITCHES_KEEP_INIT)
+
+/* Presets, by id (append-only: checkpoints store the id). */
+enum tower_net_id {
+    TOWER_NET_ALEXNET2012 = 1,
+    TOWER_NET_ALEXNET2012_1GPU = 2,
+    TOWER_NET_HALF = 3,
+    TOWER_NET_MERGED = 4,
+    TOWER_NET_ALEXNET2014 = 5,
+    TOWER_NET_TORCHVISION = 6,
+    TOWER_NET_FMNIST = 7,
+};
+#define TOWER_NET_PRESETS 7
+#define TOWER_MAX_LAYERS 16
+/* Rows of the paper's net (conv1-conv5, fc6-fc8), which every preset shares; a
+ * description may have up to TOWER_MAX_LAYERS, so code loops over plan->n_layers. */
 #define TOWER_LAYERS 8
-extern const tower_layer_spec tower_alexnet2012[TOWER_LAYERS];
 
 typedef struct {
-    int towers;   /* 2: the paper's net; 1: one tower alone (section 3.2's "half the kernels") */
-    int classes;  /* 1000 for ImageNet; fc8 gives classes/towers outputs per tower */
+    char name[32];          /* "alexnet2012", ... */
+    int id;                 /* TOWER_NET_* */
+    const char *about;      /* one line for `twotower nets` (a static string) */
+    int towers;             /* 1 or 2 */
+    int in_ch, in_size, classes; /* the defaults the source uses (3, 224, 1000) */
+    int n_layers;
+    tower_layer_spec layer[TOWER_MAX_LAYERS];
+    /* training defaults where the source prescribes them (paper_notes.md) */
+    tower_optim optim;
+    double lr;
+    int batch, epochs;
+    tower_net_switches switches; /* what tower_net_apply changed (TOWER_SWITCHES_KEEP) */
+} tower_net;
+
+/* The preset called name, or NULL. */
+const tower_net *tower_net_preset(const char *name);
+/* The preset with this id, or NULL. */
+const tower_net *tower_net_preset_id(int id);
+/* Preset i of TOWER_NET_PRESETS, in `twotower nets` order (i = 0: alexnet2012). */
+const tower_net *tower_net_preset_at(int i);
+/* "alexnet2012, alexnet2012-1gpu, ..." for messages. */
+const char *tower_net_names(void);
+
+/* Applies the switches to net (in place) and records them in net->switches. Returns 0,
+ * or -1 with a message naming the switch when one makes no sense for this net (a pool
+ * switch on a net without pooling, a dropout p >= 1, momentum for Adam, ...). Sizes are
+ * checked later, by tower_plan_make (e.g. pool 2:2 with too small an input). */
+int tower_net_apply(tower_net *net, const tower_net_switches *sw, char *err, size_t errlen);
+/* Sets one switch from its text, as a command line gives it: key is lrn (on|off), pool
+ * (K:S), act (relu|tanh), dropout (P), optim (sgd|adam), momentum, weight-decay, beta1,
+ * beta2, eps (numbers). 0, or -1 with a message naming key and value. */
+int tower_net_switch_parse(tower_net_switches *sw, const char *key, const char *value,
+                           char *err, size_t errlen);
+/* 1 when any switch differs from keep (a field at a time: never memcmp, the struct has
+ * padding). */
+int tower_net_switched(const tower_net_switches *sw);
+/* "pool 2:2, act tanh" (or "none"): the switches that differ from keep. */
+void tower_net_switches_describe(const tower_net_switches *sw, char *buf, size_t n);
+
+/* ---- a net at one size: the plan --------------------------------------------------- */
+
+typedef struct {
+    int towers;   /* 2: the paper's net; 1: one tower (must equal net.towers when net is
+                     given) */
+    int classes;  /* 1000 for ImageNet; the last row gives classes/towers per tower */
     int batch;    /* B */
     int in_size;  /* input side, 224 */
     int in_ch;    /* 3 */
-    int width_div; /* 1: the paper's widths; tests divide every conv/fc width by this to
-                      get a tiny net of the same topology (fc8 keeps `classes`) */
+    int width_div; /* 1: the net's widths; tests divide every row's width but the last by
+                      this to get a tiny net of the same topology */
+    tower_net net; /* the description; n_layers = 0 (a zeroed field): the paper's net for
+                      towers = 2, `half` for towers = 1 (what --towers 1 always built) */
 } tower_config;
 
-/* Shapes of one layer in one tower, derived from the table and the config. */
+/* Shapes and stages of one layer in one tower, derived from its row and the config. */
 typedef struct {
     int in_ch;       /* channels (or features) read from ONE source tower */
-    int sources;     /* how many towers' outputs it reads: 1, or towers if reads_both */
+    int sources;     /* how many towers' outputs it reads: 1, or towers if it reads all */
     int in_h;        /* input side (conv); 1 for fc */
     int out_ch;      /* outputs per tower */
     int out_h;       /* conv output side; 1 for fc */
@@ -155,50 +309,74 @@ typedef struct {
     size_t w_count, b_count; /* per tower: w is (out_ch, sources * in_ch * k * k) */
     size_t w_off, b_off;     /* offsets in the tower's parameter arena */
     double macs;             /* multiply-adds per image for this tower's layer */
+    /* the stage sequence after the conv/fc, resolved from the rows */
+    int act;                 /* TOWER_ACT_* */
+    int lrn;                 /* 1: LRN with the row's constants */
+    int pool_k, pool_s;      /* 0: no pooling */
+    double drop_p;           /* 0: no dropout stage on this layer's output */
+    int drop_scale;          /* TOWER_DROP_PAPER or TOWER_DROP_INVERTED */
+    int drop_row;            /* the row whose dropout this is (this one, or the next for a
+                                dropout on the next row's input) */
 } tower_layer_shape;
 
 typedef struct {
-    tower_config cfg;
-    tower_layer_shape layer[TOWER_LAYERS];
+    tower_config cfg;         /* cfg.net resolved (never n_layers = 0 here) */
+    int n_layers;             /* cfg.net.n_layers */
+    tower_layer_shape layer[TOWER_MAX_LAYERS];
     size_t n_params;          /* per tower */
-    int vt;                   /* fc8 outputs per tower */
+    int vt;                   /* last-row outputs per tower */
+    int adam;                 /* 1: the optimizer is Adam (a second-moment arena) */
 } tower_plan;
 
 /* Fills plan from cfg. Returns 0, or -1 with a message in err when cfg is unusable
- * (classes not divisible by towers, input too small for the net, ...). */
+ * (classes not divisible by towers, input too small for the net, a row that makes no
+ * sense, ...). */
 int tower_plan_make(tower_plan *plan, const tower_config *cfg, char *err, size_t errlen);
+/* cfg's net: cfg->net, or the default of its tower count when that is zeroed. */
+const tower_net *tower_config_net(const tower_config *cfg);
+/* Row l of the plan's net. */
+static inline const tower_layer_spec *tower_plan_row(const tower_plan *p, int l)
+{
+    return &p->cfg.net.layer[l];
+}
 
 /* ---- one tower ------------------------------------------------------------------- */
 
-/* Activation buffers of one layer (B = batch). Pointers into the tower's arena. */
+/* Activation buffers of one layer (B = batch). Pointers into the tower's arena. Each
+ * stage has its own buffer except the last, which writes `out`. */
 typedef struct {
     real *in;        /* this layer's input: own previous output, the image, or the
                         gathered buffer (sources, B, in_ch, in_h, in_h) */
-    real *din;       /* gradient of `in` (same shape); for reads_both layers the
+    real *din;       /* gradient of `in` (same shape); for layers reading all towers the
                         trainer reduce-scatters it into the sources' dout */
-    real *act;       /* (B, out_ch, out_h, out_h): conv/fc output, ReLU applied in place */
+    real *act;       /* (B, out_ch, out_h, out_h): conv/fc output, activation in place */
     real *dact;
     real *lrn, *lrn_scale, *dlrn; /* (B, out_ch, out_h, out_h) when lrn */
     real *pool, *dpool;           /* (B, out_ch, final_h, final_h) when pool */
     int32_t *pool_idx;
     real *out;       /* the layer's final output (act, lrn, pool, or dropout result).
-                        When the next layer reads_both this is slot `index` of the next
-                        layer's gathered `in`. */
+                        When the next layer reads all towers this is slot `index` of the
+                        next layer's gathered `in`. */
     real *dout;      /* gradient of out */
 } tower_acts;
+
+struct tower_ops;
 
 typedef struct tower {
     tower_plan plan;
     int index;        /* which tower: 0 or 1 */
     int device;       /* -1: CPU; >= 0: CUDA device (see tower_cuda.h) */
+    const struct tower_ops *ops; /* the backend's operations (tower_ops_cpu, or CUDA's) */
     real *params;     /* (n_params) one arena: [w conv1][b conv1]...[w fc8][b fc8] */
     real *grads;      /* (n_params) */
-    real *momentum;   /* (n_params) */
-    real *w[TOWER_LAYERS], *b[TOWER_LAYERS];   /* views into params */
-    real *dw[TOWER_LAYERS], *db[TOWER_LAYERS]; /* views into grads */
+    real *momentum;   /* (n_params) SGD's velocity, Adam's first moment */
+    real *moment2;    /* (n_params) Adam's second moment; NULL for SGD (not carved) */
+    real *w[TOWER_MAX_LAYERS], *b[TOWER_MAX_LAYERS];   /* views into params */
+    real *dw[TOWER_MAX_LAYERS], *db[TOWER_MAX_LAYERS]; /* views into grads */
     real *x;          /* (B, in_ch, in_size, in_size) the image batch, = acts[0].in */
-    tower_acts acts[TOWER_LAYERS];
-    real *logits;     /* (towers, B, vt): fc8's gathered output; acts[7].out is slot index */
+    tower_acts acts[TOWER_MAX_LAYERS];
+    real *logits;     /* (towers, B, vt): the last row's gathered output; acts[last].out is
+                         slot index */
     real *probs;      /* (towers, B, vt) */
     real *losses;     /* (B) */
     int32_t *labels;  /* (B) */
@@ -209,14 +387,75 @@ typedef struct tower {
     void *gpu;        /* CUDA-side context (tower_cuda.h), NULL on the CPU */
 } tower;
 
-/* Allocates one CPU tower (one arena) and initialises its parameters with the paper's
- * init from `seed` (weights N(0, 0.01), biases 0 or 1 per the table). The same seed
- * gives the same weights on every backend. Returns 0 or -1 with err. */
+/* ---- the backends' operations: one table per backend -------------------------------
+ * net.c runs every layer's stage sequence once, for every backend, through the tower's
+ * table: the CPU's wraps layers_cpu.c, CUDA's (net_cuda.cu) wraps layers_cuda.cu and
+ * cuDNN. Every op takes the tower first (the backend's context: scratch, stream,
+ * handles), then the arguments of the layer function it stands for, in that function's
+ * order. Adding a layer kind means: its CPU function, its CUDA twin, an entry here (or an
+ * enum value an entry dispatches on), its row fields, its tests. */
+typedef struct tower_ops {
+    const char *name; /* "cpu", "cuda" */
+    /* 1 when this backend's convolution of row l applies activation act itself (forward:
+     * on the output, after the last source; backward: folded into its pass), as the GPU
+     * GEMM path does for ReLU; the layer loop then passes act to conv_forward/backward
+     * and skips the act op. */
+    int (*fuses_act)(const tower *t, int l, int act);
+    /* Row l's convolution of one source block (shapes from the plan): out (B, Co, Ho, Wo)
+     * = or += conv(in, w columns [0, Ci*K*K) of leading dimension ldw) (+ b); act:
+     * TOWER_ACT_NONE or the fused activation. */
+    void (*conv_forward)(tower *t, int l, real *out, const real *in, const real *w,
+                         const real *b, int ldw, int accumulate, int act);
+    /* act_out: the fused activation's output (its gradient mask), when act is fused. */
+    void (*conv_backward)(tower *t, int l, real *din, real *dw, real *db, const real *dout,
+                          const real *act_out, const real *in, const real *w, int ldw,
+                          int accumulate_din, int act);
+    void (*fc_forward)(tower *t, real *out, const real *in, const real *w, const real *b,
+                       int B, int Cin, int Cout, int ldw, int accumulate);
+    void (*fc_backward)(tower *t, real *din, real *dw, real *db, const real *dout,
+                        const real *in, const real *w, int B, int Cin, int Cout, int ldw,
+                        int accumulate_din);
+    void (*act_forward)(tower *t, int act, real *out, const real *in, size_t n);
+    void (*act_backward)(tower *t, int act, real *din, const real *dout, const real *out,
+                         size_t n);
+    void (*lrn_forward)(tower *t, real *out, real *scale, const real *in, int B, int C,
+                        int HW, int n, real k, real alpha, real beta);
+    void (*lrn_backward)(tower *t, real *din, const real *dout, const real *in,
+                         const real *out, const real *scale, int B, int C, int HW, int n,
+                         real k, real alpha, real beta);
+    void (*maxpool_forward)(tower *t, real *out, int32_t *idx, const real *in, int B, int C,
+                            int H, int W, int K, int S);
+    void (*maxpool_backward)(tower *t, real *din, const real *dout, const int32_t *idx,
+                             int B, int C, int H, int W, int K, int S);
+    /* scale: TOWER_DROP_PAPER or TOWER_DROP_INVERTED */
+    void (*dropout_forward)(tower *t, int scale, real *out, const real *in, size_t n, real p,
+                            uint64_t key, int train);
+    void (*dropout_backward)(tower *t, int scale, real *din, const real *dout, size_t n,
+                             real p, uint64_t key);
+    /* softmax cross-entropy; returns the mean loss, summed on the host in double in
+     * sample order (the CUDA one waits for its stream) */
+    double (*loss_forward)(tower *t, real *losses, real *probs, const real *logits,
+                           const int32_t *labels, int B, int T, int Vt);
+    void (*loss_backward)(tower *t, real *dlogits, const real *probs, const int32_t *labels,
+                          int B, int T, int Vt, int slot);
+    void (*zero_grads)(tower *t);
+    /* The whole arena's update: update number `t_update` (1-based; Adam's bias
+     * correction), weight decay on the weights only. */
+    void (*update)(tower *t, const tower_optim *o, real lr, int64_t t_update);
+    void (*free)(tower *t);
+} tower_ops;
+
+/* The CPU backend's table (net.c). */
+extern const tower_ops tower_ops_cpu;
+
+/* Allocates one CPU tower (one arena) and initialises its parameters from `seed` with
+ * each row's init (the paper's: weights N(0, 0.01), biases 0 or 1). The same seed gives
+ * the same weights on every backend. Returns 0 or -1 with err. */
 int tower_init(tower *t, const tower_plan *plan, int index, uint64_t seed, char *err,
                size_t errlen);
 void tower_free(tower *t);
 
-/* Writes the paper's init of tower `index` into params (n_params reals). */
+/* Writes the init of tower `index` into params (n_params reals). */
 void tower_init_params(real *params, const tower_plan *plan, int index, uint64_t seed);
 
 /* Key for one step's dropout masks: a pure function of (seed, step, tower, layer). */
@@ -224,22 +463,25 @@ uint64_t tower_step_key(uint64_t seed, int64_t step, int tower_index);
 uint64_t tower_layer_key(uint64_t step_key, int layer);
 
 /* Layer l of this tower, forward: reads acts[l].in (already gathered by the trainer
- * when the layer reads_both), writes acts[l].out. train=0 for evaluation (dropout
- * scales by 1-p). */
+ * when the layer reads all towers), writes acts[l].out. train=0 for evaluation (the
+ * dropout stages scale as their row says). */
 void tower_forward_layer(tower *t, int l, int train);
 /* Softmax cross-entropy over t->logits (gathered by the trainer) and t->labels;
  * fills probs and losses. Returns the mean loss (computed on the host). */
 double tower_loss_forward(tower *t);
-/* dlogits of this tower's slot into acts[7].dout. */
+/* dlogits of this tower's slot into the last layer's dout. */
 void tower_loss_backward(tower *t);
-/* Layer l backward: reads acts[l].dout, writes acts[l].din (for reads_both layers the
- * gradient for every source slot) and accumulates dw, db. l=0 computes no din. */
+/* Layer l backward: reads acts[l].dout, writes acts[l].din (for layers reading all towers
+ * the gradient for every source slot) and accumulates dw, db. l=0 computes no din. */
 void tower_backward_layer(tower *t, int l);
 void tower_zero_grads(tower *t);
 /* Lays every buffer of the tower out from base (host or device memory) and returns the
  * bytes needed; base NULL only measures. Shared by the CPU and CUDA towers so both
  * have the same arena. */
 size_t tower_carve(tower *t, char *base);
+/* The plan's optimizer step, update number t_update (1-based). */
+void tower_update(tower *t, const tower_optim *o, real lr, int64_t t_update);
+/* The paper's SGD step (tower_update with SGD and these constants). */
 void tower_sgd(tower *t, real lr, real momentum, real wd);
 
 #ifdef __cplusplus

@@ -87,6 +87,9 @@ void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
 void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream);
 void tower_relu_backward_cuda(float *din, const float *dout, const float *out, size_t n,
                               void *stream);
+void tower_tanh_forward_cuda(float *out, const float *in, size_t n, void *stream);
+void tower_tanh_backward_cuda(float *din, const float *dout, const float *out, size_t n,
+                              void *stream);
 
 void tower_lrn_forward_cuda(float *out, float *scale, const float *in, int B, int C, int HW,
                             int n, float k, float alpha, float beta, void *stream);
@@ -103,6 +106,10 @@ void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p, 
                                 int train, void *stream);
 void tower_dropout_backward_cuda(float *din, const float *dout, size_t n, float p,
                                  uint64_t key, void *stream);
+void tower_dropout_inverted_forward_cuda(float *out, const float *in, size_t n, float p,
+                                         uint64_t key, int train, void *stream);
+void tower_dropout_inverted_backward_cuda(float *din, const float *dout, size_t n, float p,
+                                          uint64_t key, void *stream);
 
 /* A label outside [0, T*Vt) gives a NaN loss for that sample (the device cannot return
  * an error); the trainer checks every batch's labels against the classes before it
@@ -122,23 +129,26 @@ void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t n, float l
 void tower_sgd_arena_cuda(float *params, float *mom, const float *grads,
                           const tower_plan *plan, float lr, float momentum, float wd,
                           void *stream);
+void tower_adam_update_cuda(float *w, float *m, float *v, const float *g, size_t n,
+                            float step_size, float beta1, float beta2, float eps,
+                            float bc2_sqrt, float wd, void *stream);
+/* tower_adam_update_cuda over the whole arena in one launch, no weight decay on the
+ * biases, as the CPU tower's update. */
+void tower_adam_arena_cuda(float *params, float *m, float *v, const float *grads,
+                           const tower_plan *plan, float step_size, float beta1, float beta2,
+                           float eps, float bc2_sqrt, float wd, void *stream);
 
-/* ---- one tower on a GPU (net_cuda.cu); semantics as the CPU functions in tower.h ---- */
+/* ---- one tower on a GPU (net_cuda.cu) -------------------------------------------------
+ * A GPU tower runs net.c's layer loop like a CPU tower: tower_init_cuda points t->ops at
+ * the CUDA table (the twins above on the tower's stream, cuBLAS handle and conv path), so
+ * tower_forward_layer & co. need nothing CUDA-specific. */
 
 /* tower_init_params on the host, then one cudaMalloc for the whole arena (tower_carve
  * lays it out exactly as on the CPU) and an upload; creates the tower's stream and cuBLAS
- * handle (t->gpu). 0, or -1 with err (out of memory: how much was asked, how much free). */
+ * handle (t->gpu) and sets t->ops. 0, or -1 with err (out of memory: how much was asked,
+ * how much free). tower_free releases it all. */
 int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device, uint64_t seed,
                     char *err, size_t errlen);
-void tower_free_cuda(tower *t);
-void tower_forward_layer_cuda(tower *t, int l, int train);
-/* Synchronises the tower's stream and returns the mean loss, summed on the host in double
- * in sample order (as the CPU tower does). */
-double tower_loss_forward_cuda(tower *t);
-void tower_loss_backward_cuda(tower *t);
-void tower_backward_layer_cuda(tower *t, int l);
-void tower_zero_grads_cuda(tower *t);
-void tower_sgd_cuda(tower *t, float lr, float momentum, float wd);
 /* How a GPU tower convolves: chunked im2col + SGEMM (layers_cuda.cu, the default) or
  * cuDNN (conv_cudnn.cu, when the build has it). */
 enum { TOWER_CONV_GEMM = 0, TOWER_CONV_CUDNN = 1 };

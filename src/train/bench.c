@@ -17,6 +17,7 @@
 #include "data/data.h"
 #include "train/device.h"
 #include "train/metrics.h"
+#include "train/nets.h"
 
 #if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
 #define BENCH_CUDA 1
@@ -30,7 +31,7 @@ extern int openblas_get_num_threads(void); /* OpenBLAS's cblas.h; the BLAS train
 double train_bench_train_flops(const tower_plan *plan)
 {
     double macs = 0;
-    for (int l = 0; l < TOWER_LAYERS; l++) macs += plan->layer[l].macs;
+    for (int l = 0; l < plan->n_layers; l++) macs += plan->layer[l].macs;
     return 3.0 * 2.0 * macs * plan->cfg.towers;
 }
 
@@ -150,95 +151,22 @@ static void prof_collect(train_bench_prof *p)
     p->steps++;
 }
 
-/* ---- the profiled step: model_train_step's order, with timers ----------------------- */
+/* ---- the profiled step: the model's own step, its hooks timing every stage ---------- */
 
-static void *stream_of(model *m, int t)
-{
-#if BENCH_CUDA
-    if (m->tw[t].device >= 0) return tower_cuda_stream(&m->tw[t]);
-#endif
-    (void)m;
-    (void)t;
-    return NULL;
-}
+static void hook_begin(void *ctx, int t, int r) { train_bench_prof_begin(ctx, t, r); }
+static void hook_end(void *ctx, int t, int r) { train_bench_prof_end(ctx, t, r); }
 
-/* Mirrors model.c's forward, backward and update call for call (gather_input, the logits
- * exchange, the reduce-scatters); tests/bench checks that the result is model_train_step's
- * bit for bit. The throughput figures come from model_train_step itself; this step only
- * splits the time up. */
 int train_bench_prof_step(train_bench_prof *p, model *m, real lr, double *loss, char *err,
                           size_t errlen)
 {
-    int T = m->towers, B = m->plan.cfg.batch;
-    void *bufs[2], *grads[2], *streams[2];
-    for (int t = 0; t < T; t++) {
-        m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
-        streams[t] = stream_of(m, t);
-    }
-    for (int l = 0; l < TOWER_LAYERS; l++) {
-        const tower_layer_shape *L = &m->plan.layer[l];
-        if (tower_alexnet2012[l].reads_both) {
-            size_t count = (size_t)B * L->in_ch * L->in_h * L->in_h;
-            for (int t = 0; t < T; t++) bufs[t] = m->tw[t].acts[l].in;
-            train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_FWD + l);
-            int rc = comm_allgather(m->comm, bufs, count, streams, err, errlen);
-            train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_FWD + l);
-            if (rc) return -1;
-        }
-        for (int t = 0; t < T; t++) {
-            train_bench_prof_begin(p, t, TRAIN_BENCH_FWD + l);
-            tower_forward_layer(&m->tw[t], l, 1);
-            train_bench_prof_end(p, t, TRAIN_BENCH_FWD + l);
-        }
-    }
-    for (int t = 0; t < T; t++) bufs[t] = m->tw[t].logits;
-    train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
-    int rc = comm_allgather(m->comm, bufs, (size_t)B * m->plan.vt, streams, err, errlen);
-    train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
-    if (rc || comm_wait(m->comm, err, errlen)) return -1; /* as model_forward */
-    double l_out = 0;
-    for (int t = 0; t < T; t++) {
-        train_bench_prof_begin(p, t, TRAIN_BENCH_LOSS_FWD);
-        l_out = tower_loss_forward(&m->tw[t]);
-        train_bench_prof_end(p, t, TRAIN_BENCH_LOSS_FWD);
-    }
-    m->last_loss = l_out;
-
-    for (int t = 0; t < T; t++) {
-        train_bench_prof_begin(p, t, TRAIN_BENCH_ZERO);
-        tower_zero_grads(&m->tw[t]);
-        train_bench_prof_end(p, t, TRAIN_BENCH_ZERO);
-        train_bench_prof_begin(p, t, TRAIN_BENCH_LOSS_BWD);
-        tower_loss_backward(&m->tw[t]);
-        train_bench_prof_end(p, t, TRAIN_BENCH_LOSS_BWD);
-    }
-    for (int l = TOWER_LAYERS - 1; l >= 0; l--) {
-        for (int t = 0; t < T; t++) {
-            train_bench_prof_begin(p, t, TRAIN_BENCH_BWD + l);
-            tower_backward_layer(&m->tw[t], l);
-            train_bench_prof_end(p, t, TRAIN_BENCH_BWD + l);
-        }
-        if (l > 0 && tower_alexnet2012[l].reads_both) {
-            const tower_layer_shape *L = &m->plan.layer[l];
-            size_t count = (size_t)B * L->in_ch * L->in_h * L->in_h;
-            for (int t = 0; t < T; t++) {
-                bufs[t] = m->tw[t].acts[l - 1].dout;
-                grads[t] = m->tw[t].acts[l].din;
-            }
-            train_bench_prof_begin(p, 0, TRAIN_BENCH_XCHG_BWD + l);
-            rc = comm_reduce_scatter(m->comm, bufs, grads, count, streams, err, errlen);
-            train_bench_prof_end(p, 0, TRAIN_BENCH_XCHG_BWD + l);
-            if (rc) return -1;
-        }
-    }
-    for (int t = 0; t < T; t++) {
-        train_bench_prof_begin(p, t, TRAIN_BENCH_SGD);
-        tower_sgd(&m->tw[t], lr, m->momentum, m->weight_decay);
-        train_bench_prof_end(p, t, TRAIN_BENCH_SGD);
-    }
-    m->step++;
+    (void)err;
+    (void)errlen;
+    model_hooks hooks = {hook_begin, hook_end, p};
+    const model_hooks *saved = m->hooks;
+    m->hooks = &hooks;
+    *loss = model_train_step(m, lr);
+    m->hooks = saved;
     prof_collect(p);
-    *loss = l_out;
     return 0;
 }
 
@@ -400,15 +328,18 @@ typedef struct {
     double lr;
     const char *json;
     train_placement_args place_flags; /* become place once parsed */
+    train_net_args net;               /* --net and its switches */
 } bench_opts;
 
 static void bench_defaults(void *p)
 {
     bench_opts *o = p;
-    *o = (bench_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 128, .in_size = 224,
-                              .in_ch = 3, .width_div = 1},
+    /* towers, classes, in_ch 0: the net's (train_net_choose) */
+    *o = (bench_opts){.cfg = {.towers = 0, .classes = 0, .batch = 128, .in_size = 224,
+                              .in_ch = 0, .width_div = 1},
                       .warmup = 5, .steps = 20, .profile_steps = 3, .batches = 4, .seed = 1,
                       .lr = 0.01};
+    train_net_args_default(&o->net);
 }
 
 #define BENCH_STR_(x) #x
@@ -425,8 +356,11 @@ static const base_flag bench_flags[] = {
     {BASE_FLAG_INT("batches", bench_opts, batches, 1, 1024, "N",
                    "uint8 crop batches made once and cycled")},
     {BASE_FLAG_STR("json", bench_opts, json, "FILE", "also write every number as JSON")},
-    {BASE_FLAG_INT("towers", bench_opts, cfg.towers, 1, 2, "N", "2 or 1")},
-    {BASE_FLAG_INT("classes", bench_opts, cfg.classes, 2, 1 << 20, "N", "classes of fc8")},
+    {BASE_FLAG_GROUP(train_net_flags, bench_opts, net)},
+    {BASE_FLAG_INT("towers", bench_opts, cfg.towers, 1, 2, "N", "2 or 1 (--net half)"),
+     .deflt = "the net's"},
+    {BASE_FLAG_INT("classes", bench_opts, cfg.classes, 2, 1 << 20, "N", "classes of fc8"),
+     .deflt = "the net's"},
     {BASE_FLAG_INT("width-div", bench_opts, cfg.width_div, 1, 2048, "N",
                    "divide every layer's width by N")},
     {BASE_FLAG_U64("seed", bench_opts, seed, INT64_MAX, "N", "the net's init and the batches")},
@@ -437,8 +371,8 @@ static const base_flags_cmd bench_cmd = {
     .name = "bench",
     .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn]] [flags]",
     .about =
-        "Times full training steps (batch in, forward, backward, SGD) of the net built from\n"
-        "--seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
+        "Times full training steps (batch in, forward, backward, update) of the net\n"
+        "(--net and its switches; its optimizer is the update) built from --seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
         "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
         "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
         "augmented every step (on the GPU with --gpus). --size is at most " BENCH_STR(DATA_SIZE)
@@ -462,8 +396,14 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
         return 2;
     }
     tower_plan plan;
-    if (tower_plan_make(&plan, &o->cfg, err, sizeof err)) {
+    if (train_net_args_choose(&o->net, &o->cfg, err, sizeof err) ||
+        tower_plan_make(&plan, &o->cfg, err, sizeof err)) {
         fprintf(stderr, "twotower bench: %s\n", err);
+        return 2;
+    }
+    if (o->cfg.in_ch != 3) { /* the uint8 crops are RGB */
+        fprintf(stderr, "twotower bench: --net %s reads %d input channel(s); the bench's "
+                        "batches are RGB crops\n", o->cfg.net.name, o->cfg.in_ch);
         return 2;
     }
     return BASE_FLAGS_GO;
@@ -562,9 +502,9 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
             m->place.tf32 ? "GEMMs in TF32 (tensor cores), the rest fp32"
                           : "fp32 math (TF32 off)");
     fprintf(f, "convolutions: %s\n", r->conv_detail);
-    fprintf(f, "net: %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
+    fprintf(f, "net: %s, %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
-            T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
+            plan->cfg.net.name, T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
             plan->cfg.width_div, r->flops_per_image / 1e9);
     fprintf(f, "data: %d uint8 batches made once (seed %" PRIu64 "), each step %s\n",
             o->batches, o->seed, data_path_text(m));
@@ -600,9 +540,9 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     for (int t = 0; t < T; t++) fprintf(f, "   bwd t%d", t);
     fprintf(f, "  xchg fwd  xchg bwd  fwd GF/s  bwd GF/s\n");
     double sum = 0;
-    for (int l = 0; l < TOWER_LAYERS; l++) {
+    for (int l = 0; l < plan->n_layers; l++) {
         double fw = 0, bw = 0;
-        fprintf(f, "  %-6s", tower_alexnet2012[l].name);
+        fprintf(f, "  %-6s", tower_plan_row(plan, l)->name);
         for (int t = 0; t < T; t++) {
             fprintf(f, " %8.3f", per_step(p, t, TRAIN_BENCH_FWD + l));
             fw += per_step(p, t, TRAIN_BENCH_FWD + l);
@@ -612,7 +552,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
             bw += per_step(p, t, TRAIN_BENCH_BWD + l);
         }
         /* exchanges happen at the inputs of the layers that read both towers */
-        int x = tower_alexnet2012[l].reads_both && T == 2;
+        int x = tower_plan_row(plan, l)->reads == TOWER_READS_ALL && T == 2;
         double xf = x ? per_step(p, 0, TRAIN_BENCH_XCHG_FWD + l) : 0;
         double xb = x ? per_step(p, 0, TRAIN_BENCH_XCHG_BWD + l) : 0;
         if (x) fprintf(f, "  %8.3f  %8.3f", xf, xb);
@@ -630,7 +570,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
         }
         fputc('\n', f);
     }
-    double xl = per_step(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS);
+    double xl = per_step(p, 0, TRAIN_BENCH_XCHG_LOGITS);
     sum += xl;
     fprintf(f, "  %-10s    %8.3f\n", "logits xchg", xl);
     fprintf(f, "  sum of the parts %.3f ms; profiled step %.3f ms wall%s\n", sum,
@@ -654,9 +594,9 @@ static json_t *profile_json(const train_bench_prof *p, const tower_plan *plan, i
                             jnum_arr(v, p->gpu ? T : (r0 == TRAIN_BENCH_DATA ? 1 : T)));
     }
     json_object_set_new(j, "logits_xchg_ms",
-                        jnum(per_step(p, 0, TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS)));
+                        jnum(per_step(p, 0, TRAIN_BENCH_XCHG_LOGITS)));
     json_t *layers = json_array();
-    for (int l = 0; l < TOWER_LAYERS; l++) {
+    for (int l = 0; l < plan->n_layers; l++) {
         double fw[2], bw[2], fs = 0, bs = 0;
         for (int t = 0; t < T; t++) {
             fw[t] = per_step(p, t, TRAIN_BENCH_FWD + l);
@@ -664,9 +604,9 @@ static json_t *profile_json(const train_bench_prof *p, const tower_plan *plan, i
             fs += fw[t];
             bs += bw[t];
         }
-        int x = tower_alexnet2012[l].reads_both && T == 2;
+        int x = tower_plan_row(plan, l)->reads == TOWER_READS_ALL && T == 2;
         json_array_append_new(layers, json_pack(
-            "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "name", tower_alexnet2012[l].name,
+            "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "name", tower_plan_row(plan, l)->name,
             "fwd_ms", jnum_arr(fw, T), "bwd_ms", jnum_arr(bw, T), "fwd_ms_total", jnum(fs),
             "bwd_ms_total", jnum(bs),
             "xchg_fwd_ms", jnum(x ? per_step(p, 0, TRAIN_BENCH_XCHG_FWD + l) : NAN),
@@ -717,22 +657,23 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
     const tower_plan *plan = &m->plan;
     int T = m->towers;
     json_t *layers = json_array();
-    for (int l = 0; l < TOWER_LAYERS; l++) {
+    for (int l = 0; l < plan->n_layers; l++) {
         const tower_layer_shape *L = &plan->layer[l];
         json_array_append_new(layers, json_pack(
-            "{s:s, s:i, s:i, s:i, s:o, s:o}", "name", tower_alexnet2012[l].name, "out_ch",
+            "{s:s, s:i, s:i, s:i, s:o, s:o}", "name", tower_plan_row(plan, l)->name, "out_ch",
             L->out_ch, "out_h", L->out_h, "final_h", L->final_h, "params_per_tower",
             jnum((double)(L->w_count + L->b_count)), "macs_per_tower", jnum(L->macs)));
     }
     json_t *j = json_pack(
-        "{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:o}, s:o, s:s, s:o, "
+        "{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:o, s:s}, s:o, s:s, "
+        "s:o, "
         "s:i, s:s, s:b, s:s, s:o, s:s, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
         "s:o, s:b}",
         "tool", "twotower bench", "format", 1,
         "config", "towers", T, "classes", plan->cfg.classes, "batch", plan->cfg.batch, "size",
         plan->cfg.in_size, "width_div", plan->cfg.width_div, "warmup", o->warmup, "steps",
         o->steps, "profile_steps", o->profile_steps, "batches", o->batches, "seed",
-        (json_int_t)o->seed, "lr", jnum(o->lr),
+        (json_int_t)o->seed, "lr", jnum(o->lr), "net", plan->cfg.net.name,
         "placement", train_json_text(place), "backend", m->place.cpu ? "cpu" : "cuda",
         "device", train_json_text(r->device),
         "blas_threads", m->place.cpu ? openblas_get_num_threads() : 0,

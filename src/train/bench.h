@@ -18,19 +18,21 @@ extern "C" {
  * tower), the usual forward + two backward GEMMs count. 4.35e9 for the paper's net. */
 double train_bench_train_flops(const tower_plan *plan);
 
-/* Timed regions of a profiled step, per tower. The exchange regions are timed on tower
- * 0 only (an exchange involves both towers at once). */
+/* Timed regions of a profiled step, per tower: the model's (model.h: MODEL_REGION_*),
+ * plus the batch in. The exchange regions are timed on tower 0 only (an exchange
+ * involves both towers at once). */
 enum {
-    TRAIN_BENCH_DATA = 0,     /* the batch in (upload + augmentation) */
-    TRAIN_BENCH_ZERO = 1,     /* zeroing the gradients */
-    TRAIN_BENCH_LOSS_FWD = 2, /* softmax cross-entropy forward (with its host sync) */
-    TRAIN_BENCH_LOSS_BWD = 3,
-    TRAIN_BENCH_SGD = 4,
-    TRAIN_BENCH_FWD = 5,                                  /* + layer, 8 of them */
-    TRAIN_BENCH_BWD = TRAIN_BENCH_FWD + TOWER_LAYERS,     /* + layer */
-    TRAIN_BENCH_XCHG_FWD = TRAIN_BENCH_BWD + TOWER_LAYERS, /* + layer; + TOWER_LAYERS: logits */
-    TRAIN_BENCH_XCHG_BWD = TRAIN_BENCH_XCHG_FWD + TOWER_LAYERS + 1, /* + layer */
-    TRAIN_BENCH_REGIONS = TRAIN_BENCH_XCHG_BWD + TOWER_LAYERS
+    TRAIN_BENCH_DATA = 0,                       /* the batch in (upload + augmentation) */
+    TRAIN_BENCH_ZERO = MODEL_REGION_ZERO,       /* zeroing the gradients */
+    TRAIN_BENCH_LOSS_FWD = MODEL_REGION_LOSS_FWD,
+    TRAIN_BENCH_LOSS_BWD = MODEL_REGION_LOSS_BWD,
+    TRAIN_BENCH_SGD = MODEL_REGION_UPDATE,      /* the optimizer step (SGD or Adam) */
+    TRAIN_BENCH_XCHG_LOGITS = MODEL_REGION_XCHG_LOGITS,
+    TRAIN_BENCH_FWD = MODEL_REGION_FWD,         /* + layer */
+    TRAIN_BENCH_BWD = MODEL_REGION_BWD,         /* + layer */
+    TRAIN_BENCH_XCHG_FWD = MODEL_REGION_XCHG_FWD, /* + layer */
+    TRAIN_BENCH_XCHG_BWD = MODEL_REGION_XCHG_BWD, /* + layer */
+    TRAIN_BENCH_REGIONS = MODEL_REGIONS
 };
 
 /* Per-region times of profiled steps: wall clock around each call on the CPU, CUDA events
@@ -57,11 +59,11 @@ void train_bench_prof_free(train_bench_prof *p);
 void train_bench_prof_begin(train_bench_prof *p, int t, int r);
 void train_bench_prof_end(train_bench_prof *p, int t, int r);
 
-/* One training step exactly as model_train_step (zero_grad, forward with dropout,
- * backward, SGD, step += 1), driven layer by layer here so that every layer and every
- * exchange is timed; then waits for the towers and adds the step's times to p. Regions
- * begun and ended since the last step (the data) are collected with it.
- * Returns 0 with the loss in *loss, or -1 with err when an exchange failed. */
+/* One training step: model_train_step itself with p's timers as the model's hooks
+ * (every layer, exchange, loss and update timed); then waits for the towers and adds the
+ * step's times to p. Regions begun and ended since the last step (the data) are
+ * collected with it. Returns 0 with the loss in *loss (an exchange failure ends the
+ * process inside the model, as in training). */
 int train_bench_prof_step(train_bench_prof *p, model *m, real lr, double *loss, char *err,
                           size_t errlen);
 

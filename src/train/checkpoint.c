@@ -63,7 +63,8 @@ static const char *dtype_name(uint32_t dt)
  * (the unsigned seeds as their bits), doubles as their f64 bits; a record of doubles only
  * is typed f64, any other i64. A new field is one row (and its member in
  * train_ckpt_meta); as a row changes its record's length, it comes with a new
- * TRAIN_CKPT_VERSION, and the reader refuses the files of other versions. */
+ * TRAIN_CKPT_VERSION, and the reader refuses the files of other versions. Rows a version
+ * added carry it (.since): a file of an older version has none of them. */
 
 typedef enum { F_INT, F_I32, F_I64, F_U64, F_SIZE, F_F64 } field_type;
 
@@ -73,10 +74,14 @@ typedef struct {
     field_type type;
     size_t off;        /* offsetof(train_ckpt_meta, member) */
     int64_t lo, hi;    /* the accepted range of an integer field */
+    uint32_t since;    /* the first format version with this row (0: every one) */
 } ckpt_field;
 
 #define ROW(rec, name, type, member, ...) \
     {rec, name, type, offsetof(train_ckpt_meta, member), __VA_ARGS__}
+/* rows of version 3 files only: the net other than the two defaults */
+#define ROW3(rec, name, type, member, ...) \
+    {rec, name, type, offsetof(train_ckpt_meta, member), __VA_ARGS__, 3}
 #define ANY INT64_MIN, INT64_MAX
 #define NONNEG 0, INT64_MAX
 
@@ -127,6 +132,21 @@ static const ckpt_field FIELDS[] = {
     ROW("interval", "interval.images", F_F64, interval.images, ANY),
     ROW("data", "data.train_limit", F_I64, train_limit, NONNEG),
     ROW("data", "data.eval_every", F_I64, eval_every, NONNEG),
+    /* the net as preset + switches (tower_net_preset_id, tower_net_apply): a preset's
+     * rows are part of the format; the switches' own ranges are tower_net_apply's */
+    ROW3("net", "net.preset", F_INT, cfg.net.id, 1, TOWER_NET_PRESETS),
+    ROW3("net", "net.lrn", F_INT, cfg.net.switches.lrn, -1, 1),
+    ROW3("net", "net.pool_k", F_INT, cfg.net.switches.pool_k, 0, 64),
+    ROW3("net", "net.pool_s", F_INT, cfg.net.switches.pool_s, 0, 64),
+    ROW3("net", "net.act", F_INT, cfg.net.switches.act, -1, TOWER_ACT_TANH),
+    ROW3("net", "net.optim", F_INT, cfg.net.switches.optim, 0, TOWER_OPTIM_ADAM),
+    ROW3("net", "net.updates", F_I64, model_updates, 0, INT64_MAX), /* Adam's t */
+    ROW3("net.f", "net.dropout", F_F64, cfg.net.switches.dropout, ANY),
+    ROW3("net.f", "net.momentum", F_F64, cfg.net.switches.momentum, ANY),
+    ROW3("net.f", "net.weight_decay", F_F64, cfg.net.switches.weight_decay, ANY),
+    ROW3("net.f", "net.beta1", F_F64, cfg.net.switches.beta1, ANY),
+    ROW3("net.f", "net.beta2", F_F64, cfg.net.switches.beta2, ANY),
+    ROW3("net.f", "net.eps", F_F64, cfg.net.switches.eps, ANY),
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
@@ -141,18 +161,35 @@ typedef struct {
 } ckpt_record;
 
 #define MAX_META_RECORDS N_FIELDS /* at most one record per field */
-/* weight, bias and the momentum buffer of each, for every layer of every tower */
-#define MAX_TENSORS (2 * TOWER_LAYERS * 4)
-/* A good file has at most MAX_META_RECORDS + MAX_TENSORS records; the bound on the
- * header's count only has to keep a corrupt one from sizing anything large, and leaves
- * room for a foreign or duplicate record to be reported by name. */
-#define MAX_RECORDS 128
+/* weight and bias, each with its momentum (and Adam's second moment), for every layer of
+ * every tower */
+#define MAX_TENSORS (2 * TOWER_MAX_LAYERS * 2 * 3)
+/* A good file has at most MAX_META_RECORDS + MAX_TENSORS records (107 for the paper's
+ * net with Adam); the bound on the header's count only has to keep a corrupt one from
+ * sizing anything large, and leaves room for a foreign or duplicate record to be reported
+ * by name. */
+#define MAX_RECORDS 256
 
-/* The records of the run state, in FIELDS' order (the order the writer puts them in). */
-static int meta_records(ckpt_record *out)
+/* Version 2 holds only the nets it had: the default of each tower count (the paper's two
+ * towers, `half` for one) with the paper's SGD. Those are still written as version 2,
+ * byte for byte as before; any other net or optimizer makes a version 3 file, which adds
+ * the net records (and Adam's second moments). */
+static uint32_t ckpt_version_of(const tower_config *cfg)
+{
+    const tower_net *n = &cfg->net;
+    int def = cfg->towers == 1 ? TOWER_NET_HALF : TOWER_NET_ALEXNET2012;
+    if (n->n_layers == 0) return 2;
+    return n->id == def && !tower_net_switched(&n->switches) ? 2 : 3;
+}
+
+/* The records of the run state in a file of this version, in FIELDS' order (the order
+ * the writer puts them in). */
+static int meta_records(ckpt_record *out, uint32_t version)
 {
     int n = 0;
     for (int i = 0; i < (int)N_FIELDS; i++) {
+        if (FIELDS[i].since > version)
+            continue;
         if (n == 0 || strcmp(out[n - 1].name, FIELDS[i].record) != 0)
             out[n++] = (ckpt_record){FIELDS[i].record, DT_F64, i, 0};
         out[n - 1].count++;
@@ -253,7 +290,8 @@ static int meta_check(const train_ckpt_meta *m, tower_plan *plan, const char *wh
 
 typedef struct {
     train_tensor t;   /* name, shape, place in the arena: train_tower_tensors (export's) */
-    int tower, which; /* which: 0 params, 2 momentum (model_get_tensor's) */
+    int tower, which; /* which: 0 params, 2 momentum, 3 Adam's second moment
+                         (model_get_tensor's) */
 } tensor_desc;
 
 /* "[128,48,5,5]" */
@@ -268,7 +306,8 @@ static void fmt_shape(char *s, size_t n, uint32_t ndim, const int64_t *shape)
 }
 
 /* The tensors of a plan in file order: for each tower every layer's weight and bias, then
- * the same again as momentum (".momentum" after the name), named and shaped as export
+ * the same again as momentum (".momentum" after the name) and, for Adam, as the second
+ * moment (".moment2"), named and shaped as export
  * names them. The reader copies each record into its place and nothing else, so the
  * tensors must tile the arena exactly ([w conv1][b conv1]...[w fc8][b fc8]); a plan where
  * they do not is refused here rather than written or loaded with holes. Returns the
@@ -277,15 +316,16 @@ static int tensor_table(const tower_plan *plan, tensor_desc *td, char *err, size
 {
     int n = 0;
     for (int t = 0; t < plan->cfg.towers; t++) {
-        for (int k = 0; k < 2; k++) {
-            train_tensor tt[2 * TOWER_LAYERS];
-            train_tower_tensors(tt, plan, t, "", k ? ".momentum" : "");
+        static const char *const suffix[3] = {"", ".momentum", ".moment2"};
+        for (int k = 0; k < (plan->adam ? 3 : 2); k++) {
+            train_tensor tt[2 * TOWER_MAX_LAYERS];
+            int ntt = train_tower_tensors(tt, plan, t, "", suffix[k]);
             size_t next = 0;
-            for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
+            for (int i = 0; i < ntt; i++) {
                 tensor_desc *d = &td[n++];
                 d->t = tt[i];
                 d->tower = t;
-                d->which = k ? 2 : 0;
+                d->which = k ? k + 1 : 0;
                 int64_t prod = 1;
                 for (int j = 0; j < tt[i].ndim; j++)
                     prod *= tt[i].shape[j];
@@ -463,8 +503,9 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     /* the state as it will be stored, checked as the reader will check it */
     train_ckpt_meta mm = *meta;
     mm.n_params = n_params;
+    uint32_t version = ckpt_version_of(&mm.cfg);
     ckpt_record mr[MAX_META_RECORDS];
-    int nm = meta_records(mr);
+    int nm = meta_records(mr, version);
     for (int k = 0; k < nm; k++)
         for (int j = 0; j < mr[k].count; j++) {
             const ckpt_field *f = &FIELDS[mr[k].first + j];
@@ -540,7 +581,7 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     }
     unsigned char head[HEADER_BYTES];
     memcpy(head, CKPT_MAGIC, 8);
-    base_put_le32(head + 8, TRAIN_CKPT_VERSION);
+    base_put_le32(head + 8, version);
     base_put_le32(head + 12, (uint32_t)nr);
     base_put_le64(head + 16, total);
     base_put_le32(head + 24, crc_of(head, 24));
@@ -574,20 +615,35 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
 }
 
 typedef struct {
-    const real *const *params, *const *momentum;
+    const real *const *params, *const *momentum, *const *moment2;
 } buffer_ctx;
 
 static const real *buffer_source(void *ctx, int t, int which, real *scratch)
 {
     const buffer_ctx *b = ctx;
-    return which == 0 ? b->params[t] : b->momentum[t];
+    (void)scratch;
+    return which == 0 ? b->params[t] : which == 2 ? b->momentum[t] : b->moment2[t];
 }
 
 int train_ckpt_save_buffers(const char *dir, const train_ckpt_meta *meta, size_t n_params,
                             const real *const *params, const real *const *momentum,
                             int keep_last, char *err, size_t errlen)
 {
-    buffer_ctx b = {params, momentum};
+    return train_ckpt_save_buffers3(dir, meta, n_params, params, momentum, NULL, keep_last,
+                                    err, errlen);
+}
+
+int train_ckpt_save_buffers3(const char *dir, const train_ckpt_meta *meta, size_t n_params,
+                             const real *const *params, const real *const *momentum,
+                             const real *const *moment2, int keep_last, char *err,
+                             size_t errlen)
+{
+    if (meta->cfg.net.n_layers && meta->cfg.net.optim.kind == TOWER_OPTIM_ADAM && !moment2) {
+        base_errf(err, errlen, "checkpoint: the net trains with Adam: its second moments "
+                  "are needed");
+        return -1;
+    }
+    buffer_ctx b = {params, momentum, moment2};
     return ckpt_write(dir, meta, n_params, buffer_source, &b, keep_last, err, errlen);
 }
 
@@ -604,6 +660,7 @@ int train_ckpt_save(const char *dir, const train_ckpt_meta *meta, const model *m
     mm.cfg = m->plan.cfg;
     mm.model_seed = m->seed;
     mm.model_step = m->step;
+    mm.model_updates = m->updates;
     mm.n_params = m->plan.n_params;
     return ckpt_write(dir, &mm, m->plan.n_params, model_source, (void *)m, keep_last, err,
                       errlen);
@@ -619,8 +676,8 @@ typedef struct {
     const unsigned char *data;
 } in_record;
 
-static int read_whole(const char *path, unsigned char **buf, size_t *len, char *err,
-                      size_t errlen)
+static int read_whole(const char *path, unsigned char **buf, size_t *len, uint32_t *vers,
+                      char *err, size_t errlen)
 {
     *buf = NULL;
     int fd = base_open_input(path, "checkpoint", err, errlen);
@@ -657,12 +714,13 @@ static int read_whole(const char *path, unsigned char **buf, size_t *len, char *
         return -1;
     }
     uint32_t version = base_get_le32(head + 8);
-    if (version != TRAIN_CKPT_VERSION) {
+    if (version != 2 && version != TRAIN_CKPT_VERSION) {
         base_errf(err, errlen, "checkpoint %s: header.version %u is not supported (this build "
-             "reads version %d)", path, version, TRAIN_CKPT_VERSION);
+             "reads version 2) nor 3 (the other nets)", path, version);
         close(fd);
         return -1;
     }
+    *vers = version;
     uint64_t fb = base_get_le64(head + 16);
     if (fb > MAX_FILE_BYTES || fb < HEADER_BYTES) {
         base_errf(err, errlen, "checkpoint %s: header.file_bytes %llu out of range", path,
@@ -816,6 +874,7 @@ typedef struct {
     const in_record *v;
     int n;
     unsigned char used[MAX_RECORDS];
+    uint32_t version;  /* the file's format version */
 } rec_set;
 
 /* The record must exist with this dtype and shape. A tensor's shape comes from the
@@ -850,8 +909,8 @@ static const in_record *want(rec_set *s, const char *name, uint32_t dtype, uint3
             base_errf(err, errlen, "checkpoint %s: %s has shape %s, the config gives %s",
                        s->path, name, got, exp);
         else
-            base_errf(err, errlen, "checkpoint %s: record '%s' has shape %s, format version %d "
-                       "gives %s", s->path, name, got, TRAIN_CKPT_VERSION, exp);
+            base_errf(err, errlen, "checkpoint %s: record '%s' has shape %s, format version %u "
+                       "gives %s", s->path, name, got, s->version, exp);
         return NULL;
     }
     return r;
@@ -880,6 +939,22 @@ static int check_cfg_match(const char *path, const tower_config *file_cfg,
             return -1;
         }
     }
+    /* the net: the same preset with the same switches (a zeroed net is the default) */
+    const tower_net *na = tower_config_net(file_cfg), *nb = tower_config_net(want_cfg);
+    const tower_net_switches *sa = &na->switches, *sb = &nb->switches;
+    if (na->id != nb->id || sa->lrn != sb->lrn || sa->pool_k != sb->pool_k ||
+        sa->pool_s != sb->pool_s || sa->act != sb->act || sa->optim != sb->optim ||
+        sa->dropout != sb->dropout || sa->momentum != sb->momentum ||
+        sa->weight_decay != sb->weight_decay || sa->beta1 != sb->beta1 ||
+        sa->beta2 != sb->beta2 || sa->eps != sb->eps) {
+        char da[200], db[200];
+        tower_net_switches_describe(sa, da, sizeof da);
+        tower_net_switches_describe(sb, db, sizeof db);
+        base_errf(err, errlen, "checkpoint %s: config.net is %s (switches: %s) in the "
+                  "checkpoint but %s (switches: %s) in this run (refused: resume with the "
+                  "same net)", path, na->name, da, nb->name, db);
+        return -1;
+    }
     return 0;
 }
 
@@ -904,8 +979,9 @@ static void parsed_free(parsed_ckpt *p)
 static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen)
 {
     size_t len;
+    uint32_t version = 0;
     p->recs = NULL;
-    if (read_whole(path, &p->buf, &len, err, errlen) != 0)
+    if (read_whole(path, &p->buf, &len, &version, err, errlen) != 0)
         return -1;
     const unsigned char *b = p->buf;
     uint32_t nr = base_get_le32(b + 12);
@@ -937,7 +1013,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
                   "n_records %u)", path, len - off, nr);
         return -1;
     }
-    rec_set rs = {path, v, (int)nr, {0}};
+    rec_set rs = {path, v, (int)nr, {0}, version};
 
     /* the run state: every record of the table, every field in its range */
     char who[4096 + 16];
@@ -945,7 +1021,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     train_ckpt_meta mt;
     memset(&mt, 0, sizeof mt);
     ckpt_record mr[MAX_META_RECORDS];
-    int nm = meta_records(mr);
+    int nm = meta_records(mr, version);
     for (int k = 0; k < nm; k++) {
         const in_record *r = want_vec(&rs, mr[k].name, mr[k].dtype, mr[k].count, err, errlen);
         if (!r)
@@ -961,6 +1037,19 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
                 return -1;
             field_set(&mt, f, (int64_t)bits);
         }
+    }
+    if (version == 3) {
+        /* the net: its preset, then its switches, exactly as the run built it */
+        tower_net_switches sw = mt.cfg.net.switches;
+        const tower_net *pre = tower_net_preset_id(mt.cfg.net.id);
+        char why[256];
+        mt.cfg.net = *pre;
+        if (tower_net_apply(&mt.cfg.net, &sw, why, sizeof why) != 0) {
+            base_errf(err, errlen, "%s: net %s: %s", who, pre->name, why);
+            return -1;
+        }
+    } else {
+        mt.model_updates = mt.model_step; /* version 2: SGD, whose update needs no count */
     }
     tower_plan plan;
     if (meta_check(&mt, &plan, who, err, errlen) != 0)
@@ -981,8 +1070,8 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
     }
     for (uint32_t i = 0; i < nr; i++) {
         if (!rs.used[i]) {
-            base_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %d "
-                      "checkpoint with %d tower(s)", path, v[i].name, TRAIN_CKPT_VERSION,
+            base_errf(err, errlen, "checkpoint %s: record '%s' is not part of a version %u "
+                      "checkpoint with %d tower(s)", path, v[i].name, version,
                       mt.cfg.towers);
             return -1;
         }
@@ -1006,6 +1095,15 @@ int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
                             real *const *params, real *const *momentum, char *err,
                             size_t errlen)
 {
+    return train_ckpt_load_buffers3(path, meta, expect_cfg, expect_n_params, params, momentum,
+                                    NULL, err, errlen);
+}
+
+int train_ckpt_load_buffers3(const char *path, train_ckpt_meta *meta,
+                             const tower_config *expect_cfg, size_t expect_n_params,
+                             real *const *params, real *const *momentum,
+                             real *const *moment2, char *err, size_t errlen)
+{
     parsed_ckpt p;
     int rc = ckpt_parse(path, &p, err, errlen);
     if (rc == 0 && expect_cfg)
@@ -1021,6 +1119,8 @@ int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
                 copy_tensors(params[t], &p, t, 0);
             if (momentum)
                 copy_tensors(momentum[t], &p, t, 2);
+            if (moment2 && tower_config_net(&p.meta.cfg)->optim.kind == TOWER_OPTIM_ADAM)
+                copy_tensors(moment2[t], &p, t, 3);
         }
         *meta = p.meta;
     }
@@ -1049,7 +1149,7 @@ int train_ckpt_load(const char *path, train_ckpt_meta *meta, model *m, char *err
             rc = -1;
         }
         for (int t = 0; rc == 0 && t < p.meta.cfg.towers; t++) {
-            for (int which = 0; which <= 2; which += 2) {
+            for (int which = 0; which <= (m->plan.adam ? 3 : 2); which += which ? 1 : 2) {
                 copy_tensors(tmp, &p, t, which);
                 model_set_tensor(m, t, which, tmp);
             }
@@ -1057,6 +1157,7 @@ int train_ckpt_load(const char *path, train_ckpt_meta *meta, model *m, char *err
         if (rc == 0) {
             m->seed = p.meta.model_seed;
             m->step = p.meta.model_step;
+            m->updates = p.meta.model_updates;
         }
     }
     if (rc == 0)
@@ -1181,41 +1282,49 @@ static int check_one(const char *arg)
     /* well-formed is not enough to resume from: the weights and momentum must be finite
      * (the trainer never saves after a non-finite step, but a file can come from
      * elsewhere) */
-    real *buf[4] = {NULL, NULL, NULL, NULL};
-    int T = m.cfg.towers, ok = 1;
-    for (int i = 0; i < 2 * T; i++) ok &= (buf[i] = malloc(m.n_params * sizeof(real))) != NULL;
-    if (!ok || train_ckpt_load_buffers(path, &m, NULL, 0, buf, buf + T, err, sizeof err) != 0) {
+    real *buf[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    int T = m.cfg.towers, ok = 1, arenas = plan.adam ? 3 : 2;
+    for (int i = 0; i < arenas * T; i++)
+        ok &= (buf[i] = malloc(m.n_params * sizeof(real))) != NULL;
+    if (!ok || train_ckpt_load_buffers3(path, &m, NULL, 0, buf, buf + T,
+                                        plan.adam ? buf + 2 * T : NULL, err, sizeof err) != 0) {
         fprintf(stderr, "ckpt-check: BAD: %s: %s\n", path, ok ? err : "out of memory");
-        for (int i = 0; i < 4; i++) free(buf[i]);
+        for (int i = 0; i < 6; i++) free(buf[i]);
         return 1;
     }
     int nonfinite_at = -1;
-    for (int i = 0; i < 2 * T && nonfinite_at < 0; i++)
+    for (int i = 0; i < arenas * T && nonfinite_at < 0; i++)
         for (size_t j = 0; j < m.n_params; j++)
             if (!isfinite(buf[i][j])) {
                 nonfinite_at = i;
                 break;
             }
-    for (int i = 0; i < 4; i++) free(buf[i]);
+    for (int i = 0; i < 6; i++) free(buf[i]);
     if (nonfinite_at >= 0) {
         fprintf(stderr, "ckpt-check: BAD: %s: tower %d's %s hold non-finite values\n", path,
-                nonfinite_at % T, nonfinite_at < T ? "parameters" : "momentum buffers");
+                nonfinite_at % T, nonfinite_at < T ? "parameters"
+                                  : nonfinite_at < 2 * T ? "momentum buffers"
+                                                         : "second moments");
         return 1;
     }
-    printf("%s: OK: step %lld, epoch %lld; config towers=%d classes=%d batch=%d in=%dx%dx%d "
-           "width_div=%d; %d tensors (%zu params per tower, each tensor with its momentum, "
-           "checksums good); cursor seed=%llu epoch=%lld pos=%lld; train_limit %lld, "
-           "eval_every %lld; lr %g after %d drop(s), best val error %.4f; %lld non-finite "
-           "steps skipped\n",
-           path, (long long)m.step, (long long)m.epoch, m.cfg.towers, m.cfg.classes,
+    char swd[200];
+    tower_net_switches_describe(&tower_config_net(&m.cfg)->switches, swd, sizeof swd);
+    printf("%s: OK: step %lld, epoch %lld; net %s (switches: %s; %s); config towers=%d "
+           "classes=%d batch=%d in=%dx%dx%d width_div=%d; %d tensors (%zu params per tower, "
+           "each tensor with its momentum%s, checksums good); cursor seed=%llu epoch=%lld "
+           "pos=%lld; train_limit %lld, eval_every %lld; lr %g after %d drop(s), best val "
+           "error %.4f; %lld non-finite steps skipped\n",
+           path, (long long)m.step, (long long)m.epoch, tower_config_net(&m.cfg)->name, swd,
+           plan.adam ? "adam" : "sgd", m.cfg.towers, m.cfg.classes,
            m.cfg.batch, m.cfg.in_ch, m.cfg.in_size, m.cfg.in_size, m.cfg.width_div, nt,
-           m.n_params, (unsigned long long)m.cursor.seed, (long long)m.cursor.epoch,
+           m.n_params, plan.adam ? " and second moment" : "", (unsigned long long)m.cursor.seed,
+           (long long)m.cursor.epoch,
            (long long)m.cursor.pos, (long long)m.train_limit, (long long)m.eval_every,
            m.sched.lr, (int)m.sched.drops, m.sched.best_eval >= 0 ? m.sched.best : NAN,
            (long long)m.nonfinite.skipped);
     /* The shapes once: tower0's parameters (every tower and momentum have the same). */
     printf("  per tower:");
-    for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
+    for (int i = 0; i < 2 * plan.n_layers; i++) {
         char sh[96];
         fmt_shape(sh, sizeof sh, (uint32_t)td[i].t.ndim, td[i].t.shape);
         printf(" %s %s", td[i].t.name + strlen("tower0."), sh);

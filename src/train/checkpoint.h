@@ -26,8 +26,8 @@
  * seed + step + cursor stored here ARE the complete RNG state; there is no generator
  * state to save.
  *
- * File format (all integers little-endian; version 2):
- *   header (28 bytes): magic "TTCKPT\r\n" (8) | u32 version | u32 n_records (1..128) |
+ * File format (all integers little-endian; version 2, or 3 for the other nets):
+ *   header (28 bytes): magic "TTCKPT\r\n" (8) | u32 version | u32 n_records (1..256) |
  *                      u64 file_bytes (the whole file) | u32 crc32 of the 24 bytes before
  *   n_records records, each:
  *     u32 name_len (1..63) | name | u32 dtype (1 f32, 2 f64, 3 i64) | u32 ndim (0..4) |
@@ -43,11 +43,19 @@
  *     stats  f64[8] (train_ckpt_stats in order)
  *     interval f64[5] (train_ckpt_interval in order)
  *     data   i64[2] train_limit eval_every
- *     then for each tower T < towers, each layer L of tower_alexnet2012 (conv1 .. fc8),
+ *     version 3 only (any net but the default of its tower count, `alexnet2012` or `half`
+ *     with the paper's SGD, which keep writing version 2 byte for byte):
+ *     net    i64[7] preset id (TOWER_NET_*) and its switches lrn pool_k pool_s act optim,
+ *            then the optimizer updates done (Adam's bias correction)
+ *     net.f  f64[6] switches dropout momentum weight_decay beta1 beta2 eps (the net is
+ *            rebuilt as tower_net_preset_id + tower_net_apply: the presets' rows are part
+ *            of this format)
+ *     then for each tower T < towers, each layer L of the net (conv1 .. fc8),
  *     f32 (f64 in a TOWER_F64 build), every tower's parameters first, then its momentum:
  *       towerT.L.weight  [out_ch, sources*in_ch, k, k] (conv) or [out_ch, sources*in_ch] (fc)
  *       towerT.L.bias    [out_ch]
  *       towerT.L.weight.momentum, towerT.L.bias.momentum: the same shapes
+ *       (Adam, version 3: then towerT.L.weight.moment2, towerT.L.bias.moment2, the same)
  *     (out_ch, sources, in_ch: tower_layer_shape of the stored config's tower_plan; k:
  *     the layer's kernel; fc in_ch is the flattened C*H*W.) 2 towers: 9 + 64 records.
  *   The small records are one table in checkpoint.c (FIELDS: a row per field, its record,
@@ -70,7 +78,7 @@
 extern "C" {
 #endif
 
-#define TRAIN_CKPT_VERSION 2
+#define TRAIN_CKPT_VERSION 3 /* written for nets other than the two defaults; 2 still read */
 #define TRAIN_CKPT_SUBDIR "ckpt"   /* a run folder's checkpoint folder: RUN/ckpt */
 #define TRAIN_CKPT_DEFAULT_KEEP 3
 
@@ -111,6 +119,8 @@ typedef struct {
     int64_t epoch;              /* the current epoch (0-based) */
     uint64_t model_seed;        /* m->seed and m->step (filled by save, restored by load) */
     int64_t model_step;
+    int64_t model_updates;      /* m->updates (Adam's bias correction; version 2 files: the
+                                   step) */
     size_t n_params;            /* per tower (filled by save and load) */
     train_cursor cursor;
     train_sched sched;
@@ -138,6 +148,11 @@ int train_ckpt_save(const char *dir, const train_ckpt_meta *meta, const model *m
 int train_ckpt_save_buffers(const char *dir, const train_ckpt_meta *meta, size_t n_params,
                             const real *const *params, const real *const *momentum,
                             int keep_last, char *err, size_t errlen);
+/* The same with Adam's second moments (moment2[t]; NULL for an SGD net). */
+int train_ckpt_save_buffers3(const char *dir, const train_ckpt_meta *meta, size_t n_params,
+                             const real *const *params, const real *const *momentum,
+                             const real *const *moment2, int keep_last, char *err,
+                             size_t errlen);
 
 /* Reads and validates the WHOLE file (header, every record's bounds, names, shapes
  * against the stored config, checksums, state ranges) into temporary buffers; only when
@@ -153,6 +168,12 @@ int train_ckpt_load_buffers(const char *path, train_ckpt_meta *meta,
                             const tower_config *expect_cfg, size_t expect_n_params,
                             real *const *params, real *const *momentum, char *err,
                             size_t errlen);
+/* The same with Adam's second moments into moment2[t] (when not NULL and the net is an
+ * Adam one). */
+int train_ckpt_load_buffers3(const char *path, train_ckpt_meta *meta,
+                             const tower_config *expect_cfg, size_t expect_n_params,
+                             real *const *params, real *const *momentum,
+                             real *const *moment2, char *err, size_t errlen);
 
 /* The checkpoints of DIR (ckpt-*.ttc; .tmp files are ignored), newest step first, each
  * validated with train_ckpt_load(..., NULL) until a good one is found. path always gets

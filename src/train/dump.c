@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "train/device.h"
 #include "train/export.h"
+#include "train/nets.h"
 #include "train/safetensors.h"
 
 void train_dump_batch(float *x, int32_t *labels, const tower_config *cfg, uint64_t seed)
@@ -40,22 +41,37 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
                      char *err, size_t errlen)
 {
     const tower_config *c = &m->plan.cfg;
-    int T = m->towers, B = c->batch, Vt = m->plan.vt, V = T * Vt;
+    int T = m->towers, B = c->batch, Vt = m->plan.vt, V = T * Vt, nl = m->plan.n_layers;
     size_t np = m->plan.n_params;
 
     model_set_batch(m, x, labels);
+    /* the evaluation forward first (no dropout masks drawn, nothing kept), then the
+     * training step the rest of the file describes */
+    size_t logit_n = (size_t)B * V;
+    real *eval = malloc(sizeof(real) * 2 * logit_n);
+    if (!eval) {
+        snprintf(err, errlen, "%s: out of memory for the logits", path);
+        return -1;
+    }
+    model_forward(m, 0);
+    if (copy_logits(m, eval + logit_n, logit_n)) {
+        snprintf(err, errlen, "%s: cannot copy the logits from the device", path);
+        free(eval);
+        return -1;
+    }
     double loss = model_forward(m, 1);
     model_backward(m);
 
     /* every host buffer in one allocation: params, grads per tower, logits (twice:
      * gathered and class order), masks */
-    size_t mask_n[TOWER_LAYERS] = {0}, masks_total = 0;
-    for (int l = 0; l < TOWER_LAYERS; l++)
-        if (tower_alexnet2012[l].dropout) {
-            mask_n[l] = (size_t)B * m->plan.layer[l].out_ch;
+    size_t mask_n[TOWER_MAX_LAYERS] = {0}, masks_total = 0;
+    for (int l = 0; l < nl; l++) {
+        const tower_layer_shape *L = &m->plan.layer[l];
+        if (L->drop_p > 0) {
+            mask_n[l] = (size_t)B * L->final_ch * L->final_h * L->final_h;
             masks_total += (size_t)T * mask_n[l];
         }
-    size_t logit_n = (size_t)B * V;
+    }
     size_t total = 2 * (size_t)T * np + 2 * logit_n;
     real *buf = malloc(sizeof(real) * total);
     float *masks = malloc(sizeof(float) * (masks_total ? masks_total : 1));
@@ -63,6 +79,7 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
         snprintf(err, errlen, "%s: out of memory for %zu values", path, total + masks_total);
         free(buf);
         free(masks);
+        free(eval);
         return -1;
     }
     real *params = buf, *grads = buf + (size_t)T * np;
@@ -75,50 +92,64 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
         snprintf(err, errlen, "%s: cannot copy the logits from the device", path);
         free(buf);
         free(masks);
+        free(eval);
         return -1;
     }
-    for (int b = 0; b < B; b++) /* (T, B, Vt) -> (B, V), class c = slot * Vt + j */
-        for (int cl = 0; cl < V; cl++)
-            logits[(size_t)b * V + cl] =
-                gathered[(size_t)(cl / Vt) * B * Vt + (size_t)b * Vt + cl % Vt];
+    /* (T, B, Vt) -> (B, V), class c = slot * Vt + j; the evaluation logits likewise */
+    for (int k = 0; k < 2; k++) {
+        const real *from = k ? eval + logit_n : gathered;
+        real *to = k ? eval : logits;
+        for (int b = 0; b < B; b++)
+            for (int cl = 0; cl < V; cl++)
+                to[(size_t)b * V + cl] = from[(size_t)(cl / Vt) * B * Vt + (size_t)b * Vt + cl % Vt];
+    }
 
-    enum { MAX_T = 2 * (4 * TOWER_LAYERS + TOWER_LAYERS) + 4 };
+    enum { MAX_T = 2 * (4 * TOWER_MAX_LAYERS + TOWER_MAX_LAYERS) + 5 };
     st_tensor tens[MAX_T];
-    char names[2 * 2 * 2 * TOWER_LAYERS + 2 * TOWER_LAYERS][TRAIN_EXPORT_NAME_MAX];
+    char names[2 * 2 * 2 * TOWER_MAX_LAYERS + 2 * TOWER_MAX_LAYERS][TRAIN_EXPORT_NAME_MAX];
     int nt = 0, nn = 0;
     for (int t = 0; t < T; t++) {
-        train_export_views(tens + nt, names + nn, &m->plan, t, params + (size_t)t * np, "");
-        nt += 2 * TOWER_LAYERS;
-        nn += 2 * TOWER_LAYERS;
+        int k = train_export_views(tens + nt, names + nn, &m->plan, t, params + (size_t)t * np, "");
+        nt += k;
+        nn += k;
     }
     double loss_v[1] = {loss};
     tens[nt++] = (st_tensor){"x", "F32", 4, {B, c->in_ch, c->in_size, c->in_size}, x};
     tens[nt++] = (st_tensor){"labels", "I32", 1, {B}, labels};
     tens[nt++] = (st_tensor){"logits", TRAIN_REAL_DTYPE, 2, {B, V}, logits};
+    tens[nt++] = (st_tensor){"logits.eval", TRAIN_REAL_DTYPE, 2, {B, V}, eval};
     tens[nt++] = (st_tensor){"loss", "F64", 1, {1}, loss_v};
     for (int t = 0; t < T; t++) {
-        train_export_views(tens + nt, names + nn, &m->plan, t, grads + (size_t)t * np, "grad.");
-        nt += 2 * TOWER_LAYERS;
-        nn += 2 * TOWER_LAYERS;
+        int k = train_export_views(tens + nt, names + nn, &m->plan, t, grads + (size_t)t * np,
+                                   "grad.");
+        nt += k;
+        nn += k;
     }
-    /* the masks tower_dropout_forward applied: keep unit i when
-     * base_rng_uniform(tower_layer_key(dropout_key, l), i) >= p, i = b * out_ch + j */
+    /* the masks the dropout stages applied: keep unit i when
+     * base_rng_uniform(tower_layer_key(dropout_key, l), i) >= p, i in the (B, C[, H, W])
+     * order of layer l's final output (the stage after layer l's last one; a row's
+     * dropout on its input is the stage after the row before) */
     float *mk = masks;
     for (int t = 0; t < T; t++)
-        for (int l = 0; l < TOWER_LAYERS; l++) {
+        for (int l = 0; l < nl; l++) {
+            const tower_layer_shape *L = &m->plan.layer[l];
             if (!mask_n[l])
                 continue;
             uint64_t key = tower_layer_key(m->tw[t].dropout_key, l);
-            float p = (float)TOWER_DROPOUT_P;
+            float p = (float)L->drop_p;
             for (size_t i = 0; i < mask_n[l]; i++)
                 mk[i] = base_rng_uniform(key, i) >= p ? 1.0f : 0.0f;
             snprintf(names[nn], TRAIN_EXPORT_NAME_MAX, "mask.tower%d.%s", t,
-                     tower_alexnet2012[l].name);
-            tens[nt++] = (st_tensor){names[nn++], "F32", 2, {B, m->plan.layer[l].out_ch}, mk};
+                     tower_plan_row(&m->plan, l)->name);
+            if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV)
+                tens[nt++] = (st_tensor){names[nn++], "F32", 4,
+                                         {B, L->final_ch, L->final_h, L->final_h}, mk};
+            else
+                tens[nt++] = (st_tensor){names[nn++], "F32", 2, {B, L->final_ch}, mk};
             mk += mask_n[l];
         }
 
-    char v[8][32];
+    char v[9][32], nv[5][32];
     snprintf(v[0], sizeof v[0], "%" PRIu64, m->seed);
     snprintf(v[1], sizeof v[1], "%" PRId64, m->step);
     snprintf(v[2], sizeof v[2], "%d", T);
@@ -127,12 +158,17 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
     snprintf(v[5], sizeof v[5], "%d", B);
     snprintf(v[6], sizeof v[6], "%d", c->width_div > 0 ? c->width_div : 1);
     snprintf(v[7], sizeof v[7], "%s", m->place.cpu ? "cpu" : "cuda");
-    const char *meta[] = {"format", "twotower-dump", "seed", v[0], "step", v[1],
-                          "towers", v[2], "classes", v[3], "size", v[4], "batch", v[5],
-                          "width_div", v[6], "backend", v[7], NULL};
+    snprintf(v[8], sizeof v[8], "%d", c->in_ch);
+    const char *meta[20 + TRAIN_EXPORT_NET_META + 1] = {
+        "format", "twotower-dump", "seed", v[0], "step", v[1], "towers", v[2],
+        "classes", v[3], "size", v[4], "batch", v[5], "width_div", v[6], "backend", v[7],
+        "in_ch", v[8]};
+    int nm = 20 + train_export_net_meta(meta + 20, nv, &c->net);
+    meta[nm] = NULL;
     int rc = st_write(path, tens, nt, meta, err, errlen);
     free(buf);
     free(masks);
+    free(eval);
     return rc;
 }
 
@@ -141,23 +177,30 @@ typedef struct {
     uint64_t seed;
     const char *out;
     train_placement_args place;
+    train_net_args net;
 } dump_opts;
 
 static void dump_defaults(void *p)
 {
     dump_opts *o = p;
-    *o = (dump_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 2, .in_size = 224,
-                             .in_ch = 3, .width_div = 1},
+    /* 0: the net's (train_net_choose) */
+    *o = (dump_opts){.cfg = {.towers = 0, .classes = 0, .batch = 2, .in_size = 0,
+                             .in_ch = 0, .width_div = 1},
                      .seed = 1};
+    train_net_args_default(&o->net);
 }
 
 static const base_flag dump_flags[] = {
     {BASE_FLAG_STR("out", dump_opts, out, "FILE", "the safetensors file to write (required)")},
     {BASE_FLAG_INT("batch", dump_opts, cfg.batch, 1, 4096, "N", "images in the batch")},
     {BASE_FLAG_U64("seed", dump_opts, seed, UINT64_MAX, "S", "the net's init and the batch")},
-    {BASE_FLAG_INT("size", dump_opts, cfg.in_size, 1, 4096, "N", "input side")},
-    {BASE_FLAG_INT("towers", dump_opts, cfg.towers, 1, 2, "N", "2 or 1")},
-    {BASE_FLAG_INT("classes", dump_opts, cfg.classes, 2, 1000000, "N", "classes of fc8")},
+    {BASE_FLAG_GROUP(train_net_flags, dump_opts, net)},
+    {BASE_FLAG_INT("size", dump_opts, cfg.in_size, 1, 4096, "N", "input side"),
+     .deflt = "the net's"},
+    {BASE_FLAG_INT("towers", dump_opts, cfg.towers, 1, 2, "N", "2 or 1 (--net half)"),
+     .deflt = "the net's"},
+    {BASE_FLAG_INT("classes", dump_opts, cfg.classes, 2, 1000000, "N", "classes of fc8"),
+     .deflt = "the net's"},
     {BASE_FLAG_INT("width-div", dump_opts, cfg.width_div, 1, 2048, "N",
                    "divide every layer's width by N")},
     {BASE_FLAG_GROUP(train_placement_flags, dump_opts, place)},
@@ -166,9 +209,10 @@ static const base_flag dump_flags[] = {
 static const base_flags_cmd dump_cmd = {
     .name = "dump",
     .synopsis = "--out F.safetensors [flags]",
-    .about = "Runs one training forward and backward (no update) of the net initialised from\n"
-             "--seed on a batch made from --seed, and writes weights, batch, dropout masks,\n"
-             "logits, loss and gradients for tools/reference/compare.py. CPU unless --gpus.\n",
+    .about = "Runs one training forward and backward (no update) of the net (--net and its\n"
+             "switches) initialised from --seed on a batch made from --seed, and writes\n"
+             "weights, batch, dropout masks, logits (also an evaluation forward's), loss and\n"
+             "gradients for tools/reference/compare.py. CPU unless --gpus.\n",
     .flags = dump_flags,
     .opts_size = sizeof(dump_opts),
     .defaults = dump_defaults};
@@ -195,7 +239,8 @@ int train_dump_main(int argc, char **argv)
         return 2;
     }
     model m;
-    if (model_init(&m, &cfg, &place, seed, err, sizeof err)) {
+    if (train_net_args_choose(&o.net, &cfg, err, sizeof err) ||
+        model_init(&m, &cfg, &place, seed, err, sizeof err)) {
         fprintf(stderr, "twotower dump: %s\n", err);
         return 2;
     }

@@ -4,6 +4,7 @@
 #include "train/export.h"
 
 #include "train/checkpoint.h"
+#include "train/nets.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -12,11 +13,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-void train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const char *prefix,
-                         const char *suffix)
+int train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const char *prefix,
+                        const char *suffix)
 {
-    for (int l = 0; l < TOWER_LAYERS; l++) {
-        const tower_layer_spec *s = &tower_alexnet2012[l];
+    for (int l = 0; l < plan->n_layers; l++) {
+        const tower_layer_spec *s = tower_plan_row(plan, l);
         const tower_layer_shape *L = &plan->layer[l];
         for (int bias = 0; bias < 2; bias++) {
             train_tensor *d = &out[2 * l + bias];
@@ -35,15 +36,16 @@ void train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const
             d->count = bias ? L->b_count : L->w_count;
         }
     }
+    return 2 * plan->n_layers;
 }
 
-void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
-                        const tower_plan *plan, int tower_index, const real *arena,
-                        const char *prefix)
+int train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
+                       const tower_plan *plan, int tower_index, const real *arena,
+                       const char *prefix)
 {
-    train_tensor tt[2 * TOWER_LAYERS];
-    train_tower_tensors(tt, plan, tower_index, prefix, "");
-    for (int i = 0; i < 2 * TOWER_LAYERS; i++) {
+    train_tensor tt[2 * TOWER_MAX_LAYERS];
+    int n = train_tower_tensors(tt, plan, tower_index, prefix, "");
+    for (int i = 0; i < n; i++) {
         memcpy(names[i], tt[i].name, TRAIN_EXPORT_NAME_MAX);
         memset(&out[i], 0, sizeof out[i]);
         out[i].name = names[i];
@@ -52,19 +54,40 @@ void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
         memcpy(out[i].shape, tt[i].shape, sizeof tt[i].shape);
         out[i].data = arena + tt[i].off;
     }
+    return n;
+}
+
+int train_export_net_meta(const char **meta, char (*vals)[32], const tower_net *net)
+{
+    const tower_net_switches *sw = &net->switches;
+    int n = 0;
+    snprintf(vals[0], 32, "%s", net->name);
+    snprintf(vals[1], 32, "%d", sw->lrn);
+    if (sw->pool_k) snprintf(vals[2], 32, "%d:%d", sw->pool_k, sw->pool_s);
+    else vals[2][0] = 0;
+    snprintf(vals[3], 32, "%s", sw->act == TOWER_ACT_RELU ? "relu"
+                                : sw->act == TOWER_ACT_TANH ? "tanh" : "");
+    if (sw->dropout >= 0) snprintf(vals[4], 32, "%.17g", sw->dropout);
+    else vals[4][0] = 0;
+    static const char *const keys[5] = {"net", "switch.lrn", "switch.pool", "switch.act",
+                                        "switch.dropout"};
+    for (int i = 0; i < 5; i++) {
+        meta[n++] = keys[i];
+        meta[n++] = vals[i];
+    }
+    return n;
 }
 
 int train_export_arenas(const tower_plan *plan, const real *const *params, uint64_t seed,
                         int64_t step, const char *path, char *err, size_t errlen)
 {
-    int T = plan->cfg.towers;
-    st_tensor tens[2 * 2 * TOWER_LAYERS];
-    char names[2 * 2 * TOWER_LAYERS][TRAIN_EXPORT_NAME_MAX];
+    int T = plan->cfg.towers, nt = 0;
+    st_tensor tens[2 * 2 * TOWER_MAX_LAYERS];
+    char names[2 * 2 * TOWER_MAX_LAYERS][TRAIN_EXPORT_NAME_MAX];
     for (int t = 0; t < T; t++)
-        train_export_views(tens + t * 2 * TOWER_LAYERS, names + t * 2 * TOWER_LAYERS, plan, t,
-                           params[t], "");
+        nt += train_export_views(tens + nt, names + nt, plan, t, params[t], "");
     const tower_config *c = &plan->cfg;
-    char v[7][32];
+    char v[7][32], nv[5][32];
     snprintf(v[0], sizeof v[0], "%d", c->towers);
     snprintf(v[1], sizeof v[1], "%d", c->classes);
     snprintf(v[2], sizeof v[2], "%d", c->in_size);
@@ -72,10 +95,12 @@ int train_export_arenas(const tower_plan *plan, const real *const *params, uint6
     snprintf(v[4], sizeof v[4], "%d", c->width_div > 0 ? c->width_div : 1);
     snprintf(v[5], sizeof v[5], "%" PRIu64, seed);
     snprintf(v[6], sizeof v[6], "%" PRId64, step);
-    const char *meta[] = {"format", "twotower-weights", "towers", v[0], "classes", v[1],
-                          "size", v[2], "in_ch", v[3], "width_div", v[4], "seed", v[5],
-                          "step", v[6], NULL};
-    return st_write(path, tens, T * 2 * TOWER_LAYERS, meta, err, errlen);
+    const char *meta[16 + TRAIN_EXPORT_NET_META + 1] = {
+        "format", "twotower-weights", "towers", v[0], "classes", v[1], "size", v[2],
+        "in_ch", v[3], "width_div", v[4], "seed", v[5], "step", v[6]};
+    int nm = 16 + train_export_net_meta(meta + 16, nv, &c->net);
+    meta[nm] = NULL;
+    return st_write(path, tens, nt, meta, err, errlen);
 }
 
 /* Host arenas for the towers of plan; 0, or -1 with err. */
@@ -148,15 +173,18 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
 
 typedef struct {
     tower_config cfg;
+    train_net_args net;
     uint64_t seed;
 } export_opts;
 
 static void export_defaults(void *p)
 {
     export_opts *o = p;
-    *o = (export_opts){.cfg = {.towers = 2, .classes = 1000, .batch = 1, .in_size = 224,
-                               .in_ch = 3, .width_div = 1},
+    /* 0: the net's (train_net_choose) */
+    *o = (export_opts){.cfg = {.towers = 0, .classes = 0, .batch = 1, .in_size = 0,
+                               .in_ch = 0, .width_div = 1},
                        .seed = 1};
+    train_net_args_default(&o->net);
 }
 
 /* .given marks the flags that describe a fresh net: a checkpoint fixes all of them */
@@ -164,12 +192,13 @@ static void export_defaults(void *p)
 static const base_flag export_flags[] = {
     {BASE_FLAG_U64("seed", export_opts, seed, UINT64_MAX, "S", "the fresh net's init"),
      .given = EXPORT_NET_FLAG},
-    {BASE_FLAG_INT("towers", export_opts, cfg.towers, 1, 2, "N", "2 or 1"),
-     .given = EXPORT_NET_FLAG},
+    {BASE_FLAG_GROUP(train_net_flags, export_opts, net)},
+    {BASE_FLAG_INT("towers", export_opts, cfg.towers, 1, 2, "N", "2 or 1 (--net half)"),
+     .given = EXPORT_NET_FLAG, .deflt = "the net's"},
     {BASE_FLAG_INT("classes", export_opts, cfg.classes, 2, 1000000, "N", "classes of fc8"),
-     .given = EXPORT_NET_FLAG},
+     .given = EXPORT_NET_FLAG, .deflt = "the net's"},
     {BASE_FLAG_INT("size", export_opts, cfg.in_size, 1, 4096, "N", "input side"),
-     .given = EXPORT_NET_FLAG},
+     .given = EXPORT_NET_FLAG, .deflt = "the net's"},
     {BASE_FLAG_INT("width-div", export_opts, cfg.width_div, 1, 2048, "N",
                    "divide every layer's width by N"),
      .given = EXPORT_NET_FLAG},
@@ -180,7 +209,7 @@ static const base_flags_cmd export_cmd = {
     .synopsis = "CKPT OUT.safetensors\n       twotower export OUT.safetensors [flags]",
     .about = "Writes the weights of a checkpoint (a .ttc file, a checkpoint folder or a run\n"
              "folder: its newest checkpoint), or of the net freshly initialised from --seed\n"
-             "(the paper's init), as safetensors: tower{t}.{layer}.weight/.bias, see\n"
+             "(--net and its init), as safetensors: tower{t}.{layer}.weight/.bias, see\n"
              "docs/WEIGHTS.md. The flags describe the fresh net; a checkpoint fixes them.\n",
     .flags = export_flags,
     .min_pos = 1,
@@ -197,7 +226,8 @@ int train_export_main(int argc, char **argv)
     tower_config cfg = o.cfg;
     uint64_t seed = o.seed;
     char **pos = fo.pos;
-    int npos = fo.npos, net_flags = fo.given & EXPORT_NET_FLAG;
+    int npos = fo.npos;
+    int net_flags = fo.given & (EXPORT_NET_FLAG | TRAIN_NETS_GIVEN_NET | TRAIN_NETS_GIVEN_SWITCH);
     /* OUT is a file: a folder there is most likely a run or checkpoint folder given
      * without OUT (export RUN), which must not become a fresh net's weights */
     struct stat st;
@@ -211,7 +241,8 @@ int train_export_main(int argc, char **argv)
     if (npos == 2) {
         if (net_flags) {
             fprintf(stderr, "twotower export: the checkpoint %s fixes the net and its seed; "
-                    "--seed/--towers/--classes/--size/--width-div apply only without one\n",
+                    "--net, its switches, --seed/--towers/--classes/--size/--width-div apply "
+                    "only without one\n",
                     pos[0]);
             return 2;
         }
@@ -223,6 +254,10 @@ int train_export_main(int argc, char **argv)
         return 0;
     }
     const char *out = pos[0];
+    if (train_net_args_choose(&o.net, &cfg, err, sizeof err)) {
+        fprintf(stderr, "twotower export: %s\n", err);
+        return 2;
+    }
     model m;
     model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     if (model_init(&m, &cfg, &place, seed, err, sizeof err)) {

@@ -31,24 +31,33 @@ typedef struct {
     size_t off, count;         /* where it lies in the tower's arena, in reals */
 } train_tensor;
 
-/* The 2*TOWER_LAYERS tensors of tower t in layer order: out[2l] layer l's weight,
- * out[2l+1] its bias. prefix, suffix: "" or e.g. "grad.", ".momentum" (names stay under
- * TRAIN_EXPORT_NAME_MAX). */
-void train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const char *prefix,
-                         const char *suffix);
+/* The 2 * n_layers tensors of tower t in layer order (layer names: the net's rows):
+ * out[2l] layer l's weight, out[2l+1] its bias. prefix, suffix: "" or e.g. "grad.",
+ * ".momentum" (names stay under TRAIN_EXPORT_NAME_MAX). Returns 2 * plan->n_layers. */
+int train_tower_tensors(train_tensor *out, const tower_plan *plan, int t, const char *prefix,
+                        const char *suffix);
 
-/* Views of one tower's 2*TOWER_LAYERS tensors in a host copy of its arena (params or
+/* Views of one tower's 2 * n_layers tensors in a host copy of its arena (params or
  * grads, n_params reals): out[2l] = {prefix}tower{t}.{layer}.weight, conv weights shaped
  * (out_ch, sources*in_ch, k, k) and fc weights (out_ch, sources*in_ch) (the arena's
  * row-major bytes unchanged), out[2l+1] = {prefix}tower{t}.{layer}.bias (out_ch).
- * names: 2*TOWER_LAYERS buffers that the views point into; prefix "" or e.g. "grad.". */
-void train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
-                        const tower_plan *plan, int tower_index, const real *arena,
-                        const char *prefix);
+ * names: 2 * n_layers buffers that the views point into; prefix "" or e.g. "grad.".
+ * Returns the number of views, 2 * plan->n_layers. */
+int train_export_views(st_tensor *out, char (*names)[TRAIN_EXPORT_NAME_MAX],
+                       const tower_plan *plan, int tower_index, const real *arena,
+                       const char *prefix);
+
+/* Metadata strings that say which net a file holds: net (the preset's name) and its
+ * switches as tools/reference reads them (switch.lrn: -1 keep, 0, 1; switch.pool "K:S"
+ * or ""; switch.act "", "relu", "tanh"; switch.dropout "" or p). meta: room for
+ * TRAIN_EXPORT_NET_META key/value pointers; vals: storage for their values. Returns the
+ * number of pointers added. */
+#define TRAIN_EXPORT_NET_META 10
+int train_export_net_meta(const char **meta, char (*vals)[32], const tower_net *net);
 
 /* Writes the parameters of plan->cfg.towers towers (params[t]: a host arena of
  * plan->n_params reals) to path with metadata format, towers, classes, size, in_ch,
- * width_div, seed and step. Returns 0, or -1 with err. */
+ * width_div, seed, step, net and its switches. Returns 0, or -1 with err. */
 int train_export_arenas(const tower_plan *plan, const real *const *params, uint64_t seed,
                         int64_t step, const char *path, char *err, size_t errlen);
 
@@ -60,8 +69,8 @@ int train_export_model(const model *m, const char *path, char *err, size_t errle
  * Returns 0, or -1 with err naming the file. */
 int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_t errlen);
 
-/* `twotower export [CKPT] OUT.safetensors [--seed S] [--towers T] [--classes V]
- * [--size S] [--width-div D]`: the checkpoint's weights, or without CKPT the net freshly
+/* `twotower export [CKPT] OUT.safetensors [--net NAME] [switches] [--seed S] [--towers T]
+ * [--classes V] [--size S] [--width-div D]`: the checkpoint's weights, or without CKPT the net freshly
  * initialised from the flags. argv[0] is "export". Returns the exit code (0 ok,
  * 1 failed, 2 usage). */
 int train_export_main(int argc, char **argv);

@@ -14,12 +14,12 @@
 /* The net's shape, shared by train and summary (offsets in train_options). */
 static const base_flag net_flags[] = {
     {BASE_FLAG_INT("towers", train_options, towers, 1, 2, "N",
-                   "2 (the paper), or 1: one tower, half the kernels"),
-     .given = TRAIN_GIVEN_TOWERS},
+                   "2 (the paper), or 1: one tower, half the kernels (--net half)"),
+     .given = TRAIN_GIVEN_TOWERS, .deflt = "the net's"},
     {BASE_FLAG_INT("batch", train_options, batch, 1, 4096, "N", "minibatch"),
-     .given = TRAIN_GIVEN_BATCH},
+     .given = TRAIN_GIVEN_BATCH, .deflt = "the net's, 128"},
     {BASE_FLAG_INT("size", train_options, size, 16, 1024, "N", "input side"),
-     .given = TRAIN_GIVEN_SIZE},
+     .given = TRAIN_GIVEN_SIZE, .deflt = "the net's, 224"},
     {BASE_FLAG_INT("width-div", train_options, width_div, 1, 64, "N",
                    "divide every layer's width by N: tiny nets for tests"),
      .given = TRAIN_GIVEN_WIDTH_DIV},
@@ -30,6 +30,7 @@ static const base_flag net_flags[] = {
 typedef struct {
     train_options o;
     train_placement_args place;
+    train_net_args net;  /* --net and its switches, which become o.net and o.switches */
 } train_cli;
 
 static void train_cli_defaults(void *p)
@@ -37,6 +38,29 @@ static void train_cli_defaults(void *p)
     train_cli *c = p;
     memset(c, 0, sizeof *c);
     train_options_default(&c->o);
+    train_net_args_default(&c->net);
+}
+
+/* --net NAME and the switches into the options, the net's training defaults (its
+ * source's batch, lr, input side) for the flags not given; its epochs come in the trainer,
+ * where a resumed run knows its net. 0, or -1 with err. */
+static int take_net(train_options *o, const train_net_args *a, unsigned given, char *err,
+                    size_t errlen)
+{
+    o->net = a->net;
+    if (given & TRAIN_NETS_GIVEN_NET) o->given |= TRAIN_GIVEN_NET;
+    if (train_net_args_switches(a, &o->switches, err, errlen)) return -1;
+    if (!o->net) return 0;
+    const tower_net *net = tower_net_preset(o->net);
+    if (!net) {
+        base_errf(err, errlen, "--net %s: no such net (the nets: %s; see twotower nets)",
+                  o->net, tower_net_names());
+        return -1;
+    }
+    if (!(given & TRAIN_GIVEN_BATCH)) o->batch = net->batch;
+    if (!(given & TRAIN_GIVEN_LR)) o->lr = net->lr;
+    if (!(given & TRAIN_GIVEN_SIZE)) o->size = net->in_size;
+    return 0;
 }
 
 /* The flags whose .given bit is set are the ones a checkpoint fixes: with --resume, a
@@ -44,8 +68,10 @@ static void train_cli_defaults(void *p)
 static const base_flag train_flags[] = {
     {BASE_FLAG_GROUP(train_placement_flags, train_cli, place)},
     {BASE_FLAG_STR("data", train_cli, o.data, "DIR", "Fashion-MNIST IDX folder or prep shards")},
+    {BASE_FLAG_GROUP(train_net_flags, train_cli, net)},
     {BASE_FLAG_GROUP(net_flags, train_cli, o)},
-    {BASE_FLAG_INT("epochs", train_cli, o.epochs, 1, 100000, "N", "passes")},
+    {BASE_FLAG_INT("epochs", train_cli, o.epochs, 1, 100000, "N", "passes"),
+     .deflt = "the net's, 90; on --resume the checkpoint net's"},
     {BASE_FLAG_I64("train-limit", train_cli, o.train_limit, 1, INT64_MAX / 2, "N",
                    "images per epoch"),
      .given = TRAIN_GIVEN_TRAIN_LIMIT, .deflt = "all"},
@@ -56,7 +82,7 @@ static const base_flag train_flags[] = {
                       "1: center crop; 10: also the paper's ten views"),
      .values = (const int[]){1, 10}},
     {BASE_FLAG_F64("lr", train_cli, o.lr, 1e-12, 10, "X", "initial learning rate"),
-     .given = TRAIN_GIVEN_LR},
+     .given = TRAIN_GIVEN_LR, .deflt = "the net's, 0.01"},
     {BASE_FLAG_U64("seed", train_cli, o.seed, INT64_MAX, "N",
                    "every random number derives from it"),
      .given = TRAIN_GIVEN_SEED},
@@ -88,9 +114,10 @@ static const base_flag train_flags[] = {
 static const base_flags_cmd train_cmd = {
     .name = "train",
     .synopsis = "[flags]      (or: twotower --FLAG ...)",
-    .about = "Trains the two-tower net with SGD (momentum 0.9, weight decay 0.0005) and the\n"
-             "paper's schedule. Placement: --gpus 0,1 one tower per GPU, --gpus 0 both on\n"
-             "GPU 0, --cpu the CPU backend; neither: the GPUs if there are any, else the CPU.\n",
+    .about = "Trains the net (--net: the paper's two towers unless it says otherwise; twotower\n"
+             "nets) with its optimizer (the paper's: SGD, momentum 0.9, weight decay 0.0005)\n"
+             "and the paper's schedule. Placement: --gpus 0,1 one tower per GPU, --gpus 0 both\n"
+             "on GPU 0, --cpu the CPU backend; neither: the GPUs if any, else the CPU.\n",
     .flags = train_flags,
     .opts_size = sizeof(train_cli),
     .defaults = train_cli_defaults};
@@ -107,12 +134,16 @@ static int train_main(int argc, char **argv, int all_argc, char **all_argv)
     o->given = out.given;
     o->argc = all_argc;
     o->argv = all_argv;
+    char err[512] = "";
+    if (take_net(o, &c.net, out.given, err, sizeof err)) {
+        fprintf(stderr, "twotower train: %s\n", err);
+        return 2;
+    }
     if (o->train_limit > 0 && o->train_limit < o->batch) {
         fprintf(stderr, "twotower train: --train-limit %lld is less than one batch (--batch %d): "
                         "an epoch would hold no step\n", (long long)o->train_limit, o->batch);
         return 2;
     }
-    char err[512] = "";
     if (train_placement_resolve(&c.place, &o->place, err, sizeof err)) {
         fprintf(stderr, "twotower train: %s\n", err);
         return 2;
@@ -122,6 +153,7 @@ static int train_main(int argc, char **argv, int all_argc, char **all_argv)
 
 typedef struct {
     train_options o; /* only the net's shape is read */
+    train_net_args net;
     int classes;
 } summary_cli;
 
@@ -130,19 +162,23 @@ static void summary_cli_defaults(void *p)
     summary_cli *c = p;
     memset(c, 0, sizeof *c);
     train_options_default(&c->o);
-    c->classes = 1000;
+    train_net_args_default(&c->net);
+    c->classes = 0; /* the net's */
 }
 
 static const base_flag summary_flags[] = {
+    {BASE_FLAG_GROUP(train_net_flags, summary_cli, net)},
     {BASE_FLAG_GROUP(net_flags, summary_cli, o)},
-    {BASE_FLAG_INT("classes", summary_cli, classes, 2, 1 << 20, "N", "classes of fc8")},
+    {BASE_FLAG_INT("classes", summary_cli, classes, 2, 1 << 20, "N", "classes of fc8"),
+     .deflt = "the net's, 1000"},
     {0}};
 
 static const base_flags_cmd summary_cmd = {
     .name = "summary",
     .synopsis = "[flags]",
-    .about = "Prints the per-layer table of the net: output shapes, parameters, multiply-adds\n"
-             "and the memory one tower takes (no device, no data).\n",
+    .about = "Prints the per-layer table of the net (--net and its switches): output shapes,\n"
+             "the stages after each layer, parameters, multiply-adds and the memory one tower\n"
+             "takes (no device, no data).\n",
     .flags = summary_flags,
     .opts_size = sizeof(summary_cli),
     .defaults = summary_cli_defaults};
@@ -153,10 +189,17 @@ static int summary_main(int argc, char **argv)
     base_flags_out out;
     int rc = base_flags_cli(&summary_cmd, &c, argc, argv, &out);
     if (rc != BASE_FLAGS_GO) return rc;
-    tower_config cfg = {c.o.towers, c.classes, c.o.batch, c.o.size, 3, c.o.width_div};
+    char err[512] = "";
+    if (take_net(&c.o, &c.net, out.given, err, sizeof err)) {
+        fprintf(stderr, "twotower summary: %s\n", err);
+        return 2;
+    }
+    tower_config cfg = {.towers = c.o.net && !(out.given & TRAIN_GIVEN_TOWERS) ? 0 : c.o.towers,
+                        .classes = c.classes, .batch = c.o.batch, .in_size = c.o.size,
+                        .in_ch = 0, .width_div = c.o.width_div};
     tower_plan plan;
-    char err[256];
-    if (tower_plan_make(&plan, &cfg, err, sizeof err)) {
+    if (train_net_choose(&cfg, c.o.net, &c.o.switches, err, sizeof err) ||
+        tower_plan_make(&plan, &cfg, err, sizeof err)) {
         fprintf(stderr, "twotower summary: %s\n", err);
         return 2;
     }
@@ -172,6 +215,8 @@ static const struct {
 } commands[] = {
     {"train", "[flags]", "train the net", NULL},
     {"summary", "[flags]", "per-layer table: shapes, parameters, multiply-adds, memory", summary_main},
+    {"nets", "", "the nets --net takes, one line each with its parameter count",
+     train_nets_main},
     {"prep", "SRC OUT", "image folder or Fashion-MNIST to 256x256 shards", data_prep_main},
     {"export", "[CKPT] OUT", "weights as safetensors, for PyTorch", train_export_main},
     {"dump", "--out F", "one batch's weights, logits and gradients for the PyTorch check",

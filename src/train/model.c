@@ -1,7 +1,8 @@
-/* model.c: the two-tower net as the paper draws it (figure 2). Runs every tower layer
- * by layer and exchanges between them where the paper's towers talk: conv3's input,
- * fc6's, fc7's and fc8's inputs (all-gather forward, reduce-scatter backward), and the
- * logits. Built twice, like src/tower: float, and double for the gradient checks. */
+/* model.c: a net of one or two towers (figure 2 for the paper's). Runs every tower
+ * layer by layer and exchanges between them where the towers talk: the input of every row
+ * that reads all towers (all-gather forward, reduce-scatter backward; conv3, fc6, fc7 and
+ * fc8 in the paper's net), and the logits. Built twice, like src/tower: float, and double
+ * for the gradient checks. */
 #include "train/model.h"
 
 #include <stdio.h>
@@ -27,6 +28,16 @@ static void *tower_stream(model *m, int t)
     return NULL;
 }
 
+static void hook_begin(const model *m, int t, int region)
+{
+    if (m->hooks) m->hooks->begin(m->hooks->ctx, t, region);
+}
+
+static void hook_end(const model *m, int t, int region)
+{
+    if (m->hooks) m->hooks->end(m->hooks->ctx, t, region);
+}
+
 /* Exchange failures are fatal for a step: comm has already aborted its communicators
  * and printed the cause; a half-exchanged step cannot be continued. */
 static void must(int rc, const char *what, const char *err)
@@ -44,8 +55,7 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
     m->towers = cfg->towers;
     m->place = *place;
     m->seed = seed;
-    m->momentum = (real)0.9;
-    m->weight_decay = (real)0.0005;
+    m->optim = m->plan.cfg.net.optim;
     int devices[2] = {0, 0};
     comm_kind kind = COMM_HOST;
     if (!place->cpu) {
@@ -218,7 +228,7 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
     return -1;
 }
 
-/* Gathered buffer of layer l (reads_both): each tower's acts[l].in. */
+/* Gathered buffer of layer l (it reads all towers): each tower's acts[l].in. */
 static void gather_input(model *m, int l)
 {
     const tower_layer_shape *L = &m->plan.layer[l];
@@ -229,17 +239,24 @@ static void gather_input(model *m, int l)
         bufs[t] = m->tw[t].acts[l].in;
         streams[t] = tower_stream(m, t);
     }
-    must(comm_allgather(m->comm, bufs, count, streams, err, sizeof err),
-         tower_alexnet2012[l].name, err);
+    hook_begin(m, 0, MODEL_REGION_XCHG_FWD + l);
+    int rc = comm_allgather(m->comm, bufs, count, streams, err, sizeof err);
+    hook_end(m, 0, MODEL_REGION_XCHG_FWD + l);
+    must(rc, tower_plan_row(&m->plan, l)->name, err);
 }
 
 double model_forward(model *m, int train)
 {
+    int n = m->plan.n_layers;
     for (int t = 0; t < m->towers; t++)
         m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
-    for (int l = 0; l < TOWER_LAYERS; l++) {
-        if (tower_alexnet2012[l].reads_both) gather_input(m, l);
-        for (int t = 0; t < m->towers; t++) tower_forward_layer(&m->tw[t], l, train);
+    for (int l = 0; l < n; l++) {
+        if (tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) gather_input(m, l);
+        for (int t = 0; t < m->towers; t++) {
+            hook_begin(m, t, MODEL_REGION_FWD + l);
+            tower_forward_layer(&m->tw[t], l, train);
+            hook_end(m, t, MODEL_REGION_FWD + l);
+        }
     }
     /* the logits: each tower computes the softmax over all classes (identically) */
     void *bufs[2], *streams[2];
@@ -248,14 +265,20 @@ double model_forward(model *m, int train)
         bufs[t] = m->tw[t].logits;
         streams[t] = tower_stream(m, t);
     }
-    must(comm_allgather(m->comm, bufs, (size_t)m->plan.cfg.batch * m->plan.vt, streams, err,
-                        sizeof err),
-         "logits", err);
+    hook_begin(m, 0, MODEL_REGION_XCHG_LOGITS);
+    int rc = comm_allgather(m->comm, bufs, (size_t)m->plan.cfg.batch * m->plan.vt, streams, err,
+                            sizeof err);
+    hook_end(m, 0, MODEL_REGION_XCHG_LOGITS);
+    must(rc, "logits", err);
     /* tower_loss_forward waits on the towers' streams: first a bounded wait for the
      * exchange (NCCL), so a hung peer GPU ends the run with a message */
     must(comm_wait(m->comm, err, sizeof err), "logits", err);
     double loss = 0;
-    for (int t = 0; t < m->towers; t++) loss = tower_loss_forward(&m->tw[t]);
+    for (int t = 0; t < m->towers; t++) {
+        hook_begin(m, t, MODEL_REGION_LOSS_FWD);
+        loss = tower_loss_forward(&m->tw[t]);
+        hook_end(m, t, MODEL_REGION_LOSS_FWD);
+    }
     m->last_loss = loss;
     return loss;
 }
@@ -263,12 +286,20 @@ double model_forward(model *m, int train)
 void model_backward(model *m)
 {
     for (int t = 0; t < m->towers; t++) {
+        hook_begin(m, t, MODEL_REGION_ZERO);
         tower_zero_grads(&m->tw[t]);
+        hook_end(m, t, MODEL_REGION_ZERO);
+        hook_begin(m, t, MODEL_REGION_LOSS_BWD);
         tower_loss_backward(&m->tw[t]);
+        hook_end(m, t, MODEL_REGION_LOSS_BWD);
     }
-    for (int l = TOWER_LAYERS - 1; l >= 0; l--) {
-        for (int t = 0; t < m->towers; t++) tower_backward_layer(&m->tw[t], l);
-        if (l > 0 && tower_alexnet2012[l].reads_both) {
+    for (int l = m->plan.n_layers - 1; l >= 0; l--) {
+        for (int t = 0; t < m->towers; t++) {
+            hook_begin(m, t, MODEL_REGION_BWD + l);
+            tower_backward_layer(&m->tw[t], l);
+            hook_end(m, t, MODEL_REGION_BWD + l);
+        }
+        if (l > 0 && tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) {
             /* every tower holds a gradient for every source slot; each source tower
              * gets the sum for its own slot as the dout of layer l - 1 */
             const tower_layer_shape *L = &m->plan.layer[l];
@@ -280,15 +311,22 @@ void model_backward(model *m)
                 grads[t] = m->tw[t].acts[l].din;
                 streams[t] = tower_stream(m, t);
             }
-            must(comm_reduce_scatter(m->comm, outs, grads, count, streams, err, sizeof err),
-                 tower_alexnet2012[l].name, err);
+            hook_begin(m, 0, MODEL_REGION_XCHG_BWD + l);
+            int rc = comm_reduce_scatter(m->comm, outs, grads, count, streams, err, sizeof err);
+            hook_end(m, 0, MODEL_REGION_XCHG_BWD + l);
+            must(rc, tower_plan_row(&m->plan, l)->name, err);
         }
     }
 }
 
 void model_update(model *m, real lr)
 {
-    for (int t = 0; t < m->towers; t++) tower_sgd(&m->tw[t], lr, m->momentum, m->weight_decay);
+    m->updates++;
+    for (int t = 0; t < m->towers; t++) {
+        hook_begin(m, t, MODEL_REGION_UPDATE);
+        tower_update(&m->tw[t], &m->optim, lr, m->updates);
+        hook_end(m, t, MODEL_REGION_UPDATE);
+    }
 }
 
 double model_train_step(model *m, real lr)
@@ -321,7 +359,14 @@ void model_get_probs(const model *m, float *probs)
 static real *arena_of(const model *m, int t, int which)
 {
     const tower *tw = &m->tw[t];
-    return which == 0 ? tw->params : which == 1 ? tw->grads : tw->momentum;
+    real *a = which == 0 ? tw->params : which == 1 ? tw->grads : which == 2 ? tw->momentum
+                                                                            : tw->moment2;
+    if (!a) { /* a caller's mistake (an SGD net has no second moment): say so, never guess */
+        fprintf(stderr, "twotower: tower %d has no arena %d (%s)\n", t, which,
+                which == 3 ? "the second moment is Adam's" : "not 0..3");
+        exit(3);
+    }
+    return a;
 }
 
 void model_get_tensor(const model *m, int tower_index, int which, real *dst)

@@ -1,6 +1,7 @@
-/* model: the whole two-tower net = one or two towers plus the exchange between them.
- * Drives the towers layer by layer and calls comm at the exchange points (conv3's, fc6's,
- * fc7's and fc8's inputs, and the logits). Part of src/train (included by train.h). */
+/* model: the whole net = one or two towers plus the exchange between them. Drives the
+ * towers layer by layer and calls comm at the exchange points the description gives
+ * (the inputs of the rows that read all towers: conv3, fc6, fc7 and fc8 in the paper's
+ * net) and at the logits. Part of src/train (included by train.h). */
 #ifndef TRAIN_MODEL_H
 #define TRAIN_MODEL_H
 
@@ -23,6 +24,29 @@ typedef struct {
                        1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN) */
 } model_placement;
 
+/* Regions of a step that model_hooks time (region 0 is the caller's: the bench's batch
+ * upload). Exchanges are reported for tower 0 only: one exchange involves every tower. */
+enum {
+    MODEL_REGION_ZERO = 1,      /* zeroing the gradients */
+    MODEL_REGION_LOSS_FWD = 2,  /* softmax cross-entropy forward (with its host sync) */
+    MODEL_REGION_LOSS_BWD = 3,
+    MODEL_REGION_UPDATE = 4,    /* the optimizer step */
+    MODEL_REGION_XCHG_LOGITS = 5,
+    MODEL_REGION_FWD = 6,                                          /* + layer */
+    MODEL_REGION_BWD = MODEL_REGION_FWD + TOWER_MAX_LAYERS,        /* + layer */
+    MODEL_REGION_XCHG_FWD = MODEL_REGION_BWD + TOWER_MAX_LAYERS,   /* + layer: its input */
+    MODEL_REGION_XCHG_BWD = MODEL_REGION_XCHG_FWD + TOWER_MAX_LAYERS, /* + layer */
+    MODEL_REGIONS = MODEL_REGION_XCHG_BWD + TOWER_MAX_LAYERS
+};
+
+/* Callbacks around every stage of a step (the bench's profiler); a model without them
+ * (m->hooks NULL) runs the same calls in the same order. */
+typedef struct {
+    void (*begin)(void *ctx, int tower, int region);
+    void (*end)(void *ctx, int tower, int region);
+    void *ctx;
+} model_hooks;
+
 typedef struct {
     tower_plan plan;
     int towers;                 /* plan.cfg.towers */
@@ -31,15 +55,18 @@ typedef struct {
     model_placement place;
     uint64_t seed;              /* init and dropout keys derive from it */
     int64_t step;               /* steps taken (the dropout key of the next step) */
+    int64_t updates;            /* optimizer updates applied (Adam's bias correction; a
+                                   step skipped as non-finite has none) */
     double last_loss;
-    real momentum, weight_decay; /* 0.9, 0.0005 */
+    tower_optim optim;          /* plan.cfg.net.optim: the paper's SGD (0.9, 0.0005) or Adam */
+    const model_hooks *hooks;   /* NULL, or the stage timers (bench) */
     /* GPU input staging for model_set_batch_u8, allocated on its first call (start-up),
      * one set per tower on the tower's device: crops (B, S, S, 3) uint8, the per-image
      * augmentation parameters (B), the mean image (256, 256, 3) float. */
     void *in_crops[2], *in_params[2], *in_mean[2];
 } model;
 
-/* Builds the towers on the placement, initialised from seed with the paper's init.
+/* Builds the towers of cfg's net on the placement, initialised from seed (each row's init).
  * Returns 0, or -1 with err (e.g. no CUDA in this build, out of GPU memory). */
 int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,
                char *err, size_t errlen);
@@ -65,7 +92,8 @@ double model_forward(model *m, int train);
 /* Backward through every layer (after model_forward with train=1); grads are zeroed
  * first, so they hold exactly this batch's gradient afterwards. */
 void model_backward(model *m);
-/* SGD with the paper's momentum and weight decay (weights only; see paper_notes.md). */
+/* The net's optimizer (m->optim: the paper's SGD, or Adam) at learning rate lr, weight
+ * decay on the weights only (see paper_notes.md); m->updates += 1. */
 void model_update(model *m, real lr);
 /* zero_grad + forward(train) + backward + update; m->step += 1. Returns the loss. */
 double model_train_step(model *m, real lr);
@@ -73,7 +101,8 @@ double model_train_step(model *m, real lr);
 /* Copies the softmax outputs to the host: probs (B, classes), class-major per sample. */
 void model_get_probs(const model *m, float *probs);
 /* Host copies of a tower's arenas (n_params reals each) for checkpoints and export;
- * which: 0 params, 1 grads, 2 momentum. */
+ * which: 0 params, 1 grads, 2 momentum (Adam: first moment), 3 Adam's second moment
+ * (Adam nets only). */
 void model_get_tensor(const model *m, int tower_index, int which, real *dst);
 void model_set_tensor(model *m, int tower_index, int which, const real *src);
 

@@ -1,6 +1,6 @@
 /* summary.c: `twotower summary`, the per-layer table of the net a config builds:
- * output shape, parameters and multiply-adds per tower and in total, and the memory one
- * tower's arena takes at the chosen batch. */
+ * output shape, the stages after each conv/fc, parameters and multiply-adds per tower and
+ * in total, and the memory one tower's arena takes at the chosen batch. */
 #include "train/train.h"
 
 #include <stdio.h>
@@ -13,30 +13,50 @@ void train_summary_print(FILE *f, const tower_plan *p)
     memset(&probe, 0, sizeof probe);
     probe.plan = *p;
     size_t arena = tower_carve(&probe, NULL);
-    fprintf(f, "twotower net: %d tower%s, %d classes, input %dx%dx%d, batch %d\n", T,
-            T > 1 ? "s" : "", p->cfg.classes, p->cfg.in_ch, p->cfg.in_size, p->cfg.in_size,
-            p->cfg.batch);
-    fprintf(f, "%-6s %-5s %-16s %-16s %14s %14s %12s %12s\n", "layer", "reads", "output/tower",
-            "after pool", "params/tower", "params", "MMAC/tower", "MMAC");
+    const tower_net *net = &p->cfg.net;
+    char sw[256];
+    tower_net_switches_describe(&net->switches, sw, sizeof sw);
+    fprintf(f, "twotower net %s (switches: %s): %d tower%s, %d classes, input %dx%dx%d, "
+               "batch %d\n", net->name, sw, T, T > 1 ? "s" : "", p->cfg.classes, p->cfg.in_ch,
+            p->cfg.in_size, p->cfg.in_size, p->cfg.batch);
+    fprintf(f, "%-6s %-5s %-16s %-24s %-16s %14s %14s %12s %12s\n", "layer", "reads",
+            "output/tower", "then", "after pool", "params/tower", "params", "MMAC/tower",
+            "MMAC");
     size_t total = 0;
     double macs = 0;
-    for (int l = 0; l < TOWER_LAYERS; l++) {
+    for (int l = 0; l < p->n_layers; l++) {
         const tower_layer_shape *L = &p->layer[l];
-        char out[32], fin[32];
+        char out[32], fin[32], then[64] = "";
         snprintf(out, sizeof out, "%dx%dx%d", L->out_ch, L->out_h, L->out_h);
         snprintf(fin, sizeof fin, "%dx%dx%d", L->final_ch, L->final_h, L->final_h);
+        /* the stages after the conv/fc, in order */
+        size_t o = 0;
+        if (L->act != TOWER_ACT_NONE)
+            o += (size_t)snprintf(then + o, sizeof then - o, "%s ",
+                                  L->act == TOWER_ACT_TANH ? "tanh" : "relu");
+        if (L->lrn) o += (size_t)snprintf(then + o, sizeof then - o, "lrn ");
+        if (L->pool_k)
+            o += (size_t)snprintf(then + o, sizeof then - o, "pool%d:%d ", L->pool_k, L->pool_s);
+        if (L->drop_p > 0)
+            snprintf(then + o, sizeof then - o, "drop%g%s", L->drop_p,
+                     L->drop_scale == TOWER_DROP_INVERTED ? "i" : "");
+        if (!then[0]) snprintf(then, sizeof then, "-");
         size_t np = L->w_count + L->b_count;
         total += np * T;
         macs += L->macs * T;
-        fprintf(f, "%-6s %-5s %-16s %-16s %14zu %14zu %12.1f %12.1f\n",
-                tower_alexnet2012[l].name, L->sources > 1 ? "both" : "own", out, fin, np,
+        fprintf(f, "%-6s %-5s %-16s %-24s %-16s %14zu %14zu %12.1f %12.1f\n",
+                tower_plan_row(p, l)->name, L->sources > 1 ? "both" : "own", out, then, fin, np,
                 np * T, L->macs / 1e6, L->macs * T / 1e6);
     }
     fprintf(f, "total parameters: %zu (%zu per tower)\n", total, p->n_params);
     fprintf(f, "forward multiply-adds per image: %.1f M (%.3f GFLOP; training ~3x)\n", macs / 1e6,
             2 * macs / 1e9);
-    fprintf(f, "memory per tower at batch %d (fp32 params, grads, momentum, activations): "
-               "%.1f MiB\n", p->cfg.batch, arena / 1048576.0);
+    fprintf(f, "optimizer: %s, lr %g (the net's default), batch %d, %d epochs\n",
+            net->optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd", net->lr, net->batch,
+            net->epochs);
+    fprintf(f, "memory per tower at batch %d (fp32 params, grads, %s, activations): "
+               "%.1f MiB\n", p->cfg.batch, p->adam ? "Adam's two moments" : "momentum",
+            arena / 1048576.0);
 #ifdef TT_HAVE_CUDA
     fprintf(f, "GPU memory per tower at batch %d (arena + conv scratch + cuBLAS workspace): %.1f MiB\n",
             p->cfg.batch, tower_cuda_mem_estimate(p) / 1048576.0);

@@ -14,6 +14,7 @@
 #include "train/figures.h"
 #include "train/export.h"
 #include "train/metrics.h"
+#include "train/nets.h"
 #include "train/plot.h"
 #include "train/schedule.h"
 #include "train/signals.h"
@@ -29,8 +30,11 @@ void train_summary_print(FILE *f, const tower_plan *p);
 typedef struct {
     const char *data;        /* Fashion-MNIST IDX folder, or shards made by `prep` */
     model_placement place;
-    int towers;              /* 2 (the paper) or 1 */
-    int batch;               /* 128 */
+    const char *net;         /* --net NAME (twotower nets); NULL: by towers */
+    tower_net_switches switches; /* --lrn, --pool, --act, --dropout, --optim, ... on top of
+                                    the net (TOWER_SWITCHES_KEEP: none) */
+    int towers;              /* 2 (the paper) or 1 (= --net half) */
+    int batch;               /* 128 (the net's default when not given) */
     int size;                /* input side, 224 */
     int width_div;           /* 1: the paper's widths; >1 divides them (tiny nets for tests) */
     int epochs;              /* 90 */
@@ -71,6 +75,9 @@ enum {
     TRAIN_GIVEN_MIN_DELTA = 1u << 8,
     TRAIN_GIVEN_TRAIN_LIMIT = 1u << 9,
     TRAIN_GIVEN_EVAL_EVERY = 1u << 10,
+    TRAIN_GIVEN_NET = 1u << 11,
+    TRAIN_GIVEN_EPOCHS = 1u << 12, /* not fixed by a checkpoint: it only keeps the net's
+                                      default epochs from overriding the flag */
 };
 
 void train_options_default(train_options *o);

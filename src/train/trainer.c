@@ -25,6 +25,7 @@ void train_options_default(train_options *o)
     memset(o, 0, sizeof *o);
     o->data = "/usr/share/datasets/fashion-mnist";
     o->place.cpu = 1;
+    o->switches = TOWER_SWITCHES_KEEP;
     o->towers = 2;
     o->batch = 128;
     o->size = 224;
@@ -71,6 +72,25 @@ static int is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The data path makes RGB batches x (B, 3, S, S); a net with one input channel (fmnist)
+ * gets their mean over the three channels, which for gray images (Fashion-MNIST's, whose
+ * channels are one pixel) is the image itself. gray: (B, S, S) scratch. */
+static void set_float_batch(model *m, const float *x, const int32_t *labels, float *gray)
+{
+    const tower_config *c = &m->plan.cfg;
+    if (c->in_ch == 3) {
+        model_set_batch(m, x, labels);
+        return;
+    }
+    size_t hw = (size_t)c->in_size * c->in_size;
+    for (int b = 0; b < c->batch; b++) {
+        const float *xb = x + (size_t)b * 3 * hw;
+        for (size_t p = 0; p < hw; p++)
+            gray[(size_t)b * hw + p] = (xb[p] + xb[hw + p] + xb[2 * hw + p]) / 3.0f;
+    }
+    model_set_batch(m, gray, labels);
+}
+
 /* Evaluates n images of src: top-1/top-5 errors and mean loss for the center crop, and
  * for the average of the ten views' softmax outputs when views == 10. The model's batch
  * is fixed, so a short last batch is padded with copies of its first image, which are
@@ -81,7 +101,9 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
 {
     int B = m->plan.cfg.batch, S = m->plan.cfg.in_size, V = m->plan.cfg.classes;
     size_t xs = (size_t)3 * S * S;
-    int gpu = m->tw[0].device >= 0;
+    /* the uint8 path gives RGB to the device; a one-channel net takes float batches */
+    int gpu = m->tw[0].device >= 0 && m->plan.cfg.in_ch == 3;
+    float *gray = m->plan.cfg.in_ch == 3 ? NULL : malloc(sizeof(float) * S * S * B);
     float *x = gpu ? NULL : malloc(sizeof(float) * xs * B),
           *probs = malloc(sizeof(float) * (size_t)B * V),
           *acc = malloc(sizeof(float) * (size_t)B * V);
@@ -91,7 +113,8 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
     int rc = 0;
     int c1 = 0, c5 = 0, t1 = 0, t5 = 0;
     double loss = 0;
-    if (!probs || !acc || !labels || (gpu ? !crops || !params : !x)) {
+    if (!probs || !acc || !labels || (gpu ? !crops || !params : !x) ||
+        (m->plan.cfg.in_ch != 3 && !gray)) {
         snprintf(err, errlen, "out of host memory for evaluation");
         rc = -1;
         goto done;
@@ -117,7 +140,7 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
                 labels[b] = labels[0];
             }
             if (!gpu)
-                model_set_batch(m, x, labels);
+                set_float_batch(m, x, labels, gray);
             else if (model_set_batch_u8(m, crops, params, labels, data_mean_image(src), err,
                                         errlen)) {
                 rc = -1;
@@ -152,6 +175,7 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
     r->top5_err_10view = views == 10 ? (double)t5 / n : NAN;
 done:
     free(x);
+    free(gray);
     free(crops);
     free(params);
     free(probs);
@@ -178,6 +202,8 @@ typedef struct {
     double t_interval;
     double wait_total, step_total; /* seconds waited for data / stepped since this start */
     int64_t train_limit, eval_every; /* the options', or on --resume the checkpoint's */
+    int epochs;                      /* --epochs, or the net's */
+    float *gray;                     /* (B, S, S): a one-channel net's batch (set_float_batch) */
 } run_state;
 
 static void log_event(run_state *r, const char *kind, const char *msg)
@@ -272,6 +298,15 @@ static int resume_conflicts(const train_options *o, const train_ckpt_meta *k, co
          (double)k->train_limit},
         {TRAIN_GIVEN_EVAL_EVERY, "--eval-every", (double)o->eval_every, (double)k->eval_every},
     };
+    if (train_net_switches_agree(&o->switches, &tower_config_net(&k->cfg)->switches, ckpt, err,
+                                 errlen))
+        return -1;
+    if (o->net && strcmp(o->net, tower_config_net(&k->cfg)->name)) {
+        base_errf(err, errlen, "--net %s, but %s was made with --net %s: a resumed run keeps "
+                   "the checkpoint's net (drop the flag, or start a new run)", o->net, ckpt,
+                   tower_config_net(&k->cfg)->name);
+        return -1;
+    }
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if ((o->given & f[i].bit) && f[i].given != f[i].stored) {
             base_errf(err, errlen,
@@ -299,10 +334,22 @@ static int run_open(run_state *r, const train_options *o)
         fprintf(stderr, "twotower: cannot open validation data: %s\n", err);
         return 2;
     }
-    tower_config cfg = {o->towers, data_classes(r->tr), o->batch, o->size, 3, o->width_div};
+    /* the net: --net, or by --towers; its batch, size, lr and epochs are the defaults of
+     * the flags not given */
+    /* the net: --net (whose batch, lr and epochs main.c made the defaults of the flags
+     * not given), or by --towers */
+    tower_config cfg = {.towers = o->net && !(o->given & TRAIN_GIVEN_TOWERS) ? 0 : o->towers,
+                        .classes = data_classes(r->tr), .batch = o->batch, .in_size = o->size,
+                        .in_ch = 0, .width_div = o->width_div};
+    if (train_net_choose(&cfg, o->net, &o->switches, err, sizeof err)) {
+        fprintf(stderr, "twotower: %s\n", err);
+        return 2;
+    }
+    double lr0 = o->lr;
+    r->epochs = o->epochs;
     r->train_limit = o->train_limit;
     r->eval_every = o->eval_every;
-    if (cfg.classes % o->towers) cfg.classes += o->towers - cfg.classes % o->towers;
+    if (cfg.classes % cfg.towers) cfg.classes += cfg.towers - cfg.classes % cfg.towers;
     if (o->resume) {
         if (train_ckpt_resolve(o->resume, ckpt, sizeof ckpt, err, sizeof err)) {
             /* resolve names the flag itself for a missing path; not for a bad checkpoint */
@@ -336,20 +383,29 @@ static int run_open(run_state *r, const train_options *o)
                     (long long)data_count(r->tr));
             return 2;
         }
-        fprintf(stderr, "twotower: resuming with the checkpoint's net and schedule: %d towers, "
-                        "%d classes, batch %d, input %d, width_div %d, seed %llu, lr0 %g, "
-                        "patience %d, train limit %lld, eval every %lld\n",
-                peek.cfg.towers, peek.cfg.classes, peek.cfg.batch, peek.cfg.in_size,
+        fprintf(stderr, "twotower: resuming with the checkpoint's net and schedule: net %s, "
+                        "%d towers, %d classes, batch %d, input %d, width_div %d, seed %llu, "
+                        "lr0 %g, patience %d, train limit %lld, eval every %lld\n",
+                tower_config_net(&peek.cfg)->name, peek.cfg.towers, peek.cfg.classes, peek.cfg.batch,
+                peek.cfg.in_size,
                 peek.cfg.width_div, (unsigned long long)peek.seed, peek.sched.lr0,
                 peek.sched.patience, (long long)peek.train_limit, (long long)peek.eval_every);
         cfg = peek.cfg;
         r->train_limit = peek.train_limit;
         r->eval_every = peek.eval_every;
-        if (cfg.in_ch != 3) { /* the data path makes RGB batches, nothing else */
-            fprintf(stderr, "twotower: --resume %s: the checkpoint's net reads %d input "
-                            "channels; the data path gives 3\n", ckpt, cfg.in_ch);
-            return 2;
-        }
+        /* a checkpoint of another net than the defaults (version 3) brings its epochs
+         * unless --epochs says otherwise (the defaults' are train_options_default's) */
+        if (cfg.net.n_layers && !(o->given & TRAIN_GIVEN_EPOCHS)) r->epochs = cfg.net.epochs;
+    }
+    if (cfg.in_ch != 3 && cfg.in_ch != 1) { /* RGB batches, or their gray mean */
+        fprintf(stderr, "twotower: the net reads %d input channels; the data path gives 3 "
+                        "(or 1, their mean)\n", cfg.in_ch);
+        return 2;
+    }
+    if (cfg.in_ch == 1 && !(r->gray = malloc(sizeof(float) * cfg.batch * cfg.in_size *
+                                            cfg.in_size))) {
+        fprintf(stderr, "twotower: out of memory\n");
+        return 1;
     }
     if (model_init(&r->m, &cfg, &o->place, o->seed, err, sizeof err)) {
         fprintf(stderr, "twotower: cannot build the net: %s\n", err);
@@ -361,7 +417,7 @@ static int run_open(run_state *r, const train_options *o)
     r->meta.cursor = (train_cursor){o->seed, 0, 0};
     r->meta.train_limit = r->train_limit;
     r->meta.eval_every = r->eval_every;
-    train_sched_init(&r->meta.sched, o->lr, o->patience, o->max_drops, o->min_delta);
+    train_sched_init(&r->meta.sched, lr0, o->patience, o->max_drops, o->min_delta);
     train_nonfinite_init(&r->meta.nonfinite, o->nonfinite_limit);
     r->meta.stats.best_top1 = r->meta.stats.best_top5 = 1;
     r->meta.stats.last_top1 = r->meta.stats.last_top5 = 1;
@@ -376,7 +432,7 @@ static int run_open(run_state *r, const train_options *o)
     if (r->train_limit > 0 && r->train_limit < r->n_train) r->n_train = r->train_limit;
     if (o->test_limit > 0 && o->test_limit < r->n_test) r->n_test = o->test_limit;
     r->steps_per_epoch = r->n_train / cfg.batch > 0 ? r->n_train / cfg.batch : 1;
-    r->total_steps = r->steps_per_epoch * o->epochs;
+    r->total_steps = r->steps_per_epoch * r->epochs;
 
     pick_run_dir(o, r->run_dir, sizeof r->run_dir);
     snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/%s", r->run_dir, TRAIN_CKPT_SUBDIR);
@@ -387,8 +443,13 @@ static int run_open(run_state *r, const train_options *o)
     r->metrics_open = 1;
     char backend[128];
     train_placement_describe(&o->place, backend, sizeof backend);
-    json_t *extra = json_pack("{s:i, s:I, s:I}", "epochs", o->epochs, "train_limit",
-                              (json_int_t)r->train_limit, "test_limit", (json_int_t)o->test_limit);
+    char swd[200];
+    tower_net_switches_describe(&cfg.net.switches, swd, sizeof swd);
+    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s}", "epochs", r->epochs,
+                              "train_limit", (json_int_t)r->train_limit, "test_limit",
+                              (json_int_t)o->test_limit, "net", cfg.net.name, "switches", swd,
+                              "optimizer",
+                              cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd");
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     if (train_run_info_write(r->run_dir, &info, err, sizeof err))
         fprintf(stderr, "twotower: %s\n", err);
@@ -419,19 +480,23 @@ static int run_open(run_state *r, const train_options *o)
                 t, r->m.tw[t].device, name, mib, free_b / 1048576.0, total_b / 1048576.0, conv);
     }
 #endif
-    fprintf(stderr, "twotower: %s, %d tower%s on %s (%.0f MiB per tower), %lld train "
-                    "images/epoch, %lld validation images, batch %d, %d epochs, lr %g, "
-                    "seed %llu, run folder %s\n",
-            o->data, cfg.towers, cfg.towers > 1 ? "s" : "", backend,
-            mib, (long long)r->n_train,
-            (long long)r->n_test, cfg.batch, o->epochs, r->meta.sched.lr,
+    char sw[256];
+    tower_net_switches_describe(&cfg.net.switches, sw, sizeof sw);
+    fprintf(stderr, "twotower: %s, net %s (switches: %s; %s), %d tower%s on %s (%.0f MiB per "
+                    "tower), %lld train images/epoch, %lld validation images, batch %d, %d "
+                    "epochs, lr %g, seed %llu, run folder %s\n",
+            o->data, cfg.net.name, sw,
+            cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd", cfg.towers,
+            cfg.towers > 1 ? "s" : "", backend, mib, (long long)r->n_train,
+            (long long)r->n_test, cfg.batch, r->epochs, r->meta.sched.lr,
             (unsigned long long)r->meta.seed, r->run_dir);
 
     data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
     /* GPU runs: uint8 crops in pinned memory, augmented on the device (section 4.1's
      * arithmetic on the GPU); the CPU backend: float batches augmented by the workers */
-    data_prefetch_opts popt = {.depth = o->place.cpu ? 2 : 3, .threads = 0,
-                               .u8 = !o->place.cpu, .pinned = !o->place.cpu};
+    int u8 = !o->place.cpu && cfg.in_ch == 3; /* a one-channel net: float batches */
+    data_prefetch_opts popt = {.depth = o->place.cpu ? 2 : 3, .threads = 0, .u8 = u8,
+                               .pinned = u8};
     r->pf = data_prefetch_start_ex(r->tr, cur, cfg.batch, cfg.in_size, &popt, err, sizeof err);
     if (!r->pf) {
         fprintf(stderr, "twotower: cannot start the data loader: %s\n", err);
@@ -448,6 +513,8 @@ static void run_close(run_state *r)
     if (r->pf) data_prefetch_stop(r->pf);
     if (r->tr) data_close(r->tr);
     if (r->te) data_close(r->te);
+    free(r->gray);
+    r->gray = NULL;
     if (r->metrics_open) {
         train_progress_end(&r->pg);
         train_metrics_close(&r->mt);
@@ -561,10 +628,10 @@ int train_run(const train_options *o)
         data_cursor after;
         double wait, t0 = base_now();
         int bad;
-        if (o->place.cpu) {
+        if (o->place.cpu || r->m.plan.cfg.in_ch != 3) {
             const float *x;
             bad = data_prefetch_next(r->pf, &x, &labels, &after, &wait, err, sizeof err);
-            if (!bad) model_set_batch(&r->m, x, labels);
+            if (!bad) set_float_batch(&r->m, x, labels, r->gray);
         } else {
             const uint8_t *crops;
             const data_aug_params *params;

@@ -380,7 +380,8 @@ Test(cuda_kernels_host, sgd_arena)
     memcpy(t.momentum, v, sizeof(float) * n);
     float *w2 = fdup(t.params, n), *v2 = fdup(v, n);
     tower_k_bias_ranges r;
-    for (int l = 0; l < TOWER_LAYERS; l++) {
+    r.n = plan.n_layers;
+    for (int l = 0; l < plan.n_layers; l++) {
         r.lo[l] = plan.layer[l].b_off;
         r.hi[l] = plan.layer[l].b_off + plan.layer[l].b_count;
     }

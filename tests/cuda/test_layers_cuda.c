@@ -78,7 +78,7 @@ static char *name2(const char *layer, const char *what)
 static void check_conv(int l)
 {
     gpu_start();
-    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_spec *s = tower_plan_row(&plan, l);
     const tower_layer_shape *L = &plan.layer[l];
     int B = BATCH, Ci = L->in_ch, H = L->in_h, Co = L->out_ch, K = s->k, S = L->sources;
     int Ho = L->out_h, kk = Ci * K * K, ldw = S * kk;
@@ -151,7 +151,7 @@ Test(cuda_layers, conv5, .init = setup) { check_conv(4); }
 static void check_fc(int l)
 {
     gpu_start();
-    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_spec *s = tower_plan_row(&plan, l);
     const tower_layer_shape *L = &plan.layer[l];
     int B = BATCH, Cin = L->in_ch, Cout = L->out_ch, S = L->sources, ldw = S * Cin;
     size_t slot = (size_t)B * Cin, n_in = slot * S, n_w = (size_t)Cout * ldw;
@@ -237,7 +237,7 @@ Test(cuda_layers, relu, .init = setup)
 static void check_lrn(int l)
 {
     gpu_start();
-    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_spec *s = tower_plan_row(&plan, l);
     const tower_layer_shape *L = &plan.layer[l];
     int B = BATCH, C = L->out_ch, HW = L->out_h * L->out_h;
     size_t n = (size_t)B * C * HW;
@@ -270,7 +270,7 @@ Test(cuda_layers, lrn2, .init = setup) { check_lrn(1); }
 static void check_pool(int l)
 {
     gpu_start();
-    const tower_layer_spec *s = &tower_alexnet2012[l];
+    const tower_layer_spec *s = tower_plan_row(&plan, l);
     const tower_layer_shape *L = &plan.layer[l];
     int B = BATCH, C = L->out_ch, H = L->out_h, Ho = L->final_h;
     size_t n_in = (size_t)B * C * H * H, n_out = (size_t)B * C * Ho * Ho;

@@ -57,10 +57,10 @@ static void compare_tensors(const model *g, const model *c, int which, double to
         for (int l = 0; l < TOWER_LAYERS; l++) {
             const tower_layer_shape *L = &c->plan.layer[l];
             char what[64];
-            snprintf(what, sizeof what, "tower %d %s %s%s", t, tower_alexnet2012[l].name,
+            snprintf(what, sizeof what, "tower %d %s %s%s", t, tower_plan_row(&c->plan, l)->name,
                      which ? "d" : "", "w");
             all_ok &= tt_compare(what, a + L->w_off, b + L->w_off, L->w_count, tol);
-            snprintf(what, sizeof what, "tower %d %s %s%s", t, tower_alexnet2012[l].name,
+            snprintf(what, sizeof what, "tower %d %s %s%s", t, tower_plan_row(&c->plan, l)->name,
                      which ? "d" : "", "b");
             all_ok &= tt_compare(what, a + L->b_off, b + L->b_off, L->b_count, tol);
         }

@@ -45,11 +45,11 @@ static size_t pattern_size(const model *m)
 {
     size_t n = 0, B = (size_t)m->plan.cfg.batch;
     for (int t = 0; t < m->towers; t++)
-        for (int l = 0; l < TOWER_LAYERS; l++) {
+        for (int l = 0; l < m->plan.n_layers; l++) {
             const tower_layer_shape *L = &m->plan.layer[l];
-            if (tower_alexnet2012[l].relu)
+            if (L->act == TOWER_ACT_RELU) /* tanh has no kink */
                 n += B * L->out_ch * L->out_h * L->out_h;
-            if (tower_alexnet2012[l].pool)
+            if (L->pool_k)
                 n += B * L->final_ch * L->final_h * L->final_h * sizeof(int32_t);
         }
     return n;
@@ -59,15 +59,15 @@ static void pattern_take(const model *m, pattern *p)
 {
     size_t k = 0, B = (size_t)m->plan.cfg.batch;
     for (int t = 0; t < m->towers; t++)
-        for (int l = 0; l < TOWER_LAYERS; l++) {
+        for (int l = 0; l < m->plan.n_layers; l++) {
             const tower_layer_shape *L = &m->plan.layer[l];
             const tower_acts *A = &m->tw[t].acts[l];
-            if (tower_alexnet2012[l].relu) {
+            if (L->act == TOWER_ACT_RELU) {
                 size_t n = B * L->out_ch * L->out_h * L->out_h;
                 for (size_t i = 0; i < n; i++)
                     p->bits[k++] = A->act[i] > 0;
             }
-            if (tower_alexnet2012[l].pool) {
+            if (L->pool_k) {
                 size_t n = B * L->final_ch * L->final_h * L->final_h * sizeof(int32_t);
                 memcpy(p->bits + k, A->pool_idx, n);
                 k += n;
@@ -93,10 +93,10 @@ static void set_params(fd_net *f, uint64_t seed)
     chk_rng_seed(&r, seed);
     const tower_plan *p = &f->m.plan;
     for (int t = 0; t < f->m.towers; t++) {
-        for (int l = 0; l < TOWER_LAYERS; l++) {
+        for (int l = 0; l < p->n_layers; l++) {
             const tower_layer_shape *L = &p->layer[l];
             double fan_in = (double)L->w_count / (double)L->out_ch;
-            double sd = sqrt((l == TOWER_LAYERS - 1 ? 1.0 : 2.0) / fan_in);
+            double sd = sqrt((l == p->n_layers - 1 ? 1.0 : 2.0) / fan_in);
             for (size_t i = 0; i < L->w_count; i++)
                 f->params[t][L->w_off + i] = sd * chk_normal(&r);
             for (size_t i = 0; i < L->b_count; i++)
@@ -106,10 +106,10 @@ static void set_params(fd_net *f, uint64_t seed)
     }
 }
 
-static void net_open(fd_net *f, int towers, int in_size, int width_div, uint64_t seed)
+static void net_open(fd_net *f, const tower_config *net_cfg, uint64_t seed)
 {
     /* batch 2 so the batch mean and the per-sample slots are both exercised */
-    tower_config cfg = {towers, 10, 2, in_size, 3, width_div};
+    tower_config cfg = *net_cfg;
     model_placement place = {.cpu = 1, .ngpus = 0, .gpus = {0, 0}};
     char err[256] = "";
     cr_assert_eq(model_init(&f->m, &cfg, &place, seed, err, sizeof err), 0, "model_init: %s",
@@ -173,10 +173,20 @@ static double fd_at(fd_net *f, int t, size_t i, int *same)
     return (4.0 * d[1] - d[0]) / 3.0;
 }
 
-static void check_net(int towers, int in_size, int width_div, int64_t step, uint64_t seed)
+/* A net of the given towers at in_size, batch 2, 10 classes: the default net of its tower
+ * count, or `net` (a preset with switches) when not NULL. */
+static tower_config fd_config(int towers, int in_size, int width_div, const tower_net *net)
+{
+    tower_config cfg = {towers, 10, 2, in_size, 3, width_div};
+    if (net) cfg.net = *net;
+    return cfg;
+}
+
+static void check_cfg(const tower_config *cfg, int64_t step, uint64_t seed, int dropout)
 {
     fd_net f;
-    net_open(&f, towers, in_size, width_div, seed);
+    int towers = cfg->towers;
+    net_open(&f, cfg, seed);
     f.m.step = step; /* fixed dropout masks: model_forward keys on m->step */
     double loss = model_forward(&f.m, 1);
     cr_assert(isfinite(loss) && loss > 0.0, "loss %g", loss);
@@ -187,10 +197,12 @@ static void check_net(int towers, int in_size, int width_div, int64_t step, uint
         model_get_tensor(&f.m, t, 1, f.grads[t]);
     /* the forward is a pure function of parameters, batch and step: dropout is on
      * (evaluation scaling gives another loss) and its masks follow the step */
-    cr_assert(model_forward(&f.m, 0) != loss, "train=1 and train=0 give the same loss");
-    f.m.step = step + 1;
-    cr_assert(model_forward(&f.m, 1) != loss, "steps %lld and %lld drew the same masks",
-              (long long)step, (long long)step + 1);
+    if (dropout) {
+        cr_assert(model_forward(&f.m, 0) != loss, "train=1 and train=0 give the same loss");
+        f.m.step = step + 1;
+        cr_assert(model_forward(&f.m, 1) != loss, "steps %lld and %lld drew the same masks",
+                  (long long)step, (long long)step + 1);
+    }
     f.m.step = step;
     cr_assert(model_forward(&f.m, 1) == loss, "forward is not repeatable");
 
@@ -199,7 +211,7 @@ static void check_net(int towers, int in_size, int width_div, int64_t step, uint
     size_t checked = 0, skipped = 0, small = 0;
     double worst = 0.0;
     for (int t = 0; t < towers; t++)
-        for (int l = 0; l < TOWER_LAYERS; l++) {
+        for (int l = 0; l < f.m.plan.n_layers; l++) {
             const tower_layer_shape *L = &f.m.plan.layer[l];
             for (int kind = 0; kind < 2; kind++) { /* 0 weights, 1 biases */
                 size_t off = kind ? L->b_off : L->w_off, cnt = kind ? L->b_count : L->w_count;
@@ -222,7 +234,8 @@ static void check_net(int towers, int in_size, int width_div, int64_t step, uint
                     cr_expect(e <= FD_TOL,
                               "tower %d %s %s[%zu]: backward %.12g, finite difference %.12g "
                               "(rel err %.3g)",
-                              t, tower_alexnet2012[l].name, kind ? "b" : "w", i - off, g, fd, e);
+                              t, tower_plan_row(&f.m.plan, l)->name, kind ? "b" : "w", i - off,
+                              g, fd, e);
                     layer_checked++;
                     checked++;
                 }
@@ -230,14 +243,38 @@ static void check_net(int towers, int in_size, int width_div, int64_t step, uint
                 size_t need = cnt < PER_LAYER / 2 ? cnt : PER_LAYER / 2;
                 cr_expect(layer_checked >= need,
                           "tower %d %s %s: only %zu gradients checked", t,
-                          tower_alexnet2012[l].name, kind ? "b" : "w", layer_checked);
+                          tower_plan_row(&f.m.plan, l)->name, kind ? "b" : "w", layer_checked);
             }
         }
-    cr_log_info("towers %d: %zu gradients checked (%zu below %g), %zu kink crossings skipped, "
-                "worst rel err %.3g",
-                towers, checked, small, MIN_GRAD, skipped, worst);
+    char sw[128];
+    tower_net_switches_describe(&f.m.plan.cfg.net.switches, sw, sizeof sw);
+    cr_log_info("%s (%s), towers %d: %zu gradients checked (%zu below %g), %zu kink "
+                "crossings skipped, worst rel err %.3g",
+                f.m.plan.cfg.net.name, sw, towers, checked, small, MIN_GRAD, skipped, worst);
     cr_assert(skipped * 10 <= checked, "%zu kink crossings for %zu checks", skipped, checked);
     net_close(&f);
+}
+
+static void check_net(int towers, int in_size, int width_div, int64_t step, uint64_t seed)
+{
+    tower_config cfg = fd_config(towers, in_size, width_div, NULL);
+    check_cfg(&cfg, step, seed, 1);
+}
+
+/* a preset with switches on top, on one tower */
+static void check_switched(const char *preset, const char *key, const char *value,
+                           int in_size, int64_t step, uint64_t seed, int dropout)
+{
+    tower_net net = *tower_net_preset(preset);
+    tower_net_switches sw = TOWER_SWITCHES_KEEP;
+    char err[256] = "";
+    if (key) {
+        cr_assert_eq(tower_net_switch_parse(&sw, key, value, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(tower_net_apply(&net, &sw, err, sizeof err), 0, "%s", err);
+    }
+    tower_config cfg = fd_config(net.towers, in_size, 8, &net);
+    cfg.in_ch = net.in_ch;
+    check_cfg(&cfg, step, seed, dropout);
 }
 
 Test(model_fd, two_towers_dropout_on, .timeout = 120)
@@ -250,4 +287,30 @@ Test(model_fd, two_towers_dropout_on, .timeout = 120)
 Test(model_fd, one_tower_dropout_on, .timeout = 120)
 {
     check_net(1, 95, 8, 3, 1002);
+}
+
+/* tanh in every hidden layer of the two-tower net (no kinks but the pools') */
+Test(model_fd, two_towers_tanh, .timeout = 120)
+{
+    check_switched("alexnet2012", "act", "tanh", 95, 4, 1003, 1);
+}
+
+/* the paper's non-overlapping comparison pooling, 2:2: 95 -> 23 -> pool 11 -> 11 -> pool
+ * 5 -> 5 -> 5 -> 5 -> pool 2 */
+Test(model_fd, pool_2_2, .timeout = 120)
+{
+    check_switched("half", "pool", "2:2", 95, 6, 1004, 1);
+}
+
+/* a net without LRN whose dropout sits on the inputs of fc6 and fc7 and rescales
+ * (torchvision's layout, so conv5's pooled output is dropped too) */
+Test(model_fd, torchvision_no_lrn_inverted_dropout, .timeout = 120)
+{
+    check_switched("torchvision", NULL, NULL, 95, 7, 1005, 1);
+}
+
+/* LRN switched off on the paper's net */
+Test(model_fd, two_towers_lrn_off, .timeout = 120)
+{
+    check_switched("alexnet2012", "lrn", "off", 95, 8, 1006, 1);
 }

@@ -171,14 +171,14 @@ Test(safetensors, export_writes_every_tower_layer)
                 int nd;
                 int64_t sh[8];
                 size_t nb;
-                snprintf(name, sizeof name, "tower%d.%s.weight", t, tower_alexnet2012[l].name);
+                snprintf(name, sizeof name, "tower%d.%s.weight", t, tower_plan_row(&m.plan, l)->name);
                 const void *w = tt_st_tensor(&f, name, TRAIN_REAL_DTYPE, &nd, sh, &nb);
                 cr_assert_eq(sh[0], L->out_ch);
                 cr_assert_eq(sh[1], (int64_t)L->sources * L->in_ch);
-                cr_assert_eq(nd, tower_alexnet2012[l].kind == TOWER_CONV ? 4 : 2);
+                cr_assert_eq(nd, tower_plan_row(&m.plan, l)->kind == TOWER_CONV ? 4 : 2);
                 cr_assert_eq(nb, sizeof(real) * L->w_count);
                 cr_assert_eq(memcmp(w, arena + L->w_off, nb), 0, "%s", name);
-                snprintf(name, sizeof name, "tower%d.%s.bias", t, tower_alexnet2012[l].name);
+                snprintf(name, sizeof name, "tower%d.%s.bias", t, tower_plan_row(&m.plan, l)->name);
                 const void *b = tt_st_tensor(&f, name, TRAIN_REAL_DTYPE, &nd, sh, &nb);
                 cr_assert(nd == 1 && sh[0] == L->out_ch, "%s", name);
                 cr_assert_eq(nb, sizeof(real) * L->b_count);
@@ -214,13 +214,13 @@ Test(safetensors, dump_masks_are_the_ones_applied)
     size_t nb;
     for (int t = 0; t < 2; t++)
         for (int l = 0; l < TOWER_LAYERS; l++) {
-            if (!tower_alexnet2012[l].dropout)
+            if (!(m.plan.layer[l].drop_p > 0))
                 continue;
             const tower_layer_shape *L = &m.plan.layer[l];
             size_t n = (size_t)c->batch * L->out_ch;
             float *mask = malloc(sizeof(float) * n);
             char name[64];
-            snprintf(name, sizeof name, "mask.tower%d.%s", t, tower_alexnet2012[l].name);
+            snprintf(name, sizeof name, "mask.tower%d.%s", t, tower_plan_row(&m.plan, l)->name);
             const void *d = tt_st_tensor(&f, name, "F32", &nd, sh, &nb);
             cr_assert(nd == 2 && sh[0] == c->batch && sh[1] == L->out_ch, "%s", name);
             cr_assert_eq(nb, sizeof(float) * n);

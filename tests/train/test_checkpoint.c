@@ -381,7 +381,7 @@ static int expected_tensors(want_tensor *w, const bufs *b)
         for (int mom = 0; mom < 2; mom++) {
             const real *arena = mom ? b->momentum[t] : b->params[t];
             for (int l = 0; l < TOWER_LAYERS; l++) {
-                const tower_layer_spec *s = &tower_alexnet2012[l];
+                const tower_layer_spec *s = tower_plan_row(&plan, l);
                 const tower_layer_shape *L = &plan.layer[l];
                 want_tensor *wt = &w[n++], *bt = &w[n++];
                 memset(wt, 0, sizeof *wt);

@@ -40,7 +40,8 @@ typedef struct {
 struct tower_cudnn {
     cudnnHandle_t h;
     cudaStream_t stream;
-    layer_ctx layer[TOWER_LAYERS];
+    layer_ctx layer[TOWER_MAX_LAYERS];
+    char name[TOWER_MAX_LAYERS][16]; /* the plan's layer names, for messages */
     void *ws;
     size_t ws_bytes;
     float *packed; /* one source's weight block, packed: the largest Co*Ci*K*K */
@@ -50,11 +51,10 @@ struct tower_cudnn {
 extern "C" int tower_cudnn_available(void) { return 1; }
 
 /* Returns -1 with err when s failed. */
-static int ok(cudnnStatus_t s, const char *what, int l, char *err, size_t errlen)
+static int ok(cudnnStatus_t s, const char *what, const char *layer, char *err, size_t errlen)
 {
     if (s == CUDNN_STATUS_SUCCESS) return 0;
-    snprintf(err, errlen, "cuDNN: %s for %s: %s", what, tower_alexnet2012[l].name,
-             cudnnGetErrorString(s));
+    snprintf(err, errlen, "cuDNN: %s for %s: %s", what, layer, cudnnGetErrorString(s));
     return -1;
 }
 
@@ -78,15 +78,15 @@ static int pick(const Perf *p, int n, int tf32)
 }
 
 template <typename Perf>
-static int choose(layer_ctx *L, int pass, const Perf *p, int n, int tf32, int l, char *err,
-                  size_t errlen)
+static int choose(layer_ctx *L, int pass, const Perf *p, int n, int tf32, const char *l,
+                  char *err, size_t errlen)
 {
     int i = pick(p, n, tf32);
     if (i < 0) {
         snprintf(err, errlen,
                  "cuDNN: no deterministic %s algorithm for %s within %zu MiB of workspace%s "
                  "(use --conv gemm)",
-                 pass_name[pass], tower_alexnet2012[l].name,
+                 pass_name[pass], l,
                  TOWER_CUDNN_WORKSPACE_LIMIT >> 20, tf32 ? "" : " without tensor cores");
         return -1;
     }
@@ -99,7 +99,8 @@ static int choose(layer_ctx *L, int pass, const Perf *p, int n, int tf32, int l,
 
 /* The workspace the chosen algorithms ask for under the math mode now set on each pass's
  * descriptor (the heuristics' figure may come from another mode): the larger of both. */
-static int query_workspace(tower_cudnn *c, layer_ctx *L, int l, char *err, size_t errlen)
+static int query_workspace(tower_cudnn *c, layer_ctx *L, const char *l, char *err,
+                           size_t errlen)
 {
     size_t b[PASSES] = {0, 0, 0};
     if (ok(cudnnGetConvolutionForwardWorkspaceSize(c->h, L->x, L->w, L->conv[PASS_FWD], L->y,
@@ -124,7 +125,7 @@ extern "C" void tower_cudnn_free(tower_cudnn *c)
 {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream); /* nothing of ours still running */
-    for (int l = 0; l < TOWER_LAYERS; l++) {
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++) {
         layer_ctx *L = &c->layer[l];
         if (L->x) cudnnDestroyTensorDescriptor(L->x);
         if (L->y) cudnnDestroyTensorDescriptor(L->y);
@@ -140,12 +141,13 @@ extern "C" void tower_cudnn_free(tower_cudnn *c)
 }
 
 /* Descriptors of conv layer l at batch B. */
-static int describe_layer(tower_cudnn *c, const tower_plan *plan, int l, int tf32, char *err,
+static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int tf32, char *err,
                           size_t errlen)
 {
-    const tower_layer_spec *s = &tower_alexnet2012[l];
-    const tower_layer_shape *S = &plan->layer[l];
-    layer_ctx *L = &c->layer[l];
+    const tower_layer_spec *s = tower_plan_row(plan, ln);
+    const char *l = s->name; /* what the messages below name */
+    const tower_layer_shape *S = &plan->layer[ln];
+    layer_ctx *L = &c->layer[ln];
     int B = plan->cfg.batch;
     L->used = 1;
     L->Co = S->out_ch;
@@ -234,12 +236,14 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, voi
         return NULL;
     }
     c->stream = (cudaStream_t)stream;
-    for (int l = 0; l < TOWER_LAYERS; l++)
-        if (tower_alexnet2012[l].kind == TOWER_CONV &&
+    for (int l = 0; l < plan->n_layers; l++) {
+        snprintf(c->name[l], sizeof c->name[l], "%s", tower_plan_row(plan, l)->name);
+        if (tower_plan_row(plan, l)->kind == TOWER_CONV &&
             describe_layer(c, plan, l, tf32, err, errlen)) {
             tower_cudnn_free(c);
             return NULL;
         }
+    }
     cudaError_t e = cudaSuccess;
     if (c->ws_bytes) e = cudaMalloc(&c->ws, c->ws_bytes);
     if (e == cudaSuccess && c->packed_floats)
@@ -264,12 +268,12 @@ extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
     int w0 = snprintf(buf, n, "cuDNN %zu (CUDA runtime %zu): ", cudnnGetVersion(),
                       cudnnGetCudartVersion());
     size_t used = w0 > 0 ? (size_t)w0 : 0;
-    for (int l = 0; l < TOWER_LAYERS && used < n; l++) {
+    for (int l = 0; l < TOWER_MAX_LAYERS && used < n; l++) {
         const layer_ctx *L = &c->layer[l];
         if (!L->used) continue;
         int w = snprintf(buf + used, n - used,
                          "%s: forward algo %d%s, input grad algo %d%s, weight grad algo %d%s; ",
-                         tower_alexnet2012[l].name, L->algo[0], L->tensor_ops[0] ? " (TC)" : "",
+                         c->name[l], L->algo[0], L->tensor_ops[0] ? " (TC)" : "",
                          L->algo[1], L->tensor_ops[1] ? " (TC)" : "", L->algo[2],
                          L->tensor_ops[2] ? " (TC)" : "");
         if (w < 0) break;

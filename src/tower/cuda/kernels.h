@@ -18,10 +18,14 @@
 #define TK_MUL(a, b) __fmul_rn((a), (b))
 #define TK_ADD(a, b) __fadd_rn((a), (b))
 #define TK_SUB(a, b) __fsub_rn((a), (b))
+#define TK_DIV(a, b) __fdiv_rn((a), (b))
+#define TK_SQRT(a) __fsqrt_rn(a)
 #else
 #define TK_MUL(a, b) ((a) * (b))
 #define TK_ADD(a, b) ((a) + (b))
 #define TK_SUB(a, b) ((a) - (b))
+#define TK_DIV(a, b) ((a) / (b))
+#define TK_SQRT(a) sqrtf(a)
 #endif
 
 /* ---- GEMM: row-major as cuBLAS's column-major ------------------------------------------
@@ -147,6 +151,14 @@ BASE_HD float tower_k_conv_out(const float *prod, const float *prev, const float
 BASE_HD float tower_k_relu(float x) { return x > 0.0f ? x : 0.0f; }
 BASE_HD float tower_k_relu_grad(float dout, float out) { return out > 0.0f ? dout : 0.0f; }
 
+/* tanh and its gradient from its output. The device's tanhf is not glibc's: GPU and CPU
+ * agree within a few ulps here, not bit for bit (the GPU tests' tolerance). */
+BASE_HD float tower_k_tanh(float x) { return tanhf(x); }
+BASE_HD float tower_k_tanh_grad(float dout, float out)
+{
+    return TK_MUL(dout, TK_SUB(1.0f, TK_MUL(out, out)));
+}
+
 /* The channel of element i of a (B, C, HW) tensor: which bias it gets. */
 BASE_HD int tower_k_channel_of(size_t i, int C, size_t HW) { return (int)((i / HW) % C); }
 
@@ -249,6 +261,20 @@ BASE_HD float tower_k_dropout_backward(float dout, size_t i, float p, uint64_t k
     return base_rng_uniform(key, i) >= p ? dout : 0.0f;
 }
 
+/* Inverted dropout: the same mask, kept units times scale = (float)(1 / (1 - p)), which
+ * the launcher computes on the host as layers_cpu.c does. */
+BASE_HD float tower_k_dropout_inv_forward(float x, size_t i, float p, float scale, uint64_t key,
+                                          int train)
+{
+    return train ? (base_rng_uniform(key, i) >= p ? TK_MUL(x, scale) : 0.0f) : x;
+}
+
+BASE_HD float tower_k_dropout_inv_backward(float dout, size_t i, float p, float scale,
+                                           uint64_t key)
+{
+    return base_rng_uniform(key, i) >= p ? TK_MUL(dout, scale) : 0.0f;
+}
+
 /* ---- softmax cross-entropy over gathered logits (T, B, Vt) ---------------------------- */
 
 BASE_HD size_t tower_k_logit_at(int b, int c, int B, int Vt)
@@ -277,16 +303,33 @@ BASE_HD void tower_k_sgd(float *w, float *v, const float *g, size_t i, float lr,
     w[i] = TK_ADD(w[i], vi);
 }
 
+/* ---- Adam, element i: tower_adam_update's operations in its order, each rounded on its
+ * own, so bit-identical to the CPU given the same scalars ------------------------------ */
+BASE_HD void tower_k_adam(float *w, float *m, float *v, const float *g, size_t i,
+                          float step_size, float beta1, float beta2, float eps, float bc2_sqrt,
+                          float wd)
+{
+    float one_b1 = TK_SUB(1.0f, beta1), one_b2 = TK_SUB(1.0f, beta2);
+    float gi = TK_ADD(g[i], TK_MUL(wd, w[i]));
+    float mi = TK_ADD(TK_MUL(beta1, m[i]), TK_MUL(one_b1, gi));
+    float vi = TK_ADD(TK_MUL(beta2, v[i]), TK_MUL(one_b2, TK_MUL(gi, gi)));
+    float denom = TK_ADD(TK_DIV(TK_SQRT(vi), bc2_sqrt), eps);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = TK_SUB(w[i], TK_MUL(step_size, TK_DIV(mi, denom)));
+}
+
 /* The fused update of a whole parameter arena ([w conv1][b conv1]...[w fc8][b fc8]) in
- * one launch: element i is a bias (no weight decay) when it falls in one of the ranges
+ * one launch: element i is a bias (no weight decay) when it falls in one of the n ranges
  * [lo, hi), else a weight. Same arithmetic as tower_k_sgd per tensor: bit-identical. */
 typedef struct {
-    size_t lo[TOWER_LAYERS], hi[TOWER_LAYERS];
+    int n;
+    size_t lo[TOWER_MAX_LAYERS], hi[TOWER_MAX_LAYERS];
 } tower_k_bias_ranges;
 
 BASE_HD int tower_k_is_bias(const tower_k_bias_ranges *r, size_t i)
 {
-    for (int l = 0; l < TOWER_LAYERS; l++)
+    for (int l = 0; l < r->n; l++)
         if (i >= r->lo[l] && i < r->hi[l]) return 1;
     return 0;
 }
@@ -295,6 +338,14 @@ BASE_HD void tower_k_sgd_arena(float *w, float *v, const float *g, size_t i, flo
                                 float momentum, float wd, const tower_k_bias_ranges *r)
 {
     tower_k_sgd(w, v, g, i, lr, momentum, tower_k_is_bias(r, i) ? 0.0f : wd);
+}
+
+BASE_HD void tower_k_adam_arena(float *w, float *m, float *v, const float *g, size_t i,
+                                float step_size, float beta1, float beta2, float eps,
+                                float bc2_sqrt, float wd, const tower_k_bias_ranges *r)
+{
+    tower_k_adam(w, m, v, g, i, step_size, beta1, beta2, eps, bc2_sqrt,
+                 tower_k_is_bias(r, i) ? 0.0f : wd);
 }
 
 #endif

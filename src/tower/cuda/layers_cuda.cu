@@ -6,6 +6,7 @@
 #include "tower/tower_cuda.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "cuda_check.h"
 #include "kernels.h"
@@ -299,6 +300,35 @@ extern "C" void tower_relu_backward_cuda(float *din, const float *dout, const fl
     LAUNCH_CHECK(relu_backward_kernel);
 }
 
+/* ---- tanh: one thread per element, any shape ------------------------------------------ */
+
+__global__ void tanh_forward_kernel(float *out, const float *in, size_t n)
+{
+    FOR_EACH_ELEMENT(i, n) out[i] = tower_k_tanh(in[i]);
+}
+
+__global__ void tanh_backward_kernel(float *din, const float *dout, const float *out, size_t n)
+{
+    FOR_EACH_ELEMENT(i, n) din[i] = tower_k_tanh_grad(dout[i], out[i]);
+}
+
+extern "C" void tower_tanh_forward_cuda(float *out, const float *in, size_t n, void *stream)
+{
+    if (n == 0) return;
+    tanh_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        out, in, n);
+    LAUNCH_CHECK(tanh_forward_kernel);
+}
+
+extern "C" void tower_tanh_backward_cuda(float *din, const float *dout, const float *out,
+                                         size_t n, void *stream)
+{
+    if (n == 0) return;
+    tanh_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        din, dout, out, n);
+    LAUNCH_CHECK(tanh_backward_kernel);
+}
+
 /* ---- local response normalisation (across channels) ----------------------------------
  * in, out, scale, dout, din: (B, C, HW). One thread per element (b, c, p); it reads the
  * n channels around c at the same (b, p), so a warp (consecutive p) reads contiguous
@@ -428,6 +458,41 @@ extern "C" void tower_dropout_backward_cuda(float *din, const float *dout, size_
     LAUNCH_CHECK(dropout_backward_kernel);
 }
 
+/* Inverted dropout: the same mask, kept units times 1 / (1 - p) (rounded to float on the
+ * host, as layers_cpu.c does), evaluation the identity. One thread per element. */
+__global__ void dropout_inv_forward_kernel(float *out, const float *in, size_t n, float p,
+                                           float scale, uint64_t key, int train)
+{
+    FOR_EACH_ELEMENT(i, n) out[i] = tower_k_dropout_inv_forward(in[i], i, p, scale, key, train);
+}
+
+__global__ void dropout_inv_backward_kernel(float *din, const float *dout, size_t n, float p,
+                                            float scale, uint64_t key)
+{
+    FOR_EACH_ELEMENT(i, n) din[i] = tower_k_dropout_inv_backward(dout[i], i, p, scale, key);
+}
+
+extern "C" void tower_dropout_inverted_forward_cuda(float *out, const float *in, size_t n,
+                                                    float p, uint64_t key, int train,
+                                                    void *stream)
+{
+    if (n == 0) return;
+    float scale = (float)(1.0 / (1.0 - (double)p));
+    dropout_inv_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                 CU_STREAM(stream)>>>(out, in, n, p, scale, key, train);
+    LAUNCH_CHECK(dropout_inv_forward_kernel);
+}
+
+extern "C" void tower_dropout_inverted_backward_cuda(float *din, const float *dout, size_t n,
+                                                     float p, uint64_t key, void *stream)
+{
+    if (n == 0) return;
+    float scale = (float)(1.0 / (1.0 - (double)p));
+    dropout_inv_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                  CU_STREAM(stream)>>>(din, dout, n, p, scale, key);
+    LAUNCH_CHECK(dropout_inv_backward_kernel);
+}
+
 /* ---- softmax cross-entropy over the gathered logits ----------------------------------
  * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
  * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
@@ -517,6 +582,19 @@ extern "C" void tower_sgd_update_cuda(float *w, float *v, const float *g, size_t
 
 /* The same update over a tower's whole parameter arena in one launch (tower_k_sgd_arena:
  * no weight decay inside the bias ranges). Bit-identical to the per-tensor launches. */
+/* The bias ranges [b_off, b_off + b_count) of every layer of the plan. */
+static tower_k_bias_ranges bias_ranges(const tower_plan *plan)
+{
+    tower_k_bias_ranges r;
+    memset(&r, 0, sizeof r);
+    r.n = plan->n_layers;
+    for (int l = 0; l < plan->n_layers; l++) {
+        r.lo[l] = plan->layer[l].b_off;
+        r.hi[l] = plan->layer[l].b_off + plan->layer[l].b_count;
+    }
+    return r;
+}
+
 __global__ void sgd_arena_kernel(float *w, float *v, const float *g, size_t n, float lr,
                                  float momentum, float wd, tower_k_bias_ranges r)
 {
@@ -527,14 +605,51 @@ extern "C" void tower_sgd_arena_cuda(float *params, float *mom, const float *gra
                                      const tower_plan *plan, float lr, float momentum,
                                      float wd, void *stream)
 {
-    tower_k_bias_ranges r;
-    for (int l = 0; l < TOWER_LAYERS; l++) {
-        r.lo[l] = plan->layer[l].b_off;
-        r.hi[l] = plan->layer[l].b_off + plan->layer[l].b_count;
-    }
+    tower_k_bias_ranges r = bias_ranges(plan);
     size_t n = plan->n_params;
     if (n == 0) return;
     sgd_arena_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
         params, mom, grads, n, lr, momentum, wd, r);
     LAUNCH_CHECK(sgd_arena_kernel);
+}
+
+/* ---- Adam: w, m, v, g (n), one thread per element; tower_k_adam rounds every operation
+ * on its own in layers_cpu.c's order: bit-identical to the CPU given the same gradients
+ * (and the same host-computed scalars). ---------------------------------------------- */
+__global__ void adam_update_kernel(float *w, float *m, float *v, const float *g, size_t n,
+                                   float step_size, float beta1, float beta2, float eps,
+                                   float bc2_sqrt, float wd)
+{
+    FOR_EACH_ELEMENT(i, n) tower_k_adam(w, m, v, g, i, step_size, beta1, beta2, eps, bc2_sqrt, wd);
+}
+
+extern "C" void tower_adam_update_cuda(float *w, float *m, float *v, const float *g, size_t n,
+                                       float step_size, float beta1, float beta2, float eps,
+                                       float bc2_sqrt, float wd, void *stream)
+{
+    if (n == 0) return;
+    adam_update_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        w, m, v, g, n, step_size, beta1, beta2, eps, bc2_sqrt, wd);
+    LAUNCH_CHECK(adam_update_kernel);
+}
+
+__global__ void adam_arena_kernel(float *w, float *m, float *v, const float *g, size_t n,
+                                  float step_size, float beta1, float beta2, float eps,
+                                  float bc2_sqrt, float wd, tower_k_bias_ranges r)
+{
+    FOR_EACH_ELEMENT(i, n)
+        tower_k_adam_arena(w, m, v, g, i, step_size, beta1, beta2, eps, bc2_sqrt, wd, &r);
+}
+
+extern "C" void tower_adam_arena_cuda(float *params, float *m, float *v, const float *grads,
+                                      const tower_plan *plan, float step_size, float beta1,
+                                      float beta2, float eps, float bc2_sqrt, float wd,
+                                      void *stream)
+{
+    tower_k_bias_ranges r = bias_ranges(plan);
+    size_t n = plan->n_params;
+    if (n == 0) return;
+    adam_arena_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        params, m, v, grads, n, step_size, beta1, beta2, eps, bc2_sqrt, wd, r);
+    LAUNCH_CHECK(adam_arena_kernel);
 }

@@ -1,7 +1,7 @@
 /* net_cuda.cu: one tower on a GPU: its context (device, stream, cuBLAS handle, one arena
- * laid out by tower_carve exactly as on the CPU) and the per-layer passes. Mirrors net.c
- * line for line: same layer order, same buffers, same calls with _cuda twins, so the
- * CPU tower is the reference for this one. */
+ * laid out by tower_carve exactly as on the CPU) and its table of operations, which puts
+ * the _cuda twins of layers_cuda.cu (and cuDNN's convolutions) behind net.c's one layer
+ * loop, so the CPU tower is the reference for this one stage for stage. */
 #include "tower/tower_cuda.h"
 
 #include <stdio.h>
@@ -41,8 +41,8 @@ static int conv_images_of(const tower_plan *p)
 static size_t conv_scratch_floats(const tower_plan *p)
 {
     size_t most = 0;
-    for (int l = 0; l < TOWER_LAYERS; l++) {
-        const tower_layer_spec *s = &tower_alexnet2012[l];
+    for (int l = 0; l < p->n_layers; l++) {
+        const tower_layer_spec *s = tower_plan_row(p, l);
         const tower_layer_shape *L = &p->layer[l];
         if (s->kind != TOWER_CONV) continue;
         size_t n = tower_conv_cuda_scratch_size(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k,
@@ -91,7 +91,7 @@ extern "C" int tower_cuda_device_info(int device, char *name, size_t namelen,
 
 /* Frees whatever tower_init_cuda got as far as creating; safe on a half-built tower.
  * Failures here are reported and skipped: there is nothing better to do while freeing. */
-extern "C" void tower_free_cuda(tower *t)
+static void cuda_free(tower *t)
 {
     tower_gpu *g = gpu_of(t);
     cudaError_t e = cudaSetDevice(t->device);
@@ -122,9 +122,11 @@ static int init_fail(tower *t, cudaError_t e, const char *what, char *err, size_
 {
     snprintf(err, errlen, "tower %d on GPU %d: %s: %s", t->index, t->device, what,
              cudaGetErrorString(e));
-    tower_free_cuda(t);
+    cuda_free(t);
     return -1;
 }
+
+static const tower_ops *cuda_ops_table(void);
 
 extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device,
                                uint64_t seed, char *err, size_t errlen)
@@ -133,6 +135,7 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     t->plan = *plan;
     t->index = index;
     t->device = device;
+    t->ops = cuda_ops_table();
     cudaError_t e = cudaSetDevice(device);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "tower %d: cannot use GPU %d: %s", index, device,
@@ -175,7 +178,7 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
                  index, device, (bytes + side) / 1048576.0, bytes / 1048576.0,
                  side / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
                  cudaGetErrorString(e));
-        tower_free_cuda(t);
+        cuda_free(t);
         return -1;
     }
     t->arena = arena;
@@ -202,7 +205,7 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
         free(host);
         snprintf(err, errlen, "tower %d on GPU %d: cuBLAS set-up failed: %s", index, device,
                  cublasGetStatusString(s));
-        tower_free_cuda(t);
+        cuda_free(t);
         return -1;
     }
 
@@ -315,151 +318,206 @@ extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
     return bytes + side_bytes(plan);
 }
 
-/* ---- the per-layer passes: net.c's tower_forward_layer & co. with _cuda twins ------- */
+/* ---- the operations: net.c's layer loop runs these, each on the tower's stream -------- */
 
-extern "C" void tower_zero_grads_cuda(tower *t)
+static int cuda_fuses_act(const tower *t, int l, int act)
+{
+    /* conv + ReLU on the GEMM path run fused (the ReLU in the convolution's output pass,
+     * its backward in the transposing pass of the gradient); cuDNN's path, tanh and the
+     * fc layers run the activation as its own kernel */
+    return act == TOWER_ACT_RELU && tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
+           !gpu_of(t)->cudnn;
+}
+
+static void cuda_conv_forward(tower *t, int l, float *out, const float *in, const float *w,
+                              const float *b, int ldw, int accumulate, int act)
+{
+    use_device(t);
+    tower_gpu *g = gpu_of(t);
+    const tower_layer_spec *s = tower_plan_row(&t->plan, l);
+    const tower_layer_shape *L = &t->plan.layer[l];
+    if (g->cudnn) {
+        tower_cudnn_forward(g->cudnn, l, out, in, w, b, ldw, accumulate);
+        return;
+    }
+    (act == TOWER_ACT_RELU ? tower_conv_relu_forward_cuda : tower_conv_forward_cuda)(
+        out, in, w, b, t->plan.cfg.batch, L->in_ch, L->in_h, L->in_h, L->out_ch, s->k,
+        s->stride, s->pad, ldw, accumulate, g->conv_scratch, g->conv_images, g->cublas,
+        g->stream);
+}
+
+static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db,
+                               const float *dout, const float *act_out, const float *in,
+                               const float *w, int ldw, int accumulate_din, int act)
+{
+    use_device(t);
+    tower_gpu *g = gpu_of(t);
+    const tower_layer_spec *s = tower_plan_row(&t->plan, l);
+    const tower_layer_shape *L = &t->plan.layer[l];
+    int B = t->plan.cfg.batch;
+    if (g->cudnn)
+        tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din);
+    else if (act == TOWER_ACT_RELU) /* ReLU's backward: the mask in the transposing pass */
+        tower_conv_relu_backward_cuda(din, dw, db, dout, act_out, in, w, B, L->in_ch, L->in_h,
+                                      L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw,
+                                      accumulate_din, g->conv_scratch, g->conv_images,
+                                      g->cublas, g->stream);
+    else
+        tower_conv_backward_cuda(din, dw, db, dout, in, w, B, L->in_ch, L->in_h, L->in_h,
+                                 L->out_ch, s->k, s->stride, s->pad, ldw, accumulate_din,
+                                 g->conv_scratch, g->conv_images, g->cublas, g->stream);
+}
+
+static void cuda_fc_forward(tower *t, float *out, const float *in, const float *w,
+                            const float *b, int B, int Cin, int Cout, int ldw, int accumulate)
+{
+    use_device(t);
+    tower_fc_forward_cuda(out, in, w, b, B, Cin, Cout, ldw, accumulate, gpu_of(t)->cublas,
+                          gpu_of(t)->stream);
+}
+
+static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const float *dout,
+                             const float *in, const float *w, int B, int Cin, int Cout, int ldw,
+                             int accumulate_din)
+{
+    use_device(t);
+    tower_fc_backward_cuda(din, dw, db, dout, in, w, B, Cin, Cout, ldw, accumulate_din,
+                           gpu_of(t)->cublas, gpu_of(t)->stream);
+}
+
+static void cuda_act_forward(tower *t, int act, float *out, const float *in, size_t n)
+{
+    use_device(t);
+    if (act == TOWER_ACT_RELU) tower_relu_forward_cuda(out, in, n, gpu_of(t)->stream);
+    else if (act == TOWER_ACT_TANH) tower_tanh_forward_cuda(out, in, n, gpu_of(t)->stream);
+}
+
+static void cuda_act_backward(tower *t, int act, float *din, const float *dout,
+                              const float *out, size_t n)
+{
+    use_device(t);
+    if (act == TOWER_ACT_RELU) tower_relu_backward_cuda(din, dout, out, n, gpu_of(t)->stream);
+    else if (act == TOWER_ACT_TANH)
+        tower_tanh_backward_cuda(din, dout, out, n, gpu_of(t)->stream);
+}
+
+static void cuda_lrn_forward(tower *t, float *out, float *scale, const float *in, int B, int C,
+                             int HW, int n, float k, float alpha, float beta)
+{
+    use_device(t);
+    tower_lrn_forward_cuda(out, scale, in, B, C, HW, n, k, alpha, beta, gpu_of(t)->stream);
+}
+
+static void cuda_lrn_backward(tower *t, float *din, const float *dout, const float *in,
+                              const float *out, const float *scale, int B, int C, int HW, int n,
+                              float k, float alpha, float beta)
+{
+    use_device(t);
+    tower_lrn_backward_cuda(din, dout, in, out, scale, B, C, HW, n, k, alpha, beta,
+                            gpu_of(t)->stream);
+}
+
+static void cuda_maxpool_forward(tower *t, float *out, int32_t *idx, const float *in, int B,
+                                 int C, int H, int W, int K, int S)
+{
+    use_device(t);
+    tower_maxpool_forward_cuda(out, idx, in, B, C, H, W, K, S, gpu_of(t)->stream);
+}
+
+static void cuda_maxpool_backward(tower *t, float *din, const float *dout, const int32_t *idx,
+                                  int B, int C, int H, int W, int K, int S)
+{
+    use_device(t);
+    tower_maxpool_backward_cuda(din, dout, idx, B, C, H, W, K, S, gpu_of(t)->stream);
+}
+
+static void cuda_dropout_forward(tower *t, int scale, float *out, const float *in, size_t n,
+                                 float p, uint64_t key, int train)
+{
+    use_device(t);
+    if (scale == TOWER_DROP_INVERTED)
+        tower_dropout_inverted_forward_cuda(out, in, n, p, key, train, gpu_of(t)->stream);
+    else
+        tower_dropout_forward_cuda(out, in, n, p, key, train, gpu_of(t)->stream);
+}
+
+static void cuda_dropout_backward(tower *t, int scale, float *din, const float *dout, size_t n,
+                                  float p, uint64_t key)
+{
+    use_device(t);
+    if (scale == TOWER_DROP_INVERTED)
+        tower_dropout_inverted_backward_cuda(din, dout, n, p, key, gpu_of(t)->stream);
+    else
+        tower_dropout_backward_cuda(din, dout, n, p, key, gpu_of(t)->stream);
+}
+
+/* Synchronises the tower's stream and returns the mean loss, summed on the host in double
+ * in sample order (as the CPU tower does). */
+static double cuda_loss_forward(tower *t, float *losses, float *probs, const float *logits,
+                                const int32_t *labels, int B, int T, int Vt)
+{
+    use_device(t);
+    tower_gpu *g = gpu_of(t);
+    tower_softmax_xent_forward_cuda(losses, probs, logits, labels, B, T, Vt, g->stream);
+    CUDA_CHECK(cudaMemcpyAsync(g->host_losses, losses, sizeof(float) * B,
+                               cudaMemcpyDeviceToHost, g->stream));
+    CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    double sum = 0; /* in sample order, in double: as the CPU's */
+    for (int b = 0; b < B; b++) sum += g->host_losses[b];
+    return sum / B;
+}
+
+static void cuda_loss_backward(tower *t, float *dlogits, const float *probs,
+                               const int32_t *labels, int B, int T, int Vt, int slot)
+{
+    use_device(t);
+    tower_softmax_xent_backward_cuda(dlogits, probs, labels, B, T, Vt, slot, gpu_of(t)->stream);
+}
+
+static void cuda_zero_grads(tower *t)
 {
     use_device(t);
     CUDA_CHECK(cudaMemsetAsync(t->grads, 0, sizeof(float) * t->plan.n_params,
                                gpu_of(t)->stream));
 }
 
-/* Conv + ReLU on the GEMM path run fused (the ReLU in the convolution's output pass, its
- * backward in the transposing pass of the gradient); cuDNN's path and the fc layers run
- * the ReLU as its own kernel. */
-static int fuse_relu(const tower *t, int l)
-{
-    const tower_layer_spec *s = &tower_alexnet2012[l];
-    return s->kind == TOWER_CONV && s->relu && !gpu_of(t)->cudnn;
-}
-
-extern "C" void tower_forward_layer_cuda(tower *t, int l, int train)
+/* One launch over the arena; weight decay on weights only, as the CPU's update. */
+static void cuda_update(tower *t, const tower_optim *o, float lr, int64_t t_update)
 {
     use_device(t);
-    tower_gpu *g = gpu_of(t);
-    void *st = g->stream, *hb = g->cublas;
-    const tower_layer_spec *s = &tower_alexnet2012[l];
-    const tower_layer_shape *L = &t->plan.layer[l];
-    tower_acts *A = &t->acts[l];
-    int B = t->plan.cfg.batch, S = L->sources;
-    size_t act_n = (size_t)B * L->out_ch * L->out_h * L->out_h;
-    if (s->kind == TOWER_CONV) {
-        size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
-        int kk = L->in_ch * s->k * s->k;
-        for (int src = 0; src < S; src++) { /* sum the sources' contributions */
-            const float *x = A->in + src * slot, *w = t->w[l] + (size_t)src * kk;
-            const float *b = src == 0 ? t->b[l] : NULL;
-            if (g->cudnn)
-                tower_cudnn_forward(g->cudnn, l, A->act, x, w, b, S * kk, src > 0);
-            else /* the GEMM path applies the ReLU in its last pass over the output */
-                (fuse_relu(t, l) && src == S - 1 ? tower_conv_relu_forward_cuda
-                                                 : tower_conv_forward_cuda)(
-                    A->act, x, w, b, B, L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
-                    s->pad, S * kk, src > 0, g->conv_scratch, g->conv_images, hb, st);
-        }
+    void *st = gpu_of(t)->stream;
+    if (o->kind == TOWER_OPTIM_ADAM) {
+        double step_size, bc2_sqrt;
+        tower_adam_scalars((double)lr, o->beta1, o->beta2, t_update, &step_size, &bc2_sqrt);
+        tower_adam_arena_cuda(t->params, t->momentum, t->moment2, t->grads, &t->plan,
+                              (float)step_size, (float)o->beta1, (float)o->beta2, (float)o->eps,
+                              (float)bc2_sqrt, (float)o->weight_decay, st);
     } else {
-        size_t slot = (size_t)B * L->in_ch;
-        for (int src = 0; src < S; src++)
-            tower_fc_forward_cuda(A->act, A->in + src * slot, t->w[l] + (size_t)src * L->in_ch,
-                                  src == 0 ? t->b[l] : NULL, B, L->in_ch, L->out_ch,
-                                  S * L->in_ch, src > 0, hb, st);
-    }
-    if (s->relu && !fuse_relu(t, l)) tower_relu_forward_cuda(A->act, A->act, act_n, st);
-    const float *cur = A->act;
-    if (s->lrn) {
-        tower_lrn_forward_cuda(A->lrn, A->lrn_scale, cur, B, L->out_ch, L->out_h * L->out_h,
-                               TOWER_LRN_N, (float)TOWER_LRN_K, (float)TOWER_LRN_ALPHA,
-                               (float)TOWER_LRN_BETA, st);
-        cur = A->lrn;
-    }
-    if (s->pool)
-        tower_maxpool_forward_cuda(A->pool, A->pool_idx, cur, B, L->out_ch, L->out_h, L->out_h,
-                                   TOWER_POOL_K, TOWER_POOL_STRIDE, st);
-    if (s->dropout)
-        tower_dropout_forward_cuda(A->out, cur, act_n, (float)TOWER_DROPOUT_P,
-                                   tower_layer_key(t->dropout_key, l), train, st);
-}
-
-extern "C" void tower_backward_layer_cuda(tower *t, int l)
-{
-    use_device(t);
-    tower_gpu *g = gpu_of(t);
-    void *st = g->stream, *hb = g->cublas;
-    const tower_layer_spec *s = &tower_alexnet2012[l];
-    const tower_layer_shape *L = &t->plan.layer[l];
-    tower_acts *A = &t->acts[l];
-    int B = t->plan.cfg.batch, S = L->sources, HW = L->out_h * L->out_h;
-    size_t act_n = (size_t)B * L->out_ch * HW;
-    /* walk the stages back from `dout` to `dact` */
-    if (s->dropout)
-        tower_dropout_backward_cuda(A->dact, A->dout, act_n, (float)TOWER_DROPOUT_P,
-                                    tower_layer_key(t->dropout_key, l), st);
-    if (s->pool)
-        tower_maxpool_backward_cuda(s->lrn ? A->dlrn : A->dact, A->dpool, A->pool_idx, B,
-                                    L->out_ch, L->out_h, L->out_h, TOWER_POOL_K,
-                                    TOWER_POOL_STRIDE, st);
-    if (s->lrn)
-        tower_lrn_backward_cuda(A->dact, A->dlrn, A->act, A->lrn, A->lrn_scale, B, L->out_ch,
-                                HW, TOWER_LRN_N, (float)TOWER_LRN_K, (float)TOWER_LRN_ALPHA,
-                                (float)TOWER_LRN_BETA, st);
-    if (s->relu && !fuse_relu(t, l)) tower_relu_backward_cuda(A->dact, A->dact, A->act, act_n, st);
-    if (s->kind == TOWER_CONV) {
-        size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
-        int kk = L->in_ch * s->k * s->k;
-        for (int src = 0; src < S; src++) {
-            float *dx = A->din ? A->din + src * slot : NULL, *dw = t->dw[l] + (size_t)src * kk;
-            float *db = src == 0 ? t->db[l] : NULL;
-            const float *x = A->in + src * slot, *w = t->w[l] + (size_t)src * kk;
-            if (g->cudnn)
-                tower_cudnn_backward(g->cudnn, l, dx, dw, db, A->dact, x, w, S * kk, 0);
-            else if (fuse_relu(t, l)) /* ReLU's backward: the mask in the transposing pass */
-                tower_conv_relu_backward_cuda(dx, dw, db, A->dact, A->act, x, w, B, L->in_ch,
-                                              L->in_h, L->in_h, L->out_ch, s->k, s->stride,
-                                              s->pad, S * kk, 0, g->conv_scratch,
-                                              g->conv_images, hb, st);
-            else
-                tower_conv_backward_cuda(dx, dw, db, A->dact, x, w, B, L->in_ch, L->in_h,
-                                         L->in_h, L->out_ch, s->k, s->stride, s->pad, S * kk, 0,
-                                         g->conv_scratch, g->conv_images, hb, st);
-        }
-    } else {
-        size_t slot = (size_t)B * L->in_ch;
-        for (int src = 0; src < S; src++)
-            tower_fc_backward_cuda(A->din ? A->din + src * slot : NULL,
-                                   t->dw[l] + (size_t)src * L->in_ch,
-                                   src == 0 ? t->db[l] : NULL, A->dact, A->in + src * slot,
-                                   t->w[l] + (size_t)src * L->in_ch, B, L->in_ch, L->out_ch,
-                                   S * L->in_ch, 0, hb, st);
+        tower_sgd_arena_cuda(t->params, t->momentum, t->grads, &t->plan, lr, (float)o->momentum,
+                             (float)o->weight_decay, st);
     }
 }
 
-extern "C" double tower_loss_forward_cuda(tower *t)
-{
-    use_device(t);
-    tower_gpu *g = gpu_of(t);
-    int B = t->plan.cfg.batch;
-    tower_softmax_xent_forward_cuda(t->losses, t->probs, t->logits, t->labels, B,
-                                    t->plan.cfg.towers, t->plan.vt, g->stream);
-    CUDA_CHECK(cudaMemcpyAsync(g->host_losses, t->losses, sizeof(float) * B,
-                               cudaMemcpyDeviceToHost, g->stream));
-    CUDA_CHECK(cudaStreamSynchronize(g->stream));
-    double sum = 0; /* in sample order, in double: as net.c */
-    for (int b = 0; b < B; b++) sum += g->host_losses[b];
-    return sum / B;
-}
+static const tower_ops cuda_ops = {
+    /* .name = */ "cuda",
+    /* .fuses_act = */ cuda_fuses_act,
+    /* .conv_forward = */ cuda_conv_forward,
+    /* .conv_backward = */ cuda_conv_backward,
+    /* .fc_forward = */ cuda_fc_forward,
+    /* .fc_backward = */ cuda_fc_backward,
+    /* .act_forward = */ cuda_act_forward,
+    /* .act_backward = */ cuda_act_backward,
+    /* .lrn_forward = */ cuda_lrn_forward,
+    /* .lrn_backward = */ cuda_lrn_backward,
+    /* .maxpool_forward = */ cuda_maxpool_forward,
+    /* .maxpool_backward = */ cuda_maxpool_backward,
+    /* .dropout_forward = */ cuda_dropout_forward,
+    /* .dropout_backward = */ cuda_dropout_backward,
+    /* .loss_forward = */ cuda_loss_forward,
+    /* .loss_backward = */ cuda_loss_backward,
+    /* .zero_grads = */ cuda_zero_grads,
+    /* .update = */ cuda_update,
+    /* .free = */ cuda_free,
+};
 
-extern "C" void tower_loss_backward_cuda(tower *t)
-{
-    use_device(t);
-    tower_softmax_xent_backward_cuda(t->acts[TOWER_LAYERS - 1].dout, t->probs, t->labels,
-                                     t->plan.cfg.batch, t->plan.cfg.towers, t->plan.vt,
-                                     t->index, gpu_of(t)->stream);
-}
-
-extern "C" void tower_sgd_cuda(tower *t, float lr, float momentum, float wd)
-{
-    use_device(t);
-    /* one launch over the arena; weight decay on weights only, as net.c's tower_sgd */
-    tower_sgd_arena_cuda(t->params, t->momentum, t->grads, &t->plan, lr, momentum, wd,
-                         gpu_of(t)->stream);
-}
+static const tower_ops *cuda_ops_table(void) { return &cuda_ops; }
