@@ -40,6 +40,12 @@ static int copy_logits(model *m, real *dst, size_t n)
 int train_dump_model(model *m, const float *x, const int32_t *labels, const char *path,
                      char *err, size_t errlen)
 {
+    return train_dump_model_update(m, x, labels, 0, path, err, errlen);
+}
+
+int train_dump_model_update(model *m, const float *x, const int32_t *labels, real lr,
+                            const char *path, char *err, size_t errlen)
+{
     const tower_config *c = &m->plan.cfg;
     int T = m->towers, B = c->batch, Vt = m->plan.vt, V = T * Vt, nl = m->plan.n_layers;
     size_t np = m->plan.n_params;
@@ -72,7 +78,8 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
             masks_total += (size_t)T * mask_n[l];
         }
     }
-    size_t total = 2 * (size_t)T * np + 2 * logit_n;
+    int upd = lr > 0;
+    size_t total = (upd ? 3 : 2) * (size_t)T * np + 2 * logit_n;
     real *buf = malloc(sizeof(real) * total);
     float *masks = malloc(sizeof(float) * (masks_total ? masks_total : 1));
     if (!buf || !masks) {
@@ -84,6 +91,7 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
     }
     real *params = buf, *grads = buf + (size_t)T * np;
     real *gathered = grads + (size_t)T * np, *logits = gathered + logit_n;
+    real *after = logits + logit_n; /* (upd) the parameters after one update */
     for (int t = 0; t < T; t++) {
         model_get_tensor(m, t, 0, params + (size_t)t * np);
         model_get_tensor(m, t, 1, grads + (size_t)t * np);
@@ -104,9 +112,23 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
                 to[(size_t)b * V + cl] = from[(size_t)(cl / Vt) * B * Vt + (size_t)b * Vt + cl % Vt];
     }
 
-    enum { MAX_T = 2 * (4 * TOWER_MAX_LAYERS + TOWER_MAX_LAYERS) + 5 };
+    if (upd) {
+        /* two optimizer steps (the step counter is left alone): on these gradients, then
+         * on -0.5 times them, so the moments mix two different gradients and every
+         * constant of the update (betas, bias corrections, eps) shows in the result */
+        model_update(m, lr);
+        for (int t = 0; t < T; t++) {
+            real *g = after + (size_t)t * np; /* scratch until the parameters go there */
+            model_get_tensor(m, t, 1, g);
+            for (size_t i = 0; i < np; i++) g[i] *= (real)-0.5;
+            model_set_tensor(m, t, 1, g);
+        }
+        model_update(m, lr);
+        for (int t = 0; t < T; t++) model_get_tensor(m, t, 0, after + (size_t)t * np);
+    }
+    enum { MAX_T = 2 * (6 * TOWER_MAX_LAYERS + TOWER_MAX_LAYERS) + 5 };
     st_tensor tens[MAX_T];
-    char names[2 * 2 * 2 * TOWER_MAX_LAYERS + 2 * TOWER_MAX_LAYERS][TRAIN_EXPORT_NAME_MAX];
+    char names[2 * 3 * 2 * TOWER_MAX_LAYERS + 2 * TOWER_MAX_LAYERS][TRAIN_EXPORT_NAME_MAX];
     int nt = 0, nn = 0;
     for (int t = 0; t < T; t++) {
         int k = train_export_views(tens + nt, names + nn, &m->plan, t, params + (size_t)t * np, "");
@@ -122,6 +144,12 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
     for (int t = 0; t < T; t++) {
         int k = train_export_views(tens + nt, names + nn, &m->plan, t, grads + (size_t)t * np,
                                    "grad.");
+        nt += k;
+        nn += k;
+    }
+    for (int t = 0; upd && t < T; t++) {
+        int k = train_export_views(tens + nt, names + nn, &m->plan, t, after + (size_t)t * np,
+                                   "update.");
         nt += k;
         nn += k;
     }
@@ -149,7 +177,7 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
             mk += mask_n[l];
         }
 
-    char v[9][32], nv[5][32];
+    char v[9][32], nv[5][32], uv[6][32];
     snprintf(v[0], sizeof v[0], "%" PRIu64, m->seed);
     snprintf(v[1], sizeof v[1], "%" PRId64, m->step);
     snprintf(v[2], sizeof v[2], "%d", T);
@@ -159,11 +187,27 @@ int train_dump_model(model *m, const float *x, const int32_t *labels, const char
     snprintf(v[6], sizeof v[6], "%d", c->width_div > 0 ? c->width_div : 1);
     snprintf(v[7], sizeof v[7], "%s", m->place.cpu ? "cpu" : "cuda");
     snprintf(v[8], sizeof v[8], "%d", c->in_ch);
-    const char *meta[20 + TRAIN_EXPORT_NET_META + 1] = {
+    const char *meta[20 + TRAIN_EXPORT_NET_META + 12 + 1] = {
         "format", "twotower-dump", "seed", v[0], "step", v[1], "towers", v[2],
         "classes", v[3], "size", v[4], "batch", v[5], "width_div", v[6], "backend", v[7],
         "in_ch", v[8]};
     int nm = 20 + train_export_net_meta(meta + 20, nv, &c->net);
+    if (upd) {
+        const tower_optim *o = &m->optim;
+        snprintf(uv[0], 32, "%s", o->kind == TOWER_OPTIM_ADAM ? "adam" : "sgd");
+        snprintf(uv[1], 32, "%.9g", (double)lr);
+        snprintf(uv[2], 32, "%.17g", o->kind == TOWER_OPTIM_ADAM ? o->beta1 : o->momentum);
+        snprintf(uv[3], 32, "%.17g", o->beta2);
+        snprintf(uv[4], 32, "%.17g", o->eps);
+        snprintf(uv[5], 32, "%.17g", o->weight_decay);
+        const char *keys[6] = {"update", "update.lr", o->kind == TOWER_OPTIM_ADAM
+                                                          ? "update.beta1" : "update.momentum",
+                               "update.beta2", "update.eps", "update.weight_decay"};
+        for (int i = 0; i < 6; i++) {
+            meta[nm++] = keys[i];
+            meta[nm++] = uv[i];
+        }
+    }
     meta[nm] = NULL;
     int rc = st_write(path, tens, nt, meta, err, errlen);
     free(buf);

@@ -23,10 +23,18 @@ void train_dump_batch(float *x, int32_t *labels, const tower_config *cfg, uint64
 int train_dump_model(model *m, const float *x, const int32_t *labels, const char *path,
                      char *err, size_t errlen);
 
-/* `twotower dump --out F.safetensors [--batch 2] [--seed S] [--size 224] [--towers 2]
- * [--classes 1000] [--width-div 1] [--cpu | --gpus 0[,1] [--tf32] [--conv gemm|cudnn]]`
- * (the CPU unless --gpus); argv[0] is "dump". Returns the exit code (0 ok, 1 failed,
- * 2 usage). */
+/* The same, then two optimizer updates at learning rate lr (m->optim; lr > 0), the first
+ * on the batch's gradients, the second on -0.5 times them; the parameters after them go
+ * into the file as update.tower{t}.{layer}.weight/.bias with the optimizer's constants in
+ * the metadata (update, update.lr, ...): compare.py checks Adam against torch.optim.Adam
+ * with it. m's parameters are left updated (and its gradients scaled); m->step is not. */
+int train_dump_model_update(model *m, const float *x, const int32_t *labels, real lr,
+                            const char *path, char *err, size_t errlen);
+
+/* `twotower dump --out F.safetensors [--net NAME] [switches] [--batch 2] [--seed S]
+ * [--size N] [--towers 2] [--classes N] [--width-div 1] [--cpu | --gpus 0[,1] [--tf32]
+ * [--conv gemm|cudnn]]` (the CPU unless --gpus); argv[0] is "dump". Returns the exit
+ * code (0 ok, 1 failed, 2 usage). */
 int train_dump_main(int argc, char **argv);
 
 #ifdef __cplusplus

@@ -37,7 +37,7 @@ typedef struct {
     int batch;               /* 128 (the net's default when not given) */
     int size;                /* input side, 224 */
     int width_div;           /* 1: the paper's widths; >1 divides them (tiny nets for tests) */
-    int epochs;              /* 90 */
+    int epochs;              /* 0: the net's (90 for the paper's; a resumed run's net's) */
     int64_t train_limit;     /* images per epoch (0: the whole training set) */
     int64_t test_limit;      /* images evaluated (0: all) */
     int eval_views;          /* 1: center crop; 10: also the paper's ten views */
@@ -76,8 +76,6 @@ enum {
     TRAIN_GIVEN_TRAIN_LIMIT = 1u << 9,
     TRAIN_GIVEN_EVAL_EVERY = 1u << 10,
     TRAIN_GIVEN_NET = 1u << 11,
-    TRAIN_GIVEN_EPOCHS = 1u << 12, /* not fixed by a checkpoint: it only keeps the net's
-                                      default epochs from overriding the flag */
 };
 
 void train_options_default(train_options *o);

@@ -30,7 +30,7 @@ void train_options_default(train_options *o)
     o->batch = 128;
     o->size = 224;
     o->width_div = 1;
-    o->epochs = 90;
+    o->epochs = 0; /* the net's: 90 for the paper's (on --resume, the checkpoint's net's) */
     o->eval_views = 1;
     o->lr = TRAIN_SCHED_DEFAULT_LR0;
     o->seed = 1;
@@ -334,10 +334,8 @@ static int run_open(run_state *r, const train_options *o)
         fprintf(stderr, "twotower: cannot open validation data: %s\n", err);
         return 2;
     }
-    /* the net: --net, or by --towers; its batch, size, lr and epochs are the defaults of
-     * the flags not given */
-    /* the net: --net (whose batch, lr and epochs main.c made the defaults of the flags
-     * not given), or by --towers */
+    /* the net: --net and its switches (main.c made the net's batch, lr and size the
+     * defaults of the flags not given; its epochs are taken below), or by --towers */
     tower_config cfg = {.towers = o->net && !(o->given & TRAIN_GIVEN_TOWERS) ? 0 : o->towers,
                         .classes = data_classes(r->tr), .batch = o->batch, .in_size = o->size,
                         .in_ch = 0, .width_div = o->width_div};
@@ -393,10 +391,8 @@ static int run_open(run_state *r, const train_options *o)
         cfg = peek.cfg;
         r->train_limit = peek.train_limit;
         r->eval_every = peek.eval_every;
-        /* a checkpoint of another net than the defaults (version 3) brings its epochs
-         * unless --epochs says otherwise (the defaults' are train_options_default's) */
-        if (cfg.net.n_layers && !(o->given & TRAIN_GIVEN_EPOCHS)) r->epochs = cfg.net.epochs;
     }
+    if (r->epochs <= 0) r->epochs = tower_config_net(&cfg)->epochs; /* the net's (90, ...) */
     if (cfg.in_ch != 3 && cfg.in_ch != 1) { /* RGB batches, or their gray mean */
         fprintf(stderr, "twotower: the net reads %d input channels; the data path gives 3 "
                         "(or 1, their mean)\n", cfg.in_ch);

@@ -402,3 +402,92 @@ Test(cuda_kernels_host, sgd_arena)
     tower_free(&t);
     free(g), free(v), free(w2), free(v2);
 }
+
+/* tanh: the host's tanhf is the CPU backend's, so bit for bit here (the device's tanhf is
+ * within a few ulps: the GPU tests' tolerance) */
+Test(cuda_kernels_host, tanh)
+{
+    size_t n = 1000;
+    float *in = frand(n, 91, 2), *dout = frand(n, 92, 1), *out = fnew(n), *out2 = fnew(n);
+    float *din = fnew(n), *din2 = fnew(n);
+    tower_tanh_forward(out, in, n);
+    for (size_t i = 0; i < n; i++) out2[i] = tower_k_tanh(in[i]);
+    expect_close("tanh forward", out2, out, n, 0);
+    tower_tanh_backward(din, dout, out, n);
+    for (size_t i = 0; i < n; i++) din2[i] = tower_k_tanh_grad(dout[i], out[i]);
+    expect_close("tanh backward", din2, din, n, 0);
+    free(in), free(dout), free(out), free(out2), free(din), free(din2);
+}
+
+/* inverted dropout with the launcher's host-side scale, as layers_cuda.cu computes it */
+Test(cuda_kernels_host, dropout_inverted)
+{
+    size_t n = 1000;
+    uint64_t key = tower_layer_key(tower_step_key(7, 3, 0), 4);
+    float p = 0.3f, scale = (float)(1.0 / (1.0 - (double)p));
+    float *in = frand(n, 93, 1), *out = fnew(n), *out2 = fnew(n), *din = fnew(n), *din2 = fnew(n);
+    for (int train = 0; train < 2; train++) {
+        tower_dropout_inverted_forward(out, in, n, p, key, train);
+        for (size_t i = 0; i < n; i++)
+            out2[i] = tower_k_dropout_inv_forward(in[i], i, p, scale, key, train);
+        expect_close(train ? "inverted dropout (train)" : "inverted dropout (eval)", out2, out,
+                     n, 0);
+    }
+    tower_dropout_inverted_backward(din, in, n, p, key);
+    for (size_t i = 0; i < n; i++) din2[i] = tower_k_dropout_inv_backward(in[i], i, p, scale, key);
+    expect_close("inverted dropout backward", din2, din, n, 0);
+    free(in), free(out), free(out2), free(din), free(din2);
+}
+
+/* Adam, per element and over a whole arena (no decay in the bias ranges), against the CPU
+ * tower's update: bit for bit */
+Test(cuda_kernels_host, adam)
+{
+    size_t n = 777;
+    float *w = frand(n, 94, 0.05f), *m = fnew(n), *v = fnew(n), *g = frand(n, 95, 0.1f);
+    float *w2 = fdup(w, n), *m2 = fnew(n), *v2 = fnew(n);
+    for (int t = 1; t <= 3; t++) {
+        double ss, bc;
+        tower_adam_scalars(0.001, 0.9, 0.999, t, &ss, &bc);
+        tower_adam_update(w, m, v, g, n, (float)ss, 0.9f, 0.999f, 1e-8f, (float)bc, 0.01f);
+        for (size_t i = 0; i < n; i++)
+            tower_k_adam(w2, m2, v2, g, i, (float)ss, 0.9f, 0.999f, 1e-8f, (float)bc, 0.01f);
+        for (size_t i = 0; i < n; i++) g[i] = -0.5f * g[i] + 0.01f;
+    }
+    expect_close("adam weights", w2, w, n, 0);
+    expect_close("adam first moment", m2, m, n, 0);
+    expect_close("adam second moment", v2, v, n, 0);
+    free(w), free(m), free(v), free(g), free(w2), free(m2), free(v2);
+
+    tower_net net = *tower_net_preset("fmnist");
+    net.optim.weight_decay = 0.01; /* so that the bias ranges matter */
+    tower_config cfg = {.towers = 1, .classes = 10, .batch = 2, .in_size = 67, .in_ch = 1,
+                        .width_div = 16, .net = net};
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    tower t;
+    cr_assert_eq(tower_init(&t, &plan, 0, 5, err, sizeof err), 0, "%s", err);
+    n = plan.n_params;
+    g = frand(n, 96, 0.1f);
+    memcpy(t.grads, g, sizeof(float) * n);
+    w2 = fdup(t.params, n), m2 = fnew(n), v2 = fnew(n);
+    tower_k_bias_ranges r;
+    r.n = plan.n_layers;
+    for (int l = 0; l < plan.n_layers; l++) {
+        r.lo[l] = plan.layer[l].b_off;
+        r.hi[l] = plan.layer[l].b_off + plan.layer[l].b_count;
+    }
+    for (int step = 1; step <= 2; step++) {
+        tower_update(&t, &plan.cfg.net.optim, 0.001f, step);
+        double ss, bc;
+        tower_adam_scalars(0.001f, 0.9, 0.999, step, &ss, &bc);
+        for (size_t i = 0; i < n; i++)
+            tower_k_adam_arena(w2, m2, v2, g, i, (float)ss, 0.9f, 0.999f, 1e-8f, (float)bc,
+                               0.01f, &r);
+    }
+    expect_close("adam arena weights", w2, t.params, n, 0);
+    expect_close("adam arena second moment", v2, t.moment2, n, 0);
+    tower_free(&t);
+    free(g), free(w2), free(m2), free(v2);
+}

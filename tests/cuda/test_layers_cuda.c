@@ -405,3 +405,97 @@ static void check_sgd(size_t n, uint64_t key, int arena)
 
 Test(cuda_layers, sgd_update, .init = setup) { check_sgd(plan.layer[7].w_count, 8001, 0); }
 Test(cuda_layers, sgd_arena, .init = setup) { check_sgd(plan.n_params, 8011, 1); }
+
+/* ---- tanh at conv1's output size: the device's tanhf is within a few ulps of glibc's */
+#define TOL_TANH 1e-6
+Test(cuda_layers, tanh, .init = setup)
+{
+    gpu_start();
+    const tower_layer_shape *L = &plan.layer[0];
+    size_t n = (size_t)BATCH * L->out_ch * L->out_h * L->out_h;
+    float *in = tt_host_alloc(n), *dout = tt_host_alloc(n), *out = tt_host_alloc(n),
+          *din = tt_host_alloc(n);
+    tt_fill_normal(in, n, 3101, 2.0f);
+    tt_fill_normal(dout, n, 3102, 1.0f);
+    float *d_in = tt_dev_upload(in, n), *d_dout = tt_dev_upload(dout, n);
+    float *d_out = tt_dev_alloc(sizeof(float) * n), *d_din = tt_dev_alloc(sizeof(float) * n);
+    tower_tanh_forward(out, in, n);
+    tower_tanh_forward_cuda(d_out, d_in, n, stream);
+    check("tanh forward", d_out, out, n, TOL_TANH);
+    /* the backward from the CPU's output on both sides: bit-identical arithmetic */
+    float *d_cpu_out = tt_dev_upload(out, n);
+    tower_tanh_backward(din, dout, out, n);
+    tower_tanh_backward_cuda(d_din, d_dout, d_cpu_out, n, stream);
+    check("tanh backward", d_din, din, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_din), cudaFree(d_cpu_out);
+    free(in), free(dout), free(out), free(din);
+}
+
+/* ---- inverted dropout at fc6's size: the same mask and scale on both sides ---------- */
+Test(cuda_layers, dropout_inverted, .init = setup)
+{
+    gpu_start();
+    size_t n = (size_t)BATCH * plan.layer[5].out_ch;
+    uint64_t key = tower_layer_key(tower_step_key(43, 2, 0), 4);
+    float p = 0.5f;
+    float *in = tt_host_alloc(n), *dout = tt_host_alloc(n), *out = tt_host_alloc(n),
+          *din = tt_host_alloc(n);
+    tt_fill_normal(in, n, 6101, 1.0f);
+    tt_fill_normal(dout, n, 6102, 1.0f);
+    float *d_in = tt_dev_upload(in, n), *d_dout = tt_dev_upload(dout, n);
+    float *d_out = tt_dev_alloc(sizeof(float) * n), *d_din = tt_dev_alloc(sizeof(float) * n);
+    for (int train = 1; train >= 0; train--) {
+        tower_dropout_inverted_forward(out, in, n, p, key, train);
+        tower_dropout_inverted_forward_cuda(d_out, d_in, n, p, key, train, stream);
+        check(train ? "inverted dropout (train)" : "inverted dropout (eval)", d_out, out, n,
+              TOL_EXACT);
+    }
+    tower_dropout_inverted_backward(din, dout, n, p, key);
+    tower_dropout_inverted_backward_cuda(d_din, d_dout, n, p, key, stream);
+    check("inverted dropout backward", d_din, din, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_din);
+    free(in), free(dout), free(out), free(din);
+}
+
+/* ---- Adam: per tensor and over the whole arena (no decay on the biases) against the
+ * CPU tower's arithmetic: bit-identical (every operation rounded on its own) ---------- */
+static void check_adam(size_t n, uint64_t key, int arena)
+{
+    gpu_start();
+    float *w = tt_host_alloc(n), *m = tt_host_alloc(n), *v = tt_host_alloc(n),
+          *g = tt_host_alloc(n);
+    tt_fill_normal(w, n, key, 0.01f);
+    tt_fill_normal(g, n, key + 2, 0.1f);
+    float *d_w = tt_dev_upload(w, n), *d_m = tt_dev_upload(m, n), *d_v = tt_dev_upload(v, n),
+          *d_g = tt_dev_upload(g, n);
+    for (int t = 1; t <= 3; t++) {
+        double ss, bc;
+        tower_adam_scalars(0.001, 0.9, 0.999, t, &ss, &bc);
+        if (!arena) {
+            tower_adam_update(w, m, v, g, n, (float)ss, 0.9f, 0.999f, 1e-8f, (float)bc, 1e-4f);
+            tower_adam_update_cuda(d_w, d_m, d_v, d_g, n, (float)ss, 0.9f, 0.999f, 1e-8f,
+                                   (float)bc, 1e-4f, stream);
+            continue;
+        }
+        for (int l = 0; l < plan.n_layers; l++) {
+            const tower_layer_shape *L = &plan.layer[l];
+            tower_adam_update(w + L->w_off, m + L->w_off, v + L->w_off, g + L->w_off,
+                              L->w_count, (float)ss, 0.9f, 0.999f, 1e-8f, (float)bc, 1e-4f);
+            tower_adam_update(w + L->b_off, m + L->b_off, v + L->b_off, g + L->b_off,
+                              L->b_count, (float)ss, 0.9f, 0.999f, 1e-8f, (float)bc, 0.0f);
+        }
+        tower_adam_arena_cuda(d_w, d_m, d_v, d_g, &plan, (float)ss, 0.9f, 0.999f, 1e-8f,
+                              (float)bc, 1e-4f, stream);
+    }
+    check(arena ? "adam arena weights" : "adam weights", d_w, w, n, TOL_EXACT);
+    check(arena ? "adam arena first moment" : "adam first moment", d_m, m, n, TOL_EXACT);
+    check(arena ? "adam arena second moment" : "adam second moment", d_v, v, n, TOL_EXACT);
+    gpu_stop();
+    cudaFree(d_w), cudaFree(d_m), cudaFree(d_v), cudaFree(d_g);
+    free(w), free(m), free(v), free(g);
+}
+
+Test(cuda_layers, adam_update, .init = setup) { check_adam(plan.layer[7].w_count, 8101, 0); }
+Test(cuda_layers, adam_arena, .init = setup) { check_adam(plan.n_params, 8111, 1); }

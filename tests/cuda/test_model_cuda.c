@@ -98,6 +98,7 @@ static void step_close_to_cpu(const tower_config *cfg, model_placement gpu, doub
      * weights alone would pass even without one: the momentum after one step is
      * -lr (g + wd w) (no decay on biases), the update itself, and must match as well */
     compare_tensors(&g, &c, 2, tol_grad);
+    if (c.plan.adam) compare_tensors(&g, &c, 3, tol_grad); /* Adam's second moment */
     compare_tensors(&g, &c, 0, tol_grad);
     model_free(&c);
     model_free(&g);
@@ -274,4 +275,39 @@ Test(cuda_model, tower_fits_in_3gb_at_batch_128)
     cr_assert_eq(tower_init_cuda(&t, &plan, 0, 0, 1, err, sizeof err), 0, "%s", err);
     cr_assert_eq(tower_cuda_mem_bytes(&t), bytes);
     tower_free(&t);
+}
+
+/* ---- the other nets through the same layer loop: torchvision's (no LRN, inverted dropout
+ * on conv5's pooled output and fc6's), fmnist's (one channel, Adam), the paper's net with
+ * tanh (no fused conv + ReLU) and with 2:2 pooling ---------------------------------------- */
+static void preset_step_matches_cpu(const char *name, const char *key, const char *value)
+{
+    tower_config cfg = tiny;
+    cfg.net = *tower_net_preset(name);
+    cfg.towers = cfg.net.towers;
+    cfg.in_ch = cfg.net.in_ch;
+    if (key) {
+        tower_net_switches sw = TOWER_SWITCHES_KEEP;
+        char err[256];
+        cr_assert_eq(tower_net_switch_parse(&sw, key, value, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(tower_net_apply(&cfg.net, &sw, err, sizeof err), 0, "%s", err);
+    }
+    step_matches_cpu(&cfg);
+}
+
+Test(cuda_model, torchvision_step_matches_cpu, .timeout = 120)
+{
+    preset_step_matches_cpu("torchvision", NULL, NULL);
+}
+Test(cuda_model, fmnist_adam_step_matches_cpu, .timeout = 120)
+{
+    preset_step_matches_cpu("fmnist", NULL, NULL);
+}
+Test(cuda_model, tanh_step_matches_cpu, .timeout = 120)
+{
+    preset_step_matches_cpu("alexnet2012", "act", "tanh");
+}
+Test(cuda_model, pool_2_2_step_matches_cpu, .timeout = 120)
+{
+    preset_step_matches_cpu("half", "pool", "2:2");
 }

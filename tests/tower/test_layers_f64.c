@@ -410,6 +410,50 @@ Test(layers_f64, relu, .fini = log_fd_worst)
     free(minus), free(buf), free(g);
 }
 
+/* ---- tanh ------------------------------------------------------------------------------ */
+
+static void tanh_fwd(void *p)
+{
+    relu_ctx *c = p;
+    tower_tanh_forward(c->out, c->in, c->n);
+}
+
+Test(layers_f64, tanh, .fini = log_fd_worst)
+{
+    chk_rng r;
+    chk_rng_seed(&r, 32);
+    relu_ctx c = {257, NULL, NULL};
+    c.in = dalloc(c.n);
+    c.out = dalloc(c.n);
+    /* from the near-linear middle to saturation (tanh(4) = 0.9993) */
+    chk_fill(&r, c.in, c.n, -4.0, 4.0);
+    double *R = dalloc(c.n), *din = dalloc(c.n), *plus = dalloc(c.n), *minus = dalloc(c.n);
+    chk_fill(&r, R, c.n, -1.0, 1.0);
+    tanh_fwd(&c);
+    for (size_t i = 0; i < c.n; i++)
+        cr_assert(fabs(c.out[i] - tanh(c.in[i])) <= 1e-16, "tanh out[%zu]: got %.17g want "
+                  "%.17g", i, c.out[i], tanh(c.in[i]));
+    tower_tanh_backward(din, R, c.out, c.n);
+    for (size_t i = 0; i < c.n; i++) {
+        /* against the derivative written from the input, 1 / cosh^2 */
+        double want = R[i] / (cosh(c.in[i]) * cosh(c.in[i]));
+        cr_assert(fabs(din[i] - want) <= 1e-14 * fabs(R[i]), "tanh din[%zu]: got %.17g "
+                  "want %.17g", i, din[i], want);
+        expect_fd("tanh din", i, din[i],
+                  chk_fd(tanh_fwd, &c, &c.in[i], 1e-5, c.out, R, c.n, plus, minus));
+    }
+    /* in place, both directions (chk_fd left out stale) */
+    double *buf = dalloc(c.n), *g = dalloc(c.n);
+    tanh_fwd(&c);
+    memcpy(buf, c.in, c.n * sizeof *buf);
+    tower_tanh_forward(buf, buf, c.n);
+    cr_assert(memcmp(buf, c.out, c.n * sizeof *buf) == 0, "tanh in place differs");
+    memcpy(g, R, c.n * sizeof *g);
+    tower_tanh_backward(g, g, c.out, c.n);
+    cr_assert(memcmp(g, din, c.n * sizeof *g) == 0, "tanh backward in place differs");
+    free(c.in), free(c.out), free(R), free(din), free(plus), free(minus), free(buf), free(g);
+}
+
 /* ---- LRN ----------------------------------------------------------------------------- */
 
 typedef struct {
@@ -482,12 +526,11 @@ static void pool_fwd(void *p)
     tower_maxpool_forward(c->out, c->idx, c->in, c->B, c->C, c->H, c->W, c->K, c->S);
 }
 
-Test(layers_f64, maxpool_3_2, .fini = log_fd_worst)
+static void pool_case(int H, int W, int K, int S, uint64_t seed)
 {
     chk_rng r;
-    chk_rng_seed(&r, 51);
-    /* H = 9 and W = 8: an odd and an even side, where (W-K)/S is not whole */
-    pool_ctx c = {2, 3, 9, 8, TOWER_POOL_K, TOWER_POOL_STRIDE, NULL, NULL, NULL};
+    chk_rng_seed(&r, seed);
+    pool_ctx c = {2, 3, H, W, K, S, NULL, NULL, NULL};
     int Ho = (c.H - c.K) / c.S + 1, Wo = (c.W - c.K) / c.S + 1;
     size_t nin = (size_t)c.B * c.C * c.H * c.W, nout = (size_t)c.B * c.C * Ho * Wo;
     c.in = dalloc(nin);
@@ -522,6 +565,19 @@ Test(layers_f64, maxpool_3_2, .fini = log_fd_worst)
                   chk_fd(pool_fwd, &c, &c.in[i], 1e-5, c.out, R, nout, plus, minus));
     free(c.in), free(c.out), free(c.idx), free(perm), free(want), free(R), free(din);
     free(rdin), free(plus), free(minus), free(ridx);
+}
+
+Test(layers_f64, maxpool_3_2, .fini = log_fd_worst)
+{
+    /* H = 9 and W = 8: an odd and an even side, where (W-K)/S is not whole */
+    pool_case(9, 8, TOWER_POOL_K, TOWER_POOL_STRIDE, 51);
+}
+
+/* the paper's non-overlapping comparison (section 3.4): every input in one window at
+ * most; an odd side leaves the last row and column out */
+Test(layers_f64, maxpool_2_2, .fini = log_fd_worst)
+{
+    pool_case(9, 8, 2, 2, 52);
 }
 
 Test(layers_f64, maxpool_ties_pick_first)
@@ -630,6 +686,45 @@ Test(layers_f64, dropout_keeps_half)
     }
     cr_assert(fabs(kept / (double)n - 0.5) < 0.006, "kept fraction %.4f", kept / (double)n);
     free(x);
+}
+
+static void drop_inv_fwd(void *p)
+{
+    drop_ctx *c = p;
+    tower_dropout_inverted_forward(c->out, c->in, c->n, 0.3, c->key, 1);
+}
+
+/* PyTorch's scaling: the paper's mask, kept units times 1 / (1 - p); the identity in
+ * evaluation */
+Test(layers_f64, dropout_inverted, .fini = log_fd_worst)
+{
+    chk_rng r;
+    chk_rng_seed(&r, 62);
+    drop_ctx c = {300, 0x77aa55ull, NULL, NULL};
+    c.in = dalloc(c.n);
+    c.out = dalloc(c.n);
+    chk_fill(&r, c.in, c.n, -2.0, 2.0);
+    double *mask = dalloc(c.n), *R = dalloc(c.n), *din = dalloc(c.n);
+    double *plus = dalloc(c.n), *minus = dalloc(c.n);
+    chk_fill(&r, R, c.n, -1.0, 1.0);
+    for (size_t i = 0; i < c.n; i++) mask[i] = 1.0;
+    ref_dropout_forward(mask, mask, c.n, 0.3, c.key, 1); /* the paper's 0/1 mask */
+    drop_inv_fwd(&c);
+    size_t kept = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        double want = mask[i] * c.in[i] / 0.7;
+        cr_assert(fabs(c.out[i] - want) <= 1e-15 * fabs(want), "out[%zu]: %.17g want %.17g", i,
+                  c.out[i], want);
+        kept += mask[i] != 0;
+    }
+    cr_assert(kept > c.n / 2 && kept < c.n, "kept %zu of %zu at p = 0.3", kept, c.n);
+    tower_dropout_inverted_backward(din, R, c.n, 0.3, c.key);
+    for (size_t i = 0; i < c.n; i++)
+        expect_fd("inverted dropout din", i, din[i],
+                  chk_fd(drop_inv_fwd, &c, &c.in[i], 1e-3, c.out, R, c.n, plus, minus));
+    tower_dropout_inverted_forward(c.out, c.in, c.n, 0.3, c.key, 0);
+    cr_assert(memcmp(c.out, c.in, c.n * sizeof *c.in) == 0, "evaluation is not the identity");
+    free(c.in), free(c.out), free(mask), free(R), free(din), free(plus), free(minus);
 }
 
 /* ---- softmax cross-entropy ----------------------------------------------------------- */
@@ -741,4 +836,52 @@ Test(layers_f64, sgd_update_formula)
     tower_sgd_update(&w1, &v1, &g1, 1, 0.125, 0.0, 0.0);
     cr_assert(v1 == -0.25 && w1 == 0.25, "plain SGD: v %g w %g", v1, w1);
     free(w), free(v), free(g), free(rw), free(rv);
+}
+
+/* ---- Adam ---------------------------------------------------------------------------- */
+
+/* Two steps against Kingma and Ba's algorithm written out here in its textbook form
+ * (bias-corrected moments m_hat, v_hat; w -= lr m_hat / (sqrt(v_hat) + eps)), which is
+ * what tower_adam_update's folded scalars must equal; weight decay as torch.optim.Adam's
+ * L2 term (g += wd w). */
+Test(layers_f64, adam_update_formula)
+{
+    chk_rng r;
+    chk_rng_seed(&r, 82);
+    size_t n = 1000;
+    double *w = dalloc(n), *m = dalloc(n), *v = dalloc(n), *g = dalloc(n);
+    double *rw = dalloc(n), *rm = dalloc(n), *rv = dalloc(n);
+    chk_fill(&r, w, n, -1.0, 1.0);
+    memcpy(rw, w, n * sizeof *w);
+    const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+    for (int t = 1; t <= 3; t++) {
+        chk_fill(&r, g, n, -1.0, 1.0); /* a new gradient each step: the moments mix them */
+        for (size_t i = 0; i < n; i += 7) g[i] *= 1e-9; /* some near eps */
+        double step_size, bc2_sqrt;
+        tower_adam_scalars(lr, b1, b2, t, &step_size, &bc2_sqrt);
+        tower_adam_update(w, m, v, g, n, step_size, b1, b2, eps, bc2_sqrt, wd);
+        for (size_t i = 0; i < n; i++) {
+            double gi = g[i] + wd * rw[i];
+            rm[i] = b1 * rm[i] + (1 - b1) * gi;
+            rv[i] = b2 * rv[i] + (1 - b2) * gi * gi;
+            double mhat = rm[i] / (1 - pow(b1, t)), vhat = rv[i] / (1 - pow(b2, t));
+            rw[i] -= lr * mhat / (sqrt(vhat) + eps);
+        }
+        for (size_t i = 0; i < n; i++) {
+            cr_assert(fabs(m[i] - rm[i]) <= 1e-15 + 1e-13 * fabs(rm[i]), "step %d m[%zu]: %.17g "
+                      "want %.17g", t, i, m[i], rm[i]);
+            cr_assert(fabs(v[i] - rv[i]) <= 1e-13 * fabs(rv[i]) + 1e-300, "step %d v[%zu]: "
+                      "%.17g want %.17g", t, i, v[i], rv[i]);
+            /* the change, to 1e-9 of the step's lr: the folded corrections reorder a few
+             * roundings, a wrong one moves it by a factor */
+            cr_assert(fabs(w[i] - rw[i]) <= 1e-9 * lr, "step %d w[%zu]: %.17g want %.17g", t,
+                      i, w[i], rw[i]);
+        }
+    }
+    /* the first step with wd = 0 is lr g / (|g| + eps): about lr sign(g) */
+    double w1 = 0.5, m1 = 0, v1 = 0, g1 = -0.25, ss, bc;
+    tower_adam_scalars(0.125, 0.9, 0.999, 1, &ss, &bc);
+    tower_adam_update(&w1, &m1, &v1, &g1, 1, ss, 0.9, 0.999, 1e-8, bc, 0);
+    cr_assert(fabs(w1 - (0.5 + 0.125 * 0.25 / (0.25 + 1e-8))) <= 1e-15, "first step %.17g", w1);
+    free(w), free(m), free(v), free(g), free(rw), free(rm), free(rv);
 }

@@ -1,37 +1,28 @@
-"""The one place that says how twotower's tensors map onto the PyTorch grouped net,
-used in both directions (twotower -> PyTorch to load weights, PyTorch -> twotower to
-compare gradients). docs/WEIGHTS.md describes the same mapping in words.
+"""The one place that says how twotower's tensors map onto the PyTorch nets, used in both
+directions (twotower -> PyTorch to load weights, PyTorch -> twotower to compare
+gradients), and onto torchvision.models.alexnet's names for the `torchvision` preset.
+docs/WEIGHTS.md describes the same mapping in words.
 
-twotower: per tower t, `tower{t}.{layer}.weight` / `.bias`, in the tower's arena
-layout: conv w (out_ch, sources*in_ch, k, k) row-major (the arena's
-(out_ch, sources*in_ch*k*k)), fc w (out, sources*in). Layers reading both towers
-(conv3, fc6, fc7, fc8) have input columns [source tower 0 block, source tower 1 block].
-PyTorch: every layer's weight and bias is cat([tower0, tower1], dim=0): tower t owns
-output rows [t*out, (t+1)*out) of every layer, fc8's classes [t*V/T, (t+1)*V/T)
-included. conv2, conv4, conv5 read their own tower only: groups=T in PyTorch, which
-is exactly a block-diagonal weight whose diagonal blocks are the towers' weights."""
+twotower: per tower t, `tower{t}.{layer}.weight` / `.bias` (layers conv1 ... fc8), in the
+tower's arena layout: conv w (out_ch, sources*in_ch, k, k) row-major (the arena's
+(out_ch, sources*in_ch*k*k)), fc w (out, sources*in). Layers reading both towers (conv3,
+fc6, fc7, fc8 in the paper's net) have input columns [source tower 0 block, source tower 1
+block]. PyTorch: every layer's weight and bias is cat([tower0, tower1], dim=0): tower t
+owns output rows [t*out, (t+1)*out) of every layer, the last layer's classes
+[t*V/T, (t+1)*V/T) included. A layer reading its own tower only is groups=T in PyTorch,
+which is exactly a block-diagonal weight whose diagonal blocks are the towers' weights."""
 import re
 
 import numpy as np
 
-# name, kind, k, stride, pad, groups_by_tower, relu, lrn, pool, dropout
-# (the same table as tower_alexnet2012 in src/tower/net.c)
-LAYERS = (
-    ("conv1", "conv", 11, 4, 2, False, True, True, True, False),
-    ("conv2", "conv", 5, 1, 2, True, True, True, True, False),
-    ("conv3", "conv", 3, 1, 1, False, True, False, False, False),
-    ("conv4", "conv", 3, 1, 1, True, True, False, False, False),
-    ("conv5", "conv", 3, 1, 1, True, True, False, True, False),
-    ("fc6", "fc", 1, 1, 0, False, True, False, False, True),
-    ("fc7", "fc", 1, 1, 0, False, True, False, False, True),
-    ("fc8", "fc", 1, 1, 0, False, False, False, False, False),
-)
-LAYER_NAMES = tuple(row[0] for row in LAYERS)
-KIND = {row[0]: row[1] for row in LAYERS}
-KSIZE = {row[0]: row[2] for row in LAYERS}
-DROPOUT_LAYERS = tuple(row[0] for row in LAYERS if row[9])
+# the paper's kernels, for conv weights given in the arena's 2-D form (older files)
+KSIZE = {"conv1": 11, "conv2": 5, "conv3": 3, "conv4": 3, "conv5": 3}
+# torchvision.models.alexnet's module of each twotower layer
+TORCHVISION = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6",
+               "conv4": "features.8", "conv5": "features.10", "fc6": "classifier.1",
+               "fc7": "classifier.4", "fc8": "classifier.6"}
 
-_TT = re.compile(r"^tower(\d+)\.(conv[1-5]|fc[678])\.(weight|bias)$")
+_TT = re.compile(r"^tower(\d+)\.((?:conv|fc)\d+)\.(weight|bias)$")
 
 
 def tt_name(tower, layer, what, prefix=""):
@@ -41,6 +32,19 @@ def tt_name(tower, layer, what, prefix=""):
 
 def torch_name(layer, what):
     return f"{layer}.{what}"
+
+
+def _order(layer):
+    """conv layers first, then fc, each by number: conv1 ... conv5, fc6 ... fc8."""
+    m = re.match(r"(conv|fc)(\d+)$", layer)
+    return (0 if m.group(1) == "conv" else 1, int(m.group(2)))
+
+
+def layer_names(tensors, prefix=""):
+    """The layers of tower 0 in `tensors`, in net order."""
+    names = {m.group(2) for n in tensors if n.startswith(prefix)
+             for m in [_TT.match(n[len(prefix):])] if m and m.group(1) == "0"}
+    return tuple(sorted(names, key=_order))
 
 
 def count_towers(tensors, prefix=""):
@@ -55,10 +59,11 @@ def count_towers(tensors, prefix=""):
         raise ValueError(f"expected tensors of towers 0 (and 1) named {prefix}towerT.LAYER.*, "
                          f"found towers {sorted(towers)}")
     T = len(towers)
-    missing = [tt_name(t, l, w, prefix) for t in range(T) for l in LAYER_NAMES
+    layers = layer_names(tensors, prefix)
+    missing = [tt_name(t, l, w, prefix) for t in range(T) for l in layers
                for w in ("weight", "bias") if tt_name(t, l, w, prefix) not in tensors]
-    if missing:
-        raise ValueError(f"missing tensors: {', '.join(missing[:4])}"
+    if missing or not layers:
+        raise ValueError(f"missing tensors: {', '.join(missing[:4]) or 'every layer'}"
                          f"{' ...' if len(missing) > 4 else ''}")
     return T
 
@@ -68,12 +73,13 @@ def to_torch(tensors, prefix=""):
     A conv weight may come as 2-D (the arena's (out, sources*in*k*k)) or 4-D."""
     T = count_towers(tensors, prefix)
     out = {}
-    for layer in LAYER_NAMES:
+    for layer in layer_names(tensors, prefix):
         for what in ("weight", "bias"):
             parts = [np.asarray(tensors[tt_name(t, layer, what, prefix)]) for t in range(T)]
-            if what == "weight" and KIND[layer] == "conv":
-                k = KSIZE[layer]
-                parts = [p.reshape(p.shape[0], -1, k, k) for p in parts]
+            if what == "weight" and layer.startswith("conv"):
+                if parts[0].ndim == 2:
+                    k = KSIZE[layer]
+                    parts = [p.reshape(p.shape[0], -1, k, k) for p in parts]
             elif what == "weight":
                 parts = [p.reshape(p.shape[0], -1) for p in parts]
             out[torch_name(layer, what)] = np.concatenate(parts, axis=0)
@@ -84,7 +90,9 @@ def from_torch(state, towers, prefix=""):
     """PyTorch state dict (tensors or arrays) -> twotower tensors (numpy): tower t gets
     rows [t*n/T, (t+1)*n/T) of every weight and bias. Conv weights stay 4-D."""
     out = {}
-    for layer in LAYER_NAMES:
+    layers = sorted({k.split(".")[0] for k in state if re.match(r"(conv|fc)\d+\.", k)},
+                    key=_order)
+    for layer in layers:
         for what in ("weight", "bias"):
             a = state[torch_name(layer, what)]
             a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
@@ -96,13 +104,47 @@ def from_torch(state, towers, prefix=""):
     return out
 
 
+def to_torchvision(tensors, prefix=""):
+    """A one-tower export of the `torchvision` preset -> torchvision.models.alexnet's
+    state dict (numpy): features.0 ... classifier.6. Its AdaptiveAvgPool2d((6, 6)) is the
+    identity where conv5's pooled output is already 6x6 (a 224 input), and only there do
+    the shapes (fc6: 9216 inputs) fit."""
+    if count_towers(tensors, prefix) != 1:
+        raise ValueError("torchvision's alexnet is one tower")
+    state = to_torch(tensors, prefix)
+    return {f"{TORCHVISION[k.split('.')[0]]}.{k.split('.')[1]}": v for k, v in state.items()}
+
+
+def from_torchvision(state):
+    """torchvision.models.alexnet's state dict -> twotower tensors of one tower."""
+    back = {v: k for k, v in TORCHVISION.items()}
+    ours = {}
+    for k, v in state.items():
+        mod, what = k.rsplit(".", 1)
+        ours[f"{back[mod]}.{what}"] = v
+    return from_torch(ours, 1)
+
+
+def mask_for(tensors, layer, towers):
+    """twotower's dropout mask after `layer`, every tower's gathered along the channels
+    (dim 1), as the grouped PyTorch net's activations are laid out."""
+    return np.concatenate([tensors[f"mask.tower{t}.{layer}"] for t in range(towers)], axis=1)
+
+
+def mask_layers(tensors):
+    """The layers whose outputs a dump's dropout masks belong to."""
+    names = {m.group(1) for n in tensors for m in [re.match(r"mask\.tower0\.(\w+)$", n)] if m}
+    return tuple(sorted(names, key=_order))
+
+
 def net_shape(tensors, prefix=""):
     """(towers, widths per tower for conv1..fc7, classes, side of conv5's pooled output)
-    from the weights' shapes, so nets built with a width divisor load too."""
+    from the weights' shapes of the paper's layout (files without the net's metadata)."""
     T = count_towers(tensors, prefix)
-    w = {l: np.shape(tensors[tt_name(0, l, "weight", prefix)]) for l in LAYER_NAMES}
-    widths = tuple(int(w[l][0]) for l in LAYER_NAMES[:-1])
-    classes = T * int(w["fc8"][0])
+    layers = layer_names(tensors, prefix)
+    w = {l: np.shape(tensors[tt_name(0, l, "weight", prefix)]) for l in layers}
+    widths = tuple(int(w[l][0]) for l in layers[:-1])
+    classes = T * int(w[layers[-1]][0])
     fc6_in = int(np.prod(w["fc6"][1:]))
     per_pos = T * widths[4]
     side = int(round((fc6_in / per_pos) ** 0.5))
