@@ -4,6 +4,8 @@
  * field table (FIELDS) both ways; the tensors are export's (train_tower_tensors). */
 #include "train/checkpoint.h"
 
+#include "data/data.h"
+
 #include "base/base.h"
 #include "train/export.h"
 
@@ -147,6 +149,7 @@ static const ckpt_field FIELDS[] = {
     ROW3("net.f", "net.beta1", F_F64, cfg.net.switches.beta1, ANY),
     ROW3("net.f", "net.beta2", F_F64, cfg.net.switches.beta2, ANY),
     ROW3("net.f", "net.eps", F_F64, cfg.net.switches.eps, ANY),
+    ROW3("aug", "aug.pca_std", F_F64, pca_std, ANY), /* 0..10, checked apart */
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
@@ -174,10 +177,11 @@ typedef struct {
  * towers, `half` for one) with the paper's SGD. Those are still written as version 2,
  * byte for byte as before; any other net or optimizer makes a version 3 file, which adds
  * the net records (and Adam's second moments). */
-static uint32_t ckpt_version_of(const tower_config *cfg)
+static uint32_t ckpt_version_of(const train_ckpt_meta *m)
 {
-    const tower_net *n = &cfg->net;
-    int def = cfg->towers == 1 ? TOWER_NET_HALF : TOWER_NET_ALEXNET2012;
+    const tower_net *n = &m->cfg.net;
+    int def = m->cfg.towers == 1 ? TOWER_NET_HALF : TOWER_NET_ALEXNET2012;
+    if (m->pca_set) return 3; /* --pca-std: version 2 has no place for it */
     if (n->n_layers == 0) return 2;
     return n->id == def && !tower_net_switched(&n->switches) ? 2 : 3;
 }
@@ -503,7 +507,12 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     /* the state as it will be stored, checked as the reader will check it */
     train_ckpt_meta mm = *meta;
     mm.n_params = n_params;
-    uint32_t version = ckpt_version_of(&mm.cfg);
+    uint32_t version = ckpt_version_of(&mm);
+    if (!mm.pca_set) mm.pca_std = DATA_LIGHTING_STD; /* what a version 3 file records */
+    if (!(mm.pca_std >= 0 && mm.pca_std <= 10)) {
+        base_errf(err, errlen, "checkpoint: aug.pca_std %g out of range 0..10", mm.pca_std);
+        return -1;
+    }
     ckpt_record mr[MAX_META_RECORDS];
     int nm = meta_records(mr, version);
     for (int k = 0; k < nm; k++)
@@ -1048,6 +1057,11 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
             base_errf(err, errlen, "%s: net %s: %s", who, pre->name, why);
             return -1;
         }
+        if (!(mt.pca_std >= 0 && mt.pca_std <= 10)) {
+            base_errf(err, errlen, "%s: aug.pca_std %g out of range 0..10", who, mt.pca_std);
+            return -1;
+        }
+        mt.pca_set = 1;
     } else {
         mt.model_updates = mt.model_step; /* version 2: SGD, whose update needs no count */
     }

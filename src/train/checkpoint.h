@@ -50,6 +50,8 @@
  *     net.f  f64[6] switches dropout momentum weight_decay beta1 beta2 eps (the net is
  *            rebuilt as tower_net_preset_id + tower_net_apply: the presets' rows are part
  *            of this format)
+ *     aug    f64[1] the PCA lighting's std (--pca-std; 0.1 when the run left it; a run that
+ *            sets it writes version 3 whatever its net)
  *     then for each tower T < towers, each layer L of the net (conv1 .. fc8),
  *     f32 (f64 in a TOWER_F64 build), every tower's parameters first, then its momentum:
  *       towerT.L.weight  [out_ch, sources*in_ch, k, k] (conv) or [out_ch, sources*in_ch] (fc)
@@ -131,6 +133,9 @@ typedef struct {
                                    epoch length, hence the data cursor and the schedule */
     int64_t eval_every;         /* --eval-every of the run (0: every epoch): it sets when the
                                    schedule decides */
+    int pca_set;                /* 1: the run set the PCA lighting's std (--pca-std) */
+    double pca_std;             /* that std (pca_set): the data stream depends on it, so a
+                                   resume takes it from here; stored in version 3 files */
 } train_ckpt_meta;
 
 /* Writes DIR/ckpt-STEP.ttc (STEP = meta->step, 8 digits or more) from the model's params

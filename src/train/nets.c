@@ -87,11 +87,13 @@ int train_net_switches_agree(const tower_net_switches *given, const tower_net_sw
 {
     char g[64], s[64];
     const char *flag = NULL;
-#define CMP_I(F, NAME)                                                                     \
+    static const char *const lrn_names[3] = {"the net's", "off", "on"};
+    static const char *const act_names[4] = {"the net's", "none", "relu", "tanh"};
+#define CMP_I(F, NAME, NAMES)                                                              \
     if (!flag && given->F != -1 && given->F != stored->F) {                                \
         flag = NAME;                                                                       \
-        snprintf(g, sizeof g, "%d", given->F);                                             \
-        snprintf(s, sizeof s, "%d", stored->F);                                            \
+        snprintf(g, sizeof g, "%s", NAMES[given->F + 1]);                                  \
+        snprintf(s, sizeof s, "%s", NAMES[stored->F + 1]);                                 \
     }
 #define CMP_F(F, NAME)                                                                     \
     if (!flag && given->F >= 0 && given->F != stored->F) {                                 \
@@ -99,8 +101,8 @@ int train_net_switches_agree(const tower_net_switches *given, const tower_net_sw
         snprintf(g, sizeof g, "%g", given->F);                                             \
         snprintf(s, sizeof s, stored->F >= 0 ? "%g" : "the net's", stored->F);             \
     }
-    CMP_I(lrn, "--lrn")
-    CMP_I(act, "--act")
+    CMP_I(lrn, "--lrn", lrn_names)
+    CMP_I(act, "--act", act_names)
     CMP_F(dropout, "--dropout")
     CMP_F(momentum, "--momentum")
     CMP_F(weight_decay, "--weight-decay")
@@ -152,7 +154,12 @@ int train_net_choose(tower_config *cfg, const char *name, const tower_net_switch
         p = tower_net_preset_id(cfg->towers == 1 ? TOWER_NET_HALF : TOWER_NET_ALEXNET2012);
     }
     tower_net net = *p;
-    if (sw && tower_net_apply(&net, sw, err, errlen)) return -1;
+    char why[512];
+    if (sw && tower_net_apply(&net, sw, why, sizeof why)) {
+        /* tower_net_apply's messages start with the switch's name: the flag's */
+        base_errf(err, errlen, "--%s", why);
+        return -1;
+    }
     cfg->net = net;
     cfg->towers = net.towers;
     if (!cfg->classes) cfg->classes = net.classes;

@@ -31,6 +31,8 @@ typedef struct {
     const char *data;        /* Fashion-MNIST IDX folder, or shards made by `prep` */
     model_placement place;
     const char *net;         /* --net NAME (twotower nets); NULL: by towers */
+    double pca_std;          /* --pca-std: the PCA lighting alphas' std (section 4.1's 0.1;
+                                0: no lighting); < 0: the data's default */
     tower_net_switches switches; /* --lrn, --pool, --act, --dropout, --optim, ... on top of
                                     the net (TOWER_SWITCHES_KEEP: none) */
     int towers;              /* 2 (the paper) or 1 (= --net half) */
@@ -76,6 +78,7 @@ enum {
     TRAIN_GIVEN_TRAIN_LIMIT = 1u << 9,
     TRAIN_GIVEN_EVAL_EVERY = 1u << 10,
     TRAIN_GIVEN_NET = 1u << 11,
+    TRAIN_GIVEN_PCA_STD = 1u << 12,
 };
 
 void train_options_default(train_options *o);

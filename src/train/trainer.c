@@ -26,6 +26,7 @@ void train_options_default(train_options *o)
     o->data = "/usr/share/datasets/fashion-mnist";
     o->place.cpu = 1;
     o->switches = TOWER_SWITCHES_KEEP;
+    o->pca_std = -1;
     o->towers = 2;
     o->batch = 128;
     o->size = 224;
@@ -297,6 +298,8 @@ static int resume_conflicts(const train_options *o, const train_ckpt_meta *k, co
         {TRAIN_GIVEN_TRAIN_LIMIT, "--train-limit", (double)o->train_limit,
          (double)k->train_limit},
         {TRAIN_GIVEN_EVAL_EVERY, "--eval-every", (double)o->eval_every, (double)k->eval_every},
+        {TRAIN_GIVEN_PCA_STD, "--pca-std", o->pca_std,
+         k->pca_set ? k->pca_std : DATA_LIGHTING_STD},
     };
     if (train_net_switches_agree(&o->switches, &tower_config_net(&k->cfg)->switches, ckpt, err,
                                  errlen))
@@ -413,6 +416,8 @@ static int run_open(run_state *r, const train_options *o)
     r->meta.cursor = (train_cursor){o->seed, 0, 0};
     r->meta.train_limit = r->train_limit;
     r->meta.eval_every = r->eval_every;
+    r->meta.pca_set = o->pca_std >= 0;
+    r->meta.pca_std = o->pca_std >= 0 ? o->pca_std : DATA_LIGHTING_STD;
     train_sched_init(&r->meta.sched, lr0, o->patience, o->max_drops, o->min_delta);
     train_nonfinite_init(&r->meta.nonfinite, o->nonfinite_limit);
     r->meta.stats.best_top1 = r->meta.stats.best_top5 = 1;
@@ -487,6 +492,8 @@ static int run_open(run_state *r, const train_options *o)
             (long long)r->n_test, cfg.batch, r->epochs, r->meta.sched.lr,
             (unsigned long long)r->meta.seed, r->run_dir);
 
+    /* the lighting the run was started with (a resume: the checkpoint's) */
+    if (r->meta.pca_set) data_set_lighting_std(r->tr, r->meta.pca_std);
     data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
     /* GPU runs: uint8 crops in pinned memory, augmented on the device (section 4.1's
      * arithmetic on the GPU); the CPU backend: float batches augmented by the workers */

@@ -75,6 +75,25 @@ def main():
     p = run(exe, "dump", "--out", os.path.join(tmp, "x.safetensors"), "--net", expect=2)
     assert "--net" in p.stderr, p.stderr
     run(exe, "nets", "--bogus", expect=2)
+    # the switches on the command line: into the net (the summary's stages, the dump's
+    # metadata, which compare.py builds its PyTorch net from), refused naming the flag
+    sm = run(exe, "summary", "--net", "alexnet2012", "--pool", "2:2", "--act", "tanh",
+             "--lrn", "off", "--size", "67", "--width-div", "8").stdout
+    assert "switches: lrn off, pool 2:2, act tanh" in sm and "tanh pool2:2" in sm, sm
+    dpath = os.path.join(tmp, "switched.safetensors")
+    run(exe, "dump", "--out", dpath, "--net", "torchvision", "--act", "tanh", "--dropout",
+        "0.3", "--size", "67", "--width-div", "8", "--classes", "10")
+    _, dmeta = safetensors_np.load(dpath)
+    assert dmeta["switch.act"] == "tanh" and float(dmeta["switch.dropout"]) == 0.3, dmeta
+    spec = twotower_torch.spec_from_meta(dmeta)
+    assert spec["act"] == "tanh" and spec["dropout"]["p"] == 0.3, spec
+    os.remove(dpath)
+    for args, flag in ((["--net", "fmnist", "--momentum", "0.5"], "--momentum"),
+                       (["--pool", "3:4"], "--pool"), (["--act", "sigmoid"], "--act"),
+                       (["--dropout", "1"], "--dropout"), (["--beta1", "0.8"], "--beta1"),
+                       (["--size", "31", "--pool", "2:2"], "pool 2:2")):
+        p = run(exe, "summary", *args, expect=2)
+        assert flag in p.stderr, (args, p.stderr)
     assert "twotower nets" in run(exe, "nets", "--help").stdout
     # --towers 1 is --net half
     a = run(exe, "summary", "--towers", "1").stdout

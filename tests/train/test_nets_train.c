@@ -1,7 +1,8 @@
 /* Every preset through the model and the checkpoints: a same-seed run of each repeats bit
  * for bit (and another seed does not); an Adam net (fmnist) trains, checkpoints as version
  * 3 with its second moments and update count, and resumes bit for bit, at the model level
- * and through the trainer (one input channel from the RGB data path); the default nets
+ * and through the trainer (one input channel from the RGB data path, --pca-std kept and
+ * another one or another switch refused on resume); the default nets
  * still write version 2; a checkpoint of one net is refused for another. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -234,6 +235,7 @@ static void fmnist_options(train_options *o, const char *run, int epochs)
     o->keep = 2;
     o->quiet = 1;
     o->seed = 9;
+    o->pca_std = 0.05; /* --pca-std: kept by the checkpoint */
     o->run_dir = run;
 }
 
@@ -252,6 +254,15 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     cr_assert_eq(train_run(&o), 0, "first epoch");
     fmnist_options(&o, b, 2);
     o.resume = b;
+    o.pca_std = 0.2; /* another lighting, asked for: refused */
+    o.given = TRAIN_GIVEN_PCA_STD;
+    cr_assert_eq(train_run(&o), 2, "a resume with another --pca-std");
+    o.switches.act = TOWER_ACT_TANH; /* another net, asked for: refused */
+    o.pca_std = 0.05;
+    cr_assert_eq(train_run(&o), 2, "a resume with --act tanh onto a relu net");
+    fmnist_options(&o, b, 2);
+    o.resume = b;
+    o.pca_std = -1; /* left out: the checkpoint's */
     cr_assert_eq(train_run(&o), 0, "resumed");
     char pa[4300], pb[4300], err[1024];
     snprintf(pa, sizeof pa, "%s/ckpt/ckpt-%08d.ttc", a, 16);
@@ -262,6 +273,7 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     cr_assert_eq(train_ckpt_load(pa, &ma, NULL, err, sizeof err), 0, "%s", err);
     cr_assert_eq(ma.cfg.in_ch, 1, "the fmnist net reads one channel");
     cr_assert_eq(ma.model_updates, 16);
+    cr_assert(ma.pca_set && ma.pca_std == 0.05, "pca_std %g (set %d)", ma.pca_std, ma.pca_set);
     n = ma.n_params;
     real *p[3], *q[3];
     for (int i = 0; i < 3; i++) {
