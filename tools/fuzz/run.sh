@@ -9,11 +9,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/build-fuzz
 mkdir -p "$out"
 cc=${CC_FUZZ:-clang}
-flags="-g -O1 -std=c17 -D_GNU_SOURCE -fno-sanitize-recover=undefined -I$root/src -I$root/tools/make_image_folder $(pkg-config --cflags libpng)"
-libs="$(pkg-config --libs libpng libjpeg zlib) -lm -lpthread"
+flags="-g -O1 -std=c17 -D_GNU_SOURCE -fno-sanitize-recover=undefined -I$root/src -I$root/tools/make_image_folder $(pkg-config --cflags libpng matio)"
+libs="$(pkg-config --libs libpng libjpeg zlib matio) -lm -lpthread"
 # src/base too: the readers open their files through it, prep parses its flags with it
-# (its version string is meson's)
-srcs="$root/src/data/image.c $root/src/data/shard.c $root/src/data/source.c $root/src/data/augment.c $root/src/data/prefetch.c $root/src/data/prep.c $root/src/base/base.c $root/src/base/file.c $root/src/base/flags.c"
+# (its version string is meson's); val_labels.c: prep's ILSVRC-2012 validation labels
+srcs="$root/src/data/image.c $root/src/data/shard.c $root/src/data/source.c $root/src/data/augment.c $root/src/data/prefetch.c $root/src/data/prep.c $root/src/data/val_labels.c $root/src/base/base.c $root/src/base/file.c $root/src/base/flags.c"
 flags="$flags -DTT_VERSION=\"fuzz\""
 
 for h in image shard; do
