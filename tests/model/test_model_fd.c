@@ -289,12 +289,12 @@ Test(model_fd, one_tower_dropout_on, .timeout = 120)
     check_net(1, 95, 8, 3, 1002);
 }
 
-/* tanh in every hidden layer of the two-tower net (no kinks but the pools'); the switched
- * nets run at 67 pixels, which keeps the suite's time (the flattening of a 2x2 map into
- * fc6 is the 95-pixel tests' and the 2:2 one's) */
-Test(model_fd, two_towers_tanh, .timeout = 120)
+/* tanh in every hidden layer (no kinks but the pools'); the switched nets run on one tower
+ * at 67 pixels, which keeps the suite's time (the towers' wiring is the first test's, the
+ * flattening of a 2x2 map into fc6 the 95-pixel tests' and the 2:2 one's) */
+Test(model_fd, tanh, .timeout = 120)
 {
-    check_switched("alexnet2012", "act", "tanh", 67, 4, 1003, 1);
+    check_switched("half", "act", "tanh", 67, 4, 1003, 1);
 }
 
 /* the paper's non-overlapping comparison pooling, 2:2: 67 -> 16 -> pool 8 -> 8 -> pool 4
@@ -311,8 +311,8 @@ Test(model_fd, torchvision_no_lrn_inverted_dropout, .timeout = 120)
     check_switched("torchvision", NULL, NULL, 67, 7, 1005, 1);
 }
 
-/* LRN switched off on the paper's net */
-Test(model_fd, two_towers_lrn_off, .timeout = 120)
+/* LRN switched off on the paper's layout */
+Test(model_fd, lrn_off, .timeout = 120)
 {
-    check_switched("alexnet2012", "lrn", "off", 67, 8, 1006, 1);
+    check_switched("half", "lrn", "off", 67, 8, 1006, 1);
 }
