@@ -15,6 +15,7 @@
 #include "train/export.h"
 #include "train/metrics.h"
 #include "train/plot.h"
+#include "train/runfolder.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 
