@@ -334,15 +334,6 @@ static int run_open(run_state *r, const train_options *o)
         fprintf(stderr, "twotower: cannot open validation data: %s\n", err);
         return 2;
     }
-    /* the run folder before anything is read from or written to it: a second trainer on it
-     * is refused here, and a new run never writes over an earlier one */
-    pick_run_dir(o, r->run_dir, sizeof r->run_dir);
-    snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/%s", r->run_dir, TRAIN_CKPT_SUBDIR);
-    int claim = train_run_folder_claim(&r->rf, r->run_dir, o->resume != NULL, err, sizeof err);
-    if (claim) {
-        fprintf(stderr, "twotower: %s\n", err);
-        return claim;
-    }
     r->ckpt_step = -1;
     tower_config cfg = {o->towers, data_classes(r->tr), o->batch, o->size, 3, o->width_div};
     r->train_limit = o->train_limit;
@@ -355,10 +346,6 @@ static int run_open(run_state *r, const train_options *o)
                 fprintf(stderr, "twotower: %s\n", err);
             else
                 fprintf(stderr, "twotower: --resume %s: %s\n", o->resume, err);
-            return 2;
-        }
-        if (train_run_folder_check_resume(&r->rf, ckpt, err, sizeof err)) {
-            fprintf(stderr, "twotower: --resume: %s\n", err);
             return 2;
         }
         train_ckpt_meta peek;
@@ -399,6 +386,20 @@ static int run_open(run_state *r, const train_options *o)
                             "channels; the data path gives 3\n", ckpt, cfg.in_ch);
             return 2;
         }
+    }
+    /* the run folder before anything is written to it, and before the net takes memory: a
+     * second trainer on it is refused here, and a new run never writes over an earlier
+     * one (what came before only read: the data, the checkpoint) */
+    pick_run_dir(o, r->run_dir, sizeof r->run_dir);
+    snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/%s", r->run_dir, TRAIN_CKPT_SUBDIR);
+    int claim = train_run_folder_claim(&r->rf, r->run_dir, o->resume != NULL, err, sizeof err);
+    if (claim) {
+        fprintf(stderr, "twotower: %s\n", err);
+        return claim;
+    }
+    if (o->resume && train_run_folder_check_resume(&r->rf, ckpt, err, sizeof err)) {
+        fprintf(stderr, "twotower: --resume: %s\n", err);
+        return 2;
     }
     if (model_init(&r->m, &cfg, &o->place, o->seed, err, sizeof err)) {
         fprintf(stderr, "twotower: cannot build the net: %s\n", err);

@@ -343,6 +343,16 @@ Test(runfolder, resume_takes_only_its_own_runs_checkpoints, .timeout = 60)
     cr_assert_eq(captured(&o, NULL, 0, NULL, &log), 0, "%s", log);
     free(log);
     cr_assert_eq(newest_ckpt(c), 8);
+    /* a mistyped --resume creates nothing (its folder would be d itself) */
+    char nope[4400], dl[4400];
+    PATHF(nope, "%s/nope", d);
+    PATHF(dl, "%s/.lock", d);
+    o.run_dir = NULL;
+    o.resume = nope;
+    cr_assert_eq(captured(&o, NULL, 0, NULL, &log), 2, "%s", log);
+    cr_assert(strstr(log, nope), "%s", log);
+    free(log);
+    cr_assert(!exists(dl), "a refused resume left a lock file in %s", d);
     /* the layout is checked before any step: a's ckpt/ replaced by a file */
     PATHF(moved, "%s/ckpt-moved", a);
     PATHF(ck, "%s/ckpt", a);
