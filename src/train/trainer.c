@@ -324,6 +324,7 @@ static int run_open(run_state *r, const train_options *o)
 {
     char err[1024] = "", ckpt[4096] = "";
     r->o = o;
+    r->rf.lock_fd = -1; /* not held until claimed (run_close lets go of a held one only) */
     r->tr = open_split(o->data, 1, err, sizeof err);
     if (!r->tr) {
         fprintf(stderr, "twotower: cannot open training data: %s\n", err);

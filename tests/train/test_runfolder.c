@@ -261,6 +261,39 @@ Test(runfolder, new_run_never_overwrites_an_earlier_run, .timeout = 60)
     free(d);
 }
 
+/* A start refused before the claim lets go of no lock it does not hold: fd 0 (here a file
+ * with text in it) is neither truncated nor closed. */
+Test(runfolder, refused_start_leaves_the_callers_files_alone, .timeout = 30)
+{
+    char *d = th_tmpdir();
+    char in[4096], run[4096], *log;
+    PATHF(in, "%s/stdin.txt", d);
+    PATHF(run, "%s/run", d);
+    FILE *f = fopen(in, "w");
+    fputs("keep me\n", f);
+    fclose(f);
+    int fd = open(in, O_RDWR);
+    cr_assert(fd >= 0);
+    int saved = dup(0);
+    dup2(fd, 0);
+    close(fd);
+    train_options o;
+    tiny_options(&o, "/nonexistent/twotower-data", run, 1);
+    int rc = captured(&o, NULL, 0, NULL, &log);
+    int open0 = fcntl(0, F_GETFD) != -1;
+    dup2(saved, 0);
+    close(saved);
+    cr_assert_eq(rc, 2, "%s", log);
+    free(log);
+    cr_assert(open0, "fd 0 was closed");
+    size_t n;
+    char *text = slurp(in, &n);
+    cr_assert_str_eq(text, "keep me\n");
+    free(text);
+    th_rmrf(d);
+    free(d);
+}
+
 Test(runfolder, second_trainer_is_refused_naming_the_holder, .timeout = 120)
 {
     char *d = th_tmpdir();
