@@ -9,6 +9,7 @@ predicted time on an H100 from stated peaks.
   tools/gpu_cost/gpu_cost.py [--build DIR] [--quick] [--ptx] [--fetch-tools]
                              [--explain KERNEL] [--json FILE] [--measured BENCH.json]
                              [--check-summary TWOTOWER]
+                             [--check-ptx] [--check-lineinfo]
 
 --quick: no download (PTX when no disassembler is found), the report only; what CI runs.
 --fetch-tools: pip-download nvdisasm and cuobjdump (nvidia-cuda-nvdisasm,
@@ -16,7 +17,8 @@ predicted time on an H100 from stated peaks.
   ~/.cache/twotower/cuda-tools) when no nvdisasm is found.
 --measured: twotower bench --json output: its per-layer times beside the predicted ones.
 --check-summary: compare the shapes computed here with `TWOTOWER summary`'s table; exit 1
-  on a difference.
+  on a difference. --check-ptx: every CUDA object embeds PTX (meson's flags; cuobjdump
+  --list-ptx when found). --check-lineinfo: -lineinfo changes no instruction.
 Exit status: 0, 1 when a check failed, 2 for bad arguments, 77 when nvcc or a CUDA build
 is missing (the meson test's skip)."""
 
@@ -262,6 +264,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
         hdr += f" {'measured fwd':>12s} {'measured bwd':>12s}"
     w(hdr + "\n")
     totals = {p: 0.0 for p in model.PRECISIONS}
+    layer_rows = {}
     for layer in order:
         sel = [(o, t, b, parts) for o, t, b, parts in res32 if o.layer == layer]
         if not sel:
@@ -274,6 +277,12 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
                     for p in model.PRECISIONS}
         for p in model.PRECISIONS:
             totals[p] += per_prec[p]
+        layer_rows[layer] = dict(
+            ops=len(sel), elements=sum(o.n for o, *_ in sel),
+            bytes=sum(o.bytes for o, *_ in sel), flops=sum(o.flops for o, *_ in sel),
+            fwd_ms=ph(('fwd', 'data', 'loss', 'update')) * 1e3, bwd_ms=ph(('bwd',)) * 1e3,
+            xchg_ms=ph(('xchg',)) * 1e3, **{p + "_ms": per_prec[p] * 1e3
+                                             for p in model.PRECISIONS})
         line = (f"{layer:7s} {len(sel):4d} {sum(o.n for o, *_ in sel):10.4g} "
                 f"{sum(o.bytes for o, *_ in sel) / 1e6:8.1f} "
                 f"{sum(o.flops for o, *_ in sel) / 1e9:7.1f} "
@@ -305,8 +314,19 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
         bound = max(("issue", r["issue"]), ("xu", r["xu"]), key=lambda kv: kv[1])[0]
         w(f"  {name:30s} {r['t'] * 1e3:7.3f} ms predicted, {max(r['memory'], r['flops']) * 1e3:7.3f}"
           f" ms at the memory/FLOP bound ({ratio:.1f}x, {bound}-bound)\n")
+    counted = {}
+    for name, k in kernels.items():
+        vals = [v for (nm, _), v in cache.items() if nm == name] or \
+            [[count.element_cost(k, [], ROOT, m) for m in (0, 1, 2)]]
+        el = bool(k.element_loops(ROOT))
+        counted[name] = dict(
+            file=k.file, per="element" if el else "thread", in_step=name in rows,
+            instructions=max(v[0][0] if el else v[0][1] for v in vals),
+            instructions_64bit=max(v[1][0] if el else v[1][1] for v in vals),
+            per_thread=max(v[0][1] for v in vals), static=k.static,
+            division_sites=sum(lp.div_sites for lp in k.element_loops(ROOT)))
     return dict(summary=summary, kernels=rows, worklist=[n for n, _, _ in worklist],
-                others=others, ops=len(ops))
+                others=others, ops=len(ops), layers=layer_rows, counted=counted)
 
 
 def measured_layers(measured):
@@ -355,6 +375,55 @@ def check_summary(exe):
     return ok, msgs
 
 
+def check_lineinfo(build, use_ptx, nvdisasm):
+    """Instruction counts of layers_cuda.cu's kernels with and without -lineinfo."""
+    d, argv, src = next(c for c in cuda_commands(build) if c[2].endswith("layers_cuda.cu"))
+    counts = []
+    with tempfile.TemporaryDirectory() as work:
+        for li in (True, False):
+            out = os.path.join(work, "l.ptx" if use_ptx else "l.cubin")
+            cmd = device_argv(argv, src, out, use_ptx)
+            if not li:
+                cmd.remove("-lineinfo")
+            subprocess.run(cmd, cwd=d, check=True, capture_output=True)
+            text = open(out).read() if use_ptx else subprocess.run(
+                [nvdisasm, "-c", out], check=True, capture_output=True, text=True).stdout
+            ks = count.count_text(text, sass=not use_ptx)
+            counts.append({n: (k.static, k.prologue) for n, k in ks.items()})
+    same = counts[0] == counts[1] and counts[0]
+    return bool(same), (f"-lineinfo: {len(counts[0])} kernels, the same instructions with and "
+                        f"without it" if same else f"-lineinfo changes the code: {counts}")
+
+
+def check_ptx(build):
+    """Every .cu object of the build embeds PTX beside its machine code: meson's flags ask
+    for it (code=compute_NN) and, when cuobjdump is found, the objects list a PTX file."""
+    msgs, ok = [], True
+    cuobjdump = find_tool("cuobjdump")
+    for d, argv, src in cuda_commands(build):
+        base = os.path.basename(src)
+        flags = " ".join(argv)
+        ptx = re.findall(r"code=(compute_\d+)", flags)
+        if not ptx:
+            ok = False
+            msgs.append(f"{base}: no -gencode ...,code=compute_NN: the build embeds no PTX")
+            continue
+        obj = argv[argv.index("-o") + 1] if "-o" in argv else None
+        if cuobjdump and obj and os.path.isfile(os.path.join(d, obj)):
+            r = subprocess.run([cuobjdump, "--list-ptx", os.path.join(d, obj)],
+                               capture_output=True, text=True)
+            listed = [l for l in r.stdout.splitlines() if l.startswith("PTX file")]
+            if not listed:
+                ok = False
+                msgs.append(f"{base}: cuobjdump --list-ptx lists no PTX in {obj}")
+                continue
+            msgs.append(f"{base}: PTX {', '.join(ptx)} asked for; {obj}: "
+                        f"{'; '.join(l.split(':', 1)[1].strip() for l in listed)}")
+        else:
+            msgs.append(f"{base}: PTX {', '.join(ptx)} asked for (no cuobjdump here to list it)")
+    return ok, msgs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -366,6 +435,10 @@ def main():
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--measured", metavar="BENCH_JSON")
     ap.add_argument("--check-summary", metavar="TWOTOWER")
+    ap.add_argument("--check-lineinfo", action="store_true",
+                    help="check that -lineinfo changes no instruction of layers_cuda.cu")
+    ap.add_argument("--check-ptx", action="store_true",
+                    help="check that every CUDA object embeds PTX (cuobjdump --list-ptx)")
     ap.add_argument("--batch", type=int, default=128)
     a = ap.parse_args()
 
@@ -394,6 +467,16 @@ def main():
     if use_ptx and not a.ptx:
         print("gpu_cost: nvdisasm not found (--fetch-tools gets it): counting from PTX, "
               "which is rougher", file=sys.stderr)
+    if a.check_ptx:
+        ok, msgs = check_ptx(a.build)
+        print("\n".join(msgs))
+        if not ok:
+            return 1
+    if a.check_lineinfo:
+        ok, msg = check_lineinfo(a.build, use_ptx, nvdisasm)
+        print(msg)
+        if not ok:
+            return 1
     measured = json.load(open(a.measured)) if a.measured else None
     if measured and "twotower" in measured and "profile" not in measured:
         measured = measured["twotower"]  # bench.py's JSON holds twotower's under "twotower"
@@ -416,8 +499,10 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(source="ptx" if use_ptx else "sass", files=files,
-                           predicted=res["summary"], worklist=res["worklist"],
-                           kernels={n: dict(r) for n, r in res["kernels"].items()},
+                           device=vars(dev), batch=a.batch, predicted=res["summary"],
+                           worklist=res["worklist"], layers=res["layers"],
+                           kernels=res["counted"],
+                           step_kernels={n: dict(r) for n, r in res["kernels"].items()},
                            not_in_step=res["others"], ops=res["ops"]), f, indent=1)
     return 1 if bad else 0
 
