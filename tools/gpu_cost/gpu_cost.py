@@ -9,13 +9,15 @@ predicted time on an H100 from stated peaks.
   tools/gpu_cost/gpu_cost.py [--build DIR] [--quick] [--ptx] [--fetch-tools]
                              [--explain KERNEL] [--json FILE] [--measured BENCH.json]
                              [--check-summary TWOTOWER]
-                             [--check-ptx] [--check-lineinfo]
+                             [--check-ptx] [--check-lineinfo] [--predicted JSON]
 
 --quick: no download (PTX when no disassembler is found), the report only; what CI runs.
 --fetch-tools: pip-download nvdisasm and cuobjdump (nvidia-cuda-nvdisasm,
   nvidia-cuda-cuobjdump) into the tool cache ($TWOTOWER_CUDA_TOOLS, default
   ~/.cache/twotower/cuda-tools) when no nvdisasm is found.
---measured: twotower bench --json output: its per-layer times beside the predicted ones.
+--measured: twotower bench --json output: its per-layer times beside the predicted ones;
+  with --predicted GPU_COST_JSON (a saved --json), that prediction is compared and nothing
+  is compiled (what gpu_check.sh does on a machine without nvcc).
 --check-summary: compare the shapes computed here with `TWOTOWER summary`'s table; exit 1
   on a difference. --check-ptx: every CUDA object embeds PTX (meson's flags; cuobjdump
   --list-ptx when found). --check-lineinfo: -lineinfo changes no instruction.
@@ -95,7 +97,11 @@ def cuda_commands(build):
         if not e["file"].endswith(".cu"):
             continue
         argv = e.get("arguments") or shlex.split(e["command"])
-        out.append((e["directory"], argv, e["file"]))
+        d = e["directory"]
+        if not os.path.isdir(d):  # a build made elsewhere (gpu_check's carry): its
+            d = os.path.join(ROOT, "build-gpu-cost")  # paths are relative to ROOT/build*
+            os.makedirs(d, exist_ok=True)
+        out.append((d, argv, e["file"]))
     return out
 
 
@@ -283,6 +289,11 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
             fwd_ms=ph(('fwd', 'data', 'loss', 'update')) * 1e3, bwd_ms=ph(('bwd',)) * 1e3,
             xchg_ms=ph(('xchg',)) * 1e3, **{p + "_ms": per_prec[p] * 1e3
                                              for p in model.PRECISIONS})
+        for p in model.PRECISIONS:
+            pr = [(o, t) for o, t, *_ in results[p][0] if o.layer == layer]
+            layer_rows[layer][p + "_fwd_ms"] = 1e3 * sum(
+                t for o, t in pr if o.phase in ('fwd', 'data', 'loss', 'update'))
+            layer_rows[layer][p + "_bwd_ms"] = 1e3 * sum(t for o, t in pr if o.phase == 'bwd')
         line = (f"{layer:7s} {len(sel):4d} {sum(o.n for o, *_ in sel):10.4g} "
                 f"{sum(o.bytes for o, *_ in sel) / 1e6:8.1f} "
                 f"{sum(o.flops for o, *_ in sel) / 1e9:7.1f} "
@@ -424,6 +435,28 @@ def check_ptx(build):
     return ok, msgs
 
 
+def compare(pred, measured, out):
+    """The per-layer table of a saved prediction (--json) beside twotower bench's times."""
+    meas = measured_layers(measured)
+    p = "tf32" if measured.get("tf32") else "fp32"
+    out.write(f"predicted ({pred['source']}, {p}; PREDICTED) beside measured (bench.json, "
+              f"{measured.get('device', '?')}), ms per step, both towers\n")
+    out.write(f"{'layer':7s} {'pred fwd':>9s} {'meas fwd':>9s} {'ratio':>6s} {'pred bwd':>9s} "
+              f"{'meas bwd':>9s} {'ratio':>6s}\n")
+    r = lambda m, q: f"{m / q:6.2f}" if q > 0 else f"{'-':>6s}"
+    for layer, row in pred["layers"].items():
+        m = meas.get(layer)
+        pf, pb = row[p + "_fwd_ms"], row[p + "_bwd_ms"]
+        if m:
+            out.write(f"{layer:7s} {pf:9.3f} {m[0]:9.3f} {r(m[0], pf)} {pb:9.3f} {m[1]:9.3f} "
+                      f"{r(m[1], pb) if m[1] else '     -'}\n")
+        else:
+            out.write(f"{layer:7s} {pf:9.3f} {'-':>9s} {'-':>6s} {pb:9.3f} {'-':>9s} {'-':>6s}\n")
+    ips = measured.get("images_per_s")
+    out.write(f"images/s: predicted {pred['predicted'][p]['images_per_s']:.0f}, measured "
+              f"{ips if not isinstance(ips, (int, float)) else round(ips)}\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -439,9 +472,20 @@ def main():
                     help="check that -lineinfo changes no instruction of layers_cuda.cu")
     ap.add_argument("--check-ptx", action="store_true",
                     help="check that every CUDA object embeds PTX (cuobjdump --list-ptx)")
+    ap.add_argument("--predicted", metavar="GPU_COST_JSON",
+                    help="with --measured: compare a saved prediction, compiling nothing")
     ap.add_argument("--batch", type=int, default=128)
     a = ap.parse_args()
 
+    measured = json.load(open(a.measured)) if a.measured else None
+    if measured and "twotower" in measured and "profile" not in measured:
+        measured = measured["twotower"]  # bench.py's JSON holds twotower's under "twotower"
+    if a.predicted:
+        if not measured:
+            print("gpu_cost: --predicted needs --measured", file=sys.stderr)
+            return 2
+        compare(json.load(open(a.predicted)), measured, sys.stdout)
+        return 0
     if a.check_summary:
         ok, msgs = check_summary(a.check_summary)
         print("\n".join(msgs))
@@ -477,9 +521,6 @@ def main():
         print(msg)
         if not ok:
             return 1
-    measured = json.load(open(a.measured)) if a.measured else None
-    if measured and "twotower" in measured and "profile" not in measured:
-        measured = measured["twotower"]  # bench.py's JSON holds twotower's under "twotower"
     with tempfile.TemporaryDirectory() as work:
         kernels, files = build_and_count(a.build, use_ptx, nvdisasm, work)
     if not kernels:
