@@ -2,7 +2,8 @@
 """test_gpu_cost.py BUILD TWOTOWER JSON: tools/gpu_cost --quick on this build. Asserts that
 the shapes it computes are summary's, that every CUDA object embeds PTX, that -lineinfo
 changes no instruction, that every kernel of the build is counted (a finite, positive
-instruction count, the 64-bit count no smaller), that every layer of the step and every precision has a finite predicted time,
+instruction count, the 64-bit count no smaller) and every kernel of the step model is in
+the build, that every layer of the step and every precision has a finite predicted time,
 and that the report names what it counted from and marks itself predicted. No timing and
 no particular number is asserted. Exit 77 (skip) without nvcc or a CUDA build."""
 import json
@@ -42,6 +43,7 @@ if r.returncode == 0:
         check(math.isfinite(k["instructions"]) and k["instructions"] > 0,
               f"{name}: instructions {k['instructions']}")
         check(k["instructions_64bit"] >= k["instructions"], f"{name}: 64-bit count below")
+    check(not j["missing"], f"kernels of the step model missing from the build: {j['missing']}")
     for name in ("im2col_chunk_kernel", "col2im_chunk_kernel", "lrn_forward_kernel",
                  "maxpool_forward_kernel", "sgd_arena_kernel", "augment_kernel"):
         check(j["kernels"].get(name, {}).get("in_step"), f"{name} is in the step model")

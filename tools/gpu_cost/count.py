@@ -8,12 +8,15 @@ How a kernel is counted (the same rules for SASS and PTX):
 - Every instruction of a loop's own body (its range less the loops nested in it) counts
   once, whichever branch arm it is on: what a warp issues when its threads take every path.
   The instructions outside every loop run once per thread (the prologue).
-- A source loop compiled into several machine loops (nvcc unrolls by u and adds a remainder,
-  or versions a loop on an argument) costs, per source iteration, the cheapest of them:
-  own body / u, where u is the largest number of loads (or of stores) any one source line
-  has in that machine loop. Straight-line remainder code is counted once in the enclosing body.
-- The grid-stride loop (the loop whose back edge sits on the kernel's own line) is one
-  element per iteration; when it has several versions, the costliest is taken.
+- An inner source loop (found by the source line of its back edge: -lineinfo) runs the trip
+  count the launch model gives it. nvcc unrolls it by u (the constant its counter steps by,
+  over the source loop's own step) and leaves the remainder either as a loop of step 1
+  (then every iteration costs the cheapest machine loop's body / u) or straight-line in the
+  enclosing body on the loop's source lines (then it holds u - 1 iterations and runs
+  T mod u of them, the unrolled loop floor(T / u) times).
+- The grid-stride loop (a top-level loop whose back edge is on a FOR_EACH_ELEMENT or
+  blockIdx/gridDim line) is one element per iteration, not unrolled; when nvcc versions
+  it on an argument (dropout's train flag, conv_out's relu), the costliest is taken.
 - 64-bit integer division and remainder: nvcc tests whether both operands fit in 32 bits
   and then runs a 32-bit sequence inline, else calls a 64-bit subroutine. Element counts
   here are below 2^32, so the inline arm is what runs: it is counted, the call arm is not;
@@ -115,6 +118,9 @@ def _is_store(op, sass):
 
 # ---- SASS ------------------------------------------------------------------------------
 
+# where each source file named by the line information is (basename -> path as compiled)
+SOURCE_PATHS = {}
+
 _SASS_INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _SASS_LABEL = re.compile(r"^\s*(\.L_x_\d+|\$[^:\s]+|\.text\.\S+|_Z\w+):\s*$")
 _SASS_LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
@@ -134,6 +140,7 @@ def parse_sass(text):
             if m:  # the first position after an instruction is the innermost (inlined) one
                 if fresh:
                     line = (os.path.basename(m.group(1)), int(m.group(2)))
+                    SOURCE_PATHS.setdefault(line[0], os.path.normpath(m.group(1)))
                     fresh = False
                 continue
             m = _SASS_LABEL.match(raw)
@@ -180,6 +187,7 @@ def parse_ptx(text):
     files = {}
     for m in re.finditer(r'^\s*\.file\s+(\d+)\s+"([^"]+)"', text, re.M):
         files[m.group(1)] = os.path.basename(m.group(2))
+        SOURCE_PATHS.setdefault(files[m.group(1)], os.path.normpath(m.group(2)))
     funcs = {}
     name = None
     instrs, labels, pending, line = [], {}, [], None
@@ -458,8 +466,10 @@ def count_text(text, sass):
 def _source_lines(srcdir, base):
     cache = _source_lines.__dict__.setdefault("cache", {})
     if base not in cache:
-        found = None
-        for root, _, names in os.walk(srcdir):
+        found = SOURCE_PATHS.get(base)
+        if found and not os.path.isfile(found):
+            found = None  # compiled elsewhere (a carried build): look under srcdir
+        for root, _, names in ([] if found else os.walk(srcdir)):
             if base in names:
                 found = os.path.join(root, base)
                 break
