@@ -12,10 +12,13 @@
 # --prepare-carry builds here (-Dcuda=enabled; once with the cuDNN path, once without) and
 # packs, into DIR (default carry/), what a bare GPU machine lacks: gpu-carry.tar.xz (the
 # build folders and every shared library their programs need that is not glibc, CUDA or
-# cuDNN: cuDNN is the machine's, e.g. PyTorch's wheel's) and fashion-mnist/. On the GPU machine,
-# --carry DIR unpacks that and uses it. --stages: any of tests,sanitize,epoch,bench (default
-# tests,sanitize,epoch); bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md)
-# with the python3 that has torch, passing it --bench-args.
+# cuDNN: cuDNN is the machine's, e.g. PyTorch's wheel's), fashion-mnist/ and gpu_cost.json
+# (tools/gpu_cost's prediction, made here). On the GPU machine, --carry DIR unpacks that and
+# uses it. --stages: any of tests,sanitize,epoch,bench,cost (default tests,sanitize,epoch);
+# bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md) with the python3 that
+# has torch, passing it --bench-args; cost runs `twotower bench` at batch 128 and puts its
+# per-layer times beside tools/gpu_cost's predicted ones (and ncu's counts of the work
+# list's kernels when ncu is installed).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
         --size) size=$2; shift 2 ;;
         --bench-args) bench_args=$2; shift 2 ;;
         --prepare-carry) prepare=1; shift; if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then prep_dir=$1; shift; fi ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -68,6 +71,10 @@ if [ -n "$prepare" ]; then
     rm -rf "$stage"
     src=/usr/share/datasets/fashion-mnist
     if [ -d $src ]; then mkdir -p "$prep_dir/fashion-mnist" && cp $src/*.gz "$prep_dir/fashion-mnist/"; fi
+    # the prediction, from this machine's nvcc (and nvdisasm when found): the cost stage
+    # compares it with the GPU's measured times without compiling anything there
+    /usr/bin/python3 tools/gpu_cost/gpu_cost.py --build $b --json "$prep_dir/gpu_cost.json" \
+        >"$prep_dir/gpu_cost.txt" || die "tools/gpu_cost failed (see $prep_dir/gpu_cost.txt)"
     say "packed $(du -sh "$prep_dir" | cut -f1) into $prep_dir/: $(ls "$prep_dir" | tr '\n' ' ')"
     say "on the GPU machine: tools/gpu_check.sh --carry $prep_dir"
     exit 0
@@ -249,6 +256,48 @@ print("images/s twotower %s, PyTorch eager %s, compile %s; twotower/eager %s, /c
          f(x.get("twotower_over_eager")), f(x.get("twotower_over_compile")),
          "PASS" if c.get("pass") else "FAIL"))' "$logs/bench.json" 2>/dev/null)
         note "$r: bench (see bench.log, bench.json): ${line:-$(tail -3 "$blog" | tr '\n' ' ')}"
+    fi
+fi
+
+# ---- 5. the predicted cost beside the measured one (docs/BENCH.md, "Predicted") ------------
+if [[ $stages == *cost* ]]; then
+    clog=$logs/cost.log
+    bj=$logs/bench-b128.json
+    # shellcheck disable=SC2086  # --bench-args is a list of flags
+    if "$exe" bench --gpus 0 --batch 128 --json "$bj" $bench_args >"$logs/bench-b128.log" 2>&1; then
+        py=$(command -v python3 || command -v /usr/bin/python3)
+        how=""
+        if command -v nvcc >/dev/null && [ -f "$build/compile_commands.json" ] &&
+           "$py" tools/gpu_cost/gpu_cost.py --quick --build "$build" --measured "$bj" \
+               --json "$logs/gpu_cost.json" >"$clog" 2>&1; then
+            how="predicted here"
+        elif [ -n "$carry" ] && [ -f "$carry/gpu_cost.json" ] &&
+             "$py" tools/gpu_cost/gpu_cost.py --predicted "$carry/gpu_cost.json" \
+                 --measured "$bj" >"$clog" 2>&1; then
+            how="the carried prediction"
+            cp "$carry/gpu_cost.json" "$logs/gpu_cost.json"
+        fi
+        if [ -n "$how" ]; then
+            note "ok: cost ($how; see cost.log): $(grep -a 'images/s' "$clog" | grep -a 'measured' | tail -1)"
+        else
+            note "FAIL: cost: no prediction (no nvcc here and no carry/gpu_cost.json): $(tail -2 "$clog" 2>/dev/null | tr '\n' ' ')"
+            failed=1
+        fi
+        # ncu on the work list's kernels: instructions executed, DRAM bytes, time per launch
+        if command -v ncu >/dev/null && [ -f "$logs/gpu_cost.json" ]; then
+            names=$("$py" -c 'import json,sys; print("|".join(json.load(open(sys.argv[1]))["worklist"]))' "$logs/gpu_cost.json")
+            if [ -n "$names" ] && ncu --csv --kernel-name-base function --kernel-name "regex:^($names)\$" \
+                   --launch-count 60 --metrics smsp__inst_executed.sum,dram__bytes.sum,gpu__time_duration.sum \
+                   "$exe" bench --gpus 0 --batch 128 --warmup 0 --steps 1 --profile-steps 0 \
+                   >"$logs/ncu.csv" 2>"$logs/ncu.log"; then
+                note "ok: ncu on $names (ncu.csv: warp-instructions executed per launch; divide by elements / 32 for instructions per element)"
+            else
+                note "FAIL: ncu (see ncu.log)"; failed=1
+            fi
+        fi
+    else
+        note "FAIL: cost: twotower bench --batch 128 (see bench-b128.log): $(tail -2 "$logs/bench-b128.log" | tr '\n' ' ')"
+        failed=1
     fi
 fi
 

@@ -113,6 +113,11 @@ void *base_read_file(const char *path, const char *what, size_t max_bytes, size_
 int base_check_output(const char *path, const char *what, const char *const *inputs, int n,
                       const char *const *protect, int n_protect, char *err, size_t errlen);
 
+/* 1 when path (which need not exist yet) is dir or lies inside it, after links and "."
+ * and ".." are resolved; 0 when not, or when dir does not exist; -1 when path cannot be
+ * resolved (a loop, no permission). prep uses it to keep OUT out of SRC. */
+int base_path_inside(const char *path, const char *dir);
+
 /* A crash-safe output: bytes go to "<path>.tmp"; base_out_commit fsyncs it, renames it
  * over path and fsyncs the folder, so a crash leaves either the old file or the new
  * one, never a torn one. The first failed write sticks: later writes do nothing and

@@ -100,18 +100,51 @@ void *base_read_file(const char *path, const char *what, size_t max_bytes, size_
     return buf;
 }
 
-/* The canonical path of what path would name: realpath of its folder + its last part
- * (the file itself need not exist). 0, or -1 when the folder does not resolve. */
+/* The canonical form of path, which need not exist: the realpath of its longest existing
+ * leading part, then the rest resolved by name ("." dropped, ".." taking one part off),
+ * which is exact because parts that do not exist cannot be links. 0, or -1 when the
+ * path is too long or an existing part cannot be resolved (a loop, no permission). */
 static int canonical(const char *path, char *out, size_t outlen)
 {
-    char a[PATH_MAX], b[PATH_MAX], dir[PATH_MAX];
-    if (snprintf(a, sizeof a, "%s", path) >= (int)sizeof a) return -1;
-    if (snprintf(b, sizeof b, "%s", path) >= (int)sizeof b) return -1;
-    if (!realpath(dirname(a), dir)) return -1;
-    const char *base = basename(b);
-    int n = strcmp(dir, "/") ? snprintf(out, outlen, "%s/%s", dir, base)
-                             : snprintf(out, outlen, "/%s", base);
-    return n < 0 || (size_t)n >= outlen ? -1 : 0;
+    char head[PATH_MAX], real[PATH_MAX], first[PATH_MAX];
+    const char *tail[PATH_MAX / 2]; /* the parts that do not exist, last first (in head) */
+    int nt = 0, pops = 0;
+    if (!*path || snprintf(head, sizeof head, "%s", path) >= (int)sizeof head) return -1;
+    for (;;) {
+        size_t n = strlen(head);
+        while (n > 1 && head[n - 1] == '/') head[--n] = 0;
+        if (realpath(head, real)) break;
+        if (errno != ENOENT) return -1;
+        char *slash = strrchr(head, '/');
+        const char *last = slash ? slash + 1 : head;
+        if (!strcmp(last, "..")) pops++;
+        else if (pops > 0 && strcmp(last, ".")) pops--;
+        else if (strcmp(last, ".") && *last) tail[nt++] = last;
+        if ((!slash || slash == head) && nt > 0 && tail[nt - 1] == last)
+            tail[nt - 1] = strcpy(first, last); /* head becomes "." or "/" over it */
+        if (!slash) snprintf(head, sizeof head, ".");
+        else if (slash == head) head[1] = 0;
+        else *slash = 0;
+    }
+    for (; pops > 0; pops--) { /* "../.." above the existing part */
+        char *slash = strrchr(real, '/');
+        if (slash == real) real[1] = 0;
+        else if (slash) *slash = 0;
+    }
+    size_t k = (size_t)snprintf(out, outlen, "%s", real);
+    for (int i = nt - 1; i >= 0 && k < outlen; i--)
+        k += (size_t)snprintf(out + k, outlen - k, "%s%s", k > 1 ? "/" : "", tail[i]);
+    return k < outlen ? 0 : -1;
+}
+
+int base_path_inside(const char *path, const char *dir)
+{
+    char cp[PATH_MAX], cd[PATH_MAX];
+    if (!realpath(dir, cd)) return 0; /* a folder that does not exist holds nothing */
+    if (canonical(path, cp, sizeof cp) != 0) return -1;
+    size_t k = strlen(cd);
+    if (k == 1) return 1; /* "/" */
+    return !strncmp(cp, cd, k) && (cp[k] == '/' || cp[k] == 0);
 }
 
 int base_check_output(const char *path, const char *what, const char *const *inputs, int n,
@@ -138,17 +171,19 @@ int base_check_output(const char *path, const char *what, const char *const *inp
                 return -1;
             }
         }
-    char cp[PATH_MAX], cd[PATH_MAX];
-    if (n_protect > 0 && canonical(path, cp, sizeof cp) == 0)
-        for (int i = 0; i < n_protect; i++) {
-            if (!protect[i] || !realpath(protect[i], cd)) continue;
-            size_t k = strlen(cd);
-            if (!strncmp(cp, cd, k) && (cp[k] == '/' || cp[k] == 0)) {
-                base_errf(err, errlen, "%s %s: lies inside %s, whose files it would "
-                                       "replace; write it elsewhere", what, path, protect[i]);
-                return -1;
-            }
+    for (int i = 0; i < n_protect; i++) {
+        int in = protect[i] ? base_path_inside(path, protect[i]) : 0;
+        if (in < 0) {
+            base_errf(err, errlen, "%s %s: cannot resolve the path to check it against %s",
+                      what, path, protect[i]);
+            return -1;
         }
+        if (in) {
+            base_errf(err, errlen, "%s %s: lies inside %s, whose files it would "
+                                   "replace; write it elsewhere", what, path, protect[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -242,7 +277,8 @@ void base_out_abort(base_out *o)
 
 int base_out_commit(base_out *o, char *err, size_t errlen)
 {
-    if (!o->failed && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0))
+    /* ferror: a write made straight to o->f (fprintf) that failed is a failure too */
+    if (!o->failed && (fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0))
         o->failed = errno ? errno : EIO;
     if (fclose(o->f) != 0 && !o->failed) o->failed = errno ? errno : EIO;
     o->f = NULL;

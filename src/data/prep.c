@@ -685,7 +685,8 @@ static const base_flags_cmd prep_cmd = {
              "       val/ each holding such class folders, or train/ with class folders and a\n"
              "       flat val/ with its ground truth (ILSVRC-2012: --val-labels), or the\n"
              "       Fashion-MNIST IDX .gz files\n"
-             "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt)\n",
+             "  OUT: gets train-NNNNN.tts, val-NNNNN.tts shards and meta.bin (+ meta.txt);\n"
+             "       an earlier prep's are removed first, so OUT may not be SRC or inside it\n",
     .flags = prep_flags,
     .min_pos = 1,
     .max_pos = 2,
@@ -827,6 +828,37 @@ static int name_exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
+/* OUT before any work: a folder (or a name to create) that is neither SRC nor inside it,
+ * since prep removes an earlier prep's shards and meta.bin from OUT and would mix its
+ * output with its input; meta.bin and meta.txt there regular files or absent. 0, or -1
+ * after a message. */
+static int check_out(const char *src, const char *out)
+{
+    char err[4096 + 512];
+    struct stat st;
+    if (stat(out, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "prep: OUT %s exists and is not a folder\n", out);
+        return -1;
+    }
+    int inside = base_path_inside(out, src);
+    if (inside != 0) {
+        fprintf(stderr, "prep: OUT %s %s SRC %s: prep writes shards and meta.bin into OUT and "
+                        "removes an earlier prep's there, so OUT must lie outside its input\n",
+                out, inside < 0 ? "cannot be resolved against" : "is or lies inside", src);
+        return -1;
+    }
+    static const char *const own[] = {"meta.bin", "meta.txt"};
+    for (int i = 0; i < 2; i++) {
+        char p[4096 + 16];
+        snprintf(p, sizeof p, "%s/%s", out, own[i]);
+        if (base_check_output(p, "OUT file", NULL, 0, NULL, 0, err, sizeof err) != 0) {
+            fprintf(stderr, "prep: %s\n", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int data_prep_main(int argc, char **argv)
 {
     prep_cli cli;
@@ -843,6 +875,8 @@ int data_prep_main(int argc, char **argv)
     o.max_file_bytes = (size_t)cli.max_file_mb << 20;
     o.src = fo.pos[0];
     o.out = fo.pos[1];
+    if (check_out(o.src, o.out) != 0)
+        return 2;
     if (o.threads <= 0) {
         long nc = sysconf(_SC_NPROCESSORS_ONLN);
         o.threads = nc > 0 ? (int)nc : 1;

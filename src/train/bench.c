@@ -853,5 +853,11 @@ int train_bench_main(int argc, char **argv)
     bench_opts o;
     int rc = bench_parse(argc, argv, &o);
     if (rc != BASE_FLAGS_GO) return rc;
+    char err[4200 + 256];
+    /* before the benchmark runs: never a device, a FIFO or a folder */
+    if (o.json && base_check_output(o.json, "--json", NULL, 0, NULL, 0, err, sizeof err)) {
+        fprintf(stderr, "twotower bench: %s\n", err);
+        return 2;
+    }
     return bench_run(&o);
 }

@@ -577,6 +577,9 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
         base_errf(err, errlen, "checkpoint folder %s: path too long", dir);
         return -1;
     }
+    /* a folder or a FIFO under a checkpoint's name is never replaced */
+    if (base_check_output(final_path, "checkpoint", NULL, 0, NULL, 0, err, errlen) != 0)
+        return -1;
     real *scratch = malloc(n_params * sizeof(real));
     if (!scratch) {
         base_errf(err, errlen, "checkpoint %s: cannot allocate %zu bytes for a tensor copy",

@@ -282,6 +282,11 @@ int train_dump_main(int argc, char **argv)
         fprintf(stderr, "twotower dump: %s\n", err);
         return 2;
     }
+    /* before any work: never a device, a FIFO or a folder */
+    if (base_check_output(out, "--out", NULL, 0, NULL, 0, err, sizeof err)) {
+        fprintf(stderr, "twotower dump: %s\n", err);
+        return 2;
+    }
     model m;
     if (train_net_args_choose(&o.net, &cfg, err, sizeof err) ||
         model_init(&m, &cfg, &place, seed, err, sizeof err)) {

@@ -5,6 +5,7 @@
 
 #include "train/checkpoint.h"
 #include "train/nets.h"
+#include "base/base.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -171,6 +172,31 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
     return rc;
 }
 
+int train_export_check_out(const char *ckpt, const char *out, char *err, size_t errlen)
+{
+    char dir[4096];
+    const char *protect[1] = {dir};
+    int n_protect = 0;
+    struct stat st;
+    if (ckpt && stat(ckpt, &st) == 0) {
+        /* a folder given as the input is the run's (or its checkpoint folder): the output
+         * goes elsewhere; a checkpoint file's own folder when it is a run's ckpt/, which
+         * holds checkpoints only (an export there could replace an older one) */
+        snprintf(dir, sizeof dir, "%s", ckpt);
+        if (!S_ISDIR(st.st_mode)) {
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = 0;
+            else
+                snprintf(dir, sizeof dir, ".");
+        }
+        const char *last = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+        n_protect = S_ISDIR(st.st_mode) || !strcmp(last, TRAIN_CKPT_SUBDIR);
+    }
+    const char *inputs[1] = {ckpt};
+    return base_check_output(out, "OUT", inputs, ckpt ? 1 : 0, protect, n_protect, err, errlen);
+}
+
 typedef struct {
     tower_config cfg;
     train_net_args net;
@@ -210,7 +236,10 @@ static const base_flags_cmd export_cmd = {
     .about = "Writes the weights of a checkpoint (a .ttc file, a checkpoint folder or a run\n"
              "folder: its newest checkpoint), or of the net freshly initialised from --seed\n"
              "(--net and its init), as safetensors: tower{t}.{layer}.weight/.bias, see\n"
-             "docs/WEIGHTS.md. The flags describe the fresh net; a checkpoint fixes them.\n",
+             "docs/WEIGHTS.md. The flags describe the fresh net; a checkpoint fixes them.\n"
+             "OUT is refused (exit 2) when it is CKPT itself, lies inside the run or\n"
+             "checkpoint folder given as CKPT or a run's ckpt/ folder, or is not a regular\n"
+             "file (a device, a FIFO).\n",
     .flags = export_flags,
     .min_pos = 1,
     .max_pos = 2,
@@ -238,6 +267,10 @@ int train_export_main(int argc, char **argv)
         return 2;
     }
     char err[512];
+    if (train_export_check_out(npos == 2 ? pos[0] : NULL, pos[npos - 1], err, sizeof err)) {
+        fprintf(stderr, "twotower export: %s\n", err);
+        return 2;
+    }
     if (npos == 2) {
         if (net_flags) {
             fprintf(stderr, "twotower export: the checkpoint %s fixes the net and its seed; "

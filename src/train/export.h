@@ -69,6 +69,12 @@ int train_export_model(const model *m, const char *path, char *err, size_t errle
  * Returns 0, or -1 with err naming the file. */
 int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_t errlen);
 
+/* Whether OUT may be written by an export of ckpt (NULL: a fresh net): base_check_output
+ * with ckpt as the input, and as a protected folder the folder ckpt names (a run or
+ * checkpoint folder) or, for a checkpoint file, its folder when that is a run's ckpt/.
+ * 0, or -1 with err naming OUT. */
+int train_export_check_out(const char *ckpt, const char *out, char *err, size_t errlen);
+
 /* `twotower export [CKPT] OUT.safetensors [--net NAME] [switches] [--seed S] [--towers T]
  * [--classes V] [--size S] [--width-div D]`: the checkpoint's weights, or without CKPT the net freshly
  * initialised from the flags. argv[0] is "export". Returns the exit code (0 ok,

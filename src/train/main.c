@@ -90,7 +90,9 @@ static const base_flag train_flags[] = {
                    "std of the PCA lighting's alphas (section 4.1; 0: none)"),
      .given = TRAIN_GIVEN_PCA_STD, .deflt = "0.1"},
     {BASE_FLAG_BOOL("quiet", train_cli, o.quiet, "no progress line")},
-    {BASE_FLAG_STR("run", train_cli, o.run_dir, "DIR", "run folder: metrics.jsonl, run.json, ckpt/"),
+    {BASE_FLAG_STR("run", train_cli, o.run_dir, "DIR",
+                   "run folder: metrics.jsonl, run.json, ckpt/; a new run takes\n"
+                   "only a new or empty one, and one trainer at a time holds it"),
      .deflt = "runs/run-DATE-TIME"},
     {BASE_FLAG_STR("resume", train_cli, o.resume, "PATH",
                    "continue from a checkpoint file, checkpoint folder or run folder")},

@@ -1,6 +1,6 @@
 /* metrics: metrics.jsonl and run.json of a run folder (Jansson), the console progress line
- * and top-k errors. Lines are written whole and flushed, so a crash leaves at most one torn
- * last line. */
+ * and top-k errors. Lines are written whole, unbuffered, so a crash leaves at most one torn
+ * last line; the first failed line is the last one written (the trainer stops on it). */
 #include "train/metrics.h"
 
 #include "base/base.h"
@@ -80,11 +80,16 @@ static int write_line(train_metrics *mt, json_t *rec, char *err, size_t errlen)
     char *text = rec ? json_dumps(rec, METRICS_JSON_FLAGS) : NULL;
     json_decref(rec);
     const char *why = !mt->f ? "not open" : !text ? "out of memory" : NULL;
+    if (!why && mt->failed)
+        why = "an earlier line failed, so no line is written after it";
     if (!why) {
         size_t n = strlen(text);
         text[n] = '\n'; /* replaces the NUL: the line is written with one fwrite */
-        if (fwrite(text, 1, n + 1, mt->f) != n + 1 || fflush(mt->f) != 0)
-            why = strerror(errno);
+        errno = 0;
+        if (fwrite(text, 1, n + 1, mt->f) != n + 1 || fflush(mt->f) != 0) {
+            mt->failed = errno ? errno : EIO;
+            why = strerror(mt->failed);
+        }
     }
     free(text);
     if (why) {
@@ -130,9 +135,12 @@ int train_metrics_number(const json_t *rec, const char *key, double *out)
  * step are kept), through base_out so that a crash here loses nothing. */
 static int trim_for_resume(const char *path, int64_t resume_step, char *err, size_t errlen)
 {
-    FILE *in = fopen(path, "rb");
+    struct stat st;
+    if (lstat(path, &st) != 0 && errno == ENOENT)
+        return 0; /* a run continued in a new folder: nothing to keep */
+    FILE *in = base_fopen_input(path, "metrics", err, errlen);
     if (!in)
-        return errno == ENOENT ? 0 : (base_errf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+        return -1;
     base_out out;
     if (base_out_open(&out, path, "metrics", err, errlen) != 0) {
         fclose(in);
@@ -168,6 +176,9 @@ int train_metrics_open(train_metrics *mt, const char *run_dir, int64_t resume_st
         base_errf(err, errlen, "run folder %s: path too long", run_dir);
         return -1;
     }
+    /* never a FIFO (the open would wait for a reader), a device or a folder */
+    if (base_check_output(mt->path, "metrics", NULL, 0, NULL, 0, err, errlen) != 0)
+        return -1;
     if (resume_step >= 0 && trim_for_resume(mt->path, resume_step, err, errlen) != 0)
         return -1;
     mt->f = fopen(mt->path, resume_step >= 0 ? "ab" : "wb");
@@ -175,14 +186,17 @@ int train_metrics_open(train_metrics *mt, const char *run_dir, int64_t resume_st
         base_errf(err, errlen, "%s: %s", mt->path, strerror(errno));
         return -1;
     }
+    /* unbuffered: a line goes out in one write, and a failed one leaves nothing in a
+     * buffer for a later flush to add after it */
+    setvbuf(mt->f, NULL, _IONBF, 0);
     return 0;
 }
 
-void train_metrics_close(train_metrics *mt)
+int train_metrics_close(train_metrics *mt)
 {
-    if (mt->f)
-        fclose(mt->f);
+    int rc = mt->f && fclose(mt->f) != 0 ? -1 : 0;
     mt->f = NULL;
+    return rc;
 }
 
 int train_metrics_log_train(train_metrics *mt, const train_log_row *r, char *err, size_t errlen)
@@ -240,8 +254,10 @@ int train_run_info_write(const char *run_dir, const train_run_info *info, char *
     char path[4096 + 16];
     snprintf(path, sizeof path, "%s/%s", run_dir, TRAIN_RUN_INFO_FILE);
     struct stat st;
-    if (stat(path, &st) == 0)
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
         return 0; /* resuming: run.json describes the first start; the resume is an event */
+    if (base_check_output(path, "run info", NULL, 0, NULL, 0, err, errlen) != 0)
+        return -1;
 
     char when[64] = "?", host[256] = "?";
     time_t now = time(NULL);

@@ -41,8 +41,9 @@ extern "C" {
 #define TRAIN_RUN_INFO_FILE "run.json"
 
 typedef struct {
-    FILE *f;          /* RUN/metrics.jsonl, append mode */
+    FILE *f;          /* RUN/metrics.jsonl, append mode, unbuffered */
     char path[4096];
+    int failed;       /* errno of the first failed line, or 0: no line is written after it */
 } train_metrics;
 
 /* Creates run_dir (and parents) when missing and opens RUN/metrics.jsonl.
@@ -50,10 +51,13 @@ typedef struct {
  * resume_step >= 0: resuming from the checkpoint of that step: the lines of steps after
  * it (work the crash lost, to be redone) and a torn last line are dropped, atomically,
  * then new lines are appended, so the file reads as one uninterrupted run.
+ * The file must be a regular file where it exists (a FIFO, a device or a folder is
+ * refused). The trainer only opens a fresh file in a folder it claimed (runfolder.h).
  * Returns 0, or -1 with err naming the file. */
 int train_metrics_open(train_metrics *mt, const char *run_dir, int64_t resume_step, char *err,
                        size_t errlen);
-void train_metrics_close(train_metrics *mt);
+/* 0, or -1 when the close reports a failed write (errno says which). */
+int train_metrics_close(train_metrics *mt);
 
 typedef struct {
     int64_t step;           /* steps done */
@@ -102,7 +106,8 @@ typedef struct {
 } train_run_info;
 
 /* Writes RUN/run.json (crash-safe, base_write_file) when it does not exist yet; an
- * existing one (the first start of a resumed run) is kept. Adds the version
+ * existing one (the first start of a resumed run) is kept; one that is not a regular
+ * file is refused. Adds the version
  * (base_version), the compiler (__VERSION__), the BLAS (openblas_get_config) and the
  * start time. Returns 0, or -1 with err. */
 int train_run_info_write(const char *run_dir, const train_run_info *info, char *err,

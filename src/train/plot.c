@@ -6,6 +6,7 @@
 #include "base/base.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -121,6 +122,28 @@ static int run_gnuplot(const char *prog, const char *script, char *err, size_t e
     return 0;
 }
 
+/* 1 when out names run_dir/curves.png, plot's own picture in the run folder. */
+static int is_own_picture(const char *run_dir, const char *out)
+{
+    char dir[4096], a[PATH_MAX], b[PATH_MAX];
+    const char *slash = strrchr(out, '/');
+    if (strcmp(slash ? slash + 1 : out, "curves.png") != 0)
+        return 0;
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - out > 0 ? slash - out : 1), out);
+    return realpath(dir, a) && realpath(run_dir, b) && !strcmp(a, b);
+}
+
+/* Opens one of plot's own files in RUN/plot/ through base_out. */
+static int open_work(base_out *o, const char *path, char *err, size_t errlen)
+{
+    if (base_check_output(path, "plot file", NULL, 0, NULL, 0, err, errlen) != 0)
+        return -1;
+    return base_out_open(o, path, "plot file", err, errlen);
+}
+
 int train_plot_run(const char *run_dir, const char *out_png, int x_step, const char *gnuplot,
                    char *err, size_t errlen)
 {
@@ -136,9 +159,24 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     else
         snprintf(png, sizeof png, "%s/curves.png", run_dir);
 
-    FILE *in = fopen(mpath, "rb");
+    /* the picture never replaces the metrics, a device or a FIFO; inside the run folder
+     * it may only be plot's own RUN/curves.png, the rest of the folder is the run's */
+    const char *inputs[] = {mpath};
+    const char *protect[] = {run_dir};
+    int own = !out_png || is_own_picture(run_dir, out_png);
+    char why[4096 + 512];
+    if (base_check_output(png, "picture", inputs, 1, NULL, 0, why, sizeof why)) {
+        base_errf(err, errlen, "plot: %s", why);
+        return -2;
+    }
+    if (!own && base_check_output(png, "picture", NULL, 0, protect, 1, why, sizeof why)) {
+        base_errf(err, errlen, "plot: %s (plot's own file in a run folder is curves.png, its "
+                               "default output)", why);
+        return -2;
+    }
+    FILE *in = base_fopen_input(mpath, "metrics", why, sizeof why);
     if (!in) {
-        base_errf(err, errlen, "plot: %s: %s (is %s a run folder?)", mpath, strerror(errno), run_dir);
+        base_errf(err, errlen, "plot: %s (is %s a run folder?)", why, run_dir);
         return -1;
     }
     if (mkdir(pdir, 0777) != 0 && errno != EEXIST) {
@@ -146,16 +184,17 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
         fclose(in);
         return -1;
     }
-    FILE *ft = fopen(tpath, "wb"), *fe = fopen(epath, "wb");
-    if (!ft || !fe) {
-        base_errf(err, errlen, "plot: cannot write %s: %s", ft ? epath : tpath, strerror(errno));
-        if (ft)
-            fclose(ft);
-        if (fe)
-            fclose(fe);
+    base_out ot, oe, og, op;
+    if (open_work(&ot, tpath, err, errlen) != 0) {
         fclose(in);
         return -1;
     }
+    if (open_work(&oe, epath, err, errlen) != 0) {
+        base_out_abort(&ot);
+        fclose(in);
+        return -1;
+    }
+    FILE *ft = ot.f, *fe = oe.f;
     table tt = {0}, te = {0};
     char *line = NULL;
     size_t cap = 0;
@@ -173,12 +212,13 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     }
     free(line);
     fclose(in);
-    int wok = fclose(ft) == 0;
-    wok &= fclose(fe) == 0;
-    if (!wok) {
-        base_errf(err, errlen, "plot: writing %s failed", pdir);
+    /* base_out_commit counts the stream's errors, so a full disk shows here */
+    if (base_out_commit(&ot, err, errlen) != 0) {
+        base_out_abort(&oe);
         return -1;
     }
+    if (base_out_commit(&oe, err, errlen) != 0)
+        return -1;
     if (bad)
         fprintf(stderr, "plot: %s: %ld line(s) are not metrics records; skipped\n", mpath, bad);
     if (tt.rows == 0 && te.rows == 0) {
@@ -186,11 +226,15 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
         return -1;
     }
 
-    FILE *g = fopen(gpath, "wb");
-    if (!g) {
-        base_errf(err, errlen, "plot: cannot write %s: %s", gpath, strerror(errno));
+    /* gnuplot draws into the picture's temporary file, renamed over it once drawn: a
+     * failed plot leaves the previous picture as it was */
+    if (base_out_open(&op, png, "picture", err, errlen) != 0)
+        return -1;
+    if (open_work(&og, gpath, err, errlen) != 0) {
+        base_out_abort(&op);
         return -1;
     }
+    FILE *g = og.f;
     int xcol = x_step ? 1 : 2;
     fputs("# written by `twotower plot`; run `gnuplot curves.gp` to redraw\n"
           "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
@@ -199,7 +243,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
           "    set terminal png size 1200,1200\n"
           "}\n", g);
     fputs("set output ", g);
-    gp_str(g, png);
+    gp_str(g, op.tmp);
     /* fixed margins line the three x axes up whatever the labels' widths; the keys sit
      * in the right margin so they never hide a curve */
     fputs("\nset datafile missing 'NaN'\nset grid\n"
@@ -232,20 +276,23 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
                         {"eval.dat", 8, "lr at evaluations", 1, "points pt 7 ps 0.6"}};
     gp_panel(g, pdir, xcol, lr, 2, &tt, &te);
     fputs("unset logscale y\nunset multiplot\nset output\n", g);
-    if (fclose(g) != 0) {
-        base_errf(err, errlen, "plot: writing %s failed", gpath);
+    if (base_out_commit(&og, err, errlen) != 0) {
+        base_out_abort(&op);
         return -1;
     }
 
-    remove(png); /* so a stale picture is never mistaken for this one */
-    if (run_gnuplot(gnuplot ? gnuplot : "gnuplot", gpath, err, errlen) != 0)
-        return -1;
-    struct stat st;
-    if (stat(png, &st) != 0 || st.st_size == 0) {
-        base_errf(err, errlen, "plot: gnuplot ran but %s is missing or empty", png);
+    if (run_gnuplot(gnuplot ? gnuplot : "gnuplot", gpath, err, errlen) != 0) {
+        base_out_abort(&op);
         return -1;
     }
-    return 0;
+    struct stat st;
+    if (stat(op.tmp, &st) != 0 || st.st_size == 0) {
+        base_errf(err, errlen, "plot: gnuplot ran but drew nothing into %s", op.tmp);
+        base_out_abort(&op);
+        return -1;
+    }
+    /* the commit fsyncs the file gnuplot wrote (the same inode) and renames it over png */
+    return base_out_commit(&op, err, errlen);
 }
 
 typedef struct {
@@ -265,7 +312,8 @@ static const base_flags_cmd plot_cmd = {
     .name = "plot",
     .synopsis = "RUN [-o out.png] [--x epoch|step]",
     .about = "Draws loss, top-1/top-5 error and learning rate from RUN/metrics.jsonl (needs\n"
-             "gnuplot, Debian gnuplot-nox).\n",
+             "gnuplot, Debian gnuplot-nox). -o writes elsewhere: inside RUN only\n"
+             "RUN/curves.png is plot's own.\n",
     .flags = plot_flags,
     .min_pos = 1,
     .max_pos = 1,
@@ -281,9 +329,10 @@ int train_plot_main(int argc, char **argv)
     const char *run = fo.pos[0], *out = o.out;
     int x_step = o.x_step;
     char err[8192 + 256];
-    if (train_plot_run(run, out, x_step, NULL, err, sizeof err) != 0) {
+    int rc = train_plot_run(run, out, x_step, NULL, err, sizeof err);
+    if (rc != 0) {
         fprintf(stderr, "%s\n", err);
-        return 1;
+        return rc == -2 ? 2 : 1;
     }
     if (out)
         printf("plot: wrote %s\n", out);

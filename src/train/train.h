@@ -16,6 +16,7 @@
 #include "train/metrics.h"
 #include "train/nets.h"
 #include "train/plot.h"
+#include "train/runfolder.h"
 #include "train/schedule.h"
 #include "train/signals.h"
 

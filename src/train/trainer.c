@@ -1,7 +1,9 @@
 /* trainer.c: one training run, driven by the coordinator (this thread). It takes
  * prefetched batches from the data loader's thread, runs SGD steps, evaluates (top-1 and
  * top-5, center crop and optionally ten views), follows the paper's plateau schedule,
- * writes metrics and crash-safe checkpoints, and stops cleanly on SIGINT/SIGTERM.
+ * writes metrics and crash-safe checkpoints, and stops cleanly on SIGINT/SIGTERM. The run
+ * folder is claimed first (runfolder.h), and the first write that fails (a metrics line,
+ * run.json, a checkpoint) ends the run, leaving the newest good checkpoint as it was.
  *
  * Exactness of --resume: every random draw is a function of (seed, step, data cursor),
  * and a checkpoint holds the parameters, momentum, step, cursor and schedule, so the
@@ -191,8 +193,11 @@ typedef struct {
     model m;
     data_source *tr, *te;
     data_prefetch *pf;
+    train_run_folder rf;   /* RUN, locked from the start to the end */
     train_metrics mt;
     int metrics_open;
+    int write_failed;      /* a metrics line could not be written: the run stops */
+    int64_t ckpt_step;     /* step of the newest checkpoint this run wrote or resumed; -1 */
     train_progress pg;
     train_ckpt_meta meta;
     char run_dir[4096], ckpt_dir[4200];
@@ -207,6 +212,31 @@ typedef struct {
     float *gray;                     /* (B, S, S): a one-channel net's batch (set_float_batch) */
 } run_state;
 
+/* A metrics line was lost: the run must stop before it writes a checkpoint, or the
+ * resumed run would never redo the steps whose lines are missing. */
+static void metrics_failed(run_state *r, const char *err)
+{
+    if (!r->write_failed)
+        fprintf(stderr, "twotower: %s\n", err);
+    r->write_failed = 1;
+}
+
+/* The message and exit code of a run stopped by a lost metrics line. */
+static int write_stop(run_state *r)
+{
+    train_progress_end(&r->pg);
+    char newest[64];
+    if (r->ckpt_step >= 0)
+        snprintf(newest, sizeof newest, "step %lld", (long long)r->ckpt_step);
+    else
+        snprintf(newest, sizeof newest, "none yet");
+    fprintf(stderr, "twotower: stopped at step %lld: %s cannot be written; the newest "
+                    "checkpoint (%s) and the metrics lines up to it are kept: free space, "
+                    "then continue with --resume %s\n",
+            (long long)r->m.step, r->mt.path, newest, r->run_dir);
+    return 1;
+}
+
 static void log_event(run_state *r, const char *kind, const char *msg)
 {
     char err[256];
@@ -215,7 +245,7 @@ static void log_event(run_state *r, const char *kind, const char *msg)
     if (r->metrics_open &&
         train_metrics_log_event(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
                                 kind, msg, err, sizeof err))
-        fprintf(stderr, "twotower: %s\n", err);
+        metrics_failed(r, err);
 }
 
 static int save_ckpt(run_state *r, const char *why)
@@ -229,6 +259,7 @@ static int save_ckpt(run_state *r, const char *why)
         log_event(r, "checkpoint", msg);
         return -1;
     }
+    r->ckpt_step = r->m.step;
     snprintf(msg, sizeof msg, "checkpoint %s/ckpt-%08lld.ttc (%s)", r->ckpt_dir,
              (long long)r->m.step, why);
     log_event(r, "checkpoint", msg);
@@ -272,6 +303,10 @@ static void pick_run_dir(const train_options *o, char *out, size_t n)
     char stamp[64];
     strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tmv);
     snprintf(out, n, "runs/run-%s", stamp);
+    /* two runs started in the same second get folders of their own */
+    struct stat st;
+    for (int k = 2; k < 100 && lstat(out, &st) == 0; k++)
+        snprintf(out, n, "runs/run-%s-%d", stamp, k);
 }
 
 /* --resume: every flag the command line gave that a checkpoint fixes must agree with it
@@ -327,6 +362,7 @@ static int run_open(run_state *r, const train_options *o)
 {
     char err[1024] = "", ckpt[4096] = "";
     r->o = o;
+    r->rf.lock_fd = -1; /* not held until claimed (run_close lets go of a held one only) */
     r->tr = open_split(o->data, 1, err, sizeof err);
     if (!r->tr) {
         fprintf(stderr, "twotower: cannot open training data: %s\n", err);
@@ -348,6 +384,7 @@ static int run_open(run_state *r, const train_options *o)
     }
     double lr0 = o->lr;
     r->epochs = o->epochs;
+    r->ckpt_step = -1;
     r->train_limit = o->train_limit;
     r->eval_every = o->eval_every;
     if (cfg.classes % cfg.towers) cfg.classes += cfg.towers - cfg.classes % cfg.towers;
@@ -406,6 +443,20 @@ static int run_open(run_state *r, const train_options *o)
         fprintf(stderr, "twotower: out of memory\n");
         return 1;
     }
+    /* the run folder before anything is written to it, and before the net takes memory: a
+     * second trainer on it is refused here, and a new run never writes over an earlier
+     * one (what came before only read: the data, the checkpoint) */
+    pick_run_dir(o, r->run_dir, sizeof r->run_dir);
+    snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/%s", r->run_dir, TRAIN_CKPT_SUBDIR);
+    int claim = train_run_folder_claim(&r->rf, r->run_dir, o->resume != NULL, err, sizeof err);
+    if (claim) {
+        fprintf(stderr, "twotower: %s\n", err);
+        return claim;
+    }
+    if (o->resume && train_run_folder_check_resume(&r->rf, ckpt, err, sizeof err)) {
+        fprintf(stderr, "twotower: --resume: %s\n", err);
+        return 2;
+    }
     if (model_init(&r->m, &cfg, &o->place, o->seed, err, sizeof err)) {
         fprintf(stderr, "twotower: cannot build the net: %s\n", err);
         return 2;
@@ -435,13 +486,10 @@ static int run_open(run_state *r, const train_options *o)
     r->steps_per_epoch = r->n_train / cfg.batch > 0 ? r->n_train / cfg.batch : 1;
     r->total_steps = r->steps_per_epoch * r->epochs;
 
-    pick_run_dir(o, r->run_dir, sizeof r->run_dir);
-    snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/%s", r->run_dir, TRAIN_CKPT_SUBDIR);
-    if (train_metrics_open(&r->mt, r->run_dir, o->resume ? r->m.step : -1, err, sizeof err)) {
-        fprintf(stderr, "twotower: %s\n", err);
-        return 2;
-    }
-    r->metrics_open = 1;
+    if (o->resume)
+        r->ckpt_step = r->m.step;
+    /* run.json first, once: a run that cannot write it (a full disk) stops before any
+     * training, and leaves no metrics behind */
     char backend[128];
     train_placement_describe(&o->place, backend, sizeof backend);
     char swd[200];
@@ -452,12 +500,23 @@ static int run_open(run_state *r, const train_options *o)
                               "optimizer",
                               cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd");
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
-    if (train_run_info_write(r->run_dir, &info, err, sizeof err))
-        fprintf(stderr, "twotower: %s\n", err);
+    int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);
+    if (info_rc) {
+        fprintf(stderr, "twotower: %s; the run cannot start\n", err);
+        return 1;
+    }
+    if (train_metrics_open(&r->mt, r->run_dir, o->resume ? r->m.step : -1, err, sizeof err)) {
+        fprintf(stderr, "twotower: %s; the run cannot start\n", err);
+        return 1;
+    }
+    r->metrics_open = 1;
     if (o->resume) {
-        train_metrics_log_resume(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
-                                 ckpt, o->argc, o->argv, err, sizeof err);
+        if (train_metrics_log_resume(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
+                                     ckpt, o->argc, o->argv, err, sizeof err)) {
+            fprintf(stderr, "twotower: %s; the run cannot start\n", err);
+            return 1;
+        }
         fprintf(stderr, "twotower: resumed from %s at step %lld (epoch %lld), lr %g\n", ckpt,
                 (long long)r->m.step, (long long)(r->m.step / r->steps_per_epoch),
                 r->meta.sched.lr);
@@ -508,7 +567,8 @@ static int run_open(run_state *r, const train_options *o)
     return 0;
 }
 
-static void run_close(run_state *r)
+/* Frees the run; the run folder is let go last. -1 when metrics.jsonl failed to close. */
+static int run_close(run_state *r)
 {
     /* the model first: it waits for uploads that may still read the prefetcher's
      * (pinned) buffers */
@@ -518,10 +578,17 @@ static void run_close(run_state *r)
     if (r->te) data_close(r->te);
     free(r->gray);
     r->gray = NULL;
+    int rc = 0;
     if (r->metrics_open) {
         train_progress_end(&r->pg);
-        train_metrics_close(&r->mt);
+        if (train_metrics_close(&r->mt) != 0) {
+            fprintf(stderr, "twotower: %s: closing failed: %s\n", r->mt.path, strerror(errno));
+            rc = -1;
+        }
+        r->metrics_open = 0;
     }
+    train_run_folder_release(&r->rf);
+    return rc;
 }
 
 /* One evaluation, its metrics line, and the schedule's decision. Returns 1 when the
@@ -549,7 +616,7 @@ static int run_eval(run_state *r)
                100 * (1 - e.top1_err_10view), 100 * e.top1_err_10view, 100 * e.top5_err_10view);
     printf("\n");
     fflush(stdout);
-    if (train_metrics_log_eval(&r->mt, &e, err, sizeof err)) fprintf(stderr, "twotower: %s\n", err);
+    if (train_metrics_log_eval(&r->mt, &e, err, sizeof err)) metrics_failed(r, err);
     train_ckpt_stats *st = &r->meta.stats;
     st->last_top1 = e.top1_err_center;
     st->last_top5 = e.top5_err_center;
@@ -593,7 +660,7 @@ static void run_log(run_state *r, double loss, int wrong, double wait, double dt
                              r->step_interval > 0 ? r->wait_interval / r->step_interval : 0,
                              st->train_seconds};
         if (train_metrics_log_train(&r->mt, &row, err, sizeof err))
-            fprintf(stderr, "twotower: %s\n", err);
+            metrics_failed(r, err);
         iv->loss_sum = iv->steps = iv->top1_wrong = iv->images = 0;
         r->wait_interval = r->step_interval = 0;
         r->t_interval = now;
@@ -692,14 +759,21 @@ int train_run(const train_options *o)
                 done = 1;
             }
         }
+        if (r->write_failed) {
+            rc = write_stop(r);
+            break;
+        }
         if (train_signals_stop_requested()) {
             snprintf(msg, sizeof msg, "stopped by signal %d at step %lld%s",
                      train_signals_stop_requested(), (long long)r->m.step,
                      skipped ? " (after a skipped non-finite step: no checkpoint written, the "
                                "last good one is kept)" : "");
             log_event(r, "signal", msg);
-            rc = skipped ? train_signals_exit_code()
-                         : save_ckpt(r, "signal") ? 1 : train_signals_exit_code();
+            if (r->write_failed)
+                rc = write_stop(r);
+            else
+                rc = skipped ? train_signals_exit_code()
+                             : save_ckpt(r, "signal") ? 1 : train_signals_exit_code();
             goto out;
         }
         if (o->ckpt_every > 0 && r->m.step % o->ckpt_every == 0 && !done && !skipped &&
@@ -719,7 +793,9 @@ int train_run(const train_options *o)
                  r->step_total > 0 ? 100 * r->wait_total / r->step_total : 0.0, r->wait_total,
                  r->step_total);
         log_event(r, "data_wait", msg);
-        if (r->meta.stats.best_step >= 0)
+        if (r->write_failed)
+            rc = write_stop(r);
+        else if (r->meta.stats.best_step >= 0)
             fprintf(stderr, "twotower: done at step %lld; best validation top-1 error %.2f%% "
                             "(top-5 %.2f%%) at step %.0f\n",
                     (long long)r->m.step, 100 * r->meta.stats.best_top1,
@@ -731,7 +807,7 @@ int train_run(const train_options *o)
 out:
     train_signals_uninstall();
     free(probs);
-    run_close(r);
+    if (run_close(r) != 0 && rc == 0) rc = 1;
     free(r);
     return rc;
 }

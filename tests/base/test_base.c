@@ -1,6 +1,7 @@
 /* test_base: src/base's helpers: strict numbers, byte order, Box-Muller's determinism,
  * the input opener's refusals (folders, FIFOs: without blocking), the output checks
- * (same file as an input, a device, inside a protected folder) and the crash-safe write
+ * (same file as an input, a device, inside a protected folder, also by a path that does
+ * not exist yet) and the crash-safe write
  * (a header filled in at the end included). */
 #include <criterion/criterion.h>
 
@@ -130,6 +131,16 @@ Test(base, output_checks)
     const char *protect[] = {sub};
     cr_assert_eq(base_check_output(out, "plot", NULL, 0, protect, 1, err, sizeof err), -1);
     cr_assert(strstr(err, "lies inside"), "%s", err);
+    /* deeper folders that do not exist yet, and ".." out of them or back in */
+    snprintf(out, sizeof out, "%s/run/new/deeper/x.png", dir);
+    cr_assert_eq(base_check_output(out, "plot", NULL, 0, protect, 1, err, sizeof err), -1);
+    cr_assert_eq(base_path_inside(out, sub), 1);
+    snprintf(out, sizeof out, "%s/run/new/../../x.png", dir);
+    cr_assert_eq(base_path_inside(out, sub), 0);
+    snprintf(out, sizeof out, "%s/new/../run", dir);
+    cr_assert_eq(base_path_inside(out, sub), 1, "the folder itself");
+    snprintf(out, sizeof out, "%s/runx/y", dir);
+    cr_assert_eq(base_path_inside(out, sub), 0, "a name that only starts like it");
     /* a fresh file elsewhere is fine */
     snprintf(out, sizeof out, "%s/new.safetensors", dir);
     cr_assert_eq(base_check_output(out, "export", inputs, 1, protect, 1, err, sizeof err), 0,

@@ -31,14 +31,15 @@ static void expect_idx_refused(const char *dir, int train, const char *want1, co
 
 static void expect_prep_fails(char *src, const char *want1, const char *want2)
 {
-    char out[4300];
-    snprintf(out, sizeof out, "%s/out", src);
+    char out[4096];
+    snprintf(out, sizeof out, "%s-out", src); /* beside SRC: prep refuses OUT inside it */
     char *argv[] = {"prep", src, out, "--quiet"};
     char *log;
     cr_assert_eq(th_run_prep(4, argv, &log), 1, "prep of %s must fail: %s", src, log);
     cr_assert(strstr(log, want1) && strstr(log, want2), "\"%s\" lacks \"%s\" or \"%s\"", log,
               want1, want2);
     free(log);
+    th_rmrf(out);
 }
 
 Test(inputs, idx_fifo_is_refused_without_waiting, .timeout = 20)

@@ -419,10 +419,11 @@ Test(plot, draws_a_png, .timeout = 60)
     fclose(f);
     cr_assert_eq(memcmp(sig, "\x89PNG\r\n\x1a\n", 8), 0, "not a PNG");
     cr_assert(size > 10000, "a PNG of %ld bytes is too small to hold three panels", size);
-    /* -o elsewhere and against the step; train-only runs plot too */
+    /* -o elsewhere (outside the run folder: inside it only curves.png is plot's) and
+     * against the step; train-only runs plot too */
     char *dir2 = tt_tmpdir("met");
     write_run(dir2, 0);
-    snprintf(png, sizeof png, "%s/other.png", dir2);
+    snprintf(png, sizeof png, "%s/other.png", dir);
     char *argv[] = {"plot", dir2, "-o", png, "--x", "step", NULL};
     cr_assert_eq(train_plot_main(6, argv), 0);
     struct stat st;

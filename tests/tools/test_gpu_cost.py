@@ -1,0 +1,66 @@
+#!/usr/bin/python3
+"""test_gpu_cost.py BUILD TWOTOWER JSON: tools/gpu_cost --quick on this build. Asserts that
+the shapes it computes are summary's, that every CUDA object embeds PTX, that -lineinfo
+changes no instruction, that every kernel of the build is counted (a finite, positive
+instruction count, the 64-bit count no smaller) and every kernel of the step model is in
+the build, that every layer of the step and every precision has a finite predicted time,
+and that the report names what it counted from and marks itself predicted. No timing and
+no particular number is asserted. Exit 77 (skip) without nvcc or a CUDA build."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+build, exe, out = sys.argv[1:4]
+tool = os.path.join(root, "tools", "gpu_cost", "gpu_cost.py")
+r = subprocess.run([sys.executable, tool, "--quick", "--build", build, "--json", out,
+                    "--check-summary", exe, "--check-lineinfo", "--check-ptx"], capture_output=True, text=True)
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr)
+if r.returncode == 77:
+    sys.exit(77)
+fails = []
+
+
+def check(cond, what):
+    if not cond:
+        fails.append(what)
+        print("FAIL:", what)
+
+
+check(r.returncode == 0, f"gpu_cost exited {r.returncode}")
+if r.returncode == 0:
+    j = json.load(open(out))
+    text = r.stdout
+    check("PREDICTED" in text, "the report marks its numbers predicted")
+    check(j["source"] in ("sass", "ptx") and
+          ("counted from: " + ("SASS" if j["source"] == "sass" else "PTX")) in text,
+          "the report names what it counted from")
+    check(len(j["kernels"]) >= 15, f"kernels counted: {len(j['kernels'])}")
+    for name, k in j["kernels"].items():
+        check(math.isfinite(k["instructions"]) and k["instructions"] > 0,
+              f"{name}: instructions {k['instructions']}")
+        check(k["instructions_64bit"] >= k["instructions"], f"{name}: 64-bit count below")
+    check(not j["missing"], f"kernels of the step model missing from the build: {j['missing']}")
+    for name in ("im2col_chunk_kernel", "col2im_chunk_kernel", "lrn_forward_kernel",
+                 "maxpool_forward_kernel", "sgd_arena_kernel", "augment_kernel"):
+        check(j["kernels"].get(name, {}).get("in_step"), f"{name} is in the step model")
+    want = ["data", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss",
+            "update"]
+    check(list(j["layers"]) == want, f"layers {list(j['layers'])}")
+    for layer, row in j["layers"].items():
+        for p in ("fp32", "tf32", "bf16"):
+            check(math.isfinite(row[p + "_ms"]) and row[p + "_ms"] > 0, f"{layer} {p}")
+    for layer in want[1:9]:
+        check(j["layers"][layer]["flops"] > 0 and j["layers"][layer]["bytes"] > 0,
+              f"{layer}: FLOPs and bytes")
+    for p, v in j["predicted"].items():
+        check(math.isfinite(v["step_ms"]) and v["step_ms"] > 0 and v["images_per_s"] > 0,
+              f"predicted {p}: {v}")
+    check(j["predicted"]["tf32"]["step_ms"] <= j["predicted"]["fp32"]["step_ms"],
+          "TF32 no slower than FP32")
+    check("35000 images/s" in text, "the target beside the prediction")
+print(f"test_gpu_cost: {len(fails)} failed" if fails else "test_gpu_cost: all checks passed")
+sys.exit(1 if fails else 0)

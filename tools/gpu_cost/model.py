@@ -1,0 +1,338 @@
+"""model.py: the default net's training step on one GPU as a list of GPU operations, and
+their predicted times on an H100 from stated peaks. Part of tools/gpu_cost (docs/BENCH.md,
+"Predicted"); standard library only.
+
+The operations mirror, call for call, what the CUDA backend enqueues for one
+model_train_step with both towers on one GPU (--gpus 0, --conv gemm): model.c's step,
+net_cuda.cu's per-layer passes, layers_cuda.cu's launchers (convolutions in chunks of
+TOWER_CUDA_CONV_IMAGES images), comm_cuda.cu's same-device exchange and augment_cuda.cu.
+When those change, this list must follow; the test checks the shapes against
+`twotower summary` and that every kernel the build has is costed."""
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Device:
+    """One H100 SXM5 as the prediction assumes it."""
+    name: str = "H100 SXM5 (assumed peaks)"
+    sms: int = 132
+    schedulers: int = 4            # per SM, each issuing one warp-instruction per cycle
+    clock_hz: float = 1.75e9       # sustained clock under load (boost is 1.98 GHz)
+    xu_per_sm_clk: int = 16        # MUFU, conversions (I2F, F2I): lanes per SM per cycle
+    fp32_flops: float = 67e12      # FMA pipes, no tensor cores
+    tf32_flops: float = 495e12     # tensor cores, dense
+    bf16_flops: float = 990e12     # tensor cores, dense
+    hbm_bytes: float = 3.35e12
+    h2d_bytes: float = 50e9        # pinned host to device over PCIe 5.0 x16
+    launch_s: float = 2.0e-6       # per kernel, cuBLAS call, copy or memset on a stream
+    sync_s: float = 10.0e-6        # per host synchronisation: the GPU idles meanwhile
+
+    @property
+    def issue_per_s(self):
+        return self.sms * self.schedulers * self.clock_hz
+
+
+# ---- the default net: alexnet2012, per tower (net.c's table) ----------------------------
+
+ALEXNET2012 = [
+    # name, kind, out/tower, k, stride, pad, reads both, relu, lrn, pool, dropout
+    ("conv1", "conv", 48, 11, 4, 2, 0, 1, 1, 1, 0),
+    ("conv2", "conv", 128, 5, 1, 2, 0, 1, 1, 1, 0),
+    ("conv3", "conv", 192, 3, 1, 1, 1, 1, 0, 0, 0),
+    ("conv4", "conv", 192, 3, 1, 1, 0, 1, 0, 0, 0),
+    ("conv5", "conv", 128, 3, 1, 1, 0, 1, 0, 1, 0),
+    ("fc6", "fc", 2048, 1, 1, 0, 1, 1, 0, 0, 1),
+    ("fc7", "fc", 2048, 1, 1, 0, 1, 1, 0, 0, 1),
+    ("fc8", "fc", 1000, 1, 1, 0, 1, 0, 0, 0, 0),
+]
+LRN_N, POOL_K, POOL_S = 5, 3, 2
+CONV_IMAGES = 32      # TOWER_CUDA_CONV_IMAGES
+THREADS = 256         # TOWER_CUDA_THREADS
+BLOCK_CAP = 65535 * 8  # tower_cuda_blocks' cap
+DATA_SIZE = 256       # the stored image side (the mean image is DATA_SIZE^2 x 3)
+AUG_PARAMS_BYTES = 24  # sizeof(data_aug_params)
+
+
+def conv_out(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+@dataclass
+class Layer:
+    name: str
+    kind: str
+    in_ch: int
+    in_h: int
+    out_ch: int
+    out_h: int
+    final_h: int
+    k: int
+    s: int
+    p: int
+    sources: int
+    relu: int
+    lrn: int
+    pool: int
+    drop: int
+
+    @property
+    def params(self):
+        taps = self.k * self.k if self.kind == "conv" else 1
+        return self.out_ch * self.sources * self.in_ch * taps + self.out_ch
+
+    @property
+    def macs(self):
+        return (self.params - self.out_ch) * self.out_h * self.out_h
+
+
+def plan(size=224, towers=2, classes=1000):
+    """The per-tower shapes, as tower_plan_make computes them."""
+    layers, ch, side = [], 3, size
+    for l, (name, kind, out, k, s, p, both, relu, lrn, pool, drop) in enumerate(ALEXNET2012):
+        out_ch = classes // towers if l == len(ALEXNET2012) - 1 else out
+        if kind == "conv":
+            in_ch, in_h, out_h = ch, side, conv_out(side, k, s, p)
+        else:
+            in_ch, in_h, out_h = ch * side * side, 1, 1
+        final_h = (out_h - POOL_K) // POOL_S + 1 if pool else out_h
+        layers.append(Layer(name, kind, in_ch, in_h, out_ch, out_h, final_h, k, s, p,
+                            towers if both else 1, relu, lrn, pool, drop))
+        ch, side = out_ch, final_h
+    return layers
+
+
+# ---- the operations of one step ---------------------------------------------------------
+
+@dataclass
+class Op:
+    layer: str          # conv1 ... fc8, or data, loss, update
+    phase: str          # fwd, bwd, xchg, data, loss, update
+    kind: str           # kernel, gemm, gemv, copy_h2d, copy_d2d, copy_d2h, memset, event, sync
+    name: str = ""      # the kernel (kind kernel) or the library call
+    n: int = 0          # elements of a kernel (its grid-stride loop's iterations)
+    threads: int = 0    # threads launched
+    trips: list = field(default_factory=list)  # inner loops: (regex on the for line, trips[, step])
+    bytes: float = 0.0  # compulsory DRAM (or PCIe) bytes
+    flops: float = 0.0
+    mnk: tuple = None
+
+
+def _grid(n, cap=BLOCK_CAP):
+    b = max(1, min((n + THREADS - 1) // THREADS, cap))
+    return b * THREADS
+
+
+def _k(layer, phase, name, n, nbytes, trips=(), threads=None):
+    return Op(layer, phase, "kernel", name, n, threads or _grid(n), list(trips), nbytes)
+
+
+def _gemm(layer, phase, m, n, k, beta):
+    by = 4.0 * (m * k + k * n + m * n * (2 if beta else 1))
+    return Op(layer, phase, "gemm", "cublasSgemm", bytes=by, flops=2.0 * m * n * k,
+              mnk=(m, n, k))
+
+
+def _lrn_trips(C):
+    half = LRN_N // 2
+    tot = sum(min(C - 1, c + half) - max(0, c - half) + 1 for c in range(C))
+    return [(r"for \(int j = lo; j <= hi", tot / C)]
+
+
+def _col2im_trips(H, K, S, P, Ho):
+    """kh runs K times; the kw loop runs for the kh whose tap reaches the pixel row."""
+    hits = 0
+    for ih in range(H):
+        for kh in range(K):
+            th = ih + P - kh
+            if th >= 0 and th % S == 0 and th // S < Ho:
+                hits += 1
+    return [(r"for \(int kh = 0; kh < K", K), (r"for \(int kw = 0; kw < K", hits / H)]
+
+
+def _pool_bwd_trips(H, K, S, Ho):
+    def windows(h):
+        o0 = 0 if h - K + 1 <= 0 else (h - K + S) // S
+        o1 = min(h // S, Ho - 1)
+        return max(0, o1 - o0 + 1)
+    avg = sum(windows(h) for h in range(H)) / H
+    return [(r"for \(int oh = oh0", avg), (r"for \(int ow = ow0", avg)]
+
+
+def _exchange(ops, layer, phase, count, towers, reduce):
+    """comm_cuda.cu's same-device all-gather (copies) or reduce-scatter (an add kernel),
+    between event record/wait pairs on both streams."""
+    for _ in range(2 * towers):
+        ops.append(Op(layer, phase, "event", "cudaEventRecord/StreamWaitEvent"))
+    for t in range(towers):
+        if reduce:
+            ops.append(_k(layer, phase, "comm_add_kernel", count, 12.0 * count))
+        else:
+            ops.append(Op(layer, phase, "copy_d2d", "cudaMemcpyAsync", bytes=8.0 * count))
+    for _ in range(2 * towers):
+        ops.append(Op(layer, phase, "event", "cudaEventRecord/StreamWaitEvent"))
+
+
+def step_ops(batch=128, size=224, towers=2, classes=1000):
+    """Every GPU operation of one training step, both towers on one GPU."""
+    P = plan(size, towers, classes)
+    B, ops = batch, []
+    vt = classes // towers
+    n_params = sum(L.params for L in P)
+    crop = size
+    # ---- data: each tower uploads the same crops and augments them on its own stream
+    for t in range(towers):
+        ops.append(Op("data", "data", "copy_h2d", "crops", bytes=float(B * crop * crop * 3)))
+        ops.append(Op("data", "data", "copy_h2d", "params", bytes=float(B * AUG_PARAMS_BYTES)))
+        ops.append(Op("data", "data", "copy_h2d", "labels", bytes=4.0 * B))
+        n = B * 3 * crop * crop
+        ops.append(_k("data", "data", "augment_kernel", n,
+                      n * 1.0 + 4.0 * n + 4.0 * DATA_SIZE * DATA_SIZE * 3,
+                      threads=_grid(n, 65535 * 16)))
+    # ---- forward
+    for L in P:
+        if L.sources > 1:  # the all-gather of this layer's input
+            cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
+            _exchange(ops, L.name, "xchg", cnt, towers, reduce=False)
+        for t in range(towers):
+            ops += _layer_forward(L, B)
+    _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
+    for t in range(towers):
+        V = vt * towers
+        ops.append(_k("loss", "loss", "softmax_xent_forward_kernel", B,
+                      4.0 * (2 * B * V + 2 * B), [(r"for \(int c = lane; c < V", V / 32, 32)],
+                      threads=B * 32))
+        ops.append(Op("loss", "loss", "copy_d2h", "losses", bytes=4.0 * B))
+        ops.append(Op("loss", "loss", "sync", "cudaStreamSynchronize"))
+    # ---- backward
+    for t in range(towers):
+        ops.append(Op("update", "update", "memset", "zero grads", bytes=4.0 * n_params))
+        ops.append(_k("loss", "loss", "softmax_xent_backward_kernel", B * vt,
+                      4.0 * (2 * B * vt + B)))
+    for l in range(len(P) - 1, -1, -1):
+        L = P[l]
+        for t in range(towers):
+            ops += _layer_backward(L, B, first=(l == 0))
+        if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
+            cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
+            _exchange(ops, L.name, "xchg", cnt, towers, reduce=True)
+    for t in range(towers):
+        ops.append(_k("update", "update", "sgd_arena_kernel", n_params, 20.0 * n_params))
+    return P, ops
+
+
+def _layer_forward(L, B):
+    ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    if L.kind == "conv":
+        HWo, CKK = L.out_h * L.out_h, L.in_ch * L.k * L.k
+        nin = L.in_ch * L.in_h * L.in_h
+        for src in range(L.sources):
+            for n0 in range(0, B, CONV_IMAGES):
+                nb = min(CONV_IMAGES, B - n0)
+                nq, ncol, nout = nb * HWo, CKK * nb * HWo, L.out_ch * nb * HWo
+                ops.append(_k(L.name, "fwd", "im2col_chunk_kernel", ncol,
+                              4.0 * (ncol + nb * nin)))
+                ops.append(_gemm(L.name, "fwd", L.out_ch, nq, CKK, 0))
+                ops.append(_k(L.name, "fwd", "conv_out_kernel", nout,
+                              4.0 * nout * (3 if src > 0 else 2)))
+    else:
+        for src in range(L.sources):
+            ops.append(_gemm(L.name, "fwd", B, L.out_ch, L.in_ch, src > 0))
+            if src == 0:
+                ops.append(_k(L.name, "fwd", "bias_add_kernel", B * L.out_ch,
+                              4.0 * (2 * B * L.out_ch + L.out_ch)))
+        if L.relu:
+            ops.append(_k(L.name, "fwd", "relu_forward_kernel", act, 8.0 * act))
+    if L.lrn:
+        ops.append(_k(L.name, "fwd", "lrn_forward_kernel", act, 12.0 * act,
+                      _lrn_trips(L.out_ch)))
+    if L.pool:
+        npool = B * L.out_ch * L.final_h * L.final_h
+        ops.append(_k(L.name, "fwd", "maxpool_forward_kernel", npool,
+                      4.0 * (act + 2 * npool),
+                      [(r"for \(int kh = 0; kh < K", POOL_K), (r"for \(int kw = 0; kw < K", POOL_K)]))
+    if L.drop:
+        ops.append(_k(L.name, "fwd", "dropout_forward_kernel", act, 8.0 * act))
+    return ops
+
+
+def _layer_backward(L, B, first):
+    ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    if L.drop:
+        ops.append(_k(L.name, "bwd", "dropout_backward_kernel", act, 8.0 * act))
+    if L.pool:
+        npool = B * L.out_ch * L.final_h * L.final_h
+        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", act,
+                      4.0 * (act + 2 * npool), _pool_bwd_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
+    if L.lrn:
+        ops.append(_k(L.name, "bwd", "lrn_backward_kernel", act, 20.0 * act,
+                      _lrn_trips(L.out_ch)))
+    if L.kind == "conv":
+        HWo, CKK = L.out_h * L.out_h, L.in_ch * L.k * L.k
+        nin = L.in_ch * L.in_h * L.in_h
+        for src in range(L.sources):
+            db = src == 0
+            if db:
+                nones = min(B, CONV_IMAGES) * HWo
+                ops.append(_k(L.name, "bwd", "fill_kernel", nones, 4.0 * nones))
+            for n0 in range(0, B, CONV_IMAGES):
+                nb = min(CONV_IMAGES, B - n0)
+                nq, ncol, nout = nb * HWo, CKK * nb * HWo, L.out_ch * nb * HWo
+                ops.append(_k(L.name, "bwd", "to_cnhw_kernel", nout, 12.0 * nout))
+                if db:
+                    ops.append(Op(L.name, "bwd", "gemv", "cublasSgemv",
+                                  bytes=4.0 * (nout + nq), flops=2.0 * nout))
+                ops.append(_k(L.name, "bwd", "im2col_chunk_kernel", ncol,
+                              4.0 * (ncol + nb * nin)))
+                ops.append(_gemm(L.name, "bwd", L.out_ch, CKK, nq, 1))
+                if not first:
+                    ops.append(_gemm(L.name, "bwd", CKK, nq, L.out_ch, 0))
+                    ops.append(_k(L.name, "bwd", "col2im_chunk_kernel", nb * nin,
+                                  4.0 * (ncol + nb * nin),
+                                  _col2im_trips(L.in_h, L.k, L.s, L.p, L.out_h)))
+    else:
+        if L.relu:
+            ops.append(_k(L.name, "bwd", "relu_backward_kernel", act, 12.0 * act))
+        for src in range(L.sources):
+            ops.append(_gemm(L.name, "bwd", B, L.in_ch, L.out_ch, 0))
+            ops.append(_gemm(L.name, "bwd", L.out_ch, L.in_ch, B, 1))
+            if src == 0:
+                ops.append(_k(L.name, "bwd", "fc_bias_grad_kernel", L.out_ch,
+                              4.0 * (B * L.out_ch + 2 * L.out_ch),
+                              [(r"for \(int b = 0; b < B", B)]))
+    return ops
+
+
+# ---- times -----------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def op_time(op, dev, precision, kcost):
+    """Predicted seconds of one operation and what bounds it. kcost(op) gives a kernel's
+    (warp-instructions, instructions of its longest warp, XU warp-instructions) or None."""
+    if op.kind == "event":
+        return 0.0, "-", {}
+    if op.kind == "sync":
+        return dev.sync_s, "sync", {}
+    parts = {}
+    if op.kind == "copy_h2d":
+        parts["pcie"] = op.bytes / dev.h2d_bytes
+    elif op.kind in ("copy_d2d", "copy_d2h", "memset"):
+        parts["memory"] = op.bytes / dev.hbm_bytes
+    elif op.kind in ("gemm", "gemv"):
+        peak = {"fp32": dev.fp32_flops, "tf32": dev.tf32_flops, "bf16": dev.bf16_flops}
+        parts["flops"] = op.flops / (peak[precision] if op.kind == "gemm" else dev.fp32_flops)
+        parts["memory"] = op.bytes / dev.hbm_bytes
+    elif op.kind == "kernel":
+        parts["memory"] = op.bytes / dev.hbm_bytes
+        c = kcost(op)
+        if c is not None:
+            warp_instrs, longest, xu = c
+            parts["issue"] = max(warp_instrs / dev.issue_per_s, longest / dev.clock_hz)
+            # the XU pipe: 16 lanes per SM per cycle, a warp-instruction is 32 lanes
+            parts["xu"] = xu * 32 / (dev.xu_per_sm_clk * dev.sms * dev.clock_hz)
+    bound = max(parts, key=parts.get) if parts else "launch"
+    busy = max(parts.values()) if parts else 0.0
+    return busy + dev.launch_s, bound, parts
