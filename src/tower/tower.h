@@ -46,7 +46,8 @@ typedef float real;
 /* Output size of a convolution along one axis: floor((n + 2 pad - k) / stride) + 1. */
 int tower_conv_out(int n, int k, int stride, int pad);
 
-/* Size in reals of the im2col scratch buffer one conv call needs. */
+/* Size in reals of the scratch buffer one conv call needs: the im2col columns and the
+ * product of one chunk of images (layers_cpu.c says how a chunk is sized). */
 size_t tower_conv_col_size(int Ci, int H, int W, int K, int stride, int pad);
 
 /* Convolution. out (B, Co, Ho, Wo); in (B, Ci, H, W); w (Co, ldw) of which the first
@@ -167,6 +168,10 @@ typedef struct {
 /* Fills plan from cfg. Returns 0, or -1 with a message in err when cfg is unusable
  * (classes not divisible by towers, input too small for the net, ...). */
 int tower_plan_make(tower_plan *plan, const tower_config *cfg, char *err, size_t errlen);
+
+/* Writes into buf (n bytes) how the CPU convolutions of plan run (layers_cpu.c): the
+ * images one GEMM chunk holds at each conv layer. */
+void tower_conv_describe(char *buf, size_t n, const tower_plan *plan);
 
 /* ---- one tower ------------------------------------------------------------------- */
 
