@@ -28,13 +28,16 @@
  * whole panels each. At 13x13 (conv3-conv5, 169 columns an image) the per-image GEMM
  * spent about a fifth of its time packing the weights.
  *
- * Chunk size. CONV_CHUNK_COLS output positions per GEMM (about 1500) is where these
- * GEMM shapes stop gaining on 2 cores; past it, a bigger chunk only costs scratch.
- * CONV_CHUNK_BYTES bounds the column matrix (12 MiB: conv4 and conv5's 8 images need
- * 8.9 MiB). conv1 (3025 columns an image) and conv2 (729) get 1 and 2 images, conv3-5
- * get 8. The chunk is a pure function of the layer's shape, never of the batch or of
- * the BLAS thread count, so the summation order and the bits of every result are too. */
-#define CONV_CHUNK_COLS 1500
+ * Chunk size. At least CONV_CHUNK_COLS output positions per GEMM: with 2 BLAS threads
+ * each then gets some 500 or more columns, and the 13x13 layers' weights are packed once
+ * for 7 images; a bigger chunk only grows the scratch (and the column matrix falls out of
+ * cache sooner: conv2's is 7 MB for 2 images). CONV_CHUNK_BYTES bounds the column matrix
+ * whatever the shape (12 MiB; conv4's 7 images need 7.9 MiB). So conv1 (3025 columns an
+ * image) gets 1 image a chunk, conv2 (729) 2, conv3-conv5 (169) 7: at most 9.7 MiB of
+ * scratch per tower with the product block, against 4.2 MiB for one conv1 image before.
+ * The chunk is a pure function of the layer's shape, never of the batch or of the BLAS
+ * thread count, so the summation order is fixed too. */
+#define CONV_CHUNK_COLS 1024
 #define CONV_CHUNK_BYTES ((size_t)12 << 20)
 /* The product block is sized for Co up to this fraction of Ci*K*K (the net's layers
  * need at most 1/6: conv3, 192 of 1152); a layer with more outputs gets fewer images a
@@ -79,6 +82,11 @@ static size_t conv_chunk(int Ci, int H, int W, int Co, int K, int S, int P)
     size_t cap = tower_conv_col_size(Ci, H, W, K, S, P), per = (CKK + (size_t)Co) * HWo;
     if (nb > 1 && per > 0 && nb * per > cap) nb = cap / per;
     return nb < 1 ? 1 : nb;
+}
+
+int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int pad)
+{
+    return (int)conv_chunk(Ci, H, W, Co, K, stride, pad);
 }
 
 void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)

@@ -50,6 +50,10 @@ int tower_conv_out(int n, int k, int stride, int pad);
  * product of one chunk of images (layers_cpu.c says how a chunk is sized). */
 size_t tower_conv_col_size(int Ci, int H, int W, int K, int stride, int pad);
 
+/* Images one SGEMM chunk of this convolution holds (layers_cpu.c); a batch of B runs as
+ * ceil(B / chunk) chunks, the last one smaller. A function of the shape alone. */
+int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int pad);
+
 /* Convolution. out (B, Co, Ho, Wo); in (B, Ci, H, W); w (Co, ldw) of which the first
  * Ci*K*K columns are used (ldw > Ci*K*K selects one input block of a layer that reads
  * several towers); b (Co) or NULL. accumulate=0: out = conv + b; accumulate=1:

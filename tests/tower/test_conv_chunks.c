@@ -172,29 +172,49 @@ static void check_shape(const shape *s, uint64_t seed)
     free(rdw), free(mdw), free(rdb), free(mdb);
 }
 
-/* 20x20 outputs (400 columns an image) make chunks of 4 images: B = 9 is 4 + 4 + 1. */
+/* Images per chunk of a shape, asserted to be more than one (the chunked path). */
+static int chunk_of(const shape *s)
+{
+    int nb = tower_conv_chunk_images(s->Ci, s->H, s->W, s->Co, s->K, s->S, s->P);
+    cr_assert(nb >= 1, "%s: chunk of %d images", s->name, nb);
+    return nb;
+}
+
+/* 20x20 outputs (400 columns an image): two full chunks and a remainder of one image. */
 Test(conv_chunks, full_chunks_and_a_remainder_of_one)
 {
-    shape s = {"3x3p1 20x20 B9", 9, 3, 20, 20, 4, 3, 1, 1, 0};
+    shape s = {"3x3p1 20x20", 0, 3, 20, 20, 4, 3, 1, 1, 0};
+    int nb = chunk_of(&s);
+    cr_assert(nb > 1, "a 20x20 output should take several images a chunk, not %d", nb);
+    s.B = 2 * nb + 1;
     check_shape(&s, 201);
 }
 
 /* Many outputs for 9 columns: the product block holds fewer images than the columns
- * could (16 outputs: one image a chunk; 5 outputs: 3 of the 4), and B = 7 splits into the
- * chunks that fit (3 + 3 + 1). */
+ * alone would allow (16 outputs: one image a chunk; 5 outputs: more than one, fewer than
+ * with 1 output), and the batch splits into the chunks that fit. */
 Test(conv_chunks, chunks_capped_by_many_outputs)
 {
-    shape s = {"1->16 3x3p1 20x20 B7", 7, 1, 20, 20, 16, 3, 1, 1, 3};
+    shape one = {"1->1 3x3p1 20x20", 0, 1, 20, 20, 1, 3, 1, 1, 0};
+    shape s = {"1->16 3x3p1 20x20", 0, 1, 20, 20, 16, 3, 1, 1, 3};
+    shape t = {"1->5 3x3p1 20x20", 0, 1, 20, 20, 5, 3, 1, 1, 0};
+    int n1 = chunk_of(&one), n16 = chunk_of(&s), n5 = chunk_of(&t);
+    cr_assert(n16 == 1 && n5 > 1 && n5 < n1, "chunks: %d (1 output), %d (5), %d (16)", n1, n5,
+              n16);
+    s.B = 3;
     check_shape(&s, 202);
-    shape t = {"1->5 3x3p1 20x20 B7", 7, 1, 20, 20, 5, 3, 1, 1, 0};
+    t.B = 2 * n5 + 1;
     check_shape(&t, 203);
 }
 
-/* conv1's 11x11 stride 4 on a 63x103 input (15x25 outputs, chunks of 4): rows copied
- * from the tap S above and S to the left, the strided corner taps, a batch of 4 + 2. */
+/* conv1's 11x11 stride 4 on a 63x103 input (15x25 outputs): rows copied from the tap S
+ * above and S to the left, the strided corner taps, a full chunk and a part of one. */
 Test(conv_chunks, stride4_11x11_like_conv1)
 {
-    shape s = {"11x11s4p2 63x103 B6", 6, 3, 63, 103, 5, 11, 4, 2, 2};
+    shape s = {"11x11s4p2 63x103", 0, 3, 63, 103, 5, 11, 4, 2, 2};
+    int nb = chunk_of(&s);
+    cr_assert(nb > 1, "a 15x25 output should take several images a chunk, not %d", nb);
+    s.B = nb + nb / 2 + 1;
     check_shape(&s, 204);
 }
 
@@ -202,24 +222,24 @@ Test(conv_chunks, stride4_11x11_like_conv1)
  * than the kernel (input pixels no tap reads) */
 Test(conv_chunks, padding_and_stride_wider_than_the_kernel)
 {
-    shape s = {"3x3s1p3 9x5 B3", 3, 2, 9, 5, 3, 3, 1, 3, 0};
+    shape s = {"3x3s1p3 9x5", 3, 2, 9, 5, 3, 3, 1, 3, 0};
     check_shape(&s, 205);
-    shape t = {"2x2s3p1 31x25 B5", 5, 2, 31, 25, 3, 2, 3, 1, 1};
+    shape t = {"2x2s3p1 31x25", 5, 2, 31, 25, 3, 2, 3, 1, 1};
     check_shape(&t, 206);
-    shape u = {"5x5s2p4 7x7 B4", 4, 2, 7, 7, 3, 5, 2, 4, 0};
+    shape u = {"5x5s2p4 7x7", 4, 2, 7, 7, 3, 5, 2, 4, 0};
     check_shape(&u, 207);
 }
 
 /* the kernel covers the whole padded input: one output row and column */
 Test(conv_chunks, one_output_pixel)
 {
-    shape s = {"7x7p1 5x5 B3", 3, 2, 5, 5, 4, 7, 1, 1, 0};
+    shape s = {"7x7p1 5x5", 3, 2, 5, 5, 4, 7, 1, 1, 0};
     check_shape(&s, 208);
 }
 
-/* conv5's real shape with a batch of 9 (13x13 outputs: chunks of 8 and 1) and conv1's
- * real shape with 2 images: forward and backward repeat bit for bit, whatever the scratch
- * held before (zeros, NaN, random numbers). */
+/* conv5's real shape with a full chunk and one image more, and conv1's real shape with 2
+ * images: forward and backward repeat bit for bit, whatever the scratch held before
+ * (zeros, NaN, random numbers). */
 static void repeat_bits(int B, int Ci, int H, int Co, int K, int S, int P, int backward_din)
 {
     chk_rng r;
@@ -253,7 +273,9 @@ static void repeat_bits(int B, int Ci, int H, int Co, int K, int S, int P, int b
 
 Test(conv_chunks, conv5_bits_repeat)
 {
-    repeat_bits(9, 192, 13, 128, 3, 1, 1, 1);
+    int nb = tower_conv_chunk_images(192, 13, 13, 128, 3, 1, 1);
+    cr_assert(nb > 1, "conv5 should take several images a chunk, not %d", nb);
+    repeat_bits(nb + 1, 192, 13, 128, 3, 1, 1, 1);
 }
 
 Test(conv_chunks, conv1_bits_repeat)

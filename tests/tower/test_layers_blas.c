@@ -217,10 +217,11 @@ Test(layers_blas, conv4_192to192_3x3p1_13)
     conv_real("conv4", 1, 1, 192, 13, 192, 3, 1, 1, 104);
 }
 
-/* 9 images: one full chunk of 8 (layers_cpu.c) and a remainder of one */
+/* a full chunk of images (layers_cpu.c) and a remainder of one */
 Test(layers_blas, conv5_192to128_3x3p1_13)
 {
-    conv_real("conv5", 9, 1, 192, 13, 128, 3, 1, 1, 105);
+    int nb = tower_conv_chunk_images(192, 13, 13, 128, 3, 1, 1);
+    conv_real("conv5", nb + 1, 1, 192, 13, 128, 3, 1, 1, 105);
 }
 
 Test(layers_blas, fc6_2x4608to2048)
