@@ -25,19 +25,23 @@
  * and a product/gradient block (Co, nb*Ho*Wo). One GEMM per chunk instead of one per
  * image: the weights (Co x Ci*K*K, up to 1.3 MB at conv4) are packed by BLAS once per
  * chunk rather than once per image, and the GEMM is wide enough that BLAS's threads get
- * whole panels each. At 13x13 (conv3-conv5, 169 columns an image) the per-image GEMM
- * spent about a fifth of its time packing the weights.
+ * whole panels each. At 13x13 (conv3-conv5, 169 columns an image) a per-image GEMM
+ * packed conv4's 332 K weights for only 169 x 332 K multiply-adds.
  *
- * Chunk size. At least CONV_CHUNK_COLS output positions per GEMM: with 2 BLAS threads
- * each then gets some 500 or more columns, and the 13x13 layers' weights are packed once
- * for 7 images; a bigger chunk only grows the scratch (and the column matrix falls out of
- * cache sooner: conv2's is 7 MB for 2 images). CONV_CHUNK_BYTES bounds the column matrix
- * whatever the shape (12 MiB; conv4's 7 images need 7.9 MiB). So conv1 (3025 columns an
- * image) gets 1 image a chunk, conv2 (729) 2, conv3-conv5 (169) 7: at most 9.7 MiB of
- * scratch per tower with the product block, against 4.2 MiB for one conv1 image before.
+ * Chunk size. At least CONV_CHUNK_COLS output positions per GEMM. Measured on 2 cores
+ * (one and two BLAS threads, thread CPU time and wall clock; docs/BENCH.md): at the 13x13
+ * layers 2 or 3 images a chunk beat one by 5-20%, but 5 to 9 were no better than one and
+ * often worse, as was 2 images at conv2 (5-15% slower on one thread), most likely
+ * because a big chunk's columns (1.2 MB an image at conv4) are out of the 512 KB L2 and
+ * much of L3 by the time the GEMM reads them. So: conv1 (3025 columns an image) and conv2 (729) take 1 image a
+ * chunk, conv3-conv5 (169) take 3, and the scratch stays at one conv1 image (4.2 MiB per
+ * tower, as with the per-image GEMM: conv4's 3 images and their product block need 4.18
+ * MiB). Small outputs (the test nets at --size 67: 3x3 at conv3-conv5) take many images
+ * a chunk, where a GEMM of 9 columns would waste most of its time. CONV_CHUNK_BYTES
+ * bounds the column matrix whatever the shape.
  * The chunk is a pure function of the layer's shape, never of the batch or of the BLAS
  * thread count, so the summation order is fixed too. */
-#define CONV_CHUNK_COLS 1024
+#define CONV_CHUNK_COLS 400
 #define CONV_CHUNK_BYTES ((size_t)12 << 20)
 /* The product block is sized for Co up to this fraction of Ci*K*K (the net's layers
  * need at most 1/6: conv3, 192 of 1152); a layer with more outputs gets fewer images a
