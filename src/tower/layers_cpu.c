@@ -22,26 +22,23 @@
 
 /* ---- convolution: im2col + one SGEMM per chunk of images ---------------------------
  * The scratch `col` holds, for a chunk of nb images, the column matrix (Ci*K*K, nb*Ho*Wo)
- * and a product/gradient block (Co, nb*Ho*Wo). One GEMM per chunk instead of one per
- * image: the weights (Co x Ci*K*K, up to 1.3 MB at conv4) are packed by BLAS once per
- * chunk rather than once per image, and the GEMM is wide enough that BLAS's threads get
- * whole panels each. At 13x13 (conv3-conv5, 169 columns an image) a per-image GEMM
- * packed conv4's 332 K weights for only 169 x 332 K multiply-adds.
+ * and, when nb > 1, a product/gradient block (Co, nb*Ho*Wo). One GEMM per chunk: the
+ * weights are packed by BLAS once per chunk rather than once per image, and a narrow
+ * output (few columns an image) still makes a GEMM wide enough for BLAS's threads.
  *
- * Chunk size. At least CONV_CHUNK_COLS output positions per GEMM. Measured on 2 cores
- * (one and two BLAS threads, thread CPU time and wall clock; docs/BENCH.md): at the 13x13
- * layers 2 or 3 images a chunk beat one by 5-20%, but 5 to 9 were no better than one and
- * often worse, as was 2 images at conv2 (5-15% slower on one thread), most likely
- * because a big chunk's columns (1.2 MB an image at conv4) are out of the 512 KB L2 and
- * much of L3 by the time the GEMM reads them. So: conv1 (3025 columns an image) and conv2 (729) take 1 image a
- * chunk, conv3-conv5 (169) take 3, and the scratch stays at one conv1 image (4.2 MiB per
- * tower, as with the per-image GEMM: conv4's 3 images and their product block need 4.18
- * MiB). Small outputs (the test nets at --size 67: 3x3 at conv3-conv5) take many images
- * a chunk, where a GEMM of 9 columns would waste most of its time. CONV_CHUNK_BYTES
- * bounds the column matrix whatever the shape.
- * The chunk is a pure function of the layer's shape, never of the batch or of the BLAS
- * thread count, so the summation order is fixed too. */
-#define CONV_CHUNK_COLS 400
+ * Chunk size. At least CONV_CHUNK_COLS output positions per GEMM, and no more images
+ * than that needs. Measured on 2 cores (interleaved runs, one BLAS thread by thread CPU
+ * time and two by wall clock; docs/BENCH.md): at the paper's shapes one image a GEMM was
+ * as fast as chunks of 2-9 with two threads, and 10-25% faster with one (the least loaded
+ * runs), most likely because a chunk's columns (1.2 MB an image at conv4) are out of the
+ * 512 KB L2 and much of L3 by the time the GEMM reads them. So every layer of the paper's
+ * net (169 columns an image or more) takes one image a GEMM, and the scratch stays at one
+ * conv1 image (4.2 MiB per tower). Chunks are for small outputs: the test nets at
+ * --size 67 have 3x3 at conv3-conv5, where a GEMM of 9 columns would spend its time on
+ * per-call overhead and packing. CONV_CHUNK_BYTES bounds the column matrix whatever the
+ * shape. The chunk is a pure function of the layer's shape, never of the batch or of the
+ * BLAS thread count, so the summation order is fixed too. */
+#define CONV_CHUNK_COLS 128
 #define CONV_CHUNK_BYTES ((size_t)12 << 20)
 /* The product block is sized for Co up to this fraction of Ci*K*K (the net's layers
  * need at most 1/6: conv3, 192 of 1152); a layer with more outputs gets fewer images a

@@ -180,40 +180,40 @@ static int chunk_of(const shape *s)
     return nb;
 }
 
-/* 10x10 outputs (100 columns an image): two full chunks and a remainder of one image. */
+/* 7x7 outputs (49 columns an image): two full chunks and a remainder of one image. */
 Test(conv_chunks, full_chunks_and_a_remainder_of_one)
 {
-    shape s = {"3x3p1 10x10", 0, 3, 10, 10, 4, 3, 1, 1, 0};
+    shape s = {"3x3p1 7x7", 0, 3, 7, 7, 4, 3, 1, 1, 0};
     int nb = chunk_of(&s);
-    cr_assert(nb > 1, "a 10x10 output should take several images a chunk, not %d", nb);
+    cr_assert(nb > 1, "a 7x7 output should take several images a chunk, not %d", nb);
     s.B = 2 * nb + 1;
     check_shape(&s, 201);
 }
 
 /* Many outputs for 9 columns: the product block holds fewer images than the columns
- * alone would allow (16 outputs: one image a chunk; 5 outputs: more than one, fewer than
+ * alone would allow (48 outputs: one image a chunk; 5 outputs: more than one, fewer than
  * with 1 output), and the batch splits into the chunks that fit. */
 Test(conv_chunks, chunks_capped_by_many_outputs)
 {
-    shape one = {"1->1 3x3p1 10x10", 0, 1, 10, 10, 1, 3, 1, 1, 0};
-    shape s = {"1->16 3x3p1 10x10", 0, 1, 10, 10, 16, 3, 1, 1, 3};
-    shape t = {"1->5 3x3p1 10x10", 0, 1, 10, 10, 5, 3, 1, 1, 0};
-    int n1 = chunk_of(&one), n16 = chunk_of(&s), n5 = chunk_of(&t);
-    cr_assert(n16 == 1 && n5 > 1 && n5 < n1, "chunks: %d (1 output), %d (5), %d (16)", n1, n5,
-              n16);
+    shape one = {"1->1 3x3p1 4x4", 0, 1, 4, 4, 1, 3, 1, 1, 0};
+    shape s = {"1->48 3x3p1 4x4", 0, 1, 4, 4, 48, 3, 1, 1, 3};
+    shape t = {"1->5 3x3p1 4x4", 0, 1, 4, 4, 5, 3, 1, 1, 0};
+    int n1 = chunk_of(&one), n48 = chunk_of(&s), n5 = chunk_of(&t);
+    cr_assert(n48 == 1 && n5 > 1 && n5 < n1, "chunks: %d (1 output), %d (5), %d (48)", n1, n5,
+              n48);
     s.B = 3;
     check_shape(&s, 202);
     t.B = 2 * n5 + 1;
     check_shape(&t, 203);
 }
 
-/* conv1's 11x11 stride 4 on a 63x103 input (15x25 outputs): rows copied from the tap S
+/* conv1's 11x11 stride 4 on a 35x55 input (8x13 outputs): rows copied from the tap S
  * above and S to the left, the strided corner taps, a full chunk and a part of one. */
 Test(conv_chunks, stride4_11x11_like_conv1)
 {
-    shape s = {"11x11s4p2 63x103", 0, 3, 63, 103, 5, 11, 4, 2, 2};
+    shape s = {"11x11s4p2 35x55", 0, 3, 35, 55, 5, 11, 4, 2, 2};
     int nb = chunk_of(&s);
-    cr_assert(nb > 1, "a 15x25 output should take several images a chunk, not %d", nb);
+    cr_assert(nb > 1, "an 8x13 output should take several images a chunk, not %d", nb);
     s.B = nb + nb / 2 + 1;
     check_shape(&s, 204);
 }
@@ -237,9 +237,9 @@ Test(conv_chunks, one_output_pixel)
     check_shape(&s, 208);
 }
 
-/* conv5's real shape with a full chunk and one image more, and conv1's real shape with 2
- * images: forward and backward repeat bit for bit, whatever the scratch held before
- * (zeros, NaN, random numbers). */
+/* conv5's channels on a 5x5 input (chunks of several images) with a full chunk and one
+ * image more, and conv1's real shape with 2 images: forward and backward repeat bit for
+ * bit, whatever the scratch held before (zeros, NaN, random numbers). */
 static void repeat_bits(int B, int Ci, int H, int Co, int K, int S, int P, int backward_din)
 {
     chk_rng r;
@@ -273,9 +273,9 @@ static void repeat_bits(int B, int Ci, int H, int Co, int K, int S, int P, int b
 
 Test(conv_chunks, conv5_bits_repeat)
 {
-    int nb = tower_conv_chunk_images(192, 13, 13, 128, 3, 1, 1);
-    cr_assert(nb > 1, "conv5 should take several images a chunk, not %d", nb);
-    repeat_bits(nb + 1, 192, 13, 128, 3, 1, 1, 1);
+    int nb = tower_conv_chunk_images(192, 5, 5, 128, 3, 1, 1);
+    cr_assert(nb > 1, "a 5x5 output should take several images a chunk, not %d", nb);
+    repeat_bits(nb + 1, 192, 5, 128, 3, 1, 1, 1);
 }
 
 Test(conv_chunks, conv1_bits_repeat)
