@@ -24,64 +24,191 @@
 #define RSQRT sqrtf
 #endif
 
+/* ---- convolution: im2col + one SGEMM per chunk of images ---------------------------
+ * The scratch `col` holds, for a chunk of nb images, the column matrix (Ci*K*K, nb*Ho*Wo)
+ * and, when nb > 1, a product/gradient block (Co, nb*Ho*Wo). One GEMM per chunk: the
+ * weights are packed by BLAS once per chunk rather than once per image, and a narrow
+ * output (few columns an image) still makes a GEMM wide enough for BLAS's threads.
+ *
+ * Chunk size. At least CONV_CHUNK_COLS output positions per GEMM, and no more images
+ * than that needs. Measured on 2 cores (interleaved runs, one BLAS thread by thread CPU
+ * time and two by wall clock; docs/BENCH.md): at the paper's shapes one image a GEMM was
+ * as fast as chunks of 2-9 with two threads, and 10-25% faster with one (the least loaded
+ * runs), most likely because a chunk's columns (1.2 MB an image at conv4) are out of the
+ * 512 KB L2 and much of L3 by the time the GEMM reads them. So every layer of the paper's
+ * net (169 columns an image or more) takes one image a GEMM, and the scratch stays at one
+ * conv1 image (4.2 MiB per tower). Chunks are for small outputs: the test nets at
+ * --size 67 have 3x3 at conv3-conv5, where a GEMM of 9 columns would spend its time on
+ * per-call overhead and packing. CONV_CHUNK_BYTES bounds the column matrix whatever the
+ * shape. The chunk is a pure function of the layer's shape, never of the batch or of the
+ * BLAS thread count, so the summation order is fixed too. */
+#define CONV_CHUNK_COLS 128
+#define CONV_CHUNK_BYTES ((size_t)12 << 20)
+/* The product block is sized for Co up to this fraction of Ci*K*K (the net's layers
+ * need at most 1/6: conv3, 192 of 1152); a layer with more outputs gets fewer images a
+ * chunk (down to 1, which needs no product block), so any shape still fits. */
+#define CONV_PROD_NUM 1
+#define CONV_PROD_DEN 4
+
 int tower_conv_out(int n, int k, int stride, int pad)
 {
     int span = n + 2 * pad - k;
     return span < 0 ? 0 : span / stride + 1;
 }
 
+/* Images a chunk the scratch is sized for: enough for CONV_CHUNK_COLS columns, within
+ * CONV_CHUNK_BYTES of columns, at least 1. */
+static size_t conv_chunk_max(size_t CKK, size_t HWo)
+{
+    if (HWo == 0 || CKK == 0) return 1;
+    size_t nb = (CONV_CHUNK_COLS + HWo - 1) / HWo;
+    size_t fit = CONV_CHUNK_BYTES / (sizeof(real) * CKK * HWo);
+    if (nb > fit) nb = fit;
+    return nb < 1 ? 1 : nb;
+}
+
 size_t tower_conv_col_size(int Ci, int H, int W, int K, int stride, int pad)
 {
     size_t Ho = (size_t)tower_conv_out(H, K, stride, pad);
     size_t Wo = (size_t)tower_conv_out(W, K, stride, pad);
-    return (size_t)Ci * K * K * Ho * Wo;
+    size_t CKK = (size_t)Ci * K * K, HWo = Ho * Wo, nb = conv_chunk_max(CKK, HWo);
+    size_t one = CKK * HWo; /* one image, no product block: what nb = 1 uses */
+    if (nb == 1) return one;
+    size_t prod = (CKK * CONV_PROD_NUM + CONV_PROD_DEN - 1) / CONV_PROD_DEN;
+    return nb * (CKK + prod) * HWo;
 }
 
-/* col (Ci*K*K, Ho*Wo): row (c, kh, kw) holds, for every output position, the input
- * pixel that kernel tap sees (0 in the padding). One image. */
-static void im2col(real *col, const real *in, int Ci, int H, int W, int K, int S, int P,
-                   int Ho, int Wo)
+/* Images per chunk for a layer with Co outputs: the largest nb <= conv_chunk_max whose
+ * column matrix and product block fit in tower_conv_col_size (1 always fits). */
+static size_t conv_chunk(int Ci, int H, int W, int Co, int K, int S, int P)
 {
-    for (int c = 0; c < Ci; c++)
+    size_t Ho = (size_t)tower_conv_out(H, K, S, P), Wo = (size_t)tower_conv_out(W, K, S, P);
+    size_t CKK = (size_t)Ci * K * K, HWo = Ho * Wo, nb = conv_chunk_max(CKK, HWo);
+    size_t cap = tower_conv_col_size(Ci, H, W, K, S, P), per = (CKK + (size_t)Co) * HWo;
+    if (nb > 1 && per > 0 && nb * per > cap) nb = cap / per;
+    return nb < 1 ? 1 : nb;
+}
+
+int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int pad)
+{
+    return (int)conv_chunk(Ci, H, W, Co, K, stride, pad);
+}
+
+void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
+{
+    size_t used = (size_t)snprintf(buf, n, "im2col + one SGEMM per chunk of images (CPU):");
+    for (int l = 0; l < TOWER_LAYERS && used < n; l++) {
+        const tower_layer_spec *s = &tower_alexnet2012[l];
+        const tower_layer_shape *L = &plan->layer[l];
+        if (s->kind != TOWER_CONV) continue;
+        size_t nb = conv_chunk(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride, s->pad);
+        if (nb > (size_t)plan->cfg.batch) nb = (size_t)plan->cfg.batch;
+        used += (size_t)snprintf(buf + used, n - used, " %s %zu", s->name, nb);
+    }
+}
+
+/* Output positions [*lo, *hi) along one axis whose tap k lands inside the input
+ * (0 <= o*S - P + k < n); outside it the tap reads padding. */
+static void conv_span(int *lo, int *hi, int n, int k, int S, int P, int out)
+{
+    int a = P - k, b = n - 1 + P - k; /* need a <= o*S <= b */
+    int l = a <= 0 ? 0 : (a + S - 1) / S;
+    int h = b < 0 ? 0 : b / S + 1;
+    if (h > out) h = out;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* One output row of one im2col row: dst[ow] = src[ow*S + kw - P], 0 outside [lo, hi).
+ * src is the input row the tap reads, or NULL for a padding row. */
+static void im2col_run(real *dst, const real *src, int kw, int S, int P, int lo, int hi,
+                       int Wo)
+{
+    if (!src) {
+        memset(dst, 0, sizeof(real) * (size_t)Wo);
+        return;
+    }
+    for (int ow = 0; ow < lo; ow++) dst[ow] = 0;
+    if (lo < hi) {
+        const real *s0 = src + (lo * S + kw - P); /* the pixel output lo sees */
+        if (S == 1)
+            memcpy(dst + lo, s0, sizeof(real) * (size_t)(hi - lo));
+        else
+            for (int i = 0; i < hi - lo; i++) dst[lo + i] = s0[(size_t)i * S];
+    }
+    for (int ow = hi; ow < Wo; ow++) dst[ow] = 0;
+}
+
+/* col rows (Ci*K*K) of ld `ldc`, HWo columns each from col: row (c, kh, kw) holds, for
+ * every output position of one image, the input pixel that kernel tap sees (0 in the
+ * padding). Most rows are copies of rows already written: tap (kh, kw) at output
+ * (oh, ow) sees what tap (kh - S, kw) sees at (oh + 1, ow), and what tap (kh, kw - S)
+ * sees at (oh, ow + 1). So a row with kh >= S is one contiguous copy of an earlier row
+ * shifted by Wo, plus its last output row; with kw >= S (and kh < S) it is Ho copies
+ * shifted by 1, plus its last column. Only the S x S taps of the top-left corner read the
+ * input with a stride; for conv1 (11x11, stride 4) that is 16 of 121 rows, which is what
+ * made the element-by-element loop conv1's bottleneck. */
+static void im2col(real *col, size_t ldc, const real *in, int Ci, int H, int W, int K,
+                   int S, int P, int Ho, int Wo)
+{
+    size_t HWo = (size_t)Ho * Wo;
+    if (HWo == 0) return;
+    for (int c = 0; c < Ci; c++) {
+        const real *plane = in + (size_t)c * H * W;
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
-                real *row = col + ((size_t)(c * K + kh) * K + kw) * Ho * Wo;
-                const real *plane = in + (size_t)c * H * W;
+                real *row = col + ((size_t)(c * K + kh) * K + kw) * ldc;
+                int lo, hi;
+                conv_span(&lo, &hi, W, kw, S, P, Wo);
+                if (kh >= S) {
+                    const real *up = row - (size_t)S * K * ldc;
+                    memcpy(row, up + Wo, sizeof(real) * (HWo - (size_t)Wo));
+                    int oh = Ho - 1, ih = oh * S - P + kh;
+                    im2col_run(row + (size_t)oh * Wo,
+                               ih >= 0 && ih < H ? plane + (size_t)ih * W : NULL, kw, S, P, lo,
+                               hi, Wo);
+                    continue;
+                }
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * S - P + kh;
                     real *dst = row + (size_t)oh * Wo;
-                    if (ih < 0 || ih >= H) {
-                        memset(dst, 0, sizeof(real) * (size_t)Wo);
-                        continue;
-                    }
-                    const real *src = plane + (size_t)ih * W;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * S - P + kw;
-                        dst[ow] = (iw >= 0 && iw < W) ? src[iw] : 0;
+                    const real *src = ih >= 0 && ih < H ? plane + (size_t)ih * W : NULL;
+                    if (kw >= S && S > 1 && src) {
+                        memcpy(dst, row - (size_t)S * ldc + (size_t)oh * Wo + 1,
+                               sizeof(real) * (size_t)(Wo - 1));
+                        int iw = (Wo - 1) * S - P + kw;
+                        dst[Wo - 1] = iw >= 0 && iw < W ? src[iw] : 0;
+                    } else {
+                        im2col_run(dst, src, kw, S, P, lo, hi, Wo);
                     }
                 }
             }
+    }
 }
 
-/* The adjoint of im2col: every column entry is added back to the pixel it came from.
- * in must be zeroed (or hold what to accumulate onto). */
-static void col2im(real *in, const real *col, int Ci, int H, int W, int K, int S, int P,
-                   int Ho, int Wo)
+/* The adjoint of im2col: every column entry is added back to the pixel it came from, in
+ * the order (c, kh, kw, oh, ow). in must be zeroed (or hold what to accumulate onto). */
+static void col2im(real *in, const real *col, size_t ldc, int Ci, int H, int W, int K,
+                   int S, int P, int Ho, int Wo)
 {
     for (int c = 0; c < Ci; c++)
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
-                const real *row = col + ((size_t)(c * K + kh) * K + kw) * Ho * Wo;
+                const real *row = col + ((size_t)(c * K + kh) * K + kw) * ldc;
                 real *plane = in + (size_t)c * H * W;
+                int lo, hi;
+                conv_span(&lo, &hi, W, kw, S, P, Wo);
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * S - P + kh;
                     if (ih < 0 || ih >= H) continue;
-                    const real *src = row + (size_t)oh * Wo;
-                    real *dst = plane + (size_t)ih * W;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * S - P + kw;
-                        if (iw >= 0 && iw < W) dst[iw] += src[ow];
-                    }
+                    if (lo >= hi) continue;
+                    const real *src = row + (size_t)oh * Wo + lo;
+                    real *dst = plane + (size_t)ih * W + (lo * S + kw - P);
+                    if (S == 1)
+                        for (int i = 0; i < hi - lo; i++) dst[i] += src[i];
+                    else
+                        for (int i = 0; i < hi - lo; i++) dst[(size_t)i * S] += src[i];
                 }
             }
 }
@@ -91,18 +218,36 @@ void tower_conv_forward(real *out, const real *in, const real *w, const real *b,
                         int ldw, int accumulate, real *col)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int HWo = Ho * Wo, CKK = Ci * K * K;
-    for (int n = 0; n < B; n++) {
-        const real *x = in + (size_t)n * Ci * H * W;
-        real *y = out + (size_t)n * Co * HWo;
-        im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
-        /* y (Co, HWo) = w (Co, CKK; ld ldw) . col (CKK, HWo) [+ y] */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, HWo, CKK, 1, w, ldw, col, HWo,
-             accumulate ? 1 : 0, y, HWo);
-        if (b)
+    size_t HWo = (size_t)Ho * Wo, CKK = (size_t)Ci * K * K, nin = (size_t)Ci * H * W;
+    size_t nbmax = conv_chunk(Ci, H, W, Co, K, stride, pad);
+    for (int n0 = 0; n0 < B; n0 += (int)nbmax) {
+        size_t nb = (size_t)(B - n0) < nbmax ? (size_t)(B - n0) : nbmax, nq = nb * HWo;
+        for (size_t j = 0; j < nb; j++)
+            im2col(col + j * HWo, nq, in + (n0 + j) * nin, Ci, H, W, K, stride, pad, Ho, Wo);
+        real *y = out + (size_t)n0 * Co * HWo;
+        if (nb == 1) {
+            /* y (Co, HWo) = w (Co, CKK; ld ldw) . col (CKK, HWo) [+ y] */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, (int)HWo, (int)CKK, 1, w, ldw,
+                 col, (int)HWo, accumulate ? 1 : 0, y, (int)HWo);
+            if (b)
+                for (int o = 0; o < Co; o++) {
+                    real bo = b[o], *yo = y + (size_t)o * HWo;
+                    for (size_t i = 0; i < HWo; i++) yo[i] += bo;
+                }
+            continue;
+        }
+        /* prod (Co, nb*HWo) = w . col (CKK, nb*HWo), then y (nb, Co, HWo) [+]= prod + b */
+        real *prod = col + CKK * nq;
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, (int)nq, (int)CKK, 1, w, ldw, col,
+             (int)nq, 0, prod, (int)nq);
+        for (size_t j = 0; j < nb; j++)
             for (int o = 0; o < Co; o++) {
-                real bo = b[o], *yo = y + (size_t)o * HWo;
-                for (int i = 0; i < HWo; i++) yo[i] += bo;
+                const real *p = prod + (size_t)o * nq + j * HWo;
+                real *yo = y + (j * Co + (size_t)o) * HWo, bo = b ? b[o] : 0;
+                if (accumulate)
+                    for (size_t i = 0; i < HWo; i++) yo[i] += p[i] + bo;
+                else
+                    for (size_t i = 0; i < HWo; i++) yo[i] = p[i] + bo;
             }
     }
 }
@@ -113,30 +258,45 @@ void tower_conv_backward(real *din, real *dw, real *db,
                          int ldw, int accumulate_din, real *col)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int HWo = Ho * Wo, CKK = Ci * K * K;
-    for (int n = 0; n < B; n++) {
-        const real *x = in + (size_t)n * Ci * H * W;
-        const real *g = dout + (size_t)n * Co * HWo;
+    size_t HWo = (size_t)Ho * Wo, CKK = (size_t)Ci * K * K, nin = (size_t)Ci * H * W;
+    size_t nbmax = conv_chunk(Ci, H, W, Co, K, stride, pad);
+    for (int n0 = 0; n0 < B; n0 += (int)nbmax) {
+        size_t nb = (size_t)(B - n0) < nbmax ? (size_t)(B - n0) : nbmax, nq = nb * HWo;
+        /* g (Co, nb*HWo): the chunk's dout with its images side by side (for one image,
+         * dout itself) */
+        const real *g = dout + (size_t)n0 * Co * HWo;
+        if (nb > 1) {
+            real *gt = col + CKK * nq;
+            for (size_t j = 0; j < nb; j++)
+                for (int o = 0; o < Co; o++)
+                    memcpy(gt + (size_t)o * nq + j * HWo, g + (j * Co + (size_t)o) * HWo,
+                           sizeof(real) * HWo);
+            g = gt;
+        }
         if (db)
             for (int o = 0; o < Co; o++) {
-                const real *go = g + (size_t)o * HWo;
+                const real *go = g + (size_t)o * nq;
                 real s = 0;
-                for (int i = 0; i < HWo; i++) s += go[i];
+                for (size_t i = 0; i < nq; i++) s += go[i];
                 db[o] += s;
             }
         if (dw) {
-            im2col(col, x, Ci, H, W, K, stride, pad, Ho, Wo);
-            /* dw (Co, CKK; ld ldw) += g (Co, HWo) . col^T (HWo, CKK) */
-            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, Co, CKK, HWo, 1, g, HWo, col, HWo,
-                 1, dw, ldw);
+            for (size_t j = 0; j < nb; j++)
+                im2col(col + j * HWo, nq, in + (n0 + j) * nin, Ci, H, W, K, stride, pad, Ho,
+                       Wo);
+            /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, Co, (int)CKK, (int)nq, 1, g,
+                 (int)nq, col, (int)nq, 1, dw, ldw);
         }
         if (din) {
-            real *dx = din + (size_t)n * Ci * H * W;
-            /* col (CKK, HWo) = w^T (CKK, Co) . g (Co, HWo), then scattered back */
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, HWo, Co, 1, w, ldw, g, HWo,
-                 0, col, HWo);
-            if (!accumulate_din) memset(dx, 0, sizeof(real) * (size_t)Ci * H * W);
-            col2im(dx, col, Ci, H, W, K, stride, pad, Ho, Wo);
+            /* col (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), then scattered back */
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)nq, Co, 1, w, ldw, g,
+                 (int)nq, 0, col, (int)nq);
+            for (size_t j = 0; j < nb; j++) {
+                real *dx = din + (n0 + j) * nin;
+                if (!accumulate_din) memset(dx, 0, sizeof(real) * nin);
+                col2im(dx, col + j * HWo, nq, Ci, H, W, K, stride, pad, Ho, Wo);
+            }
         }
     }
 }

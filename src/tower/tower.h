@@ -47,8 +47,13 @@ typedef float real;
 /* Output size of a convolution along one axis: floor((n + 2 pad - k) / stride) + 1. */
 int tower_conv_out(int n, int k, int stride, int pad);
 
-/* Size in reals of the im2col scratch buffer one conv call needs. */
+/* Size in reals of the scratch buffer one conv call needs: the im2col columns and the
+ * product of one chunk of images (layers_cpu.c says how a chunk is sized). */
 size_t tower_conv_col_size(int Ci, int H, int W, int K, int stride, int pad);
+
+/* Images one SGEMM chunk of this convolution holds (layers_cpu.c); a batch of B runs as
+ * ceil(B / chunk) chunks, the last one smaller. A function of the shape alone. */
+int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int pad);
 
 /* Convolution. out (B, Co, Ho, Wo); in (B, Ci, H, W); w (Co, ldw) of which the first
  * Ci*K*K columns are used (ldw > Ci*K*K selects one input block of a layer that reads
@@ -339,6 +344,10 @@ static inline const tower_layer_spec *tower_plan_row(const tower_plan *p, int l)
 {
     return &p->cfg.net.layer[l];
 }
+
+/* Writes into buf (n bytes) how the CPU convolutions of plan run (layers_cpu.c): the
+ * images one GEMM chunk holds at each conv layer. */
+void tower_conv_describe(char *buf, size_t n, const tower_plan *plan);
 
 /* ---- one tower ------------------------------------------------------------------- */
 

@@ -769,7 +769,7 @@ static int bench_run(const bench_opts *o)
         fprintf(stderr, "twotower bench: %s\n", err);
         return 1;
     }
-    snprintf(r.conv_detail, sizeof r.conv_detail, "im2col + one SGEMM per image (CPU)");
+    tower_conv_describe(r.conv_detail, sizeof r.conv_detail, &m.plan);
 #if BENCH_CUDA
     if (!o->place.cpu) tower_cuda_describe_conv(&m.tw[0], r.conv_detail, sizeof r.conv_detail);
 #endif

@@ -2,7 +2,8 @@
 (and torch.compile, or the note that it was skipped), and the correctness check. The JSON
 must hold every field with numbers that agree with each other; a twotower whose gradients
 are 1% off must FAIL the check (exit 1); a twotower bench that fails must give exit 1.
-Also `twotower bench --towers 1 --json` directly. usage: test_bench_py.py TWOTOWER TMPDIR"""
+Also `twotower bench --towers 1 --json` directly, and the --python / --batch B,B flags.
+usage: test_bench_py.py TWOTOWER TMPDIR"""
 import contextlib
 import io
 import json
@@ -86,6 +87,18 @@ def check_twotower_json(tt, towers, batch, classes, steps, profile_steps):
 def main():
     exe, tmp = os.path.abspath(sys.argv[1]), sys.argv[2]
     os.makedirs(tmp, exist_ok=True)
+
+    # ---- the flags that choose the PyTorch and the batches ----
+    assert bench.python_flag(["--cpu", "--python", "/x/python", "--batch", "4"]) == \
+        ("/x/python", ["--cpu", "--batch", "4"])
+    assert bench.python_flag(["--python=/x/python"]) == ("/x/python", [])
+    assert bench.python_flag(["--cpu"]) == (None, ["--cpu"])
+    a = bench.parse_args(["--cpu", "--batch", "32,128"])
+    assert a.batches_list == [32, 128] and a.batch == 32, a
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "bench.py"),
+                        "--python", os.path.join(tmp, "no-such-python"), "--cpu"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "--python" in p.stderr, (p.returncode, p.stderr)
 
     # ---- the whole tool ----
     out_json = os.path.join(tmp, "bench.json")

@@ -18,6 +18,12 @@ FP32 peak, twotower's per-layer times) and writes everything to --json.
   bench.py --twotower build/src/train/twotower --gpus 0 --json bench.json
   bench.py --twotower build/src/train/twotower --cpu --size 67 --width-div 8 --batch 4 \\
            --steps 3 --classes 10                    (the CI check: tiny, seconds)
+  bench.py --python V/bin/python --cpu --batch 32,128   (the PyTorch installed in venv V;
+                                                           two batches, one summary)
+
+The PyTorch compared with is the one the Python running this script imports: run it
+with another Python (V/bin/python tools/bench/bench.py ...) or pass --python PATH, and
+the script starts itself again under that Python.
 
 Exit code: 0 all ran and the check passed; 1 a run failed or the check failed; 2 usage."""
 import argparse
@@ -32,6 +38,36 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
+
+
+def python_flag(argv):
+    """(PATH, argv without --python PATH) for --python PATH / --python=PATH, else (None, argv)."""
+    for i, a in enumerate(argv):
+        if a == "--python" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if a.startswith("--python="):
+            return a.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def reexec_under_python(argv):
+    """--python PATH: run this script again under that Python (and so its PyTorch), before
+    this one imports torch (it may have none)."""
+    py, rest = python_flag(argv)
+    if py is None:
+        return
+    if not (os.path.isfile(py) and os.access(py, os.X_OK)):
+        print(f"bench.py: --python {py}: not an executable file", file=sys.stderr)
+        sys.exit(2)
+    if os.path.realpath(py) == os.path.realpath(sys.executable) and \
+            os.path.abspath(py) == os.path.abspath(sys.executable):
+        return
+    sys.stdout.flush()
+    os.execv(py, [py, os.path.abspath(__file__), *rest])
+
+
+if __name__ == "__main__":
+    reexec_under_python(sys.argv[1:])
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -67,7 +103,12 @@ def parse_args(argv):
     where.add_argument("--cpu", action="store_true", help="both on the CPU")
     where.add_argument("--gpus", default=None, metavar="N",
                        help="both on GPU N (twotower: both towers on it, as `--gpus N`)")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=batch_list, default=[128], metavar="B[,B...]",
+                    help="batch size; several (32,128) run one after the other, each with "
+                         "its own table, then a summary (default 128)")
+    ap.add_argument("--python", default=None, metavar="PATH",
+                    help="the Python whose PyTorch to compare with (this script restarts "
+                         "under it; default: the Python running it)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--towers", type=int, default=2, choices=(1, 2))
     ap.add_argument("--classes", type=int, default=1000)
@@ -97,6 +138,8 @@ def parse_args(argv):
     ap.add_argument("--conv", choices=("gemm", "cudnn"), default="gemm",
                     help="GPU only: twotower's convolutions, im2col + cuBLAS (default) or cuDNN")
     args = ap.parse_args(argv)
+    args.batches_list = args.batch
+    args.batch = args.batch[0]
     for name in ("batch", "size", "classes", "width_div", "steps", "batches", "check_batch"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -110,6 +153,16 @@ def parse_args(argv):
         ap.error(f"--gpus takes one device id (both towers on one GPU, as issue 6 "
                  f"compares), not '{args.gpus}'")
     return args
+
+
+def batch_list(text):
+    try:
+        v = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected B or B,B,... (integers)")
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': batch sizes must be at least 1")
+    return v
 
 
 def find_twotower(path):
@@ -486,68 +539,122 @@ def main(argv=None):
     torch.backends.cudnn.allow_tf32 = bool(args.tf32)
     torch.backends.cudnn.benchmark = True
 
-    res = {"tool": "tools/bench/bench.py", "format": 1, "torch_version": torch.__version__,
-           "twotower_program": exe, "threads": threads,
-           "tf32": {"twotower": bool(args.tf32),
-                    "pytorch_matmul": torch.backends.cuda.matmul.allow_tf32,
-                    "pytorch_cudnn": torch.backends.cudnn.allow_tf32},
-           "cudnn_benchmark": True, "targets": TARGETS,
-           "targets_status": "not yet measured on a GPU (docs/BENCH.md)",
-           "full_size": (args.batch == 128 and args.size == 224 and args.width_div == 1 and
-                         args.towers == 2 and args.classes == 1000 and not args.cpu)}
-    failed = []
+    base = {"tool": "tools/bench/bench.py", "format": 1, "torch_version": torch.__version__,
+            "python": sys.executable, "twotower_program": exe, "threads": threads,
+            "tf32": {"twotower": bool(args.tf32),
+                     "pytorch_matmul": torch.backends.cuda.matmul.allow_tf32,
+                     "pytorch_cudnn": torch.backends.cudnn.allow_tf32},
+            "cudnn_benchmark": True, "targets": TARGETS,
+            "targets_status": "not yet measured on a GPU (docs/BENCH.md)"}
+    runs, failed = [], []
     with tempfile.TemporaryDirectory(prefix="twotower-bench-") as tmp:
-        # twotower first, before this process touches the GPU, so its memory reading
-        # holds no PyTorch context
-        tt, err = run_twotower(exe, args, env, tmp)
-        if tt is None:
-            print(f"bench.py: {err}", file=sys.stderr)
-            res.update(twotower={"error": err}, pytorch_eager=None, pytorch_compile=None)
-            if args.json:
-                with open(args.json, "w") as f:
-                    json.dump(res, f, indent=1)
-            return 1
-        res["twotower"] = tt
-        res["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                              else tt["device"])
-        try:
-            res["pytorch_eager"] = run_torch(tt, args, device, compiled=False)
-        except Exception as e:  # reported in the table and the JSON, exit code 1
-            res["pytorch_eager"] = {"error": f"{type(e).__name__}: {e}"}
-            failed.append("PyTorch eager")
-        if args.no_compile:
-            res["pytorch_compile"] = {"skipped": "--no-compile"}
-        elif not hasattr(torch, "compile"):
-            res["pytorch_compile"] = {"skipped": f"torch {torch.__version__} has no "
-                                                 "torch.compile (it came in 2.0)"}
-        else:
-            try:
-                res["pytorch_compile"] = run_torch(tt, args, device, compiled=True)
-            except Exception as e:  # compile is optional: say why and go on
-                msg = str(e).strip().split("\n")[0][:300]
-                res["pytorch_compile"] = {"skipped": f"torch.compile failed: "
-                                                     f"{type(e).__name__}: {msg}"}
-        ips = tt["images_per_s"]
-        res["ratios"] = {}
-        for key, name in (("twotower_over_eager", "pytorch_eager"),
-                          ("twotower_over_compile", "pytorch_compile")):
-            r = res[name]
-            res["ratios"][key] = ips / r["images_per_s"] if r and "images_per_s" in r else None
-        res["peak_fp32_tflops"], res["peak_source"] = peak_for(args, device)
-        if res["peak_fp32_tflops"]:
-            res["twotower_share_of_peak"] = tt["gflops_per_s"] / (1e3 * res["peak_fp32_tflops"])
-        res["correctness"] = None if args.no_check else check(exe, args, env, device, tmp)
-        if res["correctness"] is not None and not res["correctness"]["pass"]:
+        # every twotower run first, before this process touches the GPU, so its memory
+        # readings hold no PyTorch context
+        tts = []
+        for b in args.batches_list:
+            args.batch = b
+            tts.append(run_twotower(exe, args, env, tmp))
+        for b, (tt, err) in zip(args.batches_list, tts):
+            args.batch = b
+            res = dict(base, full_size=(b == 128 and args.size == 224 and args.width_div == 1
+                                        and args.towers == 2 and args.classes == 1000
+                                        and not args.cpu))
+            runs.append(res)
+            if tt is None:
+                print(f"bench.py: batch {b}: {err}", file=sys.stderr)
+                res.update(twotower={"error": err}, pytorch_eager=None, pytorch_compile=None)
+                failed.append(f"twotower bench (batch {b})")
+                continue
+            failed += run_pytorch_side(res, tt, args, device)
+        # the check does not depend on the batch timed (it runs --check-batch): once
+        check_res = None if args.no_check or all("error" in r["twotower"] for r in runs) \
+            else check(exe, args, env, device, tmp)
+        if check_res is not None and not check_res["pass"]:
             failed.append("correctness")
-    report(res)
+    for res in runs:
+        res["correctness"] = check_res
+        if "error" not in res["twotower"]:
+            report(res)
+    if len(runs) > 1:
+        summary(runs)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+            json.dump(runs[0] if len(runs) == 1 else dict(base, runs=runs), f, indent=1)
         print(f"   wrote {args.json}")
     if failed:
         print(f"bench.py: FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_pytorch_side(res, tt, args, device):
+    """PyTorch eager and compiled at args.batch against twotower's result tt; fills res
+    and returns what failed."""
+    failed = []
+    res["twotower"] = tt
+    res["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                          else tt["device"])
+    try:
+        res["pytorch_eager"] = run_torch(tt, args, device, compiled=False)
+    except Exception as e:  # reported in the table and the JSON, exit code 1
+        res["pytorch_eager"] = {"error": f"{type(e).__name__}: {e}"}
+        failed.append("PyTorch eager")
+    if args.no_compile:
+        res["pytorch_compile"] = {"skipped": "--no-compile"}
+    elif not hasattr(torch, "compile"):
+        res["pytorch_compile"] = {"skipped": f"torch {torch.__version__} has no "
+                                             "torch.compile (it came in 2.0)"}
+    else:
+        try:
+            res["pytorch_compile"] = run_torch(tt, args, device, compiled=True)
+        except Exception as e:  # compile is optional: say why and go on
+            msg = str(e).strip().split("\n")[0][:300]
+            res["pytorch_compile"] = {"skipped": f"torch.compile failed: "
+                                                 f"{type(e).__name__}: {msg}"}
+    ips = tt["images_per_s"]
+    res["ratios"] = {}
+    for key, name in (("twotower_over_eager", "pytorch_eager"),
+                      ("twotower_over_compile", "pytorch_compile")):
+        r = res[name]
+        res["ratios"][key] = ips / r["images_per_s"] if r and "images_per_s" in r else None
+    res["peak_fp32_tflops"], res["peak_source"] = peak_for(args, device)
+    if res["peak_fp32_tflops"]:
+        res["twotower_share_of_peak"] = tt["gflops_per_s"] / (1e3 * res["peak_fp32_tflops"])
+    return failed
+
+
+def summary(runs):
+    """One line per batch: images/s of each and the ratios (the docs/BENCH.md table)."""
+    def ips(r):
+        return f"{r['images_per_s']:.1f}" if r and "images_per_s" in r else "-"
+
+    def ratio(res, key):
+        v = res.get("ratios", {}).get(key)
+        return f"{v:.2f}x" if v is not None else "-"
+
+    def mem(r):
+        if not r or "memory" not in r:
+            return "-"
+        m = r["memory"]
+        if "arena_bytes" in m:
+            return f"{mib(m['rss_peak_bytes'])} (arenas {mib(sum(m['arena_bytes']))})"
+        if "rss_bytes" in m:
+            return f"{mib(m['rss_bytes'])} (peak {mib(m['rss_peak_bytes'])})"
+        return mib(m.get("max_allocated_bytes"))
+
+    print()
+    print(f"== summary: images/s (PyTorch {runs[0]['torch_version']}, {runs[0]['threads']} "
+          f"thread(s)); memory: twotower's peak RSS; PyTorch's RSS after its timed steps "
+          f"(and this process's peak so far, which includes the runs before it)")
+    print(f"   {'batch':>5}{'twotower':>10}{'eager':>9}{'compile':>9}{'/eager':>8}"
+          f"{'/compile':>10}  memory twotower | eager | compile")
+    for res in runs:
+        tt = res["twotower"]
+        b = tt["config"]["batch"] if "config" in tt else "?"
+        print(f"   {b:>5}{ips(tt):>10}{ips(res['pytorch_eager']):>9}"
+              f"{ips(res['pytorch_compile']):>9}{ratio(res, 'twotower_over_eager'):>8}"
+              f"{ratio(res, 'twotower_over_compile'):>10}  {mem(tt)} | "
+              f"{mem(res['pytorch_eager'])} | {mem(res['pytorch_compile'])}")
 
 
 if __name__ == "__main__":
