@@ -97,8 +97,8 @@ int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int
 void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
 {
     size_t used = (size_t)snprintf(buf, n, "im2col + one SGEMM per chunk of images (CPU):");
-    for (int l = 0; l < TOWER_LAYERS && used < n; l++) {
-        const tower_layer_spec *s = &tower_alexnet2012[l];
+    for (int l = 0; l < plan->n_layers && used < n; l++) {
+        const tower_layer_spec *s = tower_plan_row(plan, l);
         const tower_layer_shape *L = &plan->layer[l];
         if (s->kind != TOWER_CONV) continue;
         size_t nb = conv_chunk(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride, s->pad);
