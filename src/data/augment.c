@@ -85,7 +85,7 @@ void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, in
     int range = DATA_SIZE - crop + 1;
     p->oy = draw_below(key, 0, range);
     p->ox = draw_below(key, 1, range);
-    p->mirror = (int32_t)(base_rng_mix(key, 2) >> 63);
+    p->mirror = s->mirror ? (int32_t)(base_rng_mix(key, 2) >> 63) : 0;
     double alpha[3] = {base_rng_normal(key, 3, 0), base_rng_normal(key, 3, 1),
                        base_rng_normal(key, 5, 0)};
     for (int c = 0; c < 3; c++) {

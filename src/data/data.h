@@ -79,6 +79,10 @@ const data_pca *data_get_pca(const data_source *s);
 /* Standard deviation of the lighting alphas (default DATA_LIGHTING_STD; 0 turns PCA
  * lighting off, e.g. for tests). Set it before starting a prefetcher. */
 void data_set_lighting_std(data_source *s, double std);
+/* Whether training crops are mirrored at random (section 4.1; on by default). Off: no
+ * training crop is flipped (the crop corners and the lighting stay what they were, since
+ * every draw is keyed by the image's place in the stream). Set it before a prefetcher. */
+void data_set_mirror(data_source *s, int on);
 
 /* ---- training batches ------------------------------------------------------------- */
 

@@ -135,6 +135,7 @@ struct data_source {
     float *mean;            /* (256, 256, 3) HWC */
     data_pca pca;
     double lighting_std;
+    int mirror;                 /* 1: random mirrors (data_set_mirror) */
     /* DATA_SRC_IDX: raw grey images (n, idx_h, idx_w) */
     uint8_t *idx_pixels;
     int idx_h, idx_w;

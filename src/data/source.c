@@ -202,6 +202,7 @@ static data_source *source_alloc(char *err, size_t errlen)
     pthread_mutex_init(&s->perm_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     s->lighting_std = DATA_LIGHTING_STD;
+    s->mirror = 1;
     return s;
 }
 
@@ -439,6 +440,8 @@ int32_t data_label(const data_source *s, int64_t i)
 const float *data_mean_image(const data_source *s) { return s->mean; }
 const data_pca *data_get_pca(const data_source *s) { return &s->pca; }
 void data_set_lighting_std(data_source *s, double std) { s->lighting_std = std > 0 ? std : 0; }
+
+void data_set_mirror(data_source *s, int on) { s->mirror = on != 0; }
 
 /* ---- images ------------------------------------------------------------------------ */
 

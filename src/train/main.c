@@ -89,6 +89,9 @@ static const base_flag train_flags[] = {
     {BASE_FLAG_F64("pca-std", train_cli, o.pca_std, 0, 10, "X",
                    "std of the PCA lighting's alphas (section 4.1; 0: none)"),
      .given = TRAIN_GIVEN_PCA_STD, .deflt = "0.1"},
+    {BASE_FLAG_CHOICE("mirror", train_cli, o.mirror, "on|off",
+                      "random left-right mirrors of the training crops (section 4.1)"),
+     .values = (const int[]){1, 0}, .given = TRAIN_GIVEN_MIRROR, .deflt = "on"},
     {BASE_FLAG_BOOL("quiet", train_cli, o.quiet, "no progress line")},
     {BASE_FLAG_STR("run", train_cli, o.run_dir, "DIR",
                    "run folder: metrics.jsonl, run.json, ckpt/; a new run takes\n"

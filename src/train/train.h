@@ -34,6 +34,8 @@ typedef struct {
     const char *net;         /* --net NAME (twotower nets); NULL: by towers */
     double pca_std;          /* --pca-std: the PCA lighting alphas' std (section 4.1's 0.1;
                                 0: no lighting); < 0: the data's default */
+    int mirror;              /* --mirror on|off: 1 random mirrors (the paper), 0 none; < 0:
+                                the default (on) */
     tower_net_switches switches; /* --lrn, --pool, --act, --dropout, --optim, ... on top of
                                     the net (TOWER_SWITCHES_KEEP: none) */
     int towers;              /* 2 (the paper) or 1 (= --net half) */
@@ -80,6 +82,7 @@ enum {
     TRAIN_GIVEN_EVAL_EVERY = 1u << 10,
     TRAIN_GIVEN_NET = 1u << 11,
     TRAIN_GIVEN_PCA_STD = 1u << 12,
+    TRAIN_GIVEN_MIRROR = 1u << 13,
 };
 
 void train_options_default(train_options *o);

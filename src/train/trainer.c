@@ -29,6 +29,7 @@ void train_options_default(train_options *o)
     o->place.cpu = 1;
     o->switches = TOWER_SWITCHES_KEEP;
     o->pca_std = -1;
+    o->mirror = -1;
     o->towers = 2;
     o->batch = 128;
     o->size = 224;
@@ -335,6 +336,7 @@ static int resume_conflicts(const train_options *o, const train_ckpt_meta *k, co
         {TRAIN_GIVEN_EVAL_EVERY, "--eval-every", (double)o->eval_every, (double)k->eval_every},
         {TRAIN_GIVEN_PCA_STD, "--pca-std", o->pca_std,
          k->pca_set ? k->pca_std : DATA_LIGHTING_STD},
+        {TRAIN_GIVEN_MIRROR, "--mirror", o->mirror, k->mirror_set ? k->mirror : 1},
     };
     if (train_net_switches_agree(&o->switches, &tower_config_net(&k->cfg)->switches, ckpt, err,
                                  errlen))
@@ -469,6 +471,8 @@ static int run_open(run_state *r, const train_options *o)
     r->meta.eval_every = r->eval_every;
     r->meta.pca_set = o->pca_std >= 0;
     r->meta.pca_std = o->pca_std >= 0 ? o->pca_std : DATA_LIGHTING_STD;
+    r->meta.mirror_set = o->mirror >= 0;
+    r->meta.mirror = o->mirror >= 0 ? o->mirror : 1;
     train_sched_init(&r->meta.sched, lr0, o->patience, o->max_drops, o->min_delta);
     train_nonfinite_init(&r->meta.nonfinite, o->nonfinite_limit);
     r->meta.stats.best_top1 = r->meta.stats.best_top5 = 1;
@@ -494,11 +498,12 @@ static int run_open(run_state *r, const train_options *o)
     train_placement_describe(&o->place, backend, sizeof backend);
     char swd[200];
     tower_net_switches_describe(&cfg.net.switches, swd, sizeof swd);
-    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s}", "epochs", r->epochs,
+    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b}", "epochs", r->epochs,
                               "train_limit", (json_int_t)r->train_limit, "test_limit",
                               (json_int_t)o->test_limit, "net", cfg.net.name, "switches", swd,
                               "optimizer",
-                              cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd");
+                              cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd",
+                              "pca_std", r->meta.pca_std, "mirror", r->meta.mirror);
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);
@@ -553,6 +558,7 @@ static int run_open(run_state *r, const train_options *o)
 
     /* the lighting the run was started with (a resume: the checkpoint's) */
     if (r->meta.pca_set) data_set_lighting_std(r->tr, r->meta.pca_std);
+    if (r->meta.mirror_set) data_set_mirror(r->tr, r->meta.mirror);
     data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
     /* GPU runs: uint8 crops in pinned memory, augmented on the device (section 4.1's
      * arithmetic on the GPU); the CPU backend: float batches augmented by the workers */

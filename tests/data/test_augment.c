@@ -109,6 +109,40 @@ Test(augment, draws_have_the_paper_distribution, .init = setup, .fini = teardown
         cr_assert_gt(seen_oy[o], 0, "crop row offset %d never drawn", o);
 }
 
+Test(augment, mirror_off_flips_nothing_and_keeps_the_other_draws, .init = setup, .fini = teardown)
+{
+    /* --mirror off: no crop flipped; the corners and the lighting are the same draws as
+     * with mirrors on (every draw is keyed by the image's place), and an unflipped image
+     * is the same crop */
+    const int B = 18, crop = 8;
+    data_aug_params on[18], off[18];
+    uint8_t c_on[18 * 8 * 8 * 3], c_off[18 * 8 * 8 * 3];
+    int32_t lab[18];
+    char err[256];
+    int flipped = 0;
+    for (int e = 0; e < 20; e++) {
+        data_cursor c = {.seed = 11, .epoch = e, .pos = 0};
+        data_set_mirror(src, 1);
+        cr_assert_eq(data_train_batch_u8(src, &c, B, crop, c_on, on, lab, err, sizeof err), 0);
+        c = (data_cursor){.seed = 11, .epoch = e, .pos = 0};
+        data_set_mirror(src, 0);
+        cr_assert_eq(data_train_batch_u8(src, &c, B, crop, c_off, off, lab, err, sizeof err), 0);
+        for (int b = 0; b < B; b++) {
+            cr_assert_eq(off[b].mirror, 0, "epoch %d image %d mirrored with --mirror off", e, b);
+            cr_assert_eq(off[b].oy, on[b].oy);
+            cr_assert_eq(off[b].ox, on[b].ox);
+            for (int i = 0; i < 3; i++)
+                cr_assert_eq(off[b].rgb[i], on[b].rgb[i]);
+            size_t sz = (size_t)crop * crop * 3;
+            if (!on[b].mirror)
+                cr_assert_eq(memcmp(c_on + b * sz, c_off + b * sz, sz), 0);
+            flipped += on[b].mirror;
+        }
+    }
+    data_set_mirror(src, 1);
+    cr_assert_gt(flipped, 0, "mirrors on flipped nothing in 360 draws");
+}
+
 Test(augment, epochs_are_permutations_and_seeded, .init = setup, .fini = teardown)
 {
     int64_t n = data_count(src), a[18], b[18];

@@ -42,7 +42,7 @@ help_lists() {
 place="--cpu --gpus --tf32 --conv"
 help_lists train $place --data --towers --batch --size --width-div --epochs --train-limit \
     --test-limit --views --lr --seed --quiet --run --resume --ckpt-every --keep \
-    --eval-every --log-every --patience --max-drops --min-delta
+    --eval-every --log-every --patience --max-drops --min-delta --pca-std --mirror
 help_lists summary --towers --classes --batch --size --width-div
 help_lists prep --val-fraction --seed --shard-size --threads --max-skip --limit --max-pixels \
     --max-file-mb --quiet --verify
@@ -74,6 +74,8 @@ expect 2 "--batch needs a value" -- train --cpu $nodata --batch
 expect 2 "--train-limit 8 is less than one batch" -- train --cpu $nodata --train-limit 8 --batch 16
 expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
 expect 2 "--views '5': expected 1 or 10" -- train --cpu $nodata --views 5
+expect 2 "--mirror 'maybe': expected on or off" -- train --cpu $nodata --mirror maybe
+expect 2 "--pca-std '-1'" -- train --cpu $nodata --pca-std -1
 expect 2 "--lr 'inf'" -- train --cpu $nodata --lr inf
 expect 2 "--quiet takes no value" -- train --cpu $nodata --quiet=1
 expect 2 "unknown flag '--bat'" -- train --cpu $nodata --bat 16    # no abbreviations

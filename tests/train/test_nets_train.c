@@ -237,6 +237,7 @@ static void fmnist_options(train_options *o, const char *data, const char *run, 
     o->quiet = 1;
     o->seed = 9;
     o->pca_std = 0.05; /* --pca-std: kept by the checkpoint */
+    o->mirror = 0;     /* --mirror off: likewise */
     o->run_dir = run;
 }
 
@@ -262,12 +263,18 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     o.pca_std = 0.2; /* another lighting, asked for: refused */
     o.given = TRAIN_GIVEN_PCA_STD;
     cr_assert_eq(train_run(&o), 2, "a resume with another --pca-std");
-    o.switches.act = TOWER_ACT_TANH; /* another net, asked for: refused */
     o.pca_std = 0.05;
+    o.mirror = 1; /* mirrors back on, asked for: refused */
+    o.given = TRAIN_GIVEN_MIRROR;
+    cr_assert_eq(train_run(&o), 2, "a resume with --mirror on onto a --mirror off run");
+    o.mirror = 0;
+    o.given = 0;
+    o.switches.act = TOWER_ACT_TANH; /* another net, asked for: refused */
     cr_assert_eq(train_run(&o), 2, "a resume with --act tanh onto a relu net");
     fmnist_options(&o, data, b, 2);
     o.resume = b;
     o.pca_std = -1; /* left out: the checkpoint's */
+    o.mirror = -1;
     cr_assert_eq(train_run(&o), 0, "resumed");
     char pa[4300], pb[4300], err[1024];
     snprintf(pa, sizeof pa, "%s/ckpt/ckpt-%08d.ttc", a, 16);
@@ -279,6 +286,7 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     cr_assert_eq(ma.cfg.in_ch, 1, "the fmnist net reads one channel");
     cr_assert_eq(ma.model_updates, 16);
     cr_assert(ma.pca_set && ma.pca_std == 0.05, "pca_std %g (set %d)", ma.pca_std, ma.pca_set);
+    cr_assert(ma.mirror_set && ma.mirror == 0, "mirror %d (set %d)", ma.mirror, ma.mirror_set);
     n = ma.n_params;
     real *p[3], *q[3];
     for (int i = 0; i < 3; i++) {
