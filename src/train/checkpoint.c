@@ -151,6 +151,7 @@ static const ckpt_field FIELDS[] = {
     ROW3("net.f", "net.eps", F_F64, cfg.net.switches.eps, ANY),
     ROW3("aug", "aug.pca_std", F_F64, pca_std, ANY), /* 0..10, checked apart */
     ROW3("aug.i", "aug.mirror", F_INT, mirror, 0, 1),
+    ROW3("aug.i", "aug.downsample", F_INT, downsample, 1, 16),
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
@@ -182,7 +183,8 @@ static uint32_t ckpt_version_of(const train_ckpt_meta *m)
 {
     const tower_net *n = &m->cfg.net;
     int def = m->cfg.towers == 1 ? TOWER_NET_HALF : TOWER_NET_ALEXNET2012;
-    if (m->pca_set || m->mirror_set) return 3; /* --pca-std, --mirror: not in version 2 */
+    /* --pca-std, --mirror, --downsample: not in version 2 */
+    if (m->pca_set || m->mirror_set || m->downsample > 1) return 3;
     if (n->n_layers == 0) return 2;
     return n->id == def && !tower_net_switched(&n->switches) ? 2 : 3;
 }
@@ -511,6 +513,7 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
     uint32_t version = ckpt_version_of(&mm);
     if (!mm.pca_set) mm.pca_std = DATA_LIGHTING_STD; /* what a version 3 file records */
     if (!mm.mirror_set) mm.mirror = 1;
+    if (mm.downsample < 1) mm.downsample = 1;
     if (!(mm.pca_std >= 0 && mm.pca_std <= 10)) {
         base_errf(err, errlen, "checkpoint: aug.pca_std %g out of range 0..10", mm.pca_std);
         return -1;
@@ -1069,6 +1072,7 @@ static int ckpt_parse(const char *path, parsed_ckpt *p, char *err, size_t errlen
         mt.pca_set = 1;
         mt.mirror_set = 1;
     } else {
+        mt.downsample = 1; /* version 2: the crops are the net's input */
         mt.model_updates = mt.model_step; /* version 2: SGD, whose update needs no count */
     }
     tower_plan plan;

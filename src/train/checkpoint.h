@@ -52,7 +52,9 @@
  *            of this format)
  *     aug    f64[1] the PCA lighting's std (--pca-std; 0.1 when the run left it; a run that
  *            sets it writes version 3 whatever its net)
- *     aug.i  i64[1] mirror: 1 random mirrors (the paper), 0 none (--mirror; likewise)
+ *     aug.i  i64[2] mirror: 1 random mirrors (the paper), 0 none (--mirror; likewise);
+ *            downsample: crops of downsample*in_size pixels averaged in blocks to the
+ *            input (--downsample; > 1 writes version 3)
  *     then for each tower T < towers, each layer L of the net (conv1 .. fc8),
  *     f32 (f64 in a TOWER_F64 build), every tower's parameters first, then its momentum:
  *       towerT.L.weight  [out_ch, sources*in_ch, k, k] (conv) or [out_ch, sources*in_ch] (fc)
@@ -139,6 +141,7 @@ typedef struct {
                                    resume takes it from here; stored in version 3 files */
     int mirror_set;             /* 1: the run set --mirror */
     int mirror;                 /* 1: random mirrors, 0: none (mirror_set; version 3) */
+    int downsample;             /* --downsample F (1: none; > 1 writes version 3) */
 } train_ckpt_meta;
 
 /* Writes DIR/ckpt-STEP.ttc (STEP = meta->step, 8 digits or more) from the model's params

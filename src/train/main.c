@@ -92,6 +92,11 @@ static const base_flag train_flags[] = {
     {BASE_FLAG_CHOICE("mirror", train_cli, o.mirror, "on|off",
                       "random left-right mirrors of the training crops (section 4.1)"),
      .values = (const int[]){1, 0}, .given = TRAIN_GIVEN_MIRROR, .deflt = "on"},
+    {BASE_FLAG_INT("downsample", train_cli, o.downsample, 1, 16, "F",
+                   "crops of F*size pixels, each FxF block averaged to one input\n"
+                   "pixel (a low-resolution net on the same crops; --size 74 with\n"
+                   "--downsample 3 crops 222 of the 256 stored)"),
+     .given = TRAIN_GIVEN_DOWNSAMPLE},
     {BASE_FLAG_BOOL("quiet", train_cli, o.quiet, "no progress line")},
     {BASE_FLAG_STR("run", train_cli, o.run_dir, "DIR",
                    "run folder: metrics.jsonl, run.json, ckpt/; a new run takes\n"

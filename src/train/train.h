@@ -36,6 +36,8 @@ typedef struct {
                                 0: no lighting); < 0: the data's default */
     int mirror;              /* --mirror on|off: 1 random mirrors (the paper), 0 none; < 0:
                                 the default (on) */
+    int downsample;          /* --downsample F: the data path's crops are F*size pixels,
+                                each FxF block averaged into one input pixel (1: none) */
     tower_net_switches switches; /* --lrn, --pool, --act, --dropout, --optim, ... on top of
                                     the net (TOWER_SWITCHES_KEEP: none) */
     int towers;              /* 2 (the paper) or 1 (= --net half) */
@@ -83,9 +85,18 @@ enum {
     TRAIN_GIVEN_NET = 1u << 11,
     TRAIN_GIVEN_PCA_STD = 1u << 12,
     TRAIN_GIVEN_MIRROR = 1u << 13,
+    TRAIN_GIVEN_DOWNSAMPLE = 1u << 14,
 };
 
 void train_options_default(train_options *o);
+
+/* The net's input from the data path's RGB batch x (B, 3, F*S, F*S), F = --downsample:
+ * with F > 1 each FxF block is averaged into one pixel (the mean subtraction and the
+ * lighting are per pixel and per image, so they commute with the average); a net with one
+ * input channel (in_ch 1: fmnist) then gets the mean of the three channels, which for
+ * gray images (Fashion-MNIST's) is the image itself. Returns x itself when F = 1 and
+ * in_ch = 3, else scratch ((B, 3, S, S) floats), which it fills. */
+const float *train_input_reduce(const float *x, int B, int S, int F, int in_ch, float *scratch);
 /* Runs training as the options say; returns a process exit code (0 ok, 1 run failed,
  * 2 bad arguments or data). */
 int train_run(const train_options *o);

@@ -30,6 +30,7 @@ void train_options_default(train_options *o)
     o->switches = TOWER_SWITCHES_KEEP;
     o->pca_std = -1;
     o->mirror = -1;
+    o->downsample = 1;
     o->towers = 2;
     o->batch = 128;
     o->size = 224;
@@ -76,23 +77,43 @@ static int is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* The data path makes RGB batches x (B, 3, S, S); a net with one input channel (fmnist)
- * gets their mean over the three channels, which for gray images (Fashion-MNIST's, whose
- * channels are one pixel) is the image itself. gray: (B, S, S) scratch. */
-static void set_float_batch(model *m, const float *x, const int32_t *labels, float *gray)
+const float *train_input_reduce(const float *x, int B, int S, int F, int in_ch, float *scratch)
 {
-    const tower_config *c = &m->plan.cfg;
-    if (c->in_ch == 3) {
-        model_set_batch(m, x, labels);
-        return;
+    size_t hw = (size_t)S * S;
+    if (F > 1) {
+        size_t FS = (size_t)F * S;
+        float inv = 1.0f / (float)(F * F);
+        for (size_t p = 0; p < (size_t)B * 3; p++) { /* one (image, channel) plane */
+            const float *src = x + p * FS * FS;
+            float *dst = scratch + p * hw;
+            for (int i = 0; i < S; i++)
+                for (int j = 0; j < S; j++) {
+                    float s = 0;
+                    for (int a = 0; a < F; a++)
+                        for (int b = 0; b < F; b++)
+                            s += src[((size_t)i * F + a) * FS + (size_t)j * F + b];
+                    dst[(size_t)i * S + j] = s * inv;
+                }
+        }
+        x = scratch;
     }
-    size_t hw = (size_t)c->in_size * c->in_size;
-    for (int b = 0; b < c->batch; b++) {
+    if (in_ch == 3)
+        return x;
+    for (int b = 0; b < B; b++) { /* in place when x is scratch: image b's planes lie at
+                                     or after where its gray plane goes */
         const float *xb = x + (size_t)b * 3 * hw;
         for (size_t p = 0; p < hw; p++)
-            gray[(size_t)b * hw + p] = (xb[p] + xb[hw + p] + xb[2 * hw + p]) / 3.0f;
+            scratch[(size_t)b * hw + p] = (xb[p] + xb[hw + p] + xb[2 * hw + p]) / 3.0f;
     }
-    model_set_batch(m, gray, labels);
+    return scratch;
+}
+
+static void set_float_batch(model *m, const float *x, const int32_t *labels, int F,
+                            float *scratch)
+{
+    const tower_config *c = &m->plan.cfg;
+    model_set_batch(m, train_input_reduce(x, c->batch, c->in_size, F, c->in_ch, scratch),
+                    labels);
 }
 
 /* Evaluates n images of src: top-1/top-5 errors and mean loss for the center crop, and
@@ -100,14 +121,16 @@ static void set_float_batch(model *m, const float *x, const int32_t *labels, flo
  * is fixed, so a short last batch is padded with copies of its first image, which are
  * not counted. On GPU towers the uint8 crops go to the device and the mean subtraction
  * runs there (model_set_batch_u8, as for training batches); on the CPU, float batches. */
-static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval_row *r,
-                    char *err, size_t errlen)
+static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
+                    train_eval_row *r, char *err, size_t errlen)
 {
-    int B = m->plan.cfg.batch, S = m->plan.cfg.in_size, V = m->plan.cfg.classes;
+    int B = m->plan.cfg.batch, S = m->plan.cfg.in_size * F, V = m->plan.cfg.classes;
     size_t xs = (size_t)3 * S * S;
-    /* the uint8 path gives RGB to the device; a one-channel net takes float batches */
-    int gpu = m->tw[0].device >= 0 && m->plan.cfg.in_ch == 3;
-    float *gray = m->plan.cfg.in_ch == 3 ? NULL : malloc(sizeof(float) * S * S * B);
+    /* the uint8 path gives RGB to the device; a one-channel or downsampled net takes
+     * float batches */
+    int gpu = m->tw[0].device >= 0 && m->plan.cfg.in_ch == 3 && F == 1;
+    int scratched = m->plan.cfg.in_ch != 3 || F > 1;
+    float *gray = scratched ? malloc(sizeof(float) * xs * B / ((size_t)F * F)) : NULL;
     float *x = gpu ? NULL : malloc(sizeof(float) * xs * B),
           *probs = malloc(sizeof(float) * (size_t)B * V),
           *acc = malloc(sizeof(float) * (size_t)B * V);
@@ -118,7 +141,7 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
     int c1 = 0, c5 = 0, t1 = 0, t5 = 0;
     double loss = 0;
     if (!probs || !acc || !labels || (gpu ? !crops || !params : !x) ||
-        (m->plan.cfg.in_ch != 3 && !gray)) {
+        (scratched && !gray)) {
         snprintf(err, errlen, "out of host memory for evaluation");
         rc = -1;
         goto done;
@@ -144,7 +167,7 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, train_eval
                 labels[b] = labels[0];
             }
             if (!gpu)
-                set_float_batch(m, x, labels, gray);
+                set_float_batch(m, x, labels, F, gray);
             else if (model_set_batch_u8(m, crops, params, labels, data_mean_image(src), err,
                                         errlen)) {
                 rc = -1;
@@ -210,7 +233,9 @@ typedef struct {
     double wait_total, step_total; /* seconds waited for data / stepped since this start */
     int64_t train_limit, eval_every; /* the options', or on --resume the checkpoint's */
     int epochs;                      /* --epochs, or the net's */
-    float *gray;                     /* (B, S, S): a one-channel net's batch (set_float_batch) */
+    int downsample;                  /* F: crops of F*S pixels averaged to S (the meta's) */
+    float *gray;                     /* (B, 3, S, S): a one-channel or downsampled net's
+                                        batch (set_float_batch) */
 } run_state;
 
 /* A metrics line was lost: the run must stop before it writes a checkpoint, or the
@@ -337,6 +362,7 @@ static int resume_conflicts(const train_options *o, const train_ckpt_meta *k, co
         {TRAIN_GIVEN_PCA_STD, "--pca-std", o->pca_std,
          k->pca_set ? k->pca_std : DATA_LIGHTING_STD},
         {TRAIN_GIVEN_MIRROR, "--mirror", o->mirror, k->mirror_set ? k->mirror : 1},
+        {TRAIN_GIVEN_DOWNSAMPLE, "--downsample", o->downsample, k->downsample},
     };
     if (train_net_switches_agree(&o->switches, &tower_config_net(&k->cfg)->switches, ckpt, err,
                                  errlen))
@@ -431,6 +457,7 @@ static int run_open(run_state *r, const train_options *o)
                 peek.cfg.width_div, (unsigned long long)peek.seed, peek.sched.lr0,
                 peek.sched.patience, (long long)peek.train_limit, (long long)peek.eval_every);
         cfg = peek.cfg;
+        r->downsample = peek.downsample;
         r->train_limit = peek.train_limit;
         r->eval_every = peek.eval_every;
     }
@@ -440,8 +467,15 @@ static int run_open(run_state *r, const train_options *o)
                         "(or 1, their mean)\n", cfg.in_ch);
         return 2;
     }
-    if (cfg.in_ch == 1 && !(r->gray = malloc(sizeof(float) * cfg.batch * cfg.in_size *
-                                            cfg.in_size))) {
+    if (!o->resume) r->downsample = o->downsample > 0 ? o->downsample : 1;
+    if ((long)r->downsample * cfg.in_size > DATA_SIZE) {
+        fprintf(stderr, "twotower: --downsample %d with --size %d: crops of %d pixels; the "
+                        "stored images are %d\n", r->downsample, cfg.in_size,
+                r->downsample * cfg.in_size, DATA_SIZE);
+        return 2;
+    }
+    if ((cfg.in_ch == 1 || r->downsample > 1) &&
+        !(r->gray = malloc(sizeof(float) * 3 * cfg.batch * cfg.in_size * cfg.in_size))) {
         fprintf(stderr, "twotower: out of memory\n");
         return 1;
     }
@@ -473,6 +507,7 @@ static int run_open(run_state *r, const train_options *o)
     r->meta.pca_std = o->pca_std >= 0 ? o->pca_std : DATA_LIGHTING_STD;
     r->meta.mirror_set = o->mirror >= 0;
     r->meta.mirror = o->mirror >= 0 ? o->mirror : 1;
+    r->meta.downsample = r->downsample;
     train_sched_init(&r->meta.sched, lr0, o->patience, o->max_drops, o->min_delta);
     train_nonfinite_init(&r->meta.nonfinite, o->nonfinite_limit);
     r->meta.stats.best_top1 = r->meta.stats.best_top5 = 1;
@@ -498,12 +533,13 @@ static int run_open(run_state *r, const train_options *o)
     train_placement_describe(&o->place, backend, sizeof backend);
     char swd[200];
     tower_net_switches_describe(&cfg.net.switches, swd, sizeof swd);
-    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b}", "epochs", r->epochs,
+    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b, s:i}", "epochs", r->epochs,
                               "train_limit", (json_int_t)r->train_limit, "test_limit",
                               (json_int_t)o->test_limit, "net", cfg.net.name, "switches", swd,
                               "optimizer",
                               cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd",
-                              "pca_std", r->meta.pca_std, "mirror", r->meta.mirror);
+                              "pca_std", r->meta.pca_std, "mirror", r->meta.mirror,
+                              "downsample", r->downsample);
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);
@@ -562,10 +598,12 @@ static int run_open(run_state *r, const train_options *o)
     data_cursor cur = {r->meta.cursor.seed, r->meta.cursor.epoch, r->meta.cursor.pos};
     /* GPU runs: uint8 crops in pinned memory, augmented on the device (section 4.1's
      * arithmetic on the GPU); the CPU backend: float batches augmented by the workers */
-    int u8 = !o->place.cpu && cfg.in_ch == 3; /* a one-channel net: float batches */
+    /* a one-channel or downsampled net: float batches */
+    int u8 = !o->place.cpu && cfg.in_ch == 3 && r->downsample == 1;
     data_prefetch_opts popt = {.depth = o->place.cpu ? 2 : 3, .threads = 0, .u8 = u8,
                                .pinned = u8};
-    r->pf = data_prefetch_start_ex(r->tr, cur, cfg.batch, cfg.in_size, &popt, err, sizeof err);
+    r->pf = data_prefetch_start_ex(r->tr, cur, cfg.batch, cfg.in_size * r->downsample, &popt,
+                                   err, sizeof err);
     if (!r->pf) {
         fprintf(stderr, "twotower: cannot start the data loader: %s\n", err);
         return 2;
@@ -604,7 +642,8 @@ static int run_eval(run_state *r)
     char err[512], why[512];
     train_eval_row e;
     double t0 = base_now();
-    if (evaluate(&r->m, r->te, r->n_test, r->o->eval_views, &e, err, sizeof err)) {
+    if (evaluate(&r->m, r->te, r->n_test, r->o->eval_views, r->downsample, &e, err,
+                 sizeof err)) {
         log_event(r, "stop", err);
         return -1;
     }
@@ -704,10 +743,10 @@ int train_run(const train_options *o)
         data_cursor after;
         double wait, t0 = base_now();
         int bad;
-        if (o->place.cpu || r->m.plan.cfg.in_ch != 3) {
+        if (o->place.cpu || r->m.plan.cfg.in_ch != 3 || r->downsample > 1) {
             const float *x;
             bad = data_prefetch_next(r->pf, &x, &labels, &after, &wait, err, sizeof err);
-            if (!bad) set_float_batch(&r->m, x, labels, r->gray);
+            if (!bad) set_float_batch(&r->m, x, labels, r->downsample, r->gray);
         } else {
             const uint8_t *crops;
             const data_aug_params *params;

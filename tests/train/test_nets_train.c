@@ -2,7 +2,8 @@
  * for bit (and another seed does not); an Adam net (fmnist) trains, checkpoints as version
  * 3 with its second moments and update count, and resumes bit for bit, at the model level
  * and through the trainer (one input channel from the RGB data path, --pca-std kept and
- * another one or another switch refused on resume); the default nets
+ * another one or another switch refused on resume; --mirror off and --downsample 3
+ * likewise; --downsample too large for the stored images refused); the default nets
  * still write version 2; a checkpoint of one net is refused for another. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -238,6 +239,7 @@ static void fmnist_options(train_options *o, const char *data, const char *run, 
     o->seed = 9;
     o->pca_std = 0.05; /* --pca-std: kept by the checkpoint */
     o->mirror = 0;     /* --mirror off: likewise */
+    o->downsample = 3; /* 201-pixel crops averaged to 67: likewise */
     o->run_dir = run;
 }
 
@@ -268,9 +270,18 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     o.given = TRAIN_GIVEN_MIRROR;
     cr_assert_eq(train_run(&o), 2, "a resume with --mirror on onto a --mirror off run");
     o.mirror = 0;
+    o.downsample = 2; /* another downsampling, asked for: refused */
+    o.given = TRAIN_GIVEN_DOWNSAMPLE;
+    cr_assert_eq(train_run(&o), 2, "a resume with --downsample 2 onto --downsample 3");
+    o.downsample = 3;
     o.given = 0;
     o.switches.act = TOWER_ACT_TANH; /* another net, asked for: refused */
     cr_assert_eq(train_run(&o), 2, "a resume with --act tanh onto a relu net");
+    char c[4200];
+    snprintf(c, sizeof c, "%s/c", dir);
+    fmnist_options(&o, data, c, 1);
+    o.downsample = 4; /* 268-pixel crops of 256-pixel images */
+    cr_assert_eq(train_run(&o), 2, "--downsample 4 with --size 67");
     fmnist_options(&o, data, b, 2);
     o.resume = b;
     o.pca_std = -1; /* left out: the checkpoint's */
@@ -287,6 +298,7 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     cr_assert_eq(ma.model_updates, 16);
     cr_assert(ma.pca_set && ma.pca_std == 0.05, "pca_std %g (set %d)", ma.pca_std, ma.pca_set);
     cr_assert(ma.mirror_set && ma.mirror == 0, "mirror %d (set %d)", ma.mirror, ma.mirror_set);
+    cr_assert_eq(ma.downsample, 3);
     n = ma.n_params;
     real *p[3], *q[3];
     for (int i = 0; i < 3; i++) {
@@ -306,4 +318,32 @@ Test(nets_train, trainer_fmnist_resume_is_bit_identical, .timeout = 240)
     cr_assert_eq(ma.model_updates, mb.model_updates);
     tt_rmtree(dir);
     free(dir);
+}
+
+Test(nets_train, input_reduce_averages_blocks_then_channels)
+{
+    /* B 1, S 2, F 2: each output pixel is the mean of its 2x2 block, per channel; then
+     * (in_ch 1) the mean of the three channels; F 1 and 3 channels: x itself */
+    float x[3 * 4 * 4], scratch[3 * 2 * 2];
+    for (int i = 0; i < 3 * 16; i++)
+        x[i] = (float)i;
+    cr_assert_eq(train_input_reduce(x, 1, 4, 1, 3, scratch), x);
+    const float *r = train_input_reduce(x, 1, 2, 2, 3, scratch);
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                const float *p = x + c * 16 + (2 * i) * 4 + 2 * j;
+                float want = (p[0] + p[1] + p[4] + p[5]) * 0.25f;
+                cr_assert_eq(r[c * 4 + i * 2 + j], want, "c %d (%d,%d)", c, i, j);
+            }
+    float blocks[12];
+    memcpy(blocks, r, sizeof blocks);
+    r = train_input_reduce(x, 1, 2, 2, 1, scratch);
+    for (int p = 0; p < 4; p++)
+        cr_assert_eq(r[p], (blocks[p] + blocks[4 + p] + blocks[8 + p]) / 3.0f, "pixel %d", p);
+    /* F 1, one channel: the channel mean of x, as the fmnist net always had it */
+    float g[16];
+    r = train_input_reduce(x, 1, 4, 1, 1, g);
+    for (int p = 0; p < 16; p++)
+        cr_assert_eq(r[p], (x[p] + x[16 + p] + x[32 + p]) / 3.0f);
 }
