@@ -26,14 +26,17 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 # script within about 20 minutes on a 2-core machine, `gpu` is for one GPU and `paper` is
 # the paper's 90 epochs on ImageNet shards (--data). Every flag here is a train flag.
 SCALES = {
-    "tiny": dict(size=64, width_div=16, batch=16, epochs=1, train_limit=128, test_limit=64,
-                 seeds=2, log_every=2, eval_every=0),
-    "cpu": dict(size=64, width_div=4, batch=64, epochs=2, train_limit=6144, test_limit=2000,
-                seeds=2, log_every=8, eval_every=48),
-    "gpu": dict(size=224, width_div=1, batch=128, epochs=30, train_limit=0, test_limit=0,
-                seeds=3, log_every=20, eval_every=0),
-    "paper": dict(size=224, width_div=1, batch=128, epochs=90, train_limit=0, test_limit=0,
-                  seeds=1, log_every=100, eval_every=0),
+    # size is the net's input; downsample F: crops of F*size pixels of the 256 stored,
+    # averaged in FxF blocks (twotower train --downsample), so a small net still sees the
+    # paper's 224/256 share of each image
+    "tiny": dict(size=67, downsample=3, width_div=16, batch=16, epochs=1, train_limit=128,
+                 test_limit=64, seeds=2, log_every=2, eval_every=0),
+    "cpu": dict(size=74, downsample=3, width_div=2, batch=64, epochs=2, train_limit=6144,
+                test_limit=2000, seeds=2, log_every=8, eval_every=48),
+    "gpu": dict(size=224, downsample=1, width_div=1, batch=128, epochs=30, train_limit=0,
+                test_limit=0, seeds=3, log_every=20, eval_every=0),
+    "paper": dict(size=224, downsample=1, width_div=1, batch=128, epochs=90, train_limit=0,
+                  test_limit=0, seeds=1, log_every=100, eval_every=0),
 }
 
 # Each claim: its arms (name -> extra train flags), what the paper reports, and which
@@ -145,7 +148,8 @@ def train_cmd(args, scale, arm_flags, run, seed):
     c = [args.twotower, "train", "--cpu" if args.device == "cpu" else "--gpus",
          *([] if args.device == "cpu" else ["0"]), "--data", args.data, "--run", run,
          "--seed", str(seed), "--epochs", str(scale["epochs"]), "--batch", str(scale["batch"]),
-         "--size", str(scale["size"]), "--width-div", str(scale["width_div"]),
+         "--size", str(scale["size"]), "--downsample", str(scale["downsample"]),
+         "--width-div", str(scale["width_div"]),
          "--log-every", str(scale["log_every"]), "--quiet"]
     if scale["train_limit"]:
         c += ["--train-limit", str(scale["train_limit"])]
@@ -153,6 +157,8 @@ def train_cmd(args, scale, arm_flags, run, seed):
         c += ["--test-limit", str(scale["test_limit"])]
     if scale["eval_every"]:
         c += ["--eval-every", str(scale["eval_every"])]
+    if args.ckpt_every:
+        c += ["--ckpt-every", str(args.ckpt_every)]
     return c + arm_flags
 
 
@@ -172,6 +178,8 @@ def run_arm(args, scale, arm, flags, seed):
                "--data", args.data]
         if scale["test_limit"]:
             cmd += ["--test-limit", str(scale["test_limit"])]
+        if args.ckpt_every:
+            cmd += ["--ckpt-every", str(args.ckpt_every)]
         if "--views" in flags:
             cmd += ["--views", flags[flags.index("--views") + 1]]
         say(f"{arm} seed {seed}: continuing the interrupted run in {run}")
@@ -180,7 +188,15 @@ def run_arm(args, scale, arm, flags, seed):
         shutil.rmtree(run)
     say(f"{arm} seed {seed}: " + " ".join(cmd[1:]))
     t0 = time.monotonic()
-    rc = subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        # the trainer got the same Ctrl-C: it writes a checkpoint and exits
+        say(f"{arm} seed {seed}: interrupted; waiting for the trainer's checkpoint")
+        proc.wait()
+        raise SystemExit(f"experiment: interrupted; run the script again to continue "
+                         f"({run} is kept)")
     if rc != 0:
         raise SystemExit(f"experiment: {arm} seed {seed} failed (exit {rc}); its run folder "
                          f"{run} is kept: run the script again to continue")
@@ -275,7 +291,8 @@ def write_results(args, name, claim, scale, results, elapsed):
     lines += ["## Comparison", ""] + verdict + [""]
     lines += [f"What this scale cannot show: at `{args.scale}` the net sees "
               f"{scale['train_limit'] or 'all'} images per epoch for {scale['epochs']} "
-              f"epoch(s) at {scale['size']}x{scale['size']} with widths / "
+              f"epoch(s) at {scale['size']}x{scale['size']} (crops of "
+              f"{scale['size'] * scale['downsample']} pixels averaged down) with widths / "
               f"{scale['width_div']}; the paper trained 90 epochs on 1.2 million ImageNet "
               "images, so differences of a percent are far below what these runs resolve "
               "unless the table says otherwise.", "", "![curves](figure.png)", ""]
@@ -342,6 +359,9 @@ def main():
                     help="Fashion-MNIST IDX folder (default) or shards from twotower prep")
     ap.add_argument("--out", help="results folder (default runs/experiments/NAME-SCALE)")
     ap.add_argument("--seeds", type=int, help="seeds per arm (default: the scale's)")
+    ap.add_argument("--ckpt-every", type=int, default=0, metavar="N",
+                    help="a checkpoint every N steps of each arm (an interrupted arm then "
+                         "loses at most N steps; default: at the end and on Ctrl-C only)")
     ap.add_argument("--device", choices=["cpu", "gpu"], default=None,
                     help="default: gpu for the gpu and paper scales, else cpu")
     ap.add_argument("--twotower", default=os.path.join(ROOT, "build", "src", "train",
