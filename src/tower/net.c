@@ -221,6 +221,23 @@ int tower_net_apply(tower_net *net, const tower_net_switches *sw, char *err, siz
             return -1;
         }
     }
+    if (sw->init == TOWER_INIT_NORMAL || sw->init == TOWER_INIT_TORCH) {
+        /* the paper's rule (section 5) on whatever rows the net has */
+        for (int l = 0, convs = 0; l < n; l++) {
+            tower_init_spec *in = &r.layer[l].init;
+            int conv = r.layer[l].kind == TOWER_CONV, ci = conv ? convs++ : -1;
+            if (sw->init == TOWER_INIT_TORCH)
+                *in = (tower_init_spec){.kind = TOWER_INIT_TORCH};
+            else if (in->kind != TOWER_INIT_NORMAL)
+                *in = (tower_init_spec){
+                    .kind = TOWER_INIT_NORMAL, .std = 0.01,
+                    .bias = (conv ? ci == 1 || ci == 3 || ci == 4 : l + 1 < n) ? 1.0 : 0.0};
+        }
+    } else if (sw->init != -1) {
+        base_errf(err, errlen, "init: %d is not paper (%d) or torch (%d)", sw->init,
+                  TOWER_INIT_NORMAL, TOWER_INIT_TORCH);
+        return -1;
+    }
     if (sw->optim) {
         if (sw->optim != TOWER_OPTIM_SGD && sw->optim != TOWER_OPTIM_ADAM) {
             base_errf(err, errlen, "optim: %d is not sgd (%d) or adam (%d)", sw->optim,
@@ -269,6 +286,7 @@ int tower_net_apply(tower_net *net, const tower_net_switches *sw, char *err, siz
     if (sw->act != -1) k->act = sw->act;
     if (sw->dropout >= 0) k->dropout = sw->dropout;
     if (sw->optim) k->optim = sw->optim;
+    if (sw->init != -1) k->init = sw->init;
     if (sw->momentum >= 0) k->momentum = sw->momentum;
     if (sw->weight_decay >= 0) k->weight_decay = sw->weight_decay;
     if (sw->beta1 >= 0) k->beta1 = sw->beta1;
@@ -321,6 +339,12 @@ int tower_net_switch_parse(tower_net_switches *sw, const char *key, const char *
         else goto bad;
         return 0;
     }
+    if (!strcmp(key, "init")) {
+        if (!strcmp(v, "paper")) sw->init = TOWER_INIT_NORMAL;
+        else if (!strcmp(v, "torch")) sw->init = TOWER_INIT_TORCH;
+        else goto bad;
+        return 0;
+    }
     if (!strcmp(key, "optim")) {
         if (!strcmp(v, "sgd")) sw->optim = TOWER_OPTIM_SGD;
         else if (!strcmp(v, "adam")) sw->optim = TOWER_OPTIM_ADAM;
@@ -336,7 +360,7 @@ int tower_net_switch_parse(tower_net_switches *sw, const char *key, const char *
     if (!strcmp(key, "beta2"))
         return parse_num(key, value, 0, 0.999999, &sw->beta2, err, errlen);
     if (!strcmp(key, "eps")) return parse_num(key, value, 1e-12, 1, &sw->eps, err, errlen);
-    base_errf(err, errlen, "unknown switch '%s' (lrn, pool, act, dropout, optim, momentum, "
+    base_errf(err, errlen, "unknown switch '%s' (lrn, pool, act, dropout, init, optim, momentum, "
               "weight-decay, beta1, beta2, eps)", key);
     return -1;
 bad:
@@ -344,6 +368,7 @@ bad:
               !strcmp(key, "lrn")    ? "on or off"
               : !strcmp(key, "pool") ? "K:S (window:stride, 1 <= S <= K <= 64; e.g. 3:2, 2:2)"
               : !strcmp(key, "act")  ? "relu or tanh"
+              : !strcmp(key, "init") ? "paper or torch"
                                      : "sgd or adam");
     return -1;
 }
@@ -351,7 +376,7 @@ bad:
 int tower_net_switched(const tower_net_switches *sw)
 {
     return sw->lrn != -1 || sw->pool_k || sw->pool_s || sw->act != -1 || sw->dropout >= 0 ||
-           sw->optim || sw->momentum >= 0 || sw->weight_decay >= 0 || sw->beta1 >= 0 ||
+           sw->optim || sw->init != -1 || sw->momentum >= 0 || sw->weight_decay >= 0 || sw->beta1 >= 0 ||
            sw->beta2 >= 0 || sw->eps >= 0;
 }
 
@@ -368,6 +393,7 @@ void tower_net_switches_describe(const tower_net_switches *sw, char *buf, size_t
     if (sw->pool_k) ADD("pool %d:%d", sw->pool_k, sw->pool_s);
     if (sw->act >= 0) ADD("act %s", sw->act == TOWER_ACT_TANH ? "tanh" : "relu");
     if (sw->dropout >= 0) ADD("dropout %g", sw->dropout);
+    if (sw->init >= 0) ADD("init %s", sw->init == TOWER_INIT_TORCH ? "torch" : "paper");
     if (sw->optim) ADD("optim %s", sw->optim == TOWER_OPTIM_ADAM ? "adam" : "sgd");
     if (sw->momentum >= 0) ADD("momentum %g", sw->momentum);
     if (sw->weight_decay >= 0) ADD("weight-decay %g", sw->weight_decay);

@@ -224,11 +224,14 @@ typedef struct {
                                but the last */
     double dropout;         /* < 0 keep; else every dropout row gets this p (0: off) */
     int optim;              /* 0 keep; TOWER_OPTIM_SGD or TOWER_OPTIM_ADAM */
+    int init;               /* -1 keep; TOWER_INIT_NORMAL: the paper's on every row (N(0,
+                               0.01), biases 1 in conv2, conv4, conv5 and the hidden fc
+                               layers, else 0), TOWER_INIT_TORCH: PyTorch's defaults */
     double momentum, weight_decay, beta1, beta2, eps; /* < 0 keep */
 } tower_net_switches;
 
 #define TOWER_SWITCHES_KEEP_INIT                                                         \
-    {.lrn = -1, .pool_k = 0, .pool_s = 0, .act = -1, .dropout = -1, .optim = 0,           \
+    {.lrn = -1, .pool_k = 0, .pool_s = 0, .act = -1, .dropout = -1, .optim = 0, .init = -1,\
      .momentum = -1, .weight_decay = -1, .beta1 = -1, .beta2 = -1, .eps = -1}
 #define TOWER_SWITCHES_KEEP ((tower_net_switches)TOWER_SWITCHES_KEEP_INIT)
 

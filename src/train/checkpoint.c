@@ -142,6 +142,7 @@ static const ckpt_field FIELDS[] = {
     ROW3("net", "net.pool_s", F_INT, cfg.net.switches.pool_s, 0, 64),
     ROW3("net", "net.act", F_INT, cfg.net.switches.act, -1, TOWER_ACT_TANH),
     ROW3("net", "net.optim", F_INT, cfg.net.switches.optim, 0, TOWER_OPTIM_ADAM),
+    ROW3("net", "net.init", F_INT, cfg.net.switches.init, -1, TOWER_INIT_TORCH),
     ROW3("net", "net.updates", F_I64, model_updates, 0, INT64_MAX), /* Adam's t */
     ROW3("net.f", "net.dropout", F_F64, cfg.net.switches.dropout, ANY),
     ROW3("net.f", "net.momentum", F_F64, cfg.net.switches.momentum, ANY),

@@ -45,7 +45,7 @@
  *     data   i64[2] train_limit eval_every
  *     version 3 only (any net but the default of its tower count, `alexnet2012` or `half`
  *     with the paper's SGD, which keep writing version 2 byte for byte):
- *     net    i64[7] preset id (TOWER_NET_*) and its switches lrn pool_k pool_s act optim,
+ *     net    i64[8] preset id (TOWER_NET_*) and its switches lrn pool_k pool_s act optim init,
  *            then the optimizer updates done (Adam's bias correction)
  *     net.f  f64[6] switches dropout momentum weight_decay beta1 beta2 eps (the net is
  *            rebuilt as tower_net_preset_id + tower_net_apply: the presets' rows are part

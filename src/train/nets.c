@@ -8,7 +8,7 @@
 void train_net_args_default(train_net_args *a)
 {
     *a = (train_net_args){.net = NULL, .lrn = -1, .pool = NULL, .act = -1, .dropout = -1,
-                          .optim = 0, .momentum = -1, .weight_decay = -1, .beta1 = -1,
+                          .init = -1, .optim = 0, .momentum = -1, .weight_decay = -1, .beta1 = -1,
                           .beta2 = -1, .eps = -1};
 }
 
@@ -36,6 +36,11 @@ const base_flag train_net_flags[] = {
     {BASE_FLAG_F64("dropout", train_net_args, dropout, 0, 0.99, "P",
                    "every dropout layer's probability (0: none)"),
      .given = SW, .deflt = "the net's"},
+    {BASE_FLAG_CHOICE("init", train_net_args, init, "paper|torch",
+                      "paper: N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7\n"
+                      "(section 5); torch: PyTorch's defaults (U(+-1/sqrt(fan_in)))"),
+     .values = (const int[]){TOWER_INIT_NORMAL, TOWER_INIT_TORCH}, .given = SW,
+     .deflt = "the net's"},
     {BASE_FLAG_CHOICE("optim", train_net_args, optim, "sgd|adam", "the optimizer"),
      .values = (const int[]){TOWER_OPTIM_SGD, TOWER_OPTIM_ADAM}, .given = SW,
      .deflt = "the net's"},
@@ -66,6 +71,7 @@ int train_net_args_switches(const train_net_args *a, tower_net_switches *sw, cha
     sw->act = a->act;
     sw->dropout = a->dropout;
     sw->optim = a->optim;
+    sw->init = a->init;
     sw->momentum = a->momentum;
     sw->weight_decay = a->weight_decay;
     sw->beta1 = a->beta1;
@@ -89,6 +95,7 @@ int train_net_switches_agree(const tower_net_switches *given, const tower_net_sw
     const char *flag = NULL;
     static const char *const lrn_names[3] = {"the net's", "off", "on"};
     static const char *const act_names[4] = {"the net's", "none", "relu", "tanh"};
+    static const char *const init_names[3] = {"the net's", "paper", "torch"};
 #define CMP_I(F, NAME, NAMES)                                                              \
     if (!flag && given->F != -1 && given->F != stored->F) {                                \
         flag = NAME;                                                                       \
@@ -103,6 +110,7 @@ int train_net_switches_agree(const tower_net_switches *given, const tower_net_sw
     }
     CMP_I(lrn, "--lrn", lrn_names)
     CMP_I(act, "--act", act_names)
+    CMP_I(init, "--init", init_names)
     CMP_F(dropout, "--dropout")
     CMP_F(momentum, "--momentum")
     CMP_F(weight_decay, "--weight-decay")

@@ -30,6 +30,7 @@ typedef struct {
     int lrn;              /* --lrn on|off: 1, 0; -1 keep */
     const char *pool;     /* --pool K:S (its form already checked), or NULL */
     int act;              /* --act relu|tanh: TOWER_ACT_*; -1 keep */
+    int init;             /* --init paper|torch: TOWER_INIT_NORMAL / _TORCH; -1 keep */
     double dropout;       /* --dropout P; < 0 keep */
     int optim;            /* --optim sgd|adam: TOWER_OPTIM_*; 0 keep */
     double momentum, weight_decay, beta1, beta2, eps; /* < 0 keep */

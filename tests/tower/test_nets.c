@@ -335,3 +335,39 @@ Test(nets, torch_init)
     }
     free(w);
 }
+
+Test(nets, init_switch)
+{
+    /* --init torch: PyTorch's defaults on every row; --init paper on a torch-init preset:
+     * N(0, 0.01) with the paper's biases (1 in conv2, conv4, conv5 and the hidden fc
+     * layers, 0 in conv1, conv3 and the last); on a paper-init preset it changes nothing */
+    char err[256] = "", d[256];
+    tower_net_switches sw = TOWER_SWITCHES_KEEP;
+    cr_assert_eq(tower_net_switch_parse(&sw, "init", "torch", err, sizeof err), 0, "%s", err);
+    tower_net n = preset("alexnet2012");
+    cr_assert_eq(tower_net_apply(&n, &sw, err, sizeof err), 0, "%s", err);
+    for (int l = 0; l < n.n_layers; l++)
+        cr_assert_eq(n.layer[l].init.kind, TOWER_INIT_TORCH, "%s", n.layer[l].name);
+    tower_net_switches_describe(&n.switches, d, sizeof d);
+    cr_assert_str_eq(d, "init torch");
+    cr_assert(tower_net_switched(&n.switches));
+
+    sw = TOWER_SWITCHES_KEEP;
+    cr_assert_eq(tower_net_switch_parse(&sw, "init", "paper", err, sizeof err), 0, "%s", err);
+    n = preset("torchvision");
+    cr_assert_eq(tower_net_apply(&n, &sw, err, sizeof err), 0, "%s", err);
+    static const double bias[8] = {0, 1, 0, 1, 1, 1, 1, 0};
+    for (int l = 0; l < 8; l++) {
+        const tower_init_spec *in = &n.layer[l].init;
+        cr_assert(in->kind == TOWER_INIT_NORMAL && in->std == 0.01 && in->bias == bias[l],
+                  "%s: kind %d std %g bias %g", n.layer[l].name, in->kind, in->std, in->bias);
+    }
+    tower_net a = preset("alexnet2012"), b = a;
+    cr_assert_eq(tower_net_apply(&b, &sw, err, sizeof err), 0, "%s", err);
+    for (int l = 0; l < 8; l++)
+        cr_assert(!memcmp(&a.layer[l].init, &b.layer[l].init, sizeof a.layer[l].init));
+
+    sw = TOWER_SWITCHES_KEEP;
+    cr_assert_neq(tower_net_switch_parse(&sw, "init", "xavier", err, sizeof err), 0);
+    cr_assert(strstr(err, "paper or torch"), "%s", err);
+}

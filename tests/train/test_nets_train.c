@@ -194,6 +194,7 @@ Test(nets_train, switched_net_resume_is_bit_identical, .timeout = 60)
 {
     resume_exact("alexnet2012", "pool", "2:2", 3);      /* the paper's net, switched */
     resume_exact("alexnet2012", "optim", "adam", 3);    /* two towers with Adam */
+    resume_exact("alexnet2012", "init", "torch", 3);    /* PyTorch's init: the net differs */
     resume_exact("alexnet2012", NULL, NULL, 2);         /* the default: version 2 still */
     resume_exact("half", NULL, NULL, 2);
 }
