@@ -1276,6 +1276,62 @@ int train_ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err, s
     return rc == 0 ? 0 : -1;
 }
 
+int train_ckpt_read_params(const char *arg, char *file, size_t filelen, train_ckpt_meta *meta,
+                           tower_plan *plan, real *params[2], char *err, size_t errlen)
+{
+    struct stat sb;
+    params[0] = params[1] = NULL;
+    /* train_ckpt_resolve words its errors for --resume; the common one gets ours */
+    if (stat(arg, &sb) != 0) {
+        base_errf(err, errlen, "checkpoint %s: %s", arg, strerror(errno));
+        return -1;
+    }
+    if (train_ckpt_resolve(arg, file, filelen, err, errlen)) return -1;
+    /* first pass: the config (and a full validation) without buffers */
+    if (train_ckpt_load_buffers(file, meta, NULL, 0, NULL, NULL, err, errlen)) return -1;
+    if (tower_plan_make(plan, &meta->cfg, err, errlen)) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err);
+        base_errf(err, errlen, "%s: unusable config: %s", file, why);
+        return -1;
+    }
+    for (int t = 0; t < plan->cfg.towers; t++)
+        if (!(params[t] = malloc(sizeof(real) * plan->n_params))) {
+            base_errf(err, errlen, "%s: out of memory for %zu parameters", file, plan->n_params);
+            free(params[0]);
+            params[0] = NULL;
+            return -1;
+        }
+    if (train_ckpt_load_buffers(file, meta, &meta->cfg, plan->n_params, params, NULL, err,
+                                errlen)) {
+        free(params[0]);
+        free(params[1]);
+        params[0] = params[1] = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int train_ckpt_open_model(const char *arg, int batch, const model_placement *place, model *m,
+                          train_ckpt_meta *meta, char *file, size_t filelen, char *err,
+                          size_t errlen)
+{
+    tower_plan plan;
+    real *params[2];
+    if (train_ckpt_read_params(arg, file, filelen, meta, &plan, params, err, errlen)) return -1;
+    tower_config cfg = meta->cfg;
+    if (batch > 0) cfg.batch = batch;
+    int rc = model_init(m, &cfg, place, meta->model_seed, err, errlen);
+    if (rc == 0) {
+        for (int t = 0; t < m->towers; t++) model_set_tensor(m, t, 0, params[t]);
+        m->step = meta->model_step;
+        m->updates = meta->model_updates;
+    }
+    free(params[0]);
+    free(params[1]);
+    return rc;
+}
+
 /* ---- twotower ckpt-check ------------------------------------------------------------ */
 
 static int check_one(const char *arg)

@@ -203,6 +203,21 @@ int train_ckpt_latest(const char *dir, char *path, size_t pathlen, char *prev, s
  * path otherwise. */
 int train_ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err, size_t errlen);
 
+/* The parameters of the checkpoint ARG names (a .ttc file, a checkpoint folder or a run
+ * folder: train_ckpt_resolve), the whole file validated first: file gets the file's path,
+ * meta its state, plan the plan of its config, params[t] (t < towers) a malloc'd host arena
+ * of plan->n_params reals each (the caller frees both; params[1] NULL for one tower).
+ * 0, or -1 with err naming the file (nothing allocated). */
+int train_ckpt_read_params(const char *arg, char *file, size_t filelen, train_ckpt_meta *meta,
+                           tower_plan *plan, real *params[2], char *err, size_t errlen);
+
+/* A model on `place` with the parameters of the checkpoint ARG names (as above) and its
+ * net and sizes, at batch `batch` (0: the checkpoint's): for evaluation only (no momentum).
+ * 0, or -1 with err (nothing to free). */
+int train_ckpt_open_model(const char *arg, int batch, const model_placement *place, model *m,
+                          train_ckpt_meta *meta, char *file, size_t filelen, char *err,
+                          size_t errlen);
+
 /* `twotower ckpt-check PATH...`: validates each file (or the newest in each folder),
  * prints its step, epoch, config and tensors. Exit status 0 when all are good, 1 if any
  * is bad, 2 on usage errors. argv[0] is "ckpt-check". */

@@ -141,47 +141,27 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
     char file[4096];
     train_ckpt_meta meta;
     tower_plan plan;
-    struct stat sb;
-    /* train_ckpt_resolve words its errors for --resume; the common one gets ours */
-    if (stat(ckpt, &sb) != 0) {
-        snprintf(err, errlen, "checkpoint %s: %s", ckpt, strerror(errno));
-        return -1;
-    }
-    if (train_ckpt_resolve(ckpt, file, sizeof file, err, errlen))
-        return -1;
-    /* first pass: the config (and a full validation) without a model */
-    if (train_ckpt_load_buffers(file, &meta, NULL, 0, NULL, NULL, err, errlen))
-        return -1;
-    if (tower_plan_make(&plan, &meta.cfg, err, errlen)) {
-        /* err says what; name the file too */
-        char why[256];
-        snprintf(why, sizeof why, "%s", err);
-        snprintf(err, errlen, "%s: unusable config: %s", file, why);
-        return -1;
-    }
     real *host[2];
-    if (alloc_arenas(host, &plan, path, err, errlen))
+    if (train_ckpt_read_params(ckpt, file, sizeof file, &meta, &plan, host, err, errlen))
         return -1;
-    int rc = train_ckpt_load_buffers(file, &meta, &meta.cfg, plan.n_params, host, NULL, err,
-                                     errlen);
-    if (rc == 0)
-        rc = train_export_arenas(&plan, (const real *const *)host, meta.model_seed,
+    int rc = train_export_arenas(&plan, (const real *const *)host, meta.model_seed,
                                  meta.model_step, path, err, errlen);
     free(host[0]);
     free(host[1]);
     return rc;
 }
 
-int train_export_check_out(const char *ckpt, const char *out, char *err, size_t errlen)
+int train_check_out(const char *ckpt, const char *data, const char *out, const char *what,
+                    char *err, size_t errlen)
 {
     char dir[4096];
-    const char *protect[1] = {dir};
+    const char *protect[2];
     int n_protect = 0;
     struct stat st;
     if (ckpt && stat(ckpt, &st) == 0) {
         /* a folder given as the input is the run's (or its checkpoint folder): the output
          * goes elsewhere; a checkpoint file's own folder when it is a run's ckpt/, which
-         * holds checkpoints only (an export there could replace an older one) */
+         * holds checkpoints only (an output there could replace an older one) */
         snprintf(dir, sizeof dir, "%s", ckpt);
         if (!S_ISDIR(st.st_mode)) {
             char *slash = strrchr(dir, '/');
@@ -191,10 +171,16 @@ int train_export_check_out(const char *ckpt, const char *out, char *err, size_t 
                 snprintf(dir, sizeof dir, ".");
         }
         const char *last = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
-        n_protect = S_ISDIR(st.st_mode) || !strcmp(last, TRAIN_CKPT_SUBDIR);
+        if (S_ISDIR(st.st_mode) || !strcmp(last, TRAIN_CKPT_SUBDIR)) protect[n_protect++] = dir;
     }
+    if (data) protect[n_protect++] = data;
     const char *inputs[1] = {ckpt};
-    return base_check_output(out, "OUT", inputs, ckpt ? 1 : 0, protect, n_protect, err, errlen);
+    return base_check_output(out, what, inputs, ckpt ? 1 : 0, protect, n_protect, err, errlen);
+}
+
+int train_export_check_out(const char *ckpt, const char *out, char *err, size_t errlen)
+{
+    return train_check_out(ckpt, NULL, out, "OUT", err, errlen);
 }
 
 typedef struct {

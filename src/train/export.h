@@ -74,6 +74,12 @@ int train_export_checkpoint(const char *ckpt, const char *path, char *err, size_
  * checkpoint folder) or, for a checkpoint file, its folder when that is a run's ckpt/.
  * 0, or -1 with err naming OUT. */
 int train_export_check_out(const char *ckpt, const char *out, char *err, size_t errlen);
+/* The same rule for any command that reads a checkpoint (and data): OUT (named `what` in
+ * messages, e.g. "-o") is refused when it is ckpt itself, lies in the folder ckpt names or a
+ * run's ckpt/ holding it, or inside the data folder `data` (NULL: none), or is not a regular
+ * file. 0, or -1 with err. */
+int train_check_out(const char *ckpt, const char *data, const char *out, const char *what,
+                    char *err, size_t errlen);
 
 /* `twotower export [CKPT] OUT.safetensors [--net NAME] [switches] [--seed S] [--towers T]
  * [--classes V] [--size S] [--width-div D]`: the checkpoint's weights, or without CKPT the net freshly

@@ -1,7 +1,8 @@
-/* figures: the pictures of the paper's Figures 3 and 4 as pixels and PNG files: conv1's
- * kernels as a mosaic (one band per tower), and rows of images (a query and its nearest
- * neighbours). Pure rendering; the subcommands that gather the data are filters.c and
- * features.c. Part of src/train (included by train.h). */
+/* figures: the paper's Figures 3 and 4. The pictures as pixels and PNG files (figures.c):
+ * conv1's kernels as a mosaic (one band per tower), and rows of images (a query and its
+ * nearest neighbours); and the subcommands that gather their data from a checkpoint:
+ * `twotower filters` (filters.c), `twotower features` and `twotower neighbours`
+ * (features.c). Part of src/train (included by train.h). */
 #ifndef TRAIN_FIGURES_H
 #define TRAIN_FIGURES_H
 
@@ -38,6 +39,29 @@ int train_filters_mosaic(train_picture *out, const float *const *w, int towers, 
  * after the first column (the queries of Figure 4). */
 int train_tile_grid(train_picture *out, const uint8_t *tiles, int rows, int cols, int side,
                     char *err, size_t errlen);
+
+/* The running k nearest of one query (Figure 4's six): dist[0..*filled) ascending with
+ * idx their images. Offers (d, i): kept when fewer than k are held or d is below the
+ * farthest held; an equal distance keeps the image offered first (the lower index, as the
+ * images stream in order). */
+void train_nearest_offer(double *dist, int64_t *idx, int *filled, int k, double d, int64_t i);
+
+/* `twotower filters CKPT -o PNG [--cols N] [--zoom N]`: Figure 3 from a checkpoint (a .ttc
+ * file, a checkpoint folder or a run folder). argv[0] is "filters". Returns the exit code
+ * (0 ok, 1 failed, 2 usage). */
+int train_filters_main(int argc, char **argv);
+
+/* `twotower features CKPT -o OUT.safetensors [--data DIR] [--split train|test]
+ * [--layer fc7] [--offset N] [--limit N] [--batch N] [placement]`: a layer's activations
+ * (model_get_activations) of a split's images in the evaluation's center crop, streamed
+ * into OUT with their labels and indices. argv[0] is "features". */
+int train_features_main(int argc, char **argv);
+
+/* `twotower neighbours CKPT -o PNG [--json F] [--data DIR] [--queries N] [--seed S]
+ * [--query-split test|train] [--layer fc7] [--neighbours 6] [--limit N] [placement]`:
+ * Figure 4, the training images nearest each query by Euclidean distance of the layer's
+ * activations, found streaming the training set. argv[0] is "neighbours". */
+int train_neighbours_main(int argc, char **argv);
 
 #ifdef __cplusplus
 }

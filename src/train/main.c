@@ -238,6 +238,12 @@ static const struct {
     {"ckpt-check", "PATH...", "validate checkpoint files", train_ckpt_check_main},
     {"bench", "[flags]", "time training steps, per layer (tools/bench/bench.py)",
      train_bench_main},
+    {"filters", "CKPT -o PNG", "conv1's kernels as a picture (the paper's figure 3)",
+     train_filters_main},
+    {"features", "CKPT -o F", "a layer's activations of a split, as safetensors",
+     train_features_main},
+    {"neighbours", "CKPT -o PNG", "test images and their nearest training images by fc7 "
+     "(figure 4)", train_neighbours_main},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -250,9 +256,9 @@ static void usage(FILE *f)
     for (int i = 0; i < N_COMMANDS; i++) {
         char left[64];
         snprintf(left, sizeof left, "%s %s", commands[i].name, commands[i].args);
-        fprintf(f, "  %-22s%s\n", left, commands[i].what);
+        fprintf(f, "  %-24s%s\n", left, commands[i].what);
     }
-    fprintf(f, "  %-22s%s\n", "help [COMMAND]", "this text, or the command's flags");
+    fprintf(f, "  %-24s%s\n", "help [COMMAND]", "this text, or the command's flags");
 }
 
 int main(int argc, char **argv)

@@ -356,6 +356,38 @@ void model_get_probs(const model *m, float *probs)
     free(host);
 }
 
+size_t model_layer_units(const model *m, int l)
+{
+    const tower_layer_shape *L = &m->plan.layer[l];
+    return (size_t)m->towers * L->out_ch * L->out_h * L->out_h;
+}
+
+int model_get_activations(const model *m, int l, float *acts, char *err, size_t errlen)
+{
+    if (l < 0 || l >= m->plan.n_layers) {
+        base_errf(err, errlen, "layer %d: the net has layers 0..%d", l, m->plan.n_layers - 1);
+        return -1;
+    }
+    const tower_layer_shape *L = &m->plan.layer[l];
+    size_t B = (size_t)m->plan.cfg.batch, per = (size_t)L->out_ch * L->out_h * L->out_h;
+    size_t all = (size_t)m->towers * per;
+    real *host = malloc(sizeof(real) * B * per);
+    if (!host) {
+        base_errf(err, errlen, "out of host memory for %zu activations of layer %s", B * per,
+                  tower_plan_row(&m->plan, l)->name);
+        return -1;
+    }
+    /* each tower's (B, C, H, W) block goes to its part of every sample's row */
+    for (int t = 0; t < m->towers; t++) {
+        get(m, t, host, m->tw[t].acts[l].act, sizeof(real) * B * per);
+        for (size_t b = 0; b < B; b++)
+            for (size_t i = 0; i < per; i++)
+                acts[b * all + (size_t)t * per + i] = (float)host[b * per + i];
+    }
+    free(host);
+    return 0;
+}
+
 static real *arena_of(const model *m, int t, int which)
 {
     const tower *tw = &m->tw[t];

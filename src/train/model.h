@@ -100,6 +100,16 @@ double model_train_step(model *m, real lr);
 
 /* Copies the softmax outputs to the host: probs (B, classes), class-major per sample. */
 void model_get_probs(const model *m, float *probs);
+/* Units of layer l's output that model_get_activations reads, for all towers together:
+ * towers * out_ch * out_h * out_h (the layer's conv or fc output, before LRN and pooling). */
+size_t model_layer_units(const model *m, int l);
+/* Copies layer l's output after its activation (ReLU, tanh, or none: fc8's logits) from the
+ * last model_forward to the host: acts (B, model_layer_units), each sample's units tower 0's
+ * first, then tower 1's, each tower's in its (C, H, W) order: the towers' halves concatenated,
+ * as the next layer that reads all towers sees them. It is the stage before LRN, pooling and
+ * dropout (so an evaluation forward's fc6/fc7 are not yet scaled by dropout's 1 - p). Works
+ * on CPU and CUDA towers. 0, or -1 with err (out of memory, a layer out of range). */
+int model_get_activations(const model *m, int l, float *acts, char *err, size_t errlen);
 /* Host copies of a tower's arenas (n_params reals each) for checkpoints and export;
  * which: 0 params, 1 grads, 2 momentum (Adam: first moment), 3 Adam's second moment
  * (Adam nets only). */

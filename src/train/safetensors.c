@@ -40,9 +40,11 @@ static int64_t st_numel(int ndim, const int64_t *shape)
     return n;
 }
 
-/* The header object; NULL with err on a bad tensor list or metadata. */
+/* The header object; NULL with err on a bad tensor list or metadata. need_data: a
+ * non-empty tensor must have its data (st_write; a stream's comes later). */
 static json_t *make_header(const char *path, const st_tensor *t, int n,
-                           const char *const *metadata, char *err, size_t errlen)
+                           const char *const *metadata, int need_data, char *err,
+                           size_t errlen)
 {
     json_t *h = json_object();
     if (!h) {
@@ -67,7 +69,7 @@ static json_t *make_header(const char *path, const st_tensor *t, int n,
         size_t es = st_dtype_size(t[i].dtype);
         int64_t numel = (t[i].ndim >= 0 && t[i].ndim <= ST_MAX_DIMS)
                             ? st_numel(t[i].ndim, t[i].shape) : -1;
-        if (!t[i].name || !es || numel < 0 || (numel > 0 && !t[i].data)
+        if (!t[i].name || !es || numel < 0 || (need_data && numel > 0 && !t[i].data)
             || !strcmp(t[i].name, "__metadata__")
             || (uint64_t)numel > (UINT64_MAX - offset) / es) {
             base_errf(err, errlen, "%s: tensor %d ('%s') has a bad name, dtype, shape or data",
@@ -98,16 +100,21 @@ static json_t *make_header(const char *path, const st_tensor *t, int n,
     return h;
 }
 
-int st_write(const char *path, const st_tensor *t, int n, const char *const *metadata,
-             char *err, size_t errlen)
+/* st_stream_open, need_data as make_header's */
+static int stream_open(st_stream *s, const char *path, const st_tensor *t, int n,
+                       const char *const *metadata, int need_data, char *err, size_t errlen)
 {
+    memset(s, 0, sizeof *s);
     if (n < 0 || (n > 0 && !t)) {
         base_errf(err, errlen, "%s: bad tensor list (n=%d)", path, n);
         return -1;
     }
-    json_t *h = make_header(path, t, n, metadata, err, errlen);
+    uint64_t total = 0;
+    json_t *h = make_header(path, t, n, metadata, need_data, err, errlen);
     if (!h)
         return -1;
+    for (int i = 0; i < n; i++) /* make_header checked the sizes: no overflow here */
+        total += (uint64_t)st_numel(t[i].ndim, t[i].shape) * st_dtype_size(t[i].dtype);
     char *text = json_dumps(h, JSON_COMPACT);
     json_decref(h);
     if (!text) {
@@ -117,17 +124,65 @@ int st_write(const char *path, const st_tensor *t, int n, const char *const *met
     size_t hl = strlen(text), pad = (8 - hl % 8) % 8;
     uint8_t len8[8];
     base_put_le64(len8, (uint64_t)(hl + pad));
-    base_out out;
-    if (base_out_open(&out, path, "safetensors file", err, errlen) != 0) {
+    if (base_out_open(&s->out, path, "safetensors file", err, errlen) != 0) {
         free(text);
         return -1;
     }
-    base_out_write(&out, len8, 8);
-    base_out_write(&out, text, hl);
-    base_out_write(&out, "       ", pad);
+    base_out_write(&s->out, len8, 8);
+    base_out_write(&s->out, text, hl);
+    base_out_write(&s->out, "       ", pad);
     free(text);
+    s->left = total;
+    s->open = 1;
+    return 0;
+}
+
+int st_stream_open(st_stream *s, const char *path, const st_tensor *t, int n,
+                   const char *const *metadata, char *err, size_t errlen)
+{
+    return stream_open(s, path, t, n, metadata, 0, err, errlen);
+}
+
+int st_stream_write(st_stream *s, const void *p, size_t n)
+{
+    if (!s->open || n > s->left) {
+        s->overrun = 1;
+        return -1;
+    }
+    s->left -= n;
+    return base_out_write(&s->out, p, n);
+}
+
+int st_stream_commit(st_stream *s, char *err, size_t errlen)
+{
+    if (!s->open) {
+        base_errf(err, errlen, "safetensors stream: not open");
+        return -1;
+    }
+    s->open = 0;
+    if (s->overrun || s->left) {
+        base_errf(err, errlen, "%s: %s the bytes its header promises (%llu left): not written",
+                  s->out.path, s->overrun ? "more than" : "fewer than",
+                  (unsigned long long)s->left);
+        base_out_abort(&s->out);
+        return -1;
+    }
+    return base_out_commit(&s->out, err, errlen);
+}
+
+void st_stream_abort(st_stream *s)
+{
+    if (s->open) base_out_abort(&s->out);
+    s->open = 0;
+}
+
+int st_write(const char *path, const st_tensor *t, int n, const char *const *metadata,
+             char *err, size_t errlen)
+{
+    st_stream s;
+    if (stream_open(&s, path, t, n, metadata, 1, err, errlen)) return -1;
     for (int i = 0; i < n; i++)
-        base_out_write(&out, t[i].data,
-                       (size_t)st_numel(t[i].ndim, t[i].shape) * st_dtype_size(t[i].dtype));
-    return base_out_commit(&out, err, errlen);
+        st_stream_write(&s, t[i].data,
+                        (size_t)st_numel(t[i].ndim, t[i].shape) * st_dtype_size(t[i].dtype));
+    return st_stream_commit(&s, err, errlen);
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "data/data.h"
 #include "train/model.h"
 #include "train/bench.h"
 #include "train/checkpoint.h"
@@ -97,6 +98,37 @@ void train_options_default(train_options *o);
  * gray images (Fashion-MNIST's) is the image itself. Returns x itself when F = 1 and
  * in_ch = 3, else scratch ((B, 3, S, S) floats), which it fills. */
 const float *train_input_reduce(const float *x, int B, int S, int F, int in_ch, float *scratch);
+
+/* --data DIR as train opens it: a folder with train-images-idx3-ubyte.gz is Fashion-MNIST
+ * (train 1: its training set, 0: t10k, the test set), any other folder shards of `twotower
+ * prep` (train 1: "train", 0: "val"). NULL with err naming --data and the folder. */
+data_source *train_open_split(const char *dir, int train, char *err, size_t errlen);
+
+/* The evaluation's batches, the path the trainer's validation takes: images
+ * [start, start + k) of a source in one view (DATA_VIEW_CENTER: the center crop) of
+ * F*S pixels (F = --downsample, S the net's input), mean subtracted, no lighting, put into
+ * the model's input (GPU towers with F = 1: uint8 crops, mean subtracted on the device;
+ * otherwise float batches through train_input_reduce). A batch of k < B images is padded
+ * with copies of its first. Buffers are made once, by init, for the model's batch. */
+typedef struct {
+    int gpu;                 /* 1: the uint8 device path */
+    int downsample;          /* F */
+    float *x;                /* (B, 3, F*S, F*S) float batch (float path) */
+    float *scratch;          /* (B, 3, S, S) the reduced batch (one-channel or F > 1) */
+    uint8_t *crops;          /* (B, S, S, 3) GPU path */
+    data_aug_params *params; /* (B) GPU path */
+    int32_t *labels;         /* (B) the images' labels as the data has them */
+    int32_t *model_labels;   /* (B) what the model's loss gets: a label outside the net's
+                                classes (another dataset's) as 0 */
+} train_eval_batches;
+
+int train_eval_batches_init(train_eval_batches *e, const model *m, int F, char *err,
+                            size_t errlen);
+void train_eval_batches_free(train_eval_batches *e);
+/* Loads the batch into m (then model_forward(m, 0)). 0, or -1 with err (a bad range, an
+ * unreadable image, a CUDA failure). */
+int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, int64_t start,
+                            int k, int view, char *err, size_t errlen);
 /* Runs training as the options say; returns a process exit code (0 ok, 1 run failed,
  * 2 bad arguments or data). */
 int train_run(const train_options *o);

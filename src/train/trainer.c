@@ -60,7 +60,7 @@ static int is_idx_dir(const char *dir)
 
 static int is_dir(const char *p);
 
-static data_source *open_split(const char *dir, int train, char *err, size_t errlen)
+data_source *train_open_split(const char *dir, int train, char *err, size_t errlen)
 {
     if (!is_dir(dir)) {
         snprintf(err, errlen, "--data %s: no such folder (give the Fashion-MNIST IDX folder "
@@ -116,32 +116,94 @@ static void set_float_batch(model *m, const float *x, const int32_t *labels, int
                     labels);
 }
 
+int train_eval_batches_init(train_eval_batches *e, const model *m, int F, char *err,
+                            size_t errlen)
+{
+    memset(e, 0, sizeof *e);
+    int B = m->plan.cfg.batch, S = m->plan.cfg.in_size * F;
+    size_t xs = (size_t)3 * S * S;
+    e->downsample = F;
+    /* the uint8 path gives RGB to the device; a one-channel or downsampled net takes
+     * float batches */
+    e->gpu = m->tw[0].device >= 0 && m->plan.cfg.in_ch == 3 && F == 1;
+    int scratched = m->plan.cfg.in_ch != 3 || F > 1;
+    e->scratch = scratched ? malloc(sizeof(float) * xs * B / ((size_t)F * F)) : NULL;
+    e->x = e->gpu ? NULL : malloc(sizeof(float) * xs * B);
+    e->labels = malloc(sizeof(int32_t) * B);
+    e->model_labels = malloc(sizeof(int32_t) * B);
+    e->crops = e->gpu ? malloc(xs * B) : NULL;
+    e->params = e->gpu ? malloc(sizeof(data_aug_params) * B) : NULL;
+    if (!e->labels || !e->model_labels || (e->gpu ? !e->crops || !e->params : !e->x) ||
+        (scratched && !e->scratch)) {
+        train_eval_batches_free(e);
+        snprintf(err, errlen, "out of host memory for evaluation batches");
+        return -1;
+    }
+    return 0;
+}
+
+void train_eval_batches_free(train_eval_batches *e)
+{
+    free(e->x);
+    free(e->scratch);
+    free(e->crops);
+    free(e->params);
+    free(e->labels);
+    free(e->model_labels);
+    memset(e, 0, sizeof *e);
+}
+
+int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, int64_t start,
+                            int k, int view, char *err, size_t errlen)
+{
+    int F = e->downsample;
+    int B = m->plan.cfg.batch, S = m->plan.cfg.in_size * F, V = m->plan.cfg.classes;
+    size_t xs = (size_t)3 * S * S;
+    if (k < 1 || k > B) {
+        snprintf(err, errlen, "an evaluation batch of %d images for a net of batch %d", k, B);
+        return -1;
+    }
+    if (e->gpu ? data_eval_batch_u8(src, start, k, S, view, e->crops, e->params, e->labels, err,
+                                    errlen)
+               : data_eval_batch(src, start, k, S, view, e->x, e->labels, err, errlen))
+        return -1;
+    for (int b = k; b < B; b++) {
+        if (e->gpu) {
+            memcpy(e->crops + xs * b, e->crops, xs);
+            e->params[b] = e->params[0];
+        } else {
+            memcpy(e->x + xs * b, e->x, sizeof(float) * xs);
+        }
+        e->labels[b] = e->labels[0];
+    }
+    /* the loss the forward computes reads probs[label]: a label the net has no output for
+     * (another dataset's) goes in as 0; e->labels keeps the data's */
+    for (int b = 0; b < B; b++)
+        e->model_labels[b] = e->labels[b] >= 0 && e->labels[b] < V ? e->labels[b] : 0;
+    if (!e->gpu) {
+        set_float_batch(m, e->x, e->model_labels, F, e->scratch);
+        return 0;
+    }
+    return model_set_batch_u8(m, e->crops, e->params, e->model_labels, data_mean_image(src), err,
+                              errlen);
+}
+
 /* Evaluates n images of src: top-1/top-5 errors and mean loss for the center crop, and
  * for the average of the ten views' softmax outputs when views == 10. The model's batch
  * is fixed, so a short last batch is padded with copies of its first image, which are
- * not counted. On GPU towers the uint8 crops go to the device and the mean subtraction
- * runs there (model_set_batch_u8, as for training batches); on the CPU, float batches. */
+ * not counted (train_eval_batches_load). */
 static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
                     train_eval_row *r, char *err, size_t errlen)
 {
-    int B = m->plan.cfg.batch, S = m->plan.cfg.in_size * F, V = m->plan.cfg.classes;
-    size_t xs = (size_t)3 * S * S;
-    /* the uint8 path gives RGB to the device; a one-channel or downsampled net takes
-     * float batches */
-    int gpu = m->tw[0].device >= 0 && m->plan.cfg.in_ch == 3 && F == 1;
-    int scratched = m->plan.cfg.in_ch != 3 || F > 1;
-    float *gray = scratched ? malloc(sizeof(float) * xs * B / ((size_t)F * F)) : NULL;
-    float *x = gpu ? NULL : malloc(sizeof(float) * xs * B),
-          *probs = malloc(sizeof(float) * (size_t)B * V),
+    int B = m->plan.cfg.batch, V = m->plan.cfg.classes;
+    train_eval_batches eb;
+    if (train_eval_batches_init(&eb, m, F, err, errlen)) return -1;
+    float *probs = malloc(sizeof(float) * (size_t)B * V),
           *acc = malloc(sizeof(float) * (size_t)B * V);
-    int32_t *labels = malloc(sizeof(int32_t) * B);
-    uint8_t *crops = gpu ? malloc(xs * B) : NULL;
-    data_aug_params *params = gpu ? malloc(sizeof *params * B) : NULL;
     int rc = 0;
     int c1 = 0, c5 = 0, t1 = 0, t5 = 0;
     double loss = 0;
-    if (!probs || !acc || !labels || (gpu ? !crops || !params : !x) ||
-        (scratched && !gray)) {
+    if (!probs || !acc) {
         snprintf(err, errlen, "out of host memory for evaluation");
         rc = -1;
         goto done;
@@ -151,44 +213,26 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
         memset(acc, 0, sizeof(float) * (size_t)B * V);
         for (int v = 0; v < (views == 10 ? DATA_VIEWS : 1); v++) {
             int view = views == 10 ? v : DATA_VIEW_CENTER;
-            if (gpu ? data_eval_batch_u8(src, start, k, S, view, crops, params, labels, err,
-                                         errlen)
-                    : data_eval_batch(src, start, k, S, view, x, labels, err, errlen)) {
-                rc = -1;
-                goto done;
-            }
-            for (int b = k; b < B; b++) {
-                if (gpu) {
-                    memcpy(crops + xs * b, crops, xs);
-                    params[b] = params[0];
-                } else {
-                    memcpy(x + xs * b, x, sizeof(float) * xs);
-                }
-                labels[b] = labels[0];
-            }
-            if (!gpu)
-                set_float_batch(m, x, labels, F, gray);
-            else if (model_set_batch_u8(m, crops, params, labels, data_mean_image(src), err,
-                                        errlen)) {
+            if (train_eval_batches_load(&eb, m, src, start, k, view, err, errlen)) {
                 rc = -1;
                 goto done;
             }
             model_forward(m, 0);
             model_get_probs(m, probs);
             if (view == DATA_VIEW_CENTER) {
-                if (train_topk_errors(probs, labels, k, V, &c1, &c5)) {
+                if (train_topk_errors(probs, eb.labels, k, V, &c1, &c5)) {
                     snprintf(err, errlen, "a label is outside the %d classes", V);
                     rc = -1;
                     goto done;
                 }
                 for (int b = 0; b < k; b++) {
-                    double p = probs[(size_t)b * V + labels[b]];
+                    double p = probs[(size_t)b * V + eb.labels[b]];
                     loss -= log(p > 1e-30 ? p : 1e-30);
                 }
             }
             for (size_t i = 0; i < (size_t)k * V; i++) acc[i] += probs[i] / DATA_VIEWS;
         }
-        if (views == 10 && train_topk_errors(acc, labels, k, V, &t1, &t5)) {
+        if (views == 10 && train_topk_errors(acc, eb.labels, k, V, &t1, &t5)) {
             snprintf(err, errlen, "a label is outside the %d classes", V);
             rc = -1;
             goto done;
@@ -201,13 +245,9 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
     r->top1_err_10view = views == 10 ? (double)t1 / n : NAN;
     r->top5_err_10view = views == 10 ? (double)t5 / n : NAN;
 done:
-    free(x);
-    free(gray);
-    free(crops);
-    free(params);
+    train_eval_batches_free(&eb);
     free(probs);
     free(acc);
-    free(labels);
     return rc;
 }
 
@@ -391,12 +431,12 @@ static int run_open(run_state *r, const train_options *o)
     char err[1024] = "", ckpt[4096] = "";
     r->o = o;
     r->rf.lock_fd = -1; /* not held until claimed (run_close lets go of a held one only) */
-    r->tr = open_split(o->data, 1, err, sizeof err);
+    r->tr = train_open_split(o->data, 1, err, sizeof err);
     if (!r->tr) {
         fprintf(stderr, "twotower: cannot open training data: %s\n", err);
         return 2;
     }
-    r->te = open_split(o->data, 0, err, sizeof err);
+    r->te = train_open_split(o->data, 0, err, sizeof err);
     if (!r->te) {
         fprintf(stderr, "twotower: cannot open validation data: %s\n", err);
         return 2;
