@@ -99,7 +99,7 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
     if (!gpus_arg) { /* no flag: the GPUs if there are any, else the CPU */
         int count = device_count(why, sizeof why);
         if (count <= 0) {
-            fprintf(stderr, "twotower: no usable CUDA device (%s); training on the CPU\n",
+            fprintf(stderr, "twotower: no usable CUDA device (%s); running on the CPU\n",
                     count == 0 ? "the driver reports none" : why);
             out->cpu = 1;
             return 0;

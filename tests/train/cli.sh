@@ -52,11 +52,15 @@ help_lists plot --out --x
 help_lists ckpt-check
 help_lists bench $place --batch --size --warmup --steps --profile-steps --batches --json \
     --towers --classes --width-div --seed --lr
+help_lists filters --out --cols --zoom
+help_lists features --out --data --split --layer --offset --limit --batch --quiet $place
+help_lists neighbours --out --json --data --queries --seed --query-split --layer --neighbours \
+    --limit --tile --batch --quiet $place
 
 # the command list; `twotower help CMD` is `twotower CMD --help`
 expect 0 "usage: twotower COMMAND" -- help
 expect 0 "twotower --FLAG ...  *the same as twotower train --FLAG" -- help
-for c in train summary prep export dump plot ckpt-check bench; do
+for c in train summary prep export dump plot ckpt-check bench filters features neighbours; do
     expect 0 "^  $c " -- help
     expect 0 "usage: twotower $c" -- help "$c"
     expect 2 "twotower $c: unknown flag '--bogus'" -- "$c" --bogus
@@ -118,6 +122,33 @@ expect 2 "no arguments" -- ckpt-check
 expect 2 "expected SRC OUT" -- prep /nonexistent/a
 expect 2 "--verify takes OUT alone" -- prep --verify a b
 expect 1 "meta.bin" -- prep --verify /nonexistent/twotower-cli-test
+
+# the figures' commands: -o is required, a bad value names its flag, an output that is the
+# checkpoint is refused before anything is read; filters draws a version-2 checkpoint
+fix=$(dirname "$0")/fixtures/ckpt-v2/ckpt-00000037.ttc
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+expect 2 "-o PNG is required" -- filters "$fix"
+expect 2 "-o FILE is required" -- features "$fix"
+expect 2 "-o PNG is required" -- neighbours "$fix"
+expect 2 "no arguments" -- filters -o "$tmp/a.png"
+expect 2 "unexpected argument 'b'" -- features a b -o "$tmp/f.st"
+expect 2 "--split 'val': expected train or test" -- features "$fix" -o "$tmp/f.st" --split val
+expect 2 "--query-split 'val': expected test or train" -- neighbours "$fix" -o "$tmp/a.png" --query-split val
+expect 2 "--queries '0': expected a whole number" -- neighbours "$fix" -o "$tmp/a.png" --queries 0
+expect 2 "--neighbours '2.5'" -- neighbours "$fix" -o "$tmp/a.png" --neighbours 2.5
+expect 2 "--cols '0x4'" -- filters "$fix" -o "$tmp/a.png" --cols 0x4
+expect 2 "--offset '-1'" -- features "$fix" -o "$tmp/f.st" --offset -1
+expect 2 "--gpus '0,0': device 0 is repeated" -- features "$fix" -o "$tmp/f.st" --gpus 0,0
+expect 2 "--tf32" -- neighbours "$fix" -o "$tmp/a.png" --cpu --tf32
+expect 2 "is the same file as the input" -- filters "$fix" -o "$fix"
+expect 2 "is the same file as the input" -- features "$fix" -o "$fix"
+expect 2 "--json .*is the same file as the input" -- neighbours "$fix" -o "$tmp/a.png" --json "$fix"
+expect 2 "is -o's file too" -- neighbours "$fix" -o "$tmp/a.png" --json "$tmp/a.png"
+expect 2 "exists and is a folder" -- filters "$fix" -o "$tmp"
+expect 1 "checkpoint $tmp/none: No such file" -- filters "$tmp/none" -o "$tmp/a.png"
+expect 0 "2 kernels (2 towers x 1) of 11x11x3" -- filters "$fix" -o "$tmp/conv1.png"
+expect 2 "--data $tmp/none: no such folder" -- features "$fix" -o "$tmp/f.st" --cpu --data "$tmp/none"
 
 # flags with no command run train
 expect 2 "twotower train: --batch '0': expected a whole number from 1 to 4096" -- --cpu $nodata --batch 0
