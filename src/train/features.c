@@ -15,7 +15,6 @@
 #include "base/base.h"
 #include "train/train.h"
 
-#define FEAT_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #define FEAT_PROGRESS_S 10.0 /* seconds between progress lines */
 
 /* ---- a checkpoint's net and the layer read ------------------------------------------ */
@@ -145,42 +144,57 @@ static data_source *open_split_or_say(const char *cmd, const char *dir, int trai
     return s;
 }
 
+/* The flags features and neighbours share: where the images and the net run, which layer. */
+typedef struct {
+    const char *data, *layer;
+    int batch, quiet;
+    train_placement_args place;
+} feat_args;
+
+static void feat_args_default(feat_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->data = TRAIN_DEFAULT_DATA;
+    a->layer = "fc7";
+}
+
+static const base_flag feat_flags[] = {
+    {BASE_FLAG_STR("data", feat_args, data, "DIR", "Fashion-MNIST IDX folder or prep shards")},
+    {BASE_FLAG_STR("layer", feat_args, layer, "NAME",
+                   "the layer read (conv1..fc8): its output after the activation")},
+    {BASE_FLAG_INT("batch", feat_args, batch, 1, 4096, "N", "images a forward pass"),
+     .deflt = "the checkpoint's"},
+    {BASE_FLAG_BOOL("quiet", feat_args, quiet, "no progress lines")},
+    {BASE_FLAG_GROUP(train_placement_flags, feat_args, place)},
+    {0}};
+
 /* ---- twotower features ------------------------------------------------------------- */
 
 typedef struct {
-    const char *out, *data, *layer;
+    const char *out;
     int split;      /* 0 train, 1 test */
     int64_t offset, limit;
-    int batch;
-    int quiet;
-    train_placement_args place;
+    feat_args a;
 } features_opts;
 
 static void features_defaults(void *p)
 {
     features_opts *o = p;
     memset(o, 0, sizeof *o);
-    o->data = FEAT_DEFAULT_DATA;
-    o->layer = "fc7";
+    feat_args_default(&o->a);
 }
 
 static const base_flag features_flags[] = {
     {BASE_FLAG_STR("out", features_opts, out, "FILE",
                    "the safetensors file to write (required)"),
      .short_name = 'o'},
-    {BASE_FLAG_STR("data", features_opts, data, "DIR", "Fashion-MNIST IDX folder or prep shards")},
     {BASE_FLAG_CHOICE("split", features_opts, split, "train|test",
                       "the images: the training set, or the test set (prep's val)")},
-    {BASE_FLAG_STR("layer", features_opts, layer, "NAME",
-                   "the layer read (conv1..fc8: its output after the activation)")},
     {BASE_FLAG_I64("offset", features_opts, offset, 0, INT64_MAX / 2, "N",
                    "the first image (stored order)")},
     {BASE_FLAG_I64("limit", features_opts, limit, 1, INT64_MAX / 2, "N", "images written"),
      .deflt = "all from --offset on"},
-    {BASE_FLAG_INT("batch", features_opts, batch, 1, 4096, "N", "images a forward pass"),
-     .deflt = "the checkpoint's"},
-    {BASE_FLAG_BOOL("quiet", features_opts, quiet, "no progress lines")},
-    {BASE_FLAG_GROUP(train_placement_flags, features_opts, place)},
+    {BASE_FLAG_GROUP(feat_flags, features_opts, a)},
     {0}};
 
 static const base_flags_cmd features_cmd = {
@@ -237,18 +251,18 @@ int train_features_main(int argc, char **argv)
         return 2;
     }
     model_placement place;
-    if (train_check_out(ckpt, o.data, o.out, "-o", err, sizeof err) ||
-        train_placement_resolve(&o.place, &place, err, sizeof err)) {
+    if (train_check_out(ckpt, o.a.data, o.out, "-o", err, sizeof err) ||
+        train_placement_resolve(&o.a.place, &place, err, sizeof err)) {
         fprintf(stderr, "twotower features: %s\n", err);
         return 2;
     }
     const char *split = o.split ? "test" : "train";
-    data_source *src = open_split_or_say("features", o.data, !o.split);
+    data_source *src = open_split_or_say("features", o.a.data, !o.split);
     if (!src) return 2;
     int64_t count = data_count(src);
     if (o.offset >= count) {
         fprintf(stderr, "twotower features: --offset %lld: the %s split of %s has %lld images "
-                        "(0 to %lld)\n", (long long)o.offset, split, o.data, (long long)count,
+                        "(0 to %lld)\n", (long long)o.offset, split, o.a.data, (long long)count,
                 (long long)count - 1);
         data_close(src);
         return 2;
@@ -256,7 +270,7 @@ int train_features_main(int argc, char **argv)
     int64_t n = count - o.offset;
     if (o.limit > 0 && o.limit < n) n = o.limit;
     feat_net f;
-    int rc = feat_net_open(&f, ckpt, o.batch, &place, o.layer, err, sizeof err);
+    int rc = feat_net_open(&f, ckpt, o.a.batch, &place, o.a.layer, err, sizeof err);
     if (rc) {
         fprintf(stderr, "twotower features: %s\n", err);
         data_close(src);
@@ -295,10 +309,10 @@ int train_features_main(int argc, char **argv)
     write_labels(&st, src, o.offset, n, 1);
     char where[128];
     train_placement_describe(&place, where, sizeof where);
-    if (!o.quiet)
+    if (!o.a.quiet)
         fprintf(stderr, "twotower features: %s of %lld %s images from %lld on, batch %d, %s\n",
                 desc, (long long)n, split, (long long)o.offset, B, where);
-    feat_progress pg = {"features", base_now(), base_now(), o.quiet};
+    feat_progress pg = {"features", base_now(), base_now(), o.a.quiet};
     rc = 0;
     for (int64_t at = 0; at < n && rc == 0; at += B) {
         int k = (int)(n - at < B ? n - at : B);
@@ -345,11 +359,11 @@ void train_nearest_offer(double *dist, int64_t *idx, int *filled, int k, double 
 }
 
 typedef struct {
-    const char *out, *json, *data, *layer;
-    int queries, k, query_split, tile, batch, quiet;
+    const char *out, *json;
+    int queries, k, query_split, tile;
     uint64_t seed;
     int64_t limit;
-    train_placement_args place;
+    feat_args a;
 } neighbours_opts;
 
 #define NB_SEED_GIVEN 1u
@@ -358,8 +372,7 @@ static void neighbours_defaults(void *p)
 {
     neighbours_opts *o = p;
     memset(o, 0, sizeof *o);
-    o->data = FEAT_DEFAULT_DATA;
-    o->layer = "fc7";
+    feat_args_default(&o->a);
     o->queries = 8;
     o->k = 6;
     o->tile = 64;
@@ -373,7 +386,6 @@ static const base_flag neighbours_flags[] = {
                    "the rows as JSON: each query's index, label, and its\n"
                    "neighbours' indices, labels and distances"),
      .deflt = "PNG's name with .json"},
-    {BASE_FLAG_STR("data", neighbours_opts, data, "DIR", "Fashion-MNIST IDX folder or prep shards")},
     {BASE_FLAG_INT("queries", neighbours_opts, queries, 1, 1000, "N",
                    "query images, one row each: the split's first N")},
     {BASE_FLAG_U64("seed", neighbours_opts, seed, UINT64_MAX, "S",
@@ -382,17 +394,12 @@ static const base_flag neighbours_flags[] = {
     {BASE_FLAG_CHOICE("query-split", neighbours_opts, query_split, "test|train",
                       "where the queries come from (train: the searched images;\n"
                       "a query then finds itself first, at distance 0)")},
-    {BASE_FLAG_STR("layer", neighbours_opts, layer, "NAME",
-                   "the layer whose activations are compared")},
     {BASE_FLAG_INT("neighbours", neighbours_opts, k, 1, 64, "K", "nearest training images a row")},
     {BASE_FLAG_I64("limit", neighbours_opts, limit, 1, INT64_MAX / 2, "N",
                    "search the first N training images"),
      .deflt = "all"},
     {BASE_FLAG_INT("tile", neighbours_opts, tile, 8, 256, "N", "pixels a side of each image")},
-    {BASE_FLAG_INT("batch", neighbours_opts, batch, 1, 4096, "N", "images a forward pass"),
-     .deflt = "the checkpoint's"},
-    {BASE_FLAG_BOOL("quiet", neighbours_opts, quiet, "no progress lines")},
-    {BASE_FLAG_GROUP(train_placement_flags, neighbours_opts, place)},
+    {BASE_FLAG_GROUP(feat_flags, neighbours_opts, a)},
     {0}};
 
 static const base_flags_cmd neighbours_cmd = {
@@ -642,17 +649,17 @@ int train_neighbours_main(int argc, char **argv)
         return 2;
     }
     model_placement place;
-    if (train_check_out(ckpt, o.data, o.out, "-o", err, sizeof err) ||
-        train_check_out(ckpt, o.data, json_path, "--json", err, sizeof err) ||
-        train_placement_resolve(&o.place, &place, err, sizeof err)) {
+    if (train_check_out(ckpt, o.a.data, o.out, "-o", err, sizeof err) ||
+        train_check_out(ckpt, o.a.data, json_path, "--json", err, sizeof err) ||
+        train_placement_resolve(&o.a.place, &place, err, sizeof err)) {
         fprintf(stderr, "twotower neighbours: %s\n", err);
         return 2;
     }
     int self = o.query_split == 1; /* queries from the searched split */
     const char *qsplit = self ? "train" : "test";
-    data_source *tsrc = open_split_or_say("neighbours", o.data, 1), *qsrc = NULL;
+    data_source *tsrc = open_split_or_say("neighbours", o.a.data, 1), *qsrc = NULL;
     if (!tsrc) return 2;
-    qsrc = self ? tsrc : open_split_or_say("neighbours", o.data, 0);
+    qsrc = self ? tsrc : open_split_or_say("neighbours", o.a.data, 0);
     if (!qsrc) {
         data_close(tsrc);
         return 2;
@@ -670,7 +677,7 @@ int train_neighbours_main(int argc, char **argv)
                 self && o.limit ? " (within --limit)" : "");
         goto out;
     }
-    if ((rc = feat_net_open(&f, ckpt, o.batch, &place, o.layer, err, sizeof err))) {
+    if ((rc = feat_net_open(&f, ckpt, o.a.batch, &place, o.a.layer, err, sizeof err))) {
         fprintf(stderr, "twotower neighbours: %s\n", err);
         goto out;
     }
@@ -685,11 +692,11 @@ int train_neighbours_main(int argc, char **argv)
     char desc[160], where[128];
     feat_describe(&f, desc, sizeof desc);
     train_placement_describe(&place, where, sizeof where);
-    if (!o.quiet)
+    if (!o.a.quiet)
         fprintf(stderr, "twotower neighbours: %d %s queries against %lld training images by "
                         "%s, batch %d, %s\n", r.N, qsplit, (long long)searched, desc,
                 f.m.plan.cfg.batch, where);
-    feat_progress pg = {"neighbours", base_now(), base_now(), o.quiet};
+    feat_progress pg = {"neighbours", base_now(), base_now(), o.a.quiet};
     if (query_features(&f, qsrc, r.q, r.N, self ? searched : pool, r.qf, r.qlabel, err,
                        sizeof err) ||
         nb_search(&f, tsrc, searched, &r, &pg, err, sizeof err)) {

@@ -28,6 +28,9 @@ extern "C" {
 /* The per-layer table of `twotower summary`. */
 void train_summary_print(FILE *f, const tower_plan *p);
 
+/* --data's default: Debian's dataset-fashion-mnist package. */
+#define TRAIN_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+
 /* Everything `twotower train` takes (defaults: train_options_default). */
 typedef struct {
     const char *data;        /* Fashion-MNIST IDX folder, or shards made by `prep` */

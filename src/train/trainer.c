@@ -25,7 +25,7 @@
 void train_options_default(train_options *o)
 {
     memset(o, 0, sizeof *o);
-    o->data = "/usr/share/datasets/fashion-mnist";
+    o->data = TRAIN_DEFAULT_DATA;
     o->place.cpu = 1;
     o->switches = TOWER_SWITCHES_KEEP;
     o->pca_std = -1;
