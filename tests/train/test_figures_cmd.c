@@ -235,6 +235,62 @@ Test(figures_cmd, filters_of_a_one_channel_net_is_grey, .timeout = 60)
     fixture_free(&f);
 }
 
+static int layer_index(const tower_config *cfg, const char *name)
+{
+    tower_plan p;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&p, cfg, err, sizeof err), 0);
+    for (int l = 0; l < p.n_layers; l++)
+        if (!strcmp(tower_plan_row(&p, l)->name, name)) return l;
+    cr_assert_fail("no layer %s", name);
+    return -1;
+}
+
+/* every preset (version 2 and 3 checkpoints alike): filters draws its conv1, features
+ * writes its fc7 at the plan's width */
+Test(figures_cmd, every_preset_draws_and_writes_features, .timeout = 120)
+{
+    static const char *const presets[] = {"alexnet2012", "alexnet2012-1gpu", "half", "merged",
+                                          "alexnet2014", "torchvision", "fmnist"};
+    for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+        fixture f;
+        fixture_make(&f, presets[p], 8);
+        tower_plan plan;
+        char err[512], png[4300], out[4300];
+        cr_assert_eq(tower_plan_make(&plan, &f.cfg, err, sizeof err), 0, "%s", err);
+        snprintf(png, sizeof png, "%s/conv1.png", f.dir);
+        snprintf(out, sizeof out, "%s/fc7.safetensors", f.dir);
+        cr_assert_eq(run_cmd(train_filters_main,
+                             (const char *[]){"filters", f.run, "-o", png, NULL}), 0, "%s",
+                     presets[p]);
+        int w, h, ch, K = plan.layer[0].out_ch, k = tower_plan_row(&plan, 0)->k;
+        int cols = K < 16 ? K : 16, rows = (K + cols - 1) / cols, T = plan.cfg.towers;
+        uint8_t *px = read_png(png, &w, &h, &ch);
+        cr_assert_eq(ch, plan.cfg.in_ch == 3 ? 3 : 1, "%s", presets[p]);
+        cr_assert(w == cols * 4 * k + cols - 1 &&
+                      h == T * (rows * 4 * k + rows - 1) + (T - 1) * 4,
+                  "%s: %d x %d", presets[p], w, h);
+        cr_assert_eq(full_range_tiles(px, w, ch, T, K, cols, 4 * k), T * K, "%s", presets[p]);
+        free(px);
+        cr_assert_eq(run_cmd(train_features_main,
+                             (const char *[]){"features", f.run, "--data", f.data, "--cpu",
+                                              "--quiet", "--limit", "5", "-o", out, NULL}), 0,
+                     "%s", presets[p]);
+        int l = layer_index(&f.cfg, "fc7");
+        tt_st st;
+        tt_st_open(&st, out);
+        int nd;
+        int64_t sh[8];
+        size_t nb;
+        tt_st_tensor(&st, "features", "F32", &nd, sh, &nb);
+        cr_assert(nd == 2 && sh[0] == 5 && sh[1] == (int64_t)T * plan.layer[l].out_ch,
+                  "%s: features %lld x %lld", presets[p], (long long)sh[0], (long long)sh[1]);
+        cr_assert_str_eq(tt_st_meta(&st, "net"), presets[p]);
+        tt_st_close(&st);
+        fixture_free(&f);
+    }
+}
+
 /* The model's own test-mode activations of layer l for images [start, start + k) of the
  * split, read straight from the towers' buffers (CPU): (k, towers * units). */
 static float *forward_acts(const fixture *f, int train_split, int64_t start, int k, int l,
@@ -272,17 +328,6 @@ static float *forward_acts(const fixture *f, int train_split, int64_t start, int
     model_free(&m);
     data_close(src);
     return out;
-}
-
-static int layer_index(const tower_config *cfg, const char *name)
-{
-    tower_plan p;
-    char err[256];
-    cr_assert_eq(tower_plan_make(&p, cfg, err, sizeof err), 0);
-    for (int l = 0; l < p.n_layers; l++)
-        if (!strcmp(tower_plan_row(&p, l)->name, name)) return l;
-    cr_assert_fail("no layer %s", name);
-    return -1;
 }
 
 Test(figures_cmd, features_are_the_models_activations_with_the_datas_labels, .timeout = 60)
