@@ -318,7 +318,8 @@ int train_features_main(int argc, char **argv)
         int k = (int)(n - at < B ? n - at : B);
         if (feat_net_batch(&f, src, o.offset + at, k, err, sizeof err) ||
             st_stream_write(&st, f.acts, sizeof(float) * f.dim * (size_t)k)) {
-            if (st.out.failed) snprintf(err, sizeof err, "%s: write failed", o.out);
+            if (st.out.failed)
+                snprintf(err, sizeof err, "%s: write failed: %s", o.out, strerror(st.out.failed));
             rc = 1;
             break;
         }
