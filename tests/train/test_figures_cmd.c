@@ -78,9 +78,10 @@ typedef struct {
     char *dir;
     char data[4200], run[4200], ckpt[4400];
     tower_config cfg;
+    int downsample;         /* the run's --downsample F, kept by the checkpoint */
 } fixture;
 
-static void fixture_make(fixture *f, const char *net, int wdiv)
+static void fixture_make_ds(fixture *f, const char *net, int wdiv, int downsample)
 {
     f->dir = tt_tmpdir("figcmd");
     snprintf(f->data, sizeof f->data, "%s/data", f->dir);
@@ -104,11 +105,17 @@ static void fixture_make(fixture *f, const char *net, int wdiv)
     train_sched_init(&meta.sched, 0.01, 5, 3, 0.001);
     train_nonfinite_init(&meta.nonfinite, 5);
     meta.stats = (train_ckpt_stats){1, 1, -1, 0, 0, 0, 1, 1};
+    meta.downsample = f->downsample = downsample;
     char ckdir[4250];
     snprintf(ckdir, sizeof ckdir, "%s/ckpt", f->run);
     cr_assert_eq(train_ckpt_save(ckdir, &meta, &m, 0, err, sizeof err), 0, "%s", err);
     snprintf(f->ckpt, sizeof f->ckpt, "%s/ckpt-00000000.ttc", ckdir);
     model_free(&m);
+}
+
+static void fixture_make(fixture *f, const char *net, int wdiv)
+{
+    fixture_make_ds(f, net, wdiv, 1);
 }
 
 static void fixture_free(fixture *f)
@@ -305,16 +312,19 @@ static float *forward_acts(const fixture *f, int train_split, int64_t start, int
     train_ckpt_meta meta;
     cr_assert_eq(train_ckpt_load(f->ckpt, &meta, &m, err, sizeof err), 0, "%s", err);
     const tower_config *c = &f->cfg;
-    size_t xs = (size_t)3 * c->in_size * c->in_size;
+    int F = f->downsample, S = F * c->in_size; /* the crops the run trained on */
+    size_t xs = (size_t)3 * S * S;
     float *x = calloc(xs * c->batch, sizeof(float));
+    float *scratch = calloc((size_t)3 * c->in_size * c->in_size * c->batch, sizeof(float));
     int32_t labels[BATCH];
-    cr_assert_eq(data_eval_batch(src, start, k, c->in_size, DATA_VIEW_CENTER, x, labels, err,
+    cr_assert_eq(data_eval_batch(src, start, k, S, DATA_VIEW_CENTER, x, labels, err,
                                  sizeof err), 0, "%s", err);
     for (int b = k; b < c->batch; b++) { /* the padding the evaluation uses */
         memcpy(x + xs * b, x, sizeof(float) * xs);
         labels[b] = labels[0];
     }
-    model_set_batch(&m, x, labels);
+    model_set_batch(&m, train_input_reduce(x, c->batch, c->in_size, F, c->in_ch, scratch),
+                    labels);
     model_forward(&m, 0);
     const tower_layer_shape *L = &m.plan.layer[l];
     size_t per = (size_t)L->out_ch * L->out_h * L->out_h;
@@ -325,6 +335,7 @@ static float *forward_acts(const fixture *f, int train_split, int64_t start, int
             memcpy(out + (size_t)b * *dim + (size_t)t * per, m.tw[t].acts[l].act + (size_t)b * per,
                    sizeof(float) * per);
     free(x);
+    free(scratch);
     model_free(&m);
     data_close(src);
     return out;
@@ -400,6 +411,38 @@ Test(figures_cmd, features_are_the_models_activations_with_the_datas_labels, .ti
     free(got);
     free(want);
     fixture_free(&f);
+}
+
+/* a run with --downsample 2 trained on 134-pixel crops averaged to 67: its features come
+ * from the same crops (and the one-channel net's from their gray mean) */
+Test(figures_cmd, features_take_the_checkpoints_downsample, .timeout = 60)
+{
+    static const char *const nets[] = {"alexnet2012", "fmnist"};
+    for (int n = 0; n < 2; n++) {
+        fixture f;
+        fixture_make_ds(&f, nets[n], 8, 2);
+        char out[4300];
+        snprintf(out, sizeof out, "%s/fc6.safetensors", f.dir);
+        cr_assert_eq(run_cmd(train_features_main,
+                             (const char *[]){"features", f.run, "--data", f.data, "--cpu",
+                                              "--quiet", "--layer", "fc6", "--limit", "6", "-o",
+                                              out, NULL}), 0, "%s", nets[n]);
+        size_t dim;
+        float *want = forward_acts(&f, 1, 0, BATCH, layer_index(&f.cfg, "fc6"), &dim);
+        tt_st st;
+        tt_st_open(&st, out);
+        int nd;
+        int64_t sh[8];
+        size_t nb;
+        const void *got = tt_st_tensor(&st, "features", "F32", &nd, sh, &nb);
+        cr_assert(nd == 2 && sh[0] == 6 && sh[1] == (int64_t)dim, "%s", nets[n]);
+        cr_assert_eq(memcmp(got, want, sizeof(float) * dim * BATCH), 0,
+                     "%s: features differ from the forward on 134-pixel crops averaged 2x2",
+                     nets[n]);
+        tt_st_close(&st);
+        free(want);
+        fixture_free(&f);
+    }
 }
 
 Test(figures_cmd, features_of_a_one_channel_net, .timeout = 60)
