@@ -220,28 +220,6 @@ Test(figures_cmd, filters_draws_every_kernel_in_two_bands, .timeout = 60)
     fixture_free(&f);
 }
 
-Test(figures_cmd, filters_of_a_one_channel_net_is_grey, .timeout = 60)
-{
-    fixture f;
-    fixture_make(&f, "fmnist", 8);
-    tower_plan plan;
-    char err[512], png[4300];
-    cr_assert_eq(tower_plan_make(&plan, &f.cfg, err, sizeof err), 0, "%s", err);
-    int K = plan.layer[0].out_ch, k = tower_plan_row(&plan, 0)->k;
-    snprintf(png, sizeof png, "%s/conv1.png", f.dir);
-    cr_assert_eq(run_cmd(train_filters_main, (const char *[]){"filters", f.run, "-o", png, NULL}),
-                 0);
-    int w, h, ch;
-    uint8_t *px = read_png(png, &w, &h, &ch);
-    int cols = K < 16 ? K : 16, rows = (K + cols - 1) / cols;
-    cr_assert_eq(ch, 1, "the fmnist net reads one channel: grey");
-    cr_assert_eq(w, cols * 4 * k + cols - 1);
-    cr_assert_eq(h, rows * 4 * k + rows - 1, "one tower: one band");
-    cr_assert_eq(full_range_tiles(px, w, ch, 1, K, cols, 4 * k), K);
-    free(px);
-    fixture_free(&f);
-}
-
 static int layer_index(const tower_config *cfg, const char *name)
 {
     tower_plan p;
@@ -253,8 +231,9 @@ static int layer_index(const tower_config *cfg, const char *name)
     return -1;
 }
 
-/* every preset (version 2 and 3 checkpoints alike): filters draws its conv1, features
- * writes its fc7 at the plan's width */
+/* every preset (version 2 and 3 checkpoints alike): filters draws its conv1 (one band a
+ * tower; grey for fmnist, which reads one channel), features writes its fc7 at the plan's
+ * width */
 Test(figures_cmd, every_preset_draws_and_writes_features, .timeout = 120)
 {
     static const char *const presets[] = {"alexnet2012", "alexnet2012-1gpu", "half", "merged",
