@@ -281,14 +281,20 @@ Test(cuda_kernels_host, fc_two_sources)
 /* tower_k_quo against the division it replaces: every divisor up to 3000 with every
  * numerator up to 3000 and the 200 below 2^31; then divisors at and around every power of
  * two up to 2^31 and random ones, each with numerators at the edges and random ones */
+static void expect_quo(tower_k_div v, uint32_t n)
+{
+    if (tower_k_quo(v, n) != n / v.d)
+        cr_assert_fail("%u / %u: got %u", n, v.d, tower_k_quo(v, n));
+}
+
 Test(cuda_kernels_host, divider)
 {
     for (uint32_t d = 1; d <= 3000; d++) {
         tower_k_div v = tower_k_div_of(d);
         for (uint32_t n = 0; n <= 3000; n++)
-            if (tower_k_quo(v, n) != n / d) cr_assert_fail("%u / %u: got %u", n, d, tower_k_quo(v, n));
+            expect_quo(v, n);
         for (uint32_t n = INT32_MAX - 199; n <= (uint32_t)INT32_MAX; n++)
-            if (tower_k_quo(v, n) != n / d) cr_assert_fail("%u / %u: got %u", n, d, tower_k_quo(v, n));
+            expect_quo(v, n);
     }
     uint32_t ds[3 * 32 + 1000];
     int nd = 0;
@@ -308,11 +314,11 @@ Test(cuda_kernels_host, divider)
         for (size_t e = 0; e < sizeof edge / sizeof edge[0]; e++) {
             uint32_t n = edge[e];
             if (n > (uint32_t)INT32_MAX) continue;
-            if (tower_k_quo(v, n) != n / d) cr_assert_fail("%u / %u: got %u", n, d, tower_k_quo(v, n));
+            expect_quo(v, n);
         }
         for (int r = 0; r < 2000; r++) {
             uint32_t n = (uint32_t)(base_rng_mix(102 + j, r) % ((uint64_t)INT32_MAX + 1));
-            if (tower_k_quo(v, n) != n / d) cr_assert_fail("%u / %u: got %u", n, d, tower_k_quo(v, n));
+            expect_quo(v, n);
         }
     }
     /* an empty axis divides as by 1 (never used: nothing is indexed) */
@@ -334,8 +340,8 @@ Test(cuda_kernels_host, cnhw_index_and_channel)
                     uint32_t ch, at = tower_k_cnhw_at(i, t, &ch);
                     if (ch != (uint32_t)c || at != ((uint32_t)c * nb + n) * HW + p ||
                         tower_k_channel(i, dc, dhw) != (uint32_t)c)
-                        cr_assert_fail("(%d, %d, %d) of (%d, %d, %d): channel %u, at %u", n, c, p, nb,
-                                 C, HW, ch, at);
+                        cr_assert_fail("(%d, %d, %d) of (%d, %d, %d): channel %u, at %u", n,
+                                       c, p, nb, C, HW, ch, at);
                 }
     }
 }
@@ -423,7 +429,11 @@ static void check_lrn(int B, int C, int HW)
 Test(cuda_kernels_host, lrn) { check_lrn(2, 11, 10); }
 Test(cuda_kernels_host, lrn_paper_conv1) { check_lrn(1, 48, 55 * 55); }
 Test(cuda_kernels_host, lrn_paper_conv2) { check_lrn(1, 128, 27 * 27); }
-Test(cuda_kernels_host, lrn_few_channels) { check_lrn(3, 3, 7), check_lrn(2, 1, 5); }
+Test(cuda_kernels_host, lrn_few_channels)
+{
+    check_lrn(3, 3, 7);
+    check_lrn(2, 1, 5);
+}
 
 static void check_pool(int B, int C, int H, int W, int K, int S)
 {
@@ -455,8 +465,13 @@ static void check_pool(int B, int C, int H, int W, int K, int S)
 #define PS TOWER_POOL_STRIDE
 Test(cuda_kernels_host, maxpool_odd_planes) { check_pool(2, 3, 13, 13, PK, PS); }  /* conv5 -> 6 */
 Test(cuda_kernels_host, maxpool_even_non_square) { check_pool(1, 2, 12, 9, PK, PS); } /* edge rows unused */
-Test(cuda_kernels_host, maxpool_paper_sizes) { check_pool(1, 4, 55, 55, PK, PS), check_pool(1, 5, 27, 27, PK, PS); }
-/* the net descriptions' other poolings: non-overlapping, stride 1, a window wider than twice the stride */
+Test(cuda_kernels_host, maxpool_paper_sizes)
+{
+    check_pool(1, 4, 55, 55, PK, PS);
+    check_pool(1, 5, 27, 27, PK, PS);
+}
+/* the net descriptions' other poolings: non-overlapping, stride 1, a window wider than
+ * twice the stride */
 Test(cuda_kernels_host, maxpool_other_windows)
 {
     check_pool(2, 3, 8, 10, 2, 2);

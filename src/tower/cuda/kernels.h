@@ -63,9 +63,11 @@ BASE_HD tower_k_gemm tower_k_gemm_rm(int trans_a, int trans_b, int m, int n, int
  * about 30, or a subroutine); a tower_k_div, made once per launch on the host, divides
  * by a multiply-high, an add and a shift. For 1 <= d <= 2^31 and 0 <= n < 2^31, with s
  * the least s such that 2^s >= d and m = floor(2^32 (2^s - d) / d) + 1 (below 2^32):
- * floor(n / d) = (mulhi(n, m) + n) >> s, where m + 2^32 exceeds 2^(32+s) / d by at most
- * 1, an error of less than n / 2^(32+s) <= 1 / d (Granlund & Montgomery's round-up
- * method; test_kernels_host.c checks it over many divisors and numerators). */
+ * floor(n / d) = (mulhi(n, m) + n) >> s. That is floor(n (m + 2^32) / 2^(32+s)), and
+ * m + 2^32 exceeds 2^(32+s) / d by at most 1, so the quotient exceeds n / d by less than
+ * n / 2^(32+s) < 1 / (2d): too little to pass the next integer, as n mod d <= d - 1
+ * (Granlund and Montgomery's round-up method; mulhi(n, m) + n < 2^32 as mulhi <= n).
+ * test_kernels_host.c checks it over many divisors and numerators. */
 typedef struct {
     uint32_t d, magic, shift;
 } tower_k_div;
