@@ -471,12 +471,13 @@ Test(cuda_kernels_host, maxpool_paper_sizes)
     check_pool(1, 5, 27, 27, PK, PS);
 }
 /* the net descriptions' other poolings: non-overlapping, stride 1, a window wider than
- * twice the stride */
+ * twice the stride, a stride wider than the window */
 Test(cuda_kernels_host, maxpool_other_windows)
 {
     check_pool(2, 3, 8, 10, 2, 2);
     check_pool(1, 2, 7, 6, 3, 1);
     check_pool(1, 2, 11, 12, 5, 2);
+    check_pool(2, 2, 11, 10, 2, 3); /* gaps: rows no window covers */
 }
 
 Test(cuda_kernels_host, dropout)

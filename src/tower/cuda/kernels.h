@@ -118,6 +118,7 @@ BASE_HD size_t tower_k_conv_scratch_size(int Ci, int Co, int K, int Ho, int Wo, 
  * per launch (tower_k_conv_geom_make), passed to the kernels by value. */
 typedef struct {
     int Ci, H, W, K, S, P, Ho, Wo; /* the layer */
+    int kq, kr;                    /* (K - 1) / S and (K - 1) % S: tower_k_taps_at */
     uint32_t nb;                   /* images in the chunk */
     tower_k_div nq, hwo, wo;       /* nb*Ho*Wo (col's columns), Ho*Wo, Wo: im2col */
     tower_k_div ci, hw, w, s;      /* Ci, H*W, W and the stride: col2im */
@@ -130,6 +131,7 @@ BASE_HD int tower_k_conv_geom_make(tower_k_conv_geom *g, int nb, int Ci, int H, 
 {
     size_t HWo = (size_t)Ho * Wo, nq = (size_t)nb * HWo;
     g->Ci = Ci, g->H = H, g->W = W, g->K = K, g->S = S, g->P = P, g->Ho = Ho, g->Wo = Wo;
+    g->kq = (K - 1) / S, g->kr = (K - 1) % S;
     g->nb = (uint32_t)nb;
     g->nq = tower_k_div_of((uint32_t)nq);
     g->hwo = tower_k_div_of((uint32_t)HWo);
@@ -164,21 +166,24 @@ BASE_HD void tower_k_im2col_taps(float *col, const float *in, uint32_t e, tower_
     }
 }
 
-/* The taps along one axis that reach input coordinate x: k = k0 + j*S from output
- * o = o0 - j, j = 0 .. n-1 (x = o*S - P + k with 0 <= k < K, 0 <= o < O), in increasing k. */
+/* The taps along one axis (of O outputs) that reach input coordinate x: k = k0 + j*S
+ * from output o = o0 - j, j = 0 .. n-1 (x = o*S - P + k with 0 <= k < K, 0 <= o < O), in
+ * increasing k. One division: with t = x + P = ot*S + r, tap r comes from ot, and
+ * k = r + j*S <= K - 1 holds for j <= (K - 1 - r) / S = kq - (r > kr) (K - 1 = kq*S + kr;
+ * -1, no tap, when r > K - 1). */
 typedef struct {
     int k0, o0, n;
 } tower_k_taps;
 
-BASE_HD tower_k_taps tower_k_taps_at(uint32_t x, int K, int P, tower_k_div S, int O)
+BASE_HD tower_k_taps tower_k_taps_at(uint32_t x, int O, tower_k_conv_geom g)
 {
-    uint32_t t = x + (uint32_t)P; /* = o*S + k */
-    int ot = (int)tower_k_quo(S, t), r = (int)(t - (uint32_t)ot * S.d); /* o = ot for k = r */
+    uint32_t t = x + (uint32_t)g.P;
+    int ot = (int)tower_k_quo(g.s, t), r = (int)(t - (uint32_t)ot * g.s.d);
     int j_lo = ot >= O ? ot - O + 1 : 0; /* o <= O - 1 */
-    int j_hi = r < K ? (int)tower_k_quo(S, (uint32_t)(K - 1 - r)) : -1; /* k <= K - 1 */
-    if (j_hi > ot) j_hi = ot; /* o >= 0 */
+    int j_hi = g.kq - (r > g.kr);        /* k <= K - 1 */
+    if (j_hi > ot) j_hi = ot;            /* o >= 0 */
     tower_k_taps a;
-    a.k0 = r + j_lo * (int)S.d;
+    a.k0 = r + j_lo * g.S;
     a.o0 = ot - j_lo;
     a.n = j_hi >= j_lo ? j_hi - j_lo + 1 : 0;
     return a;
@@ -195,8 +200,7 @@ BASE_HD float tower_k_col2im_pixel(const float *col, float start, uint32_t e,
     uint32_t plane = tower_k_quo(g.hw, e), pix = e - plane * g.hw.d;
     uint32_t n = tower_k_quo(g.ci, plane), c = plane - n * g.ci.d;
     uint32_t ih = tower_k_quo(g.w, pix), iw = pix - ih * g.w.d;
-    tower_k_taps th = tower_k_taps_at(ih, g.K, g.P, g.s, g.Ho);
-    tower_k_taps tw = tower_k_taps_at(iw, g.K, g.P, g.s, g.Wo);
+    tower_k_taps th = tower_k_taps_at(ih, g.Ho, g), tw = tower_k_taps_at(iw, g.Wo, g);
     uint32_t nq = g.nq.d, K = (uint32_t)g.K, S = g.s.d;
     const float *img = col + n * g.hwo.d; /* image n's columns */
     float s = start;
@@ -316,6 +320,7 @@ BASE_HD float tower_k_lrn_backward(const float *dout, const float *in, const flo
 
 typedef struct {
     int H, W, K, S, Ho, Wo;
+    int kq, kr; /* (K - 1) / S and (K - 1) % S */
     tower_k_div h, w, ho, wo, s;
 } tower_k_pool;
 
@@ -325,6 +330,7 @@ BASE_HD tower_k_pool tower_k_pool_make(int H, int W, int K, int S)
     g.H = H, g.W = W, g.K = K, g.S = S;
     g.Ho = (H - K) / S + 1;
     g.Wo = (W - K) / S + 1;
+    g.kq = (K - 1) / S, g.kr = (K - 1) % S;
     g.h = tower_k_div_of((uint32_t)H);
     g.w = tower_k_div_of((uint32_t)W);
     g.ho = tower_k_div_of((uint32_t)g.Ho);
@@ -359,13 +365,16 @@ BASE_HD float tower_k_maxpool_backward(const float *dout, const int32_t *idx, ui
 {
     uint32_t t = tower_k_quo(g.w, i), bc = tower_k_quo(g.h, t);
     int w = (int)(i - t * g.w.d), h = (int)(t - bc * g.h.d);
-    int K = g.K, Wo = g.Wo;
+    int Wo = g.Wo;
     const float *gr = dout + bc * g.ho.d * g.wo.d;
     const int32_t *ix = idx + bc * g.ho.d * g.wo.d;
-    /* windows oh with oh*S <= h <= oh*S + K - 1 (the divisions: of non-negative numbers) */
-    int oh0 = h < K ? 0 : (int)tower_k_quo(g.s, (uint32_t)(h - K)) + 1;
-    int ow0 = w < K ? 0 : (int)tower_k_quo(g.s, (uint32_t)(w - K)) + 1;
+    /* windows oh with oh*S <= h <= oh*S + K - 1: oh1 = h / S and below it those with
+     * (oh1 - oh)*S <= K - 1 - (h - oh1*S), as for tower_k_taps_at */
     int oh1 = (int)tower_k_quo(g.s, (uint32_t)h), ow1 = (int)tower_k_quo(g.s, (uint32_t)w);
+    int oh0 = oh1 - (g.kq - (h - oh1 * g.S > g.kr));
+    int ow0 = ow1 - (g.kq - (w - ow1 * g.S > g.kr));
+    if (oh0 < 0) oh0 = 0;
+    if (ow0 < 0) ow0 = 0;
     if (oh1 > g.Ho - 1) oh1 = g.Ho - 1;
     if (ow1 > Wo - 1) ow1 = Wo - 1;
     int me = h * g.W + w;
