@@ -321,8 +321,8 @@ Test(cuda_kernels_host, divider)
             expect_quo(v, n);
         }
     }
-    /* an empty axis divides as by 1 (never used: nothing is indexed) */
-    cr_assert_eq(tower_k_quo(tower_k_div_of(0), 17), 17);
+    /* an empty axis keeps its size 0 (the kernels' bounds) and divides as by 1 */
+    cr_assert(tower_k_div_of(0).d == 0 && tower_k_quo(tower_k_div_of(0), 17) == 17);
 }
 
 /* the transposing passes' index and the bias channel, every element of awkward shapes */
@@ -386,6 +386,7 @@ Test(cuda_kernels_host, im2col_col2im_awkward)
     check_im2col("1x1 5x6, 3 images", 3, 4, 5, 6, 1, 1, 0);
     check_im2col("5x5/2 p1 one output row 5x17", 2, 3, 5, 17, 5, 2, 1);
     check_im2col("7x7/3 p2 23x23", 1, 3, 23, 23, 7, 3, 2);
+    check_im2col("3x3 on 2x2: no output", 2, 2, 2, 2, 3, 1, 0);
 }
 
 /* a chunk the 32-bit indices cannot reach is refused; the paper's largest chunks are not */

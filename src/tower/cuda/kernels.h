@@ -72,15 +72,16 @@ typedef struct {
     uint32_t d, magic, shift;
 } tower_k_div;
 
+/* d = 0, an empty axis, keeps d = 0 (the kernels' loop bounds are products of the d's)
+ * with 1's magic number: nothing is ever divided by it. */
 BASE_HD tower_k_div tower_k_div_of(uint32_t d)
 {
     tower_k_div v;
-    uint32_t s = 0;
-    if (d == 0) d = 1; /* an empty axis: nothing is ever divided by it */
-    while ((UINT64_C(1) << s) < d) s++;
+    uint32_t e = d ? d : 1, s = 0;
+    while ((UINT64_C(1) << s) < e) s++;
     v.d = d;
     v.shift = s;
-    v.magic = (uint32_t)(((UINT64_C(1) << 32) * ((UINT64_C(1) << s) - d)) / d + 1);
+    v.magic = (uint32_t)(((UINT64_C(1) << 32) * ((UINT64_C(1) << s) - e)) / e + 1);
     return v;
 }
 
