@@ -213,6 +213,20 @@ static void col2im(real *in, const real *col, size_t ldc, int Ci, int H, int W, 
             }
 }
 
+void tower_im2col(real *col, size_t ldc, const real *in, int Ci, int H, int W, int K,
+                  int stride, int pad)
+{
+    im2col(col, ldc, in, Ci, H, W, K, stride, pad, tower_conv_out(H, K, stride, pad),
+           tower_conv_out(W, K, stride, pad));
+}
+
+void tower_col2im(real *in, const real *col, size_t ldc, int Ci, int H, int W, int K,
+                  int stride, int pad)
+{
+    col2im(in, col, ldc, Ci, H, W, K, stride, pad, tower_conv_out(H, K, stride, pad),
+           tower_conv_out(W, K, stride, pad));
+}
+
 void tower_conv_forward(real *out, const real *in, const real *w, const real *b,
                         int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
                         int ldw, int accumulate, real *col)

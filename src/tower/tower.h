@@ -69,6 +69,17 @@ void tower_conv_backward(real *din, real *dw, real *db,
                          int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
                          int ldw, int accumulate_din, real *col);
 
+/* The convolution's column matrix of one image, as the two above build it (and the CUDA
+ * backend's tests check its kernels against, bit for bit): col rows (c, kh, kw) of
+ * Ci*K*K, each of Ho*Wo columns (oh, ow) at row stride ldc >= Ho*Wo, the pixel of
+ * in (Ci, H, W) tap (kh, kw) sees at (oh, ow), 0 in the padding. tower_col2im is its
+ * adjoint: in (Ci, H, W) += every col entry at the pixel it came from, in the order
+ * (c, kh, kw, oh, ow). */
+void tower_im2col(real *col, size_t ldc, const real *in, int Ci, int H, int W, int K,
+                  int stride, int pad);
+void tower_col2im(real *in, const real *col, size_t ldc, int Ci, int H, int W, int K,
+                  int stride, int pad);
+
 /* Fully connected. out (B, Cout); in (B, Cin); w (Cout, ldw), first Cin columns used;
  * b (Cout) or NULL. accumulate as for conv. */
 void tower_fc_forward(real *out, const real *in, const real *w, const real *b,

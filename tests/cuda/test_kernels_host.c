@@ -83,11 +83,13 @@ static void emu_conv_forward(float *out, const float *in, const float *w, const 
         int nq = nb * HWo;
         const float *x = in + (size_t)n0 * nin;
         float *y = out + (size_t)n0 * Co * HWo;
-        for (size_t i = 0; i < (size_t)CKK * nq; i++)
-            col[i] = tower_k_im2col_chunk(x, i, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        tower_k_conv_geom cg;
+        cr_assert_eq(tower_k_conv_geom_make(&cg, nb, Ci, H, W, K, stride, pad, Ho, Wo), 0);
+        for (uint32_t e = 0; e < (uint32_t)Ci * nq; e++) tower_k_im2col_taps(col, x, e, cg);
         emu_gemm_rm(0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
-        for (size_t i = 0; i < (size_t)Co * nq; i++) {
-            float v = tower_k_conv_out(prod, y, b, i, nb, Co, (size_t)HWo, accumulate);
+        tower_k_cnhw t = tower_k_cnhw_make(nb, Co, HWo);
+        for (uint32_t i = 0; i < (uint32_t)Co * nq; i++) {
+            float v = tower_k_conv_out(prod, y, b, i, t, accumulate);
             y[i] = relu ? tower_k_relu(v) : v;
         }
     }
@@ -118,22 +120,24 @@ static void emu_conv_backward(float *din, float *dw, float *db, const float *dou
         int nq = nb * HWo;
         const float *gd = dout + (size_t)n0 * Co * HWo;
         const float *ad = act ? act + (size_t)n0 * Co * HWo : NULL;
-        for (size_t i = 0; i < (size_t)Co * nq; i++)
-            g[tower_k_cnhw_of(i, nb, Co, (size_t)HWo)] = ad ? tower_k_relu_grad(gd[i], ad[i])
-                                                           : gd[i];
+        tower_k_conv_geom cg;
+        cr_assert_eq(tower_k_conv_geom_make(&cg, nb, Ci, H, W, K, stride, pad, Ho, Wo), 0);
+        tower_k_cnhw t = tower_k_cnhw_make(nb, Co, HWo);
+        for (uint32_t i = 0; i < (uint32_t)Co * nq; i++) {
+            uint32_t c;
+            g[tower_k_cnhw_at(i, t, &c)] = ad ? tower_k_relu_grad(gd[i], ad[i]) : gd[i];
+        }
         if (db) emu_gemv_rm(Co, nq, 1.0f, g, nq, ones, 1.0f, db);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;
-            for (size_t i = 0; i < (size_t)CKK * nq; i++)
-                col[i] = tower_k_im2col_chunk(x, i, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+            for (uint32_t e = 0; e < (uint32_t)Ci * nq; e++) tower_k_im2col_taps(col, x, e, cg);
             emu_gemm_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
         }
         if (din) {
             emu_gemm_rm(1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, col, nq);
             float *dx = din + (size_t)n0 * nin;
-            for (size_t i = 0; i < (size_t)nb * nin; i++)
-                dx[i] = tower_k_col2im_chunk(col, accumulate_din ? dx[i] : 0.0f, i, nb, Ci, H,
-                                             W, K, stride, pad, Ho, Wo);
+            for (uint32_t e = 0; e < (uint32_t)(nb * nin); e++)
+                dx[e] = tower_k_col2im_pixel(col, accumulate_din ? dx[e] : 0.0f, e, cg);
         }
     }
 }
@@ -143,7 +147,8 @@ static void emu_fc_forward(float *out, const float *in, const float *w, const fl
 {
     emu_gemm_rm(0, 1, B, Cout, Cin, 1.0f, in, Cin, w, ldw, accumulate ? 1.0f : 0.0f, out, Cout);
     if (b)
-        for (size_t i = 0; i < (size_t)B * Cout; i++) out[i] += b[tower_k_channel_of(i, Cout, 1)];
+        for (uint32_t i = 0; i < (uint32_t)(B * Cout); i++)
+            out[i] += b[tower_k_channel(i, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1))];
 }
 
 static void emu_fc_backward(float *din, float *dw, float *db, const float *dout,
@@ -271,47 +276,210 @@ Test(cuda_kernels_host, fc_two_sources)
     free(out), free(out2), free(din), free(din2);
 }
 
-Test(cuda_kernels_host, lrn)
+/* ---- the 32-bit index arithmetic ------------------------------------------------------ */
+
+/* tower_k_quo against the division it replaces: every divisor up to 3000 with every
+ * numerator up to 3000 and the 200 below 2^31; then divisors at and around every power of
+ * two up to 2^31 and random ones, each with numerators at the edges and random ones */
+static void expect_quo(tower_k_div v, uint32_t n)
 {
-    int B = 2, C = 11, HW = 10, half = TOWER_LRN_N / 2;
+    if (tower_k_quo(v, n) != n / v.d)
+        cr_assert_fail("%u / %u: got %u", n, v.d, tower_k_quo(v, n));
+}
+
+Test(cuda_kernels_host, divider)
+{
+    for (uint32_t d = 1; d <= 3000; d++) {
+        tower_k_div v = tower_k_div_of(d);
+        for (uint32_t n = 0; n <= 3000; n++)
+            expect_quo(v, n);
+        for (uint32_t n = INT32_MAX - 199; n <= (uint32_t)INT32_MAX; n++)
+            expect_quo(v, n);
+    }
+    uint32_t ds[3 * 32 + 1000];
+    int nd = 0;
+    for (int k = 0; k <= 31; k++) {
+        uint32_t p = (uint32_t)1 << k;
+        ds[nd++] = p;
+        ds[nd++] = p + 1;
+        if (p > 1) ds[nd++] = p - 1;
+    }
+    for (int j = 0; j < 1000; j++) ds[nd++] = 1 + (uint32_t)(base_rng_mix(101, j) % INT32_MAX);
+    for (int j = 0; j < nd; j++) {
+        uint32_t d = ds[j];
+        if (d > (uint32_t)1 << 31) continue;
+        tower_k_div v = tower_k_div_of(d);
+        uint32_t edge[] = {0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, INT32_MAX, INT32_MAX - 1,
+                           INT32_MAX - d + 1, INT32_MAX / d * d, INT32_MAX / d * d - 1};
+        for (size_t e = 0; e < sizeof edge / sizeof edge[0]; e++) {
+            uint32_t n = edge[e];
+            if (n > (uint32_t)INT32_MAX) continue;
+            expect_quo(v, n);
+        }
+        for (int r = 0; r < 2000; r++) {
+            uint32_t n = (uint32_t)(base_rng_mix(102 + j, r) % ((uint64_t)INT32_MAX + 1));
+            expect_quo(v, n);
+        }
+    }
+    /* an empty axis keeps its size 0 (the kernels' bounds) and divides as by 1 */
+    cr_assert(tower_k_div_of(0).d == 0 && tower_k_quo(tower_k_div_of(0), 17) == 17);
+}
+
+/* the transposing passes' index and the bias channel, every element of awkward shapes */
+Test(cuda_kernels_host, cnhw_index_and_channel)
+{
+    int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {32, 48, 3025}, {5, 300, 9}, {2, 7, 1}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int nb = shapes[k][0], C = shapes[k][1], HW = shapes[k][2];
+        tower_k_cnhw t = tower_k_cnhw_make(nb, C, HW);
+        tower_k_div dc = tower_k_div_of((uint32_t)C), dhw = tower_k_div_of((uint32_t)HW);
+        uint32_t i = 0;
+        for (int n = 0; n < nb; n++)
+            for (int c = 0; c < C; c++)
+                for (int p = 0; p < HW; p++, i++) {
+                    uint32_t ch, at = tower_k_cnhw_at(i, t, &ch);
+                    if (ch != (uint32_t)c || at != ((uint32_t)c * nb + n) * HW + p ||
+                        tower_k_channel(i, dc, dhw) != (uint32_t)c)
+                        cr_assert_fail("(%d, %d, %d) of (%d, %d, %d): channel %u, at %u", n,
+                                       c, p, nb, C, HW, ch, at);
+                }
+    }
+}
+
+/* The chunk's im2col (one thread per channel and column, tower_k_im2col_taps over every
+ * position) against layers_cpu.c's tower_im2col of each image, and the chunk's col2im
+ * (tower_k_col2im_pixel over every pixel, from random starting values) against
+ * tower_col2im adding onto the same values: bit for bit, every element. */
+static void check_im2col(const char *name, int nb, int Ci, int H, int W, int K, int S, int P)
+{
+    int Ho = tower_conv_out(H, K, S, P), Wo = tower_conv_out(W, K, S, P);
+    size_t HWo = (size_t)Ho * Wo, nq = nb * HWo, CKK = (size_t)Ci * K * K;
+    size_t nin = (size_t)Ci * H * W, ncol = CKK * nq;
+    tower_k_conv_geom g;
+    cr_assert_eq(tower_k_conv_geom_make(&g, nb, Ci, H, W, K, S, P, Ho, Wo), 0);
+    float *in = frand(nb * nin, 111, 1), *col = fnew(ncol), *ref = fnew(ncol);
+    for (size_t i = 0; i < ncol; i++) col[i] = NAN; /* a tap left unwritten shows */
+    for (int n = 0; n < nb; n++) tower_im2col(ref + n * HWo, nq, in + n * nin, Ci, H, W, K, S, P);
+    for (uint32_t e = 0; e < (uint32_t)(Ci * nq); e++) tower_k_im2col_taps(col, in, e, g);
+    cr_assert(memcmp(col, ref, sizeof(float) * ncol) == 0, "%s: im2col differs", name);
+
+    float *dcol = frand(ncol, 112, 1), *start = frand(nb * nin, 113, 1);
+    float *din = fnew(nb * nin), *dref = fdup(start, nb * nin);
+    for (int n = 0; n < nb; n++)
+        tower_col2im(dref + n * nin, dcol + n * HWo, nq, Ci, H, W, K, S, P);
+    for (uint32_t e = 0; e < (uint32_t)(nb * nin); e++)
+        din[e] = tower_k_col2im_pixel(dcol, start[e], e, g);
+    cr_assert(memcmp(din, dref, sizeof(float) * nb * nin) == 0, "%s: col2im differs", name);
+    printf("%-40s col %zu x %zu, din %zu: bit-identical\n", name, CKK, nq, nb * nin);
+    free(in), free(col), free(ref), free(dcol), free(start), free(din), free(dref);
+}
+
+/* the paper's layers for one image and for a chunk of three, then awkward shapes */
+Test(cuda_kernels_host, im2col_col2im_paper_conv1) { check_im2col("conv1 11x11/4 p2 224", 1, 3, 224, 224, 11, 4, 2); }
+Test(cuda_kernels_host, im2col_col2im_paper_conv2) { check_im2col("conv2 5x5 p2 27, 3 images", 3, 48, 27, 27, 5, 1, 2); }
+Test(cuda_kernels_host, im2col_col2im_paper_conv3) { check_im2col("conv3 3x3 p1 13", 1, 256, 13, 13, 3, 1, 1); }
+Test(cuda_kernels_host, im2col_col2im_awkward)
+{
+    check_im2col("3x3/2 p1 9x12, 2 images", 2, 2, 9, 12, 3, 2, 1);
+    check_im2col("2x2/3 (pixels no tap reaches) 10x7", 2, 3, 10, 7, 2, 3, 0);
+    check_im2col("3x3 p3 (rows of padding) 4x5", 1, 2, 4, 5, 3, 1, 3);
+    check_im2col("1x1 5x6, 3 images", 3, 4, 5, 6, 1, 1, 0);
+    check_im2col("5x5/2 p1 one output row 5x17", 2, 3, 5, 17, 5, 2, 1);
+    check_im2col("7x7/3 p2 23x23", 1, 3, 23, 23, 7, 3, 2);
+    check_im2col("3x3 on 2x2: no output", 2, 2, 2, 2, 3, 1, 0);
+}
+
+/* a chunk the 32-bit indices cannot reach is refused; the paper's largest chunks are not */
+Test(cuda_kernels_host, conv_geometry_bounds)
+{
+    tower_k_conv_geom g;
+    cr_assert_eq(tower_k_conv_geom_make(&g, 32, 3, 224, 224, 11, 4, 2, 55, 55), 0);
+    cr_assert_eq(tower_k_conv_geom_make(&g, 32, 48, 27, 27, 5, 1, 2, 27, 27), 0);
+    cr_assert_eq(tower_k_conv_geom_make(&g, 32, 256, 13, 13, 3, 1, 1, 13, 13), 0);
+    cr_assert_eq(tower_k_conv_geom_make(&g, 200, 256, 224, 224, 3, 1, 1, 224, 224), -1); /* col */
+    cr_assert_eq(tower_k_conv_geom_make(&g, 50000, 256, 224, 224, 224, 1, 0, 1, 1), -1); /* input */
+    cr_assert(tower_k_fits32(INT32_MAX) && !tower_k_fits32((size_t)INT32_MAX + 1));
+}
+
+/* LRN: the paper's layers for one image, a few channels fewer than the window, a batch */
+static void check_lrn(int B, int C, int HW)
+{
+    int half = TOWER_LRN_N / 2;
     size_t n = (size_t)B * C * HW;
     float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
     float *in = frand(n, 31, 30), *dout = frand(n, 32, 1);
     float *out = fnew(n), *scale = fnew(n), *din = fnew(n);
     float *out2 = fnew(n), *scale2 = fnew(n), *din2 = fnew(n);
+    tower_k_div dc = tower_k_div_of((uint32_t)C), dhw = tower_k_div_of((uint32_t)HW);
+    char what[80];
     tower_lrn_forward(out, scale, in, B, C, HW, TOWER_LRN_N, k, a, be);
-    for (size_t i = 0; i < n; i++) out2[i] = tower_k_lrn_forward(scale2, in, i, C, HW, half, k, a, be);
-    expect_close("lrn forward out", out2, out, n, 0);
-    expect_close("lrn forward scale", scale2, scale, n, 0);
+    for (uint32_t i = 0; i < (uint32_t)n; i++)
+        out2[i] = tower_k_lrn_forward(scale2, in, i, dc, dhw, half, k, a, be);
+    snprintf(what, sizeof what, "lrn forward out (%d, %d, %d)", B, C, HW);
+    expect_close(what, out2, out, n, 0);
+    snprintf(what, sizeof what, "lrn forward scale (%d, %d, %d)", B, C, HW);
+    expect_close(what, scale2, scale, n, 0);
     tower_lrn_backward(din, dout, in, out, scale, B, C, HW, TOWER_LRN_N, k, a, be);
-    for (size_t i = 0; i < n; i++)
-        din2[i] = tower_k_lrn_backward(dout, in, out, scale, i, C, HW, half, a, be);
-    expect_close("lrn backward", din2, din, n, 0);
+    for (uint32_t i = 0; i < (uint32_t)n; i++)
+        din2[i] = tower_k_lrn_backward(dout, in, out, scale, i, dc, dhw, half, a, be);
+    snprintf(what, sizeof what, "lrn backward (%d, %d, %d)", B, C, HW);
+    expect_close(what, din2, din, n, 0);
     free(in), free(dout), free(out), free(scale), free(din), free(out2), free(scale2), free(din2);
 }
 
-static void check_pool(int B, int C, int H, int W)
+Test(cuda_kernels_host, lrn) { check_lrn(2, 11, 10); }
+Test(cuda_kernels_host, lrn_paper_conv1) { check_lrn(1, 48, 55 * 55); }
+Test(cuda_kernels_host, lrn_paper_conv2) { check_lrn(1, 128, 27 * 27); }
+Test(cuda_kernels_host, lrn_few_channels)
 {
-    int K = TOWER_POOL_K, S = TOWER_POOL_STRIDE, Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    check_lrn(3, 3, 7);
+    check_lrn(2, 1, 5);
+}
+
+static void check_pool(int B, int C, int H, int W, int K, int S)
+{
+    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
     size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
     float *in = frand(n_in, 41, 1), *dout = frand(n_out, 42, 1);
     for (size_t i = 0; i < n_in; i += 3) in[i] = 0; /* ties */
     float *out = fnew(n_out), *out2 = fnew(n_out), *din = fnew(n_in), *din2 = fnew(n_in);
     int32_t *idx = calloc(n_out, sizeof(int32_t)), *idx2 = calloc(n_out, sizeof(int32_t));
     cr_assert(idx && idx2);
+    tower_k_pool g = tower_k_pool_make(H, W, K, S);
+    cr_assert(g.Ho == Ho && g.Wo == Wo);
+    char what[80];
     tower_maxpool_forward(out, idx, in, B, C, H, W, K, S);
-    for (size_t i = 0; i < n_out; i++)
-        out2[i] = tower_k_maxpool_forward(in, i, H, W, K, S, Ho, Wo, &idx2[i]);
-    expect_close("maxpool forward", out2, out, n_out, 0);
+    for (uint32_t i = 0; i < (uint32_t)n_out; i++)
+        out2[i] = tower_k_maxpool_forward(in, i, g, &idx2[i]);
+    snprintf(what, sizeof what, "maxpool %dx%d/%d forward (%d, %d, %d, %d)", K, K, S, B, C, H, W);
+    expect_close(what, out2, out, n_out, 0);
     cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "max-pool indices differ");
     tower_maxpool_backward(din, dout, idx, B, C, H, W, K, S);
-    for (size_t i = 0; i < n_in; i++) din2[i] = tower_k_maxpool_backward(dout, idx, i, H, W, K, S, Ho, Wo);
-    expect_close("maxpool backward", din2, din, n_in, 0);
+    for (uint32_t i = 0; i < (uint32_t)n_in; i++)
+        din2[i] = tower_k_maxpool_backward(dout, idx, i, g);
+    snprintf(what, sizeof what, "maxpool %dx%d/%d backward (%d, %d, %d, %d)", K, K, S, B, C, H, W);
+    expect_close(what, din2, din, n_in, 0);
     free(in), free(dout), free(out), free(out2), free(din), free(din2), free(idx), free(idx2);
 }
 
-Test(cuda_kernels_host, maxpool_odd_planes) { check_pool(2, 3, 13, 13); }  /* conv5 -> 6 */
-Test(cuda_kernels_host, maxpool_even_non_square) { check_pool(1, 2, 12, 9); } /* edge rows unused */
+#define PK TOWER_POOL_K
+#define PS TOWER_POOL_STRIDE
+Test(cuda_kernels_host, maxpool_odd_planes) { check_pool(2, 3, 13, 13, PK, PS); }  /* conv5 -> 6 */
+Test(cuda_kernels_host, maxpool_even_non_square) { check_pool(1, 2, 12, 9, PK, PS); } /* edge rows unused */
+Test(cuda_kernels_host, maxpool_paper_sizes)
+{
+    check_pool(1, 4, 55, 55, PK, PS);
+    check_pool(1, 5, 27, 27, PK, PS);
+}
+/* the net descriptions' other poolings: non-overlapping, stride 1, a window wider than
+ * twice the stride, a stride wider than the window */
+Test(cuda_kernels_host, maxpool_other_windows)
+{
+    check_pool(2, 3, 8, 10, 2, 2);
+    check_pool(1, 2, 7, 6, 3, 1);
+    check_pool(1, 2, 11, 12, 5, 2);
+    check_pool(2, 2, 11, 10, 2, 3); /* gaps: rows no window covers */
+}
 
 Test(cuda_kernels_host, dropout)
 {

@@ -277,6 +277,23 @@ Test(cuda_model, tower_fits_in_3gb_at_batch_128)
     tower_free(&t);
 }
 
+/* The kernels index in 32 bits: a batch whose conv1 output has 2^31 elements or more
+ * (48 x 55 x 55 per image: batch 14,791) is refused by tower_init_cuda with a message,
+ * before any device work (so this runs without a GPU too). */
+Test(cuda_model, batch_beyond_32bit_indices_refused)
+{
+    tower_config cfg = {.towers = 2, .classes = 1000, .batch = 15000, .in_size = 224,
+                        .in_ch = 3, .width_div = 1};
+    tower_plan plan;
+    char err[256] = "";
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    tower t;
+    cr_assert_eq(tower_init_cuda(&t, &plan, 0, 0, 1, err, sizeof err), -1);
+    printf("batch 15000: %s\n", err);
+    cr_assert(strstr(err, "conv1") && strstr(err, "32 bits") && strstr(err, "--batch"), "%s",
+              err);
+}
+
 /* ---- the other nets through the same layer loop: torchvision's (no LRN, inverted dropout
  * on conv5's pooled output and fc6's), fmnist's (one channel, Adam), the paper's net with
  * tanh (no fused conv + ReLU) and with 2:2 pooling ---------------------------------------- */

@@ -361,6 +361,12 @@ def _loop_step(lp, instrs, sass):
         if not sass and ins.op.startswith("setp") and ops and ops[0].split()[-1] == pred:
             srcs = [o.split()[-1] for o in ops[1:3]]
             break
+    written = set()
+    for ins in body:
+        t = re.sub(r"^@!?\S+\s+", "", ins.text).split(None, 1)
+        if len(t) == 2:
+            written.add(t[1].split(",")[0].strip().replace(".reuse", "").split()[-1])
+
     def step_of(reg, hops):
         for ins in body:
             txt = re.sub(r"^@!?\S+\s+", "", ins.text)
@@ -376,6 +382,18 @@ def _loop_step(lp, instrs, sass):
                     return abs(c)
                 if c is not None and hops and re.fullmatch(_SASS_REG, a):
                     return step_of(a, hops - 1)
+            # reg = a + b with b fixed in the loop (the trip count's offset): a's step
+            two = None
+            if sass and ins.op == "IMAD.IADD" and len(ops) == 4 and _imm(ops[2]) == 1:
+                two = (ops[1], ops[3])
+            elif sass and ins.op == "IADD3" and len(ops) == 4 and ops[3] == "RZ":
+                two = (ops[1], ops[2])
+            if two and hops and all(re.fullmatch(_SASS_REG, o) for o in two):
+                for a, b in (two, two[::-1]):
+                    if b not in written:
+                        st = step_of(a, hops - 1)
+                        if st:
+                            return st
             if not sass and ins.op.startswith(("add.s32", "add.u32", "add.s64")) and len(ops) == 3:
                 a, c = ops[1], _imm(ops[2])
                 if c is not None and a == reg:

@@ -140,15 +140,21 @@ def _lrn_trips(C):
     return [(r"for \(int j = lo; j <= hi", tot / C)]
 
 
+def _im2col_trips(K):
+    """One thread per (channel, column) writes its K x K taps."""
+    return [(r"for \(int kh = 0; kh < g.K", K), (r"for \(int kw = 0; kw < g.K", K)]
+
+
 def _col2im_trips(H, K, S, P, Ho):
-    """kh runs K times; the kw loop runs for the kh whose tap reaches the pixel row."""
+    """The taps that reach a pixel, row by row (tower_k_taps_at): on average `hits / H`
+    rows, and as many columns for each of them (square planes)."""
     hits = 0
     for ih in range(H):
         for kh in range(K):
             th = ih + P - kh
             if th >= 0 and th % S == 0 and th // S < Ho:
                 hits += 1
-    return [(r"for \(int kh = 0; kh < K", K), (r"for \(int kw = 0; kw < K", hits / H)]
+    return [(r"for \(int jh = 0; jh < th.n", hits / H), (r"for \(int jw = 0; jw < tw.n", hits / H)]
 
 
 def _pool_bwd_trips(H, K, S, Ho):
@@ -231,8 +237,8 @@ def _layer_forward(L, B):
             for n0 in range(0, B, CONV_IMAGES):
                 nb = min(CONV_IMAGES, B - n0)
                 nq, ncol, nout = nb * HWo, CKK * nb * HWo, L.out_ch * nb * HWo
-                ops.append(_k(L.name, "fwd", "im2col_chunk_kernel", ncol,
-                              4.0 * (ncol + nb * nin)))
+                ops.append(_k(L.name, "fwd", "im2col_chunk_kernel", L.in_ch * nq,
+                              4.0 * (ncol + nb * nin), _im2col_trips(L.k)))
                 ops.append(_gemm(L.name, "fwd", L.out_ch, nq, CKK, 0))
                 ops.append(_k(L.name, "fwd", "conv_out_kernel", nout,
                               4.0 * nout * (3 if src > 0 else 2)))
@@ -283,8 +289,8 @@ def _layer_backward(L, B, first):
                 if db:
                     ops.append(Op(L.name, "bwd", "gemv", "cublasSgemv",
                                   bytes=4.0 * (nout + nq), flops=2.0 * nout))
-                ops.append(_k(L.name, "bwd", "im2col_chunk_kernel", ncol,
-                              4.0 * (ncol + nb * nin)))
+                ops.append(_k(L.name, "bwd", "im2col_chunk_kernel", L.in_ch * nq,
+                              4.0 * (ncol + nb * nin), _im2col_trips(L.k)))
                 ops.append(_gemm(L.name, "bwd", L.out_ch, CKK, nq, 1))
                 if not first:
                     ops.append(_gemm(L.name, "bwd", CKK, nq, L.out_ch, 0))

@@ -5,6 +5,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -43,6 +44,20 @@ static inline void tower_cuda_die(const char *what, const char *reason, const ch
         if (e_ != cudaSuccess)                                                            \
             tower_cuda_die("launch of " #kernel, cudaGetErrorString(e_), __FILE__, __LINE__); \
     } while (0)
+
+/* The layer kernels index in 32 bits (kernels.h): a launch over 2^31 elements or more
+ * stops the process, naming the tensor; tower_init_cuda refuses such a batch before any
+ * step, with a message. */
+static inline void tower_cuda_check_index32(size_t n, const char *what, const char *file,
+                                            int line)
+{
+    if (n <= (size_t)INT32_MAX) return;
+    char reason[160];
+    snprintf(reason, sizeof reason,
+             "%zu elements: the kernels index in 32 bits, up to 2^31 - 1 (a smaller batch)", n);
+    tower_cuda_die(what, reason, file, line);
+}
+#define INDEX32_CHECK(n, what) tower_cuda_check_index32((n), (what), __FILE__, __LINE__)
 
 /* 1-D launches use grid-stride loops, so the grid can be capped. */
 #define TOWER_CUDA_THREADS 256

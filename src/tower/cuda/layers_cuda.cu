@@ -39,46 +39,47 @@ static void gemv_rm(cublasHandle_t h, int m, int n, float alpha, const float *A,
 }
 
 /* Grid-stride loop over n elements: every kernel below is one of these around a
- * per-element function of kernels.h; consecutive threads take consecutive elements. */
+ * per-element function of kernels.h; consecutive threads take consecutive elements.
+ * FOR_EACH_ELEMENT32 indexes in 32 bits, for launches the launcher has checked to be
+ * below 2^31 elements (INDEX32_CHECK): the layer kernels, whose index arithmetic is
+ * most of their work. */
 #define FOR_EACH_ELEMENT(i, n)                                                             \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);               \
          i += (size_t)gridDim.x * blockDim.x)
+#define FOR_EACH_ELEMENT32(i, n)                                                           \
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (uint32_t)(n);           \
+         i += gridDim.x * blockDim.x)
 
 /* ---- convolution ------------------------------------------------------------------- */
 
 /* im2col of a chunk of nb images. in (nb, Ci, H, W); col (Ci*K*K, nb*Ho*Wo), row
  * r = (c, kh, kw), column q = (n, oh, ow): the pixel tap (kh, kw) of image n sees at
- * output (oh, ow), 0 in the padding. One thread per col element (grid-stride),
- * consecutive threads along q: coalesced writes, reads coalesced along an image row for
- * stride 1. */
-__global__ void im2col_chunk_kernel(float *col, const float *in, int nb, int Ci, int H, int W,
-                                    int K, int S, int P, int Ho, int Wo)
+ * output (oh, ow), 0 in the padding. One thread per (c, q), writing that channel's K*K
+ * rows of column q (tower_k_im2col_taps); consecutive threads along q: every store
+ * coalesced, reads coalesced along an image row for stride 1. */
+__global__ void im2col_chunk_kernel(float *col, const float *in, tower_k_conv_geom g)
 {
-    size_t n = (size_t)Ci * K * K * nb * Ho * Wo;
-    FOR_EACH_ELEMENT(i, n) col[i] = tower_k_im2col_chunk(in, i, nb, Ci, H, W, K, S, P, Ho, Wo);
+    FOR_EACH_ELEMENT32(e, (uint32_t)g.Ci * g.nq.d) tower_k_im2col_taps(col, in, e, g);
 }
 
 /* col2im of a chunk as a gather (no atomics): one thread per input pixel (n, c, ih, iw) of
  * din (nb, Ci, H, W) sums the col (Ci*K*K, nb*Ho*Wo) entries that came from it, in the
  * order layers_cpu.c's scatter adds them. accumulate: start from din instead of 0. */
-__global__ void col2im_chunk_kernel(float *din, const float *col, int nb, int Ci, int H, int W,
-                                    int K, int S, int P, int Ho, int Wo, int accumulate)
+__global__ void col2im_chunk_kernel(float *din, const float *col, tower_k_conv_geom g,
+                                    int accumulate)
 {
-    size_t n = (size_t)nb * Ci * H * W;
-    FOR_EACH_ELEMENT(i, n)
-        din[i] = tower_k_col2im_chunk(col, accumulate ? din[i] : 0.0f, i, nb, Ci, H, W, K, S,
-                                      P, Ho, Wo);
+    FOR_EACH_ELEMENT32(e, g.nb * (uint32_t)g.Ci * g.hw.d)
+        din[e] = tower_k_col2im_pixel(col, accumulate ? din[e] : 0.0f, e, g);
 }
 
 /* out (nb, Co, HWo) = prod (Co, nb*HWo) transposed [+ out] [+ b], then ReLU when relu
  * (the fused form): the end of a chunk's forward. One thread per element of out
  * (coalesced writes; reads in runs of HWo). */
-__global__ void conv_out_kernel(float *out, const float *prod, const float *b, int nb, int Co,
-                                size_t HWo, int accumulate, int relu)
+__global__ void conv_out_kernel(float *out, const float *prod, const float *b, tower_k_cnhw t,
+                                int accumulate, int relu)
 {
-    size_t n = (size_t)nb * Co * HWo;
-    FOR_EACH_ELEMENT(i, n) {
-        float y = tower_k_conv_out(prod, out, b, i, nb, Co, HWo, accumulate);
+    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) {
+        float y = tower_k_conv_out(prod, out, b, i, t, accumulate);
         out[i] = relu ? tower_k_relu(y) : y;
     }
 }
@@ -92,18 +93,39 @@ __global__ void fill_kernel(float *x, float v, size_t n)
 /* g (Co, nb*HWo) = dout (nb, Co, HWo) transposed: the output gradient as the chunk's
  * GEMMs read it; with act (the fused form) first masked by the ReLU's output act > 0.
  * One thread per element of dout (coalesced reads). */
-__global__ void to_cnhw_kernel(float *g, const float *dout, const float *act, int nb, int Co,
-                               size_t HWo)
+__global__ void to_cnhw_kernel(float *g, const float *dout, const float *act, tower_k_cnhw t)
 {
-    size_t n = (size_t)nb * Co * HWo;
-    FOR_EACH_ELEMENT(i, n)
-        g[tower_k_cnhw_of(i, nb, Co, HWo)] = act ? tower_k_relu_grad(dout[i], act[i]) : dout[i];
+    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) {
+        uint32_t c;
+        g[tower_k_cnhw_at(i, t, &c)] = act ? tower_k_relu_grad(dout[i], act[i]) : dout[i];
+    }
 }
 
 /* out (B, C, HW) += b[c]. One thread per element of out (the fc layers' bias). */
-__global__ void bias_add_kernel(float *out, const float *b, size_t n, int C, size_t HW)
+__global__ void bias_add_kernel(float *out, const float *b, uint32_t n, tower_k_div C,
+                                tower_k_div HW)
 {
-    FOR_EACH_ELEMENT(i, n) out[i] += b[tower_k_channel_of(i, C, HW)];
+    FOR_EACH_ELEMENT32(i, n) out[i] += b[tower_k_channel(i, C, HW)];
+}
+
+/* The chunk's geometry for its kernels; stops the process when the chunk is too large
+ * for 32-bit indices (tower_init_cuda refuses such a batch first). */
+static tower_k_conv_geom chunk_geom(int nb, int Ci, int H, int W, int K, int S, int P, int Ho,
+                                    int Wo)
+{
+    tower_k_conv_geom g;
+    if (tower_k_conv_geom_make(&g, nb, Ci, H, W, K, S, P, Ho, Wo) != 0) { /* one of: */
+        INDEX32_CHECK((size_t)Ci * K * K * nb * Ho * Wo, "a conv chunk's col (Ci*K*K, nb*Ho*Wo)");
+        INDEX32_CHECK((size_t)nb * Ci * H * W, "a conv chunk's input (nb, Ci, H, W)");
+    }
+    return g;
+}
+
+/* The transposing passes' view of a chunk's (nb, Co, HWo) output, checked like chunk_geom. */
+static tower_k_cnhw chunk_cnhw(int nb, int Co, int HWo)
+{
+    INDEX32_CHECK((size_t)nb * Co * HWo, "a conv chunk's output (nb, Co, Ho*Wo)");
+    return tower_k_cnhw_make(nb, Co, HWo);
 }
 
 extern "C" size_t tower_conv_cuda_scratch_size(int Ci, int H, int W, int Co, int K, int stride,
@@ -130,15 +152,16 @@ static void conv_forward(float *out, const float *in, const float *w, const floa
     float *col = scratch, *prod = scratch + (size_t)images * CKK * HWo;
     FOR_EACH_CHUNK(n0, nb, B, images) {
         int nq = nb * HWo;
-        size_t ncol = (size_t)CKK * nq, nout = (size_t)Co * nq;
+        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq;
         float *y = out + (size_t)n0 * Co * HWo;
-        im2col_chunk_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
-            col, in + (size_t)n0 * nin, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        im2col_chunk_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
+            col, in + (size_t)n0 * nin, cg);
         LAUNCH_CHECK(im2col_chunk_kernel);
         /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
         gemm_rm(CU_BLAS(cublas), 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
         conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            y, prod, b, nb, Co, (size_t)HWo, accumulate, relu);
+            y, prod, b, chunk_cnhw(nb, Co, HWo), accumulate, relu);
         LAUNCH_CHECK(conv_out_kernel);
     }
 }
@@ -182,16 +205,17 @@ static void conv_backward(float *din, float *dw, float *db, const float *dout, c
     }
     FOR_EACH_CHUNK(n0, nb, B, images) {
         int nq = nb * HWo;
-        size_t ncol = (size_t)CKK * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
+        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
         size_t at = (size_t)n0 * Co * HWo;
+        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
         to_cnhw_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            g, dout + at, act ? act + at : NULL, nb, Co, (size_t)HWo);
+            g, dout + at, act ? act + at : NULL, chunk_cnhw(nb, Co, HWo));
         LAUNCH_CHECK(to_cnhw_kernel);
         if (db) /* db (Co) += g (Co, nb*HWo) . ones: one GEMV, many blocks per channel */
             gemv_rm(h, Co, nq, 1.0f, g, nq, ones, 1.0f, db);
         if (dw) {
-            im2col_chunk_kernel<<<tower_cuda_blocks(ncol), TOWER_CUDA_THREADS, 0, st>>>(
-                col, in + (size_t)n0 * nin, nb, Ci, H, W, K, stride, pad, Ho, Wo);
+            im2col_chunk_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
+                col, in + (size_t)n0 * nin, cg);
             LAUNCH_CHECK(im2col_chunk_kernel);
             /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
             gemm_rm(h, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
@@ -200,8 +224,7 @@ static void conv_backward(float *din, float *dw, float *db, const float *dout, c
             /* col (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), then gathered back */
             gemm_rm(h, 1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, col, nq);
             col2im_chunk_kernel<<<tower_cuda_blocks(nx), TOWER_CUDA_THREADS, 0, st>>>(
-                din + (size_t)n0 * nin, col, nb, Ci, H, W, K, stride, pad, Ho, Wo,
-                accumulate_din);
+                din + (size_t)n0 * nin, col, cg, accumulate_din);
             LAUNCH_CHECK(col2im_chunk_kernel);
         }
     }
@@ -247,8 +270,9 @@ extern "C" void tower_fc_forward_cuda(float *out, const float *in, const float *
             accumulate ? 1.0f : 0.0f, out, Cout);
     if (b) {
         size_t n = (size_t)B * Cout;
+        INDEX32_CHECK(n, "fc output (B, Cout)");
         bias_add_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
-            out, b, n, Cout, 1);
+            out, b, (uint32_t)n, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1));
         LAUNCH_CHECK(bias_add_kernel);
     }
 }
@@ -333,20 +357,20 @@ extern "C" void tower_tanh_backward_cuda(float *din, const float *dout, const fl
  * in, out, scale, dout, din: (B, C, HW). One thread per element (b, c, p); it reads the
  * n channels around c at the same (b, p), so a warp (consecutive p) reads contiguous
  * memory. The sums run over the window in channel order, as in layers_cpu.c. */
-__global__ void lrn_forward_kernel(float *out, float *scale, const float *in, int B, int C,
-                                   int HW, int half, float k, float alpha, float beta)
+__global__ void lrn_forward_kernel(float *out, float *scale, const float *in, uint32_t n,
+                                   tower_k_div C, tower_k_div HW, int half, float k,
+                                   float alpha, float beta)
 {
-    size_t n = (size_t)B * C * HW;
-    FOR_EACH_ELEMENT(i, n)
+    FOR_EACH_ELEMENT32(i, n)
         out[i] = tower_k_lrn_forward(scale, in, i, C, HW, half, k, alpha, beta);
 }
 
 __global__ void lrn_backward_kernel(float *din, const float *dout, const float *in,
-                                    const float *out, const float *scale, int B, int C, int HW,
-                                    int half, float alpha, float beta)
+                                    const float *out, const float *scale, uint32_t n,
+                                    tower_k_div C, tower_k_div HW, int half, float alpha,
+                                    float beta)
 {
-    size_t n = (size_t)B * C * HW;
-    FOR_EACH_ELEMENT(i, n)
+    FOR_EACH_ELEMENT32(i, n)
         din[i] = tower_k_lrn_backward(dout, in, out, scale, i, C, HW, half, alpha, beta);
 }
 
@@ -356,8 +380,10 @@ extern "C" void tower_lrn_forward_cuda(float *out, float *scale, const float *in
 {
     size_t total = (size_t)B * C * HW;
     if (total == 0) return;
+    INDEX32_CHECK(total, "lrn forward (B, C, HW)");
     lrn_forward_kernel<<<tower_cuda_blocks(total), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
-        out, scale, in, B, C, HW, n / 2, k, alpha, beta);
+        out, scale, in, (uint32_t)total, tower_k_div_of((uint32_t)C),
+        tower_k_div_of((uint32_t)HW), n / 2, k, alpha, beta);
     LAUNCH_CHECK(lrn_forward_kernel);
 }
 
@@ -369,9 +395,12 @@ extern "C" void tower_lrn_backward_cuda(float *din, const float *dout, const flo
     (void)k; /* k is inside scale already */
     size_t total = (size_t)B * C * HW;
     if (total == 0) return;
+    INDEX32_CHECK(total, "lrn backward (B, C, HW)");
     lrn_backward_kernel<<<tower_cuda_blocks(total), TOWER_CUDA_THREADS, 0,
-                          CU_STREAM(stream)>>>(din, dout, in, out, scale, B, C, HW, n / 2,
-                                               alpha, beta);
+                          CU_STREAM(stream)>>>(din, dout, in, out, scale, (uint32_t)total,
+                                               tower_k_div_of((uint32_t)C),
+                                               tower_k_div_of((uint32_t)HW), n / 2, alpha,
+                                               beta);
     LAUNCH_CHECK(lrn_backward_kernel);
 }
 
@@ -380,13 +409,12 @@ extern "C" void tower_lrn_backward_cuda(float *din, const float *dout, const flo
 
 /* One thread per output element; the window is scanned row-major keeping the first
  * maximum (strict >), exactly as layers_cpu.c, so idx and out are bit-identical. */
-__global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in, int B, int C,
-                                       int H, int W, int K, int S, int Ho, int Wo)
+__global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in, uint32_t n,
+                                       tower_k_pool g)
 {
-    size_t n = (size_t)B * C * Ho * Wo;
-    FOR_EACH_ELEMENT(i, n) {
+    FOR_EACH_ELEMENT32(i, n) {
         int32_t best;
-        out[i] = tower_k_maxpool_forward(in, i, H, W, K, S, Ho, Wo, &best);
+        out[i] = tower_k_maxpool_forward(in, i, g, &best);
         idx[i] = best;
     }
 }
@@ -395,21 +423,20 @@ __global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in
  * the windows (at most ceil(K/S)^2) whose recorded maximum is this element. din is
  * overwritten. Bit-identical to layers_cpu.c. */
 __global__ void maxpool_backward_kernel(float *din, const float *dout, const int32_t *idx,
-                                        int B, int C, int H, int W, int K, int S, int Ho,
-                                        int Wo)
+                                        uint32_t n, tower_k_pool g)
 {
-    size_t n = (size_t)B * C * H * W;
-    FOR_EACH_ELEMENT(i, n) din[i] = tower_k_maxpool_backward(dout, idx, i, H, W, K, S, Ho, Wo);
+    FOR_EACH_ELEMENT32(i, n) din[i] = tower_k_maxpool_backward(dout, idx, i, g);
 }
 
 extern "C" void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B,
                                            int C, int H, int W, int K, int S, void *stream)
 {
-    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
-    size_t n = (size_t)B * C * Ho * Wo;
+    tower_k_pool g = tower_k_pool_make(H, W, K, S);
+    size_t n = (size_t)B * C * g.Ho * g.Wo;
     if (n == 0) return;
+    INDEX32_CHECK((size_t)B * C * H * W, "maxpool input (B, C, H, W)");
     maxpool_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
-        out, idx, in, B, C, H, W, K, S, Ho, Wo);
+        out, idx, in, (uint32_t)n, g);
     LAUNCH_CHECK(maxpool_forward_kernel);
 }
 
@@ -417,11 +444,12 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
                                             int B, int C, int H, int W, int K, int S,
                                             void *stream)
 {
-    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    tower_k_pool g = tower_k_pool_make(H, W, K, S);
     size_t n = (size_t)B * C * H * W;
     if (n == 0) return;
+    INDEX32_CHECK(n, "maxpool input gradient (B, C, H, W)");
     maxpool_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
-                              CU_STREAM(stream)>>>(din, dout, idx, B, C, H, W, K, S, Ho, Wo);
+                              CU_STREAM(stream)>>>(din, dout, idx, (uint32_t)n, g);
     LAUNCH_CHECK(maxpool_backward_kernel);
 }
 

@@ -52,6 +52,33 @@ static size_t conv_scratch_floats(const tower_plan *p)
     return most;
 }
 
+/* The layer kernels index in 32 bits (kernels.h): 0, or -1 with a message naming the
+ * first layer with a tensor of 2^31 elements or more (a conv chunk's col or input, an
+ * activation the LRN, pooling or bias kernels run over). */
+static int check_index32(const tower_plan *p, int index, char *err, size_t errlen)
+{
+    size_t B = (size_t)p->cfg.batch, nb = (size_t)conv_images_of(p);
+    for (int l = 0; l < p->n_layers; l++) {
+        const tower_layer_spec *s = tower_plan_row(p, l);
+        const tower_layer_shape *L = &p->layer[l];
+        size_t most = B * L->out_ch * L->out_h * L->out_h;
+        if (s->kind == TOWER_CONV) {
+            size_t col = nb * L->in_ch * s->k * s->k * L->out_h * L->out_h;
+            size_t in = nb * L->in_ch * L->in_h * L->in_h;
+            most = most > col ? most : col;
+            most = most > in ? most : in;
+        }
+        if (most > (size_t)INT32_MAX) {
+            snprintf(err, errlen,
+                     "tower %d: layer %s has a tensor of %zu elements at batch %d: the CUDA "
+                     "kernels index in 32 bits, up to 2^31 - 1 (use a smaller --batch)",
+                     index, s->name, most, p->cfg.batch);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Device bytes outside the arena: the conv scratch and the cuBLAS workspace. */
 static size_t side_bytes(const tower_plan *p)
 {
@@ -136,6 +163,10 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     t->index = index;
     t->device = device;
     t->ops = cuda_ops_table();
+    if (check_index32(plan, index, err, errlen) != 0) {
+        t->device = -1;
+        return -1;
+    }
     cudaError_t e = cudaSetDevice(device);
     if (e != cudaSuccess) {
         snprintf(err, errlen, "tower %d: cannot use GPU %d: %s", index, device,
