@@ -53,6 +53,30 @@ int comm_reduce_scatter(comm *c, void *const *out, void *const *grads, size_t co
  * 0, or -1 with err (the communicators are then aborted). */
 int comm_wait(comm *c, char *err, size_t errlen);
 
+/* ---- one thread per tower ----------------------------------------------------------
+ * The trainer's tower workers (src/train/model.c) call these instead, each thread with its
+ * own rank, in the same order of exchanges. The arguments are those above: every tower's
+ * buffers (a rank reads the others' slots), and this rank's stream. Each returns when its
+ * own buffers are filled (host) or the work is enqueued on its stream (GPU), and the other
+ * rank may write its buffers again, as after the one-thread call:
+ *   host:        a barrier, this rank's copies or sums, a barrier;
+ *   same-device: this rank's `ready` event, a barrier, its stream waits for the other's
+ *                `ready` and copies or adds, its `done`, a barrier, its stream waits for
+ *                the other's `done`: the one-thread calls' events, each tower on its thread;
+ *   NCCL:        this rank's collective on its own communicator, no host barrier (with one
+ *                thread per rank no ncclGroupStart/End is needed), and comm_wait_rank polls
+ *                only this rank.
+ * The sums are the one-thread calls' (grads[0] + grads[1], in that order), so the results
+ * are the same bits. comm_abort, from any thread, wakes every rank waiting in a barrier or
+ * in comm_wait_rank: from then on every exchange returns -1, so a tower that failed stops
+ * the other at its next exchange instead of leaving it waiting. */
+int comm_allgather_rank(comm *c, int rank, void *const *bufs, size_t count, void *stream,
+                        char *err, size_t errlen);
+int comm_reduce_scatter_rank(comm *c, int rank, void *const *out, void *const *grads,
+                             size_t count, void *stream, char *err, size_t errlen);
+int comm_wait_rank(comm *c, int rank, char *err, size_t errlen);
+void comm_abort(comm *c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,6 +44,26 @@ int comm_cuda_reduce_scatter(comm_cuda *c, void *const *out, void *const *grads,
  * whose work is ordered by events and needs no host wait). */
 int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t errlen);
 
+/* ---- one thread per rank (comm.h's comm_*_rank); comm.c puts its host barriers between
+ * the stages of the same-device exchange: ready, barrier, exchange, barrier, done. Each
+ * rank touches only its own events, pending flag and communicator. */
+/* same-device: records ready[rank] on stream (the rank's inputs are written); NCCL: 0. */
+int comm_cuda_rank_ready(comm_cuda *c, int rank, void *stream, char *err, size_t errlen);
+/* same-device: stream waits for the other rank's `ready`, then this rank's copies (or its
+ * slot's sum), then records done[rank]. NCCL: waits (bounded) for this rank's previous
+ * collective, then issues its collective on its own communicator and stream. */
+int comm_cuda_allgather_rank(comm_cuda *c, int rank, void *const *bufs, size_t count,
+                             void *stream, char *err, size_t errlen);
+int comm_cuda_reduce_scatter_rank(comm_cuda *c, int rank, void *const *out, void *const *grads,
+                                  size_t count, void *stream, char *err, size_t errlen);
+/* same-device: stream waits for the other rank's `done`; NCCL: 0. */
+int comm_cuda_rank_done(comm_cuda *c, int rank, void *stream, char *err, size_t errlen);
+/* comm_cuda_wait for this rank alone; a failure aborts this rank's communicator only. */
+int comm_cuda_wait_rank(comm_cuda *c, int rank, double timeout_s, char *err, size_t errlen);
+/* From any thread: every wait polling now or later aborts the communicators it polls and
+ * returns -1 (the other tower failed; its own thread aborts its own communicator). */
+void comm_cuda_stop(comm_cuda *c);
+
 #ifdef __cplusplus
 }
 #endif

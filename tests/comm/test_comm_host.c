@@ -1,9 +1,13 @@
 /* test_comm_host.c: the exchange interface (comm.h) on its host backend, and the refusals
  * every backend shares: all-gather fills every slot, reduce-scatter sums a + b exactly,
- * bad arguments fail with a message. Runs everywhere (no GPU needed). */
+ * bad arguments fail with a message; the per-rank calls of two threads give the one-thread
+ * calls' bits, and comm_abort lets a rank waiting for the other go. Runs everywhere (no
+ * GPU needed). */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "comm/comm.h"
 
@@ -153,4 +157,128 @@ Test(comm_host, gpu_backends_without_device_refuse, .init = hide_gpus)
     err[0] = '\0';
     cr_assert_null(comm_init(COMM_NCCL, COMM_F32, 2, two, err, sizeof err));
     cr_assert(strlen(err) > 0);
+}
+
+/* ---- one thread per rank ------------------------------------------------------------ */
+
+enum { RN = 513, ROUNDS = 40 };
+
+typedef struct {
+    comm *c;
+    int rank;
+    float *gathered[2]; /* (2, RN) each: every rank's gathered buffer */
+    float *grads[2];    /* (2, RN) each */
+    float *out[2];      /* (RN) each */
+    int rc;
+    char err[256];
+} rank_job;
+
+/* ROUNDS all-gathers and reduce-scatters of rank job->rank, each round's inputs written
+ * (own slot, own gradients) just before its exchange, as a tower's layers do. */
+static void *rank_main(void *p)
+{
+    rank_job *j = p;
+    int r = j->rank;
+    for (int k = 0; k < ROUNDS && j->rc == 0; k++) {
+        for (size_t i = 0; i < RN; i++) {
+            j->gathered[r][r * RN + i] = val(r, i) + (float)k;
+            j->grads[r][i] = 0.1f * (float)(k + 1) * val(r, i);
+            j->grads[r][RN + i] = -0.3f * val(1 - r, i) + (float)k;
+        }
+        void *bufs[2] = {j->gathered[0], j->gathered[1]};
+        void *g[2] = {j->grads[0], j->grads[1]}, *o[2] = {j->out[0], j->out[1]};
+        j->rc = comm_allgather_rank(j->c, r, bufs, RN, NULL, j->err, sizeof j->err);
+        if (j->rc == 0)
+            j->rc = comm_reduce_scatter_rank(j->c, r, o, g, RN, NULL, j->err, sizeof j->err);
+        if (j->rc == 0) j->rc = comm_wait_rank(j->c, r, j->err, sizeof j->err);
+        /* the last round's results are checked; the others must hold at once */
+        for (size_t i = 0; i < RN && j->rc == 0; i++)
+            if (j->gathered[r][(1 - r) * RN + i] != val(1 - r, i) + (float)k) j->rc = 2;
+    }
+    return NULL;
+}
+
+Test(comm_host, rank_calls_of_two_threads_equal_the_one_thread_calls, .timeout = 60)
+{
+    comm *c = host_comm(COMM_F32, 2);
+    rank_job j[2];
+    float *mem = calloc(2 * (2 * RN + 2 * RN + RN), sizeof(float));
+    cr_assert_not_null(mem);
+    for (int r = 0; r < 2; r++) {
+        float *base = mem + (size_t)r * 5 * RN;
+        j[0].gathered[r] = j[1].gathered[r] = base;
+        j[0].grads[r] = j[1].grads[r] = base + 2 * RN;
+        j[0].out[r] = j[1].out[r] = base + 4 * RN;
+    }
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        j[r].c = c;
+        j[r].rank = r;
+        j[r].rc = 0;
+        j[r].err[0] = 0;
+        cr_assert_eq(pthread_create(&th[r], NULL, rank_main, &j[r]), 0);
+    }
+    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < 2; r++) cr_assert_eq(j[r].rc, 0, "rank %d: %d %s", r, j[r].rc, j[r].err);
+    /* the last round again, by the one-thread calls */
+    float *ref = calloc(5 * 2 * RN, sizeof(float));
+    cr_assert_not_null(ref);
+    void *bufs[2], *g[2], *o[2], *streams[2] = {NULL, NULL};
+    for (int r = 0; r < 2; r++) {
+        float *base = ref + (size_t)r * 5 * RN;
+        bufs[r] = base;
+        g[r] = base + 2 * RN;
+        o[r] = base + 4 * RN;
+        memcpy(base + (size_t)r * RN, j[0].gathered[r] + (size_t)r * RN, RN * sizeof(float));
+        memcpy(g[r], j[0].grads[r], 2 * RN * sizeof(float));
+    }
+    char err[256] = "";
+    cr_assert_eq(comm_allgather(c, bufs, RN, streams, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(comm_reduce_scatter(c, o, g, RN, streams, err, sizeof err), 0, "%s", err);
+    for (int r = 0; r < 2; r++) {
+        cr_assert_arr_eq(bufs[r], j[0].gathered[r], 2 * RN * sizeof(float), "rank %d gathered",
+                         r);
+        cr_assert_arr_eq(o[r], j[0].out[r], RN * sizeof(float), "rank %d sums", r);
+    }
+    free(ref);
+    free(mem);
+    comm_free(c);
+}
+
+typedef struct {
+    comm *c;
+    int rc;
+    char err[256];
+} lone_job;
+
+static void *lone_rank(void *p)
+{
+    lone_job *j = p;
+    float buf[2 * 8] = {0};
+    float other[2 * 8] = {0};
+    void *bufs[2] = {buf, other};
+    j->rc = comm_allgather_rank(j->c, 0, bufs, 8, NULL, j->err, sizeof j->err);
+    return NULL;
+}
+
+/* Rank 1 never comes (its tower failed): comm_abort lets rank 0 go with -1, and every
+ * later exchange fails at once. */
+Test(comm_host, abort_lets_the_waiting_rank_go, .timeout = 30)
+{
+    comm *c = host_comm(COMM_F32, 2);
+    lone_job j = {c, 0, ""};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, lone_rank, &j), 0);
+    struct timespec nap = {0, 20 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    comm_abort(c);
+    pthread_join(th, NULL);
+    cr_assert_eq(j.rc, -1, "the waiting rank returned %d", j.rc);
+    cr_assert(strstr(j.err, "another tower failed"), "message: %s", j.err);
+    float a[2] = {0}, b[2] = {0};
+    void *bufs[2] = {a, b};
+    char err[256] = "";
+    cr_assert_eq(comm_reduce_scatter_rank(c, 1, bufs, bufs, 1, NULL, err, sizeof err), -1);
+    cr_assert_eq(comm_wait_rank(c, 1, err, sizeof err), -1);
+    comm_free(c);
 }

@@ -21,8 +21,10 @@ struct comm_cuda {
      * here (on tower t's device) and re-recorded at every call. */
     cudaEvent_t ready[2], done[2];
     ncclComm_t nccl[2];
-    int nccl_live; /* communicators exist and have not been aborted */
-    int pending;   /* NCCL: done[] mark a collective the host has not yet seen finish */
+    int live[2];    /* rank r's communicator exists and has not been aborted */
+    int pending[2]; /* NCCL: done[r] marks a collective the host has not yet seen finish */
+    int stop;       /* comm_cuda_stop was called (read and written with __atomic_*: the
+                       other tower's thread sets it) */
 };
 
 static const char *kind_name(comm_kind k)
@@ -42,16 +44,21 @@ static const char *kind_name(comm_kind k)
         }                                                                                  \
     } while (0)
 
-/* Aborts both communicators (ncclCommAbort stops their kernels, so nothing hangs on
- * them afterwards); later calls fail with a message instead of using them. */
-static void nccl_abort(comm_cuda *c)
+/* Aborts the communicators of ranks [lo, hi) (ncclCommAbort stops their kernels, so
+ * nothing hangs on them afterwards); later calls fail with a message instead of using
+ * them. One thread per rank: each aborts only its own. */
+static void nccl_abort_ranks(comm_cuda *c, int lo, int hi)
 {
-    if (!c->nccl_live) return;
-    for (int r = 0; r < c->ntowers; r++)
-        if (c->nccl[r]) ncclCommAbort(c->nccl[r]);
-    c->nccl_live = 0;
-    c->pending = 0;
+    for (int r = lo; r < hi; r++) {
+        if (c->live[r] && c->nccl[r]) ncclCommAbort(c->nccl[r]);
+        c->live[r] = 0;
+        c->pending[r] = 0;
+    }
 }
+
+static void nccl_abort(comm_cuda *c) { nccl_abort_ranks(c, 0, c->ntowers); }
+
+static int any_live(const comm_cuda *c) { return c->live[0] || c->live[1]; }
 
 /* ---- life cycle --------------------------------------------------------------------- */
 
@@ -68,19 +75,21 @@ static void destroy_events(comm_cuda *c)
 extern "C" void comm_cuda_free(comm_cuda *c)
 {
     if (!c) return;
-    if (c->kind == COMM_NCCL && c->nccl_live) {
+    if (c->kind == COMM_NCCL && any_live(c)) {
         char err[512];
         /* never destroy a communicator with work in flight: wait (bounded), else abort */
         if (comm_cuda_wait(c, COMM_CUDA_TIMEOUT_S, err, sizeof err)) {
             fprintf(stderr, "twotower: %s\n", err);
+            nccl_abort(c);
         } else {
             for (int r = 0; r < c->ntowers; r++) {
+                if (!c->live[r]) continue; /* aborted by its own thread after a failure */
                 ncclResult_t res = ncclCommDestroy(c->nccl[r]);
                 if (res != ncclSuccess)
                     fprintf(stderr, "twotower: comm (NCCL): ncclCommDestroy (rank %d): %s\n",
                             r, ncclGetErrorString(res));
+                c->live[r] = 0;
             }
-            c->nccl_live = 0;
         }
     }
     destroy_events(c);
@@ -156,31 +165,46 @@ extern "C" comm_cuda *comm_cuda_init(comm_kind kind, int ntowers, const int *dev
         if (res != ncclSuccess) {
             snprintf(err, errlen, "comm (NCCL): ncclCommInitAll over GPUs %d,%d failed: %s",
                      devices[0], devices[1], ncclGetErrorString(res));
-            return init_fail(c); /* nccl_live is 0: nothing to abort */
+            return init_fail(c); /* nothing live: nothing to abort */
         }
-        c->nccl_live = 1;
+        c->live[0] = c->live[1] = 1;
     }
     return c;
 }
 
 /* ---- NCCL: waiting without hanging ----------------------------------------------------- */
 
-extern "C" int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t errlen)
+/* Polls ranks [lo, hi) until their pending collectives finish; a failure, a timeout or
+ * comm_cuda_stop aborts the communicators of those ranks. */
+static int wait_ranks(comm_cuda *c, int lo, int hi, double timeout_s, char *err,
+                      size_t errlen)
 {
-    if (c->kind != COMM_NCCL || !c->pending) return 0;
+    if (c->kind != COMM_NCCL) return 0;
+    int pending = 0;
+    for (int r = lo; r < hi; r++) pending |= c->pending[r];
+    if (!pending) return 0;
+    const char *aborted = hi - lo > 1 ? "communicators" : "this rank's communicator";
     double start = base_now();
     for (;;) {
         int finished = 1;
-        for (int r = 0; r < c->ntowers; r++) {
+        if (__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+            snprintf(err, errlen, "comm (NCCL): stopped while waiting for an exchange (the "
+                                  "other tower failed); %s aborted", aborted);
+            nccl_abort_ranks(c, lo, hi);
+            return -1;
+        }
+        for (int r = lo; r < hi; r++) {
+            if (!c->pending[r]) continue;
             ncclResult_t async = ncclSuccess;
             ncclResult_t res = ncclCommGetAsyncError(c->nccl[r], &async);
             if (res == ncclSuccess) res = async;
             if (res != ncclSuccess && res != ncclInProgress) {
                 snprintf(err, errlen,
-                         "comm (NCCL): rank %d (GPU %d) reported an error: %s (%s); "
-                         "communicators aborted",
-                         r, c->devices[r], ncclGetErrorString(res), ncclGetLastError(c->nccl[r]));
-                nccl_abort(c);
+                         "comm (NCCL): rank %d (GPU %d) reported an error: %s (%s); %s "
+                         "aborted",
+                         r, c->devices[r], ncclGetErrorString(res), ncclGetLastError(c->nccl[r]),
+                         aborted);
+                nccl_abort_ranks(c, lo, hi);
                 return -1;
             }
             CU_TRY(cudaSetDevice(c->devices[r]));
@@ -189,23 +213,22 @@ extern "C" int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t 
                 finished = 0;
             } else if (q != cudaSuccess) {
                 snprintf(err, errlen,
-                         "comm (NCCL): GPU %d failed while exchanging: %s; communicators "
-                         "aborted",
-                         c->devices[r], cudaGetErrorString(q));
-                nccl_abort(c);
+                         "comm (NCCL): GPU %d failed while exchanging: %s; %s aborted",
+                         c->devices[r], cudaGetErrorString(q), aborted);
+                nccl_abort_ranks(c, lo, hi);
                 return -1;
             }
         }
         if (finished) {
-            c->pending = 0;
+            for (int r = lo; r < hi; r++) c->pending[r] = 0;
             return 0;
         }
         if (base_now() - start > timeout_s) {
             snprintf(err, errlen,
                      "comm (NCCL): an exchange between GPU %d and GPU %d did not finish "
-                     "within %.0f s (a GPU hung or stopped); communicators aborted",
-                     c->devices[0], c->devices[1], timeout_s);
-            nccl_abort(c);
+                     "within %.0f s (a GPU hung or stopped); %s aborted",
+                     c->devices[0], c->devices[1], timeout_s, aborted);
+            nccl_abort_ranks(c, lo, hi);
             return -1;
         }
         struct timespec nap = {0, 50000}; /* 50 us: polls cost nothing next to a step */
@@ -213,55 +236,71 @@ extern "C" int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t 
     }
 }
 
+extern "C" int comm_cuda_wait(comm_cuda *c, double timeout_s, char *err, size_t errlen)
+{
+    return wait_ranks(c, 0, c->ntowers, timeout_s, err, errlen);
+}
+
+extern "C" int comm_cuda_wait_rank(comm_cuda *c, int rank, double timeout_s, char *err,
+                                   size_t errlen)
+{
+    return wait_ranks(c, rank, rank + 1, timeout_s, err, errlen);
+}
+
+extern "C" void comm_cuda_stop(comm_cuda *c) { __atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE); }
+
 /* Before every collective: the communicators must be alive, and the previous collective
  * must have finished (bounded wait), so a failure surfaces at the next exchange with a
  * message and the host never queues more than one collective ahead of the GPUs. */
-static int nccl_before(comm_cuda *c, char *err, size_t errlen)
+static int nccl_before(comm_cuda *c, int lo, int hi, char *err, size_t errlen)
 {
-    if (!c->nccl_live) {
-        snprintf(err, errlen,
-                 "comm (NCCL): the communicators were aborted after an earlier failure");
-        return -1;
-    }
-    return comm_cuda_wait(c, COMM_CUDA_TIMEOUT_S, err, errlen);
+    for (int r = lo; r < hi; r++)
+        if (!c->live[r]) {
+            snprintf(err, errlen, "comm (NCCL): the communicator of rank %d was aborted after "
+                                  "an earlier failure", r);
+            return -1;
+        }
+    return wait_ranks(c, lo, hi, COMM_CUDA_TIMEOUT_S, err, errlen);
 }
 
-/* After ncclGroupEnd: the group's result, then done[r] on each stream for the next wait. */
-static int nccl_after(comm_cuda *c, ncclResult_t res, const char *what, void *const *streams,
-                      char *err, size_t errlen)
+/* After ncclGroupEnd (or a rank's own collective): its result, then done[r] on each
+ * stream of ranks [lo, hi) for the next wait. streams[r] is rank r's stream. */
+static int nccl_after(comm_cuda *c, int lo, int hi, ncclResult_t res, const char *what,
+                      void *const *streams, char *err, size_t errlen)
 {
     if (res != ncclSuccess) {
-        snprintf(err, errlen, "comm (NCCL): %s failed: %s (%s); communicators aborted", what,
-                 ncclGetErrorString(res), ncclGetLastError(c->nccl[0]));
-        nccl_abort(c);
+        snprintf(err, errlen, "comm (NCCL): %s failed: %s (%s); communicator%s aborted", what,
+                 ncclGetErrorString(res), ncclGetLastError(c->nccl[lo]),
+                 hi - lo > 1 ? "s" : "");
+        nccl_abort_ranks(c, lo, hi);
         return -1;
     }
-    for (int r = 0; r < c->ntowers; r++) {
+    for (int r = lo; r < hi; r++) {
         CU_TRY(cudaSetDevice(c->devices[r]));
         CU_TRY(cudaEventRecord(c->done[r], (cudaStream_t)streams[r]));
+        c->pending[r] = 1;
     }
-    c->pending = 1;
     return 0;
 }
 
 static int nccl_allgather(comm_cuda *c, void *const *bufs, size_t count, void *const *streams,
                           char *err, size_t errlen)
 {
-    if (nccl_before(c, err, errlen)) return -1;
+    if (nccl_before(c, 0, c->ntowers, err, errlen)) return -1;
     /* in place: rank r's slot r is its send buffer (sendbuff == recvbuff + r * count) */
     ncclResult_t res = ncclGroupStart();
     for (int r = 0; r < c->ntowers && res == ncclSuccess; r++)
         res = ncclAllGather((const float *)bufs[r] + (size_t)r * count, bufs[r], count,
                             ncclFloat, c->nccl[r], (cudaStream_t)streams[r]);
     ncclResult_t end = ncclGroupEnd(); /* always closes the group, even after a failure */
-    return nccl_after(c, res != ncclSuccess ? res : end, "ncclAllGather", streams, err,
-                      errlen);
+    return nccl_after(c, 0, c->ntowers, res != ncclSuccess ? res : end, "ncclAllGather",
+                      streams, err, errlen);
 }
 
 static int nccl_reduce_scatter(comm_cuda *c, void *const *out, void *const *grads,
                                size_t count, void *const *streams, char *err, size_t errlen)
 {
-    if (nccl_before(c, err, errlen)) return -1;
+    if (nccl_before(c, 0, c->ntowers, err, errlen)) return -1;
     /* rank r receives sum over ranks of grads[rank][slot r]: with two ranks one float
      * addition per element, a + b == b + a, so it equals the same-device and host sums */
     ncclResult_t res = ncclGroupStart();
@@ -269,8 +308,8 @@ static int nccl_reduce_scatter(comm_cuda *c, void *const *out, void *const *grad
         res = ncclReduceScatter(grads[r], out[r], count, ncclFloat, ncclSum, c->nccl[r],
                                 (cudaStream_t)streams[r]);
     ncclResult_t end = ncclGroupEnd();
-    return nccl_after(c, res != ncclSuccess ? res : end, "ncclReduceScatter", streams, err,
-                      errlen);
+    return nccl_after(c, 0, c->ntowers, res != ncclSuccess ? res : end, "ncclReduceScatter",
+                      streams, err, errlen);
 }
 
 /* ---- same device: copies, an add kernel, and events ---------------------------------- */
@@ -287,59 +326,81 @@ __global__ void comm_add_kernel(float *out, const float *a, const float *b, size
 /* Cross-stream ordering with events only (no host sync): every tower's stream first
  * waits for the other's `ready` (its inputs are written), does its part, records `done`,
  * then waits for the other's `done`, so that neither stream runs ahead and overwrites a
- * buffer the other is still reading. */
-static int record_ready(comm_cuda *c, void *const *streams, char *err, size_t errlen)
+ * buffer the other is still reading. One rank's share of each stage is below; the
+ * one-thread calls run every rank's share of a stage before the next stage, the per-rank
+ * calls (comm.c) a host barrier between the stages, which makes sure the other rank's
+ * event has been recorded before this rank's stream waits for it. */
+static int rank_record(comm_cuda *c, int t, cudaEvent_t ev, void *stream, char *err,
+                       size_t errlen)
 {
-    CU_TRY(cudaSetDevice(c->devices[0])); /* same-device: every tower is on devices[0] */
-    for (int t = 0; t < c->ntowers; t++)
-        CU_TRY(cudaEventRecord(c->ready[t], (cudaStream_t)streams[t]));
-    for (int t = 0; t < c->ntowers; t++)
-        for (int u = 0; u < c->ntowers; u++)
-            if (u != t) CU_TRY(cudaStreamWaitEvent((cudaStream_t)streams[t], c->ready[u], 0));
+    CU_TRY(cudaSetDevice(c->devices[t])); /* same-device: every tower is on devices[0] */
+    CU_TRY(cudaEventRecord(ev, (cudaStream_t)stream));
     return 0;
 }
 
-static int record_done(comm_cuda *c, void *const *streams, char *err, size_t errlen)
+static int rank_wait_others(comm_cuda *c, int t, const cudaEvent_t *ev, void *stream,
+                            char *err, size_t errlen)
+{
+    for (int u = 0; u < c->ntowers; u++)
+        if (u != t) CU_TRY(cudaStreamWaitEvent((cudaStream_t)stream, ev[u], 0));
+    return 0;
+}
+
+/* Every rank's share of one stage: record ev[t] on each stream, then each waits for the
+ * others'. */
+static int record_all(comm_cuda *c, cudaEvent_t *ev, void *const *streams, char *err,
+                      size_t errlen)
 {
     for (int t = 0; t < c->ntowers; t++)
-        CU_TRY(cudaEventRecord(c->done[t], (cudaStream_t)streams[t]));
+        if (rank_record(c, t, ev[t], streams[t], err, errlen)) return -1;
     for (int t = 0; t < c->ntowers; t++)
-        for (int u = 0; u < c->ntowers; u++)
-            if (u != t) CU_TRY(cudaStreamWaitEvent((cudaStream_t)streams[t], c->done[u], 0));
+        if (rank_wait_others(c, t, ev, streams[t], err, errlen)) return -1;
+    return 0;
+}
+
+/* Tower t's stream fills the other slots of tower t's buffer. */
+static int same_gather_copies(comm_cuda *c, int t, void *const *bufs, size_t count,
+                              void *stream, char *err, size_t errlen)
+{
+    size_t slot = count * sizeof(float);
+    for (int s = 0; s < c->ntowers; s++)
+        if (s != t)
+            CU_TRY(cudaMemcpyAsync((char *)bufs[t] + s * slot, (const char *)bufs[s] + s * slot,
+                                   slot, cudaMemcpyDeviceToDevice, (cudaStream_t)stream));
+    return 0;
+}
+
+/* Tower s's stream computes its own slot: out[s] = grads[0][s] + grads[1][s]. */
+static int same_sum_slot(comm_cuda *c, int s, void *const *out, void *const *grads,
+                         size_t count, void *stream, char *err, size_t errlen)
+{
+    size_t blocks = (count + 255) / 256;
+    if (blocks > 65535u * 8u) blocks = 65535u * 8u;
+    if (blocks < 1) blocks = 1;
+    const float *a = (const float *)grads[0] + (size_t)s * count;
+    const float *b = c->ntowers > 1 ? (const float *)grads[1] + (size_t)s * count : NULL;
+    comm_add_kernel<<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>((float *)out[s], a, b,
+                                                                       count);
+    CU_TRY(cudaGetLastError());
     return 0;
 }
 
 static int same_allgather(comm_cuda *c, void *const *bufs, size_t count, void *const *streams,
                           char *err, size_t errlen)
 {
-    size_t slot = count * sizeof(float);
-    if (record_ready(c, streams, err, errlen)) return -1;
-    /* tower t's stream fills the other slots of tower t's buffer */
+    if (record_all(c, c->ready, streams, err, errlen)) return -1;
     for (int t = 0; t < c->ntowers; t++)
-        for (int s = 0; s < c->ntowers; s++)
-            if (s != t)
-                CU_TRY(cudaMemcpyAsync((char *)bufs[t] + s * slot,
-                                       (const char *)bufs[s] + s * slot, slot,
-                                       cudaMemcpyDeviceToDevice, (cudaStream_t)streams[t]));
-    return record_done(c, streams, err, errlen);
+        if (same_gather_copies(c, t, bufs, count, streams[t], err, errlen)) return -1;
+    return record_all(c, c->done, streams, err, errlen);
 }
 
 static int same_reduce_scatter(comm_cuda *c, void *const *out, void *const *grads,
                                size_t count, void *const *streams, char *err, size_t errlen)
 {
-    if (record_ready(c, streams, err, errlen)) return -1;
-    size_t blocks = (count + 255) / 256;
-    if (blocks > 65535u * 8u) blocks = 65535u * 8u;
-    if (blocks < 1) blocks = 1;
-    /* tower s's stream computes its own slot: out[s] = grads[0][s] + grads[1][s] */
-    for (int s = 0; s < c->ntowers; s++) {
-        const float *a = (const float *)grads[0] + (size_t)s * count;
-        const float *b = c->ntowers > 1 ? (const float *)grads[1] + (size_t)s * count : NULL;
-        comm_add_kernel<<<(unsigned)blocks, 256, 0, (cudaStream_t)streams[s]>>>(
-            (float *)out[s], a, b, count);
-        CU_TRY(cudaGetLastError());
-    }
-    return record_done(c, streams, err, errlen);
+    if (record_all(c, c->ready, streams, err, errlen)) return -1;
+    for (int s = 0; s < c->ntowers; s++)
+        if (same_sum_slot(c, s, out, grads, count, streams[s], err, errlen)) return -1;
+    return record_all(c, c->done, streams, err, errlen);
 }
 
 /* ---- the interface ------------------------------------------------------------------- */
@@ -360,4 +421,58 @@ extern "C" int comm_cuda_reduce_scatter(comm_cuda *c, void *const *out, void *co
     if (c->kind == COMM_NCCL)
         return nccl_reduce_scatter(c, out, grads, count, streams, err, errlen);
     return same_reduce_scatter(c, out, grads, count, streams, err, errlen);
+}
+
+/* ---- one thread per rank --------------------------------------------------------------- */
+
+extern "C" int comm_cuda_rank_ready(comm_cuda *c, int rank, void *stream, char *err,
+                                    size_t errlen)
+{
+    if (c->kind == COMM_NCCL) return 0;
+    return rank_record(c, rank, c->ready[rank], stream, err, errlen);
+}
+
+extern "C" int comm_cuda_rank_done(comm_cuda *c, int rank, void *stream, char *err,
+                                   size_t errlen)
+{
+    if (c->kind == COMM_NCCL) return 0;
+    return rank_wait_others(c, rank, c->done, stream, err, errlen);
+}
+
+extern "C" int comm_cuda_allgather_rank(comm_cuda *c, int rank, void *const *bufs,
+                                        size_t count, void *stream, char *err, size_t errlen)
+{
+    if (c->ntowers == 1 || count == 0) return 0;
+    if (c->kind == COMM_NCCL) {
+        void *streams[2] = {NULL, NULL};
+        streams[rank] = stream;
+        if (nccl_before(c, rank, rank + 1, err, errlen)) return -1;
+        ncclResult_t res = ncclAllGather((const float *)bufs[rank] + (size_t)rank * count,
+                                         bufs[rank], count, ncclFloat, c->nccl[rank],
+                                         (cudaStream_t)stream);
+        return nccl_after(c, rank, rank + 1, res, "ncclAllGather", streams, err, errlen);
+    }
+    if (rank_wait_others(c, rank, c->ready, stream, err, errlen) ||
+        same_gather_copies(c, rank, bufs, count, stream, err, errlen))
+        return -1;
+    return rank_record(c, rank, c->done[rank], stream, err, errlen);
+}
+
+extern "C" int comm_cuda_reduce_scatter_rank(comm_cuda *c, int rank, void *const *out,
+                                             void *const *grads, size_t count, void *stream,
+                                             char *err, size_t errlen)
+{
+    if (count == 0) return 0;
+    if (c->kind == COMM_NCCL) {
+        void *streams[2] = {NULL, NULL};
+        streams[rank] = stream;
+        if (nccl_before(c, rank, rank + 1, err, errlen)) return -1;
+        ncclResult_t res = ncclReduceScatter(grads[rank], out[rank], count, ncclFloat, ncclSum,
+                                             c->nccl[rank], (cudaStream_t)stream);
+        return nccl_after(c, rank, rank + 1, res, "ncclReduceScatter", streams, err, errlen);
+    }
+    if (rank_wait_others(c, rank, c->ready, stream, err, errlen) ||
+        same_sum_slot(c, rank, out, grads, count, stream, err, errlen))
+        return -1;
+    return rank_record(c, rank, c->done[rank], stream, err, errlen);
 }
