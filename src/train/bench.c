@@ -159,13 +159,18 @@ static void hook_end(void *ctx, int t, int r) { train_bench_prof_end(ctx, t, r);
 int train_bench_prof_step(train_bench_prof *p, model *m, real lr, double *loss, char *err,
                           size_t errlen)
 {
-    (void)err;
-    (void)errlen;
     model_hooks hooks = {hook_begin, hook_end, p};
     const model_hooks *saved = m->hooks;
+    /* the step's clock starts here unless the data region started it: the tower workers
+     * then only write their own tower's entries of p */
+    if (p->step_start < 0) p->step_start = base_now();
     m->hooks = &hooks;
     *loss = model_train_step(m, lr);
     m->hooks = saved;
+    if (m->failed) {
+        snprintf(err, errlen, "the step failed: %s", m->error);
+        return -1;
+    }
     prof_collect(p);
     return 0;
 }
@@ -508,6 +513,11 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
             plan->cfg.width_div, r->flops_per_image / 1e9);
     fprintf(f, "data: %d uint8 batches made once (seed %" PRIu64 "), each step %s\n",
             o->batches, o->seed, data_path_text(m));
+    if (m->workers && m->place.cpu)
+        fprintf(f, "threads: one per tower, OpenBLAS %d thread(s) a tower\n",
+                openblas_get_num_threads());
+    else
+        fprintf(f, "threads: %s\n", m->workers ? "one per tower" : "one for every tower");
     fprintf(f, "steps: %d warm-up, %d timed (model_train_step)\n", o->warmup, o->steps);
     fprintf(f, "  images/s       %10.1f\n", r->images_per_s);
     fprintf(f, "  ms/step        %10.3f  (median %.3f, min %.3f, max %.3f)\n", r->ms_mean,
@@ -667,7 +677,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
     json_t *j = json_pack(
         "{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:o, s:s}, s:o, s:s, "
         "s:o, "
-        "s:i, s:s, s:b, s:s, s:o, s:s, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+        "s:i, s:i, s:s, s:b, s:s, s:o, s:s, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
         "s:o, s:b}",
         "tool", "twotower bench", "format", 1,
         "config", "towers", T, "classes", plan->cfg.classes, "batch", plan->cfg.batch, "size",
@@ -677,6 +687,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "placement", train_json_text(place), "backend", m->place.cpu ? "cpu" : "cuda",
         "device", train_json_text(r->device),
         "blas_threads", m->place.cpu ? openblas_get_num_threads() : 0,
+        "tower_threads", m->workers ? T : 0,
         "precision", "fp32", "tf32", m->place.tf32, "conv", m->place.conv ? "cudnn" : "gemm",
         "conv_detail", train_json_text(r->conv_detail), "data_path", data_path_text(m),
         "plan", "params_per_tower", jnum((double)plan->n_params), "layers", layers,
@@ -797,6 +808,7 @@ static int bench_run(const bench_opts *o)
         if (bench_data_put(&d, &m, k, err, sizeof err)) goto fail;
         model_train_step(&m, lr);
     }
+    if (m.failed) goto failed_step;
     bench_sync(&m);
     t0 = base_now();
     for (int s = 0; s < o->steps; s++, k = (k + 1) % o->batches) {
@@ -806,6 +818,7 @@ static int bench_run(const bench_opts *o)
         if (s == 0) r.loss_first = loss;
         step_ms[s] = 1e3 * (base_now() - ts);
     }
+    if (m.failed) goto failed_step;
     bench_sync(&m);
     total_s = base_now() - t0;
     r.loss_last = loss;
@@ -837,6 +850,8 @@ static int bench_run(const bench_opts *o)
         rc = 1;
     }
     goto done;
+failed_step:
+    base_errf(err, sizeof err, "the step failed: %s", m.error);
 fail:
     fprintf(stderr, "twotower bench: %s\n", err);
     rc = 1;

@@ -62,8 +62,8 @@ void train_bench_prof_end(train_bench_prof *p, int t, int r);
 /* One training step: model_train_step itself with p's timers as the model's hooks
  * (every layer, exchange, loss and update timed); then waits for the towers and adds the
  * step's times to p. Regions begun and ended since the last step (the data) are
- * collected with it. Returns 0 with the loss in *loss (an exchange failure ends the
- * process inside the model, as in training). */
+ * collected with it. Returns 0 with the loss in *loss, or -1 with err when the step failed
+ * (m->failed: an exchange or a tower's worker). */
 int train_bench_prof_step(train_bench_prof *p, model *m, real lr, double *loss, char *err,
                           size_t errlen);
 

@@ -80,6 +80,8 @@ const base_flag train_placement_flags[] = {
                     "GPU GEMMs on TF32 tensor cores (default: plain fp32)")},
     {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn",
                       "GPU convolutions: im2col + cuBLAS or cuDNN")},
+    {BASE_FLAG_BOOL("serial", train_placement_args, serial,
+                    "one thread runs both towers in turn (default: a thread per tower)")},
     {0}};
 
 int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *out, char *err,
@@ -149,6 +151,8 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     if (!p->cpu && p->ngpus >= 1 && used < n)
         snprintf(buf + used, n - used, "%s%s", p->tf32 ? ", TF32 GEMMs" : "",
                  p->conv ? ", cuDNN convolutions" : "");
+    used = strlen(buf);
+    if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
 
 int train_placement_set_gpu_options(model_placement *p, int tf32, int cudnn, char *err,
@@ -179,5 +183,6 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
                             size_t errlen)
 {
     if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
+    p->serial = a->serial;
     return train_placement_set_gpu_options(p, a->tf32, a->conv, err, errlen);
 }

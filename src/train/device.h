@@ -41,10 +41,11 @@ typedef struct {
     const char *gpus;  /* --gpus LIST (its form already checked), or NULL */
     int tf32;          /* --tf32 */
     int conv;          /* --conv: 0 gemm, 1 cudnn */
+    int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
 } train_placement_args;
 
-/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn, into a train_placement_args: a group
- * for a command's flag table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
+/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn, --serial, into a train_placement_args: a
+ * group for a command's flag table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
 extern const base_flag train_placement_flags[];
 
 /* train_parse_placement then train_placement_set_gpu_options on the flags as given. */

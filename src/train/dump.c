@@ -67,6 +67,11 @@ int train_dump_model_update(model *m, const float *x, const int32_t *labels, rea
     }
     double loss = model_forward(m, 1);
     model_backward(m);
+    if (m->failed) {
+        snprintf(err, errlen, "%s: the step failed: %s", path, m->error);
+        free(eval);
+        return -1;
+    }
 
     /* every host buffer in one allocation: params, grads per tower, logits (twice:
      * gathered and class order), masks */
@@ -125,6 +130,13 @@ int train_dump_model_update(model *m, const float *x, const int32_t *labels, rea
         }
         model_update(m, lr);
         for (int t = 0; t < T; t++) model_get_tensor(m, t, 0, after + (size_t)t * np);
+        if (m->failed) {
+            snprintf(err, errlen, "%s: the update failed: %s", path, m->error);
+            free(buf);
+            free(masks);
+            free(eval);
+            return -1;
+        }
     }
     enum { MAX_T = 2 * (6 * TOWER_MAX_LAYERS + TOWER_MAX_LAYERS) + 5 };
     st_tensor tens[MAX_T];

@@ -1,13 +1,22 @@
 /* model.c: a net of one or two towers (figure 2 for the paper's). Runs every tower
  * layer by layer and exchanges between them where the towers talk: the input of every row
  * that reads all towers (all-gather forward, reduce-scatter backward; conv3, fc6, fc7 and
- * fc8 in the paper's net), and the logits. Built twice, like src/tower: float, and double
- * for the gradient checks. */
+ * fc8 in the paper's net), and the logits. Two towers run on a worker thread each (as the
+ * paper's code ran a host thread per GPU), which the caller's thread hands each phase of a
+ * step; or both on the caller's thread (place.serial). Built twice, like src/tower: float,
+ * and double for the gradient checks. */
 #include "train/model.h"
 
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* OpenBLAS's thread count (its cblas.h; the BLAS the towers link) */
+extern int openblas_get_num_threads(void);
+extern void openblas_set_num_threads(int num_threads);
 
 #if defined(TT_HAVE_CUDA) && !defined(TOWER_F64)
 #define MODEL_CUDA 1
@@ -17,6 +26,9 @@
 #else
 #define MODEL_CUDA 0
 #endif
+
+static int workers_start(model *m, char *err, size_t errlen);
+static void workers_stop(model_workers *w);
 
 static void *tower_stream(model *m, int t)
 {
@@ -36,15 +48,6 @@ static void hook_begin(const model *m, int t, int region)
 static void hook_end(const model *m, int t, int region)
 {
     if (m->hooks) m->hooks->end(m->hooks->ctx, t, region);
-}
-
-/* Exchange failures are fatal for a step: comm has already aborted its communicators
- * and printed the cause; a half-exchanged step cannot be continued. */
-static void must(int rc, const char *what, const char *err)
-{
-    if (rc == 0) return;
-    fprintf(stderr, "twotower: exchange failed at %s: %s\n", what, err);
-    exit(3);
 }
 
 int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,
@@ -93,11 +96,17 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
         for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
         return -1;
     }
+    if (!place->serial && m->towers == 2 && workers_start(m, err, errlen)) {
+        model_free(m);
+        return -1;
+    }
     return 0;
 }
 
 void model_free(model *m)
 {
+    workers_stop(m->workers); /* idle between phases: they only have to quit */
+    m->workers = NULL;
 #if MODEL_CUDA
     for (int t = 0; t < m->towers; t++) {
         if (m->tw[t].device < 0) continue;
@@ -228,64 +237,126 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
     return -1;
 }
 
-/* Gathered buffer of layer l (it reads all towers): each tower's acts[l].in. */
-static void gather_input(model *m, int l)
+/* ---- one phase of a step, for every tower or for one ----------------------------------
+ * Each phase is written once, over a range of towers: rank < 0 runs every tower on this
+ * thread in turn, layer by layer (the serial order: place.serial, and one-tower nets);
+ * rank t runs tower t alone, on its worker thread, and meets the other tower at the
+ * exchanges (comm's _rank calls). Which thread runs a tower changes none of its
+ * arithmetic: the threaded step computes the serial step's bits (at the same OpenBLAS
+ * thread count, paper_notes.md "Tower threads"). */
+
+static int first_tower(int rank) { return rank < 0 ? 0 : rank; }
+static int end_tower(const model *m, int rank) { return rank < 0 ? m->towers : rank + 1; }
+
+/* Elements of one slot of layer l's gathered input, or of the logits (l = n_layers). */
+static size_t slot_count(const model *m, int l)
 {
+    if (l == m->plan.n_layers) return (size_t)m->plan.cfg.batch * m->plan.vt;
     const tower_layer_shape *L = &m->plan.layer[l];
-    size_t count = (size_t)m->plan.cfg.batch * L->in_ch * L->in_h * L->in_h;
-    void *bufs[2], *streams[2];
-    char err[256] = "";
-    for (int t = 0; t < m->towers; t++) {
-        bufs[t] = m->tw[t].acts[l].in;
-        streams[t] = tower_stream(m, t);
-    }
-    hook_begin(m, 0, MODEL_REGION_XCHG_FWD + l);
-    int rc = comm_allgather(m->comm, bufs, count, streams, err, sizeof err);
-    hook_end(m, 0, MODEL_REGION_XCHG_FWD + l);
-    must(rc, tower_plan_row(&m->plan, l)->name, err);
+    return (size_t)m->plan.cfg.batch * L->in_ch * L->in_h * L->in_h;
 }
 
-double model_forward(model *m, int train)
+static const char *xchg_name(const model *m, int l)
 {
-    int n = m->plan.n_layers;
-    for (int t = 0; t < m->towers; t++)
-        m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
+    return l == m->plan.n_layers ? "logits" : tower_plan_row(&m->plan, l)->name;
+}
+
+/* The all-gather of layer l's input (each tower's acts[l].in), or of the logits
+ * (l = n_layers). Exchanges are timed on tower 0 only. */
+static int xchg_gather(model *m, int rank, int l, char *err, size_t errlen)
+{
+    int n = m->plan.n_layers, region = l == n ? MODEL_REGION_XCHG_LOGITS
+                                              : MODEL_REGION_XCHG_FWD + l;
+    void *bufs[2], *streams[2];
+    char why[256] = "";
+    for (int t = 0; t < m->towers; t++) {
+        bufs[t] = l == n ? (void *)m->tw[t].logits : (void *)m->tw[t].acts[l].in;
+        streams[t] = tower_stream(m, t);
+    }
+    if (rank <= 0) hook_begin(m, 0, region);
+    int rc = rank < 0 ? comm_allgather(m->comm, bufs, slot_count(m, l), streams, why, sizeof why)
+                      : comm_allgather_rank(m->comm, rank, bufs, slot_count(m, l), streams[rank],
+                                            why, sizeof why);
+    if (rank <= 0) hook_end(m, 0, region);
+    if (rc) snprintf(err, errlen, "exchange failed at %s: %s", xchg_name(m, l), why);
+    return rc;
+}
+
+/* After layer l's backward (it reads all towers): every tower holds a gradient for every
+ * source slot (acts[l].din); each source tower gets the sum for its own slot as the dout
+ * of layer l - 1. */
+static int xchg_reduce(model *m, int rank, int l, char *err, size_t errlen)
+{
+    void *outs[2], *grads[2], *streams[2];
+    char why[256] = "";
+    for (int t = 0; t < m->towers; t++) {
+        outs[t] = m->tw[t].acts[l - 1].dout;
+        grads[t] = m->tw[t].acts[l].din;
+        streams[t] = tower_stream(m, t);
+    }
+    if (rank <= 0) hook_begin(m, 0, MODEL_REGION_XCHG_BWD + l);
+    int rc = rank < 0 ? comm_reduce_scatter(m->comm, outs, grads, slot_count(m, l), streams, why,
+                                            sizeof why)
+                      : comm_reduce_scatter_rank(m->comm, rank, outs, grads, slot_count(m, l),
+                                                 streams[rank], why, sizeof why);
+    if (rank <= 0) hook_end(m, 0, MODEL_REGION_XCHG_BWD + l);
+    if (rc) snprintf(err, errlen, "exchange failed at %s: %s", xchg_name(m, l), why);
+    return rc;
+}
+
+/* The test hook (model_placement.test_fail_*): the forward of training step number
+ * test_fail_step fails in tower test_fail_tower before layer test_fail_layer, as a failed
+ * exchange would. */
+static int test_fault(const model *m, int lo, int hi, int l, int train, char *err,
+                      size_t errlen)
+{
+    const model_placement *p = &m->place;
+    if (!train || p->test_fail_step < 1 || m->step != p->test_fail_step - 1 ||
+        l != p->test_fail_layer || p->test_fail_tower < lo || p->test_fail_tower >= hi)
+        return 0;
+    snprintf(err, errlen, "tower %d failed before %s's forward in step %lld (the test hook)",
+             p->test_fail_tower, xchg_name(m, l), (long long)m->step + 1);
+    return -1;
+}
+
+static int towers_forward(model *m, int rank, int train, double *loss, char *err,
+                          size_t errlen)
+{
+    int lo = first_tower(rank), hi = end_tower(m, rank), n = m->plan.n_layers;
+    for (int t = lo; t < hi; t++) m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
     for (int l = 0; l < n; l++) {
-        if (tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) gather_input(m, l);
-        for (int t = 0; t < m->towers; t++) {
+        if (test_fault(m, lo, hi, l, train, err, errlen)) return -1;
+        if (tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL &&
+            xchg_gather(m, rank, l, err, errlen))
+            return -1;
+        for (int t = lo; t < hi; t++) {
             hook_begin(m, t, MODEL_REGION_FWD + l);
             tower_forward_layer(&m->tw[t], l, train);
             hook_end(m, t, MODEL_REGION_FWD + l);
         }
     }
     /* the logits: each tower computes the softmax over all classes (identically) */
-    void *bufs[2], *streams[2];
-    char err[256] = "";
-    for (int t = 0; t < m->towers; t++) {
-        bufs[t] = m->tw[t].logits;
-        streams[t] = tower_stream(m, t);
-    }
-    hook_begin(m, 0, MODEL_REGION_XCHG_LOGITS);
-    int rc = comm_allgather(m->comm, bufs, (size_t)m->plan.cfg.batch * m->plan.vt, streams, err,
-                            sizeof err);
-    hook_end(m, 0, MODEL_REGION_XCHG_LOGITS);
-    must(rc, "logits", err);
+    if (xchg_gather(m, rank, n, err, errlen)) return -1;
     /* tower_loss_forward waits on the towers' streams: first a bounded wait for the
      * exchange (NCCL), so a hung peer GPU ends the run with a message */
-    must(comm_wait(m->comm, err, sizeof err), "logits", err);
-    double loss = 0;
-    for (int t = 0; t < m->towers; t++) {
+    char why[256] = "";
+    if (rank < 0 ? comm_wait(m->comm, why, sizeof why)
+                 : comm_wait_rank(m->comm, rank, why, sizeof why)) {
+        snprintf(err, errlen, "exchange failed at logits: %s", why);
+        return -1;
+    }
+    for (int t = lo; t < hi; t++) {
         hook_begin(m, t, MODEL_REGION_LOSS_FWD);
-        loss = tower_loss_forward(&m->tw[t]);
+        *loss = tower_loss_forward(&m->tw[t]);
         hook_end(m, t, MODEL_REGION_LOSS_FWD);
     }
-    m->last_loss = loss;
-    return loss;
+    return 0;
 }
 
-void model_backward(model *m)
+static int towers_backward(model *m, int rank, char *err, size_t errlen)
 {
-    for (int t = 0; t < m->towers; t++) {
+    int lo = first_tower(rank), hi = end_tower(m, rank);
+    for (int t = lo; t < hi; t++) {
         hook_begin(m, t, MODEL_REGION_ZERO);
         tower_zero_grads(&m->tw[t]);
         hook_end(m, t, MODEL_REGION_ZERO);
@@ -294,39 +365,218 @@ void model_backward(model *m)
         hook_end(m, t, MODEL_REGION_LOSS_BWD);
     }
     for (int l = m->plan.n_layers - 1; l >= 0; l--) {
-        for (int t = 0; t < m->towers; t++) {
+        for (int t = lo; t < hi; t++) {
             hook_begin(m, t, MODEL_REGION_BWD + l);
             tower_backward_layer(&m->tw[t], l);
             hook_end(m, t, MODEL_REGION_BWD + l);
         }
-        if (l > 0 && tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) {
-            /* every tower holds a gradient for every source slot; each source tower
-             * gets the sum for its own slot as the dout of layer l - 1 */
-            const tower_layer_shape *L = &m->plan.layer[l];
-            size_t count = (size_t)m->plan.cfg.batch * L->in_ch * L->in_h * L->in_h;
-            void *outs[2], *grads[2], *streams[2];
-            char err[256] = "";
-            for (int t = 0; t < m->towers; t++) {
-                outs[t] = m->tw[t].acts[l - 1].dout;
-                grads[t] = m->tw[t].acts[l].din;
-                streams[t] = tower_stream(m, t);
-            }
-            hook_begin(m, 0, MODEL_REGION_XCHG_BWD + l);
-            int rc = comm_reduce_scatter(m->comm, outs, grads, count, streams, err, sizeof err);
-            hook_end(m, 0, MODEL_REGION_XCHG_BWD + l);
-            must(rc, tower_plan_row(&m->plan, l)->name, err);
-        }
+        if (l > 0 && tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL &&
+            xchg_reduce(m, rank, l, err, errlen))
+            return -1;
     }
+    return 0;
 }
 
-void model_update(model *m, real lr)
+static void towers_update(model *m, int rank, real lr)
 {
-    m->updates++;
-    for (int t = 0; t < m->towers; t++) {
+    for (int t = first_tower(rank); t < end_tower(m, rank); t++) {
         hook_begin(m, t, MODEL_REGION_UPDATE);
         tower_update(&m->tw[t], &m->optim, lr, m->updates);
         hook_end(m, t, MODEL_REGION_UPDATE);
     }
+}
+
+/* One phase of a step, as the coordinator hands it to the workers: the step descriptor. */
+enum { MODEL_JOB_FORWARD = 1, MODEL_JOB_BACKWARD = 2, MODEL_JOB_UPDATE = 3, MODEL_JOB_QUIT = 4 };
+typedef struct {
+    int kind;   /* MODEL_JOB_* */
+    int train;  /* forward: dropout masks (1) or the evaluation scaling (0) */
+    real lr;    /* update */
+} model_job;
+
+static int run_job(model *m, int rank, const model_job *job, double *loss, char *err,
+                   size_t errlen)
+{
+    switch (job->kind) {
+    case MODEL_JOB_FORWARD: return towers_forward(m, rank, job->train, loss, err, errlen);
+    case MODEL_JOB_BACKWARD: return towers_backward(m, rank, err, errlen);
+    case MODEL_JOB_UPDATE: towers_update(m, rank, job->lr); return 0;
+    default: snprintf(err, errlen, "model: job %d unknown", job->kind); return -1;
+    }
+}
+
+/* ---- the tower workers: one thread per tower, the caller's thread coordinating ------- */
+
+typedef struct {
+    struct model_workers *w;
+    int t;
+} worker_arg;
+
+struct model_workers {
+    model *m;
+    pthread_t th[2];
+    worker_arg arg[2];
+    int started;          /* threads running */
+    pthread_mutex_t mu;
+    pthread_cond_t go;    /* gen moved: a job to run */
+    pthread_cond_t idle;  /* busy reached 0 */
+    model_job job;        /* the job of generation gen */
+    unsigned gen;
+    int busy;             /* workers still on the job */
+    double loss[2];       /* each tower's loss of the last forward (the same number) */
+    int failed;           /* -1, or the first tower whose job failed */
+    char err[512];        /* its message */
+    int blas_before;      /* OpenBLAS's thread count before the split (restored), or 0 */
+};
+
+static void *worker_main(void *arg)
+{
+    model_workers *w = ((worker_arg *)arg)->w;
+    int t = ((worker_arg *)arg)->t;
+    unsigned seen = 0;
+#if MODEL_CUDA
+    /* the tower's device is this thread's (every GPU tower op sets it again anyway) */
+    if (w->m->tw[t].device >= 0) cudaSetDevice(w->m->tw[t].device);
+#endif
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (w->gen == seen) pthread_cond_wait(&w->go, &w->mu);
+        seen = w->gen;
+        model_job job = w->job;
+        pthread_mutex_unlock(&w->mu);
+        if (job.kind == MODEL_JOB_QUIT) return NULL;
+        char err[512] = "";
+        double loss = NAN;
+        int rc = run_job(w->m, t, &job, &loss, err, sizeof err);
+        pthread_mutex_lock(&w->mu);
+        w->loss[t] = loss;
+        if (rc && w->failed < 0) {
+            /* the first failure is the cause; the other tower's, if any, follows from
+             * comm_abort, which lets it go at its next exchange */
+            w->failed = t;
+            snprintf(w->err, sizeof w->err, "%s", err);
+            comm_abort(w->m->comm);
+        }
+        if (--w->busy == 0) pthread_cond_signal(&w->idle);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+/* Hands job to every worker and waits until all have finished it. */
+static int workers_run(model_workers *w, const model_job *job, double *loss, char *err,
+                       size_t errlen)
+{
+    pthread_mutex_lock(&w->mu);
+    w->job = *job;
+    w->busy = w->started;
+    w->gen++;
+    pthread_cond_broadcast(&w->go);
+    while (w->busy > 0) pthread_cond_wait(&w->idle, &w->mu);
+    int failed = w->failed;
+    if (failed >= 0) snprintf(err, errlen, "%s", w->err);
+    if (loss) *loss = w->loss[w->started - 1];
+    pthread_mutex_unlock(&w->mu);
+    return failed >= 0 ? -1 : 0;
+}
+
+static void workers_stop(model_workers *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->job.kind = MODEL_JOB_QUIT;
+    w->gen++;
+    pthread_cond_broadcast(&w->go);
+    pthread_mutex_unlock(&w->mu);
+    for (int t = 0; t < w->started; t++) pthread_join(w->th[t], NULL);
+    if (w->blas_before > 0) openblas_set_num_threads(w->blas_before);
+    pthread_cond_destroy(&w->idle);
+    pthread_cond_destroy(&w->go);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* One worker per tower. CPU towers split OpenBLAS's threads between them: OpenBLAS's
+ * count is one process-wide number (0.3.21 has no per-call count), so each tower's GEMMs
+ * run on max(1, count / towers) threads (paper_notes.md "Tower threads"). */
+static int workers_start(model *m, char *err, size_t errlen)
+{
+    model_workers *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of host memory for the tower workers");
+        return -1;
+    }
+    w->m = m;
+    w->failed = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->go, NULL);
+    pthread_cond_init(&w->idle, NULL);
+    if (m->place.cpu) {
+        w->blas_before = openblas_get_num_threads();
+        int each = w->blas_before / m->towers;
+        openblas_set_num_threads(each > 1 ? each : 1);
+    }
+    /* SIGINT and SIGTERM go to the coordinator (or the data threads), never to a worker:
+     * the trainer looks at them between steps */
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    int rc = 0;
+    for (int t = 0; t < m->towers && rc == 0; t++) {
+        w->arg[t] = (worker_arg){w, t};
+        rc = pthread_create(&w->th[t], NULL, worker_main, &w->arg[t]);
+        if (rc == 0) w->started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the worker of tower %d: %s", w->started,
+                 strerror(rc));
+        workers_stop(w);
+        return -1;
+    }
+    m->workers = w;
+    return 0;
+}
+
+/* ---- the step ------------------------------------------------------------------------- */
+
+/* Runs one phase on the workers, or on this thread when there are none. A failure fails
+ * the model for good: it says why in m->error and does nothing more. */
+static int model_run(model *m, const model_job *job, double *loss)
+{
+    if (m->failed) return -1;
+    char err[512] = "";
+    int rc = m->workers ? workers_run(m->workers, job, loss, err, sizeof err)
+                        : run_job(m, -1, job, loss, err, sizeof err);
+    if (rc) {
+        m->failed = 1;
+        snprintf(m->error, sizeof m->error, "%s", err);
+    }
+    return rc;
+}
+
+double model_forward(model *m, int train)
+{
+    double loss = NAN;
+    model_job job = {MODEL_JOB_FORWARD, train, 0};
+    if (model_run(m, &job, &loss)) return NAN;
+    m->last_loss = loss;
+    return loss;
+}
+
+void model_backward(model *m)
+{
+    model_job job = {MODEL_JOB_BACKWARD, 0, 0};
+    model_run(m, &job, NULL);
+}
+
+void model_update(model *m, real lr)
+{
+    if (m->failed) return;
+    m->updates++;
+    model_job job = {MODEL_JOB_UPDATE, 0, lr};
+    model_run(m, &job, NULL);
 }
 
 double model_train_step(model *m, real lr)
@@ -335,7 +585,7 @@ double model_train_step(model *m, real lr)
     model_backward(m);
     model_update(m, lr);
     m->step++;
-    return loss;
+    return m->failed ? NAN : loss;
 }
 
 void model_get_probs(const model *m, float *probs)

@@ -1,7 +1,9 @@
 /* model: the whole net = one or two towers plus the exchange between them. Drives the
  * towers layer by layer and calls comm at the exchange points the description gives
  * (the inputs of the rows that read all towers: conv3, fc6, fc7 and fc8 in the paper's
- * net) and at the logits. Part of src/train (included by train.h). */
+ * net) and at the logits. A two-tower model runs each tower on a worker thread of its
+ * own; the caller's thread is the coordinator that hands them each phase of a step.
+ * Part of src/train (included by train.h). */
 #ifndef TRAIN_MODEL_H
 #define TRAIN_MODEL_H
 
@@ -22,6 +24,16 @@ typedef struct {
                        sums); 0, the default: plain fp32 (CUBLAS_DEFAULT_MATH) */
     int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + SGEMM, the default;
                        1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN) */
+    int serial;     /* 0, the default: a two-tower model runs each tower on a worker thread
+                       of its own (on the CPU with half of OpenBLAS's threads each); 1: the
+                       caller's thread runs every tower in turn (the order before the
+                       workers, which they are tested against; --serial) */
+    /* Test hook: test_fail_step >= 1 makes training step number test_fail_step (counted
+     * from 1 as the metrics lines count; m->step is test_fail_step - 1 as it starts) fail
+     * in tower test_fail_tower before layer test_fail_layer's forward, as a failed
+     * exchange would (the model is failed, the other tower stopped). 0: off. */
+    int64_t test_fail_step;
+    int test_fail_tower, test_fail_layer;
 } model_placement;
 
 /* Regions of a step that model_hooks time (region 0 is the caller's: the bench's batch
@@ -47,6 +59,9 @@ typedef struct {
     void *ctx;
 } model_hooks;
 
+/* The tower threads and their hand-over (model.c). */
+typedef struct model_workers model_workers;
+
 typedef struct {
     tower_plan plan;
     int towers;                 /* plan.cfg.towers */
@@ -59,7 +74,13 @@ typedef struct {
                                    step skipped as non-finite has none) */
     double last_loss;
     tower_optim optim;          /* plan.cfg.net.optim: the paper's SGD (0.9, 0.0005) or Adam */
-    const model_hooks *hooks;   /* NULL, or the stage timers (bench) */
+    const model_hooks *hooks;   /* NULL, or the stage timers (bench); called from the
+                                   tower's own thread (tower t's regions from worker t) */
+    model_workers *workers;     /* one thread per tower (two towers, place.serial 0), or
+                                   NULL: the caller's thread runs the towers */
+    int failed;                 /* a phase failed (an exchange, a tower): the model does
+                                   nothing more; error says why */
+    char error[512];
     /* GPU input staging for model_set_batch_u8, allocated on its first call (start-up),
      * one set per tower on the tower's device: crops (B, S, S, 3) uint8, the per-image
      * augmentation parameters (B), the mean image (256, 256, 3) float. */
@@ -86,8 +107,15 @@ void model_set_batch(model *m, const float *x, const int32_t *labels);
 int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                        const int32_t *labels, const float *mean, char *err, size_t errlen);
 
+/* The step's phases. Each runs on the tower workers when there are any (returning when
+ * both are done) or on this thread. A failure (an exchange, a tower's worker) fails the
+ * model: m->failed is set, m->error says why, the other tower is stopped at its next
+ * exchange, and every later call does nothing (forward returns NaN). Callers check
+ * m->failed after a step; nothing is half-written that a checkpoint would need, as the
+ * coordinator writes checkpoints only between steps. */
+
 /* Forward through every layer and the loss; train selects dropout masks (keyed on
- * seed and m->step) or the evaluation scaling. Returns the mean loss. */
+ * seed and m->step) or the evaluation scaling. Returns the mean loss (NaN on failure). */
 double model_forward(model *m, int train);
 /* Backward through every layer (after model_forward with train=1); grads are zeroed
  * first, so they hold exactly this batch's gradient afterwards. */
@@ -95,7 +123,8 @@ void model_backward(model *m);
 /* The net's optimizer (m->optim: the paper's SGD, or Adam) at learning rate lr, weight
  * decay on the weights only (see paper_notes.md); m->updates += 1. */
 void model_update(model *m, real lr);
-/* zero_grad + forward(train) + backward + update; m->step += 1. Returns the loss. */
+/* zero_grad + forward(train) + backward + update; m->step += 1. Returns the loss (NaN
+ * when the model failed). */
 double model_train_step(model *m, real lr);
 
 /* Copies the softmax outputs to the host: probs (B, classes), class-major per sample. */

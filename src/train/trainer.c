@@ -218,6 +218,11 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
                 goto done;
             }
             model_forward(m, 0);
+            if (m->failed) {
+                base_errf(err, errlen, "evaluation: %s", m->error);
+                rc = -1;
+                goto done;
+            }
             model_get_probs(m, probs);
             if (view == DATA_VIEW_CENTER) {
                 if (train_topk_errors(probs, eb.labels, k, V, &c1, &c5)) {
@@ -312,6 +317,23 @@ static void log_event(run_state *r, const char *kind, const char *msg)
         train_metrics_log_event(&r->mt, r->m.step, (double)r->m.step / r->steps_per_epoch,
                                 kind, msg, err, sizeof err))
         metrics_failed(r, err);
+}
+
+/* The message, event and exit code of a run stopped by a failed step (model.h: an
+ * exchange, or a tower's worker): the other tower has been stopped, and the newest
+ * checkpoint, written between steps, is left as it was. */
+static int model_stop(run_state *r)
+{
+    char msg[1024], newest[64];
+    if (r->ckpt_step >= 0)
+        snprintf(newest, sizeof newest, "step %lld", (long long)r->ckpt_step);
+    else
+        snprintf(newest, sizeof newest, "none yet");
+    snprintf(msg, sizeof msg, "step %lld failed: %s; stopping (the newest checkpoint, %s, is "
+                              "kept: --resume continues from it)",
+             (long long)r->m.step + 1, r->m.error, newest);
+    log_event(r, "stop", msg);
+    return 3;
 }
 
 static int save_ckpt(run_state *r, const char *why)
@@ -803,10 +825,16 @@ int train_run(const train_options *o)
         }
         r->meta.cursor = (train_cursor){after.seed, after.epoch, after.pos};
         double loss = model_forward(&r->m, 1);
-        model_get_probs(&r->m, probs);
         int wrong1 = 0, wrong5 = 0;
-        train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
-        model_backward(&r->m);
+        if (!r->m.failed) {
+            model_get_probs(&r->m, probs);
+            train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
+            model_backward(&r->m);
+        }
+        if (r->m.failed) { /* a tower failed: no update, no checkpoint after it */
+            rc = model_stop(r);
+            break;
+        }
         /* a non-finite loss, or (CPU towers, whose gradients are host memory) a non-finite
          * gradient, skips the update; on GPUs the loss is the check (see paper_notes.md) */
         double check = loss;
@@ -823,6 +851,10 @@ int train_run(const train_options *o)
             }
         } else {
             model_update(&r->m, (real)r->meta.sched.lr);
+            if (r->m.failed) {
+                rc = model_stop(r);
+                break;
+            }
             r->m.step++;
             run_log(r, loss, wrong1, wait, base_now() - t0);
         }
@@ -835,7 +867,7 @@ int train_run(const train_options *o)
         if (eval_due || r->m.step == r->total_steps) {
             int e = run_eval(r);
             if (e < 0) {
-                rc = 1;
+                rc = r->m.failed ? 3 : 1;
                 break;
             }
             if (e == 1) {

@@ -2,7 +2,7 @@
  * state + resume + N/2 steps give bit-identical losses and weights (CPU backend).
  * First at the model level (batches and rates as pure functions of the step, as in the
  * trainer), then through the trainer itself (train_run on Fashion-MNIST): stopped at an
- * epoch end, and stopped by SIGINT at an arbitrary step. */
+ * epoch end, stopped by SIGINT at an arbitrary step, and stopped by a failed tower. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -509,6 +509,45 @@ Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 24
 
     small_options(&o, b, 2);
     o.ckpt_every = 0;
+    o.resume = b;
+    cr_assert_eq(train_run(&o), 0, "resumed run");
+    assert_same_runs(a, b, 32 + 2);
+    assert_same_final_ckpt(a, b, 32);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+/* A tower's worker fails in step 20 (the model's test hook, before conv3's exchange, so
+ * the other tower waits there until it is let go): the run stops with status 3 and a stop
+ * event naming the failure, the newest checkpoint (step 18) is intact, and resuming from
+ * it gives the uninterrupted run bit for bit. The timeout catches a deadlock. */
+Test(resume, failed_tower_stops_the_run_and_the_resume_is_bit_identical, .timeout = 240)
+{
+    char a[4200], b[4200], *dir = start_runs(a, b);
+    train_options o;
+    small_options(&o, a, 2);
+    cr_assert_eq(train_run(&o), 0, "uninterrupted run");
+    small_options(&o, b, 2);
+    o.place.test_fail_step = 20;
+    o.place.test_fail_tower = 1;
+    o.place.test_fail_layer = 2;
+    cr_assert_eq(train_run(&o), 3, "a failed tower ends the run with status 3");
+    char path[4300], err[2048], line[2048];
+    cr_assert_eq(train_ckpt_resolve(b, path, sizeof path, err, sizeof err), 0, "%s", err);
+    train_ckpt_meta m;
+    cr_assert_eq(train_ckpt_load(path, &m, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.step, 18, "newest checkpoint at step %lld", (long long)m.step);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", b);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    int stops = 0;
+    while (fgets(line, sizeof line, f))
+        stops += strstr(line, "\"stop\"") && strstr(line, "tower 1 failed before conv3") &&
+                 strstr(line, "step 20 failed");
+    fclose(f);
+    cr_assert_eq(stops, 1, "one stop event naming the failure in %s", path);
+
+    small_options(&o, b, 2);
     o.resume = b;
     cr_assert_eq(train_run(&o), 0, "resumed run");
     assert_same_runs(a, b, 32 + 2);
