@@ -174,6 +174,8 @@ static int barrier(comm *c, char *err, size_t errlen)
     return rc;
 }
 
+/* host and same-device: after comm_abort every call fails (NCCL: comm_cuda's waits say
+ * so, and abort the communicator) */
 static int is_aborted(comm *c, char *err, size_t errlen)
 {
     pthread_mutex_lock(&c->mu);
@@ -200,7 +202,6 @@ enum { OP_GATHER = 1, OP_SUM = 2 };
 static int exchange_rank(comm *c, int op, int rank, void *const *out, void *const *in,
                          size_t count, void *stream, char *err, size_t errlen)
 {
-    if (is_aborted(c, err, errlen)) return -1;
 #if COMM_CUDA
     if (c->kind == COMM_NCCL)
         return op == OP_GATHER
@@ -226,7 +227,7 @@ static int exchange_rank(comm *c, int op, int rank, void *const *out, void *cons
                  (int)c->kind);
         return -1;
     }
-    if (barrier(c, err, errlen)) return -1;
+    if (is_aborted(c, err, errlen) || barrier(c, err, errlen)) return -1;
     if (op == OP_GATHER)
         host_gather(c, rank, in, count);
     else
@@ -251,10 +252,10 @@ int comm_reduce_scatter_rank(comm *c, int rank, void *const *out, void *const *g
 
 int comm_wait_rank(comm *c, int rank, char *err, size_t errlen)
 {
-    if (is_aborted(c, err, errlen)) return -1;
 #if COMM_CUDA
-    if (c->backend) return comm_cuda_wait_rank(c->backend, rank, COMM_CUDA_TIMEOUT_S, err, errlen);
+    if (c->kind == COMM_NCCL)
+        return comm_cuda_wait_rank(c->backend, rank, COMM_CUDA_TIMEOUT_S, err, errlen);
 #endif
     (void)rank;
-    return 0;
+    return is_aborted(c, err, errlen) ? -1 : 0;
 }

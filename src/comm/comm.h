@@ -75,6 +75,8 @@ int comm_allgather_rank(comm *c, int rank, void *const *bufs, size_t count, void
 int comm_reduce_scatter_rank(comm *c, int rank, void *const *out, void *const *grads,
                              size_t count, void *stream, char *err, size_t errlen);
 int comm_wait_rank(comm *c, int rank, char *err, size_t errlen);
+/* After comm_abort, once no rank's thread is inside comm, comm_wait (the one-thread call)
+ * aborts every NCCL communicator, so nothing left on a GPU waits for a rank that failed. */
 void comm_abort(comm *c);
 
 #ifdef __cplusplus

@@ -60,8 +60,11 @@ int comm_cuda_reduce_scatter_rank(comm_cuda *c, int rank, void *const *out, void
 int comm_cuda_rank_done(comm_cuda *c, int rank, void *stream, char *err, size_t errlen);
 /* comm_cuda_wait for this rank alone; a failure aborts this rank's communicator only. */
 int comm_cuda_wait_rank(comm_cuda *c, int rank, double timeout_s, char *err, size_t errlen);
-/* From any thread: every wait polling now or later aborts the communicators it polls and
- * returns -1 (the other tower failed; its own thread aborts its own communicator). */
+/* From any thread: every wait (comm_cuda_wait, comm_cuda_wait_rank, and the one before
+ * each NCCL collective) from now on aborts the communicators it is for and returns -1, so
+ * each rank's thread aborts its own at its next exchange, and comm_cuda_wait (once the
+ * ranks' threads are idle) aborts them all; a collective left waiting on the GPU for a
+ * rank that failed is ended that way. */
 void comm_cuda_stop(comm_cuda *c);
 
 #ifdef __cplusplus

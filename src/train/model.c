@@ -552,6 +552,10 @@ static int model_run(model *m, const model_job *job, double *loss)
     if (rc) {
         m->failed = 1;
         snprintf(m->error, sizeof m->error, "%s", err);
+        /* the workers are idle: end any NCCL collective still waiting on a GPU for the
+         * failed tower (comm_abort's contract), before anything synchronises a stream */
+        char why[256];
+        if (m->workers) comm_wait(m->comm, why, sizeof why);
     }
     return rc;
 }

@@ -1,9 +1,12 @@
 /* test_comm_gpu.c: the same-device and NCCL backends (src/comm/cuda) against the host
  * rule: all-gather fills every slot, reduce-scatter gives a + b exactly, and NCCL equals
- * same-device bit for bit. The inputs are written with async copies on the towers' own
+ * same-device bit for bit; the per-rank calls, one thread per tower, give the same. The
+ * inputs are written with async copies on the towers' own
  * streams right before the exchange and read back on the same streams after it, with no
  * host synchronisation in between: only the backend's event/NCCL ordering makes the data
  * arrive. Skips without a GPU (NCCL cases: without two). */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,4 +195,116 @@ Test(comm_gpu, nccl_equals_same_device, .timeout = 120)
     comm_free(same);
     rig_close(&two);
     rig_close(&one);
+}
+
+/* ---- one thread per tower: the per-rank calls ------------------------------------------ */
+
+typedef struct {
+    rig *r;
+    comm *c;
+    int t;
+    int rc;         /* 0, or the first failure (no asserts off the test's own thread) */
+    char err[512];
+} rank_arg;
+
+#define RANK_TRY(call)                                                                  \
+    do {                                                                                \
+        if (a->rc == 0 && (call) != 0) {                                                \
+            a->rc = -1;                                                                 \
+            if (!a->err[0]) snprintf(a->err, sizeof a->err, "%s failed", #call);        \
+        }                                                                               \
+    } while (0)
+
+/* Rank t, on its own thread: writes its slot and its gradients on its stream (async),
+ * all-gathers and reduce-scatters with the rank calls, reads its buffers back. The host
+ * buffers were filled by the test's thread; the results are checked there. */
+static void *rank_exchange(void *p)
+{
+    rank_arg *a = p;
+    rig *r = a->r;
+    int t = a->t;
+    void *bufs[2] = {r->buf[0], r->buf[1]};
+    float *gather_host = r->host[t];
+    RANK_TRY(cudaSetDevice(r->dev[t]));
+    RANK_TRY(cudaMemsetAsync(r->buf[t], 0xff, sizeof(float) * 2 * N, r->st[t]));
+    RANK_TRY(cudaMemcpyAsync(r->buf[t] + (size_t)t * N, gather_host + (size_t)t * N,
+                             sizeof(float) * N, cudaMemcpyHostToDevice, r->st[t]));
+    RANK_TRY(comm_allgather_rank(a->c, t, bufs, N, r->st[t], a->err, sizeof a->err));
+    RANK_TRY(cudaMemcpyAsync(gather_host, r->buf[t], sizeof(float) * 2 * N,
+                             cudaMemcpyDeviceToHost, r->st[t]));
+    RANK_TRY(cudaStreamSynchronize(r->st[t]));
+    return NULL;
+}
+
+static void *rank_reduce(void *p)
+{
+    rank_arg *a = p;
+    rig *r = a->r;
+    int t = a->t;
+    void *grads[2] = {r->buf[0], r->buf[1]}, *out[2] = {r->out[0], r->out[1]};
+    RANK_TRY(cudaSetDevice(r->dev[t]));
+    RANK_TRY(cudaMemcpyAsync(r->buf[t], r->host[t], sizeof(float) * 2 * N,
+                             cudaMemcpyHostToDevice, r->st[t]));
+    RANK_TRY(comm_reduce_scatter_rank(a->c, t, out, grads, N, r->st[t], a->err, sizeof a->err));
+    RANK_TRY(comm_wait_rank(a->c, t, a->err, sizeof a->err));
+    RANK_TRY(cudaMemcpyAsync(r->host[t], r->out[t], sizeof(float) * N, cudaMemcpyDeviceToHost,
+                             r->st[t]));
+    RANK_TRY(cudaStreamSynchronize(r->st[t]));
+    return NULL;
+}
+
+static void run_ranks(rig *r, comm *c, void *(*fn)(void *))
+{
+    rank_arg a[2];
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++) {
+        a[t] = (rank_arg){r, c, t, 0, ""};
+        cr_assert_eq(pthread_create(&th[t], NULL, fn, &a[t]), 0);
+    }
+    for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < 2; t++) cr_assert_eq(a[t].rc, 0, "rank %d: %s", t, a[t].err);
+}
+
+static void rank_calls_match(int dev0, int dev1, comm_kind kind)
+{
+    rig r;
+    rig_open(&r, dev0, dev1);
+    comm *c = open_comm(kind, dev0, dev1);
+    for (int rep = 0; rep < 3; rep++) {
+        for (int t = 0; t < 2; t++) {
+            for (size_t i = 0; i < 2 * N; i++) r.host[t][i] = -1.0f;
+            for (size_t i = 0; i < N; i++) r.host[t][(size_t)t * N + i] = own(t, i) + (float)rep;
+        }
+        run_ranks(&r, c, rank_exchange);
+        for (int t = 0; t < 2; t++)
+            for (size_t i = 0; i < N; i++)
+                for (int s = 0; s < 2; s++)
+                    cr_assert_eq(r.host[t][(size_t)s * N + i], own(s, i) + (float)rep,
+                                 "rep %d tower %d slot %d [%zu]", rep, t, s, i);
+        for (int t = 0; t < 2; t++)
+            for (size_t i = 0; i < 2 * N; i++) r.host[t][i] = grad(t, i) + (float)rep;
+        run_ranks(&r, c, rank_reduce);
+        for (int t = 0; t < 2; t++)
+            for (size_t i = 0; i < N; i++) {
+                size_t k = (size_t)t * N + i;
+                float want = (grad(0, k) + (float)rep) + (grad(1, k) + (float)rep);
+                cr_assert(memcmp(&r.host[t][i], &want, sizeof want) == 0,
+                          "rep %d tower %d [%zu]: %.9g, want %.9g", rep, t, i,
+                          (double)r.host[t][i], (double)want);
+            }
+    }
+    comm_free(c);
+    rig_close(&r);
+}
+
+Test(comm_gpu, same_device_rank_calls_from_two_threads, .timeout = 60)
+{
+    TT_NEED_GPUS(1);
+    rank_calls_match(0, 0, COMM_SAME_DEVICE);
+}
+
+Test(comm_gpu, nccl_rank_calls_from_two_threads, .timeout = 120)
+{
+    TT_NEED_GPUS(2);
+    rank_calls_match(0, 1, COMM_NCCL);
 }

@@ -2,7 +2,8 @@
  * backend (the model API of src/train/model.h): the tiny net and the full 2012 net, loss
  * and every parameter gradient of both towers; 20 steps of the single-GPU fallback with
  * the loss falling; a GPU run repeating bit for bit; the fallback equal to two GPUs bit
- * for bit (when there are two); and the memory a tower needs at batch 128. GPU tests skip
+ * for bit (when there are two); the tower threads equal to the serial order and a failed
+ * tower stopping the other; and the memory a tower needs at batch 128. GPU tests skip
  * with a reason when no CUDA device is present. */
 #include <math.h>
 #include <stdio.h>
@@ -245,6 +246,65 @@ Test(cuda_model, fallback_equals_two_gpus, .timeout = 120)
     TT_NEED_GPUS(2);
     model_placement two = {.ngpus = 2, .gpus = {0, 1}};
     expect_identical_runs(on_gpu0, two, "--gpus 0 vs --gpus 0,1");
+}
+
+/* ---- the tower workers (one host thread per tower) against the serial order ----------- */
+
+/* The workers issue each tower's kernels on its own thread; the streams, kernels and the
+ * exchange's events (same device) or collectives (NCCL) are the serial order's: the same
+ * bits. */
+Test(cuda_model, threaded_equals_serial_on_one_gpu, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    model_placement serial = on_gpu0;
+    serial.serial = 1;
+    expect_identical_runs(on_gpu0, serial, "--gpus 0 threaded vs --serial");
+}
+
+Test(cuda_model, threaded_equals_serial_on_two_gpus, .timeout = 120)
+{
+    TT_NEED_GPUS(2);
+    model_placement two = {.ngpus = 2, .gpus = {0, 1}}, serial = two;
+    serial.serial = 1;
+    expect_identical_runs(two, serial, "--gpus 0,1 threaded vs --serial");
+}
+
+/* The test hook fails tower 1 before conv3 in the second step: tower 0 is let go at its
+ * exchange (same device: the host barrier; NCCL: its wait sees the stop and aborts its
+ * communicator), the model reports the hook, and model_free returns (no stream is left
+ * waiting on a collective). The timeout catches a hang. */
+static void gpu_failure_stops_the_other(model_placement place)
+{
+    place.test_fail_step = 2;
+    place.test_fail_tower = 1;
+    place.test_fail_layer = 2;
+    model m;
+    init_or_fail(&m, &tiny, place, 3);
+    cr_assert_not_null(m.workers);
+    float *x;
+    int32_t *labels;
+    for (int s = 0; s < 2; s++) {
+        make_batch(&tiny, &x, &labels, 500 + (uint64_t)s);
+        model_set_batch(&m, x, labels);
+        double loss = model_train_step(&m, 0.01f);
+        free(x);
+        free(labels);
+        cr_assert(s == 0 ? isfinite(loss) : isnan(loss), "step %d: loss %g", s, loss);
+    }
+    cr_assert(m.failed && strstr(m.error, "test hook"), "error: %s", m.error);
+    model_free(&m);
+}
+
+Test(cuda_model, failing_tower_stops_the_other_on_one_gpu, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    gpu_failure_stops_the_other(on_gpu0);
+}
+
+Test(cuda_model, failing_tower_stops_the_other_on_two_gpus, .timeout = 120)
+{
+    TT_NEED_GPUS(2);
+    gpu_failure_stops_the_other((model_placement){.ngpus = 2, .gpus = {0, 1}});
 }
 
 /* The paper's towers each fit in a 3 GB GTX 580; ours must at batch 128 in fp32. The

@@ -180,10 +180,11 @@ static int wait_ranks(comm_cuda *c, int lo, int hi, double timeout_s, char *err,
                       size_t errlen)
 {
     if (c->kind != COMM_NCCL) return 0;
+    const char *aborted = hi - lo > 1 ? "communicators" : "this rank's communicator";
     int pending = 0;
     for (int r = lo; r < hi; r++) pending |= c->pending[r];
-    if (!pending) return 0;
-    const char *aborted = hi - lo > 1 ? "communicators" : "this rank's communicator";
+    /* stopped: abort even with nothing pending, as a collective issued after the last
+     * look at the flag may still wait on the GPU for a rank that will never join it */
     double start = base_now();
     for (;;) {
         int finished = 1;
@@ -193,6 +194,7 @@ static int wait_ranks(comm_cuda *c, int lo, int hi, double timeout_s, char *err,
             nccl_abort_ranks(c, lo, hi);
             return -1;
         }
+        if (!pending) return 0;
         for (int r = lo; r < hi; r++) {
             if (!c->pending[r]) continue;
             ncclResult_t async = ncclSuccess;
