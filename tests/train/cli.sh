@@ -39,7 +39,7 @@ help_lists() {
     echo "ok: twotower $cmd --help lists $*"
 }
 
-place="--cpu --gpus --tf32 --conv"
+place="--cpu --gpus --tf32 --conv --serial"
 help_lists train $place --data --towers --batch --size --width-div --epochs --train-limit \
     --test-limit --views --lr --seed --quiet --run --resume --ckpt-every --keep \
     --eval-every --log-every --patience --max-drops --min-delta --pca-std --mirror
@@ -111,6 +111,7 @@ expect 2 "--x 'time': expected epoch or step" -- plot /nonexistent/run --x time
 
 # the other commands' refusals
 expect 2 "--tf32" -- bench --cpu --tf32
+expect 2 "--serial takes no value" -- bench --cpu --serial=1
 expect 2 "--tf32" -- dump --out /nonexistent/d.safetensors --tf32
 expect 2 "--gpus '0,0': device 0 is repeated" -- dump --out /nonexistent/d.safetensors --gpus 0,0
 expect 2 "--out FILE is required" -- dump
