@@ -276,6 +276,22 @@ static void assert_same_final_ckpt(const char *a, const char *b, int64_t step)
     cr_assert_eq(ma.sched.best, mb.sched.best);
 }
 
+/* Resumes run b (ckpt_every as its first part had it) to the end of epoch 2, asserts it
+ * equals run a line for line and bit for bit, and removes the test's folder. */
+static void resume_equals_uninterrupted(const char *a, const char *b, int64_t ckpt_every,
+                                        char *dir)
+{
+    train_options o;
+    small_options(&o, b, 2);
+    o.ckpt_every = ckpt_every;
+    o.resume = b;
+    cr_assert_eq(train_run(&o), 0, "resumed run");
+    assert_same_runs(a, b, 32 + 2);
+    assert_same_final_ckpt(a, b, 32);
+    tt_rmtree(dir);
+    free(dir);
+}
+
 /* Run a: two epochs uninterrupted; run b: the first epoch only, to be resumed. */
 static void run_whole_and_first_epoch(train_options *o, const char *a, const char *b)
 {
@@ -290,13 +306,7 @@ Test(resume, trainer_stopped_at_epoch_end_is_bit_identical, .timeout = 240)
     char a[4200], b[4200], *dir = start_runs(a, b);
     train_options o;
     run_whole_and_first_epoch(&o, a, b);
-    small_options(&o, b, 2);
-    o.resume = b;
-    cr_assert_eq(train_run(&o), 0, "resumed second epoch");
-    assert_same_runs(a, b, 32 + 2);
-    assert_same_final_ckpt(a, b, 32);
-    tt_rmtree(dir);
-    free(dir);
+    resume_equals_uninterrupted(a, b, o.ckpt_every, dir);
 }
 
 /* The run's schedule events, "step|message" each, in file order. Returns the count. */
@@ -506,15 +516,7 @@ Test(resume, trainer_stopped_by_sigint_mid_epoch_is_bit_identical, .timeout = 24
     train_ckpt_meta m;
     cr_assert_eq(train_ckpt_load(path, &m, NULL, err, sizeof err), 0, "%s", err);
     cr_assert(m.step >= 5 && m.step < 32, "stopped at step %lld", (long long)m.step);
-
-    small_options(&o, b, 2);
-    o.ckpt_every = 0;
-    o.resume = b;
-    cr_assert_eq(train_run(&o), 0, "resumed run");
-    assert_same_runs(a, b, 32 + 2);
-    assert_same_final_ckpt(a, b, 32);
-    tt_rmtree(dir);
-    free(dir);
+    resume_equals_uninterrupted(a, b, 0, dir);
 }
 
 /* A tower's worker fails in step 20 (the model's test hook, before conv3's exchange, so
@@ -546,12 +548,5 @@ Test(resume, failed_tower_stops_the_run_and_the_resume_is_bit_identical, .timeou
                  strstr(line, "step 20 failed");
     fclose(f);
     cr_assert_eq(stops, 1, "one stop event naming the failure in %s", path);
-
-    small_options(&o, b, 2);
-    o.resume = b;
-    cr_assert_eq(train_run(&o), 0, "resumed run");
-    assert_same_runs(a, b, 32 + 2);
-    assert_same_final_ckpt(a, b, 32);
-    tt_rmtree(dir);
-    free(dir);
+    resume_equals_uninterrupted(a, b, o.ckpt_every, dir);
 }
