@@ -585,7 +585,9 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     fprintf(f, "  %-10s    %8.3f\n", "logits xchg", xl);
     fprintf(f, "  sum of the parts %.3f ms; profiled step %.3f ms wall%s\n", sum,
             p->step_ms / p->steps,
-            p->gpu && T == 2 ? " (the towers' streams may overlap: parts can sum past it)" : "");
+            T == 2 && (p->gpu || m->workers)
+                ? " (the towers run at the same time: parts can sum past it)"
+                : "");
 }
 
 /* The per-layer profile, or null when none was taken. */
