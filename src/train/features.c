@@ -103,6 +103,10 @@ static int feat_net_batch(feat_net *f, data_source *src, int64_t start, int k, c
     if (train_eval_batches_load(&f->eb, &f->m, src, start, k, DATA_VIEW_CENTER, err, errlen))
         return -1;
     model_forward(&f->m, 0);
+    if (f->m.failed) {
+        base_errf(err, errlen, "the forward failed: %s", f->m.error);
+        return -1;
+    }
     return model_get_activations(&f->m, f->layer, f->acts, err, errlen);
 }
 
