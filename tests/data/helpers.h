@@ -33,24 +33,39 @@ static inline void th_rmrf(const char *dir)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
-/* Runs data_prep_main(argv) with fd 2 sent to a file; *log gets what it printed. */
-static inline int th_run_prep(int argc, char **argv, char **log)
+/* fd 2 sent to a temporary file (path: a mkstemp template) until th_capture_end, which
+ * puts fd 2 back and returns what was printed (malloc'd, NUL-terminated). */
+static inline int th_capture_begin(char *path, int *saved)
 {
-    char path[] = "/tmp/tt_data_prep_log_XXXXXX";
     int fd = mkstemp(path);
     cr_assert(fd >= 0);
+    fflush(stdout);
     fflush(stderr);
-    int saved = dup(2);
+    *saved = dup(2);
     dup2(fd, 2);
-    int rc = data_prep_main(argc, argv);
+    return fd;
+}
+
+static inline char *th_capture_end(int fd, int saved, const char *path)
+{
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
     off_t n = lseek(fd, 0, SEEK_END);
-    *log = calloc((size_t)n + 1, 1);
-    cr_assert(pread(fd, *log, (size_t)n, 0) == n);
+    char *log = calloc((size_t)n + 1, 1);
+    cr_assert(pread(fd, log, (size_t)n, 0) == n);
     close(fd);
     unlink(path);
+    return log;
+}
+
+/* Runs data_prep_main(argv) with fd 2 sent to a file; *log gets what it printed. */
+static inline int th_run_prep(int argc, char **argv, char **log)
+{
+    char path[] = "/tmp/tt_data_prep_log_XXXXXX";
+    int saved, fd = th_capture_begin(path, &saved);
+    int rc = data_prep_main(argc, argv);
+    *log = th_capture_end(fd, saved, path);
     return rc;
 }
 

@@ -57,21 +57,9 @@ typedef int (*main_fn)(int argc, char **argv);
 static int captured(const train_options *o, main_fn fn, int argc, char **argv, char **log)
 {
     char path[] = "/tmp/tt_runfolder_log_XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    fflush(stderr);
-    fflush(stdout);
-    int saved = dup(2);
-    dup2(fd, 2);
+    int saved, fd = th_capture_begin(path, &saved);
     int rc = fn ? fn(argc, argv) : train_run(o);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    off_t n = lseek(fd, 0, SEEK_END);
-    *log = calloc((size_t)n + 1, 1);
-    cr_assert(pread(fd, *log, (size_t)n, 0) == n);
-    close(fd);
-    unlink(path);
+    *log = th_capture_end(fd, saved, path);
     return rc;
 }
 
