@@ -112,7 +112,7 @@ if [ -n "$carry" ]; then
     # the carried libraries only fill gaps: where the machine has a library, its own is used
     for f in "$unpacked"/lib/*; do
         so=$(basename "$f")
-        if ldconfig -p | awk '{print $1}' | grep -qxF "$so"; then rm -f "$f"; fi
+        if ldconfig -p | awk '{print $1}' | grep -xF "$so" > /dev/null; then rm -f "$f"; fi
     done
     note "carried libraries used: $(cd "$unpacked/lib" && echo *)"
     libpath="$unpacked/lib:$libpath"

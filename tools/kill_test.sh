@@ -44,7 +44,7 @@ REF="$WORK/ref"
 # keep the full widths (160 MB per checkpoint: slow, but the same test). The data is a
 # 64 + 64 image prep of Fashion-MNIST: the shards are mapped in milliseconds, so a start
 # costs little and the kills go to training, not to decoding 70,000 IDX images.
-if "$BIN" train --help 2>/dev/null | grep -q -- '--width-div'; then
+if "$BIN" train --help 2>/dev/null | grep -- '--width-div' > /dev/null; then
     TINY="--size 67 --batch 2 --width-div 8 --train-limit 48"
 else
     TINY="--size 67 --batch 2 --train-limit 16"
