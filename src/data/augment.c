@@ -70,6 +70,44 @@ void data_augment_cpu(float *x, const uint8_t *crops, const float *mean,
     }
 }
 
+void data_augment_reduce_cpu(float *x, const uint8_t *crops, const float *mean,
+                             const data_aug_params *params, int B, int crop, int F)
+{
+    if (F <= 1) {
+        data_augment_cpu(x, crops, mean, params, B, crop);
+        return;
+    }
+    int S = crop / F;
+    size_t plane = (size_t)S * S;
+    float inv = 1.0f / (float)(F * F), acc[DATA_SIZE];
+    for (int b = 0; b < B; b++) {
+        const data_aug_params *p = &params[b];
+        const uint8_t *cb = crops + (size_t)b * crop * crop * 3;
+        float *xb = x + (size_t)b * plane * 3;
+        for (int c = 0; c < 3; c++)
+            for (int i = 0; i < S; i++) {
+                /* each output pixel sums its block row by row, left to right, from 0:
+                 * the order in which a full-size float crop reduced afterwards adds */
+                for (int j = 0; j < S; j++)
+                    acc[j] = 0;
+                for (int a = 0; a < F; a++) {
+                    int y = i * F + a;
+                    const float *mrow = mean + ((size_t)(p->oy + y) * DATA_SIZE + (size_t)p->ox) * 3;
+                    const uint8_t *crow = cb + (size_t)y * crop * 3;
+                    for (int e = 0; e < F; e++)
+                        for (int j = 0; j < S; j++) {
+                            int u = j * F + e;
+                            const float *m = mrow + (size_t)(p->mirror ? crop - 1 - u : u) * 3;
+                            acc[j] += ((float)crow[3 * u + c] - m[c]) + p->rgb[c];
+                        }
+                }
+                float *dst = xb + c * plane + (size_t)i * S;
+                for (int j = 0; j < S; j++)
+                    dst[j] = acc[j] * inv;
+            }
+    }
+}
+
 /* floor(u * range) with u the top 32 bits of a counter draw */
 static int draw_below(uint64_t key, uint64_t i, int range)
 {
@@ -111,13 +149,13 @@ int data_check_batch(const data_source *s, const data_cursor *c, int B, int crop
     return 0;
 }
 
-int data_fill_train(data_source *s, data_cursor c, int n, int crop, uint8_t *crops,
+int data_fill_train(data_source *s, data_cursor c, int n, int crop, int F, uint8_t *crops,
                     data_aug_params *params, int32_t *labels, float *x, data_scratch *sc,
                     char *err, size_t errlen)
 {
     enum { RUN = 64 };
     int64_t idx[RUN];
-    size_t csz = (size_t)crop * crop * 3;
+    size_t csz = (size_t)crop * crop * 3, xsz = csz / ((size_t)F * F);
     int done = 0;
     while (done < n) {
         /* a run of positions inside one epoch, looked up in one lock */
@@ -135,7 +173,7 @@ int data_fill_train(data_source *s, data_cursor c, int n, int crop, uint8_t *cro
             data_make_train_item(s, c.seed, c.epoch, c.pos + t, idx[t], crop, cd, p, sc);
             labels[b] = s->labels[idx[t]];
             if (x)
-                data_augment_cpu(x + (size_t)b * csz, cd, s->mean, p, 1, crop);
+                data_augment_reduce_cpu(x + (size_t)b * xsz, cd, s->mean, p, 1, crop, F);
         }
         done += k;
         c = data_cursor_advance(c, k, s->n);
@@ -159,8 +197,8 @@ static int train_common(data_source *s, data_cursor *cur, int B, int crop, uint8
     pthread_mutex_lock(&s->sync_lock);
     int rc = sync_scratch(s, err, errlen);
     if (rc == 0)
-        rc = data_fill_train(s, *cur, B, crop, crops, params, labels, x, s->sync_scratch, err,
-                             errlen);
+        rc = data_fill_train(s, *cur, B, crop, 1, crops, params, labels, x, s->sync_scratch,
+                             err, errlen);
     pthread_mutex_unlock(&s->sync_lock);
     if (rc == 0)
         *cur = data_cursor_advance(*cur, B, s->n);
@@ -179,10 +217,13 @@ int data_train_batch_u8(data_source *s, data_cursor *cur, int B, int crop, uint8
     return train_common(s, cur, B, crop, crops, params, labels, NULL, err, errlen);
 }
 
-static int eval_common(data_source *s, int64_t start, int n, int crop, int view,
+static int eval_common(data_source *s, int64_t start, int n, int crop, int view, int F,
                        uint8_t *crops, data_aug_params *params, int32_t *labels, float *x,
                        char *err, size_t errlen)
 {
+    if (F < 1 || crop % F != 0)
+        return data_fail(err, errlen, "crop %d is not a multiple of the downsampling %d", crop,
+                         F);
     int oy, ox, mirror;
     if (data_view_geometry(view, crop, &oy, &ox, &mirror) != 0)
         return data_fail(err, errlen, "view %d / crop %d: views are 0..%d, crops 1..%d", view,
@@ -205,7 +246,8 @@ static int eval_common(data_source *s, int64_t start, int n, int crop, int view,
             params[b] = local;
         labels[b] = s->labels[start + b];
         if (x)
-            data_augment_cpu(x + (size_t)b * csz, cd, s->mean, &local, 1, crop);
+            data_augment_reduce_cpu(x + (size_t)b * (csz / ((size_t)F * F)), cd, s->mean, &local,
+                                    1, crop, F);
     }
     pthread_mutex_unlock(&s->sync_lock);
     return 0;
@@ -214,12 +256,18 @@ static int eval_common(data_source *s, int64_t start, int n, int crop, int view,
 int data_eval_batch(data_source *s, int64_t start, int n, int crop, int view, float *x,
                     int32_t *labels, char *err, size_t errlen)
 {
-    return eval_common(s, start, n, crop, view, NULL, NULL, labels, x, err, errlen);
+    return eval_common(s, start, n, crop, view, 1, NULL, NULL, labels, x, err, errlen);
+}
+
+int data_eval_batch_reduced(data_source *s, int64_t start, int n, int crop, int view, int F,
+                            float *x, int32_t *labels, char *err, size_t errlen)
+{
+    return eval_common(s, start, n, crop, view, F, NULL, NULL, labels, x, err, errlen);
 }
 
 int data_eval_batch_u8(data_source *s, int64_t start, int n, int crop, int view,
                        uint8_t *crops, data_aug_params *params, int32_t *labels, char *err,
                        size_t errlen)
 {
-    return eval_common(s, start, n, crop, view, crops, params, labels, NULL, err, errlen);
+    return eval_common(s, start, n, crop, view, 1, crops, params, labels, NULL, err, errlen);
 }

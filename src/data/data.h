@@ -112,6 +112,13 @@ typedef struct {
  * mirrored with it. */
 void data_augment_cpu(float *x, const uint8_t *crops, const float *mean,
                       const data_aug_params *params, int B, int crop);
+/* The same formula with each F x F block of the crop averaged to one pixel (--downsample):
+ * x (B, 3, crop/F, crop/F); crop is a multiple of F. Each output pixel is the sum, from 0,
+ * of its block's data_augment_cpu values row by row and left to right, times 1/(F*F):
+ * bit for bit what data_augment_cpu followed by that averaging gives, without the
+ * full-size float crop in between. F = 1 is data_augment_cpu. */
+void data_augment_reduce_cpu(float *x, const uint8_t *crops, const float *mean,
+                             const data_aug_params *params, int B, int crop, int F);
 #ifdef TT_HAVE_CUDA
 /* The same formula on the GPU (augment_cuda.cu); every pointer is device memory:
  * x (B, 3, crop, crop), crops (B, crop, crop, 3), mean (DATA_SIZE, DATA_SIZE, 3),
@@ -139,6 +146,10 @@ int data_train_batch_u8(data_source *s, data_cursor *cur, int B, int crop, uint8
  * view 0..9 (DATA_VIEWS order above), mean subtracted, no lighting. */
 int data_eval_batch(data_source *s, int64_t start, int n, int crop, int view, float *x,
                     int32_t *labels, char *err, size_t errlen);
+/* The same with every F x F block averaged (data_augment_reduce_cpu): x (n, 3, crop/F,
+ * crop/F). */
+int data_eval_batch_reduced(data_source *s, int64_t start, int n, int crop, int view, int F,
+                            float *x, int32_t *labels, char *err, size_t errlen);
 int data_eval_batch_u8(data_source *s, int64_t start, int n, int crop, int view,
                        uint8_t *crops, data_aug_params *params, int32_t *labels, char *err,
                        size_t errlen);
@@ -157,6 +168,8 @@ typedef struct {
     int threads; /* worker threads; 0: one per core less one, at least 1 */
     int u8;      /* 1: hand out uint8 crops + params (the GPU path); 0: float batches */
     int pinned;  /* 1: slots in pinned memory (cudaHostAlloc); only with TT_HAVE_CUDA */
+    int downsample; /* float batches: each F x F block of the crop averaged to one pixel
+                       (data_augment_reduce_cpu), x (B, 3, crop/F, crop/F); 0 or 1: none */
 } data_prefetch_opts;
 
 /* Worker threads prepare the batches that follow `start` into `depth` slots, splitting

@@ -174,9 +174,10 @@ void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, in
 /* Cuts the crop (crop, crop, 3) at (oy, ox) out of img (256, 256, 3), mirrored if asked. */
 void data_cut_crop(uint8_t *dst, const uint8_t *img, int crop, int oy, int ox, int mirror);
 /* n training items from cursor c (already validated): labels (n) always; crops
- * (n, crop, crop, 3) and params (n) when non-NULL; x (n, 3, crop, crop) augmented when
- * non-NULL. Each item depends on its own (seed, epoch, pos) only. */
-int data_fill_train(data_source *s, data_cursor c, int n, int crop, uint8_t *crops,
+ * (n, crop, crop, 3) and params (n) when non-NULL; x (n, 3, crop/F, crop/F) augmented
+ * and F x F averaged (data_augment_reduce_cpu; F = 1: none) when non-NULL. Each item
+ * depends on its own (seed, epoch, pos) only. */
+int data_fill_train(data_source *s, data_cursor c, int n, int crop, int F, uint8_t *crops,
                     data_aug_params *params, int32_t *labels, float *x, data_scratch *sc,
                     char *err, size_t errlen);
 /* Checks a cursor and batch shape against s. 0 or -1 with err. */

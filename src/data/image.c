@@ -377,6 +377,7 @@ size_t data_resize_workspace(int w, int h, int ch, int S)
     size_t tx = (size_t)axis_taps(w, rw), ty = (size_t)axis_taps(h, rh);
     size_t bytes = 2 * (size_t)S * 2 * sizeof(int) + (size_t)S * (tx + ty) * sizeof(float);
     bytes += (size_t)h * S * (size_t)ch * sizeof(float); /* horizontal pass */
+    bytes += (size_t)S * (size_t)ch * sizeof(float);     /* one output row's sums */
     return bytes + 64;
 }
 
@@ -404,6 +405,8 @@ static void resize_core(uint8_t *dst8, float *dstf, int S, const uint8_t *src8,
     py.w = (float *)p;
     p += (size_t)S * py.taps * sizeof(float);
     float *tmp = (float *)p; /* (h, S, ch): rows that any output row needs */
+    p += (size_t)h * S * ch * sizeof(float);
+    float *acc = (float *)p; /* (S, ch): the output row being summed */
     axis_build(&px, w, rw, (rw - S) / 2, S);
     axis_build(&py, h, rh, (rh - S) / 2, S);
     int ylo = py.first[0], yhi = py.first[S - 1] + py.count[S - 1];
@@ -440,10 +443,18 @@ static void resize_core(uint8_t *dst8, float *dstf, int S, const uint8_t *src8,
         const float *wi = py.w + (size_t)i * py.taps;
         const float *t0 = tmp + (size_t)py.first[i] * S * ch;
         size_t orow = (size_t)i * S * 3;
+        /* tap by tap over the whole row (vectorises); each sum still adds its taps in
+         * order from 0, so the result is the one-pixel-at-a-time loop's bit for bit */
+        for (int j = 0; j < S * ch; j++)
+            acc[j] = 0;
+        for (int k = 0; k < py.count[i]; k++) {
+            const float *tk = t0 + (size_t)k * S * ch;
+            float wk = wi[k];
+            for (int j = 0; j < S * ch; j++)
+                acc[j] += wk * tk[j];
+        }
         for (int j = 0; j < S * ch; j++) {
-            float a = 0;
-            for (int k = 0; k < py.count[i]; k++)
-                a += wi[k] * t0[(size_t)k * S * ch + j];
+            float a = acc[j];
             if (dstf) {
                 if (ch == 1)
                     dstf[orow + 3 * j] = dstf[orow + 3 * j + 1] = dstf[orow + 3 * j + 2] = a;

@@ -12,7 +12,7 @@
 typedef struct {
     uint8_t *crops;          /* (B, crop, crop, 3) u8 mode */
     data_aug_params *params; /* (B) u8 mode */
-    float *x;                /* (B, 3, crop, crop) float mode */
+    float *x;                /* (B, 3, crop/F, crop/F) float mode (F: o.downsample) */
     int32_t *labels;         /* (B) */
     int64_t seq;             /* batch number in the slot, -1: none yet */
     int chunks_done;
@@ -22,7 +22,7 @@ typedef struct {
 struct data_prefetch {
     data_source *s;
     data_cursor start;
-    int B, crop;
+    int B, crop, F;
     data_prefetch_opts o;
     int chunk, chunks;       /* images per chunk, chunks per batch */
     pf_slot *slots;          /* (depth) */
@@ -77,7 +77,7 @@ static void *pf_worker(void *argp)
     pf_arg *a = argp;
     data_prefetch *p = a->p;
     data_scratch *sc = p->sc[a->id];
-    size_t csz = (size_t)p->crop * p->crop * 3;
+    size_t csz = (size_t)p->crop * p->crop * 3, xsz = csz / ((size_t)p->F * p->F);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         if (p->stop || p->failed)
@@ -105,10 +105,10 @@ static void *pf_worker(void *argp)
         int n = p->B - b0 < p->chunk ? p->B - b0 : p->chunk;
         data_cursor c = data_cursor_advance(p->start, seq * (int64_t)p->B + b0, p->s->n);
         char e[256];
-        int rc = data_fill_train(p->s, c, n, p->crop,
+        int rc = data_fill_train(p->s, c, n, p->crop, p->F,
                                  p->o.u8 ? sl->crops + (size_t)b0 * csz : NULL,
                                  p->o.u8 ? sl->params + b0 : NULL, sl->labels + b0,
-                                 p->o.u8 ? NULL : sl->x + (size_t)b0 * csz, sc, e, sizeof e);
+                                 p->o.u8 ? NULL : sl->x + (size_t)b0 * xsz, sc, e, sizeof e);
 
         pthread_mutex_lock(&p->mu);
         if (rc != 0) {
@@ -145,6 +145,12 @@ data_prefetch *data_prefetch_start_ex(data_source *s, data_cursor start, int B, 
         data_fail(err, errlen, "prefetch depth %d must be in 2..64", opts->depth);
         return NULL;
     }
+    int F = opts->downsample > 1 ? opts->downsample : 1;
+    if (crop % F != 0 || (F > 1 && opts->u8)) {
+        data_fail(err, errlen, "downsampling %d needs float batches of a crop that is a multiple "
+                  "of it (crop %d)", F, crop);
+        return NULL;
+    }
 #ifndef TT_HAVE_CUDA
     if (opts->pinned) {
         data_fail(err, errlen, "pinned prefetch buffers need a CUDA build");
@@ -160,6 +166,7 @@ data_prefetch *data_prefetch_start_ex(data_source *s, data_cursor start, int B, 
     p->start = start;
     p->B = B;
     p->crop = crop;
+    p->F = F;
     p->o = *opts;
     int nth = opts->threads;
     if (nth <= 0) {
@@ -196,7 +203,7 @@ data_prefetch *data_prefetch_start_ex(data_source *s, data_cursor start, int B, 
             sl->params = pf_alloc(p, (size_t)B * sizeof *sl->params);
             ok = ok && sl->crops && sl->params;
         } else {
-            sl->x = pf_alloc(p, (size_t)B * csz * sizeof(float));
+            sl->x = pf_alloc(p, (size_t)B * (csz / ((size_t)F * F)) * sizeof(float));
             ok = ok && sl->x;
         }
         if (!ok) {

@@ -94,13 +94,12 @@ enum {
 
 void train_options_default(train_options *o);
 
-/* The net's input from the data path's RGB batch x (B, 3, F*S, F*S), F = --downsample:
- * with F > 1 each FxF block is averaged into one pixel (the mean subtraction and the
- * lighting are per pixel and per image, so they commute with the average); a net with one
- * input channel (in_ch 1: fmnist) then gets the mean of the three channels, which for
- * gray images (Fashion-MNIST's) is the image itself. Returns x itself when F = 1 and
- * in_ch = 3, else scratch ((B, 3, S, S) floats), which it fills. */
-const float *train_input_reduce(const float *x, int B, int S, int F, int in_ch, float *scratch);
+/* The net's input from the data path's RGB batch x (B, 3, S, S) (already averaged F x F
+ * by the data path when --downsample F > 1: data_augment_reduce_cpu): a net with one input
+ * channel (in_ch 1: fmnist) gets the mean of the three channels, which for gray images
+ * (Fashion-MNIST's) is the image itself. Returns x itself when in_ch = 3, else scratch
+ * ((B, S, S) floats), which it fills. */
+const float *train_input_gray(const float *x, int B, int S, int in_ch, float *scratch);
 
 /* --data DIR as train opens it: a folder with train-images-idx3-ubyte.gz is Fashion-MNIST
  * (train 1: its training set, 0: t10k, the test set), any other folder shards of `twotower
@@ -111,13 +110,13 @@ data_source *train_open_split(const char *dir, int train, char *err, size_t errl
  * [start, start + k) of a source in one view (DATA_VIEW_CENTER: the center crop) of
  * F*S pixels (F = --downsample, S the net's input), mean subtracted, no lighting, put into
  * the model's input (GPU towers with F = 1: uint8 crops, mean subtracted on the device;
- * otherwise float batches through train_input_reduce). A batch of k < B images is padded
+ * otherwise float batches, averaged F x F as they are made, then train_input_gray). A batch of k < B images is padded
  * with copies of its first. Buffers are made once, by init, for the model's batch. */
 typedef struct {
     int gpu;                 /* 1: the uint8 device path */
     int downsample;          /* F */
-    float *x;                /* (B, 3, F*S, F*S) float batch (float path) */
-    float *scratch;          /* (B, 3, S, S) the reduced batch (one-channel or F > 1) */
+    float *x;                /* (B, 3, S, S) float batch (float path), F x F averaged */
+    float *scratch;          /* (B, S, S) the one-channel net's gray batch */
     uint8_t *crops;          /* (B, S, S, 3) GPU path */
     data_aug_params *params; /* (B) GPU path */
     int32_t *labels;         /* (B) the images' labels as the data has them */

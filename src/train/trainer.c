@@ -77,26 +77,9 @@ static int is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-const float *train_input_reduce(const float *x, int B, int S, int F, int in_ch, float *scratch)
+const float *train_input_gray(const float *x, int B, int S, int in_ch, float *scratch)
 {
     size_t hw = (size_t)S * S;
-    if (F > 1) {
-        size_t FS = (size_t)F * S;
-        float inv = 1.0f / (float)(F * F);
-        for (size_t p = 0; p < (size_t)B * 3; p++) { /* one (image, channel) plane */
-            const float *src = x + p * FS * FS;
-            float *dst = scratch + p * hw;
-            for (int i = 0; i < S; i++)
-                for (int j = 0; j < S; j++) {
-                    float s = 0;
-                    for (int a = 0; a < F; a++)
-                        for (int b = 0; b < F; b++)
-                            s += src[((size_t)i * F + a) * FS + (size_t)j * F + b];
-                    dst[(size_t)i * S + j] = s * inv;
-                }
-        }
-        x = scratch;
-    }
     if (in_ch == 3)
         return x;
     for (int b = 0; b < B; b++) { /* in place when x is scratch: image b's planes lie at
@@ -108,12 +91,11 @@ const float *train_input_reduce(const float *x, int B, int S, int F, int in_ch, 
     return scratch;
 }
 
-static void set_float_batch(model *m, const float *x, const int32_t *labels, int F,
-                            float *scratch)
+/* x (B, 3, S, S): already downsampled by the data path (data_augment_reduce_cpu) */
+static void set_float_batch(model *m, const float *x, const int32_t *labels, float *scratch)
 {
     const tower_config *c = &m->plan.cfg;
-    model_set_batch(m, train_input_reduce(x, c->batch, c->in_size, F, c->in_ch, scratch),
-                    labels);
+    model_set_batch(m, train_input_gray(x, c->batch, c->in_size, c->in_ch, scratch), labels);
 }
 
 int train_eval_batches_init(train_eval_batches *e, const model *m, int F, char *err,
@@ -124,11 +106,11 @@ int train_eval_batches_init(train_eval_batches *e, const model *m, int F, char *
     size_t xs = (size_t)3 * S * S;
     e->downsample = F;
     /* the uint8 path gives RGB to the device; a one-channel or downsampled net takes
-     * float batches */
+     * float batches (downsampled as the data path makes them) */
     e->gpu = m->tw[0].device >= 0 && m->plan.cfg.in_ch == 3 && F == 1;
-    int scratched = m->plan.cfg.in_ch != 3 || F > 1;
+    int scratched = m->plan.cfg.in_ch != 3;
     e->scratch = scratched ? malloc(sizeof(float) * xs * B / ((size_t)F * F)) : NULL;
-    e->x = e->gpu ? NULL : malloc(sizeof(float) * xs * B);
+    e->x = e->gpu ? NULL : malloc(sizeof(float) * xs * B / ((size_t)F * F));
     e->labels = malloc(sizeof(int32_t) * B);
     e->model_labels = malloc(sizeof(int32_t) * B);
     e->crops = e->gpu ? malloc(xs * B) : NULL;
@@ -158,21 +140,22 @@ int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, i
 {
     int F = e->downsample;
     int B = m->plan.cfg.batch, S = m->plan.cfg.in_size * F, V = m->plan.cfg.classes;
-    size_t xs = (size_t)3 * S * S;
+    size_t xs = (size_t)3 * S * S, xr = xs / ((size_t)F * F); /* a crop, its reduced floats */
     if (k < 1 || k > B) {
         snprintf(err, errlen, "an evaluation batch of %d images for a net of batch %d", k, B);
         return -1;
     }
     if (e->gpu ? data_eval_batch_u8(src, start, k, S, view, e->crops, e->params, e->labels, err,
                                     errlen)
-               : data_eval_batch(src, start, k, S, view, e->x, e->labels, err, errlen))
+               : data_eval_batch_reduced(src, start, k, S, view, F, e->x, e->labels, err,
+                                         errlen))
         return -1;
     for (int b = k; b < B; b++) {
         if (e->gpu) {
             memcpy(e->crops + xs * b, e->crops, xs);
             e->params[b] = e->params[0];
         } else {
-            memcpy(e->x + xs * b, e->x, sizeof(float) * xs);
+            memcpy(e->x + xr * b, e->x, sizeof(float) * xr);
         }
         e->labels[b] = e->labels[0];
     }
@@ -181,7 +164,7 @@ int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, i
     for (int b = 0; b < B; b++)
         e->model_labels[b] = e->labels[b] >= 0 && e->labels[b] < V ? e->labels[b] : 0;
     if (!e->gpu) {
-        set_float_batch(m, e->x, e->model_labels, F, e->scratch);
+        set_float_batch(m, e->x, e->model_labels, e->scratch);
         return 0;
     }
     return model_set_batch_u8(m, e->crops, e->params, e->model_labels, data_mean_image(src), err,
@@ -663,7 +646,7 @@ static int run_open(run_state *r, const train_options *o)
     /* a one-channel or downsampled net: float batches */
     int u8 = !o->place.cpu && cfg.in_ch == 3 && r->downsample == 1;
     data_prefetch_opts popt = {.depth = o->place.cpu ? 2 : 3, .threads = 0, .u8 = u8,
-                               .pinned = u8};
+                               .pinned = u8, .downsample = u8 ? 1 : r->downsample};
     r->pf = data_prefetch_start_ex(r->tr, cur, cfg.batch, cfg.in_size * r->downsample, &popt,
                                    err, sizeof err);
     if (!r->pf) {
@@ -808,7 +791,7 @@ int train_run(const train_options *o)
         if (o->place.cpu || r->m.plan.cfg.in_ch != 3 || r->downsample > 1) {
             const float *x;
             bad = data_prefetch_next(r->pf, &x, &labels, &after, &wait, err, sizeof err);
-            if (!bad) set_float_batch(&r->m, x, labels, r->downsample, r->gray);
+            if (!bad) set_float_batch(&r->m, x, labels, r->gray);
         } else {
             const uint8_t *crops;
             const data_aug_params *params;

@@ -71,6 +71,90 @@ Test(augment, batch_is_the_formula, .init = setup, .fini = teardown)
     free(x2);
 }
 
+/* x (B, 3, crop, crop) averaged F x F the slow way: each block summed from 0, row by row
+ * and left to right, then times 1/(F*F) */
+static void block_average(float *out, const float *x, int B, int crop, int F)
+{
+    int S = crop / F;
+    float inv = 1.0f / (float)(F * F);
+    for (int p = 0; p < B * 3; p++)
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) {
+                float s = 0;
+                for (int a = 0; a < F; a++)
+                    for (int e = 0; e < F; e++)
+                        s += x[(size_t)p * crop * crop + (size_t)(i * F + a) * crop + j * F + e];
+                out[(size_t)p * S * S + (size_t)i * S + j] = s * inv;
+            }
+}
+
+Test(augment, downsampled_batches_are_the_block_average_bit_for_bit, .init = setup,
+     .fini = teardown)
+{
+    /* --downsample F: the fused augment-and-average (data_augment_reduce_cpu) against the
+     * full-size float crop averaged afterwards, for training batches (mirrored and not,
+     * with lighting), the prefetcher's batches and the evaluation views */
+    enum { B = 6 };
+    static const int cases[][2] = {{222, 3}, {134, 2}, {201, 3}, {75, 5}, {90, 1}};
+    char err[256];
+    const float *mean = data_mean_image(src);
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        int crop = cases[t][0], F = cases[t][1], S = crop / F;
+        size_t csz = (size_t)crop * crop * 3, rsz = (size_t)S * S * 3;
+        uint8_t *crops = malloc(B * csz);
+        float *full = malloc(B * csz * sizeof(float)), *want = malloc(B * rsz * sizeof(float)),
+              *got = malloc(B * rsz * sizeof(float));
+        data_aug_params p[B];
+        int32_t lab[B];
+        data_cursor c = {.seed = 7, .epoch = 1, .pos = 2};
+        cr_assert_eq(data_train_batch_u8(src, &c, B, crop, crops, p, lab, err, sizeof err), 0,
+                     "%s", err);
+        int mirrored = 0;
+        for (int b = 0; b < B; b++)
+            mirrored += p[b].mirror;
+        cr_assert(mirrored > 0 && mirrored < B, "the draws mirror some crops, not all");
+        data_augment_cpu(full, crops, mean, p, B, crop);
+        block_average(want, full, B, crop, F);
+        data_augment_reduce_cpu(got, crops, mean, p, B, crop, F);
+        cr_assert_eq(memcmp(want, got, B * rsz * sizeof(float)), 0, "crop %d F %d", crop, F);
+
+        /* the prefetcher's float batches (the trainer's path) */
+        data_prefetch_opts o = {.depth = 2, .threads = 2, .downsample = F};
+        data_cursor c0 = {.seed = 7, .epoch = 1, .pos = 2};
+        data_prefetch *pf = data_prefetch_start_ex(src, c0, B, crop, &o, err, sizeof err);
+        cr_assert_not_null(pf, "%s", err);
+        const float *px;
+        const int32_t *pl;
+        cr_assert_eq(data_prefetch_next(pf, &px, &pl, NULL, NULL, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(memcmp(want, px, B * rsz * sizeof(float)), 0, "prefetch crop %d F %d", crop,
+                     F);
+        data_prefetch_stop(pf);
+
+        /* an evaluation view (mirrored: view 5 and up) */
+        for (int view = 4; view <= 5; view++) {
+            cr_assert_eq(data_eval_batch(src, 1, B - 1, crop, view, full, lab, err, sizeof err),
+                         0, "%s", err);
+            block_average(want, full, B - 1, crop, F);
+            cr_assert_eq(data_eval_batch_reduced(src, 1, B - 1, crop, view, F, got, lab, err,
+                                                 sizeof err), 0, "%s", err);
+            cr_assert_eq(memcmp(want, got, (B - 1) * rsz * sizeof(float)), 0,
+                         "view %d crop %d F %d", view, crop, F);
+        }
+        free(crops);
+        free(full);
+        free(want);
+        free(got);
+    }
+    /* a crop that is not a multiple of F is refused, naming both */
+    float x1[3];
+    int32_t l1;
+    cr_assert_neq(data_eval_batch_reduced(src, 0, 1, 100, 0, 3, x1, &l1, err, sizeof err), 0);
+    cr_assert(strstr(err, "100") && strstr(err, "3"), "%s", err);
+    data_prefetch_opts bad = {.depth = 2, .downsample = 3};
+    data_cursor c0 = {.seed = 1};
+    cr_assert_null(data_prefetch_start_ex(src, c0, 2, 100, &bad, err, sizeof err));
+}
+
 Test(augment, draws_have_the_paper_distribution, .init = setup, .fini = teardown)
 {
     /* 18 images x 200 epochs = 3600 draws of crops, mirrors and alphas */

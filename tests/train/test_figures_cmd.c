@@ -292,18 +292,17 @@ static float *forward_acts(const fixture *f, int train_split, int64_t start, int
     cr_assert_eq(train_ckpt_load(f->ckpt, &meta, &m, err, sizeof err), 0, "%s", err);
     const tower_config *c = &f->cfg;
     int F = f->downsample, S = F * c->in_size; /* the crops the run trained on */
-    size_t xs = (size_t)3 * S * S;
+    size_t xs = (size_t)3 * c->in_size * c->in_size; /* one image's floats, averaged F x F */
     float *x = calloc(xs * c->batch, sizeof(float));
-    float *scratch = calloc((size_t)3 * c->in_size * c->in_size * c->batch, sizeof(float));
+    float *scratch = calloc(xs * c->batch, sizeof(float));
     int32_t labels[BATCH];
-    cr_assert_eq(data_eval_batch(src, start, k, S, DATA_VIEW_CENTER, x, labels, err,
-                                 sizeof err), 0, "%s", err);
+    cr_assert_eq(data_eval_batch_reduced(src, start, k, S, DATA_VIEW_CENTER, F, x, labels, err,
+                                         sizeof err), 0, "%s", err);
     for (int b = k; b < c->batch; b++) { /* the padding the evaluation uses */
         memcpy(x + xs * b, x, sizeof(float) * xs);
         labels[b] = labels[0];
     }
-    model_set_batch(&m, train_input_reduce(x, c->batch, c->in_size, F, c->in_ch, scratch),
-                    labels);
+    model_set_batch(&m, train_input_gray(x, c->batch, c->in_size, c->in_ch, scratch), labels);
     model_forward(&m, 0);
     const tower_layer_shape *L = &m.plan.layer[l];
     size_t per = (size_t)L->out_ch * L->out_h * L->out_h;
