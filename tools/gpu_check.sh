@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # gpu_check.sh: the one GPU check of twotower (docs/GPU.md). On a machine with an NVIDIA GPU
 # it builds (or takes a build made elsewhere), runs the GPU tests, runs compute-sanitizer
-# (memcheck, racecheck) over a few training steps, and trains one epoch of Fashion-MNIST in
-# the single-GPU fallback, printing images/s and test accuracy. Logs go to $OUT if set,
-# else to ./gpu-check-logs.
+# (memcheck, racecheck, initcheck, synccheck) over a few training steps, and trains one
+# epoch of Fashion-MNIST in the single-GPU fallback, printing images/s and test accuracy.
+# Logs go to $OUT if set, else to ./gpu-check-logs.
 #
 #   tools/gpu_check.sh [--carry DIR] [--build DIR] [--data DIR] [--stages LIST] [--size N]
-#                      [--bench-args "ARGS"]
+#                      [--bench-args "ARGS"] [--sanitizers LIST]
 #   tools/gpu_check.sh --prepare-carry [DIR]      (on a Debian 12 machine with nvcc)
 #
 # --prepare-carry builds here (-Dcuda=enabled; once with the cuDNN path, once without) and
@@ -18,13 +18,15 @@
 # bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md) with the python3 that
 # has torch, passing it --bench-args; cost runs `twotower bench` at batch 128 and puts its
 # per-layer times beside tools/gpu_cost's predicted ones (and ncu's counts of the work
-# list's kernels when ncu is installed).
+# list's kernels when ncu is installed). --sanitizers: the compute-sanitizer tools of the
+# sanitize stage (default memcheck,racecheck,initcheck,synccheck; what each can see is
+# written above the stage).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
 carry="" build="" data="" stages="tests,sanitize,epoch" size="" prepare="" prep_dir="carry"
-bench_args=""
+bench_args="" sanitizers="memcheck,racecheck,initcheck,synccheck"
 while [ $# -gt 0 ]; do
     case "$1" in
         --carry) carry=$2; shift 2 ;;
@@ -33,8 +35,9 @@ while [ $# -gt 0 ]; do
         --stages) stages=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;
         --bench-args) bench_args=$2; shift 2 ;;
+        --sanitizers) sanitizers=$2; shift 2 ;;
         --prepare-carry) prepare=1; shift; if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then prep_dir=$1; shift; fi ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -165,7 +168,8 @@ if [[ $stages == *tests* ]]; then
     tlog=$logs/tests.log
     : >"$tlog"
     for t in tests/cuda/test_kernels_host tests/cuda/test_device tests/cuda/test_layers_cuda \
-             tests/cuda/test_model_cuda tests/comm/test_comm_host tests/comm/test_comm_gpu \
+             tests/cuda/test_model_cuda tests/cuda/test_order_cuda tests/comm/test_comm_host \
+             tests/comm/test_comm_gpu \
              tests/bench/test_bench tests/data/test_data_augment_cuda; do
         [ -x "$build/$t" ] || { note "FAIL: $t not built"; failed=1; continue; }
         echo "=== $t" >>"$tlog"
@@ -186,6 +190,21 @@ if [[ $stages == *tests* ]]; then
 fi
 
 # ---- 2. compute-sanitizer over a few training steps in the fallback -----------------------
+# memcheck: out-of-bounds and misaligned accesses, failed API calls, device memory leaks.
+# racecheck: shared-memory hazards only. None of our kernels uses shared memory, so over
+#   them it proves nothing (it does check cuBLAS's); the ordering between the two towers'
+#   streams is what tests/cuda/test_order_cuda's delay test checks.
+# initcheck: reads of device global memory that nothing wrote, in kernels and (the default
+#   --check-api-memory-access yes) in copies. The tower arenas are zeroed once at init,
+#   so what it can see is the memory outside them: the conv chunk scratch, the cuBLAS
+#   workspace, the input staging. --track-unused-memory is not used: it reports memory
+#   allocated and never touched, which the cuBLAS workspace and the scratch (sized for
+#   the largest layer) are by design. A report is ours when its kernel is one of src/'s
+#   __global__ functions or it names no kernel (a copy); a report inside a library kernel
+#   (cuBLAS, cuDNN, NCCL reading a workspace it wrote in an earlier launch) is listed on
+#   its own line and does not fail the check: read it in the log.
+# synccheck: __syncthreads and warp-synchronous calls (the softmax's shuffles) used where
+#   not every thread of the mask reaches them.
 few_steps=("$exe" train --gpus 0 --data "$data" --epochs 1 --train-limit 64 --test-limit 32
            --batch 16 --size 67 --quiet --seed 1)
 if [[ $stages == *sanitize* ]]; then
@@ -193,10 +212,55 @@ if [[ $stages == *sanitize* ]]; then
     if [ -z "$cs" ]; then
         note "FAIL: compute-sanitizer not found"; failed=1
     else
-        for tool in memcheck racecheck; do
+        ours=$(grep -rhoE '__global__[^(]*[[:space:]][A-Za-z_][A-Za-z0-9_]*[[:space:]]*\(' \
+                   --include='*.cu' --include='*.cuh' --include='*.h' src |
+               sed -E 's/__launch_bounds__[[:space:]]*\([^)]*\)//; s/.*[[:space:]]([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*\($/\1/' |
+               sort -u | paste -sd'|')
+        for tool in ${sanitizers//,/ }; do
             slog=$logs/sanitize-$tool.log
-            if "$cs" --tool $tool --error-exitcode 9 "${few_steps[@]}" >"$slog" 2>&1; then
-                note "ok: compute-sanitizer --tool $tool: $(grep -a 'ERROR SUMMARY\|HAZARD' "$slog" | tail -1)"
+            "$cs" --tool "$tool" --error-exitcode 9 "${few_steps[@]}" >"$slog" 2>&1
+            rc=$?
+            summ=$(grep -a 'ERROR SUMMARY\|RACECHECK SUMMARY' "$slog" | tail -1)
+            if [ "$tool" = initcheck ] && [ $rc -eq 9 ]; then
+                # each report: its header, then indented lines; "at NAME..." names its kernel
+                split=$(awk -v ours="^($ours)\$" '
+                    function done_block() {
+                        if (!inblk) return
+                        if (kern == "" || kern ~ ours) o++; else { l++; libs[kern] = 1 }
+                        inblk = 0
+                    }
+                    /^========= [^ ]/ {
+                        done_block()
+                        if ($0 ~ /[Uu]ninitiali[sz]ed/) { inblk = 1; kern = ""; seen_at = 0 }
+                        next
+                    }
+                    inblk && !seen_at && /^=========[ ]+at / {
+                        seen_at = 1
+                        line = $0; sub(/^=========[ ]+at[ ]+/, "", line)
+                        sub(/^0x[0-9a-f]+ in /, "", line)   # older form: at 0xPC in NAME(...)
+                        sub(/^[^ ]*:[0-9]+:/, "", line)     # with line info: FILE:LINE:NAME
+                        sub(/^void /, "", line)
+                        sub(/[(<+].*$/, "", line)
+                        kern = line
+                    }
+                    END {
+                        done_block()
+                        names = ""; for (k in libs) names = names (names == "" ? "" : " ") k
+                        printf "%d %d %s\n", o, l, names
+                    }' "$slog")
+                read -r n_ours n_lib lib_names <<<"$split"
+                if [ "${n_ours:-0}" -eq 0 ] && [ "${n_lib:-0}" -gt 0 ] &&
+                   ! grep -aq 'Target application returned an error\|returned non-zero' "$slog"; then
+                    note "ok: compute-sanitizer --tool initcheck: none in our kernels or copies"
+                    note "WARN: compute-sanitizer --tool initcheck: $n_lib report(s) inside library kernels ($lib_names), not ours (see sanitize-initcheck.log)"
+                    continue
+                fi
+                note "FAIL: compute-sanitizer --tool initcheck (see sanitize-initcheck.log): ${n_ours:-?} report(s) in our kernels or copies, ${n_lib:-?} in library kernels${lib_names:+ ($lib_names)}; $summ"
+                failed=1
+                continue
+            fi
+            if [ $rc -eq 0 ]; then
+                note "ok: compute-sanitizer --tool $tool: $summ"
             else
                 note "FAIL: compute-sanitizer --tool $tool (see $(basename "$slog")): $(grep -a 'ERROR SUMMARY\|Error\|error' "$slog" | tail -2 | tr '\n' ' ')"
                 failed=1

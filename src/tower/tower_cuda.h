@@ -165,6 +165,11 @@ void tower_cuda_describe_conv(const tower *t, char *buf, size_t n);
 int tower_cuda_have_cudnn(void);
 /* The tower's cudaStream_t: what comm and the trainer order their work on. */
 void *tower_cuda_stream(tower *t);
+/* Enqueues on t's stream one single-thread kernel that busy-waits `us` microseconds by
+ * the device's global timer, so that everything enqueued after it on that stream starts
+ * that much later while other streams run on. A debug aid for the ordering tests
+ * (model.h's debug_delay_us); never part of a normal step. */
+void tower_cuda_spin(tower *t, unsigned us);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */

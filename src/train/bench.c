@@ -258,8 +258,8 @@ static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char 
             bench_data_free(d);
             return -1;
         }
-        /* what model_set_batch_u8 allocates per tower on its first call */
-        d->device_bytes = (size_t)m->towers * (crop_b + sizeof(data_aug_params) * d->B +
+        /* what model_set_batch_u8 allocates per uploading tower on its first call */
+        d->device_bytes = (size_t)model_input_towers(m) * (crop_b + sizeof(data_aug_params) * d->B +
                                                sizeof(float) * DATA_IMAGE_BYTES);
     }
 #endif
@@ -282,8 +282,9 @@ static int bench_data_init(bench_data *d, model *m, int nb, uint64_t seed, char 
 }
 
 /* Batch k of the pool into the towers, the way the trainer does it. CPU: data_augment_cpu,
- * then model_set_batch. GPU: model_set_batch_u8 (every tower uploads the uint8 crops,
- * their parameters and the labels on its stream and runs data_augment_cuda into its x). */
+ * then model_set_batch. GPU: model_set_batch_u8 (the uint8 crops, their parameters and the
+ * labels uploaded and data_augment_cuda run once per GPU, on tower 0's stream when both
+ * towers share one). */
 static int bench_data_put(bench_data *d, model *m, int k, char *err, size_t errlen)
 {
     size_t crop_b = (size_t)d->B * d->S * d->S * 3;
@@ -493,9 +494,12 @@ static double layer_flops(const tower_plan *plan, int l)
 
 static const char *data_path_text(const model *m)
 {
-    return m->place.cpu ? "uint8 crops (host) -> data_augment_cpu -> model_set_batch"
-                        : "uint8 crops (pinned host) -> model_set_batch_u8: upload + "
-                          "data_augment_cuda into each tower's x";
+    if (m->place.cpu) return "uint8 crops (host) -> data_augment_cpu -> model_set_batch";
+    return model_input_towers(m) == 1 && m->towers == 2
+               ? "uint8 crops (pinned host) -> model_set_batch_u8: one upload + "
+                 "data_augment_cuda into tower 0's x, which both towers read"
+               : "uint8 crops (pinned host) -> model_set_batch_u8: upload + "
+                 "data_augment_cuda into each tower's x";
 }
 
 static void print_table(FILE *f, const bench_opts *o, const model *m, const bench_result *r,

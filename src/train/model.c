@@ -7,6 +7,7 @@
  * and double for the gradient checks. */
 #include "train/model.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -50,6 +51,56 @@ static void hook_end(const model *m, int t, int region)
     if (m->hooks) m->hooks->end(m->hooks->ctx, t, region);
 }
 
+/* The delay test's hook (model_placement.debug_delay_us): a busy-wait on the chosen tower's
+ * stream, when that tower is among [lo, hi) and on a GPU. Off: one comparison. */
+static void debug_delay(model *m, int lo, int hi)
+{
+    if (m->place.debug_delay_us <= 0) return;
+#if MODEL_CUDA
+    int t = m->place.debug_delay_tower;
+    if (t >= lo && t < hi && m->tw[t].device >= 0)
+        tower_cuda_spin(&m->tw[t], (unsigned)m->place.debug_delay_us);
+#else
+    (void)lo;
+    (void)hi;
+#endif
+}
+
+/* An integer environment variable within [lo, hi]: 0 and *v untouched when unset, 1 when
+ * set and valid, -1 with err otherwise. */
+static int env_int(const char *name, long lo, long hi, int *v, char *err, size_t errlen)
+{
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end = NULL;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    if (errno || end == s || *end || x < lo || x > hi) {
+        snprintf(err, errlen, "%s='%s': not an integer in %ld..%ld", name, s, lo, hi);
+        return -1;
+    }
+    *v = (int)x;
+    return 1;
+}
+
+/* The delay hook from the environment when the placement leaves it off; checked on every
+ * backend, used by GPU towers only. */
+static int debug_delay_from_env(model_placement *p, int towers, char *err, size_t errlen)
+{
+    if (p->debug_delay_us == 0 &&
+        (env_int("TWOTOWER_DEBUG_DELAY_US", 0, 1000000, &p->debug_delay_us, err, errlen) < 0 ||
+         env_int("TWOTOWER_DEBUG_DELAY_TOWER", 0, 1, &p->debug_delay_tower, err, errlen) < 0))
+        return -1;
+    if (p->debug_delay_us < 0 || p->debug_delay_us > 1000000 || p->debug_delay_tower < 0 ||
+        p->debug_delay_tower >= towers) {
+        snprintf(err, errlen, "debug delay of %d us on tower %d: the delay must be 0..1000000 "
+                              "us, the tower one of the net's %d", p->debug_delay_us,
+                 p->debug_delay_tower, towers);
+        return -1;
+    }
+    return 0;
+}
+
 int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,
                char *err, size_t errlen)
 {
@@ -57,6 +108,7 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
     if (tower_plan_make(&m->plan, cfg, err, errlen)) return -1;
     m->towers = cfg->towers;
     m->place = *place;
+    if (debug_delay_from_env(&m->place, m->towers, err, errlen)) return -1;
     m->seed = seed;
     m->optim = m->plan.cfg.net.optim;
     int devices[2] = {0, 0};
@@ -90,6 +142,7 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             return -1;
         }
     }
+    for (int t = 0; t < m->towers; t++) m->in_own_labels[t] = m->tw[t].labels;
     m->comm = comm_init(kind, sizeof(real) == 8 ? COMM_F64 : COMM_F32, m->towers, devices, err,
                         errlen);
     if (!m->comm) {
@@ -117,6 +170,13 @@ void model_free(model *m)
         cudaFree(m->in_params[t]);
         cudaFree(m->in_mean[t]);
         m->in_crops[t] = m->in_params[t] = m->in_mean[t] = NULL;
+        if (m->in_ready[t]) cudaEventDestroy((cudaEvent_t)m->in_ready[t]);
+        m->in_ready[t] = NULL;
+    }
+    if (m->in_free) {
+        cudaSetDevice(m->tw[1].device);
+        cudaEventDestroy((cudaEvent_t)m->in_free);
+        m->in_free = NULL;
     }
 #endif
     for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
@@ -151,10 +211,42 @@ static void get(const model *m, int t, void *dst, const void *src, size_t bytes)
     memcpy(dst, src, bytes);
 }
 
+int model_input_towers(const model *m)
+{
+    int one = m->towers == 2 && m->tw[0].device >= 0 && m->tw[1].device == m->tw[0].device &&
+              !m->place.test_input_per_tower;
+    return one ? 1 : m->towers;
+}
+
+#if MODEL_CUDA
+/* Both towers on one GPU read one input (model_set_batch_u8): tower 0 uploads and augments
+ * it, tower 1's conv1 and loss read tower 0's x and labels. Fixed for the model's life. */
+static int input_shared(const model *m) { return m->towers == 2 && model_input_towers(m) == 1; }
+#endif
+
+/* Tower 1 reads its own x and labels again, once its stream is done with tower 0's. */
+static void input_unshare(model *m)
+{
+    if (!m->in_shared) return;
+#if MODEL_CUDA
+    cudaError_t e = cudaSetDevice(m->tw[1].device);
+    if (e == cudaSuccess) e = cudaStreamSynchronize((cudaStream_t)tower_cuda_stream(&m->tw[1]));
+    if (e != cudaSuccess) {
+        fprintf(stderr, "twotower: tower 1: waiting for its reads of the shared input: %s\n",
+                cudaGetErrorString(e));
+        exit(3);
+    }
+#endif
+    m->tw[1].acts[0].in = m->tw[1].x;
+    m->tw[1].labels = m->in_own_labels[1];
+    m->in_shared = 0;
+}
+
 void model_set_batch(model *m, const float *x, const int32_t *labels)
 {
     const tower_config *c = &m->plan.cfg;
     size_t n = (size_t)c->batch * c->in_ch * c->in_size * c->in_size;
+    input_unshare(m);
     for (int t = 0; t < m->towers; t++) {
         tower *tw = &m->tw[t];
         if (sizeof(real) == sizeof(float)) {
@@ -173,6 +265,44 @@ static int cuda_fail(cudaError_t e, const char *what, int t, char *err, size_t e
     snprintf(err, errlen, "%s for tower %d: %s", what, t, cudaGetErrorString(e));
     return -1;
 }
+
+/* Tower t's staging on its device (the first call: start-up, not a training step): the
+ * crops, parameters and mean image buffers, the mean uploaded, and the events. */
+static int input_alloc(model *m, int t, int shared, const float *mean, char *err,
+                       size_t errlen)
+{
+    const tower_config *c = &m->plan.cfg;
+    size_t B = (size_t)c->batch, crop_bytes = B * c->in_size * c->in_size * 3;
+    size_t par_bytes = B * sizeof(data_aug_params);
+    size_t mean_bytes = sizeof(float) * DATA_SIZE * DATA_SIZE * 3;
+    cudaStream_t st = (cudaStream_t)tower_cuda_stream(&m->tw[t]);
+    void *dc = NULL, *dp = NULL, *dm = NULL;
+    cudaEvent_t ready = NULL, free_ev = NULL;
+    if (cuda_fail(cudaMalloc(&dc, crop_bytes), "cudaMalloc(crops)", t, err, errlen) ||
+        cuda_fail(cudaMalloc(&dp, par_bytes), "cudaMalloc(params)", t, err, errlen) ||
+        cuda_fail(cudaMalloc(&dm, mean_bytes), "cudaMalloc(mean)", t, err, errlen) ||
+        cuda_fail(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming),
+                  "cudaEventCreate(input ready)", t, err, errlen) ||
+        (shared && cuda_fail(cudaEventCreateWithFlags(&free_ev, cudaEventDisableTiming),
+                             "cudaEventCreate(input free)", t, err, errlen)) ||
+        cuda_fail(cudaMemcpyAsync(dm, mean, mean_bytes, cudaMemcpyHostToDevice, st),
+                  "upload of the mean image", t, err, errlen)) {
+        cudaStreamSynchronize(st);
+        cudaFree(dc);
+        cudaFree(dp);
+        cudaFree(dm);
+        if (ready) cudaEventDestroy(ready);
+        if (free_ev) cudaEventDestroy(free_ev);
+        return -1;
+    }
+    /* all or none: in_crops doubles as the "allocated" flag */
+    m->in_params[t] = dp;
+    m->in_mean[t] = dm;
+    m->in_ready[t] = ready;
+    if (shared) m->in_free = free_ev;
+    m->in_crops[t] = dc;
+    return 0;
+}
 #endif
 
 int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
@@ -182,49 +312,60 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
     const tower_config *c = &m->plan.cfg;
     size_t B = (size_t)c->batch, crop_bytes = B * c->in_size * c->in_size * 3;
     size_t par_bytes = B * sizeof(data_aug_params);
-    size_t mean_bytes = sizeof(float) * DATA_SIZE * DATA_SIZE * 3;
     if (c->in_ch != 3) {
         snprintf(err, errlen, "model_set_batch_u8: the net takes %d input channels; the "
                               "uint8 crops have 3", c->in_ch);
         return -1;
     }
-    for (int t = 0; t < m->towers; t++) {
-        tower *tw = &m->tw[t];
-        if (tw->device < 0) break;
-        cudaStream_t st = (cudaStream_t)tower_cuda_stream(tw);
-        if (cuda_fail(cudaSetDevice(tw->device), "cudaSetDevice", t, err, errlen)) return -1;
-        if (!m->in_crops[t]) { /* first call: start-up, not a training step */
-            void *dc = NULL, *dp = NULL, *dm = NULL;
-            if (cuda_fail(cudaMalloc(&dc, crop_bytes), "cudaMalloc(crops)", t, err, errlen) ||
-                cuda_fail(cudaMalloc(&dp, par_bytes), "cudaMalloc(params)", t, err, errlen) ||
-                cuda_fail(cudaMalloc(&dm, mean_bytes), "cudaMalloc(mean)", t, err, errlen) ||
-                cuda_fail(cudaMemcpyAsync(dm, mean, mean_bytes, cudaMemcpyHostToDevice, st),
-                          "upload of the mean image", t, err, errlen)) {
-                cudaStreamSynchronize(st);
-                cudaFree(dc);
-                cudaFree(dp);
-                cudaFree(dm);
+    if (m->towers > 0 && m->tw[0].device >= 0) {
+        int shared = input_shared(m), drop = m->place.test_drop_event;
+        cudaStream_t st1 = shared ? (cudaStream_t)tower_cuda_stream(&m->tw[1]) : NULL;
+        if (!shared) input_unshare(m);
+        for (int t = 0; t < (shared ? 1 : m->towers); t++) {
+            tower *tw = &m->tw[t];
+            cudaStream_t st = (cudaStream_t)tower_cuda_stream(tw);
+            if (cuda_fail(cudaSetDevice(tw->device), "cudaSetDevice", t, err, errlen))
                 return -1;
-            }
-            /* all three or none: in_crops doubles as the "allocated" flag */
-            m->in_params[t] = dp;
-            m->in_mean[t] = dm;
-            m->in_crops[t] = dc;
+            if (!m->in_crops[t] && input_alloc(m, t, shared, mean, err, errlen)) return -1;
+            debug_delay(m, t, t + 1);
+            if (cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes,
+                                          cudaMemcpyHostToDevice, st),
+                          "upload of the crops", t, err, errlen) ||
+                cuda_fail(cudaMemcpyAsync(m->in_params[t], params, par_bytes,
+                                          cudaMemcpyHostToDevice, st),
+                          "upload of the augmentation parameters", t, err, errlen))
+                return -1;
+            /* shared: tower 1 may still read the last batch's x and labels (its conv1's
+             * backward, its loss); tower 0 writes them once tower 1's stream is past that */
+            if (shared &&
+                (cuda_fail(cudaEventRecord((cudaEvent_t)m->in_free, st1),
+                           "cudaEventRecord(input free)", 1, err, errlen) ||
+                 (drop != MODEL_TEST_DROP_INPUT_FREE &&
+                  cuda_fail(cudaStreamWaitEvent(st, (cudaEvent_t)m->in_free, 0),
+                            "cudaStreamWaitEvent(input free)", t, err, errlen))))
+                return -1;
+            if (cuda_fail(cudaMemcpyAsync(tw->labels, labels, sizeof(int32_t) * B,
+                                          cudaMemcpyHostToDevice, st),
+                          "upload of the labels", t, err, errlen))
+                return -1;
+            if (data_augment_cuda(tw->x, m->in_crops[t], m->in_mean[t], m->in_params[t],
+                                  (int)B, c->in_size, st, err, errlen))
+                return -1;
+            if (cuda_fail(cudaEventRecord((cudaEvent_t)m->in_ready[t], st),
+                          "cudaEventRecord(input ready)", t, err, errlen))
+                return -1;
         }
-        if (cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes, cudaMemcpyHostToDevice,
-                                      st), "upload of the crops", t, err, errlen) ||
-            cuda_fail(cudaMemcpyAsync(m->in_params[t], params, par_bytes,
-                                      cudaMemcpyHostToDevice, st),
-                      "upload of the augmentation parameters", t, err, errlen) ||
-            cuda_fail(cudaMemcpyAsync(tw->labels, labels, sizeof(int32_t) * B,
-                                      cudaMemcpyHostToDevice, st),
-                      "upload of the labels", t, err, errlen))
-            return -1;
-        if (data_augment_cuda(tw->x, m->in_crops[t], m->in_mean[t], m->in_params[t], (int)B,
-                              c->in_size, st, err, errlen))
-            return -1;
+        if (shared) {
+            if (drop != MODEL_TEST_DROP_INPUT_READY &&
+                cuda_fail(cudaStreamWaitEvent(st1, (cudaEvent_t)m->in_ready[0], 0),
+                          "cudaStreamWaitEvent(input ready)", 1, err, errlen))
+                return -1;
+            m->tw[1].acts[0].in = m->tw[0].x;
+            m->tw[1].labels = m->tw[0].labels;
+            m->in_shared = 1;
+        }
+        return 0;
     }
-    if (m->towers > 0 && m->tw[0].device >= 0) return 0;
 #else
     (void)crops;
     (void)params;
@@ -235,6 +376,23 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                           "batches (model_set_batch)");
     (void)m;
     return -1;
+}
+
+int model_input_wait(model *m, char *err, size_t errlen)
+{
+#if MODEL_CUDA
+    for (int t = 0; t < m->towers; t++) {
+        if (!m->in_ready[t]) continue;
+        cudaError_t e = cudaSetDevice(m->tw[t].device);
+        if (e == cudaSuccess) e = cudaEventSynchronize((cudaEvent_t)m->in_ready[t]);
+        if (cuda_fail(e, "waiting for the batch's upload", t, err, errlen)) return -1;
+    }
+#else
+    (void)m;
+    (void)err;
+    (void)errlen;
+#endif
+    return 0;
 }
 
 /* ---- one phase of a step, for every tower or for one ----------------------------------
@@ -324,11 +482,13 @@ static int towers_forward(model *m, int rank, int train, double *loss, char *err
 {
     int lo = first_tower(rank), hi = end_tower(m, rank), n = m->plan.n_layers;
     for (int t = lo; t < hi; t++) m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
+    debug_delay(m, lo, hi);
     for (int l = 0; l < n; l++) {
         if (test_fault(m, lo, hi, l, train, err, errlen)) return -1;
-        if (tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL &&
-            xchg_gather(m, rank, l, err, errlen))
-            return -1;
+        if (tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) {
+            if (xchg_gather(m, rank, l, err, errlen)) return -1;
+            debug_delay(m, lo, hi);
+        }
         for (int t = lo; t < hi; t++) {
             hook_begin(m, t, MODEL_REGION_FWD + l);
             tower_forward_layer(&m->tw[t], l, train);
@@ -337,6 +497,7 @@ static int towers_forward(model *m, int rank, int train, double *loss, char *err
     }
     /* the logits: each tower computes the softmax over all classes (identically) */
     if (xchg_gather(m, rank, n, err, errlen)) return -1;
+    debug_delay(m, lo, hi);
     /* tower_loss_forward waits on the towers' streams: first a bounded wait for the
      * exchange (NCCL), so a hung peer GPU ends the run with a message */
     char why[256] = "";
@@ -356,6 +517,7 @@ static int towers_forward(model *m, int rank, int train, double *loss, char *err
 static int towers_backward(model *m, int rank, char *err, size_t errlen)
 {
     int lo = first_tower(rank), hi = end_tower(m, rank);
+    debug_delay(m, lo, hi);
     for (int t = lo; t < hi; t++) {
         hook_begin(m, t, MODEL_REGION_ZERO);
         tower_zero_grads(&m->tw[t]);
@@ -370,15 +532,17 @@ static int towers_backward(model *m, int rank, char *err, size_t errlen)
             tower_backward_layer(&m->tw[t], l);
             hook_end(m, t, MODEL_REGION_BWD + l);
         }
-        if (l > 0 && tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL &&
-            xchg_reduce(m, rank, l, err, errlen))
-            return -1;
+        if (l > 0 && tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) {
+            if (xchg_reduce(m, rank, l, err, errlen)) return -1;
+            debug_delay(m, lo, hi);
+        }
     }
     return 0;
 }
 
 static void towers_update(model *m, int rank, real lr)
 {
+    debug_delay(m, first_tower(rank), end_tower(m, rank));
     for (int t = first_tower(rank); t < end_tower(m, rank); t++) {
         hook_begin(m, t, MODEL_REGION_UPDATE);
         tower_update(&m->tw[t], &m->optim, lr, m->updates);

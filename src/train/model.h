@@ -34,7 +34,31 @@ typedef struct {
      * exchange would (the model is failed, the other tower stopped). 0: off. */
     int64_t test_fail_step;
     int test_fail_tower, test_fail_layer;
+    /* Debug hook of the delay test (docs/GPU.md, "The delay test"): debug_delay_us > 0
+     * enqueues a kernel that busy-waits that many microseconds on the stream of tower
+     * debug_delay_tower at the start of every stretch of its work that the other tower
+     * hands data to or takes data from: the start of the forward and of the backward,
+     * after each of its exchanges, before the update, and before its upload of a uint8
+     * batch. The results must not change; where an event were missing, the other tower
+     * would read stale data. GPU towers only (CPU towers ignore it); 0: off, the default,
+     * at the cost of one comparison per point. When 0 here, model_init takes it from the
+     * environment, read once: TWOTOWER_DEBUG_DELAY_US (0..1000000) and
+     * TWOTOWER_DEBUG_DELAY_TOWER (0 or 1, default 0). */
+    int debug_delay_us, debug_delay_tower;
+    /* Test hooks of the shared input (both towers on one GPU, model_set_batch_u8):
+     * test_input_per_tower 1 makes each tower upload and augment a copy of its own, as on
+     * two GPUs (what the shared input is tested against); test_drop_event leaves one of
+     * the shared input's events out (MODEL_TEST_DROP_*), so that a test can show the delay
+     * test would see it missing. 0: off. */
+    int test_input_per_tower, test_drop_event;
 } model_placement;
+
+/* model_placement.test_drop_event */
+enum {
+    MODEL_TEST_DROP_NONE = 0,
+    MODEL_TEST_DROP_INPUT_READY = 1, /* tower 1 does not wait for tower 0's upload */
+    MODEL_TEST_DROP_INPUT_FREE = 2   /* tower 0 overwrites the input tower 1 may still read */
+};
 
 /* Regions of a step that model_hooks time (region 0 is the caller's: the bench's batch
  * upload). Exchanges are reported for tower 0 only: one exchange involves every tower. */
@@ -82,9 +106,19 @@ typedef struct {
                                    nothing more; error says why */
     char error[512];
     /* GPU input staging for model_set_batch_u8, allocated on its first call (start-up),
-     * one set per tower on the tower's device: crops (B, S, S, 3) uint8, the per-image
-     * augmentation parameters (B), the mean image (256, 256, 3) float. */
+     * one set per uploading tower on its device (tower 0 alone when both towers share a
+     * GPU, else every tower): crops (B, S, S, 3) uint8, the per-image augmentation
+     * parameters (B), the mean image (256, 256, 3) float. */
     void *in_crops[2], *in_params[2], *in_mean[2];
+    /* cudaEvent_t, created with the staging: in_ready[t] is recorded on uploading tower
+     * t's stream after its copies and augmentation of the batch (what tower 1 waits for
+     * when it shares tower 0's input, and what model_input_wait waits for); in_free is
+     * recorded on tower 1's stream before tower 0 overwrites the shared input. */
+    void *in_ready[2], *in_free;
+    int in_shared;              /* 1 while tower 1's conv1 input and labels are tower 0's
+                                   (the last batch came through the shared path) */
+    int32_t *in_own_labels[2];  /* each tower's own labels (tower_carve's), restored when
+                                   the input stops being shared */
 } model;
 
 /* Builds the towers of cfg's net on the placement, initialised from seed (each row's init).
@@ -98,14 +132,24 @@ void model_set_batch(model *m, const float *x, const int32_t *labels);
 
 /* The GPU data path (paper section 4.1 on the device): uploads uint8 crops
  * (B, S, S, 3, already mirrored), their augmentation parameters (`params`: B
- * data_aug_params from src/data) and labels, and runs data_augment_cuda into every
- * tower's input; the mean image (256, 256, 3) is uploaded on the first call only.
- * The copies are asynchronous: crops, params and labels must stay untouched until the
- * next model_forward returns (it synchronises the towers' streams); the trainer's
- * prefetcher hands out the next batch only after that.
+ * data_aug_params from src/data) and labels, and runs data_augment_cuda into the towers'
+ * input; the mean image (256, 256, 3) is uploaded on the first call only. Both towers on
+ * one GPU: tower 0 uploads and augments once, on its stream, and tower 1 reads tower 0's
+ * input and labels (its stream waits for in_ready[0]; tower 0's next upload waits for
+ * tower 1 to be done with them); the same bits as two uploads. On two GPUs each tower
+ * uploads and augments its own.
+ * The copies are asynchronous: crops, params and labels must stay untouched until
+ * model_input_wait returns (the trainer calls it before it hands a prefetch slot back).
  * GPU placements only: returns -1 with err on the CPU or on a CUDA failure. */
 int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                        const int32_t *labels, const float *mean, char *err, size_t errlen);
+/* Towers that upload and augment a copy of their own of a uint8 batch: 1 when both
+ * towers share one GPU, else every tower (each holds model_set_batch_u8's staging). */
+int model_input_towers(const model *m);
+/* Waits until the device has finished reading the host buffers of the last
+ * model_set_batch_u8 (its copies and augmentation). 0 (also on CPU towers, or before any
+ * upload), or -1 with err on a CUDA failure. */
+int model_input_wait(model *m, char *err, size_t errlen);
 
 /* The step's phases. Each runs on the tower workers when there are any (returning when
  * both are done) or on this thread. A failure (an exchange, a tower's worker) fails the

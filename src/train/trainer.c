@@ -145,6 +145,8 @@ int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, i
         snprintf(err, errlen, "an evaluation batch of %d images for a net of batch %d", k, B);
         return -1;
     }
+    /* the last batch's uploads read e->crops and e->params until model_input_wait */
+    if (e->gpu && model_input_wait(m, err, errlen)) return -1;
     if (e->gpu ? data_eval_batch_u8(src, start, k, S, view, e->crops, e->params, e->labels, err,
                                     errlen)
                : data_eval_batch_reduced(src, start, k, S, view, F, e->x, e->labels, err,
@@ -795,7 +797,10 @@ int train_run(const train_options *o)
         } else {
             const uint8_t *crops;
             const data_aug_params *params;
-            bad = data_prefetch_next_u8(r->pf, &crops, &params, &labels, &after, &wait, err,
+            /* the slot of the last batch goes back to the loader's threads in the next
+             * call: only once the device has finished copying from it */
+            bad = model_input_wait(&r->m, err, sizeof err) ||
+                  data_prefetch_next_u8(r->pf, &crops, &params, &labels, &after, &wait, err,
                                         sizeof err) ||
                   model_set_batch_u8(&r->m, crops, params, labels, data_mean_image(r->tr), err,
                                      sizeof err);

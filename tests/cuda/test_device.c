@@ -1,4 +1,5 @@
-/* test_device.c: --gpus / --cpu parsing (train_parse_placement). Runs on every machine:
+/* test_device.c: --gpus / --cpu parsing (train_parse_placement), and the debug delay's
+ * environment variables (model_init). Runs on every machine:
  * the "no device" cases hide the GPUs with CUDA_VISIBLE_DEVICES="" before the CUDA
  * runtime starts, so they behave the same with or without a GPU. */
 #include <criterion/criterion.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "train/device.h"
+#include "train/model.h"
 
 static void hide_gpus(void) { setenv("CUDA_VISIBLE_DEVICES", "", 1); }
 
@@ -103,6 +105,58 @@ Test(device, describe)
     p = (model_placement){.ngpus = 2, .gpus = {0, 1}};
     train_placement_describe(&p, buf, sizeof buf);
     cr_assert_str_eq(buf, "GPUs 0,1");
+}
+
+/* The delay test's hook (model_placement.debug_delay_us) from the environment: read by
+ * model_init on every backend (CPU towers ignore the delay), a bad value refused naming the
+ * variable, the placement's own value kept over the environment's. */
+static int init_with_env(const char *us, const char *which, model_placement place, model *m,
+                         char *err, size_t errlen)
+{
+    if (us) setenv("TWOTOWER_DEBUG_DELAY_US", us, 1);
+    if (which) setenv("TWOTOWER_DEBUG_DELAY_TOWER", which, 1);
+    tower_config cfg = {.towers = 2, .classes = 10, .batch = 2, .in_size = 67, .in_ch = 3,
+                        .width_div = 8};
+    return model_init(m, &cfg, &place, 1, err, errlen);
+}
+
+Test(device, debug_delay_from_the_environment)
+{
+    const model_placement cpu = {.cpu = 1, .serial = 1};
+    model m;
+    char err[512] = "";
+    cr_assert_eq(init_with_env("250", "1", cpu, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.place.debug_delay_us, 250);
+    cr_assert_eq(m.place.debug_delay_tower, 1);
+    model_free(&m);
+    model_placement own = cpu;
+    own.debug_delay_us = 40; /* the placement's own value wins; the tower is its own too */
+    cr_assert_eq(init_with_env("250", "1", own, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.place.debug_delay_us, 40);
+    cr_assert_eq(m.place.debug_delay_tower, 0);
+    model_free(&m);
+}
+
+Test(device, debug_delay_bad_values_refused)
+{
+    const model_placement cpu = {.cpu = 1, .serial = 1};
+    const char *bad_us[] = {"x", "-1", "1000001", "12us", " "};
+    for (size_t i = 0; i < sizeof bad_us / sizeof bad_us[0]; i++) {
+        model m;
+        char err[512] = "";
+        cr_assert_eq(init_with_env(bad_us[i], "0", cpu, &m, err, sizeof err), -1,
+                     "TWOTOWER_DEBUG_DELAY_US='%s' was accepted", bad_us[i]);
+        cr_assert(strstr(err, "TWOTOWER_DEBUG_DELAY_US"), "%s", err);
+    }
+    model m;
+    char err[512] = "";
+    cr_assert_eq(init_with_env("10", "2", cpu, &m, err, sizeof err), -1);
+    cr_assert(strstr(err, "TWOTOWER_DEBUG_DELAY_TOWER"), "%s", err);
+    model_placement no_such_tower = cpu;
+    no_such_tower.debug_delay_us = 10;
+    no_such_tower.debug_delay_tower = 2;
+    cr_assert_eq(init_with_env(NULL, NULL, no_such_tower, &m, err, sizeof err), -1);
+    cr_assert(strstr(err, "tower 2"), "%s", err);
 }
 
 #if defined(TT_HAVE_CUDA)

@@ -187,15 +187,19 @@ def step_ops(batch=128, size=224, towers=2, classes=1000):
     vt = classes // towers
     n_params = sum(L.params for L in P)
     crop = size
-    # ---- data: each tower uploads the same crops and augments them on its own stream
-    for t in range(towers):
-        ops.append(Op("data", "data", "copy_h2d", "crops", bytes=float(B * crop * crop * 3)))
-        ops.append(Op("data", "data", "copy_h2d", "params", bytes=float(B * AUG_PARAMS_BYTES)))
-        ops.append(Op("data", "data", "copy_h2d", "labels", bytes=4.0 * B))
-        n = B * 3 * crop * crop
-        ops.append(_k("data", "data", "augment_kernel", n,
-                      n * 1.0 + 4.0 * n + 4.0 * DATA_SIZE * DATA_SIZE * 3,
-                      threads=_grid(n, 65535 * 16)))
+    # ---- data: one upload and augmentation on tower 0's stream, which tower 1 reads
+    # (model_set_batch_u8's shared input): tower 1's stream records `in_free`, tower 0's
+    # waits for it, records `in_ready`, tower 1's waits for that
+    ops.append(Op("data", "data", "copy_h2d", "crops", bytes=float(B * crop * crop * 3)))
+    ops.append(Op("data", "data", "copy_h2d", "params", bytes=float(B * AUG_PARAMS_BYTES)))
+    ops.append(Op("data", "data", "copy_h2d", "labels", bytes=4.0 * B))
+    n = B * 3 * crop * crop
+    ops.append(_k("data", "data", "augment_kernel", n,
+                  n * 1.0 + 4.0 * n + 4.0 * DATA_SIZE * DATA_SIZE * 3,
+                  threads=_grid(n, 65535 * 16)))
+    if towers > 1:
+        for _ in range(4):
+            ops.append(Op("data", "data", "event", "cudaEventRecord/StreamWaitEvent"))
     # ---- forward
     for L in P:
         if L.sources > 1:  # the all-gather of this layer's input

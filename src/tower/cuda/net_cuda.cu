@@ -310,6 +310,25 @@ extern "C" int tower_cuda_have_cudnn(void) { return tower_cudnn_available(); }
 
 extern "C" void *tower_cuda_stream(tower *t) { return gpu_of(t)->stream; }
 
+/* One thread: reads %globaltimer (nanoseconds, the same clock on every SM) until `ns` have
+ * passed, napping between reads so as not to hog its SM's issue slots. */
+static __global__ void spin_kernel(unsigned long long ns)
+{
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        __nanosleep(1000);
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < ns);
+}
+
+extern "C" void tower_cuda_spin(tower *t, unsigned us)
+{
+    use_device(t);
+    spin_kernel<<<1, 1, 0, gpu_of(t)->stream>>>(1000ull * us);
+    LAUNCH_CHECK(spin_kernel);
+}
+
 extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind)
 {
     static const cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
