@@ -49,63 +49,67 @@ void data_cut_crop(uint8_t *dst, const uint8_t *img, int crop, int oy, int ox, i
     }
 }
 
-void data_augment_cpu(float *x, const uint8_t *crops, const float *mean,
-                      const data_aug_params *params, int B, int crop)
+/* One image's augmented, F x F averaged floats x (3, crop/F, crop/F). Its pixels are read
+ * at pix + y * prow + (col0 + dir * u) * 3 for crop row y and column u: a cut crop (prow
+ * crop*3, col0 0, dir 1: already mirrored) or the stored image itself (prow DATA_SIZE*3, the
+ * crop's corner and direction), so a float batch needs no uint8 copy of its crop. */
+static void augment_one(float *x, const uint8_t *pix, size_t prow, int col0, int dir,
+                        const float *mean, const data_aug_params *p, int crop, int F)
 {
-    size_t plane = (size_t)crop * crop;
-    for (int b = 0; b < B; b++) {
-        const data_aug_params *p = &params[b];
-        const uint8_t *cb = crops + (size_t)b * plane * 3;
-        float *xb = x + (size_t)b * plane * 3;
-        for (int y = 0; y < crop; y++) {
-            const float *mrow = mean + ((size_t)(p->oy + y) * DATA_SIZE + (size_t)p->ox) * 3;
-            const uint8_t *crow = cb + (size_t)y * crop * 3;
-            for (int j = 0; j < crop; j++) {
-                const float *m = mrow + (size_t)(p->mirror ? crop - 1 - j : j) * 3;
-                for (int c = 0; c < 3; c++)
-                    xb[c * plane + (size_t)y * crop + j] =
-                        ((float)crow[3 * j + c] - m[c]) + p->rgb[c];
+    int S = crop / F;
+    size_t plane = (size_t)S * S;
+    float inv = 1.0f / (float)(F * F), acc[DATA_SIZE];
+    /* the mean's column of crop column u (the pixel's place in the full image) */
+    int mcol0 = p->mirror ? p->ox + crop - 1 : p->ox, mdir = p->mirror ? -1 : 1;
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < S; i++) {
+            /* each output pixel sums its block row by row, left to right, from 0: the order
+             * in which a full-size float crop reduced afterwards adds; F = 1 stores the
+             * value itself (no 0 + v, which would turn -0 into +0) */
+            for (int j = 0; j < S; j++)
+                acc[j] = 0;
+            for (int a = 0; a < F; a++) {
+                int y = i * F + a;
+                const float *mrow = mean + (size_t)(p->oy + y) * DATA_SIZE * 3 + c;
+                const uint8_t *prw = pix + (size_t)y * prow + c;
+                for (int e = 0; e < F; e++)
+                    for (int j = 0; j < S; j++) {
+                        int u = j * F + e;
+                        float v = ((float)prw[(size_t)(col0 + dir * u) * 3] -
+                                   mrow[(size_t)(mcol0 + mdir * u) * 3]) + p->rgb[c];
+                        acc[j] = F == 1 ? v : acc[j] + v;
+                    }
             }
+            float *dst = x + c * plane + (size_t)i * S;
+            if (F == 1)
+                memcpy(dst, acc, sizeof(float) * (size_t)S);
+            else
+                for (int j = 0; j < S; j++)
+                    dst[j] = acc[j] * inv;
         }
-    }
 }
 
 void data_augment_reduce_cpu(float *x, const uint8_t *crops, const float *mean,
                              const data_aug_params *params, int B, int crop, int F)
 {
-    if (F <= 1) {
-        data_augment_cpu(x, crops, mean, params, B, crop);
-        return;
-    }
-    int S = crop / F;
-    size_t plane = (size_t)S * S;
-    float inv = 1.0f / (float)(F * F), acc[DATA_SIZE];
-    for (int b = 0; b < B; b++) {
-        const data_aug_params *p = &params[b];
-        const uint8_t *cb = crops + (size_t)b * crop * crop * 3;
-        float *xb = x + (size_t)b * plane * 3;
-        for (int c = 0; c < 3; c++)
-            for (int i = 0; i < S; i++) {
-                /* each output pixel sums its block row by row, left to right, from 0:
-                 * the order in which a full-size float crop reduced afterwards adds */
-                for (int j = 0; j < S; j++)
-                    acc[j] = 0;
-                for (int a = 0; a < F; a++) {
-                    int y = i * F + a;
-                    const float *mrow = mean + ((size_t)(p->oy + y) * DATA_SIZE + (size_t)p->ox) * 3;
-                    const uint8_t *crow = cb + (size_t)y * crop * 3;
-                    for (int e = 0; e < F; e++)
-                        for (int j = 0; j < S; j++) {
-                            int u = j * F + e;
-                            const float *m = mrow + (size_t)(p->mirror ? crop - 1 - u : u) * 3;
-                            acc[j] += ((float)crow[3 * u + c] - m[c]) + p->rgb[c];
-                        }
-                }
-                float *dst = xb + c * plane + (size_t)i * S;
-                for (int j = 0; j < S; j++)
-                    dst[j] = acc[j] * inv;
-            }
-    }
+    size_t csz = (size_t)crop * crop * 3, xsz = csz / ((size_t)F * F);
+    for (int b = 0; b < B; b++)
+        augment_one(x + b * xsz, crops + b * csz, (size_t)crop * 3, 0, 1, mean, &params[b], crop,
+                    F);
+}
+
+void data_augment_cpu(float *x, const uint8_t *crops, const float *mean,
+                      const data_aug_params *params, int B, int crop)
+{
+    data_augment_reduce_cpu(x, crops, mean, params, B, crop, 1);
+}
+
+/* x (3, crop/F, crop/F) straight from the stored 256 x 256 image */
+static void augment_from_image(float *x, const uint8_t *img, const float *mean,
+                               const data_aug_params *p, int crop, int F)
+{
+    augment_one(x, img + (size_t)p->oy * DATA_SIZE * 3, (size_t)DATA_SIZE * 3,
+                p->mirror ? p->ox + crop - 1 : p->ox, p->mirror ? -1 : 1, mean, p, crop, F);
 }
 
 /* floor(u * range) with u the top 32 bits of a counter draw */
@@ -114,9 +118,9 @@ static int draw_below(uint64_t key, uint64_t i, int range)
     return (int)(((base_rng_mix(key, i) >> 32) * (uint64_t)range) >> 32);
 }
 
-void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, int64_t pos,
-                          int64_t idx, int crop, uint8_t *crop_dst, data_aug_params *p,
-                          data_scratch *sc)
+const uint8_t *data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch,
+                                    int64_t pos, int64_t idx, int crop, uint8_t *crop_dst,
+                                    data_aug_params *p, data_scratch *sc)
 {
     uint64_t key = base_rng_mix(base_rng_mix(seed ^ DATA_SALT_AUG, (uint64_t)epoch),
                                  (uint64_t)pos);
@@ -133,7 +137,9 @@ void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, in
         p->rgb[c] = (float)v;
     }
     const uint8_t *img = data_source_image(s, idx, sc);
-    data_cut_crop(crop_dst, img, crop, p->oy, p->ox, p->mirror);
+    if (crop_dst)
+        data_cut_crop(crop_dst, img, crop, p->oy, p->ox, p->mirror);
+    return img;
 }
 
 int data_check_batch(const data_source *s, const data_cursor *c, int B, int crop, char *err,
@@ -169,11 +175,11 @@ int data_fill_train(data_source *s, data_cursor c, int n, int crop, int F, uint8
             int b = done + t;
             data_aug_params local;
             data_aug_params *p = params ? &params[b] : &local;
-            uint8_t *cd = crops ? crops + (size_t)b * csz : sc->crop;
-            data_make_train_item(s, c.seed, c.epoch, c.pos + t, idx[t], crop, cd, p, sc);
+            const uint8_t *img = data_make_train_item(s, c.seed, c.epoch, c.pos + t, idx[t],
+                                                      crop, crops ? crops + b * csz : NULL, p, sc);
             labels[b] = s->labels[idx[t]];
             if (x)
-                data_augment_reduce_cpu(x + (size_t)b * xsz, cd, s->mean, p, 1, crop, F);
+                augment_from_image(x + b * xsz, img, s->mean, p, crop, F);
         }
         done += k;
         c = data_cursor_advance(c, k, s->n);
@@ -240,14 +246,14 @@ static int eval_common(data_source *s, int64_t start, int n, int crop, int view,
     size_t csz = (size_t)crop * crop * 3;
     for (int b = 0; b < n; b++) {
         data_aug_params local = {.oy = oy, .ox = ox, .mirror = mirror, .rgb = {0, 0, 0}};
-        uint8_t *cd = crops ? crops + (size_t)b * csz : sc->crop;
-        data_cut_crop(cd, data_source_image(s, start + b, sc), crop, oy, ox, mirror);
+        const uint8_t *img = data_source_image(s, start + b, sc);
+        if (crops)
+            data_cut_crop(crops + b * csz, img, crop, oy, ox, mirror);
         if (params)
             params[b] = local;
         labels[b] = s->labels[start + b];
         if (x)
-            data_augment_reduce_cpu(x + (size_t)b * (csz / ((size_t)F * F)), cd, s->mean, &local,
-                                    1, crop, F);
+            augment_from_image(x + b * (csz / ((size_t)F * F)), img, s->mean, &local, crop, F);
     }
     pthread_mutex_unlock(&s->sync_lock);
     return 0;

@@ -154,7 +154,6 @@ struct data_source {
 /* What one thread needs to produce images: a 256x256x3 image and resize workspace. */
 typedef struct data_scratch {
     uint8_t *img;           /* (256, 256, 3) */
-    uint8_t *crop;          /* (256, 256, 3): one crop when the caller keeps none */
     void *ws;
 } data_scratch;
 data_scratch *data_scratch_new(const data_source *s);
@@ -166,11 +165,12 @@ const uint8_t *data_source_image(const data_source *s, int64_t i, data_scratch *
 int data_perm_lookup(data_source *s, uint64_t seed, int64_t epoch, int64_t pos, int n,
                      int64_t *out, char *err, size_t errlen);
 
-/* One training item: stored image idx at epoch position (epoch, pos): its crop (crop,
- * crop, 3) and augmentation params (lighting from s->lighting_std). */
-void data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch, int64_t pos,
-                          int64_t idx, int crop, uint8_t *crop_dst, data_aug_params *p,
-                          data_scratch *sc);
+/* One training item: stored image idx at epoch position (epoch, pos): its augmentation
+ * params (lighting from s->lighting_std) and, when crop_dst is not NULL, its crop (crop,
+ * crop, 3). Returns the stored image (in sc when it had to be made). */
+const uint8_t *data_make_train_item(const data_source *s, uint64_t seed, int64_t epoch,
+                                    int64_t pos, int64_t idx, int crop, uint8_t *crop_dst,
+                                    data_aug_params *p, data_scratch *sc);
 /* Cuts the crop (crop, crop, 3) at (oy, ox) out of img (256, 256, 3), mirrored if asked. */
 void data_cut_crop(uint8_t *dst, const uint8_t *img, int crop, int oy, int ox, int mirror);
 /* n training items from cursor c (already validated): labels (n) always; crops

@@ -377,7 +377,7 @@ size_t data_resize_workspace(int w, int h, int ch, int S)
     size_t tx = (size_t)axis_taps(w, rw), ty = (size_t)axis_taps(h, rh);
     size_t bytes = 2 * (size_t)S * 2 * sizeof(int) + (size_t)S * (tx + ty) * sizeof(float);
     bytes += (size_t)h * S * (size_t)ch * sizeof(float); /* horizontal pass */
-    bytes += (size_t)S * (size_t)ch * sizeof(float);     /* one output row's sums */
+    bytes += (size_t)S * (size_t)ch * (sizeof(float) + 1); /* one output row: sums, bytes */
     return bytes + 64;
 }
 
@@ -407,6 +407,8 @@ static void resize_core(uint8_t *dst8, float *dstf, int S, const uint8_t *src8,
     float *tmp = (float *)p; /* (h, S, ch): rows that any output row needs */
     p += (size_t)h * S * ch * sizeof(float);
     float *acc = (float *)p; /* (S, ch): the output row being summed */
+    p += (size_t)S * ch * sizeof(float);
+    uint8_t *q8 = (uint8_t *)p; /* (S, ch): that row rounded */
     axis_build(&px, w, rw, (rw - S) / 2, S);
     axis_build(&py, h, rh, (rh - S) / 2, S);
     int ylo = py.first[0], yhi = py.first[S - 1] + py.count[S - 1];
@@ -453,22 +455,26 @@ static void resize_core(uint8_t *dst8, float *dstf, int S, const uint8_t *src8,
             for (int j = 0; j < S * ch; j++)
                 acc[j] += wk * tk[j];
         }
-        for (int j = 0; j < S * ch; j++) {
-            float a = acc[j];
-            if (dstf) {
+        if (dstf) {
+            for (int j = 0; j < S * ch; j++) {
                 if (ch == 1)
-                    dstf[orow + 3 * j] = dstf[orow + 3 * j + 1] = dstf[orow + 3 * j + 2] = a;
+                    dstf[orow + 3 * j] = dstf[orow + 3 * j + 1] = dstf[orow + 3 * j + 2] = acc[j];
                 else
-                    dstf[orow + j] = a;
-                continue;
+                    dstf[orow + j] = acc[j];
             }
-            int v = (int)(a + 0.5f);
-            v = v < 0 ? 0 : v > 255 ? 255 : v;
-            if (ch == 1)
-                dst8[orow + 3 * j] = dst8[orow + 3 * j + 1] = dst8[orow + 3 * j + 2] = (uint8_t)v;
-            else
-                dst8[orow + j] = (uint8_t)v;
+            continue;
         }
+        /* rounded to nearest (halves up) and clamped, a whole row at once (vectorises),
+         * then gray spread to the three channels */
+        for (int j = 0; j < S * ch; j++) {
+            int v = (int)(acc[j] + 0.5f);
+            q8[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+        if (ch == 1)
+            for (int j = 0; j < S; j++)
+                dst8[orow + 3 * j] = dst8[orow + 3 * j + 1] = dst8[orow + 3 * j + 2] = q8[j];
+        else
+            memcpy(dst8 + orow, q8, (size_t)S * ch);
     }
 }
 

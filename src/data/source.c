@@ -451,11 +451,10 @@ data_scratch *data_scratch_new(const data_source *s)
     if (!sc)
         return NULL;
     sc->img = malloc(DATA_IMAGE_BYTES);
-    sc->crop = malloc(DATA_IMAGE_BYTES);
     size_t wsb = s->kind == DATA_SRC_IDX ? data_resize_workspace(s->idx_w, s->idx_h, 1, DATA_SIZE)
                                          : 64;
     sc->ws = malloc(wsb);
-    if (!sc->img || !sc->crop || !sc->ws) {
+    if (!sc->img || !sc->ws) {
         data_scratch_free(sc);
         return NULL;
     }
@@ -467,7 +466,6 @@ void data_scratch_free(data_scratch *sc)
     if (!sc)
         return;
     free(sc->img);
-    free(sc->crop);
     free(sc->ws);
     free(sc);
 }
