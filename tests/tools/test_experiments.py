@@ -140,7 +140,7 @@ def relu_tanh_threshold(out, tt):
         check(res["threshold"]["value"] == float(thr) and "--threshold" in res["threshold"]["rule"]
               and "given with --threshold" in md, f"relu_tanh --threshold {thr}: the results "
               "say the threshold was given")
-        speed = [l for l in md.splitlines() if "training error:" in l and "epochs to" in l]
+        speed = [l for l in md.splitlines() if l.startswith("- epochs to ")]
         if thr == "0":
             check(all(not r["threshold_reached"] and r["epochs_to_threshold"] is None
                       for r in res["runs"]) and all(s["bound"] == "at least" for s in sm)
@@ -197,6 +197,9 @@ def main():
         after = {a: os.stat(os.path.join(out, f"{a}-s1", "metrics.jsonl")).st_mtime_ns
                  for a in before}
         check(before == after, f"{name}: the finished arms' metrics are untouched")
+        with open(os.path.join(out, "results.json")) as f:
+            check(json.load(f).get("trained_this_sitting") == [],
+                  f"{name}: results.json says the second run trained nothing")
 
         # an arm interrupted in its run: SIGINT to the script's process group once the
         # trainer has written a checkpoint; run again, it continues that run
