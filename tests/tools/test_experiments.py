@@ -2,7 +2,9 @@
 results.json (every arm and seed, with final errors, steps and wall time), results.md (the
 table beside the paper's number) and figure.png; run again it skips the finished arms
 (their run folders untouched), and an arm stopped by a signal in the middle of its run is
-continued from its checkpoint, not started over.
+continued from its checkpoint, not started over. relu_tanh's results name its training-error
+threshold and the rule it was chosen by, and an arm that never reaches it is reported as a
+bound ("> N epochs"), not as NaN; re-summarised with another --threshold, nothing retrains.
 
 usage: test_experiments.py TWOTOWER [CLAIM...]   (default: every claim)"""
 import json
@@ -62,12 +64,110 @@ def outputs_parse(name, out):
     return res
 
 
+def experiment_module():
+    sys.path.insert(0, EXP)
+    import experiment  # noqa: E402
+    return experiment
+
+
+def threshold_units():
+    """speed_comparison and threshold_summary on made-up runs: both arms reach it, only the
+    fast one does (a lower bound), neither does (no ratio); done_epochs of an old marker."""
+    ex = experiment_module()
+    run = lambda e, trained=6.0: dict(epochs_to_threshold=e, threshold_reached=e is not None,
+                                      epochs_trained=trained)
+    a = ex.threshold_summary([run(1.0), run(1.5)])
+    b = ex.threshold_summary([run(4.0), run(5.0)])
+    sp = ex.speed_comparison("relu", "tanh", a, b, 0.6, 6.0)
+    check(a["bound"] is None and abs(a["mean"] - 1.25) < 1e-9 and sp["kind"] == "exact"
+          and abs(sp["ratio"] - 3.6) < 1e-9 and "3.60x" in sp["text"],
+          "threshold: both arms reach it: the ratio of the mean epochs, " + sp["text"])
+    b = ex.threshold_summary([run(4.0), run(None)])
+    sp = ex.speed_comparison("relu", "tanh", a, b, 0.6, 6.0)
+    check(b["bound"] == "at least" and b["sd"] is None and b["reached"] == 1
+          and sp["kind"] == "lower bound" and abs(sp["ratio"] - 4.0) < 1e-9
+          and "> 5.00 (1 of 2 seeds reached it)" in sp["text"] and "more than 4.00x" in sp["text"]
+          and "nan" not in sp["text"].lower(),
+          "threshold: the slow arm short of it in a seed: '> N epochs' and a lower bound, "
+          + sp["text"])
+    sp = ex.speed_comparison("relu", "tanh", ex.threshold_summary([run(None), run(None)]),
+                             ex.threshold_summary([run(None), run(None)]), 0.6)
+    check(sp["ratio"] is None and sp["kind"] is None and "> 6.00" in sp["text"]
+          and "no ratio" in sp["text"], "threshold: neither arm reaches it: no ratio, "
+          + sp["text"])
+    tmp = tempfile.mkdtemp(prefix="tt-exp-unit-")
+    try:
+        r = os.path.join(tmp, "a-s1")
+        os.makedirs(r)
+        with open(os.path.join(r, "run.json"), "w") as f:
+            json.dump({"epochs": 2}, f)
+        with open(r + ".done", "w") as f:
+            json.dump({"wall_seconds_last_sitting": 1.0}, f)
+        old = ex.done_epochs(r, r + ".done")
+        with open(r + ".done", "w") as f:
+            json.dump({"wall_seconds_last_sitting": 1.0, "epochs": 6}, f)
+        check(old == 2 and ex.done_epochs(r, r + ".done") == 6,
+              "a finished run's epochs: from its marker, else from run.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def relu_tanh_threshold(out, tt):
+    """The threshold in the results at tiny's own value, then re-summarised at 0 (never
+    reached: bounds) and at 1 (reached at the first log line: a ratio), without retraining."""
+    ex = experiment_module()
+    own = ex.CLAIMS["relu_tanh"]["per_scale"]["tiny"]["threshold"]
+    res = json.load(open(os.path.join(out, "results.json")))
+    md = open(os.path.join(out, "results.md")).read()
+    check(res["threshold"]["value"] == own and res["settings"]["threshold"] == own
+          and len(res["threshold"]["rule"]) > 20 and res["threshold"]["measure"],
+          f"relu_tanh: results.json holds the threshold ({own}) and its rule")
+    check(f"**Threshold:** {100 * own:g}% training top-1 error" in md
+          and res["threshold"]["rule"] in md and f"epochs to {100 * own:g}% training error" in md,
+          "relu_tanh: results.md states the threshold, its rule and the epochs to it")
+    for thr in ("0", "1"):
+        p = subprocess.run(script("relu_tanh", out, tt, "--threshold", thr),
+                           capture_output=True, text=True)
+        if not check(p.returncode == 0 and p.stdout.count("finished earlier, skipped") == 2,
+                     f"relu_tanh --threshold {thr}: re-summarised, both arms skipped"
+                     + ("" if p.returncode == 0 else ": " + (p.stdout + p.stderr)[-1500:])):
+            continue
+        with open(os.path.join(out, "results.json")) as f:
+            text = f.read()
+        res = json.loads(text)
+        md = open(os.path.join(out, "results.md")).read()
+        sm = [res["summary"][a]["epochs_to_threshold"] for a in ("relu", "tanh")]
+        check(res["threshold"]["value"] == float(thr) and "--threshold" in res["threshold"]["rule"]
+              and "given with --threshold" in md, f"relu_tanh --threshold {thr}: the results "
+              "say the threshold was given")
+        speed = [l for l in md.splitlines() if l.startswith("- epochs to ")]
+        if thr == "0":
+            check(all(not r["threshold_reached"] and r["epochs_to_threshold"] is None
+                      for r in res["runs"]) and all(s["bound"] == "at least" for s in sm)
+                  and res["speed"]["ratio"] is None,
+                  "relu_tanh: a threshold never reached is a bound in results.json (null "
+                  "epochs, bound 'at least', no ratio)")
+            check(len(speed) == 1 and "relu > 1.00 (0 of 1 seeds reached it)" in speed[0]
+                  and "nan" not in speed[0].lower() and "not reached in 1.00 epochs" in md,
+                  "relu_tanh: a threshold never reached reads '> N epochs' in results.md: "
+                  + (speed[0] if speed else "no line"))
+        else:
+            check(all(r["threshold_reached"] for r in res["runs"])
+                  and res["speed"]["kind"] == "exact" and res["speed"]["ratio"] > 0
+                  and len(speed) == 1 and "x as many epochs" in speed[0],
+                  "relu_tanh --threshold 1: reached by both, a ratio: "
+                  + (speed[0] if speed else "no line"))
+        check("NaN" not in json.dumps(res["threshold"]) + json.dumps(res["speed"]),
+              f"relu_tanh --threshold {thr}: no NaN in the threshold's results")
+
+
 def main():
     tt = os.path.abspath(sys.argv[1])
     names = sys.argv[2:] or ["lrn", "pool", "towers", "relu_tanh", "dropout", "pca", "views"]
     if not os.path.isfile(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")):
         print(f"SKIP: no Fashion-MNIST at {FMNIST}")
         return 77
+    threshold_units()
     tmp = tempfile.mkdtemp(prefix="tt-exp-")
     global DATA
     DATA = os.path.join(tmp, "data")
@@ -83,6 +183,8 @@ def main():
                 continue
             check("scale tiny: size=67" in p.stdout, f"{name}: prints the settings at the start")
             outputs_parse(name, out)
+            if name == "relu_tanh":
+                relu_tanh_threshold(out, tt)
 
         # run again: every arm finished earlier is skipped, its files untouched
         name = names[0]
@@ -95,6 +197,9 @@ def main():
         after = {a: os.stat(os.path.join(out, f"{a}-s1", "metrics.jsonl")).st_mtime_ns
                  for a in before}
         check(before == after, f"{name}: the finished arms' metrics are untouched")
+        with open(os.path.join(out, "results.json")) as f:
+            check(json.load(f).get("trained_this_sitting") == [],
+                  f"{name}: results.json says the second run trained nothing")
 
         # an arm interrupted in its run: SIGINT to the script's process group once the
         # trainer has written a checkpoint; run again, it continues that run

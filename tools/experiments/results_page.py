@@ -13,6 +13,15 @@ NAMES = ["lrn", "pool", "towers", "relu_tanh", "dropout", "pca", "views"]
 MARK = "<!-- results -->"
 
 
+def done_wall(marker):
+    """The wall seconds of the sitting that finished a run, from its .done marker."""
+    try:
+        with open(marker) as f:
+            return float(json.load(f)["wall_seconds_last_sitting"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def page(out, fig_of):
     parts = []
     for name in NAMES:
@@ -27,9 +36,21 @@ def page(out, fig_of):
             with open(rj) as f:
                 r = json.load(f)
             runs = ", ".join(f"{x['run']} {x['train_seconds']:.0f} s" for x in r["runs"])
-            text = text.rstrip("\n") + (f"\n\nWall time of the last sitting: "
-                                        f"{r['wall_seconds_this_sitting'] / 60:.1f} min "
-                                        f"(training time per run: {runs}).\n")
+            if r.get("trained_this_sitting") == []:
+                # a sitting that only summarised finished runs: the sittings that finished
+                # them, from their .done markers
+                walls = [done_wall(os.path.join(out, name, x["run"] + ".done"))
+                         for x in r["runs"]]
+                took = (f"; the sittings that finished them took "
+                        f"{sum(walls) / 60:.1f} min of wall time in all"
+                        if all(w is not None for w in walls) else "")
+                text = text.rstrip("\n") + ("\n\nThe last sitting only summarised runs "
+                                            f"finished earlier{took} (training time per "
+                                            f"run: {runs}).\n")
+            else:
+                text = text.rstrip("\n") + (f"\n\nWall time of the last sitting: "
+                                            f"{r['wall_seconds_this_sitting'] / 60:.1f} min "
+                                            f"(training time per run: {runs}).\n")
         parts += ["#" + text if text.startswith("# ") else text, ""]
     return parts
 
