@@ -11,6 +11,7 @@
 #include "train/train.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,18 +136,19 @@ void train_eval_batches_free(train_eval_batches *e)
     memset(e, 0, sizeof *e);
 }
 
-int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, int64_t start,
-                            int k, int view, char *err, size_t errlen)
+/* The data half of a load: images [start, start + k) of src in one view into e, padded to
+ * the batch, and the labels the loss reads. Touches no model, so it can run beside a
+ * forward (evaluate's loader thread). */
+static int eval_fetch(train_eval_batches *e, const tower_config *c, data_source *src,
+                      int64_t start, int k, int view, char *err, size_t errlen)
 {
     int F = e->downsample;
-    int B = m->plan.cfg.batch, S = m->plan.cfg.in_size * F, V = m->plan.cfg.classes;
+    int B = c->batch, S = c->in_size * F, V = c->classes;
     size_t xs = (size_t)3 * S * S, xr = xs / ((size_t)F * F); /* a crop, its reduced floats */
     if (k < 1 || k > B) {
         snprintf(err, errlen, "an evaluation batch of %d images for a net of batch %d", k, B);
         return -1;
     }
-    /* the last batch's uploads read e->crops and e->params until model_input_wait */
-    if (e->gpu && model_input_wait(m, err, errlen)) return -1;
     if (e->gpu ? data_eval_batch_u8(src, start, k, S, view, e->crops, e->params, e->labels, err,
                                     errlen)
                : data_eval_batch_reduced(src, start, k, S, view, F, e->x, e->labels, err,
@@ -165,12 +167,44 @@ int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, i
      * (another dataset's) goes in as 0; e->labels keeps the data's */
     for (int b = 0; b < B; b++)
         e->model_labels[b] = e->labels[b] >= 0 && e->labels[b] < V ? e->labels[b] : 0;
+    return 0;
+}
+
+/* The model half: the fetched batch into m. */
+static int eval_put(train_eval_batches *e, model *m, data_source *src, char *err, size_t errlen)
+{
     if (!e->gpu) {
         set_float_batch(m, e->x, e->model_labels, e->scratch);
         return 0;
     }
     return model_set_batch_u8(m, e->crops, e->params, e->model_labels, data_mean_image(src), err,
                               errlen);
+}
+
+int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, int64_t start,
+                            int k, int view, char *err, size_t errlen)
+{
+    /* the last batch's uploads read e->crops and e->params until model_input_wait */
+    if (e->gpu && model_input_wait(m, err, errlen)) return -1;
+    if (eval_fetch(e, &m->plan.cfg, src, start, k, view, err, errlen)) return -1;
+    return eval_put(e, m, src, err, errlen);
+}
+
+/* evaluate's loader thread: fetches one batch while the forward of the one before runs */
+typedef struct {
+    train_eval_batches *e;
+    const tower_config *cfg;
+    data_source *src;
+    int64_t start;
+    int k, view, rc;
+    char err[512];
+} eval_job;
+
+static void *eval_job_run(void *p)
+{
+    eval_job *j = p;
+    j->rc = eval_fetch(j->e, j->cfg, j->src, j->start, j->k, j->view, j->err, sizeof j->err);
+    return NULL;
 }
 
 /* Evaluates n images of src: top-1/top-5 errors and mean loss for the center crop, and
@@ -180,49 +214,86 @@ int train_eval_batches_load(train_eval_batches *e, model *m, data_source *src, i
 static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
                     train_eval_row *r, char *err, size_t errlen)
 {
-    int B = m->plan.cfg.batch, V = m->plan.cfg.classes;
-    train_eval_batches eb;
-    if (train_eval_batches_init(&eb, m, F, err, errlen)) return -1;
+    int B = m->plan.cfg.batch, V = m->plan.cfg.classes, nv = views == 10 ? DATA_VIEWS : 1;
+    /* two batch buffers: batch i + 1 is fetched by a loader thread while batch i runs
+     * (job i: images from (i / nv) * B, view i % nv) */
+    train_eval_batches eb[2];
+    if (train_eval_batches_init(&eb[0], m, F, err, errlen)) return -1;
+    if (train_eval_batches_init(&eb[1], m, F, err, errlen)) {
+        train_eval_batches_free(&eb[0]);
+        return -1;
+    }
     float *probs = malloc(sizeof(float) * (size_t)B * V),
           *acc = malloc(sizeof(float) * (size_t)B * V);
-    int rc = 0;
+    int rc = 0, loading = 0;
     int c1 = 0, c5 = 0, t1 = 0, t5 = 0;
     double loss = 0;
+    pthread_t loader;
+    eval_job job[2];
+    int64_t jobs = (n + B - 1) / B * nv;
     if (!probs || !acc) {
         snprintf(err, errlen, "out of host memory for evaluation");
         rc = -1;
         goto done;
     }
-    for (int64_t start = 0; start < n; start += B) {
-        int k = (int)(n - start < B ? n - start : B);
-        memset(acc, 0, sizeof(float) * (size_t)B * V);
-        for (int v = 0; v < (views == 10 ? DATA_VIEWS : 1); v++) {
-            int view = views == 10 ? v : DATA_VIEW_CENTER;
-            if (train_eval_batches_load(&eb, m, src, start, k, view, err, errlen)) {
-                rc = -1;
-                goto done;
-            }
-            model_forward(m, 0);
-            if (m->failed) {
-                base_errf(err, errlen, "evaluation: %s", m->error);
-                rc = -1;
-                goto done;
-            }
-            model_get_probs(m, probs);
-            if (view == DATA_VIEW_CENTER) {
-                if (train_topk_errors(probs, eb.labels, k, V, &c1, &c5)) {
-                    snprintf(err, errlen, "a label is outside the %d classes", V);
-                    rc = -1;
-                    goto done;
-                }
-                for (int b = 0; b < k; b++) {
-                    double p = probs[(size_t)b * V + eb.labels[b]];
-                    loss -= log(p > 1e-30 ? p : 1e-30);
-                }
-            }
-            for (size_t i = 0; i < (size_t)k * V; i++) acc[i] += probs[i] / DATA_VIEWS;
+    for (int q = 0; q < 2; q++)
+        job[q] = (eval_job){.e = &eb[q], .cfg = &m->plan.cfg, .src = src};
+    for (int64_t i = 0; i < jobs; i++) {
+        int64_t start = i / nv * B;
+        int k = (int)(n - start < B ? n - start : B), v = (int)(i % nv);
+        int view = views == 10 ? v : DATA_VIEW_CENTER;
+        eval_job *cur = &job[i % 2];
+        if (i == 0) { /* the first batch: fetched here */
+            cur->start = start, cur->k = k, cur->view = view;
+            eval_job_run(cur);
+        } else {
+            pthread_join(loader, NULL);
+            loading = 0;
         }
-        if (views == 10 && train_topk_errors(acc, eb.labels, k, V, &t1, &t5)) {
+        if (cur->rc || eval_put(cur->e, m, src, cur->err, sizeof cur->err)) {
+            snprintf(err, errlen, "%s", cur->err);
+            rc = -1;
+            goto done;
+        }
+        if (i + 1 < jobs) { /* the next batch, into the other buffer */
+            eval_job *nx = &job[(i + 1) % 2];
+            int64_t ns = (i + 1) / nv * B;
+            nx->start = ns;
+            nx->k = (int)(n - ns < B ? n - ns : B);
+            nx->view = views == 10 ? (int)((i + 1) % nv) : DATA_VIEW_CENTER;
+            /* its buffer's last upload (two batches back) must have ended */
+            if (nx->e->gpu && model_input_wait(m, err, errlen)) {
+                rc = -1;
+                goto done;
+            }
+            if (pthread_create(&loader, NULL, eval_job_run, nx) != 0) {
+                eval_job_run(nx); /* no thread: fetch it here */
+            } else {
+                loading = 1;
+            }
+        }
+        if (v == 0) memset(acc, 0, sizeof(float) * (size_t)B * V);
+        model_forward(m, 0);
+        if (m->failed) {
+            base_errf(err, errlen, "evaluation: %s", m->error);
+            rc = -1;
+            goto done;
+        }
+        model_get_probs(m, probs);
+        const int32_t *labels = cur->e->labels;
+        if (view == DATA_VIEW_CENTER) {
+            if (train_topk_errors(probs, labels, k, V, &c1, &c5)) {
+                snprintf(err, errlen, "a label is outside the %d classes", V);
+                rc = -1;
+                goto done;
+            }
+            for (int b = 0; b < k; b++) {
+                double p = probs[(size_t)b * V + labels[b]];
+                loss -= log(p > 1e-30 ? p : 1e-30);
+            }
+        }
+        for (size_t x = 0; x < (size_t)k * V; x++) acc[x] += probs[x] / DATA_VIEWS;
+        if (views == 10 && v == nv - 1 && train_topk_errors(acc, labels, k, V, &t1, &t5)) {
             snprintf(err, errlen, "a label is outside the %d classes", V);
             rc = -1;
             goto done;
@@ -235,7 +306,9 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
     r->top1_err_10view = views == 10 ? (double)t1 / n : NAN;
     r->top5_err_10view = views == 10 ? (double)t5 / n : NAN;
 done:
-    train_eval_batches_free(&eb);
+    if (loading) pthread_join(loader, NULL);
+    train_eval_batches_free(&eb[0]);
+    train_eval_batches_free(&eb[1]);
     free(probs);
     free(acc);
     return rc;
