@@ -936,6 +936,9 @@ const tower_ops tower_ops_cpu = {
     .lrn_backward = cpu_lrn_backward,
     .maxpool_forward = cpu_maxpool_forward,
     .maxpool_backward = cpu_maxpool_backward,
+    .fuses_lrn_pool = NULL, /* the CPU runs LRN and pooling as passes of their own */
+    .lrn_pool_forward = NULL,
+    .lrn_pool_backward = NULL,
     .dropout_forward = cpu_dropout_forward,
     .dropout_backward = cpu_dropout_backward,
     .loss_forward = cpu_loss_forward,
@@ -981,6 +984,14 @@ void tower_zero_grads(tower *t) { t->ops->zero_grads(t); }
  * forward:  conv/fc (summing the sources) -> act -> LRN -> max-pool -> dropout -> out
  * backward: the same stages walked back from dout to dact, then the conv/fc's gradients. */
 
+/* 1 when row l's LRN and the max-pool after it run as one pass each way (the backend's
+ * fuses_lrn_pool says so: the GPU's fused kernels). */
+static int lrn_pool_fused(const tower *t, int l)
+{
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return L->lrn && L->pool_k && t->ops->fuses_lrn_pool && t->ops->fuses_lrn_pool(t, l);
+}
+
 void tower_forward_layer(tower *t, int l, int train)
 {
     const tower_ops *op = t->ops;
@@ -1007,15 +1018,22 @@ void tower_forward_layer(tower *t, int l, int train)
     }
     if (L->act != TOWER_ACT_NONE && !fused) op->act_forward(t, L->act, A->act, A->act, act_n);
     const real *cur = A->act;
-    if (L->lrn) {
-        op->lrn_forward(t, A->lrn, A->lrn_scale, cur, B, L->out_ch, HW, s->lrn.n,
-                        (real)s->lrn.k, (real)s->lrn.alpha, (real)s->lrn.beta);
-        cur = A->lrn;
-    }
-    if (L->pool_k) {
-        op->maxpool_forward(t, A->pool, A->pool_idx, cur, B, L->out_ch, L->out_h, L->out_h,
-                            L->pool_k, L->pool_s);
+    if (lrn_pool_fused(t, l)) {
+        op->lrn_pool_forward(t, A->pool, A->pool_idx, A->lrn_scale, cur, B, L->out_ch,
+                             L->out_h, L->out_h, s->lrn.n, (real)s->lrn.k, (real)s->lrn.alpha,
+                             (real)s->lrn.beta, L->pool_k, L->pool_s);
         cur = A->pool;
+    } else {
+        if (L->lrn) {
+            op->lrn_forward(t, A->lrn, A->lrn_scale, cur, B, L->out_ch, HW, s->lrn.n,
+                            (real)s->lrn.k, (real)s->lrn.alpha, (real)s->lrn.beta);
+            cur = A->lrn;
+        }
+        if (L->pool_k) {
+            op->maxpool_forward(t, A->pool, A->pool_idx, cur, B, L->out_ch, L->out_h,
+                                L->out_h, L->pool_k, L->pool_s);
+            cur = A->pool;
+        }
     }
     if (L->drop_p > 0)
         op->dropout_forward(t, L->drop_scale, A->out, cur, fin_n, (real)L->drop_p,
@@ -1037,12 +1055,19 @@ void tower_backward_layer(tower *t, int l)
     if (L->drop_p > 0)
         op->dropout_backward(t, L->drop_scale, L->pool_k ? A->dpool : d_before_pool, A->dout,
                              fin_n, (real)L->drop_p, tower_layer_key(t->dropout_key, l));
-    if (L->pool_k)
-        op->maxpool_backward(t, d_before_pool, A->dpool, A->pool_idx, B, L->out_ch, L->out_h,
-                             L->out_h, L->pool_k, L->pool_s);
-    if (L->lrn)
-        op->lrn_backward(t, A->dact, A->dlrn, A->act, A->lrn, A->lrn_scale, B, L->out_ch, HW,
-                         s->lrn.n, (real)s->lrn.k, (real)s->lrn.alpha, (real)s->lrn.beta);
+    if (lrn_pool_fused(t, l)) {
+        op->lrn_pool_backward(t, A->dact, A->dpool, A->pool_idx, A->act, A->lrn_scale, B,
+                              L->out_ch, L->out_h, L->out_h, s->lrn.n, (real)s->lrn.k,
+                              (real)s->lrn.alpha, (real)s->lrn.beta, L->pool_k, L->pool_s);
+    } else {
+        if (L->pool_k)
+            op->maxpool_backward(t, d_before_pool, A->dpool, A->pool_idx, B, L->out_ch,
+                                 L->out_h, L->out_h, L->pool_k, L->pool_s);
+        if (L->lrn)
+            op->lrn_backward(t, A->dact, A->dlrn, A->act, A->lrn, A->lrn_scale, B, L->out_ch,
+                             HW, s->lrn.n, (real)s->lrn.k, (real)s->lrn.alpha,
+                             (real)s->lrn.beta);
+    }
     if (L->act != TOWER_ACT_NONE && !fused)
         op->act_backward(t, L->act, A->dact, A->dact, A->act, act_n);
     if (s->kind == TOWER_CONV) {

@@ -374,7 +374,9 @@ typedef struct {
                         trainer reduce-scatters it into the sources' dout */
     real *act;       /* (B, out_ch, out_h, out_h): conv/fc output, activation in place */
     real *dact;
-    real *lrn, *lrn_scale, *dlrn; /* (B, out_ch, out_h, out_h) when lrn */
+    real *lrn, *lrn_scale, *dlrn; /* (B, out_ch, out_h, out_h) when lrn; where the backend
+                                     fuses LRN with the pooling after it (fuses_lrn_pool)
+                                     lrn_scale holds scale^-beta and lrn, dlrn go unused */
     real *pool, *dpool;           /* (B, out_ch, final_h, final_h) when pool */
     int32_t *pool_idx;
     real *out;       /* the layer's final output (act, lrn, pool, or dropout result).
@@ -450,6 +452,18 @@ typedef struct tower_ops {
                             int H, int W, int K, int S);
     void (*maxpool_backward)(tower *t, real *din, const real *dout, const int32_t *idx,
                              int B, int C, int H, int W, int K, int S);
+    /* 1 when this backend runs row l's LRN and the max-pool after it as one pass each way
+     * (the GPU's fused kernels): the layer loop then calls lrn_pool_forward/backward in
+     * place of lrn_* and maxpool_*. Forward: out, idx as maxpool_forward of the LRN's
+     * output, keep (B, C, H, W) what the backend keeps for backward (CUDA: scale^-beta);
+     * backward: din from dout, idx, in (the LRN's input) and keep. NULL: never fused. */
+    int (*fuses_lrn_pool)(const tower *t, int l);
+    void (*lrn_pool_forward)(tower *t, real *out, int32_t *idx, real *keep, const real *in,
+                             int B, int C, int H, int W, int n, real k, real alpha, real beta,
+                             int K, int S);
+    void (*lrn_pool_backward)(tower *t, real *din, const real *dout, const int32_t *idx,
+                              const real *in, const real *keep, int B, int C, int H, int W,
+                              int n, real k, real alpha, real beta, int K, int S);
     /* scale: TOWER_DROP_PAPER or TOWER_DROP_INVERTED */
     void (*dropout_forward)(tower *t, int scale, real *out, const real *in, size_t n, real p,
                             uint64_t key, int train);

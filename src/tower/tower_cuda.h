@@ -102,6 +102,23 @@ void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B
 void tower_maxpool_backward_cuda(float *din, const float *dout, const int32_t *idx, int B,
                                  int C, int H, int W, int K, int S, void *stream);
 
+/* LRN then max-pool as one kernel each way (no CPU twin: the CPU runs tower_lrn_* and
+ * tower_maxpool_* in turn). in: the LRN's input (B, C, H, W); out, idx: the pooled output
+ * and argmax, as tower_maxpool_forward's of the LRN's output; pw (B, C, H, W): kept for
+ * backward, s^-beta with s the scale tower_lrn_forward stores (the LRN's output itself is
+ * not stored). Backward: din (B, C, H, W) from dout (B, C, Ho, Wo), idx, in and pw. The
+ * results are bit for bit those of the unfused CUDA kernels. Only for shapes where
+ * tower_lrn_maxpool_cuda_fits is 1 (a band of pooled rows and a tile of channels fit in a
+ * block's shared memory, 32-bit indices); others stop the process. */
+int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, int K, int S);
+void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw, const float *in,
+                                    int B, int C, int H, int W, int n, float k, float alpha,
+                                    float beta, int K, int S, void *stream);
+void tower_lrn_maxpool_backward_cuda(float *din, const float *dout, const int32_t *idx,
+                                     const float *in, const float *pw, int B, int C, int H,
+                                     int W, int n, float k, float alpha, float beta, int K,
+                                     int S, void *stream);
+
 void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p, uint64_t key,
                                 int train, void *stream);
 void tower_dropout_backward_cuda(float *din, const float *dout, size_t n, float p,

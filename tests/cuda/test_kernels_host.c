@@ -481,6 +481,151 @@ Test(cuda_kernels_host, maxpool_other_windows)
     check_pool(2, 2, 11, 10, 2, 3); /* gaps: rows no window covers */
 }
 
+/* ---- LRN then max-pool, fused (kernels.h): lrn_maxpool_forward_kernel and
+ * lrn_maxpool_backward_kernel emulated tile by tile, every thread of a block in turn and
+ * phase 1 before phase 2 (the barrier), shared memory a buffer poisoned before each tile
+ * (+inf in forward, where a read would win a window; NaN in backward), so a read of
+ * anything the tile did not write shows. Against layers_cpu.c's LRN then max-pool: the
+ * pooled output, argmax, pw (= powf(scale, -beta) for every element: each one written)
+ * and din bit for bit. */
+static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const float *in,
+                                    tower_k_lrnpool g)
+{
+    float *tile = fnew((size_t)g.tile_floats);
+    for (uint32_t t = 0; t < g.fwd_tiles; t++) {
+        tower_k_lrnpool_ftile f = tower_k_lrnpool_ftile_at(t, g);
+        for (int i = 0; i < g.tile_floats; i++) tile[i] = INFINITY;
+        uint32_t n1 = (uint32_t)(f.np - 1) * g.hw.d + (uint32_t)f.rows * g.p.w.d;
+        uint32_t n2 = (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d;
+        cr_assert(n1 <= (uint32_t)g.tile_floats, "tile %u: %u elements, %d floats", t, n1,
+                  g.tile_floats);
+        for (uint32_t e = 0; e < n1; e++) tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g);
+        for (uint32_t o = 0; o < n2; o++) tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
+    }
+    free(tile);
+}
+
+static void emu_lrn_maxpool_backward(float *din, const float *dpool, const int32_t *idx,
+                                     const float *in, const float *pw, tower_k_lrnpool g)
+{
+    enum { P = TOWER_K_LRNPOOL_P, LANES = TOWER_K_LRNPOOL_LANES };
+    size_t nsh = (size_t)g.nj_max * P;
+    float *terms = fnew(nsh), *dls = fnew(nsh);
+    for (uint32_t t = 0; t < g.bwd_tiles; t++) {
+        tower_k_lrnpool_btile v = tower_k_lrnpool_btile_at(t, g);
+        cr_assert(v.jhi - v.jlo + 1 <= g.nj_max && v.c1 - v.c0 <= g.G);
+        for (size_t i = 0; i < nsh; i++) terms[i] = dls[i] = NAN;
+        for (int ty = 0; ty < LANES; ty++)
+            for (int pp = 0; pp < v.np; pp++) {
+                uint32_t pos = v.p0 + (uint32_t)pp;
+                tower_k_pool_win win = tower_k_lrnpool_windows(pos, g);
+                for (int jj = ty; jj <= v.jhi - v.jlo; jj += LANES) {
+                    int at = jj * P + pp;
+                    dls[at] = tower_k_lrnpool_bwd_term(&terms[at], dpool, idx, in, pw, v.b,
+                                                       v.jlo + jj, pos, win, g);
+                }
+            }
+        for (int ty = 0; ty < LANES; ty++)
+            for (int pp = 0; pp < v.np; pp++)
+                for (int c = v.c0 + ty; c < v.c1; c += LANES)
+                    tower_k_lrnpool_bwd_din(din, terms + pp, dls[(c - v.jlo) * P + pp], in, pw,
+                                            v.b, c, v.p0 + (uint32_t)pp, v.jlo, g);
+    }
+    free(terms), free(dls);
+}
+
+/* signed: inputs of both signs (a tanh net's); else as after a ReLU, zeros included */
+static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int tile_floats,
+                           int signed_in)
+{
+    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    float *in = frand(n_in, 61, 30), *dpool = frand(n_out, 62, 1);
+    if (!signed_in)
+        for (size_t i = 0; i < n_in; i++) in[i] = in[i] > 0 ? in[i] : 0; /* ties */
+    float *lrn = fnew(n_in), *scale = fnew(n_in), *out = fnew(n_out), *dlrn = fnew(n_in);
+    float *din = fnew(n_in), *out2 = fnew(n_out), *pw = fnew(n_in), *pw_ref = fnew(n_in);
+    float *din2 = fnew(n_in);
+    int32_t *idx = calloc(n_out, sizeof(int32_t)), *idx2 = calloc(n_out, sizeof(int32_t));
+    cr_assert(idx && idx2);
+    for (size_t i = 0; i < n_in; i++) pw[i] = din2[i] = NAN;
+    for (size_t i = 0; i < n_out; i++) out2[i] = NAN, idx2[i] = -1;
+    tower_k_lrnpool g;
+    cr_assert_eq(tower_k_lrnpool_make(&g, B, C, H, W, n, k, a, be, K, S, tile_floats), 0,
+                 "(%d, %d, %d, %d) n %d pool %d:%d tile %d refused", B, C, H, W, n, K, S,
+                 tile_floats);
+    cr_assert(g.tile_floats <= TOWER_K_LRNPOOL_SHARED);
+    char what[96];
+    snprintf(what, sizeof what, "(%d, %d, %d, %d) n %d %d:%d, %d planes x %d bands", B, C, H,
+             W, n, K, S, g.np, (int)g.bands.d);
+    tower_lrn_forward(lrn, scale, in, B, C, H * W, n, k, a, be);
+    tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
+    emu_lrn_maxpool_forward(out2, idx2, pw, in, g);
+    for (size_t i = 0; i < n_in; i++) pw_ref[i] = powf(scale[i], -be);
+    char w2[128];
+    snprintf(w2, sizeof w2, "lrn+pool fwd %s", what);
+    expect_close(w2, out2, out, n_out, 0);
+    cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "%s: argmax differs", what);
+    snprintf(w2, sizeof w2, "lrn+pool pw %s", what);
+    expect_close(w2, pw, pw_ref, n_in, 0);
+    tower_maxpool_backward(dlrn, dpool, idx, B, C, H, W, K, S);
+    tower_lrn_backward(din, dlrn, in, lrn, scale, B, C, H * W, n, k, a, be);
+    emu_lrn_maxpool_backward(din2, dpool, idx2, in, pw, g);
+    snprintf(w2, sizeof w2, "lrn+pool bwd %s", what);
+    expect_close(w2, din2, din, n_in, 0);
+    free(in), free(dpool), free(lrn), free(scale), free(out), free(dlrn), free(din), free(out2);
+    free(pw), free(pw_ref), free(din2), free(idx), free(idx2);
+}
+
+#define LN TOWER_LRN_N
+#define LT TOWER_K_LRNPOOL_TILE
+Test(cuda_kernels_host, lrn_pool_paper_conv1) { check_lrn_pool(2, 48, 55, 55, LN, PK, PS, LT, 0); }
+Test(cuda_kernels_host, lrn_pool_paper_conv2) { check_lrn_pool(2, 128, 27, 27, LN, PK, PS, LT, 0); }
+/* rows and columns no window covers (their pw still written), non-square, signed inputs */
+Test(cuda_kernels_host, lrn_pool_odd_edges)
+{
+    check_lrn_pool(3, 7, 12, 10, LN, PK, PS, LT, 0);
+    check_lrn_pool(2, 9, 13, 11, LN, PK, PS, LT, 1);
+}
+/* planes larger than a tile: bands of one and of three pooled rows, the last band owning
+ * the rows below the last window */
+Test(cuda_kernels_host, lrn_pool_bands)
+{
+    check_lrn_pool(2, 5, 23, 17, LN, PK, PS, 60, 0);
+    check_lrn_pool(2, 5, 24, 17, LN, PK, PS, 120, 1);
+    check_lrn_pool(1, 3, 70, 71, LN, PK, PS, LT, 0);
+}
+/* fewer channels than the window, one channel, channel groups of 32 with a short last one,
+ * other windows, and tiles of many planes across images */
+Test(cuda_kernels_host, lrn_pool_channels)
+{
+    check_lrn_pool(2, 3, 9, 9, LN, PK, PS, LT, 0);
+    check_lrn_pool(1, 1, 7, 7, LN, PK, PS, LT, 1);
+    check_lrn_pool(2, 37, 9, 9, LN, PK, PS, LT, 0);
+    check_lrn_pool(1, 70, 6, 6, 9, PK, PS, LT, 1);
+    check_lrn_pool(3, 10, 8, 8, 3, PK, PS, LT, 0);
+}
+Test(cuda_kernels_host, lrn_pool_other_windows)
+{
+    check_lrn_pool(2, 6, 8, 10, LN, 2, 2, LT, 0);
+    check_lrn_pool(1, 4, 7, 6, LN, 3, 1, LT, 0);
+    check_lrn_pool(1, 3, 11, 12, LN, 5, 2, LT, 1);
+    check_lrn_pool(2, 4, 11, 10, LN, 2, 3, LT, 0); /* gaps: rows no window covers */
+    check_lrn_pool(2, 4, 11, 10, LN, 2, 3, 30, 0); /* the same in bands */
+}
+/* what the fused kernels refuse: a band of K rows over 48 KiB, 2^31 elements */
+Test(cuda_kernels_host, lrn_pool_refused)
+{
+    tower_k_lrnpool g;
+    cr_assert_eq(tower_k_lrnpool_make(&g, 1, 4, 60, 60, LN, 2, 1e-4f, 0.75f, 3, 2, LT), 0);
+    cr_assert_eq(tower_k_lrnpool_make(&g, 1, 4, 9, 5000, LN, 2, 1e-4f, 0.75f, 3, 2, LT), -1);
+    /* conv1's output per tower, 48 x 55 x 55 an image, passes 2^31 - 1 at batch 14,790 */
+    cr_assert_eq(tower_k_lrnpool_make(&g, 14789, 48, 55, 55, LN, 2, 1e-4f, 0.75f, 3, 2, LT), 0);
+    cr_assert_eq(tower_k_lrnpool_make(&g, 14790, 48, 55, 55, LN, 2, 1e-4f, 0.75f, 3, 2, LT), -1);
+    cr_assert_eq(tower_k_lrnpool_make(&g, 1, 4, 2, 2, LN, 2, 1e-4f, 0.75f, 3, 2, LT), -1);
+}
+
 Test(cuda_kernels_host, dropout)
 {
     size_t n = 1000;

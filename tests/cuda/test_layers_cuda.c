@@ -307,6 +307,97 @@ Test(cuda_layers, maxpool1, .init = setup) { check_pool(0); }
 Test(cuda_layers, maxpool2, .init = setup) { check_pool(1); }
 Test(cuda_layers, maxpool5, .init = setup) { check_pool(4); }
 
+/* ---- LRN then max-pool fused (conv1, conv2 of the paper, and an awkward shape: planes in
+ * bands, 37 channels, inputs of both signs): the fused kernels against the unfused CUDA
+ * kernels bit for bit (pooled output, argmax, input gradient; in * pw against the unfused
+ * LRN's output), and against the CPU within the LRN's tolerance. The CPU's gradient is
+ * taken through the GPU's argmax: where two window values are within the LRN's rounding
+ * of each other the two sides may pick different maxima. */
+static void check_lrn_pool(const char *name, int B, int C, int H, int W, int signed_in)
+{
+    gpu_start();
+    int K = TOWER_POOL_K, S = TOWER_POOL_STRIDE, Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    cr_assert(tower_lrn_maxpool_cuda_fits(B, C, H, W, TOWER_LRN_N, K, S), "%s: not fused", name);
+    float *in = tt_host_alloc(n), *dpool = tt_host_alloc(n_out), *lrn = tt_host_alloc(n),
+          *scale = tt_host_alloc(n), *out = tt_host_alloc(n_out), *dlrn = tt_host_alloc(n),
+          *din = tt_host_alloc(n), *got = tt_host_alloc(n), *pw = tt_host_alloc(n);
+    int32_t *idx = calloc(n_out, sizeof(int32_t)), *gidx = calloc(n_out, sizeof(int32_t)),
+            *fidx = calloc(n_out, sizeof(int32_t));
+    cr_assert(idx && gidx && fidx);
+    tt_fill_normal(in, n, 4200 + (uint64_t)C, 20.0f);
+    if (!signed_in)
+        for (size_t i = 0; i < n; i++) in[i] = in[i] > 0 ? in[i] : 0; /* as after a ReLU */
+    tt_fill_normal(dpool, n_out, 4300 + (uint64_t)C, 1.0f);
+    float *d_in = tt_dev_upload(in, n), *d_dpool = tt_dev_upload(dpool, n_out);
+    float *d_lrn = tt_dev_alloc(sizeof(float) * n), *d_scale = tt_dev_alloc(sizeof(float) * n),
+          *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_dlrn = tt_dev_alloc(sizeof(float) * n),
+          *d_din = tt_dev_alloc(sizeof(float) * n), *d_pw = tt_dev_alloc(sizeof(float) * n),
+          *d_out2 = tt_dev_alloc(sizeof(float) * n_out), *d_din2 = tt_dev_alloc(sizeof(float) * n);
+    int32_t *d_idx = tt_dev_alloc(sizeof(int32_t) * n_out),
+            *d_idx2 = tt_dev_alloc(sizeof(int32_t) * n_out);
+    /* unfused, then fused */
+    tower_lrn_forward_cuda(d_lrn, d_scale, d_in, B, C, H * W, TOWER_LRN_N, k, a, be, stream);
+    tower_maxpool_forward_cuda(d_out, d_idx, d_lrn, B, C, H, W, K, S, stream);
+    tower_maxpool_backward_cuda(d_dlrn, d_dpool, d_idx, B, C, H, W, K, S, stream);
+    tower_lrn_backward_cuda(d_din, d_dlrn, d_in, d_lrn, d_scale, B, C, H * W, TOWER_LRN_N, k, a,
+                            be, stream);
+    tower_lrn_maxpool_forward_cuda(d_out2, d_idx2, d_pw, d_in, B, C, H, W, TOWER_LRN_N, k, a, be,
+                                   K, S, stream);
+    tower_lrn_maxpool_backward_cuda(d_din2, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
+                                    TOWER_LRN_N, k, a, be, K, S, stream);
+    TT_CUDA(cudaStreamSynchronize(stream));
+    /* fused against unfused: bit for bit */
+    tt_dev_download(out, d_out, n_out);
+    check(name2(name, "lrn+pool fused out vs unfused"), d_out2, out, n_out, TOL_EXACT);
+    TT_CUDA(cudaMemcpy(gidx, d_idx, sizeof(int32_t) * n_out, cudaMemcpyDeviceToHost));
+    TT_CUDA(cudaMemcpy(fidx, d_idx2, sizeof(int32_t) * n_out, cudaMemcpyDeviceToHost));
+    size_t differ = 0;
+    for (size_t i = 0; i < n_out; i++) differ += fidx[i] != gidx[i];
+    printf("%-34s %zu of %zu indices differ\n", name2(name, "lrn+pool fused argmax"), differ,
+           n_out);
+    cr_assert_eq(differ, 0, "%s: fused and unfused argmax differ", name);
+    tt_dev_download(lrn, d_lrn, n);
+    tt_dev_download(pw, d_pw, n);
+    for (size_t i = 0; i < n; i++) got[i] = in[i] * pw[i]; /* the product forward pooled */
+    cr_assert(tt_compare(name2(name, "lrn+pool in * pw vs unfused lrn"), got, lrn, n, TOL_EXACT),
+              "%s: in * pw is not the unfused LRN's output", name);
+    tt_dev_download(din, d_din, n);
+    check(name2(name, "lrn+pool fused din vs unfused"), d_din2, din, n, TOL_EXACT);
+    /* against the CPU (its backward through the GPU's argmax) */
+    tower_lrn_forward(lrn, scale, in, B, C, H * W, TOWER_LRN_N, k, a, be);
+    tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
+    differ = 0;
+    for (size_t i = 0; i < n_out; i++) differ += fidx[i] != idx[i];
+    printf("%-34s %zu of %zu indices differ from the CPU's\n", name2(name, "lrn+pool argmax"),
+           differ, n_out);
+    check(name2(name, "lrn+pool fused out vs cpu"), d_out2, out, n_out, TOL_LRN);
+    for (size_t i = 0; i < n; i++) pw[i] = powf(scale[i], -be);
+    check(name2(name, "lrn+pool fused pw vs cpu"), d_pw, pw, n, TOL_LRN);
+    tower_maxpool_backward(dlrn, dpool, fidx, B, C, H, W, K, S);
+    tower_lrn_backward(din, dlrn, in, lrn, scale, B, C, H * W, TOWER_LRN_N, k, a, be);
+    check(name2(name, "lrn+pool fused din vs cpu"), d_din2, din, n, TOL_LRN);
+    gpu_stop();
+    cudaFree(d_in), cudaFree(d_dpool), cudaFree(d_lrn), cudaFree(d_scale), cudaFree(d_out);
+    cudaFree(d_dlrn), cudaFree(d_din), cudaFree(d_pw), cudaFree(d_out2), cudaFree(d_din2);
+    cudaFree(d_idx), cudaFree(d_idx2);
+    free(in), free(dpool), free(lrn), free(scale), free(out), free(dlrn), free(din), free(got);
+    free(pw), free(idx), free(gidx), free(fidx);
+}
+
+Test(cuda_layers, lrn_pool1, .init = setup)
+{
+    const tower_layer_shape *L = &plan.layer[0];
+    check_lrn_pool("conv1", BATCH, L->out_ch, L->out_h, L->out_h, 0);
+}
+Test(cuda_layers, lrn_pool2, .init = setup)
+{
+    const tower_layer_shape *L = &plan.layer[1];
+    check_lrn_pool("conv2", BATCH, L->out_ch, L->out_h, L->out_h, 0);
+}
+Test(cuda_layers, lrn_pool_awkward, .init = setup) { check_lrn_pool("70x71", 2, 37, 70, 71, 1); }
+
 /* ---- dropout at fc6's size: the same counter-based mask on both sides --------------- */
 Test(cuda_layers, dropout, .init = setup)
 {

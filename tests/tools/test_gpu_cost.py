@@ -4,8 +4,9 @@ the shapes it computes are summary's, that every CUDA object embeds PTX, that -l
 changes no instruction, that every kernel of the build is counted (a finite, positive
 instruction count, the 64-bit count no smaller) and every kernel of the step model is in
 the build, that every layer of the step and every precision has a finite predicted time,
-and that the report names what it counted from and marks itself predicted. No timing and
-no particular number is asserted. Exit 77 (skip) without nvcc or a CUDA build."""
+that the step before the fused LRN + max-pool is predicted beside it, and that the report
+names what it counted from and marks itself predicted. No timing and no particular number
+is asserted. Exit 77 (skip) without nvcc or a CUDA build."""
 import json
 import math
 import os
@@ -44,9 +45,13 @@ if r.returncode == 0:
               f"{name}: instructions {k['instructions']}")
         check(k["instructions_64bit"] >= k["instructions"], f"{name}: 64-bit count below")
     check(not j["missing"], f"kernels of the step model missing from the build: {j['missing']}")
-    for name in ("im2col_chunk_kernel", "col2im_chunk_kernel", "lrn_forward_kernel",
-                 "maxpool_forward_kernel", "sgd_arena_kernel", "augment_kernel"):
+    for name in ("im2col_chunk_kernel", "col2im_chunk_kernel", "lrn_maxpool_forward_kernel",
+                 "lrn_maxpool_backward_kernel", "maxpool_forward_kernel", "sgd_arena_kernel",
+                 "augment_kernel"):
         check(j["kernels"].get(name, {}).get("in_step"), f"{name} is in the step model")
+    for name in ("lrn_forward_kernel", "lrn_backward_kernel"):  # counted, not in the step
+        check(name in j["kernels"] and not j["kernels"][name]["in_step"],
+              f"{name}: counted, and not in the fused step")
     want = ["data", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss",
             "update"]
     check(list(j["layers"]) == want, f"layers {list(j['layers'])}")
@@ -61,6 +66,10 @@ if r.returncode == 0:
               f"predicted {p}: {v}")
     check(j["predicted"]["tf32"]["step_ms"] <= j["predicted"]["fp32"]["step_ms"],
           "TF32 no slower than FP32")
+    for p, v in j["predicted"].items():  # the step before the fused LRN + max-pool beside it
+        u = v.get("unfused_step_ms")
+        check(isinstance(u, float) and math.isfinite(u) and u > 0, f"{p}: unfused step {u}")
+    check("before, LRN and max-pool unfused" in text, "the unfused step beside the fused")
     check("35000 images/s" in text, "the target beside the prediction")
 print(f"test_gpu_cost: {len(fails)} failed" if fails else "test_gpu_cost: all checks passed")
 sys.exit(1 if fails else 0)

@@ -552,10 +552,12 @@ def _loop_cost(lp, trips, srcdir, mode, used):
     """Instructions of one iteration of machine loop lp, its nested source loops at their
     trip counts. trips: [(regex on the source line of a loop's back edge, iterations)].
     A nested source loop costs: its setup and remainder code (this loop's instructions on
-    the nested loop's source lines) and its machine loops. With a machine loop of step 1
-    among them (a remainder loop), the setup runs once and the cheapest per-iteration
-    loop takes every iteration; otherwise the remainder code holds u - 1 iterations
-    straight-line and runs T mod u of them, the unrolled loop floor(T / u) times."""
+    the nested loop's source lines) and its machine loops. Machine loops that are versions
+    of the source loop (none unrolled, or holding different nested loops) cost the
+    costliest. Else, with a machine loop of step 1 among them (a remainder loop), the
+    setup runs once and the cheapest per-iteration loop takes every iteration; otherwise
+    the remainder code holds u - 1 iterations straight-line and runs T mod u of them, the
+    unrolled loop floor(T / u) times."""
     k = mode
     groups = {}
     for c in lp.children:  # machine loops of one source loop are alternatives
@@ -583,7 +585,15 @@ def _loop_cost(lp, trips, srcdir, mode, used):
             used.add("?" + text)
         costs = [(_loop_cost(c, trips, srcdir, mode, used), max(1, c.unroll // step))
                  for c in alts]
-        if any(u == 1 for _, u in costs):
+        nested = {frozenset(g.line for g in c.children) for c in alts}
+        if len(costs) > 1 and (len(nested) > 1 or all(u == 1 for _, u in costs)):
+            # versions of one loop rather than an unrolled loop and its remainder (which
+            # hold the same nested loops, one of them unrolled): nvcc specialised the loop
+            # on a value fixed for it (an inner loop that might be empty, whose work it
+            # then hoists or drops). The costliest per iteration, as for the grid-stride
+            # loop's versions.
+            own += rest[line] + n * max(c / u for c, u in costs)
+        elif any(u == 1 for _, u in costs):
             own += rest[line] + n * min(c / u for c, u in costs)
         else:
             c, u = min(costs, key=lambda cu: cu[0] / cu[1])

@@ -43,6 +43,9 @@ import model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TARGET_IMAGES_PER_S = 35000.0
+# kernels with one block per tile (no grid-stride loop, loops over the tile's elements):
+# their instructions per element are reported from the launch's total
+TILED = ("lrn_maxpool_forward_kernel", "lrn_maxpool_backward_kernel")
 
 
 def cache_dir():
@@ -187,6 +190,11 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     P, ops = model.step_ops(batch=batch)
     results = {p: predict(kernels, ops, dev, p) for p in model.PRECISIONS}
     res32, cache = results["fp32"]
+    # the same step with LRN and max-pool as the two kernels each way they were before
+    # (both still in the build: they run where a row has only one of the two)
+    _, ops_unfused = model.step_ops(batch=batch, fused=False)
+    unfused = {p: sum(t for _, t, _, _ in predict(kernels, ops_unfused, dev, p)[0])
+               for p in model.PRECISIONS}
     w = out.write
     w("twotower: predicted cost of one training step on one GPU: PREDICTED, not measured\n")
     w(f"net alexnet2012, 2 towers on one GPU, batch {batch}, 224x224, --conv gemm; "
@@ -225,7 +233,8 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
       "32-bit division arms (the arms these sizes take); +thread: the instructions outside "
       "it, once per thread (one element per thread at these sizes); 64-bit: instr/elem with "
       "every division site on the 64-bit subroutine; divs: those sites; * per thread "
-      "(no grid-stride loop)\n")
+      "(no grid-stride loop); t: a block-per-tile kernel, its warps' instructions x 32 over "
+      "its elements (idle lanes included)\n")
     w(f"{'kernel':29s} {'instr/elem':>10s} {'+thread':>7s} {'64-bit':>6s} {'divs':>4s} "
       f"{'launch':>6s} {'elements':>9s} {'MB':>7s} {'issue ms':>8s} {'xu ms':>6s} "
       f"{'mem ms':>7s} {'flop ms':>7s} {'pred ms':>8s} {'x bound':>7s}\n")
@@ -236,7 +245,11 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
         if k is not None:
             vals = [v for (nm, _), v in cache.items() if nm == name]
             el = bool(k.element_loops(ROOT))
-            if vals:
+            if vals and name in TILED:
+                # per element: every launch's warp-instructions x 32 over its elements
+                per = f"{r['warp_instrs'] * 32 / r['n']:.0f}t"
+                per64 = f"{r['warp_instrs'] * 32 / r['n']:.0f}"
+            elif vals:
                 per = f"{max(v[0][0] if el else v[0][1] for v in vals):.0f}" + ("" if el else "*")
                 pro = f"{max(v[0][1] for v in vals):.0f}" if el else "-"
                 per64 = f"{max(v[1][0] if el else v[1][1] for v in vals):.0f}"
@@ -320,6 +333,13 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
             if p == "bf16" else ""
         w(f"  {p}: {t * 1e3:7.2f} ms/step, {ips:7.0f} images/s, {ips / TARGET_IMAGES_PER_S:5.1%}"
           f" of the target{note}\n")
+        summary[p]["unfused_step_ms"] = unfused[p] * 1e3
+        summary[p]["unfused_images_per_s"] = batch / unfused[p]
+    w("  before, LRN and max-pool unfused (lrn_forward_kernel + maxpool_forward_kernel, "
+      "maxpool_backward_kernel + lrn_backward_kernel at conv1 and conv2): " +
+      ", ".join(f"{p} {unfused[p] * 1e3:.2f} ms/step ({batch / unfused[p]:.0f} images/s)"
+                for p in ("fp32", "tf32")) + "; fused: " +
+      ", ".join(f"{p} {totals[p] * 1e3:.2f}" for p in ("fp32", "tf32")) + " ms/step\n")
     if measured and isinstance(measured.get("images_per_s"), (int, float)):
         w(f"  measured (bench.json): {measured['images_per_s']:.0f} images/s, "
           f"{measured.get('ms_per_step', float('nan')):.2f} ms/step\n")

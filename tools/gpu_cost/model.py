@@ -134,8 +134,8 @@ def _gemm(layer, phase, m, n, k, beta):
               mnk=(m, n, k))
 
 
-def _lrn_trips(C):
-    half = LRN_N // 2
+def _lrn_trips(C, n=LRN_N):
+    half = n // 2
     tot = sum(min(C - 1, c + half) - max(0, c - half) + 1 for c in range(C))
     return [(r"for \(int j = lo; j <= hi", tot / C)]
 
@@ -163,7 +163,83 @@ def _pool_bwd_trips(H, K, S, Ho):
         o1 = min(h // S, Ho - 1)
         return max(0, o1 - o0 + 1)
     avg = sum(windows(h) for h in range(H)) / H
-    return [(r"for \(int oh = oh0", avg), (r"for \(int ow = ow0", avg)]
+    return [(r"for \(int oh = v\.oh0", avg), (r"for \(int ow = v\.ow0", avg)]
+
+
+# ---- the fused LRN + max-pool kernels (kernels.h, tower_k_lrnpool_make) -------------------
+
+LRNPOOL_P, LRNPOOL_LANES, LRNPOOL_G = 32, 8, 32   # TOWER_K_LRNPOOL_P, _LANES, _G
+LRNPOOL_TILE = 4096                               # TOWER_K_LRNPOOL_TILE
+
+
+def _warp_iters(n, block, stride):
+    """Average over a block's warps of the iterations of `for (e = tid; e < n; e += stride)`
+    (the warp runs while its first lane does)."""
+    warps = block // 32
+    return sum(max(0, -(-(n - 32 * w) // stride)) for w in range(warps)) / warps
+
+
+def _band_rows(band, R, bands, H, Ho, K, S):
+    oh0 = band * R
+    noh = min(R, Ho - oh0)
+    own_end = H if band == bands - 1 else (oh0 + R) * S
+    win_end = (oh0 + noh - 1) * S + K
+    return max(own_end, win_end) - oh0 * S, noh
+
+
+def lrnpool_forward(B, C, H, K, S, n=LRN_N):
+    """The fused forward's launch: (threads, trips) for a (B, C, H, H) input."""
+    Ho = (H - K) // S + 1
+    R, np_ = Ho, 1
+    if H * H > LRNPOOL_TILE:
+        R = min(Ho, max(1, (LRNPOOL_TILE // H - K) // S + 1))
+    else:
+        np_ = min(B * C, LRNPOOL_TILE // (H * H))
+    bands = -(-Ho // R)
+    ptiles = -(-(B * C) // np_)
+    tiles = ptiles * bands
+    blocks = max(1, min(tiles, BLOCK_CAP))
+    # phase 1 and phase 2 iterations of a warp per tile: the tiles of np_ planes, the
+    # last with what is left, every band
+    def iters(planes):
+        e = o = 0.0
+        for band in range(bands):
+            rows, noh = _band_rows(band, R, bands, H, Ho, K, S)
+            e += _warp_iters(planes * rows * H, THREADS, THREADS)
+            o += _warp_iters(planes * noh * Ho, THREADS, THREADS)
+        return e, o
+    last = B * C - (ptiles - 1) * np_
+    (e_full, o_full), (e_last, o_last) = iters(np_), iters(last)
+    e = (e_full * (ptiles - 1) + e_last) / tiles
+    o = (o_full * (ptiles - 1) + o_last) / tiles
+    trips = [(r"FOR_EACH_TILE\(t, g\.fwd_tiles", tiles / blocks),
+             (r"FOR_EACH_IN_TILE\(e,", e, THREADS), (r"FOR_EACH_IN_TILE\(o,", o, THREADS),
+             (r"for \(int kh = 0; kh < K", K), (r"for \(int kw = 0; kw < K", K)]
+    return blocks * THREADS, trips + _lrn_trips(C, n)
+
+
+def lrnpool_backward(B, C, H, K, S, n=LRN_N):
+    """The fused backward's launch: (threads, trips)."""
+    half = n // 2
+    Ho = (H - K) // S + 1
+    G = min(C, LRNPOOL_G)
+    groups = -(-C // G)
+    ptiles = -(-(H * H) // LRNPOOL_P)
+    tiles = B * groups * ptiles
+    blocks = max(1, min(tiles, BLOCK_CAP))
+    terms = outs = 0.0
+    for g in range(groups):
+        c0, c1 = g * G, min(C, g * G + G)
+        nj = min(C - 1, c1 - 1 + half) - max(0, c0 - half) + 1
+        terms += sum(max(0, -(-(nj - y) // LRNPOOL_LANES)) for y in range(LRNPOOL_LANES))
+        outs += sum(max(0, -(-(c1 - c0 - y) // LRNPOOL_LANES)) for y in range(LRNPOOL_LANES))
+    terms /= groups * LRNPOOL_LANES
+    outs /= groups * LRNPOOL_LANES
+    trips = [(r"FOR_EACH_TILE\(t, g\.bwd_tiles", tiles / blocks),
+             (r"for \(int jj = \(int\)threadIdx\.y", terms, LRNPOOL_LANES),
+             (r"for \(int c = v\.c0 \+ \(int\)threadIdx\.y", outs, LRNPOOL_LANES)]
+    return (blocks * LRNPOOL_P * LRNPOOL_LANES,
+            trips + _pool_bwd_trips(H, K, S, Ho) + _lrn_trips(C, n))
 
 
 def _exchange(ops, layer, phase, count, towers, reduce):
@@ -180,8 +256,10 @@ def _exchange(ops, layer, phase, count, towers, reduce):
         ops.append(Op(layer, phase, "event", "cudaEventRecord/StreamWaitEvent"))
 
 
-def step_ops(batch=128, size=224, towers=2, classes=1000):
-    """Every GPU operation of one training step, both towers on one GPU."""
+def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True):
+    """Every GPU operation of one training step, both towers on one GPU. fused: LRN and
+    the max-pool after it as one kernel each way (the code); False: the two kernels each
+    way that ran before (and still run where a row has only one of them)."""
     P = plan(size, towers, classes)
     B, ops = batch, []
     vt = classes // towers
@@ -206,7 +284,7 @@ def step_ops(batch=128, size=224, towers=2, classes=1000):
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=False)
         for t in range(towers):
-            ops += _layer_forward(L, B)
+            ops += _layer_forward(L, B, fused)
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
     for t in range(towers):
         V = vt * towers
@@ -223,7 +301,7 @@ def step_ops(batch=128, size=224, towers=2, classes=1000):
     for l in range(len(P) - 1, -1, -1):
         L = P[l]
         for t in range(towers):
-            ops += _layer_backward(L, B, first=(l == 0))
+            ops += _layer_backward(L, B, first=(l == 0), fused=fused)
         if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=True)
@@ -232,7 +310,7 @@ def step_ops(batch=128, size=224, towers=2, classes=1000):
     return P, ops
 
 
-def _layer_forward(L, B):
+def _layer_forward(L, B, fused=True):
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.kind == "conv":
         HWo, CKK = L.out_h * L.out_h, L.in_ch * L.k * L.k
@@ -254,10 +332,16 @@ def _layer_forward(L, B):
                               4.0 * (2 * B * L.out_ch + L.out_ch)))
         if L.relu:
             ops.append(_k(L.name, "fwd", "relu_forward_kernel", act, 8.0 * act))
-    if L.lrn:
+    if L.lrn and L.pool and fused:
+        # reads in, writes pw (s^-beta), the pooled output and its argmax
+        npool = B * L.out_ch * L.final_h * L.final_h
+        threads, trips = lrnpool_forward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
+        ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_kernel", act,
+                      4.0 * (2 * act + 2 * npool), trips, threads=threads))
+    elif L.lrn:
         ops.append(_k(L.name, "fwd", "lrn_forward_kernel", act, 12.0 * act,
                       _lrn_trips(L.out_ch)))
-    if L.pool:
+    if L.pool and not (L.lrn and fused):
         npool = B * L.out_ch * L.final_h * L.final_h
         ops.append(_k(L.name, "fwd", "maxpool_forward_kernel", npool,
                       4.0 * (act + 2 * npool),
@@ -267,15 +351,21 @@ def _layer_forward(L, B):
     return ops
 
 
-def _layer_backward(L, B, first):
+def _layer_backward(L, B, first, fused=True):
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.drop:
         ops.append(_k(L.name, "bwd", "dropout_backward_kernel", act, 8.0 * act))
-    if L.pool:
+    if L.lrn and L.pool and fused:
+        # reads the pooled gradient, idx, in and pw; writes din
+        npool = B * L.out_ch * L.final_h * L.final_h
+        threads, trips = lrnpool_backward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
+        ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_kernel", act,
+                      4.0 * (3 * act + 2 * npool), trips, threads=threads))
+    elif L.pool:
         npool = B * L.out_ch * L.final_h * L.final_h
         ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", act,
                       4.0 * (act + 2 * npool), _pool_bwd_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
-    if L.lrn:
+    if L.lrn and not (L.pool and fused):
         ops.append(_k(L.name, "bwd", "lrn_backward_kernel", act, 20.0 * act,
                       _lrn_trips(L.out_ch)))
     if L.kind == "conv":

@@ -283,6 +283,24 @@ BASE_HD float tower_k_fc_bias_grad(const float *dout, float start, int o, int B,
 
 /* ---- local response normalisation over channels; in, out, scale (B, C, HW) -------- */
 
+/* The channels lo..hi (0-based, inclusive) of the window around channel c of C. */
+BASE_HD int tower_k_lrn_lo(int c, int half) { return c - half < 0 ? 0 : c - half; }
+BASE_HD int tower_k_lrn_hi(int c, int half, int C) { return c + half > C - 1 ? C - 1 : c + half; }
+
+/* k + alpha * the sum of squares of channels lo..hi at one position, in channel order:
+ * x[base] is the position's channel 0, hw the channel stride. The fused kernels
+ * recompute it with these same operations, so it is bit for bit what forward stored. */
+BASE_HD float tower_k_lrn_denom(const float *x, uint32_t base, uint32_t hw, int lo, int hi,
+                                float k, float alpha)
+{
+    float sum = 0.0f;
+    for (int j = lo; j <= hi; j++) {
+        float xj = x[base + (uint32_t)j * hw];
+        sum += xj * xj;
+    }
+    return k + alpha * sum;
+}
+
 /* Element i: writes scale[i] = k + alpha * sum of squares over the n channels around c
  * (in channel order) and returns out[i] = in[i] * scale^-beta. */
 BASE_HD float tower_k_lrn_forward(float *scale, const float *in, uint32_t i, tower_k_div C,
@@ -290,15 +308,18 @@ BASE_HD float tower_k_lrn_forward(float *scale, const float *in, uint32_t i, tow
 {
     int c = (int)tower_k_channel(i, C, HW), nc = (int)C.d;
     uint32_t base = i - (uint32_t)c * HW.d; /* element (b, 0, p) */
-    int lo = c - half < 0 ? 0 : c - half, hi = c + half > nc - 1 ? nc - 1 : c + half;
-    float sum = 0.0f;
-    for (int j = lo; j <= hi; j++) {
-        float xj = in[base + (uint32_t)j * HW.d];
-        sum += xj * xj;
-    }
-    float s = k + alpha * sum;
+    float s = tower_k_lrn_denom(in, base, HW.d, tower_k_lrn_lo(c, half),
+                                tower_k_lrn_hi(c, half, nc), k, alpha);
     scale[i] = s;
     return in[i] * powf(s, -beta);
+}
+
+/* The input gradient at one element from its output gradient, s^-beta, its input and acc,
+ * the sum of dout out / s over its window: shared by the unfused and fused backward. */
+BASE_HD float tower_k_lrn_din(float dout, float pw, float in, float acc, float alpha,
+                              float beta)
+{
+    return dout * pw - 2.0f * alpha * beta * in * acc;
 }
 
 /* din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_{|i-m| <= n/2} dout[i] out[i] / s[i] */
@@ -308,13 +329,13 @@ BASE_HD float tower_k_lrn_backward(const float *dout, const float *in, const flo
 {
     int c = (int)tower_k_channel(i, C, HW), nc = (int)C.d;
     uint32_t base = i - (uint32_t)c * HW.d;
-    int lo = c - half < 0 ? 0 : c - half, hi = c + half > nc - 1 ? nc - 1 : c + half;
+    int lo = tower_k_lrn_lo(c, half), hi = tower_k_lrn_hi(c, half, nc);
     float acc = 0.0f;
     for (int j = lo; j <= hi; j++) {
         uint32_t q = base + (uint32_t)j * HW.d;
         acc += dout[q] * out[q] / scale[q];
     }
-    return dout[i] * powf(scale[i], -beta) - 2.0f * alpha * beta * in[i] * acc;
+    return tower_k_lrn_din(dout[i], powf(scale[i], -beta), in[i], acc, alpha, beta);
 }
 
 /* ---- overlapping max-pool, no padding; in (B, C, H, W), out/idx (B, C, Ho, Wo) ------ */
@@ -340,6 +361,19 @@ BASE_HD tower_k_pool tower_k_pool_make(int H, int W, int K, int S)
     return g;
 }
 
+/* The first maximum (strict >) of the K x K window at (top, left) of x (rows of W
+ * floats), scanned row-major: its offset in x. */
+BASE_HD int tower_k_pool_argmax(const float *x, int W, int K, int top, int left)
+{
+    int best = top * W + left;
+    for (int kh = 0; kh < K; kh++)
+        for (int kw = 0; kw < K; kw++) {
+            int j = (top + kh) * W + left + kw;
+            if (x[j] > x[best]) best = j;
+        }
+    return best;
+}
+
 /* Output element i: the window scanned row-major keeping the first maximum (strict >);
  * *best gets its flat index h * W + w within the plane. */
 BASE_HD float tower_k_maxpool_forward(const float *in, uint32_t i, tower_k_pool g,
@@ -347,16 +381,44 @@ BASE_HD float tower_k_maxpool_forward(const float *in, uint32_t i, tower_k_pool 
 {
     uint32_t t = tower_k_quo(g.wo, i), bc = tower_k_quo(g.ho, t);
     int ow = (int)(i - t * g.wo.d), oh = (int)(t - bc * g.ho.d);
-    int W = g.W, K = g.K, S = g.S;
     const float *x = in + bc * g.h.d * g.w.d;
-    int best = (oh * S) * W + ow * S;
-    for (int kh = 0; kh < K; kh++)
-        for (int kw = 0; kw < K; kw++) {
-            int j = (oh * S + kh) * W + ow * S + kw;
-            if (x[j] > x[best]) best = j;
-        }
+    int best = tower_k_pool_argmax(x, g.W, g.K, oh * g.S, ow * g.S);
     *best_out = best;
     return x[best];
+}
+
+/* The windows [oh0, oh1] x [ow0, ow1] that contain input (h, w) of a plane, and its flat
+ * index me = h * W + w (what a window's argmax is compared with). */
+typedef struct {
+    int oh0, oh1, ow0, ow1, me;
+} tower_k_pool_win;
+
+BASE_HD tower_k_pool_win tower_k_pool_windows(int h, int w, tower_k_pool g)
+{
+    /* windows oh with oh*S <= h <= oh*S + K - 1: oh1 = h / S and below it those with
+     * (oh1 - oh)*S <= K - 1 - (h - oh1*S), as for tower_k_taps_at */
+    tower_k_pool_win v;
+    int oh1 = (int)tower_k_quo(g.s, (uint32_t)h), ow1 = (int)tower_k_quo(g.s, (uint32_t)w);
+    int oh0 = oh1 - (g.kq - (h - oh1 * g.S > g.kr));
+    int ow0 = ow1 - (g.kq - (w - ow1 * g.S > g.kr));
+    v.oh0 = oh0 < 0 ? 0 : oh0;
+    v.ow0 = ow0 < 0 ? 0 : ow0;
+    v.oh1 = oh1 > g.Ho - 1 ? g.Ho - 1 : oh1;
+    v.ow1 = ow1 > g.Wo - 1 ? g.Wo - 1 : ow1;
+    v.me = h * g.W + w;
+    return v;
+}
+
+/* The sum, in (oh, ow) order, of the pooled gradient gr of the windows v whose recorded
+ * maximum (ix) is v.me; gr and ix: one plane (Ho, Wo). */
+BASE_HD float tower_k_pool_gather(const float *gr, const int32_t *ix, tower_k_pool_win v,
+                                  int Wo)
+{
+    float sum = 0.0f;
+    for (int oh = v.oh0; oh <= v.oh1; oh++)
+        for (int ow = v.ow0; ow <= v.ow1; ow++)
+            if (ix[oh * Wo + ow] == v.me) sum += gr[oh * Wo + ow];
+    return sum;
 }
 
 /* Input element i: the sum, in (oh, ow) order, of the dout of the windows whose recorded
@@ -366,24 +428,227 @@ BASE_HD float tower_k_maxpool_backward(const float *dout, const int32_t *idx, ui
 {
     uint32_t t = tower_k_quo(g.w, i), bc = tower_k_quo(g.h, t);
     int w = (int)(i - t * g.w.d), h = (int)(t - bc * g.h.d);
-    int Wo = g.Wo;
-    const float *gr = dout + bc * g.ho.d * g.wo.d;
-    const int32_t *ix = idx + bc * g.ho.d * g.wo.d;
-    /* windows oh with oh*S <= h <= oh*S + K - 1: oh1 = h / S and below it those with
-     * (oh1 - oh)*S <= K - 1 - (h - oh1*S), as for tower_k_taps_at */
-    int oh1 = (int)tower_k_quo(g.s, (uint32_t)h), ow1 = (int)tower_k_quo(g.s, (uint32_t)w);
-    int oh0 = oh1 - (g.kq - (h - oh1 * g.S > g.kr));
-    int ow0 = ow1 - (g.kq - (w - ow1 * g.S > g.kr));
-    if (oh0 < 0) oh0 = 0;
-    if (ow0 < 0) ow0 = 0;
-    if (oh1 > g.Ho - 1) oh1 = g.Ho - 1;
-    if (ow1 > Wo - 1) ow1 = Wo - 1;
-    int me = h * g.W + w;
-    float sum = 0.0f;
-    for (int oh = oh0; oh <= oh1; oh++)
-        for (int ow = ow0; ow <= ow1; ow++)
-            if (ix[oh * Wo + ow] == me) sum += gr[oh * Wo + ow];
-    return sum;
+    uint32_t plane = bc * g.ho.d * g.wo.d;
+    return tower_k_pool_gather(dout + plane, idx + plane, tower_k_pool_windows(h, w, g), g.Wo);
+}
+
+/* ---- LRN then max-pool, fused: one pass forward, one backward ------------------------
+ * Where a row has LRN followed by max pooling (the paper's conv1 and conv2), the GPU runs
+ * both stages as one kernel each way; in (the LRN's input: the ReLU's output) and din are
+ * (B, C, H, W), out, dout, idx (B, C, Ho, Wo), pw (B, C, H, W). Kept for backward: the
+ * pooled output and its argmax idx (as unfused) and pw = s^-beta, s = k + alpha * the
+ * window's sum of squares. Neither s nor the LRN's output is stored: backward recomputes
+ * s from in with the forward's operations (tower_k_lrn_denom) and the output as in * pw,
+ * the one rounded product forward pooled, so every value is bit for bit the unfused one.
+ *
+ * Forward: a tile is np whole planes (consecutive in (b, c) order; as many as fit in
+ * TOWER_K_LRNPOOL_TILE floats, so that small planes give a block enough work) or, for a
+ * plane larger than that, a band of R pooled rows of one plane. Its block computes the LRN
+ * of the input rows the tile's windows cover (all W columns) into shared memory, one
+ * thread per element, writing pw for the rows the tile owns (a band: [oh0*S, (oh0+R)*S),
+ * the last band down to H, so every element's pw is written once, uncovered rows
+ * included), then pools its windows from shared memory, one thread per output.
+ * Backward: a tile is G output channels [c0, c1) x P positions of one image's planes. Its
+ * block first computes, for the channels jlo..jhi whose terms those outputs read (G plus
+ * the window's half on each side), the pooled gradient dl gathered through the argmax
+ * (tower_k_pool_gather) and the LRN term dl * out / s, into shared memory; then each
+ * output sums its window's terms in channel order (tower_k_lrn_din). A channel's term is
+ * so computed once per tile, not once per output that reads it. */
+
+#define TOWER_K_LRNPOOL_P 32         /* backward: positions per tile (threadIdx.x) */
+#define TOWER_K_LRNPOOL_LANES 8      /* backward: channel lanes (threadIdx.y) */
+#define TOWER_K_LRNPOOL_G 32         /* backward: output channels per tile */
+#define TOWER_K_LRNPOOL_TILE 4096    /* forward: floats a tile should stay within */
+#define TOWER_K_LRNPOOL_SHARED 12288 /* floats of shared memory a block may use (48 KiB) */
+
+typedef struct {
+    int C, half;                /* channels; the LRN window n = 2 half + 1 */
+    float k, alpha, beta;
+    tower_k_pool p;             /* the (H, W) -> (Ho, Wo) pooling */
+    tower_k_div hw, c, howo;    /* H*W, C, Ho*Wo */
+    uint32_t planes;            /* B * C */
+    int np;                     /* forward: planes per tile (1 when bands > 1) */
+    int R;                      /* forward: pooled rows per band (Ho when one band) */
+    tower_k_div bands;          /* forward: bands per plane */
+    int tile_floats;            /* forward: shared memory of the largest tile, floats */
+    uint32_t fwd_tiles;         /* ceil(B * C / np) * bands */
+    int G, nj_max;              /* backward: output channels per tile; channels whose terms a
+                                   tile holds at most (shared: 2 * nj_max * P floats) */
+    tower_k_div groups, ptiles; /* backward: channel groups per image, position tiles per
+                                   plane */
+    uint32_t bwd_tiles;         /* B * groups * ptiles */
+} tower_k_lrnpool;
+
+/* The input rows [h0, h0 + rows) band `band` of R pooled rows holds: its windows' rows and
+ * the rows it owns (whose pw it writes); *own: how many of them it owns. */
+BASE_HD int tower_k_lrnpool_band_rows(int band, int R, int bands, tower_k_pool p, int *own)
+{
+    int oh0 = band * R, noh = p.Ho - oh0 < R ? p.Ho - oh0 : R, h0 = oh0 * p.S;
+    int own_end = band == bands - 1 ? p.H : (oh0 + R) * p.S;
+    int win_end = (oh0 + noh - 1) * p.S + p.K;
+    *own = own_end - h0;
+    return (own_end > win_end ? own_end : win_end) - h0;
+}
+
+/* Fills g for a (B, C, H, W) tensor, LRN window n (odd), pooling K:S; tile_floats: the
+ * forward tile's target size (TOWER_K_LRNPOOL_TILE; smaller in tests, for many bands).
+ * Returns 0, or -1 when the fused kernels do not take this shape (a band of one pooled row
+ * or a backward tile wider than TOWER_K_LRNPOOL_SHARED floats, or 2^31 elements or more):
+ * the unfused kernels then run. */
+BASE_HD int tower_k_lrnpool_make(tower_k_lrnpool *g, int B, int C, int H, int W, int n,
+                                 float k, float alpha, float beta, int K, int S,
+                                 int tile_floats)
+{
+    g->C = C, g->half = n / 2, g->k = k, g->alpha = alpha, g->beta = beta;
+    g->p = tower_k_pool_make(H, W, K, S);
+    g->hw = tower_k_div_of((uint32_t)H * (uint32_t)W);
+    g->c = tower_k_div_of((uint32_t)C);
+    int Ho = g->p.Ho, R = Ho, np = 1;
+    if (B < 1 || C < 1 || H < K || W < K || S < 1 || !tower_k_fits32((size_t)B * C * H * W))
+        return -1;
+    g->howo = tower_k_div_of((uint32_t)Ho * (uint32_t)g->p.Wo);
+    g->planes = (uint32_t)B * (uint32_t)C;
+    size_t hw = (size_t)H * W;
+    if (hw > (size_t)tile_floats) { /* bands whose windows' rows fit in tile_floats */
+        R = (tile_floats / W - K) / S + 1;
+        R = R < 1 ? 1 : R > Ho ? Ho : R;
+    } else { /* whole planes, as many as fit */
+        np = (int)((size_t)tile_floats / hw);
+        np = (uint32_t)np > g->planes ? (int)g->planes : np;
+    }
+    int bands = (Ho + R - 1) / R, rows = 0, own;
+    for (int b = 0; b < bands; b++) {
+        int r = tower_k_lrnpool_band_rows(b, R, bands, g->p, &own);
+        rows = r > rows ? r : rows;
+    }
+    g->np = np;
+    g->R = R;
+    g->bands = tower_k_div_of((uint32_t)bands);
+    g->tile_floats = np * rows * W;
+    g->fwd_tiles = (g->planes + (uint32_t)np - 1) / (uint32_t)np * (uint32_t)bands;
+    int G = C < TOWER_K_LRNPOOL_G ? C : TOWER_K_LRNPOOL_G, groups = (C + G - 1) / G;
+    int ptiles = (int)((hw + TOWER_K_LRNPOOL_P - 1) / TOWER_K_LRNPOOL_P);
+    g->G = G;
+    g->nj_max = G + 2 * g->half < C ? G + 2 * g->half : C;
+    g->groups = tower_k_div_of((uint32_t)groups);
+    g->ptiles = tower_k_div_of((uint32_t)ptiles);
+    g->bwd_tiles = (uint32_t)((size_t)B * groups * ptiles);
+    return g->tile_floats <= TOWER_K_LRNPOOL_SHARED &&
+                   2 * g->nj_max * TOWER_K_LRNPOOL_P <= TOWER_K_LRNPOOL_SHARED
+               ? 0
+               : -1;
+}
+
+/* Forward tile t: planes [plane0, plane0 + np) (np = 1 for a band), pooled rows
+ * [oh0, oh0 + noh) of each, input rows [h0, h0 + rows) of each in shared memory (planes
+ * HW floats apart: np > 1 only when rows = H), of which the first `own` are the tile's to
+ * write pw for. */
+typedef struct {
+    uint32_t plane0;
+    int np, oh0, noh, h0, rows, own;
+} tower_k_lrnpool_ftile;
+
+BASE_HD tower_k_lrnpool_ftile tower_k_lrnpool_ftile_at(uint32_t t, tower_k_lrnpool g)
+{
+    tower_k_lrnpool_ftile f;
+    uint32_t pt = tower_k_quo(g.bands, t);
+    int band = (int)(t - pt * g.bands.d);
+    f.plane0 = pt * (uint32_t)g.np;
+    f.np = g.planes - f.plane0 < (uint32_t)g.np ? (int)(g.planes - f.plane0) : g.np;
+    f.oh0 = band * g.R;
+    f.noh = g.p.Ho - f.oh0 < g.R ? g.p.Ho - f.oh0 : g.R;
+    f.h0 = f.oh0 * g.p.S;
+    f.rows = tower_k_lrnpool_band_rows(band, g.R, (int)g.bands.d, g.p, &f.own);
+    return f;
+}
+
+/* Forward, element e of tile f (e < np * rows * W): the LRN output at input row
+ * h0 + q / W, column q % W of the tile's plane pl = e / HW (q = e % HW) into tile[e], and
+ * its s^-beta into pw when the tile owns the row: tower_k_lrn_forward's operations. */
+BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, const float *in, uint32_t e,
+                                     tower_k_lrnpool_ftile f, tower_k_lrnpool g)
+{
+    uint32_t pl = tower_k_quo(g.hw, e), q = e - pl * g.hw.d, plane = f.plane0 + pl;
+    int c = (int)(plane - tower_k_quo(g.c, plane) * g.c.d);
+    uint32_t at = plane * g.hw.d + (uint32_t)f.h0 * g.p.w.d + q;
+    float s = tower_k_lrn_denom(in, at - (uint32_t)c * g.hw.d, g.hw.d, tower_k_lrn_lo(c, g.half),
+                                tower_k_lrn_hi(c, g.half, g.C), g.k, g.alpha);
+    float v = powf(s, -g.beta);
+    tile[e] = in[at] * v;
+    if (q < (uint32_t)f.own * g.p.w.d) pw[at] = v;
+}
+
+/* Forward, pooled output o of tile f (o < np * noh * Wo; plane pl = o / (Ho*Wo)): the
+ * first maximum of its window in the plane's rows in shared memory (tower_k_pool_argmax,
+ * as unfused) into out, its plane index h * W + w into idx. */
+BASE_HD void tower_k_lrnpool_fwd_pool(float *out, int32_t *idx, const float *tile, uint32_t o,
+                                      tower_k_lrnpool_ftile f, tower_k_lrnpool g)
+{
+    uint32_t pl = tower_k_quo(g.howo, o), q = o - pl * g.howo.d; /* q < noh * Wo */
+    uint32_t r = tower_k_quo(g.p.wo, q), ow = q - r * g.p.wo.d;
+    const float *x = tile + pl * g.hw.d;
+    int best = tower_k_pool_argmax(x, g.p.W, g.p.K, (int)r * g.p.S, (int)ow * g.p.S);
+    uint32_t at = (f.plane0 + pl) * g.howo.d + (uint32_t)f.oh0 * g.p.wo.d + q;
+    out[at] = x[best];
+    idx[at] = best + f.h0 * g.p.W;
+}
+
+/* Backward tile t: output channels [c0, c1) of image b, terms of channels jlo..jhi,
+ * positions [p0, p0 + np) of the planes. */
+typedef struct {
+    uint32_t b, p0;
+    int c0, c1, jlo, jhi, np;
+} tower_k_lrnpool_btile;
+
+BASE_HD tower_k_lrnpool_btile tower_k_lrnpool_btile_at(uint32_t t, tower_k_lrnpool g)
+{
+    tower_k_lrnpool_btile v;
+    uint32_t bg = tower_k_quo(g.ptiles, t), pi = t - bg * g.ptiles.d;
+    v.b = tower_k_quo(g.groups, bg);
+    v.c0 = (int)(bg - v.b * g.groups.d) * g.G;
+    v.c1 = v.c0 + g.G < g.C ? v.c0 + g.G : g.C;
+    v.jlo = tower_k_lrn_lo(v.c0, g.half);
+    v.jhi = tower_k_lrn_hi(v.c1 - 1, g.half, g.C);
+    v.p0 = pi * TOWER_K_LRNPOOL_P;
+    v.np = g.hw.d - v.p0 < TOWER_K_LRNPOOL_P ? (int)(g.hw.d - v.p0) : TOWER_K_LRNPOOL_P;
+    return v;
+}
+
+/* The pooling windows that contain position pos of a plane. */
+BASE_HD tower_k_pool_win tower_k_lrnpool_windows(uint32_t pos, tower_k_lrnpool g)
+{
+    uint32_t h = tower_k_quo(g.p.w, pos);
+    return tower_k_pool_windows((int)h, (int)(pos - h * g.p.w.d), g.p);
+}
+
+/* Backward, channel j of image b at position pos (its windows v): returns dl, the pooled
+ * gradient gathered through the argmax (tower_k_maxpool_backward's sum), and writes *term
+ * = dl * out / s (out = in * pw, s recomputed): the summand of tower_k_lrn_backward. */
+BASE_HD float tower_k_lrnpool_bwd_term(float *term, const float *dpool, const int32_t *idx,
+                                       const float *in, const float *pw, uint32_t b, int j,
+                                       uint32_t pos, tower_k_pool_win v, tower_k_lrnpool g)
+{
+    uint32_t plane = b * g.c.d + (uint32_t)j, po = plane * g.p.ho.d * g.p.wo.d;
+    float dl = tower_k_pool_gather(dpool + po, idx + po, v, g.p.Wo);
+    uint32_t base = b * g.c.d * g.hw.d + pos, at = plane * g.hw.d + pos;
+    float s = tower_k_lrn_denom(in, base, g.hw.d, tower_k_lrn_lo(j, g.half),
+                                tower_k_lrn_hi(j, g.half, g.C), g.k, g.alpha);
+    *term = dl * (in[at] * pw[at]) / s;
+    return dl;
+}
+
+/* Backward, din at channel c of image b, position pos: terms points at channel jlo's term
+ * of this position in the tile (channel stride TOWER_K_LRNPOOL_P), dl is dl at (c, pos);
+ * the window's terms summed in channel order, as tower_k_lrn_backward. */
+BASE_HD void tower_k_lrnpool_bwd_din(float *din, const float *terms, float dl, const float *in,
+                                     const float *pw, uint32_t b, int c, uint32_t pos,
+                                     int jlo, tower_k_lrnpool g)
+{
+    int lo = tower_k_lrn_lo(c, g.half), hi = tower_k_lrn_hi(c, g.half, g.C);
+    float acc = 0.0f;
+    for (int j = lo; j <= hi; j++) acc += terms[(j - jlo) * TOWER_K_LRNPOOL_P];
+    uint32_t at = (b * g.c.d + (uint32_t)c) * g.hw.d + pos;
+    din[at] = tower_k_lrn_din(dl, pw[at], in[at], acc, g.alpha, g.beta);
 }
 
 /* ---- dropout: the counter-based mask of tower.h (the CPU's, bit for bit) ------------ */

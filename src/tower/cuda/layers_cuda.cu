@@ -453,6 +453,128 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
     LAUNCH_CHECK(maxpool_backward_kernel);
 }
 
+/* ---- LRN then max-pool, fused (kernels.h says what is kept for backward) --------------
+ * in, pw, din (B, C, H, W); out, dout, idx (B, C, Ho, Wo). One block per tile, the tiles
+ * taken in a block-stride loop when there are more than the grid holds; every thread of a
+ * block runs the same tiles, so the barriers inside the loop are reached by all. The
+ * loops inside a tile step by the block's size as a constant (the launchers launch
+ * exactly that many threads). */
+#define FOR_EACH_TILE(t, n) for (uint32_t t = blockIdx.x; t < (uint32_t)(n); t += gridDim.x)
+#define FOR_EACH_IN_TILE(e, n)                                                            \
+    for (uint32_t e = threadIdx.x; e < (uint32_t)(n); e += TOWER_CUDA_THREADS)
+
+/* Forward, a tile = np whole planes, or a band of R pooled rows of one plane; 256 threads.
+ * Phase 1: one thread per input element of the tile's rows computes its LRN output into
+ * shared memory (and pw for the rows the tile owns): consecutive threads along a row, so
+ * the five channel reads of a warp are each coalesced. Phase 2: one thread per pooled
+ * output scans its window in shared memory, writing out and idx. */
+__global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
+                                           tower_k_lrnpool g)
+{
+    extern __shared__ float tile[]; /* (np, rows, W), planes H*W floats apart */
+    FOR_EACH_TILE(t, g.fwd_tiles) {
+        tower_k_lrnpool_ftile f = tower_k_lrnpool_ftile_at(t, g);
+        /* planes H*W apart: np > 1 only with whole planes, and e < rows * W when np = 1 */
+        FOR_EACH_IN_TILE(e, (uint32_t)(f.np - 1) * g.hw.d + (uint32_t)f.rows * g.p.w.d)
+            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g);
+        __syncthreads();
+        FOR_EACH_IN_TILE(o, (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d)
+            tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
+        __syncthreads(); /* the next tile overwrites the shared rows */
+    }
+}
+
+/* Backward, a tile = G output channels x P positions of one image, P x LANES threads:
+ * threadIdx.x the position (a warp reads 32 consecutive positions of a plane),
+ * threadIdx.y a lane over channels. Phase 1: each thread finds its position's pooling
+ * windows once, then for its channels among jlo..jhi gathers dl and computes the term
+ * dl * out / s into shared memory. Phase 2: each thread sums, for its output channels,
+ * the window's terms in channel order and writes din. */
+__global__ void lrn_maxpool_backward_kernel(float *din, const float *dpool, const int32_t *idx,
+                                            const float *in, const float *pw, tower_k_lrnpool g)
+{
+    extern __shared__ float sh[]; /* terms (nj_max, P), then dl (nj_max, P) */
+    float *terms = sh, *dls = sh + g.nj_max * TOWER_K_LRNPOOL_P;
+    int pp = (int)threadIdx.x;
+    FOR_EACH_TILE(t, g.bwd_tiles) {
+        tower_k_lrnpool_btile v = tower_k_lrnpool_btile_at(t, g);
+        uint32_t pos = v.p0 + (uint32_t)pp;
+        if (pp < v.np) {
+            tower_k_pool_win win = tower_k_lrnpool_windows(pos, g);
+            for (int jj = (int)threadIdx.y; jj <= v.jhi - v.jlo; jj += TOWER_K_LRNPOOL_LANES) {
+                int at = jj * TOWER_K_LRNPOOL_P + pp;
+                dls[at] = tower_k_lrnpool_bwd_term(&terms[at], dpool, idx, in, pw, v.b,
+                                                   v.jlo + jj, pos, win, g);
+            }
+        }
+        __syncthreads();
+        if (pp < v.np)
+            for (int c = v.c0 + (int)threadIdx.y; c < v.c1; c += TOWER_K_LRNPOOL_LANES) {
+                int at = (c - v.jlo) * TOWER_K_LRNPOOL_P + pp;
+                tower_k_lrnpool_bwd_din(din, terms + pp, dls[at], in, pw, v.b, c, pos, v.jlo, g);
+            }
+        __syncthreads(); /* the next tile overwrites the terms */
+    }
+}
+
+/* The fused kernels' geometry, or -1 (then the unfused kernels are the ones to run). */
+static int lrnpool_geom(tower_k_lrnpool *g, int B, int C, int H, int W, int n, float k,
+                        float alpha, float beta, int K, int S)
+{
+    return tower_k_lrnpool_make(g, B, C, H, W, n, k, alpha, beta, K, S, TOWER_K_LRNPOOL_TILE);
+}
+
+/* The grid of a block-per-tile launch: one block per tile, capped as tower_cuda_blocks */
+static unsigned tile_blocks(uint32_t tiles)
+{
+    const uint32_t cap = 65535u * 8u;
+    return tiles < 1 ? 1 : tiles > cap ? cap : tiles;
+}
+
+extern "C" int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, int K, int S)
+{
+    tower_k_lrnpool g;
+    return lrnpool_geom(&g, B, C, H, W, n, 1.0f, 1.0f, 1.0f, K, S) == 0;
+}
+
+extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw,
+                                               const float *in, int B, int C, int H, int W,
+                                               int n, float k, float alpha, float beta, int K,
+                                               int S, void *stream)
+{
+    tower_k_lrnpool g;
+    if ((size_t)B * C * H * W == 0) return;
+    if (lrnpool_geom(&g, B, C, H, W, n, k, alpha, beta, K, S) != 0) {
+        INDEX32_CHECK((size_t)B * C * H * W, "lrn + maxpool input (B, C, H, W)");
+        tower_cuda_die("lrn + maxpool forward", "a shape the fused kernels do not take "
+                       "(tower_lrn_maxpool_cuda_fits)", __FILE__, __LINE__);
+    }
+    size_t shared = sizeof(float) * (size_t)g.tile_floats;
+    lrn_maxpool_forward_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
+                                 CU_STREAM(stream)>>>(out, idx, pw, in, g);
+    LAUNCH_CHECK(lrn_maxpool_forward_kernel);
+}
+
+extern "C" void tower_lrn_maxpool_backward_cuda(float *din, const float *dout,
+                                                const int32_t *idx, const float *in,
+                                                const float *pw, int B, int C, int H, int W,
+                                                int n, float k, float alpha, float beta,
+                                                int K, int S, void *stream)
+{
+    tower_k_lrnpool g;
+    if ((size_t)B * C * H * W == 0) return;
+    if (lrnpool_geom(&g, B, C, H, W, n, k, alpha, beta, K, S) != 0) {
+        INDEX32_CHECK((size_t)B * C * H * W, "lrn + maxpool input gradient (B, C, H, W)");
+        tower_cuda_die("lrn + maxpool backward", "a shape the fused kernels do not take "
+                       "(tower_lrn_maxpool_cuda_fits)", __FILE__, __LINE__);
+    }
+    size_t shared = sizeof(float) * 2 * (size_t)g.nj_max * TOWER_K_LRNPOOL_P;
+    dim3 threads(TOWER_K_LRNPOOL_P, TOWER_K_LRNPOOL_LANES);
+    lrn_maxpool_backward_kernel<<<tile_blocks(g.bwd_tiles), threads, shared,
+                                  CU_STREAM(stream)>>>(din, dout, idx, in, pw, g);
+    LAUNCH_CHECK(lrn_maxpool_backward_kernel);
+}
+
 /* ---- dropout: one thread per element; the mask is base_rng_uniform(key, i), the
  * same pure function the CPU uses, so masks (and outputs) are bit-identical. ---------- */
 

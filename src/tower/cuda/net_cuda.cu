@@ -481,6 +481,34 @@ static void cuda_maxpool_backward(tower *t, float *din, const float *dout, const
     tower_maxpool_backward_cuda(din, dout, idx, B, C, H, W, K, S, gpu_of(t)->stream);
 }
 
+/* LRN and the max-pool after it as one kernel each way where the shape fits the fused
+ * kernels (the paper's conv1 and conv2 do); keep: s^-beta (tower_lrn_maxpool_*_cuda) */
+static int cuda_fuses_lrn_pool(const tower *t, int l)
+{
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return tower_lrn_maxpool_cuda_fits(t->plan.cfg.batch, L->out_ch, L->out_h, L->out_h,
+                                       tower_plan_row(&t->plan, l)->lrn.n, L->pool_k,
+                                       L->pool_s);
+}
+
+static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *keep,
+                                  const float *in, int B, int C, int H, int W, int n, float k,
+                                  float alpha, float beta, int K, int S)
+{
+    use_device(t);
+    tower_lrn_maxpool_forward_cuda(out, idx, keep, in, B, C, H, W, n, k, alpha, beta, K, S,
+                                   gpu_of(t)->stream);
+}
+
+static void cuda_lrn_pool_backward(tower *t, float *din, const float *dout, const int32_t *idx,
+                                   const float *in, const float *keep, int B, int C, int H,
+                                   int W, int n, float k, float alpha, float beta, int K, int S)
+{
+    use_device(t);
+    tower_lrn_maxpool_backward_cuda(din, dout, idx, in, keep, B, C, H, W, n, k, alpha, beta, K,
+                                    S, gpu_of(t)->stream);
+}
+
 static void cuda_dropout_forward(tower *t, int scale, float *out, const float *in, size_t n,
                                  float p, uint64_t key, int train)
 {
@@ -561,6 +589,9 @@ static const tower_ops cuda_ops = {
     /* .lrn_backward = */ cuda_lrn_backward,
     /* .maxpool_forward = */ cuda_maxpool_forward,
     /* .maxpool_backward = */ cuda_maxpool_backward,
+    /* .fuses_lrn_pool = */ cuda_fuses_lrn_pool,
+    /* .lrn_pool_forward = */ cuda_lrn_pool_forward,
+    /* .lrn_pool_backward = */ cuda_lrn_pool_backward,
     /* .dropout_forward = */ cuda_dropout_forward,
     /* .dropout_backward = */ cuda_dropout_backward,
     /* .loss_forward = */ cuda_loss_forward,
