@@ -121,8 +121,9 @@ typedef struct {
                                    tower's own thread (tower t's regions from worker t) */
     model_workers *workers;     /* one thread per tower (two towers, place.serial 0), or
                                    NULL: the caller's thread runs the towers */
-    int failed;                 /* a phase failed (an exchange, a tower): the model does
-                                   nothing more; error says why */
+    int failed;                 /* a phase failed (an exchange, a device call inside a
+                                   tower's op, the test hook) or a device error at the
+                                   upload: the model does nothing more; error says why */
     char error[512];
     /* GPU input staging for model_set_batch_u8, allocated on its first call (start-up),
      * one set per uploading tower on its device (tower 0 alone when both towers share a
