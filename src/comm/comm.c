@@ -27,6 +27,7 @@ struct comm {
     int arrived;       /* ranks waiting in the current generation */
     unsigned gen;      /* completed barriers */
     int aborted;       /* comm_abort was called: every barrier and exchange fails */
+    int test_fail[2];  /* comm_test_fail_rank: rank's next exchange fails inside */
 };
 
 comm *comm_init(comm_kind kind, comm_dtype dtype, int ntowers, const int *devices, char *err,
@@ -123,9 +124,28 @@ static void host_sum_slot(const comm *c, int s, void *const *out, void *const *g
     }
 }
 
+/* comm_test_fail_rank's failure, when armed for `rank` (-1: any rank, the one-thread
+ * calls): -1 with err, disarmed. Read and written by the rank's own thread only. */
+static int test_failed(comm *c, int rank, char *err, size_t errlen)
+{
+    for (int r = 0; r < c->ntowers; r++) {
+        if ((rank >= 0 && r != rank) || !c->test_fail[r]) continue;
+        c->test_fail[r] = 0;
+        snprintf(err, errlen, "comm: tower %d's exchange failed inside (the test hook)", r);
+        return -1;
+    }
+    return 0;
+}
+
+void comm_test_fail_rank(comm *c, int rank)
+{
+    if (rank >= 0 && rank < c->ntowers) c->test_fail[rank] = 1;
+}
+
 int comm_allgather(comm *c, void *const *bufs, size_t count, void *const *streams,
                    char *err, size_t errlen)
 {
+    if (test_failed(c, -1, err, errlen)) return -1;
     if (c->ntowers == 1) return 0; /* one slot: nothing to exchange */
     if (c->kind != COMM_HOST) {
 #if COMM_CUDA
@@ -142,6 +162,7 @@ int comm_allgather(comm *c, void *const *bufs, size_t count, void *const *stream
 int comm_reduce_scatter(comm *c, void *const *out, void *const *grads, size_t count,
                         void *const *streams, char *err, size_t errlen)
 {
+    if (test_failed(c, -1, err, errlen)) return -1;
     if (c->kind != COMM_HOST) {
 #if COMM_CUDA
         return comm_cuda_reduce_scatter(c->backend, out, grads, count, streams, err, errlen);
@@ -185,6 +206,14 @@ static int is_aborted(comm *c, char *err, size_t errlen)
     return a;
 }
 
+int comm_aborted(comm *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int a = c->aborted;
+    pthread_mutex_unlock(&c->mu);
+    return a;
+}
+
 void comm_abort(comm *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -203,6 +232,7 @@ static int exchange_rank(comm *c, int op, int rank, void *const *out, void *cons
                          size_t count, void *stream, char *err, size_t errlen)
 {
 #if COMM_CUDA
+    if (c->kind == COMM_NCCL && test_failed(c, rank, err, errlen)) return -1;
     if (c->kind == COMM_NCCL)
         return op == OP_GATHER
                    ? comm_cuda_allgather_rank(c->backend, rank, in, count, stream, err, errlen)
@@ -210,7 +240,7 @@ static int exchange_rank(comm *c, int op, int rank, void *const *out, void *cons
                                                    err, errlen);
     if (c->kind == COMM_SAME_DEVICE) {
         if (comm_cuda_rank_ready(c->backend, rank, stream, err, errlen) ||
-            barrier(c, err, errlen))
+            barrier(c, err, errlen) || test_failed(c, rank, err, errlen))
             return -1;
         int rc = op == OP_GATHER
                      ? comm_cuda_allgather_rank(c->backend, rank, in, count, stream, err, errlen)
@@ -227,7 +257,11 @@ static int exchange_rank(comm *c, int op, int rank, void *const *out, void *cons
                  (int)c->kind);
         return -1;
     }
-    if (is_aborted(c, err, errlen) || barrier(c, err, errlen)) return -1;
+    /* the test hook fails this rank between the barriers, as a failed copy would: the
+     * other rank is then waiting in the second barrier until comm_abort */
+    if (is_aborted(c, err, errlen) || barrier(c, err, errlen) ||
+        test_failed(c, rank, err, errlen))
+        return -1;
     if (op == OP_GATHER)
         host_gather(c, rank, in, count);
     else

@@ -78,6 +78,15 @@ int comm_wait_rank(comm *c, int rank, char *err, size_t errlen);
 /* After comm_abort, once no rank's thread is inside comm, comm_wait (the one-thread call)
  * aborts every NCCL communicator, so nothing left on a GPU waits for a rank that failed. */
 void comm_abort(comm *c);
+/* 1 once comm_abort has been called: a tower's worker checks it between layers, so it
+ * stops at its next layer rather than at its next exchange. */
+int comm_aborted(comm *c);
+/* Test hook: rank's next exchange fails inside (-1, "... (the test hook)"), as a failed
+ * copy or collective would: the per-rank calls after their first barrier (host and
+ * same-device; the other rank then waits in the second one until comm_abort), before the
+ * collective (NCCL); the one-thread calls at once. Called from the rank's own thread, or
+ * from the caller's before a one-thread call. */
+void comm_test_fail_rank(comm *c, int rank);
 
 #ifdef __cplusplus
 }

@@ -521,6 +521,56 @@ void tower_update(tower *t, const tower_optim *o, real lr, int64_t t_update);
 /* The paper's SGD step (tower_update with SGD and these constants). */
 void tower_sgd(tower *t, real lr, real momentum, real wd);
 
+/* ---- faults: a device call that fails inside an op ------------------------------------
+ * The ops are void, like their CPU twins, so a backend's failed device call (CUDA, cuBLAS,
+ * cuDNN) cannot return a status. Each is made through TOWER_CHECK_AS, which records the
+ * first failure in the calling thread's fault slot (the call as written, file, line, the
+ * library's reason) and returns from the op; while a fault is pending every later checked
+ * call on that thread returns at once without being made, so the rest of the op, and of
+ * any op after it, issues no device work. Whoever drives the ops (src/train/model.c,
+ * after every op of a step) takes the slot and fails the step, naming the tower, the layer
+ * and the step. A tower's ops run on one thread at a time, so a thread's slot is its
+ * tower's. Plain C: the CPU tests check it without a GPU. */
+enum {
+    TOWER_FAULT_ERROR = 1,  /* an error the device survives (a bad argument, a library
+                               status): the context could be used again */
+    TOWER_FAULT_STICKY = 2  /* the context is lost (a kernel fault: illegal address,
+                               launch failure, ...): every later call on the device fails */
+};
+
+/* What the backend says about a failed status: writes the reason (the status's name and
+ * text) and returns TOWER_FAULT_ERROR or TOWER_FAULT_STICKY. injected > 0 (the test hook,
+ * tower_fault_inject): status is 0 and the function describes the error of that kind it
+ * stands in for. */
+typedef int (*tower_fault_describe_fn)(int status, int injected, char *reason, size_t n);
+
+/* 1 when the calling thread has a fault not yet taken. */
+int tower_fault_pending(void);
+/* The check's body: 0 when status is 0 (success) and no injection is due; otherwise
+ * records the fault (call, file, line, describe's reason and kind) unless one is already
+ * pending, and returns 1. */
+int tower_fault_check(int status, const char *call, tower_fault_describe_fn describe,
+                      const char *file, int line);
+/* Takes the calling thread's fault: 0 when none; else its kind (TOWER_FAULT_ERROR or
+ * TOWER_FAULT_STICKY) with "CALL failed at FILE:LINE: REASON" in msg, and the slot empty. */
+int tower_fault_take(char *msg, size_t n);
+/* Test hook: the nth checked call the calling thread makes from now (1: the next) fails
+ * as if its library had returned an error of `kind`, after the call itself was made;
+ * nth 0 disarms. CPU ops make no checked calls, so only GPU towers (or a test's own
+ * checked calls) consume it. */
+void tower_fault_inject(int nth, int kind);
+
+/* One checked call: status is the call's result (0: success, as cudaSuccess,
+ * CUBLAS_STATUS_SUCCESS and CUDNN_STATUS_SUCCESS all are); call_text what the message
+ * names; ret what the enclosing function returns on failure (empty in a void function).
+ * The status is not evaluated, the call not made, when a fault is already pending. */
+#define TOWER_CHECK_AS(status, call_text, describe, ret)                                  \
+    do {                                                                                  \
+        if (tower_fault_pending()) return ret;                                            \
+        if (tower_fault_check((int)(status), (call_text), (describe), __FILE__, __LINE__)) \
+            return ret;                                                                   \
+    } while (0)
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,9 +5,12 @@
  * Every `tower_X_cuda` takes the arguments of the CPU `tower_X` (device pointers, fp32),
  * then, for the GEMM layers (conv, fc), the tower's cuBLAS handle, then the stream. They
  * enqueue work on `stream` and return at once; the caller makes the stream's device the
- * current one (the tower-level functions below do this from t->device). A failed launch
- * or library call prints the call, file and line and ends the process: these functions
- * are void like their CPU twins, and a half-done step leaves nothing to recover. */
+ * current one (the tower-level functions below do this from t->device). These functions
+ * are void like their CPU twins: a failed launch or library call is recorded in the
+ * calling thread's fault slot (tower.h, "faults": the call, file, line and reason) and the
+ * function returns early; while the fault is pending, every later checked call on that
+ * thread returns without being made. The caller takes the slot (tower_fault_take) and
+ * fails the step; a sticky error means the device's context is lost. */
 #ifndef TOWER_CUDA_H
 #define TOWER_CUDA_H
 
@@ -191,6 +194,9 @@ void tower_cuda_spin(tower *t, unsigned us);
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */
 int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind);
+/* 1 when `cuda_error` (a cudaError_t) is a sticky error: the device's context is lost
+ * and every later call on it fails (cuda_check.h's list). */
+int tower_cuda_error_sticky(int cuda_error);
 /* Device bytes this tower holds: its arena, the conv chunk scratch and the cuBLAS
  * workspace. */
 size_t tower_cuda_mem_bytes(const tower *t);

@@ -262,7 +262,23 @@ void model_set_batch(model *m, const float *x, const int32_t *labels)
 static int cuda_fail(cudaError_t e, const char *what, int t, char *err, size_t errlen)
 {
     if (e == cudaSuccess) return 0;
-    snprintf(err, errlen, "%s for tower %d: %s", what, t, cudaGetErrorString(e));
+    snprintf(err, errlen, "%s for tower %d: %s: %s%s", what, t, cudaGetErrorName(e),
+             cudaGetErrorString(e),
+             tower_cuda_error_sticky((int)e)
+                 ? "; the device's context is lost (a sticky error, possibly from a kernel "
+                   "of an earlier step)"
+                 : "");
+    return -1;
+}
+
+/* A device error the coordinator met between steps (an upload, a wait for one) fails the
+ * model as a tower's would, so the trainer stops with exit code 3. */
+static int input_failed(model *m, const char *err)
+{
+    if (!m->failed) {
+        m->failed = 1;
+        snprintf(m->error, sizeof m->error, "%s", err);
+    }
     return -1;
 }
 
@@ -318,6 +334,10 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
         return -1;
     }
     if (m->towers > 0 && m->tw[0].device >= 0) {
+        if (m->failed) {
+            snprintf(err, errlen, "the model failed: %s", m->error);
+            return -1;
+        }
         int shared = input_shared(m), drop = m->place.test_drop_event;
         cudaStream_t st1 = shared ? (cudaStream_t)tower_cuda_stream(&m->tw[1]) : NULL;
         if (!shared) input_unshare(m);
@@ -325,16 +345,22 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
             tower *tw = &m->tw[t];
             cudaStream_t st = (cudaStream_t)tower_cuda_stream(tw);
             if (cuda_fail(cudaSetDevice(tw->device), "cudaSetDevice", t, err, errlen))
-                return -1;
-            if (!m->in_crops[t] && input_alloc(m, t, shared, mean, err, errlen)) return -1;
+                return input_failed(m, err);
+            if (!m->in_crops[t] && input_alloc(m, t, shared, mean, err, errlen))
+                return input_failed(m, err);
             debug_delay(m, t, t + 1);
+            char why[640]; /* the delay hook's launch, made through the fault slot */
+            if (tower_fault_take(why, sizeof why)) {
+                base_errf(err, errlen, "tower %d: the delay hook before its upload: %s", t, why);
+                return input_failed(m, err);
+            }
             if (cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes,
                                           cudaMemcpyHostToDevice, st),
                           "upload of the crops", t, err, errlen) ||
                 cuda_fail(cudaMemcpyAsync(m->in_params[t], params, par_bytes,
                                           cudaMemcpyHostToDevice, st),
                           "upload of the augmentation parameters", t, err, errlen))
-                return -1;
+                return input_failed(m, err);
             /* shared: tower 1 may still read the last batch's x and labels (its conv1's
              * backward, its loss); tower 0 writes them once tower 1's stream is past that */
             if (shared &&
@@ -343,23 +369,23 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                  (drop != MODEL_TEST_DROP_INPUT_FREE &&
                   cuda_fail(cudaStreamWaitEvent(st, (cudaEvent_t)m->in_free, 0),
                             "cudaStreamWaitEvent(input free)", t, err, errlen))))
-                return -1;
+                return input_failed(m, err);
             if (cuda_fail(cudaMemcpyAsync(tw->labels, labels, sizeof(int32_t) * B,
                                           cudaMemcpyHostToDevice, st),
                           "upload of the labels", t, err, errlen))
-                return -1;
+                return input_failed(m, err);
             if (data_augment_cuda(tw->x, m->in_crops[t], m->in_mean[t], m->in_params[t],
                                   (int)B, c->in_size, st, err, errlen))
-                return -1;
+                return input_failed(m, err);
             if (cuda_fail(cudaEventRecord((cudaEvent_t)m->in_ready[t], st),
                           "cudaEventRecord(input ready)", t, err, errlen))
-                return -1;
+                return input_failed(m, err);
         }
         if (shared) {
             if (drop != MODEL_TEST_DROP_INPUT_READY &&
                 cuda_fail(cudaStreamWaitEvent(st1, (cudaEvent_t)m->in_ready[0], 0),
                           "cudaStreamWaitEvent(input ready)", 1, err, errlen))
-                return -1;
+                return input_failed(m, err);
             m->tw[1].acts[0].in = m->tw[0].x;
             m->tw[1].labels = m->tw[0].labels;
             m->in_shared = 1;
@@ -385,7 +411,8 @@ int model_input_wait(model *m, char *err, size_t errlen)
         if (!m->in_ready[t]) continue;
         cudaError_t e = cudaSetDevice(m->tw[t].device);
         if (e == cudaSuccess) e = cudaEventSynchronize((cudaEvent_t)m->in_ready[t]);
-        if (cuda_fail(e, "waiting for the batch's upload", t, err, errlen)) return -1;
+        if (cuda_fail(e, "waiting for the batch's upload", t, err, errlen))
+            return input_failed(m, err);
     }
 #else
     (void)m;
@@ -419,6 +446,23 @@ static const char *xchg_name(const model *m, int l)
     return l == m->plan.n_layers ? "logits" : tower_plan_row(&m->plan, l)->name;
 }
 
+/* "tower R: WHAT WHERE: WHY" (a worker's rank), or without the tower (the serial order,
+ * whose one call exchanges for both); a failed CUDA call inside comm that lost the
+ * device's context (the runtime keeps a sticky error as this thread's last) is said. */
+static void xchg_error(const model *m, int rank, const char *what, const char *where,
+                       const char *why, char *err, size_t errlen)
+{
+    const char *lost = "";
+#if MODEL_CUDA
+    if (m->tw[0].device >= 0 && tower_cuda_error_sticky((int)cudaPeekAtLastError()))
+        lost = "; the device's context is lost (a sticky error): nothing more is run on it";
+#endif
+    if (rank >= 0)
+        base_errf(err, errlen, "tower %d: %s %s: %s%s", rank, what, where, why, lost);
+    else
+        base_errf(err, errlen, "%s %s: %s%s", what, where, why, lost);
+}
+
 /* The all-gather of layer l's input (each tower's acts[l].in), or of the logits
  * (l = n_layers). Exchanges are timed on tower 0 only. */
 static int xchg_gather(model *m, int rank, int l, char *err, size_t errlen)
@@ -436,7 +480,7 @@ static int xchg_gather(model *m, int rank, int l, char *err, size_t errlen)
                       : comm_allgather_rank(m->comm, rank, bufs, slot_count(m, l), streams[rank],
                                             why, sizeof why);
     if (rank <= 0) hook_end(m, 0, region);
-    if (rc) snprintf(err, errlen, "exchange failed at %s: %s", xchg_name(m, l), why);
+    if (rc) xchg_error(m, rank, "exchange failed at", xchg_name(m, l), why, err, errlen);
     return rc;
 }
 
@@ -458,22 +502,110 @@ static int xchg_reduce(model *m, int rank, int l, char *err, size_t errlen)
                       : comm_reduce_scatter_rank(m->comm, rank, outs, grads, slot_count(m, l),
                                                  streams[rank], why, sizeof why);
     if (rank <= 0) hook_end(m, 0, MODEL_REGION_XCHG_BWD + l);
-    if (rc) snprintf(err, errlen, "exchange failed at %s: %s", xchg_name(m, l), why);
+    if (rc) xchg_error(m, rank, "exchange failed at", xchg_name(m, l), why, err, errlen);
     return rc;
 }
 
-/* The test hook (model_placement.test_fail_*): the forward of training step number
- * test_fail_step fails in tower test_fail_tower before layer test_fail_layer, as a failed
- * exchange would. */
-static int test_fault(const model *m, int lo, int hi, int l, int train, char *err,
-                      size_t errlen)
+/* The ops of a step that are not a test phase (model.h's MODEL_TEST_FAIL_*), for messages. */
+enum { MODEL_OP_LOSS = 100, MODEL_OP_LOSS_BACKWARD = 101, MODEL_OP_ZERO = 102 };
+
+/* "step N" (a training step, counted from 1 as the metrics lines count) or "the
+ * evaluation after step N". */
+static void step_text(const model *m, int train, char *buf, size_t n)
+{
+    if (train)
+        snprintf(buf, n, "step %lld", (long long)m->step + 1);
+    else
+        snprintf(buf, n, "the evaluation after step %lld", (long long)m->step);
+}
+
+/* What a tower's op is, for messages: "conv2's forward", "the loss's backward", ... */
+static void op_text(const model *m, int phase, int l, char *buf, size_t n)
+{
+    const char *layer = l >= 0 && l < m->plan.n_layers ? tower_plan_row(&m->plan, l)->name
+                                                       : "the logits";
+    switch (phase) {
+    case MODEL_TEST_FAIL_FORWARD: snprintf(buf, n, "%s's forward", layer); break;
+    case MODEL_TEST_FAIL_BACKWARD: snprintf(buf, n, "%s's backward", layer); break;
+    case MODEL_TEST_FAIL_UPDATE: snprintf(buf, n, "its update"); break;
+    case MODEL_OP_LOSS: snprintf(buf, n, "the loss"); break;
+    case MODEL_OP_LOSS_BACKWARD: snprintf(buf, n, "the loss's backward"); break;
+    default: snprintf(buf, n, "zeroing its gradients"); break;
+    }
+}
+
+/* The test hook (model_placement.test_fail_*): 1 when it is due for tower t's op of
+ * `phase` at layer l (the exchanges: the layer whose input is exchanged; the update: any
+ * l) in training step test_fail_step. */
+static int test_due(const model *m, int phase, int t, int l, int train)
 {
     const model_placement *p = &m->place;
-    if (!train || p->test_fail_step < 1 || m->step != p->test_fail_step - 1 ||
-        l != p->test_fail_layer || p->test_fail_tower < lo || p->test_fail_tower >= hi)
-        return 0;
-    snprintf(err, errlen, "tower %d failed before %s's forward in step %lld (the test hook)",
-             p->test_fail_tower, xchg_name(m, l), (long long)m->step + 1);
+    return train && p->test_fail_step >= 1 && m->step == p->test_fail_step - 1 &&
+           p->test_fail_phase == phase && t == p->test_fail_tower &&
+           (phase == MODEL_TEST_FAIL_UPDATE || l == p->test_fail_layer);
+}
+
+/* The hook's own failure (test_fail_device 0), for any tower among [lo, hi): before layer
+ * l's forward (and before the exchange of its input) or backward, or before the update;
+ * -1 with err, as a failed exchange would. At an exchange (GATHER, REDUCE) it arms comm's
+ * test hook instead, so that the exchange itself fails inside, for that tower. */
+static int test_fail(model *m, int phase, int lo, int hi, int l, int train, char *err,
+                     size_t errlen)
+{
+    for (int t = lo; t < hi; t++) {
+        if (!test_due(m, phase, t, l, train)) continue;
+        if (phase == MODEL_TEST_FAIL_GATHER || phase == MODEL_TEST_FAIL_REDUCE) {
+            comm_test_fail_rank(m->comm, t);
+            return 0;
+        }
+        if (m->place.test_fail_device) return 0; /* test_arm's, at the op itself */
+        char what[96];
+        op_text(m, phase, l, what, sizeof what);
+        base_errf(err, errlen, "tower %d failed before %s in step %lld (the test hook)", t, what,
+                  (long long)m->step + 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* The device kind (test_fail_device TOWER_FAULT_*): right before tower t's op, arms the
+ * fault injection on this thread (tower.h, tower_fault_inject), so that the op's
+ * test_fail_call-th checked device call fails as a CUDA error would. GPU towers: the
+ * CUDA backend's own check macros fire; CPU ops make no checked calls (a test wraps
+ * them). op_fault disarms it after the op. */
+static void test_arm(const model *m, int phase, int t, int l, int train)
+{
+    const model_placement *p = &m->place;
+    if (p->test_fail_device && test_due(m, phase, t, l, train))
+        tower_fault_inject(p->test_fail_call > 0 ? p->test_fail_call : 1, p->test_fail_device);
+}
+
+/* After tower t's op: a device call that failed inside it (the calling thread's fault
+ * slot, tower.h; the op returned early) fails the step, naming the call, the tower, the
+ * op and the step. 0, or -1 with err. The CPU ops record nothing: one thread-local load. */
+static int op_fault(const model *m, int t, int phase, int l, int train, char *err,
+                    size_t errlen)
+{
+    tower_fault_inject(0, 0); /* the test hook's, if armed and not consumed */
+    char why[640];
+    if (!tower_fault_take(why, sizeof why)) return 0;
+    char what[96], when[64];
+    op_text(m, phase, l, what, sizeof what);
+    step_text(m, train, when, sizeof when);
+    base_errf(err, errlen, "tower %d, %s in %s: %s", t, what, when, why);
+    return -1;
+}
+
+/* A worker (rank >= 0) stops between layers once the other tower has failed (comm_abort),
+ * rather than running on to its next exchange. */
+static int stopped(model *m, int rank, int phase, int l, int train, char *err, size_t errlen)
+{
+    if (rank < 0 || !comm_aborted(m->comm)) return 0;
+    char what[96], when[64];
+    op_text(m, phase, l, what, sizeof what);
+    step_text(m, train, when, sizeof when);
+    base_errf(err, errlen, "tower %d stopped before %s in %s: the other tower failed", rank,
+              what, when);
     return -1;
 }
 
@@ -484,32 +616,41 @@ static int towers_forward(model *m, int rank, int train, double *loss, char *err
     for (int t = lo; t < hi; t++) m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
     debug_delay(m, lo, hi);
     for (int l = 0; l < n; l++) {
-        if (test_fault(m, lo, hi, l, train, err, errlen)) return -1;
+        if (stopped(m, rank, MODEL_TEST_FAIL_FORWARD, l, train, err, errlen) ||
+            test_fail(m, MODEL_TEST_FAIL_FORWARD, lo, hi, l, train, err, errlen))
+            return -1;
         if (tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) {
-            if (xchg_gather(m, rank, l, err, errlen)) return -1;
+            if (test_fail(m, MODEL_TEST_FAIL_GATHER, lo, hi, l, train, err, errlen) ||
+                xchg_gather(m, rank, l, err, errlen))
+                return -1;
             debug_delay(m, lo, hi);
         }
         for (int t = lo; t < hi; t++) {
+            test_arm(m, MODEL_TEST_FAIL_FORWARD, t, l, train);
             hook_begin(m, t, MODEL_REGION_FWD + l);
             tower_forward_layer(&m->tw[t], l, train);
             hook_end(m, t, MODEL_REGION_FWD + l);
+            if (op_fault(m, t, MODEL_TEST_FAIL_FORWARD, l, train, err, errlen)) return -1;
         }
     }
     /* the logits: each tower computes the softmax over all classes (identically) */
-    if (xchg_gather(m, rank, n, err, errlen)) return -1;
+    if (test_fail(m, MODEL_TEST_FAIL_GATHER, lo, hi, n, train, err, errlen) ||
+        xchg_gather(m, rank, n, err, errlen))
+        return -1;
     debug_delay(m, lo, hi);
     /* tower_loss_forward waits on the towers' streams: first a bounded wait for the
      * exchange (NCCL), so a hung peer GPU ends the run with a message */
     char why[256] = "";
     if (rank < 0 ? comm_wait(m->comm, why, sizeof why)
                  : comm_wait_rank(m->comm, rank, why, sizeof why)) {
-        snprintf(err, errlen, "exchange failed at logits: %s", why);
+        xchg_error(m, rank, "exchange failed at", "logits", why, err, errlen);
         return -1;
     }
     for (int t = lo; t < hi; t++) {
         hook_begin(m, t, MODEL_REGION_LOSS_FWD);
         *loss = tower_loss_forward(&m->tw[t]);
         hook_end(m, t, MODEL_REGION_LOSS_FWD);
+        if (op_fault(m, t, MODEL_OP_LOSS, -1, train, err, errlen)) return -1;
     }
     return 0;
 }
@@ -522,32 +663,50 @@ static int towers_backward(model *m, int rank, char *err, size_t errlen)
         hook_begin(m, t, MODEL_REGION_ZERO);
         tower_zero_grads(&m->tw[t]);
         hook_end(m, t, MODEL_REGION_ZERO);
+        if (op_fault(m, t, MODEL_OP_ZERO, -1, 1, err, errlen)) return -1;
         hook_begin(m, t, MODEL_REGION_LOSS_BWD);
         tower_loss_backward(&m->tw[t]);
         hook_end(m, t, MODEL_REGION_LOSS_BWD);
+        if (op_fault(m, t, MODEL_OP_LOSS_BACKWARD, -1, 1, err, errlen)) return -1;
     }
     for (int l = m->plan.n_layers - 1; l >= 0; l--) {
+        if (stopped(m, rank, MODEL_TEST_FAIL_BACKWARD, l, 1, err, errlen) ||
+            test_fail(m, MODEL_TEST_FAIL_BACKWARD, lo, hi, l, 1, err, errlen))
+            return -1;
         for (int t = lo; t < hi; t++) {
+            test_arm(m, MODEL_TEST_FAIL_BACKWARD, t, l, 1);
             hook_begin(m, t, MODEL_REGION_BWD + l);
             tower_backward_layer(&m->tw[t], l);
             hook_end(m, t, MODEL_REGION_BWD + l);
+            if (op_fault(m, t, MODEL_TEST_FAIL_BACKWARD, l, 1, err, errlen)) return -1;
         }
         if (l > 0 && tower_plan_row(&m->plan, l)->reads == TOWER_READS_ALL) {
-            if (xchg_reduce(m, rank, l, err, errlen)) return -1;
+            if (test_fail(m, MODEL_TEST_FAIL_REDUCE, lo, hi, l, 1, err, errlen) ||
+                xchg_reduce(m, rank, l, err, errlen))
+                return -1;
             debug_delay(m, lo, hi);
         }
     }
     return 0;
 }
 
-static void towers_update(model *m, int rank, real lr)
+/* The towers update independently (no exchange): a tower that fails here does not stop
+ * the other's update; the step is failed either way (model.h: what a failed step
+ * leaves). */
+static int towers_update(model *m, int rank, real lr, char *err, size_t errlen)
 {
-    debug_delay(m, first_tower(rank), end_tower(m, rank));
-    for (int t = first_tower(rank); t < end_tower(m, rank); t++) {
+    int lo = first_tower(rank), hi = end_tower(m, rank);
+    debug_delay(m, lo, hi);
+    if (stopped(m, rank, MODEL_TEST_FAIL_UPDATE, -1, 1, err, errlen)) return -1;
+    for (int t = lo; t < hi; t++) {
+        if (test_fail(m, MODEL_TEST_FAIL_UPDATE, t, t + 1, -1, 1, err, errlen)) return -1;
+        test_arm(m, MODEL_TEST_FAIL_UPDATE, t, -1, 1);
         hook_begin(m, t, MODEL_REGION_UPDATE);
         tower_update(&m->tw[t], &m->optim, lr, m->updates);
         hook_end(m, t, MODEL_REGION_UPDATE);
+        if (op_fault(m, t, MODEL_TEST_FAIL_UPDATE, -1, 1, err, errlen)) return -1;
     }
+    return 0;
 }
 
 /* One phase of a step, as the coordinator hands it to the workers: the step descriptor. */
@@ -564,7 +723,7 @@ static int run_job(model *m, int rank, const model_job *job, double *loss, char 
     switch (job->kind) {
     case MODEL_JOB_FORWARD: return towers_forward(m, rank, job->train, loss, err, errlen);
     case MODEL_JOB_BACKWARD: return towers_backward(m, rank, err, errlen);
-    case MODEL_JOB_UPDATE: towers_update(m, rank, job->lr); return 0;
+    case MODEL_JOB_UPDATE: return towers_update(m, rank, job->lr, err, errlen);
     default: snprintf(err, errlen, "model: job %d unknown", job->kind); return -1;
     }
 }
@@ -742,9 +901,9 @@ void model_backward(model *m)
 void model_update(model *m, real lr)
 {
     if (m->failed) return;
-    m->updates++;
+    m->updates++; /* the update's number, which Adam's bias correction reads */
     model_job job = {MODEL_JOB_UPDATE, 0, lr};
-    model_run(m, &job, NULL);
+    if (model_run(m, &job, NULL)) m->updates--; /* counts whole updates only */
 }
 
 double model_train_step(model *m, real lr)
@@ -752,8 +911,9 @@ double model_train_step(model *m, real lr)
     double loss = model_forward(m, 1);
     model_backward(m);
     model_update(m, lr);
+    if (m->failed) return NAN;
     m->step++;
-    return m->failed ? NAN : loss;
+    return loss;
 }
 
 void model_get_probs(const model *m, float *probs)

@@ -30,10 +30,20 @@ typedef struct {
                        workers, which they are tested against; --serial) */
     /* Test hook: test_fail_step >= 1 makes training step number test_fail_step (counted
      * from 1 as the metrics lines count; m->step is test_fail_step - 1 as it starts) fail
-     * in tower test_fail_tower before layer test_fail_layer's forward, as a failed
-     * exchange would (the model is failed, the other tower stopped). 0: off. */
+     * in tower test_fail_tower, in phase test_fail_phase (MODEL_TEST_FAIL_*) at layer
+     * test_fail_layer, as a failed exchange would (the model is failed, the other tower
+     * stopped): before that layer's forward (and before the exchange of its input; the
+     * default phase) or its backward, inside the exchange of its input (GATHER, a row
+     * that reads all towers, or n_layers for the logits) or of its input gradient
+     * (REDUCE), or before the tower's update (UPDATE: any layer). 0: off.
+     * test_fail_device TOWER_FAULT_ERROR or TOWER_FAULT_STICKY (tower.h; forward, backward
+     * and update) fails the op through the backend's fault path instead: the fault
+     * injection is armed on the tower's thread right before its op, so that the op's
+     * test_fail_call-th checked device call (0: the first) fails as a CUDA error of that
+     * kind would. GPU towers make checked calls; CPU ops make none (a test wraps them). */
     int64_t test_fail_step;
     int test_fail_tower, test_fail_layer;
+    int test_fail_phase, test_fail_device, test_fail_call;
     /* Debug hook of the delay test (docs/GPU.md, "The delay test"): debug_delay_us > 0
      * enqueues a kernel that busy-waits that many microseconds on the stream of tower
      * debug_delay_tower at the start of every stretch of its work that the other tower
@@ -52,6 +62,15 @@ typedef struct {
      * test would see it missing. 0: off. */
     int test_input_per_tower, test_drop_event;
 } model_placement;
+
+/* model_placement.test_fail_phase */
+enum {
+    MODEL_TEST_FAIL_FORWARD = 0,  /* before layer test_fail_layer's forward */
+    MODEL_TEST_FAIL_BACKWARD = 1, /* before its backward */
+    MODEL_TEST_FAIL_GATHER = 2,   /* inside the all-gather of its input (or the logits') */
+    MODEL_TEST_FAIL_REDUCE = 3,   /* inside the reduce-scatter of its input gradient */
+    MODEL_TEST_FAIL_UPDATE = 4    /* before the tower's update */
+};
 
 /* model_placement.test_drop_event */
 enum {
@@ -102,8 +121,9 @@ typedef struct {
                                    tower's own thread (tower t's regions from worker t) */
     model_workers *workers;     /* one thread per tower (two towers, place.serial 0), or
                                    NULL: the caller's thread runs the towers */
-    int failed;                 /* a phase failed (an exchange, a tower): the model does
-                                   nothing more; error says why */
+    int failed;                 /* a phase failed (an exchange, a device call inside a
+                                   tower's op, the test hook) or a device error at the
+                                   upload: the model does nothing more; error says why */
     char error[512];
     /* GPU input staging for model_set_batch_u8, allocated on its first call (start-up),
      * one set per uploading tower on its device (tower 0 alone when both towers share a
@@ -152,11 +172,20 @@ int model_input_towers(const model *m);
 int model_input_wait(model *m, char *err, size_t errlen);
 
 /* The step's phases. Each runs on the tower workers when there are any (returning when
- * both are done) or on this thread. A failure (an exchange, a tower's worker) fails the
- * model: m->failed is set, m->error says why, the other tower is stopped at its next
- * exchange, and every later call does nothing (forward returns NaN). Callers check
- * m->failed after a step; nothing is half-written that a checkpoint would need, as the
- * coordinator writes checkpoints only between steps. */
+ * both are done) or on this thread. A failure in a tower (an exchange, the test hook, or
+ * a device call that failed inside one of its ops: the fault slot, tower.h) fails the
+ * model: m->failed is set, m->error says why (the tower, the op or exchange, the step,
+ * and for a device call the call as written, its file, line and reason, and whether the
+ * device's context is lost), the other tower is stopped at its next layer or exchange
+ * (comm_abort lets it go from a barrier), and every later call does nothing (forward
+ * returns NaN).
+ * What a failed step leaves: m->step and m->updates are those of the last good step;
+ * the towers' arenas are as the failure left them, which may be part of the step (a
+ * backward half done, the update applied to one tower and not the other, a device that
+ * stopped mid-kernel), so they are not a state to continue from or to save. Callers
+ * check m->failed after every phase; the trainer then stops with exit code 3 without
+ * another checkpoint, so the newest checkpoint, written between good steps, is the state
+ * to resume from. */
 
 /* Forward through every layer and the loss; train selects dropout masks (keyed on
  * seed and m->step) or the evaluation scaling. Returns the mean loss (NaN on failure). */
@@ -165,10 +194,10 @@ double model_forward(model *m, int train);
  * first, so they hold exactly this batch's gradient afterwards. */
 void model_backward(model *m);
 /* The net's optimizer (m->optim: the paper's SGD, or Adam) at learning rate lr, weight
- * decay on the weights only (see paper_notes.md); m->updates += 1. */
+ * decay on the weights only (see paper_notes.md); m->updates += 1 (not when it failed). */
 void model_update(model *m, real lr);
-/* zero_grad + forward(train) + backward + update; m->step += 1. Returns the loss (NaN
- * when the model failed). */
+/* zero_grad + forward(train) + backward + update; m->step += 1 (not when the step
+ * failed). Returns the loss (NaN when the model failed). */
 double model_train_step(model *m, real lr);
 
 /* Copies the softmax outputs to the host: probs (B, classes), class-major per sample. */

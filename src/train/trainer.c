@@ -878,6 +878,10 @@ int train_run(const train_options *o)
                   model_set_batch_u8(&r->m, crops, params, labels, data_mean_image(r->tr), err,
                                      sizeof err);
         }
+        if (bad && r->m.failed) { /* a device error at the upload: as a tower's */
+            rc = model_stop(r);
+            break;
+        }
         if (bad) {
             snprintf(msg, sizeof msg, "data loader failed: %s", err);
             log_event(r, "stop", msg);

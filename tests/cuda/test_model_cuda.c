@@ -3,7 +3,8 @@
  * and every parameter gradient of both towers; 20 steps of the single-GPU fallback with
  * the loss falling; a GPU run repeating bit for bit; the fallback equal to two GPUs bit
  * for bit (when there are two); the tower threads equal to the serial order and a failed
- * tower stopping the other; and the memory a tower needs at batch 128. GPU tests skip
+ * tower stopping the other; a CUDA error inside a layer (injected, and a real kernel
+ * fault) failing the step instead of the process; and the memory a tower needs at batch 128. GPU tests skip
  * with a reason when no CUDA device is present. */
 #include <math.h>
 #include <stdio.h>
@@ -305,6 +306,86 @@ Test(cuda_model, failing_tower_stops_the_other_on_two_gpus, .timeout = 120)
 {
     TT_NEED_GPUS(2);
     gpu_failure_stops_the_other((model_placement){.ngpus = 2, .gpus = {0, 1}});
+}
+
+/* A CUDA error inside a layer (model.h's device kind of the hook: the fault injection
+ * makes the op's third checked call, the real CUDA_CHECK / CUBLAS_CHECK / LAUNCH_CHECK of
+ * layers_cuda.cu and net_cuda.cu, take its error branch) fails tower 1's step instead of
+ * ending the process: the message names the tower, the op, the step and the call with
+ * its file, the other tower stops, and model_free returns. The sticky kind says the
+ * device is lost (the model is then freed without waiting on it). */
+static void gpu_device_error(model_placement place, int kind)
+{
+    place.test_fail_step = 2;
+    place.test_fail_tower = 1;
+    place.test_fail_layer = 1;
+    place.test_fail_phase = MODEL_TEST_FAIL_FORWARD;
+    place.test_fail_device = kind;
+    place.test_fail_call = 3;
+    model m;
+    init_or_fail(&m, &tiny, place, 3);
+    float *x;
+    int32_t *labels;
+    for (int s = 0; s < 2; s++) {
+        make_batch(&tiny, &x, &labels, 600 + (uint64_t)s);
+        model_set_batch(&m, x, labels);
+        double loss = model_train_step(&m, 0.01f);
+        free(x);
+        free(labels);
+        cr_assert(s == 0 ? isfinite(loss) : isnan(loss), "step %d: loss %g", s, loss);
+    }
+    printf("the injected CUDA error: %s\n", m.error);
+    cr_assert(m.failed && strstr(m.error, "tower 1, conv2's forward in step 2: ") &&
+                  strstr(m.error, " failed at ") && strstr(m.error, "src/tower/cuda/") &&
+                  strstr(m.error, "(injected by the test hook)"),
+              "error: %s", m.error);
+    cr_assert_eq(strstr(m.error, "context is lost") != NULL, kind == TOWER_FAULT_STICKY, "%s",
+                 m.error);
+    cr_assert_eq(m.step, 1);
+    model_free(&m);
+}
+
+Test(cuda_model, cuda_error_in_a_layer_fails_the_step_threaded, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    gpu_device_error(on_gpu0, TOWER_FAULT_ERROR);
+}
+
+Test(cuda_model, cuda_error_in_a_layer_fails_the_step_serial, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    model_placement serial = on_gpu0;
+    serial.serial = 1;
+    gpu_device_error(serial, TOWER_FAULT_STICKY);
+}
+
+/* A real kernel fault: tower 1's conv4 weights pointer made invalid, so its SGEMM reads
+ * an illegal address. The fault is asynchronous and sticky (the whole context on that
+ * GPU is lost, so either tower may be the one whose synchronising call sees it first: a
+ * layer's check, the loss's copy, or an exchange's event inside comm):
+ * the step fails with the runtime's illegal-address error and the lost context said,
+ * both workers stop, and model_free returns without waiting on the device. */
+Test(cuda_model, kernel_fault_fails_the_step_and_loses_the_device, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    model m;
+    init_or_fail(&m, &tiny, on_gpu0, 3);
+    float *x;
+    int32_t *labels;
+    make_batch(&tiny, &x, &labels, 700);
+    model_set_batch(&m, x, labels);
+    cr_assert(isfinite(model_train_step(&m, 0.01f)), "the good step: %s", m.error);
+    m.tw[1].w[3] = (float *)(uintptr_t)0x100; /* not device memory */
+    double loss = model_train_step(&m, 0.01f);
+    free(x);
+    free(labels);
+    printf("the kernel fault: %s\n", m.error);
+    cr_assert(isnan(loss) && m.failed, "loss %g", loss);
+    cr_assert(strstr(m.error, " failed at ") && strstr(m.error, "illegal memory access") &&
+                  strstr(m.error, "context is lost"),
+              "error: %s", m.error);
+    cr_assert_eq(m.step, 1);
+    model_free(&m);
 }
 
 /* The paper's towers each fit in a 3 GB GTX 580; ours must at batch 128 in fp32. The

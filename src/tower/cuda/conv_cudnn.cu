@@ -16,12 +16,24 @@
 
 #include "cuda_check.h"
 
-#define CUDNN_CHECK(call)                                                                 \
-    do {                                                                                  \
-        cudnnStatus_t s_ = (call);                                                        \
-        if (s_ != CUDNN_STATUS_SUCCESS)                                                   \
-            tower_cuda_die(#call, cudnnGetErrorString(s_), __FILE__, __LINE__);          \
-    } while (0)
+/* tower_fault_describe_fn for cudnnStatus_t (cuda_check.h's pattern): an execution
+ * failure is sticky when the runtime's last error on this thread is. */
+static int describe_cudnn(int status, int injected, char *reason, size_t n)
+{
+    cudnnStatus_t s = injected ? CUDNN_STATUS_EXECUTION_FAILED : (cudnnStatus_t)status;
+    cudaError_t last = injected == TOWER_FAULT_STICKY ? cudaErrorIllegalAddress
+                       : injected                     ? cudaSuccess
+                                                      : cudaPeekAtLastError();
+    if (last != cudaSuccess)
+        snprintf(reason, n, "%s (the runtime: %s: %s)", cudnnGetErrorString(s),
+                 cudaGetErrorName(last), cudaGetErrorString(last));
+    else
+        snprintf(reason, n, "%s", cudnnGetErrorString(s));
+    return tower_cuda_sticky(last) ? TOWER_FAULT_STICKY : TOWER_FAULT_ERROR;
+}
+
+/* recorded in the thread's fault slot; the enclosing void function returns */
+#define CUDNN_CHECK(call) TOWER_CHECK_AS(call, #call, describe_cudnn, )
 
 enum { PASS_FWD, PASS_BWD_DATA, PASS_BWD_FILTER, PASSES };
 static const char *const pass_name[PASSES] = {"forward", "input gradient", "weight gradient"};
@@ -286,9 +298,10 @@ extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
 static const float *packed_weights(tower_cudnn *c, const layer_ctx *L, const float *w, int ldw)
 {
     if (ldw == L->kk) return w;
-    CUDA_CHECK(cudaMemcpy2DAsync(c->packed, sizeof(float) * L->kk, w, sizeof(float) * ldw,
-                                 sizeof(float) * L->kk, L->Co, cudaMemcpyDeviceToDevice,
-                                 c->stream));
+    CUDA_CHECK_OR(cudaMemcpy2DAsync(c->packed, sizeof(float) * L->kk, w, sizeof(float) * ldw,
+                                    sizeof(float) * L->kk, L->Co, cudaMemcpyDeviceToDevice,
+                                    c->stream),
+                  NULL);
     return c->packed;
 }
 

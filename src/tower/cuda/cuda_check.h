@@ -9,12 +9,80 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* The layer functions are void (as their CPU twins): a failed launch or library call in
- * the middle of a step leaves device state that nothing can continue from, so the
- * process stops with the failed call, its file and line. Exit code 3 is the CLI's
- * "runtime failure" (2 is reserved for bad arguments). */
+#include "tower/tower.h"
+
+/* The layer functions are void (as their CPU twins), so a failed launch or library call
+ * cannot be returned: the check macros record it in the calling thread's fault slot
+ * (tower.h, TOWER_CHECK_AS: the call as written, file, line, the library's reason) and
+ * return from the function; the ops' driver (src/train/model.c) takes the slot after
+ * every op and fails the step of that tower. A fault inside a kernel surfaces at the
+ * next synchronising call (the loss's copy, an exchange's wait), which the message then
+ * names. A sticky error (the kernel faults below) loses the device's context: the
+ * message says so, and nothing more is issued on that thread. */
 #define TOWER_CUDA_FATAL_EXIT 3
 
+/* Errors after which the context cannot be used again (CUDA's "sticky" errors: the
+ * process must end to use the device again). */
+static inline int tower_cuda_sticky(cudaError_t e)
+{
+    switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorContextIsDestroyed:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* tower_fault_describe_fn for cudaError_t; an injected fault stands for an invalid
+ * argument (TOWER_FAULT_ERROR) or an illegal address (TOWER_FAULT_STICKY). */
+static inline int tower_cuda_describe_error(int status, int injected, char *reason, size_t n)
+{
+    cudaError_t e = injected ? (injected == TOWER_FAULT_STICKY ? cudaErrorIllegalAddress
+                                                               : cudaErrorInvalidValue)
+                             : (cudaError_t)status;
+    snprintf(reason, n, "%s: %s", cudaGetErrorName(e), cudaGetErrorString(e));
+    return tower_cuda_sticky(e) ? TOWER_FAULT_STICKY : TOWER_FAULT_ERROR;
+}
+
+/* tower_fault_describe_fn for cublasStatus_t. cuBLAS reports a kernel fault as
+ * EXECUTION_FAILED: sticky when the runtime's last error on this thread is. */
+static inline int tower_cuda_describe_cublas(int status, int injected, char *reason, size_t n)
+{
+    cublasStatus_t s = injected ? CUBLAS_STATUS_EXECUTION_FAILED : (cublasStatus_t)status;
+    cudaError_t last = injected == TOWER_FAULT_STICKY ? cudaErrorIllegalAddress
+                       : injected                     ? cudaSuccess
+                                                      : cudaPeekAtLastError();
+    if (last != cudaSuccess)
+        snprintf(reason, n, "%s (the runtime: %s: %s)", cublasGetStatusString(s),
+                 cudaGetErrorName(last), cudaGetErrorString(last));
+    else
+        snprintf(reason, n, "%s", cublasGetStatusString(s));
+    return tower_cuda_sticky(last) ? TOWER_FAULT_STICKY : TOWER_FAULT_ERROR;
+}
+
+/* A failed CUDA runtime call: recorded, and the enclosing void function returns. */
+#define CUDA_CHECK(call) TOWER_CHECK_AS(call, #call, tower_cuda_describe_error, )
+/* The same in a function that returns a value: `ret` on failure. */
+#define CUDA_CHECK_OR(call, ret) TOWER_CHECK_AS(call, #call, tower_cuda_describe_error, ret)
+
+#define CUBLAS_CHECK(call) TOWER_CHECK_AS(call, #call, tower_cuda_describe_cublas, )
+
+/* After every <<<...>>>: a bad configuration is reported by cudaGetLastError at once;
+ * a fault inside the kernel surfaces at the next synchronising call, also checked. */
+#define LAUNCH_CHECK(kernel)                                                              \
+    TOWER_CHECK_AS(cudaGetLastError(), "launch of " #kernel, tower_cuda_describe_error, )
+
+/* Kept for INDEX32_CHECK alone: an invariant, not a device error (below). */
 static inline void tower_cuda_die(const char *what, const char *reason, const char *file,
                                   int line)
 {
@@ -23,31 +91,11 @@ static inline void tower_cuda_die(const char *what, const char *reason, const ch
     exit(TOWER_CUDA_FATAL_EXIT);
 }
 
-#define CUDA_CHECK(call)                                                                  \
-    do {                                                                                  \
-        cudaError_t e_ = (call);                                                          \
-        if (e_ != cudaSuccess) tower_cuda_die(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
-    } while (0)
-
-#define CUBLAS_CHECK(call)                                                                \
-    do {                                                                                  \
-        cublasStatus_t s_ = (call);                                                       \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                  \
-            tower_cuda_die(#call, cublasGetStatusString(s_), __FILE__, __LINE__);        \
-    } while (0)
-
-/* After every <<<...>>>: a bad configuration is reported by cudaGetLastError at once;
- * a fault inside the kernel surfaces at the next synchronising call, also checked. */
-#define LAUNCH_CHECK(kernel)                                                              \
-    do {                                                                                  \
-        cudaError_t e_ = cudaGetLastError();                                              \
-        if (e_ != cudaSuccess)                                                            \
-            tower_cuda_die("launch of " #kernel, cudaGetErrorString(e_), __FILE__, __LINE__); \
-    } while (0)
-
 /* The layer kernels index in 32 bits (kernels.h): a launch over 2^31 elements or more
- * stops the process, naming the tensor; tower_init_cuda refuses such a batch before any
- * step, with a message. */
+ * stops the process (exit code 3), naming the tensor. It cannot happen in a step:
+ * tower_init_cuda refuses such a batch before any, with a message. It stays fatal
+ * because it guards helpers that return a kernel's geometry (no early return fits them)
+ * and the launch after it would index out of bounds. */
 static inline void tower_cuda_check_index32(size_t n, const char *what, const char *file,
                                             int line)
 {

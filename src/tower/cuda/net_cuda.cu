@@ -4,6 +4,7 @@
  * loop, so the CPU tower is the reference for this one stage for stage. */
 #include "tower/tower_cuda.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,14 @@ typedef struct {
 static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
 
 /* Makes the tower's device current; the runtime's current device is per host thread,
- * so this is called at every entry point rather than trusted from an earlier call. */
-static void use_device(const tower *t) { CUDA_CHECK(cudaSetDevice(t->device)); }
+ * so this is called at every entry point rather than trusted from an earlier call.
+ * -1 when it failed or a fault is already pending on this thread (cuda_check.h): the op
+ * then returns at once, issuing nothing. */
+static int use_device(const tower *t)
+{
+    CUDA_CHECK_OR(cudaSetDevice(t->device), -1);
+    return 0;
+}
 
 /* Images per conv chunk and the scratch (floats) the largest conv layer needs for it. */
 static int conv_images_of(const tower_plan *p)
@@ -117,7 +124,9 @@ extern "C" int tower_cuda_device_info(int device, char *name, size_t namelen,
 /* ---- life cycle --------------------------------------------------------------------- */
 
 /* Frees whatever tower_init_cuda got as far as creating; safe on a half-built tower.
- * Failures here are reported and skipped: there is nothing better to do while freeing. */
+ * Failures here are reported and skipped: there is nothing better to do while freeing.
+ * A lost context (a sticky error, cuda_check.h) gets no more calls: its memory, handles
+ * and stream go with the process. */
 static void cuda_free(tower *t)
 {
     tower_gpu *g = gpu_of(t);
@@ -125,10 +134,21 @@ static void cuda_free(tower *t)
     if (e != cudaSuccess)
         fprintf(stderr, "twotower: freeing tower %d: cudaSetDevice(%d): %s\n", t->index,
                 t->device, cudaGetErrorString(e));
+    cudaError_t pending = e == cudaSuccess && g && g->stream ? cudaStreamSynchronize(g->stream)
+                                                             : cudaSuccess;
+    if (tower_cuda_sticky(e) || tower_cuda_sticky(pending)) {
+        fprintf(stderr, "twotower: freeing tower %d: GPU %d's context is lost (%s): its "
+                        "device memory is left to the end of the process\n",
+                t->index, t->device, cudaGetErrorString(pending != cudaSuccess ? pending : e));
+        free(g);
+        t->gpu = NULL;
+        t->arena = NULL;
+        return;
+    }
     if (g) {
-        if (g->stream && (e = cudaStreamSynchronize(g->stream)) != cudaSuccess)
+        if (pending != cudaSuccess)
             fprintf(stderr, "twotower: freeing tower %d: pending work failed: %s\n", t->index,
-                    cudaGetErrorString(e));
+                    cudaGetErrorString(pending));
         /* the handles bound to the stream go before the stream itself */
         tower_cudnn_free(g->cudnn);
         g->cudnn = NULL;
@@ -324,7 +344,7 @@ static __global__ void spin_kernel(unsigned long long ns)
 
 extern "C" void tower_cuda_spin(tower *t, unsigned us)
 {
-    use_device(t);
+    if (use_device(t)) return;
     spin_kernel<<<1, 1, 0, gpu_of(t)->stream>>>(1000ull * us);
     LAUNCH_CHECK(spin_kernel);
 }
@@ -347,6 +367,11 @@ extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t byte
         return -1;
     }
     return 0;
+}
+
+extern "C" int tower_cuda_error_sticky(int cuda_error)
+{
+    return tower_cuda_sticky((cudaError_t)cuda_error);
 }
 
 extern "C" size_t tower_cuda_mem_bytes(const tower *t)
@@ -382,7 +407,7 @@ static int cuda_fuses_act(const tower *t, int l, int act)
 static void cuda_conv_forward(tower *t, int l, float *out, const float *in, const float *w,
                               const float *b, int ldw, int accumulate, int act)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_gpu *g = gpu_of(t);
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
@@ -400,7 +425,7 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
                                const float *dout, const float *act_out, const float *in,
                                const float *w, int ldw, int accumulate_din, int act)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_gpu *g = gpu_of(t);
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
@@ -421,7 +446,7 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
 static void cuda_fc_forward(tower *t, float *out, const float *in, const float *w,
                             const float *b, int B, int Cin, int Cout, int ldw, int accumulate)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_fc_forward_cuda(out, in, w, b, B, Cin, Cout, ldw, accumulate, gpu_of(t)->cublas,
                           gpu_of(t)->stream);
 }
@@ -430,14 +455,14 @@ static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const f
                              const float *in, const float *w, int B, int Cin, int Cout, int ldw,
                              int accumulate_din)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_fc_backward_cuda(din, dw, db, dout, in, w, B, Cin, Cout, ldw, accumulate_din,
                            gpu_of(t)->cublas, gpu_of(t)->stream);
 }
 
 static void cuda_act_forward(tower *t, int act, float *out, const float *in, size_t n)
 {
-    use_device(t);
+    if (use_device(t)) return;
     if (act == TOWER_ACT_RELU) tower_relu_forward_cuda(out, in, n, gpu_of(t)->stream);
     else if (act == TOWER_ACT_TANH) tower_tanh_forward_cuda(out, in, n, gpu_of(t)->stream);
 }
@@ -445,7 +470,7 @@ static void cuda_act_forward(tower *t, int act, float *out, const float *in, siz
 static void cuda_act_backward(tower *t, int act, float *din, const float *dout,
                               const float *out, size_t n)
 {
-    use_device(t);
+    if (use_device(t)) return;
     if (act == TOWER_ACT_RELU) tower_relu_backward_cuda(din, dout, out, n, gpu_of(t)->stream);
     else if (act == TOWER_ACT_TANH)
         tower_tanh_backward_cuda(din, dout, out, n, gpu_of(t)->stream);
@@ -454,7 +479,7 @@ static void cuda_act_backward(tower *t, int act, float *din, const float *dout,
 static void cuda_lrn_forward(tower *t, float *out, float *scale, const float *in, int B, int C,
                              int HW, int n, float k, float alpha, float beta)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_lrn_forward_cuda(out, scale, in, B, C, HW, n, k, alpha, beta, gpu_of(t)->stream);
 }
 
@@ -462,7 +487,7 @@ static void cuda_lrn_backward(tower *t, float *din, const float *dout, const flo
                               const float *out, const float *scale, int B, int C, int HW, int n,
                               float k, float alpha, float beta)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_lrn_backward_cuda(din, dout, in, out, scale, B, C, HW, n, k, alpha, beta,
                             gpu_of(t)->stream);
 }
@@ -470,14 +495,14 @@ static void cuda_lrn_backward(tower *t, float *din, const float *dout, const flo
 static void cuda_maxpool_forward(tower *t, float *out, int32_t *idx, const float *in, int B,
                                  int C, int H, int W, int K, int S)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_maxpool_forward_cuda(out, idx, in, B, C, H, W, K, S, gpu_of(t)->stream);
 }
 
 static void cuda_maxpool_backward(tower *t, float *din, const float *dout, const int32_t *idx,
                                   int B, int C, int H, int W, int K, int S)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_maxpool_backward_cuda(din, dout, idx, B, C, H, W, K, S, gpu_of(t)->stream);
 }
 
@@ -512,7 +537,7 @@ static void cuda_lrn_pool_backward(tower *t, float *din, const float *dout, cons
 static void cuda_dropout_forward(tower *t, int scale, float *out, const float *in, size_t n,
                                  float p, uint64_t key, int train)
 {
-    use_device(t);
+    if (use_device(t)) return;
     if (scale == TOWER_DROP_INVERTED)
         tower_dropout_inverted_forward_cuda(out, in, n, p, key, train, gpu_of(t)->stream);
     else
@@ -522,7 +547,7 @@ static void cuda_dropout_forward(tower *t, int scale, float *out, const float *i
 static void cuda_dropout_backward(tower *t, int scale, float *din, const float *dout, size_t n,
                                   float p, uint64_t key)
 {
-    use_device(t);
+    if (use_device(t)) return;
     if (scale == TOWER_DROP_INVERTED)
         tower_dropout_inverted_backward_cuda(din, dout, n, p, key, gpu_of(t)->stream);
     else
@@ -534,12 +559,14 @@ static void cuda_dropout_backward(tower *t, int scale, float *din, const float *
 static double cuda_loss_forward(tower *t, float *losses, float *probs, const float *logits,
                                 const int32_t *labels, int B, int T, int Vt)
 {
-    use_device(t);
+    if (use_device(t)) return NAN;
     tower_gpu *g = gpu_of(t);
     tower_softmax_xent_forward_cuda(losses, probs, logits, labels, B, T, Vt, g->stream);
-    CUDA_CHECK(cudaMemcpyAsync(g->host_losses, losses, sizeof(float) * B,
-                               cudaMemcpyDeviceToHost, g->stream));
-    CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    /* a fault in any kernel of the step so far surfaces here (or at an exchange's wait) */
+    CUDA_CHECK_OR(cudaMemcpyAsync(g->host_losses, losses, sizeof(float) * B,
+                                  cudaMemcpyDeviceToHost, g->stream),
+                  NAN);
+    CUDA_CHECK_OR(cudaStreamSynchronize(g->stream), NAN);
     double sum = 0; /* in sample order, in double: as the CPU's */
     for (int b = 0; b < B; b++) sum += g->host_losses[b];
     return sum / B;
@@ -548,13 +575,13 @@ static double cuda_loss_forward(tower *t, float *losses, float *probs, const flo
 static void cuda_loss_backward(tower *t, float *dlogits, const float *probs,
                                const int32_t *labels, int B, int T, int Vt, int slot)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_softmax_xent_backward_cuda(dlogits, probs, labels, B, T, Vt, slot, gpu_of(t)->stream);
 }
 
 static void cuda_zero_grads(tower *t)
 {
-    use_device(t);
+    if (use_device(t)) return;
     CUDA_CHECK(cudaMemsetAsync(t->grads, 0, sizeof(float) * t->plan.n_params,
                                gpu_of(t)->stream));
 }
@@ -562,7 +589,7 @@ static void cuda_zero_grads(tower *t)
 /* One launch over the arena; weight decay on weights only, as the CPU's update. */
 static void cuda_update(tower *t, const tower_optim *o, float lr, int64_t t_update)
 {
-    use_device(t);
+    if (use_device(t)) return;
     void *st = gpu_of(t)->stream;
     if (o->kind == TOWER_OPTIM_ADAM) {
         double step_size, bc2_sqrt;
