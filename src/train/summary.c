@@ -12,6 +12,7 @@ void train_summary_print(FILE *f, const tower_plan *p)
     tower probe;
     memset(&probe, 0, sizeof probe);
     probe.plan = *p;
+    probe.ops = &tower_ops_cpu; /* the CPU's (lean) arena; the GPU's is its own line below */
     size_t arena = tower_carve(&probe, NULL);
     const tower_net *net = &p->cfg.net;
     char sw[256];
