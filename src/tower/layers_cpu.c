@@ -362,57 +362,112 @@ void tower_tanh_backward(real *din, const real *dout, const real *out, size_t n)
     for (size_t i = 0; i < n; i++) din[i] = dout[i] * (1 - out[i] * out[i]);
 }
 
+/* One image's LRN scale: s (C, HW) = k + alpha * sum_{|j-c| <= n/2} x[j]^2. Every LRN
+ * below computes its scale here, so a scale recomputed in backward has the forward's bits
+ * (no contraction: meson builds with -ffp-contract=off). */
+static void lrn_scale_image(real *s, const real *x, int C, int HW, int n, real k, real alpha)
+{
+    int half = n / 2;
+    for (int c = 0; c < C; c++) {
+        real *sc = s + (size_t)c * HW;
+        for (int p = 0; p < HW; p++) sc[p] = 0;
+        int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
+        for (int j = lo; j <= hi; j++) {
+            const real *xj = x + (size_t)j * HW;
+            for (int p = 0; p < HW; p++) sc[p] += xj[p] * xj[p];
+        }
+        for (int p = 0; p < HW; p++) sc[p] = k + alpha * sc[p];
+    }
+}
+
 void tower_lrn_forward(real *out, real *scale, const real *in,
                        int B, int C, int HW, int n, real k, real alpha, real beta)
 {
-    int half = n / 2;
+    size_t chw = (size_t)C * HW;
     for (int b = 0; b < B; b++) {
-        const real *x = in + (size_t)b * C * HW;
-        real *s = scale + (size_t)b * C * HW, *y = out + (size_t)b * C * HW;
-        for (int c = 0; c < C; c++) {
-            real *sc = s + (size_t)c * HW;
-            for (int p = 0; p < HW; p++) sc[p] = 0;
-            int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
-            for (int j = lo; j <= hi; j++) {
-                const real *xj = x + (size_t)j * HW;
-                for (int p = 0; p < HW; p++) sc[p] += xj[p] * xj[p];
-            }
-            const real *xc = x + (size_t)c * HW;
-            real *yc = y + (size_t)c * HW;
-            for (int p = 0; p < HW; p++) {
-                sc[p] = k + alpha * sc[p];
-                yc[p] = xc[p] * RPOW(sc[p], -beta);
-            }
-        }
+        const real *x = in + b * chw;
+        real *s = scale + b * chw, *y = out + b * chw;
+        lrn_scale_image(s, x, C, HW, n, k, alpha);
+        for (size_t i = 0; i < chw; i++) y[i] = x[i] * RPOW(s[i], -beta);
     }
 }
 
 /* d out[i] / d in[m] = [i==m] s_i^-beta - 2 alpha beta in_i in_m s_i^(-beta-1) for |i-m| <= n/2,
- * so din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_i dout[i] out[i] / s[i]. */
+ * so din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_i dout[i] out[i] / s[i].
+ * One image: y its output, s its scale, q = s^-beta (NULL: computed here), din (C, HW). */
+static void lrn_backward_image(real *dx, const real *g, const real *x, const real *y,
+                               const real *s, const real *q, int C, int HW, int n, real alpha,
+                               real beta)
+{
+    int half = n / 2;
+    for (int c = 0; c < C; c++) {
+        real *dxc = dx + (size_t)c * HW;
+        const real *xc = x + (size_t)c * HW, *sc = s + (size_t)c * HW,
+                   *gc = g + (size_t)c * HW;
+        for (int p = 0; p < HW; p++) dxc[p] = 0;
+        int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
+        for (int i = lo; i <= hi; i++) {
+            const real *gi = g + (size_t)i * HW, *si = s + (size_t)i * HW;
+            if (y) {
+                const real *yi = y + (size_t)i * HW;
+                for (int p = 0; p < HW; p++) dxc[p] += gi[p] * yi[p] / si[p];
+            } else { /* y = x q, rounded as the forward rounded it */
+                const real *xi = x + (size_t)i * HW, *qi = q + (size_t)i * HW;
+                for (int p = 0; p < HW; p++) {
+                    real yv = xi[p] * qi[p];
+                    dxc[p] += gi[p] * yv / si[p];
+                }
+            }
+        }
+        if (q) {
+            const real *qc = q + (size_t)c * HW;
+            for (int p = 0; p < HW; p++)
+                dxc[p] = gc[p] * qc[p] - 2 * alpha * beta * xc[p] * dxc[p];
+        } else {
+            for (int p = 0; p < HW; p++)
+                dxc[p] = gc[p] * RPOW(sc[p], -beta) - 2 * alpha * beta * xc[p] * dxc[p];
+        }
+    }
+}
+
 void tower_lrn_backward(real *din, const real *dout, const real *in, const real *out,
                         const real *scale, int B, int C, int HW, int n, real k, real alpha,
                         real beta)
 {
     (void)k;
-    int half = n / 2;
+    size_t chw = (size_t)C * HW;
+    for (int b = 0; b < B; b++)
+        lrn_backward_image(din + b * chw, dout + b * chw, in + b * chw, out + b * chw,
+                           scale + b * chw, NULL, C, HW, n, alpha, beta);
+}
+
+size_t tower_lrn_lean_work_size(int C, int HW) { return 3 * (size_t)C * HW; }
+
+void tower_lrn_forward_lean(real *out, const real *in, int B, int C, int HW, int n, real k,
+                            real alpha, real beta, real *work)
+{
+    size_t chw = (size_t)C * HW;
     for (int b = 0; b < B; b++) {
-        size_t off = (size_t)b * C * HW;
-        const real *x = in + off, *y = out + off, *s = scale + off, *g = dout + off;
-        real *dx = din + off;
-        for (int c = 0; c < C; c++) {
-            real *dxc = dx + (size_t)c * HW;
-            const real *xc = x + (size_t)c * HW, *sc = s + (size_t)c * HW,
-                       *gc = g + (size_t)c * HW;
-            for (int p = 0; p < HW; p++) dxc[p] = 0;
-            int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
-            for (int i = lo; i <= hi; i++) {
-                const real *gi = g + (size_t)i * HW, *yi = y + (size_t)i * HW,
-                           *si = s + (size_t)i * HW;
-                for (int p = 0; p < HW; p++) dxc[p] += gi[p] * yi[p] / si[p];
-            }
-            for (int p = 0; p < HW; p++)
-                dxc[p] = gc[p] * RPOW(sc[p], -beta) - 2 * alpha * beta * xc[p] * dxc[p];
-        }
+        const real *x = in + b * chw;
+        real *y = out + b * chw;
+        lrn_scale_image(work, x, C, HW, n, k, alpha);
+        for (size_t i = 0; i < chw; i++) y[i] = x[i] * RPOW(work[i], -beta);
+    }
+}
+
+/* tower_lrn_backward takes s^-beta once per element too: recomputing the scale costs
+ * only its window sums */
+void tower_lrn_backward_lean(real *din, const real *dout, const real *in, int B, int C,
+                             int HW, int n, real k, real alpha, real beta, real *work)
+{
+    size_t chw = (size_t)C * HW;
+    real *s = work, *q = work + chw, *dx = work + 2 * chw;
+    for (int b = 0; b < B; b++) {
+        lrn_scale_image(s, in + b * chw, C, HW, n, k, alpha);
+        for (size_t i = 0; i < chw; i++) q[i] = RPOW(s[i], -beta);
+        /* into dx first: din may be dout, which the image's channels all read */
+        lrn_backward_image(dx, dout + b * chw, in + b * chw, NULL, s, q, C, HW, n, alpha, beta);
+        memcpy(din + b * chw, dx, sizeof(real) * chw);
     }
 }
 

@@ -659,26 +659,87 @@ void tower_init_params(real *params, const tower_plan *plan, int index, uint64_t
 /* ---- one tower's arena ------------------------------------------------------------------ */
 
 /* Bump allocator over the arena: 256-byte aligned slices (good for the GPU too).
- * With base NULL it only counts. */
+ * With base NULL it only counts; part (a tower_mem field or NULL) is what the bytes of
+ * the next takes count toward. */
 typedef struct {
     char *base;
     size_t used;
+    size_t *part;
 } carver;
 
 static void *take(carver *c, size_t bytes)
 {
     size_t at = (c->used + 255) & ~(size_t)255;
+    if (c->part) *c->part += at + bytes - c->used;
     c->used = at + bytes;
     return c->base ? c->base + at : NULL;
 }
 #define TAKE_REAL(c, n) ((real *)take((c), sizeof(real) * (size_t)(n)))
 
-size_t tower_carve(tower *t, char *base)
+/* The lean arena's regions: 0 and 1 take turns for each layer's dout and din (the
+ * reduce-scatter's output goes opposite its input), 2 holds the gradient before a pool
+ * (the pool's din, then LRN and the activation backward in place). Every buffer starts
+ * at its region's base; a region is as large as the largest buffer it holds. The forward
+ * never touches a gradient, so its temporaries live there too: an LRN output that is
+ * not the last stage in region 2, a pool output that is not the last stage (dropout
+ * follows) in region 0. */
+enum { LEAN_PING = 0, LEAN_PONG = 1, LEAN_PREPOOL = 2, LEAN_REGIONS = 3 };
+
+static real *lean_at(real *const reg[LEAN_REGIONS], size_t size[LEAN_REGIONS], int r,
+                     size_t n)
+{
+    if (sizeof(real) * n > size[r]) size[r] = sizeof(real) * n;
+    return reg[r];
+}
+
+/* Places every activation gradient and forward temporary of the lean arena in the
+ * regions reg (NULL: only sizes them). Walks the layers as backward does. */
+static void lean_place(tower *t, real *const reg[LEAN_REGIONS], size_t size[LEAN_REGIONS])
+{
+    const tower_plan *p = &t->plan;
+    size_t B = (size_t)p->cfg.batch;
+    int n = p->n_layers, r = LEAN_PING;
+    for (int l = n - 1; l >= 0; l--) {
+        const tower_layer_shape *L = &p->layer[l];
+        tower_acts *A = &t->acts[l];
+        size_t act_n = B * L->out_ch * L->out_h * L->out_h;
+        size_t fin_n = B * L->final_ch * L->final_h * L->final_h;
+        int last_lrn = L->lrn && !L->pool_k && !(L->drop_p > 0);
+        int last_pool = L->pool_k && !(L->drop_p > 0);
+        if (l == n - 1) A->dout = lean_at(reg, size, r, fin_n);
+        /* else layer l + 1 placed it */
+        real *d = A->dout; /* dropout's backward in place */
+        A->dpool = L->pool_k ? d : NULL;
+        if (L->pool_k) d = lean_at(reg, size, LEAN_PREPOOL, act_n);
+        A->dlrn = L->lrn ? d : NULL; /* LRN's and the activation's backward in place */
+        A->dact = d;
+        if (L->lrn && !last_lrn) A->lrn = lean_at(reg, size, LEAN_PREPOOL, act_n);
+        if (L->pool_k && !last_pool) A->pool = lean_at(reg, size, LEAN_PING, fin_n);
+        if (l == 0) {
+            A->din = NULL;
+            break;
+        }
+        size_t slot = B * L->in_ch * L->in_h * L->in_h;
+        A->din = lean_at(reg, size, 1 - r, slot * L->sources);
+        if (tower_plan_row(p, l)->reads == TOWER_READS_ALL) {
+            /* this layer's dout is spent once its din is made */
+            t->acts[l - 1].dout = lean_at(reg, size, r, slot);
+        } else {
+            t->acts[l - 1].dout = A->din;
+            r = 1 - r;
+        }
+    }
+}
+
+static size_t carve(tower *t, char *base, tower_mem *m)
 {
     const tower_plan *p = &t->plan;
     size_t B = (size_t)p->cfg.batch, P = p->n_params;
-    int T = p->cfg.towers, n = p->n_layers;
-    carver c = {base, 0};
+    int T = p->cfg.towers, n = p->n_layers, lean = t->ops && t->ops->lean;
+    tower_mem scratch_m;
+    if (!m) m = &scratch_m;
+    memset(m, 0, sizeof *m);
+    carver c = {base, 0, &m->params};
     t->params = TAKE_REAL(&c, P);
     t->grads = TAKE_REAL(&c, P);
     t->momentum = TAKE_REAL(&c, P);
@@ -690,6 +751,7 @@ size_t tower_carve(tower *t, char *base)
         t->dw[l] = t->grads ? t->grads + L->w_off : NULL;
         t->db[l] = t->grads ? t->grads + L->b_off : NULL;
     }
+    c.part = &m->input;
     t->x = TAKE_REAL(&c, B * p->cfg.in_ch * p->cfg.in_size * p->cfg.in_size);
     size_t col = 0;
     for (int l = 0; l < n; l++) {
@@ -702,12 +764,17 @@ size_t tower_carve(tower *t, char *base)
             size_t cs = tower_conv_col_size(L->in_ch, L->in_h, L->in_h, s->k, s->stride, s->pad);
             if (cs > col) col = cs;
         }
+        if (lean && L->lrn) {
+            size_t w = tower_lrn_lean_work_size(L->out_ch, L->out_h * L->out_h);
+            if (w > col) col = w;
+        }
         /* input: the image, the previous layer's output, or a gathered buffer */
         if (l == 0) {
             A->in = t->x;
             A->din = NULL;
         } else if (s->reads == TOWER_READS_ALL) {
-            /* A->in and A->din were allocated by layer l - 1, whose `out` is a slot of it */
+            /* A->in (and in the full arena A->din) were allocated by layer l - 1, whose
+             * `out` is a slot of it */
         } else {
             A->in = t->acts[l - 1].out;
             A->din = t->acts[l - 1].dout;
@@ -715,59 +782,100 @@ size_t tower_carve(tower *t, char *base)
         /* the last stage writes `out`: slot `index` of the next gathered buffer, or (the
          * last layer) slot `index` of the gathered logits, or a buffer of its own */
         int next_gathered = l + 1 < n && tower_plan_row(p, l + 1)->reads == TOWER_READS_ALL;
+        c.part = &m->kept[l];
         if (l == n - 1) {
+            c.part = &m->loss;
             t->logits = TAKE_REAL(&c, (size_t)T * B * p->vt);
             A->out = t->logits ? t->logits + (size_t)t->index * B * p->vt : NULL;
-            A->dout = TAKE_REAL(&c, fin_n);
+            c.part = &m->grads;
+            A->dout = lean ? NULL : TAKE_REAL(&c, fin_n);
         } else if (next_gathered) {
             /* allocate the next layer's gathered input now so `out` can point into it;
              * the loop iteration for l + 1 must not allocate it again */
             const tower_layer_shape *N = &p->layer[l + 1];
             size_t next_in = B * N->in_ch * N->in_h * N->in_h;
             t->acts[l + 1].in = TAKE_REAL(&c, next_in * N->sources);
-            t->acts[l + 1].din = TAKE_REAL(&c, next_in * N->sources);
+            c.part = &m->grads;
+            t->acts[l + 1].din = lean ? NULL : TAKE_REAL(&c, next_in * N->sources);
             A->out = t->acts[l + 1].in ? t->acts[l + 1].in + (size_t)t->index * next_in : NULL;
-            A->dout = TAKE_REAL(&c, fin_n);
+            A->dout = lean ? NULL : TAKE_REAL(&c, fin_n);
         } else {
             A->out = TAKE_REAL(&c, fin_n);
-            A->dout = TAKE_REAL(&c, fin_n);
+            c.part = &m->grads;
+            A->dout = lean ? NULL : TAKE_REAL(&c, fin_n);
         }
         /* every stage but the last has a buffer of its own (in the order of the paper's
-         * carve, so its nets keep their arena layout) */
+         * carve, so its nets keep their arena layout); the lean arena keeps the
+         * activation (the activation's and LRN's backward read it) and the pool's
+         * argmax, and places the rest in its regions */
         int last_act = !L->lrn && !L->pool_k && !(L->drop_p > 0);
         int last_lrn = L->lrn && !L->pool_k && !(L->drop_p > 0);
         int last_pool = L->pool_k && !(L->drop_p > 0);
+        size_t *kept = &m->kept[l], *kept_act = &m->kept_act[l], *kept_lrn = &m->kept_lrn[l];
+        size_t *grads = &m->grads;
         if (last_act) {
             A->act = A->out;
             A->dact = A->dout;
         } else {
+            c.part = kept_act;
             A->act = TAKE_REAL(&c, act_n);
-            A->dact = TAKE_REAL(&c, act_n);
+            c.part = grads;
+            A->dact = lean ? NULL : TAKE_REAL(&c, act_n);
         }
         A->lrn = A->lrn_scale = A->dlrn = NULL;
         A->pool = A->dpool = NULL;
         A->pool_idx = NULL;
         if (L->lrn) {
-            A->lrn = last_lrn ? A->out : TAKE_REAL(&c, act_n);
-            A->lrn_scale = TAKE_REAL(&c, act_n);
-            A->dlrn = last_lrn ? A->dout : TAKE_REAL(&c, act_n);
+            c.part = kept_lrn;
+            A->lrn = last_lrn ? A->out : lean ? NULL : TAKE_REAL(&c, act_n);
+            A->lrn_scale = lean ? NULL : TAKE_REAL(&c, act_n);
+            c.part = grads;
+            A->dlrn = last_lrn ? A->dout : lean ? NULL : TAKE_REAL(&c, act_n);
         }
         if (L->pool_k) {
             if (last_pool) {
                 A->pool = A->out;
                 A->dpool = A->dout;
             } else {
-                A->pool = TAKE_REAL(&c, fin_n);
-                A->dpool = TAKE_REAL(&c, fin_n);
+                c.part = kept;
+                A->pool = lean ? NULL : TAKE_REAL(&c, fin_n);
+                c.part = grads;
+                A->dpool = lean ? NULL : TAKE_REAL(&c, fin_n);
             }
+            c.part = &m->kept_idx[l];
             A->pool_idx = (int32_t *)take(&c, sizeof(int32_t) * fin_n);
         }
     }
+    c.part = &m->loss;
     t->probs = TAKE_REAL(&c, (size_t)T * B * p->vt);
     t->losses = TAKE_REAL(&c, B);
     t->labels = (int32_t *)take(&c, sizeof(int32_t) * B);
+    if (lean) {
+        real *reg[LEAN_REGIONS] = {NULL, NULL, NULL};
+        size_t size[LEAN_REGIONS] = {0, 0, 0};
+        lean_place(t, reg, size);
+        for (int r = 0; r < LEAN_REGIONS; r++) {
+            size_t before = c.used;
+            c.part = &m->grads;
+            reg[r] = (real *)take(&c, size[r]);
+            m->grad_part[r] = c.used - before;
+        }
+        lean_place(t, reg, size);
+    }
+    c.part = &m->scratch;
     t->col = TAKE_REAL(&c, col);
+    /* kept[l] is the layer's total: the activation, LRN and argmax parts added in */
+    for (int l = 0; l < n; l++) m->kept[l] += m->kept_act[l] + m->kept_lrn[l] + m->kept_idx[l];
+    m->total = c.used;
     return c.used;
+}
+
+size_t tower_carve(tower *t, char *base) { return carve(t, base, NULL); }
+
+void tower_memory(const tower *t, tower_mem *m)
+{
+    tower probe = *t; /* carving a copy with no base leaves t's pointers alone */
+    carve(&probe, NULL, m);
 }
 
 /* ---- the CPU backend's operations: layers_cpu.c behind the table ---------------------- */
@@ -833,16 +941,16 @@ static void cpu_act_backward(tower *t, int act, real *din, const real *dout, con
 static void cpu_lrn_forward(tower *t, real *out, real *scale, const real *in, int B, int C,
                             int HW, int n, real k, real alpha, real beta)
 {
-    (void)t;
-    tower_lrn_forward(out, scale, in, B, C, HW, n, k, alpha, beta);
+    (void)scale; /* the lean arena keeps none: one image's at a time in col */
+    tower_lrn_forward_lean(out, in, B, C, HW, n, k, alpha, beta, t->col);
 }
 
 static void cpu_lrn_backward(tower *t, real *din, const real *dout, const real *in,
                              const real *out, const real *scale, int B, int C, int HW, int n,
                              real k, real alpha, real beta)
 {
-    (void)t;
-    tower_lrn_backward(din, dout, in, out, scale, B, C, HW, n, k, alpha, beta);
+    (void)out, (void)scale; /* not kept: recomputed from in, one image at a time in col */
+    tower_lrn_backward_lean(din, dout, in, B, C, HW, n, k, alpha, beta, t->col);
 }
 
 static void cpu_maxpool_forward(tower *t, real *out, int32_t *idx, const real *in, int B, int C,
@@ -946,6 +1054,7 @@ const tower_ops tower_ops_cpu = {
     .zero_grads = cpu_zero_grads,
     .update = cpu_update,
     .free = cpu_free,
+    .lean = 1,
 };
 
 /* ---- one tower's life cycle --------------------------------------------------------------- */
@@ -1064,9 +1173,9 @@ void tower_backward_layer(tower *t, int l)
             op->maxpool_backward(t, d_before_pool, A->dpool, A->pool_idx, B, L->out_ch,
                                  L->out_h, L->out_h, L->pool_k, L->pool_s);
         if (L->lrn)
-            op->lrn_backward(t, A->dact, A->dlrn, A->act, A->lrn, A->lrn_scale, B, L->out_ch,
-                             HW, s->lrn.n, (real)s->lrn.k, (real)s->lrn.alpha,
-                             (real)s->lrn.beta);
+            op->lrn_backward(t, A->dact, A->dlrn, A->act, op->lean ? NULL : A->lrn,
+                             A->lrn_scale, B, L->out_ch, HW, s->lrn.n, (real)s->lrn.k,
+                             (real)s->lrn.alpha, (real)s->lrn.beta);
     }
     if (L->act != TOWER_ACT_NONE && !fused)
         op->act_backward(t, L->act, A->dact, A->dact, A->act, act_n);

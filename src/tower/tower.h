@@ -105,6 +105,17 @@ void tower_lrn_forward(real *out, real *scale, const real *in,
 void tower_lrn_backward(real *din, const real *dout, const real *in, const real *out,
                         const real *scale, int B, int C, int HW, int n, real k, real alpha,
                         real beta);
+/* The same LRN keeping nothing but its input for backward (the CPU's lean arena): the
+ * forward takes each image's scale in work and gives tower_lrn_forward's out bit for
+ * bit; the backward recomputes each image's scale and scale^-beta from in (the forward's
+ * bits; tower_lrn_backward takes the power once per element as well) and out as
+ * in * scale^-beta, and gives tower_lrn_backward's din bit for bit; din may alias dout.
+ * work: tower_lrn_lean_work_size() reals, both. */
+size_t tower_lrn_lean_work_size(int C, int HW);
+void tower_lrn_forward_lean(real *out, const real *in, int B, int C, int HW, int n, real k,
+                            real alpha, real beta, real *work);
+void tower_lrn_backward_lean(real *din, const real *dout, const real *in, int B, int C,
+                             int HW, int n, real k, real alpha, real beta, real *work);
 
 /* Max-pool, window K, stride S, no padding: out (B, C, Ho, Wo), Ho = (H-K)/S + 1.
  * idx (B, C, Ho, Wo): flat index h*W+w of the first maximum in the window (row-major
@@ -480,6 +491,13 @@ typedef struct tower_ops {
      * correction), weight decay on the weights only. */
     void (*update)(tower *t, const tower_optim *o, real lr, int64_t t_update);
     void (*free)(tower *t);
+    /* 1: the tower's arena is lean (tower_carve): every activation gradient and forward
+     * temporary lives in three shared regions, and the ops take what that implies:
+     * lrn_forward and lrn_backward get scale = NULL (tower_lrn_*_lean recompute it),
+     * lrn_backward out = NULL and din == dout, dropout_backward and act_backward
+     * din == dout. 0 (the CUDA backend): one buffer per stage. Last, so positional
+     * initialisers of the tables stay valid. */
+    int lean;
 } tower_ops;
 
 /* The CPU backend's table (net.c). */
@@ -513,9 +531,37 @@ void tower_loss_backward(tower *t);
 void tower_backward_layer(tower *t, int l);
 void tower_zero_grads(tower *t);
 /* Lays every buffer of the tower out from base (host or device memory) and returns the
- * bytes needed; base NULL only measures. Shared by the CPU and CUDA towers so both
- * have the same arena. */
+ * bytes needed; base NULL only measures. The layout follows t->ops: the full one (a
+ * buffer per stage and per gradient; the CUDA backend, and t->ops NULL) or, when
+ * t->ops->lean, the lean one (the CPU's): the forward keeps only what backward reads, and
+ * the activation gradients share two ping-pong regions and one pre-pool region (net.c). */
 size_t tower_carve(tower *t, char *base);
+/* Where one tower's arena goes, in bytes (alignment included in each part). */
+typedef struct {
+    size_t params;        /* params, grads, momentum (and Adam's second moment) */
+    size_t input;         /* x: the image batch */
+    size_t kept[TOWER_MAX_LAYERS]; /* per layer, what its forward keeps for backward: the
+                                      activation, the LRN's scale (full arena), the
+                                      pool's argmax, the output it hands on (the next
+                                      layer's input, gathered from every tower when that
+                                      reads all) and, in the full arena, the LRN and pool
+                                      outputs that are not the last stage */
+    size_t kept_act[TOWER_MAX_LAYERS];   /* of kept: the activation (conv/fc output) */
+    size_t kept_lrn[TOWER_MAX_LAYERS];   /* of kept: the LRN's scale and output (full arena;
+                                            the lean one keeps neither) */
+    size_t kept_idx[TOWER_MAX_LAYERS];   /* of kept: the pool's argmax (int32) */
+    size_t grads;         /* activation gradients: full arena one buffer per stage; lean
+                             the three regions (which also hold the forward temporaries) */
+    size_t grad_part[3];  /* lean: the regions (two ping-pong ones for dout/din, one for
+                             the gradient before a pool); full: 0 */
+    size_t loss;          /* logits (gathered), probs, losses, labels */
+    size_t scratch;       /* col: the conv chunk scratch (lean: also the LRN's per-image work) */
+    size_t total;         /* the arena: tower_carve's bytes */
+} tower_mem;
+
+/* t's arena by part (t->plan and t->ops as tower_carve reads them; nothing allocated). */
+void tower_memory(const tower *t, tower_mem *m);
+
 /* The plan's optimizer step, update number t_update (1-based). */
 void tower_update(tower *t, const tower_optim *o, real lr, int64_t t_update);
 /* The paper's SGD step (tower_update with SGD and these constants). */

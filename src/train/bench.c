@@ -456,6 +456,8 @@ typedef struct {
     double loss_first, loss_last;
     int finite;
     size_t rss_peak;
+    size_t pool_host;       /* the batch pool: uint8 crops, their parameters, labels, the
+                               mean image and (CPU) the float batch */
     char device[256];
     char conv_detail[1024]; /* the convolution path (GPU: and cuDNN's algorithms) */
     int ndev, dev[2];
@@ -502,6 +504,28 @@ static const char *data_path_text(const model *m)
                  "data_augment_cuda into each tower's x";
 }
 
+static double mib(size_t b) { return b / 1048576.0; }
+
+/* One tower's arena by part (tower_memory), the layers' kept buffers one by one. */
+static void print_arena_parts(FILE *f, const tower *t)
+{
+    tower_mem mm;
+    tower_memory(t, &mm);
+    fprintf(f, "  tower %d arena   params+grads+%s %.1f, input %.1f, kept for backward",
+            t->index, t->moment2 ? "moments" : "momentum", mib(mm.params), mib(mm.input));
+    size_t kept = 0;
+    for (int l = 0; l < t->plan.n_layers; l++) kept += mm.kept[l];
+    fprintf(f, " %.1f (", mib(kept));
+    for (int l = 0; l < t->plan.n_layers; l++)
+        fprintf(f, "%s%s %.1f", l ? ", " : "", tower_plan_row(&t->plan, l)->name,
+                mib(mm.kept[l]));
+    fprintf(f, "), activation gradients %.1f", mib(mm.grads));
+    if (t->ops->lean)
+        fprintf(f, " (regions %.1f + %.1f + %.1f)", mib(mm.grad_part[0]), mib(mm.grad_part[1]),
+                mib(mm.grad_part[2]));
+    fprintf(f, ", loss %.1f, conv scratch %.1f MiB\n", mib(mm.loss), mib(mm.scratch));
+}
+
 static void print_table(FILE *f, const bench_opts *o, const model *m, const bench_result *r,
                         const train_bench_prof *p, char *place)
 {
@@ -539,6 +563,8 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
 #endif
         fputc('\n', f);
     }
+    print_arena_parts(f, &m->tw[0]);
+    fprintf(f, "  batch pool     %10.1f MiB (host)\n", mib(r->pool_host));
     for (int s = 0; s < r->ndev; s++)
         fprintf(f, "  GPU %d memory   %.1f MiB used after the run (%.1f MiB before the model, "
                    "CUDA context included), of %.1f MiB\n",
@@ -660,6 +686,19 @@ static json_t *memory_json(const model *m, const bench_result *r, const bench_da
         json_object_set_new(j, "gpu_total_bytes", jnum_arr(total, r->ndev));
         json_object_set_new(j, "batch_buffers_device_bytes", jnum((double)d->device_bytes));
     }
+    tower_mem mm;
+    tower_memory(&m->tw[0], &mm);
+    double kept[TOWER_MAX_LAYERS], regions[3] = {(double)mm.grad_part[0],
+                                                 (double)mm.grad_part[1],
+                                                 (double)mm.grad_part[2]};
+    for (int l = 0; l < m->plan.n_layers; l++) kept[l] = (double)mm.kept[l];
+    json_object_set_new(
+        j, "arena_parts",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "params", jnum((double)mm.params),
+                  "input", jnum((double)mm.input), "kept", jnum_arr(kept, m->plan.n_layers),
+                  "grads", jnum((double)mm.grads), "grad_regions", jnum_arr(regions, 3),
+                  "loss", jnum((double)mm.loss), "scratch", jnum((double)mm.scratch), "lean",
+                  m->tw[0].ops->lean));
     json_object_set_new(j, "batch_pool_host_bytes", jnum((double)d->host_bytes));
     json_object_set_new(j, "rss_peak_bytes", jnum((double)r->rss_peak));
     return j;
@@ -836,6 +875,7 @@ static int bench_run(const bench_opts *o)
     }
     gpu_used(&o->place, o->cfg.towers, &r, r.gpu_used_after);
     r.rss_peak = peak_rss_bytes();
+    r.pool_host = d.host_bytes;
 
     r.images_per_s = (double)B * o->steps / total_s;
     r.ms_mean = 1e3 * total_s / o->steps;

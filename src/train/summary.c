@@ -12,6 +12,7 @@ void train_summary_print(FILE *f, const tower_plan *p)
     tower probe;
     memset(&probe, 0, sizeof probe);
     probe.plan = *p;
+    probe.ops = &tower_ops_cpu; /* the CPU's (lean) arena; the GPU's is its own line below */
     size_t arena = tower_carve(&probe, NULL);
     const tower_net *net = &p->cfg.net;
     char sw[256];
@@ -57,6 +58,16 @@ void train_summary_print(FILE *f, const tower_plan *p)
     fprintf(f, "memory per tower at batch %d (fp32 params, grads, %s, activations): "
                "%.1f MiB\n", p->cfg.batch, p->adam ? "Adam's two moments" : "momentum",
             arena / 1048576.0);
+    tower_mem mm;
+    tower_memory(&probe, &mm);
+    size_t kept = 0;
+    for (int l = 0; l < p->n_layers; l++) kept += mm.kept[l];
+    fprintf(f, "  of which: parameters, gradients and %s %.1f, input %.1f, kept for backward "
+               "%.1f, activation gradients (shared regions) %.1f, loss %.1f, conv scratch "
+               "%.1f MiB\n",
+            p->adam ? "moments" : "momentum", mm.params / 1048576.0, mm.input / 1048576.0,
+            kept / 1048576.0, mm.grads / 1048576.0, mm.loss / 1048576.0,
+            mm.scratch / 1048576.0);
 #ifdef TT_HAVE_CUDA
     fprintf(f, "GPU memory per tower at batch %d (arena + conv scratch + cuBLAS workspace): %.1f MiB\n",
             p->cfg.batch, tower_cuda_mem_estimate(p) / 1048576.0);

@@ -685,6 +685,7 @@ static int run_open(run_state *r, const train_options *o)
     tower probe;
     memset(&probe, 0, sizeof probe);
     probe.plan = r->m.plan;
+    probe.ops = r->m.tw[0].ops; /* the arena's layout is the backend's */
     double mib = tower_carve(&probe, NULL) / 1048576.0;
 #ifdef TT_HAVE_CUDA
     for (int t = 0; t < cfg.towers && !o->place.cpu; t++) {

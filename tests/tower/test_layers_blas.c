@@ -236,3 +236,30 @@ Test(layers_blas, fc8_2x2048to500)
 {
     fc_real("fc8", 2, 2, 2048, 500, 108);
 }
+
+/* The lean arena's LRN (no scale or output kept; the backward recomputes both, in place
+ * on dout) gives the kept-scale LRN's bits, forward and backward, at conv2's shape
+ * (tower_lrn_*_lean, tower.h). */
+Test(layers_blas, lrn_lean_bit_for_bit)
+{
+    int B = 3, C = 128, HW = 27 * 27;
+    size_t n = (size_t)B * C * HW;
+    chk_rng r;
+    chk_rng_seed(&r, 71);
+    float *in = xalloc(n, sizeof *in), *dout = xalloc(n, sizeof *dout);
+    float *out = xalloc(n, sizeof *out), *scale = xalloc(n, sizeof *scale);
+    float *din = xalloc(n, sizeof *din), *out2 = xalloc(n, sizeof *out2);
+    float *g2 = xalloc(n, sizeof *g2);
+    float *work = xalloc(tower_lrn_lean_work_size(C, HW), sizeof *work);
+    for (size_t i = 0; i < n; i++) in[i] = (float)chk_uniform(&r, 0.0, 40.0); /* ReLU'd */
+    fill_f(&r, dout, n);
+    real k = (real)TOWER_LRN_K, a = (real)TOWER_LRN_ALPHA, b = (real)TOWER_LRN_BETA;
+    tower_lrn_forward(out, scale, in, B, C, HW, TOWER_LRN_N, k, a, b);
+    tower_lrn_forward_lean(out2, in, B, C, HW, TOWER_LRN_N, k, a, b, work);
+    cr_assert(memcmp(out, out2, n * sizeof *out) == 0, "lean forward differs");
+    tower_lrn_backward(din, dout, in, out, scale, B, C, HW, TOWER_LRN_N, k, a, b);
+    memcpy(g2, dout, n * sizeof *g2);
+    tower_lrn_backward_lean(g2, g2, in, B, C, HW, TOWER_LRN_N, k, a, b, work);
+    cr_assert(memcmp(din, g2, n * sizeof *din) == 0, "lean backward (in place) differs");
+    free(in), free(dout), free(out), free(scale), free(din), free(out2), free(g2), free(work);
+}

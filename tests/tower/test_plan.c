@@ -259,3 +259,51 @@ Test(plan, dropout_keys_distinct)
     cr_assert(tower_layer_key(k00, 5) != tower_layer_key(k01, 5), "towers share fc6's key");
     cr_assert(tower_layer_key(k00, 5) == tower_layer_key(k00, 5));
 }
+
+/* The CPU's lean arena (tower_carve, net.c): the parts tower_memory reports add up to the
+ * arena, it is smaller than the full layout of the same plan, and every buffer the
+ * forward keeps lies outside the gradient regions, every activation gradient inside them
+ * (the regions are carved after the loss buffers, before the conv scratch). */
+Test(plan, lean_arena_parts_and_regions)
+{
+    tower_plan p = make(2, 10, 3, 67, 8);
+    tower t;
+    char err[256] = "";
+    cr_assert_eq(tower_init(&t, &p, 0, 5, err, sizeof err), 0, "tower_init: %s", err);
+    cr_assert(t.ops->lean, "the CPU tower's arena is lean");
+    tower_mem m, full;
+    tower_memory(&t, &m);
+    cr_assert_eq(m.total, t.arena_bytes);
+    size_t sum = m.params + m.input + m.grads + m.loss + m.scratch, regions = 0;
+    for (int l = 0; l < p.n_layers; l++) sum += m.kept[l];
+    for (int r = 0; r < 3; r++) regions += m.grad_part[r];
+    cr_assert_eq(sum, m.total, "parts %zu, arena %zu", sum, m.total);
+    cr_assert_eq(regions, m.grads, "the lean gradients are the regions");
+    tower probe;
+    memset(&probe, 0, sizeof probe);
+    probe.plan = p; /* no ops: the full layout (the CUDA backend's) */
+    tower_memory(&probe, &full);
+    cr_assert_eq(full.total, tower_carve(&probe, NULL));
+    cr_assert(full.total > m.total, "full %zu, lean %zu", full.total, m.total);
+    cr_assert(full.grad_part[0] == 0 && full.grad_part[2] == 0);
+    const char *lo = (const char *)t.acts[p.n_layers - 1].dout, *hi = (const char *)t.col;
+    for (int l = 0; l < p.n_layers; l++) {
+        const tower_acts *A = &t.acts[l];
+        const void *kept[4] = {A->in, A->act, A->out, A->pool_idx};
+        const void *grad[3] = {A->dout, A->dact, A->din};
+        for (int i = 0; i < 4; i++)
+            cr_assert(!kept[i] || (const char *)kept[i] < lo, "%s kept buffer %d in a region",
+                      names[l], i);
+        for (int i = 0; i < 3; i++)
+            cr_assert(l == 0 && i == 2 ? !grad[i]
+                                       : (const char *)grad[i] >= lo &&
+                                             (const char *)grad[i] < hi,
+                      "%s gradient %d outside the regions", names[l], i);
+        cr_assert_null(A->lrn_scale, "%s keeps no LRN scale", names[l]);
+        /* what runs in place: dropout, LRN, activation; a pool writes a buffer of its own */
+        cr_assert(A->dact == (p.layer[l].pool_k ? A->dact : A->dout));
+        if (p.layer[l].pool_k) cr_assert(A->dpool == A->dout && A->dact != A->dout);
+        if (l > 0) cr_assert(A->din != A->dact, "%s din is its own buffer", names[l]);
+    }
+    tower_free(&t);
+}
