@@ -16,20 +16,11 @@
 
 #include "cuda_check.h"
 
-/* tower_fault_describe_fn for cudnnStatus_t (cuda_check.h's pattern): an execution
- * failure is sticky when the runtime's last error on this thread is. */
+/* tower_fault_describe_fn for cudnnStatus_t (cuda_check.h's pattern) */
 static int describe_cudnn(int status, int injected, char *reason, size_t n)
 {
     cudnnStatus_t s = injected ? CUDNN_STATUS_EXECUTION_FAILED : (cudnnStatus_t)status;
-    cudaError_t last = injected == TOWER_FAULT_STICKY ? cudaErrorIllegalAddress
-                       : injected                     ? cudaSuccess
-                                                      : cudaPeekAtLastError();
-    if (last != cudaSuccess)
-        snprintf(reason, n, "%s (the runtime: %s: %s)", cudnnGetErrorString(s),
-                 cudaGetErrorName(last), cudaGetErrorString(last));
-    else
-        snprintf(reason, n, "%s", cudnnGetErrorString(s));
-    return tower_cuda_sticky(last) ? TOWER_FAULT_STICKY : TOWER_FAULT_ERROR;
+    return tower_cuda_describe_library(cudnnGetErrorString(s), injected, reason, n);
 }
 
 /* recorded in the thread's fault slot; the enclosing void function returns */

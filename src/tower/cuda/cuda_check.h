@@ -54,20 +54,28 @@ static inline int tower_cuda_describe_error(int status, int injected, char *reas
     return tower_cuda_sticky(e) ? TOWER_FAULT_STICKY : TOWER_FAULT_ERROR;
 }
 
-/* tower_fault_describe_fn for cublasStatus_t. cuBLAS reports a kernel fault as
- * EXECUTION_FAILED: sticky when the runtime's last error on this thread is. */
-static inline int tower_cuda_describe_cublas(int status, int injected, char *reason, size_t n)
+/* The reason of a failed library call (cuBLAS, cuDNN) whose status text is `what`: with
+ * the runtime's last error on this thread beside it when there is one, and sticky when that
+ * error is (a kernel fault shows up in a library as an execution failure). */
+static inline int tower_cuda_describe_library(const char *what, int injected, char *reason,
+                                              size_t n)
 {
-    cublasStatus_t s = injected ? CUBLAS_STATUS_EXECUTION_FAILED : (cublasStatus_t)status;
     cudaError_t last = injected == TOWER_FAULT_STICKY ? cudaErrorIllegalAddress
                        : injected                     ? cudaSuccess
                                                       : cudaPeekAtLastError();
     if (last != cudaSuccess)
-        snprintf(reason, n, "%s (the runtime: %s: %s)", cublasGetStatusString(s),
-                 cudaGetErrorName(last), cudaGetErrorString(last));
+        snprintf(reason, n, "%s (the runtime: %s: %s)", what, cudaGetErrorName(last),
+                 cudaGetErrorString(last));
     else
-        snprintf(reason, n, "%s", cublasGetStatusString(s));
+        snprintf(reason, n, "%s", what);
     return tower_cuda_sticky(last) ? TOWER_FAULT_STICKY : TOWER_FAULT_ERROR;
+}
+
+/* tower_fault_describe_fn for cublasStatus_t. */
+static inline int tower_cuda_describe_cublas(int status, int injected, char *reason, size_t n)
+{
+    cublasStatus_t s = injected ? CUBLAS_STATUS_EXECUTION_FAILED : (cublasStatus_t)status;
+    return tower_cuda_describe_library(cublasGetStatusString(s), injected, reason, n);
 }
 
 /* A failed CUDA runtime call: recorded, and the enclosing void function returns. */

@@ -626,6 +626,7 @@ static const tower_ops cuda_ops = {
     /* .zero_grads = */ cuda_zero_grads,
     /* .update = */ cuda_update,
     /* .free = */ cuda_free,
+    /* .lean = */ 0,
 };
 
 static const tower_ops *cuda_ops_table(void) { return &cuda_ops; }
