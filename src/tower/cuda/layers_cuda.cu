@@ -646,8 +646,8 @@ extern "C" void tower_dropout_inverted_backward_cuda(float *din, const float *do
 /* ---- softmax cross-entropy over the gathered logits ----------------------------------
  * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
  * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
- * stride over the classes (tower_k_logit_walk: no division per class), then xor-shuffle trees (fixed order) give the max and the
- * sum. The sum is in double, as on the CPU; the summation order differs from the CPU's
+ * stride over the classes (tower_k_logit_walk: no division per class), then xor-shuffle
+ * trees (fixed order) give the max and the sum. The sum is in double, as on the CPU; the summation order differs from the CPU's
  * sequential one, so probs and losses agree within rounding, not bit for bit. */
 #define SOFTMAX_WARPS 4
 
