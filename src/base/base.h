@@ -69,6 +69,46 @@ BASE_HD float base_rng_uniform(uint64_t key, uint64_t index)
 {
     return (float)(base_rng_mix(key, index) >> 40) * (1.0f / 16777216.0f);
 }
+/* ---- division by a run-time constant, 32 bits -------------------------------------
+ * The GPU kernels (src/tower/cuda/kernels.h's tower_k_div, src/data's augmentation) index
+ * their tensors in 32 bits and split an index into coordinates by sizes known only at run
+ * time. A run-time division costs some 25 instructions (a 64-bit one about 30, or a
+ * subroutine); a base_div, made once per launch on the host, divides by a multiply-high,
+ * an add and a shift. For 1 <= d <= 2^31 and 0 <= n < 2^31, with s the least s such that
+ * 2^s >= d and m = floor(2^32 (2^s - d) / d) + 1 (below 2^32):
+ * floor(n / d) = (mulhi(n, m) + n) >> s. That is floor(n (m + 2^32) / 2^(32+s)), and
+ * m + 2^32 exceeds 2^(32+s) / d by at most 1, so the quotient exceeds n / d by less than
+ * n / 2^(32+s) < 1 / (2d): too little to pass the next integer, as n mod d <= d - 1
+ * (Granlund and Montgomery's round-up method; mulhi(n, m) + n < 2^32 as mulhi <= n).
+ * tests/cuda/test_kernels_host.c checks it over many divisors and numerators. */
+typedef struct {
+    uint32_t d, magic, shift;
+} base_div;
+
+/* d = 0, an empty axis, keeps d = 0 (the kernels' loop bounds are products of the d's)
+ * with 1's magic number: nothing is ever divided by it. */
+BASE_HD base_div base_div_of(uint32_t d)
+{
+    base_div v;
+    uint32_t e = d ? d : 1, s = 0;
+    while ((UINT64_C(1) << s) < e) s++;
+    v.d = d;
+    v.shift = s;
+    v.magic = (uint32_t)(((UINT64_C(1) << 32) * ((UINT64_C(1) << s) - e)) / e + 1);
+    return v;
+}
+
+/* n / v.d for n < 2^31 */
+BASE_HD uint32_t base_div_quo(base_div v, uint32_t n)
+{
+#if defined(__CUDA_ARCH__)
+    uint32_t hi = __umulhi(n, v.magic);
+#else
+    uint32_t hi = (uint32_t)(((uint64_t)n * v.magic) >> 32);
+#endif
+    return (hi + n) >> v.shift;
+}
+
 /* One N(0, 1) draw by Box-Muller from the counters index and index + 1 (53-bit
  * uniforms u1 in (0, 1], u2 in [0, 1)): second = 0 gives r cos(2 pi u2), second = 1
  * r sin(2 pi u2). Host only (double). */

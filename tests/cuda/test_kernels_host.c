@@ -6,7 +6,9 @@
  * layers_cuda.cu step for step, with each kernel launch replaced by a loop over its
  * elements and each cublasSgemm / cublasSgemv by the same column-major call to CBLAS
  * (which, like cuBLAS, rejects a leading dimension that is too small). They are copies of
- * the launchers, not the launchers: an edit to one side must be made to the other. */
+ * the launchers, not the launchers: an edit to one side must be made to the other.
+ * The data path's augmentation (src/data/augment_kernel.h) is run the same way against
+ * data_augment_cpu. */
 #include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
@@ -14,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/augment_kernel.h"
+#include "data/data.h"
 #include "tower/cuda/kernels.h"
 #include "tower/tower.h"
 
@@ -663,6 +667,26 @@ Test(cuda_kernels_host, softmax_dlogits)
     free(logits), free(probs), free(losses), free(dl), free(dl2);
 }
 
+/* the softmax kernel's walk over a lane's classes: every lane of every sample of awkward
+ * layouts (towers narrower than a warp, one class a tower, the paper's 2 x 500) visits
+ * tower_k_logit_at's indices, class after class */
+Test(cuda_kernels_host, logit_walk)
+{
+    const int shapes[][3] = {{3, 2, 5}, {4, 1, 1}, {2, 3, 1}, {5, 2, 31}, {3, 2, 32},
+                             {2, 2, 33}, {7, 4, 13}, {128, 2, 500}, {3, 1, 1000}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int B = shapes[k][0], T = shapes[k][1], Vt = shapes[k][2], V = T * Vt;
+        for (int b = 0; b < B; b++)
+            for (int lane = 0; lane < 32; lane++) {
+                tower_k_logit_walk w = tower_k_logit_walk_at(b, lane, 32, B, Vt);
+                for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w))
+                    if (w.i != tower_k_logit_at(b, c, B, Vt))
+                        cr_assert_fail("B %d T %d Vt %d b %d class %d: walk %zu, want %zu", B,
+                                       T, Vt, b, c, w.i, tower_k_logit_at(b, c, B, Vt));
+            }
+    }
+}
+
 Test(cuda_kernels_host, sgd)
 {
     size_t n = 777;
@@ -803,4 +827,69 @@ Test(cuda_kernels_host, adam)
     expect_close("adam arena second moment", v2, t.moment2, n, 0);
     tower_free(&t);
     free(g), free(w2), free(m2), free(v2);
+}
+
+/* ---- the data path's augmentation (src/data/augment_kernel.h) -------------------------- */
+
+/* B random uint8 crops of side crop, their params (corners at both edges and in between,
+ * every other image mirrored, random lighting) and a random mean image; then every output
+ * element of data_k_augment_at, in the kernel's linear order, against data_augment_cpu and
+ * data_augment_reduce_cpu with F = 1, bit for bit. */
+static void expect_augment(int B, int crop, uint64_t key)
+{
+    data_k_aug g;
+    cr_assert_eq(data_k_aug_make(&g, B, crop), 0, "B %d crop %d", B, crop);
+    size_t nc = (size_t)B * crop * crop * 3, nx = nc, nm = (size_t)DATA_SIZE * DATA_SIZE * 3;
+    cr_assert_eq(g.total, nx);
+    uint8_t *crops = malloc(nc);
+    float *mean = fnew(nm), *x = fnew(nx), *xr = fnew(nx), *xk = fnew(nx);
+    data_aug_params *p = calloc((size_t)B, sizeof *p);
+    cr_assert(crops && p);
+    for (size_t i = 0; i < nc; i++) crops[i] = (uint8_t)(base_rng_mix(key, i) >> 56);
+    for (size_t i = 0; i < nm; i++) mean[i] = 255.0f * base_rng_uniform(key + 1, i);
+    int room = DATA_SIZE - crop;
+    for (int b = 0; b < B; b++) {
+        uint64_t r = base_rng_mix(key + 2, (uint64_t)b);
+        int pick = b % 3; /* 0: the top-left corner, 1: the bottom-right, 2: random */
+        p[b].oy = pick == 0 ? 0 : pick == 1 ? room : (int)(r % (uint64_t)(room + 1));
+        p[b].ox = pick == 0 ? 0 : pick == 1 ? room : (int)((r >> 20) % (uint64_t)(room + 1));
+        p[b].mirror = (b + crop) % 2;
+        for (int c = 0; c < 3; c++)
+            p[b].rgb[c] = 20.0f * (float)base_rng_normal(key + 3, 2 * (uint64_t)(3 * b + c), 0);
+    }
+    data_augment_cpu(x, crops, mean, p, B, crop);
+    data_augment_reduce_cpu(xr, crops, mean, p, B, crop, 1);
+    for (uint32_t i = 0; i < g.total; i++) xk[i] = data_k_augment_at(crops, mean, p, i, g);
+    if (memcmp(x, xk, sizeof(float) * nx) != 0 || memcmp(xr, xk, sizeof(float) * nx) != 0)
+        for (size_t i = 0; i < nx; i++)
+            if (memcmp(&x[i], &xk[i], sizeof(float)) != 0 ||
+                memcmp(&xr[i], &xk[i], sizeof(float)) != 0)
+                cr_assert_fail("B %d crop %d element %zu: kernel %.9g cpu %.9g reduce %.9g", B,
+                               crop, i, xk[i], x[i], xr[i]);
+    free(crops), free(mean), free(x), free(xr), free(xk), free(p);
+}
+
+/* every crop side the data path takes (1 .. DATA_SIZE), mirrored and not, then the
+ * paper's batch (128 x 224) and awkward ones */
+Test(cuda_kernels_host, augment)
+{
+    for (int crop = 1; crop <= DATA_SIZE; crop++)
+        expect_augment(crop % 7 == 0 ? 3 : 2, crop, 1000 + (uint64_t)crop);
+    expect_augment(128, 224, 7);
+    expect_augment(1, 227, 8);
+    expect_augment(5, 255, 9);
+    expect_augment(7, 67, 10);
+}
+
+/* the launcher's bounds: the kernel's indices are 32 bits */
+Test(cuda_kernels_host, augment_bounds)
+{
+    data_k_aug g;
+    cr_assert_eq(data_k_aug_make(&g, 10922, DATA_SIZE), 0); /* 2,147,221,504 elements */
+    cr_assert_eq(g.total, 10922u * 3 * DATA_SIZE * DATA_SIZE);
+    cr_assert_eq(data_k_aug_make(&g, 10923, DATA_SIZE), -1); /* 2^31 + 49,152 */
+    cr_assert_eq(data_k_aug_make(&g, 0, 224), -1);
+    cr_assert_eq(data_k_aug_make(&g, 1, 0), -1);
+    cr_assert_eq(data_k_aug_make(&g, 1, DATA_SIZE + 1), -1);
+    cr_assert_eq(data_k_aug_make(&g, INT32_MAX, 1), -1);
 }

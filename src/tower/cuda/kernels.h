@@ -59,42 +59,15 @@ BASE_HD tower_k_gemm tower_k_gemm_rm(int trans_a, int trans_b, int m, int n, int
 /* ---- 32-bit indices, division by a layer constant -----------------------------------
  * The layer kernels index their tensors in 32 bits (the launchers refuse a tensor of 2^31
  * elements or more) and split an index into coordinates by the layer's sizes, which are
- * known only at run time. A run-time division costs some 25 instructions (a 64-bit one
- * about 30, or a subroutine); a tower_k_div, made once per launch on the host, divides
- * by a multiply-high, an add and a shift. For 1 <= d <= 2^31 and 0 <= n < 2^31, with s
- * the least s such that 2^s >= d and m = floor(2^32 (2^s - d) / d) + 1 (below 2^32):
- * floor(n / d) = (mulhi(n, m) + n) >> s. That is floor(n (m + 2^32) / 2^(32+s)), and
- * m + 2^32 exceeds 2^(32+s) / d by at most 1, so the quotient exceeds n / d by less than
- * n / 2^(32+s) < 1 / (2d): too little to pass the next integer, as n mod d <= d - 1
- * (Granlund and Montgomery's round-up method; mulhi(n, m) + n < 2^32 as mulhi <= n).
- * test_kernels_host.c checks it over many divisors and numerators. */
-typedef struct {
-    uint32_t d, magic, shift;
-} tower_k_div;
+ * known only at run time: by a tower_k_div, base.h's base_div (a multiply-high, an add and
+ * a shift; its comment has the proof), made once per launch on the host. */
+typedef base_div tower_k_div;
 
-/* d = 0, an empty axis, keeps d = 0 (the kernels' loop bounds are products of the d's)
- * with 1's magic number: nothing is ever divided by it. */
-BASE_HD tower_k_div tower_k_div_of(uint32_t d)
-{
-    tower_k_div v;
-    uint32_t e = d ? d : 1, s = 0;
-    while ((UINT64_C(1) << s) < e) s++;
-    v.d = d;
-    v.shift = s;
-    v.magic = (uint32_t)(((UINT64_C(1) << 32) * ((UINT64_C(1) << s) - e)) / e + 1);
-    return v;
-}
+/* d = 0, an empty axis, keeps d = 0 with 1's magic number: nothing is divided by it. */
+BASE_HD tower_k_div tower_k_div_of(uint32_t d) { return base_div_of(d); }
 
 /* n / v.d for n < 2^31 */
-BASE_HD uint32_t tower_k_quo(tower_k_div v, uint32_t n)
-{
-#if defined(__CUDA_ARCH__)
-    uint32_t hi = __umulhi(n, v.magic);
-#else
-    uint32_t hi = (uint32_t)(((uint64_t)n * v.magic) >> 32);
-#endif
-    return (hi + n) >> v.shift;
-}
+BASE_HD uint32_t tower_k_quo(tower_k_div v, uint32_t n) { return base_div_quo(v, n); }
 
 /* 1 when a tensor of n elements can be indexed in 32 bits (every index below 2^31) */
 BASE_HD int tower_k_fits32(size_t n) { return n <= (size_t)INT32_MAX; }
@@ -682,6 +655,40 @@ BASE_HD float tower_k_dropout_inv_backward(float dout, size_t i, float p, float 
 BASE_HD size_t tower_k_logit_at(int b, int c, int B, int Vt)
 {
     return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
+}
+
+/* Sample b's classes c0, c0 + step, c0 + 2 step, ... (a lane's classes, step 32) walked
+ * through their tower_k_logit_at indices with one division at the start: step = qs*Vt + rs,
+ * so each step adds qs whole towers and rs classes, and one more tower (less Vt classes)
+ * when the class within the tower passes Vt - 1. Same classes, same order: the softmax
+ * kernel's sums are unchanged. */
+typedef struct {
+    size_t i;        /* tower_k_logit_at(b, c, B, Vt) of the current class c */
+    int r, rs, Vt;   /* c % Vt; step % Vt */
+    size_t di, wrap; /* the index's step: qs*B*Vt + rs; the carry: B*Vt - Vt */
+} tower_k_logit_walk;
+
+BASE_HD tower_k_logit_walk tower_k_logit_walk_at(int b, int c0, int step, int B, int Vt)
+{
+    tower_k_logit_walk w;
+    size_t BV = (size_t)B * Vt;
+    w.i = tower_k_logit_at(b, c0, B, Vt);
+    w.r = c0 % Vt;
+    w.rs = step % Vt;
+    w.Vt = Vt;
+    w.di = (size_t)(step / Vt) * BV + (size_t)w.rs;
+    w.wrap = BV - (size_t)Vt;
+    return w;
+}
+
+BASE_HD void tower_k_logit_walk_next(tower_k_logit_walk *w)
+{
+    w->i += w->di;
+    w->r += w->rs;
+    if (w->r >= w->Vt) {
+        w->r -= w->Vt;
+        w->i += w->wrap;
+    }
 }
 
 /* dlogits (B, Vt) element i of tower `slot`: (p - [c == label]) / B, as the CPU computes */

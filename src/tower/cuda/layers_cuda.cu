@@ -646,8 +646,8 @@ extern "C" void tower_dropout_inverted_backward_cuda(float *din, const float *do
 /* ---- softmax cross-entropy over the gathered logits ----------------------------------
  * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
  * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
- * stride over the classes, then xor-shuffle trees (fixed order) give the max and the
- * sum. The sum is in double, as on the CPU; the summation order differs from the CPU's
+ * stride over the classes (tower_k_logit_walk: no division per class), then xor-shuffle
+ * trees (fixed order) give the max and the sum. The sum is in double, as on the CPU; the summation order differs from the CPU's
  * sequential one, so probs and losses agree within rounding, not bit for bit. */
 #define SOFTMAX_WARPS 4
 
@@ -659,18 +659,21 @@ __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const f
     if (b >= B) return; /* whole warps leave together: b is uniform within a warp */
     int V = T * Vt;
     float mx = -INFINITY;
-    for (int c = lane; c < V; c += 32) mx = fmaxf(mx, logits[tower_k_logit_at(b, c, B, Vt)]);
+    const tower_k_logit_walk w0 = tower_k_logit_walk_at(b, lane, 32, B, Vt);
+    tower_k_logit_walk w = w0;
+    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) mx = fmaxf(mx, logits[w.i]);
     for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     double sum = 0.0;
-    for (int c = lane; c < V; c += 32) {
-        size_t i = tower_k_logit_at(b, c, B, Vt);
-        float e = expf(logits[i] - mx);
-        probs[i] = e;
+    w = w0;
+    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) {
+        float e = expf(logits[w.i] - mx);
+        probs[w.i] = e;
         sum += e;
     }
     for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     float inv = (float)(1.0 / sum);
-    for (int c = lane; c < V; c += 32) probs[tower_k_logit_at(b, c, B, Vt)] *= inv;
+    w = w0;
+    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) probs[w.i] *= inv;
     if (lane == 0) {
         int y = labels[b];
         losses[b] = (y >= 0 && y < V)
