@@ -119,7 +119,7 @@ static int conv_auto(model *m, char *err, size_t errlen)
 }
 #endif
 
-static size_t append(char *buf, size_t n, size_t used, const char *fmt, double v)
+static size_t append_ms(char *buf, size_t n, size_t used, const char *fmt, double v)
 {
     if (used >= n) return used;
     int w = v >= 0 ? snprintf(buf + used, n - used, fmt, v) : snprintf(buf + used, n - used, "-");
@@ -146,12 +146,12 @@ void model_conv_describe(const model *m, char *buf, size_t n)
                                  tower_plan_row(&m->plan, l)->name,
                                  tower_conv_path_name(m->conv_path[l]));
         first = 0;
-        used = append(buf, n, used, "%.2f", T->fwd_ms[TOWER_CONV_GEMM]);
-        used = append(buf, n, used, " + %.2f", T->bwd_ms[TOWER_CONV_GEMM]);
+        used = append_ms(buf, n, used, "%.2f", T->fwd_ms[TOWER_CONV_GEMM]);
+        used = append_ms(buf, n, used, " + %.2f", T->bwd_ms[TOWER_CONV_GEMM]);
         if (used < n) used += (size_t)snprintf(buf + used, n - used, " ms, cudnn ");
-        used = append(buf, n, used, "%.2f", T->fwd_ms[TOWER_CONV_CUDNN]);
+        used = append_ms(buf, n, used, "%.2f", T->fwd_ms[TOWER_CONV_CUDNN]);
         if (T->fwd_ms[TOWER_CONV_CUDNN] >= 0)
-            used = append(buf, n, used, " + %.2f ms", T->bwd_ms[TOWER_CONV_CUDNN]);
+            used = append_ms(buf, n, used, " + %.2f ms", T->bwd_ms[TOWER_CONV_CUDNN]);
         if (used < n) used += (size_t)snprintf(buf + used, n - used, ")");
     }
     if (m->conv_note[0] && used < n) snprintf(buf + used, n - used, "; %s", m->conv_note);
