@@ -1101,7 +1101,7 @@ static int lrn_pool_fused(const tower *t, int l)
     return L->lrn && L->pool_k && t->ops->fuses_lrn_pool && t->ops->fuses_lrn_pool(t, l);
 }
 
-void tower_forward_layer(tower *t, int l, int train)
+void tower_forward_weighted(tower *t, int l)
 {
     const tower_ops *op = t->ops;
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
@@ -1109,7 +1109,6 @@ void tower_forward_layer(tower *t, int l, int train)
     tower_acts *A = &t->acts[l];
     int B = t->plan.cfg.batch, S = L->sources, HW = L->out_h * L->out_h;
     size_t act_n = (size_t)B * L->out_ch * HW;
-    size_t fin_n = (size_t)B * L->final_ch * L->final_h * L->final_h;
     int fused = L->act != TOWER_ACT_NONE && op->fuses_act(t, l, L->act);
     if (s->kind == TOWER_CONV) {
         size_t slot = (size_t)B * L->in_ch * L->in_h * L->in_h;
@@ -1126,6 +1125,17 @@ void tower_forward_layer(tower *t, int l, int train)
                            src > 0);
     }
     if (L->act != TOWER_ACT_NONE && !fused) op->act_forward(t, L->act, A->act, A->act, act_n);
+}
+
+void tower_forward_layer(tower *t, int l, int train)
+{
+    const tower_ops *op = t->ops;
+    const tower_layer_spec *s = tower_plan_row(&t->plan, l);
+    const tower_layer_shape *L = &t->plan.layer[l];
+    tower_acts *A = &t->acts[l];
+    int B = t->plan.cfg.batch, HW = L->out_h * L->out_h;
+    size_t fin_n = (size_t)B * L->final_ch * L->final_h * L->final_h;
+    tower_forward_weighted(t, l);
     const real *cur = A->act;
     if (lrn_pool_fused(t, l)) {
         op->lrn_pool_forward(t, A->pool, A->pool_idx, A->lrn_scale, cur, B, L->out_ch,
@@ -1155,10 +1165,8 @@ void tower_backward_layer(tower *t, int l)
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     tower_acts *A = &t->acts[l];
-    int B = t->plan.cfg.batch, S = L->sources, HW = L->out_h * L->out_h;
-    size_t act_n = (size_t)B * L->out_ch * HW;
+    int B = t->plan.cfg.batch, HW = L->out_h * L->out_h;
     size_t fin_n = (size_t)B * L->final_ch * L->final_h * L->final_h;
-    int fused = L->act != TOWER_ACT_NONE && op->fuses_act(t, l, L->act);
     /* walk the stages back from `dout` to `dact` */
     real *d_before_pool = L->lrn ? A->dlrn : A->dact;
     if (L->drop_p > 0)
@@ -1177,6 +1185,18 @@ void tower_backward_layer(tower *t, int l)
                              A->lrn_scale, B, L->out_ch, HW, s->lrn.n, (real)s->lrn.k,
                              (real)s->lrn.alpha, (real)s->lrn.beta);
     }
+    tower_backward_weighted(t, l);
+}
+
+void tower_backward_weighted(tower *t, int l)
+{
+    const tower_ops *op = t->ops;
+    const tower_layer_spec *s = tower_plan_row(&t->plan, l);
+    const tower_layer_shape *L = &t->plan.layer[l];
+    tower_acts *A = &t->acts[l];
+    int B = t->plan.cfg.batch, S = L->sources, HW = L->out_h * L->out_h;
+    size_t act_n = (size_t)B * L->out_ch * HW;
+    int fused = L->act != TOWER_ACT_NONE && op->fuses_act(t, l, L->act);
     if (L->act != TOWER_ACT_NONE && !fused)
         op->act_backward(t, L->act, A->dact, A->dact, A->act, act_n);
     if (s->kind == TOWER_CONV) {

@@ -423,6 +423,35 @@ typedef struct tower {
     void *gpu;        /* CUDA-side context (tower_cuda.h), NULL on the CPU */
 } tower;
 
+/* ---- the GPU's convolution path per conv layer ------------------------------------
+ * How a GPU tower convolves one conv layer: chunked im2col + SGEMM (layers_cuda.cu, the
+ * default) or cuDNN (conv_cudnn.cu, when the build has it). Values reach run.json and
+ * bench's JSON as names (tower_conv_path_name). */
+enum { TOWER_CONV_GEMM = 0, TOWER_CONV_CUDNN = 1, TOWER_CONV_PATHS = 2 };
+
+/* One conv layer's measured cost per path at the run's batch, in milliseconds: fwd_ms the
+ * forward of all its sources (with its activation), bwd_ms the backward. A negative time:
+ * that path was not measured (no cuDNN in the build, cuDNN had no algorithm, or the row
+ * is not a conv layer). */
+typedef struct {
+    double fwd_ms[TOWER_CONV_PATHS];
+    double bwd_ms[TOWER_CONV_PATHS];
+} tower_conv_timing;
+
+/* cuDNN is chosen for a layer only when its forward + backward is faster than the GEMM
+ * path's by more than this fraction of the GEMM path's time: a closer result is a tie
+ * within the timing noise, and a tie keeps the default. */
+#define TOWER_CONV_TIE_FRACTION 0.03
+
+/* `--conv auto`'s decision, from measured times alone (no device: plain C, so a test can
+ * inject timings): path[l] for l < n is TOWER_CONV_GEMM or TOWER_CONV_CUDNN, the faster
+ * measured path of row l by forward + backward, GEMM on a tie (TOWER_CONV_TIE_FRACTION),
+ * GEMM when cuDNN was not measured, cuDNN when only cuDNN was, GEMM for a row with
+ * neither (not a conv layer). Returns how many rows got cuDNN. */
+int tower_conv_choose(const tower_conv_timing *timing, int n, int *path);
+/* "gemm", "cudnn", or "?" for anything else. */
+const char *tower_conv_path_name(int path);
+
 /* ---- the backends' operations: one table per backend -------------------------------
  * net.c runs every layer's stage sequence once, for every backend, through the tower's
  * table: the CPU's wraps layers_cpu.c, CUDA's (net_cuda.cu) wraps layers_cuda.cu and
@@ -529,6 +558,12 @@ void tower_loss_backward(tower *t);
 /* Layer l backward: reads acts[l].dout, writes acts[l].din (for layers reading all towers
  * the gradient for every source slot) and accumulates dw, db. l=0 computes no din. */
 void tower_backward_layer(tower *t, int l);
+/* The part of row l that carries weights, each way: the conv or fc of every source with
+ * its activation (fused or as its own op): forward acts[l].in -> acts[l].act, backward
+ * acts[l].dact -> acts[l].din, dw and db. tower_forward_layer and tower_backward_layer
+ * call these; on their own they are what `--conv auto` times (tower_cuda_conv_measure). */
+void tower_forward_weighted(tower *t, int l);
+void tower_backward_weighted(tower *t, int l);
 void tower_zero_grads(tower *t);
 /* Lays every buffer of the tower out from base (host or device memory) and returns the
  * bytes needed; base NULL only measures. The layout follows t->ops: the full one (a

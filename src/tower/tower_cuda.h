@@ -169,16 +169,27 @@ void tower_adam_arena_cuda(float *params, float *m, float *v, const float *grads
  * how much free). tower_free releases it all. */
 int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device, uint64_t seed,
                     char *err, size_t errlen);
-/* How a GPU tower convolves: chunked im2col + SGEMM (layers_cuda.cu, the default) or
- * cuDNN (conv_cudnn.cu, when the build has it). */
-enum { TOWER_CONV_GEMM = 0, TOWER_CONV_CUDNN = 1 };
-
 /* tf32 = 1: the tower's GEMMs use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH) and cuDNN
  * may too; 0: plain fp32 (what tower_init_cuda sets). conv: TOWER_CONV_GEMM or
  * TOWER_CONV_CUDNN (descriptors and algorithms chosen now; the GEMM path's scratch is
  * freed meanwhile). At start-up, between steps. 0, or -1 with err (e.g. no cuDNN in this
  * build, or no deterministic algorithm). */
 int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen);
+/* tower_cuda_configure with a path per row: path[l] (TOWER_CONV_GEMM or TOWER_CONV_CUDNN)
+ * for every conv row l < plan.n_layers, other rows ignored. A cuDNN context is made when
+ * any layer is on cuDNN, the GEMM path's scratch kept when any is on GEMM. */
+int tower_cuda_configure_paths(tower *t, int tf32, const int *path, char *err, size_t errlen);
+/* Row l's convolution path now (TOWER_CONV_GEMM for a row that is not a conv). */
+int tower_cuda_conv_path(const tower *t, int l);
+/* `--conv auto`'s measurement on t's device, at its batch and its tf32: for every conv row,
+ * each path's forward and backward (tower_forward_weighted / tower_backward_weighted, so
+ * with the activation as a step runs it) `warmup` times untimed, then `reps` times each
+ * way between CUDA events on t's stream; timing[l] gets the mean milliseconds per call,
+ * -1 where a path was not measured (no cuDNN in the build, or cuDNN found no algorithm:
+ * why, in note). Afterwards t's paths are as before and its arena as tower_init_cuda
+ * left it (all zero but the parameters), so call it before any step. 0, or -1 with err. */
+int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_conv_timing *timing,
+                            char *note, size_t notelen, char *err, size_t errlen);
 /* One line: the tower's convolution path (and cuDNN's algorithms). */
 void tower_cuda_describe_conv(const tower *t, char *buf, size_t n);
 /* 1 when this build has the cuDNN convolution path. */

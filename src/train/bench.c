@@ -375,7 +375,7 @@ static const base_flag bench_flags[] = {
 
 static const base_flags_cmd bench_cmd = {
     .name = "bench",
-    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn]] [flags]",
+    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn|auto]] [flags]",
     .about =
         "Times full training steps (batch in, forward, backward, update) of the net\n"
         "(--net and its switches; its optimizer is the update) built from --seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
@@ -460,6 +460,7 @@ typedef struct {
                                mean image and (CPU) the float batch */
     char device[256];
     char conv_detail[1024]; /* the convolution path (GPU: and cuDNN's algorithms) */
+    char conv_choice[2048]; /* model_conv_describe: --conv auto's per-layer choice and times */
     int ndev, dev[2];
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
@@ -535,6 +536,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
             m->place.tf32 ? "GEMMs in TF32 (tensor cores), the rest fp32"
                           : "fp32 math (TF32 off)");
     fprintf(f, "convolutions: %s\n", r->conv_detail);
+    if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
     fprintf(f, "net: %s, %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             plan->cfg.net.name, T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -733,7 +735,8 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "device", train_json_text(r->device),
         "blas_threads", m->place.cpu ? openblas_get_num_threads() : 0,
         "tower_threads", m->workers ? T : 0,
-        "precision", "fp32", "tf32", m->place.tf32, "conv", m->place.conv ? "cudnn" : "gemm",
+        "precision", "fp32", "tf32", m->place.tf32, "conv",
+        m->place.conv == MODEL_CONV_AUTO ? "auto" : tower_conv_path_name(m->place.conv),
         "conv_detail", train_json_text(r->conv_detail), "data_path", data_path_text(m),
         "plan", "params_per_tower", jnum((double)plan->n_params), "layers", layers,
         "flops_per_image", jnum(r->flops_per_image), "images_per_s", jnum(r->images_per_s),
@@ -742,6 +745,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "ms_per_step_max", jnum(r->ms_max), "loss_first", jnum(r->loss_first),
         "loss_last", jnum(r->loss_last), "loss_finite", r->finite);
     if (j) {
+        json_object_set_new(j, "conv_choice", json_string(r->conv_choice));
         json_object_set_new(j, "memory", memory_json(m, r, d));
         json_object_set_new(j, "profile", profile_json(p, plan, T));
     }
@@ -826,6 +830,7 @@ static int bench_run(const bench_opts *o)
         return 1;
     }
     tower_conv_describe(r.conv_detail, sizeof r.conv_detail, &m.plan);
+    model_conv_describe(&m, r.conv_choice, sizeof r.conv_choice);
 #if BENCH_CUDA
     if (!o->place.cpu) tower_cuda_describe_conv(&m.tw[0], r.conv_detail, sizeof r.conv_detail);
 #endif

@@ -78,8 +78,9 @@ const base_flag train_placement_flags[] = {
      .check = gpus_check},
     {BASE_FLAG_BOOL("tf32", train_placement_args, tf32,
                     "GPU GEMMs on TF32 tensor cores (default: plain fp32)")},
-    {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn",
-                      "GPU convolutions: im2col + cuBLAS or cuDNN")},
+    {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn|auto",
+                      "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
+                      "faster (timed at start-up)")},
     {BASE_FLAG_BOOL("serial", train_placement_args, serial,
                     "one thread runs both towers in turn (default: a thread per tower)")},
     {0}};
@@ -150,20 +151,27 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     size_t used = strlen(buf);
     if (!p->cpu && p->ngpus >= 1 && used < n)
         snprintf(buf + used, n - used, "%s%s", p->tf32 ? ", TF32 GEMMs" : "",
-                 p->conv ? ", cuDNN convolutions" : "");
+                 p->conv == MODEL_CONV_AUTO ? ", convolutions timed per layer"
+                 : p->conv                  ? ", cuDNN convolutions"
+                                            : "");
     used = strlen(buf);
     if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
 
-int train_placement_set_gpu_options(model_placement *p, int tf32, int cudnn, char *err,
+int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char *err,
                                     size_t errlen)
 {
-    if ((tf32 || cudnn) && p->cpu) {
-        snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
-                              "plain fp32 with its own convolution): drop it or run on a GPU",
-                 tf32 ? "--tf32" : "--conv cudnn");
+    if (conv < TOWER_CONV_GEMM || conv > MODEL_CONV_AUTO) {
+        snprintf(err, errlen, "--conv: %d is not gemm (0), cudnn (1) or auto (2)", conv);
         return -1;
     }
+    if ((tf32 || conv) && p->cpu) {
+        snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
+                              "plain fp32 with its own convolution): drop it or run on a GPU",
+                 tf32 ? "--tf32" : conv == MODEL_CONV_AUTO ? "--conv auto" : "--conv cudnn");
+        return -1;
+    }
+    int cudnn = conv == TOWER_CONV_CUDNN;
 #ifdef TT_HAVE_CUDA
     int have_cudnn = tower_cuda_have_cudnn();
 #else
@@ -175,7 +183,7 @@ int train_placement_set_gpu_options(model_placement *p, int tf32, int cudnn, cha
         return -1;
     }
     p->tf32 = tf32;
-    p->conv = cudnn;
+    p->conv = conv; /* auto without cuDNN in the build: every layer on GEMM, said so */
     return 0;
 }
 

@@ -29,10 +29,11 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
 /* "CPU", "GPU 0 (both towers)" or "GPUs 0,1" for logs. */
 void train_placement_describe(const model_placement *p, char *buf, size_t n);
 
-/* Sets p->tf32 and p->conv (after train_parse_placement) from --tf32 and --conv (cudnn:
- * 1 for cudnn, 0 for gemm, the default). --tf32 or --conv cudnn on a CPU placement, or
- * cudnn in a build without cuDNN, is an error: returns -1 with err naming the flag. */
-int train_placement_set_gpu_options(model_placement *p, int tf32, int cudnn, char *err,
+/* Sets p->tf32 and p->conv (after train_parse_placement) from --tf32 and --conv (0 gemm,
+ * the default; 1 cudnn; 2 auto, MODEL_CONV_AUTO). --tf32, --conv cudnn or --conv auto on
+ * a CPU placement, or cudnn in a build without cuDNN, is an error: returns -1 with err
+ * naming the flag. auto in a build without cuDNN is not (every layer then stays on GEMM). */
+int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char *err,
                                     size_t errlen);
 
 /* The placement flags as given, shared by the tables of train, bench and dump. */
@@ -40,11 +41,11 @@ typedef struct {
     int cpu;           /* --cpu */
     const char *gpus;  /* --gpus LIST (its form already checked), or NULL */
     int tf32;          /* --tf32 */
-    int conv;          /* --conv: 0 gemm, 1 cudnn */
+    int conv;          /* --conv: 0 gemm, 1 cudnn, 2 auto */
     int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
 } train_placement_args;
 
-/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn, --serial, into a train_placement_args: a
+/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn|auto, --serial, into a train_placement_args: a
  * group for a command's flag table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
 extern const base_flag train_placement_flags[];
 

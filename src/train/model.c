@@ -101,6 +101,62 @@ static int debug_delay_from_env(model_placement *p, int towers, char *err, size_
     return 0;
 }
 
+#if MODEL_CUDA
+/* --conv auto: every conv layer timed on each path on tower 0's device, one choice per
+ * layer (tower_conv_choose) given to every tower, so that both towers, on one GPU or on
+ * two, run the same numerics. */
+static int conv_auto(model *m, char *err, size_t errlen)
+{
+    if (tower_cuda_conv_measure(&m->tw[0], MODEL_CONV_AUTO_WARMUP, MODEL_CONV_AUTO_REPS,
+                                m->conv_timing, m->conv_note, sizeof m->conv_note, err,
+                                errlen))
+        return -1;
+    tower_conv_choose(m->conv_timing, m->plan.n_layers, m->conv_path);
+    for (int t = 0; t < m->towers; t++)
+        if (tower_cuda_configure_paths(&m->tw[t], m->place.tf32, m->conv_path, err, errlen))
+            return -1;
+    return 0;
+}
+#endif
+
+static size_t append_ms(char *buf, size_t n, size_t used, const char *fmt, double v)
+{
+    if (used >= n) return used;
+    int w = v >= 0 ? snprintf(buf + used, n - used, fmt, v) : snprintf(buf + used, n - used, "-");
+    return used + (w > 0 ? (size_t)w : 0);
+}
+
+void model_conv_describe(const model *m, char *buf, size_t n)
+{
+    if (!n) return;
+    if (m->place.cpu) {
+        snprintf(buf, n, "cpu");
+        return;
+    }
+    if (m->place.conv != MODEL_CONV_AUTO) {
+        snprintf(buf, n, "%s", tower_conv_path_name(m->place.conv));
+        return;
+    }
+    size_t used = (size_t)snprintf(buf, n, "auto:");
+    int first = 1;
+    for (int l = 0; l < m->plan.n_layers && used < n; l++) {
+        if (tower_plan_row(&m->plan, l)->kind != TOWER_CONV) continue;
+        const tower_conv_timing *T = &m->conv_timing[l];
+        used += (size_t)snprintf(buf + used, n - used, "%s %s %s (gemm ", first ? "" : ",",
+                                 tower_plan_row(&m->plan, l)->name,
+                                 tower_conv_path_name(m->conv_path[l]));
+        first = 0;
+        used = append_ms(buf, n, used, "%.2f", T->fwd_ms[TOWER_CONV_GEMM]);
+        used = append_ms(buf, n, used, " + %.2f", T->bwd_ms[TOWER_CONV_GEMM]);
+        if (used < n) used += (size_t)snprintf(buf + used, n - used, " ms, cudnn ");
+        used = append_ms(buf, n, used, "%.2f", T->fwd_ms[TOWER_CONV_CUDNN]);
+        if (T->fwd_ms[TOWER_CONV_CUDNN] >= 0)
+            used = append_ms(buf, n, used, " + %.2f ms", T->bwd_ms[TOWER_CONV_CUDNN]);
+        if (used < n) used += (size_t)snprintf(buf + used, n - used, ")");
+    }
+    if (m->conv_note[0] && used < n) snprintf(buf + used, n - used, "; %s", m->conv_note);
+}
+
 int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,
                char *err, size_t errlen)
 {
@@ -129,8 +185,10 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
         if (!place->cpu)
         {
             rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
-            if (!rc && (place->tf32 || place->conv) &&
-                tower_cuda_configure(&m->tw[t], place->tf32, place->conv, err, errlen)) {
+            /* auto: GEMM for now, the per-layer paths after the timing below */
+            int conv = place->conv == MODEL_CONV_AUTO ? TOWER_CONV_GEMM : place->conv;
+            if (!rc && (place->tf32 || conv) &&
+                tower_cuda_configure(&m->tw[t], place->tf32, conv, err, errlen)) {
                 tower_free(&m->tw[t]);
                 rc = -1;
             }
@@ -142,6 +200,20 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             return -1;
         }
     }
+    for (int l = 0; l < m->plan.n_layers; l++) {
+        int is_conv = tower_plan_row(&m->plan, l)->kind == TOWER_CONV;
+        m->conv_path[l] = !place->cpu && is_conv && place->conv == TOWER_CONV_CUDNN
+                              ? TOWER_CONV_CUDNN
+                              : TOWER_CONV_GEMM;
+        for (int k = 0; k < TOWER_CONV_PATHS; k++)
+            m->conv_timing[l].fwd_ms[k] = m->conv_timing[l].bwd_ms[k] = -1;
+    }
+#if MODEL_CUDA
+    if (!place->cpu && place->conv == MODEL_CONV_AUTO && conv_auto(m, err, errlen)) {
+        for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
+        return -1;
+    }
+#endif
     for (int t = 0; t < m->towers; t++) m->in_own_labels[t] = m->tw[t].labels;
     m->comm = comm_init(kind, sizeof(real) == 8 ? COMM_F64 : COMM_F32, m->towers, devices, err,
                         errlen);

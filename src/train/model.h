@@ -23,7 +23,9 @@ typedef struct {
                        CUBLAS_TF32_TENSOR_OP_MATH: inputs rounded to 10 mantissa bits, fp32
                        sums); 0, the default: plain fp32 (CUBLAS_DEFAULT_MATH) */
     int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + SGEMM, the default;
-                       1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN) */
+                       1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN);
+                       2 (MODEL_CONV_AUTO) per conv layer the faster of the two, timed at
+                       model_init on tower 0's device (model.conv_path) */
     int serial;     /* 0, the default: a two-tower model runs each tower on a worker thread
                        of its own (on the CPU with half of OpenBLAS's threads each); 1: the
                        caller's thread runs every tower in turn (the order before the
@@ -62,6 +64,14 @@ typedef struct {
      * test would see it missing. 0: off. */
     int test_input_per_tower, test_drop_event;
 } model_placement;
+
+/* model_placement.conv's third value: each conv layer's path measured at model_init. */
+enum { MODEL_CONV_AUTO = 2 };
+
+/* `--conv auto`'s timing at model_init: untimed and timed calls each way per layer and
+ * path (tower_cuda_conv_measure). */
+#define MODEL_CONV_AUTO_WARMUP 2
+#define MODEL_CONV_AUTO_REPS 5
 
 /* model_placement.test_fail_phase */
 enum {
@@ -139,7 +149,20 @@ typedef struct {
                                    (the last batch came through the shared path) */
     int32_t *in_own_labels[2];  /* each tower's own labels (tower_carve's), restored when
                                    the input stops being shared */
+    /* GPU: each row's convolution path, the same on every tower (TOWER_CONV_GEMM for
+     * rows that are not convs, and on the CPU); with --conv auto the choice made from
+     * conv_timing (tower 0's device, at the run's batch; tower_conv_choose), else
+     * place.conv on every conv row. conv_note: why cuDNN was not measured, or "". */
+    int conv_path[TOWER_MAX_LAYERS];
+    tower_conv_timing conv_timing[TOWER_MAX_LAYERS];
+    char conv_note[512];
 } model;
+
+/* The convolution mode in one line, for the start-up report, run.json and bench:
+ * "gemm", "cudnn", or "auto: conv1 gemm (gemm 1.20 + 2.31 ms, cudnn 1.41 + 2.95 ms), ..."
+ * (each layer's choice, then each path's forward + backward in milliseconds per call,
+ * "-" for a path not measured, and conv_note). "cpu" on the CPU. */
+void model_conv_describe(const model *m, char *buf, size_t n);
 
 /* Builds the towers of cfg's net on the placement, initialised from seed (each row's init).
  * Returns 0, or -1 with err (e.g. no CUDA in this build, out of GPU memory). */

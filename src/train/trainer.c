@@ -653,13 +653,15 @@ static int run_open(run_state *r, const train_options *o)
     train_placement_describe(&o->place, backend, sizeof backend);
     char swd[200];
     tower_net_switches_describe(&cfg.net.switches, swd, sizeof swd);
-    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b, s:i}", "epochs", r->epochs,
+    char convs[2048];
+    model_conv_describe(&r->m, convs, sizeof convs);
+    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b, s:i, s:s}", "epochs", r->epochs,
                               "train_limit", (json_int_t)r->train_limit, "test_limit",
                               (json_int_t)o->test_limit, "net", cfg.net.name, "switches", swd,
                               "optimizer",
                               cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd",
                               "pca_std", r->meta.pca_std, "mirror", r->meta.mirror,
-                              "downsample", r->downsample);
+                              "downsample", r->downsample, "conv", convs);
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);
@@ -701,6 +703,8 @@ static int run_open(run_state *r, const train_options *o)
                         "convolutions: %s\n",
                 t, r->m.tw[t].device, name, mib, free_b / 1048576.0, total_b / 1048576.0, conv);
     }
+    if (!o->place.cpu && o->place.conv == MODEL_CONV_AUTO)
+        fprintf(stderr, "twotower: --conv %s\n", convs);
 #endif
     char sw[256];
     tower_net_switches_describe(&cfg.net.switches, sw, sizeof sw);

@@ -75,13 +75,19 @@ static void compare_tensors(const model *g, const model *c, int which, double to
 
 /* One training step (forward with dropout, backward) on CPU and GPU from the same seed
  * and batch: the same loss, the same gradients. Then the update: the same weights. */
-static void step_close_to_cpu(const tower_config *cfg, model_placement gpu, double tol_loss,
-                              double tol_grad)
+/* paths: NULL, or a convolution path per row given to every GPU tower after model_init
+ * (tower_cuda_configure_paths: mixed paths in one tower) */
+static void step_close_to_cpu_paths(const tower_config *cfg, model_placement gpu,
+                                    const int *paths, double tol_loss, double tol_grad)
 {
     TT_NEED_GPUS(1);
     model c, g;
     init_or_fail(&c, cfg, on_cpu, 5);
     init_or_fail(&g, cfg, gpu, 5);
+    char err[512] = "";
+    for (int t = 0; paths && t < g.towers; t++)
+        cr_assert_eq(tower_cuda_configure_paths(&g.tw[t], gpu.tf32, paths, err, sizeof err), 0,
+                     "%s", err);
     compare_tensors(&g, &c, 0, 0.0); /* the same init, bit for bit */
     float *x;
     int32_t *labels;
@@ -106,6 +112,12 @@ static void step_close_to_cpu(const tower_config *cfg, model_placement gpu, doub
     model_free(&g);
     free(x);
     free(labels);
+}
+
+static void step_close_to_cpu(const tower_config *cfg, model_placement gpu, double tol_loss,
+                              double tol_grad)
+{
+    step_close_to_cpu_paths(cfg, gpu, NULL, tol_loss, tol_grad);
 }
 
 static void step_matches_cpu(const tower_config *cfg)
@@ -238,6 +250,70 @@ Test(cuda_model, cudnn_runs_repeat_bit_for_bit, .timeout = 120)
     model_placement cudnn = on_gpu0;
     cudnn.conv = TOWER_CONV_CUDNN;
     expect_identical_runs(cudnn, cudnn, "--conv cudnn twice");
+}
+
+/* ---- --conv auto and mixed paths: each conv layer on its own path, the same tolerances;
+ * auto gives every tower the one choice made on tower 0 ---------------------------------- */
+static void expect_auto_choice(model_placement place, const tower_config *cfg)
+{
+    model m;
+    init_or_fail(&m, cfg, place, 5);
+    char line[2048];
+    model_conv_describe(&m, line, sizeof line);
+    printf("--conv %s\n", line);
+    cr_assert(strncmp(line, "auto:", 5) == 0, "%s", line);
+    for (int l = 0; l < m.plan.n_layers; l++) {
+        int conv = tower_plan_row(&m.plan, l)->kind == TOWER_CONV;
+        for (int t = 0; t < m.towers; t++)
+            cr_assert_eq(tower_cuda_conv_path(&m.tw[t], l), m.conv_path[l],
+                         "tower %d row %d: path %d, the model chose %d", t, l,
+                         tower_cuda_conv_path(&m.tw[t], l), m.conv_path[l]);
+        if (conv) {
+            cr_assert(m.conv_timing[l].fwd_ms[TOWER_CONV_GEMM] > 0 &&
+                          m.conv_timing[l].bwd_ms[TOWER_CONV_GEMM] > 0,
+                      "row %d: GEMM not timed", l);
+            cr_assert_eq(m.conv_timing[l].fwd_ms[TOWER_CONV_CUDNN] > 0, tower_cuda_have_cudnn(),
+                         "row %d: cuDNN timed %g with cuDNN %s", l,
+                         m.conv_timing[l].fwd_ms[TOWER_CONV_CUDNN],
+                         tower_cuda_have_cudnn() ? "built" : "absent");
+        } else {
+            cr_assert_eq(m.conv_path[l], TOWER_CONV_GEMM);
+        }
+    }
+    model_free(&m);
+}
+
+Test(cuda_model, auto_step_matches_cpu, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    model_placement aut = on_gpu0;
+    aut.conv = MODEL_CONV_AUTO;
+    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                         .in_ch = 3, .width_div = 1};
+    expect_auto_choice(aut, &full);
+    step_close_to_cpu(&tiny, aut, TOL_LOSS, TOL_STEP_GRAD);
+    step_close_to_cpu(&full, aut, TOL_LOSS, TOL_STEP_GRAD);
+}
+
+Test(cuda_model, auto_one_choice_on_two_gpus, .timeout = 300)
+{
+    TT_NEED_GPUS(2);
+    model_placement aut = {.ngpus = 2, .gpus = {0, 1}, .conv = MODEL_CONV_AUTO};
+    expect_auto_choice(aut, &tiny);
+}
+
+Test(cuda_model, mixed_paths_step_matches_cpu, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    /* every other conv layer on cuDNN, starting with conv1 and then with conv2; the GEMM
+     * layers' fused ReLU beside cuDNN's separate one */
+    for (int first = 0; first < 2; first++) {
+        int paths[TOWER_MAX_LAYERS]; /* the convs are the first rows; the rest ignored */
+        for (int l = 0; l < TOWER_MAX_LAYERS; l++)
+            paths[l] = (l + first) % 2 ? TOWER_CONV_GEMM : TOWER_CONV_CUDNN;
+        step_close_to_cpu_paths(&tiny, on_gpu0, paths, TOL_LOSS, TOL_STEP_GRAD);
+    }
 }
 
 /* The fallback runs the same kernels in the same order as two GPUs, and a + b is the

@@ -68,7 +68,10 @@ done
 expect 2 "unknown command 'nope'" -- nope
 expect 0 "total parameters: 60965224" -- summary
 expect 0 "width-div N .*(default 1)" -- train --help
-expect 0 "conv gemm|cudnn .*(default gemm)" -- train --help
+expect 0 "^  --conv gemm|cudnn|auto$" -- train --help
+expect 0 "each layer.s faster (timed at start-up)$" -- train --help
+expect 0 "^ *(default gemm)$" -- train --help
+expect 0 "^  --conv gemm|cudnn|auto$" -- bench --help
 
 # train's refusals (--data names no folder: a refusal that failed would stop there, not
 # start training)
@@ -77,6 +80,7 @@ expect 2 "unknown flag '--bogus'" -- train --cpu $nodata --bogus
 expect 2 "--batch needs a value" -- train --cpu $nodata --batch
 expect 2 "--train-limit 8 is less than one batch" -- train --cpu $nodata --train-limit 8 --batch 16
 expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
+expect 2 "--conv auto is a GPU option" -- train --cpu $nodata --conv auto
 expect 2 "--views '5': expected 1 or 10" -- train --cpu $nodata --views 5
 expect 2 "--mirror 'maybe': expected on or off" -- train --cpu $nodata --mirror maybe
 expect 2 "--pca-std '-1'" -- train --cpu $nodata --pca-std -1

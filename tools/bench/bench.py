@@ -135,8 +135,9 @@ def parse_args(argv):
     ap.add_argument("--json", default=None, help="write every number here")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU only: TF32 tensor-core math in both programs (default: FP32)")
-    ap.add_argument("--conv", choices=("gemm", "cudnn"), default="gemm",
-                    help="GPU only: twotower's convolutions, im2col + cuBLAS (default) or cuDNN")
+    ap.add_argument("--conv", choices=("gemm", "cudnn", "auto"), default="gemm",
+                    help="GPU only: twotower's convolutions, im2col + cuBLAS (default), cuDNN, "
+                         "or per layer the faster of the two (timed at start-up)")
     args = ap.parse_args(argv)
     args.batches_list = args.batch
     args.batch = args.batch[0]
@@ -148,7 +149,7 @@ def parse_args(argv):
     if args.tf32 and args.cpu:
         ap.error("--tf32 is a GPU math mode: drop it or --cpu")
     if args.conv != "gemm" and args.cpu:
-        ap.error("--conv cudnn is a GPU option: drop it or --cpu")
+        ap.error(f"--conv {args.conv} is a GPU option: drop it or --cpu")
     if args.gpus is not None and not args.gpus.isdigit():
         ap.error(f"--gpus takes one device id (both towers on one GPU, as issue 6 "
                  f"compares), not '{args.gpus}'")
@@ -433,6 +434,8 @@ def report(res):
           f"backends.cudnn.allow_tf32 = {res['tf32']['pytorch_cudnn']}; cudnn.benchmark "
           f"{res['cudnn_benchmark']}")
     print(f"   twotower's convolutions: {tt.get('conv_detail', tt.get('conv', '?'))}")
+    if tt.get("conv") == "auto":
+        print(f"   twotower's --conv {tt.get('conv_choice', '?')}")
     head = f"   {'':<18}{'images/s':>11}{'ms/step':>10}{'GFLOP/s':>10}{'% peak':>8}  memory"
     print(head)
 

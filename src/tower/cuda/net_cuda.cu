@@ -20,10 +20,12 @@ typedef struct {
     cublasHandle_t cublas; /* bound to `stream`, with `workspace` as its only scratch */
     void *workspace;       /* TOWER_CUDA_WORKSPACE_BYTES, handed to cuBLAS */
     float *conv_scratch;   /* conv_scratch_floats(): the conv chunks' col and product;
-                              NULL while the cuDNN path is on */
+                              NULL while no conv layer is on the GEMM path */
     int conv_images;       /* images per conv chunk: min(batch, TOWER_CUDA_CONV_IMAGES) */
     int tf32;              /* tower_cuda_configure's choices */
-    tower_cudnn *cudnn;    /* the cuDNN convolution path, or NULL: chunked im2col + SGEMM */
+    tower_cudnn *cudnn;    /* the cuDNN convolution path, NULL while no layer is on it */
+    int conv_path[TOWER_MAX_LAYERS]; /* per row: TOWER_CONV_GEMM (0, what calloc leaves) or
+                                        TOWER_CONV_CUDNN; only conv rows are read */
     float *host_losses;    /* (B) pinned: the per-sample losses, for the host-side mean */
 } tower_gpu;
 
@@ -273,13 +275,20 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     return 0;
 }
 
-extern "C" int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen)
+extern "C" int tower_cuda_configure_paths(tower *t, int tf32, const int *path, char *err,
+                                         size_t errlen)
 {
     tower_gpu *g = gpu_of(t);
-    if (conv != TOWER_CONV_GEMM && conv != TOWER_CONV_CUDNN) {
-        snprintf(err, errlen, "tower %d: convolution path %d is neither gemm nor cudnn", t->index,
-                 conv);
-        return -1;
+    int any_gemm = 0, any_cudnn = 0;
+    for (int l = 0; l < t->plan.n_layers; l++) {
+        if (tower_plan_row(&t->plan, l)->kind != TOWER_CONV) continue;
+        if (path[l] != TOWER_CONV_GEMM && path[l] != TOWER_CONV_CUDNN) {
+            snprintf(err, errlen, "tower %d: convolution path %d for %s is neither gemm nor cudnn",
+                     t->index, path[l], tower_plan_row(&t->plan, l)->name);
+            return -1;
+        }
+        any_gemm |= path[l] == TOWER_CONV_GEMM;
+        any_cudnn |= path[l] == TOWER_CONV_CUDNN;
     }
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
@@ -298,32 +307,72 @@ extern "C" int tower_cuda_configure(tower *t, int tf32, int conv, char *err, siz
     g->tf32 = tf32;
     tower_cudnn_free(g->cudnn);
     g->cudnn = NULL;
-    if (conv == TOWER_CONV_CUDNN) {
+    for (int l = 0; l < t->plan.n_layers; l++) g->conv_path[l] = TOWER_CONV_GEMM;
+    if (any_cudnn) {
         g->cudnn = tower_cudnn_create(&t->plan, tf32, g->stream, err, errlen);
         if (!g->cudnn) return -1;
+    }
+    if (!any_gemm) {
         cudaFree(g->conv_scratch); /* the GEMM path's scratch is not needed meanwhile */
         g->conv_scratch = NULL;
     } else if (!g->conv_scratch) {
         e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(&t->plan));
         if (e != cudaSuccess) {
             g->conv_scratch = NULL;
+            tower_cudnn_free(g->cudnn);
+            g->cudnn = NULL;
             snprintf(err, errlen, "tower %d on GPU %d: conv scratch (%.1f MiB): %s", t->index,
                      t->device, sizeof(float) * conv_scratch_floats(&t->plan) / 1048576.0,
                      cudaGetErrorString(e));
             return -1;
         }
     }
+    for (int l = 0; l < t->plan.n_layers; l++)
+        if (tower_plan_row(&t->plan, l)->kind == TOWER_CONV) g->conv_path[l] = path[l];
     return 0;
+}
+
+extern "C" int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen)
+{
+    if (conv != TOWER_CONV_GEMM && conv != TOWER_CONV_CUDNN) {
+        snprintf(err, errlen, "tower %d: convolution path %d is neither gemm nor cudnn", t->index,
+                 conv);
+        return -1;
+    }
+    int path[TOWER_MAX_LAYERS];
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++) path[l] = conv;
+    return tower_cuda_configure_paths(t, tf32, path, err, errlen);
+}
+
+extern "C" int tower_cuda_conv_path(const tower *t, int l)
+{
+    return gpu_of(t)->conv_path[l];
 }
 
 extern "C" void tower_cuda_describe_conv(const tower *t, char *buf, size_t n)
 {
     const tower_gpu *g = gpu_of(t);
-    if (g->cudnn) {
+    if (g->cudnn && !g->conv_scratch) { /* every conv layer on cuDNN */
         tower_cudnn_describe(g->cudnn, buf, n);
         return;
     }
-    snprintf(buf, n, "im2col + one SGEMM per chunk of %d images", g->conv_images);
+    if (!g->cudnn) {
+        snprintf(buf, n, "im2col + one SGEMM per chunk of %d images", g->conv_images);
+        return;
+    }
+    /* mixed: each layer's path, then the GEMM chunking and cuDNN's algorithms */
+    size_t used = 0;
+    buf[0] = 0;
+    for (int l = 0; l < t->plan.n_layers && used < n; l++) {
+        if (tower_plan_row(&t->plan, l)->kind != TOWER_CONV) continue;
+        used += snprintf(buf + used, n - used, "%s%s %s", used ? ", " : "per layer: ",
+                         tower_plan_row(&t->plan, l)->name,
+                         tower_conv_path_name(g->conv_path[l]));
+    }
+    if (used < n)
+        used += snprintf(buf + used, n - used, "; GEMM: im2col + one SGEMM per chunk of %d "
+                         "images; cuDNN: ", g->conv_images);
+    if (used < n) tower_cudnn_describe(g->cudnn, buf + used, n - used);
 }
 
 extern "C" int tower_cuda_have_cudnn(void) { return tower_cudnn_available(); }
@@ -377,9 +426,10 @@ extern "C" int tower_cuda_error_sticky(int cuda_error)
 extern "C" size_t tower_cuda_mem_bytes(const tower *t)
 {
     const tower_gpu *g = gpu_of(t);
-    if (g->cudnn) /* cuDNN's workspace in place of the GEMM path's scratch */
-        return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES + tower_cudnn_bytes(g->cudnn);
-    return t->arena_bytes + side_bytes(&t->plan);
+    /* cuDNN's workspace, the GEMM path's scratch, or both when the layers are mixed */
+    return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES +
+           (g->cudnn ? tower_cudnn_bytes(g->cudnn) : 0) +
+           (g->conv_scratch ? sizeof(float) * conv_scratch_floats(&t->plan) : 0);
 }
 
 extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
@@ -398,10 +448,10 @@ extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
 static int cuda_fuses_act(const tower *t, int l, int act)
 {
     /* conv + ReLU on the GEMM path run fused (the ReLU in the convolution's output pass,
-     * its backward in the transposing pass of the gradient); cuDNN's path, tanh and the
-     * fc layers run the activation as its own kernel */
+     * its backward in the transposing pass of the gradient); a layer on cuDNN's path, tanh
+     * and the fc layers run the activation as its own kernel */
     return act == TOWER_ACT_RELU && tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
-           !gpu_of(t)->cudnn;
+           gpu_of(t)->conv_path[l] == TOWER_CONV_GEMM;
 }
 
 static void cuda_conv_forward(tower *t, int l, float *out, const float *in, const float *w,
@@ -411,7 +461,7 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
     tower_gpu *g = gpu_of(t);
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
-    if (g->cudnn) {
+    if (g->conv_path[l] == TOWER_CONV_CUDNN) {
         tower_cudnn_forward(g->cudnn, l, out, in, w, b, ldw, accumulate);
         return;
     }
@@ -430,7 +480,7 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     int B = t->plan.cfg.batch;
-    if (g->cudnn)
+    if (g->conv_path[l] == TOWER_CONV_CUDNN)
         tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din);
     else if (act == TOWER_ACT_RELU) /* ReLU's backward: the mask in the transposing pass */
         tower_conv_relu_backward_cuda(din, dw, db, dout, act_out, in, w, B, L->in_ch, L->in_h,
@@ -630,3 +680,113 @@ static const tower_ops cuda_ops = {
 };
 
 static const tower_ops *cuda_ops_table(void) { return &cuda_ops; }
+
+/* ---- `--conv auto`: each conv layer timed on both paths -------------------------------- */
+
+extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_conv_timing *timing,
+                                       char *note, size_t notelen, char *err, size_t errlen)
+{
+    tower_gpu *g = gpu_of(t);
+    const tower_plan *p = &t->plan;
+    if (note && notelen) note[0] = 0;
+    for (int l = 0; l < p->n_layers; l++)
+        for (int k = 0; k < TOWER_CONV_PATHS; k++) timing[l].fwd_ms[k] = timing[l].bwd_ms[k] = -1;
+    if (reps < 1) reps = 1;
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    /* both paths ready for the measurement: a cuDNN context (when the build has one and
+     * cuDNN finds algorithms) and the GEMM path's scratch; what was not there before is
+     * released after */
+    int saved[TOWER_MAX_LAYERS];
+    memcpy(saved, g->conv_path, sizeof saved);
+    tower_cudnn *own = NULL;
+    if (!g->cudnn && tower_cudnn_available()) {
+        char why[512] = "";
+        own = tower_cudnn_create(p, g->tf32, g->stream, why, sizeof why);
+        if (!own && note) snprintf(note, notelen, "cuDNN not measured: %s", why);
+        g->cudnn = own;
+    } else if (!tower_cudnn_available() && note) {
+        snprintf(note, notelen, "cuDNN not measured: this build has no cuDNN");
+    }
+    int own_scratch = 0;
+    if (!g->conv_scratch) {
+        e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(p));
+        if (e != cudaSuccess) {
+            g->conv_scratch = NULL;
+            snprintf(err, errlen, "tower %d on GPU %d: conv scratch (%.1f MiB) for timing: %s",
+                     t->index, t->device, sizeof(float) * conv_scratch_floats(p) / 1048576.0,
+                     cudaGetErrorString(e));
+            goto out;
+        }
+        own_scratch = 1;
+    }
+    {
+        cudaEvent_t ev[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < 3 && e == cudaSuccess; i++) e = cudaEventCreate(&ev[i]);
+        for (int l = 0; l < p->n_layers && e == cudaSuccess; l++) {
+            if (tower_plan_row(p, l)->kind != TOWER_CONV) continue;
+            for (int k = 0; k < TOWER_CONV_PATHS && e == cudaSuccess; k++) {
+                if (k == TOWER_CONV_CUDNN && !g->cudnn) continue;
+                g->conv_path[l] = k;
+                for (int i = 0; i < warmup; i++) {
+                    tower_forward_weighted(t, l);
+                    tower_backward_weighted(t, l);
+                }
+                e = cudaEventRecord(ev[0], g->stream);
+                for (int i = 0; i < reps && e == cudaSuccess; i++) tower_forward_weighted(t, l);
+                if (e == cudaSuccess) e = cudaEventRecord(ev[1], g->stream);
+                for (int i = 0; i < reps && e == cudaSuccess; i++) tower_backward_weighted(t, l);
+                if (e == cudaSuccess) e = cudaEventRecord(ev[2], g->stream);
+                if (e == cudaSuccess) e = cudaEventSynchronize(ev[2]);
+                float f = 0, b = 0;
+                if (e == cudaSuccess) e = cudaEventElapsedTime(&f, ev[0], ev[1]);
+                if (e == cudaSuccess) e = cudaEventElapsedTime(&b, ev[1], ev[2]);
+                if (tower_fault_pending()) break;
+                timing[l].fwd_ms[k] = f / reps;
+                timing[l].bwd_ms[k] = b / reps;
+            }
+            if (tower_fault_pending()) break;
+        }
+        for (int i = 0; i < 3; i++)
+            if (ev[i]) cudaEventDestroy(ev[i]);
+        char fault[512];
+        if (tower_fault_take(fault, sizeof fault)) {
+            snprintf(err, errlen, "tower %d on GPU %d: timing the convolutions: %s", t->index,
+                     t->device, fault);
+            e = cudaErrorUnknown;
+        } else if (e != cudaSuccess) {
+            snprintf(err, errlen, "tower %d on GPU %d: timing the convolutions: %s", t->index,
+                     t->device, cudaGetErrorString(e));
+        }
+        /* the timed passes wrote activations and accumulated gradients: the arena is put
+         * back as tower_init_cuda left it (all zero but the parameters) */
+        if (e == cudaSuccess) {
+            char *a = (char *)t->arena, *pa = (char *)t->params;
+            size_t pb = sizeof(float) * p->n_params;
+            e = cudaMemsetAsync(a, 0, (size_t)(pa - a), g->stream);
+            if (e == cudaSuccess)
+                e = cudaMemsetAsync(pa + pb, 0, t->arena_bytes - (size_t)(pa - a) - pb,
+                                    g->stream);
+            if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+            if (e != cudaSuccess)
+                snprintf(err, errlen, "tower %d on GPU %d: clearing the arena after timing: %s",
+                         t->index, t->device, cudaGetErrorString(e));
+        }
+    }
+out:
+    memcpy(g->conv_path, saved, sizeof saved);
+    if (own) {
+        tower_cudnn_free(own);
+        g->cudnn = NULL;
+    }
+    if (own_scratch) {
+        cudaFree(g->conv_scratch);
+        g->conv_scratch = NULL;
+    }
+    return e == cudaSuccess ? 0 : -1;
+}

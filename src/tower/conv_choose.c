@@ -1,0 +1,30 @@
+/* conv_choose.c: `--conv auto`'s decision per conv layer from measured times
+ * (tower_conv_choose, tower.h). Plain C with no device: net_cuda.cu measures, this
+ * decides, and the tests inject timings. */
+#include "tower/tower.h"
+
+/* Forward + backward of one path, or -1 when either was not measured. */
+static double total_ms(const tower_conv_timing *t, int path)
+{
+    if (!(t->fwd_ms[path] >= 0) || !(t->bwd_ms[path] >= 0)) return -1; /* also NaN */
+    return t->fwd_ms[path] + t->bwd_ms[path];
+}
+
+int tower_conv_choose(const tower_conv_timing *timing, int n, int *path)
+{
+    int cudnn = 0;
+    for (int l = 0; l < n; l++) {
+        double g = total_ms(&timing[l], TOWER_CONV_GEMM);
+        double c = total_ms(&timing[l], TOWER_CONV_CUDNN);
+        int pick = TOWER_CONV_GEMM;
+        if (c >= 0 && (g < 0 || c < g * (1.0 - TOWER_CONV_TIE_FRACTION))) pick = TOWER_CONV_CUDNN;
+        path[l] = pick;
+        cudnn += pick == TOWER_CONV_CUDNN;
+    }
+    return cudnn;
+}
+
+const char *tower_conv_path_name(int path)
+{
+    return path == TOWER_CONV_GEMM ? "gemm" : path == TOWER_CONV_CUDNN ? "cudnn" : "?";
+}
