@@ -200,6 +200,15 @@ typedef struct {
     char err[512];
 } eval_job;
 
+/* Job i of an evaluation: images from (i / nv) * B, view i % nv (nv 10: the ten views,
+ * 1: the centre crop). */
+static void eval_job_at(eval_job *j, int64_t i, int nv, int64_t n, int B)
+{
+    j->start = i / nv * B;
+    j->k = (int)(n - j->start < B ? n - j->start : B);
+    j->view = nv == DATA_VIEWS ? (int)(i % nv) : DATA_VIEW_CENTER;
+}
+
 static void *eval_job_run(void *p)
 {
     eval_job *j = p;
@@ -239,12 +248,10 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
     for (int q = 0; q < 2; q++)
         job[q] = (eval_job){.e = &eb[q], .cfg = &m->plan.cfg, .src = src};
     for (int64_t i = 0; i < jobs; i++) {
-        int64_t start = i / nv * B;
-        int k = (int)(n - start < B ? n - start : B), v = (int)(i % nv);
-        int view = views == 10 ? v : DATA_VIEW_CENTER;
+        int v = (int)(i % nv);
         eval_job *cur = &job[i % 2];
         if (i == 0) { /* the first batch: fetched here */
-            cur->start = start, cur->k = k, cur->view = view;
+            eval_job_at(cur, 0, nv, n, B);
             eval_job_run(cur);
         } else {
             pthread_join(loader, NULL);
@@ -257,10 +264,7 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
         }
         if (i + 1 < jobs) { /* the next batch, into the other buffer */
             eval_job *nx = &job[(i + 1) % 2];
-            int64_t ns = (i + 1) / nv * B;
-            nx->start = ns;
-            nx->k = (int)(n - ns < B ? n - ns : B);
-            nx->view = views == 10 ? (int)((i + 1) % nv) : DATA_VIEW_CENTER;
+            eval_job_at(nx, i + 1, nv, n, B);
             /* its buffer's last upload (two batches back) must have ended */
             if (nx->e->gpu && model_input_wait(m, err, errlen)) {
                 rc = -1;
@@ -281,7 +285,8 @@ static int evaluate(model *m, data_source *src, int64_t n, int views, int F,
         }
         model_get_probs(m, probs);
         const int32_t *labels = cur->e->labels;
-        if (view == DATA_VIEW_CENTER) {
+        int k = cur->k;
+        if (cur->view == DATA_VIEW_CENTER) {
             if (train_topk_errors(probs, labels, k, V, &c1, &c5)) {
                 snprintf(err, errlen, "a label is outside the %d classes", V);
                 rc = -1;
