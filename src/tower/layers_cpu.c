@@ -6,22 +6,53 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef TOWER_F64
 #define GEMM cblas_dgemm
-#define RPOW pow
+#define RLRN_POW(s, beta) pow((s), -(beta))
 #define REXP exp
 #define RLOG log
 #define RTANH tanh
 #define RSQRT sqrt
 #else
-#define GEMM cblas_sgemm
-#define RPOW powf
+#define GEMM counted_sgemm
+#define RLRN_POW(s, beta) tower_lrn_pow((s), (beta))
 #define REXP expf
 #define RLOG logf
 #define RTANH tanhf
 #define RSQRT sqrtf
+#endif
+
+/* ---- GEMM accounting (twotower bench): time and multiply-adds of every BLAS call ----- */
+
+static atomic_int gemm_counting;
+static _Atomic int64_t gemm_ns, gemm_madds;
+
+void tower_cpu_gemm_count(int on) { atomic_store(&gemm_counting, on); }
+
+void tower_cpu_gemm_counted(double *seconds, double *flops)
+{
+    *seconds = 1e-9 * (double)atomic_exchange(&gemm_ns, 0);
+    *flops = 2.0 * (double)atomic_exchange(&gemm_madds, 0);
+}
+
+#ifndef TOWER_F64
+static void counted_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m,
+                          int n, int k, float alpha, const float *a, int lda, const float *b,
+                          int ldb, float beta, float *c, int ldc)
+{
+    if (!atomic_load_explicit(&gemm_counting, memory_order_relaxed)) {
+        cblas_sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    double t0 = base_now();
+    cblas_sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    atomic_fetch_add(&gemm_ns, (int64_t)(1e9 * (base_now() - t0)));
+    atomic_fetch_add(&gemm_madds, (int64_t)m * n * k);
+}
 #endif
 
 /* ---- convolution: im2col + one SGEMM per chunk of images ---------------------------
@@ -388,45 +419,31 @@ void tower_lrn_forward(real *out, real *scale, const real *in,
         const real *x = in + b * chw;
         real *s = scale + b * chw, *y = out + b * chw;
         lrn_scale_image(s, x, C, HW, n, k, alpha);
-        for (size_t i = 0; i < chw; i++) y[i] = x[i] * RPOW(s[i], -beta);
+        for (size_t i = 0; i < chw; i++) y[i] = x[i] * RLRN_POW(s[i], beta);
     }
 }
 
 /* d out[i] / d in[m] = [i==m] s_i^-beta - 2 alpha beta in_i in_m s_i^(-beta-1) for |i-m| <= n/2,
  * so din[m] = dout[m] s_m^-beta - 2 alpha beta in[m] sum_i dout[i] out[i] / s[i].
- * One image: y its output, s its scale, q = s^-beta (NULL: computed here), din (C, HW). */
-static void lrn_backward_image(real *dx, const real *g, const real *x, const real *y,
-                               const real *s, const real *q, int C, int HW, int n, real alpha,
-                               real beta)
+ * One image, given q = s^-beta and t = dout out / s at every element (each term of the sum
+ * is one element's, whichever channel's window it falls in, so it is taken once): the
+ * window sums in channel order into dx, then din there; dx (C, HW) aliases none of them. */
+static void lrn_backward_image(real *dx, const real *g, const real *x, const real *t,
+                               const real *q, int C, int HW, int n, real alpha, real beta)
 {
     int half = n / 2;
+    real c2ab = 2 * alpha * beta;
     for (int c = 0; c < C; c++) {
         real *dxc = dx + (size_t)c * HW;
-        const real *xc = x + (size_t)c * HW, *sc = s + (size_t)c * HW,
-                   *gc = g + (size_t)c * HW;
-        for (int p = 0; p < HW; p++) dxc[p] = 0;
+        const real *xc = x + (size_t)c * HW, *gc = g + (size_t)c * HW,
+                   *qc = q + (size_t)c * HW;
         int lo = c - half < 0 ? 0 : c - half, hi = c + half > C - 1 ? C - 1 : c + half;
+        for (int p = 0; p < HW; p++) dxc[p] = 0;
         for (int i = lo; i <= hi; i++) {
-            const real *gi = g + (size_t)i * HW, *si = s + (size_t)i * HW;
-            if (y) {
-                const real *yi = y + (size_t)i * HW;
-                for (int p = 0; p < HW; p++) dxc[p] += gi[p] * yi[p] / si[p];
-            } else { /* y = x q, rounded as the forward rounded it */
-                const real *xi = x + (size_t)i * HW, *qi = q + (size_t)i * HW;
-                for (int p = 0; p < HW; p++) {
-                    real yv = xi[p] * qi[p];
-                    dxc[p] += gi[p] * yv / si[p];
-                }
-            }
+            const real *ti = t + (size_t)i * HW;
+            for (int p = 0; p < HW; p++) dxc[p] += ti[p];
         }
-        if (q) {
-            const real *qc = q + (size_t)c * HW;
-            for (int p = 0; p < HW; p++)
-                dxc[p] = gc[p] * qc[p] - 2 * alpha * beta * xc[p] * dxc[p];
-        } else {
-            for (int p = 0; p < HW; p++)
-                dxc[p] = gc[p] * RPOW(sc[p], -beta) - 2 * alpha * beta * xc[p] * dxc[p];
-        }
+        for (int p = 0; p < HW; p++) dxc[p] = gc[p] * qc[p] - c2ab * xc[p] * dxc[p];
     }
 }
 
@@ -436,9 +453,19 @@ void tower_lrn_backward(real *din, const real *dout, const real *in, const real 
 {
     (void)k;
     size_t chw = (size_t)C * HW;
-    for (int b = 0; b < B; b++)
-        lrn_backward_image(din + b * chw, dout + b * chw, in + b * chw, out + b * chw,
-                           scale + b * chw, NULL, C, HW, n, alpha, beta);
+    real *work = malloc(sizeof(real) * 3 * chw);
+    if (!work) abort(); /* only the tests call this one; the trainer's path is the lean one */
+    real *q = work, *t = work + chw, *dx = work + 2 * chw;
+    for (int b = 0; b < B; b++) {
+        const real *g = dout + b * chw, *y = out + b * chw, *s = scale + b * chw;
+        for (size_t i = 0; i < chw; i++) {
+            q[i] = RLRN_POW(s[i], beta);
+            t[i] = g[i] * y[i] / s[i];
+        }
+        lrn_backward_image(dx, g, in + b * chw, t, q, C, HW, n, alpha, beta);
+        memcpy(din + b * chw, dx, sizeof(real) * chw);
+    }
+    free(work);
 }
 
 size_t tower_lrn_lean_work_size(int C, int HW) { return 3 * (size_t)C * HW; }
@@ -451,22 +478,27 @@ void tower_lrn_forward_lean(real *out, const real *in, int B, int C, int HW, int
         const real *x = in + b * chw;
         real *y = out + b * chw;
         lrn_scale_image(work, x, C, HW, n, k, alpha);
-        for (size_t i = 0; i < chw; i++) y[i] = x[i] * RPOW(work[i], -beta);
+        for (size_t i = 0; i < chw; i++) y[i] = x[i] * RLRN_POW(work[i], beta);
     }
 }
 
-/* tower_lrn_backward takes s^-beta once per element too: recomputing the scale costs
- * only its window sums */
+/* The scale recomputed from in (the forward's bits), out as in * s^-beta (rounded as the
+ * forward rounded it): tower_lrn_backward's operations on the same values. */
 void tower_lrn_backward_lean(real *din, const real *dout, const real *in, int B, int C,
                              int HW, int n, real k, real alpha, real beta, real *work)
 {
     size_t chw = (size_t)C * HW;
     real *s = work, *q = work + chw, *dx = work + 2 * chw;
     for (int b = 0; b < B; b++) {
-        lrn_scale_image(s, in + b * chw, C, HW, n, k, alpha);
-        for (size_t i = 0; i < chw; i++) q[i] = RPOW(s[i], -beta);
+        const real *x = in + b * chw, *g = dout + b * chw;
+        lrn_scale_image(s, x, C, HW, n, k, alpha);
+        for (size_t i = 0; i < chw; i++) {
+            real qi = RLRN_POW(s[i], beta), yi = x[i] * qi;
+            q[i] = qi;
+            s[i] = g[i] * yi / s[i]; /* t, over the scale it no longer needs */
+        }
         /* into dx first: din may be dout, which the image's channels all read */
-        lrn_backward_image(dx, dout + b * chw, in + b * chw, NULL, s, q, C, HW, n, alpha, beta);
+        lrn_backward_image(dx, g, x, s, q, C, HW, n, alpha, beta);
         memcpy(din + b * chw, dx, sizeof(real) * chw);
     }
 }
@@ -493,28 +525,19 @@ void tower_maxpool_forward(real *out, int32_t *idx, const real *in,
     }
 }
 
+/* Each output's gradient added to the input it took, in output order: an input in
+ * several windows (K > S) gets its windows' gradients summed in (oh, ow) order, from 0. */
 void tower_maxpool_backward(real *din, const real *dout, const int32_t *idx,
                             int B, int C, int H, int W, int K, int S)
 {
     int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
     for (size_t bc = 0; bc < (size_t)B * C; bc++) {
-        real *dx = din + bc * H * W;
-        const real *g = dout + bc * Ho * Wo;
-        const int32_t *ix = idx + bc * Ho * Wo;
-        for (int h = 0; h < H; h++)
-            for (int w = 0; w < W; w++) {
-                /* windows oh with oh*S <= h <= oh*S + K - 1 */
-                int oh0 = h - K + 1 <= 0 ? 0 : (h - K + S) / S, oh1 = h / S;
-                int ow0 = w - K + 1 <= 0 ? 0 : (w - K + S) / S, ow1 = w / S;
-                if (oh1 > Ho - 1) oh1 = Ho - 1;
-                if (ow1 > Wo - 1) ow1 = Wo - 1;
-                real sum = 0;
-                int me = h * W + w;
-                for (int oh = oh0; oh <= oh1; oh++)
-                    for (int ow = ow0; ow <= ow1; ow++)
-                        if (ix[oh * Wo + ow] == me) sum += g[oh * Wo + ow];
-                dx[me] = sum;
-            }
+        real *dx = din + bc * HW;
+        const real *g = dout + bc * HWo;
+        const int32_t *ix = idx + bc * HWo;
+        memset(dx, 0, sizeof(real) * HW);
+        for (size_t o = 0; o < HWo; o++) dx[ix[o]] += g[o];
     }
 }
 

@@ -14,6 +14,7 @@
 #ifndef TOWER_H
 #define TOWER_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -97,6 +98,23 @@ void tower_relu_backward(real *din, const real *dout, const real *out, size_t n)
 void tower_tanh_forward(real *out, const real *in, size_t n);
 void tower_tanh_backward(real *din, const real *dout, const real *out, size_t n);
 
+/* The CPU layers' GEMM accounting, for `twotower bench`: while counting is on, every
+ * BLAS call of the CPU layers (any thread) adds its wall time and its FLOPs (2 m n k);
+ * tower_cpu_gemm_counted() returns the sums since the last read and resets them. */
+void tower_cpu_gemm_count(int on);
+void tower_cpu_gemm_counted(double *seconds, double *flops);
+
+/* LRN's scale^-beta, the same bits on every backend (the CPU, the CUDA kernels and their
+ * host emulation all call it). The paper's beta = 3/4 is taken as sqrt(sqrt(s)) / s:
+ * three correctly rounded operations, within 2 ulp of s^-0.75 over the scales LRN makes
+ * (s >= k > 0), and a loop of them vectorises, where powf is a library call per element
+ * (about 6x slower on the CPU, and what the LRN layers spent most of their time in).
+ * Any other beta is powf's. */
+BASE_HD float tower_lrn_pow(float s, float beta)
+{
+    return beta == 0.75f ? sqrtf(sqrtf(s)) / s : powf(s, -beta);
+}
+
 /* Cross-channel LRN exactly as the paper writes it:
  *   out[c] = in[c] / scale[c]^beta,  scale[c] = k + alpha * sum_{|j-c| <= n/2} in[j]^2.
  * out, scale, in: (B, C, HW). scale is kept for backward. */
@@ -119,8 +137,9 @@ void tower_lrn_backward_lean(real *din, const real *dout, const real *in, int B,
 
 /* Max-pool, window K, stride S, no padding: out (B, C, Ho, Wo), Ho = (H-K)/S + 1.
  * idx (B, C, Ho, Wo): flat index h*W+w of the first maximum in the window (row-major
- * scan). Backward is a gather: each input sums the dout of the windows that chose it,
- * so it is deterministic with no atomics. din is overwritten. */
+ * scan). Backward: each input sums, from 0 in (oh, ow) order, the dout of the windows
+ * that chose it (the CPU scatters in output order, the GPU gathers: the same sums), so it
+ * is deterministic with no atomics. din is overwritten and aliases nothing. */
 void tower_maxpool_forward(real *out, int32_t *idx, const real *in,
                            int B, int C, int H, int W, int K, int S);
 void tower_maxpool_backward(real *din, const real *dout, const int32_t *idx,

@@ -490,7 +490,7 @@ Test(cuda_kernels_host, maxpool_other_windows)
  * phase 1 before phase 2 (the barrier), shared memory a buffer poisoned before each tile
  * (+inf in forward, where a read would win a window; NaN in backward), so a read of
  * anything the tile did not write shows. Against layers_cpu.c's LRN then max-pool: the
- * pooled output, argmax, pw (= powf(scale, -beta) for every element: each one written)
+ * pooled output, argmax, pw (= tower_lrn_pow(scale, beta) for every element: each one written)
  * and din bit for bit. */
 static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const float *in,
                                     tower_k_lrnpool g)
@@ -566,7 +566,7 @@ static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int 
     tower_lrn_forward(lrn, scale, in, B, C, H * W, n, k, a, be);
     tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
     emu_lrn_maxpool_forward(out2, idx2, pw, in, g);
-    for (size_t i = 0; i < n_in; i++) pw_ref[i] = powf(scale[i], -be);
+    for (size_t i = 0; i < n_in; i++) pw_ref[i] = tower_lrn_pow(scale[i], be);
     char w2[128];
     snprintf(w2, sizeof w2, "lrn+pool fwd %s", what);
     expect_close(w2, out2, out, n_out, 0);

@@ -284,7 +284,7 @@ BASE_HD float tower_k_lrn_forward(float *scale, const float *in, uint32_t i, tow
     float s = tower_k_lrn_denom(in, base, HW.d, tower_k_lrn_lo(c, half),
                                 tower_k_lrn_hi(c, half, nc), k, alpha);
     scale[i] = s;
-    return in[i] * powf(s, -beta);
+    return in[i] * tower_lrn_pow(s, beta);
 }
 
 /* The input gradient at one element from its output gradient, s^-beta, its input and acc,
@@ -308,7 +308,7 @@ BASE_HD float tower_k_lrn_backward(const float *dout, const float *in, const flo
         uint32_t q = base + (uint32_t)j * HW.d;
         acc += dout[q] * out[q] / scale[q];
     }
-    return tower_k_lrn_din(dout[i], powf(scale[i], -beta), in[i], acc, alpha, beta);
+    return tower_k_lrn_din(dout[i], tower_lrn_pow(scale[i], beta), in[i], acc, alpha, beta);
 }
 
 /* ---- overlapping max-pool, no padding; in (B, C, H, W), out/idx (B, C, Ho, Wo) ------ */
@@ -546,7 +546,7 @@ BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, const float *in, ui
     uint32_t at = plane * g.hw.d + (uint32_t)f.h0 * g.p.w.d + q;
     float s = tower_k_lrn_denom(in, at - (uint32_t)c * g.hw.d, g.hw.d, tower_k_lrn_lo(c, g.half),
                                 tower_k_lrn_hi(c, g.half, g.C), g.k, g.alpha);
-    float v = powf(s, -g.beta);
+    float v = tower_lrn_pow(s, g.beta);
     tile[e] = in[at] * v;
     if (q < (uint32_t)f.own * g.p.w.d) pw[at] = v;
 }
