@@ -6,9 +6,11 @@
 
 #include "base/base.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,12 +451,92 @@ static size_t peak_rss_bytes(void)
     return kb * 1024;
 }
 
+/* ---- the machine's SGEMM rate (CPU) ------------------------------------------------ */
+
+/* The square SGEMM the CPU's GFLOP/s is compared with: large enough for OpenBLAS's best
+ * blocking, small enough to time in about a second. */
+#define SGEMM_PROBE_N 2048
+#define SGEMM_PROBE_S 0.5
+
+typedef struct {
+    pthread_barrier_t *go;
+    double gflops;
+    int ok;
+} sgemm_probe;
+
+/* One thread's SGEMMs: one untimed, then repeated for SGEMM_PROBE_S. */
+static void *sgemm_probe_run(void *arg)
+{
+    sgemm_probe *pr = arg;
+    size_t n = SGEMM_PROBE_N, nn = n * n;
+    float *a = malloc(sizeof(float) * 3 * nn);
+    pr->ok = a != NULL;
+    pthread_barrier_wait(pr->go);
+    if (!a) return NULL;
+    float *b = a + nn, *c = b + nn;
+    for (size_t i = 0; i < nn; i++) {
+        a[i] = (float)(i % 97) * 1e-3f;
+        b[i] = (float)(i % 89) * 1e-3f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1, a,
+                (int)n, b, (int)n, 0, c, (int)n);
+    pthread_barrier_wait(pr->go); /* every thread times the same seconds */
+    int reps = 0;
+    double t0 = base_now(), dt;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1, a,
+                    (int)n, b, (int)n, 0, c, (int)n);
+        reps++;
+    } while ((dt = base_now() - t0) < SGEMM_PROBE_S);
+    pr->gflops = 2.0 * (double)n * n * n * reps / dt / 1e9;
+    free(a);
+    return NULL;
+}
+
+/* The SGEMM rate of `threads` threads at once (each with OpenBLAS's current thread count,
+ * as the towers run), summed: the ceiling the CPU step's GFLOP/s is read against. 0 when
+ * it cannot be measured. */
+static double sgemm_machine_gflops(int threads)
+{
+    pthread_t th[2];
+    sgemm_probe pr[2];
+    pthread_barrier_t go;
+    if (threads < 1 || threads > 2 || pthread_barrier_init(&go, NULL, (unsigned)threads + 1))
+        return 0;
+    int started = 0;
+    for (; started < threads; started++) {
+        pr[started] = (sgemm_probe){&go, 0, 0};
+        if (pthread_create(&th[started], NULL, sgemm_probe_run, &pr[started])) break;
+    }
+    if (started < threads) { /* the barrier would never open: say so, measure nothing */
+        for (int i = 0; i < started; i++) pthread_cancel(th[i]);
+        for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&go);
+        return 0;
+    }
+    pthread_barrier_wait(&go); /* allocated */
+    int ok = 1;
+    for (int i = 0; i < threads; i++) ok = ok && pr[i].ok;
+    pthread_barrier_wait(&go); /* warmed up */
+    double sum = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        sum += pr[i].gflops;
+    }
+    pthread_barrier_destroy(&go);
+    return ok ? sum : 0;
+}
+
 /* ---- the report -------------------------------------------------------------------- */
 
 typedef struct {
     double images_per_s, ms_mean, ms_median, ms_min, ms_max, gflops, flops_per_image;
     double loss_first, loss_last;
     int finite;
+    /* CPU: the machine's SGEMM rate as the towers' threads see it, and the timed steps'
+     * BLAS calls (their share of the threads' time, their rate); 0 on a GPU */
+    double sgemm_gflops, gemm_share, gemm_gflops, gemm_bound_gflops;
+    int sgemm_threads;
     size_t rss_peak;
     size_t pool_host;       /* the batch pool: uint8 crops, their parameters, labels, the
                                mean image and (CPU) the float batch */
@@ -553,6 +635,15 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     fprintf(f, "  ms/step        %10.3f  (median %.3f, min %.3f, max %.3f)\n", r->ms_mean,
             r->ms_median, r->ms_min, r->ms_max);
     fprintf(f, "  GFLOP/s        %10.1f\n", r->gflops);
+    if (r->sgemm_gflops > 0)
+        fprintf(f, "  of SGEMM       %9.1f%%  (this machine's %dx%d SGEMM: %.1f GFLOP/s on %d "
+                   "thread(s) at once, as the towers run)\n",
+                100 * r->gflops / r->sgemm_gflops, SGEMM_PROBE_N, SGEMM_PROBE_N,
+                r->sgemm_gflops, r->sgemm_threads);
+    if (r->gemm_share > 0)
+        fprintf(f, "  in BLAS        %9.1f%%  of the tower threads' time, at %.1f GFLOP/s a "
+                   "thread; with nothing else the step would run at %.1f GFLOP/s\n",
+                100 * r->gemm_share, r->gemm_gflops, r->gemm_bound_gflops);
     fprintf(f, "  loss           %10.4f -> %.4f%s\n", r->loss_first, r->loss_last,
             r->finite ? "" : "  (NOT FINITE)");
     for (int t = 0; t < T; t++) {
@@ -746,6 +837,13 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "loss_last", jnum(r->loss_last), "loss_finite", r->finite);
     if (j) {
         json_object_set_new(j, "conv_choice", json_string(r->conv_choice));
+        if (m->place.cpu) { /* the machine's SGEMM and the steps' BLAS calls */
+            json_object_set_new(j, "sgemm_gflops_per_s", jnum(r->sgemm_gflops));
+            json_object_set_new(j, "sgemm_threads", json_integer(r->sgemm_threads));
+            json_object_set_new(j, "blas_share", jnum(r->gemm_share));
+            json_object_set_new(j, "blas_gflops_per_thread", jnum(r->gemm_gflops));
+            json_object_set_new(j, "blas_bound_gflops_per_s", jnum(r->gemm_bound_gflops));
+        }
         json_object_set_new(j, "memory", memory_json(m, r, d));
         json_object_set_new(j, "profile", profile_json(p, plan, T));
     }
@@ -860,6 +958,9 @@ static int bench_run(const bench_opts *o)
     }
     if (m.failed) goto failed_step;
     bench_sync(&m);
+    double gemm_s, gemm_flops;
+    tower_cpu_gemm_counted(&gemm_s, &gemm_flops); /* from 0 */
+    tower_cpu_gemm_count(o->place.cpu);
     t0 = base_now();
     for (int s = 0; s < o->steps; s++, k = (k + 1) % o->batches) {
         double ts = base_now();
@@ -871,6 +972,8 @@ static int bench_run(const bench_opts *o)
     if (m.failed) goto failed_step;
     bench_sync(&m);
     total_s = base_now() - t0;
+    tower_cpu_gemm_count(0);
+    tower_cpu_gemm_counted(&gemm_s, &gemm_flops);
     r.loss_last = loss;
     r.finite = isfinite(r.loss_first) && isfinite(r.loss_last);
     for (int s = 0; s < o->profile_steps; s++, k = (k + 1) % o->batches) {
@@ -891,6 +994,14 @@ static int bench_run(const bench_opts *o)
                                : 0.5 * (step_ms[o->steps / 2 - 1] + step_ms[o->steps / 2]);
     r.flops_per_image = train_bench_train_flops(&m.plan);
     r.gflops = r.flops_per_image * r.images_per_s / 1e9;
+    if (o->place.cpu && gemm_s > 0) {
+        /* the threads that ran the towers: one each, or one for both (--serial) */
+        r.sgemm_threads = m.workers ? o->cfg.towers : 1;
+        r.gemm_share = gemm_s / (r.sgemm_threads * total_s);
+        r.gemm_gflops = gemm_flops / gemm_s / 1e9;
+        r.gemm_bound_gflops = r.gflops / r.gemm_share;
+        r.sgemm_gflops = sgemm_machine_gflops(r.sgemm_threads);
+    }
 
     print_table(stdout, o, &m, &r, &p, place);
     rc = 0;

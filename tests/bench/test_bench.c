@@ -170,6 +170,16 @@ Test(bench, cpu_bench_writes_its_json, .timeout = 120)
     const char *flags[] = {"--cpu"};
     json_t *j = bench_json(flags, 1, "cpu", "wall clock");
     cr_assert_null(json_object_get(json_object_get(j, "memory"), "gpu_devices"), "no GPU there");
+    /* the machine's SGEMM was measured, and the steps' BLAS calls were counted: a share of
+     * the threads' time, and a bound at least the run's own rate */
+    double sgemm = json_number_value(json_object_get(j, "sgemm_gflops_per_s"));
+    double share = json_number_value(json_object_get(j, "blas_share"));
+    double gf = json_number_value(json_object_get(j, "gflops_per_s"));
+    double bound = json_number_value(json_object_get(j, "blas_bound_gflops_per_s"));
+    cr_assert(sgemm > 0, "sgemm_gflops_per_s %g", sgemm);
+    cr_assert(share > 0 && share <= 1.05, "blas_share %g", share);
+    cr_assert(bound >= gf, "blas bound %g below the run's %g GFLOP/s", bound, gf);
+    cr_assert(json_number_value(json_object_get(j, "blas_gflops_per_thread")) > 0);
     json_decref(j);
 }
 
