@@ -375,10 +375,13 @@ static const base_flag bench_flags[] = {
 
 static const base_flags_cmd bench_cmd = {
     .name = "bench",
-    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn|auto]] [flags]",
+    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn|auto] [--graph auto|on|off]] "
+                "[flags]",
     .about =
         "Times full training steps (batch in, forward, backward, update) of the net\n"
         "(--net and its switches; its optimizer is the update) built from --seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
+        "(on one GPU, unless --graph off, each step one CUDA graph replayed, its loss read\n"
+        "back one step late; --graph auto decides at the first step, a warm-up one if any)\n"
         "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
         "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
         "augmented every step (on the GPU with --gpus). --size is at most " BENCH_STR(DATA_SIZE)
@@ -461,6 +464,7 @@ typedef struct {
     char device[256];
     char conv_detail[1024]; /* the convolution path (GPU: and cuDNN's algorithms) */
     char conv_choice[2048]; /* model_conv_describe: --conv auto's per-layer choice and times */
+    char graph[600];        /* model_graph_describe after the timed steps: --graph's choice */
     int ndev, dev[2];
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
@@ -537,6 +541,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
                           : "fp32 math (TF32 off)");
     fprintf(f, "convolutions: %s\n", r->conv_detail);
     if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
+    fprintf(f, "graph: %s\n", r->graph);
     fprintf(f, "net: %s, %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             plan->cfg.net.name, T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -746,6 +751,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "loss_last", jnum(r->loss_last), "loss_finite", r->finite);
     if (j) {
         json_object_set_new(j, "conv_choice", json_string(r->conv_choice));
+        json_object_set_new(j, "graph", json_string(r->graph));
         json_object_set_new(j, "memory", memory_json(m, r, d));
         json_object_set_new(j, "profile", profile_json(p, plan, T));
     }
@@ -864,14 +870,19 @@ static int bench_run(const bench_opts *o)
     for (int s = 0; s < o->steps; s++, k = (k + 1) % o->batches) {
         double ts = base_now();
         if (bench_data_put(&d, &m, k, err, sizeof err)) goto fail;
-        loss = model_train_step(&m, lr);
-        if (s == 0) r.loss_first = loss;
+        /* the step before's loss: this one's is read while the next one runs */
+        loss = model_train_step_deferred(&m, lr);
+        if (s == 1) r.loss_first = loss;
         step_ms[s] = 1e3 * (base_now() - ts);
     }
     if (m.failed) goto failed_step;
     bench_sync(&m);
     total_s = base_now() - t0;
+    loss = model_step_loss(&m);
+    if (m.failed) goto failed_step;
+    if (o->steps == 1) r.loss_first = loss;
     r.loss_last = loss;
+    model_graph_describe(&m, r.graph, sizeof r.graph);
     r.finite = isfinite(r.loss_first) && isfinite(r.loss_last);
     for (int s = 0; s < o->profile_steps; s++, k = (k + 1) % o->batches) {
         if (bench_data_put_timed(&d, &m, &p, k, err, sizeof err)) goto fail;
