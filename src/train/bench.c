@@ -380,15 +380,16 @@ static const base_flags_cmd bench_cmd = {
     .about =
         "Times full training steps (batch in, forward, backward, update) of the net\n"
         "(--net and its switches; its optimizer is the update) built from --seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
-        "(on one GPU, unless --graph off, each step one CUDA graph replayed, its loss read\n"
-        "back one step late; --graph auto decides at the first step, a warm-up one if any)\n"
         "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
         "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
         "augmented every step (on the GPU with --gpus). --size is at most " BENCH_STR(DATA_SIZE)
         "\n(the crops come from " BENCH_STR(DATA_SIZE) "x" BENCH_STR(DATA_SIZE) " images). "
         "Prints a table; --json FILE also writes every number.\n"
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
-        "neither: the GPUs if there are any, else the CPU.\n",
+        "neither: the GPUs if there are any, else the CPU.\n"
+        "On one GPU each timed step is one CUDA graph replayed (unless --graph off), its\n"
+        "loss read back one step late; --graph auto decides at the first step (a warm-up\n"
+        "one when there is one).\n",
     .flags = bench_flags,
     .opts_size = sizeof(bench_opts),
     .defaults = bench_defaults};

@@ -1029,27 +1029,37 @@ static int stage_update(model *m, real lr, int skip)
     return 0;
 }
 
-/* The loss of the step just enqueued goes into the next read-back slot of the last
- * tower (the towers' means are the same bits; the workers returned the last one's). */
-static int loss_post(model *m)
+/* The loss of the phase or step just enqueued goes into the next read-back slot of the
+ * last tower (the towers' means are the same bits; the workers returned the last one's).
+ * is_step: it is a whole step's (counted in m->step and m->updates once enqueued). */
+static int loss_post(model *m, int is_step)
 {
     int slot = tower_cuda_loss_post(&m->tw[m->towers - 1]);
     if (slot < 0) return coord_fault(m, "posting the loss's read-back");
+    m->loss_step[m->loss_n] = is_step;
     m->loss_slot[m->loss_n++] = slot;
     return 0;
 }
 
-/* Reads the oldest loss in flight into m->last_loss. */
+/* Reads the oldest loss in flight into m->last_loss. A failure (a fault in any kernel of
+ * the steps in flight surfaces here) fails the model and uncounts those steps: m->step
+ * and m->updates are the last good step's (model.h). */
 static int loss_take(model *m)
 {
     double v = NAN;
     int rc = tower_cuda_loss_take(&m->tw[m->towers - 1], m->loss_slot[0], &v);
-    m->loss_slot[0] = m->loss_slot[1];
-    m->loss_n--;
     if (rc) {
+        for (int i = 0; i < m->loss_n; i++)
+            if (m->loss_step[i]) {
+                m->step--;
+                m->updates--;
+            }
         m->loss_n = 0;
         return coord_fault(m, "reading the loss back");
     }
+    m->loss_slot[0] = m->loss_slot[1];
+    m->loss_step[0] = m->loss_step[1];
+    m->loss_n--;
     m->last_loss = v;
     return 0;
 }
@@ -1078,7 +1088,7 @@ double model_forward(model *m, int train)
     if (model_run(m, &job, &loss)) return NAN;
 #if MODEL_CUDA
     if (gpu_model(m)) {
-        if (loss_post(m) || loss_take(m)) return NAN;
+        if (loss_post(m, 0) || loss_take(m)) return NAN;
         loss = m->last_loss;
     }
 #endif
@@ -1298,13 +1308,13 @@ static int graph_first(model *m, real lr)
         m->graph_state = 1;
         return graph_replay(m);
     }
-    if (graph_replay(m) || loss_post(m) || loss_take(m)) goto failed;
+    if (graph_replay(m) || loss_post(m, 0) || loss_take(m)) goto failed;
     lg = m->last_loss;
     hg = state_hash(m, buf);
     for (int t = 0; t < m->towers; t++)
         for (int k = 0; k < 3; k++)
             if (saved[t][k]) model_set_tensor(m, t, k == 0 ? 0 : k + 1, saved[t][k]);
-    if (run_phases(m, lr) || loss_post(m) || loss_take(m)) goto failed;
+    if (run_phases(m, lr) || loss_post(m, 0) || loss_take(m)) goto failed;
     lu = m->last_loss;
     hu = state_hash(m, buf);
     int same = hg == hu && memcmp(&lg, &lu, sizeof lg) == 0;
@@ -1367,7 +1377,7 @@ static int step_gpu(model *m, real lr, int skip)
         rc = graph_replay(m);
     else
         rc = graph_first(m, lr);
-    if (rc || loss_post(m)) {
+    if (rc || loss_post(m, 1)) {
         m->updates--;
         return -1;
     }

@@ -143,6 +143,8 @@ typedef struct {
                                    loss comes back after it, model_step_loss) */
     int loss_slot[2], loss_n;   /* GPU: the read-back slots of the steps whose loss is still
                                    in flight (oldest first; tower_cuda_loss_post) */
+    int loss_step[2];           /* per slot: 1 when it is a whole step's (uncounted again
+                                   when its read-back fails) */
     tower_optim optim;          /* plan.cfg.net.optim: the paper's SGD (0.9, 0.0005) or Adam */
     const model_hooks *hooks;   /* NULL, or the stage timers (bench); called from the
                                    tower's own thread (tower t's regions from worker t) */
