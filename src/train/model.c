@@ -1145,6 +1145,7 @@ static cudaStream_t stream_of(model *m, int t) { return (cudaStream_t)tower_cuda
 
 static int graph_events(model *m)
 {
+    if (cuda_call(m, cudaSetDevice(m->tw[0].device), "cudaSetDevice")) return -1;
     for (int i = 0; i < 4; i++) {
         if (m->graph_ev[i]) continue;
         cudaEvent_t ev;
@@ -1259,89 +1260,109 @@ static uint64_t state_hash(model *m, float *buf)
     return h;
 }
 
-/* The first step with place.graph on or auto: captured and replayed; auto replays it
- * from a host copy of the state, then restores that copy and runs the step uncaptured,
- * keeping the graph only when both gave the same bits. The step's loss is left on the
- * device for the caller's read-back either way. */
+static void free_saved(float *buf, float *saved[2][3])
+{
+    free(buf);
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < 3; k++) free(saved[t][k]);
+}
+
+/* The state a step starts from (params, momentum, Adam's second moment) put back. */
+static void restore_saved(model *m, float *saved[2][3])
+{
+    for (int t = 0; t < m->towers; t++)
+        for (int k = 0; k < 3; k++)
+            if (saved[t][k]) model_set_tensor(m, t, k == 0 ? 0 : k + 1, saved[t][k]);
+}
+
+/* The first step place.graph may capture. Every library and kernel has run once
+ * uncaptured before a capture (cuBLAS's and the modules' lazy set-up then happens outside
+ * it). on: this step runs uncaptured, the next one is captured and replayed. auto: this
+ * step runs uncaptured from a host copy of its starting state, then from that state again
+ * as a captured graph replayed; the graph is kept only when both gave the same bits
+ * (otherwise, or when the capture fails, the step runs uncaptured once more from the
+ * copy, so that the state kept is always the uncaptured step's). The step's loss is left
+ * on the device for the caller's read-back either way. */
 static int graph_first(model *m, real lr)
 {
     char why[600] = "";
-    int check = m->place.graph == MODEL_GRAPH_AUTO;
     size_t n = m->plan.n_params;
     float *saved[2][3] = {{NULL}}, *buf = NULL;
     double lg = NAN, lu = NAN;
     uint64_t hg = 0, hu = 0;
     if (graph_events(m) || loss_flush(m)) return -1;
-    if (check) { /* the state the step starts from: params, momentum, moment2 */
-        int ok = (buf = malloc(sizeof(float) * n)) != NULL;
-        for (int t = 0; t < m->towers && ok; t++)
-            for (int k = 0; k < 3 && ok; k++) {
-                int which = k == 0 ? 0 : k + 1;
-                if (which == 3 && !m->tw[t].moment2) continue;
-                ok = (saved[t][k] = malloc(sizeof(float) * n)) != NULL;
-                if (ok) model_get_tensor(m, t, which, saved[t][k]);
-            }
-        if (!ok) {
-            snprintf(m->graph_note, sizeof m->graph_note,
-                     "auto: uncaptured (no host memory for the check's copy of the state)");
-            fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
-            m->graph_state = 2;
-            free(buf);
-            for (int t = 0; t < 2; t++)
-                for (int k = 0; k < 3; k++) free(saved[t][k]);
+    if (m->place.graph == MODEL_GRAPH_ON) {
+        if (!m->graph_warm) { /* this step uncaptured, the next one captured */
+            m->graph_warm = 1;
             return run_phases(m, lr);
         }
-    }
-    if (graph_capture(m, lr, why, sizeof why)) {
+        if (graph_capture(m, lr, why, sizeof why)) {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "on: uncaptured (the capture failed: %s)", why);
+            fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
+            m->graph_state = 2;
+            return run_phases(m, lr);
+        }
         snprintf(m->graph_note, sizeof m->graph_note,
-                 "%s: uncaptured (the capture failed: %s)", check ? "auto" : "on", why);
-        fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
-        m->graph_state = 2;
-        free(buf);
-        for (int t = 0; t < 2; t++)
-            for (int k = 0; k < 3; k++) free(saved[t][k]);
-        return run_phases(m, lr);
-    }
-    if (!check) {
-        snprintf(m->graph_note, sizeof m->graph_note,
-                 "on: the whole step captured once and replayed (not checked)");
+                 "on: the whole step captured once (step %lld) and replayed (not checked)",
+                 (long long)m->step + 1);
         m->graph_state = 1;
         return graph_replay(m);
     }
-    if (graph_replay(m) || loss_post(m, 0) || loss_take(m)) goto failed;
-    lg = m->last_loss;
-    hg = state_hash(m, buf);
-    for (int t = 0; t < m->towers; t++)
-        for (int k = 0; k < 3; k++)
-            if (saved[t][k]) model_set_tensor(m, t, k == 0 ? 0 : k + 1, saved[t][k]);
+    /* auto: the state the step starts from */
+    int ok = (buf = malloc(sizeof(float) * n)) != NULL;
+    for (int t = 0; t < m->towers && ok; t++)
+        for (int k = 0; k < 3 && ok; k++) {
+            int which = k == 0 ? 0 : k + 1;
+            if (which == 3 && !m->tw[t].moment2) continue;
+            ok = (saved[t][k] = malloc(sizeof(float) * n)) != NULL;
+            if (ok) model_get_tensor(m, t, which, saved[t][k]);
+        }
+    if (!ok) {
+        snprintf(m->graph_note, sizeof m->graph_note,
+                 "auto: uncaptured (no host memory for the check's copy of the state)");
+        fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
+        m->graph_state = 2;
+        free_saved(buf, saved);
+        return run_phases(m, lr);
+    }
     if (run_phases(m, lr) || loss_post(m, 0) || loss_take(m)) goto failed;
     lu = m->last_loss;
     hu = state_hash(m, buf);
-    int same = hg == hu && memcmp(&lg, &lu, sizeof lg) == 0;
-    if (same) {
-        snprintf(m->graph_note, sizeof m->graph_note,
-                 "auto: the whole step captured once and replayed (step %lld replayed gave "
-                 "the uncaptured step's bits: parameters, gradients, momentum, loss)",
-                 (long long)m->step + 1);
-        m->graph_state = 1;
-    } else {
-        snprintf(m->graph_note, sizeof m->graph_note,
-                 "auto: uncaptured (step %lld replayed from a graph differs from the "
-                 "uncaptured step: loss %.17g vs %.17g, state hash %016llx vs %016llx)",
-                 (long long)m->step + 1, lg, lu, (unsigned long long)hg,
-                 (unsigned long long)hu);
+    restore_saved(m, saved);
+    if (graph_capture(m, lr, why, sizeof why)) {
+        snprintf(m->graph_note, sizeof m->graph_note, "auto: uncaptured (the capture failed: %s)",
+                 why);
         m->graph_state = 2;
-        graph_drop(m);
+    } else {
+        if (graph_replay(m) || loss_post(m, 0) || loss_take(m)) goto failed;
+        lg = m->last_loss;
+        hg = state_hash(m, buf);
+        if (hg == hu && memcmp(&lg, &lu, sizeof lg) == 0) {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "auto: the whole step captured once and replayed (step %lld replayed "
+                     "gave the uncaptured step's bits: parameters, gradients, momentum, loss)",
+                     (long long)m->step + 1);
+            m->graph_state = 1;
+        } else {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "auto: uncaptured (step %lld replayed from a graph differs from the "
+                     "uncaptured step: loss %.17g vs %.17g, state hash %016llx vs %016llx)",
+                     (long long)m->step + 1, lg, lu, (unsigned long long)hg,
+                     (unsigned long long)hu);
+            m->graph_state = 2;
+            graph_drop(m);
+        }
     }
     fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
-    free(buf);
-    for (int t = 0; t < 2; t++)
-        for (int k = 0; k < 3; k++) free(saved[t][k]);
+    if (m->graph_state == 2) { /* the uncaptured step's state, once more */
+        restore_saved(m, saved);
+        if (run_phases(m, lr)) goto failed;
+    }
+    free_saved(buf, saved);
     return 0;
 failed:
-    free(buf);
-    for (int t = 0; t < 2; t++)
-        for (int k = 0; k < 3; k++) free(saved[t][k]);
+    free_saved(buf, saved);
     return -1;
 }
 
@@ -1360,23 +1381,26 @@ static int step_gpu(model *m, real lr, int skip)
         snprintf(m->graph_note, sizeof m->graph_note, "off: uncaptured (--graph off)");
         m->graph_state = 2;
     }
-    if (m->graph_exec && m->graph_shared != m->in_shared) { /* other input pointers */
-        graph_drop(m);
+    int rc;
+    if (unfit || m->graph_state == 2) {
+        rc = run_phases(m, lr);
+    } else if (m->graph_state == 0) {
+        rc = graph_first(m, lr);
+    } else {
+        /* the graph holds the input's pointers: other ones (the input became shared or
+         * stopped being) are captured again */
+        if (m->graph_exec && m->graph_shared != m->in_shared) graph_drop(m);
         char why[600] = "";
-        if (graph_capture(m, lr, why, sizeof why)) {
+        if (!m->graph_exec && graph_capture(m, lr, why, sizeof why)) {
             snprintf(m->graph_note, sizeof m->graph_note,
                      "uncaptured (capturing the step again for another input failed: %s)", why);
             fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
             m->graph_state = 2;
+            rc = run_phases(m, lr);
+        } else {
+            rc = graph_replay(m);
         }
     }
-    int rc;
-    if (unfit || m->graph_state == 2)
-        rc = run_phases(m, lr);
-    else if (m->graph_state == 1)
-        rc = graph_replay(m);
-    else
-        rc = graph_first(m, lr);
     if (rc || loss_post(m, 1)) {
         m->updates--;
         return -1;

@@ -71,11 +71,12 @@ typedef struct {
 /* model_placement.conv's third value: each conv layer's path measured at model_init. */
 enum { MODEL_CONV_AUTO = 2 };
 
-/* model_placement.graph. AUTO: the first step model_train_step can capture is captured,
- * replayed and then run again uncaptured from the same state; the graph is kept only when
- * both give the same bits (parameters, gradients, momentum, Adam's second moment and the
- * loss), and the uncaptured run's state is the one kept either way. ON: captured and
- * replayed without that check. OFF: never captured. A capture that fails falls back to
+/* model_placement.graph. AUTO: the first step model_train_step can capture runs
+ * uncaptured, then again from the same state as a captured graph replayed; the graph is
+ * kept only when both give the same bits (parameters, gradients, momentum, Adam's second
+ * moment and the loss), and the state kept is the uncaptured step's either way. ON: that
+ * step runs uncaptured, the next one is captured and every later one replayed, without
+ * the check. OFF: never captured. A capture that fails falls back to
  * the uncaptured step with a line on stderr. Never captured: CPU towers, two GPUs (the
  * NCCL exchange waits on the host inside a step), the bench's profiled steps (m->hooks),
  * and while a test or debug hook is on. */
@@ -182,6 +183,7 @@ typedef struct {
      * captures again); graph_ev the capture's fork and join and the replay's hand-over
      * events (cudaEvent_t); graph_note what was chosen and why, for the start-up line. */
     int graph_state, graph_shared;
+    int graph_warm;             /* --graph on: a step has run uncaptured before the capture */
     void *graph_exec, *graph_ev[4];
     char graph_note[512];
 } model;
