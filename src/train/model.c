@@ -1141,7 +1141,10 @@ static const char *graph_unfit(const model *m)
     return NULL;
 }
 
-static cudaStream_t stream_of(model *m, int t) { return (cudaStream_t)tower_cuda_stream(&m->tw[t]); }
+static cudaStream_t stream_of(model *m, int t)
+{
+    return (cudaStream_t)tower_cuda_stream(&m->tw[t]);
+}
 
 static int graph_events(model *m)
 {

@@ -39,13 +39,12 @@ typedef struct {
     tower_k_step staged;       /* what the last copy put into dev_step (host shadow) */
     int have_staged;           /* 0 until the first copy */
     tower_k_step *host_step;   /* (TOWER_CUDA_STAGE_SLOTS) pinned: the copies' sources */
-    cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS];    /* per slot: its last copy done (before it is rewritten) */
+    cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS]; /* per slot: its last copy done */
     int step_next;             /* the slot of the next copy */
     double *host_loss;         /* (2) pinned: the read-back slots of the mean loss */
     cudaEvent_t loss_ev[2];    /* per slot: its copy done */
     int loss_next;
 } tower_gpu;
-
 
 static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
 
