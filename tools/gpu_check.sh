@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # gpu_check.sh: the one GPU check of twotower (docs/GPU.md). On a machine with an NVIDIA GPU
-# it builds (or takes a build made elsewhere), runs the GPU tests, runs compute-sanitizer
-# (memcheck, racecheck, initcheck, synccheck) over a few training steps, and trains one
-# epoch of Fashion-MNIST in the single-GPU fallback, printing images/s and test accuracy.
+# it builds (or takes a build made elsewhere), runs the GPU tests, times the training step
+# as one CUDA graph against the uncaptured step (--graph on, off and auto), runs
+# compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a few training steps,
+# and trains one epoch of Fashion-MNIST in the single-GPU fallback, printing images/s and
+# test accuracy.
 # Logs go to $OUT if set, else to ./gpu-check-logs.
 #
 #   tools/gpu_check.sh [--carry DIR] [--build DIR] [--data DIR] [--stages LIST] [--size N]
@@ -14,7 +16,11 @@
 # build folders and every shared library their programs need that is not glibc, CUDA or
 # cuDNN: cuDNN is the machine's, e.g. PyTorch's wheel's), fashion-mnist/ and gpu_cost.json
 # (tools/gpu_cost's prediction, made here). On the GPU machine, --carry DIR unpacks that and
-# uses it. --stages: any of tests,sanitize,epoch,bench,cost (default tests,sanitize,epoch);
+# uses it. --stages: any of tests,graph,sanitize,epoch,bench,cost (default
+# tests,graph,sanitize,epoch); graph runs `twotower bench --gpus 0` with --graph off, on and
+# auto at batches 128 and 16 and puts their images/s side by side (passing when every run
+# ends, their losses agree and auto kept the graph: its check found the replayed step's
+# bits equal to the uncaptured step's);
 # bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md) with the python3 that
 # has torch, passing it --bench-args; cost runs `twotower bench` at batch 128 and puts its
 # per-layer times beside tools/gpu_cost's predicted ones (and ncu's counts of the work
@@ -25,7 +31,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
-carry="" build="" data="" stages="tests,sanitize,epoch" size="" prepare="" prep_dir="carry"
+carry="" build="" data="" stages="tests,graph,sanitize,epoch" size="" prepare="" prep_dir="carry"
 bench_args="" sanitizers="memcheck,racecheck,initcheck,synccheck"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -168,7 +174,8 @@ if [[ $stages == *tests* ]]; then
     tlog=$logs/tests.log
     : >"$tlog"
     for t in tests/cuda/test_kernels_host tests/cuda/test_device tests/cuda/test_layers_cuda \
-             tests/cuda/test_model_cuda tests/cuda/test_order_cuda tests/comm/test_comm_host \
+             tests/cuda/test_model_cuda tests/cuda/test_order_cuda tests/cuda/test_graph_cuda \
+             tests/comm/test_comm_host \
              tests/comm/test_comm_gpu \
              tests/bench/test_bench tests/data/test_data_augment_cuda; do
         [ -x "$build/$t" ] || { note "FAIL: $t not built"; failed=1; continue; }
@@ -187,6 +194,52 @@ if [[ $stages == *tests* ]]; then
     if OPENBLAS_NUM_THREADS=8 bash tests/cuda/cli_gpus.sh "$exe" >>"$tlog" 2>&1; then
         note "ok: tests/cuda/cli_gpus.sh"
     else note "FAIL: tests/cuda/cli_gpus.sh"; failed=1; fi
+fi
+
+# ---- 1b. the step as one CUDA graph, timed against the uncaptured step ---------------------
+# twotower bench --gpus 0 with --graph off, on and auto at two batch sizes (the paper's 128,
+# and 16, where the launches weigh more). auto's own check (model.h, MODEL_GRAPH_AUTO)
+# replays the first captured step and compares its every bit with the uncaptured step's
+# (parameters, gradients, momentum, loss) on the full net: it keeping the graph is the
+# identity check at full size (test_graph_cuda checks it on small nets in stage 1). The
+# bench's JSON numbers have 9 digits, so the losses compared here agree to 9 digits.
+if [[ $stages == *graph* ]]; then
+    glog=$logs/graph.log
+    : >"$glog"
+    py=$(command -v python3 || command -v /usr/bin/python3)
+    for b in 128 16; do
+        ok=1
+        for mode in off on auto; do
+            echo "=== bench --batch $b --graph $mode" >>"$glog"
+            "$exe" bench --gpus 0 --batch "$b" --graph "$mode" --profile-steps 0 \
+                --json "$logs/graph-$mode-b$b.json" >>"$glog" 2>&1 || ok=0
+        done
+        if [ $ok -eq 1 ]; then
+            line=$("$py" - "$logs" "$b" <<'PY'
+import json, sys
+logs, b = sys.argv[1], sys.argv[2]
+r = {m: json.load(open(f"{logs}/graph-{m}-b{b}.json")) for m in ("off", "on", "auto")}
+same = all(r[m]["loss_first"] == r["off"]["loss_first"] and
+           r[m]["loss_last"] == r["off"]["loss_last"] for m in r)
+kept = r["auto"].get("graph", "").startswith("auto: the whole step captured")
+on = r["on"].get("graph", "").startswith("on: the whole step captured")
+ips = {m: r[m]["images_per_s"] for m in r}
+print("%s batch %s: images/s off %.0f, on %.0f (%.3fx), auto %.0f; median ms/step off %.3f, "
+      "on %.3f; losses %s; auto %s; graph on: %s" % (
+      "ok:" if same and kept and on else "FAIL:", b, ips["off"], ips["on"],
+      ips["on"] / ips["off"], ips["auto"], r["off"]["ms_per_step_median"],
+      r["on"]["ms_per_step_median"], "agree" if same else "DIFFER",
+      "kept the graph" if kept else "did not keep the graph: " + r["auto"].get("graph", "?"),
+      r["on"].get("graph", "?")))
+PY
+)
+            note "${line:-FAIL: graph batch $b: could not read the JSON (see graph.log)}"
+            [[ $line == ok:* ]] || failed=1
+        else
+            note "FAIL: graph batch $b: a bench run failed (see graph.log): $(tail -2 "$glog" | tr '\n' ' ')"
+            failed=1
+        fi
+    done
 fi
 
 # ---- 2. compute-sanitizer over a few training steps in the fallback -----------------------

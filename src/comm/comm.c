@@ -225,6 +225,17 @@ void comm_abort(comm *c)
 #endif
 }
 
+int comm_reset_abort(comm *c)
+{
+    if (c->kind == COMM_NCCL) return -1;
+    pthread_mutex_lock(&c->mu);
+    c->aborted = 0;
+    c->arrived = 0;
+    c->test_fail[0] = c->test_fail[1] = 0;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
 enum { OP_GATHER = 1, OP_SUM = 2 };
 
 /* One rank's exchange: the stages comm.h describes, per backend. */

@@ -81,6 +81,11 @@ void comm_abort(comm *c);
 /* 1 once comm_abort has been called: a tower's worker checks it between layers, so it
  * stops at its next layer rather than at its next exchange. */
 int comm_aborted(comm *c);
+/* Undoes comm_abort after a failed CUDA graph capture (src/train/model.c), in which no
+ * exchange ran on any device: once no rank's thread is inside comm, the barrier and the
+ * test hook are as comm_init left them and the exchanges run again. Host and same-device
+ * only (an aborted NCCL communicator is gone): 0, or -1 for NCCL. */
+int comm_reset_abort(comm *c);
 /* Test hook: rank's next exchange fails inside (-1, "... (the test hook)"), as a failed
  * copy or collective would: the per-rank calls after their first barrier (host and
  * same-device; the other rank then waits in the second one until comm_abort), before the

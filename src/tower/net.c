@@ -967,18 +967,20 @@ static void cpu_maxpool_backward(tower *t, real *din, const real *dout, const in
     tower_maxpool_backward(din, dout, idx, B, C, H, W, K, S);
 }
 
-static void cpu_dropout_forward(tower *t, int scale, real *out, const real *in, size_t n,
-                                real p, uint64_t key, int train)
+static void cpu_dropout_forward(tower *t, int l, int scale, real *out, const real *in,
+                                size_t n, real p, uint64_t key, int train)
 {
     (void)t;
+    (void)l;
     if (scale == TOWER_DROP_INVERTED) tower_dropout_inverted_forward(out, in, n, p, key, train);
     else tower_dropout_forward(out, in, n, p, key, train);
 }
 
-static void cpu_dropout_backward(tower *t, int scale, real *din, const real *dout, size_t n,
-                                 real p, uint64_t key)
+static void cpu_dropout_backward(tower *t, int l, int scale, real *din, const real *dout,
+                                 size_t n, real p, uint64_t key)
 {
     (void)t;
+    (void)l;
     if (scale == TOWER_DROP_INVERTED) tower_dropout_inverted_backward(din, dout, n, p, key);
     else tower_dropout_backward(din, dout, n, p, key);
 }
@@ -1155,7 +1157,7 @@ void tower_forward_layer(tower *t, int l, int train)
         }
     }
     if (L->drop_p > 0)
-        op->dropout_forward(t, L->drop_scale, A->out, cur, fin_n, (real)L->drop_p,
+        op->dropout_forward(t, l, L->drop_scale, A->out, cur, fin_n, (real)L->drop_p,
                             tower_layer_key(t->dropout_key, l), train);
 }
 
@@ -1170,8 +1172,8 @@ void tower_backward_layer(tower *t, int l)
     /* walk the stages back from `dout` to `dact` */
     real *d_before_pool = L->lrn ? A->dlrn : A->dact;
     if (L->drop_p > 0)
-        op->dropout_backward(t, L->drop_scale, L->pool_k ? A->dpool : d_before_pool, A->dout,
-                             fin_n, (real)L->drop_p, tower_layer_key(t->dropout_key, l));
+        op->dropout_backward(t, l, L->drop_scale, L->pool_k ? A->dpool : d_before_pool,
+                             A->dout, fin_n, (real)L->drop_p, tower_layer_key(t->dropout_key, l));
     if (lrn_pool_fused(t, l)) {
         op->lrn_pool_backward(t, A->dact, A->dpool, A->pool_idx, A->act, A->lrn_scale, B,
                               L->out_ch, L->out_h, L->out_h, s->lrn.n, (real)s->lrn.k,

@@ -533,13 +533,16 @@ typedef struct tower_ops {
     void (*lrn_pool_backward)(tower *t, real *din, const real *dout, const int32_t *idx,
                               const real *in, const real *keep, int B, int C, int H, int W,
                               int n, real k, real alpha, real beta, int K, int S);
-    /* scale: TOWER_DROP_PAPER or TOWER_DROP_INVERTED */
-    void (*dropout_forward)(tower *t, int scale, real *out, const real *in, size_t n, real p,
-                            uint64_t key, int train);
-    void (*dropout_backward)(tower *t, int scale, real *din, const real *dout, size_t n,
+    /* row l's dropout; scale: TOWER_DROP_PAPER or TOWER_DROP_INVERTED; key:
+     * tower_layer_key(t->dropout_key, l) (the CUDA ops read it from the step's staged
+     * scalars, tower_cuda_stage_keys, staging it themselves outside a capture) */
+    void (*dropout_forward)(tower *t, int l, int scale, real *out, const real *in, size_t n,
+                            real p, uint64_t key, int train);
+    void (*dropout_backward)(tower *t, int l, int scale, real *din, const real *dout, size_t n,
                              real p, uint64_t key);
-    /* softmax cross-entropy; returns the mean loss, summed on the host in double in
-     * sample order (the CUDA one waits for its stream) */
+    /* softmax cross-entropy; the CPU's returns the mean loss, summed in double in sample
+     * order; the CUDA one leaves that same mean on the device and returns NaN (no host
+     * wait inside a step: tower_cuda_loss_post / _take read it) */
     double (*loss_forward)(tower *t, real *losses, real *probs, const real *logits,
                            const int32_t *labels, int B, int T, int Vt);
     void (*loss_backward)(tower *t, real *dlogits, const real *probs, const int32_t *labels,
@@ -580,7 +583,8 @@ uint64_t tower_layer_key(uint64_t step_key, int layer);
  * dropout stages scale as their row says). */
 void tower_forward_layer(tower *t, int l, int train);
 /* Softmax cross-entropy over t->logits (gathered by the trainer) and t->labels;
- * fills probs and losses. Returns the mean loss (computed on the host). */
+ * fills probs and losses. Returns the mean loss (CPU towers); a GPU tower returns NaN and
+ * leaves the mean on the device (tower_cuda.h, tower_cuda_loss_post). */
 double tower_loss_forward(tower *t);
 /* dlogits of this tower's slot into the last layer's dout. */
 void tower_loss_backward(tower *t);

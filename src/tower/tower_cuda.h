@@ -158,6 +158,27 @@ void tower_adam_arena_cuda(float *params, float *m, float *v, const float *grads
                            const tower_plan *plan, float step_size, float beta1, float beta2,
                            float eps, float bc2_sqrt, float wd, void *stream);
 
+/* The per-step scalars in device memory (kernels.h's tower_k_step), which a captured step
+ * (a CUDA graph) reads at every replay: */
+typedef struct tower_k_step tower_k_step;
+/* Dropout with the row's key read from *key (device memory): the mask and outputs of
+ * tower_dropout_forward_cuda (inverted 0) or tower_dropout_inverted_forward_cuda (1) with
+ * that key, bit for bit. */
+void tower_dropout_step_forward_cuda(float *out, const float *in, size_t n, float p,
+                                     int inverted, const uint64_t *key, int train,
+                                     void *stream);
+void tower_dropout_step_backward_cuda(float *din, const float *dout, size_t n, float p,
+                                      int inverted, const uint64_t *key, void *stream);
+/* tower_sgd_arena_cuda (adam 0: m the momentum, v unused) or tower_adam_arena_cuda (adam
+ * 1) with their scalars read from *s, bit for bit; nothing at all when s->skip_nonfinite
+ * and *loss (the tower's mean loss on the device) is not finite. */
+void tower_update_arena_step_cuda(float *params, float *m, float *v, const float *grads,
+                                  const tower_plan *plan, int adam, const tower_k_step *s,
+                                  const double *loss, void *stream);
+/* *out = the mean of losses (B) as the CPU tower computes it (kernels.h's
+ * tower_k_loss_mean: double, sample order), on the device. */
+void tower_loss_mean_cuda(double *out, const float *losses, int B, void *stream);
+
 /* ---- one tower on a GPU (net_cuda.cu) -------------------------------------------------
  * A GPU tower runs net.c's layer loop like a CPU tower: tower_init_cuda points t->ops at
  * the CUDA table (the twins above on the tower's stream, cuBLAS handle and conv path), so
@@ -205,6 +226,30 @@ void tower_cuda_spin(tower *t, unsigned us);
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */
 int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind);
+
+/* ---- the step's scalars and its loss, without a host wait inside the step ------------
+ * A GPU tower's ops read what changes per step (dropout keys, the update's scalars) from
+ * a tower_k_step in device memory, and leave the mean loss in device memory, so that a
+ * step holds no host synchronisation and can be captured as a CUDA graph (model.c). */
+/* Stages every row's dropout key, tower_layer_key(dropout_key, l), for the following
+ * forward and backward: when they differ from those staged last, the struct is copied to
+ * the device on t's stream (from one of four pinned buffers, each reused only after an
+ * event shows its last copy done). Never while t's stream is being captured (the ops
+ * record a fault if they find their scalars unstaged then). 0, or -1 (the fault slot). */
+int tower_cuda_stage_keys(tower *t, uint64_t dropout_key);
+/* Stages the update's scalars for update number t_update at lr (as tower_update would
+ * compute them) and skip_nonfinite (1: the next update does nothing when the tower's mean
+ * loss is not finite). As tower_cuda_stage_keys. */
+int tower_cuda_stage_update(tower *t, const tower_optim *o, float lr, int64_t t_update,
+                            int skip_nonfinite);
+/* The mean loss of the tower's last loss forward (tower_loss_forward leaves it on the
+ * device: the CUDA op returns NaN): _post enqueues its copy into the next of two pinned
+ * slots on t's stream and records the slot's event, returning the slot (0 or 1); _take
+ * waits for that event and reads the slot. A slot is posted again only after it was
+ * taken (model.c keeps at most two in flight). -1 on failure (the fault slot: a fault in
+ * any kernel of the step surfaces at _take). */
+int tower_cuda_loss_post(tower *t);
+int tower_cuda_loss_take(tower *t, int slot, double *loss);
 /* 1 when `cuda_error` (a cudaError_t) is a sticky error: the device's context is lost
  * and every later call on it fails (cuda_check.h's list). */
 int tower_cuda_error_sticky(int cuda_error);

@@ -377,7 +377,8 @@ static const base_flag bench_flags[] = {
 
 static const base_flags_cmd bench_cmd = {
     .name = "bench",
-    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn|auto]] [flags]",
+    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn|auto] [--graph auto|on|off]] "
+                "[flags]",
     .about =
         "Times full training steps (batch in, forward, backward, update) of the net\n"
         "(--net and its switches; its optimizer is the update) built from --seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
@@ -387,7 +388,10 @@ static const base_flags_cmd bench_cmd = {
         "\n(the crops come from " BENCH_STR(DATA_SIZE) "x" BENCH_STR(DATA_SIZE) " images). "
         "Prints a table; --json FILE also writes every number.\n"
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
-        "neither: the GPUs if there are any, else the CPU.\n",
+        "neither: the GPUs if there are any, else the CPU.\n"
+        "On one GPU each timed step is one CUDA graph replayed (unless --graph off), its\n"
+        "loss read back one step late; --graph auto decides at the first step (a warm-up\n"
+        "one when there is one).\n",
     .flags = bench_flags,
     .opts_size = sizeof(bench_opts),
     .defaults = bench_defaults};
@@ -543,6 +547,7 @@ typedef struct {
     char device[256];
     char conv_detail[1024]; /* the convolution path (GPU: and cuDNN's algorithms) */
     char conv_choice[2048]; /* model_conv_describe: --conv auto's per-layer choice and times */
+    char graph[600];        /* model_graph_describe after the timed steps: --graph's choice */
     int ndev, dev[2];
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
@@ -619,6 +624,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
                           : "fp32 math (TF32 off)");
     fprintf(f, "convolutions: %s\n", r->conv_detail);
     if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
+    fprintf(f, "graph: %s\n", r->graph);
     fprintf(f, "net: %s, %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             plan->cfg.net.name, T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -837,6 +843,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "loss_last", jnum(r->loss_last), "loss_finite", r->finite);
     if (j) {
         json_object_set_new(j, "conv_choice", json_string(r->conv_choice));
+        json_object_set_new(j, "graph", json_string(r->graph));
         if (m->place.cpu) { /* the machine's SGEMM and the steps' BLAS calls */
             json_object_set_new(j, "sgemm_gflops_per_s", jnum(r->sgemm_gflops));
             json_object_set_new(j, "sgemm_threads", json_integer(r->sgemm_threads));
@@ -965,8 +972,9 @@ static int bench_run(const bench_opts *o)
     for (int s = 0; s < o->steps; s++, k = (k + 1) % o->batches) {
         double ts = base_now();
         if (bench_data_put(&d, &m, k, err, sizeof err)) goto fail;
-        loss = model_train_step(&m, lr);
-        if (s == 0) r.loss_first = loss;
+        /* the step before's loss: this one's is read while the next one runs */
+        loss = model_train_step_deferred(&m, lr);
+        if (s == 1) r.loss_first = loss;
         step_ms[s] = 1e3 * (base_now() - ts);
     }
     if (m.failed) goto failed_step;
@@ -974,7 +982,11 @@ static int bench_run(const bench_opts *o)
     total_s = base_now() - t0;
     tower_cpu_gemm_count(0);
     tower_cpu_gemm_counted(&gemm_s, &gemm_flops);
+    loss = model_step_loss(&m);
+    if (m.failed) goto failed_step;
+    if (o->steps == 1) r.loss_first = loss;
     r.loss_last = loss;
+    model_graph_describe(&m, r.graph, sizeof r.graph);
     r.finite = isfinite(r.loss_first) && isfinite(r.loss_last);
     for (int s = 0; s < o->profile_steps; s++, k = (k + 1) % o->batches) {
         if (bench_data_put_timed(&d, &m, &p, k, err, sizeof err)) goto fail;

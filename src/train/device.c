@@ -81,6 +81,10 @@ const base_flag train_placement_flags[] = {
     {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn|auto",
                       "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
                       "faster (timed at start-up)")},
+    {BASE_FLAG_CHOICE("graph", train_placement_args, graph, "auto|on|off",
+                      "GPU: the whole step as one CUDA graph, captured once and replayed; "
+                      "auto (default) keeps it only if its first replay gives the "
+                      "uncaptured step's bits, on skips that check, off never captures")},
     {BASE_FLAG_BOOL("serial", train_placement_args, serial,
                     "one thread runs both towers in turn (default: a thread per tower)")},
     {0}};
@@ -155,6 +159,10 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
                  : p->conv                  ? ", cuDNN convolutions"
                                             : "");
     used = strlen(buf);
+    if (!p->cpu && p->ngpus >= 1 && p->graph != MODEL_GRAPH_AUTO && used < n)
+        snprintf(buf + used, n - used, "%s",
+                 p->graph == MODEL_GRAPH_ON ? ", CUDA graph on" : ", CUDA graph off");
+    used = strlen(buf);
     if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
 
@@ -187,10 +195,26 @@ int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char
     return 0;
 }
 
+int train_placement_set_graph(model_placement *p, int graph, char *err, size_t errlen)
+{
+    if (graph < MODEL_GRAPH_AUTO || graph > MODEL_GRAPH_OFF) {
+        snprintf(err, errlen, "--graph: %d is not auto (0), on (1) or off (2)", graph);
+        return -1;
+    }
+    if (graph == MODEL_GRAPH_ON && p->cpu) {
+        snprintf(err, errlen, "--graph on is a GPU option and this run is on the CPU (which has "
+                              "no CUDA graphs): drop it or run on a GPU");
+        return -1;
+    }
+    p->graph = graph;
+    return 0;
+}
+
 int train_placement_resolve(const train_placement_args *a, model_placement *p, char *err,
                             size_t errlen)
 {
     if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
     p->serial = a->serial;
+    if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
     return train_placement_set_gpu_options(p, a->tf32, a->conv, err, errlen);
 }

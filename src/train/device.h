@@ -36,6 +36,11 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n);
 int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char *err,
                                     size_t errlen);
 
+/* Sets p->graph from --graph (MODEL_GRAPH_AUTO 0, the default; _ON 1; _OFF 2). --graph
+ * on with a CPU placement is an error (-1 with err naming the flag); off there is not
+ * (the CPU never captures). */
+int train_placement_set_graph(model_placement *p, int graph, char *err, size_t errlen);
+
 /* The placement flags as given, shared by the tables of train, bench and dump. */
 typedef struct {
     int cpu;           /* --cpu */
@@ -43,9 +48,10 @@ typedef struct {
     int tf32;          /* --tf32 */
     int conv;          /* --conv: 0 gemm, 1 cudnn, 2 auto */
     int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
+    int graph;         /* --graph: 0 auto, 1 on, 2 off (MODEL_GRAPH_*) */
 } train_placement_args;
 
-/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn|auto, --serial, into a train_placement_args: a
+/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn|auto, --graph auto|on|off, --serial, into a train_placement_args: a
  * group for a command's flag table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
 extern const base_flag train_placement_flags[];
 

@@ -233,6 +233,14 @@ void model_free(model *m)
     workers_stop(m->workers); /* idle between phases: they only have to quit */
     m->workers = NULL;
 #if MODEL_CUDA
+    if (m->towers > 0 && m->tw[0].device >= 0) {
+        cudaSetDevice(m->tw[0].device);
+        if (m->graph_exec) cudaGraphExecDestroy((cudaGraphExec_t)m->graph_exec);
+        m->graph_exec = NULL;
+        for (int i = 0; i < 4; i++)
+            if (m->graph_ev[i]) cudaEventDestroy((cudaEvent_t)m->graph_ev[i]);
+        memset(m->graph_ev, 0, sizeof m->graph_ev);
+    }
     for (int t = 0; t < m->towers; t++) {
         if (m->tw[t].device < 0) continue;
         cudaSetDevice(m->tw[t].device);
@@ -710,8 +718,9 @@ static int towers_forward(model *m, int rank, int train, double *loss, char *err
         xchg_gather(m, rank, n, err, errlen))
         return -1;
     debug_delay(m, lo, hi);
-    /* tower_loss_forward waits on the towers' streams: first a bounded wait for the
-     * exchange (NCCL), so a hung peer GPU ends the run with a message */
+    /* the loss's read-back after the phase waits on the towers' streams: first a bounded
+     * wait for the exchange (NCCL), so a hung peer GPU ends the run with a message (the
+     * same-device and host backends return at once: nothing here waits inside a capture) */
     char why[256] = "";
     if (rank < 0 ? comm_wait(m->comm, why, sizeof why)
                  : comm_wait_rank(m->comm, rank, why, sizeof why)) {
@@ -782,7 +791,13 @@ static int towers_update(model *m, int rank, real lr, char *err, size_t errlen)
 }
 
 /* One phase of a step, as the coordinator hands it to the workers: the step descriptor. */
-enum { MODEL_JOB_FORWARD = 1, MODEL_JOB_BACKWARD = 2, MODEL_JOB_UPDATE = 3, MODEL_JOB_QUIT = 4 };
+enum {
+    MODEL_JOB_FORWARD = 1,
+    MODEL_JOB_BACKWARD = 2,
+    MODEL_JOB_UPDATE = 3,
+    MODEL_JOB_QUIT = 4,
+    MODEL_JOB_CLEAR = 5 /* after a failed capture: each thread's last CUDA error cleared */
+};
 typedef struct {
     int kind;   /* MODEL_JOB_* */
     int train;  /* forward: dropout masks (1) or the evaluation scaling (0) */
@@ -796,6 +811,11 @@ static int run_job(model *m, int rank, const model_job *job, double *loss, char 
     case MODEL_JOB_FORWARD: return towers_forward(m, rank, job->train, loss, err, errlen);
     case MODEL_JOB_BACKWARD: return towers_backward(m, rank, err, errlen);
     case MODEL_JOB_UPDATE: return towers_update(m, rank, job->lr, err, errlen);
+    case MODEL_JOB_CLEAR:
+#if MODEL_CUDA
+        cudaGetLastError(); /* a capture's failed call may have left it set on this thread */
+#endif
+        return 0;
     default: snprintf(err, errlen, "model: job %d unknown", job->kind); return -1;
     }
 }
@@ -955,11 +975,123 @@ static int model_run(model *m, const model_job *job, double *loss)
     return rc;
 }
 
+/* ---- GPU towers: the step's scalars, its loss, and the step as one CUDA graph ------- */
+
+#if MODEL_CUDA
+static int gpu_model(const model *m) { return m->towers > 0 && m->tw[0].device >= 0; }
+
+/* A device call the coordinator made between phases (a staging, the loss's read-back, a
+ * graph launch) failed: the model fails with the fault slot's text (the call, file, line,
+ * reason, and a lost context said), as a tower's op would. -1. */
+static int coord_fault(model *m, const char *what)
+{
+    char why[640];
+    if (!tower_fault_take(why, sizeof why)) snprintf(why, sizeof why, "failed");
+    if (!m->failed) {
+        m->failed = 1;
+        base_errf(m->error, sizeof m->error, "%s in step %lld: %s", what,
+                  (long long)m->step + 1, why);
+    }
+    return -1;
+}
+
+static int cuda_call(model *m, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return 0;
+    if (!m->failed) {
+        m->failed = 1;
+        base_errf(m->error, sizeof m->error, "%s in step %lld: %s: %s%s", what,
+                  (long long)m->step + 1, cudaGetErrorName(e), cudaGetErrorString(e),
+                  tower_cuda_error_sticky((int)e)
+                      ? "; the device's context is lost (a sticky error)" : "");
+    }
+    return -1;
+}
+
+/* This step's dropout keys on every tower (the coordinator stages them before the step,
+ * outside any capture; the ops then find them staged). */
+static int stage_keys(model *m)
+{
+    for (int t = 0; t < m->towers; t++) {
+        m->tw[t].dropout_key = tower_step_key(m->seed, m->step, t);
+        if (tower_cuda_stage_keys(&m->tw[t], m->tw[t].dropout_key))
+            return coord_fault(m, "staging the dropout keys");
+    }
+    return 0;
+}
+
+/* Update number m->updates at lr; skip: the update kernel skips a non-finite loss. */
+static int stage_update(model *m, real lr, int skip)
+{
+    for (int t = 0; t < m->towers; t++)
+        if (tower_cuda_stage_update(&m->tw[t], &m->optim, (float)lr, m->updates, skip))
+            return coord_fault(m, "staging the update's scalars");
+    return 0;
+}
+
+/* The loss of the phase or step just enqueued goes into the next read-back slot of the
+ * last tower (the towers' means are the same bits; the workers returned the last one's).
+ * is_step: it is a whole step's (counted in m->step and m->updates once enqueued). */
+static int loss_post(model *m, int is_step)
+{
+    int slot = tower_cuda_loss_post(&m->tw[m->towers - 1]);
+    if (slot < 0) return coord_fault(m, "posting the loss's read-back");
+    m->loss_step[m->loss_n] = is_step;
+    m->loss_slot[m->loss_n++] = slot;
+    return 0;
+}
+
+/* Reads the oldest loss in flight into m->last_loss. A failure (a fault in any kernel of
+ * the steps in flight surfaces here) fails the model and uncounts those steps: m->step
+ * and m->updates are the last good step's (model.h). */
+static int loss_take(model *m)
+{
+    double v = NAN;
+    int rc = tower_cuda_loss_take(&m->tw[m->towers - 1], m->loss_slot[0], &v);
+    if (rc) {
+        for (int i = 0; i < m->loss_n; i++)
+            if (m->loss_step[i]) {
+                m->step--;
+                m->updates--;
+            }
+        m->loss_n = 0;
+        return coord_fault(m, "reading the loss back");
+    }
+    m->loss_slot[0] = m->loss_slot[1];
+    m->loss_step[0] = m->loss_step[1];
+    m->loss_n--;
+    m->last_loss = v;
+    return 0;
+}
+#endif
+
+/* Every loss still in flight read (the newest into m->last_loss). */
+static int loss_flush(model *m)
+{
+#if MODEL_CUDA
+    while (m->loss_n > 0)
+        if (loss_take(m)) return -1;
+#else
+    (void)m;
+#endif
+    return 0;
+}
+
 double model_forward(model *m, int train)
 {
     double loss = NAN;
+    if (m->failed || loss_flush(m)) return NAN;
+#if MODEL_CUDA
+    if (gpu_model(m) && train && stage_keys(m)) return NAN;
+#endif
     model_job job = {MODEL_JOB_FORWARD, train, 0};
     if (model_run(m, &job, &loss)) return NAN;
+#if MODEL_CUDA
+    if (gpu_model(m)) {
+        if (loss_post(m, 0) || loss_take(m)) return NAN;
+        loss = m->last_loss;
+    }
+#endif
     m->last_loss = loss;
     return loss;
 }
@@ -974,18 +1106,395 @@ void model_update(model *m, real lr)
 {
     if (m->failed) return;
     m->updates++; /* the update's number, which Adam's bias correction reads */
+#if MODEL_CUDA
+    if (gpu_model(m) && stage_update(m, lr, 0)) {
+        m->updates--;
+        return;
+    }
+#endif
     model_job job = {MODEL_JOB_UPDATE, 0, lr};
     if (model_run(m, &job, NULL)) m->updates--; /* counts whole updates only */
 }
 
-double model_train_step(model *m, real lr)
+#if MODEL_CUDA
+/* The step's three phases as jobs (uncaptured, or inside a capture). */
+static int run_phases(model *m, real lr)
 {
+    double loss = NAN;
+    model_job fwd = {MODEL_JOB_FORWARD, 1, 0}, bwd = {MODEL_JOB_BACKWARD, 0, 0},
+              upd = {MODEL_JOB_UPDATE, 0, lr};
+    if (model_run(m, &fwd, &loss) || model_run(m, &bwd, NULL) || model_run(m, &upd, NULL))
+        return -1;
+    m->last_loss = loss; /* NaN: GPU towers leave it on the device until read */
+    return 0;
+}
+
+/* Why the step cannot be captured now, or NULL. */
+static const char *graph_unfit(const model *m)
+{
+    const model_placement *p = &m->place;
+    if (m->towers == 2 && m->tw[0].device != m->tw[1].device)
+        return "two GPUs: the NCCL exchange waits on the host inside a step";
+    if (m->hooks) return "the stages are timed one by one (bench's profiled steps)";
+    if (p->test_fail_step >= 1 || p->debug_delay_us > 0 || p->test_drop_event)
+        return "a test or debug hook is on";
+    return NULL;
+}
+
+static cudaStream_t stream_of(model *m, int t)
+{
+    return (cudaStream_t)tower_cuda_stream(&m->tw[t]);
+}
+
+static int graph_events(model *m)
+{
+    if (cuda_call(m, cudaSetDevice(m->tw[0].device), "cudaSetDevice")) return -1;
+    for (int i = 0; i < 4; i++) {
+        if (m->graph_ev[i]) continue;
+        cudaEvent_t ev;
+        if (cuda_call(m, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming),
+                      "creating the graph's events"))
+            return -1;
+        m->graph_ev[i] = ev;
+    }
+    return 0;
+}
+
+static void graph_drop(model *m)
+{
+    if (m->graph_exec) cudaGraphExecDestroy((cudaGraphExec_t)m->graph_exec);
+    m->graph_exec = NULL;
+}
+
+/* Captures the whole step (both towers' streams: tower 1's joins the capture through an
+ * event of tower 0's, and is joined back before it ends) into m->graph_exec. Nothing runs
+ * on the device. A failure is not the model's: -1 with why, the model as before it (its
+ * failure undone, comm's abort undone, each thread's last CUDA error cleared). */
+static int graph_capture(model *m, real lr, char *why, size_t n)
+{
+    cudaStream_t s0 = stream_of(m, 0), s1 = m->towers == 2 ? stream_of(m, 1) : NULL;
+    cudaError_t e = cudaSetDevice(m->tw[0].device);
+    if (e == cudaSuccess) e = cudaStreamBeginCapture(s0, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        base_errf(why, n, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+        cudaGetLastError();
+        return -1;
+    }
+    if (s1) {
+        e = cudaEventRecord((cudaEvent_t)m->graph_ev[0], s0);
+        if (e == cudaSuccess) e = cudaStreamWaitEvent(s1, (cudaEvent_t)m->graph_ev[0], 0);
+    }
+    int rc = e == cudaSuccess ? run_phases(m, lr) : -1;
+    if (e != cudaSuccess)
+        base_errf(why, n, "joining tower 1's stream to the capture: %s", cudaGetErrorString(e));
+    else if (rc)
+        base_errf(why, n, "%s", m->error);
+    if (s1) { /* joined back even after a failure, so that the capture can end */
+        cudaError_t j = cudaEventRecord((cudaEvent_t)m->graph_ev[1], s1);
+        if (j == cudaSuccess) j = cudaStreamWaitEvent(s0, (cudaEvent_t)m->graph_ev[1], 0);
+        if (j != cudaSuccess && !rc && e == cudaSuccess) {
+            base_errf(why, n, "joining tower 1's stream back: %s", cudaGetErrorString(j));
+            e = j;
+        }
+    }
+    cudaGraph_t g = NULL;
+    cudaError_t end = cudaStreamEndCapture(s0, &g);
+    if (end != cudaSuccess && !rc && e == cudaSuccess) {
+        base_errf(why, n, "cudaStreamEndCapture: %s", cudaGetErrorString(end));
+        e = end;
+    }
+    cudaGraphExec_t exec = NULL;
+    if (!rc && e == cudaSuccess) {
+        e = cudaGraphInstantiate(&exec, g, 0);
+        if (e != cudaSuccess) base_errf(why, n, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    }
+    if (g) cudaGraphDestroy(g);
+    if (rc || e != cudaSuccess) {
+        cudaGetLastError();
+        m->failed = 0;
+        m->error[0] = 0;
+        comm_reset_abort(m->comm);
+        model_job clear = {MODEL_JOB_CLEAR, 0, 0};
+        model_run(m, &clear, NULL);
+        return -1;
+    }
+    m->graph_exec = exec;
+    m->graph_shared = m->in_shared;
+    m->last_loss = NAN;
+    return 0;
+}
+
+/* One replay of the step on tower 0's stream, tower 1's stream handing over to it before
+ * (its staged scalars, its wait for the shared input) and taking over after it. */
+static int graph_replay(model *m)
+{
+    cudaStream_t s0 = stream_of(m, 0), s1 = m->towers == 2 ? stream_of(m, 1) : NULL;
+    if (cuda_call(m, cudaSetDevice(m->tw[0].device), "cudaSetDevice")) return -1;
+    if (s1 && (cuda_call(m, cudaEventRecord((cudaEvent_t)m->graph_ev[2], s1),
+                         "cudaEventRecord(before the graph)") ||
+               cuda_call(m, cudaStreamWaitEvent(s0, (cudaEvent_t)m->graph_ev[2], 0),
+                         "cudaStreamWaitEvent(before the graph)")))
+        return -1;
+    if (cuda_call(m, cudaGraphLaunch((cudaGraphExec_t)m->graph_exec, s0),
+                  "the step's graph (cudaGraphLaunch)"))
+        return -1;
+    if (s1 && (cuda_call(m, cudaEventRecord((cudaEvent_t)m->graph_ev[3], s0),
+                         "cudaEventRecord(after the graph)") ||
+               cuda_call(m, cudaStreamWaitEvent(s1, (cudaEvent_t)m->graph_ev[3], 0),
+                         "cudaStreamWaitEvent(after the graph)")))
+        return -1;
+    m->last_loss = NAN;
+    return 0;
+}
+
+/* A 64-bit hash of the state a step leaves (parameters, gradients, momentum, Adam's
+ * second moment, every tower), for auto's comparison; host copies through `buf`. */
+static uint64_t state_hash(model *m, float *buf)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t n = m->plan.n_params;
+    for (int t = 0; t < m->towers; t++)
+        for (int which = 0; which < 4; which++) {
+            if (which == 3 && !m->tw[t].moment2) continue;
+            model_get_tensor(m, t, which, buf);
+            const uint32_t *w = (const uint32_t *)buf;
+            for (size_t i = 0; i < n; i++) h = (h ^ w[i]) * 0x100000001b3ull;
+        }
+    return h;
+}
+
+static void free_saved(float *buf, float *saved[2][3])
+{
+    free(buf);
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < 3; k++) free(saved[t][k]);
+}
+
+/* The state a step starts from (params, momentum, Adam's second moment) put back. */
+static void restore_saved(model *m, float *saved[2][3])
+{
+    for (int t = 0; t < m->towers; t++)
+        for (int k = 0; k < 3; k++)
+            if (saved[t][k]) model_set_tensor(m, t, k == 0 ? 0 : k + 1, saved[t][k]);
+}
+
+/* The first step place.graph may capture. Every library and kernel has run once
+ * uncaptured before a capture (cuBLAS's and the modules' lazy set-up then happens outside
+ * it). on: this step runs uncaptured, the next one is captured and replayed. auto: this
+ * step runs uncaptured from a host copy of its starting state, then from that state again
+ * as a captured graph replayed; the graph is kept only when both gave the same bits
+ * (otherwise, or when the capture fails, the step runs uncaptured once more from the
+ * copy, so that the state kept is always the uncaptured step's). The step's loss is left
+ * on the device for the caller's read-back either way. */
+static int graph_first(model *m, real lr)
+{
+    char why[600] = "";
+    size_t n = m->plan.n_params;
+    float *saved[2][3] = {{NULL}}, *buf = NULL;
+    double lg = NAN, lu = NAN;
+    uint64_t hg = 0, hu = 0;
+    if (graph_events(m) || loss_flush(m)) return -1;
+    if (m->place.graph == MODEL_GRAPH_ON) {
+        if (!m->graph_warm) { /* this step uncaptured, the next one captured */
+            m->graph_warm = 1;
+            return run_phases(m, lr);
+        }
+        if (graph_capture(m, lr, why, sizeof why)) {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "on: uncaptured (the capture failed: %s)", why);
+            fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
+            m->graph_state = 2;
+            return run_phases(m, lr);
+        }
+        snprintf(m->graph_note, sizeof m->graph_note,
+                 "on: the whole step captured once (step %lld) and replayed (not checked)",
+                 (long long)m->step + 1);
+        m->graph_state = 1;
+        return graph_replay(m);
+    }
+    /* auto: the state the step starts from */
+    int ok = (buf = malloc(sizeof(float) * n)) != NULL;
+    for (int t = 0; t < m->towers && ok; t++)
+        for (int k = 0; k < 3 && ok; k++) {
+            int which = k == 0 ? 0 : k + 1;
+            if (which == 3 && !m->tw[t].moment2) continue;
+            ok = (saved[t][k] = malloc(sizeof(float) * n)) != NULL;
+            if (ok) model_get_tensor(m, t, which, saved[t][k]);
+        }
+    if (!ok) {
+        snprintf(m->graph_note, sizeof m->graph_note,
+                 "auto: uncaptured (no host memory for the check's copy of the state)");
+        fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
+        m->graph_state = 2;
+        free_saved(buf, saved);
+        return run_phases(m, lr);
+    }
+    if (run_phases(m, lr) || loss_post(m, 0) || loss_take(m)) goto failed;
+    lu = m->last_loss;
+    hu = state_hash(m, buf);
+    restore_saved(m, saved);
+    if (graph_capture(m, lr, why, sizeof why)) {
+        snprintf(m->graph_note, sizeof m->graph_note, "auto: uncaptured (the capture failed: %s)",
+                 why);
+        m->graph_state = 2;
+    } else {
+        if (graph_replay(m) || loss_post(m, 0) || loss_take(m)) goto failed;
+        lg = m->last_loss;
+        hg = state_hash(m, buf);
+        if (hg == hu && memcmp(&lg, &lu, sizeof lg) == 0) {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "auto: the whole step captured once and replayed (step %lld replayed "
+                     "gave the uncaptured step's bits: parameters, gradients, momentum, loss)",
+                     (long long)m->step + 1);
+            m->graph_state = 1;
+        } else {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "auto: uncaptured (step %lld replayed from a graph differs from the "
+                     "uncaptured step: loss %.17g vs %.17g, state hash %016llx vs %016llx)",
+                     (long long)m->step + 1, lg, lu, (unsigned long long)hg,
+                     (unsigned long long)hu);
+            m->graph_state = 2;
+            graph_drop(m);
+        }
+    }
+    fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
+    if (m->graph_state == 2) { /* the uncaptured step's state, once more */
+        restore_saved(m, saved);
+        if (run_phases(m, lr)) goto failed;
+    }
+    free_saved(buf, saved);
+    return 0;
+failed:
+    free_saved(buf, saved);
+    return -1;
+}
+
+/* The whole step on GPU towers: staged scalars, then the graph (replayed, or captured
+ * first) or the three phases uncaptured; the loss posted for read-back. */
+static int step_gpu(model *m, real lr, int skip)
+{
+    if (stage_keys(m)) return -1;
+    m->updates++; /* the update's number, which Adam's bias correction reads */
+    if (stage_update(m, lr, skip)) {
+        m->updates--;
+        return -1;
+    }
+    const char *unfit = graph_unfit(m);
+    if (m->place.graph == MODEL_GRAPH_OFF && !m->graph_state) {
+        snprintf(m->graph_note, sizeof m->graph_note, "off: uncaptured (--graph off)");
+        m->graph_state = 2;
+    }
+    int rc;
+    if (unfit || m->graph_state == 2) {
+        rc = run_phases(m, lr);
+    } else if (m->graph_state == 0) {
+        rc = graph_first(m, lr);
+    } else {
+        /* the graph holds the input's pointers: other ones (the input became shared or
+         * stopped being) are captured again */
+        if (m->graph_exec && m->graph_shared != m->in_shared) graph_drop(m);
+        char why[600] = "";
+        if (!m->graph_exec && graph_capture(m, lr, why, sizeof why)) {
+            snprintf(m->graph_note, sizeof m->graph_note,
+                     "uncaptured (capturing the step again for another input failed: %s)", why);
+            fprintf(stderr, "twotower: --graph %s\n", m->graph_note);
+            m->graph_state = 2;
+            rc = run_phases(m, lr);
+        } else {
+            rc = graph_replay(m);
+        }
+    }
+    if (rc || loss_post(m, 1)) {
+        m->updates--;
+        return -1;
+    }
+    return 0;
+}
+#endif
+
+/* Enqueues one whole step; the loss is m->last_loss (CPU) or in flight (GPU). */
+static int step_enqueue(model *m, real lr, int skip)
+{
+    if (m->failed) return -1;
+#if MODEL_CUDA
+    if (gpu_model(m)) {
+        if (step_gpu(m, lr, skip)) return -1;
+        m->step++;
+        return 0;
+    }
+#endif
     double loss = model_forward(m, 1);
     model_backward(m);
-    model_update(m, lr);
-    if (m->failed) return NAN;
+    if (!skip || isfinite(loss)) model_update(m, lr);
+    if (m->failed) return -1;
+    m->last_loss = loss;
     m->step++;
+    return 0;
+}
+
+double model_step_loss(model *m)
+{
+    if (m->failed || loss_flush(m)) return NAN;
+    return m->last_loss;
+}
+
+double model_train_step(model *m, real lr)
+{
+    if (step_enqueue(m, lr, 0)) return NAN;
+    return model_step_loss(m);
+}
+
+double model_train_step_checked(model *m, real lr)
+{
+    if (step_enqueue(m, lr, 1)) return NAN;
+    double loss = model_step_loss(m);
+    /* the device skipped the update of a non-finite step (CPU: step_enqueue did) */
+    if (!m->failed && !isfinite(loss) && !m->place.cpu) m->updates--;
     return loss;
+}
+
+double model_train_step_deferred(model *m, real lr)
+{
+    double before = NAN;
+#if MODEL_CUDA
+    /* the first capture reads losses back itself: the step before's is read first */
+    if (gpu_model(m) && m->graph_state == 0 && m->loss_n > 0) {
+        if (loss_flush(m)) return NAN;
+        before = m->last_loss;
+    }
+#endif
+    if (m->place.cpu && m->step > 0) before = m->last_loss; /* computed at once */
+    if (step_enqueue(m, lr, 0)) return NAN;
+#if MODEL_CUDA
+    if (gpu_model(m) && m->loss_n == 2) { /* the step before's: done or nearly */
+        if (loss_take(m)) return NAN;
+        before = m->last_loss;
+    }
+#endif
+    return before;
+}
+
+void model_graph_describe(const model *m, char *buf, size_t n)
+{
+    if (!n) return;
+    if (m->place.cpu) {
+        snprintf(buf, n, "uncaptured (CPU)");
+        return;
+    }
+    if (m->graph_note[0]) {
+        snprintf(buf, n, "%s", m->graph_note);
+        return;
+    }
+#if MODEL_CUDA
+    const char *unfit = m->towers > 0 && m->tw[0].device >= 0 ? graph_unfit(m) : NULL;
+    if (unfit) {
+        snprintf(buf, n, "uncaptured (%s)", unfit);
+        return;
+    }
+#endif
+    snprintf(buf, n, "%s (decided at the first step)",
+             m->place.graph == MODEL_GRAPH_ON ? "on" : m->place.graph == MODEL_GRAPH_OFF ? "off"
+                                                                                      : "auto");
 }
 
 void model_get_probs(const model *m, float *probs)

@@ -26,6 +26,9 @@ typedef struct {
                        1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN);
                        2 (MODEL_CONV_AUTO) per conv layer the faster of the two, timed at
                        model_init on tower 0's device (model.conv_path) */
+    int graph;      /* GPU only: MODEL_GRAPH_AUTO (0, the default), _ON or _OFF: whether
+                       model_train_step captures the whole step as one CUDA graph and
+                       replays it (docs/GPU.md, "One step as one CUDA graph"); --graph */
     int serial;     /* 0, the default: a two-tower model runs each tower on a worker thread
                        of its own (on the CPU with half of OpenBLAS's threads each); 1: the
                        caller's thread runs every tower in turn (the order before the
@@ -68,6 +71,17 @@ typedef struct {
 /* model_placement.conv's third value: each conv layer's path measured at model_init. */
 enum { MODEL_CONV_AUTO = 2 };
 
+/* model_placement.graph. AUTO: the first step model_train_step can capture runs
+ * uncaptured, then again from the same state as a captured graph replayed; the graph is
+ * kept only when both give the same bits (parameters, gradients, momentum, Adam's second
+ * moment and the loss), and the state kept is the uncaptured step's either way. ON: that
+ * step runs uncaptured, the next one is captured and every later one replayed, without
+ * the check. OFF: never captured. A capture that fails falls back to
+ * the uncaptured step with a line on stderr. Never captured: CPU towers, two GPUs (the
+ * NCCL exchange waits on the host inside a step), the bench's profiled steps (m->hooks),
+ * and while a test or debug hook is on. */
+enum { MODEL_GRAPH_AUTO = 0, MODEL_GRAPH_ON = 1, MODEL_GRAPH_OFF = 2 };
+
 /* `--conv auto`'s timing at model_init: untimed and timed calls each way per layer and
  * path (tower_cuda_conv_measure). */
 #define MODEL_CONV_AUTO_WARMUP 2
@@ -93,7 +107,8 @@ enum {
  * upload). Exchanges are reported for tower 0 only: one exchange involves every tower. */
 enum {
     MODEL_REGION_ZERO = 1,      /* zeroing the gradients */
-    MODEL_REGION_LOSS_FWD = 2,  /* softmax cross-entropy forward (with its host sync) */
+    MODEL_REGION_LOSS_FWD = 2,  /* softmax cross-entropy forward (and, on a GPU, the mean
+                                   loss reduced on the device; no host wait) */
     MODEL_REGION_LOSS_BWD = 3,
     MODEL_REGION_UPDATE = 4,    /* the optimizer step */
     MODEL_REGION_XCHG_LOGITS = 5,
@@ -125,7 +140,12 @@ typedef struct {
     int64_t step;               /* steps taken (the dropout key of the next step) */
     int64_t updates;            /* optimizer updates applied (Adam's bias correction; a
                                    step skipped as non-finite has none) */
-    double last_loss;
+    double last_loss;           /* the loss of the newest step read back (GPU: a step's
+                                   loss comes back after it, model_step_loss) */
+    int loss_slot[2], loss_n;   /* GPU: the read-back slots of the steps whose loss is still
+                                   in flight (oldest first; tower_cuda_loss_post) */
+    int loss_step[2];           /* per slot: 1 when it is a whole step's (uncounted again
+                                   when its read-back fails) */
     tower_optim optim;          /* plan.cfg.net.optim: the paper's SGD (0.9, 0.0005) or Adam */
     const model_hooks *hooks;   /* NULL, or the stage timers (bench); called from the
                                    tower's own thread (tower t's regions from worker t) */
@@ -156,6 +176,16 @@ typedef struct {
     int conv_path[TOWER_MAX_LAYERS];
     tower_conv_timing conv_timing[TOWER_MAX_LAYERS];
     char conv_note[512];
+    /* The step as one CUDA graph (place.graph): graph_state 0 while undecided, 1 while
+     * graph_exec (a cudaGraphExec_t of the whole step) is replayed, 2 once every step runs
+     * uncaptured (off, a failed capture, or auto's check found a difference); graph_shared
+     * the in_shared it was captured with (the input pointers it holds: another value
+     * captures again); graph_ev the capture's fork and join and the replay's hand-over
+     * events (cudaEvent_t); graph_note what was chosen and why, for the start-up line. */
+    int graph_state, graph_shared;
+    int graph_warm;             /* --graph on: a step has run uncaptured before the capture */
+    void *graph_exec, *graph_ev[4];
+    char graph_note[512];
 } model;
 
 /* The convolution mode in one line, for the start-up report, run.json and bench:
@@ -220,8 +250,25 @@ void model_backward(model *m);
  * decay on the weights only (see paper_notes.md); m->updates += 1 (not when it failed). */
 void model_update(model *m, real lr);
 /* zero_grad + forward(train) + backward + update; m->step += 1 (not when the step
- * failed). Returns the loss (NaN when the model failed). */
+ * failed). Returns the loss (NaN when the model failed). On GPU towers on one GPU this is
+ * the step place.graph captures and replays: no host wait inside it; the loss is reduced
+ * on the device and read back after the step. */
 double model_train_step(model *m, real lr);
+/* The same step with the update skipped when the step's loss is not finite (the
+ * trainer's rule for GPU towers: on the device, by the update kernel itself, so the step
+ * stays one graph); m->updates counts only applied updates. Returns the loss. */
+double model_train_step_checked(model *m, real lr);
+/* model_train_step without waiting for its loss: returns the loss of the step before
+ * (NaN for the first, or when that one was read already), which the device has finished
+ * or nearly so while this one is queued; model_step_loss gives this step's. CPU towers
+ * compute the step at once (the value returned is still the previous step's). */
+double model_train_step_deferred(model *m, real lr);
+/* Waits for every step still in flight and returns the newest one's loss (m->last_loss);
+ * NaN when the model failed (a fault in any kernel of a step surfaces here). */
+double model_step_loss(model *m);
+/* What place.graph chose, in one line ("off", "on: ...", "auto: ..."), for the start-up
+ * report and bench; "uncaptured (CPU)" on the CPU. */
+void model_graph_describe(const model *m, char *buf, size_t n);
 
 /* Copies the softmax outputs to the host: probs (B, classes), class-major per sample. */
 void model_get_probs(const model *m, float *probs);

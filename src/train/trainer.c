@@ -899,39 +899,67 @@ int train_run(const train_options *o)
             break;
         }
         r->meta.cursor = (train_cursor){after.seed, after.epoch, after.pos};
-        double loss = model_forward(&r->m, 1);
-        int wrong1 = 0, wrong5 = 0;
-        if (!r->m.failed) {
-            model_get_probs(&r->m, probs);
-            train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
-            model_backward(&r->m);
-        }
-        if (r->m.failed) { /* a tower failed: no update, no checkpoint after it */
-            rc = model_stop(r);
-            break;
-        }
-        /* a non-finite loss, or (CPU towers, whose gradients are host memory) a non-finite
-         * gradient, skips the update; on GPUs the loss is the check (see paper_notes.md) */
-        double check = loss;
-        for (int t = 0; t < r->m.towers && o->place.cpu && isfinite(check); t++)
-            if (!train_all_finite_f32(r->m.tw[t].grads, r->m.plan.n_params)) check = NAN;
-        int a = train_nonfinite_observe(&r->meta.nonfinite, check, r->m.step, msg, sizeof msg);
-        int skipped = a != TRAIN_NONFINITE_OK;
-        if (skipped) {
-            log_event(r, "nonfinite", msg);
-            r->m.step++; /* the batch is consumed; the weights stay as they were */
-            if (a == TRAIN_NONFINITE_STOP) {
-                rc = 1;
-                break;
+        int wrong1 = 0, wrong5 = 0, skipped;
+        if (!o->place.cpu) {
+            /* GPU towers: the whole step at once (one CUDA graph where --graph allows), its
+             * update skipped on the device when the loss is not finite (the check on GPUs,
+             * see paper_notes.md); the probabilities are the step's, as after its forward */
+            int64_t step_before = r->m.step;
+            double loss = model_train_step_checked(&r->m, (real)r->meta.sched.lr);
+            if (!r->m.failed) {
+                model_get_probs(&r->m, probs);
+                train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
             }
-        } else {
-            model_update(&r->m, (real)r->meta.sched.lr);
-            if (r->m.failed) {
+            if (r->m.failed) { /* a tower failed: no checkpoint after it */
                 rc = model_stop(r);
                 break;
             }
-            r->m.step++;
-            run_log(r, loss, wrong1, wait, base_now() - t0);
+            int a = train_nonfinite_observe(&r->meta.nonfinite, loss, step_before, msg,
+                                            sizeof msg);
+            skipped = a != TRAIN_NONFINITE_OK;
+            if (skipped) {
+                log_event(r, "nonfinite", msg); /* the batch is consumed, the weights kept */
+                if (a == TRAIN_NONFINITE_STOP) {
+                    rc = 1;
+                    break;
+                }
+            } else {
+                run_log(r, loss, wrong1, wait, base_now() - t0);
+            }
+        } else {
+            double loss = model_forward(&r->m, 1);
+            if (!r->m.failed) {
+                model_get_probs(&r->m, probs);
+                train_topk_errors(probs, labels, B, V, &wrong1, &wrong5);
+                model_backward(&r->m);
+            }
+            if (r->m.failed) { /* a tower failed: no update, no checkpoint after it */
+                rc = model_stop(r);
+                break;
+            }
+            /* a non-finite loss, or (CPU towers, whose gradients are host memory) a non-finite
+             * gradient, skips the update */
+            double check = loss;
+            for (int t = 0; t < r->m.towers && isfinite(check); t++)
+                if (!train_all_finite_f32(r->m.tw[t].grads, r->m.plan.n_params)) check = NAN;
+            int a = train_nonfinite_observe(&r->meta.nonfinite, check, r->m.step, msg, sizeof msg);
+            skipped = a != TRAIN_NONFINITE_OK;
+            if (skipped) {
+                log_event(r, "nonfinite", msg);
+                r->m.step++; /* the batch is consumed; the weights stay as they were */
+                if (a == TRAIN_NONFINITE_STOP) {
+                    rc = 1;
+                    break;
+                }
+            } else {
+                model_update(&r->m, (real)r->meta.sched.lr);
+                if (r->m.failed) {
+                    rc = model_stop(r);
+                    break;
+                }
+                r->m.step++;
+                run_log(r, loss, wrong1, wait, base_now() - t0);
+            }
         }
         /* a skipped step still ends its epoch: the evaluation, the schedule and a signal
          * are handled as after any step; only checkpoints wait for a good step, so a

@@ -3,7 +3,8 @@
 # message naming the flag, before any work starts (the data folder does not exist, so
 # getting past the check would fail differently). Runs with or without a GPU: the
 # no-device case hides the GPUs with CUDA_VISIBLE_DEVICES="". --tf32, --conv cudnn and
-# --conv auto on the CPU, and an unknown --conv, are refused the same way.
+# --conv auto on the CPU, and an unknown --conv, are refused the same way, as are --graph
+# on on the CPU and an unknown --graph.
 # usage: cli_gpus.sh PATH/TO/twotower
 set -u
 exe=$1
@@ -37,4 +38,7 @@ expect "--conv auto" -- --cpu --conv auto
 expect "--conv auto" CUDA_VISIBLE_DEVICES= -- --conv auto
 expect "--conv 'winograd'" -- --cpu --conv winograd
 expect "CUDA device 4095\|CUDA driver\|no CUDA" -- --gpus 4095
+expect "--graph on" -- --cpu --graph on
+expect "--graph on" CUDA_VISIBLE_DEVICES= -- --graph on
+expect "--graph 'sometimes'" -- --cpu --graph sometimes
 exit $fail

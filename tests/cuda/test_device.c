@@ -4,6 +4,7 @@
  * runtime starts, so they behave the same with or without a GPU. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,6 +106,73 @@ Test(device, describe)
     p = (model_placement){.ngpus = 2, .gpus = {0, 1}};
     train_placement_describe(&p, buf, sizeof buf);
     cr_assert_str_eq(buf, "GPUs 0,1");
+}
+
+/* --graph: auto (0) is what a zeroed placement and no flag give; on is refused on the CPU
+ * naming the flag, off is not; an out-of-range value is refused; a GPU placement says on
+ * and off in its description (auto says nothing). */
+Test(device, graph_flag)
+{
+    cr_assert_eq(MODEL_GRAPH_AUTO, 0, "the default must be what a zeroed placement holds");
+    char err[512] = "", buf[128];
+    model_placement p = {.cpu = 1};
+    cr_assert_eq(train_placement_set_graph(&p, MODEL_GRAPH_ON, err, sizeof err), -1);
+    cr_assert(strstr(err, "--graph on") != NULL, "%s", err);
+    cr_assert_eq(train_placement_set_graph(&p, MODEL_GRAPH_OFF, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.graph, MODEL_GRAPH_OFF);
+    cr_assert_eq(train_placement_set_graph(&p, 3, err, sizeof err), -1);
+    cr_assert(strstr(err, "--graph") != NULL, "%s", err);
+    p = (model_placement){.ngpus = 1, .gpus = {0, 0}};
+    cr_assert_eq(train_placement_set_graph(&p, MODEL_GRAPH_ON, err, sizeof err), 0, "%s", err);
+    train_placement_describe(&p, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers), CUDA graph on");
+    p.graph = MODEL_GRAPH_OFF;
+    train_placement_describe(&p, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers), CUDA graph off");
+    p.graph = MODEL_GRAPH_AUTO;
+    train_placement_describe(&p, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers)");
+    /* train_placement_resolve passes the flag's value through (the table's choices are in
+     * MODEL_GRAPH_*'s order: cli_gpus.sh runs them) */
+    train_placement_args a = {.cpu = 1};
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.graph, MODEL_GRAPH_AUTO);
+    a.graph = MODEL_GRAPH_ON;
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), -1);
+}
+
+/* A CPU model reports that it never captures; its deferred steps return the step
+ * before's loss, and model_step_loss the newest, the same numbers model_train_step
+ * gives. */
+Test(device, cpu_model_graph_and_deferred_loss)
+{
+    tower_config cfg = {.towers = 2, .classes = 10, .batch = 2, .in_size = 67, .in_ch = 3,
+                        .width_div = 16};
+    model_placement place = {.cpu = 1};
+    model a, b;
+    char err[512] = "", buf[256];
+    cr_assert_eq(model_init(&a, &cfg, &place, 4, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(model_init(&b, &cfg, &place, 4, err, sizeof err), 0, "%s", err);
+    model_graph_describe(&a, buf, sizeof buf);
+    cr_assert_str_eq(buf, "uncaptured (CPU)");
+    size_t nx = (size_t)cfg.batch * 3 * 67 * 67;
+    float *x = calloc(nx, sizeof(float));
+    cr_assert_not_null(x);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)((i * 7919) % 255) / 255.0f - 0.5f;
+    int32_t labels[2] = {3, 7};
+    model_set_batch(&a, x, labels);
+    model_set_batch(&b, x, labels);
+    double la[3], lb[3];
+    for (int s = 0; s < 3; s++) la[s] = model_train_step(&a, 0.01f);
+    cr_assert(isnan(model_train_step_deferred(&b, 0.01f)), "no step before the first");
+    lb[0] = model_train_step_deferred(&b, 0.01f);
+    lb[1] = model_train_step_deferred(&b, 0.01f);
+    lb[2] = model_step_loss(&b);
+    for (int s = 0; s < 3; s++)
+        cr_assert(la[s] == lb[s], "step %d: %.17g vs %.17g", s, la[s], lb[s]);
+    free(x);
+    model_free(&a);
+    model_free(&b);
 }
 
 /* The delay test's hook (model_placement.debug_delay_us) from the environment: read by

@@ -893,3 +893,146 @@ Test(cuda_kernels_host, augment_bounds)
     cr_assert_eq(data_k_aug_make(&g, 1, DATA_SIZE + 1), -1);
     cr_assert_eq(data_k_aug_make(&g, INT32_MAX, 1), -1);
 }
+
+/* ---- the step as one CUDA graph: what its kernels compute from the step scalars -------- */
+
+/* The device's mean loss (one thread, tower_k_loss_mean) against the host's double sum in
+ * sample order, and against the CPU tower's own loss forward, bit for bit, at batch sizes
+ * from 1 to beyond a warp's and a block's, with losses of very different sizes (so that
+ * another order would round differently). */
+Test(cuda_kernels_host, loss_mean_is_the_host_sum)
+{
+    const int sizes[] = {1, 2, 3, 31, 32, 33, 128, 1000, 4099};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int B = sizes[k];
+        float *l = fnew((size_t)B);
+        for (int b = 0; b < B; b++)
+            l[b] = (float)ldexp(fabs(base_rng_normal(91, (uint64_t)b, 0)) + 1e-3, (b * 7) % 40 - 20);
+        double sum = 0;
+        for (int b = 0; b < B; b++) sum += l[b];
+        double want = sum / B, got = tower_k_loss_mean(l, B);
+        double reversed = 0; /* the order matters: a reversed sum differs at these sizes */
+        for (int b = B - 1; b >= 0; b--) reversed += l[b];
+        printf("loss mean B=%-5d %.17g (reversed order %.17g)\n", B, got, reversed / B);
+        cr_assert(memcmp(&got, &want, sizeof got) == 0, "B=%d: %.17g vs %.17g", B, got, want);
+        free(l);
+    }
+    /* a NaN loss (a label out of range) gives a NaN mean, as on the host */
+    float nanl[3] = {1.0f, NAN, 2.0f};
+    cr_assert(isnan(tower_k_loss_mean(nanl, 3)));
+}
+
+Test(cuda_kernels_host, loss_mean_is_the_cpu_towers)
+{
+    tower_config cfg = {.towers = 2, .classes = 10, .batch = 5, .in_size = 67, .in_ch = 3,
+                        .width_div = 16};
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    tower t;
+    cr_assert_eq(tower_init(&t, &plan, 0, 5, err, sizeof err), 0, "%s", err);
+    size_t nl = (size_t)cfg.towers * cfg.batch * plan.vt;
+    for (size_t i = 0; i < nl; i++) t.logits[i] = (float)base_rng_normal(93, i, 0) * 3.0f;
+    for (int b = 0; b < cfg.batch; b++) t.labels[b] = (int32_t)((b * 3) % cfg.classes);
+    double cpu = tower_loss_forward(&t), dev = tower_k_loss_mean(t.losses, cfg.batch);
+    printf("loss: CPU tower %.17g, device's reduction %.17g\n", cpu, dev);
+    cr_assert(memcmp(&cpu, &dev, sizeof cpu) == 0, "%.17g vs %.17g", cpu, dev);
+    tower_free(&t);
+}
+
+/* The update's guard: applied always unless skip_nonfinite, then only for a finite loss. */
+Test(cuda_kernels_host, update_guard)
+{
+    tower_k_step s;
+    memset(&s, 0, sizeof s);
+    const double losses[] = {0.0, 2.5, -1e300, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof losses / sizeof losses[0]; i++) {
+        s.skip_nonfinite = 0;
+        cr_assert(tower_k_update_applies(&s, losses[i]));
+        s.skip_nonfinite = 1;
+        cr_assert_eq(tower_k_update_applies(&s, losses[i]), isfinite(losses[i]) ? 1 : 0,
+                     "loss %g", losses[i]);
+    }
+}
+
+/* The step kernels' arithmetic from a staged tower_k_step, emulated: the SGD and Adam
+ * arena updates over several steps with a learning-rate change, and the dropout masks of
+ * each row's staged key, against the CPU's by-value functions, bit for bit. The struct is
+ * filled as net_cuda.cu's staging fills it (floats rounded from the optimizer's doubles,
+ * Adam's scalars from tower_adam_scalars). */
+Test(cuda_kernels_host, step_scalars_update_and_dropout)
+{
+    tower_config cfg = {.towers = 2, .classes = 10, .batch = 2, .in_size = 67, .in_ch = 3,
+                        .width_div = 16};
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &cfg, err, sizeof err), 0, "%s", err);
+    size_t n = plan.n_params;
+    tower_k_bias_ranges r;
+    r.n = plan.n_layers;
+    for (int l = 0; l < plan.n_layers; l++) {
+        r.lo[l] = plan.layer[l].b_off;
+        r.hi[l] = plan.layer[l].b_off + plan.layer[l].b_count;
+    }
+    const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, wd = 0.0005;
+    float *g = frand(n, 95, 0.1f);
+    float *w = frand(n, 96, 0.05f), *m1 = fnew(n), *m2 = fnew(n);
+    float *we = fdup(w, n), *m1e = fnew(n), *m2e = fnew(n);
+    float *ws = frand(n, 97, 0.05f), *vs = fnew(n);
+    float *wse = fdup(ws, n), *vse = fnew(n);
+    const float lrs[] = {0.01f, 0.01f, 0.001f, 0.001f}; /* a learning-rate change */
+    for (int step = 0; step < 4; step++) {
+        tower_k_step s;
+        memset(&s, 0, sizeof s);
+        s.lr = lrs[step];
+        s.momentum = 0.9f;
+        s.weight_decay = (float)wd;
+        s.beta1 = (float)beta1;
+        s.beta2 = (float)beta2;
+        s.eps = (float)eps;
+        double step_size, bc2_sqrt;
+        tower_adam_scalars((double)lrs[step], beta1, beta2, step + 1, &step_size, &bc2_sqrt);
+        s.step_size = (float)step_size;
+        s.bc2_sqrt = (float)bc2_sqrt;
+        /* the CPU: per tensor, by value, as net.c's cpu_update */
+        for (int l = 0; l < plan.n_layers; l++)
+            for (int bias = 0; bias < 2; bias++) {
+                const tower_layer_shape *L = &plan.layer[l];
+                size_t off = bias ? L->b_off : L->w_off, cnt = bias ? L->b_count : L->w_count;
+                float d = bias ? 0 : (float)wd;
+                tower_adam_update(w + off, m1 + off, m2 + off, g + off, cnt, (float)step_size,
+                                  (float)beta1, (float)beta2, (float)eps, (float)bc2_sqrt, d);
+                tower_sgd_update(ws + off, vs + off, g + off, cnt, lrs[step], 0.9f, d);
+            }
+        /* the step kernels' bodies: the scalars read from the struct */
+        for (size_t i = 0; i < n; i++) {
+            tower_k_adam_arena(we, m1e, m2e, g, i, s.step_size, s.beta1, s.beta2, s.eps,
+                               s.bc2_sqrt, s.weight_decay, &r);
+            tower_k_sgd_arena(wse, vse, g, i, s.lr, s.momentum, s.weight_decay, &r);
+        }
+    }
+    expect_close("adam from the step scalars: weights", we, w, n, 0);
+    expect_close("adam from the step scalars: m", m1e, m1, n, 0);
+    expect_close("adam from the step scalars: v", m2e, m2, n, 0);
+    expect_close("sgd from the step scalars: weights", wse, ws, n, 0);
+    expect_close("sgd from the step scalars: momentum", vse, vs, n, 0);
+
+    /* dropout: each row's staged key is tower_layer_key of the step key, as net.c passes */
+    size_t nd = 999;
+    float *x = frand(nd, 98, 1.0f), *ref = fnew(nd), *got = fnew(nd);
+    for (int64_t step = 0; step < 3; step++) {
+        uint64_t step_key = tower_step_key(7, step, 1);
+        tower_k_step s;
+        memset(&s, 0, sizeof s);
+        for (int l = 0; l < plan.n_layers; l++) s.key[l] = tower_layer_key(step_key, l);
+        for (int l = 0; l < plan.n_layers; l++) {
+            tower_dropout_forward(ref, x, nd, 0.5f, tower_layer_key(step_key, l), 1);
+            for (size_t i = 0; i < nd; i++)
+                got[i] = tower_k_dropout_forward(x[i], i, 0.5f, s.key[l], 1);
+            cr_assert(memcmp(got, ref, sizeof(float) * nd) == 0, "step %lld row %d",
+                      (long long)step, l);
+        }
+    }
+    free(g), free(w), free(m1), free(m2), free(we), free(m1e), free(m2e);
+    free(ws), free(vs), free(wse), free(vse), free(x), free(ref), free(got);
+}

@@ -445,7 +445,10 @@ Test(cuda_model, kernel_fault_fails_the_step_and_loses_the_device, .timeout = 12
 {
     TT_NEED_GPUS(1);
     model m;
-    init_or_fail(&m, &tiny, on_gpu0, 3);
+    /* uncaptured: a graph would hold the valid pointer of the step it captured */
+    model_placement uncaptured = on_gpu0;
+    uncaptured.graph = MODEL_GRAPH_OFF;
+    init_or_fail(&m, &tiny, uncaptured, 3);
     float *x;
     int32_t *labels;
     make_batch(&tiny, &x, &labels, 700);

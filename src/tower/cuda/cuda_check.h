@@ -16,7 +16,7 @@
  * (tower.h, TOWER_CHECK_AS: the call as written, file, line, the library's reason) and
  * return from the function; the ops' driver (src/train/model.c) takes the slot after
  * every op and fails the step of that tower. A fault inside a kernel surfaces at the
- * next synchronising call (the loss's copy, an exchange's wait), which the message then
+ * next synchronising call (the loss's read-back, an exchange's wait), which the message then
  * names. A sticky error (the kernel faults below) loses the device's context: the
  * message says so, and nothing more is issued on that thread. */
 #define TOWER_CUDA_FATAL_EXIT 3

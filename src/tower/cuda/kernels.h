@@ -757,4 +757,39 @@ BASE_HD void tower_k_adam_arena(float *w, float *m, float *v, const float *g, si
                  tower_k_is_bias(r, i) ? 0.0f : wd);
 }
 
+/* ---- the scalars of one step, read from device memory ---------------------------------
+ * What changes from step to step (the dropout keys, the learning rate, Adam's bias
+ * corrections) reaches the kernels through this struct in device memory rather than as
+ * launch arguments, so that a captured step (a CUDA graph) replays with each step's own
+ * values: the host copies a new struct in before each step (net_cuda.cu, "step scalars").
+ * The update's constants (momentum, decay, Adam's betas and eps) live here too, so a
+ * replayed graph holds no host scalar at all. The floats are the very values the
+ * by-value launchers are given (the CPU's, rounded to float as before), so the updates
+ * and masks are the same bits. */
+struct tower_k_step {
+    uint64_t key[TOWER_MAX_LAYERS]; /* row l's dropout key: tower_layer_key(step key, l) */
+    float lr, momentum, weight_decay; /* SGD */
+    float step_size, beta1, beta2, eps, bc2_sqrt; /* Adam (tower_adam_scalars, as float) */
+    int32_t skip_nonfinite; /* 1: the update leaves the arena as it is when the tower's mean
+                               loss of this step is not finite (model_train_step's rule) */
+    int32_t unused;
+};
+typedef struct tower_k_step tower_k_step;
+
+/* The mean loss as the CPU tower returns it: the B per-sample losses summed in double in
+ * sample order, then divided by B. One thread runs it (B is at most a few thousand), so
+ * the order, and so every bit, is the host loop's. */
+BASE_HD double tower_k_loss_mean(const float *losses, int B)
+{
+    double sum = 0;
+    for (int b = 0; b < B; b++) sum += losses[b];
+    return sum / B;
+}
+
+/* The update's guard (skip_nonfinite): 1 when this step's update is to be applied. */
+BASE_HD int tower_k_update_applies(const tower_k_step *s, double loss)
+{
+    return !s->skip_nonfinite || isfinite(loss);
+}
+
 #endif

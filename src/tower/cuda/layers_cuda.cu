@@ -806,3 +806,102 @@ extern "C" void tower_adam_arena_cuda(float *params, float *m, float *v, const f
         params, m, v, grads, n, step_size, beta1, beta2, eps, bc2_sqrt, wd, r);
     LAUNCH_CHECK(adam_arena_kernel);
 }
+
+/* ---- the same kernels with their per-step scalars in device memory (tower_k_step) -----
+ * What a captured step replays (net_cuda.cu): each thread reads the struct, then does
+ * exactly what the by-value kernel above does with those values. */
+
+__global__ void dropout_step_forward_kernel(float *out, const float *in, size_t n, float p,
+                                            float scale, int inverted, const uint64_t *key,
+                                            int train)
+{
+    uint64_t k = *key;
+    if (inverted)
+        FOR_EACH_ELEMENT(i, n) out[i] = tower_k_dropout_inv_forward(in[i], i, p, scale, k, train);
+    else
+        FOR_EACH_ELEMENT(i, n) out[i] = tower_k_dropout_forward(in[i], i, p, k, train);
+}
+
+__global__ void dropout_step_backward_kernel(float *din, const float *dout, size_t n, float p,
+                                             float scale, int inverted, const uint64_t *key)
+{
+    uint64_t k = *key;
+    if (inverted)
+        FOR_EACH_ELEMENT(i, n) din[i] = tower_k_dropout_inv_backward(dout[i], i, p, scale, k);
+    else
+        FOR_EACH_ELEMENT(i, n) din[i] = tower_k_dropout_backward(dout[i], i, p, k);
+}
+
+extern "C" void tower_dropout_step_forward_cuda(float *out, const float *in, size_t n, float p,
+                                                int inverted, const uint64_t *key, int train,
+                                                void *stream)
+{
+    if (n == 0) return;
+    float scale = (float)(1.0 / (1.0 - (double)p)); /* as tower_dropout_inverted_*_cuda */
+    dropout_step_forward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                  CU_STREAM(stream)>>>(out, in, n, p, scale, inverted, key,
+                                                       train);
+    LAUNCH_CHECK(dropout_step_forward_kernel);
+}
+
+extern "C" void tower_dropout_step_backward_cuda(float *din, const float *dout, size_t n,
+                                                 float p, int inverted, const uint64_t *key,
+                                                 void *stream)
+{
+    if (n == 0) return;
+    float scale = (float)(1.0 / (1.0 - (double)p));
+    dropout_step_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                   CU_STREAM(stream)>>>(din, dout, n, p, scale, inverted, key);
+    LAUNCH_CHECK(dropout_step_backward_kernel);
+}
+
+__global__ void sgd_arena_step_kernel(float *w, float *v, const float *g, size_t n,
+                                      const tower_k_step *s, const double *loss,
+                                      tower_k_bias_ranges r)
+{
+    if (!tower_k_update_applies(s, *loss)) return;
+    float lr = s->lr, momentum = s->momentum, wd = s->weight_decay;
+    FOR_EACH_ELEMENT(i, n) tower_k_sgd_arena(w, v, g, i, lr, momentum, wd, &r);
+}
+
+__global__ void adam_arena_step_kernel(float *w, float *m, float *v, const float *g, size_t n,
+                                       const tower_k_step *s, const double *loss,
+                                       tower_k_bias_ranges r)
+{
+    if (!tower_k_update_applies(s, *loss)) return;
+    float step_size = s->step_size, beta1 = s->beta1, beta2 = s->beta2, eps = s->eps,
+          bc2_sqrt = s->bc2_sqrt, wd = s->weight_decay;
+    FOR_EACH_ELEMENT(i, n)
+        tower_k_adam_arena(w, m, v, g, i, step_size, beta1, beta2, eps, bc2_sqrt, wd, &r);
+}
+
+extern "C" void tower_update_arena_step_cuda(float *params, float *m, float *v,
+                                             const float *grads, const tower_plan *plan,
+                                             int adam, const tower_k_step *s,
+                                             const double *loss, void *stream)
+{
+    tower_k_bias_ranges r = bias_ranges(plan);
+    size_t n = plan->n_params;
+    if (n == 0) return;
+    if (adam) {
+        adam_arena_step_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                 CU_STREAM(stream)>>>(params, m, v, grads, n, s, loss, r);
+        LAUNCH_CHECK(adam_arena_step_kernel);
+    } else {
+        sgd_arena_step_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
+                                CU_STREAM(stream)>>>(params, m, grads, n, s, loss, r);
+        LAUNCH_CHECK(sgd_arena_step_kernel);
+    }
+}
+
+/* The mean loss on the device (tower_k_loss_mean: one thread, the host's order). */
+__global__ void loss_mean_kernel(double *out, const float *losses, int B)
+{
+    *out = tower_k_loss_mean(losses, B);
+}
+
+extern "C" void tower_loss_mean_cuda(double *out, const float *losses, int B, void *stream)
+{
+    loss_mean_kernel<<<1, 1, 0, CU_STREAM(stream)>>>(out, losses, B);
+    LAUNCH_CHECK(loss_mean_kernel);
+}

@@ -11,6 +11,11 @@
 
 #include "conv_cudnn.h"
 #include "cuda_check.h"
+#include "kernels.h"
+
+/* Pinned source buffers of the step scalars' copies: a staging waits only for the copy
+ * made this many stagings ago, which the device has long finished. */
+#define TOWER_CUDA_STAGE_SLOTS 4
 
 /* What a GPU tower holds besides its arena (t->gpu). No global device or stream: every
  * entry point below makes t's device current before touching it. */
@@ -26,7 +31,19 @@ typedef struct {
     tower_cudnn *cudnn;    /* the cuDNN convolution path, NULL while no layer is on it */
     int conv_path[TOWER_MAX_LAYERS]; /* per row: TOWER_CONV_GEMM (0, what calloc leaves) or
                                         TOWER_CONV_CUDNN; only conv rows are read */
-    float *host_losses;    /* (B) pinned: the per-sample losses, for the host-side mean */
+    /* the step scalars (kernels.h's tower_k_step) and the mean loss, in one device
+     * allocation: what the ops read and write instead of host values, so that a step
+     * needs no host synchronisation (a captured graph replays them) */
+    tower_k_step *dev_step;
+    double *dev_loss;          /* the last loss forward's mean */
+    tower_k_step staged;       /* what the last copy put into dev_step (host shadow) */
+    int have_staged;           /* 0 until the first copy */
+    tower_k_step *host_step;   /* (TOWER_CUDA_STAGE_SLOTS) pinned: the copies' sources */
+    cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS]; /* per slot: its last copy done */
+    int step_next;             /* the slot of the next copy */
+    double *host_loss;         /* (2) pinned: the read-back slots of the mean loss */
+    cudaEvent_t loss_ev[2];    /* per slot: its copy done */
+    int loss_next;
 } tower_gpu;
 
 static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
@@ -156,7 +173,13 @@ static void cuda_free(tower *t)
         g->cudnn = NULL;
         if (g->cublas) cublasDestroy(g->cublas);
         if (g->stream) cudaStreamDestroy(g->stream);
-        if (g->host_losses) cudaFreeHost(g->host_losses);
+        for (int i = 0; i < TOWER_CUDA_STAGE_SLOTS; i++)
+            if (g->step_ev[i]) cudaEventDestroy(g->step_ev[i]);
+        for (int i = 0; i < 2; i++)
+            if (g->loss_ev[i]) cudaEventDestroy(g->loss_ev[i]);
+        if (g->host_step) cudaFreeHost(g->host_step);
+        if (g->host_loss) cudaFreeHost(g->host_loss);
+        if (g->dev_step) cudaFree(g->dev_step);
         if (g->workspace) cudaFree(g->workspace);
         if (g->conv_scratch) cudaFree(g->conv_scratch);
         free(g);
@@ -242,10 +265,23 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
         free(host);
         return init_fail(t, e, "cudaStreamCreateWithFlags", err, errlen);
     }
-    if ((e = cudaMallocHost((void **)&g->host_losses, sizeof(float) * plan->cfg.batch)) !=
-        cudaSuccess) {
+    /* the step scalars and the mean loss: device, pinned staging, events */
+    size_t step_bytes = sizeof(tower_k_step) + sizeof(double);
+    e = cudaMalloc((void **)&g->dev_step, step_bytes);
+    if (e == cudaSuccess) {
+        g->dev_loss = (double *)(g->dev_step + 1);
+        e = cudaMemsetAsync(g->dev_step, 0, step_bytes, g->stream);
+    }
+    if (e == cudaSuccess)
+        e = cudaMallocHost((void **)&g->host_step, sizeof(tower_k_step) * TOWER_CUDA_STAGE_SLOTS);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&g->host_loss, 2 * sizeof(double));
+    for (int i = 0; i < TOWER_CUDA_STAGE_SLOTS && e == cudaSuccess; i++)
+        e = cudaEventCreateWithFlags(&g->step_ev[i], cudaEventDisableTiming);
+    for (int i = 0; i < 2 && e == cudaSuccess; i++)
+        e = cudaEventCreateWithFlags(&g->loss_ev[i], cudaEventDisableTiming);
+    if (e != cudaSuccess) {
         free(host);
-        return init_fail(t, e, "cudaMallocHost (losses)", err, errlen);
+        return init_fail(t, e, "the step scalars' and loss's buffers", err, errlen);
     }
     cublasStatus_t s = cublasCreate(&g->cublas);
     /* cublasSetStream resets the workspace to cuBLAS's own pool, so the stream first,
@@ -584,42 +620,155 @@ static void cuda_lrn_pool_backward(tower *t, float *din, const float *dout, cons
                                     S, gpu_of(t)->stream);
 }
 
-static void cuda_dropout_forward(tower *t, int scale, float *out, const float *in, size_t n,
-                                 float p, uint64_t key, int train)
+/* ---- the step scalars (tower_k_step) ---------------------------------------------------
+ * The host shadow `staged` says what the device holds; a staging that changes nothing
+ * copies nothing. The model stages every step's scalars before the step (outside any
+ * capture); an op that finds its value unstaged (a caller driving the tower directly)
+ * stages it itself, which a capture cannot hold: then it records a fault. */
+
+/* Copies `want` to the device when it differs from what is staged: 0, or -1 (fault). */
+static int stage(tower *t, const tower_k_step *want)
 {
-    if (use_device(t)) return;
-    if (scale == TOWER_DROP_INVERTED)
-        tower_dropout_inverted_forward_cuda(out, in, n, p, key, train, gpu_of(t)->stream);
-    else
-        tower_dropout_forward_cuda(out, in, n, p, key, train, gpu_of(t)->stream);
+    tower_gpu *g = gpu_of(t);
+    if (g->have_staged && memcmp(want, &g->staged, sizeof *want) == 0) return 0;
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    CUDA_CHECK_OR(cudaStreamIsCapturing(g->stream, &cap), -1);
+    if (cap != cudaStreamCaptureStatusNone) {
+        /* a capture would hold this copy's source address, not its value */
+        TOWER_CHECK_AS(cudaErrorStreamCaptureUnsupported,
+                       "staging the step scalars while the stream is being captured",
+                       tower_cuda_describe_error, -1);
+    }
+    int i = g->step_next;
+    g->step_next = (i + 1) % TOWER_CUDA_STAGE_SLOTS;
+    /* the slot's last copy must be done before the host rewrites its source (an event
+     * never recorded is complete) */
+    CUDA_CHECK_OR(cudaEventSynchronize(g->step_ev[i]), -1);
+    g->host_step[i] = *want;
+    CUDA_CHECK_OR(cudaMemcpyAsync(g->dev_step, &g->host_step[i], sizeof *want,
+                                  cudaMemcpyHostToDevice, g->stream),
+                  -1);
+    CUDA_CHECK_OR(cudaEventRecord(g->step_ev[i], g->stream), -1);
+    g->staged = *want;
+    g->have_staged = 1;
+    return 0;
 }
 
-static void cuda_dropout_backward(tower *t, int scale, float *din, const float *dout, size_t n,
-                                  float p, uint64_t key)
+/* The staged struct with every row's key of this step key. */
+static tower_k_step with_keys(const tower *t, uint64_t dropout_key)
 {
-    if (use_device(t)) return;
-    if (scale == TOWER_DROP_INVERTED)
-        tower_dropout_inverted_backward_cuda(din, dout, n, p, key, gpu_of(t)->stream);
-    else
-        tower_dropout_backward_cuda(din, dout, n, p, key, gpu_of(t)->stream);
+    tower_k_step s = gpu_of(t)->staged;
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++)
+        s.key[l] = l < t->plan.n_layers ? tower_layer_key(dropout_key, l) : 0;
+    return s;
 }
 
-/* Synchronises the tower's stream and returns the mean loss, summed on the host in double
- * in sample order (as the CPU tower does). */
+/* The staged struct with update number t_update's scalars, computed as the by-value path
+ * did (tower_adam_scalars in double, then rounded to float). */
+static tower_k_step with_update(const tower *t, const tower_optim *o, float lr,
+                                int64_t t_update, int skip_nonfinite)
+{
+    tower_k_step s = gpu_of(t)->staged;
+    s.lr = lr;
+    s.momentum = (float)o->momentum;
+    s.weight_decay = (float)o->weight_decay;
+    s.step_size = s.bc2_sqrt = 0;
+    s.beta1 = (float)o->beta1;
+    s.beta2 = (float)o->beta2;
+    s.eps = (float)o->eps;
+    if (o->kind == TOWER_OPTIM_ADAM) {
+        double step_size, bc2_sqrt;
+        tower_adam_scalars((double)lr, o->beta1, o->beta2, t_update, &step_size, &bc2_sqrt);
+        s.step_size = (float)step_size;
+        s.bc2_sqrt = (float)bc2_sqrt;
+    }
+    s.skip_nonfinite = skip_nonfinite;
+    return s;
+}
+
+extern "C" int tower_cuda_stage_keys(tower *t, uint64_t dropout_key)
+{
+    if (use_device(t)) return -1;
+    tower_k_step s = with_keys(t, dropout_key);
+    return stage(t, &s);
+}
+
+extern "C" int tower_cuda_stage_update(tower *t, const tower_optim *o, float lr,
+                                       int64_t t_update, int skip_nonfinite)
+{
+    if (use_device(t)) return -1;
+    tower_k_step s = with_update(t, o, lr, t_update, skip_nonfinite);
+    return stage(t, &s);
+}
+
+/* Row l's key on the device, staged first when it is not yet (a direct caller). */
+static const uint64_t *key_on_device(tower *t, int l, uint64_t key)
+{
+    tower_gpu *g = gpu_of(t);
+    if (!g->have_staged || g->staged.key[l] != key) {
+        tower_k_step s = g->staged;
+        s.key[l] = key;
+        if (stage(t, &s)) return NULL;
+    }
+    return &g->dev_step->key[l];
+}
+
+static void cuda_dropout_forward(tower *t, int l, int scale, float *out, const float *in,
+                                 size_t n, float p, uint64_t key, int train)
+{
+    if (use_device(t)) return;
+    /* evaluation reads no key: whatever is staged will do */
+    const uint64_t *k = train ? key_on_device(t, l, key) : &gpu_of(t)->dev_step->key[l];
+    if (!k) return;
+    tower_dropout_step_forward_cuda(out, in, n, p, scale == TOWER_DROP_INVERTED, k, train,
+                                    gpu_of(t)->stream);
+}
+
+static void cuda_dropout_backward(tower *t, int l, int scale, float *din, const float *dout,
+                                  size_t n, float p, uint64_t key)
+{
+    if (use_device(t)) return;
+    const uint64_t *k = key_on_device(t, l, key);
+    if (!k) return;
+    tower_dropout_step_backward_cuda(din, dout, n, p, scale == TOWER_DROP_INVERTED, k,
+                                     gpu_of(t)->stream);
+}
+
+/* The softmax, then the mean loss into dev_loss on the device (the CPU's sum: double,
+ * sample order), with no host wait: NaN here, the mean comes back through
+ * tower_cuda_loss_post / _take. */
 static double cuda_loss_forward(tower *t, float *losses, float *probs, const float *logits,
                                 const int32_t *labels, int B, int T, int Vt)
 {
     if (use_device(t)) return NAN;
     tower_gpu *g = gpu_of(t);
     tower_softmax_xent_forward_cuda(losses, probs, logits, labels, B, T, Vt, g->stream);
-    /* a fault in any kernel of the step so far surfaces here (or at an exchange's wait) */
-    CUDA_CHECK_OR(cudaMemcpyAsync(g->host_losses, losses, sizeof(float) * B,
+    tower_loss_mean_cuda(g->dev_loss, losses, B, g->stream);
+    return NAN;
+}
+
+extern "C" int tower_cuda_loss_post(tower *t)
+{
+    if (use_device(t)) return -1;
+    tower_gpu *g = gpu_of(t);
+    int i = g->loss_next;
+    g->loss_next = 1 - i;
+    CUDA_CHECK_OR(cudaMemcpyAsync(&g->host_loss[i], g->dev_loss, sizeof(double),
                                   cudaMemcpyDeviceToHost, g->stream),
-                  NAN);
-    CUDA_CHECK_OR(cudaStreamSynchronize(g->stream), NAN);
-    double sum = 0; /* in sample order, in double: as the CPU's */
-    for (int b = 0; b < B; b++) sum += g->host_losses[b];
-    return sum / B;
+                  -1);
+    CUDA_CHECK_OR(cudaEventRecord(g->loss_ev[i], g->stream), -1);
+    return i;
+}
+
+extern "C" int tower_cuda_loss_take(tower *t, int slot, double *loss)
+{
+    *loss = NAN;
+    if (use_device(t)) return -1;
+    tower_gpu *g = gpu_of(t);
+    /* a fault in any kernel of the step surfaces here (or at an exchange's wait) */
+    CUDA_CHECK_OR(cudaEventSynchronize(g->loss_ev[slot]), -1);
+    *loss = g->host_loss[slot];
+    return 0;
 }
 
 static void cuda_loss_backward(tower *t, float *dlogits, const float *probs,
@@ -636,21 +785,18 @@ static void cuda_zero_grads(tower *t)
                                gpu_of(t)->stream));
 }
 
-/* One launch over the arena; weight decay on weights only, as the CPU's update. */
+/* One launch over the arena; weight decay on weights only, as the CPU's update. Its
+ * scalars are the staged ones (the model stages them; a direct caller's are staged here,
+ * with skip_nonfinite as the model last staged it, 0 when it never did). */
 static void cuda_update(tower *t, const tower_optim *o, float lr, int64_t t_update)
 {
     if (use_device(t)) return;
-    void *st = gpu_of(t)->stream;
-    if (o->kind == TOWER_OPTIM_ADAM) {
-        double step_size, bc2_sqrt;
-        tower_adam_scalars((double)lr, o->beta1, o->beta2, t_update, &step_size, &bc2_sqrt);
-        tower_adam_arena_cuda(t->params, t->momentum, t->moment2, t->grads, &t->plan,
-                              (float)step_size, (float)o->beta1, (float)o->beta2, (float)o->eps,
-                              (float)bc2_sqrt, (float)o->weight_decay, st);
-    } else {
-        tower_sgd_arena_cuda(t->params, t->momentum, t->grads, &t->plan, lr, (float)o->momentum,
-                             (float)o->weight_decay, st);
-    }
+    tower_gpu *g = gpu_of(t);
+    tower_k_step s = with_update(t, o, lr, t_update, g->have_staged ? g->staged.skip_nonfinite : 0);
+    if (stage(t, &s)) return;
+    tower_update_arena_step_cuda(t->params, t->momentum, t->moment2, t->grads, &t->plan,
+                                 o->kind == TOWER_OPTIM_ADAM, g->dev_step, g->dev_loss,
+                                 g->stream);
 }
 
 static const tower_ops cuda_ops = {
