@@ -86,7 +86,7 @@ static void step_close_to_cpu_paths(const tower_config *cfg, model_placement gpu
     init_or_fail(&g, cfg, gpu, 5);
     char err[512] = "";
     for (int t = 0; paths && t < g.towers; t++)
-        cr_assert_eq(tower_cuda_configure_paths(&g.tw[t], gpu.tf32, paths, err, sizeof err), 0,
+        cr_assert_eq(tower_cuda_configure_paths(&g.tw[t], gpu.precision, paths, err, sizeof err), 0,
                      "%s", err);
     compare_tensors(&g, &c, 0, 0.0); /* the same init, bit for bit */
     float *x;
@@ -132,7 +132,7 @@ Test(cuda_model, tiny_step_matches_cpu, .timeout = 120) { step_matches_cpu(&tiny
 Test(cuda_model, tf32_step_close_to_cpu, .timeout = 300)
 {
     model_placement tf32 = on_gpu0;
-    tf32.tf32 = 1;
+    tf32.precision = TOWER_PRECISION_TF32;
     tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
                          .in_ch = 3, .width_div = 1};
     step_close_to_cpu(&tiny, tf32, TOL_TF32_LOSS, TOL_TF32_GRAD);
