@@ -3,8 +3,8 @@
 # it builds (or takes a build made elsewhere), runs the GPU tests, times the training step
 # as one CUDA graph against the uncaptured step (--graph on, off and auto), runs
 # compute-sanitizer (memcheck, racecheck, initcheck, synccheck) over a few training steps,
-# and trains one epoch of Fashion-MNIST in the single-GPU fallback, printing images/s and
-# test accuracy.
+# and trains one epoch of Fashion-MNIST in the single-GPU fallback, in fp32 and with
+# --precision bf16, printing images/s and test accuracy.
 # Logs go to $OUT if set, else to ./gpu-check-logs.
 #
 #   tools/gpu_check.sh [--carry DIR] [--build DIR] [--data DIR] [--stages LIST] [--size N]
@@ -24,7 +24,8 @@
 # bench runs tools/bench/bench.py (twotower vs PyTorch, docs/BENCH.md) with the python3 that
 # has torch, passing it --bench-args; cost runs `twotower bench` at batch 128 and puts its
 # per-layer times beside tools/gpu_cost's predicted ones (and ncu's counts of the work
-# list's kernels when ncu is installed). --sanitizers: the compute-sanitizer tools of the
+# list's kernels when ncu is installed), then the same bench with --precision tf32 and
+# bf16, each step's images/s beside its predicted one. --sanitizers: the compute-sanitizer tools of the
 # sanitize stage (default memcheck,racecheck,initcheck,synccheck; what each can see is
 # written above the stage).
 set -uo pipefail
@@ -322,23 +323,26 @@ if [[ $stages == *sanitize* ]]; then
     fi
 fi
 
-# ---- 3. one epoch of Fashion-MNIST on one GPU (both towers on GPU 0) ----------------------
+# ---- 3. one epoch of Fashion-MNIST on one GPU (both towers on GPU 0), fp32 and bf16 -------
 if [[ $stages == *epoch* ]]; then
-    elog=$logs/epoch.log
-    args=("$exe" train --gpus 0 --data "$data" --epochs 1 --seed 1)
-    [ -n "$size" ] && args+=(--size "$size")
-    start=$(date +%s.%N)
-    if "${args[@]}" >"$elog" 2>&1; then
-        end=$(date +%s.%N)
-        n=$(grep -aoE '[0-9]+ train images/epoch' "$elog" | head -1 | cut -d' ' -f1)
-        tr_s=$(grep -aoE 'epoch 1: train [0-9.]+ s' "$elog" | grep -oE '[0-9.]+ s' | cut -d' ' -f1)
-        acc=$(grep -aoE 'accuracy [0-9.]+%' "$elog" | head -1)
-        ips=$(awk -v n="${n:-0}" -v s="${tr_s:-0}" 'BEGIN{ if (s > 0) printf "%.0f", n / s; else print "?" }')
-        note "ok: one epoch, --gpus 0: ${n:-?} images in ${tr_s:-?} s = $ips images/s; test $acc (wall $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.0f", b - a}') s)"
-    else
-        note "FAIL: one epoch (see epoch.log): $(tail -3 "$elog" | tr '\n' ' ')"
-        failed=1
-    fi
+    for prec in fp32 bf16; do
+        elog=$logs/epoch.log
+        [ "$prec" = fp32 ] || elog=$logs/epoch-$prec.log
+        args=("$exe" train --gpus 0 --data "$data" --epochs 1 --seed 1 --precision "$prec")
+        [ -n "$size" ] && args+=(--size "$size")
+        start=$(date +%s.%N)
+        if "${args[@]}" >"$elog" 2>&1; then
+            end=$(date +%s.%N)
+            n=$(grep -aoE '[0-9]+ train images/epoch' "$elog" | head -1 | cut -d' ' -f1)
+            tr_s=$(grep -aoE 'epoch 1: train [0-9.]+ s' "$elog" | grep -oE '[0-9.]+ s' | cut -d' ' -f1)
+            acc=$(grep -aoE 'accuracy [0-9.]+%' "$elog" | head -1)
+            ips=$(awk -v n="${n:-0}" -v s="${tr_s:-0}" 'BEGIN{ if (s > 0) printf "%.0f", n / s; else print "?" }')
+            note "ok: one epoch, --gpus 0 --precision $prec: ${n:-?} images in ${tr_s:-?} s = $ips images/s; test $acc (wall $(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.0f", b - a}') s)"
+        else
+            note "FAIL: one epoch --precision $prec (see $(basename "$elog")): $(tail -3 "$elog" | tr '\n' ' ')"
+            failed=1
+        fi
+    done
 fi
 
 # ---- 4. the benchmark against PyTorch (docs/BENCH.md) --------------------------------------
@@ -416,6 +420,29 @@ if [[ $stages == *cost* ]]; then
         note "FAIL: cost: twotower bench --batch 128 (see bench-b128.log): $(tail -2 "$logs/bench-b128.log" | tr '\n' ' ')"
         failed=1
     fi
+    # the other precisions' steps beside their predictions (fp32's is the run above)
+    py=$(command -v python3 || command -v /usr/bin/python3)
+    for prec in tf32 bf16; do
+        pj=$logs/bench-b128-$prec.json
+        # shellcheck disable=SC2086  # --bench-args is a list of flags
+        if "$exe" bench --gpus 0 --batch 128 --precision "$prec" --json "$pj" $bench_args \
+               >"$logs/bench-b128-$prec.log" 2>&1; then
+            line=$("$py" -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+try:
+    p = json.load(open(sys.argv[2]))["predicted"][sys.argv[3]]
+    pred = "predicted %.0f images/s (%.2f ms)" % (p["images_per_s"], p["step_ms"])
+except Exception:
+    pred = "no prediction"
+print("measured %.0f images/s (%.2f ms per step, precision %s), %s"
+      % (m["images_per_s"], m["ms_per_step"], m.get("precision"), pred))' "$pj" "$logs/gpu_cost.json" "$prec" 2>/dev/null)
+            note "ok: cost, bench --precision $prec at batch 128: ${line:-?}"
+        else
+            note "FAIL: cost: twotower bench --batch 128 --precision $prec (see bench-b128-$prec.log): $(tail -2 "$logs/bench-b128-$prec.log" | tr '\n' ' ')"
+            failed=1
+        fi
+    done
 fi
 
 if [ $failed -eq 0 ]; then note "gpu_check: all passed"; else note "gpu_check: FAILED (logs in $logs)"; fi

@@ -1,6 +1,7 @@
 /* conv_choose.c: `--conv auto`'s decision per conv layer from measured times
  * (tower_conv_choose, tower.h). Plain C with no device: net_cuda.cu measures, this
- * decides, and the tests inject timings. */
+ * decides, and the tests inject timings. Also the names of the convolution paths and of the
+ * GEMM precisions that run.json and bench's JSON record. */
 #include "tower/tower.h"
 
 /* Forward + backward of one path, or -1 when either was not measured. */
@@ -27,4 +28,12 @@ int tower_conv_choose(const tower_conv_timing *timing, int n, int *path)
 const char *tower_conv_path_name(int path)
 {
     return path == TOWER_CONV_GEMM ? "gemm" : path == TOWER_CONV_CUDNN ? "cudnn" : "?";
+}
+
+const char *tower_precision_name(int precision)
+{
+    return precision == TOWER_PRECISION_FP32   ? "fp32"
+           : precision == TOWER_PRECISION_TF32 ? "tf32"
+           : precision == TOWER_PRECISION_BF16 ? "bf16"
+                                               : "?";
 }

@@ -481,6 +481,17 @@ int tower_conv_choose(const tower_conv_timing *timing, int n, int *path);
 /* "gemm", "cudnn", or "?" for anything else. */
 const char *tower_conv_path_name(int path);
 
+/* ---- the GPU's GEMM precision (--precision) -----------------------------------------
+ * FP32: plain fp32 GEMMs (cuBLAS DEFAULT_MATH), the default and the paper's numbers;
+ * TF32: the GEMMs' operands rounded to TF32 on the tensor cores, fp32 sums (--tf32);
+ * BF16: the GEMMs' operands (im2col columns, output gradients, weights, fc inputs) stored
+ * in bf16, fp32 sums and fp32 results; parameters, momentum, gradients, the update and
+ * every other layer stay fp32 (paper_notes.md, "bf16 GEMM operands"). The CPU backend is
+ * fp32 only. Values reach run.json and bench's JSON as names (tower_precision_name). */
+enum { TOWER_PRECISION_FP32 = 0, TOWER_PRECISION_TF32 = 1, TOWER_PRECISION_BF16 = 2 };
+/* "fp32", "tf32", "bf16", or "?" for anything else. */
+const char *tower_precision_name(int precision);
+
 /* ---- the backends' operations: one table per backend -------------------------------
  * net.c runs every layer's stage sequence once, for every backend, through the tower's
  * table: the CPU's wraps layers_cpu.c, CUDA's (net_cuda.cu) wraps layers_cuda.cu and

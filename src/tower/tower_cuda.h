@@ -87,6 +87,46 @@ void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
                             const float *in, const float *w, int B, int Cin, int Cout, int ldw,
                             int accumulate_din, void *cublas, void *stream);
 
+/* ---- bf16 GEMM operands (--precision bf16; no CPU twins) ---------------------------
+ * bf16 values travel as uint16_t (kernels.h, tower_k_bf16: round to nearest even). The
+ * conv and fc layers below are their fp32 twins with every GEMM's operands in bf16 and
+ * fp32 sums (cublasGemmEx, CUDA_R_16BF A and B, CUDA_R_32F C, CUBLAS_COMPUTE_32F); their
+ * inputs, outputs and gradients stay fp32. w: the bf16 copy of the fp32 master weights
+ * (tower_cast_bf16_cuda), with the master's layout and ldw. scratch: scratch_bytes bytes
+ * of device memory, at least tower_conv_cuda_scratch_bytes_bf16 / tower_fc_cuda_scratch_
+ * bytes_bf16 (less stops the process: a caller's error). */
+
+/* dst (n) = src rounded to bf16, on stream: the weights' copy, the fc GEMMs' operands */
+void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, void *stream);
+/* Bytes of scratch a bf16 conv call needs with chunks of `images` images: the chunk's bf16
+ * col (fp32 when din is wanted, din = 1: the input gradient's GEMM writes its fp32 col over
+ * it), its fp32 product or bf16 output gradient, and bf16 ones. */
+size_t tower_conv_cuda_scratch_bytes_bf16(int Ci, int H, int W, int Co, int K, int stride,
+                                          int pad, int images, int din);
+/* Bytes of scratch a bf16 fc call needs: the (B, Cin) input and (B, Cout) gradient in bf16. */
+size_t tower_fc_cuda_scratch_bytes_bf16(int B, int Cin, int Cout);
+/* relu: the fused ReLU of tower_conv_relu_forward_cuda; act: the ReLU's output as in
+ * tower_conv_relu_backward_cuda, or NULL for no activation. */
+void tower_conv_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
+                                  const float *b, int B, int Ci, int H, int W, int Co, int K,
+                                  int stride, int pad, int ldw, int accumulate, int relu,
+                                  void *scratch, size_t scratch_bytes, int images,
+                                  void *cublas, void *stream);
+void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
+                                   const float *act, const float *in, const uint16_t *w, int B,
+                                   int Ci, int H, int W, int Co, int K, int stride, int pad,
+                                   int ldw, int accumulate_din, void *scratch,
+                                   size_t scratch_bytes, int images, void *cublas,
+                                   void *stream);
+void tower_fc_forward_bf16_cuda(float *out, const float *in, const uint16_t *w, const float *b,
+                                int B, int Cin, int Cout, int ldw, int accumulate,
+                                void *scratch, size_t scratch_bytes, void *cublas,
+                                void *stream);
+void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
+                                 const float *in, const uint16_t *w, int B, int Cin, int Cout,
+                                 int ldw, int accumulate_din, void *scratch,
+                                 size_t scratch_bytes, void *cublas, void *stream);
+
 void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream);
 void tower_relu_backward_cuda(float *din, const float *dout, const float *out, size_t n,
                               void *stream);
@@ -190,19 +230,24 @@ void tower_loss_mean_cuda(double *out, const float *losses, int B, void *stream)
  * how much free). tower_free releases it all. */
 int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device, uint64_t seed,
                     char *err, size_t errlen);
-/* tf32 = 1: the tower's GEMMs use TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH) and cuDNN
- * may too; 0: plain fp32 (what tower_init_cuda sets). conv: TOWER_CONV_GEMM or
- * TOWER_CONV_CUDNN (descriptors and algorithms chosen now; the GEMM path's scratch is
- * freed meanwhile). At start-up, between steps. 0, or -1 with err (e.g. no cuDNN in this
- * build, or no deterministic algorithm). */
-int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen);
+/* precision (tower.h's TOWER_PRECISION_*): FP32, plain fp32 GEMMs (what tower_init_cuda
+ * sets); TF32, the GEMMs on TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH), and cuDNN may
+ * use them too; BF16, every GEMM with bf16 operands and fp32 sums (the _bf16 layers above),
+ * the weights read from a bf16 copy the tower makes of its fp32 master weights at the
+ * start of every forward pass, GEMM convolutions only (with a cuDNN layer: -1). conv:
+ * TOWER_CONV_GEMM or TOWER_CONV_CUDNN (descriptors and algorithms chosen now; the GEMM
+ * path's scratch is freed meanwhile). At start-up, between steps. 0, or -1 with err (e.g.
+ * no cuDNN in this build, or no deterministic algorithm). */
+int tower_cuda_configure(tower *t, int precision, int conv, char *err, size_t errlen);
 /* tower_cuda_configure with a path per row: path[l] (TOWER_CONV_GEMM or TOWER_CONV_CUDNN)
  * for every conv row l < plan.n_layers, other rows ignored. A cuDNN context is made when
- * any layer is on cuDNN, the GEMM path's scratch kept when any is on GEMM. */
-int tower_cuda_configure_paths(tower *t, int tf32, const int *path, char *err, size_t errlen);
+ * any layer is on cuDNN, the GEMM path's scratch kept when any is on GEMM (or in bf16). */
+int tower_cuda_configure_paths(tower *t, int precision, const int *path, char *err,
+                               size_t errlen);
 /* Row l's convolution path now (TOWER_CONV_GEMM for a row that is not a conv). */
 int tower_cuda_conv_path(const tower *t, int l);
-/* `--conv auto`'s measurement on t's device, at its batch and its tf32: for every conv row,
+/* `--conv auto`'s measurement on t's device, at its batch and its precision (FP32 or TF32:
+ * BF16 takes no cuDNN layer, so auto is refused with it before this): for every conv row,
  * each path's forward and backward (tower_forward_weighted / tower_backward_weighted, so
  * with the activation as a step runs it) `warmup` times untimed, then `reps` times each
  * way between CUDA events on t's stream; timing[l] gets the mean milliseconds per call,
@@ -253,10 +298,10 @@ int tower_cuda_loss_take(tower *t, int slot, double *loss);
 /* 1 when `cuda_error` (a cudaError_t) is a sticky error: the device's context is lost
  * and every later call on it fails (cuda_check.h's list). */
 int tower_cuda_error_sticky(int cuda_error);
-/* Device bytes this tower holds: its arena, the conv chunk scratch and the cuBLAS
- * workspace. */
+/* Device bytes this tower holds: its arena, the conv chunk scratch, the cuBLAS workspace
+ * and, in bf16, its weights' bf16 copy. */
 size_t tower_cuda_mem_bytes(const tower *t);
-/* The same figure for a plan, without a device (for `twotower summary`); the CUDA
+/* The same figure for a plan in fp32, without a device (for `twotower summary`); the CUDA
  * context itself (a few hundred MiB per device) is not counted in either. */
 size_t tower_cuda_mem_estimate(const tower_plan *plan);
 

@@ -377,7 +377,8 @@ static const base_flag bench_flags[] = {
 
 static const base_flags_cmd bench_cmd = {
     .name = "bench",
-    .synopsis = "[--cpu | --gpus LIST [--tf32] [--conv gemm|cudnn|auto] [--graph auto|on|off]] "
+    .synopsis = "[--cpu | --gpus LIST [--precision fp32|tf32|bf16] [--conv gemm|cudnn|auto] "
+                "[--graph auto|on|off]] "
                 "[flags]",
     .about =
         "Times full training steps (batch in, forward, backward, update) of the net\n"
@@ -619,9 +620,13 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
 {
     const tower_plan *plan = &m->plan;
     int T = m->towers;
-    fprintf(f, "twotower bench: %s, %s; fp32 storage, %s\n", place, r->device,
-            m->place.tf32 ? "GEMMs in TF32 (tensor cores), the rest fp32"
-                          : "fp32 math (TF32 off)");
+    fprintf(f, "twotower bench: %s, %s; precision %s: fp32 storage, %s\n", place, r->device,
+            tower_precision_name(m->place.precision),
+            m->place.precision == TOWER_PRECISION_TF32
+                ? "GEMMs in TF32 (tensor cores), the rest fp32"
+            : m->place.precision == TOWER_PRECISION_BF16
+                ? "GEMM operands in bf16 with fp32 sums (tensor cores), the rest fp32"
+                : "fp32 math (TF32 off)");
     fprintf(f, "convolutions: %s\n", r->conv_detail);
     if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
     fprintf(f, "graph: %s\n", r->graph);
@@ -832,7 +837,8 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "device", train_json_text(r->device),
         "blas_threads", m->place.cpu ? openblas_get_num_threads() : 0,
         "tower_threads", m->workers ? T : 0,
-        "precision", "fp32", "tf32", m->place.tf32, "conv",
+        "precision", tower_precision_name(m->place.precision), "tf32",
+        m->place.precision == TOWER_PRECISION_TF32, "conv",
         m->place.conv == MODEL_CONV_AUTO ? "auto" : tower_conv_path_name(m->place.conv),
         "conv_detail", train_json_text(r->conv_detail), "data_path", data_path_text(m),
         "plan", "params_per_tower", jnum((double)plan->n_params), "layers", layers,

@@ -1,5 +1,5 @@
-/* device.c: the placement flags' table, and --gpus / --cpu / --tf32 / --conv to a
- * model_placement, checked against the machine before any work starts (a bad device list
+/* device.c: the placement flags' table, and --gpus / --cpu / --precision (--tf32) / --conv
+ * to a model_placement, checked against the machine before any work starts (a bad device list
  * is a usage error: exit code 2 in the CLI). */
 #include "train/device.h"
 
@@ -71,13 +71,21 @@ static int gpus_check(const char *arg, char *err, size_t errlen)
     return parse_list(arg, ids, err, errlen) < 0 ? -1 : 0;
 }
 
+/* --precision's values in train_placement_args: 1 + TOWER_PRECISION_*, so that 0 says the
+ * flag was not given (and --tf32 may say it instead) */
+static const int precision_values[] = {1 + TOWER_PRECISION_FP32, 1 + TOWER_PRECISION_TF32,
+                                       1 + TOWER_PRECISION_BF16};
+
 const base_flag train_placement_flags[] = {
     {BASE_FLAG_BOOL("cpu", train_placement_args, cpu, "run on the CPU backend (the reference)")},
     {BASE_FLAG_STR("gpus", train_placement_args, gpus, "LIST",
                    "0,1: one tower per GPU; 0: both towers on GPU 0"),
      .check = gpus_check},
-    {BASE_FLAG_BOOL("tf32", train_placement_args, tf32,
-                    "GPU GEMMs on TF32 tensor cores (default: plain fp32)")},
+    {BASE_FLAG_BOOL("tf32", train_placement_args, tf32, "the same as --precision tf32")},
+    {BASE_FLAG_CHOICE("precision", train_placement_args, precision, "fp32|tf32|bf16",
+                      "GPU GEMMs: plain fp32, TF32 tensor cores, or bf16 operands with fp32\n"
+                      "sums (everything else fp32; --conv gemm only)"),
+     .values = precision_values, .deflt = "fp32"},
     {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn|auto",
                       "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
                       "faster (timed at start-up)")},
@@ -154,7 +162,10 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
         snprintf(buf, n, "GPUs %d,%d", p->gpus[0], p->gpus[1]);
     size_t used = strlen(buf);
     if (!p->cpu && p->ngpus >= 1 && used < n)
-        snprintf(buf + used, n - used, "%s%s", p->tf32 ? ", TF32 GEMMs" : "",
+        snprintf(buf + used, n - used, "%s%s",
+                 p->precision == TOWER_PRECISION_TF32   ? ", TF32 GEMMs"
+                 : p->precision == TOWER_PRECISION_BF16 ? ", bf16 GEMM operands (fp32 sums)"
+                                                        : "",
                  p->conv == MODEL_CONV_AUTO ? ", convolutions timed per layer"
                  : p->conv                  ? ", cuDNN convolutions"
                                             : "");
@@ -166,17 +177,31 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
 
-int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char *err,
+int train_placement_set_gpu_options(model_placement *p, int precision, int conv, char *err,
                                     size_t errlen)
 {
     if (conv < TOWER_CONV_GEMM || conv > MODEL_CONV_AUTO) {
         snprintf(err, errlen, "--conv: %d is not gemm (0), cudnn (1) or auto (2)", conv);
         return -1;
     }
-    if ((tf32 || conv) && p->cpu) {
+    if (precision < TOWER_PRECISION_FP32 || precision > TOWER_PRECISION_BF16) {
+        snprintf(err, errlen, "--precision: %d is not fp32 (0), tf32 (1) or bf16 (2)", precision);
+        return -1;
+    }
+    if ((precision || conv) && p->cpu) {
         snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
                               "plain fp32 with its own convolution): drop it or run on a GPU",
-                 tf32 ? "--tf32" : conv == MODEL_CONV_AUTO ? "--conv auto" : "--conv cudnn");
+                 precision == TOWER_PRECISION_TF32   ? "--tf32 (--precision tf32)"
+                 : precision == TOWER_PRECISION_BF16 ? "--precision bf16"
+                 : conv == MODEL_CONV_AUTO           ? "--conv auto"
+                                                     : "--conv cudnn");
+        return -1;
+    }
+    if (precision == TOWER_PRECISION_BF16 && conv != TOWER_CONV_GEMM) {
+        snprintf(err, errlen, "--precision bf16 with --conv %s: bf16 runs the convolutions on "
+                              "the GEMM path only (im2col + cuBLAS with bf16 operands; cuDNN's "
+                              "here are fp32 or TF32): use --conv gemm",
+                 conv == MODEL_CONV_AUTO ? "auto" : "cudnn");
         return -1;
     }
     int cudnn = conv == TOWER_CONV_CUDNN;
@@ -190,7 +215,7 @@ int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char
                               "and libcudnn): use --conv gemm");
         return -1;
     }
-    p->tf32 = tf32;
+    p->precision = precision;
     p->conv = conv; /* auto without cuDNN in the build: every layer on GEMM, said so */
     return 0;
 }
@@ -210,11 +235,27 @@ int train_placement_set_graph(model_placement *p, int graph, char *err, size_t e
     return 0;
 }
 
+int train_placement_precision(const train_placement_args *a, int *precision, char *err,
+                              size_t errlen)
+{
+    int given = a->precision - 1; /* -1: --precision absent */
+    if (a->tf32 && given >= 0 && given != TOWER_PRECISION_TF32) {
+        snprintf(err, errlen, "--tf32 and --precision %s contradict each other: give one of "
+                              "them (--tf32 is --precision tf32)",
+                 tower_precision_name(given));
+        return -1;
+    }
+    *precision = given >= 0 ? given : a->tf32 ? TOWER_PRECISION_TF32 : TOWER_PRECISION_FP32;
+    return 0;
+}
+
 int train_placement_resolve(const train_placement_args *a, model_placement *p, char *err,
                             size_t errlen)
 {
+    int precision;
+    if (train_placement_precision(a, &precision, err, errlen)) return -1;
     if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
     p->serial = a->serial;
     if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
-    return train_placement_set_gpu_options(p, a->tf32, a->conv, err, errlen);
+    return train_placement_set_gpu_options(p, precision, a->conv, err, errlen);
 }

@@ -1,4 +1,5 @@
-/* device: where the towers run, from the command line (--gpus LIST, --cpu, --tf32, --conv:
+/* device: where the towers run, from the command line (--gpus LIST, --cpu, --precision
+ * (--tf32), --conv:
  * one flag table shared by train, bench and dump) and what the machine has. Part of
  * src/train; validates everything before any work starts, so the CLI can exit with code
  * 2 and a message naming the flag. */
@@ -26,14 +27,18 @@ extern "C" {
 int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *out, char *err,
                           size_t errlen);
 
-/* "CPU", "GPU 0 (both towers)" or "GPUs 0,1" for logs. */
+/* "CPU", "GPU 0 (both towers)" or "GPUs 0,1" for logs, then the GPU options that differ
+ * from the defaults (", TF32 GEMMs", ", bf16 GEMM operands (fp32 sums)", the convolutions):
+ * what run.json records as the backend. */
 void train_placement_describe(const model_placement *p, char *buf, size_t n);
 
-/* Sets p->tf32 and p->conv (after train_parse_placement) from --tf32 and --conv (0 gemm,
- * the default; 1 cudnn; 2 auto, MODEL_CONV_AUTO). --tf32, --conv cudnn or --conv auto on
- * a CPU placement, or cudnn in a build without cuDNN, is an error: returns -1 with err
- * naming the flag. auto in a build without cuDNN is not (every layer then stays on GEMM). */
-int train_placement_set_gpu_options(model_placement *p, int tf32, int conv, char *err,
+/* Sets p->precision and p->conv (after train_parse_placement) from the precision
+ * (TOWER_PRECISION_*, train_placement_precision) and --conv (0 gemm, the default; 1 cudnn;
+ * 2 auto, MODEL_CONV_AUTO). tf32 or bf16, --conv cudnn or --conv auto on a CPU placement,
+ * bf16 with cudnn or auto (bf16 runs on the GEMM path only), or cudnn in a build without
+ * cuDNN, is an error: returns -1 with err naming the flag. auto in a build without cuDNN is
+ * not (every layer then stays on GEMM). */
+int train_placement_set_gpu_options(model_placement *p, int precision, int conv, char *err,
                                     size_t errlen);
 
 /* Sets p->graph from --graph (MODEL_GRAPH_AUTO 0, the default; _ON 1; _OFF 2). --graph
@@ -45,17 +50,25 @@ int train_placement_set_graph(model_placement *p, int graph, char *err, size_t e
 typedef struct {
     int cpu;           /* --cpu */
     const char *gpus;  /* --gpus LIST (its form already checked), or NULL */
-    int tf32;          /* --tf32 */
+    int tf32;          /* --tf32: --precision tf32 */
+    int precision;     /* --precision: 0 when absent, else 1 + TOWER_PRECISION_* */
     int conv;          /* --conv: 0 gemm, 1 cudnn, 2 auto */
     int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
     int graph;         /* --graph: 0 auto, 1 on, 2 off (MODEL_GRAPH_*) */
 } train_placement_args;
 
-/* --cpu, --gpus LIST, --tf32, --conv gemm|cudnn|auto, --graph auto|on|off, --serial, into a train_placement_args: a
- * group for a command's flag table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
+/* --cpu, --gpus LIST, --tf32, --precision fp32|tf32|bf16, --conv gemm|cudnn|auto,
+ * --graph auto|on|off, --serial, into a train_placement_args: a group for a command's flag
+ * table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
 extern const base_flag train_placement_flags[];
 
-/* train_parse_placement then train_placement_set_gpu_options on the flags as given. */
+/* The precision the flags ask for (TOWER_PRECISION_*): --precision's, else TF32 with --tf32,
+ * else FP32. 0, or -1 with err when --tf32 and a --precision other than tf32 are both given. */
+int train_placement_precision(const train_placement_args *a, int *precision, char *err,
+                              size_t errlen);
+
+/* train_placement_precision, train_parse_placement, then train_placement_set_gpu_options
+ * on the flags as given. */
 int train_placement_resolve(const train_placement_args *a, model_placement *p, char *err,
                             size_t errlen);
 

@@ -32,7 +32,7 @@ int train_dump_model_update(model *m, const float *x, const int32_t *labels, rea
                             const char *path, char *err, size_t errlen);
 
 /* `twotower dump --out F.safetensors [--net NAME] [switches] [--batch 2] [--seed S]
- * [--size N] [--towers 2] [--classes N] [--width-div 1] [--cpu | --gpus 0[,1] [--tf32]
+ * [--size N] [--towers 2] [--classes N] [--width-div 1] [--cpu | --gpus 0[,1] [--precision P]
  * [--conv gemm|cudnn|auto]]` (the CPU unless --gpus); argv[0] is "dump". Returns the exit
  * code (0 ok, 1 failed, 2 usage). */
 int train_dump_main(int argc, char **argv);

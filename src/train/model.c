@@ -113,7 +113,8 @@ static int conv_auto(model *m, char *err, size_t errlen)
         return -1;
     tower_conv_choose(m->conv_timing, m->plan.n_layers, m->conv_path);
     for (int t = 0; t < m->towers; t++)
-        if (tower_cuda_configure_paths(&m->tw[t], m->place.tf32, m->conv_path, err, errlen))
+        if (tower_cuda_configure_paths(&m->tw[t], m->place.precision, m->conv_path, err,
+                                       errlen))
             return -1;
     return 0;
 }
@@ -187,8 +188,8 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
             /* auto: GEMM for now, the per-layer paths after the timing below */
             int conv = place->conv == MODEL_CONV_AUTO ? TOWER_CONV_GEMM : place->conv;
-            if (!rc && (place->tf32 || conv) &&
-                tower_cuda_configure(&m->tw[t], place->tf32, conv, err, errlen)) {
+            if (!rc && (place->precision || conv) &&
+                tower_cuda_configure(&m->tw[t], place->precision, conv, err, errlen)) {
                 tower_free(&m->tw[t]);
                 rc = -1;
             }

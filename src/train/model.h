@@ -19,9 +19,12 @@ typedef struct {
     int cpu;        /* 1: CPU backend (the reference) */
     int ngpus;      /* 1: both towers on gpus[0] (the single-GPU fallback); 2: one each */
     int gpus[2];
-    int tf32;       /* GPU only: 1 runs the GEMMs in TF32 tensor-core math (cuBLAS
-                       CUBLAS_TF32_TENSOR_OP_MATH: inputs rounded to 10 mantissa bits, fp32
-                       sums); 0, the default: plain fp32 (CUBLAS_DEFAULT_MATH) */
+    int precision;  /* GPU only: the GEMMs' precision, TOWER_PRECISION_* (tower.h):
+                       FP32 (0), the default: plain fp32 (CUBLAS_DEFAULT_MATH); TF32 (1,
+                       --tf32): TF32 tensor-core math (CUBLAS_TF32_TENSOR_OP_MATH: inputs
+                       rounded to 10 mantissa bits, fp32 sums); BF16 (2): bf16 operands
+                       (7 mantissa bits) with fp32 sums, everything else fp32, GEMM
+                       convolutions only (--precision) */
     int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + SGEMM, the default;
                        1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN);
                        2 (MODEL_CONV_AUTO) per conv layer the faster of the two, timed at

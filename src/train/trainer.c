@@ -660,13 +660,15 @@ static int run_open(run_state *r, const train_options *o)
     tower_net_switches_describe(&cfg.net.switches, swd, sizeof swd);
     char convs[2048];
     model_conv_describe(&r->m, convs, sizeof convs);
-    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b, s:i, s:s}", "epochs", r->epochs,
+    json_t *extra = json_pack("{s:i, s:I, s:I, s:s, s:s, s:s, s:f, s:b, s:i, s:s, s:s}",
+                              "epochs", r->epochs,
                               "train_limit", (json_int_t)r->train_limit, "test_limit",
                               (json_int_t)o->test_limit, "net", cfg.net.name, "switches", swd,
                               "optimizer",
                               cfg.net.optim.kind == TOWER_OPTIM_ADAM ? "adam" : "sgd",
                               "pca_std", r->meta.pca_std, "mirror", r->meta.mirror,
-                              "downsample", r->downsample, "conv", convs);
+                              "downsample", r->downsample, "conv", convs, "precision",
+                              o->place.cpu ? "fp32" : tower_precision_name(o->place.precision));
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);

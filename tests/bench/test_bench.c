@@ -180,6 +180,9 @@ Test(bench, cpu_bench_writes_its_json, .timeout = 120)
     cr_assert(share > 0 && share <= 1.05, "blas_share %g", share);
     cr_assert(bound >= gf, "blas bound %g below the run's %g GFLOP/s", bound, gf);
     cr_assert(json_number_value(json_object_get(j, "blas_gflops_per_thread")) > 0);
+    /* the CPU computes in fp32, the default precision, and says so */
+    cr_assert_str_eq(json_string_value(json_object_get(j, "precision")), "fp32");
+    cr_assert(json_is_false(json_object_get(j, "tf32")));
     json_decref(j);
 }
 
@@ -196,6 +199,23 @@ Test(bench, gpu_bench_runs, .timeout = 120)
     json_decref(j);
 }
 
+/* --precision bf16 and --tf32 on the GPU: the JSON records the precision (no CPU twin of
+ * either, so only the GPU can run them). */
+Test(bench, gpu_bench_records_precision, .timeout = 120)
+{
+    need_gpu();
+    const char *bf16[] = {"--gpus", "0", "--precision", "bf16"};
+    json_t *j = bench_json(bf16, 4, "cuda", "cuda events");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "precision")), "bf16");
+    cr_assert(json_is_false(json_object_get(j, "tf32")));
+    json_decref(j);
+    const char *tf32[] = {"--gpus", "0", "--tf32"};
+    j = bench_json(tf32, 3, "cuda", "cuda events");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "precision")), "tf32");
+    cr_assert(json_is_true(json_object_get(j, "tf32")));
+    json_decref(j);
+}
+
 /* Usage errors are exit code 2, before any work. */
 Test(bench, bad_flags_exit_2)
 {
@@ -205,10 +225,12 @@ Test(bench, bad_flags_exit_2)
     char *a4[] = {"bench", "--cpu", "--size", "20", NULL}; /* too small for the net */
     char *a5[] = {"bench", "--cpu", "--classes", "11", NULL}; /* not divisible by towers */
     char *a6[] = {"bench", "--cpu", "--json", NULL};
+    char *a7[] = {"bench", "--cpu", "--precision", "bf16", NULL}; /* a GPU option */
     cr_assert_eq(train_bench_main(4, a1), 2);
     cr_assert_eq(train_bench_main(4, a2), 2);
     cr_assert_eq(train_bench_main(3, a3), 2);
     cr_assert_eq(train_bench_main(4, a4), 2);
     cr_assert_eq(train_bench_main(4, a5), 2);
     cr_assert_eq(train_bench_main(3, a6), 2);
+    cr_assert_eq(train_bench_main(4, a7), 2);
 }

@@ -2,9 +2,9 @@
 # cli_gpus.sh: `twotower train` refuses bad device arguments with exit code 2 and a
 # message naming the flag, before any work starts (the data folder does not exist, so
 # getting past the check would fail differently). Runs with or without a GPU: the
-# no-device case hides the GPUs with CUDA_VISIBLE_DEVICES="". --tf32, --conv cudnn and
-# --conv auto on the CPU, and an unknown --conv, are refused the same way, as are --graph
-# on on the CPU and an unknown --graph.
+# no-device case hides the GPUs with CUDA_VISIBLE_DEVICES="". --tf32, --precision tf32|bf16,
+# --conv cudnn and --conv auto on the CPU, and an unknown --conv, are refused the same way,
+# as are --graph on on the CPU and an unknown --graph.
 # usage: cli_gpus.sh PATH/TO/twotower
 set -u
 exe=$1
@@ -33,6 +33,9 @@ expect "CUDA" CUDA_VISIBLE_DEVICES= -- --gpus 0
 expect "CUDA" CUDA_VISIBLE_DEVICES= -- --gpus 0,1
 expect "--tf32" -- --cpu --tf32
 expect "--tf32" CUDA_VISIBLE_DEVICES= -- --tf32
+expect "--precision bf16" -- --cpu --precision bf16
+expect "--precision bf16" CUDA_VISIBLE_DEVICES= -- --precision bf16
+expect "--tf32 (--precision tf32)" -- --cpu --precision tf32
 expect "--conv cudnn" -- --cpu --conv cudnn
 expect "--conv auto" -- --cpu --conv auto
 expect "--conv auto" CUDA_VISIBLE_DEVICES= -- --conv auto

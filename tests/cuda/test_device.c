@@ -1,4 +1,5 @@
-/* test_device.c: --gpus / --cpu parsing (train_parse_placement), and the debug delay's
+/* test_device.c: --gpus / --cpu parsing (train_parse_placement), --precision and --tf32
+ * (train_placement_precision, train_placement_set_gpu_options), and the debug delay's
  * environment variables (model_init). Runs on every machine:
  * the "no device" cases hide the GPUs with CUDA_VISIBLE_DEVICES="" before the CUDA
  * runtime starts, so they behave the same with or without a GPU. */
@@ -173,6 +174,77 @@ Test(device, cpu_model_graph_and_deferred_loss)
     free(x);
     model_free(&a);
     model_free(&b);
+}
+
+/* --precision fp32|tf32|bf16 and --tf32: --tf32 is --precision tf32 (the same placement),
+ * a contradiction between the two is refused naming both, fp32 is the default; tf32 and
+ * bf16 on the CPU are refused naming the flag, bf16 with a cuDNN convolution too (bf16 runs
+ * on the GEMM path only). A GPU placement is made by hand: no device is asked. */
+static int precision_of(int tf32, int precision_flag, char *err, size_t errlen)
+{
+    train_placement_args a = {.tf32 = tf32, .precision = precision_flag};
+    int prec = -1;
+    return train_placement_precision(&a, &prec, err, errlen) ? -1 : prec;
+}
+
+Test(device, precision_flags)
+{
+    char err[512] = "";
+    cr_assert_eq(precision_of(0, 0, err, sizeof err), TOWER_PRECISION_FP32, "%s", err);
+    cr_assert_eq(precision_of(1, 0, err, sizeof err), TOWER_PRECISION_TF32, "%s", err);
+    /* --precision's stored value is 1 + TOWER_PRECISION_* */
+    cr_assert_eq(precision_of(0, 1 + TOWER_PRECISION_TF32, err, sizeof err),
+                 precision_of(1, 0, err, sizeof err), "--precision tf32 is not --tf32");
+    cr_assert_eq(precision_of(1, 1 + TOWER_PRECISION_TF32, err, sizeof err),
+                 TOWER_PRECISION_TF32);
+    cr_assert_eq(precision_of(0, 1 + TOWER_PRECISION_BF16, err, sizeof err),
+                 TOWER_PRECISION_BF16);
+    cr_assert_eq(precision_of(0, 1 + TOWER_PRECISION_FP32, err, sizeof err),
+                 TOWER_PRECISION_FP32);
+    cr_assert_eq(precision_of(1, 1 + TOWER_PRECISION_BF16, err, sizeof err), -1);
+    cr_assert(strstr(err, "--tf32") && strstr(err, "--precision bf16"), "%s", err);
+    cr_assert_eq(precision_of(1, 1 + TOWER_PRECISION_FP32, err, sizeof err), -1);
+    cr_assert(strstr(err, "--precision fp32"), "%s", err);
+    cr_assert_str_eq(tower_precision_name(TOWER_PRECISION_FP32), "fp32");
+    cr_assert_str_eq(tower_precision_name(TOWER_PRECISION_TF32), "tf32");
+    cr_assert_str_eq(tower_precision_name(TOWER_PRECISION_BF16), "bf16");
+}
+
+Test(device, precision_placement)
+{
+    char err[512] = "";
+    model_placement cpu = {.cpu = 1}, gpu = {.ngpus = 1, .gpus = {0, 0}};
+    cr_assert_eq(train_placement_set_gpu_options(&cpu, TOWER_PRECISION_FP32, 0, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(train_placement_set_gpu_options(&cpu, TOWER_PRECISION_BF16, 0, err, sizeof err),
+                 -1, "--precision bf16 --cpu was accepted");
+    cr_assert(strstr(err, "--precision bf16") && strstr(err, "CPU"), "%s", err);
+    cr_assert_eq(train_placement_set_gpu_options(&cpu, TOWER_PRECISION_TF32, 0, err, sizeof err),
+                 -1);
+    cr_assert(strstr(err, "--tf32"), "%s", err);
+    model_placement g = gpu;
+    cr_assert_eq(train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16, TOWER_CONV_GEMM, err,
+                                                 sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(g.precision, TOWER_PRECISION_BF16);
+    for (int conv = TOWER_CONV_CUDNN; conv <= MODEL_CONV_AUTO; conv++) {
+        g = gpu;
+        cr_assert_eq(train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16, conv, err,
+                                                     sizeof err),
+                     -1, "--precision bf16 --conv %d was accepted", conv);
+        cr_assert(strstr(err, "--precision bf16") && strstr(err, "--conv gemm"), "%s", err);
+    }
+    g = gpu;
+    cr_assert_eq(train_placement_set_gpu_options(&g, 3, 0, err, sizeof err), -1);
+    /* what run.json records as the backend */
+    char buf[128];
+    g = gpu;
+    g.precision = TOWER_PRECISION_BF16;
+    train_placement_describe(&g, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers), bf16 GEMM operands (fp32 sums)");
+    g.precision = TOWER_PRECISION_TF32;
+    train_placement_describe(&g, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers), TF32 GEMMs");
 }
 
 /* The delay test's hook (model_placement.debug_delay_us) from the environment: read by

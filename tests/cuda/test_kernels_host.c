@@ -8,7 +8,11 @@
  * (which, like cuBLAS, rejects a leading dimension that is too small). They are copies of
  * the launchers, not the launchers: an edit to one side must be made to the other.
  * The data path's augmentation (src/data/augment_kernel.h) is run the same way against
- * data_augment_cpu. */
+ * data_augment_cpu. --precision bf16's pieces too: the rounding (tower_k_bf16) against a
+ * reference in double arithmetic, the bf16 im2col and gradient transpose against the fp32
+ * ones followed by the rounding, bit for bit, and the bf16 conv and fc launchers emulated
+ * (bf16 operands widened exactly, fp32 sums) against the fp32 CPU within the bf16 bound
+ * (bf16_bound.h). */
 #include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
@@ -16,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16_bound.h"
 #include "data/augment_kernel.h"
 #include "data/data.h"
 #include "tower/cuda/kernels.h"
@@ -280,6 +285,367 @@ Test(cuda_kernels_host, fc_two_sources)
     free(out), free(out2), free(din), free(din2);
 }
 
+/* ---- bf16 (--precision bf16) --------------------------------------------------------- */
+
+/* x rounded to bf16 by double arithmetic alone, independent of tower_k_bf16's integer
+ * carry: |x| = s 2^q with q the exponent of bf16's spacing at |x| (8 significant bits:
+ * 2^(e-8) for |x| in [2^(e-1), 2^e); 2^-133, the subnormal spacing, below 2^-126), s rounded
+ * to the nearest integer, ties to even, back to a float (exact), to +-inf at 2^128 and above. */
+static uint16_t ref_bf16(float x)
+{
+    uint16_t sign = signbit(x) ? 0x8000u : 0;
+    if (isnan(x)) return 0x7fffu;
+    if (isinf(x)) return sign | 0x7f80u;
+    double a = fabs((double)x);
+    if (a == 0) return sign;
+    int e;
+    frexp(a, &e);
+    int q = e - 8 < -133 ? -133 : e - 8;
+    double sc = ldexp(a, -q), fl = floor(sc), r = sc - fl;
+    double k = r > 0.5 ? fl + 1 : r < 0.5 ? fl : fmod(fl, 2) == 0 ? fl : fl + 1;
+    double v = ldexp(k, q);
+    if (v >= ldexp(1, 128)) return sign | 0x7f80u;
+    float f = (float)v;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    cr_assert_eq(u & 0xffffu, 0, "the reference of %a is no bf16: %a", (double)x, v);
+    return sign | (uint16_t)(u >> 16);
+}
+
+static float from_bits(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static void expect_bf16(uint32_t u)
+{
+    float x = from_bits(u);
+    uint16_t got = tower_k_bf16(x), want = ref_bf16(x);
+    if (got != want)
+        cr_assert_fail("bf16 of %#010x (%a): got %#06x, want %#06x", u, (double)x, got, want);
+}
+
+/* tower_k_bf16 against the double reference: every bf16 value (unchanged) and the floats
+ * half a bf16 step above it (ties), and one float either side of each tie, 2^21 random bit
+ * patterns, every float exponent's subnormal-like edges, the specials */
+Test(cuda_kernels_host, bf16_rounding)
+{
+    for (uint32_t h = 0; h <= 0xffffu; h++) {
+        uint32_t u = h << 16;
+        if ((u & 0x7f800000u) == 0x7f800000u) continue; /* inf and NaN: below */
+        cr_assert_eq(tower_k_bf16(from_bits(u)), h, "bf16 %#06x is not kept", h);
+        for (uint32_t d = 0x7fffu; d <= 0x8001u; d++) expect_bf16(u | d);
+        expect_bf16(u | 0xffffu);
+        expect_bf16(u | 1u);
+    }
+    for (uint64_t i = 0; i < (1u << 21); i++) expect_bf16((uint32_t)base_rng_mix(97, i));
+    for (uint32_t m = 0; m < (1u << 16); m++) { /* float subnormals, both signs */
+        uint32_t u = (uint32_t)base_rng_mix(98, m) & 0x007fffffu;
+        expect_bf16(u);
+        expect_bf16(u | 0x80000000u);
+    }
+    /* ties to even, both ways: 1 + 2^-8 (even 1.0 kept), 1 + 3 2^-8 (odd: up) */
+    cr_assert_eq(tower_k_bf16(from_bits(0x3f808000u)), 0x3f80u);
+    cr_assert_eq(tower_k_bf16(from_bits(0x3f818000u)), 0x3f82u);
+    cr_assert_eq(tower_k_bf16(from_bits(0xbf818000u)), 0xbf82u);
+    cr_assert_eq(tower_k_bf16(1.0f / 3.0f), 0x3eabu); /* 0x3eaaaaab: below the tie, up */
+    /* the largest float rounds to inf, the largest bf16 stays, the tie above it is odd:
+     * inf; the smallest subnormal and its bf16 neighbours */
+    cr_assert_eq(tower_k_bf16(from_bits(0x7f7fffffu)), 0x7f80u);
+    cr_assert_eq(tower_k_bf16(from_bits(0xff7fffffu)), 0xff80u);
+    cr_assert_eq(tower_k_bf16(from_bits(0x7f7f0000u)), 0x7f7fu);
+    cr_assert_eq(tower_k_bf16(from_bits(0x7f7f7fffu)), 0x7f7fu);
+    cr_assert_eq(tower_k_bf16(from_bits(0x7f7f8000u)), 0x7f80u);
+    cr_assert_eq(tower_k_bf16(from_bits(0x00000001u)), 0x0000u);
+    cr_assert_eq(tower_k_bf16(from_bits(0x00008000u)), 0x0000u); /* a tie, 0 even */
+    cr_assert_eq(tower_k_bf16(from_bits(0x00018000u)), 0x0002u); /* a tie, 1 odd: up */
+    cr_assert_eq(tower_k_bf16(from_bits(0x00008001u)), 0x0001u);
+    cr_assert_eq(tower_k_bf16(from_bits(0x007fffffu)), 0x0080u); /* up to the normals */
+    cr_assert_eq(tower_k_bf16(0.0f), 0x0000u);
+    cr_assert_eq(tower_k_bf16(-0.0f), 0x8000u);
+    cr_assert_eq(tower_k_bf16(INFINITY), 0x7f80u);
+    cr_assert_eq(tower_k_bf16(-INFINITY), 0xff80u);
+    uint32_t nans[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fbfffffu, 0xffffffffu,
+                       0x7fff8000u, 0xff800001u};
+    for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++) {
+        cr_assert_eq(tower_k_bf16(from_bits(nans[i])), 0x7fffu, "NaN %#010x", nans[i]);
+        cr_assert(isnan(tower_k_bf16_float(tower_k_bf16(from_bits(nans[i])))));
+    }
+    /* widening is exact, and the cast element is the rounding */
+    for (uint32_t h = 0; h <= 0xffffu; h++) {
+        float x = tower_k_bf16_float((uint16_t)h);
+        uint32_t u;
+        memcpy(&u, &x, sizeof u);
+        cr_assert_eq(u, h << 16);
+    }
+    float src[3] = {1.0f / 3.0f, -65504.3f, 1e-40f};
+    uint16_t dst[3];
+    for (size_t i = 0; i < 3; i++) tower_k_cast_bf16(dst, src, i);
+    for (size_t i = 0; i < 3; i++) cr_assert_eq(dst[i], ref_bf16(src[i]));
+}
+
+/* The gradient transpose of a conv chunk (to_cnhw): the fp32 element function against the
+ * direct (n, c, p) -> (c, n, p) move with the ReLU mask (act > 0) or without, and the bf16
+ * one against the fp32 one rounded, bit for bit, every element */
+Test(cuda_kernels_host, to_cnhw_fp32_and_bf16)
+{
+    int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {32, 48, 3025}, {5, 300, 9}, {2, 7, 1}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int nb = shapes[k][0], C = shapes[k][1], HW = shapes[k][2];
+        size_t n = (size_t)nb * C * HW;
+        tower_k_cnhw t = tower_k_cnhw_make(nb, C, HW);
+        float *dout = frand(n, 300 + k, 1), *act = frand(n, 310 + k, 1);
+        float *g = fnew(n), *ref = fnew(n);
+        uint16_t *gb = calloc(n, sizeof(uint16_t));
+        cr_assert_not_null(gb);
+        for (int masked = 0; masked < 2; masked++) {
+            const float *a = masked ? act : NULL;
+            uint32_t i = 0;
+            for (int b = 0; b < nb; b++)
+                for (int c = 0; c < C; c++)
+                    for (int p = 0; p < HW; p++, i++)
+                        ref[((size_t)c * nb + b) * HW + p] =
+                            a ? (a[i] > 0 ? dout[i] : 0.0f) : dout[i];
+            for (uint32_t e = 0; e < (uint32_t)n; e++) {
+                tower_k_to_cnhw(g, dout, a, e, t);
+                tower_k_to_cnhw_bf16(gb, dout, a, e, t);
+            }
+            cr_assert(memcmp(g, ref, sizeof(float) * n) == 0, "to_cnhw (%d, %d, %d) differs",
+                      nb, C, HW);
+            for (size_t j = 0; j < n; j++)
+                if (gb[j] != tower_k_bf16(ref[j]))
+                    cr_assert_fail("bf16 to_cnhw (%d, %d, %d) at %zu: %#06x, want %#06x", nb, C,
+                                   HW, j, gb[j], tower_k_bf16(ref[j]));
+        }
+        free(dout), free(act), free(g), free(ref), free(gb);
+    }
+}
+
+/* ---- the bf16 launchers of layers_cuda.cu, emulated: cublasGemmEx's bf16 operands are
+ * widened to floats exactly (a bf16 is a float's top half) and multiplied by CBLAS, whose
+ * products of two bf16 are exact in fp32 and whose sums are fp32, as the tensor cores'. */
+
+static float *widen(const uint16_t *h, size_t n)
+{
+    float *x = fnew(n);
+    for (size_t i = 0; i < n; i++) x[i] = tower_k_bf16_float(h[i]);
+    return x;
+}
+
+/* the elements a row-major op(X) of rows x cols (stored transposed when t) with ld spans */
+static size_t span(int t, int rows, int cols, int ld)
+{
+    int r = t ? cols : rows, c = t ? rows : cols;
+    return r > 0 ? (size_t)(r - 1) * ld + c : 0;
+}
+
+static void emu_gemm_bf16_rm(int ta, int tb, int m, int n, int k, float alpha, const uint16_t *A,
+                             int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc)
+{
+    float *a = widen(A, span(ta, m, k, lda)), *b = widen(B, span(tb, k, n, ldb));
+    emu_gemm_rm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, C, ldc);
+    free(a), free(b);
+}
+
+static void emu_conv_forward_bf16(float *out, const float *in, const uint16_t *w, const float *b,
+                                  int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                                  int ldw, int accumulate, int relu, char *scratch,
+                                  size_t scratch_bytes, int images)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    size_t nin = (size_t)Ci * H * W;
+    tower_k_conv_scratch_bf16 sl = tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, 0);
+    cr_assert_leq(sl.bytes, scratch_bytes);
+    uint16_t *col = (uint16_t *)(scratch + sl.col);
+    float *prod = (float *)(scratch + sl.prod);
+    EMU_CHUNKS(n0, nb, B, images) {
+        int nq = nb * HWo;
+        const float *x = in + (size_t)n0 * nin;
+        float *y = out + (size_t)n0 * Co * HWo;
+        tower_k_conv_geom cg;
+        cr_assert_eq(tower_k_conv_geom_make(&cg, nb, Ci, H, W, K, stride, pad, Ho, Wo), 0);
+        for (uint32_t e = 0; e < (uint32_t)Ci * nq; e++) tower_k_im2col_taps_bf16(col, x, e, cg);
+        emu_gemm_bf16_rm(0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
+        tower_k_cnhw t = tower_k_cnhw_make(nb, Co, HWo);
+        for (uint32_t i = 0; i < (uint32_t)Co * nq; i++) {
+            float v = tower_k_conv_out(prod, y, b, i, t, accumulate);
+            y[i] = relu ? tower_k_relu(v) : v;
+        }
+    }
+}
+
+static void emu_conv_backward_bf16(float *din, float *dw, float *db, const float *dout,
+                                   const float *act, const float *in, const uint16_t *w, int B,
+                                   int Ci, int H, int W, int Co, int K, int stride, int pad,
+                                   int ldw, int accumulate_din, char *scratch,
+                                   size_t scratch_bytes, int images)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    size_t nin = (size_t)Ci * H * W;
+    tower_k_conv_scratch_bf16 sl =
+        tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, din != NULL);
+    cr_assert_leq(sl.bytes, scratch_bytes);
+    uint16_t *col = (uint16_t *)(scratch + sl.col), *g = (uint16_t *)(scratch + sl.prod);
+    uint16_t *ones = (uint16_t *)(scratch + sl.ones);
+    float *dcol = (float *)(scratch + sl.col);
+    if (db)
+        for (size_t i = 0; i < (size_t)(B < images ? B : images) * HWo; i++)
+            ones[i] = tower_k_bf16(1.0f);
+    EMU_CHUNKS(n0, nb, B, images) {
+        int nq = nb * HWo;
+        const float *gd = dout + (size_t)n0 * Co * HWo;
+        const float *ad = act ? act + (size_t)n0 * Co * HWo : NULL;
+        tower_k_conv_geom cg;
+        cr_assert_eq(tower_k_conv_geom_make(&cg, nb, Ci, H, W, K, stride, pad, Ho, Wo), 0);
+        tower_k_cnhw t = tower_k_cnhw_make(nb, Co, HWo);
+        for (uint32_t i = 0; i < (uint32_t)Co * nq; i++) tower_k_to_cnhw_bf16(g, gd, ad, i, t);
+        if (db) emu_gemm_bf16_rm(0, 0, Co, 1, nq, 1.0f, g, nq, ones, 1, 1.0f, db, 1);
+        if (dw) {
+            const float *x = in + (size_t)n0 * nin;
+            for (uint32_t e = 0; e < (uint32_t)Ci * nq; e++)
+                tower_k_im2col_taps_bf16(col, x, e, cg);
+            emu_gemm_bf16_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
+        }
+        if (din) {
+            emu_gemm_bf16_rm(1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, dcol, nq);
+            float *dx = din + (size_t)n0 * nin;
+            for (uint32_t e = 0; e < (uint32_t)(nb * nin); e++)
+                dx[e] = tower_k_col2im_pixel(dcol, accumulate_din ? dx[e] : 0.0f, e, cg);
+        }
+    }
+}
+
+static uint16_t *to_bf16(const float *x, size_t n)
+{
+    uint16_t *h = calloc(n ? n : 1, sizeof(uint16_t));
+    cr_assert_not_null(h);
+    for (size_t i = 0; i < n; i++) tower_k_cast_bf16(h, x, i);
+    return h;
+}
+
+/* One conv layer of S sources with the fused ReLU, forward and backward (net.c's calls),
+ * emulated in bf16 against the fp32 CPU: every output within the bf16 bound of its
+ * reduction length K (bf16_bound.h), the bound being the CPU layer run on |in|, |w|,
+ * |dout| (the sum of |products| of each output). The ReLU mask is the CPU's output on both
+ * sides, so that the masks agree. */
+static void check_conv_bf16(const char *name, int B, int S, int Ci, int H, int W, int Co, int K,
+                            int stride, int pad, int images)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int kk = Ci * K * K, ldw = S * kk;
+    size_t slot = (size_t)B * Ci * H * W, n_in = slot * S, n_w = (size_t)Co * ldw;
+    size_t n_out = (size_t)B * Co * Ho * Wo, n_col = tower_conv_col_size(Ci, H, W, K, stride, pad);
+    size_t sb = tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, 1).bytes;
+    float *in = frand(n_in, 41, 1), *w = frand(n_w, 42, 0.3f), *b = frand(Co, 43, 0.1f);
+    float *dout = frand(n_out, 44, 1);
+    float *a_in = fdup(in, n_in), *a_w = fdup(w, n_w), *a_b = fdup(b, Co), *a_dout = fdup(dout, n_out);
+    tt_abs(a_in, n_in), tt_abs(a_w, n_w), tt_abs(a_b, Co), tt_abs(a_dout, n_out);
+    uint16_t *wb = to_bf16(w, n_w);
+    float *out = fnew(n_out), *out2 = fnew(n_out), *aout = fnew(n_out);
+    float *din = fnew(n_in), *din2 = fnew(n_in), *adin = fnew(n_in);
+    float *dw = fnew(n_w), *dw2 = fnew(n_w), *adw = fnew(n_w);
+    float *db = fnew(Co), *db2 = fnew(Co), *adb = fnew(Co), *col = fnew(n_col);
+    char *scratch = calloc(sb, 1);
+    cr_assert_not_null(scratch);
+    char what[96];
+    for (int s = 0; s < S; s++) {
+        tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
+                           Co, K, stride, pad, ldw, s > 0, col);
+        tower_conv_forward(aout, a_in + s * slot, a_w + (size_t)s * kk, s ? NULL : a_b, B, Ci,
+                           H, W, Co, K, stride, pad, ldw, s > 0, col);
+        emu_conv_forward_bf16(out2, in + s * slot, wb + (size_t)s * kk, s ? NULL : b, B, Ci, H,
+                              W, Co, K, stride, pad, ldw, s > 0, s == S - 1, scratch, sb,
+                              images);
+    }
+    float *pre = fdup(out, n_out);
+    tower_relu_forward(out, out, n_out);
+    snprintf(what, sizeof what, "%s bf16 forward", name);
+    cr_assert(tt_bf16_within(what, out2, out, aout, n_out, tt_bf16_factor((long)S * kk + 1)));
+    /* backward through the CPU's mask on both sides */
+    float *dact = fdup(dout, n_out), *adact = fdup(a_dout, n_out);
+    tower_relu_backward(dact, dact, out, n_out);
+    tower_relu_backward(adact, adact, out, n_out);
+    for (int s = 0; s < S; s++) {
+        tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dact,
+                            in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
+                            ldw, 0, col);
+        tower_conv_backward(adin + s * slot, adw + (size_t)s * kk, s ? NULL : adb, adact,
+                            a_in + s * slot, a_w + (size_t)s * kk, B, Ci, H, W, Co, K, stride,
+                            pad, ldw, 0, col);
+        emu_conv_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout, out,
+                               in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K, stride,
+                               pad, ldw, 0, scratch, sb, images);
+    }
+    long kd = (long)Co * K * K, kw = (long)B * Ho * Wo;
+    snprintf(what, sizeof what, "%s bf16 backward din", name);
+    cr_assert(tt_bf16_within(what, din2, din, adin, n_in, tt_bf16_factor(kd)));
+    snprintf(what, sizeof what, "%s bf16 backward dw", name);
+    cr_assert(tt_bf16_within(what, dw2, dw, adw, n_w, tt_bf16_factor(kw)));
+    snprintf(what, sizeof what, "%s bf16 backward db", name);
+    cr_assert(tt_bf16_within(what, db2, db, adb, Co, tt_bf16_factor(kw)));
+    free(pre), free(dact), free(adact), free(scratch);
+    free(in), free(w), free(b), free(dout), free(a_in), free(a_w), free(a_b), free(a_dout), free(wb);
+    free(out), free(out2), free(aout), free(din), free(din2), free(adin);
+    free(dw), free(dw2), free(adw), free(db), free(db2), free(adb), free(col);
+}
+
+Test(cuda_kernels_host, conv_bf16_11x11_stride4_pad2) { check_conv_bf16("conv 11x11/4 p2", 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }
+Test(cuda_kernels_host, conv_bf16_5x5_pad2) { check_conv_bf16("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2, 1); }
+Test(cuda_kernels_host, conv_bf16_3x3_two_sources) { check_conv_bf16("conv 3x3 p1, 2 sources", 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }
+Test(cuda_kernels_host, conv_bf16_paper_conv2) { check_conv_bf16("conv2 5x5 p2 27, 48 -> 128", 2, 1, 48, 27, 27, 128, 5, 1, 2, 2); }
+
+/* fc with bf16 operands, two sources, emulated as tower_fc_*_bf16_cuda (the input and the
+ * output gradient cast, the fp32 bias and bias gradient) against the fp32 CPU */
+Test(cuda_kernels_host, fc_bf16_two_sources)
+{
+    int B = 3, Cin = 300, Cout = 5, S = 2, ldw = S * Cin;
+    size_t slot = (size_t)B * Cin, n_in = slot * S, n_w = (size_t)Cout * ldw, n_out = (size_t)B * Cout;
+    float *in = frand(n_in, 51, 1), *w = frand(n_w, 52, 0.3f), *b = frand(Cout, 53, 0.1f);
+    float *dout = frand(n_out, 54, 1);
+    float *a_in = fdup(in, n_in), *a_w = fdup(w, n_w), *a_b = fdup(b, Cout), *a_dout = fdup(dout, n_out);
+    tt_abs(a_in, n_in), tt_abs(a_w, n_w), tt_abs(a_b, Cout), tt_abs(a_dout, n_out);
+    uint16_t *wb = to_bf16(w, n_w), *xb = to_bf16(in, n_in), *gb = to_bf16(dout, n_out);
+    float *out = fnew(n_out), *out2 = fnew(n_out), *aout = fnew(n_out);
+    float *din = fnew(n_in), *din2 = fnew(n_in), *adin = fnew(n_in);
+    float *dw = fnew(n_w), *dw2 = fnew(n_w), *adw = fnew(n_w);
+    float *db = fnew(Cout), *db2 = fnew(Cout), *adb = fnew(Cout);
+    for (int s = 0; s < S; s++) {
+        tower_fc_forward(out, in + s * slot, w + (size_t)s * Cin, s ? NULL : b, B, Cin, Cout,
+                         ldw, s > 0);
+        tower_fc_forward(aout, a_in + s * slot, a_w + (size_t)s * Cin, s ? NULL : a_b, B, Cin,
+                         Cout, ldw, s > 0);
+        emu_gemm_bf16_rm(0, 1, B, Cout, Cin, 1.0f, xb + s * slot, Cin, wb + (size_t)s * Cin, ldw,
+                         s > 0 ? 1.0f : 0.0f, out2, Cout);
+        if (!s)
+            for (uint32_t i = 0; i < (uint32_t)(B * Cout); i++)
+                out2[i] += b[tower_k_channel(i, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1))];
+    }
+    cr_assert(tt_bf16_within("fc bf16 forward", out2, out, aout, n_out,
+                             tt_bf16_factor((long)S * Cin + 1)));
+    for (int s = 0; s < S; s++) {
+        tower_fc_backward(din + s * slot, dw + (size_t)s * Cin, s ? NULL : db, dout, in + s * slot,
+                          w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
+        tower_fc_backward(adin + s * slot, adw + (size_t)s * Cin, s ? NULL : adb, a_dout,
+                          a_in + s * slot, a_w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
+        emu_gemm_bf16_rm(0, 0, B, Cin, Cout, 1.0f, gb, Cout, wb + (size_t)s * Cin, ldw, 0.0f,
+                         din2 + s * slot, Cin);
+        emu_gemm_bf16_rm(1, 0, Cout, Cin, B, 1.0f, gb, Cout, xb + s * slot, Cin, 1.0f,
+                         dw2 + (size_t)s * Cin, ldw);
+        if (!s)
+            for (int o = 0; o < Cout; o++) db2[o] = tower_k_fc_bias_grad(dout, db2[o], o, B, Cout);
+    }
+    cr_assert(tt_bf16_within("fc bf16 backward din", din2, din, adin, n_in, tt_bf16_factor(Cout)));
+    cr_assert(tt_bf16_within("fc bf16 backward dw", dw2, dw, adw, n_w, tt_bf16_factor(B)));
+    expect_close("fc bf16 backward db (fp32, bit-identical)", db2, db, Cout, 0);
+    free(in), free(w), free(b), free(dout), free(a_in), free(a_w), free(a_b), free(a_dout);
+    free(wb), free(xb), free(gb), free(out), free(out2), free(aout), free(din), free(din2);
+    free(adin), free(dw), free(dw2), free(adw), free(db), free(db2), free(adb);
+}
+
 /* ---- the 32-bit index arithmetic ------------------------------------------------------ */
 
 /* tower_k_quo against the division it replaces: every divisor up to 3000 with every
@@ -366,6 +732,16 @@ static void check_im2col(const char *name, int nb, int Ci, int H, int W, int K, 
     for (int n = 0; n < nb; n++) tower_im2col(ref + n * HWo, nq, in + n * nin, Ci, H, W, K, S, P);
     for (uint32_t e = 0; e < (uint32_t)(Ci * nq); e++) tower_k_im2col_taps(col, in, e, g);
     cr_assert(memcmp(col, ref, sizeof(float) * ncol) == 0, "%s: im2col differs", name);
+    /* the bf16 col: every entry the fp32 one rounded (tower_k_bf16), bit for bit */
+    uint16_t *colb = calloc(ncol ? ncol : 1, sizeof(uint16_t));
+    cr_assert_not_null(colb);
+    for (size_t i = 0; i < ncol; i++) colb[i] = 0xffff; /* a NaN: an unwritten tap shows */
+    for (uint32_t e = 0; e < (uint32_t)(Ci * nq); e++) tower_k_im2col_taps_bf16(colb, in, e, g);
+    for (size_t i = 0; i < ncol; i++)
+        if (colb[i] != tower_k_bf16(ref[i]))
+            cr_assert_fail("%s: bf16 im2col entry %zu is %#06x, the fp32 entry %.9g rounds to "
+                           "%#06x", name, i, colb[i], ref[i], tower_k_bf16(ref[i]));
+    free(colb);
 
     float *dcol = frand(ncol, 112, 1), *start = frand(nb * nin, 113, 1);
     float *din = fnew(nb * nin), *dref = fdup(start, nb * nin);

@@ -5,14 +5,20 @@
  *   - GEMM layers (conv, fc) and LRN, softmax: within rounding (cuBLAS and OpenBLAS sum
  *     in different orders; expf/powf differ by an ulp or two);
  *   - ReLU, max-pool, dropout, the SGD update and the fc bias gradient: bit-identical
- *     (the same float operations in the same order).
+ *     (the same float operations in the same order);
+ *   - the bf16 conv and fc (--precision bf16): every output within the bf16 bound of its
+ *     reduction length (bf16_bound.h), and the device's bf16 rounding the host's, bit for
+ *     bit.
  * Skips when no CUDA device is present. */
 #include <cublas_v2.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "bf16_bound.h"
 #include "gpu_util.h"
+#include "tower/cuda/kernels.h"
 #include "tower/tower.h"
 
 #define BATCH 4
@@ -590,3 +596,218 @@ static void check_adam(size_t n, uint64_t key, int arena)
 
 Test(cuda_layers, adam_update, .init = setup) { check_adam(plan.layer[7].w_count, 8101, 0); }
 Test(cuda_layers, adam_arena, .init = setup) { check_adam(plan.n_params, 8111, 1); }
+
+/* ---- bf16 GEMM operands (--precision bf16) ----------------------------------------------
+ * Every output of a bf16 layer against the fp32 CPU within the bf16 bound: each GEMM
+ * operand rounded once to 8 significant bits moves a product a_k b_k by at most
+ * (2u + u^2)|a_k b_k| (u = 2^-8), and both sides sum in fp32, so an output of reduction
+ * length K differs by at most f(K) sum_k |a_k b_k| (tt_bf16_factor; the sums of |products|
+ * are the CPU layer run on |in|, |w|, |dout|). K: Ci*K*K per source (conv forward), Co*K*K
+ * taps (din), B*Ho*Wo (dw, db); fc: S*Cin, Cout, B. Random data's typical error is far
+ * below the bound (about u/4 of max|ref|, printed). */
+
+static uint16_t *dev_bf16_of(const float *d_x, size_t n)
+{
+    uint16_t *d = tt_dev_alloc(sizeof(uint16_t) * (n ? n : 1));
+    tower_cast_bf16_cuda(d, d_x, n, stream);
+    return d;
+}
+
+/* The device's rounding (the cast kernel, cvt.rn.bf16.f32) against the host's
+ * (tower_k_bf16): every bf16 value and the floats around its ties, random bit patterns,
+ * subnormals, the largest floats, infinities and NaNs, bit for bit. */
+Test(cuda_layers, bf16_cast_bits, .init = setup)
+{
+    gpu_start();
+    size_t n = (size_t)6 << 16, at = 0;
+    float *x = tt_host_alloc(n + 4096);
+    uint32_t specials[] = {0x7f7fffffu, 0xff7fffffu, 0x7f7f8000u, 0x00008000u, 0x00018000u,
+                           0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u, 0xffffffffu,
+                           0x80000000u, 0x00000001u};
+    for (uint32_t h = 0; h <= 0xffffu; h++) {
+        uint32_t u[6] = {h << 16, h << 16 | 0x7fffu, h << 16 | 0x8000u, h << 16 | 0x8001u,
+                         h << 16 | 1u, (uint32_t)base_rng_mix(7, h)};
+        for (int k = 0; k < 6; k++) memcpy(&x[at++], &u[k], sizeof(float));
+    }
+    for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++)
+        memcpy(&x[at++], &specials[k], sizeof(float));
+    for (uint32_t m = 0; m < 2048; m++) { /* subnormals */
+        uint32_t u = (uint32_t)base_rng_mix(8, m) & 0x007fffffu;
+        memcpy(&x[at++], &u, sizeof(float));
+    }
+    float *d_x = tt_dev_upload(x, at);
+    uint16_t *d_h = dev_bf16_of(d_x, at), *h = calloc(at, sizeof(uint16_t));
+    cr_assert_not_null(h);
+    TT_CUDA(cudaStreamSynchronize(stream));
+    TT_CUDA(cudaMemcpy(h, d_h, sizeof(uint16_t) * at, cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (size_t i = 0; i < at; i++)
+        if (h[i] != tower_k_bf16(x[i]) && bad++ < 5)
+            printf("bf16 of %a: device %#06x, host %#06x\n", (double)x[i], h[i],
+                   tower_k_bf16(x[i]));
+    printf("bf16 cast: %zu values, %zu differ from the host's rounding\n", at, bad);
+    cr_assert_eq(bad, 0, "the device rounds %zu of %zu values otherwise than the host", bad, at);
+    gpu_stop();
+    cudaFree(d_x), cudaFree(d_h), free(x), free(h);
+}
+
+static void expect_bf16(const char *what, const float *dev, const float *ref, const float *absref,
+                        size_t n, long K)
+{
+    float *got = tt_host_alloc(n);
+    TT_CUDA(cudaStreamSynchronize(stream));
+    tt_dev_download(got, dev, n);
+    int ok = tt_bf16_within(what, got, ref, absref, n, tt_bf16_factor(K));
+    free(got);
+    cr_assert(ok, "%s: beyond the bf16 bound", what);
+}
+
+static float *abs_dup(const float *x, size_t n)
+{
+    float *a = tt_host_alloc(n);
+    for (size_t i = 0; i < n; i++) a[i] = fabsf(x[i]);
+    return a;
+}
+
+/* conv row l with the fused ReLU in bf16 (every source, as net.c drives it) against the
+ * CPU's conv, ReLU and their backward; the ReLU mask is the CPU's output on both sides */
+static void check_conv_bf16(int l)
+{
+    gpu_start();
+    const tower_layer_spec *s = tower_plan_row(&plan, l);
+    const tower_layer_shape *L = &plan.layer[l];
+    int B = BATCH, Ci = L->in_ch, H = L->in_h, Co = L->out_ch, K = s->k, S = L->sources;
+    int Ho = L->out_h, kk = Ci * K * K, ldw = S * kk;
+    size_t slot = (size_t)B * Ci * H * H, n_in = slot * S, n_w = (size_t)Co * ldw;
+    size_t n_out = (size_t)B * Co * Ho * Ho;
+    size_t n_col = tower_conv_col_size(Ci, H, H, K, s->stride, s->pad);
+    int images = B > 2 ? B / 2 + 1 : 1;
+    size_t sb = tower_conv_cuda_scratch_bytes_bf16(Ci, H, H, Co, K, s->stride, s->pad, images,
+                                                   1);
+    uint64_t key = 3000 + (uint64_t)l;
+    float *in = tt_host_alloc(n_in), *w = tt_host_alloc(n_w), *b = tt_host_alloc(Co);
+    float *dout = tt_host_alloc(n_out);
+    tt_fill_normal(in, n_in, key, 1.0f);
+    tt_fill_normal(w, n_w, key + 1, 1.0f / sqrtf((float)(S * kk)));
+    tt_fill_normal(b, Co, key + 2, 0.1f);
+    tt_fill_normal(dout, n_out, key + 3, 1.0f);
+    float *a_in = abs_dup(in, n_in), *a_w = abs_dup(w, n_w), *a_b = abs_dup(b, Co);
+    float *out = tt_host_alloc(n_out), *aout = tt_host_alloc(n_out), *col = tt_host_alloc(n_col);
+    float *din = tt_host_alloc(n_in), *adin = tt_host_alloc(n_in);
+    float *dw = tt_host_alloc(n_w), *adw = tt_host_alloc(n_w);
+    float *db = tt_host_alloc(Co), *adb = tt_host_alloc(Co);
+    float *d_in = tt_dev_upload(in, n_in), *d_w = tt_dev_upload(w, n_w),
+          *d_b = tt_dev_upload(b, Co), *d_dout = tt_dev_upload(dout, n_out);
+    float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
+    float *d_dw = tt_dev_alloc(sizeof(float) * n_w), *d_db = tt_dev_alloc(sizeof(float) * Co);
+    void *d_scratch = tt_dev_alloc(sb);
+    uint16_t *d_wb = dev_bf16_of(d_w, n_w);
+
+    for (int src = 0; src < S; src++) {
+        tower_conv_forward(out, in + src * slot, w + (size_t)src * kk, src == 0 ? b : NULL, B,
+                           Ci, H, H, Co, K, s->stride, s->pad, ldw, src > 0, col);
+        tower_conv_forward(aout, a_in + src * slot, a_w + (size_t)src * kk, src == 0 ? a_b : NULL,
+                           B, Ci, H, H, Co, K, s->stride, s->pad, ldw, src > 0, col);
+        tower_conv_forward_bf16_cuda(d_out, d_in + src * slot, d_wb + (size_t)src * kk,
+                                     src == 0 ? d_b : NULL, B, Ci, H, H, Co, K, s->stride,
+                                     s->pad, ldw, src > 0, src == S - 1, d_scratch, sb, images,
+                                     blas, stream);
+    }
+    tower_relu_forward(out, out, n_out);
+    expect_bf16(name2(s->name, "bf16 forward (ReLU)"), d_out, out, aout, n_out, (long)S * kk + 1);
+
+    float *dact = tt_host_alloc(n_out), *adact = tt_host_alloc(n_out);
+    for (size_t i = 0; i < n_out; i++) {
+        dact[i] = out[i] > 0 ? dout[i] : 0.0f;
+        adact[i] = fabsf(dact[i]);
+    }
+    float *d_act = tt_dev_upload(out, n_out); /* the CPU's ReLU output: the same mask */
+    for (int src = 0; src < S; src++) {
+        tower_conv_backward(din + src * slot, dw + (size_t)src * kk, src == 0 ? db : NULL, dact,
+                            in + src * slot, w + (size_t)src * kk, B, Ci, H, H, Co, K,
+                            s->stride, s->pad, ldw, 0, col);
+        tower_conv_backward(adin + src * slot, adw + (size_t)src * kk, src == 0 ? adb : NULL,
+                            adact, a_in + src * slot, a_w + (size_t)src * kk, B, Ci, H, H, Co,
+                            K, s->stride, s->pad, ldw, 0, col);
+        tower_conv_backward_bf16_cuda(l ? d_din + src * slot : NULL, d_dw + (size_t)src * kk,
+                                      src == 0 ? d_db : NULL, d_dout, d_act, d_in + src * slot,
+                                      d_wb + (size_t)src * kk, B, Ci, H, H, Co, K, s->stride,
+                                      s->pad, ldw, 0, d_scratch, sb, images, blas, stream);
+    }
+    if (l) expect_bf16(name2(s->name, "bf16 backward din"), d_din, din, adin, n_in, (long)Co * K * K);
+    expect_bf16(name2(s->name, "bf16 backward dw"), d_dw, dw, adw, n_w, (long)B * Ho * Ho);
+    expect_bf16(name2(s->name, "bf16 backward db"), d_db, db, adb, Co, (long)B * Ho * Ho);
+    gpu_stop();
+    void *frees[] = {d_in, d_w, d_b, d_dout, d_out, d_din, d_dw, d_db, d_scratch, d_wb, d_act};
+    for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++) cudaFree(frees[i]);
+    float *hf[] = {in, w, b, dout, a_in, a_w, a_b, out, aout, col, din, adin, dw, adw, db, adb,
+                   dact, adact};
+    for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) free(hf[i]);
+}
+
+Test(cuda_layers, conv1_bf16, .init = setup) { check_conv_bf16(0); }
+Test(cuda_layers, conv2_bf16, .init = setup) { check_conv_bf16(1); }
+Test(cuda_layers, conv3_two_sources_bf16, .init = setup) { check_conv_bf16(2); }
+
+/* fc row l in bf16 (every source) against the CPU; the bias gradient is fp32 on both sides
+ * (the same additions in the same order): bit-identical */
+static void check_fc_bf16(int l)
+{
+    gpu_start();
+    const tower_layer_spec *s = tower_plan_row(&plan, l);
+    const tower_layer_shape *L = &plan.layer[l];
+    int B = BATCH, Cin = L->in_ch, Cout = L->out_ch, S = L->sources, ldw = S * Cin;
+    size_t slot = (size_t)B * Cin, n_in = slot * S, n_w = (size_t)Cout * ldw;
+    size_t n_out = (size_t)B * Cout, sb = tower_fc_cuda_scratch_bytes_bf16(B, Cin, Cout);
+    uint64_t key = 4000 + (uint64_t)l;
+    float *in = tt_host_alloc(n_in), *w = tt_host_alloc(n_w), *b = tt_host_alloc(Cout);
+    float *dout = tt_host_alloc(n_out);
+    tt_fill_normal(in, n_in, key, 1.0f);
+    tt_fill_normal(w, n_w, key + 1, 1.0f / sqrtf((float)ldw));
+    tt_fill_normal(b, Cout, key + 2, 0.1f);
+    tt_fill_normal(dout, n_out, key + 3, 1.0f);
+    float *a_in = abs_dup(in, n_in), *a_w = abs_dup(w, n_w), *a_b = abs_dup(b, Cout);
+    float *a_dout = abs_dup(dout, n_out);
+    float *out = tt_host_alloc(n_out), *aout = tt_host_alloc(n_out);
+    float *din = tt_host_alloc(n_in), *adin = tt_host_alloc(n_in);
+    float *dw = tt_host_alloc(n_w), *adw = tt_host_alloc(n_w);
+    float *db = tt_host_alloc(Cout), *adb = tt_host_alloc(Cout);
+    float *d_in = tt_dev_upload(in, n_in), *d_w = tt_dev_upload(w, n_w),
+          *d_b = tt_dev_upload(b, Cout), *d_dout = tt_dev_upload(dout, n_out);
+    float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
+    float *d_dw = tt_dev_alloc(sizeof(float) * n_w), *d_db = tt_dev_alloc(sizeof(float) * Cout);
+    void *d_scratch = tt_dev_alloc(sb);
+    uint16_t *d_wb = dev_bf16_of(d_w, n_w);
+    for (int src = 0; src < S; src++) {
+        tower_fc_forward(out, in + src * slot, w + (size_t)src * Cin, src == 0 ? b : NULL, B,
+                         Cin, Cout, ldw, src > 0);
+        tower_fc_forward(aout, a_in + src * slot, a_w + (size_t)src * Cin, src == 0 ? a_b : NULL,
+                         B, Cin, Cout, ldw, src > 0);
+        tower_fc_forward_bf16_cuda(d_out, d_in + src * slot, d_wb + (size_t)src * Cin,
+                                   src == 0 ? d_b : NULL, B, Cin, Cout, ldw, src > 0, d_scratch,
+                                   sb, blas, stream);
+    }
+    expect_bf16(name2(s->name, "bf16 forward"), d_out, out, aout, n_out, (long)S * Cin + 1);
+    for (int src = 0; src < S; src++) {
+        tower_fc_backward(din + src * slot, dw + (size_t)src * Cin, src == 0 ? db : NULL, dout,
+                          in + src * slot, w + (size_t)src * Cin, B, Cin, Cout, ldw, 0);
+        tower_fc_backward(adin + src * slot, adw + (size_t)src * Cin, src == 0 ? adb : NULL,
+                          a_dout, a_in + src * slot, a_w + (size_t)src * Cin, B, Cin, Cout, ldw,
+                          0);
+        tower_fc_backward_bf16_cuda(d_din + src * slot, d_dw + (size_t)src * Cin,
+                                    src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
+                                    d_wb + (size_t)src * Cin, B, Cin, Cout, ldw, 0, d_scratch,
+                                    sb, blas, stream);
+    }
+    expect_bf16(name2(s->name, "bf16 backward din"), d_din, din, adin, n_in, Cout);
+    expect_bf16(name2(s->name, "bf16 backward dw"), d_dw, dw, adw, n_w, B);
+    check(name2(s->name, "bf16 backward db (fp32)"), d_db, db, Cout, TOL_EXACT);
+    gpu_stop();
+    void *frees[] = {d_in, d_w, d_b, d_dout, d_out, d_din, d_dw, d_db, d_scratch, d_wb};
+    for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++) cudaFree(frees[i]);
+    float *hf[] = {in, w, b, dout, a_in, a_w, a_b, a_dout, out, aout, din, adin, dw, adw, db, adb};
+    for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) free(hf[i]);
+}
+
+Test(cuda_layers, fc6_two_sources_bf16, .init = setup) { check_fc_bf16(5); }
+Test(cuda_layers, fc8_bf16, .init = setup) { check_fc_bf16(7); }

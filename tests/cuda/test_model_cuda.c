@@ -21,6 +21,11 @@
 #define TOL_STEP_GRAD 1e-3
 #define TOL_TF32_LOSS 5e-3
 #define TOL_TF32_GRAD 3e-2
+/* --precision bf16: 8 significant bits against TF32's 11, so each GEMM operand's rounding
+ * is 2^3 times TF32's, and the tolerances are TF32's times 8 (the per-layer bound is
+ * test_layers_cuda.c's; here the rounding has gone through eight layers and back) */
+#define TOL_BF16_LOSS 4e-2
+#define TOL_BF16_GRAD 0.25
 
 static const tower_config tiny = {.towers = 2, .classes = 10, .batch = 4, .in_size = 67,
                                   .in_ch = 3, .width_div = 8};
@@ -86,7 +91,7 @@ static void step_close_to_cpu_paths(const tower_config *cfg, model_placement gpu
     init_or_fail(&g, cfg, gpu, 5);
     char err[512] = "";
     for (int t = 0; paths && t < g.towers; t++)
-        cr_assert_eq(tower_cuda_configure_paths(&g.tw[t], gpu.tf32, paths, err, sizeof err), 0,
+        cr_assert_eq(tower_cuda_configure_paths(&g.tw[t], gpu.precision, paths, err, sizeof err), 0,
                      "%s", err);
     compare_tensors(&g, &c, 0, 0.0); /* the same init, bit for bit */
     float *x;
@@ -127,12 +132,103 @@ static void step_matches_cpu(const tower_config *cfg)
 
 Test(cuda_model, tiny_step_matches_cpu, .timeout = 120) { step_matches_cpu(&tiny); }
 
+/* --precision bf16: one step of the tiny and the full net against the fp32 CPU within
+ * bf16's bounds */
+Test(cuda_model, bf16_step_close_to_cpu, .timeout = 300)
+{
+    model_placement bf16 = on_gpu0;
+    bf16.precision = TOWER_PRECISION_BF16;
+    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                         .in_ch = 3, .width_div = 1};
+    step_close_to_cpu(&tiny, bf16, TOL_BF16_LOSS, TOL_BF16_GRAD);
+    step_close_to_cpu(&full, bf16, TOL_BF16_LOSS, TOL_BF16_GRAD);
+}
+
+/* Ten training steps of the tiny net in bf16 and in fp32 on the GPU, from the same init
+ * and batches: every loss finite and within 2% of fp32's (the first differs only by the
+ * forward's rounding, about u = 2^-8 of the logits; the rest by the drift of ten updates of
+ * lr 0.01, small next to the weights), and after them every parameter finite and the
+ * momentum (the sum of the updates) within TOL_BF16_GRAD of fp32's. */
+#define BF16_STEPS 10
+#define TOL_BF16_TRAIN_LOSS 2e-2
+Test(cuda_model, bf16_training_close_to_fp32, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    model f, h;
+    model_placement bf16 = on_gpu0;
+    bf16.precision = TOWER_PRECISION_BF16;
+    init_or_fail(&f, &tiny, on_gpu0, 9);
+    init_or_fail(&h, &tiny, bf16, 9);
+    for (int k = 0; k < BF16_STEPS; k++) {
+        float *x;
+        int32_t *labels;
+        make_batch(&tiny, &x, &labels, 500 + (uint64_t)k);
+        model_set_batch(&f, x, labels);
+        model_set_batch(&h, x, labels);
+        double lf = model_train_step(&f, 0.01f), lh = model_train_step(&h, 0.01f);
+        printf("step %d: loss fp32 %.6f bf16 %.6f (rel diff %.3g)\n", k + 1, lf, lh,
+               fabs(lh - lf) / fabs(lf));
+        cr_assert(isfinite(lh), "step %d: bf16 loss %g", k + 1, lh);
+        cr_assert(fabs(lh - lf) <= TOL_BF16_TRAIN_LOSS * fabs(lf), "step %d: fp32 %.6f bf16 %.6f",
+                  k + 1, lf, lh);
+        free(x);
+        free(labels);
+    }
+    compare_tensors(&h, &f, 2, TOL_BF16_GRAD);   /* momentum: the updates */
+    compare_tensors(&h, &f, 0, TOL_BF16_TRAIN_LOSS); /* parameters (finite: tt_compare) */
+    model_free(&f);
+    model_free(&h);
+}
+
+/* The weights' bf16 copy cannot be stale: it is remade at the start of every forward pass,
+ * so parameters written from outside (here model_set_tensor, as a checkpoint's load
+ * writes them) are what the next pass reads. An evaluation forward; the parameters
+ * written as 1.5 times themselves: the next evaluation differs; a training step; the
+ * initial parameters written back: the next evaluation gives the first one's loss bit for
+ * bit. */
+Test(cuda_model, bf16_weights_never_stale, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    model h;
+    model_placement bf16 = on_gpu0;
+    bf16.precision = TOWER_PRECISION_BF16;
+    init_or_fail(&h, &tiny, bf16, 11);
+    size_t n = h.plan.n_params;
+    float *p0[2] = {tt_host_alloc(n), tt_host_alloc(n)};
+    for (int t = 0; t < h.towers; t++) model_get_tensor(&h, t, 0, p0[t]);
+    float *x;
+    int32_t *labels;
+    make_batch(&tiny, &x, &labels, 600);
+    model_set_batch(&h, x, labels);
+    double l0 = model_forward(&h, 0);
+    float *scaled = tt_host_alloc(n);
+    for (int t = 0; t < h.towers; t++) {
+        for (size_t i = 0; i < n; i++) scaled[i] = 1.5f * p0[t][i];
+        model_set_tensor(&h, t, 0, scaled);
+    }
+    free(scaled);
+    model_set_batch(&h, x, labels);
+    double l1 = model_forward(&h, 0);
+    model_set_batch(&h, x, labels);
+    model_train_step(&h, 0.05f);
+    for (int t = 0; t < h.towers; t++) model_set_tensor(&h, t, 0, p0[t]);
+    model_set_batch(&h, x, labels);
+    double l2 = model_forward(&h, 0);
+    printf("eval loss: initial %.9g, weights x 1.5 %.9g, initial weights written back %.9g\n",
+           l0, l1, l2);
+    cr_assert(l1 != l0, "the forward read the old bf16 weights after new ones were written");
+    cr_assert(l2 == l0, "the forward after the load read stale bf16 weights: %.9g, not %.9g", l2,
+              l0);
+    model_free(&h);
+    free(p0[0]), free(p0[1]), free(x), free(labels);
+}
+
 /* --tf32: the GEMMs round their inputs to 10 mantissa bits, so the step agrees with the
  * fp32 CPU only to about 1e-3 per product; the bounds are TF32's, not fp32's. */
 Test(cuda_model, tf32_step_close_to_cpu, .timeout = 300)
 {
     model_placement tf32 = on_gpu0;
-    tf32.tf32 = 1;
+    tf32.precision = TOWER_PRECISION_TF32;
     tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
                          .in_ch = 3, .width_div = 1};
     step_close_to_cpu(&tiny, tf32, TOL_TF32_LOSS, TOL_TF32_GRAD);

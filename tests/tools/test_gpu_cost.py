@@ -66,6 +66,14 @@ if r.returncode == 0:
               f"predicted {p}: {v}")
     check(j["predicted"]["tf32"]["step_ms"] <= j["predicted"]["fp32"]["step_ms"],
           "TF32 no slower than FP32")
+    # bf16 is implemented: its own step (half the col and gradient bytes, the casts) is
+    # no slower than TF32's, and the report says what it covers
+    check(j["predicted"]["bf16"]["step_ms"] <= j["predicted"]["tf32"]["step_ms"],
+          "bf16 no slower than TF32")
+    check("implemented: bf16 GEMM operands, fp32 activations" in text,
+          "the bf16 line says what is implemented")
+    for name in ("im2col_chunk_bf16_kernel", "to_cnhw_bf16_kernel", "cast_bf16_kernel"):
+        check(name in j["kernels"], f"{name} is counted")
     for p, v in j["predicted"].items():  # the step before the fused LRN + max-pool beside it
         u = v.get("unfused_step_ms")
         check(isinstance(u, float) and math.isfinite(u) and u > 0, f"{p}: unfused step {u}")

@@ -39,7 +39,7 @@ help_lists() {
     echo "ok: twotower $cmd --help lists $*"
 }
 
-place="--cpu --gpus --tf32 --conv --serial"
+place="--cpu --gpus --tf32 --precision --conv --serial"
 help_lists train $place --data --towers --batch --size --width-div --epochs --train-limit \
     --test-limit --views --lr --seed --quiet --run --resume --ckpt-every --keep \
     --eval-every --log-every --patience --max-drops --min-delta --pca-std --mirror
@@ -115,6 +115,10 @@ expect 2 "--x 'time': expected epoch or step" -- plot /nonexistent/run --x time
 
 # the other commands' refusals
 expect 2 "--tf32" -- bench --cpu --tf32
+expect 2 "--precision bf16" -- bench --cpu --precision bf16
+expect 2 "--tf32 and --precision bf16" -- bench --cpu --tf32 --precision bf16
+expect 2 "--precision 'fp16': expected fp32, tf32 or bf16" -- bench --cpu --precision fp16
+expect 2 "--precision bf16" -- dump --out /nonexistent/d.safetensors --cpu --precision bf16
 expect 2 "--serial takes no value" -- bench --cpu --serial=1
 expect 2 "--tf32" -- dump --out /nonexistent/d.safetensors --tf32
 expect 2 "--gpus '0,0': device 0 is repeated" -- dump --out /nonexistent/d.safetensors --gpus 0,0

@@ -188,13 +188,16 @@ def predict(kernels, ops, dev, precision):
 
 def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     P, ops = model.step_ops(batch=batch)
-    results = {p: predict(kernels, ops, dev, p) for p in model.PRECISIONS}
+    # each precision's own operations (fp32 and tf32 share them; bf16 has its casts and
+    # 2-byte operands)
+    results = {p: predict(kernels, model.step_ops(batch=batch, precision=p)[1], dev, p)
+               for p in model.PRECISIONS}
     res32, cache = results["fp32"]
     # the same step with LRN and max-pool as the two kernels each way they were before
     # (both still in the build: they run where a row has only one of the two)
-    _, ops_unfused = model.step_ops(batch=batch, fused=False)
-    unfused = {p: sum(t for _, t, _, _ in predict(kernels, ops_unfused, dev, p)[0])
-               for p in model.PRECISIONS}
+    unfused = {p: sum(t for _, t, _, _ in predict(
+        kernels, model.step_ops(batch=batch, fused=False, precision=p)[1], dev, p)[0])
+        for p in model.PRECISIONS}
     w = out.write
     w("twotower: predicted cost of one training step on one GPU: PREDICTED, not measured\n")
     w(f"net alexnet2012, 2 towers on one GPU, batch {batch}, 224x224, --conv gemm; "
@@ -262,7 +265,9 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
           f"{r['memory'] * 1e3:7.3f} {r['flops'] * 1e3:7.3f} {fmt_ms(r['t'])} {ratio:7.1f}\n")
         if ratio > 2:
             worklist.append((name, r, ratio))
-    missing = sorted(n for n in rows if n not in kernels and not n.startswith("cublas"))
+    step_names = set(rows) | {op.name for p in model.PRECISIONS for op, *_ in results[p][0]
+                              if op.kind == "kernel"}  # bf16's own kernels too
+    missing = sorted(n for n in step_names if n not in kernels and not n.startswith("cublas"))
     for name in missing:
         w(f"WARNING: {name} is in the step model but not in the build: its row is memory "
           f"time only (tools/gpu_cost/model.py must follow the CUDA code)\n")
@@ -329,7 +334,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
         t = totals[p]
         ips = batch / t
         summary[p] = dict(step_ms=t * 1e3, images_per_s=ips)
-        note = " (the GEMMs on bf16 tensor cores: not implemented, what they would give)" \
+        note = " (implemented: bf16 GEMM operands, fp32 activations; --precision bf16)" \
             if p == "bf16" else ""
         w(f"  {p}: {t * 1e3:7.2f} ms/step, {ips:7.0f} images/s, {ips / TARGET_IMAGES_PER_S:5.1%}"
           f" of the target{note}\n")
@@ -463,7 +468,8 @@ def check_ptx(build):
 def compare(pred, measured, out):
     """The per-layer table of a saved prediction (--json) beside twotower bench's times."""
     meas = measured_layers(measured)
-    p = "tf32" if measured.get("tf32") else "fp32"
+    p = measured.get("precision") if measured.get("precision") in model.PRECISIONS else \
+        "tf32" if measured.get("tf32") else "fp32"
     out.write(f"predicted ({pred['source']}, {p}; PREDICTED) beside measured (bench.json, "
               f"{measured.get('device', '?')}), ms per step, both towers\n")
     out.write(f"{'layer':7s} {'pred fwd':>9s} {'meas fwd':>9s} {'ratio':>6s} {'pred bwd':>9s} "

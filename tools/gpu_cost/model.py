@@ -7,7 +7,11 @@ model_train_step with both towers on one GPU (--gpus 0, --conv gemm): model.c's 
 net_cuda.cu's per-layer passes, layers_cuda.cu's launchers (convolutions in chunks of
 TOWER_CUDA_CONV_IMAGES images), comm_cuda.cu's same-device exchange and augment_cuda.cu.
 When those change, this list must follow; the test checks the shapes against
-`twotower summary` and that every kernel the build has is costed."""
+`twotower summary` and that every kernel the build has is costed. precision "bf16" is the
+step of --precision bf16 (bf16 GEMM operands, fp32 activations): the bf16 im2col and
+gradient transpose, cublasGemmEx reading 2-byte operands, the fc operands' casts and the
+weights' cast at the start of the forward; "fp32" and "tf32" share one list (TF32 changes
+only the GEMMs' rate)."""
 
 import math
 from dataclasses import dataclass, field
@@ -128,10 +132,17 @@ def _k(layer, phase, name, n, nbytes, trips=(), threads=None):
     return Op(layer, phase, "kernel", name, n, threads or _grid(n), list(trips), nbytes)
 
 
-def _gemm(layer, phase, m, n, k, beta):
-    by = 4.0 * (m * k + k * n + m * n * (2 if beta else 1))
-    return Op(layer, phase, "gemm", "cublasSgemm", bytes=by, flops=2.0 * m * n * k,
-              mnk=(m, n, k))
+def _gemm(layer, phase, m, n, k, beta, bf16=False):
+    """bf16: cublasGemmEx with bf16 A and B (2 bytes an element), fp32 C."""
+    ab = 2.0 if bf16 else 4.0
+    by = ab * (m * k + k * n) + 4.0 * m * n * (2 if beta else 1)
+    return Op(layer, phase, "gemm", "cublasGemmEx" if bf16 else "cublasSgemm", bytes=by,
+              flops=2.0 * m * n * k, mnk=(m, n, k))
+
+
+def _cast(layer, phase, n):
+    """cast_bf16_kernel: n floats read, n bf16 written"""
+    return _k(layer, phase, "cast_bf16_kernel", n, 6.0 * n)
 
 
 def _lrn_trips(C, n=LRN_N):
@@ -256,10 +267,12 @@ def _exchange(ops, layer, phase, count, towers, reduce):
         ops.append(Op(layer, phase, "event", "cudaEventRecord/StreamWaitEvent"))
 
 
-def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True):
+def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision="fp32"):
     """Every GPU operation of one training step, both towers on one GPU. fused: LRN and
     the max-pool after it as one kernel each way (the code); False: the two kernels each
-    way that ran before (and still run where a row has only one of them)."""
+    way that ran before (and still run where a row has only one of them). precision: the
+    step's operations at that --precision (bf16 has its own; fp32 and tf32 share them)."""
+    bf16 = precision == "bf16"
     P = plan(size, towers, classes)
     B, ops = batch, []
     vt = classes // towers
@@ -284,7 +297,9 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True):
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=False)
         for t in range(towers):
-            ops += _layer_forward(L, B, fused)
+            if bf16 and L is P[0]:  # the weights' bf16 copy, at each tower's first layer
+                ops.append(_cast("update", "fwd", n_params))
+            ops += _layer_forward(L, B, fused, bf16)
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
     for t in range(towers):
         V = vt * towers
@@ -301,7 +316,7 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True):
     for l in range(len(P) - 1, -1, -1):
         L = P[l]
         for t in range(towers):
-            ops += _layer_backward(L, B, first=(l == 0), fused=fused)
+            ops += _layer_backward(L, B, first=(l == 0), fused=fused, bf16=bf16)
         if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=True)
@@ -310,8 +325,9 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True):
     return P, ops
 
 
-def _layer_forward(L, B, fused=True):
+def _layer_forward(L, B, fused=True, bf16=False):
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    colb = 2.0 if bf16 else 4.0  # bytes a col entry
     if L.kind == "conv":
         HWo, CKK = L.out_h * L.out_h, L.in_ch * L.k * L.k
         nin = L.in_ch * L.in_h * L.in_h
@@ -319,14 +335,17 @@ def _layer_forward(L, B, fused=True):
             for n0 in range(0, B, CONV_IMAGES):
                 nb = min(CONV_IMAGES, B - n0)
                 nq, ncol, nout = nb * HWo, CKK * nb * HWo, L.out_ch * nb * HWo
-                ops.append(_k(L.name, "fwd", "im2col_chunk_kernel", L.in_ch * nq,
-                              4.0 * (ncol + nb * nin), _im2col_trips(L.k)))
-                ops.append(_gemm(L.name, "fwd", L.out_ch, nq, CKK, 0))
+                ops.append(_k(L.name, "fwd", "im2col_chunk_bf16_kernel" if bf16 else
+                              "im2col_chunk_kernel", L.in_ch * nq,
+                              colb * ncol + 4.0 * nb * nin, _im2col_trips(L.k)))
+                ops.append(_gemm(L.name, "fwd", L.out_ch, nq, CKK, 0, bf16))
                 ops.append(_k(L.name, "fwd", "conv_out_kernel", nout,
                               4.0 * nout * (3 if src > 0 else 2)))
     else:
         for src in range(L.sources):
-            ops.append(_gemm(L.name, "fwd", B, L.out_ch, L.in_ch, src > 0))
+            if bf16:  # the input cast to bf16 for the GEMM
+                ops.append(_cast(L.name, "fwd", B * L.in_ch))
+            ops.append(_gemm(L.name, "fwd", B, L.out_ch, L.in_ch, src > 0, bf16))
             if src == 0:
                 ops.append(_k(L.name, "fwd", "bias_add_kernel", B * L.out_ch,
                               4.0 * (2 * B * L.out_ch + L.out_ch)))
@@ -351,8 +370,9 @@ def _layer_forward(L, B, fused=True):
     return ops
 
 
-def _layer_backward(L, B, first, fused=True):
+def _layer_backward(L, B, first, fused=True, bf16=False):
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    colb = 2.0 if bf16 else 4.0  # bytes a col or gradient entry the GEMMs read
     if L.drop:
         ops.append(_k(L.name, "bwd", "dropout_backward_kernel", act, 8.0 * act))
     if L.lrn and L.pool and fused:
@@ -375,19 +395,25 @@ def _layer_backward(L, B, first, fused=True):
             db = src == 0
             if db:
                 nones = min(B, CONV_IMAGES) * HWo
-                ops.append(_k(L.name, "bwd", "fill_kernel", nones, 4.0 * nones))
+                ops.append(_k(L.name, "bwd", "fill_bf16_kernel" if bf16 else "fill_kernel",
+                              nones, colb * nones))
             for n0 in range(0, B, CONV_IMAGES):
                 nb = min(CONV_IMAGES, B - n0)
                 nq, ncol, nout = nb * HWo, CKK * nb * HWo, L.out_ch * nb * HWo
-                ops.append(_k(L.name, "bwd", "to_cnhw_kernel", nout, 12.0 * nout))
-                if db:
+                # reads dout and the ReLU's output, writes the transposed gradient
+                ops.append(_k(L.name, "bwd", "to_cnhw_bf16_kernel" if bf16 else "to_cnhw_kernel",
+                              nout, (8.0 + colb) * nout))
+                if db and bf16:  # db: a bf16 GEMM of one column (g . ones)
+                    ops.append(_gemm(L.name, "bwd", L.out_ch, 1, nq, 1, True))
+                elif db:
                     ops.append(Op(L.name, "bwd", "gemv", "cublasSgemv",
                                   bytes=4.0 * (nout + nq), flops=2.0 * nout))
-                ops.append(_k(L.name, "bwd", "im2col_chunk_kernel", L.in_ch * nq,
-                              4.0 * (ncol + nb * nin), _im2col_trips(L.k)))
-                ops.append(_gemm(L.name, "bwd", L.out_ch, CKK, nq, 1))
-                if not first:
-                    ops.append(_gemm(L.name, "bwd", CKK, nq, L.out_ch, 0))
+                ops.append(_k(L.name, "bwd", "im2col_chunk_bf16_kernel" if bf16 else
+                              "im2col_chunk_kernel", L.in_ch * nq,
+                              colb * ncol + 4.0 * nb * nin, _im2col_trips(L.k)))
+                ops.append(_gemm(L.name, "bwd", L.out_ch, CKK, nq, 1, bf16))
+                if not first:  # din's col is fp32 in both (the GEMM's C)
+                    ops.append(_gemm(L.name, "bwd", CKK, nq, L.out_ch, 0, bf16))
                     ops.append(_k(L.name, "bwd", "col2im_chunk_kernel", nb * nin,
                                   4.0 * (ncol + nb * nin),
                                   _col2im_trips(L.in_h, L.k, L.s, L.p, L.out_h)))
@@ -395,8 +421,12 @@ def _layer_backward(L, B, first, fused=True):
         if L.relu:
             ops.append(_k(L.name, "bwd", "relu_backward_kernel", act, 12.0 * act))
         for src in range(L.sources):
-            ops.append(_gemm(L.name, "bwd", B, L.in_ch, L.out_ch, 0))
-            ops.append(_gemm(L.name, "bwd", L.out_ch, L.in_ch, B, 1))
+            if bf16:  # each source's call casts the output gradient and its input
+                ops.append(_cast(L.name, "bwd", B * L.out_ch))
+            ops.append(_gemm(L.name, "bwd", B, L.in_ch, L.out_ch, 0, bf16))
+            if bf16:
+                ops.append(_cast(L.name, "bwd", B * L.in_ch))
+            ops.append(_gemm(L.name, "bwd", L.out_ch, L.in_ch, B, 1, bf16))
             if src == 0:
                 ops.append(_k(L.name, "bwd", "fc_bias_grad_kernel", L.out_ch,
                               4.0 * (B * L.out_ch + 2 * L.out_ch),

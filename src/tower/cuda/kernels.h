@@ -9,6 +9,11 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#endif
 
 #include "tower/tower.h" /* BASE_HD, base_rng_uniform */
 
@@ -56,6 +61,51 @@ BASE_HD tower_k_gemm tower_k_gemm_rm(int trans_a, int trans_b, int m, int n, int
     return g;
 }
 
+/* ---- bf16: the GEMM operands of --precision bf16 ---------------------------------------
+ * bf16 is the top half of an IEEE float: the sign, the same 8 exponent bits, 7 stored
+ * mantissa bits (8 significant with the implicit one), so its range is fp32's and only the
+ * mantissa is shorter. Held as uint16_t, so that plain C (the host tests) reads it. */
+
+/* x rounded to the nearest bf16, ties to even (the rounding of every bf16 store here);
+ * overflow gives +-inf, subnormals round as the normal numbers do (same exponent field),
+ * and every NaN gives 0x7fff, the canonical NaN (CUDA's own software conversion's). On the
+ * device the hardware conversion (cvt.rn.bf16.f32, sm_80 and later); on the host the same
+ * rounding in integer arithmetic: adding 0x7fff plus the lowest kept bit carries into the
+ * kept bits exactly when the dropped half is above one half, or equal with the kept part
+ * odd. tests/cuda/test_kernels_host.c checks the host form against an independent
+ * reference (and PyTorch's rounding when it is installed), the GPU test the device's bits
+ * against the host's. */
+BASE_HD uint16_t tower_k_bf16(float x)
+{
+#if defined(__CUDA_ARCH__)
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+}
+
+/* the float a bf16 stands for (exact) */
+BASE_HD float tower_k_bf16_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+#if defined(__CUDA_ARCH__)
+    x = __uint_as_float(u);
+#else
+    memcpy(&x, &u, sizeof x);
+#endif
+    return x;
+}
+
+/* element i of the cast of a float tensor: the weights' copy, the fc GEMMs' operands */
+BASE_HD void tower_k_cast_bf16(uint16_t *dst, const float *src, size_t i)
+{
+    dst[i] = tower_k_bf16(src[i]);
+}
+
 /* ---- 32-bit indices, division by a layer constant -----------------------------------
  * The layer kernels index their tensors in 32 bits (the launchers refuse a tensor of 2^31
  * elements or more) and split an index into coordinates by the layer's sizes, which are
@@ -86,6 +136,37 @@ BASE_HD int tower_k_fits32(size_t n) { return n <= (size_t)INT32_MAX; }
 BASE_HD size_t tower_k_conv_scratch_size(int Ci, int Co, int K, int Ho, int Wo, int images)
 {
     return (size_t)images * ((size_t)Ci * K * K + (size_t)Co + 1) * Ho * Wo;
+}
+
+/* The same scratch with bf16 GEMM operands (--precision bf16), in bytes, each part starting
+ * on 256 bytes: col, the chunk's bf16 im2col (CKK, images*HWo), which the input-gradient
+ * GEMM then overwrites with its fp32 (CKK, images*HWo) product when din is wanted (the
+ * two are used one after the other), so 4 bytes an entry with din and 2 without; prod,
+ * the forward's fp32 (Co, images*HWo) product or the backward's bf16 output gradient in
+ * its first half; ones, images*HWo bf16 ones (the bias gradient's GEMM). */
+typedef struct {
+    size_t col, prod, ones, bytes; /* byte offsets of the parts; the total */
+} tower_k_conv_scratch_bf16;
+
+BASE_HD size_t tower_k_round256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+BASE_HD tower_k_conv_scratch_bf16 tower_k_conv_scratch_bf16_of(int Ci, int Co, int K, int Ho,
+                                                               int Wo, int images, int din)
+{
+    size_t nq = (size_t)images * Ho * Wo;
+    tower_k_conv_scratch_bf16 s;
+    s.col = 0;
+    s.prod = tower_k_round256((din ? 4 : 2) * (size_t)Ci * K * K * nq);
+    s.ones = s.prod + tower_k_round256(4 * (size_t)Co * nq);
+    s.bytes = s.ones + tower_k_round256(2 * nq);
+    return s;
+}
+
+/* Bytes of scratch an fc layer's bf16 GEMMs need: the (B, Cin) input and the (B, Cout)
+ * output gradient cast to bf16, one after the other. */
+BASE_HD size_t tower_k_fc_scratch_bf16(int B, int Cin, int Cout)
+{
+    return tower_k_round256(2 * (size_t)B * Cin) + tower_k_round256(2 * (size_t)B * Cout);
 }
 
 /* One chunk's shape and the divisors its kernels split indices by; made on the host once
@@ -119,23 +200,56 @@ BASE_HD int tower_k_conv_geom_make(tower_k_conv_geom *g, int nb, int Ci, int H, 
                : -1;
 }
 
-/* im2col at position e = (c, q) of the chunk (e < Ci * nb*HWo, q the column): writes the
- * K*K col entries of channel c in column q, rows (c, kh, kw) in order. One thread per
- * position: its index is split once and every tap after it costs an add, a bounds test,
- * a load and a store. */
-BASE_HD void tower_k_im2col_taps(float *col, const float *in, uint32_t e, tower_k_conv_geom g)
+/* Position e = (c, q) of a chunk's im2col (e < Ci * nb*HWo, q the column), split once:
+ * the input plane (n, c) it reads, the col index of its first entry (row (c, 0, 0),
+ * column q) and the input coordinates of tap (0, 0). */
+typedef struct {
+    const float *x;
+    uint32_t at;
+    int ih0, iw0;
+} tower_k_im2col_pos;
+
+BASE_HD tower_k_im2col_pos tower_k_im2col_at(const float *in, uint32_t e, tower_k_conv_geom g)
 {
     uint32_t nq = g.nq.d, c = tower_k_quo(g.nq, e), q = e - c * nq;
     uint32_t n = tower_k_quo(g.hwo, q), p = q - n * g.hwo.d;
     uint32_t oh = tower_k_quo(g.wo, p), ow = p - oh * g.wo.d;
-    const float *x = in + (n * (uint32_t)g.Ci + c) * g.hw.d; /* the plane (n, c) */
-    uint32_t at = c * (uint32_t)(g.K * g.K) * nq + q;         /* row (c, 0, 0), column q */
-    int ih0 = (int)oh * g.S - g.P, iw0 = (int)ow * g.S - g.P;
+    tower_k_im2col_pos a;
+    a.x = in + (n * (uint32_t)g.Ci + c) * g.hw.d;
+    a.at = c * (uint32_t)(g.K * g.K) * nq + q;
+    a.ih0 = (int)oh * g.S - g.P;
+    a.iw0 = (int)ow * g.S - g.P;
+    return a;
+}
+
+/* im2col at position e = (c, q) of the chunk: writes the K*K col entries of channel c in
+ * column q, rows (c, kh, kw) in order. One thread per position: its index is split once
+ * and every tap after it costs an add, a bounds test, a load and a store. */
+BASE_HD void tower_k_im2col_taps(float *col, const float *in, uint32_t e, tower_k_conv_geom g)
+{
+    tower_k_im2col_pos a = tower_k_im2col_at(in, e, g);
+    uint32_t nq = g.nq.d, at = a.at;
     for (int kh = 0; kh < g.K; kh++) {
-        int ih = ih0 + kh, row_in = ih >= 0 && ih < g.H;
+        int ih = a.ih0 + kh, row_in = ih >= 0 && ih < g.H;
         for (int kw = 0; kw < g.K; kw++, at += nq) {
-            int iw = iw0 + kw;
-            col[at] = row_in && iw >= 0 && iw < g.W ? x[ih * g.W + iw] : 0.0f;
+            int iw = a.iw0 + kw;
+            col[at] = row_in && iw >= 0 && iw < g.W ? a.x[ih * g.W + iw] : 0.0f;
+        }
+    }
+}
+
+/* The same entries rounded to bf16 (tower_k_bf16): the col of --precision bf16, half the
+ * bytes. Bit for bit tower_k_im2col_taps followed by the rounding (0 stays 0). */
+BASE_HD void tower_k_im2col_taps_bf16(uint16_t *col, const float *in, uint32_t e,
+                                      tower_k_conv_geom g)
+{
+    tower_k_im2col_pos a = tower_k_im2col_at(in, e, g);
+    uint32_t nq = g.nq.d, at = a.at;
+    for (int kh = 0; kh < g.K; kh++) {
+        int ih = a.ih0 + kh, row_in = ih >= 0 && ih < g.H;
+        for (int kw = 0; kw < g.K; kw++, at += nq) {
+            int iw = a.iw0 + kw;
+            col[at] = tower_k_bf16(row_in && iw >= 0 && iw < g.W ? a.x[ih * g.W + iw] : 0.0f);
         }
     }
 }
@@ -229,6 +343,29 @@ BASE_HD float tower_k_conv_out(const float *prod, const float *prev, const float
 /* ReLU and its gradient given the ReLU's output, as layers_cpu.c computes them. */
 BASE_HD float tower_k_relu(float x) { return x > 0.0f ? x : 0.0f; }
 BASE_HD float tower_k_relu_grad(float dout, float out) { return out > 0.0f ? dout : 0.0f; }
+
+/* The transposing pass of a chunk's output gradient, element i of dout (nb, Co, HWo): its
+ * value, masked by the ReLU's output act > 0 in the fused form (act not NULL), stored at
+ * its place in the (Co, nb*HWo) matrix g the chunk's GEMMs read; the bf16 form rounds it
+ * (--precision bf16), bit for bit the fp32 form followed by tower_k_bf16. */
+BASE_HD float tower_k_grad_in(const float *dout, const float *act, uint32_t i)
+{
+    return act ? tower_k_relu_grad(dout[i], act[i]) : dout[i];
+}
+
+BASE_HD void tower_k_to_cnhw(float *g, const float *dout, const float *act, uint32_t i,
+                             tower_k_cnhw t)
+{
+    uint32_t c;
+    g[tower_k_cnhw_at(i, t, &c)] = tower_k_grad_in(dout, act, i);
+}
+
+BASE_HD void tower_k_to_cnhw_bf16(uint16_t *g, const float *dout, const float *act, uint32_t i,
+                                  tower_k_cnhw t)
+{
+    uint32_t c;
+    g[tower_k_cnhw_at(i, t, &c)] = tower_k_bf16(tower_k_grad_in(dout, act, i));
+}
 
 /* tanh and its gradient from its output. The device's tanhf is not glibc's: GPU and CPU
  * agree within a few ulps here, not bit for bit (the GPU tests' tolerance). */

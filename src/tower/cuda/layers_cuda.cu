@@ -1,11 +1,14 @@
 /* layers_cuda.cu: the CUDA backend of every AlexNet layer, forward and backward; the
  * twin of layers_cpu.c (same names + _cuda, same arguments + cuBLAS handle + stream).
- * fp32 throughout. GEMMs through cuBLAS; everything else is a plain kernel whose comment
- * gives the tensor layouts and which thread computes what. No atomics anywhere: every
- * reduction has a fixed order, so a run repeats bit for bit on the same GPU model. */
+ * fp32 throughout, but for the _bf16 twins of conv and fc (--precision bf16: bf16 GEMM
+ * operands, fp32 sums and results). GEMMs through cuBLAS; everything else is a plain kernel
+ * whose comment gives the tensor layouts and which thread computes what. No atomics
+ * anywhere: every reduction has a fixed order, so a run repeats bit for bit on the same
+ * GPU model. */
 #include "tower/tower_cuda.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cuda_check.h"
@@ -28,6 +31,21 @@ static void gemm_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, in
     CUBLAS_CHECK(cublasSgemm(h, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
                              g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha,
                              g.first, g.ld_first, g.second, g.ld_second, &beta, C, ldc));
+}
+
+/* The same row-major GEMM with bf16 A and B, fp32 C and fp32 accumulation (cublasGemmEx,
+ * CUBLAS_COMPUTE_32F: tensor cores, every product of two bf16 exact in fp32, the sums in
+ * fp32). tower_k_gemm_rm gives the column-major call's flags and sizes; its operands swap
+ * as there (first B, second A). */
+static void gemm_bf16_rm(cublasHandle_t h, int trans_a, int trans_b, int m, int n, int k,
+                         float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb,
+                         float beta, float *C, int ldc)
+{
+    tower_k_gemm g = tower_k_gemm_rm(trans_a, trans_b, m, n, k, NULL, lda, NULL, ldb);
+    CUBLAS_CHECK(cublasGemmEx(h, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha,
+                              B, CUDA_R_16BF, g.ld_first, A, CUDA_R_16BF, g.ld_second, &beta, C,
+                              CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 /* y (m) = alpha A (m x n, row-major, ld lda) . x (n) + beta y: the row-major matrix is the
@@ -95,10 +113,7 @@ __global__ void fill_kernel(float *x, float v, size_t n)
  * One thread per element of dout (coalesced reads). */
 __global__ void to_cnhw_kernel(float *g, const float *dout, const float *act, tower_k_cnhw t)
 {
-    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) {
-        uint32_t c;
-        g[tower_k_cnhw_at(i, t, &c)] = act ? tower_k_relu_grad(dout[i], act[i]) : dout[i];
-    }
+    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) tower_k_to_cnhw(g, dout, act, i, t);
 }
 
 /* out (B, C, HW) += b[c]. One thread per element of out (the fc layers' bias). */
@@ -251,6 +266,156 @@ extern "C" void tower_conv_relu_backward_cuda(float *din, float *dw, float *db,
                   accumulate_din, scratch, images, cublas, stream);
 }
 
+/* ---- convolution with bf16 GEMM operands (--precision bf16) --------------------------
+ * The chunk loop above with the GEMMs' operands in bf16: im2col writes the col in bf16,
+ * the transposing pass writes the output gradient in bf16, the weights are the tower's
+ * bf16 copy of its fp32 master weights (w: the copy's element for the master's; same
+ * layout and ldw). Products, dw, db and the input gradient's col are fp32 (fp32 sums);
+ * the output transpose, bias, ReLU and col2im are the fp32 kernels. The scratch's parts
+ * are tower_k_conv_scratch_bf16_of's. */
+
+/* im2col_chunk_kernel's mapping, writing bf16 (tower_k_im2col_taps_bf16) */
+__global__ void im2col_chunk_bf16_kernel(uint16_t *col, const float *in, tower_k_conv_geom g)
+{
+    FOR_EACH_ELEMENT32(e, (uint32_t)g.Ci * g.nq.d) tower_k_im2col_taps_bf16(col, in, e, g);
+}
+
+/* to_cnhw_kernel's mapping, writing bf16 (tower_k_to_cnhw_bf16) */
+__global__ void to_cnhw_bf16_kernel(uint16_t *g, const float *dout, const float *act,
+                                    tower_k_cnhw t)
+{
+    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) tower_k_to_cnhw_bf16(g, dout, act, i, t);
+}
+
+/* x (n) = v, bf16. One thread per element. */
+__global__ void fill_bf16_kernel(uint16_t *x, uint16_t v, size_t n)
+{
+    FOR_EACH_ELEMENT(i, n) x[i] = v;
+}
+
+/* dst (n) = src rounded to bf16 (tower_k_cast_bf16). One thread per element. */
+__global__ void cast_bf16_kernel(uint16_t *dst, const float *src, size_t n)
+{
+    FOR_EACH_ELEMENT(i, n) tower_k_cast_bf16(dst, src, i);
+}
+
+extern "C" void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, void *stream)
+{
+    if (n == 0) return;
+    cast_bf16_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(dst, src,
+                                                                                       n);
+    LAUNCH_CHECK(cast_bf16_kernel);
+}
+
+extern "C" size_t tower_conv_cuda_scratch_bytes_bf16(int Ci, int H, int W, int Co, int K,
+                                                     int stride, int pad, int images, int din)
+{
+    return tower_k_conv_scratch_bf16_of(Ci, Co, K, tower_conv_out(H, K, stride, pad),
+                                        tower_conv_out(W, K, stride, pad), images, din)
+        .bytes;
+}
+
+extern "C" size_t tower_fc_cuda_scratch_bytes_bf16(int B, int Cin, int Cout)
+{
+    return tower_k_fc_scratch_bf16(B, Cin, Cout);
+}
+
+/* Stops the process when a caller's scratch is smaller than a layout needs: a programming
+ * error (the tower sizes its scratch from the same functions), not a run-time condition. */
+static void scratch_check(size_t need, size_t have, const char *what)
+{
+    if (need > have) {
+        char why[160];
+        snprintf(why, sizeof why, "needs %zu bytes of scratch, was given %zu", need, have);
+        tower_cuda_die(what, why, __FILE__, __LINE__);
+    }
+}
+
+extern "C" void tower_conv_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
+                                             const float *b, int B, int Ci, int H, int W,
+                                             int Co, int K, int stride, int pad, int ldw,
+                                             int accumulate, int relu, void *scratch,
+                                             size_t scratch_bytes, int images, void *cublas,
+                                             void *stream)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    cudaStream_t st = CU_STREAM(stream);
+    size_t nin = (size_t)Ci * H * W;
+    tower_k_conv_scratch_bf16 sl = tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, 0);
+    scratch_check(sl.bytes, scratch_bytes, "conv forward (bf16)");
+    uint16_t *col = (uint16_t *)((char *)scratch + sl.col);
+    float *prod = (float *)((char *)scratch + sl.prod);
+    FOR_EACH_CHUNK(n0, nb, B, images) {
+        int nq = nb * HWo;
+        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq;
+        float *y = out + (size_t)n0 * Co * HWo;
+        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        im2col_chunk_bf16_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
+            col, in + (size_t)n0 * nin, cg);
+        LAUNCH_CHECK(im2col_chunk_bf16_kernel);
+        /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
+        gemm_bf16_rm(CU_BLAS(cublas), 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
+        conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+            y, prod, b, chunk_cnhw(nb, Co, HWo), accumulate, relu);
+        LAUNCH_CHECK(conv_out_kernel);
+    }
+}
+
+extern "C" void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
+                                              const float *act, const float *in,
+                                              const uint16_t *w, int B, int Ci, int H, int W,
+                                              int Co, int K, int stride, int pad, int ldw,
+                                              int accumulate_din, void *scratch,
+                                              size_t scratch_bytes, int images, void *cublas,
+                                              void *stream)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    cudaStream_t st = CU_STREAM(stream);
+    cublasHandle_t h = CU_BLAS(cublas);
+    size_t nin = (size_t)Ci * H * W;
+    if (!dw && !din && !db) return;
+    tower_k_conv_scratch_bf16 sl =
+        tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, din != NULL);
+    scratch_check(sl.bytes, scratch_bytes, "conv backward (bf16)");
+    uint16_t *col = (uint16_t *)((char *)scratch + sl.col);
+    float *dcol = (float *)((char *)scratch + sl.col); /* din's col, after dw's GEMM */
+    uint16_t *g = (uint16_t *)((char *)scratch + sl.prod);
+    uint16_t *ones = (uint16_t *)((char *)scratch + sl.ones);
+    if (db) {
+        size_t nones = (size_t)(B < images ? B : images) * HWo;
+        fill_bf16_kernel<<<tower_cuda_blocks(nones), TOWER_CUDA_THREADS, 0, st>>>(
+            ones, tower_k_bf16(1.0f), nones);
+        LAUNCH_CHECK(fill_bf16_kernel);
+    }
+    FOR_EACH_CHUNK(n0, nb, B, images) {
+        int nq = nb * HWo;
+        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
+        size_t at = (size_t)n0 * Co * HWo;
+        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        to_cnhw_bf16_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+            g, dout + at, act ? act + at : NULL, chunk_cnhw(nb, Co, HWo));
+        LAUNCH_CHECK(to_cnhw_bf16_kernel);
+        if (db) /* db (Co) += g (Co, nb*HWo) . ones (nb*HWo): a GEMM of one column */
+            gemm_bf16_rm(h, 0, 0, Co, 1, nq, 1.0f, g, nq, ones, 1, 1.0f, db, 1);
+        if (dw) {
+            im2col_chunk_bf16_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
+                col, in + (size_t)n0 * nin, cg);
+            LAUNCH_CHECK(im2col_chunk_bf16_kernel);
+            /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
+            gemm_bf16_rm(h, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
+        }
+        if (din) {
+            /* dcol (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), fp32, then gathered */
+            gemm_bf16_rm(h, 1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, dcol, nq);
+            col2im_chunk_kernel<<<tower_cuda_blocks(nx), TOWER_CUDA_THREADS, 0, st>>>(
+                din + (size_t)n0 * nin, dcol, cg, accumulate_din);
+            LAUNCH_CHECK(col2im_chunk_kernel);
+        }
+    }
+}
+
 /* ---- fully connected ---------------------------------------------------------------- */
 
 /* db (Cout) += sum over b of dout (B, Cout). One thread per output unit o (adjacent
@@ -288,6 +453,54 @@ extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const f
                 din, Cin);
     if (dw) /* dw (Cout, Cin) += dout^T (Cout, B) . in (B, Cin) */
         gemm_rm(h, 1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, 1.0f, dw, ldw);
+    if (db) {
+        fc_bias_grad_kernel<<<tower_cuda_blocks((size_t)Cout), TOWER_CUDA_THREADS, 0,
+                              CU_STREAM(stream)>>>(db, dout, B, Cout);
+        LAUNCH_CHECK(fc_bias_grad_kernel);
+    }
+}
+
+/* The fc layers with bf16 GEMM operands: the input and the output gradient are cast to bf16
+ * into the scratch (tower_k_fc_scratch_bf16: the input first, then the gradient) before
+ * each pass's GEMMs, w is the tower's bf16 copy; out, din and dw are fp32 (fp32 sums), the
+ * bias and its gradient the fp32 kernels above (db from the fp32 dout). */
+extern "C" void tower_fc_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
+                                           const float *b, int B, int Cin, int Cout, int ldw,
+                                           int accumulate, void *scratch, size_t scratch_bytes,
+                                           void *cublas, void *stream)
+{
+    scratch_check(tower_k_fc_scratch_bf16(B, Cin, Cout), scratch_bytes, "fc forward (bf16)");
+    uint16_t *xb = (uint16_t *)scratch;
+    tower_cast_bf16_cuda(xb, in, (size_t)B * Cin, stream);
+    /* out (B, Cout) = in (B, Cin) . w^T (Cin, Cout) [+ out] */
+    gemm_bf16_rm(CU_BLAS(cublas), 0, 1, B, Cout, Cin, 1.0f, xb, Cin, w, ldw,
+                 accumulate ? 1.0f : 0.0f, out, Cout);
+    if (b) {
+        size_t n = (size_t)B * Cout;
+        INDEX32_CHECK(n, "fc output (B, Cout)");
+        bias_add_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+            out, b, (uint32_t)n, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1));
+        LAUNCH_CHECK(bias_add_kernel);
+    }
+}
+
+extern "C" void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
+                                            const float *in, const uint16_t *w, int B, int Cin,
+                                            int Cout, int ldw, int accumulate_din, void *scratch,
+                                            size_t scratch_bytes, void *cublas, void *stream)
+{
+    cublasHandle_t h = CU_BLAS(cublas);
+    scratch_check(tower_k_fc_scratch_bf16(B, Cin, Cout), scratch_bytes, "fc backward (bf16)");
+    uint16_t *xb = (uint16_t *)scratch;
+    uint16_t *gb = (uint16_t *)((char *)scratch + tower_k_round256(2 * (size_t)B * Cin));
+    if (din || dw) tower_cast_bf16_cuda(gb, dout, (size_t)B * Cout, stream);
+    if (din) /* din (B, Cin) = dout (B, Cout) . w (Cout, Cin) */
+        gemm_bf16_rm(h, 0, 0, B, Cin, Cout, 1.0f, gb, Cout, w, ldw,
+                     accumulate_din ? 1.0f : 0.0f, din, Cin);
+    if (dw) { /* dw (Cout, Cin) += dout^T (Cout, B) . in (B, Cin) */
+        tower_cast_bf16_cuda(xb, in, (size_t)B * Cin, stream);
+        gemm_bf16_rm(h, 1, 0, Cout, Cin, B, 1.0f, gb, Cout, xb, Cin, 1.0f, dw, ldw);
+    }
     if (db) {
         fc_bias_grad_kernel<<<tower_cuda_blocks((size_t)Cout), TOWER_CUDA_THREADS, 0,
                               CU_STREAM(stream)>>>(db, dout, B, Cout);

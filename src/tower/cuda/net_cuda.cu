@@ -24,10 +24,15 @@ typedef struct {
     cudaStream_t stream;   /* every kernel, copy and GEMM of this tower runs on it */
     cublasHandle_t cublas; /* bound to `stream`, with `workspace` as its only scratch */
     void *workspace;       /* TOWER_CUDA_WORKSPACE_BYTES, handed to cuBLAS */
-    float *conv_scratch;   /* conv_scratch_floats(): the conv chunks' col and product;
-                              NULL while no conv layer is on the GEMM path */
+    float *conv_scratch;   /* scratch_bytes_of(): the conv chunks' col and product (and, in
+                              bf16, the fc layers' bf16 operands); NULL while no conv layer
+                              is on the GEMM path and the precision is not bf16 */
+    size_t scratch_bytes;  /* conv_scratch's size */
     int conv_images;       /* images per conv chunk: min(batch, TOWER_CUDA_CONV_IMAGES) */
-    int tf32;              /* tower_cuda_configure's choices */
+    int precision;         /* tower_cuda_configure's choices: TOWER_PRECISION_* */
+    uint16_t *wbf16;       /* bf16: (n_params) the bf16 copy of the parameters the GEMMs
+                              read, remade from them at the start of every forward pass
+                              (bf16_weights); NULL in fp32 and tf32 */
     tower_cudnn *cudnn;    /* the cuDNN convolution path, NULL while no layer is on it */
     int conv_path[TOWER_MAX_LAYERS]; /* per row: TOWER_CONV_GEMM (0, what calloc leaves) or
                                         TOWER_CONV_CUDNN; only conv rows are read */
@@ -73,6 +78,26 @@ static size_t conv_scratch_floats(const tower_plan *p)
         if (s->kind != TOWER_CONV) continue;
         size_t n = tower_conv_cuda_scratch_size(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k,
                                                 s->stride, s->pad, conv_images_of(p));
+        if (n > most) most = n;
+    }
+    return most;
+}
+
+/* Bytes of GEMM scratch a tower needs at `precision`: the fp32 chunks' floats, or in bf16
+ * the largest of the conv layers' bf16 layouts (a din col only where the row has an input
+ * gradient: not row 0) and the fc layers' bf16 operands. */
+static size_t scratch_bytes_of(const tower_plan *p, int precision)
+{
+    if (precision != TOWER_PRECISION_BF16) return sizeof(float) * conv_scratch_floats(p);
+    size_t most = 0;
+    for (int l = 0; l < p->n_layers; l++) {
+        const tower_layer_spec *s = tower_plan_row(p, l);
+        const tower_layer_shape *L = &p->layer[l];
+        size_t n = s->kind == TOWER_CONV
+                       ? tower_conv_cuda_scratch_bytes_bf16(L->in_ch, L->in_h, L->in_h,
+                                                            L->out_ch, s->k, s->stride, s->pad,
+                                                            conv_images_of(p), l > 0)
+                       : tower_fc_cuda_scratch_bytes_bf16(p->cfg.batch, L->in_ch, L->out_ch);
         if (n > most) most = n;
     }
     return most;
@@ -182,6 +207,7 @@ static void cuda_free(tower *t)
         if (g->dev_step) cudaFree(g->dev_step);
         if (g->workspace) cudaFree(g->workspace);
         if (g->conv_scratch) cudaFree(g->conv_scratch);
+        if (g->wbf16) cudaFree(g->wbf16);
         free(g);
         t->gpu = NULL;
     }
@@ -244,6 +270,7 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     if (e == cudaSuccess) e = cudaMalloc(&g->workspace, TOWER_CUDA_WORKSPACE_BYTES);
     if (e == cudaSuccess)
         e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(plan));
+    if (e == cudaSuccess) g->scratch_bytes = sizeof(float) * conv_scratch_floats(plan);
     if (e != cudaSuccess) {
         free(host);
         if (arena) cudaFree(arena);
@@ -311,11 +338,17 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     return 0;
 }
 
-extern "C" int tower_cuda_configure_paths(tower *t, int tf32, const int *path, char *err,
+extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *path, char *err,
                                          size_t errlen)
 {
     tower_gpu *g = gpu_of(t);
     int any_gemm = 0, any_cudnn = 0;
+    int tf32 = precision == TOWER_PRECISION_TF32, bf16 = precision == TOWER_PRECISION_BF16;
+    if (!tf32 && !bf16 && precision != TOWER_PRECISION_FP32) {
+        snprintf(err, errlen, "tower %d: precision %d is neither fp32, tf32 nor bf16", t->index,
+                 precision);
+        return -1;
+    }
     for (int l = 0; l < t->plan.n_layers; l++) {
         if (tower_plan_row(&t->plan, l)->kind != TOWER_CONV) continue;
         if (path[l] != TOWER_CONV_GEMM && path[l] != TOWER_CONV_CUDNN) {
@@ -325,6 +358,12 @@ extern "C" int tower_cuda_configure_paths(tower *t, int tf32, const int *path, c
         }
         any_gemm |= path[l] == TOWER_CONV_GEMM;
         any_cudnn |= path[l] == TOWER_CONV_CUDNN;
+    }
+    if (bf16 && any_cudnn) { /* cuDNN's convolutions here are fp32 or TF32 only */
+        snprintf(err, errlen, "tower %d: --precision bf16 runs the convolutions on the GEMM "
+                              "path only (im2col + cuBLAS with bf16 operands), not on cuDNN",
+                 t->index);
+        return -1;
     }
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
@@ -340,7 +379,7 @@ extern "C" int tower_cuda_configure_paths(tower *t, int tf32, const int *path, c
                  t->device, tf32 ? "TF32_TENSOR_OP" : "DEFAULT", cublasGetStatusString(s));
         return -1;
     }
-    g->tf32 = tf32;
+    g->precision = precision;
     tower_cudnn_free(g->cudnn);
     g->cudnn = NULL;
     for (int l = 0; l < t->plan.n_layers; l++) g->conv_path[l] = TOWER_CONV_GEMM;
@@ -348,17 +387,35 @@ extern "C" int tower_cuda_configure_paths(tower *t, int tf32, const int *path, c
         g->cudnn = tower_cudnn_create(&t->plan, tf32, g->stream, err, errlen);
         if (!g->cudnn) return -1;
     }
-    if (!any_gemm) {
-        cudaFree(g->conv_scratch); /* the GEMM path's scratch is not needed meanwhile */
+    /* the GEMM scratch at this precision's size (bf16 needs it for the fc layers too), and
+     * the weights' bf16 copy in bf16 only */
+    size_t need = any_gemm || bf16 ? scratch_bytes_of(&t->plan, precision) : 0;
+    if (g->conv_scratch && g->scratch_bytes != need) {
+        cudaFree(g->conv_scratch);
         g->conv_scratch = NULL;
-    } else if (!g->conv_scratch) {
-        e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(&t->plan));
+        g->scratch_bytes = 0;
+    }
+    if (need && !g->conv_scratch) {
+        e = cudaMalloc((void **)&g->conv_scratch, need);
         if (e != cudaSuccess) {
             g->conv_scratch = NULL;
             tower_cudnn_free(g->cudnn);
             g->cudnn = NULL;
             snprintf(err, errlen, "tower %d on GPU %d: conv scratch (%.1f MiB): %s", t->index,
-                     t->device, sizeof(float) * conv_scratch_floats(&t->plan) / 1048576.0,
+                     t->device, need / 1048576.0, cudaGetErrorString(e));
+            return -1;
+        }
+        g->scratch_bytes = need;
+    }
+    if (!bf16 && g->wbf16) {
+        cudaFree(g->wbf16);
+        g->wbf16 = NULL;
+    } else if (bf16 && !g->wbf16) {
+        e = cudaMalloc((void **)&g->wbf16, sizeof(uint16_t) * t->plan.n_params);
+        if (e != cudaSuccess) {
+            g->wbf16 = NULL;
+            snprintf(err, errlen, "tower %d on GPU %d: the weights' bf16 copy (%.1f MiB): %s",
+                     t->index, t->device, sizeof(uint16_t) * t->plan.n_params / 1048576.0,
                      cudaGetErrorString(e));
             return -1;
         }
@@ -368,7 +425,7 @@ extern "C" int tower_cuda_configure_paths(tower *t, int tf32, const int *path, c
     return 0;
 }
 
-extern "C" int tower_cuda_configure(tower *t, int tf32, int conv, char *err, size_t errlen)
+extern "C" int tower_cuda_configure(tower *t, int precision, int conv, char *err, size_t errlen)
 {
     if (conv != TOWER_CONV_GEMM && conv != TOWER_CONV_CUDNN) {
         snprintf(err, errlen, "tower %d: convolution path %d is neither gemm nor cudnn", t->index,
@@ -377,7 +434,7 @@ extern "C" int tower_cuda_configure(tower *t, int tf32, int conv, char *err, siz
     }
     int path[TOWER_MAX_LAYERS];
     for (int l = 0; l < TOWER_MAX_LAYERS; l++) path[l] = conv;
-    return tower_cuda_configure_paths(t, tf32, path, err, errlen);
+    return tower_cuda_configure_paths(t, precision, path, err, errlen);
 }
 
 extern "C" int tower_cuda_conv_path(const tower *t, int l)
@@ -393,7 +450,9 @@ extern "C" void tower_cuda_describe_conv(const tower *t, char *buf, size_t n)
         return;
     }
     if (!g->cudnn) {
-        snprintf(buf, n, "im2col + one SGEMM per chunk of %d images", g->conv_images);
+        snprintf(buf, n, "im2col + one %s per chunk of %d images",
+                 g->precision == TOWER_PRECISION_BF16 ? "bf16 GEMM (fp32 sums)" : "SGEMM",
+                 g->conv_images);
         return;
     }
     /* mixed: each layer's path, then the GEMM chunking and cuDNN's algorithms */
@@ -465,7 +524,8 @@ extern "C" size_t tower_cuda_mem_bytes(const tower *t)
     /* cuDNN's workspace, the GEMM path's scratch, or both when the layers are mixed */
     return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES +
            (g->cudnn ? tower_cudnn_bytes(g->cudnn) : 0) +
-           (g->conv_scratch ? sizeof(float) * conv_scratch_floats(&t->plan) : 0);
+           (g->conv_scratch ? g->scratch_bytes : 0) +
+           (g->wbf16 ? sizeof(uint16_t) * t->plan.n_params : 0);
 }
 
 extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
@@ -490,6 +550,20 @@ static int cuda_fuses_act(const tower *t, int l, int act)
            gpu_of(t)->conv_path[l] == TOWER_CONV_GEMM;
 }
 
+/* bf16: the bf16 copy of the parameters the GEMMs read, remade from the fp32 master
+ * weights by one cast over the whole parameter arena when a forward pass starts: every
+ * pass (training, evaluation, dump, features) starts with row 0's first source (net.c's
+ * layer loop), whose weights are t->w[0]. Made here rather than in the update, so that
+ * the copy can never be stale: whatever wrote the parameters since the last pass (the
+ * update, a checkpoint's load, model_set_tensor, a test) is what the pass reads.
+ * Backward reads the copy its forward made (the update comes after it). */
+static const uint16_t *bf16_weights(tower *t, const float *w)
+{
+    tower_gpu *g = gpu_of(t);
+    if (w == t->w[0]) tower_cast_bf16_cuda(g->wbf16, t->params, t->plan.n_params, g->stream);
+    return g->wbf16 + (w - t->params);
+}
+
 static void cuda_conv_forward(tower *t, int l, float *out, const float *in, const float *w,
                               const float *b, int ldw, int accumulate, int act)
 {
@@ -499,6 +573,14 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
     const tower_layer_shape *L = &t->plan.layer[l];
     if (g->conv_path[l] == TOWER_CONV_CUDNN) {
         tower_cudnn_forward(g->cudnn, l, out, in, w, b, ldw, accumulate);
+        return;
+    }
+    if (g->precision == TOWER_PRECISION_BF16) {
+        tower_conv_forward_bf16_cuda(out, in, bf16_weights(t, w), b, t->plan.cfg.batch,
+                                     L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
+                                     s->pad, ldw, accumulate, act == TOWER_ACT_RELU,
+                                     g->conv_scratch, g->scratch_bytes, g->conv_images,
+                                     g->cublas, g->stream);
         return;
     }
     (act == TOWER_ACT_RELU ? tower_conv_relu_forward_cuda : tower_conv_forward_cuda)(
@@ -518,6 +600,12 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
     int B = t->plan.cfg.batch;
     if (g->conv_path[l] == TOWER_CONV_CUDNN)
         tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din);
+    else if (g->precision == TOWER_PRECISION_BF16)
+        tower_conv_backward_bf16_cuda(din, dw, db, dout, act == TOWER_ACT_RELU ? act_out : NULL,
+                                      in, g->wbf16 + (w - t->params), B, L->in_ch, L->in_h,
+                                      L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw,
+                                      accumulate_din, g->conv_scratch, g->scratch_bytes,
+                                      g->conv_images, g->cublas, g->stream);
     else if (act == TOWER_ACT_RELU) /* ReLU's backward: the mask in the transposing pass */
         tower_conv_relu_backward_cuda(din, dw, db, dout, act_out, in, w, B, L->in_ch, L->in_h,
                                       L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw,
@@ -533,8 +621,14 @@ static void cuda_fc_forward(tower *t, float *out, const float *in, const float *
                             const float *b, int B, int Cin, int Cout, int ldw, int accumulate)
 {
     if (use_device(t)) return;
-    tower_fc_forward_cuda(out, in, w, b, B, Cin, Cout, ldw, accumulate, gpu_of(t)->cublas,
-                          gpu_of(t)->stream);
+    tower_gpu *g = gpu_of(t);
+    if (g->precision == TOWER_PRECISION_BF16)
+        tower_fc_forward_bf16_cuda(out, in, bf16_weights(t, w), b, B, Cin, Cout, ldw,
+                                   accumulate, g->conv_scratch, g->scratch_bytes, g->cublas,
+                                   g->stream);
+    else
+        tower_fc_forward_cuda(out, in, w, b, B, Cin, Cout, ldw, accumulate, g->cublas,
+                              g->stream);
 }
 
 static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const float *dout,
@@ -542,8 +636,14 @@ static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const f
                              int accumulate_din)
 {
     if (use_device(t)) return;
-    tower_fc_backward_cuda(din, dw, db, dout, in, w, B, Cin, Cout, ldw, accumulate_din,
-                           gpu_of(t)->cublas, gpu_of(t)->stream);
+    tower_gpu *g = gpu_of(t);
+    if (g->precision == TOWER_PRECISION_BF16)
+        tower_fc_backward_bf16_cuda(din, dw, db, dout, in, g->wbf16 + (w - t->params), B, Cin,
+                                    Cout, ldw, accumulate_din, g->conv_scratch,
+                                    g->scratch_bytes, g->cublas, g->stream);
+    else
+        tower_fc_backward_cuda(din, dw, db, dout, in, w, B, Cin, Cout, ldw, accumulate_din,
+                               g->cublas, g->stream);
 }
 
 static void cuda_act_forward(tower *t, int act, float *out, const float *in, size_t n)
@@ -838,6 +938,11 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     for (int l = 0; l < p->n_layers; l++)
         for (int k = 0; k < TOWER_CONV_PATHS; k++) timing[l].fwd_ms[k] = timing[l].bwd_ms[k] = -1;
     if (reps < 1) reps = 1;
+    if (g->precision == TOWER_PRECISION_BF16) { /* bf16 takes the GEMM path only */
+        snprintf(err, errlen, "tower %d: --conv auto does not run with --precision bf16 "
+                              "(cuDNN's convolutions here are fp32 or TF32)", t->index);
+        return -1;
+    }
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess) {
@@ -853,7 +958,8 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     tower_cudnn *own = NULL;
     if (!g->cudnn && tower_cudnn_available()) {
         char why[512] = "";
-        own = tower_cudnn_create(p, g->tf32, g->stream, why, sizeof why);
+        own = tower_cudnn_create(p, g->precision == TOWER_PRECISION_TF32, g->stream, why,
+                                 sizeof why);
         if (!own && note) snprintf(note, notelen, "cuDNN not measured: %s", why);
         g->cudnn = own;
     } else if (!tower_cudnn_available() && note) {
@@ -869,6 +975,7 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
                      cudaGetErrorString(e));
             goto out;
         }
+        g->scratch_bytes = sizeof(float) * conv_scratch_floats(p);
         own_scratch = 1;
     }
     {
@@ -933,6 +1040,7 @@ out:
     if (own_scratch) {
         cudaFree(g->conv_scratch);
         g->conv_scratch = NULL;
+        g->scratch_bytes = 0;
     }
     return e == cudaSuccess ? 0 : -1;
 }
