@@ -426,6 +426,16 @@ __global__ void fc_bias_grad_kernel(float *db, const float *dout, int B, int Cou
     FOR_EACH_ELEMENT(o, (size_t)Cout) db[o] = tower_k_fc_bias_grad(dout, db[o], (int)o, B, Cout);
 }
 
+/* out (B, Cout) += b: both fc forwards' bias, in fp32. */
+static void fc_bias_add(float *out, const float *b, int B, int Cout, void *stream)
+{
+    size_t n = (size_t)B * Cout;
+    INDEX32_CHECK(n, "fc output (B, Cout)");
+    bias_add_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        out, b, (uint32_t)n, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1));
+    LAUNCH_CHECK(bias_add_kernel);
+}
+
 extern "C" void tower_fc_forward_cuda(float *out, const float *in, const float *w,
                                       const float *b, int B, int Cin, int Cout, int ldw,
                                       int accumulate, void *cublas, void *stream)
@@ -433,13 +443,7 @@ extern "C" void tower_fc_forward_cuda(float *out, const float *in, const float *
     /* out (B, Cout) = in (B, Cin) . w^T (Cin, Cout) [+ out] */
     gemm_rm(CU_BLAS(cublas), 0, 1, B, Cout, Cin, 1.0f, in, Cin, w, ldw,
             accumulate ? 1.0f : 0.0f, out, Cout);
-    if (b) {
-        size_t n = (size_t)B * Cout;
-        INDEX32_CHECK(n, "fc output (B, Cout)");
-        bias_add_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
-            out, b, (uint32_t)n, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1));
-        LAUNCH_CHECK(bias_add_kernel);
-    }
+    if (b) fc_bias_add(out, b, B, Cout, stream);
 }
 
 extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
@@ -475,13 +479,7 @@ extern "C" void tower_fc_forward_bf16_cuda(float *out, const float *in, const ui
     /* out (B, Cout) = in (B, Cin) . w^T (Cin, Cout) [+ out] */
     gemm_bf16_rm(CU_BLAS(cublas), 0, 1, B, Cout, Cin, 1.0f, xb, Cin, w, ldw,
                  accumulate ? 1.0f : 0.0f, out, Cout);
-    if (b) {
-        size_t n = (size_t)B * Cout;
-        INDEX32_CHECK(n, "fc output (B, Cout)");
-        bias_add_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
-            out, b, (uint32_t)n, tower_k_div_of((uint32_t)Cout), tower_k_div_of(1));
-        LAUNCH_CHECK(bias_add_kernel);
-    }
+    if (b) fc_bias_add(out, b, B, Cout, stream);
 }
 
 extern "C" void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
