@@ -90,9 +90,9 @@ const base_flag train_placement_flags[] = {
                       "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
                       "faster (timed at start-up)")},
     {BASE_FLAG_CHOICE("graph", train_placement_args, graph, "auto|on|off",
-                      "GPU: the whole step as one CUDA graph, captured once and replayed; "
-                      "auto (default) keeps it only if its first replay gives the "
-                      "uncaptured step's bits, on skips that check, off never captures")},
+                      "GPU: the whole step as one CUDA graph, captured once and replayed;\n"
+                      "auto keeps it only if its first replay gives the uncaptured step's\n"
+                      "bits, on skips that check, off never captures")},
     {BASE_FLAG_BOOL("serial", train_placement_args, serial,
                     "one thread runs both towers in turn (default: a thread per tower)")},
     {0}};
