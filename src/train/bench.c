@@ -382,14 +382,18 @@ static const base_flags_cmd bench_cmd = {
                 "[flags]",
     .about =
         "Times full training steps (batch in, forward, backward, update) of the net\n"
-        "(--net and its switches; its optimizer is the update) built from --seed: --warmup steps, then --steps timed with model_train_step (images/s), then\n"
-        "--profile-steps with every layer timed (wall clock on the CPU, CUDA events on a\n"
-        "GPU). The batches are --batches uint8 crop batches made once from --seed and\n"
-        "augmented every step (on the GPU with --gpus). --size is at most " BENCH_STR(DATA_SIZE)
-        "\n(the crops come from " BENCH_STR(DATA_SIZE) "x" BENCH_STR(DATA_SIZE) " images). "
-        "Prints a table; --json FILE also writes every number.\n"
+        "(--net and its switches; its optimizer is the update) built from --seed: --warmup\n"
+        "steps, then --steps timed with model_train_step (images/s), then --profile-steps\n"
+        "with every layer timed (wall clock on the CPU, CUDA events on a GPU). The\n"
+        "batches are --batches uint8 crop batches made once from --seed and augmented\n"
+        "every step (on the GPU with --gpus). --size is at most " BENCH_STR(DATA_SIZE)
+        " (the crops come\nfrom " BENCH_STR(DATA_SIZE) "x" BENCH_STR(DATA_SIZE) " images). "
+        "Prints a table; --json FILE also writes every\nnumber.\n"
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
         "neither: the GPUs if there are any, else the CPU.\n"
+        "On the CPU it also times this machine's 2048^3 SGEMM on the towers' threads (the\n"
+        "step's GFLOP/s as a share of it) and counts the timed steps' time inside BLAS\n"
+        "(with nothing else, the rate the step would reach).\n"
         "On one GPU each timed step is one CUDA graph replayed (unless --graph off), its\n"
         "loss read back one step late; --graph auto decides at the first step (a warm-up\n"
         "one when there is one).\n",
