@@ -155,144 +155,6 @@ extern "C" size_t tower_conv_cuda_scratch_size(int Ci, int H, int W, int Co, int
     for (int n0 = 0, nb = (B) < (images) ? (B) : (images); n0 < (B);                      \
          n0 += nb, nb = (B) - n0 < (images) ? (B) - n0 : (images))
 
-static void conv_forward(float *out, const float *in, const float *w, const float *b, int B,
-                         int Ci, int H, int W, int Co, int K, int stride, int pad, int ldw,
-                         int accumulate, float *scratch, int images, int relu, void *cublas,
-                         void *stream)
-{
-    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int HWo = Ho * Wo, CKK = Ci * K * K;
-    cudaStream_t st = CU_STREAM(stream);
-    size_t nin = (size_t)Ci * H * W;
-    float *col = scratch, *prod = scratch + (size_t)images * CKK * HWo;
-    FOR_EACH_CHUNK(n0, nb, B, images) {
-        int nq = nb * HWo;
-        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq;
-        float *y = out + (size_t)n0 * Co * HWo;
-        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
-        im2col_chunk_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
-            col, in + (size_t)n0 * nin, cg);
-        LAUNCH_CHECK(im2col_chunk_kernel);
-        /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
-        gemm_rm(CU_BLAS(cublas), 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
-        conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            y, prod, b, chunk_cnhw(nb, Co, HWo), accumulate, relu);
-        LAUNCH_CHECK(conv_out_kernel);
-    }
-}
-
-extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float *w,
-                                        const float *b, int B, int Ci, int H, int W, int Co,
-                                        int K, int stride, int pad, int ldw, int accumulate,
-                                        float *scratch, int images, void *cublas, void *stream)
-{
-    conv_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, scratch,
-                 images, 0, cublas, stream);
-}
-
-extern "C" void tower_conv_relu_forward_cuda(float *out, const float *in, const float *w,
-                                             const float *b, int B, int Ci, int H, int W,
-                                             int Co, int K, int stride, int pad, int ldw,
-                                             int accumulate, float *scratch, int images,
-                                             void *cublas, void *stream)
-{
-    conv_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, scratch,
-                 images, 1, cublas, stream);
-}
-
-static void conv_backward(float *din, float *dw, float *db, const float *dout, const float *act,
-                          const float *in, const float *w, int B, int Ci, int H, int W, int Co,
-                          int K, int stride, int pad, int ldw, int accumulate_din,
-                          float *scratch, int images, void *cublas, void *stream)
-{
-    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int HWo = Ho * Wo, CKK = Ci * K * K;
-    cudaStream_t st = CU_STREAM(stream);
-    cublasHandle_t h = CU_BLAS(cublas);
-    size_t nin = (size_t)Ci * H * W;
-    float *col = scratch, *g = scratch + (size_t)images * CKK * HWo;
-    float *ones = g + (size_t)images * Co * HWo;
-    if (!dw && !din && !db) return;
-    if (db) {
-        size_t nones = (size_t)(B < images ? B : images) * HWo;
-        fill_kernel<<<tower_cuda_blocks(nones), TOWER_CUDA_THREADS, 0, st>>>(ones, 1.0f, nones);
-        LAUNCH_CHECK(fill_kernel);
-    }
-    FOR_EACH_CHUNK(n0, nb, B, images) {
-        int nq = nb * HWo;
-        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
-        size_t at = (size_t)n0 * Co * HWo;
-        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
-        to_cnhw_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            g, dout + at, act ? act + at : NULL, chunk_cnhw(nb, Co, HWo));
-        LAUNCH_CHECK(to_cnhw_kernel);
-        if (db) /* db (Co) += g (Co, nb*HWo) . ones: one GEMV, many blocks per channel */
-            gemv_rm(h, Co, nq, 1.0f, g, nq, ones, 1.0f, db);
-        if (dw) {
-            im2col_chunk_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
-                col, in + (size_t)n0 * nin, cg);
-            LAUNCH_CHECK(im2col_chunk_kernel);
-            /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
-            gemm_rm(h, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
-        }
-        if (din) {
-            /* col (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), then gathered back */
-            gemm_rm(h, 1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, col, nq);
-            col2im_chunk_kernel<<<tower_cuda_blocks(nx), TOWER_CUDA_THREADS, 0, st>>>(
-                din + (size_t)n0 * nin, col, cg, accumulate_din);
-            LAUNCH_CHECK(col2im_chunk_kernel);
-        }
-    }
-}
-
-extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
-                                         const float *in, const float *w, int B, int Ci, int H,
-                                         int W, int Co, int K, int stride, int pad, int ldw,
-                                         int accumulate_din, float *scratch, int images,
-                                         void *cublas, void *stream)
-{
-    conv_backward(din, dw, db, dout, NULL, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                  accumulate_din, scratch, images, cublas, stream);
-}
-
-extern "C" void tower_conv_relu_backward_cuda(float *din, float *dw, float *db,
-                                              const float *dout, const float *act,
-                                              const float *in, const float *w, int B, int Ci,
-                                              int H, int W, int Co, int K, int stride, int pad,
-                                              int ldw, int accumulate_din, float *scratch,
-                                              int images, void *cublas, void *stream)
-{
-    conv_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                  accumulate_din, scratch, images, cublas, stream);
-}
-
-/* ---- convolution with bf16 GEMM operands (--precision bf16) --------------------------
- * The chunk loop above with the GEMMs' operands in bf16: im2col writes the col in bf16,
- * the transposing pass writes the output gradient in bf16, the weights are the tower's
- * bf16 copy of its fp32 master weights (w: the copy's element for the master's; same
- * layout and ldw). Products, dw, db and the input gradient's col are fp32 (fp32 sums);
- * the output transpose, bias, ReLU and col2im are the fp32 kernels. The scratch's parts
- * are tower_k_conv_scratch_bf16_of's. */
-
-/* im2col_chunk_kernel's mapping, writing bf16 (tower_k_im2col_taps_bf16) */
-__global__ void im2col_chunk_bf16_kernel(uint16_t *col, const float *in, tower_k_conv_geom g)
-{
-    FOR_EACH_ELEMENT32(e, (uint32_t)g.Ci * g.nq.d) tower_k_im2col_taps_bf16(col, in, e, g);
-}
-
-/* to_cnhw_kernel's mapping, writing bf16 (tower_k_to_cnhw_bf16) */
-__global__ void to_cnhw_bf16_kernel(uint16_t *g, const float *dout, const float *act,
-                                    tower_k_cnhw t)
-{
-    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) tower_k_to_cnhw_bf16(g, dout, act, i, t);
-}
-
-/* x (n) = v, bf16. One thread per element. */
-__global__ void fill_bf16_kernel(uint16_t *x, uint16_t v, size_t n)
-{
-    FOR_EACH_ELEMENT(i, n) x[i] = v;
-}
-
 /* dst (n) = src rounded to bf16 (tower_k_cast_bf16). One thread per element. */
 __global__ void cast_bf16_kernel(uint16_t *dst, const float *src, size_t n)
 {
@@ -331,6 +193,211 @@ static void scratch_check(size_t need, size_t have, const char *what)
     }
 }
 
+/* ---- the bf16 operands' kernels (--precision bf16) ---------------------------------- */
+
+/* im2col_chunk_kernel's mapping, writing bf16 (tower_k_im2col_taps_bf16) */
+__global__ void im2col_chunk_bf16_kernel(uint16_t *col, const float *in, tower_k_conv_geom g)
+{
+    FOR_EACH_ELEMENT32(e, (uint32_t)g.Ci * g.nq.d) tower_k_im2col_taps_bf16(col, in, e, g);
+}
+
+/* to_cnhw_kernel's mapping, writing bf16 (tower_k_to_cnhw_bf16) */
+__global__ void to_cnhw_bf16_kernel(uint16_t *g, const float *dout, const float *act,
+                                    tower_k_cnhw t)
+{
+    FOR_EACH_ELEMENT32(i, t.nb * t.c.d * t.hw.d) tower_k_to_cnhw_bf16(g, dout, act, i, t);
+}
+
+/* x (n) = v, bf16. One thread per element. */
+__global__ void fill_bf16_kernel(uint16_t *x, uint16_t v, size_t n)
+{
+    FOR_EACH_ELEMENT(i, n) x[i] = v;
+}
+
+/* ---- the conv chunk loops, fp32 or with bf16 GEMM operands -------------------------
+ * With bf16 (--precision bf16) the GEMMs' operands are bf16: im2col writes the col in
+ * bf16, the transposing pass writes the output gradient in bf16, the weights are the
+ * tower's bf16 copy of its fp32 master weights (w: the copy's element for the master's;
+ * same layout and ldw). Products, dw, db and the input gradient's col are fp32 (fp32
+ * sums); the output transpose, bias, ReLU and col2im are the fp32 kernels. The scratch's
+ * parts are tower_k_conv_scratch_bf16_of's; fp32's are col, then prod or g, then ones. */
+
+/* A GEMM of the chunk loops: SGEMM, or bf16 operands with fp32 sums. */
+static void gemm_op(cublasHandle_t h, int bf16, int trans_a, int trans_b, int m, int n, int k,
+                    float alpha, const void *A, int lda, const void *B, int ldb, float beta,
+                    float *C, int ldc)
+{
+    if (bf16)
+        gemm_bf16_rm(h, trans_a, trans_b, m, n, k, alpha, (const uint16_t *)A, lda,
+                     (const uint16_t *)B, ldb, beta, C, ldc);
+    else
+        gemm_rm(h, trans_a, trans_b, m, n, k, alpha, (const float *)A, lda, (const float *)B,
+                ldb, beta, C, ldc);
+}
+
+/* The chunk's col (Ci*K*K, nb*Ho*Wo), fp32 or bf16; npos = Ci * nb*Ho*Wo threads. */
+static void im2col_launch(void *col, const float *in, tower_k_conv_geom cg, size_t npos, int bf16,
+                          cudaStream_t st)
+{
+    if (bf16) {
+        im2col_chunk_bf16_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
+            (uint16_t *)col, in, cg);
+        LAUNCH_CHECK(im2col_chunk_bf16_kernel);
+    } else {
+        im2col_chunk_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
+            (float *)col, in, cg);
+        LAUNCH_CHECK(im2col_chunk_kernel);
+    }
+}
+
+static void conv_forward(float *out, const float *in, const void *w, const float *b, int B,
+                         int Ci, int H, int W, int Co, int K, int stride, int pad, int ldw,
+                         int accumulate, int relu, void *col, float *prod, int images, int bf16,
+                         void *cublas, void *stream)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    cudaStream_t st = CU_STREAM(stream);
+    size_t nin = (size_t)Ci * H * W;
+    FOR_EACH_CHUNK(n0, nb, B, images) {
+        int nq = nb * HWo;
+        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq;
+        float *y = out + (size_t)n0 * Co * HWo;
+        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        im2col_launch(col, in + (size_t)n0 * nin, cg, npos, bf16, st);
+        /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
+        gemm_op(CU_BLAS(cublas), bf16, 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
+        conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+            y, prod, b, chunk_cnhw(nb, Co, HWo), accumulate, relu);
+        LAUNCH_CHECK(conv_out_kernel);
+    }
+}
+
+/* g and ones are bf16 with bf16, fp32 without; dcol (the input gradient's col, fp32) may
+ * be col: dw's GEMM is done with col when din's writes it. */
+static void conv_backward(float *din, float *dw, float *db, const float *dout, const float *act,
+                          const float *in, const void *w, int B, int Ci, int H, int W, int Co,
+                          int K, int stride, int pad, int ldw, int accumulate_din, void *col,
+                          float *dcol, void *g, void *ones, int images, int bf16, void *cublas,
+                          void *stream)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int HWo = Ho * Wo, CKK = Ci * K * K;
+    cudaStream_t st = CU_STREAM(stream);
+    cublasHandle_t h = CU_BLAS(cublas);
+    size_t nin = (size_t)Ci * H * W;
+    if (db) {
+        size_t nones = (size_t)(B < images ? B : images) * HWo;
+        if (bf16) {
+            fill_bf16_kernel<<<tower_cuda_blocks(nones), TOWER_CUDA_THREADS, 0, st>>>(
+                (uint16_t *)ones, tower_k_bf16(1.0f), nones);
+            LAUNCH_CHECK(fill_bf16_kernel);
+        } else {
+            fill_kernel<<<tower_cuda_blocks(nones), TOWER_CUDA_THREADS, 0, st>>>(
+                (float *)ones, 1.0f, nones);
+            LAUNCH_CHECK(fill_kernel);
+        }
+    }
+    FOR_EACH_CHUNK(n0, nb, B, images) {
+        int nq = nb * HWo;
+        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
+        size_t at = (size_t)n0 * Co * HWo;
+        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
+        tower_k_cnhw ct = chunk_cnhw(nb, Co, HWo);
+        if (bf16) {
+            to_cnhw_bf16_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+                (uint16_t *)g, dout + at, act ? act + at : NULL, ct);
+            LAUNCH_CHECK(to_cnhw_bf16_kernel);
+        } else {
+            to_cnhw_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
+                (float *)g, dout + at, act ? act + at : NULL, ct);
+            LAUNCH_CHECK(to_cnhw_kernel);
+        }
+        if (db && bf16) /* db (Co) += g (Co, nb*HWo) . ones (nb*HWo): a GEMM of one column */
+            gemm_bf16_rm(h, 0, 0, Co, 1, nq, 1.0f, (const uint16_t *)g, nq,
+                         (const uint16_t *)ones, 1, 1.0f, db, 1);
+        else if (db) /* db (Co) += g (Co, nb*HWo) . ones: one GEMV, many blocks per channel */
+            gemv_rm(h, Co, nq, 1.0f, (const float *)g, nq, (const float *)ones, 1.0f, db);
+        if (dw) {
+            im2col_launch(col, in + (size_t)n0 * nin, cg, npos, bf16, st);
+            /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
+            gemm_op(h, bf16, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
+        }
+        if (din) {
+            /* dcol (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), fp32, then gathered back */
+            gemm_op(h, bf16, 1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, dcol, nq);
+            col2im_chunk_kernel<<<tower_cuda_blocks(nx), TOWER_CUDA_THREADS, 0, st>>>(
+                din + (size_t)n0 * nin, dcol, cg, accumulate_din);
+            LAUNCH_CHECK(col2im_chunk_kernel);
+        }
+    }
+}
+
+/* fp32's scratch: col (Ci*K*K, images*Ho*Wo), then prod (forward) or g and ones. */
+static void conv_fp32_forward(float *out, const float *in, const float *w, const float *b,
+                              int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
+                              int ldw, int accumulate, int relu, float *scratch, int images,
+                              void *cublas, void *stream)
+{
+    size_t ncol = (size_t)images * Ci * K * K * tower_conv_out(H, K, stride, pad) *
+                  tower_conv_out(W, K, stride, pad);
+    conv_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, relu, scratch,
+                 scratch + ncol, images, 0, cublas, stream);
+}
+
+extern "C" void tower_conv_forward_cuda(float *out, const float *in, const float *w,
+                                        const float *b, int B, int Ci, int H, int W, int Co,
+                                        int K, int stride, int pad, int ldw, int accumulate,
+                                        float *scratch, int images, void *cublas, void *stream)
+{
+    conv_fp32_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, 0,
+                      scratch, images, cublas, stream);
+}
+
+extern "C" void tower_conv_relu_forward_cuda(float *out, const float *in, const float *w,
+                                             const float *b, int B, int Ci, int H, int W,
+                                             int Co, int K, int stride, int pad, int ldw,
+                                             int accumulate, float *scratch, int images,
+                                             void *cublas, void *stream)
+{
+    conv_fp32_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, 1,
+                      scratch, images, cublas, stream);
+}
+
+static void conv_fp32_backward(float *din, float *dw, float *db, const float *dout,
+                               const float *act, const float *in, const float *w, int B, int Ci,
+                               int H, int W, int Co, int K, int stride, int pad, int ldw,
+                               int accumulate_din, float *scratch, int images, void *cublas,
+                               void *stream)
+{
+    if (!dw && !din && !db) return;
+    size_t HWo = (size_t)tower_conv_out(H, K, stride, pad) * tower_conv_out(W, K, stride, pad);
+    float *g = scratch + (size_t)images * Ci * K * K * HWo, *ones = g + (size_t)images * Co * HWo;
+    conv_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                  accumulate_din, scratch, scratch, g, ones, images, 0, cublas, stream);
+}
+
+extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
+                                         const float *in, const float *w, int B, int Ci, int H,
+                                         int W, int Co, int K, int stride, int pad, int ldw,
+                                         int accumulate_din, float *scratch, int images,
+                                         void *cublas, void *stream)
+{
+    conv_fp32_backward(din, dw, db, dout, NULL, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                       accumulate_din, scratch, images, cublas, stream);
+}
+
+extern "C" void tower_conv_relu_backward_cuda(float *din, float *dw, float *db,
+                                              const float *dout, const float *act,
+                                              const float *in, const float *w, int B, int Ci,
+                                              int H, int W, int Co, int K, int stride, int pad,
+                                              int ldw, int accumulate_din, float *scratch,
+                                              int images, void *cublas, void *stream)
+{
+    conv_fp32_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                       accumulate_din, scratch, images, cublas, stream);
+}
+
 extern "C" void tower_conv_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
                                              const float *b, int B, int Ci, int H, int W,
                                              int Co, int K, int stride, int pad, int ldw,
@@ -339,27 +406,11 @@ extern "C" void tower_conv_forward_bf16_cuda(float *out, const float *in, const 
                                              void *stream)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int HWo = Ho * Wo, CKK = Ci * K * K;
-    cudaStream_t st = CU_STREAM(stream);
-    size_t nin = (size_t)Ci * H * W;
     tower_k_conv_scratch_bf16 sl = tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, 0);
     scratch_check(sl.bytes, scratch_bytes, "conv forward (bf16)");
-    uint16_t *col = (uint16_t *)((char *)scratch + sl.col);
-    float *prod = (float *)((char *)scratch + sl.prod);
-    FOR_EACH_CHUNK(n0, nb, B, images) {
-        int nq = nb * HWo;
-        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq;
-        float *y = out + (size_t)n0 * Co * HWo;
-        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
-        im2col_chunk_bf16_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
-            col, in + (size_t)n0 * nin, cg);
-        LAUNCH_CHECK(im2col_chunk_bf16_kernel);
-        /* prod (Co, nb*HWo) = w (Co, CKK; ld ldw) . col (CKK, nb*HWo) */
-        gemm_bf16_rm(CU_BLAS(cublas), 0, 0, Co, nq, CKK, 1.0f, w, ldw, col, nq, 0.0f, prod, nq);
-        conv_out_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            y, prod, b, chunk_cnhw(nb, Co, HWo), accumulate, relu);
-        LAUNCH_CHECK(conv_out_kernel);
-    }
+    conv_forward(out, in, w, b, B, Ci, H, W, Co, K, stride, pad, ldw, accumulate, relu,
+                 (char *)scratch + sl.col, (float *)((char *)scratch + sl.prod), images, 1,
+                 cublas, stream);
 }
 
 extern "C" void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
@@ -370,50 +421,16 @@ extern "C" void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, 
                                               size_t scratch_bytes, int images, void *cublas,
                                               void *stream)
 {
-    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int HWo = Ho * Wo, CKK = Ci * K * K;
-    cudaStream_t st = CU_STREAM(stream);
-    cublasHandle_t h = CU_BLAS(cublas);
-    size_t nin = (size_t)Ci * H * W;
     if (!dw && !din && !db) return;
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     tower_k_conv_scratch_bf16 sl =
         tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, din != NULL);
     scratch_check(sl.bytes, scratch_bytes, "conv backward (bf16)");
-    uint16_t *col = (uint16_t *)((char *)scratch + sl.col);
-    float *dcol = (float *)((char *)scratch + sl.col); /* din's col, after dw's GEMM */
-    uint16_t *g = (uint16_t *)((char *)scratch + sl.prod);
-    uint16_t *ones = (uint16_t *)((char *)scratch + sl.ones);
-    if (db) {
-        size_t nones = (size_t)(B < images ? B : images) * HWo;
-        fill_bf16_kernel<<<tower_cuda_blocks(nones), TOWER_CUDA_THREADS, 0, st>>>(
-            ones, tower_k_bf16(1.0f), nones);
-        LAUNCH_CHECK(fill_bf16_kernel);
-    }
-    FOR_EACH_CHUNK(n0, nb, B, images) {
-        int nq = nb * HWo;
-        size_t npos = (size_t)Ci * nq, nout = (size_t)Co * nq, nx = (size_t)nb * nin;
-        size_t at = (size_t)n0 * Co * HWo;
-        tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
-        to_cnhw_bf16_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
-            g, dout + at, act ? act + at : NULL, chunk_cnhw(nb, Co, HWo));
-        LAUNCH_CHECK(to_cnhw_bf16_kernel);
-        if (db) /* db (Co) += g (Co, nb*HWo) . ones (nb*HWo): a GEMM of one column */
-            gemm_bf16_rm(h, 0, 0, Co, 1, nq, 1.0f, g, nq, ones, 1, 1.0f, db, 1);
-        if (dw) {
-            im2col_chunk_bf16_kernel<<<tower_cuda_blocks(npos), TOWER_CUDA_THREADS, 0, st>>>(
-                col, in + (size_t)n0 * nin, cg);
-            LAUNCH_CHECK(im2col_chunk_bf16_kernel);
-            /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
-            gemm_bf16_rm(h, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
-        }
-        if (din) {
-            /* dcol (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), fp32, then gathered */
-            gemm_bf16_rm(h, 1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, dcol, nq);
-            col2im_chunk_kernel<<<tower_cuda_blocks(nx), TOWER_CUDA_THREADS, 0, st>>>(
-                din + (size_t)n0 * nin, dcol, cg, accumulate_din);
-            LAUNCH_CHECK(col2im_chunk_kernel);
-        }
-    }
+    char *base = (char *)scratch;
+    /* din's fp32 col over the bf16 col, written after dw's GEMM has read it */
+    conv_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
+                  accumulate_din, base + sl.col, (float *)(base + sl.col), base + sl.prod,
+                  base + sl.ones, images, 1, cublas, stream);
 }
 
 /* ---- fully connected ---------------------------------------------------------------- */
@@ -858,8 +875,9 @@ extern "C" void tower_dropout_inverted_backward_cuda(float *din, const float *do
  * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
  * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
  * stride over the classes (tower_k_logit_walk: no division per class), then xor-shuffle
- * trees (fixed order) give the max and the sum. The sum is in double, as on the CPU; the summation order differs from the CPU's
- * sequential one, so probs and losses agree within rounding, not bit for bit. */
+ * trees (fixed order) give the max and the sum. The sum is in double, as on the CPU; the
+ * summation order differs from the CPU's sequential one, so probs and losses agree within
+ * rounding, not bit for bit. */
 #define SOFTMAX_WARPS 4
 
 __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const float *logits,
