@@ -5,7 +5,7 @@
 # absent the build leaves the CUDA backend out (-Dcuda=auto).
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc libc6-dev
-      libopenblas-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libjansson-dev libmatio-dev libcriterion-dev
+      libopenblas-dev libdnnl-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libjansson-dev libmatio-dev libcriterion-dev
       dataset-fashion-mnist python3 python3-numpy python3-torch python3-torchvision gnuplot-nox
       clang libclang-rt-14-dev)
 missing=()

@@ -1,8 +1,32 @@
 /* conv_choose.c: `--conv auto`'s decision per conv layer from measured times
- * (tower_conv_choose, tower.h). Plain C with no device: net_cuda.cu measures, this
- * decides, and the tests inject timings. Also the names of the convolution paths and of the
- * GEMM precisions that run.json and bench's JSON record. */
+ * (tower_conv_choose, tower.h), and the CPU's oneDNN switch (tower_conv_dnnl). Plain C
+ * with no device: net_cuda.cu measures, this decides, and the tests inject timings. Also
+ * the names of the convolution paths and of the GEMM precisions that run.json and bench's
+ * JSON record. */
 #include "tower/tower.h"
+
+#include <stdatomic.h>
+
+static atomic_int dnnl_off;
+
+void tower_conv_dnnl(int on) { atomic_store(&dnnl_off, !on); }
+
+int tower_conv_dnnl_off(void) { return atomic_load(&dnnl_off); }
+
+int tower_conv_dnnl_passes(int K, int S)
+{
+    if (S != 1 || K < 2) return 0;
+    return (K == 5 ? TOWER_DNNL_FWD : 0) | TOWER_DNNL_BWD_DATA;
+}
+
+int tower_conv_dnnl_built(void)
+{
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 /* Forward + backward of one path, or -1 when either was not measured. */
 static double total_ms(const tower_conv_timing *t, int path)

@@ -149,6 +149,17 @@ void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
         if (nb > (size_t)plan->cfg.batch) nb = (size_t)plan->cfg.batch;
         used += (size_t)snprintf(buf + used, n - used, " %s %zu", s->name, nb);
     }
+    if (!tower_conv_dnnl_built() || tower_conv_dnnl_off()) return;
+    const char *sep = "; oneDNN:";
+    for (int l = 0; l < plan->n_layers && used < n; l++) {
+        const tower_layer_spec *s = tower_plan_row(plan, l);
+        int passes = s->kind == TOWER_CONV ? tower_conv_dnnl_passes(s->k, s->stride) : 0;
+        if (!passes) continue;
+        used += (size_t)snprintf(buf + used, n - used, "%s %s %s", sep, s->name,
+                                 passes & TOWER_DNNL_FWD ? "forward + input gradient"
+                                                         : "input gradient");
+        sep = ",";
+    }
 }
 
 /* Output positions [*lo, *hi) along one axis whose tap k lands inside the input

@@ -3,6 +3,9 @@
  * every backend runs through its table of operations (tower_ops). The trainer
  * (src/train/model.c) runs the towers layer by layer and exchanges between them. */
 #include "tower/tower.h"
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+#include "tower/conv_dnnl.h"
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -886,12 +889,34 @@ static int cpu_fuses_act(const tower *t, int l, int act)
     return 0; /* the CPU runs every activation as its own pass */
 }
 
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+/* The layer's oneDNN primitives when oneDNN runs one of its passes (conv_dnnl.h), made at
+ * the first call, in the tower's own thread. */
+static tower_dnnl_conv *cpu_dnnl(tower *t, int l, int ldw)
+{
+    if (!t->conv_cpu_tried[l]) {
+        const tower_layer_spec *s = tower_plan_row(&t->plan, l);
+        const tower_layer_shape *L = &t->plan.layer[l];
+        t->conv_cpu_tried[l] = 1;
+        if (tower_conv_dnnl_passes(s->k, s->stride) && !tower_conv_dnnl_off())
+            t->conv_cpu[l] = tower_dnnl_conv_new(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k,
+                                                 s->stride, s->pad, ldw);
+    }
+    return t->conv_cpu[l];
+}
+#endif
+
 static void cpu_conv_forward(tower *t, int l, real *out, const real *in, const real *w,
                              const real *b, int ldw, int accumulate, int act)
 {
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     (void)act;
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+    tower_dnnl_conv *d = cpu_dnnl(t, l, ldw);
+    if (d && tower_dnnl_conv_forward(d, out, in, w, b, t->plan.cfg.batch, accumulate) == 0)
+        return;
+#endif
     tower_conv_forward(out, in, w, b, t->plan.cfg.batch, L->in_ch, L->in_h, L->in_h, L->out_ch,
                        s->k, s->stride, s->pad, ldw, accumulate, t->col);
 }
@@ -903,6 +928,12 @@ static void cpu_conv_backward(tower *t, int l, real *din, real *dw, real *db, co
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     (void)act_out, (void)act;
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+    tower_dnnl_conv *d = din ? cpu_dnnl(t, l, ldw) : NULL;
+    if (d && tower_dnnl_conv_backward_data(d, din, dout, w, t->plan.cfg.batch,
+                                           accumulate_din) == 0)
+        din = NULL; /* its input gradient is done; the weights' and bias' below */
+#endif
     tower_conv_backward(din, dw, db, dout, in, w, t->plan.cfg.batch, L->in_ch, L->in_h,
                         L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw, accumulate_din,
                         t->col);
@@ -1029,6 +1060,13 @@ static void cpu_update(tower *t, const tower_optim *o, real lr, int64_t t_update
 
 static void cpu_free(tower *t)
 {
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++) {
+        tower_dnnl_conv_free(t->conv_cpu[l]);
+        t->conv_cpu[l] = NULL;
+        t->conv_cpu_tried[l] = 0;
+    }
+#endif
     free(t->arena);
     t->arena = NULL;
 }

@@ -56,6 +56,20 @@ size_t tower_conv_col_size(int Ci, int H, int W, int K, int stride, int pad);
  * ceil(B / chunk) chunks, the last one smaller. A function of the shape alone. */
 int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int pad);
 
+/* The CPU tower's oneDNN passes (conv_dnnl.h: conv2's forward, the input gradient of the
+ * stride-1 layers), in builds that have oneDNN (tower_conv_dnnl_built): on unless
+ * tower_conv_dnnl(0) was called before the tower's first step, for the process (tests
+ * compare the paths; model_init sets it from `--cpu-conv onednn|gemm`). tower_conv_forward/backward below are
+ * always the im2col path. */
+void tower_conv_dnnl(int on);
+int tower_conv_dnnl_off(void);
+int tower_conv_dnnl_built(void);
+/* The passes oneDNN runs for a K x K convolution of stride S, a mask: the forward at 5x5
+ * stride 1, the input gradient at every stride 1 (K >= 2); 0 for the rest. A function of
+ * the shape alone, so a run's summation order never depends on timing. */
+enum { TOWER_DNNL_FWD = 1, TOWER_DNNL_BWD_DATA = 2 };
+int tower_conv_dnnl_passes(int K, int S);
+
 /* Convolution. out (B, Co, Ho, Wo); in (B, Ci, H, W); w (Co, ldw) of which the first
  * Ci*K*K columns are used (ldw > Ci*K*K selects one input block of a layer that reads
  * several towers); b (Co) or NULL. accumulate=0: out = conv + b; accumulate=1:
@@ -446,6 +460,9 @@ typedef struct tower {
     real *losses;     /* (B) */
     int32_t *labels;  /* (B) */
     real *col;        /* im2col scratch, the largest any layer needs */
+    void *conv_cpu[TOWER_MAX_LAYERS]; /* CPU: a conv layer's oneDNN primitives (conv_dnnl.h),
+                                         made at its first call; NULL: none */
+    int conv_cpu_tried[TOWER_MAX_LAYERS];
     void *arena;      /* the one allocation behind everything above */
     size_t arena_bytes;
     uint64_t dropout_key; /* set by the trainer each step: tower_step_key() */

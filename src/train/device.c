@@ -93,6 +93,10 @@ const base_flag train_placement_flags[] = {
                       "GPU: the whole step as one CUDA graph, captured once and replayed;\n"
                       "auto keeps it only if its first replay gives the uncaptured step's\n"
                       "bits, on skips that check, off never captures")},
+    {BASE_FLAG_CHOICE("cpu-conv", train_placement_args, cpu_conv, "onednn|gemm",
+                      "CPU convolutions: oneDNN for the passes it runs faster (conv2's\n"
+                      "forward, the stride-1 layers' input gradients), im2col + OpenBLAS\n"
+                      "for the rest; gemm: im2col + OpenBLAS for all")},
     {BASE_FLAG_BOOL("serial", train_placement_args, serial,
                     "one thread runs both towers in turn (default: a thread per tower)")},
     {0}};
@@ -173,6 +177,9 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     if (!p->cpu && p->ngpus >= 1 && p->graph != MODEL_GRAPH_AUTO && used < n)
         snprintf(buf + used, n - used, "%s",
                  p->graph == MODEL_GRAPH_ON ? ", CUDA graph on" : ", CUDA graph off");
+    used = strlen(buf);
+    if (p->cpu && p->cpu_conv && used < n)
+        snprintf(buf + used, n - used, ", convolutions all im2col + OpenBLAS");
     used = strlen(buf);
     if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
@@ -256,6 +263,12 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
     if (train_placement_precision(a, &precision, err, errlen)) return -1;
     if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
     p->serial = a->serial;
+    if (a->cpu_conv && !p->cpu) {
+        snprintf(err, errlen, "--cpu-conv gemm is a CPU option and this run is on a GPU (whose "
+                              "convolutions --conv chooses): drop it or add --cpu");
+        return -1;
+    }
+    p->cpu_conv = a->cpu_conv;
     if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
     return train_placement_set_gpu_options(p, precision, a->conv, err, errlen);
 }

@@ -54,11 +54,12 @@ typedef struct {
     int precision;     /* --precision: 0 when absent, else 1 + TOWER_PRECISION_* */
     int conv;          /* --conv: 0 gemm, 1 cudnn, 2 auto */
     int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
+    int cpu_conv;      /* --cpu-conv: 0 onednn (the default), 1 gemm */
     int graph;         /* --graph: 0 auto, 1 on, 2 off (MODEL_GRAPH_*) */
 } train_placement_args;
 
 /* --cpu, --gpus LIST, --tf32, --precision fp32|tf32|bf16, --conv gemm|cudnn|auto,
- * --graph auto|on|off, --serial, into a train_placement_args: a group for a command's flag
+ * --graph auto|on|off, --cpu-conv onednn|gemm, --serial, into a train_placement_args: a group for a command's flag
  * table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
 extern const base_flag train_placement_flags[];
 

@@ -130,8 +130,9 @@ static size_t append_ms(char *buf, size_t n, size_t used, const char *fmt, doubl
 void model_conv_describe(const model *m, char *buf, size_t n)
 {
     if (!n) return;
-    if (m->place.cpu) {
-        snprintf(buf, n, "cpu");
+    if (m->place.cpu) { /* "cpu": im2col + OpenBLAS; "cpu onednn": with conv_dnnl.c's passes */
+        snprintf(buf, n, "%s",
+                 tower_conv_dnnl_built() && !tower_conv_dnnl_off() ? "cpu onednn" : "cpu");
         return;
     }
     if (m->place.conv != MODEL_CONV_AUTO) {
@@ -180,6 +181,7 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
         return -1;
 #endif
     }
+    if (place->cpu) tower_conv_dnnl(!place->cpu_conv); /* before any tower's first call */
     for (int t = 0; t < m->towers; t++) {
         int rc;
 #if MODEL_CUDA

@@ -32,6 +32,10 @@ typedef struct {
     int graph;      /* GPU only: MODEL_GRAPH_AUTO (0, the default), _ON or _OFF: whether
                        model_train_step captures the whole step as one CUDA graph and
                        replays it (docs/GPU.md, "One step as one CUDA graph"); --graph */
+    int cpu_conv;   /* CPU only: 0, the default: oneDNN runs the convolution passes it is
+                       faster at (conv2's forward, the stride-1 layers' input gradients;
+                       conv_dnnl.c), when the build has it; 1: im2col + OpenBLAS for every
+                       pass (--cpu-conv gemm). Process-wide (tower_conv_dnnl). */
     int serial;     /* 0, the default: a two-tower model runs each tower on a worker thread
                        of its own (on the CPU with half of OpenBLAS's threads each); 1: the
                        caller's thread runs every tower in turn (the order before the
@@ -194,7 +198,8 @@ typedef struct {
 /* The convolution mode in one line, for the start-up report, run.json and bench:
  * "gemm", "cudnn", or "auto: conv1 gemm (gemm 1.20 + 2.31 ms, cudnn 1.41 + 2.95 ms), ..."
  * (each layer's choice, then each path's forward + backward in milliseconds per call,
- * "-" for a path not measured, and conv_note). "cpu" on the CPU. */
+ * "-" for a path not measured, and conv_note). On the CPU "cpu onednn" (oneDNN runs
+ * some passes: --cpu-conv onednn in a build with it) or "cpu". */
 void model_conv_describe(const model *m, char *buf, size_t n);
 
 /* Builds the towers of cfg's net on the placement, initialised from seed (each row's init).

@@ -1,0 +1,310 @@
+/* conv_dnnl.c: the CPU convolution passes that oneDNN (Debian's libdnnl, its JIT AVX2
+ * kernels) runs faster than im2col + OpenBLAS: the forward of the 5x5 stride-1 layer
+ * (conv2) and the input gradient of every stride-1 layer (conv2-conv5). Everything else
+ * stays on layers_cpu.c's im2col + GEMM, which is faster there (docs/BENCH.md, "oneDNN").
+ *
+ * oneDNN wants its own blocked layouts (8 channels innermost on AVX2), so each call
+ * reorders the NCHW input and the weights in, runs the primitive on a chunk of images, and
+ * reorders the result back out, adding it to what is there when the call accumulates (a
+ * reorder with a sum post-op). Primitives are made once per tower and layer, at the first
+ * call, for the chunk size and the last, shorter chunk. They run on as many threads as
+ * the tower's OpenBLAS share (omp_set_num_threads in the calling thread, so each tower's
+ * worker runs its own passes and no OpenMP pool spins beside OpenBLAS's threads). The
+ * summation order is oneDNN's for a fixed thread count: runs repeat bit for bit. */
+#include "tower/conv_dnnl.h"
+
+#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Images a primitive runs at once: enough to fill the kernels' blocks, few enough that
+ * the blocked copies (conv2: 0.5 MB an image in and out) stay near the caches. */
+#define DNNL_CHUNK 8
+
+/* one set of primitives for chunks of n images */
+typedef struct {
+    int n;
+    dnnl_memory_t u_src, u_dst;                 /* the caller's NCHW chunk (handles set per call) */
+    dnnl_memory_t f_src, f_w, f_dst;            /* forward's layouts */
+    dnnl_primitive_t fwd, r_src, r_w, r_dst[2]; /* [accumulate] */
+    dnnl_memory_t b_ddst, b_w, b_dsrc;          /* input gradient's layouts */
+    dnnl_primitive_t bwd, r_ddst, r_w2, r_dsrc[2];
+} dnnl_set;
+
+struct tower_dnnl_conv {
+    int Ci, H, W, Co, K, S, P, ldw, Ho, Wo, passes;
+    dnnl_engine_t eng;
+    dnnl_stream_t st;
+    dnnl_memory_t u_w, u_b;
+    float *zero_bias;
+    dnnl_set set[2]; /* DNNL_CHUNK images, and the last chunk's count (0: not made) */
+};
+
+static int dnnl_ok(dnnl_status_t s, const char *what)
+{
+    if (s == dnnl_success) return 1;
+    fprintf(stderr, "twotower: oneDNN %s failed (status %d)\n", what, (int)s);
+    return 0;
+}
+
+/* A failed call while running: the step cannot go on (like a failed CUDA launch). */
+static void dnnl_must(dnnl_status_t s, const char *what)
+{
+    if (!dnnl_ok(s, what)) exit(3);
+}
+
+static int md_nchw(dnnl_memory_desc_t *md, int n, int c, int h, int w)
+{
+    dnnl_dims_t d = {n, c, h, w};
+    return dnnl_ok(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_nchw), "memory desc");
+}
+
+static int md_any(dnnl_memory_desc_t *md, int n, int c, int h, int w)
+{
+    dnnl_dims_t d = {n, c, h, w};
+    return dnnl_ok(dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_format_tag_any),
+                   "memory desc");
+}
+
+/* A memory object of md: with its own buffer (own = 1) or a handle set per call. */
+static int mem(dnnl_memory_t *m, const dnnl_memory_desc_t *md, dnnl_engine_t eng, int own)
+{
+    return dnnl_ok(dnnl_memory_create(m, md, eng, own ? DNNL_MEMORY_ALLOCATE : DNNL_MEMORY_NONE),
+                   "memory");
+}
+
+static int mem_of(dnnl_memory_t *m, const_dnnl_primitive_desc_t pd, dnnl_query_t what,
+                  dnnl_engine_t eng)
+{
+    return mem(m, dnnl_primitive_desc_query_md(pd, what, 0), eng, 1);
+}
+
+/* A reorder from a's layout to b's; sum: b += a instead of b = a. */
+static int reorder(dnnl_primitive_t *p, dnnl_memory_t a, dnnl_memory_t b, dnnl_engine_t eng,
+                   int sum)
+{
+    const dnnl_memory_desc_t *ma, *mb;
+    dnnl_memory_get_memory_desc(a, &ma);
+    dnnl_memory_get_memory_desc(b, &mb);
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    int ok = 1;
+    if (sum) {
+        ok = dnnl_ok(dnnl_primitive_attr_create(&attr), "attr") &&
+             dnnl_ok(dnnl_post_ops_create(&po), "post-ops") &&
+             dnnl_ok(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op") &&
+             dnnl_ok(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops");
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    ok = ok && dnnl_ok(dnnl_reorder_primitive_desc_create(&pd, ma, eng, mb, eng, attr),
+                       "reorder desc");
+    ok = ok && dnnl_ok(dnnl_primitive_create(p, pd), "reorder");
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return ok;
+}
+
+static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
+{
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    dnnl_memory_desc_t us, ud, as, aw, ad, bd;
+    dnnl_dims_t wd = {c->Co, c->Ci, c->K, c->K}, bdim = {c->Co};
+    dnnl_dims_t str = {c->S, c->S}, pad = {c->P, c->P};
+    /* the right padding oneDNN needs for the same output size as tower_conv_out */
+    dnnl_dims_t padr = {(c->Ho - 1) * c->S + c->K - c->H - c->P,
+                        (c->Wo - 1) * c->S + c->K - c->W - c->P};
+    if (!md_nchw(&us, n, c->Ci, c->H, c->W) || !md_nchw(&ud, n, c->Co, c->Ho, c->Wo) ||
+        !md_any(&as, n, c->Ci, c->H, c->W) || !md_any(&ad, n, c->Co, c->Ho, c->Wo) ||
+        !dnnl_ok(dnnl_memory_desc_init_by_tag(&aw, 4, wd, dnnl_f32, dnnl_format_tag_any),
+                 "memory desc") ||
+        !dnnl_ok(dnnl_memory_desc_init_by_tag(&bd, 1, bdim, dnnl_f32, dnnl_x), "memory desc"))
+        return 0;
+    if (!mem(&s->u_src, &us, c->eng, 0) || !mem(&s->u_dst, &ud, c->eng, 0)) return 0;
+    dnnl_convolution_desc_t fd;
+    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+    int ok = dnnl_ok(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training,
+                                                        dnnl_convolution_direct, &as, &aw, &bd,
+                                                        &ad, str, pad, padr),
+                     "convolution desc") &&
+             dnnl_ok(dnnl_primitive_desc_create(&fpd, &fd, NULL, c->eng, NULL),
+                     "convolution primitive desc");
+    if (ok && (c->passes & TOWER_DNNL_FWD)) {
+        ok = mem_of(&s->f_src, fpd, dnnl_query_src_md, c->eng) &&
+             mem_of(&s->f_w, fpd, dnnl_query_weights_md, c->eng) &&
+             mem_of(&s->f_dst, fpd, dnnl_query_dst_md, c->eng) &&
+             dnnl_ok(dnnl_primitive_create(&s->fwd, fpd), "convolution") &&
+             reorder(&s->r_src, s->u_src, s->f_src, c->eng, 0) &&
+             reorder(&s->r_w, c->u_w, s->f_w, c->eng, 0) &&
+             reorder(&s->r_dst[0], s->f_dst, s->u_dst, c->eng, 0) &&
+             reorder(&s->r_dst[1], s->f_dst, s->u_dst, c->eng, 1);
+    }
+    if (ok && (c->passes & TOWER_DNNL_BWD_DATA)) {
+        dnnl_convolution_desc_t bdd;
+        ok = dnnl_ok(dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct,
+                                                              &as, &aw, &ad, str, pad, padr),
+                     "convolution backward desc") &&
+             dnnl_ok(dnnl_primitive_desc_create(&bpd, &bdd, NULL, c->eng, fpd),
+                     "convolution backward primitive desc") &&
+             mem_of(&s->b_ddst, bpd, dnnl_query_diff_dst_md, c->eng) &&
+             mem_of(&s->b_w, bpd, dnnl_query_weights_md, c->eng) &&
+             mem_of(&s->b_dsrc, bpd, dnnl_query_diff_src_md, c->eng) &&
+             dnnl_ok(dnnl_primitive_create(&s->bwd, bpd), "convolution backward") &&
+             reorder(&s->r_ddst, s->u_dst, s->b_ddst, c->eng, 0) &&
+             reorder(&s->r_w2, c->u_w, s->b_w, c->eng, 0) &&
+             reorder(&s->r_dsrc[0], s->b_dsrc, s->u_src, c->eng, 0) &&
+             reorder(&s->r_dsrc[1], s->b_dsrc, s->u_src, c->eng, 1);
+    }
+    if (bpd) dnnl_primitive_desc_destroy(bpd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    return ok;
+}
+
+static void set_free(dnnl_set *s)
+{
+    dnnl_primitive_t p[] = {s->fwd, s->r_src, s->r_w, s->r_dst[0], s->r_dst[1],
+                            s->bwd, s->r_ddst, s->r_w2, s->r_dsrc[0], s->r_dsrc[1]};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        if (p[i]) dnnl_primitive_destroy(p[i]);
+    dnnl_memory_t m[] = {s->u_src, s->u_dst, s->f_src, s->f_w, s->f_dst,
+                         s->b_ddst, s->b_w, s->b_dsrc};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (m[i]) dnnl_memory_destroy(m[i]);
+    memset(s, 0, sizeof *s);
+}
+
+void tower_dnnl_conv_free(tower_dnnl_conv *c)
+{
+    if (!c) return;
+    for (int i = 0; i < 2; i++) set_free(&c->set[i]);
+    if (c->u_w) dnnl_memory_destroy(c->u_w);
+    if (c->u_b) dnnl_memory_destroy(c->u_b);
+    if (c->st) dnnl_stream_destroy(c->st);
+    if (c->eng) dnnl_engine_destroy(c->eng);
+    free(c->zero_bias);
+    free(c);
+}
+
+/* The tower's thread count for oneDNN: its share of OpenBLAS's (model.c sets it). */
+static void threads_here(void)
+{
+    int n = openblas_get_num_threads();
+    omp_set_num_threads(n > 0 ? n : 1);
+}
+
+tower_dnnl_conv *tower_dnnl_conv_new(int Ci, int H, int W, int Co, int K, int S, int P,
+                                     int ldw)
+{
+    int passes = tower_conv_dnnl_passes(K, S);
+    int Ho = H + 2 * P - K < 0 ? 0 : (H + 2 * P - K) / S + 1;
+    int Wo = W + 2 * P - K < 0 ? 0 : (W + 2 * P - K) / S + 1;
+    if (!passes || Ho <= 0 || Wo <= 0) return NULL;
+    tower_dnnl_conv *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    *c = (tower_dnnl_conv){Ci, H, W, Co, K, S, P, ldw, Ho, Wo, passes};
+    c->zero_bias = calloc((size_t)Co, sizeof(float));
+    threads_here();
+    dnnl_memory_desc_t uw, ub;
+    dnnl_dims_t wd = {Co, Ci, K, K}, ws = {ldw, (dnnl_dim_t)K * K, K, 1}, bdim = {Co};
+    int ok = c->zero_bias && dnnl_ok(dnnl_engine_create(&c->eng, dnnl_cpu, 0), "engine") &&
+             dnnl_ok(dnnl_stream_create(&c->st, c->eng, dnnl_stream_default_flags), "stream") &&
+             dnnl_ok(dnnl_memory_desc_init_by_strides(&uw, 4, wd, dnnl_f32, ws), "memory desc") &&
+             dnnl_ok(dnnl_memory_desc_init_by_tag(&ub, 1, bdim, dnnl_f32, dnnl_x), "memory desc") &&
+             mem(&c->u_w, &uw, c->eng, 0) && mem(&c->u_b, &ub, c->eng, 0);
+    if (!ok) {
+        tower_dnnl_conv_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* The set for chunks of n images, made at first use (NULL when oneDNN refused it). */
+static dnnl_set *set_for(tower_dnnl_conv *c, int n)
+{
+    for (int i = 0; i < 2; i++)
+        if (c->set[i].n == n) return &c->set[i];
+    for (int i = 0; i < 2; i++)
+        if (c->set[i].n == 0) {
+            if (set_make(c, &c->set[i], n)) return &c->set[i];
+            set_free(&c->set[i]);
+            return NULL;
+        }
+    set_free(&c->set[1]); /* a third chunk size (another batch size): replace the last */
+    if (set_make(c, &c->set[1], n)) return &c->set[1];
+    set_free(&c->set[1]);
+    return NULL;
+}
+
+static void run(tower_dnnl_conv *c, dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t *a,
+                const char *what)
+{
+    dnnl_must(dnnl_primitive_execute(p, c->st, nargs, a), what);
+}
+
+static void run_reorder(tower_dnnl_conv *c, dnnl_primitive_t p, dnnl_memory_t from,
+                        dnnl_memory_t to)
+{
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    run(c, p, 2, a, "reorder");
+}
+
+int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, const float *w,
+                            const float *b, int B, int accumulate)
+{
+    if (!c || !(c->passes & TOWER_DNNL_FWD)) return -1;
+    threads_here();
+    size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
+    dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
+    dnnl_must(dnnl_memory_set_data_handle(c->u_b, (void *)(b ? b : c->zero_bias)), "bias");
+    int weights_in = 0;
+    for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
+        int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
+        dnnl_set *s = set_for(c, n);
+        if (!s) return -1;
+        if (!weights_in || n != DNNL_CHUNK) run_reorder(c, s->r_w, c->u_w, s->f_w);
+        weights_in = n == DNNL_CHUNK;
+        dnnl_must(dnnl_memory_set_data_handle(s->u_src, (void *)(in + (size_t)n0 * nin)), "src");
+        dnnl_must(dnnl_memory_set_data_handle(s->u_dst, out + (size_t)n0 * nout), "dst");
+        run_reorder(c, s->r_src, s->u_src, s->f_src);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->f_src},
+                                {DNNL_ARG_WEIGHTS, s->f_w},
+                                {DNNL_ARG_BIAS, c->u_b},
+                                {DNNL_ARG_DST, s->f_dst}};
+        run(c, s->fwd, 4, a, "convolution");
+        run_reorder(c, s->r_dst[accumulate ? 1 : 0], s->f_dst, s->u_dst);
+    }
+    dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+    return 0;
+}
+
+int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *dout,
+                                  const float *w, int B, int accumulate)
+{
+    if (!c || !(c->passes & TOWER_DNNL_BWD_DATA)) return -1;
+    threads_here();
+    size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
+    dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
+    int weights_in = 0;
+    for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
+        int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
+        dnnl_set *s = set_for(c, n);
+        if (!s) return -1;
+        if (!weights_in || n != DNNL_CHUNK) run_reorder(c, s->r_w2, c->u_w, s->b_w);
+        weights_in = n == DNNL_CHUNK;
+        dnnl_must(dnnl_memory_set_data_handle(s->u_dst, (void *)(dout + (size_t)n0 * nout)),
+                  "diff dst");
+        dnnl_must(dnnl_memory_set_data_handle(s->u_src, din + (size_t)n0 * nin), "diff src");
+        run_reorder(c, s->r_ddst, s->u_dst, s->b_ddst);
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->b_ddst},
+                                {DNNL_ARG_WEIGHTS, s->b_w},
+                                {DNNL_ARG_DIFF_SRC, s->b_dsrc}};
+        run(c, s->bwd, 3, a, "convolution backward");
+        run_reorder(c, s->r_dsrc[accumulate ? 1 : 0], s->b_dsrc, s->u_src);
+    }
+    dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+    return 0;
+}
