@@ -1043,23 +1043,24 @@ Test(cuda_kernels_host, softmax_dlogits)
     free(logits), free(probs), free(losses), free(dl), free(dl2);
 }
 
-/* the softmax kernel's walk over a lane's classes: every lane of every sample of awkward
- * layouts (towers narrower than a warp, one class a tower, the paper's 2 x 500) visits
- * tower_k_logit_at's indices, class after class */
-Test(cuda_kernels_host, logit_walk)
+/* the softmax kernel's rows: every class of every sample of awkward layouts (one tower,
+ * one class a tower, towers narrower and wider than a block, the paper's 2 x 500) is its
+ * tower's row plus its class within the tower, tower_k_logit_at's index */
+Test(cuda_kernels_host, logit_row)
 {
-    const int shapes[][3] = {{3, 2, 5}, {4, 1, 1}, {2, 3, 1}, {5, 2, 31}, {3, 2, 32},
-                             {2, 2, 33}, {7, 4, 13}, {128, 2, 500}, {3, 1, 1000}};
+    const int shapes[][3] = {{3, 2, 5}, {4, 1, 1}, {2, 3, 1}, {5, 2, 31}, {3, 2, 128},
+                             {2, 2, 129}, {7, 4, 13}, {128, 2, 500}, {3, 1, 1000}};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        int B = shapes[k][0], T = shapes[k][1], Vt = shapes[k][2], V = T * Vt;
+        int B = shapes[k][0], T = shapes[k][1], Vt = shapes[k][2];
         for (int b = 0; b < B; b++)
-            for (int lane = 0; lane < 32; lane++) {
-                tower_k_logit_walk w = tower_k_logit_walk_at(b, lane, 32, B, Vt);
-                for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w))
-                    if (w.i != tower_k_logit_at(b, c, B, Vt))
-                        cr_assert_fail("B %d T %d Vt %d b %d class %d: walk %zu, want %zu", B,
-                                       T, Vt, b, c, w.i, tower_k_logit_at(b, c, B, Vt));
-            }
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < Vt; j++) {
+                    size_t got = tower_k_logit_row(b, t, B, Vt) + (size_t)j;
+                    size_t want = tower_k_logit_at(b, t * Vt + j, B, Vt);
+                    if (got != want)
+                        cr_assert_fail("B %d T %d Vt %d b %d tower %d class %d: row + j %zu, "
+                                       "want %zu", B, T, Vt, b, t, j, got, want);
+                }
     }
 }
 

@@ -467,6 +467,43 @@ Test(cuda_layers, softmax_xent, .init = setup)
     free(logits), free(probs), free(losses), free(dl);
 }
 
+/* the softmax kernel's block per sample over other layouts: fewer classes than the block's
+ * threads (threads with none), one tower, towers wider than the block with a short last
+ * pass, three towers; labels at both ends of the classes and between */
+static void check_softmax_shape(int B, int T, int Vt)
+{
+    gpu_start();
+    int V = T * Vt;
+    size_t n = (size_t)T * B * Vt;
+    float *logits = tt_host_alloc(n), *probs = tt_host_alloc(n), *losses = tt_host_alloc(B);
+    int32_t *labels = calloc((size_t)B, sizeof(int32_t));
+    cr_assert(labels);
+    for (int b = 0; b < B; b++) labels[b] = b == 0 ? 0 : b == 1 ? V - 1 : (b * 37) % V;
+    tt_fill_normal(logits, n, 7100 + (uint64_t)V, 3.0f);
+    float *d_logits = tt_dev_upload(logits, n);
+    float *d_probs = tt_dev_alloc(sizeof(float) * n), *d_losses = tt_dev_alloc(sizeof(float) * B);
+    int32_t *d_labels = tt_dev_alloc(sizeof(int32_t) * B);
+    TT_CUDA(cudaMemcpy(d_labels, labels, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
+    tower_softmax_xent_forward(losses, probs, logits, labels, B, T, Vt);
+    tower_softmax_xent_forward_cuda(d_losses, d_probs, d_logits, d_labels, B, T, Vt, stream);
+    char what[64];
+    snprintf(what, sizeof what, "softmax probs (%d, %d, %d)", T, B, Vt);
+    check(what, d_probs, probs, n, TOL_SOFTMAX);
+    snprintf(what, sizeof what, "softmax losses (%d, %d, %d)", T, B, Vt);
+    check(what, d_losses, losses, B, TOL_SOFTMAX);
+    gpu_stop();
+    cudaFree(d_logits), cudaFree(d_probs), cudaFree(d_losses), cudaFree(d_labels);
+    free(logits), free(probs), free(losses), free(labels);
+}
+
+Test(cuda_layers, softmax_xent_shapes, .init = setup)
+{
+    check_softmax_shape(3, 1, 7);
+    check_softmax_shape(5, 2, 129);
+    check_softmax_shape(4, 1, 1000);
+    check_softmax_shape(2, 3, 300);
+}
+
 /* ---- the SGD update: bit-identical by construction (no FMA on either side) ---------
  * arena = 0: one tensor through tower_sgd_update_cuda; 1: the whole parameter arena in one
  * tower_sgd_arena_cuda launch against net.c's per-tensor tower_sgd (decay on weights). */

@@ -181,6 +181,7 @@ def _pool_bwd_trips(H, K, S, Ho):
 
 LRNPOOL_P, LRNPOOL_LANES, LRNPOOL_G = 32, 8, 32   # TOWER_K_LRNPOOL_P, _LANES, _G
 LRNPOOL_TILE = 4096                               # TOWER_K_LRNPOOL_TILE
+SOFTMAX_THREADS = 128                             # layers_cuda.cu's SOFTMAX_THREADS
 
 
 def _warp_iters(n, block, stride):
@@ -303,9 +304,15 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
     for t in range(towers):
         V = vt * towers
+        # one block of SOFTMAX_THREADS per sample; each pass runs the towers, and in each
+        # a thread's classes of the tower's row
         ops.append(_k("loss", "loss", "softmax_xent_forward_kernel", B,
-                      4.0 * (2 * B * V + 2 * B), [(r"for \(int c = lane; c < V", V / 32, 32)],
-                      threads=B * 32))
+                      4.0 * (2 * B * V + 2 * B),
+                      [(r"for \(int t = 0; t < T", towers),
+                       (r"for \(int j = tid; j < Vt",
+                        _warp_iters(vt, SOFTMAX_THREADS, SOFTMAX_THREADS), SOFTMAX_THREADS),
+                       (r"for \(int w = 1; w < SOFTMAX_WARPS", SOFTMAX_THREADS // 32 - 1)],
+                      threads=B * SOFTMAX_THREADS))
         ops.append(Op("loss", "loss", "copy_d2h", "losses", bytes=4.0 * B))
         ops.append(Op("loss", "loss", "sync", "cudaStreamSynchronize"))
     # ---- backward

@@ -794,38 +794,12 @@ BASE_HD size_t tower_k_logit_at(int b, int c, int B, int Vt)
     return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
 }
 
-/* Sample b's classes c0, c0 + step, c0 + 2 step, ... (a lane's classes, step 32) walked
- * through their tower_k_logit_at indices with one division at the start: step = qs*Vt + rs,
- * so each step adds qs whole towers and rs classes, and one more tower (less Vt classes)
- * when the class within the tower passes Vt - 1. Same classes, same order: the softmax
- * kernel's sums are unchanged. */
-typedef struct {
-    size_t i;        /* tower_k_logit_at(b, c, B, Vt) of the current class c */
-    int r, rs, Vt;   /* c % Vt; step % Vt */
-    size_t di, wrap; /* the index's step: qs*B*Vt + rs; the carry: B*Vt - Vt */
-} tower_k_logit_walk;
-
-BASE_HD tower_k_logit_walk tower_k_logit_walk_at(int b, int c0, int step, int B, int Vt)
+/* The index of sample b's first class in tower t's part of the logits (class t*Vt): the
+ * tower's classes j = 0 .. Vt-1 follow it, tower_k_logit_at(b, t*Vt + j) = row + j. The
+ * softmax kernel walks each tower's row so, with no division per class. */
+BASE_HD size_t tower_k_logit_row(int b, int t, int B, int Vt)
 {
-    tower_k_logit_walk w;
-    size_t BV = (size_t)B * Vt;
-    w.i = tower_k_logit_at(b, c0, B, Vt);
-    w.r = c0 % Vt;
-    w.rs = step % Vt;
-    w.Vt = Vt;
-    w.di = (size_t)(step / Vt) * BV + (size_t)w.rs;
-    w.wrap = BV - (size_t)Vt;
-    return w;
-}
-
-BASE_HD void tower_k_logit_walk_next(tower_k_logit_walk *w)
-{
-    w->i += w->di;
-    w->r += w->rs;
-    if (w->r >= w->Vt) {
-        w->r -= w->Vt;
-        w->i += w->wrap;
-    }
+    return (size_t)t * B * Vt + (size_t)b * Vt;
 }
 
 /* dlogits (B, Vt) element i of tower `slot`: (p - [c == label]) / B, as the CPU computes */

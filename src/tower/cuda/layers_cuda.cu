@@ -873,39 +873,72 @@ extern "C" void tower_dropout_inverted_backward_cuda(float *din, const float *do
 
 /* ---- softmax cross-entropy over the gathered logits ----------------------------------
  * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
- * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
- * stride over the classes (tower_k_logit_walk: no division per class), then xor-shuffle
- * trees (fixed order) give the max and the sum. The sum is in double, as on the CPU; the
- * summation order differs from the CPU's sequential one, so probs and losses agree within
- * rounding, not bit for bit. */
-#define SOFTMAX_WARPS 4
+ * labels, losses (B). One block of SOFTMAX_THREADS threads per sample: thread t takes,
+ * tower by tower, the classes j = t, t + SOFTMAX_THREADS, ... of the tower's row
+ * (tower_k_logit_row: no division per class), so each class is one thread's and a block
+ * holds ceil(Vt / SOFTMAX_THREADS) classes a thread a tower (4 for the paper's 2 x 500).
+ * The max and the (double) sum are block reductions in a fixed order: xor-shuffle trees
+ * within each warp, then the warps' results in warp order. The sum is in double, as on the
+ * CPU; the summation order differs from the CPU's sequential one, so probs and losses agree
+ * within rounding, not bit for bit. */
+#define SOFTMAX_THREADS 128
+#define SOFTMAX_WARPS (SOFTMAX_THREADS / 32)
+
+/* The block's max of v: every thread gets the same value. sh: SOFTMAX_WARPS floats. */
+static __device__ float softmax_block_max(float v, float *sh)
+{
+    for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = sh[0];
+    for (int w = 1; w < SOFTMAX_WARPS; w++) v = fmaxf(v, sh[w]);
+    return v;
+}
+
+/* The block's sum of v, the warps' sums added in warp order: every thread gets the same
+ * bits. sh: SOFTMAX_WARPS doubles. */
+static __device__ double softmax_block_sum(double v, double *sh)
+{
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = sh[0];
+    for (int w = 1; w < SOFTMAX_WARPS; w++) v += sh[w];
+    return v;
+}
 
 __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const float *logits,
                                             const int32_t *labels, int B, int T, int Vt)
 {
-    int lane = threadIdx.x % 32;
-    int b = blockIdx.x * SOFTMAX_WARPS + threadIdx.x / 32;
-    if (b >= B) return; /* whole warps leave together: b is uniform within a warp */
-    int V = T * Vt;
+    __shared__ float sh_max[SOFTMAX_WARPS];
+    __shared__ double sh_sum[SOFTMAX_WARPS];
+    int b = (int)blockIdx.x, tid = (int)threadIdx.x;
     float mx = -INFINITY;
-    const tower_k_logit_walk w0 = tower_k_logit_walk_at(b, lane, 32, B, Vt);
-    tower_k_logit_walk w = w0;
-    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) mx = fmaxf(mx, logits[w.i]);
-    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    double sum = 0.0;
-    w = w0;
-    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) {
-        float e = expf(logits[w.i] - mx);
-        probs[w.i] = e;
-        sum += e;
+    for (int t = 0; t < T; t++) {
+        const float *x = logits + tower_k_logit_row(b, t, B, Vt);
+        for (int j = tid; j < Vt; j += SOFTMAX_THREADS) mx = fmaxf(mx, x[j]);
     }
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    mx = softmax_block_max(mx, sh_max);
+    double sum = 0.0;
+    for (int t = 0; t < T; t++) {
+        size_t row = tower_k_logit_row(b, t, B, Vt);
+        const float *x = logits + row;
+        float *p = probs + row;
+        for (int j = tid; j < Vt; j += SOFTMAX_THREADS) {
+            float e = expf(x[j] - mx);
+            p[j] = e;
+            sum += e;
+        }
+    }
+    sum = softmax_block_sum(sum, sh_sum);
     float inv = (float)(1.0 / sum);
-    w = w0;
-    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) probs[w.i] *= inv;
-    if (lane == 0) {
+    for (int t = 0; t < T; t++) {
+        float *p = probs + tower_k_logit_row(b, t, B, Vt);
+        for (int j = tid; j < Vt; j += SOFTMAX_THREADS) p[j] *= inv;
+    }
+    if (tid == 0) {
         int y = labels[b];
-        losses[b] = (y >= 0 && y < V)
+        losses[b] = (y >= 0 && y < T * Vt)
                         ? (float)(log(sum) + (double)mx - (double)logits[tower_k_logit_at(b, y, B, Vt)])
                         : nanf("");
     }
@@ -925,8 +958,7 @@ extern "C" void tower_softmax_xent_forward_cuda(float *losses, float *probs,
                                                 int B, int T, int Vt, void *stream)
 {
     if (B <= 0) return;
-    unsigned blocks = (unsigned)((B + SOFTMAX_WARPS - 1) / SOFTMAX_WARPS);
-    softmax_xent_forward_kernel<<<blocks, 32 * SOFTMAX_WARPS, 0, CU_STREAM(stream)>>>(
+    softmax_xent_forward_kernel<<<(unsigned)B, SOFTMAX_THREADS, 0, CU_STREAM(stream)>>>(
         losses, probs, logits, labels, B, T, Vt);
     LAUNCH_CHECK(softmax_xent_forward_kernel);
 }
