@@ -835,8 +835,11 @@ static void check_pool(int B, int C, int H, int W, int K, int S)
     expect_close(what, out2, out, n_out, 0);
     cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "max-pool indices differ");
     tower_maxpool_backward(din, dout, idx, B, C, H, W, K, S);
-    for (uint32_t i = 0; i < (uint32_t)n_in; i++)
-        din2[i] = tower_k_maxpool_backward(dout, idx, i, g);
+    for (size_t i = 0; i < n_in; i++) din2[i] = NAN; /* every element is a cell's to write */
+    size_t cells = tower_k_pool_cells(B, C, g);
+    cr_assert_eq(cells, (size_t)B * C * ((H + S - 1) / S) * ((W + S - 1) / S));
+    for (uint32_t e = 0; e < (uint32_t)cells; e++)
+        tower_k_maxpool_backward_cell(din2, dout, idx, e, g);
     snprintf(what, sizeof what, "maxpool %dx%d/%d backward (%d, %d, %d, %d)", K, K, S, B, C, H, W);
     expect_close(what, din2, din, n_in, 0);
     free(in), free(dout), free(out), free(out2), free(din), free(din2), free(idx), free(idx2);

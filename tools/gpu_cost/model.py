@@ -168,6 +168,19 @@ def _col2im_trips(H, K, S, P, Ho):
     return [(r"for \(int jh = 0; jh < th.n", hits / H), (r"for \(int jw = 0; jw < tw.n", hits / H)]
 
 
+def _pool_cells(H, S):
+    """S x S cells per plane side (tower_k_pool_cells): ceil(H / S)."""
+    return -(-H // S)
+
+
+def _pool_bwd_cell_trips(H, K, S, Ho):
+    """maxpool_backward_kernel: one thread per S x S cell, its rows and columns (the last
+    cell of a side holds what is left), then each input's windows."""
+    per = H / _pool_cells(H, S)
+    return ([(r"for \(int r = 0; r < nr", per), (r"for \(int c = 0; c < nc", per)] +
+            _pool_bwd_trips(H, K, S, Ho))
+
+
 def _pool_bwd_trips(H, K, S, Ho):
     def windows(h):
         o0 = 0 if h - K + 1 <= 0 else (h - K + S) // S
@@ -390,8 +403,9 @@ def _layer_backward(L, B, first, fused=True, bf16=False):
                       4.0 * (3 * act + 2 * npool), trips, threads=threads))
     elif L.pool:
         npool = B * L.out_ch * L.final_h * L.final_h
-        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", act,
-                      4.0 * (act + 2 * npool), _pool_bwd_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
+        cells = B * L.out_ch * _pool_cells(L.out_h, POOL_S) ** 2
+        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", cells, 4.0 * (act + 2 * npool),
+                      _pool_bwd_cell_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
     if L.lrn and not (L.pool and fused):
         ops.append(_k(L.name, "bwd", "lrn_backward_kernel", act, 20.0 * act,
                       _lrn_trips(L.out_ch)))

@@ -647,13 +647,14 @@ __global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in
     }
 }
 
-/* Gather, no atomics: one thread per input element sums, in (oh, ow) order, the dout of
- * the windows (at most ceil(K/S)^2) whose recorded maximum is this element. din is
- * overwritten. Bit-identical to layers_cpu.c. */
+/* Gather, no atomics: one thread per S x S cell of input elements (tower_k_pool_cells)
+ * sums for each of them, in (oh, ow) order, the dout of the windows (at most ceil(K/S)^2)
+ * whose recorded maximum it is. Consecutive threads take consecutive cells of a row. din
+ * is overwritten. Bit-identical to layers_cpu.c. */
 __global__ void maxpool_backward_kernel(float *din, const float *dout, const int32_t *idx,
                                         uint32_t n, tower_k_pool g)
 {
-    FOR_EACH_ELEMENT32(i, n) din[i] = tower_k_maxpool_backward(dout, idx, i, g);
+    FOR_EACH_ELEMENT32(e, n) tower_k_maxpool_backward_cell(din, dout, idx, e, g);
 }
 
 extern "C" void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B,
@@ -676,8 +677,9 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
     size_t n = (size_t)B * C * H * W;
     if (n == 0) return;
     INDEX32_CHECK(n, "maxpool input gradient (B, C, H, W)");
-    maxpool_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
-                              CU_STREAM(stream)>>>(din, dout, idx, (uint32_t)n, g);
+    size_t cells = tower_k_pool_cells(B, C, g);
+    maxpool_backward_kernel<<<tower_cuda_blocks(cells), TOWER_CUDA_THREADS, 0,
+                              CU_STREAM(stream)>>>(din, dout, idx, (uint32_t)cells, g);
     LAUNCH_CHECK(maxpool_backward_kernel);
 }
 
