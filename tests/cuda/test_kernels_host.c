@@ -882,7 +882,8 @@ static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const f
         uint32_t n2 = (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d;
         cr_assert(n1 <= (uint32_t)g.tile_floats, "tile %u: %u elements, %d floats", t, n1,
                   g.tile_floats);
-        for (uint32_t e = 0; e < n1; e++) tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g);
+        for (uint32_t e = 0; e < n1; e++) /* the launcher's two kernels: beta 0.75 a constant */
+            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g, g.beta == 0.75f ? 0.75f : g.beta);
         for (uint32_t o = 0; o < n2; o++) tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
     }
     free(tile);
@@ -918,12 +919,12 @@ static void emu_lrn_maxpool_backward(float *din, const float *dpool, const int32
 }
 
 /* signed: inputs of both signs (a tanh net's); else as after a ReLU, zeros included */
-static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int tile_floats,
-                           int signed_in)
+static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
+                                int tile_floats, int signed_in, float be)
 {
     int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
     size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
-    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA;
     float *in = frand(n_in, 61, 30), *dpool = frand(n_out, 62, 1);
     if (!signed_in)
         for (size_t i = 0; i < n_in; i++) in[i] = in[i] > 0 ? in[i] : 0; /* ties */
@@ -961,6 +962,12 @@ static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int 
     free(pw), free(pw_ref), free(din2), free(idx), free(idx2);
 }
 
+static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int tile_floats,
+                           int signed_in)
+{
+    check_lrn_pool_beta(B, C, H, W, n, K, S, tile_floats, signed_in, (float)TOWER_LRN_BETA);
+}
+
 #define LN TOWER_LRN_N
 #define LT TOWER_K_LRNPOOL_TILE
 Test(cuda_kernels_host, lrn_pool_paper_conv1) { check_lrn_pool(2, 48, 55, 55, LN, PK, PS, LT, 0); }
@@ -988,6 +995,12 @@ Test(cuda_kernels_host, lrn_pool_channels)
     check_lrn_pool(2, 37, 9, 9, LN, PK, PS, LT, 0);
     check_lrn_pool(1, 70, 6, 6, 9, PK, PS, LT, 1);
     check_lrn_pool(3, 10, 8, 8, 3, PK, PS, LT, 0);
+}
+/* a beta other than the paper's 0.75: the launcher's powf kernel */
+Test(cuda_kernels_host, lrn_pool_other_beta)
+{
+    check_lrn_pool_beta(2, 48, 55, 55, LN, PK, PS, LT, 0, 0.5f);
+    check_lrn_pool_beta(2, 9, 13, 11, LN, PK, PS, 60, 1, 0.6f);
 }
 Test(cuda_kernels_host, lrn_pool_other_windows)
 {

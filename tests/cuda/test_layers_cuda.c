@@ -319,12 +319,13 @@ Test(cuda_layers, maxpool5, .init = setup) { check_pool(4); }
  * LRN's output), and against the CPU within the LRN's tolerance. The CPU's gradient is
  * taken through the GPU's argmax: where two window values are within the LRN's rounding
  * of each other the two sides may pick different maxima. */
-static void check_lrn_pool(const char *name, int B, int C, int H, int W, int signed_in)
+static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, int signed_in,
+                                float be)
 {
     gpu_start();
     int K = TOWER_POOL_K, S = TOWER_POOL_STRIDE, Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
     size_t n = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
-    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA;
     cr_assert(tower_lrn_maxpool_cuda_fits(B, C, H, W, TOWER_LRN_N, K, S), "%s: not fused", name);
     float *in = tt_host_alloc(n), *dpool = tt_host_alloc(n_out), *lrn = tt_host_alloc(n),
           *scale = tt_host_alloc(n), *out = tt_host_alloc(n_out), *dlrn = tt_host_alloc(n),
@@ -392,6 +393,13 @@ static void check_lrn_pool(const char *name, int B, int C, int H, int W, int sig
     free(pw), free(idx), free(gidx), free(fidx);
 }
 
+/* the paper's beta runs lrn_maxpool_forward_kernel (s^-0.75 as r r rsqrt(r)), any other
+ * lrn_maxpool_forward_pow_kernel (powf) */
+static void check_lrn_pool(const char *name, int B, int C, int H, int W, int signed_in)
+{
+    check_lrn_pool_beta(name, B, C, H, W, signed_in, (float)TOWER_LRN_BETA);
+}
+
 Test(cuda_layers, lrn_pool1, .init = setup)
 {
     const tower_layer_shape *L = &plan.layer[0];
@@ -403,6 +411,11 @@ Test(cuda_layers, lrn_pool2, .init = setup)
     check_lrn_pool("conv2", BATCH, L->out_ch, L->out_h, L->out_h, 0);
 }
 Test(cuda_layers, lrn_pool_awkward, .init = setup) { check_lrn_pool("70x71", 2, 37, 70, 71, 1); }
+Test(cuda_layers, lrn_pool_other_beta, .init = setup)
+{
+    const tower_layer_shape *L = &plan.layer[1];
+    check_lrn_pool_beta("conv2 beta 0.5", BATCH, L->out_ch, L->out_h, L->out_h, 0, 0.5f);
+}
 
 /* ---- dropout at fc6's size: the same counter-based mask on both sides --------------- */
 Test(cuda_layers, dropout, .init = setup)

@@ -701,16 +701,18 @@ BASE_HD tower_k_lrnpool_ftile tower_k_lrnpool_ftile_at(uint32_t t, tower_k_lrnpo
 
 /* Forward, element e of tile f (e < np * rows * W): the LRN output at input row
  * h0 + q / W, column q % W of the tile's plane pl = e / HW (q = e % HW) into tile[e], and
- * its s^-beta into pw when the tile owns the row: tower_k_lrn_forward's operations. */
+ * its s^-beta into pw when the tile owns the row: tower_k_lrn_forward's operations. beta
+ * is g.beta (a caller may pass it as a constant equal to g.beta: the same value, so the
+ * same bits). */
 BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, const float *in, uint32_t e,
-                                     tower_k_lrnpool_ftile f, tower_k_lrnpool g)
+                                     tower_k_lrnpool_ftile f, tower_k_lrnpool g, float beta)
 {
     uint32_t pl = tower_k_quo(g.hw, e), q = e - pl * g.hw.d, plane = f.plane0 + pl;
     int c = (int)(plane - tower_k_quo(g.c, plane) * g.c.d);
     uint32_t at = plane * g.hw.d + (uint32_t)f.h0 * g.p.w.d + q;
     float s = tower_k_lrn_denom(in, at - (uint32_t)c * g.hw.d, g.hw.d, tower_k_lrn_lo(c, g.half),
                                 tower_k_lrn_hi(c, g.half, g.C), g.k, g.alpha);
-    float v = tower_lrn_pow(s, g.beta);
+    float v = tower_lrn_pow(s, beta);
     tile[e] = in[at] * v;
     if (q < (uint32_t)f.own * g.p.w.d) pw[at] = v;
 }

@@ -697,21 +697,39 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
  * Phase 1: one thread per input element of the tile's rows computes its LRN output into
  * shared memory (and pw for the rows the tile owns): consecutive threads along a row, so
  * the five channel reads of a warp are each coalesced. Phase 2: one thread per pooled
- * output scans its window in shared memory, writing out and idx. */
-__global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
-                                           tower_k_lrnpool g)
+ * output scans its window in shared memory, writing out and idx. beta is g.beta, or the
+ * constant 0.75f in the kernel for the paper's beta: tower_lrn_pow's test of beta then
+ * folds away with its powf, which no thread of that launch would run. */
+static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, int32_t *idx,
+                                                                 float *pw, const float *in,
+                                                                 const tower_k_lrnpool &g,
+                                                                 float beta)
 {
     extern __shared__ float tile[]; /* (np, rows, W), planes H*W floats apart */
     FOR_EACH_TILE(t, g.fwd_tiles) {
         tower_k_lrnpool_ftile f = tower_k_lrnpool_ftile_at(t, g);
         /* planes H*W apart: np > 1 only with whole planes, and e < rows * W when np = 1 */
         FOR_EACH_IN_TILE(e, (uint32_t)(f.np - 1) * g.hw.d + (uint32_t)f.rows * g.p.w.d)
-            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g);
+            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g, beta);
         __syncthreads();
         FOR_EACH_IN_TILE(o, (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d)
             tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
         __syncthreads(); /* the next tile overwrites the shared rows */
     }
+}
+
+/* g.beta is 0.75 (the paper's; the launcher checks): s^-beta as r r rsqrt(r) only */
+__global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
+                                           tower_k_lrnpool g)
+{
+    lrn_maxpool_forward_tiles(out, idx, pw, in, g, 0.75f);
+}
+
+/* any other beta: tower_lrn_pow's powf */
+__global__ void lrn_maxpool_forward_pow_kernel(float *out, int32_t *idx, float *pw,
+                                               const float *in, tower_k_lrnpool g)
+{
+    lrn_maxpool_forward_tiles(out, idx, pw, in, g, g.beta);
 }
 
 /* Backward, a tile = G output channels x P positions of one image, P x LANES threads:
@@ -780,9 +798,15 @@ extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *
                        "(tower_lrn_maxpool_cuda_fits)", __FILE__, __LINE__);
     }
     size_t shared = sizeof(float) * (size_t)g.tile_floats;
-    lrn_maxpool_forward_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
-                                 CU_STREAM(stream)>>>(out, idx, pw, in, g);
-    LAUNCH_CHECK(lrn_maxpool_forward_kernel);
+    if (g.beta == 0.75f) {
+        lrn_maxpool_forward_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
+                                     CU_STREAM(stream)>>>(out, idx, pw, in, g);
+        LAUNCH_CHECK(lrn_maxpool_forward_kernel);
+    } else {
+        lrn_maxpool_forward_pow_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
+                                         CU_STREAM(stream)>>>(out, idx, pw, in, g);
+        LAUNCH_CHECK(lrn_maxpool_forward_pow_kernel);
+    }
 }
 
 extern "C" void tower_lrn_maxpool_backward_cuda(float *din, const float *dout,
