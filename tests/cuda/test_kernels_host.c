@@ -835,8 +835,11 @@ static void check_pool(int B, int C, int H, int W, int K, int S)
     expect_close(what, out2, out, n_out, 0);
     cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "max-pool indices differ");
     tower_maxpool_backward(din, dout, idx, B, C, H, W, K, S);
-    for (uint32_t i = 0; i < (uint32_t)n_in; i++)
-        din2[i] = tower_k_maxpool_backward(dout, idx, i, g);
+    for (size_t i = 0; i < n_in; i++) din2[i] = NAN; /* every element is a cell's to write */
+    size_t cells = tower_k_pool_cells(B, C, g);
+    cr_assert_eq(cells, (size_t)B * C * ((H + S - 1) / S) * ((W + S - 1) / S));
+    for (uint32_t e = 0; e < (uint32_t)cells; e++)
+        tower_k_maxpool_backward_cell(din2, dout, idx, e, g);
     snprintf(what, sizeof what, "maxpool %dx%d/%d backward (%d, %d, %d, %d)", K, K, S, B, C, H, W);
     expect_close(what, din2, din, n_in, 0);
     free(in), free(dout), free(out), free(out2), free(din), free(din2), free(idx), free(idx2);
@@ -879,7 +882,8 @@ static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const f
         uint32_t n2 = (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d;
         cr_assert(n1 <= (uint32_t)g.tile_floats, "tile %u: %u elements, %d floats", t, n1,
                   g.tile_floats);
-        for (uint32_t e = 0; e < n1; e++) tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g);
+        for (uint32_t e = 0; e < n1; e++) /* the launcher's two kernels: beta 0.75 a constant */
+            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g, g.beta == 0.75f ? 0.75f : g.beta);
         for (uint32_t o = 0; o < n2; o++) tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
     }
     free(tile);
@@ -915,12 +919,12 @@ static void emu_lrn_maxpool_backward(float *din, const float *dpool, const int32
 }
 
 /* signed: inputs of both signs (a tanh net's); else as after a ReLU, zeros included */
-static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int tile_floats,
-                           int signed_in)
+static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
+                                int tile_floats, int signed_in, float be)
 {
     int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
     size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
-    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA;
     float *in = frand(n_in, 61, 30), *dpool = frand(n_out, 62, 1);
     if (!signed_in)
         for (size_t i = 0; i < n_in; i++) in[i] = in[i] > 0 ? in[i] : 0; /* ties */
@@ -958,6 +962,12 @@ static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int 
     free(pw), free(pw_ref), free(din2), free(idx), free(idx2);
 }
 
+static void check_lrn_pool(int B, int C, int H, int W, int n, int K, int S, int tile_floats,
+                           int signed_in)
+{
+    check_lrn_pool_beta(B, C, H, W, n, K, S, tile_floats, signed_in, (float)TOWER_LRN_BETA);
+}
+
 #define LN TOWER_LRN_N
 #define LT TOWER_K_LRNPOOL_TILE
 Test(cuda_kernels_host, lrn_pool_paper_conv1) { check_lrn_pool(2, 48, 55, 55, LN, PK, PS, LT, 0); }
@@ -985,6 +995,12 @@ Test(cuda_kernels_host, lrn_pool_channels)
     check_lrn_pool(2, 37, 9, 9, LN, PK, PS, LT, 0);
     check_lrn_pool(1, 70, 6, 6, 9, PK, PS, LT, 1);
     check_lrn_pool(3, 10, 8, 8, 3, PK, PS, LT, 0);
+}
+/* a beta other than the paper's 0.75: the launcher's powf kernel */
+Test(cuda_kernels_host, lrn_pool_other_beta)
+{
+    check_lrn_pool_beta(2, 48, 55, 55, LN, PK, PS, LT, 0, 0.5f);
+    check_lrn_pool_beta(2, 9, 13, 11, LN, PK, PS, 60, 1, 0.6f);
 }
 Test(cuda_kernels_host, lrn_pool_other_windows)
 {
@@ -1043,23 +1059,24 @@ Test(cuda_kernels_host, softmax_dlogits)
     free(logits), free(probs), free(losses), free(dl), free(dl2);
 }
 
-/* the softmax kernel's walk over a lane's classes: every lane of every sample of awkward
- * layouts (towers narrower than a warp, one class a tower, the paper's 2 x 500) visits
- * tower_k_logit_at's indices, class after class */
-Test(cuda_kernels_host, logit_walk)
+/* the softmax kernel's rows: every class of every sample of awkward layouts (one tower,
+ * one class a tower, towers narrower and wider than a block, the paper's 2 x 500) is its
+ * tower's row plus its class within the tower, tower_k_logit_at's index */
+Test(cuda_kernels_host, logit_row)
 {
-    const int shapes[][3] = {{3, 2, 5}, {4, 1, 1}, {2, 3, 1}, {5, 2, 31}, {3, 2, 32},
-                             {2, 2, 33}, {7, 4, 13}, {128, 2, 500}, {3, 1, 1000}};
+    const int shapes[][3] = {{3, 2, 5}, {4, 1, 1}, {2, 3, 1}, {5, 2, 31}, {3, 2, 128},
+                             {2, 2, 129}, {7, 4, 13}, {128, 2, 500}, {3, 1, 1000}};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        int B = shapes[k][0], T = shapes[k][1], Vt = shapes[k][2], V = T * Vt;
+        int B = shapes[k][0], T = shapes[k][1], Vt = shapes[k][2];
         for (int b = 0; b < B; b++)
-            for (int lane = 0; lane < 32; lane++) {
-                tower_k_logit_walk w = tower_k_logit_walk_at(b, lane, 32, B, Vt);
-                for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w))
-                    if (w.i != tower_k_logit_at(b, c, B, Vt))
-                        cr_assert_fail("B %d T %d Vt %d b %d class %d: walk %zu, want %zu", B,
-                                       T, Vt, b, c, w.i, tower_k_logit_at(b, c, B, Vt));
-            }
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < Vt; j++) {
+                    size_t got = tower_k_logit_row(b, t, B, Vt) + (size_t)j;
+                    size_t want = tower_k_logit_at(b, t * Vt + j, B, Vt);
+                    if (got != want)
+                        cr_assert_fail("B %d T %d Vt %d b %d tower %d class %d: row + j %zu, "
+                                       "want %zu", B, T, Vt, b, t, j, got, want);
+                }
     }
 }
 

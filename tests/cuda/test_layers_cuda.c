@@ -319,12 +319,13 @@ Test(cuda_layers, maxpool5, .init = setup) { check_pool(4); }
  * LRN's output), and against the CPU within the LRN's tolerance. The CPU's gradient is
  * taken through the GPU's argmax: where two window values are within the LRN's rounding
  * of each other the two sides may pick different maxima. */
-static void check_lrn_pool(const char *name, int B, int C, int H, int W, int signed_in)
+static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, int signed_in,
+                                float be)
 {
     gpu_start();
     int K = TOWER_POOL_K, S = TOWER_POOL_STRIDE, Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
     size_t n = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
-    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA, be = (float)TOWER_LRN_BETA;
+    float k = (float)TOWER_LRN_K, a = (float)TOWER_LRN_ALPHA;
     cr_assert(tower_lrn_maxpool_cuda_fits(B, C, H, W, TOWER_LRN_N, K, S), "%s: not fused", name);
     float *in = tt_host_alloc(n), *dpool = tt_host_alloc(n_out), *lrn = tt_host_alloc(n),
           *scale = tt_host_alloc(n), *out = tt_host_alloc(n_out), *dlrn = tt_host_alloc(n),
@@ -392,6 +393,13 @@ static void check_lrn_pool(const char *name, int B, int C, int H, int W, int sig
     free(pw), free(idx), free(gidx), free(fidx);
 }
 
+/* the paper's beta runs lrn_maxpool_forward_kernel (s^-0.75 as r r rsqrt(r)), any other
+ * lrn_maxpool_forward_pow_kernel (powf) */
+static void check_lrn_pool(const char *name, int B, int C, int H, int W, int signed_in)
+{
+    check_lrn_pool_beta(name, B, C, H, W, signed_in, (float)TOWER_LRN_BETA);
+}
+
 Test(cuda_layers, lrn_pool1, .init = setup)
 {
     const tower_layer_shape *L = &plan.layer[0];
@@ -403,6 +411,11 @@ Test(cuda_layers, lrn_pool2, .init = setup)
     check_lrn_pool("conv2", BATCH, L->out_ch, L->out_h, L->out_h, 0);
 }
 Test(cuda_layers, lrn_pool_awkward, .init = setup) { check_lrn_pool("70x71", 2, 37, 70, 71, 1); }
+Test(cuda_layers, lrn_pool_other_beta, .init = setup)
+{
+    const tower_layer_shape *L = &plan.layer[1];
+    check_lrn_pool_beta("conv2 beta 0.5", BATCH, L->out_ch, L->out_h, L->out_h, 0, 0.5f);
+}
 
 /* ---- dropout at fc6's size: the same counter-based mask on both sides --------------- */
 Test(cuda_layers, dropout, .init = setup)
@@ -465,6 +478,43 @@ Test(cuda_layers, softmax_xent, .init = setup)
     gpu_stop();
     cudaFree(d_logits), cudaFree(d_probs), cudaFree(d_losses), cudaFree(d_dl), cudaFree(d_labels);
     free(logits), free(probs), free(losses), free(dl);
+}
+
+/* the softmax kernel's block per sample over other layouts: fewer classes than the block's
+ * threads (threads with none), one tower, towers wider than the block with a short last
+ * pass, three towers; labels at both ends of the classes and between */
+static void check_softmax_shape(int B, int T, int Vt)
+{
+    gpu_start();
+    int V = T * Vt;
+    size_t n = (size_t)T * B * Vt;
+    float *logits = tt_host_alloc(n), *probs = tt_host_alloc(n), *losses = tt_host_alloc(B);
+    int32_t *labels = calloc((size_t)B, sizeof(int32_t));
+    cr_assert(labels);
+    for (int b = 0; b < B; b++) labels[b] = b == 0 ? 0 : b == 1 ? V - 1 : (b * 37) % V;
+    tt_fill_normal(logits, n, 7100 + (uint64_t)V, 3.0f);
+    float *d_logits = tt_dev_upload(logits, n);
+    float *d_probs = tt_dev_alloc(sizeof(float) * n), *d_losses = tt_dev_alloc(sizeof(float) * B);
+    int32_t *d_labels = tt_dev_alloc(sizeof(int32_t) * B);
+    TT_CUDA(cudaMemcpy(d_labels, labels, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
+    tower_softmax_xent_forward(losses, probs, logits, labels, B, T, Vt);
+    tower_softmax_xent_forward_cuda(d_losses, d_probs, d_logits, d_labels, B, T, Vt, stream);
+    char what[64];
+    snprintf(what, sizeof what, "softmax probs (%d, %d, %d)", T, B, Vt);
+    check(what, d_probs, probs, n, TOL_SOFTMAX);
+    snprintf(what, sizeof what, "softmax losses (%d, %d, %d)", T, B, Vt);
+    check(what, d_losses, losses, B, TOL_SOFTMAX);
+    gpu_stop();
+    cudaFree(d_logits), cudaFree(d_probs), cudaFree(d_losses), cudaFree(d_labels);
+    free(logits), free(probs), free(losses), free(labels);
+}
+
+Test(cuda_layers, softmax_xent_shapes, .init = setup)
+{
+    check_softmax_shape(3, 1, 7);
+    check_softmax_shape(5, 2, 129);
+    check_softmax_shape(4, 1, 1000);
+    check_softmax_shape(2, 3, 300);
 }
 
 /* ---- the SGD update: bit-identical by construction (no FMA on either side) ---------

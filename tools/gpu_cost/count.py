@@ -605,8 +605,8 @@ def _loop_cost(lp, trips, srcdir, mode, used):
 def element_cost(k, trips, srcdir, mode=0):
     """(instructions per element, per-thread instructions outside the element loop, inner
     loops the trips did not name) of kernel k: the costliest version of its grid-stride
-    loop. A kernel without one (one warp per sample) has per-thread cost only: its loops
-    are inner loops with trips. mode: 0 instructions (32-bit division arms), 1 the same with
+    loop. A kernel without one (the softmax: a block per sample) has per-thread cost only:
+    its loops are inner loops with trips. mode: 0 instructions (32-bit division arms), 1 the same with
     every division on the 64-bit subroutine, 2 the XU instructions among mode 0's."""
     used = set()
     el = k.element_loops(srcdir)

@@ -168,6 +168,19 @@ def _col2im_trips(H, K, S, P, Ho):
     return [(r"for \(int jh = 0; jh < th.n", hits / H), (r"for \(int jw = 0; jw < tw.n", hits / H)]
 
 
+def _pool_cells(H, S):
+    """S x S cells per plane side (tower_k_pool_cells): ceil(H / S)."""
+    return -(-H // S)
+
+
+def _pool_bwd_cell_trips(H, K, S, Ho):
+    """maxpool_backward_kernel: one thread per S x S cell, its rows and columns (the last
+    cell of a side holds what is left), then each input's windows."""
+    per = H / _pool_cells(H, S)
+    return ([(r"for \(int r = 0; r < nr", per), (r"for \(int c = 0; c < nc", per)] +
+            _pool_bwd_trips(H, K, S, Ho))
+
+
 def _pool_bwd_trips(H, K, S, Ho):
     def windows(h):
         o0 = 0 if h - K + 1 <= 0 else (h - K + S) // S
@@ -181,6 +194,7 @@ def _pool_bwd_trips(H, K, S, Ho):
 
 LRNPOOL_P, LRNPOOL_LANES, LRNPOOL_G = 32, 8, 32   # TOWER_K_LRNPOOL_P, _LANES, _G
 LRNPOOL_TILE = 4096                               # TOWER_K_LRNPOOL_TILE
+SOFTMAX_THREADS = 128                             # layers_cuda.cu's SOFTMAX_THREADS
 
 
 def _warp_iters(n, block, stride):
@@ -303,9 +317,15 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
     for t in range(towers):
         V = vt * towers
+        # one block of SOFTMAX_THREADS per sample; each pass runs the towers, and in each
+        # a thread's classes of the tower's row
         ops.append(_k("loss", "loss", "softmax_xent_forward_kernel", B,
-                      4.0 * (2 * B * V + 2 * B), [(r"for \(int c = lane; c < V", V / 32, 32)],
-                      threads=B * 32))
+                      4.0 * (2 * B * V + 2 * B),
+                      [(r"for \(int t = 0; t < T", towers),
+                       (r"for \(int j = tid; j < Vt",
+                        _warp_iters(vt, SOFTMAX_THREADS, SOFTMAX_THREADS), SOFTMAX_THREADS),
+                       (r"for \(int w = 1; w < SOFTMAX_WARPS", SOFTMAX_THREADS // 32 - 1)],
+                      threads=B * SOFTMAX_THREADS))
         ops.append(Op("loss", "loss", "copy_d2h", "losses", bytes=4.0 * B))
         ops.append(Op("loss", "loss", "sync", "cudaStreamSynchronize"))
     # ---- backward
@@ -383,8 +403,9 @@ def _layer_backward(L, B, first, fused=True, bf16=False):
                       4.0 * (3 * act + 2 * npool), trips, threads=threads))
     elif L.pool:
         npool = B * L.out_ch * L.final_h * L.final_h
-        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", act,
-                      4.0 * (act + 2 * npool), _pool_bwd_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
+        cells = B * L.out_ch * _pool_cells(L.out_h, POOL_S) ** 2
+        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", cells, 4.0 * (act + 2 * npool),
+                      _pool_bwd_cell_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
     if L.lrn and not (L.pool and fused):
         ops.append(_k(L.name, "bwd", "lrn_backward_kernel", act, 20.0 * act,
                       _lrn_trips(L.out_ch)))

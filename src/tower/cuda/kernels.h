@@ -454,6 +454,7 @@ typedef struct {
     int H, W, K, S, Ho, Wo;
     int kq, kr; /* (K - 1) / S and (K - 1) % S */
     tower_k_div h, w, ho, wo, s;
+    tower_k_div ch, cw; /* S x S cells per column and per row: ceil(H / S), ceil(W / S) */
 } tower_k_pool;
 
 BASE_HD tower_k_pool tower_k_pool_make(int H, int W, int K, int S)
@@ -468,6 +469,8 @@ BASE_HD tower_k_pool tower_k_pool_make(int H, int W, int K, int S)
     g.ho = tower_k_div_of((uint32_t)g.Ho);
     g.wo = tower_k_div_of((uint32_t)g.Wo);
     g.s = tower_k_div_of((uint32_t)S);
+    g.ch = tower_k_div_of((uint32_t)((H + S - 1) / S));
+    g.cw = tower_k_div_of((uint32_t)((W + S - 1) / S));
     return g;
 }
 
@@ -503,20 +506,26 @@ typedef struct {
     int oh0, oh1, ow0, ow1, me;
 } tower_k_pool_win;
 
-BASE_HD tower_k_pool_win tower_k_pool_windows(int h, int w, tower_k_pool g)
+/* The windows of input (a*S + r, b*S + c), 0 <= r, c < S: windows oh with
+ * oh*S <= h <= oh*S + K - 1 are oh1 = a and below it those with
+ * (a - oh)*S <= K - 1 - r, as for tower_k_taps_at; the same along w. No division. */
+BASE_HD tower_k_pool_win tower_k_pool_windows_of(int a, int r, int b, int c, tower_k_pool g)
 {
-    /* windows oh with oh*S <= h <= oh*S + K - 1: oh1 = h / S and below it those with
-     * (oh1 - oh)*S <= K - 1 - (h - oh1*S), as for tower_k_taps_at */
     tower_k_pool_win v;
-    int oh1 = (int)tower_k_quo(g.s, (uint32_t)h), ow1 = (int)tower_k_quo(g.s, (uint32_t)w);
-    int oh0 = oh1 - (g.kq - (h - oh1 * g.S > g.kr));
-    int ow0 = ow1 - (g.kq - (w - ow1 * g.S > g.kr));
+    int oh0 = a - (g.kq - (r > g.kr)), ow0 = b - (g.kq - (c > g.kr));
     v.oh0 = oh0 < 0 ? 0 : oh0;
     v.ow0 = ow0 < 0 ? 0 : ow0;
-    v.oh1 = oh1 > g.Ho - 1 ? g.Ho - 1 : oh1;
-    v.ow1 = ow1 > g.Wo - 1 ? g.Wo - 1 : ow1;
-    v.me = h * g.W + w;
+    v.oh1 = a > g.Ho - 1 ? g.Ho - 1 : a;
+    v.ow1 = b > g.Wo - 1 ? g.Wo - 1 : b;
+    v.me = (a * g.S + r) * g.W + b * g.S + c;
     return v;
+}
+
+/* The windows of input (h, w): h = a*S + r, w = b*S + c split by two divisions. */
+BASE_HD tower_k_pool_win tower_k_pool_windows(int h, int w, tower_k_pool g)
+{
+    int a = (int)tower_k_quo(g.s, (uint32_t)h), b = (int)tower_k_quo(g.s, (uint32_t)w);
+    return tower_k_pool_windows_of(a, h - a * g.S, b, w - b * g.S, g);
 }
 
 /* The sum, in (oh, ow) order, of the pooled gradient gr of the windows v whose recorded
@@ -531,15 +540,33 @@ BASE_HD float tower_k_pool_gather(const float *gr, const int32_t *ix, tower_k_po
     return sum;
 }
 
-/* Input element i: the sum, in (oh, ow) order, of the dout of the windows whose recorded
- * maximum is this element (a gather: no atomics, deterministic). */
-BASE_HD float tower_k_maxpool_backward(const float *dout, const int32_t *idx, uint32_t i,
-                                       tower_k_pool g)
+/* Cell e of the input gradient: a plane (H, W) is cut into S x S cells (a, b),
+ * a < ceil(H / S), b < ceil(W / S), e = (bc * ceil(H / S) + a) * ceil(W / S) + b; the cell's
+ * inputs (a*S + r, b*S + c) inside the plane lie in the same windows' rows oh <= a and
+ * columns ow <= b, so one split of e serves S x S inputs and their windows come without a
+ * division (tower_k_pool_windows_of). Writes din at each of them: the sum, in (oh, ow)
+ * order, of the dout of the windows whose recorded maximum it is (a gather: no atomics,
+ * deterministic; 0 where no window took it). */
+BASE_HD void tower_k_maxpool_backward_cell(float *din, const float *dout, const int32_t *idx,
+                                           uint32_t e, tower_k_pool g)
 {
-    uint32_t t = tower_k_quo(g.w, i), bc = tower_k_quo(g.h, t);
-    int w = (int)(i - t * g.w.d), h = (int)(t - bc * g.h.d);
+    uint32_t t = tower_k_quo(g.cw, e), bc = tower_k_quo(g.ch, t);
+    int b = (int)(e - t * g.cw.d), a = (int)(t - bc * g.ch.d);
     uint32_t plane = bc * g.ho.d * g.wo.d;
-    return tower_k_pool_gather(dout + plane, idx + plane, tower_k_pool_windows(h, w, g), g.Wo);
+    float *d = din + bc * g.h.d * g.w.d;
+    int nr = g.H - a * g.S < g.S ? g.H - a * g.S : g.S;
+    int nc = g.W - b * g.S < g.S ? g.W - b * g.S : g.S;
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < nc; c++) {
+            tower_k_pool_win v = tower_k_pool_windows_of(a, r, b, c, g);
+            d[v.me] = tower_k_pool_gather(dout + plane, idx + plane, v, g.Wo);
+        }
+}
+
+/* The cells of a (B, C, H, W) input gradient: B * C * ceil(H / S) * ceil(W / S). */
+BASE_HD size_t tower_k_pool_cells(int B, int C, tower_k_pool g)
+{
+    return (size_t)B * C * g.ch.d * g.cw.d;
 }
 
 /* ---- LRN then max-pool, fused: one pass forward, one backward ------------------------
@@ -674,16 +701,18 @@ BASE_HD tower_k_lrnpool_ftile tower_k_lrnpool_ftile_at(uint32_t t, tower_k_lrnpo
 
 /* Forward, element e of tile f (e < np * rows * W): the LRN output at input row
  * h0 + q / W, column q % W of the tile's plane pl = e / HW (q = e % HW) into tile[e], and
- * its s^-beta into pw when the tile owns the row: tower_k_lrn_forward's operations. */
+ * its s^-beta into pw when the tile owns the row: tower_k_lrn_forward's operations. beta
+ * is g.beta (a caller may pass it as a constant equal to g.beta: the same value, so the
+ * same bits). */
 BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, const float *in, uint32_t e,
-                                     tower_k_lrnpool_ftile f, tower_k_lrnpool g)
+                                     tower_k_lrnpool_ftile f, tower_k_lrnpool g, float beta)
 {
     uint32_t pl = tower_k_quo(g.hw, e), q = e - pl * g.hw.d, plane = f.plane0 + pl;
     int c = (int)(plane - tower_k_quo(g.c, plane) * g.c.d);
     uint32_t at = plane * g.hw.d + (uint32_t)f.h0 * g.p.w.d + q;
     float s = tower_k_lrn_denom(in, at - (uint32_t)c * g.hw.d, g.hw.d, tower_k_lrn_lo(c, g.half),
                                 tower_k_lrn_hi(c, g.half, g.C), g.k, g.alpha);
-    float v = tower_lrn_pow(s, g.beta);
+    float v = tower_lrn_pow(s, beta);
     tile[e] = in[at] * v;
     if (q < (uint32_t)f.own * g.p.w.d) pw[at] = v;
 }
@@ -732,7 +761,7 @@ BASE_HD tower_k_pool_win tower_k_lrnpool_windows(uint32_t pos, tower_k_lrnpool g
 }
 
 /* Backward, channel j of image b at position pos (its windows v): returns dl, the pooled
- * gradient gathered through the argmax (tower_k_maxpool_backward's sum), and writes *term
+ * gradient gathered through the argmax (tower_k_maxpool_backward_cell's sum), and writes *term
  * = dl * out / s (out = in * pw, s recomputed): the summand of tower_k_lrn_backward. */
 BASE_HD float tower_k_lrnpool_bwd_term(float *term, const float *dpool, const int32_t *idx,
                                        const float *in, const float *pw, uint32_t b, int j,
@@ -794,38 +823,12 @@ BASE_HD size_t tower_k_logit_at(int b, int c, int B, int Vt)
     return (size_t)(c / Vt) * B * Vt + (size_t)b * Vt + c % Vt;
 }
 
-/* Sample b's classes c0, c0 + step, c0 + 2 step, ... (a lane's classes, step 32) walked
- * through their tower_k_logit_at indices with one division at the start: step = qs*Vt + rs,
- * so each step adds qs whole towers and rs classes, and one more tower (less Vt classes)
- * when the class within the tower passes Vt - 1. Same classes, same order: the softmax
- * kernel's sums are unchanged. */
-typedef struct {
-    size_t i;        /* tower_k_logit_at(b, c, B, Vt) of the current class c */
-    int r, rs, Vt;   /* c % Vt; step % Vt */
-    size_t di, wrap; /* the index's step: qs*B*Vt + rs; the carry: B*Vt - Vt */
-} tower_k_logit_walk;
-
-BASE_HD tower_k_logit_walk tower_k_logit_walk_at(int b, int c0, int step, int B, int Vt)
+/* The index of sample b's first class in tower t's part of the logits (class t*Vt): the
+ * tower's classes j = 0 .. Vt-1 follow it, tower_k_logit_at(b, t*Vt + j) = row + j. The
+ * softmax kernel walks each tower's row so, with no division per class. */
+BASE_HD size_t tower_k_logit_row(int b, int t, int B, int Vt)
 {
-    tower_k_logit_walk w;
-    size_t BV = (size_t)B * Vt;
-    w.i = tower_k_logit_at(b, c0, B, Vt);
-    w.r = c0 % Vt;
-    w.rs = step % Vt;
-    w.Vt = Vt;
-    w.di = (size_t)(step / Vt) * BV + (size_t)w.rs;
-    w.wrap = BV - (size_t)Vt;
-    return w;
-}
-
-BASE_HD void tower_k_logit_walk_next(tower_k_logit_walk *w)
-{
-    w->i += w->di;
-    w->r += w->rs;
-    if (w->r >= w->Vt) {
-        w->r -= w->Vt;
-        w->i += w->wrap;
-    }
+    return (size_t)t * B * Vt + (size_t)b * Vt;
 }
 
 /* dlogits (B, Vt) element i of tower `slot`: (p - [c == label]) / B, as the CPU computes */

@@ -647,13 +647,14 @@ __global__ void maxpool_forward_kernel(float *out, int32_t *idx, const float *in
     }
 }
 
-/* Gather, no atomics: one thread per input element sums, in (oh, ow) order, the dout of
- * the windows (at most ceil(K/S)^2) whose recorded maximum is this element. din is
- * overwritten. Bit-identical to layers_cpu.c. */
+/* Gather, no atomics: one thread per S x S cell of input elements (tower_k_pool_cells)
+ * sums for each of them, in (oh, ow) order, the dout of the windows (at most ceil(K/S)^2)
+ * whose recorded maximum it is. Consecutive threads take consecutive cells of a row. din
+ * is overwritten. Bit-identical to layers_cpu.c. */
 __global__ void maxpool_backward_kernel(float *din, const float *dout, const int32_t *idx,
                                         uint32_t n, tower_k_pool g)
 {
-    FOR_EACH_ELEMENT32(i, n) din[i] = tower_k_maxpool_backward(dout, idx, i, g);
+    FOR_EACH_ELEMENT32(e, n) tower_k_maxpool_backward_cell(din, dout, idx, e, g);
 }
 
 extern "C" void tower_maxpool_forward_cuda(float *out, int32_t *idx, const float *in, int B,
@@ -676,8 +677,9 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
     size_t n = (size_t)B * C * H * W;
     if (n == 0) return;
     INDEX32_CHECK(n, "maxpool input gradient (B, C, H, W)");
-    maxpool_backward_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
-                              CU_STREAM(stream)>>>(din, dout, idx, (uint32_t)n, g);
+    size_t cells = tower_k_pool_cells(B, C, g);
+    maxpool_backward_kernel<<<tower_cuda_blocks(cells), TOWER_CUDA_THREADS, 0,
+                              CU_STREAM(stream)>>>(din, dout, idx, (uint32_t)cells, g);
     LAUNCH_CHECK(maxpool_backward_kernel);
 }
 
@@ -695,21 +697,39 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
  * Phase 1: one thread per input element of the tile's rows computes its LRN output into
  * shared memory (and pw for the rows the tile owns): consecutive threads along a row, so
  * the five channel reads of a warp are each coalesced. Phase 2: one thread per pooled
- * output scans its window in shared memory, writing out and idx. */
-__global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
-                                           tower_k_lrnpool g)
+ * output scans its window in shared memory, writing out and idx. beta is g.beta, or the
+ * constant 0.75f in the kernel for the paper's beta: tower_lrn_pow's test of beta then
+ * folds away with its powf, which no thread of that launch would run. */
+static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, int32_t *idx,
+                                                                 float *pw, const float *in,
+                                                                 const tower_k_lrnpool &g,
+                                                                 float beta)
 {
     extern __shared__ float tile[]; /* (np, rows, W), planes H*W floats apart */
     FOR_EACH_TILE(t, g.fwd_tiles) {
         tower_k_lrnpool_ftile f = tower_k_lrnpool_ftile_at(t, g);
         /* planes H*W apart: np > 1 only with whole planes, and e < rows * W when np = 1 */
         FOR_EACH_IN_TILE(e, (uint32_t)(f.np - 1) * g.hw.d + (uint32_t)f.rows * g.p.w.d)
-            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g);
+            tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g, beta);
         __syncthreads();
         FOR_EACH_IN_TILE(o, (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d)
             tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
         __syncthreads(); /* the next tile overwrites the shared rows */
     }
+}
+
+/* g.beta is 0.75 (the paper's; the launcher checks): s^-beta as r r rsqrt(r) only */
+__global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
+                                           tower_k_lrnpool g)
+{
+    lrn_maxpool_forward_tiles(out, idx, pw, in, g, 0.75f);
+}
+
+/* any other beta: tower_lrn_pow's powf */
+__global__ void lrn_maxpool_forward_pow_kernel(float *out, int32_t *idx, float *pw,
+                                               const float *in, tower_k_lrnpool g)
+{
+    lrn_maxpool_forward_tiles(out, idx, pw, in, g, g.beta);
 }
 
 /* Backward, a tile = G output channels x P positions of one image, P x LANES threads:
@@ -778,9 +798,15 @@ extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *
                        "(tower_lrn_maxpool_cuda_fits)", __FILE__, __LINE__);
     }
     size_t shared = sizeof(float) * (size_t)g.tile_floats;
-    lrn_maxpool_forward_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
-                                 CU_STREAM(stream)>>>(out, idx, pw, in, g);
-    LAUNCH_CHECK(lrn_maxpool_forward_kernel);
+    if (g.beta == 0.75f) {
+        lrn_maxpool_forward_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
+                                     CU_STREAM(stream)>>>(out, idx, pw, in, g);
+        LAUNCH_CHECK(lrn_maxpool_forward_kernel);
+    } else {
+        lrn_maxpool_forward_pow_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
+                                         CU_STREAM(stream)>>>(out, idx, pw, in, g);
+        LAUNCH_CHECK(lrn_maxpool_forward_pow_kernel);
+    }
 }
 
 extern "C" void tower_lrn_maxpool_backward_cuda(float *din, const float *dout,
@@ -873,39 +899,72 @@ extern "C" void tower_dropout_inverted_backward_cuda(float *din, const float *do
 
 /* ---- softmax cross-entropy over the gathered logits ----------------------------------
  * logits, probs (T, B, Vt): class c of sample b at (c / Vt) * B * Vt + b * Vt + c % Vt;
- * labels, losses (B). One warp per sample (SOFTMAX_WARPS samples per block): lanes
- * stride over the classes (tower_k_logit_walk: no division per class), then xor-shuffle
- * trees (fixed order) give the max and the sum. The sum is in double, as on the CPU; the
- * summation order differs from the CPU's sequential one, so probs and losses agree within
- * rounding, not bit for bit. */
-#define SOFTMAX_WARPS 4
+ * labels, losses (B). One block of SOFTMAX_THREADS threads per sample: thread t takes,
+ * tower by tower, the classes j = t, t + SOFTMAX_THREADS, ... of the tower's row
+ * (tower_k_logit_row: no division per class), so each class is one thread's and a block
+ * holds ceil(Vt / SOFTMAX_THREADS) classes a thread a tower (4 for the paper's 2 x 500).
+ * The max and the (double) sum are block reductions in a fixed order: xor-shuffle trees
+ * within each warp, then the warps' results in warp order. The sum is in double, as on the
+ * CPU; the summation order differs from the CPU's sequential one, so probs and losses agree
+ * within rounding, not bit for bit. */
+#define SOFTMAX_THREADS 128
+#define SOFTMAX_WARPS (SOFTMAX_THREADS / 32)
+
+/* The block's max of v: every thread gets the same value. sh: SOFTMAX_WARPS floats. */
+static __device__ float softmax_block_max(float v, float *sh)
+{
+    for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = sh[0];
+    for (int w = 1; w < SOFTMAX_WARPS; w++) v = fmaxf(v, sh[w]);
+    return v;
+}
+
+/* The block's sum of v, the warps' sums added in warp order: every thread gets the same
+ * bits. sh: SOFTMAX_WARPS doubles. */
+static __device__ double softmax_block_sum(double v, double *sh)
+{
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = sh[0];
+    for (int w = 1; w < SOFTMAX_WARPS; w++) v += sh[w];
+    return v;
+}
 
 __global__ void softmax_xent_forward_kernel(float *losses, float *probs, const float *logits,
                                             const int32_t *labels, int B, int T, int Vt)
 {
-    int lane = threadIdx.x % 32;
-    int b = blockIdx.x * SOFTMAX_WARPS + threadIdx.x / 32;
-    if (b >= B) return; /* whole warps leave together: b is uniform within a warp */
-    int V = T * Vt;
+    __shared__ float sh_max[SOFTMAX_WARPS];
+    __shared__ double sh_sum[SOFTMAX_WARPS];
+    int b = (int)blockIdx.x, tid = (int)threadIdx.x;
     float mx = -INFINITY;
-    const tower_k_logit_walk w0 = tower_k_logit_walk_at(b, lane, 32, B, Vt);
-    tower_k_logit_walk w = w0;
-    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) mx = fmaxf(mx, logits[w.i]);
-    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    double sum = 0.0;
-    w = w0;
-    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) {
-        float e = expf(logits[w.i] - mx);
-        probs[w.i] = e;
-        sum += e;
+    for (int t = 0; t < T; t++) {
+        const float *x = logits + tower_k_logit_row(b, t, B, Vt);
+        for (int j = tid; j < Vt; j += SOFTMAX_THREADS) mx = fmaxf(mx, x[j]);
     }
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    mx = softmax_block_max(mx, sh_max);
+    double sum = 0.0;
+    for (int t = 0; t < T; t++) {
+        size_t row = tower_k_logit_row(b, t, B, Vt);
+        const float *x = logits + row;
+        float *p = probs + row;
+        for (int j = tid; j < Vt; j += SOFTMAX_THREADS) {
+            float e = expf(x[j] - mx);
+            p[j] = e;
+            sum += e;
+        }
+    }
+    sum = softmax_block_sum(sum, sh_sum);
     float inv = (float)(1.0 / sum);
-    w = w0;
-    for (int c = lane; c < V; c += 32, tower_k_logit_walk_next(&w)) probs[w.i] *= inv;
-    if (lane == 0) {
+    for (int t = 0; t < T; t++) {
+        float *p = probs + tower_k_logit_row(b, t, B, Vt);
+        for (int j = tid; j < Vt; j += SOFTMAX_THREADS) p[j] *= inv;
+    }
+    if (tid == 0) {
         int y = labels[b];
-        losses[b] = (y >= 0 && y < V)
+        losses[b] = (y >= 0 && y < T * Vt)
                         ? (float)(log(sum) + (double)mx - (double)logits[tower_k_logit_at(b, y, B, Vt)])
                         : nanf("");
     }
@@ -925,8 +984,7 @@ extern "C" void tower_softmax_xent_forward_cuda(float *losses, float *probs,
                                                 int B, int T, int Vt, void *stream)
 {
     if (B <= 0) return;
-    unsigned blocks = (unsigned)((B + SOFTMAX_WARPS - 1) / SOFTMAX_WARPS);
-    softmax_xent_forward_kernel<<<blocks, 32 * SOFTMAX_WARPS, 0, CU_STREAM(stream)>>>(
+    softmax_xent_forward_kernel<<<(unsigned)B, SOFTMAX_THREADS, 0, CU_STREAM(stream)>>>(
         losses, probs, logits, labels, B, T, Vt);
     LAUNCH_CHECK(softmax_xent_forward_kernel);
 }
