@@ -13,6 +13,8 @@
  * summation order is oneDNN's for a fixed thread count: runs repeat bit for bit. */
 #include "tower/conv_dnnl.h"
 
+#include "base/base.h"
+
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
@@ -252,10 +254,22 @@ static void run_reorder(tower_dnnl_conv *c, dnnl_primitive_t p, dnnl_memory_t fr
     run(c, p, 2, a, "reorder");
 }
 
+/* bench's library accounting (tower_cpu_gemm_count): the call's time and the direct
+ * convolution's multiply-adds */
+static double count_start(void) { return tower_cpu_gemm_counting() ? base_now() : 0; }
+
+static void count_end(const tower_dnnl_conv *c, double t0, int B)
+{
+    if (t0 <= 0) return;
+    double madds = (double)B * c->Co * c->Ho * c->Wo * c->Ci * c->K * c->K;
+    tower_cpu_gemm_add(base_now() - t0, madds);
+}
+
 int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, const float *w,
                             const float *b, int B, int accumulate)
 {
     if (!c || !(c->passes & TOWER_DNNL_FWD)) return -1;
+    double t0 = count_start();
     threads_here();
     size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
     dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
@@ -278,6 +292,7 @@ int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, con
         run_reorder(c, s->r_dst[accumulate ? 1 : 0], s->f_dst, s->u_dst);
     }
     dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+    count_end(c, t0, B);
     return 0;
 }
 
@@ -285,6 +300,7 @@ int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *d
                                   const float *w, int B, int accumulate)
 {
     if (!c || !(c->passes & TOWER_DNNL_BWD_DATA)) return -1;
+    double t0 = count_start();
     threads_here();
     size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
     dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
@@ -306,5 +322,6 @@ int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *d
         run_reorder(c, s->r_dsrc[accumulate ? 1 : 0], s->b_dsrc, s->u_src);
     }
     dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+    count_end(c, t0, B);
     return 0;
 }

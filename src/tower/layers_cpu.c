@@ -46,6 +46,17 @@ static _Atomic int64_t gemm_ns, gemm_madds;
 
 void tower_cpu_gemm_count(int on) { atomic_store(&gemm_counting, on); }
 
+int tower_cpu_gemm_counting(void)
+{
+    return atomic_load_explicit(&gemm_counting, memory_order_relaxed);
+}
+
+void tower_cpu_gemm_add(double seconds, double madds)
+{
+    atomic_fetch_add(&gemm_ns, (int64_t)(1e9 * seconds));
+    atomic_fetch_add(&gemm_madds, (int64_t)madds);
+}
+
 void tower_cpu_gemm_counted(double *seconds, double *flops)
 {
     *seconds = 1e-9 * (double)atomic_exchange(&gemm_ns, 0);

@@ -113,9 +113,13 @@ void tower_tanh_forward(real *out, const real *in, size_t n);
 void tower_tanh_backward(real *din, const real *dout, const real *out, size_t n);
 
 /* The CPU layers' GEMM accounting, for `twotower bench`: while counting is on, every
- * BLAS call of the CPU layers (any thread) adds its wall time and its FLOPs (2 m n k);
- * tower_cpu_gemm_counted() returns the sums since the last read and resets them. */
+ * BLAS call of the CPU layers (any thread) adds its wall time and its FLOPs (2 m n k), and
+ * so does every oneDNN convolution pass (conv_dnnl.c: its reorders included, the direct
+ * convolution's FLOPs) through tower_cpu_gemm_add; tower_cpu_gemm_counted() returns the
+ * sums since the last read and resets them. */
 void tower_cpu_gemm_count(int on);
+int tower_cpu_gemm_counting(void);
+void tower_cpu_gemm_add(double seconds, double madds);
 void tower_cpu_gemm_counted(double *seconds, double *flops);
 
 /* LRN's scale^-beta; every backend calls it. The paper's beta = 3/4 needs no powf:

@@ -392,8 +392,8 @@ static const base_flags_cmd bench_cmd = {
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
         "neither: the GPUs if there are any, else the CPU.\n"
         "On the CPU it also times this machine's 2048^3 SGEMM on the towers' threads (the\n"
-        "step's GFLOP/s as a share of it) and counts the timed steps' time inside BLAS\n"
-        "(with nothing else, the rate the step would reach).\n"
+        "step's GFLOP/s as a share of it) and counts the timed steps' time inside BLAS and\n"
+        "oneDNN (with nothing else, the rate the step would reach).\n"
         "On one GPU each timed step is one CUDA graph replayed (unless --graph off), its\n"
         "loss read back one step late; --graph auto decides at the first step (a warm-up\n"
         "one when there is one).\n",
@@ -656,7 +656,7 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
                 100 * r->gflops / r->sgemm_gflops, SGEMM_PROBE_N, SGEMM_PROBE_N,
                 r->sgemm_gflops, r->sgemm_threads);
     if (r->gemm_share > 0)
-        fprintf(f, "  in BLAS        %9.1f%%  of the tower threads' time, at %.1f GFLOP/s a "
+        fprintf(f, "  in BLAS/oneDNN %9.1f%%  of the tower threads' time, at %.1f GFLOP/s a "
                    "thread; with nothing else the step would run at %.1f GFLOP/s\n",
                 100 * r->gemm_share, r->gemm_gflops, r->gemm_bound_gflops);
     fprintf(f, "  loss           %10.4f -> %.4f%s\n", r->loss_first, r->loss_last,

@@ -261,6 +261,11 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
 {
     int precision;
     if (train_placement_precision(a, &precision, err, errlen)) return -1;
+    if (a->cpu_conv && a->gpus) {
+        snprintf(err, errlen, "--cpu-conv gemm is a CPU option and --gpus %s asks for GPUs "
+                              "(whose convolutions --conv chooses): drop one of them", a->gpus);
+        return -1;
+    }
     if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
     p->serial = a->serial;
     if (a->cpu_conv && !p->cpu) {

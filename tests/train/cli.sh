@@ -81,6 +81,8 @@ expect 2 "--batch needs a value" -- train --cpu $nodata --batch
 expect 2 "--train-limit 8 is less than one batch" -- train --cpu $nodata --train-limit 8 --batch 16
 expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
 expect 2 "--conv auto is a GPU option" -- train --cpu $nodata --conv auto
+expect 2 "--cpu-conv 'dnnl': expected onednn or gemm" -- train --cpu $nodata --cpu-conv dnnl
+expect 2 "--cpu-conv gemm is a CPU option" -- train --gpus 0 $nodata --cpu-conv gemm
 expect 2 "--views '5': expected 1 or 10" -- train --cpu $nodata --views 5
 expect 2 "--mirror 'maybe': expected on or off" -- train --cpu $nodata --mirror maybe
 expect 2 "--pca-std '-1'" -- train --cpu $nodata --pca-std -1
