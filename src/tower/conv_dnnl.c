@@ -26,14 +26,21 @@
  * the blocked copies (conv2: 0.5 MB an image in and out) stay near the caches. */
 #define DNNL_CHUNK 8
 
+/* One pass (the forward: src -> dst; the input gradient: diff dst -> diff src) in
+ * oneDNN's layouts: its input, weights and output memories, the primitive, and the
+ * reorders in from the caller's layout and out to it (r_out[accumulate]). */
+typedef struct {
+    dnnl_memory_t in, w, out;
+    dnnl_primitive_t prim, r_in, r_w, r_out[2];
+} dnnl_pass;
+
+enum { PASS_FWD = 0, PASS_BWD_DATA = 1 };
+
 /* one set of primitives for chunks of n images */
 typedef struct {
     int n;
-    dnnl_memory_t u_src, u_dst;                 /* the caller's NCHW chunk (handles set per call) */
-    dnnl_memory_t f_src, f_w, f_dst;            /* forward's layouts */
-    dnnl_primitive_t fwd, r_src, r_w, r_dst[2]; /* [accumulate] */
-    dnnl_memory_t b_ddst, b_w, b_dsrc;          /* input gradient's layouts */
-    dnnl_primitive_t bwd, r_ddst, r_w2, r_dsrc[2];
+    dnnl_memory_t u_src, u_dst; /* the caller's NCHW chunk (handles set per call) */
+    dnnl_pass pass[2];          /* [PASS_FWD], [PASS_BWD_DATA]; prim NULL: not made */
 } dnnl_set;
 
 struct tower_dnnl_conv {
@@ -110,6 +117,20 @@ static int reorder(dnnl_primitive_t *p, dnnl_memory_t a, dnnl_memory_t b, dnnl_e
     return ok;
 }
 
+static int pass_make(tower_dnnl_conv *c, dnnl_pass *p, const_dnnl_primitive_desc_t pd,
+                     dnnl_query_t in_md, dnnl_query_t out_md, dnnl_memory_t user_in,
+                     dnnl_memory_t user_out)
+{
+    return mem_of(&p->in, pd, in_md, c->eng) &&
+           mem_of(&p->w, pd, dnnl_query_weights_md, c->eng) &&
+           mem_of(&p->out, pd, out_md, c->eng) &&
+           dnnl_ok(dnnl_primitive_create(&p->prim, pd), "convolution") &&
+           reorder(&p->r_in, user_in, p->in, c->eng, 0) &&
+           reorder(&p->r_w, c->u_w, p->w, c->eng, 0) &&
+           reorder(&p->r_out[0], p->out, user_out, c->eng, 0) &&
+           reorder(&p->r_out[1], p->out, user_out, c->eng, 1);
+}
+
 static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
 {
     memset(s, 0, sizeof *s);
@@ -135,16 +156,9 @@ static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
                      "convolution desc") &&
              dnnl_ok(dnnl_primitive_desc_create(&fpd, &fd, NULL, c->eng, NULL),
                      "convolution primitive desc");
-    if (ok && (c->passes & TOWER_DNNL_FWD)) {
-        ok = mem_of(&s->f_src, fpd, dnnl_query_src_md, c->eng) &&
-             mem_of(&s->f_w, fpd, dnnl_query_weights_md, c->eng) &&
-             mem_of(&s->f_dst, fpd, dnnl_query_dst_md, c->eng) &&
-             dnnl_ok(dnnl_primitive_create(&s->fwd, fpd), "convolution") &&
-             reorder(&s->r_src, s->u_src, s->f_src, c->eng, 0) &&
-             reorder(&s->r_w, c->u_w, s->f_w, c->eng, 0) &&
-             reorder(&s->r_dst[0], s->f_dst, s->u_dst, c->eng, 0) &&
-             reorder(&s->r_dst[1], s->f_dst, s->u_dst, c->eng, 1);
-    }
+    if (ok && (c->passes & TOWER_DNNL_FWD))
+        ok = pass_make(c, &s->pass[PASS_FWD], fpd, dnnl_query_src_md, dnnl_query_dst_md,
+                       s->u_src, s->u_dst);
     if (ok && (c->passes & TOWER_DNNL_BWD_DATA)) {
         dnnl_convolution_desc_t bdd;
         ok = dnnl_ok(dnnl_convolution_backward_data_desc_init(&bdd, dnnl_convolution_direct,
@@ -152,14 +166,8 @@ static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
                      "convolution backward desc") &&
              dnnl_ok(dnnl_primitive_desc_create(&bpd, &bdd, NULL, c->eng, fpd),
                      "convolution backward primitive desc") &&
-             mem_of(&s->b_ddst, bpd, dnnl_query_diff_dst_md, c->eng) &&
-             mem_of(&s->b_w, bpd, dnnl_query_weights_md, c->eng) &&
-             mem_of(&s->b_dsrc, bpd, dnnl_query_diff_src_md, c->eng) &&
-             dnnl_ok(dnnl_primitive_create(&s->bwd, bpd), "convolution backward") &&
-             reorder(&s->r_ddst, s->u_dst, s->b_ddst, c->eng, 0) &&
-             reorder(&s->r_w2, c->u_w, s->b_w, c->eng, 0) &&
-             reorder(&s->r_dsrc[0], s->b_dsrc, s->u_src, c->eng, 0) &&
-             reorder(&s->r_dsrc[1], s->b_dsrc, s->u_src, c->eng, 1);
+             pass_make(c, &s->pass[PASS_BWD_DATA], bpd, dnnl_query_diff_dst_md,
+                       dnnl_query_diff_src_md, s->u_dst, s->u_src);
     }
     if (bpd) dnnl_primitive_desc_destroy(bpd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
@@ -168,14 +176,17 @@ static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
 
 static void set_free(dnnl_set *s)
 {
-    dnnl_primitive_t p[] = {s->fwd, s->r_src, s->r_w, s->r_dst[0], s->r_dst[1],
-                            s->bwd, s->r_ddst, s->r_w2, s->r_dsrc[0], s->r_dsrc[1]};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
-        if (p[i]) dnnl_primitive_destroy(p[i]);
-    dnnl_memory_t m[] = {s->u_src, s->u_dst, s->f_src, s->f_w, s->f_dst,
-                         s->b_ddst, s->b_w, s->b_dsrc};
-    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        if (m[i]) dnnl_memory_destroy(m[i]);
+    for (int k = 0; k < 2; k++) {
+        dnnl_pass *q = &s->pass[k];
+        dnnl_primitive_t p[] = {q->prim, q->r_in, q->r_w, q->r_out[0], q->r_out[1]};
+        for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+            if (p[i]) dnnl_primitive_destroy(p[i]);
+        dnnl_memory_t m[] = {q->in, q->w, q->out};
+        for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+            if (m[i]) dnnl_memory_destroy(m[i]);
+    }
+    if (s->u_src) dnnl_memory_destroy(s->u_src);
+    if (s->u_dst) dnnl_memory_destroy(s->u_dst);
     memset(s, 0, sizeof *s);
 }
 
@@ -224,20 +235,16 @@ tower_dnnl_conv *tower_dnnl_conv_new(int Ci, int H, int W, int Co, int K, int S,
     return c;
 }
 
-/* The set for chunks of n images, made at first use (NULL when oneDNN refused it). */
-static dnnl_set *set_for(tower_dnnl_conv *c, int n)
+/* The set for chunks of n images, made at first use (NULL when oneDNN refused it). A
+ * third size (another batch size) replaces the slot that is not `keep`. */
+static dnnl_set *set_for(tower_dnnl_conv *c, int n, const dnnl_set *keep)
 {
     for (int i = 0; i < 2; i++)
         if (c->set[i].n == n) return &c->set[i];
-    for (int i = 0; i < 2; i++)
-        if (c->set[i].n == 0) {
-            if (set_make(c, &c->set[i], n)) return &c->set[i];
-            set_free(&c->set[i]);
-            return NULL;
-        }
-    set_free(&c->set[1]); /* a third chunk size (another batch size): replace the last */
-    if (set_make(c, &c->set[1], n)) return &c->set[1];
-    set_free(&c->set[1]);
+    int i = c->set[0].n == 0 ? 0 : c->set[1].n == 0 ? 1 : &c->set[1] == keep ? 0 : 1;
+    set_free(&c->set[i]);
+    if (set_make(c, &c->set[i], n)) return &c->set[i];
+    set_free(&c->set[i]);
     return NULL;
 }
 
@@ -265,63 +272,64 @@ static void count_end(const tower_dnnl_conv *c, double t0, int B)
     tower_cpu_gemm_add(base_now() - t0, madds);
 }
 
-int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, const float *w,
-                            const float *b, int B, int accumulate)
+/* One pass over the batch, a chunk at a time: from (B, the pass's input per image, nfrom
+ * reals) into to (nto reals an image), = or += (accumulate). Every chunk's primitives are
+ * made before anything is written, so a refusal (-1) leaves to untouched. */
+static int run_pass(tower_dnnl_conv *c, int k, float *to, const float *from, const float *w,
+                    const float *b, int B, int accumulate)
 {
-    if (!c || !(c->passes & TOWER_DNNL_FWD)) return -1;
+    dnnl_set *full = B >= DNNL_CHUNK ? set_for(c, DNNL_CHUNK, NULL) : NULL;
+    dnnl_set *last = B % DNNL_CHUNK ? set_for(c, B % DNNL_CHUNK, full) : NULL;
+    if ((B >= DNNL_CHUNK && !full) || (B % DNNL_CHUNK && !last)) return -1;
     double t0 = count_start();
     threads_here();
     size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
+    size_t nfrom = k == PASS_FWD ? nin : nout, nto = k == PASS_FWD ? nout : nin;
     dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
-    dnnl_must(dnnl_memory_set_data_handle(c->u_b, (void *)(b ? b : c->zero_bias)), "bias");
+    if (k == PASS_FWD)
+        dnnl_must(dnnl_memory_set_data_handle(c->u_b, (void *)(b ? b : c->zero_bias)), "bias");
     int weights_in = 0;
     for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
         int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
-        dnnl_set *s = set_for(c, n);
-        if (!s) return -1;
-        if (!weights_in || n != DNNL_CHUNK) run_reorder(c, s->r_w, c->u_w, s->f_w);
+        dnnl_set *s = n == DNNL_CHUNK ? full : last;
+        dnnl_pass *p = &s->pass[k];
+        dnnl_memory_t u_from = k == PASS_FWD ? s->u_src : s->u_dst;
+        dnnl_memory_t u_to = k == PASS_FWD ? s->u_dst : s->u_src;
+        if (!weights_in || n != DNNL_CHUNK) run_reorder(c, p->r_w, c->u_w, p->w);
         weights_in = n == DNNL_CHUNK;
-        dnnl_must(dnnl_memory_set_data_handle(s->u_src, (void *)(in + (size_t)n0 * nin)), "src");
-        dnnl_must(dnnl_memory_set_data_handle(s->u_dst, out + (size_t)n0 * nout), "dst");
-        run_reorder(c, s->r_src, s->u_src, s->f_src);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->f_src},
-                                {DNNL_ARG_WEIGHTS, s->f_w},
-                                {DNNL_ARG_BIAS, c->u_b},
-                                {DNNL_ARG_DST, s->f_dst}};
-        run(c, s->fwd, 4, a, "convolution");
-        run_reorder(c, s->r_dst[accumulate ? 1 : 0], s->f_dst, s->u_dst);
+        dnnl_must(dnnl_memory_set_data_handle(u_from, (void *)(from + (size_t)n0 * nfrom)),
+                  "input handle");
+        dnnl_must(dnnl_memory_set_data_handle(u_to, to + (size_t)n0 * nto), "output handle");
+        run_reorder(c, p->r_in, u_from, p->in);
+        if (k == PASS_FWD) {
+            dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, p->in},
+                                    {DNNL_ARG_WEIGHTS, p->w},
+                                    {DNNL_ARG_BIAS, c->u_b},
+                                    {DNNL_ARG_DST, p->out}};
+            run(c, p->prim, 4, a, "convolution");
+        } else {
+            dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, p->in},
+                                    {DNNL_ARG_WEIGHTS, p->w},
+                                    {DNNL_ARG_DIFF_SRC, p->out}};
+            run(c, p->prim, 3, a, "convolution backward");
+        }
+        run_reorder(c, p->r_out[accumulate ? 1 : 0], p->out, u_to);
     }
     dnnl_must(dnnl_stream_wait(c->st), "stream wait");
     count_end(c, t0, B);
     return 0;
 }
 
+int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, const float *w,
+                            const float *b, int B, int accumulate)
+{
+    if (!c || !(c->passes & TOWER_DNNL_FWD)) return -1;
+    return run_pass(c, PASS_FWD, out, in, w, b, B, accumulate);
+}
+
 int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *dout,
                                   const float *w, int B, int accumulate)
 {
     if (!c || !(c->passes & TOWER_DNNL_BWD_DATA)) return -1;
-    double t0 = count_start();
-    threads_here();
-    size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
-    dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
-    int weights_in = 0;
-    for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
-        int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
-        dnnl_set *s = set_for(c, n);
-        if (!s) return -1;
-        if (!weights_in || n != DNNL_CHUNK) run_reorder(c, s->r_w2, c->u_w, s->b_w);
-        weights_in = n == DNNL_CHUNK;
-        dnnl_must(dnnl_memory_set_data_handle(s->u_dst, (void *)(dout + (size_t)n0 * nout)),
-                  "diff dst");
-        dnnl_must(dnnl_memory_set_data_handle(s->u_src, din + (size_t)n0 * nin), "diff src");
-        run_reorder(c, s->r_ddst, s->u_dst, s->b_ddst);
-        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->b_ddst},
-                                {DNNL_ARG_WEIGHTS, s->b_w},
-                                {DNNL_ARG_DIFF_SRC, s->b_dsrc}};
-        run(c, s->bwd, 3, a, "convolution backward");
-        run_reorder(c, s->r_dsrc[accumulate ? 1 : 0], s->b_dsrc, s->u_src);
-    }
-    dnnl_must(dnnl_stream_wait(c->st), "stream wait");
-    count_end(c, t0, B);
-    return 0;
+    return run_pass(c, PASS_BWD_DATA, din, dout, w, NULL, B, accumulate);
 }

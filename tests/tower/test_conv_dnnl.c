@@ -164,6 +164,35 @@ Test(conv_dnnl, no_padding_and_small_batches)
 #endif
 }
 
+/* one layer's primitives through three batch sizes (19 = 8 + 8 + 3, then 5, then 19
+ * again): the sizes share two slots, and each call's result is the first call's */
+Test(conv_dnnl, batch_sizes_share_the_slots)
+{
+    need_dnnl();
+#if defined(TT_HAVE_DNNL)
+    chk_rng r;
+    chk_rng_seed(&r, 305);
+    int Ci = 3, H = 6, Co = 4, K = 5, P = 2, B = 19, ck = Ci * K * K;
+    size_t nin = (size_t)B * Ci * H * H, nout = (size_t)B * Co * H * H;
+    float *in = falloc(nin), *w = falloc((size_t)Co * ck), *b = falloc((size_t)Co);
+    float *o1 = falloc(nout), *o2 = falloc(nout), *o5 = falloc(nout);
+    fill(&r, in, NULL, nin);
+    fill(&r, w, NULL, (size_t)Co * ck);
+    fill(&r, b, NULL, (size_t)Co);
+    tower_dnnl_conv *c = tower_dnnl_conv_new(Ci, H, H, Co, K, 1, P, ck);
+    cr_assert_not_null(c);
+    cr_assert_eq(tower_dnnl_conv_forward(c, o1, in, w, b, B, 0), 0);
+    cr_assert_eq(tower_dnnl_conv_forward(c, o5, in, w, b, 5, 0), 0);
+    cr_assert_eq(tower_dnnl_conv_forward(c, o2, in, w, b, B, 0), 0);
+    cr_assert(memcmp(o1, o2, nout * sizeof *o1) == 0, "19 images, after 5: differs");
+    /* the first 5 images do not depend on the chunk they ran in beyond rounding */
+    for (size_t i = 0; i < (size_t)5 * Co * H * H; i++)
+        cr_assert(fabsf(o5[i] - o1[i]) <= 1e-5f * (1 + fabsf(o1[i])), "5 images [%zu]", i);
+    tower_dnnl_conv_free(c);
+    free(in), free(w), free(b), free(o1), free(o2), free(o5);
+#endif
+}
+
 /* what the rule hands oneDNN: only stride 1, the forward only at 5x5 */
 Test(conv_dnnl, which_passes)
 {
