@@ -213,8 +213,7 @@ tower_dnnl_conv *tower_dnnl_conv_new(int Ci, int H, int W, int Co, int K, int S,
                                      int ldw)
 {
     int passes = tower_conv_dnnl_passes(K, S);
-    int Ho = H + 2 * P - K < 0 ? 0 : (H + 2 * P - K) / S + 1;
-    int Wo = W + 2 * P - K < 0 ? 0 : (W + 2 * P - K) / S + 1;
+    int Ho = tower_conv_out(H, K, S, P), Wo = tower_conv_out(W, K, S, P);
     if (!passes || Ho <= 0 || Wo <= 0) return NULL;
     tower_dnnl_conv *c = calloc(1, sizeof *c);
     if (!c) return NULL;

@@ -261,18 +261,17 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
 {
     int precision;
     if (train_placement_precision(a, &precision, err, errlen)) return -1;
-    if (a->cpu_conv && a->gpus) {
-        snprintf(err, errlen, "--cpu-conv gemm is a CPU option and --gpus %s asks for GPUs "
-                              "(whose convolutions --conv chooses): drop one of them", a->gpus);
+    /* --cpu-conv gemm on a GPU: refused before --gpus asks for the devices, and after the
+     * placement when no flag chose and the GPUs were found */
+    int gpu = a->gpus != NULL;
+    if (!(a->cpu_conv && gpu) && train_parse_placement(a->gpus, a->cpu, p, err, errlen))
         return -1;
-    }
-    if (train_parse_placement(a->gpus, a->cpu, p, err, errlen)) return -1;
-    p->serial = a->serial;
-    if (a->cpu_conv && !p->cpu) {
+    if (a->cpu_conv && (gpu || !p->cpu)) {
         snprintf(err, errlen, "--cpu-conv gemm is a CPU option and this run is on a GPU (whose "
-                              "convolutions --conv chooses): drop it or add --cpu");
+                              "convolutions --conv chooses): drop it or use --cpu");
         return -1;
     }
+    p->serial = a->serial;
     p->cpu_conv = a->cpu_conv;
     if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
     return train_placement_set_gpu_options(p, precision, a->conv, err, errlen);
