@@ -4,6 +4,9 @@
  * the names of the convolution paths and of the GEMM precisions that run.json and bench's
  * JSON record. */
 #include "tower/tower.h"
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+#include "tower/conv_dnnl.h"
+#endif
 
 #include <stdatomic.h>
 
@@ -13,10 +16,32 @@ void tower_conv_dnnl(int on) { atomic_store(&dnnl_off, !on); }
 
 int tower_conv_dnnl_off(void) { return atomic_load(&dnnl_off); }
 
+int tower_conv_dnnl_passes_for(int K, int S, int avx512)
+{
+    if (K < 2) return 0;
+    if (avx512) return TOWER_DNNL_FWD | TOWER_DNNL_BWD_W | (S == 1 ? TOWER_DNNL_BWD_DATA : 0);
+    if (S != 1) return 0;
+    return (K == 5 ? TOWER_DNNL_FWD : 0) | TOWER_DNNL_BWD_DATA;
+}
+
 int tower_conv_dnnl_passes(int K, int S)
 {
-    if (S != 1 || K < 2) return 0;
-    return (K == 5 ? TOWER_DNNL_FWD : 0) | TOWER_DNNL_BWD_DATA;
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+    return tower_conv_dnnl_passes_for(K, S, tower_dnnl_avx512());
+#else
+    return tower_conv_dnnl_passes_for(K, S, 0);
+#endif
+}
+
+int tower_dnnl_square_sgemm(int n, const float *a, const float *b, float *c)
+{
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+    tower_dnnl_sgemm(0, 0, n, n, n, 1, a, n, b, n, 0, c, n);
+    return 0;
+#else
+    (void)n, (void)a, (void)b, (void)c;
+    return -1;
+#endif
 }
 
 int tower_conv_dnnl_built(void)

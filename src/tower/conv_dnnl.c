@@ -1,12 +1,15 @@
-/* conv_dnnl.c: the CPU convolution passes that oneDNN (Debian's libdnnl, its JIT AVX2
- * kernels) runs faster than im2col + OpenBLAS: the forward of the 5x5 stride-1 layer
- * (conv2) and the input gradient of every stride-1 layer (conv2-conv5). Everything else
- * stays on layers_cpu.c's im2col + GEMM, which is faster there (docs/BENCH.md, "oneDNN").
+/* conv_dnnl.c: the CPU convolution passes that oneDNN (Debian's libdnnl, its JIT kernels)
+ * runs faster than im2col + OpenBLAS. Which passes those are depends on the machine's
+ * vector width (tower_conv_dnnl_passes, conv_choose.c): with AVX2 only, the forward of the
+ * 5x5 stride-1 layer (conv2) and the input gradient of every stride-1 layer (conv2-conv5);
+ * with AVX-512, every pass of every layer (the forward, the weights' and bias' gradients,
+ * and the input gradient at stride 1). Everything else stays on layers_cpu.c's im2col +
+ * GEMM, which is faster there (docs/BENCH.md, "oneDNN").
  *
- * oneDNN wants its own blocked layouts (8 channels innermost on AVX2), so each call
+ * oneDNN wants its own blocked layouts (8 or 16 channels innermost), so each call
  * reorders the NCHW input and the weights in, runs the primitive on a chunk of images, and
  * reorders the result back out, adding it to what is there when the call accumulates (a
- * reorder with a sum post-op). Primitives are made once per tower and layer, at the first
+ * reorder with a sum post-op; the weights' gradient always adds, chunk after chunk). Primitives are made once per tower and layer, at the first
  * call, for the chunk size and the last, shorter chunk. They run on as many threads as
  * the tower's OpenBLAS share (omp_set_num_threads in the calling thread, so each tower's
  * worker runs its own passes and no OpenMP pool spins beside OpenBLAS's threads). The
@@ -18,6 +21,7 @@
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,28 +30,30 @@
  * the blocked copies (conv2: 0.5 MB an image in and out) stay near the caches. */
 #define DNNL_CHUNK 8
 
-/* One pass (the forward: src -> dst; the input gradient: diff dst -> diff src) in
- * oneDNN's layouts: its input, weights and output memories, the primitive, and the
- * reorders in from the caller's layout and out to it (r_out[accumulate]). */
+/* One pass (the forward: src -> dst; the input gradient: diff dst -> diff src; the weights'
+ * gradient: src and diff dst -> diff weights and diff bias) in oneDNN's layouts: its
+ * input, weights (the weights' gradient: its second input, diff dst) and output memories,
+ * the primitive, and the reorders in from the caller's layout and out to it
+ * (r_out[accumulate]; the weights' gradient has only r_out[1]). */
 typedef struct {
-    dnnl_memory_t in, w, out;
+    dnnl_memory_t in, w, out, bias; /* bias: the weights' gradient's diff bias (plain) */
     dnnl_primitive_t prim, r_in, r_w, r_out[2];
 } dnnl_pass;
 
-enum { PASS_FWD = 0, PASS_BWD_DATA = 1 };
+enum { PASS_FWD = 0, PASS_BWD_DATA = 1, PASS_BWD_W = 2, PASSES = 3 };
 
 /* one set of primitives for chunks of n images */
 typedef struct {
     int n;
     dnnl_memory_t u_src, u_dst; /* the caller's NCHW chunk (handles set per call) */
-    dnnl_pass pass[2];          /* [PASS_FWD], [PASS_BWD_DATA]; prim NULL: not made */
+    dnnl_pass pass[PASSES];     /* prim NULL: not made */
 } dnnl_set;
 
 struct tower_dnnl_conv {
     int Ci, H, W, Co, K, S, P, ldw, Ho, Wo, passes;
     dnnl_engine_t eng;
     dnnl_stream_t st;
-    dnnl_memory_t u_w, u_b;
+    dnnl_memory_t u_w, u_b, u_dw; /* the caller's weights, bias, weights' gradient */
     float *zero_bias;
     dnnl_set set[2]; /* DNNL_CHUNK images, and the last chunk's count (0: not made) */
 };
@@ -131,6 +137,22 @@ static int pass_make(tower_dnnl_conv *c, dnnl_pass *p, const_dnnl_primitive_desc
            reorder(&p->r_out[1], p->out, user_out, c->eng, 1);
 }
 
+/* The weights' gradient: src from the caller's input, diff dst from its output gradient
+ * (in `w`, reordered per chunk like `in`), diff weights added to the caller's. */
+static int pass_make_w(tower_dnnl_conv *c, dnnl_pass *p, const_dnnl_primitive_desc_t pd,
+                       dnnl_memory_t user_in, dnnl_memory_t user_dout)
+{
+    return mem_of(&p->in, pd, dnnl_query_src_md, c->eng) &&
+           mem_of(&p->w, pd, dnnl_query_diff_dst_md, c->eng) &&
+           mem_of(&p->out, pd, dnnl_query_diff_weights_md, c->eng) &&
+           mem(&p->bias, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), c->eng,
+               1) &&
+           dnnl_ok(dnnl_primitive_create(&p->prim, pd), "convolution weights") &&
+           reorder(&p->r_in, user_in, p->in, c->eng, 0) &&
+           reorder(&p->r_w, user_dout, p->w, c->eng, 0) &&
+           reorder(&p->r_out[1], p->out, c->u_dw, c->eng, 1);
+}
+
 static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
 {
     memset(s, 0, sizeof *s);
@@ -149,7 +171,7 @@ static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
         return 0;
     if (!mem(&s->u_src, &us, c->eng, 0) || !mem(&s->u_dst, &ud, c->eng, 0)) return 0;
     dnnl_convolution_desc_t fd;
-    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+    dnnl_primitive_desc_t fpd = NULL, bpd = NULL, wpd = NULL;
     int ok = dnnl_ok(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training,
                                                         dnnl_convolution_direct, &as, &aw, &bd,
                                                         &ad, str, pad, padr),
@@ -169,6 +191,17 @@ static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
              pass_make(c, &s->pass[PASS_BWD_DATA], bpd, dnnl_query_diff_dst_md,
                        dnnl_query_diff_src_md, s->u_dst, s->u_src);
     }
+    if (ok && (c->passes & TOWER_DNNL_BWD_W)) {
+        dnnl_convolution_desc_t wdd;
+        ok = dnnl_ok(dnnl_convolution_backward_weights_desc_init(&wdd, dnnl_convolution_direct,
+                                                                 &as, &aw, &bd, &ad, str, pad,
+                                                                 padr),
+                     "convolution weights desc") &&
+             dnnl_ok(dnnl_primitive_desc_create(&wpd, &wdd, NULL, c->eng, fpd),
+                     "convolution weights primitive desc") &&
+             pass_make_w(c, &s->pass[PASS_BWD_W], wpd, s->u_src, s->u_dst);
+    }
+    if (wpd) dnnl_primitive_desc_destroy(wpd);
     if (bpd) dnnl_primitive_desc_destroy(bpd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     return ok;
@@ -176,12 +209,12 @@ static int set_make(tower_dnnl_conv *c, dnnl_set *s, int n)
 
 static void set_free(dnnl_set *s)
 {
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < PASSES; k++) {
         dnnl_pass *q = &s->pass[k];
         dnnl_primitive_t p[] = {q->prim, q->r_in, q->r_w, q->r_out[0], q->r_out[1]};
         for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
             if (p[i]) dnnl_primitive_destroy(p[i]);
-        dnnl_memory_t m[] = {q->in, q->w, q->out};
+        dnnl_memory_t m[] = {q->in, q->w, q->out, q->bias};
         for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
             if (m[i]) dnnl_memory_destroy(m[i]);
     }
@@ -196,6 +229,7 @@ void tower_dnnl_conv_free(tower_dnnl_conv *c)
     for (int i = 0; i < 2; i++) set_free(&c->set[i]);
     if (c->u_w) dnnl_memory_destroy(c->u_w);
     if (c->u_b) dnnl_memory_destroy(c->u_b);
+    if (c->u_dw) dnnl_memory_destroy(c->u_dw);
     if (c->st) dnnl_stream_destroy(c->st);
     if (c->eng) dnnl_engine_destroy(c->eng);
     free(c->zero_bias);
@@ -210,9 +244,9 @@ static void threads_here(void)
 }
 
 tower_dnnl_conv *tower_dnnl_conv_new(int Ci, int H, int W, int Co, int K, int S, int P,
-                                     int ldw)
+                                     int ldw, int passes)
 {
-    int passes = tower_conv_dnnl_passes(K, S);
+    if (S != 1) passes &= ~TOWER_DNNL_BWD_DATA; /* only stride 1's is tested */
     int Ho = tower_conv_out(H, K, S, P), Wo = tower_conv_out(W, K, S, P);
     if (!passes || Ho <= 0 || Wo <= 0) return NULL;
     tower_dnnl_conv *c = calloc(1, sizeof *c);
@@ -226,7 +260,8 @@ tower_dnnl_conv *tower_dnnl_conv_new(int Ci, int H, int W, int Co, int K, int S,
              dnnl_ok(dnnl_stream_create(&c->st, c->eng, dnnl_stream_default_flags), "stream") &&
              dnnl_ok(dnnl_memory_desc_init_by_strides(&uw, 4, wd, dnnl_f32, ws), "memory desc") &&
              dnnl_ok(dnnl_memory_desc_init_by_tag(&ub, 1, bdim, dnnl_f32, dnnl_x), "memory desc") &&
-             mem(&c->u_w, &uw, c->eng, 0) && mem(&c->u_b, &ub, c->eng, 0);
+             mem(&c->u_w, &uw, c->eng, 0) && mem(&c->u_b, &ub, c->eng, 0) &&
+             mem(&c->u_dw, &uw, c->eng, 0);
     if (!ok) {
         tower_dnnl_conv_free(c);
         return NULL;
@@ -272,10 +307,12 @@ static void count_end(const tower_dnnl_conv *c, double t0, int B)
 }
 
 /* One pass over the batch, a chunk at a time: from (B, the pass's input per image, nfrom
- * reals) into to (nto reals an image), = or += (accumulate). Every chunk's primitives are
- * made before anything is written, so a refusal (-1) leaves to untouched. */
+ * reals) into to (nto reals an image), = or += (accumulate). The weights' gradient reads
+ * from (the input) and w (the output gradient, B images) and adds to to (the weights'
+ * gradient, ld ldw) and b (the bias', or NULL). Every chunk's primitives are made before
+ * anything is written, so a refusal (-1) leaves to untouched. */
 static int run_pass(tower_dnnl_conv *c, int k, float *to, const float *from, const float *w,
-                    const float *b, int B, int accumulate)
+                    float *b, int B, int accumulate)
 {
     dnnl_set *full = B >= DNNL_CHUNK ? set_for(c, DNNL_CHUNK, NULL) : NULL;
     dnnl_set *last = B % DNNL_CHUNK ? set_for(c, B % DNNL_CHUNK, full) : NULL;
@@ -283,7 +320,37 @@ static int run_pass(tower_dnnl_conv *c, int k, float *to, const float *from, con
     double t0 = count_start();
     threads_here();
     size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
-    size_t nfrom = k == PASS_FWD ? nin : nout, nto = k == PASS_FWD ? nout : nin;
+    size_t nfrom = k == PASS_BWD_DATA ? nout : nin, nto = k == PASS_FWD ? nout : nin;
+    if (k == PASS_BWD_W) {
+        dnnl_must(dnnl_memory_set_data_handle(c->u_dw, to), "weights' gradient handle");
+        for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
+            int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
+            dnnl_set *s = n == DNNL_CHUNK ? full : last;
+            dnnl_pass *p = &s->pass[k];
+            dnnl_must(dnnl_memory_set_data_handle(s->u_src, (void *)(from + (size_t)n0 * nin)),
+                      "input handle");
+            dnnl_must(dnnl_memory_set_data_handle(s->u_dst, (void *)(w + (size_t)n0 * nout)),
+                      "output gradient handle");
+            run_reorder(c, p->r_in, s->u_src, p->in);
+            run_reorder(c, p->r_w, s->u_dst, p->w);
+            dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, p->in},
+                                    {DNNL_ARG_DIFF_DST, p->w},
+                                    {DNNL_ARG_DIFF_WEIGHTS, p->out},
+                                    {DNNL_ARG_DIFF_BIAS, p->bias}};
+            run(c, p->prim, 4, a, "convolution weights");
+            run_reorder(c, p->r_out[1], p->out, c->u_dw);
+            if (b) {
+                dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+                void *h = NULL;
+                dnnl_must(dnnl_memory_get_data_handle(p->bias, &h), "bias handle");
+                const float *db = h;
+                for (int o = 0; o < c->Co; o++) b[o] += db[o];
+            }
+        }
+        dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+        count_end(c, t0, B);
+        return 0;
+    }
     dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
     if (k == PASS_FWD)
         dnnl_must(dnnl_memory_set_data_handle(c->u_b, (void *)(b ? b : c->zero_bias)), "bias");
@@ -323,7 +390,7 @@ int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, con
                             const float *b, int B, int accumulate)
 {
     if (!c || !(c->passes & TOWER_DNNL_FWD)) return -1;
-    return run_pass(c, PASS_FWD, out, in, w, b, B, accumulate);
+    return run_pass(c, PASS_FWD, out, in, w, (float *)b, B, accumulate);
 }
 
 int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *dout,
@@ -331,4 +398,32 @@ int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *d
 {
     if (!c || !(c->passes & TOWER_DNNL_BWD_DATA)) return -1;
     return run_pass(c, PASS_BWD_DATA, din, dout, w, NULL, B, accumulate);
+}
+
+int tower_dnnl_conv_backward_weights(tower_dnnl_conv *c, float *dw, float *db, const float *dout,
+                                     const float *in, int B)
+{
+    if (!c || !(c->passes & TOWER_DNNL_BWD_W)) return -1;
+    return run_pass(c, PASS_BWD_W, dw, in, dout, db, B, 1);
+}
+
+int tower_dnnl_avx512(void)
+{
+    static atomic_int known; /* 0: not asked yet; 1: no; 2: yes */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (!k) {
+        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+        k = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 2 : 1;
+        atomic_store(&known, k);
+    }
+    return k == 2;
+}
+
+void tower_dnnl_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc)
+{
+    threads_here();
+    dnnl_must(dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c,
+                         ldc),
+              "sgemm");
 }

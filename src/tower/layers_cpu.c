@@ -3,6 +3,9 @@
  * (OpenBLAS from Debian); everything else is plain loops. Compiled twice: with
  * real = float (the product) and real = double (TOWER_F64, the gradient checks). */
 #include "tower/tower.h"
+#if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
+#include "tower/conv_dnnl.h"
+#endif
 
 #include <cblas.h>
 #include <math.h>
@@ -64,16 +67,33 @@ void tower_cpu_gemm_counted(double *seconds, double *flops)
 }
 
 #ifndef TOWER_F64
+/* Every float GEMM of the CPU backend (row-major). Where oneDNN runs its AVX-512 kernels
+ * and is on (tower_conv_dnnl), oneDNN's SGEMM; else OpenBLAS's. Which one is fixed for the
+ * process, so the summation order is too. */
+static void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+#if defined(TT_HAVE_DNNL)
+    if (!tower_conv_dnnl_off() && tower_dnnl_avx512()) {
+        tower_dnnl_sgemm(ta == CblasTrans, tb == CblasTrans, m, n, k, alpha, a, lda, b, ldb, beta,
+                         c, ldc);
+        return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 static void counted_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m,
                           int n, int k, float alpha, const float *a, int lda, const float *b,
                           int ldb, float beta, float *c, int ldc)
 {
+    (void)order; /* always CblasRowMajor */
     if (!atomic_load_explicit(&gemm_counting, memory_order_relaxed)) {
-        cblas_sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     double t0 = base_now();
-    cblas_sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     atomic_fetch_add(&gemm_ns, (int64_t)(1e9 * (base_now() - t0)));
     atomic_fetch_add(&gemm_madds, (int64_t)m * n * k);
 }
@@ -166,9 +186,12 @@ void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
         const tower_layer_spec *s = tower_plan_row(plan, l);
         int passes = s->kind == TOWER_CONV ? tower_conv_dnnl_passes(s->k, s->stride) : 0;
         if (!passes) continue;
+        static const char *what[8] = {"", "forward", "input gradient",
+                                      "forward + input gradient", "weights' gradient",
+                                      "forward + weights' gradient",
+                                      "input + weights' gradients", "every pass"};
         used += (size_t)snprintf(buf + used, n - used, "%s %s %s", sep, s->name,
-                                 passes & TOWER_DNNL_FWD ? "forward + input gradient"
-                                                         : "input gradient");
+                                 what[passes & 7]);
         sep = ",";
     }
 }

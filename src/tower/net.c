@@ -900,7 +900,8 @@ static tower_dnnl_conv *cpu_dnnl(tower *t, int l, int ldw)
         t->conv_cpu_tried[l] = 1;
         if (!tower_conv_dnnl_off()) /* NULL for a shape with no oneDNN pass */
             t->conv_cpu[l] = tower_dnnl_conv_new(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k,
-                                                 s->stride, s->pad, ldw);
+                                                 s->stride, s->pad, ldw,
+                                                 tower_conv_dnnl_passes(s->k, s->stride));
     }
     return t->conv_cpu[l];
 }
@@ -929,11 +930,14 @@ static void cpu_conv_backward(tower *t, int l, real *din, real *dw, real *db, co
     const tower_layer_shape *L = &t->plan.layer[l];
     (void)act_out, (void)act;
 #if defined(TT_HAVE_DNNL) && !defined(TOWER_F64)
-    tower_dnnl_conv *d = din ? cpu_dnnl(t, l, ldw) : NULL;
-    if (d && tower_dnnl_conv_backward_data(d, din, dout, w, t->plan.cfg.batch,
-                                           accumulate_din) == 0)
-        din = NULL; /* its input gradient is done; the weights' and bias' below */
+    tower_dnnl_conv *d = cpu_dnnl(t, l, ldw);
+    if (d && din && tower_dnnl_conv_backward_data(d, din, dout, w, t->plan.cfg.batch,
+                                                  accumulate_din) == 0)
+        din = NULL; /* its input gradient is done */
+    if (d && dw && tower_dnnl_conv_backward_weights(d, dw, db, dout, in, t->plan.cfg.batch) == 0)
+        dw = db = NULL; /* so are the weights' and the bias' */
 #endif
+    if (!din && !dw && !db) return;
     tower_conv_backward(din, dw, db, dout, in, w, t->plan.cfg.batch, L->in_ch, L->in_h,
                         L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw, accumulate_din,
                         t->col);

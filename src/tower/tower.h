@@ -56,19 +56,26 @@ size_t tower_conv_col_size(int Ci, int H, int W, int K, int stride, int pad);
  * ceil(B / chunk) chunks, the last one smaller. A function of the shape alone. */
 int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int pad);
 
-/* The CPU tower's oneDNN passes (conv_dnnl.h: conv2's forward, the input gradient of the
- * stride-1 layers), in builds that have oneDNN (tower_conv_dnnl_built): on unless
+/* The CPU tower's oneDNN passes (conv_dnnl.h; which ones: tower_conv_dnnl_passes), in builds that have oneDNN (tower_conv_dnnl_built): on unless
  * tower_conv_dnnl(0) was called before the tower's first step, for the process (tests
  * compare the paths; model_init sets it from `--cpu-conv onednn|gemm`). tower_conv_forward/backward below are
  * always the im2col path. */
 void tower_conv_dnnl(int on);
 int tower_conv_dnnl_off(void);
 int tower_conv_dnnl_built(void);
-/* The passes oneDNN runs for a K x K convolution of stride S, a mask: the forward at 5x5
- * stride 1, the input gradient at every stride 1 (K >= 2); 0 for the rest. A function of
- * the shape alone, so a run's summation order never depends on timing. */
-enum { TOWER_DNNL_FWD = 1, TOWER_DNNL_BWD_DATA = 2 };
+/* The passes oneDNN runs for a K x K convolution of stride S (K >= 2), a mask. Where
+ * oneDNN has AVX-512 kernels (avx512), every pass: the forward, the weights' and bias'
+ * gradients, and the input gradient at stride 1. With AVX2 only, the forward at 5x5
+ * stride 1 and the input gradient at every stride 1; 0 for the rest (docs/BENCH.md,
+ * "oneDNN", has the timings behind both rules). tower_conv_dnnl_passes is the rule for
+ * this machine: a function of the shape and the CPU alone, so a run's summation order
+ * never depends on timing. */
+enum { TOWER_DNNL_FWD = 1, TOWER_DNNL_BWD_DATA = 2, TOWER_DNNL_BWD_W = 4 };
+int tower_conv_dnnl_passes_for(int K, int S, int avx512);
 int tower_conv_dnnl_passes(int K, int S);
+/* c (n, n) = a . b by oneDNN's SGEMM (bench's probe of the machine's SGEMM): 0, or -1 in a
+ * build without oneDNN. */
+int tower_dnnl_square_sgemm(int n, const float *a, const float *b, float *c);
 
 /* Convolution. out (B, Co, Ho, Wo); in (B, Ci, H, W); w (Co, ldw) of which the first
  * Ci*K*K columns are used (ldw > Ci*K*K selects one input block of a layer that reads

@@ -1,8 +1,9 @@
-/* The CPU's oneDNN passes (conv_dnnl.c: the 5x5 stride-1 forward, the input gradient of
- * every stride-1 layer) against the double reference loops, at shapes that split a batch
- * into full chunks and a shorter last one, with a weight block narrower than its row (a
- * layer that reads both towers), padding 0, 1 and 2, overwrite and accumulate; and that a
- * call repeats bit for bit. The tolerance is test_conv_chunks.c's: 1e-5 of the sum of
+/* The CPU's oneDNN passes (conv_dnnl.c: the forward, the input gradient at stride 1, the
+ * weights' and bias' gradients; each test asks for every pass, whichever of them this
+ * machine's rule hands oneDNN) against the double reference loops, at shapes that split a
+ * batch into full chunks and a shorter last one, with a weight block narrower than its row
+ * (a layer that reads both towers), padding 0, 1 and 2, stride 1 and 4, overwrite and
+ * accumulate; and that a call repeats bit for bit. The tolerance is test_conv_chunks.c's: 1e-5 of the sum of
  * |terms|. Skips when the build has no oneDNN (meson's `dnnl` option). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -21,8 +22,10 @@
 #if defined(TT_HAVE_DNNL)
 typedef struct {
     const char *name;
-    int B, Ci, H, Co, K, P, extra_ld;
+    int B, Ci, H, Co, K, P, extra_ld, S; /* S: the stride (0 reads as 1) */
 } shape;
+
+#define ALL_PASSES (TOWER_DNNL_FWD | TOWER_DNNL_BWD_DATA | TOWER_DNNL_BWD_W)
 
 static float *falloc(size_t n)
 {
@@ -57,11 +60,65 @@ static void expect(const shape *s, const char *what, const float *got, const flo
     }
 }
 
+/* The weights' and bias' gradients: dw (ld ldw, its columns past Ci*K*K untouched) and db
+ * added to what is there, with and without db, and bit for bit again. */
+static void check_weights(const shape *s, tower_dnnl_conv *c, chk_rng *r, const float *in,
+                          const double *ind, const float *dout, const double *doutd, int ldw)
+{
+    int K = s->K, S = s->S ? s->S : 1, Ho = tower_conv_out(s->H, K, S, s->P);
+    int ck = s->Ci * K * K;
+    size_t nw = (size_t)s->Co * ldw, HWo = (size_t)Ho * Ho;
+    double *rdw = dalloc(nw), *mdw = dalloc(nw), *rdb = dalloc((size_t)s->Co);
+    double *mdb = dalloc((size_t)s->Co);
+    ref_conv_backward(NULL, NULL, rdw, mdw, rdb, doutd, ind, NULL, s->B, s->Ci, s->H, s->H,
+                      s->Co, K, S, s->P, ldw);
+    for (int n = 0; n < s->B; n++)
+        for (int o = 0; o < s->Co; o++)
+            for (size_t i = 0; i < HWo; i++) mdb[o] += fabs(doutd[((size_t)n * s->Co + o) * HWo + i]);
+    float *dw = falloc(nw), *prior = falloc(nw), *again = falloc(nw);
+    float *db = falloc((size_t)s->Co), *dbp = falloc((size_t)s->Co), *dba = falloc((size_t)s->Co);
+    fill(r, prior, NULL, nw);
+    fill(r, dbp, NULL, (size_t)s->Co);
+    for (int o = 0; o < s->Co; o++)
+        for (int k = ck; k < ldw; k++) prior[(size_t)o * ldw + k] = 7.0f; /* never written */
+    memcpy(dw, prior, nw * sizeof *dw);
+    memcpy(db, dbp, (size_t)s->Co * sizeof *db);
+    cr_assert_eq(tower_dnnl_conv_backward_weights(c, dw, db, dout, in, s->B), 0);
+    for (int o = 0; o < s->Co; o++)
+        for (int k = 0; k < ldw; k++) {
+            size_t i = (size_t)o * ldw + k;
+            if (k < ck) {
+                double want = prior[i] + rdw[i], m = mdw[i] + fabs(prior[i]);
+                cr_assert(fabs((double)dw[i] - want) <= TOL * m, "%s dw[%zu]: got %.9g want %.9g",
+                          s->name, i, (double)dw[i], want);
+            } else {
+                cr_assert(dw[i] == 7.0f, "%s: dw[%zu] past the block was written", s->name, i);
+            }
+        }
+    for (int o = 0; o < s->Co; o++) {
+        double want = dbp[o] + rdb[o], m = mdb[o] + fabs(dbp[o]);
+        cr_assert(fabs((double)db[o] - want) <= TOL * m, "%s db[%d]: got %.9g want %.9g", s->name,
+                  o, (double)db[o], want);
+    }
+    memcpy(again, prior, nw * sizeof *again);
+    memcpy(dba, dbp, (size_t)s->Co * sizeof *dba);
+    cr_assert_eq(tower_dnnl_conv_backward_weights(c, again, dba, dout, in, s->B), 0);
+    cr_assert(memcmp(dw, again, nw * sizeof *dw) == 0, "%s: dw differs between calls", s->name);
+    cr_assert(memcmp(db, dba, (size_t)s->Co * sizeof *db) == 0, "%s: db differs between calls",
+              s->name);
+    memcpy(again, prior, nw * sizeof *again);
+    cr_assert_eq(tower_dnnl_conv_backward_weights(c, again, NULL, dout, in, s->B), 0);
+    cr_assert(memcmp(dw, again, nw * sizeof *dw) == 0, "%s: dw without db differs", s->name);
+    free(rdw), free(mdw), free(rdb), free(mdb), free(dw), free(prior), free(again), free(db),
+        free(dbp), free(dba);
+}
+
 static void check(const shape *s, uint64_t seed)
 {
     chk_rng r;
     chk_rng_seed(&r, seed);
-    int K = s->K, Ho = tower_conv_out(s->H, K, 1, s->P), ck = s->Ci * K * K;
+    int K = s->K, S = s->S ? s->S : 1, Ho = tower_conv_out(s->H, K, S, s->P);
+    int ck = s->Ci * K * K;
     int ldw = ck + s->extra_ld;
     size_t nin = (size_t)s->B * s->Ci * s->H * s->H, nw = (size_t)s->Co * ldw;
     size_t nout = (size_t)s->B * s->Co * Ho * Ho;
@@ -74,15 +131,15 @@ static void check(const shape *s, uint64_t seed)
         for (int k = ck; k < ldw; k++) w[(size_t)o * ldw + k] = NAN; /* never read */
     fill(&r, b, bd, (size_t)s->Co);
     fill(&r, dout, doutd, nout);
-    tower_dnnl_conv *c = tower_dnnl_conv_new(s->Ci, s->H, s->H, s->Co, K, 1, s->P, ldw);
+    tower_dnnl_conv *c = tower_dnnl_conv_new(s->Ci, s->H, s->H, s->Co, K, S, s->P, ldw,
+                                             ALL_PASSES);
     cr_assert_not_null(c, "%s: oneDNN refused the shape", s->name);
-    int passes = tower_conv_dnnl_passes(K, 1);
 
-    if (passes & TOWER_DNNL_FWD) {
+    {
         double *want = dalloc(nout), *mag = dalloc(nout), *want_nb = dalloc(nout);
         double *mag_nb = dalloc(nout);
-        ref_conv_forward(want, mag, ind, wd, bd, s->B, s->Ci, s->H, s->H, s->Co, K, 1, s->P, ldw);
-        ref_conv_forward(want_nb, mag_nb, ind, wd, NULL, s->B, s->Ci, s->H, s->H, s->Co, K, 1,
+        ref_conv_forward(want, mag, ind, wd, bd, s->B, s->Ci, s->H, s->H, s->Co, K, S, s->P, ldw);
+        ref_conv_forward(want_nb, mag_nb, ind, wd, NULL, s->B, s->Ci, s->H, s->H, s->Co, K, S,
                          s->P, ldw);
         float *out = falloc(nout), *again = falloc(nout), *prior = falloc(nout);
         fill(&r, prior, NULL, nout);
@@ -98,15 +155,19 @@ static void check(const shape *s, uint64_t seed)
         cr_assert_eq(tower_dnnl_conv_forward(c, out, in, w, NULL, s->B, 1), 0);
         expect(s, "out (accumulate, no bias)", out, prior, want_nb, mag_nb, nout);
         free(want), free(mag), free(want_nb), free(mag_nb), free(out), free(again), free(prior);
-    } else {
-        float *out = falloc(nout);
-        cr_assert_eq(tower_dnnl_conv_forward(c, out, in, w, b, s->B, 0), -1,
-                     "%s: a forward that is not oneDNN's must say so", s->name);
-        free(out);
     }
 
-    cr_assert(passes & TOWER_DNNL_BWD_DATA, "%s: every stride-1 shape has a oneDNN din",
-              s->name);
+    check_weights(s, c, &r, in, ind, dout, doutd, ldw);
+
+    if (S != 1) {
+        float *din = falloc(nin);
+        cr_assert_eq(tower_dnnl_conv_backward_data(c, din, dout, w, s->B, 0), -1,
+                     "%s: an input gradient at stride %d must be refused", s->name, S);
+        tower_dnnl_conv_free(c);
+        free(din), free(in), free(w), free(b), free(dout), free(ind), free(wd), free(bd),
+            free(doutd);
+        return;
+    }
     double *rdin = dalloc(nin), *mdin = dalloc(nin);
     ref_conv_backward(rdin, mdin, NULL, NULL, NULL, doutd, ind, wd, s->B, s->Ci, s->H, s->H,
                       s->Co, K, 1, s->P, ldw);
@@ -179,7 +240,7 @@ Test(conv_dnnl, batch_sizes_share_the_slots)
     fill(&r, in, NULL, nin);
     fill(&r, w, NULL, (size_t)Co * ck);
     fill(&r, b, NULL, (size_t)Co);
-    tower_dnnl_conv *c = tower_dnnl_conv_new(Ci, H, H, Co, K, 1, P, ck);
+    tower_dnnl_conv *c = tower_dnnl_conv_new(Ci, H, H, Co, K, 1, P, ck, TOWER_DNNL_FWD);
     cr_assert_not_null(c);
     cr_assert_eq(tower_dnnl_conv_forward(c, o1, in, w, b, B, 0), 0);
     cr_assert_eq(tower_dnnl_conv_forward(c, o5, in, w, b, 5, 0), 0);
@@ -193,15 +254,38 @@ Test(conv_dnnl, batch_sizes_share_the_slots)
 #endif
 }
 
-/* what the rule hands oneDNN: only stride 1, the forward only at 5x5 */
+/* conv1's kind: 11x11 stride 4 (the forward and the weights' gradient; no input gradient
+ * at stride 4), 13 images: a chunk of 8 and one of 5 */
+Test(conv_dnnl, eleven_by_eleven_stride_four)
+{
+    need_dnnl();
+#if defined(TT_HAVE_DNNL)
+    shape s = {"11x11s4p2 27x27 3->5", 13, 3, 27, 5, 11, 2, 0, 4};
+    check(&s, 306);
+#endif
+}
+
+/* what the rule hands oneDNN: with AVX-512 every pass (the input gradient at stride 1
+ * only); with AVX2 only stride 1, the forward only at 5x5; this machine's is one of them */
 Test(conv_dnnl, which_passes)
 {
     need_dnnl();
 #if defined(TT_HAVE_DNNL)
-    cr_assert_eq(tower_conv_dnnl_passes(5, 1), TOWER_DNNL_FWD | TOWER_DNNL_BWD_DATA);
-    cr_assert_eq(tower_conv_dnnl_passes(3, 1), TOWER_DNNL_BWD_DATA);
-    cr_assert_eq(tower_conv_dnnl_passes(11, 4), 0);
-    cr_assert_eq(tower_conv_dnnl_passes(3, 2), 0);
-    cr_assert_null(tower_dnnl_conv_new(3, 224, 224, 48, 11, 4, 2, 363));
+    int all = TOWER_DNNL_FWD | TOWER_DNNL_BWD_W;
+    cr_assert_eq(tower_conv_dnnl_passes_for(5, 1, 0), TOWER_DNNL_FWD | TOWER_DNNL_BWD_DATA);
+    cr_assert_eq(tower_conv_dnnl_passes_for(3, 1, 0), TOWER_DNNL_BWD_DATA);
+    cr_assert_eq(tower_conv_dnnl_passes_for(11, 4, 0), 0);
+    cr_assert_eq(tower_conv_dnnl_passes_for(3, 2, 0), 0);
+    cr_assert_eq(tower_conv_dnnl_passes_for(5, 1, 1), all | TOWER_DNNL_BWD_DATA);
+    cr_assert_eq(tower_conv_dnnl_passes_for(3, 1, 1), all | TOWER_DNNL_BWD_DATA);
+    cr_assert_eq(tower_conv_dnnl_passes_for(11, 4, 1), all);
+    cr_assert_eq(tower_conv_dnnl_passes_for(1, 1, 1), 0);
+    int avx512 = tower_dnnl_avx512();
+    cr_assert(avx512 == 0 || avx512 == 1);
+    for (int K = 1; K <= 11; K++)
+        for (int S = 1; S <= 4; S++)
+            cr_assert_eq(tower_conv_dnnl_passes(K, S), tower_conv_dnnl_passes_for(K, S, avx512));
+    /* stride 4 has no input gradient: asking for only that leaves nothing */
+    cr_assert_null(tower_dnnl_conv_new(3, 224, 224, 48, 11, 4, 2, 363, TOWER_DNNL_BWD_DATA));
 #endif
 }
