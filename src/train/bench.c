@@ -391,9 +391,10 @@ static const base_flags_cmd bench_cmd = {
         "Prints a table; --json FILE also writes every\nnumber.\n"
         "--gpus 0: both towers on GPU 0; --gpus 0,1: one each; --cpu: the CPU backend;\n"
         "neither: the GPUs if there are any, else the CPU.\n"
-        "On the CPU it also times this machine's 2048^3 SGEMM on the towers' threads (the\n"
-        "step's GFLOP/s as a share of it) and counts the timed steps' time inside BLAS and\n"
-        "oneDNN (with nothing else, the rate the step would reach).\n"
+        "On the CPU it also times this machine's 2048^3 SGEMM on the towers' threads\n"
+        "(OpenBLAS's and oneDNN's; the step's GFLOP/s as a share of the faster) and\n"
+        "counts the timed steps' time inside BLAS and oneDNN (with nothing else, the rate\n"
+        "the step would reach).\n"
         "On one GPU each timed step is one CUDA graph replayed (unless --graph off), its\n"
         "loss read back one step late; --graph auto decides at the first step (a warm-up\n"
         "one when there is one).\n",
@@ -470,8 +471,18 @@ static size_t peak_rss_bytes(void)
 typedef struct {
     pthread_barrier_t *go;
     double gflops;
-    int ok;
+    int ok, dnnl; /* dnnl: oneDNN's SGEMM, not OpenBLAS's */
 } sgemm_probe;
+
+static void probe_sgemm(const sgemm_probe *pr, size_t n, const float *a, const float *b,
+                        float *c)
+{
+    if (pr->dnnl)
+        tower_dnnl_square_sgemm((int)n, a, b, c);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1, a,
+                    (int)n, b, (int)n, 0, c, (int)n);
+}
 
 /* One thread's SGEMMs: one untimed, then repeated for SGEMM_PROBE_S. */
 static void *sgemm_probe_run(void *arg)
@@ -487,14 +498,12 @@ static void *sgemm_probe_run(void *arg)
         a[i] = (float)(i % 97) * 1e-3f;
         b[i] = (float)(i % 89) * 1e-3f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1, a,
-                (int)n, b, (int)n, 0, c, (int)n);
+    probe_sgemm(pr, n, a, b, c);
     pthread_barrier_wait(pr->go); /* every thread times the same seconds */
     int reps = 0;
     double t0 = base_now(), dt;
     do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1, a,
-                    (int)n, b, (int)n, 0, c, (int)n);
+        probe_sgemm(pr, n, a, b, c);
         reps++;
     } while ((dt = base_now() - t0) < SGEMM_PROBE_S);
     pr->gflops = 2.0 * (double)n * n * n * reps / dt / 1e9;
@@ -503,10 +512,11 @@ static void *sgemm_probe_run(void *arg)
 }
 
 /* The SGEMM rate of `threads` threads at once (each with OpenBLAS's current thread count,
- * as the towers run), summed: the ceiling the CPU step's GFLOP/s is read against. 0 when
- * it cannot be measured. */
-static double sgemm_machine_gflops(int threads)
+ * as the towers run), summed, of OpenBLAS (dnnl 0) or oneDNN (1). 0 when it cannot be
+ * measured (oneDNN: not in this build). */
+static double sgemm_machine_gflops(int threads, int dnnl)
 {
+    if (dnnl && !tower_conv_dnnl_built()) return 0;
     pthread_t th[2];
     sgemm_probe pr[2];
     pthread_barrier_t go;
@@ -514,7 +524,7 @@ static double sgemm_machine_gflops(int threads)
         return 0;
     int started = 0;
     for (; started < threads; started++) {
-        pr[started] = (sgemm_probe){&go, 0, 0};
+        pr[started] = (sgemm_probe){&go, 0, 0, dnnl};
         if (pthread_create(&th[started], NULL, sgemm_probe_run, &pr[started])) break;
     }
     if (started < threads) { /* the barrier would never open: say so, measure nothing */
@@ -545,6 +555,7 @@ typedef struct {
     /* CPU: the machine's SGEMM rate as the towers' threads see it, and the timed steps'
      * BLAS calls (their share of the threads' time, their rate); 0 on a GPU */
     double sgemm_gflops, gemm_share, gemm_gflops, gemm_bound_gflops;
+    double sgemm_openblas, sgemm_dnnl; /* each library's; sgemm_gflops is the faster */
     int sgemm_threads;
     size_t rss_peak;
     size_t pool_host;       /* the batch pool: uint8 crops, their parameters, labels, the
@@ -650,11 +661,14 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     fprintf(f, "  ms/step        %10.3f  (median %.3f, min %.3f, max %.3f)\n", r->ms_mean,
             r->ms_median, r->ms_min, r->ms_max);
     fprintf(f, "  GFLOP/s        %10.1f\n", r->gflops);
-    if (r->sgemm_gflops > 0)
+    if (r->sgemm_gflops > 0) {
         fprintf(f, "  of SGEMM       %9.1f%%  (this machine's %dx%d SGEMM: %.1f GFLOP/s on %d "
-                   "thread(s) at once, as the towers run)\n",
+                   "thread(s) at once, as the towers run: OpenBLAS %.1f",
                 100 * r->gflops / r->sgemm_gflops, SGEMM_PROBE_N, SGEMM_PROBE_N,
-                r->sgemm_gflops, r->sgemm_threads);
+                r->sgemm_gflops, r->sgemm_threads, r->sgemm_openblas);
+        if (r->sgemm_dnnl > 0) fprintf(f, ", oneDNN %.1f; the faster", r->sgemm_dnnl);
+        fprintf(f, ")\n");
+    }
     if (r->gemm_share > 0)
         fprintf(f, "  in BLAS/oneDNN %9.1f%%  of the tower threads' time, at %.1f GFLOP/s a "
                    "thread; with nothing else the step would run at %.1f GFLOP/s\n",
@@ -856,6 +870,8 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         json_object_set_new(j, "graph", json_string(r->graph));
         if (m->place.cpu) { /* the machine's SGEMM and the steps' BLAS calls */
             json_object_set_new(j, "sgemm_gflops_per_s", jnum(r->sgemm_gflops));
+            json_object_set_new(j, "sgemm_openblas_gflops_per_s", jnum(r->sgemm_openblas));
+            json_object_set_new(j, "sgemm_onednn_gflops_per_s", jnum(r->sgemm_dnnl));
             json_object_set_new(j, "sgemm_threads", json_integer(r->sgemm_threads));
             json_object_set_new(j, "blas_share", jnum(r->gemm_share));
             json_object_set_new(j, "blas_gflops_per_thread", jnum(r->gemm_gflops));
@@ -1022,7 +1038,9 @@ static int bench_run(const bench_opts *o)
         r.gemm_share = gemm_s / (r.sgemm_threads * total_s);
         r.gemm_gflops = gemm_flops / gemm_s / 1e9;
         r.gemm_bound_gflops = r.gflops / r.gemm_share;
-        r.sgemm_gflops = sgemm_machine_gflops(r.sgemm_threads);
+        r.sgemm_openblas = sgemm_machine_gflops(r.sgemm_threads, 0);
+        r.sgemm_dnnl = sgemm_machine_gflops(r.sgemm_threads, 1);
+        r.sgemm_gflops = r.sgemm_dnnl > r.sgemm_openblas ? r.sgemm_dnnl : r.sgemm_openblas;
     }
 
     print_table(stdout, o, &m, &r, &p, place);

@@ -177,6 +177,12 @@ Test(bench, cpu_bench_writes_its_json, .timeout = 120)
     double gf = json_number_value(json_object_get(j, "gflops_per_s"));
     double bound = json_number_value(json_object_get(j, "blas_bound_gflops_per_s"));
     cr_assert(sgemm > 0, "sgemm_gflops_per_s %g", sgemm);
+    /* the ceiling is the faster library's SGEMM; oneDNN's is measured where it is built */
+    double ob = json_number_value(json_object_get(j, "sgemm_openblas_gflops_per_s"));
+    double dn = json_number_value(json_object_get(j, "sgemm_onednn_gflops_per_s"));
+    cr_assert(ob > 0, "sgemm_openblas_gflops_per_s %g", ob);
+    cr_assert(tower_conv_dnnl_built() ? dn > 0 : dn == 0, "sgemm_onednn_gflops_per_s %g", dn);
+    cr_assert(sgemm == (dn > ob ? dn : ob), "sgemm %g is not the faster of %g and %g", sgemm, ob, dn);
     cr_assert(share > 0 && share <= 1.05, "blas_share %g", share);
     cr_assert(bound >= gf, "blas bound %g below the run's %g GFLOP/s", bound, gf);
     cr_assert(json_number_value(json_object_get(j, "blas_gflops_per_thread")) > 0);
