@@ -169,30 +169,35 @@ int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int
     return (int)conv_chunk(Ci, H, W, Co, K, stride, pad);
 }
 
+/* Which path runs each pass a conv layer needs (the first layer has no input gradient),
+ * oneDNN's passes first, then the rest with their im2col chunk (images per SGEMM). */
 void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
 {
-    size_t used = (size_t)snprintf(buf, n, "im2col + one SGEMM per chunk of images (CPU):");
-    for (int l = 0; l < plan->n_layers && used < n; l++) {
-        const tower_layer_spec *s = tower_plan_row(plan, l);
-        const tower_layer_shape *L = &plan->layer[l];
-        if (s->kind != TOWER_CONV) continue;
-        size_t nb = conv_chunk(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride, s->pad);
-        if (nb > (size_t)plan->cfg.batch) nb = (size_t)plan->cfg.batch;
-        used += (size_t)snprintf(buf + used, n - used, " %s %zu", s->name, nb);
-    }
-    if (!tower_conv_dnnl_built() || tower_conv_dnnl_off()) return;
-    const char *sep = "; oneDNN:";
-    for (int l = 0; l < plan->n_layers && used < n; l++) {
-        const tower_layer_spec *s = tower_plan_row(plan, l);
-        int passes = s->kind == TOWER_CONV ? tower_conv_dnnl_passes(s->k, s->stride) : 0;
-        if (!passes) continue;
-        static const char *what[8] = {"", "forward", "input gradient",
-                                      "forward + input gradient", "weights' gradient",
-                                      "forward + weights' gradient",
-                                      "input + weights' gradients", "every pass"};
-        used += (size_t)snprintf(buf + used, n - used, "%s %s %s", sep, s->name,
-                                 what[passes & 7]);
-        sep = ",";
+    static const char *what[8] = {"", "forward", "input gradient", "forward + input gradient",
+                                  "weights' gradient", "forward + weights' gradient",
+                                  "input + weights' gradients", "every pass"};
+    int dnnl = tower_conv_dnnl_built() && !tower_conv_dnnl_off();
+    size_t used = (size_t)snprintf(buf, n, "CPU");
+    for (int part = 0; part < 2; part++) {
+        const char *sep = part ? "; im2col + one SGEMM per chunk of images:" : "; oneDNN:";
+        for (int l = 0; l < plan->n_layers && used < n; l++) {
+            const tower_layer_spec *s = tower_plan_row(plan, l);
+            const tower_layer_shape *L = &plan->layer[l];
+            if (s->kind != TOWER_CONV) continue;
+            int needed = TOWER_DNNL_FWD | TOWER_DNNL_BWD_W | (l > 0 ? TOWER_DNNL_BWD_DATA : 0);
+            int on = dnnl ? tower_conv_dnnl_passes(s->k, s->stride) & needed : 0;
+            int mine = part ? needed & ~on : on;
+            if (!mine) continue;
+            used += (size_t)snprintf(buf + used, n - used, "%s %s %s", sep, s->name,
+                                     mine == needed ? "every pass" : what[mine]);
+            if (part) {
+                size_t nb = conv_chunk(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
+                                       s->pad);
+                if (nb > (size_t)plan->cfg.batch) nb = (size_t)plan->cfg.batch;
+                used += (size_t)snprintf(buf + used, n - used, " (%zu)", nb);
+            }
+            sep = ",";
+        }
     }
 }
 

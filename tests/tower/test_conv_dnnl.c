@@ -7,6 +7,7 @@
  * |terms|. Skips when the build has no oneDNN (meson's `dnnl` option). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -288,4 +289,34 @@ Test(conv_dnnl, which_passes)
     /* stride 4 has no input gradient: asking for only that leaves nothing */
     cr_assert_null(tower_dnnl_conv_new(3, 224, 224, 48, 11, 4, 2, 363, TOWER_DNNL_BWD_DATA));
 #endif
+}
+
+/* the line bench and run.json print: each pass a conv layer needs under exactly one path */
+Test(conv_dnnl, describe)
+{
+    tower_config cfg = {2, 1000, 4, 224, 3, 1};
+    tower_plan p;
+    char err[256] = "", buf[1024];
+    cr_assert_eq(tower_plan_make(&p, &cfg, err, sizeof err), 0, "%s", err);
+    tower_conv_describe(buf, sizeof buf, &p);
+    if (!tower_conv_dnnl_built()) {
+        cr_assert(strstr(buf, "oneDNN") == NULL, "%s", buf);
+    } else if (tower_conv_dnnl_passes(11, 4) == (TOWER_DNNL_FWD | TOWER_DNNL_BWD_W)) {
+        cr_assert_str_eq(buf, "CPU; oneDNN: conv1 every pass, conv2 every pass, conv3 every pass, "
+                              "conv4 every pass, conv5 every pass");
+    } else {
+        cr_assert(strstr(buf, "; oneDNN: conv2 forward + input gradient, conv3 input gradient, "
+                              "conv4 input gradient, conv5 input gradient; im2col") != NULL,
+                  "%s", buf);
+        cr_assert(strstr(buf, ": conv1 every pass (") != NULL, "%s", buf);
+        cr_assert(strstr(buf, ", conv2 weights' gradient (") != NULL, "%s", buf);
+    }
+    tower_conv_dnnl(0);
+    tower_conv_describe(buf, sizeof buf, &p);
+    cr_assert(strstr(buf, "oneDNN") == NULL, "%s", buf);
+    for (int l = 1; l <= 5; l++) {
+        char want[32];
+        snprintf(want, sizeof want, "conv%d every pass (", l);
+        cr_assert(strstr(buf, want) != NULL, "%s: no %s", buf, want);
+    }
 }
