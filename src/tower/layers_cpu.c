@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifdef TOWER_F64
 #define GEMM cblas_dgemm
@@ -65,6 +66,20 @@ void tower_cpu_gemm_counted(double *seconds, double *flops)
     *seconds = 1e-9 * (double)atomic_exchange(&gemm_ns, 0);
     *flops = 2.0 * (double)atomic_exchange(&gemm_madds, 0);
 }
+
+#ifndef TOWER_F64
+const char *tower_blas_better_core(void)
+{
+    const char *core = openblas_get_corename();
+    if (!core || strcasecmp(core, "prescott") != 0) return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return "SkylakeX"; /* 0.3.21 takes "Cooperlake" only by its own detection */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    return NULL;
+}
+#endif
 
 #ifndef TOWER_F64
 /* Every float GEMM of the CPU backend (row-major). Where oneDNN runs its AVX-512 kernels

@@ -63,6 +63,11 @@ int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int
 void tower_conv_dnnl(int on);
 int tower_conv_dnnl_off(void);
 int tower_conv_dnnl_built(void);
+/* The OpenBLAS kernels to ask for (a name for OPENBLAS_CORETYPE) where the library fell
+ * back to its Prescott (SSE3) kernels on a CPU with AVX2 or AVX-512, as Debian's 0.3.21
+ * does on models newer than itself (Sapphire and Emerald Rapids): SGEMM runs about five
+ * times slower there. NULL where its choice stands. */
+const char *tower_blas_better_core(void);
 /* The passes oneDNN runs for a K x K convolution of stride S (K >= 2), a mask. Where
  * oneDNN has AVX-512 kernels (avx512), every pass: the forward, the weights' and bias'
  * gradients, and the input gradient at stride 1. With AVX2 only, the forward at 5x5

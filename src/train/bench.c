@@ -29,6 +29,7 @@
 #endif
 
 extern int openblas_get_num_threads(void); /* OpenBLAS's cblas.h; the BLAS train links */
+extern char *openblas_get_corename(void);
 
 double train_bench_train_flops(const tower_plan *plan)
 {
@@ -938,8 +939,9 @@ static int bench_run(const bench_opts *o)
     if (o->place.cpu) {
         char cpu[200];
         cpu_model(cpu, sizeof cpu);
-        snprintf(r.device, sizeof r.device, "%s, %ld cores online, OpenBLAS %d thread(s)", cpu,
-                 sysconf(_SC_NPROCESSORS_ONLN), openblas_get_num_threads());
+        snprintf(r.device, sizeof r.device, "%s, %ld cores online, OpenBLAS %d thread(s) (%s kernels)",
+                 cpu, sysconf(_SC_NPROCESSORS_ONLN), openblas_get_num_threads(),
+                 openblas_get_corename());
     } else {
 #if BENCH_CUDA
         size_t fr, tot;

@@ -3,11 +3,14 @@
  * bad flag or value is reported by name with exit code 2 before any work starts. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "data/data.h"
 #include "train/train.h"
+#include "tower/tower.h"
 
 /* ---- train and summary --------------------------------------------------------------- */
 
@@ -261,8 +264,22 @@ static void usage(FILE *f)
     fprintf(f, "  %-24s%s\n", "help [COMMAND]", "this text, or the command's flags");
 }
 
+/* OpenBLAS picks its kernels once, as it loads, from OPENBLAS_CORETYPE or the CPU's model;
+ * where it fell back to its slowest ones on a CPU it does not know (tower_blas_better_core),
+ * name the right ones and start this program again, once. A user's own OPENBLAS_CORETYPE
+ * always stands. */
+static void blas_kernels(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = tower_blas_better_core();
+    if (!core || setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* no /proc: go on with the slow kernels */
+}
+
 int main(int argc, char **argv)
 {
+    blas_kernels(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

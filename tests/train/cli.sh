@@ -167,4 +167,25 @@ expect 2 "twotower train: unknown flag '--bogus'" -- --bogus
 expect 2 "twotower train: unknown flag '--classes'" -- --cpu $nodata --classes 10
 expect 0 "usage: twotower train" -- train --help
 expect 0 "usage: twotower COMMAND" -- --help
+# OpenBLAS's kernels: never its SSE3 fallback (Prescott) on a CPU with AVX2 and FMA (the
+# program names better ones and starts again), and a user's OPENBLAS_CORETYPE stands.
+# OPENBLAS_VERBOSE=2 makes a DYNAMIC_ARCH OpenBLAS print "Core: NAME" as it loads.
+last_core() { OPENBLAS_VERBOSE=2 "$@" 2>&1 | sed -n 's/^Core: //p' | tail -1; }
+core=$(last_core env -u OPENBLAS_CORETYPE "$exe" --version)
+if [ -z "$core" ]; then
+    echo "ok: OpenBLAS prints no core (not DYNAMIC_ARCH): nothing to check"
+elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && [ "$core" = Prescott ]; then
+    echo "FAIL: OpenBLAS runs its Prescott kernels on a CPU with AVX2"
+    fail=1
+else
+    echo "ok: OpenBLAS kernels: $core"
+fi
+forced=$(OPENBLAS_CORETYPE=Prescott last_core "$exe" --version)
+if [ -n "$core" ] && [ "$forced" != Prescott ]; then
+    echo "FAIL: OPENBLAS_CORETYPE=Prescott was replaced by $forced"
+    fail=1
+else
+    echo "ok: OPENBLAS_CORETYPE=Prescott stands"
+fi
+
 exit $fail
