@@ -94,9 +94,10 @@ const base_flag train_placement_flags[] = {
                       "auto keeps it only if its first replay gives the uncaptured step's\n"
                       "bits, on skips that check, off never captures")},
     {BASE_FLAG_CHOICE("cpu-conv", train_placement_args, cpu_conv, "onednn|gemm",
-                      "CPU convolutions: oneDNN for the passes it runs faster (conv2's\n"
-                      "forward, the stride-1 layers' input gradients), im2col + OpenBLAS\n"
-                      "for the rest; gemm: im2col + OpenBLAS for all")},
+                      "CPU convolutions: oneDNN where it is faster (with AVX-512 every\n"
+                      "pass and every float GEMM; with AVX2 conv2's forward and the\n"
+                      "stride-1 input gradients), im2col + OpenBLAS for the rest;\n"
+                      "gemm: im2col + OpenBLAS for all")},
     {BASE_FLAG_BOOL("serial", train_placement_args, serial,
                     "one thread runs both towers in turn (default: a thread per tower)")},
     {0}};
