@@ -42,9 +42,10 @@ int tower_cuda_device_info(int device, char *name, size_t namelen, size_t *free_
 /* ---- layers (layers_cuda.cu); shapes and semantics as in tower.h ------------------- */
 
 /* Images a GPU tower convolves per GEMM (a chunk): im2col of the chunk, one SGEMM, a
- * transposing pass. 32 images keep the GEMMs wide (conv1: 48 x 96,800 x 363) at about
- * 160 MiB of scratch per tower; see paper_notes.md. */
-#define TOWER_CUDA_CONV_IMAGES 32
+ * transposing pass. 128 images, a whole batch of the paper's, make each conv pass one
+ * launch of each kernel (conv1: a 48 x 387,200 x 363 GEMM) at about 610 MiB of fp32
+ * scratch per tower; see paper_notes.md. */
+#define TOWER_CUDA_CONV_IMAGES 128
 
 /* Floats of device scratch one conv call needs with chunks of `images` images:
  * images * (Ci*K*K + Co) * Ho*Wo (the chunk's col matrix and its (Co, images*HWo) product

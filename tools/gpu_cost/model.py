@@ -52,7 +52,7 @@ ALEXNET2012 = [
     ("fc8", "fc", 1000, 1, 1, 0, 1, 0, 0, 0, 0),
 ]
 LRN_N, POOL_K, POOL_S = 5, 3, 2
-CONV_IMAGES = 32      # TOWER_CUDA_CONV_IMAGES
+CONV_IMAGES = 128     # TOWER_CUDA_CONV_IMAGES
 THREADS = 256         # TOWER_CUDA_THREADS
 BLOCK_CAP = 65535 * 8  # tower_cuda_blocks' cap
 DATA_SIZE = 256       # the stored image side (the mean image is DATA_SIZE^2 x 3)
