@@ -130,9 +130,13 @@ static size_t append_ms(char *buf, size_t n, size_t used, const char *fmt, doubl
 void model_conv_describe(const model *m, char *buf, size_t n)
 {
     if (!n) return;
-    if (m->place.cpu) { /* "cpu": im2col + OpenBLAS; "cpu onednn": with conv_dnnl.c's passes */
-        snprintf(buf, n, "%s",
-                 tower_conv_dnnl_built() && !tower_conv_dnnl_off() ? "cpu onednn" : "cpu");
+    if (m->place.cpu) { /* "cpu": im2col + OpenBLAS; "cpu onednn": with conv_dnnl.c's passes,
+                         * then which path runs each layer's passes on this CPU */
+        char d[1024];
+        tower_conv_describe(d, sizeof d, &m->plan);
+        const char *rest = strncmp(d, "CPU; ", 5) == 0 ? d + 5 : d;
+        snprintf(buf, n, "%s (%s)",
+                 tower_conv_dnnl_built() && !tower_conv_dnnl_off() ? "cpu onednn" : "cpu", rest);
         return;
     }
     if (m->place.conv != MODEL_CONV_AUTO) {

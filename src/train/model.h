@@ -199,7 +199,8 @@ typedef struct {
  * "gemm", "cudnn", or "auto: conv1 gemm (gemm 1.20 + 2.31 ms, cudnn 1.41 + 2.95 ms), ..."
  * (each layer's choice, then each path's forward + backward in milliseconds per call,
  * "-" for a path not measured, and conv_note). On the CPU "cpu onednn" (oneDNN runs
- * some passes: --cpu-conv onednn in a build with it) or "cpu". */
+ * some passes: --cpu-conv onednn in a build with it) or "cpu", then in brackets which
+ * path runs each conv layer's passes on this CPU (tower_conv_describe). */
 void model_conv_describe(const model *m, char *buf, size_t n);
 
 /* Builds the towers of cfg's net on the placement, initialised from seed (each row's init).

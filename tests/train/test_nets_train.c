@@ -334,3 +334,22 @@ Test(nets_train, input_gray_is_the_channel_mean)
     for (int p = 0; p < 16; p++)
         cr_assert_eq(r[p], (x[p] + x[16 + p] + x[32 + p]) / 3.0f);
 }
+
+/* run.json's "conv" on the CPU: the mode, then each conv layer's passes by path */
+Test(nets_train, conv_line_names_every_conv_layer)
+{
+    tower_config cfg = tiny("alexnet2012", NULL, NULL);
+    model m;
+    open_model(&m, &cfg, 1);
+    char buf[2048];
+    model_conv_describe(&m, buf, sizeof buf);
+    const char *mode = tower_conv_dnnl_built() ? "cpu onednn (" : "cpu (";
+    cr_assert(strncmp(buf, mode, strlen(mode)) == 0, "%s", buf);
+    for (int l = 1; l <= 5; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "conv%d ", l);
+        cr_assert(strstr(buf, name) != NULL, "%s: no %s", buf, name);
+    }
+    cr_assert_eq(buf[strlen(buf) - 1], ')', "%s", buf);
+    model_free(&m);
+}
