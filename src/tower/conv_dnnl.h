@@ -32,8 +32,9 @@ int tower_dnnl_conv_backward_weights(tower_dnnl_conv *c, float *dw, float *db, c
 int tower_dnnl_avx512(void);
 
 /* cblas_sgemm's row-major product by oneDNN's dnnl_sgemm (ta, tb: 1 transposes), on the
- * tower's thread count: where oneDNN has AVX-512 kernels it runs about twice Debian's
- * OpenBLAS, whose kernels there are AVX2 (docs/BENCH.md, "oneDNN"). */
+ * tower's thread count. Where oneDNN has AVX-512 kernels it ran about twice Debian's
+ * OpenBLAS on an AMD CPU (OpenBLAS picks its AVX2 kernels there) and as fast as or
+ * faster than its AVX-512 kernels on an Intel one (docs/BENCH.md, "oneDNN on AVX-512"). */
 void tower_dnnl_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc);
 
