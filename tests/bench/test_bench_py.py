@@ -180,6 +180,27 @@ sys.exit(rc)
     with open(bad_json) as f:
         assert "exited with code 1" in json.load(f)["twotower"]["error"]
 
+    # ---- --rounds 2: every run twice in turn, each round's ratios and their medians ----
+    rounds_json = os.path.join(tmp, "rounds.json")
+    rc, text = run_bench([*TINY, "--rounds", "2", "--no-compile", "--json", rounds_json])
+    assert rc == 0, text
+    with open(rounds_json) as f:
+        two = json.load(f)
+    assert len(two["rounds"]) == 2, two.keys()
+    for r in two["rounds"]:
+        check_twotower_json(r["twotower"], 2, 4, 10, 3, 2)
+        assert r["correctness"]["pass"] is True
+    m = two["medians"]["4"]
+    pairs = [r["ratios"]["twotower_over_eager"] for r in two["rounds"]]
+    assert m["rounds"] == 2 and close(m["twotower_over_eager"], sum(pairs) / 2), (m, pairs)
+    ips = [r["twotower"]["images_per_s"] for r in two["rounds"]]
+    assert close(m["twotower_images_per_s"], sum(ips) / 2), (m, ips)
+    assert m["twotower_over_compile"] is None  # --no-compile
+    assert "median" in text and text.count("== round ") == 2, text
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "bench.py"),
+                        *TINY, "--rounds", "0"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--rounds" in p.stderr, p.stderr
+
     # ---- one tower, straight from the CLI ----
     one = os.path.join(tmp, "one.json")
     p = subprocess.run([exe, "bench", "--cpu", "--towers", "1", "--size", "67", "--width-div",

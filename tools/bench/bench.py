@@ -20,6 +20,9 @@ FP32 peak, twotower's per-layer times) and writes everything to --json.
            --steps 3 --classes 10                    (the CI check: tiny, seconds)
   bench.py --python V/bin/python --cpu --batch 32,128   (the PyTorch installed in venv V;
                                                            two batches, one summary)
+  bench.py --python V/bin/python --cpu --batch 32,128 --rounds 3
+                                   (all of it three times in turn, each round's ratios and
+                                    their medians: on a machine whose speed drifts)
 
 The PyTorch compared with is the one the Python running this script imports: run it
 with another Python (V/bin/python tools/bench/bench.py ...) or pass --python PATH, and
@@ -132,6 +135,12 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for PyTorch and OpenBLAS (default: OPENBLAS_NUM_THREADS "
                          "or all cores)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run everything this many times, round after round (each round: "
+                         "every twotower bench, then PyTorch eager and compiled at each "
+                         "batch), and report each round's ratios and their medians: on a "
+                         "machine whose speed drifts from minute to minute, one round's "
+                         "ratios can be a minute's luck (default 1)")
     ap.add_argument("--json", default=None, help="write every number here")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU only: TF32 tensor-core math in both programs (default: FP32)")
@@ -141,7 +150,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     args.batches_list = args.batch
     args.batch = args.batch[0]
-    for name in ("batch", "size", "classes", "width_div", "steps", "batches", "check_batch"):
+    for name in ("batch", "size", "classes", "width_div", "steps", "batches", "check_batch",
+                 "rounds"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.profile_steps < 0:
@@ -549,45 +559,66 @@ def main(argv=None):
                      "pytorch_cudnn": torch.backends.cudnn.allow_tf32},
             "cudnn_benchmark": True, "targets": TARGETS,
             "targets_status": "not yet measured on a GPU (docs/BENCH.md)"}
-    runs, failed = [], []
+    rounds, failed = [], []
     with tempfile.TemporaryDirectory(prefix="twotower-bench-") as tmp:
-        # every twotower run first, before this process touches the GPU, so its memory
-        # readings hold no PyTorch context
-        tts = []
-        for b in args.batches_list:
-            args.batch = b
-            tts.append(run_twotower(exe, args, env, tmp))
-        for b, (tt, err) in zip(args.batches_list, tts):
-            args.batch = b
-            res = dict(base, full_size=(b == 128 and args.size == 224 and args.width_div == 1
-                                        and args.towers == 2 and args.classes == 1000
-                                        and not args.cpu))
-            runs.append(res)
-            if tt is None:
-                print(f"bench.py: batch {b}: {err}", file=sys.stderr)
-                res.update(twotower={"error": err}, pytorch_eager=None, pytorch_compile=None)
-                failed.append(f"twotower bench (batch {b})")
-                continue
-            failed += run_pytorch_side(res, tt, args, device)
+        for k in range(args.rounds):
+            if args.rounds > 1:
+                print(f"bench.py: round {k + 1} of {args.rounds}", file=sys.stderr)
+            runs, why = one_round(exe, args, env, device, base, tmp)
+            rounds.append(runs)
+            failed += [w for w in why if w not in failed]
+        every = [res for runs in rounds for res in runs]
         # the check does not depend on the batch timed (it runs --check-batch): once
-        check_res = None if args.no_check or all("error" in r["twotower"] for r in runs) \
+        check_res = None if args.no_check or all("error" in r["twotower"] for r in every) \
             else check(exe, args, env, device, tmp)
         if check_res is not None and not check_res["pass"]:
             failed.append("correctness")
-    for res in runs:
-        res["correctness"] = check_res
-        if "error" not in res["twotower"]:
-            report(res)
-    if len(runs) > 1:
-        summary(runs)
+    for k, runs in enumerate(rounds):
+        for res in runs:
+            res["correctness"] = check_res
+            if "error" not in res["twotower"]:
+                if args.rounds > 1:
+                    print(f"\n== round {k + 1} of {args.rounds}")
+                report(res)
+    if len(every) > 1:
+        summary(rounds)
     if args.json:
+        def one(runs):
+            return runs[0] if len(runs) == 1 else dict(base, runs=runs)
+        doc = one(rounds[0]) if args.rounds == 1 else \
+            dict(base, rounds=[one(runs) for runs in rounds], medians=medians(rounds))
         with open(args.json, "w") as f:
-            json.dump(runs[0] if len(runs) == 1 else dict(base, runs=runs), f, indent=1)
+            json.dump(doc, f, indent=1)
         print(f"   wrote {args.json}")
     if failed:
         print(f"bench.py: FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def one_round(exe, args, env, device, base, tmp):
+    """Every twotower bench of args.batches_list, then PyTorch at each batch: the runs (one
+    result per batch) and what failed."""
+    runs, failed = [], []
+    # every twotower run first, before this process touches the GPU in this round, so its
+    # memory readings hold no PyTorch context (in the first round)
+    tts = []
+    for b in args.batches_list:
+        args.batch = b
+        tts.append(run_twotower(exe, args, env, tmp))
+    for b, (tt, err) in zip(args.batches_list, tts):
+        args.batch = b
+        res = dict(base, full_size=(b == 128 and args.size == 224 and args.width_div == 1
+                                    and args.towers == 2 and args.classes == 1000
+                                    and not args.cpu))
+        runs.append(res)
+        if tt is None:
+            print(f"bench.py: batch {b}: {err}", file=sys.stderr)
+            res.update(twotower={"error": err}, pytorch_eager=None, pytorch_compile=None)
+            failed.append(f"twotower bench (batch {b})")
+            continue
+        failed += run_pytorch_side(res, tt, args, device)
+    return runs, failed
 
 
 def run_pytorch_side(res, tt, args, device):
@@ -626,13 +657,45 @@ def run_pytorch_side(res, tt, args, device):
     return failed
 
 
-def summary(runs):
-    """One line per batch: images/s of each and the ratios (the docs/BENCH.md table)."""
-    def ips(r):
-        return f"{r['images_per_s']:.1f}" if r and "images_per_s" in r else "-"
+def median(values):
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
-    def ratio(res, key):
-        v = res.get("ratios", {}).get(key)
+
+def ips_of(r):
+    return r["images_per_s"] if r and "images_per_s" in r else None
+
+
+def medians(rounds):
+    """Per batch, over the rounds: the median images/s of each program and the median of
+    each round's ratios."""
+    out = {}
+    for i, b in enumerate(r["twotower"].get("config", {}).get("batch", "?")
+                          for r in rounds[0]):
+        col = [runs[i] for runs in rounds if i < len(runs)]
+        out[str(b)] = {
+            "rounds": len(col),
+            "twotower_images_per_s": median(ips_of(r["twotower"]) for r in col),
+            "eager_images_per_s": median(ips_of(r.get("pytorch_eager")) for r in col),
+            "compile_images_per_s": median(ips_of(r.get("pytorch_compile")) for r in col),
+            "twotower_over_eager": median(r.get("ratios", {}).get("twotower_over_eager")
+                                          for r in col),
+            "twotower_over_compile": median(r.get("ratios", {}).get("twotower_over_compile")
+                                            for r in col),
+        }
+    return out
+
+
+def summary(rounds):
+    """One line per batch and round: images/s of each and the ratios (the docs/BENCH.md
+    table); with several rounds, then the medians over them."""
+    def ips(v):
+        return f"{v:.1f}" if v is not None else "-"
+
+    def ratio(v):
         return f"{v:.2f}x" if v is not None else "-"
 
     def mem(r):
@@ -645,19 +708,32 @@ def summary(runs):
             return f"{mib(m['rss_bytes'])} (peak {mib(m['rss_peak_bytes'])})"
         return mib(m.get("max_allocated_bytes"))
 
+    first = rounds[0][0]
+    several = len(rounds) > 1
     print()
-    print(f"== summary: images/s (PyTorch {runs[0]['torch_version']}, {runs[0]['threads']} "
+    print(f"== summary: images/s (PyTorch {first['torch_version']}, {first['threads']} "
           f"thread(s)); memory: twotower's peak RSS; PyTorch's RSS after its timed steps "
           f"(and this process's peak so far, which includes the runs before it)")
-    print(f"   {'batch':>5}{'twotower':>10}{'eager':>9}{'compile':>9}{'/eager':>8}"
-          f"{'/compile':>10}  memory twotower | eager | compile")
-    for res in runs:
-        tt = res["twotower"]
-        b = tt["config"]["batch"] if "config" in tt else "?"
-        print(f"   {b:>5}{ips(tt):>10}{ips(res['pytorch_eager']):>9}"
-              f"{ips(res['pytorch_compile']):>9}{ratio(res, 'twotower_over_eager'):>8}"
-              f"{ratio(res, 'twotower_over_compile'):>10}  {mem(tt)} | "
-              f"{mem(res['pytorch_eager'])} | {mem(res['pytorch_compile'])}")
+    print(f"   {'round' if several else '':>5}{'batch':>6}{'twotower':>10}{'eager':>9}"
+          f"{'compile':>9}{'/eager':>8}{'/compile':>10}  memory twotower | eager | compile")
+    for k, runs in enumerate(rounds):
+        for res in runs:
+            tt = res["twotower"]
+            b = tt["config"]["batch"] if "config" in tt else "?"
+            rr = res.get("ratios", {})
+            print(f"   {k + 1 if several else '':>5}{b:>6}{ips(ips_of(tt)):>10}"
+                  f"{ips(ips_of(res['pytorch_eager'])):>9}"
+                  f"{ips(ips_of(res['pytorch_compile'])):>9}"
+                  f"{ratio(rr.get('twotower_over_eager')):>8}"
+                  f"{ratio(rr.get('twotower_over_compile')):>10}  {mem(tt)} | "
+                  f"{mem(res['pytorch_eager'])} | {mem(res['pytorch_compile'])}")
+    if several:
+        for b, m in medians(rounds).items():
+            print(f"   {'median':>5}{b:>6}{ips(m['twotower_images_per_s']):>10}"
+                  f"{ips(m['eager_images_per_s']):>9}{ips(m['compile_images_per_s']):>9}"
+                  f"{ratio(m['twotower_over_eager']):>8}"
+                  f"{ratio(m['twotower_over_compile']):>10}  (over {m['rounds']} rounds; "
+                  f"the ratios' medians are of each round's ratios)")
 
 
 if __name__ == "__main__":
