@@ -9,8 +9,9 @@
  * oneDNN wants its own blocked layouts (8 or 16 channels innermost), so each call
  * reorders the NCHW input and the weights in, runs the primitive on a chunk of images, and
  * reorders the result back out, adding it to what is there when the call accumulates (a
- * reorder with a sum post-op; the weights' gradient always adds, chunk after chunk). Primitives are made once per tower and layer, at the first
- * call, for the chunk size and the last, shorter chunk. They run on as many threads as
+ * reorder with a sum post-op; the weights' gradient always adds, chunk after chunk).
+ * Primitives are made once per tower and layer, at the first call, for the chunk size and
+ * the last, shorter chunk. They run on as many threads as
  * the tower's OpenBLAS share (omp_set_num_threads in the calling thread, so each tower's
  * worker runs its own passes and no OpenMP pool spins beside OpenBLAS's threads). The
  * summation order is oneDNN's for a fixed thread count: runs repeat bit for bit. */
@@ -306,58 +307,46 @@ static void count_end(const tower_dnnl_conv *c, double t0, int B)
     tower_cpu_gemm_add(base_now() - t0, madds);
 }
 
-/* One pass over the batch, a chunk at a time: from (B, the pass's input per image, nfrom
- * reals) into to (nto reals an image), = or += (accumulate). The weights' gradient reads
- * from (the input) and w (the output gradient, B images) and adds to to (the weights'
- * gradient, ld ldw) and b (the bias', or NULL). Every chunk's primitives are made before
- * anything is written, so a refusal (-1) leaves to untouched. */
-static int run_pass(tower_dnnl_conv *c, int k, float *to, const float *from, const float *w,
-                    float *b, int B, int accumulate)
+/* The primitive sets a batch of B images runs on: full chunks of DNNL_CHUNK and the last,
+ * shorter one, each made before anything is written, so a refusal (0) leaves the
+ * caller's memory untouched. */
+typedef struct {
+    dnnl_set *full, *last;
+} dnnl_chunks;
+
+static int chunks_for(tower_dnnl_conv *c, int B, dnnl_chunks *ch)
 {
-    dnnl_set *full = B >= DNNL_CHUNK ? set_for(c, DNNL_CHUNK, NULL) : NULL;
-    dnnl_set *last = B % DNNL_CHUNK ? set_for(c, B % DNNL_CHUNK, full) : NULL;
-    if ((B >= DNNL_CHUNK && !full) || (B % DNNL_CHUNK && !last)) return -1;
+    ch->full = B >= DNNL_CHUNK ? set_for(c, DNNL_CHUNK, NULL) : NULL;
+    ch->last = B % DNNL_CHUNK ? set_for(c, B % DNNL_CHUNK, ch->full) : NULL;
+    return !((B >= DNNL_CHUNK && !ch->full) || (B % DNNL_CHUNK && !ch->last));
+}
+
+/* The chunk that starts at image n0 of B: its set, and its image count in *n. */
+static dnnl_set *chunk_at(const dnnl_chunks *ch, int B, int n0, int *n)
+{
+    *n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
+    return *n == DNNL_CHUNK ? ch->full : ch->last;
+}
+
+/* The forward or the input gradient over the batch, a chunk at a time: from (B, the
+ * pass's input per image, nfrom reals) into to (nto reals an image), = or +=
+ * (accumulate); b the forward's bias (NULL: none). -1 when oneDNN refused a chunk's
+ * primitives (to untouched). */
+static int run_pass(tower_dnnl_conv *c, int k, float *to, const float *from, const float *w,
+                    const float *b, int B, int accumulate)
+{
+    dnnl_chunks ch;
+    if (!chunks_for(c, B, &ch)) return -1;
     double t0 = count_start();
     threads_here();
     size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
-    size_t nfrom = k == PASS_BWD_DATA ? nout : nin, nto = k == PASS_FWD ? nout : nin;
-    if (k == PASS_BWD_W) {
-        dnnl_must(dnnl_memory_set_data_handle(c->u_dw, to), "weights' gradient handle");
-        for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
-            int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
-            dnnl_set *s = n == DNNL_CHUNK ? full : last;
-            dnnl_pass *p = &s->pass[k];
-            dnnl_must(dnnl_memory_set_data_handle(s->u_src, (void *)(from + (size_t)n0 * nin)),
-                      "input handle");
-            dnnl_must(dnnl_memory_set_data_handle(s->u_dst, (void *)(w + (size_t)n0 * nout)),
-                      "output gradient handle");
-            run_reorder(c, p->r_in, s->u_src, p->in);
-            run_reorder(c, p->r_w, s->u_dst, p->w);
-            dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, p->in},
-                                    {DNNL_ARG_DIFF_DST, p->w},
-                                    {DNNL_ARG_DIFF_WEIGHTS, p->out},
-                                    {DNNL_ARG_DIFF_BIAS, p->bias}};
-            run(c, p->prim, 4, a, "convolution weights");
-            run_reorder(c, p->r_out[1], p->out, c->u_dw);
-            if (b) {
-                dnnl_must(dnnl_stream_wait(c->st), "stream wait");
-                void *h = NULL;
-                dnnl_must(dnnl_memory_get_data_handle(p->bias, &h), "bias handle");
-                const float *db = h;
-                for (int o = 0; o < c->Co; o++) b[o] += db[o];
-            }
-        }
-        dnnl_must(dnnl_stream_wait(c->st), "stream wait");
-        count_end(c, t0, B);
-        return 0;
-    }
+    size_t nfrom = k == PASS_FWD ? nin : nout, nto = k == PASS_FWD ? nout : nin;
     dnnl_must(dnnl_memory_set_data_handle(c->u_w, (void *)w), "weights handle");
     if (k == PASS_FWD)
         dnnl_must(dnnl_memory_set_data_handle(c->u_b, (void *)(b ? b : c->zero_bias)), "bias");
     int weights_in = 0;
-    for (int n0 = 0; n0 < B; n0 += DNNL_CHUNK) {
-        int n = B - n0 < DNNL_CHUNK ? B - n0 : DNNL_CHUNK;
-        dnnl_set *s = n == DNNL_CHUNK ? full : last;
+    for (int n0 = 0, n; n0 < B; n0 += n) {
+        dnnl_set *s = chunk_at(&ch, B, n0, &n);
         dnnl_pass *p = &s->pass[k];
         dnnl_memory_t u_from = k == PASS_FWD ? s->u_src : s->u_dst;
         dnnl_memory_t u_to = k == PASS_FWD ? s->u_dst : s->u_src;
@@ -386,11 +375,51 @@ static int run_pass(tower_dnnl_conv *c, int k, float *to, const float *from, con
     return 0;
 }
 
+/* The weights' and bias' gradients over the batch, a chunk at a time: from the input (in)
+ * and the output gradient (dout), each chunk's added to dw (ld ldw) and db (NULL: none).
+ * -1 as run_pass. */
+static int run_weights(tower_dnnl_conv *c, float *dw, float *db, const float *dout,
+                       const float *in, int B)
+{
+    dnnl_chunks ch;
+    if (!chunks_for(c, B, &ch)) return -1;
+    double t0 = count_start();
+    threads_here();
+    size_t nin = (size_t)c->Ci * c->H * c->W, nout = (size_t)c->Co * c->Ho * c->Wo;
+    dnnl_must(dnnl_memory_set_data_handle(c->u_dw, dw), "weights' gradient handle");
+    for (int n0 = 0, n; n0 < B; n0 += n) {
+        dnnl_set *s = chunk_at(&ch, B, n0, &n);
+        dnnl_pass *p = &s->pass[PASS_BWD_W];
+        dnnl_must(dnnl_memory_set_data_handle(s->u_src, (void *)(in + (size_t)n0 * nin)),
+                  "input handle");
+        dnnl_must(dnnl_memory_set_data_handle(s->u_dst, (void *)(dout + (size_t)n0 * nout)),
+                  "output gradient handle");
+        run_reorder(c, p->r_in, s->u_src, p->in);
+        run_reorder(c, p->r_w, s->u_dst, p->w);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, p->in},
+                                {DNNL_ARG_DIFF_DST, p->w},
+                                {DNNL_ARG_DIFF_WEIGHTS, p->out},
+                                {DNNL_ARG_DIFF_BIAS, p->bias}};
+        run(c, p->prim, 4, a, "convolution weights");
+        run_reorder(c, p->r_out[1], p->out, c->u_dw);
+        if (db) {
+            dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+            void *h = NULL;
+            dnnl_must(dnnl_memory_get_data_handle(p->bias, &h), "bias handle");
+            const float *chunk_db = h;
+            for (int o = 0; o < c->Co; o++) db[o] += chunk_db[o];
+        }
+    }
+    dnnl_must(dnnl_stream_wait(c->st), "stream wait");
+    count_end(c, t0, B);
+    return 0;
+}
+
 int tower_dnnl_conv_forward(tower_dnnl_conv *c, float *out, const float *in, const float *w,
                             const float *b, int B, int accumulate)
 {
     if (!c || !(c->passes & TOWER_DNNL_FWD)) return -1;
-    return run_pass(c, PASS_FWD, out, in, w, (float *)b, B, accumulate);
+    return run_pass(c, PASS_FWD, out, in, w, b, B, accumulate);
 }
 
 int tower_dnnl_conv_backward_data(tower_dnnl_conv *c, float *din, const float *dout,
@@ -404,7 +433,7 @@ int tower_dnnl_conv_backward_weights(tower_dnnl_conv *c, float *dw, float *db, c
                                      const float *in, int B)
 {
     if (!c || !(c->passes & TOWER_DNNL_BWD_W)) return -1;
-    return run_pass(c, PASS_BWD_W, dw, in, dout, db, B, 1);
+    return run_weights(c, dw, db, dout, in, B);
 }
 
 int tower_dnnl_avx512(void)

@@ -79,9 +79,7 @@ const char *tower_blas_better_core(void)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
     return NULL;
 }
-#endif
 
-#ifndef TOWER_F64
 /* Every float GEMM of the CPU backend (row-major). Where oneDNN runs its AVX-512 kernels
  * and is on (tower_conv_dnnl), oneDNN's SGEMM; else OpenBLAS's. Which one is fixed for the
  * process, so the summation order is too. */
@@ -184,17 +182,17 @@ int tower_conv_chunk_images(int Ci, int H, int W, int Co, int K, int stride, int
     return (int)conv_chunk(Ci, H, W, Co, K, stride, pad);
 }
 
-/* Which path runs each pass a conv layer needs (the first layer has no input gradient),
- * oneDNN's passes first, then the rest with their im2col chunk (images per SGEMM). */
-void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
+void tower_conv_paths(char *buf, size_t n, const tower_plan *plan)
 {
     static const char *what[8] = {"", "forward", "input gradient", "forward + input gradient",
                                   "weights' gradient", "forward + weights' gradient",
                                   "input + weights' gradients", "every pass"};
     int dnnl = tower_conv_dnnl_built() && !tower_conv_dnnl_off();
-    size_t used = (size_t)snprintf(buf, n, "CPU");
+    size_t used = 0;
+    if (n) buf[0] = 0;
     for (int part = 0; part < 2; part++) {
-        const char *sep = part ? "; im2col + one SGEMM per chunk of images:" : "; oneDNN:";
+        const char *head = part ? "im2col + one SGEMM per chunk of images:" : "oneDNN:";
+        int first = 1;
         for (int l = 0; l < plan->n_layers && used < n; l++) {
             const tower_layer_spec *s = tower_plan_row(plan, l);
             const tower_layer_shape *L = &plan->layer[l];
@@ -203,7 +201,8 @@ void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
             int on = dnnl ? tower_conv_dnnl_passes(s->k, s->stride) & needed : 0;
             int mine = part ? needed & ~on : on;
             if (!mine) continue;
-            used += (size_t)snprintf(buf + used, n - used, "%s %s %s", sep, s->name,
+            used += (size_t)snprintf(buf + used, n - used, "%s%s %s %s",
+                                     first && used ? "; " : "", first ? head : ",", s->name,
                                      mine == needed ? "every pass" : what[mine]);
             if (part) {
                 size_t nb = conv_chunk(L->in_ch, L->in_h, L->in_h, L->out_ch, s->k, s->stride,
@@ -211,9 +210,16 @@ void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
                 if (nb > (size_t)plan->cfg.batch) nb = (size_t)plan->cfg.batch;
                 used += (size_t)snprintf(buf + used, n - used, " (%zu)", nb);
             }
-            sep = ",";
+            first = 0;
         }
     }
+}
+
+void tower_conv_describe(char *buf, size_t n, const tower_plan *plan)
+{
+    char paths[1024];
+    tower_conv_paths(paths, sizeof paths, plan);
+    snprintf(buf, n, "CPU%s%s", paths[0] ? "; " : "", paths);
 }
 
 /* Output positions [*lo, *hi) along one axis whose tap k lands inside the input

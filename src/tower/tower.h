@@ -429,8 +429,12 @@ static inline const tower_layer_spec *tower_plan_row(const tower_plan *p, int l)
     return &p->cfg.net.layer[l];
 }
 
-/* Writes into buf (n bytes) how the CPU convolutions of plan run (layers_cpu.c): the
- * images one GEMM chunk holds at each conv layer. */
+/* Writes into buf (n bytes) which path runs each pass a conv layer of plan needs on this
+ * CPU (layers_cpu.c; the first layer has no input gradient): "oneDNN: conv1 every pass,
+ * ...", then "; im2col + one SGEMM per chunk of images: conv3 weights' gradient (8), ..."
+ * with the images one GEMM chunk holds; either part absent when it has no pass.
+ * tower_conv_describe is the same after "CPU; " (bench's line). */
+void tower_conv_paths(char *buf, size_t n, const tower_plan *plan);
 void tower_conv_describe(char *buf, size_t n, const tower_plan *plan);
 
 /* ---- one tower ------------------------------------------------------------------- */

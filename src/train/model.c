@@ -132,11 +132,10 @@ void model_conv_describe(const model *m, char *buf, size_t n)
     if (!n) return;
     if (m->place.cpu) { /* "cpu": im2col + OpenBLAS; "cpu onednn": with conv_dnnl.c's passes,
                          * then which path runs each layer's passes on this CPU */
-        char d[1024];
-        tower_conv_describe(d, sizeof d, &m->plan);
-        const char *rest = strncmp(d, "CPU; ", 5) == 0 ? d + 5 : d;
+        char paths[1024];
+        tower_conv_paths(paths, sizeof paths, &m->plan);
         snprintf(buf, n, "%s (%s)",
-                 tower_conv_dnnl_built() && !tower_conv_dnnl_off() ? "cpu onednn" : "cpu", rest);
+                 tower_conv_dnnl_built() && !tower_conv_dnnl_off() ? "cpu onednn" : "cpu", paths);
         return;
     }
     if (m->place.conv != MODEL_CONV_AUTO) {
