@@ -205,13 +205,6 @@ int train_placement_set_gpu_options(model_placement *p, int precision, int conv,
                                                      : "--conv cudnn");
         return -1;
     }
-    if (precision == TOWER_PRECISION_BF16 && conv != TOWER_CONV_GEMM) {
-        snprintf(err, errlen, "--precision bf16 with --conv %s: bf16 runs the convolutions on "
-                              "the GEMM path only (im2col + cuBLAS with bf16 operands; cuDNN's "
-                              "here are fp32 or TF32): use --conv gemm",
-                 conv == MODEL_CONV_AUTO ? "auto" : "cudnn");
-        return -1;
-    }
     int cudnn = conv == TOWER_CONV_CUDNN;
 #ifdef TT_HAVE_CUDA
     int have_cudnn = tower_cuda_have_cudnn();

@@ -35,8 +35,7 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n);
 /* Sets p->precision and p->conv (after train_parse_placement) from the precision
  * (TOWER_PRECISION_*, train_placement_precision) and --conv (0 gemm, the default; 1 cudnn;
  * 2 auto, MODEL_CONV_AUTO). tf32 or bf16, --conv cudnn or --conv auto on a CPU placement,
- * bf16 with cudnn or auto (bf16 runs on the GEMM path only), or cudnn in a build without
- * cuDNN, is an error: returns -1 with err naming the flag. auto in a build without cuDNN is
+ * or cudnn in a build without cuDNN, is an error: returns -1 with err naming the flag. auto in a build without cuDNN is
  * not (every layer then stays on GEMM). */
 int train_placement_set_gpu_options(model_placement *p, int precision, int conv, char *err,
                                     size_t errlen);

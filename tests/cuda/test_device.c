@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tower/tower_cuda.h"
 #include "train/device.h"
 #include "train/model.h"
 
@@ -178,8 +179,8 @@ Test(device, cpu_model_graph_and_deferred_loss)
 
 /* --precision fp32|tf32|bf16 and --tf32: --tf32 is --precision tf32 (the same placement),
  * a contradiction between the two is refused naming both, fp32 is the default; tf32 and
- * bf16 on the CPU are refused naming the flag, bf16 with a cuDNN convolution too (bf16 runs
- * on the GEMM path only). A GPU placement is made by hand: no device is asked. */
+ * bf16 on the CPU are refused naming the flag; bf16 runs with every --conv. A GPU
+ * placement is made by hand: no device is asked. */
 static int precision_of(int tf32, int precision_flag, char *err, size_t errlen)
 {
     train_placement_args a = {.tf32 = tf32, .precision = precision_flag};
@@ -227,12 +228,23 @@ Test(device, precision_placement)
                                                  sizeof err),
                  0, "%s", err);
     cr_assert_eq(g.precision, TOWER_PRECISION_BF16);
-    for (int conv = TOWER_CONV_CUDNN; conv <= MODEL_CONV_AUTO; conv++) {
-        g = gpu;
-        cr_assert_eq(train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16, conv, err,
-                                                     sizeof err),
-                     -1, "--precision bf16 --conv %d was accepted", conv);
-        cr_assert(strstr(err, "--precision bf16") && strstr(err, "--conv gemm"), "%s", err);
+    /* bf16 runs on cuDNN too (bf16 tensors there) and under --conv auto; cudnn needs a
+     * build with cuDNN, whatever the precision */
+    g = gpu;
+    cr_assert_eq(train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16, MODEL_CONV_AUTO, err,
+                                                 sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(g.conv, MODEL_CONV_AUTO);
+    g = gpu;
+    int r = train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16, TOWER_CONV_CUDNN, err,
+                                            sizeof err);
+    if (tower_cuda_have_cudnn()) {
+        cr_assert_eq(r, 0, "%s", err);
+        cr_assert_eq(g.conv, TOWER_CONV_CUDNN);
+        cr_assert_eq(g.precision, TOWER_PRECISION_BF16);
+    } else {
+        cr_assert_eq(r, -1, "--conv cudnn was accepted in a build without cuDNN");
+        cr_assert(strstr(err, "--conv cudnn") && strstr(err, "no cuDNN"), "%s", err);
     }
     g = gpu;
     cr_assert_eq(train_placement_set_gpu_options(&g, 3, 0, err, sizeof err), -1);

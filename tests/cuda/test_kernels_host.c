@@ -593,6 +593,204 @@ static void check_conv_bf16(const char *name, int B, int S, int Ci, int H, int W
     free(dw), free(dw2), free(adw), free(db), free(db2), free(adb), free(col);
 }
 
+/* ---- cuDNN's bf16 path (conv_cudnn.cu's _bf16 functions), emulated: cuDNN is a bf16
+ * convolution with fp32 sums whose result is rounded to bf16 (its output tensors are
+ * bf16), here the CPU convolution on the widened bf16 operands, rounded; around it the
+ * passes of kernels.h (tower_k_cudnn_out, tower_k_grad_bf16, tower_k_add_bf16,
+ * tower_k_add_bf16_block) and the bias gradient's two sums, per image and channel, then
+ * over the images. The bound: the bf16 GEMM's, plus one more rounding of each result. */
+
+static uint16_t *round_bf16(const float *x, size_t n);
+
+static void emu_cudnn_forward_bf16(float *out, const float *in, const uint16_t *w, const float *b,
+                                   int B, int Ci, int H, int W, int Co, int K, int stride,
+                                   int pad, int ldw, int accumulate, int relu)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int kk = Ci * K * K;
+    size_t nin = (size_t)B * Ci * H * W, nout = (size_t)B * Co * Ho * Wo;
+    uint16_t *xb = calloc(nin, sizeof(uint16_t)); /* the forward's cast */
+    cr_assert_not_null(xb);
+    for (size_t i = 0; i < nin; i++) tower_k_cast_bf16(xb, in, i);
+    float *x = widen(xb, nin), *wp = fnew((size_t)Co * kk), *y = fnew(nout);
+    for (int r = 0; r < Co; r++) /* the packed block cuDNN reads */
+        for (int c = 0; c < kk; c++) wp[(size_t)r * kk + c] = tower_k_bf16_float(w[(size_t)r * ldw + c]);
+    float *col = fnew(tower_conv_col_size(Ci, H, W, K, stride, pad));
+    tower_conv_forward(y, x, wp, NULL, B, Ci, H, W, Co, K, stride, pad, kk, 0, col);
+    uint16_t *yb = round_bf16(y, nout);
+    tower_k_div C = tower_k_div_of((uint32_t)Co), HW = tower_k_div_of((uint32_t)(Ho * Wo));
+    for (uint32_t i = 0; i < (uint32_t)nout; i++) {
+        float v = tower_k_cudnn_out(yb, out, b, i, C, HW, accumulate);
+        out[i] = relu ? tower_k_relu(v) : v;
+    }
+    free(xb), free(x), free(wp), free(y), free(col), free(yb);
+}
+
+static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const float *dout,
+                                    const float *act, const float *in, const uint16_t *w, int B,
+                                    int Ci, int H, int W, int Co, int K, int stride, int pad,
+                                    int ldw, int accumulate_din)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int kk = Ci * K * K, HWo = Ho * Wo;
+    size_t nin = (size_t)B * Ci * H * W, nout = (size_t)B * Co * HWo, nw = (size_t)Co * kk;
+    uint16_t *g = calloc(nout, sizeof(uint16_t)), *xb = round_bf16(in, nin);
+    cr_assert_not_null(g);
+    for (uint32_t i = 0; i < (uint32_t)nout; i++) tower_k_grad_bf16(g, dout, act, i);
+    if (db) { /* (B, Co) sums over each plane, then over the images, in fp32 */
+        for (int c = 0; c < Co; c++) {
+            float s = 0.0f;
+            for (int n = 0; n < B; n++) {
+                float p = 0.0f;
+                for (int q = 0; q < HWo; q++)
+                    p += tower_k_bf16_float(g[((size_t)n * Co + c) * HWo + q]);
+                s += p;
+            }
+            db[c] += s;
+        }
+    }
+    float *gf = widen(g, nout), *x = widen(xb, nin), *wp = fnew(nw);
+    for (int r = 0; r < Co; r++)
+        for (int c = 0; c < kk; c++) wp[(size_t)r * kk + c] = tower_k_bf16_float(w[(size_t)r * ldw + c]);
+    float *dwf = fnew(nw), *dxf = fnew(nin);
+    float *col = fnew(tower_conv_col_size(Ci, H, W, K, stride, pad));
+    tower_conv_backward(din ? dxf : NULL, dwf, NULL, gf, x, wp, B, Ci, H, W, Co, K, stride, pad,
+                        kk, 0, col);
+    uint16_t *dwb = round_bf16(dwf, nw);
+    tower_k_div kd = tower_k_div_of((uint32_t)kk);
+    for (uint32_t i = 0; i < (uint32_t)nw; i++) tower_k_add_bf16_block(dw, (uint32_t)ldw, dwb, i, kd);
+    if (din) {
+        uint16_t *dxb = round_bf16(dxf, nin);
+        for (uint32_t i = 0; i < (uint32_t)nin; i++) tower_k_add_bf16(din, dxb, i, accumulate_din);
+        free(dxb);
+    }
+    free(g), free(xb), free(gf), free(x), free(wp), free(dwf), free(dxf), free(col), free(dwb);
+}
+
+static uint16_t *round_bf16(const float *x, size_t n)
+{
+    uint16_t *h = calloc(n ? n : 1, sizeof(uint16_t));
+    cr_assert_not_null(h);
+    for (size_t i = 0; i < n; i++) h[i] = tower_k_bf16(x[i]);
+    return h;
+}
+
+/* check_conv_bf16's layer on cuDNN's bf16 path; the bound has one more rounding (u of the
+ * result, itself within the GEMM's bound of the fp32 one). din starts non-zero and is
+ * accumulated onto at the second source, dw's columns of the other source stay as they
+ * were, and the passes are checked exactly: the output from its bf16 y, the gradient's
+ * bits, the blocks' adds. */
+static void check_cudnn_bf16(const char *name, int B, int S, int Ci, int H, int W, int Co,
+                             int K, int stride, int pad)
+{
+    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
+    int kk = Ci * K * K, ldw = S * kk;
+    size_t slot = (size_t)B * Ci * H * W, n_in = slot * S, n_w = (size_t)Co * ldw;
+    size_t n_out = (size_t)B * Co * Ho * Wo, n_col = tower_conv_col_size(Ci, H, W, K, stride, pad);
+    float *in = frand(n_in, 51, 1), *w = frand(n_w, 52, 0.3f), *b = frand(Co, 53, 0.1f);
+    float *dout = frand(n_out, 54, 1);
+    float *a_in = fdup(in, n_in), *a_w = fdup(w, n_w), *a_b = fdup(b, Co), *a_dout = fdup(dout, n_out);
+    tt_abs(a_in, n_in), tt_abs(a_w, n_w), tt_abs(a_b, Co), tt_abs(a_dout, n_out);
+    uint16_t *wb = to_bf16(w, n_w);
+    float *out = fnew(n_out), *out2 = fnew(n_out), *aout = fnew(n_out);
+    float *din = fnew(n_in), *din2 = fnew(n_in), *adin = fnew(n_in);
+    float *dw = fnew(n_w), *dw2 = fnew(n_w), *adw = fnew(n_w);
+    float *db = fnew(Co), *db2 = fnew(Co), *adb = fnew(Co), *col = fnew(n_col);
+    char what[96];
+    for (int s = 0; s < S; s++) {
+        tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
+                           Co, K, stride, pad, ldw, s > 0, col);
+        tower_conv_forward(aout, a_in + s * slot, a_w + (size_t)s * kk, s ? NULL : a_b, B, Ci,
+                           H, W, Co, K, stride, pad, ldw, s > 0, col);
+        emu_cudnn_forward_bf16(out2, in + s * slot, wb + (size_t)s * kk, s ? NULL : b, B, Ci,
+                               H, W, Co, K, stride, pad, ldw, s > 0, s == S - 1);
+    }
+    tower_relu_forward(out, out, n_out);
+    double f = tt_bf16_factor((long)S * kk + 1);
+    snprintf(what, sizeof what, "%s cuDNN bf16 forward", name);
+    cr_assert(tt_bf16_within(what, out2, out, aout, n_out, f + TT_BF16_U * (1 + f)));
+    float *dact = fdup(dout, n_out), *adact = fdup(a_dout, n_out);
+    tower_relu_backward(dact, dact, out, n_out);
+    tower_relu_backward(adact, adact, out, n_out);
+    /* din2 starts at 1 in the first source's slot: the call writes it (accumulate_din 0,
+     * as net.c's loop calls it, each source into its own slot); the add's accumulating
+     * form is checked exactly in cudnn_bf16_passes */
+    for (size_t i = 0; i < slot; i++) din2[i] = 1.0f;
+    for (int s = 0; s < S; s++) {
+        tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dact,
+                            in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
+                            ldw, 0, col);
+        tower_conv_backward(adin + s * slot, adw + (size_t)s * kk, s ? NULL : adb, adact,
+                            a_in + s * slot, a_w + (size_t)s * kk, B, Ci, H, W, Co, K, stride,
+                            pad, ldw, 0, col);
+        emu_cudnn_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
+                                out, in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K,
+                                stride, pad, ldw, 0);
+    }
+    long kd = (long)Co * K * K, kw = (long)B * Ho * Wo;
+    double fd = tt_bf16_factor(kd), fw = tt_bf16_factor(kw);
+    snprintf(what, sizeof what, "%s cuDNN bf16 backward din", name);
+    cr_assert(tt_bf16_within(what, din2, din, adin, n_in, fd + TT_BF16_U * (1 + fd)));
+    snprintf(what, sizeof what, "%s cuDNN bf16 backward dw", name);
+    cr_assert(tt_bf16_within(what, dw2, dw, adw, n_w, fw + TT_BF16_U * (1 + fw)));
+    snprintf(what, sizeof what, "%s cuDNN bf16 backward db", name);
+    cr_assert(tt_bf16_within(what, db2, db, adb, Co, fw));
+    free(dact), free(adact);
+    free(in), free(w), free(b), free(dout), free(a_in), free(a_w), free(a_b), free(a_dout), free(wb);
+    free(out), free(out2), free(aout), free(din), free(din2), free(adin);
+    free(dw), free(dw2), free(adw), free(db), free(db2), free(adb), free(col);
+}
+
+Test(cuda_kernels_host, cudnn_bf16_11x11_stride4_pad2) { check_cudnn_bf16("conv 11x11/4 p2", 3, 1, 3, 35, 35, 5, 11, 4, 2); }
+Test(cuda_kernels_host, cudnn_bf16_5x5_pad2) { check_cudnn_bf16("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2); }
+Test(cuda_kernels_host, cudnn_bf16_3x3_two_sources) { check_cudnn_bf16("conv 3x3 p1, 2 sources", 5, 2, 3, 7, 7, 4, 3, 1, 1); }
+Test(cuda_kernels_host, cudnn_bf16_paper_conv2) { check_cudnn_bf16("conv2 5x5 p2 27, 48 -> 128", 2, 1, 48, 27, 27, 128, 5, 1, 2); }
+
+/* The passes' arithmetic exactly: the output is y + prev + b in that order, then the ReLU;
+ * the gradient is to_cnhw_bf16's value in place; the adds write or add the widened bf16,
+ * and the block add touches only its (rows, kk) block of the (rows, ld) matrix. */
+Test(cuda_kernels_host, cudnn_bf16_passes)
+{
+    enum { B = 2, C = 3, HW = 5, N = B * C * HW, KK = 4, LD = 7, ROWS = 3 };
+    float prev[N], b[C] = {0.5f, -1.25f, 2.0f}, dout[N], act[N];
+    uint16_t y[N], g[N];
+    for (int i = 0; i < N; i++) {
+        y[i] = tower_k_bf16(0.1f * (float)(i - 11));
+        prev[i] = 0.03f * (float)(i % 7);
+        dout[i] = 0.7f - 0.05f * (float)i;
+        act[i] = (i % 3) ? 0.2f * (float)i : 0.0f;
+    }
+    tower_k_div dc = tower_k_div_of(C), dhw = tower_k_div_of(HW);
+    for (uint32_t i = 0; i < N; i++) {
+        int c = (int)(i / HW) % C;
+        float yv = tower_k_bf16_float(y[i]);
+        cr_assert_eq(tower_k_cudnn_out(y, prev, b, i, dc, dhw, 0), yv + b[c]);
+        cr_assert_eq(tower_k_cudnn_out(y, prev, NULL, i, dc, dhw, 1), yv + prev[i]);
+        cr_assert_eq(tower_k_cudnn_out(y, prev, b, i, dc, dhw, 1), (yv + prev[i]) + b[c]);
+        tower_k_grad_bf16(g, dout, act, i);
+        cr_assert_eq(g[i], tower_k_bf16(act[i] > 0.0f ? dout[i] : 0.0f), "at %u", i);
+        tower_k_grad_bf16(g, dout, NULL, i);
+        cr_assert_eq(g[i], tower_k_bf16(dout[i]));
+        float d[1] = {3.0f};
+        tower_k_add_bf16(d, &y[i], 0, 0);
+        cr_assert_eq(d[0], yv);
+        tower_k_add_bf16(d, &y[i], 0, 1);
+        cr_assert_eq(d[0], yv + yv);
+    }
+    float dw[ROWS * LD];
+    uint16_t blk[ROWS * KK];
+    for (int i = 0; i < ROWS * LD; i++) dw[i] = (float)i;
+    for (int i = 0; i < ROWS * KK; i++) blk[i] = tower_k_bf16(0.25f * (float)(i + 1));
+    tower_k_div dk = tower_k_div_of(KK);
+    for (uint32_t i = 0; i < ROWS * KK; i++) tower_k_add_bf16_block(dw + 2, LD, blk, i, dk);
+    for (int r = 0; r < ROWS; r++)
+        for (int c = 0; c < LD; c++) {
+            float want = (float)(r * LD + c);
+            if (c >= 2 && c < 2 + KK) want += 0.25f * (float)(r * KK + (c - 2) + 1);
+            cr_assert_eq(dw[r * LD + c], want, "dw[%d][%d] %g, want %g", r, c, dw[r * LD + c], want);
+        }
+}
+
 Test(cuda_kernels_host, conv_bf16_11x11_stride4_pad2) { check_conv_bf16("conv 11x11/4 p2", 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }
 Test(cuda_kernels_host, conv_bf16_5x5_pad2) { check_conv_bf16("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2, 1); }
 Test(cuda_kernels_host, conv_bf16_3x3_two_sources) { check_conv_bf16("conv 3x3 p1, 2 sources", 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }

@@ -348,6 +348,32 @@ Test(cuda_model, cudnn_runs_repeat_bit_for_bit, .timeout = 120)
     expect_identical_runs(cudnn, cudnn, "--conv cudnn twice");
 }
 
+/* --precision bf16 on cuDNN (bf16 tensors there, the fp32 activations cast around each
+ * call): the bf16 GEMM path's tolerances, and deterministic algorithms, so bit for bit
+ * again; then --conv auto in bf16, each layer timed on both bf16 paths */
+Test(cuda_model, cudnn_bf16_step_close_to_cpu, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement p = on_gpu0;
+    p.conv = TOWER_CONV_CUDNN;
+    p.precision = TOWER_PRECISION_BF16;
+    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                         .in_ch = 3, .width_div = 1};
+    step_close_to_cpu(&tiny, p, TOL_BF16_LOSS, TOL_BF16_GRAD);
+    step_close_to_cpu(&full, p, TOL_BF16_LOSS, TOL_BF16_GRAD);
+}
+
+Test(cuda_model, cudnn_bf16_runs_repeat_bit_for_bit, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement p = on_gpu0;
+    p.conv = TOWER_CONV_CUDNN;
+    p.precision = TOWER_PRECISION_BF16;
+    expect_identical_runs(p, p, "--precision bf16 --conv cudnn twice");
+}
+
 /* ---- --conv auto and mixed paths: each conv layer on its own path, the same tolerances;
  * auto gives every tower the one choice made on tower 0 ---------------------------------- */
 static void expect_auto_choice(model_placement place, const tower_config *cfg)
@@ -391,6 +417,16 @@ Test(cuda_model, auto_step_matches_cpu, .timeout = 300)
     step_close_to_cpu(&full, aut, TOL_LOSS, TOL_STEP_GRAD);
 }
 
+Test(cuda_model, auto_bf16_step_close_to_cpu, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    model_placement aut = on_gpu0;
+    aut.conv = MODEL_CONV_AUTO;
+    aut.precision = TOWER_PRECISION_BF16;
+    expect_auto_choice(aut, &tiny);
+    step_close_to_cpu(&tiny, aut, TOL_BF16_LOSS, TOL_BF16_GRAD);
+}
+
 Test(cuda_model, auto_one_choice_on_two_gpus, .timeout = 300)
 {
     TT_NEED_GPUS(2);
@@ -409,6 +445,10 @@ Test(cuda_model, mixed_paths_step_matches_cpu, .timeout = 300)
         for (int l = 0; l < TOWER_MAX_LAYERS; l++)
             paths[l] = (l + first) % 2 ? TOWER_CONV_GEMM : TOWER_CONV_CUDNN;
         step_close_to_cpu_paths(&tiny, on_gpu0, paths, TOL_LOSS, TOL_STEP_GRAD);
+        /* and in bf16: both paths' bf16 passes, the ReLU fused on both */
+        model_placement bf16 = on_gpu0;
+        bf16.precision = TOWER_PRECISION_BF16;
+        step_close_to_cpu_paths(&tiny, bf16, paths, TOL_BF16_LOSS, TOL_BF16_GRAD);
     }
 }
 

@@ -4,7 +4,9 @@
  * Everything is set up at start-up; a step only calls cuDNN on the tower's stream.
  * A layer reading two towers (conv3) keeps its weight as (Co, 2*Ci*K*K) column blocks,
  * which cuDNN cannot read with a stride: the block is copied to a packed buffer first
- * (and its weight gradient added back from one). */
+ * (and its weight gradient added back from one). With --precision bf16 every tensor cuDNN
+ * sees is bf16 (fp32 sums inside its calls) and the fp32 activations are cast around its
+ * calls (the _bf16 functions, kernels.h's tower_k_cudnn_out and neighbours). */
 #include "conv_cudnn.h"
 
 #include <stdio.h>
@@ -12,9 +14,11 @@
 
 #ifdef TT_HAVE_CUDNN
 
+#include <cublas_v2.h>
 #include <cudnn.h>
 
 #include "cuda_check.h"
+#include "kernels.h"
 
 /* tower_fault_describe_fn for cudnnStatus_t (cuda_check.h's pattern) */
 static int describe_cudnn(int status, int injected, char *reason, size_t n)
@@ -37,7 +41,11 @@ typedef struct {
     cudnnConvolutionDescriptor_t conv[PASSES];
     int algo[PASSES];            /* cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t */
     size_t ws[PASSES];
-    int tensor_ops[PASSES];      /* the chosen algorithm may use tensor cores (TF32) */
+    int tensor_ops[PASSES];      /* the chosen algorithm may use tensor cores (TF32, bf16) */
+    int sources;                 /* the input slots the layer sums over */
+    size_t in_n, out_n;          /* elements of one source's input (B, Ci, H, W) and of y */
+    int hw;                      /* Ho*Wo */
+    size_t xb_off;               /* bf16: where the layer's input copies start in xb */
 } layer_ctx;
 
 struct tower_cudnn {
@@ -49,6 +57,18 @@ struct tower_cudnn {
     size_t ws_bytes;
     float *packed; /* one source's weight block, packed: the largest Co*Ci*K*K */
     size_t packed_floats;
+    /* bf16 only (NULL otherwise): */
+    int bf16, batch;
+    cublasHandle_t blas;
+    uint16_t *xb;  /* every conv layer's input, each source, as the forward cast it */
+    uint16_t *yb;  /* the forward's y, then the backward's output gradient: largest y */
+    uint16_t *dxb; /* the input gradient cuDNN writes: the largest input */
+    uint16_t *dwb; /* the weight gradient cuDNN writes, and the packed bf16 weight block */
+    uint16_t *wpack;
+    uint16_t *ones_b; /* Ho*Wo bf16 ones (the bias gradient's GEMM), the largest plane */
+    float *ones_f;    /* batch fp32 ones (its GEMV over the images) */
+    float *bsum;      /* (B, Co) per image and channel sums of the output gradient */
+    size_t xb_n, y_n, dx_n, w_n, hw_n, bsum_n;
 };
 
 extern "C" int tower_cudnn_available(void) { return 1; }
@@ -63,16 +83,16 @@ static int ok(cudnnStatus_t s, const char *what, const char *layer, char *err, s
 
 /* The first heuristic result that ran, is deterministic and fits the workspace limit,
  * with a math mode of the run's precision: exactly CUDNN_FMA_MATH (fp32 FMAs, no tensor
- * cores) without tf32, as PyTorch requires when allow_tf32 is off (DEFAULT_MATH would
- * allow TF32 on sm_80+); with tf32 anything but ALLOW_CONVERSION (which may go down to
- * fp16). The three passes have three perf types with the same fields, hence the
+ * cores) in fp32, as PyTorch requires when allow_tf32 is off (DEFAULT_MATH would allow
+ * TF32 on sm_80+); with tensor (TF32 or bf16) anything but ALLOW_CONVERSION (which may go
+ * down to fp16). The three passes have three perf types with the same fields, hence the
  * template. */
 template <typename Perf>
-static int pick(const Perf *p, int n, int tf32)
+static int pick(const Perf *p, int n, int tensor)
 {
     for (int i = 0; i < n; i++) {
-        int math_ok = tf32 ? p[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
-                           : p[i].mathType == CUDNN_FMA_MATH;
+        int math_ok = tensor ? p[i].mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+                             : p[i].mathType == CUDNN_FMA_MATH;
         if (p[i].status == CUDNN_STATUS_SUCCESS && p[i].determinism == CUDNN_DETERMINISTIC &&
             p[i].memory <= TOWER_CUDNN_WORKSPACE_LIMIT && math_ok)
             return i;
@@ -81,21 +101,21 @@ static int pick(const Perf *p, int n, int tf32)
 }
 
 template <typename Perf>
-static int choose(layer_ctx *L, int pass, const Perf *p, int n, int tf32, const char *l,
+static int choose(layer_ctx *L, int pass, const Perf *p, int n, int tensor, const char *l,
                   char *err, size_t errlen)
 {
-    int i = pick(p, n, tf32);
+    int i = pick(p, n, tensor);
     if (i < 0) {
         snprintf(err, errlen,
                  "cuDNN: no deterministic %s algorithm for %s within %zu MiB of workspace%s "
                  "(use --conv gemm)",
                  pass_name[pass], l,
-                 TOWER_CUDNN_WORKSPACE_LIMIT >> 20, tf32 ? "" : " without tensor cores");
+                 TOWER_CUDNN_WORKSPACE_LIMIT >> 20, tensor ? "" : " without tensor cores");
         return -1;
     }
     L->algo[pass] = (int)p[i].algo;
     L->ws[pass] = p[i].memory;
-    L->tensor_ops[pass] = tf32 && p[i].mathType != CUDNN_FMA_MATH;
+    L->tensor_ops[pass] = tensor && p[i].mathType != CUDNN_FMA_MATH;
     return ok(cudnnSetConvolutionMathType(L->conv[pass], p[i].mathType), "math type", l, err,
               errlen);
 }
@@ -139,14 +159,22 @@ extern "C" void tower_cudnn_free(tower_cudnn *c)
     }
     if (c->ws) cudaFree(c->ws);
     if (c->packed) cudaFree(c->packed);
+    void *bf[] = {c->xb, c->yb, c->dxb, c->dwb, c->wpack, c->ones_b, c->ones_f, c->bsum};
+    for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++)
+        if (bf[i]) cudaFree(bf[i]);
     if (c->h) cudnnDestroy(c->h);
     free(c);
 }
 
-/* Descriptors of conv layer l at batch B. */
-static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int tf32, char *err,
-                          size_t errlen)
+/* Descriptors of conv layer l at batch B; precision: TOWER_PRECISION_*. */
+static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int precision,
+                          char *err, size_t errlen)
 {
+    int tensor = precision != TOWER_PRECISION_FP32;
+    cudnnDataType_t dt = precision == TOWER_PRECISION_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    cudnnMathType_t math = precision == TOWER_PRECISION_FP32   ? CUDNN_FMA_MATH
+                           : precision == TOWER_PRECISION_TF32 ? CUDNN_DEFAULT_MATH
+                                                               : CUDNN_TENSOR_OP_MATH;
     const tower_layer_spec *s = tower_plan_row(plan, ln);
     const char *l = s->name; /* what the messages below name */
     const tower_layer_shape *S = &plan->layer[ln];
@@ -155,19 +183,23 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int tf
     L->used = 1;
     L->Co = S->out_ch;
     L->kk = S->in_ch * s->k * s->k;
+    L->sources = S->sources;
+    L->in_n = (size_t)B * S->in_ch * S->in_h * S->in_h;
+    L->hw = S->out_h * S->out_h;
+    L->out_n = (size_t)B * S->out_ch * L->hw;
     if (ok(cudnnCreateTensorDescriptor(&L->x), "cudnnCreateTensorDescriptor", l, err, errlen) ||
         ok(cudnnCreateTensorDescriptor(&L->y), "cudnnCreateTensorDescriptor", l, err, errlen) ||
         ok(cudnnCreateTensorDescriptor(&L->bias), "cudnnCreateTensorDescriptor", l, err,
            errlen) ||
         ok(cudnnCreateFilterDescriptor(&L->w), "cudnnCreateFilterDescriptor", l, err, errlen))
         return -1;
-    if (ok(cudnnSetTensor4dDescriptor(L->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, B, S->in_ch,
-                                      S->in_h, S->in_h), "input descriptor", l, err, errlen) ||
-        ok(cudnnSetTensor4dDescriptor(L->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, B, S->out_ch,
-                                      S->out_h, S->out_h), "output descriptor", l, err, errlen) ||
+    if (ok(cudnnSetTensor4dDescriptor(L->x, CUDNN_TENSOR_NCHW, dt, B, S->in_ch, S->in_h,
+                                      S->in_h), "input descriptor", l, err, errlen) ||
+        ok(cudnnSetTensor4dDescriptor(L->y, CUDNN_TENSOR_NCHW, dt, B, S->out_ch, S->out_h,
+                                      S->out_h), "output descriptor", l, err, errlen) ||
         ok(cudnnSetTensor4dDescriptor(L->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1,
                                       S->out_ch, 1, 1), "bias descriptor", l, err, errlen) ||
-        ok(cudnnSetFilter4dDescriptor(L->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, S->out_ch,
+        ok(cudnnSetFilter4dDescriptor(L->w, dt, CUDNN_TENSOR_NCHW, S->out_ch,
                                       S->in_ch, s->k, s->k), "filter descriptor", l, err, errlen))
         return -1;
     for (int p = 0; p < PASSES; p++) {
@@ -179,9 +211,9 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int tf
                                                CUDNN_DATA_FLOAT), "convolution descriptor", l,
                err, errlen) ||
             /* the heuristics only offer what the descriptor's math mode allows: FMA_MATH is
-             * fp32 without tensor cores (PyTorch's choice when allow_tf32 is off) */
-            ok(cudnnSetConvolutionMathType(L->conv[p], tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
-               "math type", l, err, errlen))
+             * fp32 without tensor cores (PyTorch's choice when allow_tf32 is off); the
+             * sums are fp32 in every mode (the descriptor's compute type) */
+            ok(cudnnSetConvolutionMathType(L->conv[p], math), "math type", l, err, errlen))
             return -1;
     }
     int n, out[4];
@@ -200,29 +232,77 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int tf
     if (ok(cudnnGetConvolutionForwardAlgorithm_v7(c->h, L->x, L->w, L->conv[PASS_FWD], L->y,
                                                   MAX_ALGOS, &n, fwd), "forward heuristics", l,
            err, errlen) ||
-        choose(L, PASS_FWD, fwd, n, tf32, l, err, errlen))
+        choose(L, PASS_FWD, fwd, n, tensor, l, err, errlen))
         return -1;
     if (ok(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->h, L->w, L->y, L->conv[PASS_BWD_DATA],
                                                        L->x, MAX_ALGOS, &n, bwd_data),
            "input-gradient heuristics", l, err, errlen) ||
-        choose(L, PASS_BWD_DATA, bwd_data, n, tf32, l, err, errlen))
+        choose(L, PASS_BWD_DATA, bwd_data, n, tensor, l, err, errlen))
         return -1;
     if (ok(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->h, L->x, L->y,
                                                          L->conv[PASS_BWD_FILTER], L->w,
                                                          MAX_ALGOS, &n, bwd_filter),
            "weight-gradient heuristics", l, err, errlen) ||
-        choose(L, PASS_BWD_FILTER, bwd_filter, n, tf32, l, err, errlen))
+        choose(L, PASS_BWD_FILTER, bwd_filter, n, tensor, l, err, errlen))
         return -1;
     if (query_workspace(c, L, l, err, errlen)) return -1;
     for (int p = 0; p < PASSES; p++)
         if (L->ws[p] > c->ws_bytes) c->ws_bytes = L->ws[p];
     size_t packed = (size_t)L->Co * L->kk;
     if (S->sources > 1 && packed > c->packed_floats) c->packed_floats = packed;
+    /* bf16's buffers: this layer's input copies, and the largest of each scratch */
+    L->xb_off = c->xb_n;
+    c->xb_n += (size_t)S->sources * L->in_n;
+    if (L->out_n > c->y_n) c->y_n = L->out_n;
+    if (L->in_n > c->dx_n) c->dx_n = L->in_n;
+    if (packed > c->w_n) c->w_n = packed;
+    if ((size_t)L->hw > c->hw_n) c->hw_n = (size_t)L->hw;
+    if ((size_t)B * L->Co > c->bsum_n) c->bsum_n = (size_t)B * L->Co;
     return 0;
 }
 
-extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, void *stream,
-                                           char *err, size_t errlen)
+/* bf16's buffers (c->*_n from describe_layer); cudaSuccess or the first failure */
+static cudaError_t alloc_bf16(tower_cudnn *c)
+{
+    cudaError_t e = cudaMalloc((void **)&c->xb, 2 * c->xb_n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->yb, 2 * c->y_n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->dxb, 2 * c->dx_n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->dwb, 2 * c->w_n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->wpack, 2 * c->w_n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->ones_b, 2 * c->hw_n);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->ones_f, sizeof(float) * c->batch);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&c->bsum, sizeof(float) * c->bsum_n);
+    if (e != cudaSuccess) return e;
+    /* the ones, written once from the host */
+    size_t n = c->hw_n > (size_t)c->batch ? c->hw_n : (size_t)c->batch;
+    uint16_t *hb = (uint16_t *)malloc(2 * n);
+    float *hf = (float *)malloc(sizeof(float) * n);
+    if (!hb || !hf) {
+        free(hb);
+        free(hf);
+        return cudaErrorMemoryAllocation;
+    }
+    for (size_t i = 0; i < n; i++) {
+        hb[i] = tower_k_bf16(1.0f);
+        hf[i] = 1.0f;
+    }
+    e = cudaMemcpy(c->ones_b, hb, 2 * c->hw_n, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(c->ones_f, hf, sizeof(float) * c->batch, cudaMemcpyHostToDevice);
+    free(hb);
+    free(hf);
+    return e;
+}
+
+static size_t bf16_bytes(const tower_cudnn *c)
+{
+    return c->bf16 ? 2 * (c->xb_n + c->y_n + c->dx_n + 2 * c->w_n + c->hw_n) +
+                         sizeof(float) * (c->batch + c->bsum_n)
+                   : 0;
+}
+
+extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
+                                           void *stream, char *err, size_t errlen)
 {
     tower_cudnn *c = (tower_cudnn *)calloc(1, sizeof *c);
     if (!c) {
@@ -239,10 +319,18 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, voi
         return NULL;
     }
     c->stream = (cudaStream_t)stream;
+    c->bf16 = precision == TOWER_PRECISION_BF16;
+    c->batch = plan->cfg.batch;
+    c->blas = (cublasHandle_t)cublas;
+    if (c->bf16 && !c->blas) {
+        snprintf(err, errlen, "cuDNN in bf16: no cuBLAS handle given (a caller's error)");
+        tower_cudnn_free(c);
+        return NULL;
+    }
     for (int l = 0; l < plan->n_layers; l++) {
         snprintf(c->name[l], sizeof c->name[l], "%s", tower_plan_row(plan, l)->name);
         if (tower_plan_row(plan, l)->kind == TOWER_CONV &&
-            describe_layer(c, plan, l, tf32, err, errlen)) {
+            describe_layer(c, plan, l, precision, err, errlen)) {
             tower_cudnn_free(c);
             return NULL;
         }
@@ -251,9 +339,11 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, voi
     if (c->ws_bytes) e = cudaMalloc(&c->ws, c->ws_bytes);
     if (e == cudaSuccess && c->packed_floats)
         e = cudaMalloc((void **)&c->packed, sizeof(float) * c->packed_floats);
+    if (e == cudaSuccess && c->bf16) e = alloc_bf16(c);
     if (e != cudaSuccess) {
-        snprintf(err, errlen, "cuDNN: cannot allocate %.1f MiB of workspace: %s",
-                 (c->ws_bytes + sizeof(float) * c->packed_floats) / 1048576.0,
+        snprintf(err, errlen, "cuDNN: cannot allocate %.1f MiB of workspace%s: %s",
+                 (c->ws_bytes + sizeof(float) * c->packed_floats + bf16_bytes(c)) / 1048576.0,
+                 c->bf16 ? " and bf16 buffers" : "",
                  cudaGetErrorString(e));
         tower_cudnn_free(c);
         return NULL;
@@ -263,13 +353,13 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, voi
 
 extern "C" size_t tower_cudnn_bytes(const tower_cudnn *c)
 {
-    return c ? c->ws_bytes + sizeof(float) * c->packed_floats : 0;
+    return c ? c->ws_bytes + sizeof(float) * c->packed_floats + bf16_bytes(c) : 0;
 }
 
 extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
 {
-    int w0 = snprintf(buf, n, "cuDNN %zu (CUDA runtime %zu): ", cudnnGetVersion(),
-                      cudnnGetCudartVersion());
+    int w0 = snprintf(buf, n, "cuDNN %zu (CUDA runtime %zu)%s: ", cudnnGetVersion(),
+                      cudnnGetCudartVersion(), c->bf16 ? ", bf16 tensors" : "");
     size_t used = w0 > 0 ? (size_t)w0 : 0;
     for (int l = 0; l < TOWER_MAX_LAYERS && used < n; l++) {
         const layer_ctx *L = &c->layer[l];
@@ -346,15 +436,128 @@ extern "C" void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *d
     }
 }
 
+/* ---- bf16 (--precision bf16): fp32 activations cast around cuDNN's bf16 calls --------- */
+
+/* out = tower_k_cudnn_out (+ ReLU when relu): the forward's end */
+__global__ void cudnn_out_bf16_kernel(float *out, const uint16_t *y, const float *b,
+                                      tower_k_div C, tower_k_div HW, uint32_t n, int accumulate,
+                                      int relu)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float v = tower_k_cudnn_out(y, out, b, i, C, HW, accumulate);
+        out[i] = relu ? tower_k_relu(v) : v;
+    }
+}
+
+/* g = the output gradient in bf16, masked by the ReLU when act is non-NULL */
+__global__ void grad_bf16_kernel(uint16_t *g, const float *dout, const float *act, uint32_t n)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        tower_k_grad_bf16(g, dout, act, i);
+}
+
+/* din = or += cuDNN's bf16 input gradient */
+__global__ void add_bf16_kernel(float *dst, const uint16_t *src, uint32_t n, int accumulate)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        tower_k_add_bf16(dst, src, i, accumulate);
+}
+
+/* dw's (Co, ldw) block += cuDNN's packed (Co, kk) bf16 weight gradient */
+__global__ void add_bf16_block_kernel(float *dw, uint32_t ldw, const uint16_t *src, tower_k_div kk,
+                                      uint32_t n)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        tower_k_add_bf16_block(dw, ldw, src, i, kk);
+}
+
+/* The bf16 weight block of one source, packed (Co, kk) from (Co, ldw) when ldw != kk. */
+static const uint16_t *packed_weights_bf16(tower_cudnn *c, const layer_ctx *L, const uint16_t *w,
+                                           int ldw)
+{
+    if (ldw == L->kk) return w;
+    CUDA_CHECK_OR(cudaMemcpy2DAsync(c->wpack, 2 * (size_t)L->kk, w, 2 * (size_t)ldw,
+                                    2 * (size_t)L->kk, L->Co, cudaMemcpyDeviceToDevice, c->stream),
+                  NULL);
+    return c->wpack;
+}
+
+#define BF16_LAUNCH(kernel, n, ...)                                                           \
+    do {                                                                                      \
+        kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, c->stream>>>(__VA_ARGS__);      \
+        LAUNCH_CHECK(kernel);                                                                 \
+    } while (0)
+
+extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out,
+                                         const float *in, const uint16_t *w, const float *b,
+                                         int ldw, int accumulate, int relu)
+{
+    layer_ctx *L = &c->layer[l];
+    const float one = 1.0f, zero = 0.0f;
+    INDEX32_CHECK(L->out_n, "cuDNN bf16 output");
+    INDEX32_CHECK(L->in_n, "cuDNN bf16 input");
+    uint16_t *x = c->xb + L->xb_off + (size_t)src * L->in_n;
+    tower_cast_bf16_cuda(x, in, L->in_n, c->stream); /* kept for the weight gradient */
+    const uint16_t *wp = packed_weights_bf16(c, L, w, ldw);
+    if (!wp) return;
+    CUDNN_CHECK(cudnnConvolutionForward(c->h, &one, L->x, x, L->w, wp, L->conv[PASS_FWD],
+                                        (cudnnConvolutionFwdAlgo_t)L->algo[PASS_FWD], c->ws,
+                                        c->ws_bytes, &zero, L->y, c->yb));
+    BF16_LAUNCH(cudnn_out_bf16_kernel, L->out_n, out, c->yb, b, tower_k_div_of((uint32_t)L->Co),
+                tower_k_div_of((uint32_t)L->hw), (uint32_t)L->out_n, accumulate, relu);
+}
+
+extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw,
+                                          float *db, const float *dout, const float *act_out,
+                                          const uint16_t *w, int ldw, int accumulate_din)
+{
+    layer_ctx *L = &c->layer[l];
+    const float one = 1.0f, zero = 0.0f;
+    uint16_t *g = c->yb; /* the output gradient: made once, at the first source's call */
+    if (src == 0) BF16_LAUNCH(grad_bf16_kernel, L->out_n, g, dout, act_out, (uint32_t)L->out_n);
+    if (db) {
+        /* bsum (B*Co) = g, as (B*Co) rows of Ho*Wo, times ones: per image and channel, then
+         * db (Co) += bsum as (B, Co) summed over the images. Both in fp32, in cuBLAS's order
+         * (deterministic for a handle, stream and shape). */
+        int rows = c->batch * L->Co;
+        CUBLAS_CHECK(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, 1, L->hw, &one, g,
+                                  CUDA_R_16BF, L->hw, c->ones_b, CUDA_R_16BF, L->hw, &zero,
+                                  c->bsum, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+        CUBLAS_CHECK(cublasSgemv(c->blas, CUBLAS_OP_N, L->Co, c->batch, &one, c->bsum, L->Co,
+                                 c->ones_f, 1, &one, db, 1));
+    }
+    if (dw) {
+        const uint16_t *x = c->xb + L->xb_off + (size_t)src * L->in_n;
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+            c->h, &one, L->x, x, L->y, g, L->conv[PASS_BWD_FILTER],
+            (cudnnConvolutionBwdFilterAlgo_t)L->algo[PASS_BWD_FILTER], c->ws, c->ws_bytes, &zero,
+            L->w, c->dwb));
+        size_t n = (size_t)L->Co * L->kk;
+        BF16_LAUNCH(add_bf16_block_kernel, n, dw, (uint32_t)ldw, c->dwb,
+                    tower_k_div_of((uint32_t)L->kk), (uint32_t)n);
+    }
+    if (din) {
+        const uint16_t *wp = packed_weights_bf16(c, L, w, ldw);
+        if (!wp) return;
+        CUDNN_CHECK(cudnnConvolutionBackwardData(
+            c->h, &one, L->w, wp, L->y, g, L->conv[PASS_BWD_DATA],
+            (cudnnConvolutionBwdDataAlgo_t)L->algo[PASS_BWD_DATA], c->ws, c->ws_bytes, &zero,
+            L->x, c->dxb));
+        BF16_LAUNCH(add_bf16_kernel, L->in_n, din, c->dxb, (uint32_t)L->in_n, accumulate_din);
+    }
+}
+
 #else /* no cuDNN in this build: the path reports itself missing */
 
 extern "C" int tower_cudnn_available(void) { return 0; }
 
-extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, void *stream,
-                                           char *err, size_t errlen)
+extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
+                                           void *stream, char *err, size_t errlen)
 {
     (void)plan;
-    (void)tf32;
+    (void)precision;
+    (void)cublas;
     (void)stream;
     snprintf(err, errlen, "--conv cudnn: this build has no cuDNN (meson found no cudnn.h and "
                           "libcudnn; -Dcudnn=enabled makes that an error): use --conv gemm");
@@ -379,6 +582,21 @@ extern "C" void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *d
 {
     (void)c, (void)l, (void)din, (void)dw, (void)db, (void)dout, (void)in, (void)w, (void)ldw;
     (void)accumulate_din;
+}
+
+extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out,
+                                         const float *in, const uint16_t *w, const float *b,
+                                         int ldw, int accumulate, int relu)
+{
+    (void)c, (void)l, (void)src, (void)out, (void)in, (void)w, (void)b, (void)ldw;
+    (void)accumulate, (void)relu;
+}
+extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw,
+                                          float *db, const float *dout, const float *act_out,
+                                          const uint16_t *w, int ldw, int accumulate_din)
+{
+    (void)c, (void)l, (void)src, (void)din, (void)dw, (void)db, (void)dout, (void)act_out;
+    (void)w, (void)ldw, (void)accumulate_din;
 }
 
 #endif

@@ -7,6 +7,7 @@
 #define TOWER_CUDA_CONV_CUDNN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tower/tower.h"
 
@@ -21,11 +22,14 @@ int tower_cudnn_available(void);
 
 /* Descriptors for every conv layer of plan at its batch, algorithms chosen by cuDNN's
  * heuristics among the deterministic ones (so a run repeats bit for bit) that need at
- * most TOWER_CUDNN_WORKSPACE_LIMIT bytes, without tensor cores unless tf32 (then TF32 is
- * allowed, as PyTorch's allow_tf32). stream: the tower's cudaStream_t; the caller has made
- * the tower's device current. NULL with err on failure. */
-tower_cudnn *tower_cudnn_create(const tower_plan *plan, int tf32, void *stream, char *err,
-                                size_t errlen);
+ * most TOWER_CUDNN_WORKSPACE_LIMIT bytes. precision (TOWER_PRECISION_*): FP32 without
+ * tensor cores; TF32 allows them (as PyTorch's allow_tf32); BF16 makes every tensor cuDNN
+ * sees bf16 (fp32 sums inside its calls) and adds the bf16 buffers the _bf16 calls below
+ * use. cublas: the tower's cublasHandle_t, bound to stream (bf16's bias gradient is two
+ * cuBLAS calls); stream: the tower's cudaStream_t; the caller has made the tower's device
+ * current. NULL with err on failure. */
+tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
+                                void *stream, char *err, size_t errlen);
 void tower_cudnn_free(tower_cudnn *c);
 /* Device bytes it holds (workspace and the packed weight block). */
 size_t tower_cudnn_bytes(const tower_cudnn *c);
@@ -41,6 +45,23 @@ void tower_cudnn_forward(tower_cudnn *c, int l, float *out, const float *in, con
 void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *db,
                           const float *dout, const float *in, const float *w, int ldw,
                           int accumulate_din);
+
+/* The same in bf16 (a context made with TOWER_PRECISION_BF16): w is source src's column
+ * block of the tower's bf16 weight copy (leading dimension ldw), in, out, dout and din
+ * fp32 as above. The forward casts in to bf16 into the context's copy of layer l's input
+ * src, which the backward's weight gradient reads again (the backward always follows the
+ * forward of the same input, as the weights' copy does), convolves into a bf16 y, and
+ * writes out = y (+ out when accumulate) (+ b), ReLU'd when relu (the last source). The
+ * backward rounds the output gradient to bf16 once per layer (at src 0), with the ReLU's
+ * mask when act_out is its output; then db += its sums (a bf16 GEMM of one column over
+ * each image's planes, then an fp32 GEMV over the images), dw's block += cuDNN's bf16
+ * weight gradient, din = or += cuDNN's bf16 input gradient. */
+void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out, const float *in,
+                              const uint16_t *w, const float *b, int ldw, int accumulate,
+                              int relu);
+void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw, float *db,
+                               const float *dout, const float *act_out, const uint16_t *w,
+                               int ldw, int accumulate_din);
 
 /* The largest workspace one chosen algorithm may use. */
 #define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)

@@ -382,6 +382,47 @@ BASE_HD uint32_t tower_k_channel(uint32_t i, tower_k_div C, tower_k_div HW)
     return bc - tower_k_quo(C, bc) * C.d;
 }
 
+/* ---- the passes around cuDNN's bf16 convolutions (--precision bf16 --conv cudnn) ------
+ * cuDNN reads and writes bf16 tensors there (NCHW, fp32 sums inside each call); the
+ * activations between layers stay fp32, as on the GEMM path. One thread per element. */
+
+/* Element i of a conv layer's fp32 output (B, Co, HWo) from cuDNN's bf16 result y, in
+ * tower_k_conv_out's order: y, plus the earlier sources' sum when accumulate, plus the
+ * bias (b non-NULL: the first source). The caller applies the ReLU after the last source. */
+BASE_HD float tower_k_cudnn_out(const uint16_t *y, const float *prev, const float *b, uint32_t i,
+                                tower_k_div C, tower_k_div HW, int accumulate)
+{
+    float v = tower_k_bf16_float(y[i]);
+    if (accumulate) v += prev[i];
+    if (b) v += b[tower_k_channel(i, C, HW)];
+    return v;
+}
+
+/* Element i of the bf16 output gradient cuDNN reads: the ReLU's mask applied when act is
+ * its output (non-NULL), then rounded; bit for bit tower_k_to_cnhw_bf16's value, in place. */
+BASE_HD void tower_k_grad_bf16(uint16_t *g, const float *dout, const float *act, uint32_t i)
+{
+    g[i] = tower_k_bf16(tower_k_grad_in(dout, act, i));
+}
+
+/* dst[i] = src[i] (bf16, exact in fp32), or dst[i] + src[i] when accumulate: cuDNN's bf16
+ * input gradient into the fp32 din */
+BASE_HD void tower_k_add_bf16(float *dst, const uint16_t *src, uint32_t i, int accumulate)
+{
+    float v = tower_k_bf16_float(src[i]);
+    dst[i] = accumulate ? dst[i] + v : v;
+}
+
+/* Element i of a packed (rows, kk) bf16 block added to the fp32 (rows, ld) block dw: the
+ * weight gradient of one source, into its column block of the layer's dw. */
+BASE_HD void tower_k_add_bf16_block(float *dw, uint32_t ld, const uint16_t *src, uint32_t i,
+                                    tower_k_div kk)
+{
+    uint32_t r = tower_k_quo(kk, i);
+    size_t at = (size_t)r * ld + (i - r * kk.d);
+    dw[at] += tower_k_bf16_float(src[i]);
+}
+
 /* fc bias gradient of unit o: start + dout[0][o] + dout[1][o] + ... in batch order, as
  * layers_cpu.c adds them (bit-identical). */
 BASE_HD float tower_k_fc_bias_grad(const float *dout, float start, int o, int B, int Cout)

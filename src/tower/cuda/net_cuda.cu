@@ -85,14 +85,16 @@ static size_t conv_scratch_floats(const tower_plan *p)
 
 /* Bytes of GEMM scratch a tower needs at `precision`: the fp32 chunks' floats, or in bf16
  * the largest of the conv layers' bf16 layouts (a din col only where the row has an input
- * gradient: not row 0) and the fc layers' bf16 operands. */
-static size_t scratch_bytes_of(const tower_plan *p, int precision)
+ * gradient: not row 0) and the fc layers' bf16 operands. path: each layer's convolution
+ * path, NULL for all on GEMM; in bf16 a conv layer on cuDNN needs none of it. */
+static size_t scratch_bytes_of(const tower_plan *p, int precision, const int *path)
 {
     if (precision != TOWER_PRECISION_BF16) return sizeof(float) * conv_scratch_floats(p);
     size_t most = 0;
     for (int l = 0; l < p->n_layers; l++) {
         const tower_layer_spec *s = tower_plan_row(p, l);
         const tower_layer_shape *L = &p->layer[l];
+        if (s->kind == TOWER_CONV && path && path[l] == TOWER_CONV_CUDNN) continue;
         size_t n = s->kind == TOWER_CONV
                        ? tower_conv_cuda_scratch_bytes_bf16(L->in_ch, L->in_h, L->in_h,
                                                             L->out_ch, s->k, s->stride, s->pad,
@@ -359,12 +361,6 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
         any_gemm |= path[l] == TOWER_CONV_GEMM;
         any_cudnn |= path[l] == TOWER_CONV_CUDNN;
     }
-    if (bf16 && any_cudnn) { /* cuDNN's convolutions here are fp32 or TF32 only */
-        snprintf(err, errlen, "tower %d: --precision bf16 runs the convolutions on the GEMM "
-                              "path only (im2col + cuBLAS with bf16 operands), not on cuDNN",
-                 t->index);
-        return -1;
-    }
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
     if (e != cudaSuccess) {
@@ -384,12 +380,12 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
     g->cudnn = NULL;
     for (int l = 0; l < t->plan.n_layers; l++) g->conv_path[l] = TOWER_CONV_GEMM;
     if (any_cudnn) {
-        g->cudnn = tower_cudnn_create(&t->plan, tf32, g->stream, err, errlen);
+        g->cudnn = tower_cudnn_create(&t->plan, precision, g->cublas, g->stream, err, errlen);
         if (!g->cudnn) return -1;
     }
     /* the GEMM scratch at this precision's size (bf16 needs it for the fc layers too), and
      * the weights' bf16 copy in bf16 only */
-    size_t need = any_gemm || bf16 ? scratch_bytes_of(&t->plan, precision) : 0;
+    size_t need = any_gemm || bf16 ? scratch_bytes_of(&t->plan, precision, path) : 0;
     if (g->conv_scratch && g->scratch_bytes != need) {
         cudaFree(g->conv_scratch);
         g->conv_scratch = NULL;
@@ -486,12 +482,14 @@ static __global__ void spin_kernel(unsigned long long ns)
     } while (now - start < ns);
 }
 
-extern "C" void tower_cuda_spin(tower *t, unsigned us)
+extern "C" void tower_cuda_spin_on(tower *t, void *stream, unsigned us)
 {
     if (use_device(t)) return;
-    spin_kernel<<<1, 1, 0, gpu_of(t)->stream>>>(1000ull * us);
+    spin_kernel<<<1, 1, 0, stream ? (cudaStream_t)stream : gpu_of(t)->stream>>>(1000ull * us);
     LAUNCH_CHECK(spin_kernel);
 }
+
+extern "C" void tower_cuda_spin(tower *t, unsigned us) { tower_cuda_spin_on(t, NULL, us); }
 
 extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind)
 {
@@ -544,10 +542,13 @@ extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
 static int cuda_fuses_act(const tower *t, int l, int act)
 {
     /* conv + ReLU on the GEMM path run fused (the ReLU in the convolution's output pass,
-     * its backward in the transposing pass of the gradient); a layer on cuDNN's path, tanh
-     * and the fc layers run the activation as its own kernel */
+     * its backward in the transposing pass of the gradient), and so on cuDNN's in bf16 (in
+     * the pass that casts cuDNN's output back, its backward in the gradient's cast); a
+     * layer on cuDNN's path in fp32 or TF32, tanh and the fc layers run the activation as
+     * its own kernel */
+    const tower_gpu *g = gpu_of(t);
     return act == TOWER_ACT_RELU && tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
-           gpu_of(t)->conv_path[l] == TOWER_CONV_GEMM;
+           (g->conv_path[l] == TOWER_CONV_GEMM || g->precision == TOWER_PRECISION_BF16);
 }
 
 /* bf16: the bf16 copy of the parameters the GEMMs read, remade from the fp32 master
@@ -564,6 +565,15 @@ static const uint16_t *bf16_weights(tower *t, const float *w)
     return g->wbf16 + (w - t->params);
 }
 
+/* Which of conv layer l's input slots `in` is (net.c's layer loop passes slot src of the
+ * layer's input): cuDNN's bf16 path keeps a bf16 copy of each. */
+static int source_of(const tower *t, int l, const float *in)
+{
+    const tower_layer_shape *L = &t->plan.layer[l];
+    size_t slot = (size_t)t->plan.cfg.batch * L->in_ch * L->in_h * L->in_h;
+    return (int)((size_t)(in - t->acts[l].in) / slot);
+}
+
 static void cuda_conv_forward(tower *t, int l, float *out, const float *in, const float *w,
                               const float *b, int ldw, int accumulate, int act)
 {
@@ -571,6 +581,11 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
     tower_gpu *g = gpu_of(t);
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
+    if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16) {
+        tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out, in, bf16_weights(t, w),
+                                 b, ldw, accumulate, act == TOWER_ACT_RELU);
+        return;
+    }
     if (g->conv_path[l] == TOWER_CONV_CUDNN) {
         tower_cudnn_forward(g->cudnn, l, out, in, w, b, ldw, accumulate);
         return;
@@ -598,7 +613,11 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     int B = t->plan.cfg.batch;
-    if (g->conv_path[l] == TOWER_CONV_CUDNN)
+    if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16)
+        tower_cudnn_backward_bf16(g->cudnn, l, source_of(t, l, in), din, dw, db, dout,
+                                  act == TOWER_ACT_RELU ? act_out : NULL,
+                                  g->wbf16 + (w - t->params), ldw, accumulate_din);
+    else if (g->conv_path[l] == TOWER_CONV_CUDNN)
         tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din);
     else if (g->precision == TOWER_PRECISION_BF16)
         tower_conv_backward_bf16_cuda(din, dw, db, dout, act == TOWER_ACT_RELU ? act_out : NULL,
@@ -938,11 +957,6 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     for (int l = 0; l < p->n_layers; l++)
         for (int k = 0; k < TOWER_CONV_PATHS; k++) timing[l].fwd_ms[k] = timing[l].bwd_ms[k] = -1;
     if (reps < 1) reps = 1;
-    if (g->precision == TOWER_PRECISION_BF16) { /* bf16 takes the GEMM path only */
-        snprintf(err, errlen, "tower %d: --conv auto does not run with --precision bf16 "
-                              "(cuDNN's convolutions here are fp32 or TF32)", t->index);
-        return -1;
-    }
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess) {
@@ -958,26 +972,31 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     tower_cudnn *own = NULL;
     if (!g->cudnn && tower_cudnn_available()) {
         char why[512] = "";
-        own = tower_cudnn_create(p, g->precision == TOWER_PRECISION_TF32, g->stream, why,
-                                 sizeof why);
+        own = tower_cudnn_create(p, g->precision, g->cublas, g->stream, why, sizeof why);
         if (!own && note) snprintf(note, notelen, "cuDNN not measured: %s", why);
         g->cudnn = own;
     } else if (!tower_cudnn_available() && note) {
         snprintf(note, notelen, "cuDNN not measured: this build has no cuDNN");
     }
+    /* the GEMM path's scratch at this precision with every conv layer on it; in bf16 with
+     * the convolutions on cuDNN the tower's own holds only the fc layers' operands, kept
+     * aside meanwhile */
     int own_scratch = 0;
-    if (!g->conv_scratch) {
-        e = cudaMalloc((void **)&g->conv_scratch, sizeof(float) * conv_scratch_floats(p));
+    size_t need = scratch_bytes_of(p, g->precision, NULL), kept_bytes = g->scratch_bytes;
+    float *kept = g->conv_scratch;
+    if (!g->conv_scratch || g->scratch_bytes < need) {
+        e = cudaMalloc((void **)&g->conv_scratch, need);
         if (e != cudaSuccess) {
-            g->conv_scratch = NULL;
+            g->conv_scratch = kept;
             snprintf(err, errlen, "tower %d on GPU %d: conv scratch (%.1f MiB) for timing: %s",
-                     t->index, t->device, sizeof(float) * conv_scratch_floats(p) / 1048576.0,
-                     cudaGetErrorString(e));
+                     t->index, t->device, need / 1048576.0, cudaGetErrorString(e));
             goto out;
         }
-        g->scratch_bytes = sizeof(float) * conv_scratch_floats(p);
+        g->scratch_bytes = need;
         own_scratch = 1;
     }
+    if (g->precision == TOWER_PRECISION_BF16) /* the weights' copy the passes read */
+        tower_cast_bf16_cuda(g->wbf16, t->params, p->n_params, g->stream);
     {
         cudaEvent_t ev[3] = {NULL, NULL, NULL};
         for (int i = 0; i < 3 && e == cudaSuccess; i++) e = cudaEventCreate(&ev[i]);
@@ -1039,8 +1058,8 @@ out:
     }
     if (own_scratch) {
         cudaFree(g->conv_scratch);
-        g->conv_scratch = NULL;
-        g->scratch_bytes = 0;
+        g->conv_scratch = kept;
+        g->scratch_bytes = kept_bytes;
     }
     return e == cudaSuccess ? 0 : -1;
 }
