@@ -268,6 +268,8 @@ void *tower_cuda_stream(tower *t);
  * that much later while other streams run on. A debug aid for the ordering tests
  * (model.h's debug_delay_us); never part of a normal step. */
 void tower_cuda_spin(tower *t, unsigned us);
+/* The same on another stream of t's device (NULL: t's own): the input's copy stream. */
+void tower_cuda_spin_on(tower *t, void *stream, unsigned us);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */

@@ -251,6 +251,7 @@ void model_free(model *m)
         if (m->tw[t].device < 0) continue;
         cudaSetDevice(m->tw[t].device);
         /* uploads may still be in flight on an error path: let them end first */
+        if (m->in_copy[t]) cudaStreamSynchronize((cudaStream_t)m->in_copy[t]);
         cudaStreamSynchronize((cudaStream_t)tower_cuda_stream(&m->tw[t]));
         cudaFree(m->in_crops[t]);
         cudaFree(m->in_params[t]);
@@ -258,6 +259,10 @@ void model_free(model *m)
         m->in_crops[t] = m->in_params[t] = m->in_mean[t] = NULL;
         if (m->in_ready[t]) cudaEventDestroy((cudaEvent_t)m->in_ready[t]);
         m->in_ready[t] = NULL;
+        if (m->in_uploaded[t]) cudaEventDestroy((cudaEvent_t)m->in_uploaded[t]);
+        m->in_uploaded[t] = NULL;
+        if (m->in_copy[t]) cudaStreamDestroy((cudaStream_t)m->in_copy[t]);
+        m->in_copy[t] = NULL;
     }
     if (m->in_free) {
         cudaSetDevice(m->tw[1].device);
@@ -379,12 +384,17 @@ static int input_alloc(model *m, int t, int shared, const float *mean, char *err
     size_t mean_bytes = sizeof(float) * DATA_SIZE * DATA_SIZE * 3;
     cudaStream_t st = (cudaStream_t)tower_cuda_stream(&m->tw[t]);
     void *dc = NULL, *dp = NULL, *dm = NULL;
-    cudaEvent_t ready = NULL, free_ev = NULL;
+    cudaEvent_t ready = NULL, free_ev = NULL, uploaded = NULL;
+    cudaStream_t copy = NULL;
     if (cuda_fail(cudaMalloc(&dc, crop_bytes), "cudaMalloc(crops)", t, err, errlen) ||
         cuda_fail(cudaMalloc(&dp, par_bytes), "cudaMalloc(params)", t, err, errlen) ||
         cuda_fail(cudaMalloc(&dm, mean_bytes), "cudaMalloc(mean)", t, err, errlen) ||
         cuda_fail(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming),
                   "cudaEventCreate(input ready)", t, err, errlen) ||
+        cuda_fail(cudaEventCreateWithFlags(&uploaded, cudaEventDisableTiming),
+                  "cudaEventCreate(input uploaded)", t, err, errlen) ||
+        cuda_fail(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking),
+                  "cudaStreamCreate(the input's copy stream)", t, err, errlen) ||
         (shared && cuda_fail(cudaEventCreateWithFlags(&free_ev, cudaEventDisableTiming),
                              "cudaEventCreate(input free)", t, err, errlen)) ||
         cuda_fail(cudaMemcpyAsync(dm, mean, mean_bytes, cudaMemcpyHostToDevice, st),
@@ -395,12 +405,16 @@ static int input_alloc(model *m, int t, int shared, const float *mean, char *err
         cudaFree(dm);
         if (ready) cudaEventDestroy(ready);
         if (free_ev) cudaEventDestroy(free_ev);
+        if (uploaded) cudaEventDestroy(uploaded);
+        if (copy) cudaStreamDestroy(copy);
         return -1;
     }
     /* all or none: in_crops doubles as the "allocated" flag */
     m->in_params[t] = dp;
     m->in_mean[t] = dm;
     m->in_ready[t] = ready;
+    m->in_uploaded[t] = uploaded;
+    m->in_copy[t] = copy;
     if (shared) m->in_free = free_ev;
     m->in_crops[t] = dc;
     return 0;
@@ -440,12 +454,33 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                 base_errf(err, errlen, "tower %d: the delay hook before its upload: %s", t, why);
                 return input_failed(m, err);
             }
-            if (cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes,
-                                          cudaMemcpyHostToDevice, st),
+            /* the crops and parameters on the copy stream, once the last batch's
+             * augmentation (in_ready, recorded after it) has read the staging; the
+             * tower's stream augments once they are in (in_uploaded). So the upload runs
+             * beside whatever the tower's stream still has to do of the last step. */
+            cudaStream_t cs = (cudaStream_t)m->in_copy[t];
+            if (m->place.debug_delay_us > 0 && m->place.debug_delay_tower == t) {
+                /* the delay hook on the copy stream as well: a late upload */
+                tower_cuda_spin_on(tw, cs, (unsigned)m->place.debug_delay_us);
+                if (tower_fault_take(why, sizeof why)) {
+                    base_errf(err, errlen, "tower %d: the delay hook before its upload: %s", t,
+                              why);
+                    return input_failed(m, err);
+                }
+            }
+            if (cuda_fail(cudaStreamWaitEvent(cs, (cudaEvent_t)m->in_ready[t], 0),
+                          "cudaStreamWaitEvent(staging free)", t, err, errlen) ||
+                cuda_fail(cudaMemcpyAsync(m->in_crops[t], crops, crop_bytes,
+                                          cudaMemcpyHostToDevice, cs),
                           "upload of the crops", t, err, errlen) ||
                 cuda_fail(cudaMemcpyAsync(m->in_params[t], params, par_bytes,
-                                          cudaMemcpyHostToDevice, st),
-                          "upload of the augmentation parameters", t, err, errlen))
+                                          cudaMemcpyHostToDevice, cs),
+                          "upload of the augmentation parameters", t, err, errlen) ||
+                cuda_fail(cudaEventRecord((cudaEvent_t)m->in_uploaded[t], cs),
+                          "cudaEventRecord(input uploaded)", t, err, errlen) ||
+                (drop != MODEL_TEST_DROP_UPLOADED &&
+                 cuda_fail(cudaStreamWaitEvent(st, (cudaEvent_t)m->in_uploaded[t], 0),
+                           "cudaStreamWaitEvent(input uploaded)", t, err, errlen)))
                 return input_failed(m, err);
             /* shared: tower 1 may still read the last batch's x and labels (its conv1's
              * backward, its loss); tower 0 writes them once tower 1's stream is past that */

@@ -61,7 +61,7 @@ typedef struct {
      * debug_delay_tower at the start of every stretch of its work that the other tower
      * hands data to or takes data from: the start of the forward and of the backward,
      * after each of its exchanges, before the update, and before its upload of a uint8
-     * batch. The results must not change; where an event were missing, the other tower
+     * batch (on its stream and on the input's copy stream). The results must not change; where an event were missing, the other tower
      * would read stale data. GPU towers only (CPU towers ignore it); 0: off, the default,
      * at the cost of one comparison per point. When 0 here, model_init takes it from the
      * environment, read once: TWOTOWER_DEBUG_DELAY_US (0..1000000) and
@@ -70,7 +70,7 @@ typedef struct {
     /* Test hooks of the shared input (both towers on one GPU, model_set_batch_u8):
      * test_input_per_tower 1 makes each tower upload and augment a copy of its own, as on
      * two GPUs (what the shared input is tested against); test_drop_event leaves one of
-     * the shared input's events out (MODEL_TEST_DROP_*), so that a test can show the delay
+     * the input's events out (MODEL_TEST_DROP_*), so that a test can show the delay
      * test would see it missing. 0: off. */
     int test_input_per_tower, test_drop_event;
 } model_placement;
@@ -107,7 +107,9 @@ enum {
 enum {
     MODEL_TEST_DROP_NONE = 0,
     MODEL_TEST_DROP_INPUT_READY = 1, /* tower 1 does not wait for tower 0's upload */
-    MODEL_TEST_DROP_INPUT_FREE = 2   /* tower 0 overwrites the input tower 1 may still read */
+    MODEL_TEST_DROP_INPUT_FREE = 2,  /* tower 0 overwrites the input tower 1 may still read */
+    MODEL_TEST_DROP_UPLOADED = 3     /* a tower augments without waiting for its copy
+                                        stream's upload of the crops */
 };
 
 /* Regions of a step that model_hooks time (region 0 is the caller's: the bench's batch
@@ -170,8 +172,13 @@ typedef struct {
     /* cudaEvent_t, created with the staging: in_ready[t] is recorded on uploading tower
      * t's stream after its copies and augmentation of the batch (what tower 1 waits for
      * when it shares tower 0's input, and what model_input_wait waits for); in_free is
-     * recorded on tower 1's stream before tower 0 overwrites the shared input. */
+     * recorded on tower 1's stream before tower 0 overwrites the shared input.
+     * in_copy[t] (cudaStream_t): the crops and parameters are uploaded on it, off the
+     * towers' streams, so that the next batch's upload runs beside the step before it:
+     * it waits for in_ready[t] (the last augmentation has read the staging) and records
+     * in_uploaded[t], which tower t's stream waits for before it augments. */
     void *in_ready[2], *in_free;
+    void *in_copy[2], *in_uploaded[2];
     int in_shared;              /* 1 while tower 1's conv1 input and labels are tower 0's
                                    (the last batch came through the shared path) */
     int32_t *in_own_labels[2];  /* each tower's own labels (tower_carve's), restored when

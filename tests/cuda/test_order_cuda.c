@@ -285,6 +285,14 @@ Test(cuda_order, control_missing_input_ready_is_seen, .timeout = 120)
                                  "input-ready left out, tower 0 late");
 }
 
+/* Tower 0 not waiting for its copy stream: the copy stream late (the delay hook spins on
+ * it too, before the upload), tower 0 augments the staging before the crops are in. */
+Test(cuda_order, control_missing_upload_is_seen, .timeout = 120)
+{
+    control_sees_a_missing_event(MODEL_TEST_DROP_UPLOADED, 0,
+                                 "input-uploaded left out, the copy stream late");
+}
+
 Test(cuda_order, control_missing_input_free_is_seen, .timeout = 120)
 {
     control_sees_a_missing_event(MODEL_TEST_DROP_INPUT_FREE, 1,
