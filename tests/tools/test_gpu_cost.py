@@ -79,5 +79,22 @@ if r.returncode == 0:
         check(isinstance(u, float) and math.isfinite(u) and u > 0, f"{p}: unfused step {u}")
     check("before, LRN and max-pool unfused" in text, "the unfused step beside the fused")
     check("35000 images/s" in text, "the target beside the prediction")
+    # --conv cudnn beside it: every precision's step on cuDNN's calls, finite; bf16 no
+    # slower than fp32 there; its cast kernels counted from the build; the copy stream's
+    # upload reported beside the step, not in it
+    for p, v in j["predicted"].items():
+        c = v.get("cudnn_step_ms")
+        check(isinstance(c, float) and math.isfinite(c) and c > 0, f"{p}: cuDNN step {c}")
+        check(isinstance(v.get("copy_stream_ms"), float) and v["copy_stream_ms"] > 0,
+              f"{p}: copy stream {v.get('copy_stream_ms')}")
+    check(j["predicted"]["bf16"]["cudnn_step_ms"] <= j["predicted"]["fp32"]["cudnn_step_ms"],
+          "bf16 on cuDNN no slower than fp32 on cuDNN")
+    for name in ("cudnn_out_bf16_kernel", "grad_bf16_kernel", "add_bf16_kernel",
+                 "add_bf16_block_kernel"):
+        check(name in j["kernels"] or name in j["counted"], f"{name} is counted")
+    check("--conv cudnn" in text and "copy stream, beside the step" in text,
+          "the cuDNN step and the copy stream in the report")
+    for layer in want:
+        check(math.isfinite(j["layers"][layer]["bf16_cudnn_ms"]), f"{layer}: bf16 cuDNN")
 print(f"test_gpu_cost: {len(fails)} failed" if fails else "test_gpu_cost: all checks passed")
 sys.exit(1 if fails else 0)

@@ -198,6 +198,10 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     unfused = {p: sum(t for _, t, _, _ in predict(
         kernels, model.step_ops(batch=batch, fused=False, precision=p)[1], dev, p)[0])
         for p in model.PRECISIONS}
+    # the step with every convolution on cuDNN (--conv cudnn): its calls at their FLOP or
+    # memory bound, as cuBLAS's are (the other kernels counted as below)
+    cudnn = {p: predict(kernels, model.step_ops(batch=batch, precision=p, conv="cudnn")[1],
+                        dev, p)[0] for p in model.PRECISIONS}
     w = out.write
     w("twotower: predicted cost of one training step on one GPU: PREDICTED, not measured\n")
     w(f"net alexnet2012, 2 towers on one GPU, batch {batch}, 224x224, --conv gemm; "
@@ -286,7 +290,8 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     order = ["data"] + [L.name for L in P] + ["loss", "update"]
     hdr = (f"{'layer':7s} {'ops':>4s} {'elements':>10s} {'MB':>8s} {'GFLOP':>7s} "
            f"{'fwd ms':>8s} {'bwd ms':>8s} {'xchg ms':>8s} {'of it kernels':>13s} "
-           f"{'of it GEMM':>10s} {'launch':>8s} {'TF32 ms':>8s} {'bf16 ms':>8s}")
+           f"{'of it GEMM':>10s} {'launch':>8s} {'TF32 ms':>8s} {'bf16 ms':>8s} "
+           f"{'bf16 cuDNN':>10s}")
     meas = measured_layers(measured)
     if meas:
         hdr += f" {'measured fwd':>12s} {'measured bwd':>12s}"
@@ -305,12 +310,13 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
                     for p in model.PRECISIONS}
         for p in model.PRECISIONS:
             totals[p] += per_prec[p]
+        cud = sum(t for o, t, *_ in cudnn["bf16"] if o.layer == layer)
         layer_rows[layer] = dict(
             ops=len(sel), elements=sum(o.n for o, *_ in sel),
             bytes=sum(o.bytes for o, *_ in sel), flops=sum(o.flops for o, *_ in sel),
             fwd_ms=ph(('fwd', 'data', 'loss', 'update')) * 1e3, bwd_ms=ph(('bwd',)) * 1e3,
-            xchg_ms=ph(('xchg',)) * 1e3, **{p + "_ms": per_prec[p] * 1e3
-                                             for p in model.PRECISIONS})
+            xchg_ms=ph(('xchg',)) * 1e3, bf16_cudnn_ms=cud * 1e3,
+            **{p + "_ms": per_prec[p] * 1e3 for p in model.PRECISIONS})
         for p in model.PRECISIONS:
             pr = [(o, t) for o, t, *_ in results[p][0] if o.layer == layer]
             layer_rows[layer][p + "_fwd_ms"] = 1e3 * sum(
@@ -322,7 +328,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
                 f"{fmt_ms(ph(('fwd', 'data', 'loss', 'update')))} {fmt_ms(ph(('bwd',)))} "
                 f"{fmt_ms(ph(('xchg',)))} {ker * 1e3:13.3f} {gem * 1e3:10.3f} "
                 f"{nlaunch * dev.launch_s * 1e3:8.3f} {fmt_ms(per_prec['tf32'])} "
-                f"{fmt_ms(per_prec['bf16'])}")
+                f"{fmt_ms(per_prec['bf16'])} {cud * 1e3:10.3f}")
         if meas:
             m = meas.get(layer)
             line += (f" {m[0]:12.3f} {m[1]:12.3f}" if m else f" {'-':>12s} {'-':>12s}")
@@ -345,6 +351,39 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
       ", ".join(f"{p} {unfused[p] * 1e3:.2f} ms/step ({batch / unfused[p]:.0f} images/s)"
                 for p in ("fp32", "tf32")) + "; fused: " +
       ", ".join(f"{p} {totals[p] * 1e3:.2f}" for p in ("fp32", "tf32")) + " ms/step\n")
+    w("  --conv cudnn (cuDNN's convolution calls timed at their FLOP or memory bound, like "
+      "cuBLAS's; in bf16 bf16 tensors, the fp32 activations cast around each call):\n")
+    for p in model.PRECISIONS:
+        t = sum(r[1] for r in cudnn[p])
+        summary[p]["cudnn_step_ms"] = t * 1e3
+        summary[p]["cudnn_images_per_s"] = batch / t
+        w(f"    {p}: {t * 1e3:7.2f} ms/step, {batch / t:7.0f} images/s, "
+          f"{batch / t / TARGET_IMAGES_PER_S:5.1%} of the target\n")
+    best = min(model.PRECISIONS, key=lambda p: summary[p]["cudnn_step_ms"])
+    bwd = sum(r[1] for r in cudnn[best] if r[0].phase in ("bwd", "update"))
+    cs = model.copy_stream_time(cudnn[best])
+    w(f"  copy stream, beside the step: the next batch's crops and parameters, "
+      f"{cs * 1e3:.3f} ms ({'hidden' if cs < bwd else 'NOT hidden'}: the backward and update "
+      f"alone take {bwd * 1e3:.2f} ms in {best} with --conv cudnn)\n")
+    for p in model.PRECISIONS:
+        summary[p]["copy_stream_ms"] = cs * 1e3
+    # every kernel of the bf16 cuDNN step against its bound (the issue's 2x)
+    agg = {}
+    for op, t, bound, parts in cudnn["bf16"]:
+        if op.kind != "kernel":
+            continue
+        r = agg.setdefault(op.name, [0.0, 0.0, 0])
+        r[0] += max(parts.get(k, 0.0) for k in ("issue", "xu", "memory", "flops"))
+        r[1] += max(parts.get("memory", 0.0), parts.get("flops", 0.0))
+        r[2] += 1
+    over = sorted(((n, b / f) for n, (b, f, _) in agg.items() if f > 0 and b / f > 2),
+                  key=lambda x: -x[1])
+    worst = max(agg.items(), key=lambda kv: kv[1][0] / kv[1][1] if kv[1][1] else 0)
+    w(f"  bf16 --conv cudnn: {len(agg)} kernels, "
+      f"{'none' if not over else ', '.join(f'{n} {x:.2f}x' for n, x in over)} more than 2x "
+      f"their memory or FLOP bound (the most: {worst[0]}, "
+      f"{worst[1][0] / worst[1][1]:.2f}x)\n")
+    summary["bf16"]["cudnn_over_2x"] = [n for n, _ in over]
     if measured and isinstance(measured.get("images_per_s"), (int, float)):
         w(f"  measured (bench.json): {measured['images_per_s']:.0f} images/s, "
           f"{measured.get('ms_per_step', float('nan')):.2f} ms/step\n")

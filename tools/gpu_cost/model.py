@@ -121,6 +121,7 @@ class Op:
     bytes: float = 0.0  # compulsory DRAM (or PCIe) bytes
     flops: float = 0.0
     mnk: tuple = None
+    stream: str = ""    # "copy": the input's copy stream, beside the towers' streams
 
 
 def _grid(n, cap=BLOCK_CAP):
@@ -281,12 +282,19 @@ def _exchange(ops, layer, phase, count, towers, reduce):
         ops.append(Op(layer, phase, "event", "cudaEventRecord/StreamWaitEvent"))
 
 
-def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision="fp32"):
+CONVS = ("gemm", "cudnn")
+
+
+def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision="fp32",
+             conv="gemm"):
     """Every GPU operation of one training step, both towers on one GPU. fused: LRN and
     the max-pool after it as one kernel each way (the code); False: the two kernels each
     way that ran before (and still run where a row has only one of them). precision: the
-    step's operations at that --precision (bf16 has its own; fp32 and tf32 share them)."""
+    step's operations at that --precision (bf16 has its own; fp32 and tf32 share them).
+    conv: every conv layer's path, "gemm" (im2col + cuBLAS in chunks) or "cudnn"
+    (conv_cudnn.cu: cuDNN's calls, timed at their FLOP or memory bound as cuBLAS's are)."""
     bf16 = precision == "bf16"
+    assert conv in CONVS
     P = plan(size, towers, classes)
     B, ops = batch, []
     vt = classes // towers
@@ -295,8 +303,12 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     # ---- data: one upload and augmentation on tower 0's stream, which tower 1 reads
     # (model_set_batch_u8's shared input): tower 1's stream records `in_free`, tower 0's
     # waits for it, records `in_ready`, tower 1's waits for that
-    ops.append(Op("data", "data", "copy_h2d", "crops", bytes=float(B * crop * crop * 3)))
-    ops.append(Op("data", "data", "copy_h2d", "params", bytes=float(B * AUG_PARAMS_BYTES)))
+    # the crops and their parameters go up on the input's copy stream (model.c's in_copy),
+    # beside the towers' streams: the next batch's while this step runs (copy_stream_time)
+    ops.append(Op("data", "data", "copy_h2d", "crops", bytes=float(B * crop * crop * 3),
+                  stream="copy"))
+    ops.append(Op("data", "data", "copy_h2d", "params", bytes=float(B * AUG_PARAMS_BYTES),
+                  stream="copy"))
     ops.append(Op("data", "data", "copy_h2d", "labels", bytes=4.0 * B))
     n = B * 3 * crop * crop
     ops.append(_k("data", "data", "augment_kernel", n,
@@ -313,7 +325,8 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
         for t in range(towers):
             if bf16 and L is P[0]:  # the weights' bf16 copy, at each tower's first layer
                 ops.append(_cast("update", "fwd", n_params))
-            ops += _layer_forward(L, B, fused, bf16)
+            ops += (_cudnn_forward(L, B, fused, bf16) if conv == "cudnn" and L.kind == "conv"
+                    else _layer_forward(L, B, fused, bf16))
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
     for t in range(towers):
         V = vt * towers
@@ -336,7 +349,8 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     for l in range(len(P) - 1, -1, -1):
         L = P[l]
         for t in range(towers):
-            ops += _layer_backward(L, B, first=(l == 0), fused=fused, bf16=bf16)
+            ops += (_cudnn_backward(L, B, l == 0, fused, bf16) if conv == "cudnn" and L.kind == "conv"
+                    else _layer_backward(L, B, first=(l == 0), fused=fused, bf16=bf16))
         if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=True)
@@ -387,6 +401,128 @@ def _layer_forward(L, B, fused=True, bf16=False):
                       [(r"for \(int kh = 0; kh < K", POOL_K), (r"for \(int kw = 0; kw < K", POOL_K)]))
     if L.drop:
         ops.append(_k(L.name, "fwd", "dropout_forward_kernel", act, 8.0 * act))
+    return ops
+
+
+def _pool_lrn_forward(L, B, fused):
+    """The LRN and max-pool passes after a conv layer's output (the same on both paths)."""
+    ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    if L.lrn and L.pool and fused:
+        npool = B * L.out_ch * L.final_h * L.final_h
+        threads, trips = lrnpool_forward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
+        ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_kernel", act,
+                      4.0 * (2 * act + 2 * npool), trips, threads=threads))
+    elif L.lrn:
+        ops.append(_k(L.name, "fwd", "lrn_forward_kernel", act, 12.0 * act,
+                      _lrn_trips(L.out_ch)))
+    if L.pool and not (L.lrn and fused):
+        npool = B * L.out_ch * L.final_h * L.final_h
+        ops.append(_k(L.name, "fwd", "maxpool_forward_kernel", npool,
+                      4.0 * (act + 2 * npool),
+                      [(r"for \(int kh = 0; kh < K", POOL_K), (r"for \(int kw = 0; kw < K", POOL_K)]))
+    return ops
+
+
+def _pool_lrn_backward(L, B, fused):
+    ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    if L.lrn and L.pool and fused:
+        npool = B * L.out_ch * L.final_h * L.final_h
+        threads, trips = lrnpool_backward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
+        ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_kernel", act,
+                      4.0 * (3 * act + 2 * npool), trips, threads=threads))
+    elif L.pool:
+        npool = B * L.out_ch * L.final_h * L.final_h
+        cells = B * L.out_ch * _pool_cells(L.out_h, POOL_S) ** 2
+        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", cells, 4.0 * (act + 2 * npool),
+                      _pool_bwd_cell_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
+    if L.lrn and not (L.pool and fused):
+        ops.append(_k(L.name, "bwd", "lrn_backward_kernel", act, 20.0 * act,
+                      _lrn_trips(L.out_ch)))
+    return ops
+
+
+def _conv_call(L, phase, name, B, eb, flops):
+    """One cuDNN convolution call: its compulsory bytes (input, output, weights once, eb
+    bytes an element) and FLOPs; timed like a GEMM at the precision's peak."""
+    nin = B * L.in_ch * L.in_h * L.in_h
+    nout = B * L.out_ch * L.out_h * L.out_h
+    nw = L.out_ch * L.in_ch * L.k * L.k
+    return Op(L.name, phase, "conv", name, bytes=eb * (nin + nout + nw), flops=flops)
+
+
+def _cudnn_forward(L, B, fused=True, bf16=False):
+    """conv_cudnn.cu's forward of a conv layer, per source: fp32/TF32 cudnnConvolutionForward
+    on the fp32 tensors, then cudnnAddTensor (the bias) and the ReLU's own kernel; bf16 the
+    input cast to bf16 (kept for the weight gradient), the bf16 convolution into a bf16 y,
+    and cudnn_out_bf16_kernel (y, the sum so far, the bias, the ReLU at the last source)."""
+    ops, act = [], B * L.out_ch * L.out_h * L.out_h
+    nin = B * L.in_ch * L.in_h * L.in_h
+    nw = L.out_ch * L.in_ch * L.k * L.k
+    flops = 2.0 * B * L.out_ch * L.out_h * L.out_h * L.in_ch * L.k * L.k
+    for src in range(L.sources):
+        if bf16:
+            ops.append(_cast(L.name, "fwd", nin))
+        if L.sources > 1:  # the source's weight block packed (cuDNN's filters have no stride)
+            ops.append(Op(L.name, "fwd", "copy_d2d", "cudaMemcpy2DAsync",
+                          bytes=(4.0 if bf16 else 8.0) * nw))
+        call = _conv_call(L, "fwd", "cudnnConvolutionForward", B, 2.0 if bf16 else 4.0, flops)
+        if src > 0 and not bf16:  # beta 1: the sum so far read back
+            call.bytes += 4.0 * act
+        ops.append(call)
+        if bf16:
+            ops.append(_k(L.name, "fwd", "cudnn_out_bf16_kernel", act,
+                          (2.0 + 4.0 + (4.0 if src > 0 else 0.0)) * act))
+        elif src == 0:
+            ops.append(Op(L.name, "fwd", "conv", "cudnnAddTensor", bytes=8.0 * act,
+                          flops=float(act)))
+    if L.relu and not bf16:
+        ops.append(_k(L.name, "fwd", "relu_forward_kernel", act, 8.0 * act))
+    return ops + _pool_lrn_forward(L, B, fused)
+
+
+def _cudnn_backward(L, B, first, fused=True, bf16=False):
+    """conv_cudnn.cu's backward: fp32/TF32 the ReLU's own kernel, then per source
+    cudnnConvolutionBackwardBias (source 0), BackwardFilter (into a packed block added to
+    dw's when the layer has two sources), BackwardData; bf16 the gradient cast to bf16 once
+    (grad_bf16_kernel, the ReLU's mask in it), the bias gradient as a one-column bf16 GEMM
+    and an fp32 GEMV, the bf16 weight gradient added to dw (add_bf16_block_kernel), the
+    bf16 input gradient widened into din (add_bf16_kernel)."""
+    ops = _pool_lrn_backward(L, B, fused)
+    act = B * L.out_ch * L.out_h * L.out_h
+    nin = B * L.in_ch * L.in_h * L.in_h
+    nw = L.out_ch * L.in_ch * L.k * L.k
+    hw = L.out_h * L.out_h
+    flops = 2.0 * B * L.out_ch * hw * L.in_ch * L.k * L.k
+    eb = 2.0 if bf16 else 4.0
+    if L.relu and not bf16:
+        ops.append(_k(L.name, "bwd", "relu_backward_kernel", act, 12.0 * act))
+    for src in range(L.sources):
+        if bf16 and src == 0:
+            ops.append(_k(L.name, "bwd", "grad_bf16_kernel", act, (10.0 if L.relu else 6.0) * act))
+        if src == 0:
+            if bf16:
+                ops.append(_gemm(L.name, "bwd", B * L.out_ch, 1, hw, 0, True))
+                ops.append(Op(L.name, "bwd", "gemv", "cublasSgemv",
+                              bytes=4.0 * (B * L.out_ch + B + 2 * L.out_ch),
+                              flops=2.0 * B * L.out_ch))
+            else:
+                ops.append(Op(L.name, "bwd", "conv", "cudnnConvolutionBackwardBias",
+                              bytes=4.0 * (act + 2 * L.out_ch), flops=float(act)))
+        call = _conv_call(L, "bwd", "cudnnConvolutionBackwardFilter", B, eb, flops)
+        if not bf16 and L.sources == 1:  # beta 1 straight into dw: dw read back
+            call.bytes += 4.0 * nw
+        ops.append(call)
+        if bf16:
+            ops.append(_k(L.name, "bwd", "add_bf16_block_kernel", nw, 10.0 * nw))
+        elif L.sources > 1:
+            ops.append(_k(L.name, "bwd", "add_block_kernel", nw, 12.0 * nw))
+        if not first:
+            if L.sources > 1:
+                ops.append(Op(L.name, "bwd", "copy_d2d", "cudaMemcpy2DAsync",
+                              bytes=(4.0 if bf16 else 8.0) * nw))
+            ops.append(_conv_call(L, "bwd", "cudnnConvolutionBackwardData", B, eb, flops))
+            if bf16:
+                ops.append(_k(L.name, "bwd", "add_bf16_kernel", nin, 6.0 * nin))
     return ops
 
 
@@ -472,9 +608,9 @@ def op_time(op, dev, precision, kcost):
         parts["pcie"] = op.bytes / dev.h2d_bytes
     elif op.kind in ("copy_d2d", "copy_d2h", "memset"):
         parts["memory"] = op.bytes / dev.hbm_bytes
-    elif op.kind in ("gemm", "gemv"):
+    elif op.kind in ("gemm", "gemv", "conv"):
         peak = {"fp32": dev.fp32_flops, "tf32": dev.tf32_flops, "bf16": dev.bf16_flops}
-        parts["flops"] = op.flops / (peak[precision] if op.kind == "gemm" else dev.fp32_flops)
+        parts["flops"] = op.flops / (peak[precision] if op.kind != "gemv" else dev.fp32_flops)
         parts["memory"] = op.bytes / dev.hbm_bytes
     elif op.kind == "kernel":
         parts["memory"] = op.bytes / dev.hbm_bytes
@@ -486,4 +622,13 @@ def op_time(op, dev, precision, kcost):
             parts["xu"] = xu * 32 / (dev.xu_per_sm_clk * dev.sms * dev.clock_hz)
     bound = max(parts, key=parts.get) if parts else "launch"
     busy = max(parts.values()) if parts else 0.0
+    if op.stream == "copy":  # off the towers' streams: copy_stream_time has it
+        return 0.0, "copy stream", dict(parts, copy=busy + dev.launch_s)
     return busy + dev.launch_s, bound, parts
+
+
+def copy_stream_time(results):
+    """Seconds of the copy stream's work in a step (the next batch's upload), which runs
+    beside the step: it is hidden when shorter than what the towers' streams still have to
+    do after the host has enqueued the step (at least its backward and update)."""
+    return sum(parts.get("copy", 0.0) for _, _, _, parts in results)
