@@ -25,7 +25,8 @@
 # has torch, passing it --bench-args; cost runs `twotower bench` at batch 128 and puts its
 # per-layer times beside tools/gpu_cost's predicted ones (and ncu's counts of the work
 # list's kernels when ncu is installed), then the same bench with --precision tf32 and
-# bf16, each step's images/s beside its predicted one. --sanitizers: the compute-sanitizer tools of the
+# bf16, on --conv gemm and (built with cuDNN) --conv cudnn, each step's images/s beside its
+# predicted one. --sanitizers: the compute-sanitizer tools of the
 # sanitize stage (default memcheck,racecheck,initcheck,synccheck; what each can see is
 # written above the stage).
 set -uo pipefail
@@ -422,24 +423,30 @@ if [[ $stages == *cost* ]]; then
     fi
     # the other precisions' steps beside their predictions (fp32's is the run above)
     py=$(command -v python3 || command -v /usr/bin/python3)
-    for prec in tf32 bf16; do
-        pj=$logs/bench-b128-$prec.json
+    # and on cuDNN (tf32, bf16: the setting predicted to reach the target), when built
+    for pc in tf32:gemm bf16:gemm tf32:cudnn bf16:cudnn; do
+        prec=${pc%%:*} conv=${pc##*:} tag=$prec
+        [ "$conv" = cudnn ] && tag=$prec-cudnn
+        [ "$conv" = cudnn ] && ! ldd "$exe" | grep -q libcudnn && continue
+        pj=$logs/bench-b128-$tag.json
         # shellcheck disable=SC2086  # --bench-args is a list of flags
-        if "$exe" bench --gpus 0 --batch 128 --precision "$prec" --json "$pj" $bench_args \
-               >"$logs/bench-b128-$prec.log" 2>&1; then
+        if "$exe" bench --gpus 0 --batch 128 --precision "$prec" --conv "$conv" --json "$pj" \
+               $bench_args >"$logs/bench-b128-$tag.log" 2>&1; then
             line=$("$py" -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
+key = "cudnn_" if sys.argv[4] == "cudnn" else ""
 try:
     p = json.load(open(sys.argv[2]))["predicted"][sys.argv[3]]
-    pred = "predicted %.0f images/s (%.2f ms)" % (p["images_per_s"], p["step_ms"])
+    pred = "predicted %.0f images/s (%.2f ms)" % (p[key + "images_per_s"], p[key + "step_ms"])
 except Exception:
     pred = "no prediction"
-print("measured %.0f images/s (%.2f ms per step, precision %s), %s"
-      % (m["images_per_s"], m["ms_per_step"], m.get("precision"), pred))' "$pj" "$logs/gpu_cost.json" "$prec" 2>/dev/null)
-            note "ok: cost, bench --precision $prec at batch 128: ${line:-?}"
+print("measured %.0f images/s (%.2f ms per step, precision %s, --conv %s), %s"
+      % (m["images_per_s"], m["ms_per_step"], m.get("precision"), sys.argv[4], pred))' \
+                "$pj" "$logs/gpu_cost.json" "$prec" "$conv" 2>/dev/null)
+            note "ok: cost, bench --precision $prec --conv $conv at batch 128: ${line:-?}"
         else
-            note "FAIL: cost: twotower bench --batch 128 --precision $prec (see bench-b128-$prec.log): $(tail -2 "$logs/bench-b128-$prec.log" | tr '\n' ' ')"
+            note "FAIL: cost: twotower bench --batch 128 --precision $prec --conv $conv (see bench-b128-$tag.log): $(tail -2 "$logs/bench-b128-$tag.log" | tr '\n' ' ')"
             failed=1
         fi
     done
