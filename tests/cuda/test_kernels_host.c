@@ -527,72 +527,6 @@ static uint16_t *to_bf16(const float *x, size_t n)
     return h;
 }
 
-/* One conv layer of S sources with the fused ReLU, forward and backward (net.c's calls),
- * emulated in bf16 against the fp32 CPU: every output within the bf16 bound of its
- * reduction length K (bf16_bound.h), the bound being the CPU layer run on |in|, |w|,
- * |dout| (the sum of |products| of each output). The ReLU mask is the CPU's output on both
- * sides, so that the masks agree. */
-static void check_conv_bf16(const char *name, int B, int S, int Ci, int H, int W, int Co, int K,
-                            int stride, int pad, int images)
-{
-    int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
-    int kk = Ci * K * K, ldw = S * kk;
-    size_t slot = (size_t)B * Ci * H * W, n_in = slot * S, n_w = (size_t)Co * ldw;
-    size_t n_out = (size_t)B * Co * Ho * Wo, n_col = tower_conv_col_size(Ci, H, W, K, stride, pad);
-    size_t sb = tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, 1).bytes;
-    float *in = frand(n_in, 41, 1), *w = frand(n_w, 42, 0.3f), *b = frand(Co, 43, 0.1f);
-    float *dout = frand(n_out, 44, 1);
-    float *a_in = fdup(in, n_in), *a_w = fdup(w, n_w), *a_b = fdup(b, Co), *a_dout = fdup(dout, n_out);
-    tt_abs(a_in, n_in), tt_abs(a_w, n_w), tt_abs(a_b, Co), tt_abs(a_dout, n_out);
-    uint16_t *wb = to_bf16(w, n_w);
-    float *out = fnew(n_out), *out2 = fnew(n_out), *aout = fnew(n_out);
-    float *din = fnew(n_in), *din2 = fnew(n_in), *adin = fnew(n_in);
-    float *dw = fnew(n_w), *dw2 = fnew(n_w), *adw = fnew(n_w);
-    float *db = fnew(Co), *db2 = fnew(Co), *adb = fnew(Co), *col = fnew(n_col);
-    char *scratch = calloc(sb, 1);
-    cr_assert_not_null(scratch);
-    char what[96];
-    for (int s = 0; s < S; s++) {
-        tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
-                           Co, K, stride, pad, ldw, s > 0, col);
-        tower_conv_forward(aout, a_in + s * slot, a_w + (size_t)s * kk, s ? NULL : a_b, B, Ci,
-                           H, W, Co, K, stride, pad, ldw, s > 0, col);
-        emu_conv_forward_bf16(out2, in + s * slot, wb + (size_t)s * kk, s ? NULL : b, B, Ci, H,
-                              W, Co, K, stride, pad, ldw, s > 0, s == S - 1, scratch, sb,
-                              images);
-    }
-    float *pre = fdup(out, n_out);
-    tower_relu_forward(out, out, n_out);
-    snprintf(what, sizeof what, "%s bf16 forward", name);
-    cr_assert(tt_bf16_within(what, out2, out, aout, n_out, tt_bf16_factor((long)S * kk + 1)));
-    /* backward through the CPU's mask on both sides */
-    float *dact = fdup(dout, n_out), *adact = fdup(a_dout, n_out);
-    tower_relu_backward(dact, dact, out, n_out);
-    tower_relu_backward(adact, adact, out, n_out);
-    for (int s = 0; s < S; s++) {
-        tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dact,
-                            in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
-                            ldw, 0, col);
-        tower_conv_backward(adin + s * slot, adw + (size_t)s * kk, s ? NULL : adb, adact,
-                            a_in + s * slot, a_w + (size_t)s * kk, B, Ci, H, W, Co, K, stride,
-                            pad, ldw, 0, col);
-        emu_conv_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout, out,
-                               in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K, stride,
-                               pad, ldw, 0, scratch, sb, images);
-    }
-    long kd = (long)Co * K * K, kw = (long)B * Ho * Wo;
-    snprintf(what, sizeof what, "%s bf16 backward din", name);
-    cr_assert(tt_bf16_within(what, din2, din, adin, n_in, tt_bf16_factor(kd)));
-    snprintf(what, sizeof what, "%s bf16 backward dw", name);
-    cr_assert(tt_bf16_within(what, dw2, dw, adw, n_w, tt_bf16_factor(kw)));
-    snprintf(what, sizeof what, "%s bf16 backward db", name);
-    cr_assert(tt_bf16_within(what, db2, db, adb, Co, tt_bf16_factor(kw)));
-    free(pre), free(dact), free(adact), free(scratch);
-    free(in), free(w), free(b), free(dout), free(a_in), free(a_w), free(a_b), free(a_dout), free(wb);
-    free(out), free(out2), free(aout), free(din), free(din2), free(adin);
-    free(dw), free(dw2), free(adw), free(db), free(db2), free(adb), free(col);
-}
-
 /* ---- cuDNN's bf16 path (conv_cudnn.cu's _bf16 functions), emulated: cuDNN is a bf16
  * convolution with fp32 sums whose result is rounded to bf16 (its output tensors are
  * bf16), here the CPU convolution on the widened bf16 operands, rounded; around it the
@@ -675,20 +609,23 @@ static uint16_t *round_bf16(const float *x, size_t n)
     return h;
 }
 
-/* check_conv_bf16's layer on cuDNN's bf16 path; the bound has one more rounding (u of the
- * result, itself within the GEMM's bound of the fp32 one). din starts non-zero and is
- * accumulated onto at the second source, dw's columns of the other source stay as they
- * were, and the passes are checked exactly: the output from its bf16 y, the gradient's
- * bits, the blocks' adds. */
-static void check_cudnn_bf16(const char *name, int B, int S, int Ci, int H, int W, int Co,
-                             int K, int stride, int pad)
+/* One conv layer of S sources with the fused ReLU, forward and backward (net.c's calls),
+ * emulated in bf16 against the fp32 CPU: every output within the bf16 bound of its
+ * reduction length K (bf16_bound.h), the bound being the CPU layer run on |in|, |w|,
+ * |dout| (the sum of |products| of each output). The ReLU mask is the CPU's output on both
+ * sides, so that the masks agree. cudnn 0: the GEMM path's launchers (chunks of `images`);
+ * 1: cuDNN's bf16 path, whose bound has one more rounding (u of the result, itself within
+ * the GEMM's bound of the fp32 one); there din starts non-zero (the call must write it). */
+static void check_conv_bf16_path(const char *name, int cudnn, int B, int S, int Ci, int H,
+                                 int W, int Co, int K, int stride, int pad, int images)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int kk = Ci * K * K, ldw = S * kk;
     size_t slot = (size_t)B * Ci * H * W, n_in = slot * S, n_w = (size_t)Co * ldw;
     size_t n_out = (size_t)B * Co * Ho * Wo, n_col = tower_conv_col_size(Ci, H, W, K, stride, pad);
-    float *in = frand(n_in, 51, 1), *w = frand(n_w, 52, 0.3f), *b = frand(Co, 53, 0.1f);
-    float *dout = frand(n_out, 54, 1);
+    size_t sb = tower_k_conv_scratch_bf16_of(Ci, Co, K, Ho, Wo, images, 1).bytes;
+    float *in = frand(n_in, 41, 1), *w = frand(n_w, 42, 0.3f), *b = frand(Co, 43, 0.1f);
+    float *dout = frand(n_out, 44, 1);
     float *a_in = fdup(in, n_in), *a_w = fdup(w, n_w), *a_b = fdup(b, Co), *a_dout = fdup(dout, n_out);
     tt_abs(a_in, n_in), tt_abs(a_w, n_w), tt_abs(a_b, Co), tt_abs(a_dout, n_out);
     uint16_t *wb = to_bf16(w, n_w);
@@ -696,26 +633,34 @@ static void check_cudnn_bf16(const char *name, int B, int S, int Ci, int H, int 
     float *din = fnew(n_in), *din2 = fnew(n_in), *adin = fnew(n_in);
     float *dw = fnew(n_w), *dw2 = fnew(n_w), *adw = fnew(n_w);
     float *db = fnew(Co), *db2 = fnew(Co), *adb = fnew(Co), *col = fnew(n_col);
+    char *scratch = calloc(sb, 1);
+    cr_assert_not_null(scratch);
     char what[96];
+    const char *path = cudnn ? "cuDNN bf16" : "bf16";
     for (int s = 0; s < S; s++) {
         tower_conv_forward(out, in + s * slot, w + (size_t)s * kk, s ? NULL : b, B, Ci, H, W,
                            Co, K, stride, pad, ldw, s > 0, col);
         tower_conv_forward(aout, a_in + s * slot, a_w + (size_t)s * kk, s ? NULL : a_b, B, Ci,
                            H, W, Co, K, stride, pad, ldw, s > 0, col);
-        emu_cudnn_forward_bf16(out2, in + s * slot, wb + (size_t)s * kk, s ? NULL : b, B, Ci,
-                               H, W, Co, K, stride, pad, ldw, s > 0, s == S - 1);
+        if (cudnn)
+            emu_cudnn_forward_bf16(out2, in + s * slot, wb + (size_t)s * kk, s ? NULL : b, B,
+                                   Ci, H, W, Co, K, stride, pad, ldw, s > 0, s == S - 1);
+        else
+            emu_conv_forward_bf16(out2, in + s * slot, wb + (size_t)s * kk, s ? NULL : b, B, Ci,
+                                  H, W, Co, K, stride, pad, ldw, s > 0, s == S - 1, scratch, sb,
+                                  images);
     }
     tower_relu_forward(out, out, n_out);
-    double f = tt_bf16_factor((long)S * kk + 1);
-    snprintf(what, sizeof what, "%s cuDNN bf16 forward", name);
-    cr_assert(tt_bf16_within(what, out2, out, aout, n_out, f + TT_BF16_U * (1 + f)));
+    double f = tt_bf16_factor((long)S * kk + 1), r = cudnn ? TT_BF16_U : 0.0;
+    snprintf(what, sizeof what, "%s %s forward", name, path);
+    cr_assert(tt_bf16_within(what, out2, out, aout, n_out, f + r * (1 + f)));
     float *dact = fdup(dout, n_out), *adact = fdup(a_dout, n_out);
     tower_relu_backward(dact, dact, out, n_out);
     tower_relu_backward(adact, adact, out, n_out);
     /* din2 starts at 1 in the first source's slot: the call writes it (accumulate_din 0,
      * as net.c's loop calls it, each source into its own slot); the add's accumulating
      * form is checked exactly in cudnn_bf16_passes */
-    for (size_t i = 0; i < slot; i++) din2[i] = 1.0f;
+    for (size_t i = 0; cudnn && i < slot; i++) din2[i] = 1.0f;
     for (int s = 0; s < S; s++) {
         tower_conv_backward(din + s * slot, dw + (size_t)s * kk, s ? NULL : db, dact,
                             in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
@@ -723,28 +668,33 @@ static void check_cudnn_bf16(const char *name, int B, int S, int Ci, int H, int 
         tower_conv_backward(adin + s * slot, adw + (size_t)s * kk, s ? NULL : adb, adact,
                             a_in + s * slot, a_w + (size_t)s * kk, B, Ci, H, W, Co, K, stride,
                             pad, ldw, 0, col);
-        emu_cudnn_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
-                                out, in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K,
-                                stride, pad, ldw, 0);
+        if (cudnn)
+            emu_cudnn_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
+                                    out, in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K,
+                                    stride, pad, ldw, 0);
+        else
+            emu_conv_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
+                                   out, in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K,
+                                   stride, pad, ldw, 0, scratch, sb, images);
     }
     long kd = (long)Co * K * K, kw = (long)B * Ho * Wo;
     double fd = tt_bf16_factor(kd), fw = tt_bf16_factor(kw);
-    snprintf(what, sizeof what, "%s cuDNN bf16 backward din", name);
-    cr_assert(tt_bf16_within(what, din2, din, adin, n_in, fd + TT_BF16_U * (1 + fd)));
-    snprintf(what, sizeof what, "%s cuDNN bf16 backward dw", name);
-    cr_assert(tt_bf16_within(what, dw2, dw, adw, n_w, fw + TT_BF16_U * (1 + fw)));
-    snprintf(what, sizeof what, "%s cuDNN bf16 backward db", name);
+    snprintf(what, sizeof what, "%s %s backward din", name, path);
+    cr_assert(tt_bf16_within(what, din2, din, adin, n_in, fd + r * (1 + fd)));
+    snprintf(what, sizeof what, "%s %s backward dw", name, path);
+    cr_assert(tt_bf16_within(what, dw2, dw, adw, n_w, fw + r * (1 + fw)));
+    snprintf(what, sizeof what, "%s %s backward db", name, path);
     cr_assert(tt_bf16_within(what, db2, db, adb, Co, fw));
-    free(dact), free(adact);
+    free(dact), free(adact), free(scratch);
     free(in), free(w), free(b), free(dout), free(a_in), free(a_w), free(a_b), free(a_dout), free(wb);
     free(out), free(out2), free(aout), free(din), free(din2), free(adin);
     free(dw), free(dw2), free(adw), free(db), free(db2), free(adb), free(col);
 }
 
-Test(cuda_kernels_host, cudnn_bf16_11x11_stride4_pad2) { check_cudnn_bf16("conv 11x11/4 p2", 3, 1, 3, 35, 35, 5, 11, 4, 2); }
-Test(cuda_kernels_host, cudnn_bf16_5x5_pad2) { check_cudnn_bf16("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2); }
-Test(cuda_kernels_host, cudnn_bf16_3x3_two_sources) { check_cudnn_bf16("conv 3x3 p1, 2 sources", 5, 2, 3, 7, 7, 4, 3, 1, 1); }
-Test(cuda_kernels_host, cudnn_bf16_paper_conv2) { check_cudnn_bf16("conv2 5x5 p2 27, 48 -> 128", 2, 1, 48, 27, 27, 128, 5, 1, 2); }
+Test(cuda_kernels_host, cudnn_bf16_11x11_stride4_pad2) { check_conv_bf16_path("conv 11x11/4 p2", 1, 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }
+Test(cuda_kernels_host, cudnn_bf16_5x5_pad2) { check_conv_bf16_path("conv 5x5 p2", 1, 2, 1, 4, 13, 13, 6, 5, 1, 2, 1); }
+Test(cuda_kernels_host, cudnn_bf16_3x3_two_sources) { check_conv_bf16_path("conv 3x3 p1, 2 sources", 1, 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }
+Test(cuda_kernels_host, cudnn_bf16_paper_conv2) { check_conv_bf16_path("conv2 5x5 p2 27, 48 -> 128", 1, 2, 1, 48, 27, 27, 128, 5, 1, 2, 2); }
 
 /* The passes' arithmetic exactly: the output is y + prev + b in that order, then the ReLU;
  * the gradient is to_cnhw_bf16's value in place; the adds write or add the widened bf16,
@@ -791,10 +741,10 @@ Test(cuda_kernels_host, cudnn_bf16_passes)
         }
 }
 
-Test(cuda_kernels_host, conv_bf16_11x11_stride4_pad2) { check_conv_bf16("conv 11x11/4 p2", 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }
-Test(cuda_kernels_host, conv_bf16_5x5_pad2) { check_conv_bf16("conv 5x5 p2", 2, 1, 4, 13, 13, 6, 5, 1, 2, 1); }
-Test(cuda_kernels_host, conv_bf16_3x3_two_sources) { check_conv_bf16("conv 3x3 p1, 2 sources", 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }
-Test(cuda_kernels_host, conv_bf16_paper_conv2) { check_conv_bf16("conv2 5x5 p2 27, 48 -> 128", 2, 1, 48, 27, 27, 128, 5, 1, 2, 2); }
+Test(cuda_kernels_host, conv_bf16_11x11_stride4_pad2) { check_conv_bf16_path("conv 11x11/4 p2", 0, 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }
+Test(cuda_kernels_host, conv_bf16_5x5_pad2) { check_conv_bf16_path("conv 5x5 p2", 0, 2, 1, 4, 13, 13, 6, 5, 1, 2, 1); }
+Test(cuda_kernels_host, conv_bf16_3x3_two_sources) { check_conv_bf16_path("conv 3x3 p1, 2 sources", 0, 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }
+Test(cuda_kernels_host, conv_bf16_paper_conv2) { check_conv_bf16_path("conv2 5x5 p2 27, 48 -> 128", 0, 2, 1, 48, 27, 27, 128, 5, 1, 2, 2); }
 
 /* fc with bf16 operands, two sources, emulated as tower_fc_*_bf16_cuda (the input and the
  * output gradient cast, the fp32 bias and bias gradient) against the fp32 CPU */

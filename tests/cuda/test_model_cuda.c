@@ -327,51 +327,54 @@ Test(cuda_model, gpu_runs_repeat_bit_for_bit, .timeout = 120)
         if (!tower_cuda_have_cudnn()) cr_skip_test("this build has no cuDNN (-Dcudnn)");  \
     } while (0)
 
-Test(cuda_model, cudnn_step_matches_cpu, .timeout = 300)
+/* One step of the tiny and the full net on cuDNN at `precision` against the CPU, and two
+ * runs bit for bit */
+static model_placement on_cudnn(int precision)
+{
+    model_placement p = on_gpu0;
+    p.conv = TOWER_CONV_CUDNN;
+    p.precision = precision;
+    return p;
+}
+
+static void cudnn_steps(int precision, double tol_loss, double tol_grad)
 {
     TT_NEED_GPUS(1);
     TT_NEED_CUDNN();
-    model_placement cudnn = on_gpu0;
-    cudnn.conv = TOWER_CONV_CUDNN;
     tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
                          .in_ch = 3, .width_div = 1};
-    step_close_to_cpu(&tiny, cudnn, TOL_LOSS, TOL_STEP_GRAD);
-    step_close_to_cpu(&full, cudnn, TOL_LOSS, TOL_STEP_GRAD);
+    step_close_to_cpu(&tiny, on_cudnn(precision), tol_loss, tol_grad);
+    step_close_to_cpu(&full, on_cudnn(precision), tol_loss, tol_grad);
+}
+
+static void cudnn_repeats(int precision, const char *what)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    expect_identical_runs(on_cudnn(precision), on_cudnn(precision), what);
+}
+
+Test(cuda_model, cudnn_step_matches_cpu, .timeout = 300)
+{
+    cudnn_steps(TOWER_PRECISION_FP32, TOL_LOSS, TOL_STEP_GRAD);
 }
 
 Test(cuda_model, cudnn_runs_repeat_bit_for_bit, .timeout = 120)
 {
-    TT_NEED_GPUS(1);
-    TT_NEED_CUDNN();
-    model_placement cudnn = on_gpu0;
-    cudnn.conv = TOWER_CONV_CUDNN;
-    expect_identical_runs(cudnn, cudnn, "--conv cudnn twice");
+    cudnn_repeats(TOWER_PRECISION_FP32, "--conv cudnn twice");
 }
 
 /* --precision bf16 on cuDNN (bf16 tensors there, the fp32 activations cast around each
  * call): the bf16 GEMM path's tolerances, and deterministic algorithms, so bit for bit
- * again; then --conv auto in bf16, each layer timed on both bf16 paths */
+ * again; below, --conv auto in bf16, each layer timed on both bf16 paths */
 Test(cuda_model, cudnn_bf16_step_close_to_cpu, .timeout = 300)
 {
-    TT_NEED_GPUS(1);
-    TT_NEED_CUDNN();
-    model_placement p = on_gpu0;
-    p.conv = TOWER_CONV_CUDNN;
-    p.precision = TOWER_PRECISION_BF16;
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
-    step_close_to_cpu(&tiny, p, TOL_BF16_LOSS, TOL_BF16_GRAD);
-    step_close_to_cpu(&full, p, TOL_BF16_LOSS, TOL_BF16_GRAD);
+    cudnn_steps(TOWER_PRECISION_BF16, TOL_BF16_LOSS, TOL_BF16_GRAD);
 }
 
 Test(cuda_model, cudnn_bf16_runs_repeat_bit_for_bit, .timeout = 120)
 {
-    TT_NEED_GPUS(1);
-    TT_NEED_CUDNN();
-    model_placement p = on_gpu0;
-    p.conv = TOWER_CONV_CUDNN;
-    p.precision = TOWER_PRECISION_BF16;
-    expect_identical_runs(p, p, "--precision bf16 --conv cudnn twice");
+    cudnn_repeats(TOWER_PRECISION_BF16, "--precision bf16 --conv cudnn twice");
 }
 
 /* ---- --conv auto and mixed paths: each conv layer on its own path, the same tolerances;

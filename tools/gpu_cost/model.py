@@ -385,20 +385,7 @@ def _layer_forward(L, B, fused=True, bf16=False):
                               4.0 * (2 * B * L.out_ch + L.out_ch)))
         if L.relu:
             ops.append(_k(L.name, "fwd", "relu_forward_kernel", act, 8.0 * act))
-    if L.lrn and L.pool and fused:
-        # reads in, writes pw (s^-beta), the pooled output and its argmax
-        npool = B * L.out_ch * L.final_h * L.final_h
-        threads, trips = lrnpool_forward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
-        ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_kernel", act,
-                      4.0 * (2 * act + 2 * npool), trips, threads=threads))
-    elif L.lrn:
-        ops.append(_k(L.name, "fwd", "lrn_forward_kernel", act, 12.0 * act,
-                      _lrn_trips(L.out_ch)))
-    if L.pool and not (L.lrn and fused):
-        npool = B * L.out_ch * L.final_h * L.final_h
-        ops.append(_k(L.name, "fwd", "maxpool_forward_kernel", npool,
-                      4.0 * (act + 2 * npool),
-                      [(r"for \(int kh = 0; kh < K", POOL_K), (r"for \(int kw = 0; kw < K", POOL_K)]))
+    ops += _pool_lrn_forward(L, B, fused)
     if L.drop:
         ops.append(_k(L.name, "fwd", "dropout_forward_kernel", act, 8.0 * act))
     return ops
@@ -408,6 +395,7 @@ def _pool_lrn_forward(L, B, fused):
     """The LRN and max-pool passes after a conv layer's output (the same on both paths)."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.lrn and L.pool and fused:
+        # reads in, writes pw (s^-beta), the pooled output and its argmax
         npool = B * L.out_ch * L.final_h * L.final_h
         threads, trips = lrnpool_forward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
         ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_kernel", act,
@@ -426,6 +414,7 @@ def _pool_lrn_forward(L, B, fused):
 def _pool_lrn_backward(L, B, fused):
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.lrn and L.pool and fused:
+        # reads the pooled gradient, idx, in and pw; writes din
         npool = B * L.out_ch * L.final_h * L.final_h
         threads, trips = lrnpool_backward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
         ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_kernel", act,
@@ -531,20 +520,7 @@ def _layer_backward(L, B, first, fused=True, bf16=False):
     colb = 2.0 if bf16 else 4.0  # bytes a col or gradient entry the GEMMs read
     if L.drop:
         ops.append(_k(L.name, "bwd", "dropout_backward_kernel", act, 8.0 * act))
-    if L.lrn and L.pool and fused:
-        # reads the pooled gradient, idx, in and pw; writes din
-        npool = B * L.out_ch * L.final_h * L.final_h
-        threads, trips = lrnpool_backward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
-        ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_kernel", act,
-                      4.0 * (3 * act + 2 * npool), trips, threads=threads))
-    elif L.pool:
-        npool = B * L.out_ch * L.final_h * L.final_h
-        cells = B * L.out_ch * _pool_cells(L.out_h, POOL_S) ** 2
-        ops.append(_k(L.name, "bwd", "maxpool_backward_kernel", cells, 4.0 * (act + 2 * npool),
-                      _pool_bwd_cell_trips(L.out_h, POOL_K, POOL_S, L.final_h)))
-    if L.lrn and not (L.pool and fused):
-        ops.append(_k(L.name, "bwd", "lrn_backward_kernel", act, 20.0 * act,
-                      _lrn_trips(L.out_ch)))
+    ops += _pool_lrn_backward(L, B, fused)
     if L.kind == "conv":
         HWo, CKK = L.out_h * L.out_h, L.in_ch * L.k * L.k
         nin = L.in_ch * L.in_h * L.in_h
