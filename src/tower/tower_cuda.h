@@ -235,7 +235,8 @@ int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device, uin
  * sets); TF32, the GEMMs on TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH), and cuDNN may
  * use them too; BF16, every GEMM with bf16 operands and fp32 sums (the _bf16 layers above),
  * the weights read from a bf16 copy the tower makes of its fp32 master weights at the
- * start of every forward pass, GEMM convolutions only (with a cuDNN layer: -1). conv:
+ * start of every forward pass, and cuDNN's convolutions on bf16 tensors (conv_cudnn.h's
+ * _bf16 calls). conv:
  * TOWER_CONV_GEMM or TOWER_CONV_CUDNN (descriptors and algorithms chosen now; the GEMM
  * path's scratch is freed meanwhile). At start-up, between steps. 0, or -1 with err (e.g.
  * no cuDNN in this build, or no deterministic algorithm). */

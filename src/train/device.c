@@ -84,7 +84,7 @@ const base_flag train_placement_flags[] = {
     {BASE_FLAG_BOOL("tf32", train_placement_args, tf32, "the same as --precision tf32")},
     {BASE_FLAG_CHOICE("precision", train_placement_args, precision, "fp32|tf32|bf16",
                       "GPU GEMMs: plain fp32, TF32 tensor cores, or bf16 operands with fp32\n"
-                      "sums (everything else fp32; --conv gemm only)"),
+                      "sums (cuDNN on bf16 tensors; activations, weights, update fp32)"),
      .values = precision_values, .deflt = "fp32"},
     {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn|auto",
                       "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
