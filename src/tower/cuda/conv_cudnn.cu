@@ -45,7 +45,9 @@ typedef struct {
     int sources;                 /* the input slots the layer sums over */
     size_t in_n, out_n;          /* elements of one source's input (B, Ci, H, W) and of y */
     int hw;                      /* Ho*Wo */
-    size_t xb_off;               /* bf16: where the layer's input copies start in xb */
+    size_t xb_off, xb_slot;      /* bf16: where the layer's input copies start in xb, and
+                                    the elements from one source's copy to the next (in_n
+                                    rounded up to XB_ALIGN) */
 } layer_ctx;
 
 struct tower_cudnn {
@@ -63,8 +65,8 @@ struct tower_cudnn {
     uint16_t *xb;  /* every conv layer's input, each source, as the forward cast it */
     uint16_t *yb;  /* the forward's y, then the backward's output gradient: largest y */
     uint16_t *dxb; /* the input gradient cuDNN writes: the largest input */
-    uint16_t *dwb; /* the weight gradient cuDNN writes, and the packed bf16 weight block */
-    uint16_t *wpack;
+    uint16_t *dwb;   /* the weight gradient cuDNN writes */
+    uint16_t *wpack; /* a source's bf16 weight block, packed (or only realigned) */
     uint16_t *ones_b; /* Ho*Wo bf16 ones (the bias gradient's GEMM), the largest plane */
     float *ones_f;    /* batch fp32 ones (its GEMV over the images) */
     float *bsum;      /* (B, Co) per image and channel sums of the output gradient */
@@ -166,6 +168,9 @@ extern "C" void tower_cudnn_free(tower_cudnn *c)
     free(c);
 }
 
+/* bf16 elements every input copy in xb starts on: 256 bytes, cudaMalloc's alignment */
+#define XB_ALIGN 128
+
 /* Descriptors of conv layer l at batch B; precision: TOWER_PRECISION_*. */
 static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int precision,
                           char *err, size_t errlen)
@@ -249,10 +254,20 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int pr
     for (int p = 0; p < PASSES; p++)
         if (L->ws[p] > c->ws_bytes) c->ws_bytes = L->ws[p];
     size_t packed = (size_t)L->Co * L->kk;
-    if (S->sources > 1 && packed > c->packed_floats) c->packed_floats = packed;
-    /* bf16's buffers: this layer's input copies, and the largest of each scratch */
+    if (!c->bf16 && S->sources > 1 && packed > c->packed_floats) c->packed_floats = packed;
+    if (!c->bf16) return 0;
+    /* bf16's buffers: this layer's input copies (each starting on XB_ALIGN elements, so
+     * that cuDNN's tensor-core kernels see aligned tensors), and the largest of each
+     * scratch; the passes around cuDNN index in 32 bits */
+    if (L->out_n > (size_t)INT32_MAX || L->in_n > (size_t)INT32_MAX) {
+        snprintf(err, errlen, "cuDNN bf16: %s has a tensor of %zu elements at batch %d: the "
+                 "passes around cuDNN index in 32 bits, up to 2^31 - 1 (use a smaller --batch)",
+                 l, L->out_n > L->in_n ? L->out_n : L->in_n, B);
+        return -1;
+    }
+    L->xb_slot = (L->in_n + XB_ALIGN - 1) / XB_ALIGN * XB_ALIGN;
     L->xb_off = c->xb_n;
-    c->xb_n += (size_t)S->sources * L->in_n;
+    c->xb_n += (size_t)S->sources * L->xb_slot;
     if (L->out_n > c->y_n) c->y_n = L->out_n;
     if (L->in_n > c->dx_n) c->dx_n = L->in_n;
     if (packed > c->w_n) c->w_n = packed;
@@ -324,6 +339,15 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision
     c->blas = (cublasHandle_t)cublas;
     if (c->bf16 && !c->blas) {
         snprintf(err, errlen, "cuDNN in bf16: no cuBLAS handle given (a caller's error)");
+        tower_cudnn_free(c);
+        return NULL;
+    }
+    int dev = 0, major = 0;
+    if (c->bf16 && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+        major < 8) {
+        snprintf(err, errlen, "--precision bf16 with cuDNN needs a GPU of compute capability 8.0 "
+                 "or later (GPU %d is %d.x): use --precision fp32 or tf32", dev, major);
         tower_cudnn_free(c);
         return NULL;
     }
@@ -471,11 +495,13 @@ __global__ void add_bf16_block_kernel(float *dw, uint32_t ldw, const uint16_t *s
         tower_k_add_bf16_block(dw, ldw, src, i, kk);
 }
 
-/* The bf16 weight block of one source, packed (Co, kk) from (Co, ldw) when ldw != kk. */
+/* The bf16 weight block of one source, packed (Co, kk) from (Co, ldw) when ldw != kk, or
+ * copied when it does not start on 16 bytes (a layer's weights sit wherever the parameter
+ * arena puts them; cuDNN's tensor-core kernels want aligned filters). */
 static const uint16_t *packed_weights_bf16(tower_cudnn *c, const layer_ctx *L, const uint16_t *w,
                                            int ldw)
 {
-    if (ldw == L->kk) return w;
+    if (ldw == L->kk && (uintptr_t)w % 16 == 0) return w;
     CUDA_CHECK_OR(cudaMemcpy2DAsync(c->wpack, 2 * (size_t)L->kk, w, 2 * (size_t)ldw,
                                     2 * (size_t)L->kk, L->Co, cudaMemcpyDeviceToDevice, c->stream),
                   NULL);
@@ -494,9 +520,7 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
-    INDEX32_CHECK(L->out_n, "cuDNN bf16 output");
-    INDEX32_CHECK(L->in_n, "cuDNN bf16 input");
-    uint16_t *x = c->xb + L->xb_off + (size_t)src * L->in_n;
+    uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
     tower_cast_bf16_cuda(x, in, L->in_n, c->stream); /* kept for the weight gradient */
     const uint16_t *wp = packed_weights_bf16(c, L, w, ldw);
     if (!wp) return;
@@ -528,7 +552,7 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
                                  c->ones_f, 1, &one, db, 1));
     }
     if (dw) {
-        const uint16_t *x = c->xb + L->xb_off + (size_t)src * L->in_n;
+        const uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
         CUDNN_CHECK(cudnnConvolutionBackwardFilter(
             c->h, &one, L->x, x, L->y, g, L->conv[PASS_BWD_FILTER],
             (cudnnConvolutionBwdFilterAlgo_t)L->algo[PASS_BWD_FILTER], c->ws, c->ws_bytes, &zero,

@@ -31,7 +31,7 @@ int tower_cudnn_available(void);
 tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
                                 void *stream, char *err, size_t errlen);
 void tower_cudnn_free(tower_cudnn *c);
-/* Device bytes it holds (workspace and the packed weight block). */
+/* Device bytes it holds (workspace, the packed weight block, bf16's buffers). */
 size_t tower_cudnn_bytes(const tower_cudnn *c);
 /* What it chose, one line per layer and pass, for the start-up report and bench. */
 void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n);
