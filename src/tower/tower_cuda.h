@@ -61,10 +61,14 @@ void tower_conv_forward_cuda(float *out, const float *in, const float *w, const 
                              int B, int Ci, int H, int W, int Co, int K, int stride, int pad,
                              int ldw, int accumulate, float *scratch, int images, void *cublas,
                              void *stream);
+/* accumulate_dw 1: dw += and db += (the CPU twin's semantics); 0: dw = and db = (the first
+ * write of a step's gradient, which then needs no zeroing before it: the GPU tower's
+ * default, tower_cuda_set_grad_zeroing). The same in every backward below. */
 void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
                               const float *in, const float *w, int B, int Ci, int H, int W,
                               int Co, int K, int stride, int pad, int ldw, int accumulate_din,
-                              float *scratch, int images, void *cublas, void *stream);
+                              int accumulate_dw, float *scratch, int images, void *cublas,
+                              void *stream);
 
 /* The fused forms the GPU tower uses for conv + ReLU (no CPU twin: the CPU runs the ReLU
  * as its own pass): forward as tower_conv_forward_cuda, then ReLU on out (call it for the
@@ -78,15 +82,15 @@ void tower_conv_relu_forward_cuda(float *out, const float *in, const float *w, c
 void tower_conv_relu_backward_cuda(float *din, float *dw, float *db, const float *dout,
                                    const float *act, const float *in, const float *w, int B,
                                    int Ci, int H, int W, int Co, int K, int stride, int pad,
-                                   int ldw, int accumulate_din, float *scratch, int images,
-                                   void *cublas, void *stream);
+                                   int ldw, int accumulate_din, int accumulate_dw,
+                                   float *scratch, int images, void *cublas, void *stream);
 
 void tower_fc_forward_cuda(float *out, const float *in, const float *w, const float *b, int B,
                            int Cin, int Cout, int ldw, int accumulate, void *cublas,
                            void *stream);
 void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
                             const float *in, const float *w, int B, int Cin, int Cout, int ldw,
-                            int accumulate_din, void *cublas, void *stream);
+                            int accumulate_din, int accumulate_dw, void *cublas, void *stream);
 
 /* ---- bf16 GEMM operands (--precision bf16; no CPU twins) ---------------------------
  * bf16 values travel as uint16_t (kernels.h, tower_k_bf16: round to nearest even). The
@@ -116,16 +120,16 @@ void tower_conv_forward_bf16_cuda(float *out, const float *in, const uint16_t *w
 void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
                                    const float *act, const float *in, const uint16_t *w, int B,
                                    int Ci, int H, int W, int Co, int K, int stride, int pad,
-                                   int ldw, int accumulate_din, void *scratch,
-                                   size_t scratch_bytes, int images, void *cublas,
-                                   void *stream);
+                                   int ldw, int accumulate_din, int accumulate_dw,
+                                   void *scratch, size_t scratch_bytes, int images,
+                                   void *cublas, void *stream);
 void tower_fc_forward_bf16_cuda(float *out, const float *in, const uint16_t *w, const float *b,
                                 int B, int Cin, int Cout, int ldw, int accumulate,
                                 void *scratch, size_t scratch_bytes, void *cublas,
                                 void *stream);
 void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
                                  const float *in, const uint16_t *w, int B, int Cin, int Cout,
-                                 int ldw, int accumulate_din, void *scratch,
+                                 int ldw, int accumulate_din, int accumulate_dw, void *scratch,
                                  size_t scratch_bytes, void *cublas, void *stream);
 
 void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream);
@@ -269,6 +273,13 @@ void *tower_cuda_stream(tower *t);
  * that much later while other streams run on. A debug aid for the ordering tests
  * (model.h's debug_delay_us); never part of a normal step. */
 void tower_cuda_spin(tower *t, unsigned us);
+/* on 1: tower_zero_grads clears t's gradients and its backward adds to them, as a CPU
+ * tower's does; on 0 (the default): tower_zero_grads does nothing and the backward writes
+ * every gradient with beta 0, which is the same step (each gradient is written once a
+ * step: one source block of dw per call, db at source 0) without the memset and without
+ * the GEMMs reading dw back. A test hook (model_placement.test_grad_zeroing) and a
+ * fallback; the layer functions' accumulate_dw is what it sets. */
+void tower_cuda_set_grad_zeroing(tower *t, int on);
 /* The same on another stream of t's device (NULL: t's own): the input's copy stream. */
 void tower_cuda_spin_on(tower *t, void *stream, unsigned us);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with

@@ -73,6 +73,11 @@ typedef struct {
      * the input's events out (MODEL_TEST_DROP_*), so that a test can show the delay
      * test would see it missing. 0: off. */
     int test_input_per_tower, test_drop_event;
+    /* Test hook of the gradients' first write: 1 makes GPU towers zero their gradients
+     * and add to them, as CPU towers do, instead of writing each once with beta 0
+     * (tower_cuda_set_grad_zeroing), so that a test can show the two give the same step.
+     * 0: off. */
+    int test_grad_zeroing;
 } model_placement;
 
 /* model_placement.conv's third value: each conv layer's path measured at model_init. */

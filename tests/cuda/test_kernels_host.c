@@ -115,7 +115,7 @@ static void emu_conv_backward(float *din, float *dw, float *db, const float *dou
                               const float *act, const float *in, const float *w, int B, int Ci,
                               int H, int W,
                               int Co, int K, int stride, int pad, int ldw, int accumulate_din,
-                              float *scratch, int images)
+                              int accumulate_dw, float *scratch, int images)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
@@ -136,11 +136,12 @@ static void emu_conv_backward(float *din, float *dw, float *db, const float *dou
             uint32_t c;
             g[tower_k_cnhw_at(i, t, &c)] = ad ? tower_k_relu_grad(gd[i], ad[i]) : gd[i];
         }
-        if (db) emu_gemv_rm(Co, nq, 1.0f, g, nq, ones, 1.0f, db);
+        float beta = accumulate_dw || n0 > 0 ? 1.0f : 0.0f; /* layers_cuda.cu's */
+        if (db) emu_gemv_rm(Co, nq, 1.0f, g, nq, ones, beta, db);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;
             for (uint32_t e = 0; e < (uint32_t)Ci * nq; e++) tower_k_im2col_taps(col, x, e, cg);
-            emu_gemm_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
+            emu_gemm_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, beta, dw, ldw);
         }
         if (din) {
             emu_gemm_rm(1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, col, nq);
@@ -162,14 +163,17 @@ static void emu_fc_forward(float *out, const float *in, const float *w, const fl
 
 static void emu_fc_backward(float *din, float *dw, float *db, const float *dout,
                             const float *in, const float *w, int B, int Cin, int Cout, int ldw,
-                            int accumulate_din)
+                            int accumulate_din, int accumulate_dw)
 {
     if (din)
         emu_gemm_rm(0, 0, B, Cin, Cout, 1.0f, dout, Cout, w, ldw, accumulate_din ? 1.0f : 0.0f,
                     din, Cin);
-    if (dw) emu_gemm_rm(1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, 1.0f, dw, ldw);
+    if (dw)
+        emu_gemm_rm(1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, accumulate_dw ? 1.0f : 0.0f,
+                    dw, ldw);
     if (db)
-        for (int o = 0; o < Cout; o++) db[o] = tower_k_fc_bias_grad(dout, db[o], o, B, Cout);
+        for (int o = 0; o < Cout; o++)
+            db[o] = tower_k_fc_bias_grad(dout, accumulate_dw ? db[o] : 0.0f, o, B, Cout);
 }
 
 /* ---- conv: a layer reading S source blocks of Ci channels each, as net.c drives it --- */
@@ -202,7 +206,7 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
                             ldw, 0, col);
         emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout, NULL,
                           in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
-                          ldw, 0, col2, images);
+                          ldw, 0, 1, col2, images);
     }
     snprintf(what, sizeof what, "%s backward din", name);
     expect_close(what, din2, din, n_in, 1e-6);
@@ -212,7 +216,7 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
     expect_close(what, db2, db, Co, 1e-6);
     tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, W, Co, K, stride, pad, ldw, 1, col);
     emu_conv_backward(din2, NULL, NULL, dout, NULL, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                      1, col2, images);
+                      1, 1, col2, images);
     snprintf(what, sizeof what, "%s backward din (accumulate)", name);
     expect_close(what, din2, din, n_in, 1e-6);
 
@@ -235,13 +239,29 @@ static void check_conv(const char *name, int B, int S, int Ci, int H, int W, int
                             ldw, 0, col);
         emu_conv_backward(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout, out,
                           in + s * slot, w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad,
-                          ldw, 0, col2, images);
+                          ldw, 0, 1, col2, images);
     }
     snprintf(what, sizeof what, "%s fused ReLU backward din", name);
     expect_close(what, din2, din, n_in, 1e-6);
     snprintf(what, sizeof what, "%s fused ReLU backward dw", name);
     expect_close(what, dw2, dw, n_w, 1e-6);
     snprintf(what, sizeof what, "%s fused ReLU backward db", name);
+    expect_close(what, db2, db, Co, 1e-6);
+    /* accumulate_dw 0 (the GPU tower's default, no zeroing before): dw and db written over
+     * whatever they held, by the first chunk's GEMMs with beta 0 and added to by the rest:
+     * the CPU's from zero */
+    memset(dw, 0, sizeof(float) * n_w);
+    memset(db, 0, sizeof(float) * Co);
+    for (int s = 0; s < S; s++) {
+        tower_conv_backward(NULL, dw + (size_t)s * kk, s ? NULL : db, dact, in + s * slot,
+                            w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad, ldw, 0, col);
+        emu_conv_backward(NULL, dw2 + (size_t)s * kk, s ? NULL : db2, dout, out, in + s * slot,
+                          w + (size_t)s * kk, B, Ci, H, W, Co, K, stride, pad, ldw, 0, 0, col2,
+                          images);
+    }
+    snprintf(what, sizeof what, "%s backward dw written (accumulate_dw 0)", name);
+    expect_close(what, dw2, dw, n_w, 1e-6);
+    snprintf(what, sizeof what, "%s backward db written (accumulate_dw 0)", name);
     expect_close(what, db2, db, Co, 1e-6);
     free(dact);
     free(in), free(w), free(b), free(dout), free(dw), free(db), free(dw2), free(db2);
@@ -276,11 +296,22 @@ Test(cuda_kernels_host, fc_two_sources)
         tower_fc_backward(din + s * slot, dw + (size_t)s * Cin, s ? NULL : db, dout, in + s * slot,
                           w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
         emu_fc_backward(din2 + s * slot, dw2 + (size_t)s * Cin, s ? NULL : db2, dout,
-                        in + s * slot, w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
+                        in + s * slot, w + (size_t)s * Cin, B, Cin, Cout, ldw, 0, 1);
     }
     expect_close("fc backward din", din2, din, n_in, 1e-6);
     expect_close("fc backward dw", dw2, dw, n_w, 1e-6);
     expect_close("fc backward db (bit-identical)", db2, db, Cout, 0);
+    /* accumulate_dw 0: written over what they held, the CPU's from zero */
+    memset(dw, 0, sizeof(float) * n_w);
+    memset(db, 0, sizeof(float) * Cout);
+    for (int s = 0; s < S; s++) {
+        tower_fc_backward(NULL, dw + (size_t)s * Cin, s ? NULL : db, dout, in + s * slot,
+                          w + (size_t)s * Cin, B, Cin, Cout, ldw, 0);
+        emu_fc_backward(NULL, dw2 + (size_t)s * Cin, s ? NULL : db2, dout, in + s * slot,
+                        w + (size_t)s * Cin, B, Cin, Cout, ldw, 0, 0);
+    }
+    expect_close("fc backward dw written (accumulate_dw 0)", dw2, dw, n_w, 1e-6);
+    expect_close("fc backward db written (bit-identical)", db2, db, Cout, 0);
     free(in), free(w), free(b), free(dout), free(dw), free(db), free(dw2), free(db2);
     free(out), free(out2), free(din), free(din2);
 }
@@ -480,7 +511,7 @@ static void emu_conv_forward_bf16(float *out, const float *in, const uint16_t *w
 static void emu_conv_backward_bf16(float *din, float *dw, float *db, const float *dout,
                                    const float *act, const float *in, const uint16_t *w, int B,
                                    int Ci, int H, int W, int Co, int K, int stride, int pad,
-                                   int ldw, int accumulate_din, char *scratch,
+                                   int ldw, int accumulate_din, int accumulate_dw, char *scratch,
                                    size_t scratch_bytes, int images)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
@@ -503,12 +534,13 @@ static void emu_conv_backward_bf16(float *din, float *dw, float *db, const float
         cr_assert_eq(tower_k_conv_geom_make(&cg, nb, Ci, H, W, K, stride, pad, Ho, Wo), 0);
         tower_k_cnhw t = tower_k_cnhw_make(nb, Co, HWo);
         for (uint32_t i = 0; i < (uint32_t)Co * nq; i++) tower_k_to_cnhw_bf16(g, gd, ad, i, t);
-        if (db) emu_gemm_bf16_rm(0, 0, Co, 1, nq, 1.0f, g, nq, ones, 1, 1.0f, db, 1);
+        float beta = accumulate_dw || n0 > 0 ? 1.0f : 0.0f;
+        if (db) emu_gemm_bf16_rm(0, 0, Co, 1, nq, 1.0f, g, nq, ones, 1, beta, db, 1);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;
             for (uint32_t e = 0; e < (uint32_t)Ci * nq; e++)
                 tower_k_im2col_taps_bf16(col, x, e, cg);
-            emu_gemm_bf16_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
+            emu_gemm_bf16_rm(0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, beta, dw, ldw);
         }
         if (din) {
             emu_gemm_bf16_rm(1, 0, CKK, nq, Co, 1.0f, w, ldw, g, nq, 0.0f, dcol, nq);
@@ -563,7 +595,7 @@ static void emu_cudnn_forward_bf16(float *out, const float *in, const uint16_t *
 static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const float *dout,
                                     const float *act, const float *in, const uint16_t *w, int B,
                                     int Ci, int H, int W, int Co, int K, int stride, int pad,
-                                    int ldw, int accumulate_din)
+                                    int ldw, int accumulate_din, int accumulate_dw)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int kk = Ci * K * K, HWo = Ho * Wo;
@@ -580,7 +612,7 @@ static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const floa
                     p += tower_k_bf16_float(g[((size_t)n * Co + c) * HWo + q]);
                 s += p;
             }
-            db[c] += s;
+            db[c] = accumulate_dw ? db[c] + s : s;
         }
     }
     float *gf = widen(g, nout), *x = widen(xb, nin), *wp = fnew(nw);
@@ -592,7 +624,8 @@ static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const floa
                         kk, 0, col);
     uint16_t *dwb = round_bf16(dwf, nw);
     tower_k_div kd = tower_k_div_of((uint32_t)kk);
-    for (uint32_t i = 0; i < (uint32_t)nw; i++) tower_k_add_bf16_block(dw, (uint32_t)ldw, dwb, i, kd);
+    for (uint32_t i = 0; i < (uint32_t)nw; i++)
+        tower_k_add_bf16_block(dw, (uint32_t)ldw, dwb, i, kd, accumulate_dw);
     if (din) {
         uint16_t *dxb = round_bf16(dxf, nin);
         for (uint32_t i = 0; i < (uint32_t)nin; i++) tower_k_add_bf16(din, dxb, i, accumulate_din);
@@ -631,8 +664,9 @@ static void check_conv_bf16_path(const char *name, int cudnn, int B, int S, int 
     uint16_t *wb = to_bf16(w, n_w);
     float *out = fnew(n_out), *out2 = fnew(n_out), *aout = fnew(n_out);
     float *din = fnew(n_in), *din2 = fnew(n_in), *adin = fnew(n_in);
-    float *dw = fnew(n_w), *dw2 = fnew(n_w), *adw = fnew(n_w);
-    float *db = fnew(Co), *db2 = fnew(Co), *adb = fnew(Co), *col = fnew(n_col);
+    /* dw2 and db2 hold garbage: the backward writes them (accumulate_dw 0) */
+    float *dw = fnew(n_w), *dw2 = frand(n_w, 45, 7.0f), *adw = fnew(n_w);
+    float *db = fnew(Co), *db2 = frand(Co, 46, 7.0f), *adb = fnew(Co), *col = fnew(n_col);
     char *scratch = calloc(sb, 1);
     cr_assert_not_null(scratch);
     char what[96];
@@ -671,11 +705,11 @@ static void check_conv_bf16_path(const char *name, int cudnn, int B, int S, int 
         if (cudnn)
             emu_cudnn_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
                                     out, in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K,
-                                    stride, pad, ldw, 0);
+                                    stride, pad, ldw, 0, 0);
         else
             emu_conv_backward_bf16(din2 + s * slot, dw2 + (size_t)s * kk, s ? NULL : db2, dout,
                                    out, in + s * slot, wb + (size_t)s * kk, B, Ci, H, W, Co, K,
-                                   stride, pad, ldw, 0, scratch, sb, images);
+                                   stride, pad, ldw, 0, 0, scratch, sb, images);
     }
     long kd = (long)Co * K * K, kw = (long)B * Ho * Wo;
     double fd = tt_bf16_factor(kd), fw = tt_bf16_factor(kw);
@@ -732,13 +766,17 @@ Test(cuda_kernels_host, cudnn_bf16_passes)
     for (int i = 0; i < ROWS * LD; i++) dw[i] = (float)i;
     for (int i = 0; i < ROWS * KK; i++) blk[i] = tower_k_bf16(0.25f * (float)(i + 1));
     tower_k_div dk = tower_k_div_of(KK);
-    for (uint32_t i = 0; i < ROWS * KK; i++) tower_k_add_bf16_block(dw + 2, LD, blk, i, dk);
-    for (int r = 0; r < ROWS; r++)
-        for (int c = 0; c < LD; c++) {
-            float want = (float)(r * LD + c);
-            if (c >= 2 && c < 2 + KK) want += 0.25f * (float)(r * KK + (c - 2) + 1);
-            cr_assert_eq(dw[r * LD + c], want, "dw[%d][%d] %g, want %g", r, c, dw[r * LD + c], want);
-        }
+    for (int acc = 1; acc >= 0; acc--) { /* added to, then written over */
+        for (int i = 0; i < ROWS * LD; i++) dw[i] = (float)i;
+        for (uint32_t i = 0; i < ROWS * KK; i++) tower_k_add_bf16_block(dw + 2, LD, blk, i, dk, acc);
+        for (int r = 0; r < ROWS; r++)
+            for (int c = 0; c < LD; c++) {
+                float want = (float)(r * LD + c), v = 0.25f * (float)(r * KK + (c - 2) + 1);
+                if (c >= 2 && c < 2 + KK) want = acc ? want + v : v;
+                cr_assert_eq(dw[r * LD + c], want, "accumulate %d: dw[%d][%d] %g, want %g", acc,
+                             r, c, dw[r * LD + c], want);
+            }
+    }
 }
 
 Test(cuda_kernels_host, conv_bf16_11x11_stride4_pad2) { check_conv_bf16_path("conv 11x11/4 p2", 0, 3, 1, 3, 35, 35, 5, 11, 4, 2, 2); }

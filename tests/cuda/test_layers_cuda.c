@@ -128,7 +128,7 @@ static void check_conv(int l)
         tower_conv_backward_cuda(d_din + src * slot, d_dw + (size_t)src * kk,
                                  src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
                                  d_w + (size_t)src * kk, B, Ci, H, H, Co, K, s->stride, s->pad,
-                                 ldw, 0, d_col, images, blas, stream);
+                                 ldw, 0, 1, d_col, images, blas, stream);
     }
     check(name2(s->name, "backward din"), d_din, din, n_in, TOL_GEMM_FWD);
     check(name2(s->name, "backward dw"), d_dw, dw, n_w, TOL_GEMM_BWD);
@@ -138,8 +138,22 @@ static void check_conv(int l)
     tower_conv_backward(din, NULL, NULL, dout, in, w, B, Ci, H, H, Co, K, s->stride, s->pad,
                         ldw, 1, col);
     tower_conv_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Ci, H, H, Co, K,
-                             s->stride, s->pad, ldw, 1, d_col, images, blas, stream);
+                             s->stride, s->pad, ldw, 1, 1, d_col, images, blas, stream);
     check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
+
+    /* accumulate_dw = 0 writes dw and db over what they hold: the CPU's from zero */
+    memset(dw, 0, sizeof(float) * n_w);
+    memset(db, 0, sizeof(float) * Co);
+    for (int src = 0; src < S; src++) {
+        tower_conv_backward(NULL, dw + (size_t)src * kk, src == 0 ? db : NULL, dout,
+                            in + src * slot, w + (size_t)src * kk, B, Ci, H, H, Co, K,
+                            s->stride, s->pad, ldw, 0, col);
+        tower_conv_backward_cuda(NULL, d_dw + (size_t)src * kk, src == 0 ? d_db : NULL, d_dout,
+                                 d_in + src * slot, d_w + (size_t)src * kk, B, Ci, H, H, Co, K,
+                                 s->stride, s->pad, ldw, 0, 0, d_col, images, blas, stream);
+    }
+    check(name2(s->name, "backward dw (written)"), d_dw, dw, n_w, TOL_GEMM_BWD);
+    check(name2(s->name, "backward db (written)"), d_db, db, Co, TOL_GEMM_BWD);
 
     gpu_stop();
     float *frees[] = {d_in, d_w, d_b, d_dout, d_dw, d_db, d_out, d_din, d_col};
@@ -191,16 +205,28 @@ static void check_fc(int l)
                           in + src * slot, w + (size_t)src * Cin, B, Cin, Cout, ldw, 0);
         tower_fc_backward_cuda(d_din + src * slot, d_dw + (size_t)src * Cin,
                                src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
-                               d_w + (size_t)src * Cin, B, Cin, Cout, ldw, 0, blas, stream);
+                               d_w + (size_t)src * Cin, B, Cin, Cout, ldw, 0, 1, blas, stream);
     }
     check(name2(s->name, "backward din"), d_din, din, n_in, TOL_GEMM_FWD);
     check(name2(s->name, "backward dw"), d_dw, dw, n_w, TOL_GEMM_BWD);
     /* the bias gradient adds the batch in order on both sides: bit-identical */
     check(name2(s->name, "backward db"), d_db, db, Cout, TOL_EXACT);
     tower_fc_backward(din, NULL, NULL, dout, in, w, B, Cin, Cout, ldw, 1);
-    tower_fc_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Cin, Cout, ldw, 1, blas,
+    tower_fc_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Cin, Cout, ldw, 1, 1, blas,
                            stream);
     check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
+    /* accumulate_dw = 0 writes dw and db over what they hold: the CPU's from zero */
+    memset(dw, 0, sizeof(float) * n_w);
+    memset(db, 0, sizeof(float) * Cout);
+    for (int src = 0; src < S; src++) {
+        tower_fc_backward(NULL, dw + (size_t)src * Cin, src == 0 ? db : NULL, dout,
+                          in + src * slot, w + (size_t)src * Cin, B, Cin, Cout, ldw, 0);
+        tower_fc_backward_cuda(NULL, d_dw + (size_t)src * Cin, src == 0 ? d_db : NULL, d_dout,
+                               d_in + src * slot, d_w + (size_t)src * Cin, B, Cin, Cout, ldw, 0,
+                               0, blas, stream);
+    }
+    check(name2(s->name, "backward dw (written)"), d_dw, dw, n_w, TOL_GEMM_BWD);
+    check(name2(s->name, "backward db (written)"), d_db, db, Cout, TOL_EXACT);
 
     gpu_stop();
     float *frees[] = {d_in, d_w, d_b, d_dout, d_dw, d_db, d_out, d_din};
@@ -782,7 +808,7 @@ static void check_conv_bf16(int l)
         tower_conv_backward_bf16_cuda(l ? d_din + src * slot : NULL, d_dw + (size_t)src * kk,
                                       src == 0 ? d_db : NULL, d_dout, d_act, d_in + src * slot,
                                       d_wb + (size_t)src * kk, B, Ci, H, H, Co, K, s->stride,
-                                      s->pad, ldw, 0, d_scratch, sb, images, blas, stream);
+                                      s->pad, ldw, 0, 0, d_scratch, sb, images, blas, stream);
     }
     if (l) expect_bf16(name2(s->name, "bf16 backward din"), d_din, din, adin, n_in, (long)Co * K * K);
     expect_bf16(name2(s->name, "bf16 backward dw"), d_dw, dw, adw, n_w, (long)B * Ho * Ho);
@@ -846,8 +872,8 @@ static void check_fc_bf16(int l)
                           0);
         tower_fc_backward_bf16_cuda(d_din + src * slot, d_dw + (size_t)src * Cin,
                                     src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
-                                    d_wb + (size_t)src * Cin, B, Cin, Cout, ldw, 0, d_scratch,
-                                    sb, blas, stream);
+                                    d_wb + (size_t)src * Cin, B, Cin, Cout, ldw, 0, 0,
+                                    d_scratch, sb, blas, stream);
     }
     expect_bf16(name2(s->name, "bf16 backward din"), d_din, din, adin, n_in, Cout);
     expect_bf16(name2(s->name, "bf16 backward dw"), d_dw, dw, adw, n_w, B);

@@ -314,6 +314,55 @@ static void expect_identical_runs(model_placement pa, model_placement pb, const 
     }
 }
 
+/* The GPU towers write each gradient once a step with beta 0 instead of zeroing the
+ * gradients and adding to them. The same arithmetic (0 + x is x), so the steps should
+ * agree bit for bit, and are reported as such or not; asserted within fp32 rounding, in
+ * case a library picks another kernel for beta 0 than for beta 1. Both conv paths, fp32
+ * and bf16 (test_kernels_host checks the chunk loop's beta, later chunks adding to what
+ * the first wrote, on the host). */
+static void expect_same_steps(model_placement pa, model_placement pb, const char *what)
+{
+    enum { STEPS = 3 };
+    double la[STEPS], lb[STEPS];
+    float *wa[2], *wb[2];
+    run_steps(&tiny, pa, STEPS, la, wa);
+    run_steps(&tiny, pb, STEPS, lb, wb);
+    tower_plan plan;
+    char err[256];
+    cr_assert_eq(tower_plan_make(&plan, &tiny, err, sizeof err), 0);
+    int identical = 1;
+    for (int s = 0; s < STEPS; s++) {
+        printf("%s: step %d loss %.9g vs %.9g\n", what, s, la[s], lb[s]);
+        identical &= la[s] == lb[s];
+        cr_assert(fabs(la[s] - lb[s]) <= 1e-6 * fabs(lb[s]), "%s: step %d loss %.17g vs %.17g",
+                  what, s, la[s], lb[s]);
+    }
+    for (int t = 0; t < tiny.towers; t++) {
+        identical &= memcmp(wa[t], wb[t], sizeof(float) * plan.n_params) == 0;
+        cr_assert(tt_compare(what, wa[t], wb[t], plan.n_params, 1e-6), "%s: tower %d weights",
+                  what, t);
+        free(wa[t]);
+        free(wb[t]);
+    }
+    printf("%s: %s\n", what, identical ? "bit-identical" : "within fp32 rounding, not bit-identical");
+}
+
+Test(cuda_model, first_write_equals_zeroing, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    model_placement a = on_gpu0, z = on_gpu0;
+    z.test_grad_zeroing = 1;
+    expect_same_steps(a, z, "gradients written once vs zeroed and added to");
+    a.precision = z.precision = TOWER_PRECISION_BF16;
+    expect_same_steps(a, z, "bf16: written once vs zeroed and added to");
+    if (tower_cuda_have_cudnn()) {
+        a.conv = z.conv = TOWER_CONV_CUDNN;
+        expect_same_steps(a, z, "bf16 on cuDNN: written once vs zeroed and added to");
+        a.precision = z.precision = TOWER_PRECISION_FP32;
+        expect_same_steps(a, z, "cuDNN: written once vs zeroed and added to");
+    }
+}
+
 Test(cuda_model, gpu_runs_repeat_bit_for_bit, .timeout = 120)
 {
     TT_NEED_GPUS(1);

@@ -342,8 +342,9 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
         ops.append(Op("loss", "loss", "copy_d2h", "losses", bytes=4.0 * B))
         ops.append(Op("loss", "loss", "sync", "cudaStreamSynchronize"))
     # ---- backward
+    # no zeroing of the gradients: each is written once, with beta 0 (net_cuda.cu's
+    # grad_zeroing 0), so the dw GEMMs read no C
     for t in range(towers):
-        ops.append(Op("update", "update", "memset", "zero grads", bytes=4.0 * n_params))
         ops.append(_k("loss", "loss", "softmax_xent_backward_kernel", B * vt,
                       4.0 * (2 * B * vt + B)))
     for l in range(len(P) - 1, -1, -1):
@@ -497,14 +498,11 @@ def _cudnn_backward(L, B, first, fused=True, bf16=False):
             else:
                 ops.append(Op(L.name, "bwd", "conv", "cudnnConvolutionBackwardBias",
                               bytes=4.0 * (act + 2 * L.out_ch), flops=float(act)))
-        call = _conv_call(L, "bwd", "cudnnConvolutionBackwardFilter", B, eb, flops)
-        if not bf16 and L.sources == 1:  # beta 1 straight into dw: dw read back
-            call.bytes += 4.0 * nw
-        ops.append(call)
-        if bf16:
-            ops.append(_k(L.name, "bwd", "add_bf16_block_kernel", nw, 10.0 * nw))
+        ops.append(_conv_call(L, "bwd", "cudnnConvolutionBackwardFilter", B, eb, flops))
+        if bf16:  # written into dw's block (beta 0: dw not read)
+            ops.append(_k(L.name, "bwd", "add_bf16_block_kernel", nw, 6.0 * nw))
         elif L.sources > 1:
-            ops.append(_k(L.name, "bwd", "add_block_kernel", nw, 12.0 * nw))
+            ops.append(_k(L.name, "bwd", "add_block_kernel", nw, 8.0 * nw))
         if not first:
             if L.sources > 1:
                 ops.append(Op(L.name, "bwd", "copy_d2d", "cudaMemcpy2DAsync",
@@ -544,7 +542,7 @@ def _layer_backward(L, B, first, fused=True, bf16=False):
                 ops.append(_k(L.name, "bwd", "im2col_chunk_bf16_kernel" if bf16 else
                               "im2col_chunk_kernel", L.in_ch * nq,
                               colb * ncol + 4.0 * nb * nin, _im2col_trips(L.k)))
-                ops.append(_gemm(L.name, "bwd", L.out_ch, CKK, nq, 1, bf16))
+                ops.append(_gemm(L.name, "bwd", L.out_ch, CKK, nq, n0 > 0, bf16))
                 if not first:  # din's col is fp32 in both (the GEMM's C)
                     ops.append(_gemm(L.name, "bwd", CKK, nq, L.out_ch, 0, bf16))
                     ops.append(_k(L.name, "bwd", "col2im_chunk_kernel", nb * nin,
@@ -559,7 +557,7 @@ def _layer_backward(L, B, first, fused=True, bf16=False):
             ops.append(_gemm(L.name, "bwd", B, L.in_ch, L.out_ch, 0, bf16))
             if bf16:
                 ops.append(_cast(L.name, "bwd", B * L.in_ch))
-            ops.append(_gemm(L.name, "bwd", L.out_ch, L.in_ch, B, 1, bf16))
+            ops.append(_gemm(L.name, "bwd", L.out_ch, L.in_ch, B, 0, bf16))
             if src == 0:
                 ops.append(_k(L.name, "bwd", "fc_bias_grad_kernel", L.out_ch,
                               4.0 * (B * L.out_ch + 2 * L.out_ch),

@@ -410,12 +410,16 @@ static const float *packed_weights(tower_cudnn *c, const layer_ctx *L, const flo
     return c->packed;
 }
 
-/* dw (Co, ldw) += packed (Co, kk): one thread per element of the block (grid-stride). */
-__global__ void add_block_kernel(float *dw, int ldw, const float *packed, int kk, size_t n)
+/* dw (Co, ldw) += (accumulate) or = packed (Co, kk): one thread per element of the block
+ * (grid-stride). */
+__global__ void add_block_kernel(float *dw, int ldw, const float *packed, int kk, size_t n,
+                                 int accumulate)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dw[i / kk * ldw + i % kk] += packed[i];
+         i += (size_t)gridDim.x * blockDim.x) {
+        float *d = &dw[i / kk * ldw + i % kk];
+        *d = accumulate ? *d + packed[i] : packed[i];
+    }
 }
 
 extern "C" void tower_cudnn_forward(tower_cudnn *c, int l, float *out, const float *in,
@@ -433,21 +437,22 @@ extern "C" void tower_cudnn_forward(tower_cudnn *c, int l, float *out, const flo
 
 extern "C" void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *db,
                                      const float *dout, const float *in, const float *w,
-                                     int ldw, int accumulate_din)
+                                     int ldw, int accumulate_din, int accumulate_dw)
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
-    if (db) CUDNN_CHECK(cudnnConvolutionBackwardBias(c->h, &one, L->y, dout, &one, L->bias, db));
+    const float *bw = accumulate_dw ? &one : &zero; /* dw's and db's beta */
+    if (db) CUDNN_CHECK(cudnnConvolutionBackwardBias(c->h, &one, L->y, dout, bw, L->bias, db));
     if (dw) {
         int direct = ldw == L->kk; /* else into the packed block, then added to dw's block */
         CUDNN_CHECK(cudnnConvolutionBackwardFilter(
             c->h, &one, L->x, in, L->y, dout, L->conv[PASS_BWD_FILTER],
             (cudnnConvolutionBwdFilterAlgo_t)L->algo[PASS_BWD_FILTER], c->ws, c->ws_bytes,
-            direct ? &one : &zero, L->w, direct ? dw : c->packed));
+            direct ? bw : &zero, L->w, direct ? dw : c->packed));
         if (!direct) {
             size_t n = (size_t)L->Co * L->kk;
             add_block_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, c->stream>>>(
-                dw, ldw, c->packed, L->kk, n);
+                dw, ldw, c->packed, L->kk, n, accumulate_dw);
             LAUNCH_CHECK(add_block_kernel);
         }
     }
@@ -487,12 +492,12 @@ __global__ void add_bf16_kernel(float *dst, const uint16_t *src, uint32_t n, int
         tower_k_add_bf16(dst, src, i, accumulate);
 }
 
-/* dw's (Co, ldw) block += cuDNN's packed (Co, kk) bf16 weight gradient */
+/* dw's (Co, ldw) block += (accumulate) or = cuDNN's packed (Co, kk) bf16 weight gradient */
 __global__ void add_bf16_block_kernel(float *dw, uint32_t ldw, const uint16_t *src, tower_k_div kk,
-                                      uint32_t n)
+                                      uint32_t n, int accumulate)
 {
     for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-        tower_k_add_bf16_block(dw, ldw, src, i, kk);
+        tower_k_add_bf16_block(dw, ldw, src, i, kk, accumulate);
 }
 
 /* The bf16 weight block of one source, packed (Co, kk) from (Co, ldw) when ldw != kk, or
@@ -533,7 +538,8 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
 
 extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw,
                                           float *db, const float *dout, const float *act_out,
-                                          const uint16_t *w, int ldw, int accumulate_din)
+                                          const uint16_t *w, int ldw, int accumulate_din,
+                                          int accumulate_dw)
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
@@ -549,7 +555,7 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
                                   c->bsum, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
                                   CUBLAS_GEMM_DEFAULT));
         CUBLAS_CHECK(cublasSgemv(c->blas, CUBLAS_OP_N, L->Co, c->batch, &one, c->bsum, L->Co,
-                                 c->ones_f, 1, &one, db, 1));
+                                 c->ones_f, 1, accumulate_dw ? &one : &zero, db, 1));
     }
     if (dw) {
         const uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
@@ -559,7 +565,7 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
             L->w, c->dwb));
         size_t n = (size_t)L->Co * L->kk;
         BF16_LAUNCH(add_bf16_block_kernel, n, dw, (uint32_t)ldw, c->dwb,
-                    tower_k_div_of((uint32_t)L->kk), (uint32_t)n);
+                    tower_k_div_of((uint32_t)L->kk), (uint32_t)n, accumulate_dw);
     }
     if (din) {
         const uint16_t *wp = packed_weights_bf16(c, L, w, ldw);
@@ -602,10 +608,10 @@ extern "C" void tower_cudnn_forward(tower_cudnn *c, int l, float *out, const flo
 }
 extern "C" void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *db,
                                      const float *dout, const float *in, const float *w,
-                                     int ldw, int accumulate_din)
+                                     int ldw, int accumulate_din, int accumulate_dw)
 {
     (void)c, (void)l, (void)din, (void)dw, (void)db, (void)dout, (void)in, (void)w, (void)ldw;
-    (void)accumulate_din;
+    (void)accumulate_din, (void)accumulate_dw;
 }
 
 extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out,
@@ -617,10 +623,11 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
 }
 extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw,
                                           float *db, const float *dout, const float *act_out,
-                                          const uint16_t *w, int ldw, int accumulate_din)
+                                          const uint16_t *w, int ldw, int accumulate_din,
+                                          int accumulate_dw)
 {
     (void)c, (void)l, (void)src, (void)din, (void)dw, (void)db, (void)dout, (void)act_out;
-    (void)w, (void)ldw, (void)accumulate_din;
+    (void)w, (void)ldw, (void)accumulate_din, (void)accumulate_dw;
 }
 
 #endif

@@ -39,12 +39,12 @@ void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n);
 /* The twins of tower_conv_forward_cuda / tower_conv_backward_cuda for conv layer l
  * (shapes from the plan; in/out/din are one source slot; w is the source's column block of
  * the layer's weight, leading dimension ldw). Same semantics: out = conv (+ b)
- * (accumulate 0) or out += conv (+ b); dw += ; db += ; din = or += . */
+ * (accumulate 0) or out += conv (+ b); dw and db += (accumulate_dw) or = ; din = or += . */
 void tower_cudnn_forward(tower_cudnn *c, int l, float *out, const float *in, const float *w,
                          const float *b, int ldw, int accumulate);
 void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *db,
                           const float *dout, const float *in, const float *w, int ldw,
-                          int accumulate_din);
+                          int accumulate_din, int accumulate_dw);
 
 /* The same in bf16 (a context made with TOWER_PRECISION_BF16): w is source src's column
  * block of the tower's bf16 weight copy (leading dimension ldw), in, out, dout and din
@@ -53,15 +53,15 @@ void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *d
  * forward of the same input, as the weights' copy does), convolves into a bf16 y, and
  * writes out = y (+ out when accumulate) (+ b), ReLU'd when relu (the last source). The
  * backward rounds the output gradient to bf16 once per layer (at src 0), with the ReLU's
- * mask when act_out is its output; then db += its sums (a bf16 GEMM of one column over
- * each image's planes, then an fp32 GEMV over the images), dw's block += cuDNN's bf16
+ * mask when act_out is its output; then db += (or =) its sums (a bf16 GEMM of one column over
+ * each image's planes, then an fp32 GEMV over the images), dw's block += (or =) cuDNN's bf16
  * weight gradient, din = or += cuDNN's bf16 input gradient. */
 void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out, const float *in,
                               const uint16_t *w, const float *b, int ldw, int accumulate,
                               int relu);
 void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw, float *db,
                                const float *dout, const float *act_out, const uint16_t *w,
-                               int ldw, int accumulate_din);
+                               int ldw, int accumulate_din, int accumulate_dw);
 
 /* The largest workspace one chosen algorithm may use. */
 #define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)

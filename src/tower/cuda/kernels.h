@@ -413,14 +413,16 @@ BASE_HD void tower_k_add_bf16(float *dst, const uint16_t *src, uint32_t i, int a
     dst[i] = accumulate ? dst[i] + v : v;
 }
 
-/* Element i of a packed (rows, kk) bf16 block added to the fp32 (rows, ld) block dw: the
- * weight gradient of one source, into its column block of the layer's dw. */
+/* Element i of a packed (rows, kk) bf16 block added to (accumulate) or written into the
+ * fp32 (rows, ld) block dw: the weight gradient of one source, into its column block of
+ * the layer's dw. */
 BASE_HD void tower_k_add_bf16_block(float *dw, uint32_t ld, const uint16_t *src, uint32_t i,
-                                    tower_k_div kk)
+                                    tower_k_div kk, int accumulate)
 {
     uint32_t r = tower_k_quo(kk, i);
     size_t at = (size_t)r * ld + (i - r * kk.d);
-    dw[at] += tower_k_bf16_float(src[i]);
+    float v = tower_k_bf16_float(src[i]);
+    dw[at] = accumulate ? dw[at] + v : v;
 }
 
 /* fc bias gradient of unit o: start + dout[0][o] + dout[1][o] + ... in batch order, as

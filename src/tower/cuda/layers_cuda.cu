@@ -277,9 +277,9 @@ static void conv_forward(float *out, const float *in, const void *w, const float
  * be col: dw's GEMM is done with col when din's writes it. */
 static void conv_backward(float *din, float *dw, float *db, const float *dout, const float *act,
                           const float *in, const void *w, int B, int Ci, int H, int W, int Co,
-                          int K, int stride, int pad, int ldw, int accumulate_din, void *col,
-                          float *dcol, void *g, void *ones, int images, int bf16, void *cublas,
-                          void *stream)
+                          int K, int stride, int pad, int ldw, int accumulate_din,
+                          int accumulate_dw, void *col, float *dcol, void *g, void *ones,
+                          int images, int bf16, void *cublas, void *stream)
 {
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int HWo = Ho * Wo, CKK = Ci * K * K;
@@ -304,6 +304,8 @@ static void conv_backward(float *din, float *dw, float *db, const float *dout, c
         size_t at = (size_t)n0 * Co * HWo;
         tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
         tower_k_cnhw ct = chunk_cnhw(nb, Co, HWo);
+        /* db and dw: written by the first chunk unless accumulate_dw, then added to */
+        float beta = accumulate_dw || n0 > 0 ? 1.0f : 0.0f;
         if (bf16) {
             to_cnhw_bf16_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
                 (uint16_t *)g, dout + at, act ? act + at : NULL, ct);
@@ -315,13 +317,13 @@ static void conv_backward(float *din, float *dw, float *db, const float *dout, c
         }
         if (db && bf16) /* db (Co) += g (Co, nb*HWo) . ones (nb*HWo): a GEMM of one column */
             gemm_bf16_rm(h, 0, 0, Co, 1, nq, 1.0f, (const uint16_t *)g, nq,
-                         (const uint16_t *)ones, 1, 1.0f, db, 1);
+                         (const uint16_t *)ones, 1, beta, db, 1);
         else if (db) /* db (Co) += g (Co, nb*HWo) . ones: one GEMV, many blocks per channel */
-            gemv_rm(h, Co, nq, 1.0f, (const float *)g, nq, (const float *)ones, 1.0f, db);
+            gemv_rm(h, Co, nq, 1.0f, (const float *)g, nq, (const float *)ones, beta, db);
         if (dw) {
             im2col_launch(col, in + (size_t)n0 * nin, cg, npos, bf16, st);
             /* dw (Co, CKK; ld ldw) += g (Co, nb*HWo) . col^T (nb*HWo, CKK) */
-            gemm_op(h, bf16, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, 1.0f, dw, ldw);
+            gemm_op(h, bf16, 0, 1, Co, CKK, nq, 1.0f, g, nq, col, nq, beta, dw, ldw);
         }
         if (din) {
             /* dcol (CKK, nb*HWo) = w^T (CKK, Co) . g (Co, nb*HWo), fp32, then gathered back */
@@ -367,35 +369,37 @@ extern "C" void tower_conv_relu_forward_cuda(float *out, const float *in, const 
 static void conv_fp32_backward(float *din, float *dw, float *db, const float *dout,
                                const float *act, const float *in, const float *w, int B, int Ci,
                                int H, int W, int Co, int K, int stride, int pad, int ldw,
-                               int accumulate_din, float *scratch, int images, void *cublas,
-                               void *stream)
+                               int accumulate_din, int accumulate_dw, float *scratch, int images,
+                               void *cublas, void *stream)
 {
     if (!dw && !din && !db) return;
     size_t HWo = (size_t)tower_conv_out(H, K, stride, pad) * tower_conv_out(W, K, stride, pad);
     float *g = scratch + (size_t)images * Ci * K * K * HWo, *ones = g + (size_t)images * Co * HWo;
     conv_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                  accumulate_din, scratch, scratch, g, ones, images, 0, cublas, stream);
+                  accumulate_din, accumulate_dw, scratch, scratch, g, ones, images, 0, cublas,
+                  stream);
 }
 
 extern "C" void tower_conv_backward_cuda(float *din, float *dw, float *db, const float *dout,
                                          const float *in, const float *w, int B, int Ci, int H,
                                          int W, int Co, int K, int stride, int pad, int ldw,
-                                         int accumulate_din, float *scratch, int images,
-                                         void *cublas, void *stream)
+                                         int accumulate_din, int accumulate_dw, float *scratch,
+                                         int images, void *cublas, void *stream)
 {
     conv_fp32_backward(din, dw, db, dout, NULL, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                       accumulate_din, scratch, images, cublas, stream);
+                       accumulate_din, accumulate_dw, scratch, images, cublas, stream);
 }
 
 extern "C" void tower_conv_relu_backward_cuda(float *din, float *dw, float *db,
                                               const float *dout, const float *act,
                                               const float *in, const float *w, int B, int Ci,
                                               int H, int W, int Co, int K, int stride, int pad,
-                                              int ldw, int accumulate_din, float *scratch,
-                                              int images, void *cublas, void *stream)
+                                              int ldw, int accumulate_din, int accumulate_dw,
+                                              float *scratch, int images, void *cublas,
+                                              void *stream)
 {
     conv_fp32_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                       accumulate_din, scratch, images, cublas, stream);
+                       accumulate_din, accumulate_dw, scratch, images, cublas, stream);
 }
 
 extern "C" void tower_conv_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
@@ -417,9 +421,9 @@ extern "C" void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, 
                                               const float *act, const float *in,
                                               const uint16_t *w, int B, int Ci, int H, int W,
                                               int Co, int K, int stride, int pad, int ldw,
-                                              int accumulate_din, void *scratch,
-                                              size_t scratch_bytes, int images, void *cublas,
-                                              void *stream)
+                                              int accumulate_din, int accumulate_dw,
+                                              void *scratch, size_t scratch_bytes, int images,
+                                              void *cublas, void *stream)
 {
     if (!dw && !din && !db) return;
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
@@ -429,18 +433,20 @@ extern "C" void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, 
     char *base = (char *)scratch;
     /* din's fp32 col over the bf16 col, written after dw's GEMM has read it */
     conv_backward(din, dw, db, dout, act, in, w, B, Ci, H, W, Co, K, stride, pad, ldw,
-                  accumulate_din, base + sl.col, (float *)(base + sl.col), base + sl.prod,
-                  base + sl.ones, images, 1, cublas, stream);
+                  accumulate_din, accumulate_dw, base + sl.col, (float *)(base + sl.col),
+                  base + sl.prod, base + sl.ones, images, 1, cublas, stream);
 }
 
 /* ---- fully connected ---------------------------------------------------------------- */
 
-/* db (Cout) += sum over b of dout (B, Cout). One thread per output unit o (adjacent
- * threads read adjacent columns: coalesced), summing b = 0..B-1 in order: the same
- * float additions in the same order as layers_cpu.c, so the result is bit-identical. */
-__global__ void fc_bias_grad_kernel(float *db, const float *dout, int B, int Cout)
+/* db (Cout) += (accumulate) or = the sum over b of dout (B, Cout). One thread per output
+ * unit o (adjacent threads read adjacent columns: coalesced), summing b = 0..B-1 in order:
+ * the same float additions in the same order as layers_cpu.c, so the result is
+ * bit-identical (from 0, db's value after the CPU's zeroing). */
+__global__ void fc_bias_grad_kernel(float *db, const float *dout, int B, int Cout, int accumulate)
 {
-    FOR_EACH_ELEMENT(o, (size_t)Cout) db[o] = tower_k_fc_bias_grad(dout, db[o], (int)o, B, Cout);
+    FOR_EACH_ELEMENT(o, (size_t)Cout)
+        db[o] = tower_k_fc_bias_grad(dout, accumulate ? db[o] : 0.0f, (int)o, B, Cout);
 }
 
 /* out (B, Cout) += b: both fc forwards' bias, in fp32. */
@@ -465,18 +471,19 @@ extern "C" void tower_fc_forward_cuda(float *out, const float *in, const float *
 
 extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
                                        const float *in, const float *w, int B, int Cin,
-                                       int Cout, int ldw, int accumulate_din, void *cublas,
-                                       void *stream)
+                                       int Cout, int ldw, int accumulate_din, int accumulate_dw,
+                                       void *cublas, void *stream)
 {
     cublasHandle_t h = CU_BLAS(cublas);
     if (din) /* din (B, Cin) = dout (B, Cout) . w (Cout, Cin) */
         gemm_rm(h, 0, 0, B, Cin, Cout, 1.0f, dout, Cout, w, ldw, accumulate_din ? 1.0f : 0.0f,
                 din, Cin);
-    if (dw) /* dw (Cout, Cin) += dout^T (Cout, B) . in (B, Cin) */
-        gemm_rm(h, 1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, 1.0f, dw, ldw);
+    if (dw) /* dw (Cout, Cin) += (or =) dout^T (Cout, B) . in (B, Cin) */
+        gemm_rm(h, 1, 0, Cout, Cin, B, 1.0f, dout, Cout, in, Cin, accumulate_dw ? 1.0f : 0.0f,
+                dw, ldw);
     if (db) {
         fc_bias_grad_kernel<<<tower_cuda_blocks((size_t)Cout), TOWER_CUDA_THREADS, 0,
-                              CU_STREAM(stream)>>>(db, dout, B, Cout);
+                              CU_STREAM(stream)>>>(db, dout, B, Cout, accumulate_dw);
         LAUNCH_CHECK(fc_bias_grad_kernel);
     }
 }
@@ -501,7 +508,8 @@ extern "C" void tower_fc_forward_bf16_cuda(float *out, const float *in, const ui
 
 extern "C" void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
                                             const float *in, const uint16_t *w, int B, int Cin,
-                                            int Cout, int ldw, int accumulate_din, void *scratch,
+                                            int Cout, int ldw, int accumulate_din,
+                                            int accumulate_dw, void *scratch,
                                             size_t scratch_bytes, void *cublas, void *stream)
 {
     cublasHandle_t h = CU_BLAS(cublas);
@@ -512,13 +520,14 @@ extern "C" void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, co
     if (din) /* din (B, Cin) = dout (B, Cout) . w (Cout, Cin) */
         gemm_bf16_rm(h, 0, 0, B, Cin, Cout, 1.0f, gb, Cout, w, ldw,
                      accumulate_din ? 1.0f : 0.0f, din, Cin);
-    if (dw) { /* dw (Cout, Cin) += dout^T (Cout, B) . in (B, Cin) */
+    if (dw) { /* dw (Cout, Cin) += (or =) dout^T (Cout, B) . in (B, Cin) */
         tower_cast_bf16_cuda(xb, in, (size_t)B * Cin, stream);
-        gemm_bf16_rm(h, 1, 0, Cout, Cin, B, 1.0f, gb, Cout, xb, Cin, 1.0f, dw, ldw);
+        gemm_bf16_rm(h, 1, 0, Cout, Cin, B, 1.0f, gb, Cout, xb, Cin,
+                     accumulate_dw ? 1.0f : 0.0f, dw, ldw);
     }
     if (db) {
         fc_bias_grad_kernel<<<tower_cuda_blocks((size_t)Cout), TOWER_CUDA_THREADS, 0,
-                              CU_STREAM(stream)>>>(db, dout, B, Cout);
+                              CU_STREAM(stream)>>>(db, dout, B, Cout, accumulate_dw);
         LAUNCH_CHECK(fc_bias_grad_kernel);
     }
 }

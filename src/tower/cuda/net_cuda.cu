@@ -43,6 +43,11 @@ typedef struct {
     double *dev_loss;          /* the last loss forward's mean */
     tower_k_step staged;       /* what the last copy put into dev_step (host shadow) */
     int have_staged;           /* 0 until the first copy */
+    int grad_zeroing;          /* 1: tower_zero_grads clears the gradients and the backward
+                                  adds to them (the CPU's way); 0, the default: the zeroing
+                                  does nothing and the backward writes each gradient with
+                                  beta 0 (every gradient is written once a step), saving the
+                                  memset and the GEMMs' read of C (tower_cuda_set_grad_zeroing) */
     tower_k_step *host_step;   /* (TOWER_CUDA_STAGE_SLOTS) pinned: the copies' sources */
     cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS]; /* per slot: its last copy done */
     int step_next;             /* the slot of the next copy */
@@ -613,26 +618,27 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     int B = t->plan.cfg.batch;
+    int acc_dw = g->grad_zeroing; /* else this is the step's one write of dw and db */
     if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16)
         tower_cudnn_backward_bf16(g->cudnn, l, source_of(t, l, in), din, dw, db, dout,
                                   act == TOWER_ACT_RELU ? act_out : NULL,
-                                  g->wbf16 + (w - t->params), ldw, accumulate_din);
+                                  g->wbf16 + (w - t->params), ldw, accumulate_din, acc_dw);
     else if (g->conv_path[l] == TOWER_CONV_CUDNN)
-        tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din);
+        tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din, acc_dw);
     else if (g->precision == TOWER_PRECISION_BF16)
         tower_conv_backward_bf16_cuda(din, dw, db, dout, act == TOWER_ACT_RELU ? act_out : NULL,
                                       in, g->wbf16 + (w - t->params), B, L->in_ch, L->in_h,
                                       L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw,
-                                      accumulate_din, g->conv_scratch, g->scratch_bytes,
+                                      accumulate_din, acc_dw, g->conv_scratch, g->scratch_bytes,
                                       g->conv_images, g->cublas, g->stream);
     else if (act == TOWER_ACT_RELU) /* ReLU's backward: the mask in the transposing pass */
         tower_conv_relu_backward_cuda(din, dw, db, dout, act_out, in, w, B, L->in_ch, L->in_h,
                                       L->in_h, L->out_ch, s->k, s->stride, s->pad, ldw,
-                                      accumulate_din, g->conv_scratch, g->conv_images,
+                                      accumulate_din, acc_dw, g->conv_scratch, g->conv_images,
                                       g->cublas, g->stream);
     else
         tower_conv_backward_cuda(din, dw, db, dout, in, w, B, L->in_ch, L->in_h, L->in_h,
-                                 L->out_ch, s->k, s->stride, s->pad, ldw, accumulate_din,
+                                 L->out_ch, s->k, s->stride, s->pad, ldw, accumulate_din, acc_dw,
                                  g->conv_scratch, g->conv_images, g->cublas, g->stream);
 }
 
@@ -658,11 +664,11 @@ static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const f
     tower_gpu *g = gpu_of(t);
     if (g->precision == TOWER_PRECISION_BF16)
         tower_fc_backward_bf16_cuda(din, dw, db, dout, in, g->wbf16 + (w - t->params), B, Cin,
-                                    Cout, ldw, accumulate_din, g->conv_scratch,
+                                    Cout, ldw, accumulate_din, g->grad_zeroing, g->conv_scratch,
                                     g->scratch_bytes, g->cublas, g->stream);
     else
         tower_fc_backward_cuda(din, dw, db, dout, in, w, B, Cin, Cout, ldw, accumulate_din,
-                               g->cublas, g->stream);
+                               g->grad_zeroing, g->cublas, g->stream);
 }
 
 static void cuda_act_forward(tower *t, int act, float *out, const float *in, size_t n)
@@ -899,10 +905,12 @@ static void cuda_loss_backward(tower *t, float *dlogits, const float *probs,
 
 static void cuda_zero_grads(tower *t)
 {
-    if (use_device(t)) return;
+    if (!gpu_of(t)->grad_zeroing || use_device(t)) return; /* the backward writes them */
     CUDA_CHECK(cudaMemsetAsync(t->grads, 0, sizeof(float) * t->plan.n_params,
                                gpu_of(t)->stream));
 }
+
+extern "C" void tower_cuda_set_grad_zeroing(tower *t, int on) { gpu_of(t)->grad_zeroing = !!on; }
 
 /* One launch over the arena; weight decay on weights only, as the CPU's update. Its
  * scalars are the staged ones (the model stages them; a direct caller's are staged here,
