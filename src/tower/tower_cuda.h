@@ -273,6 +273,8 @@ void *tower_cuda_stream(tower *t);
  * that much later while other streams run on. A debug aid for the ordering tests
  * (model.h's debug_delay_us); never part of a normal step. */
 void tower_cuda_spin(tower *t, unsigned us);
+/* The same on another stream of t's device (NULL: t's own): the input's copy stream. */
+void tower_cuda_spin_on(tower *t, void *stream, unsigned us);
 /* on 1: tower_zero_grads clears t's gradients and its backward adds to them, as a CPU
  * tower's does; on 0 (the default): tower_zero_grads does nothing and the backward writes
  * every gradient with beta 0, which is the same step (each gradient is written once a
@@ -280,8 +282,6 @@ void tower_cuda_spin(tower *t, unsigned us);
  * the GEMMs reading dw back. A test hook (model_placement.test_grad_zeroing) and a
  * fallback; the layer functions' accumulate_dw is what it sets. */
 void tower_cuda_set_grad_zeroing(tower *t, int on);
-/* The same on another stream of t's device (NULL: t's own): the input's copy stream. */
-void tower_cuda_spin_on(tower *t, void *stream, unsigned us);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */

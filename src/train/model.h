@@ -264,8 +264,9 @@ int model_input_wait(model *m, char *err, size_t errlen);
 /* Forward through every layer and the loss; train selects dropout masks (keyed on
  * seed and m->step) or the evaluation scaling. Returns the mean loss (NaN on failure). */
 double model_forward(model *m, int train);
-/* Backward through every layer (after model_forward with train=1); grads are zeroed
- * first, so they hold exactly this batch's gradient afterwards. */
+/* Backward through every layer (after model_forward with train=1); the grads hold exactly
+ * this batch's gradient afterwards (CPU towers zero them first and add; GPU towers write
+ * each once, docs/GPU.md "Gradients written once"). */
 void model_backward(model *m);
 /* The net's optimizer (m->optim: the paper's SGD, or Adam) at learning rate lr, weight
  * decay on the weights only (see paper_notes.md); m->updates += 1 (not when it failed). */

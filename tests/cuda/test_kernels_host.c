@@ -136,7 +136,7 @@ static void emu_conv_backward(float *din, float *dw, float *db, const float *dou
             uint32_t c;
             g[tower_k_cnhw_at(i, t, &c)] = ad ? tower_k_relu_grad(gd[i], ad[i]) : gd[i];
         }
-        float beta = accumulate_dw || n0 > 0 ? 1.0f : 0.0f; /* layers_cuda.cu's */
+        float beta = tower_k_chunk_beta(accumulate_dw, n0); /* layers_cuda.cu's */
         if (db) emu_gemv_rm(Co, nq, 1.0f, g, nq, ones, beta, db);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;
@@ -534,7 +534,7 @@ static void emu_conv_backward_bf16(float *din, float *dw, float *db, const float
         cr_assert_eq(tower_k_conv_geom_make(&cg, nb, Ci, H, W, K, stride, pad, Ho, Wo), 0);
         tower_k_cnhw t = tower_k_cnhw_make(nb, Co, HWo);
         for (uint32_t i = 0; i < (uint32_t)Co * nq; i++) tower_k_to_cnhw_bf16(g, gd, ad, i, t);
-        float beta = accumulate_dw || n0 > 0 ? 1.0f : 0.0f;
+        float beta = tower_k_chunk_beta(accumulate_dw, n0);
         if (db) emu_gemm_bf16_rm(0, 0, Co, 1, nq, 1.0f, g, nq, ones, 1, beta, db, 1);
         if (dw) {
             const float *x = in + (size_t)n0 * nin;

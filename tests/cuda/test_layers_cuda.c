@@ -141,9 +141,12 @@ static void check_conv(int l)
                              s->stride, s->pad, ldw, 1, 1, d_col, images, blas, stream);
     check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
 
-    /* accumulate_dw = 0 writes dw and db over what they hold: the CPU's from zero */
+    /* accumulate_dw = 0 writes dw and db over what they hold (NaN here: never read), the
+     * CPU's from zero */
     memset(dw, 0, sizeof(float) * n_w);
     memset(db, 0, sizeof(float) * Co);
+    cudaMemset(d_dw, 0xff, sizeof(float) * n_w);
+    cudaMemset(d_db, 0xff, sizeof(float) * Co);
     for (int src = 0; src < S; src++) {
         tower_conv_backward(NULL, dw + (size_t)src * kk, src == 0 ? db : NULL, dout,
                             in + src * slot, w + (size_t)src * kk, B, Ci, H, H, Co, K,
@@ -215,9 +218,12 @@ static void check_fc(int l)
     tower_fc_backward_cuda(d_din, NULL, NULL, d_dout, d_in, d_w, B, Cin, Cout, ldw, 1, 1, blas,
                            stream);
     check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
-    /* accumulate_dw = 0 writes dw and db over what they hold: the CPU's from zero */
+    /* accumulate_dw = 0 writes dw and db over what they hold (NaN here: never read), the
+     * CPU's from zero */
     memset(dw, 0, sizeof(float) * n_w);
     memset(db, 0, sizeof(float) * Cout);
+    cudaMemset(d_dw, 0xff, sizeof(float) * n_w);
+    cudaMemset(d_db, 0xff, sizeof(float) * Cout);
     for (int src = 0; src < S; src++) {
         tower_fc_backward(NULL, dw + (size_t)src * Cin, src == 0 ? db : NULL, dout,
                           in + src * slot, w + (size_t)src * Cin, B, Cin, Cout, ldw, 0);
@@ -776,6 +782,8 @@ static void check_conv_bf16(int l)
           *d_b = tt_dev_upload(b, Co), *d_dout = tt_dev_upload(dout, n_out);
     float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
     float *d_dw = tt_dev_alloc(sizeof(float) * n_w), *d_db = tt_dev_alloc(sizeof(float) * Co);
+    cudaMemset(d_dw, 0xff, sizeof(float) * n_w); /* NaN: written (accumulate_dw 0), not read */
+    cudaMemset(d_db, 0xff, sizeof(float) * Co);
     void *d_scratch = tt_dev_alloc(sb);
     uint16_t *d_wb = dev_bf16_of(d_w, n_w);
 
@@ -813,6 +821,23 @@ static void check_conv_bf16(int l)
     if (l) expect_bf16(name2(s->name, "bf16 backward din"), d_din, din, adin, n_in, (long)Co * K * K);
     expect_bf16(name2(s->name, "bf16 backward dw"), d_dw, dw, adw, n_w, (long)B * Ho * Ho);
     expect_bf16(name2(s->name, "bf16 backward db"), d_db, db, adb, Co, (long)B * Ho * Ho);
+    /* accumulate_dw 1 adds the same gradient again onto what is there, as the CPU's += */
+    for (int src = 0; src < S; src++) {
+        tower_conv_backward(NULL, dw + (size_t)src * kk, src == 0 ? db : NULL, dact,
+                            in + src * slot, w + (size_t)src * kk, B, Ci, H, H, Co, K,
+                            s->stride, s->pad, ldw, 0, col);
+        tower_conv_backward(NULL, adw + (size_t)src * kk, src == 0 ? adb : NULL, adact,
+                            a_in + src * slot, a_w + (size_t)src * kk, B, Ci, H, H, Co, K,
+                            s->stride, s->pad, ldw, 0, col);
+        tower_conv_backward_bf16_cuda(NULL, d_dw + (size_t)src * kk, src == 0 ? d_db : NULL,
+                                      d_dout, d_act, d_in + src * slot, d_wb + (size_t)src * kk,
+                                      B, Ci, H, H, Co, K, s->stride, s->pad, ldw, 0, 1,
+                                      d_scratch, sb, images, blas, stream);
+    }
+    expect_bf16(name2(s->name, "bf16 backward dw (accumulated)"), d_dw, dw, adw, n_w,
+                (long)B * Ho * Ho);
+    expect_bf16(name2(s->name, "bf16 backward db (accumulated)"), d_db, db, adb, Co,
+                (long)B * Ho * Ho);
     gpu_stop();
     void *frees[] = {d_in, d_w, d_b, d_dout, d_out, d_din, d_dw, d_db, d_scratch, d_wb, d_act};
     for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++) cudaFree(frees[i]);
@@ -852,6 +877,8 @@ static void check_fc_bf16(int l)
           *d_b = tt_dev_upload(b, Cout), *d_dout = tt_dev_upload(dout, n_out);
     float *d_out = tt_dev_alloc(sizeof(float) * n_out), *d_din = tt_dev_alloc(sizeof(float) * n_in);
     float *d_dw = tt_dev_alloc(sizeof(float) * n_w), *d_db = tt_dev_alloc(sizeof(float) * Cout);
+    cudaMemset(d_dw, 0xff, sizeof(float) * n_w); /* NaN: written (accumulate_dw 0), not read */
+    cudaMemset(d_db, 0xff, sizeof(float) * Cout);
     void *d_scratch = tt_dev_alloc(sb);
     uint16_t *d_wb = dev_bf16_of(d_w, n_w);
     for (int src = 0; src < S; src++) {

@@ -323,28 +323,41 @@ static void expect_identical_runs(model_placement pa, model_placement pb, const 
 static void expect_same_steps(model_placement pa, model_placement pb, const char *what)
 {
     enum { STEPS = 3 };
-    double la[STEPS], lb[STEPS];
-    float *wa[2], *wb[2];
-    run_steps(&tiny, pa, STEPS, la, wa);
-    run_steps(&tiny, pb, STEPS, lb, wb);
-    tower_plan plan;
-    char err[256];
-    cr_assert_eq(tower_plan_make(&plan, &tiny, err, sizeof err), 0);
+    model ma, mb;
+    init_or_fail(&ma, &tiny, pa, 3);
+    init_or_fail(&mb, &tiny, pb, 3);
+    size_t n = ma.plan.n_params;
+    float *ga = tt_host_alloc(n), *gb = tt_host_alloc(n);
     int identical = 1;
     for (int s = 0; s < STEPS; s++) {
-        printf("%s: step %d loss %.9g vs %.9g\n", what, s, la[s], lb[s]);
-        identical &= la[s] == lb[s];
-        cr_assert(fabs(la[s] - lb[s]) <= 1e-6 * fabs(lb[s]), "%s: step %d loss %.17g vs %.17g",
-                  what, s, la[s], lb[s]);
-    }
-    for (int t = 0; t < tiny.towers; t++) {
-        identical &= memcmp(wa[t], wb[t], sizeof(float) * plan.n_params) == 0;
-        cr_assert(tt_compare(what, wa[t], wb[t], plan.n_params, 1e-6), "%s: tower %d weights",
-                  what, t);
-        free(wa[t]);
-        free(wb[t]);
+        float *x;
+        int32_t *labels;
+        make_batch(&tiny, &x, &labels, 500 + (uint64_t)s);
+        model_set_batch(&ma, x, labels);
+        model_set_batch(&mb, x, labels);
+        double la = model_train_step(&ma, 0.01f), lb = model_train_step(&mb, 0.01f);
+        free(x);
+        free(labels);
+        printf("%s: step %d loss %.9g vs %.9g\n", what, s, la, lb);
+        identical &= la == lb;
+        cr_assert(fabs(la - lb) <= 1e-6 * fabs(lb), "%s: step %d loss %.17g vs %.17g", what, s,
+                  la, lb);
+        /* every step's gradients, tensor by tensor (a block left unwritten would hold the
+         * step before's), then the weights */
+        for (int t = 0; t < ma.towers; t++)
+            for (int which = 0; which < 2; which++) {
+                model_get_tensor(&ma, t, which ? 1 : 0, ga);
+                model_get_tensor(&mb, t, which ? 1 : 0, gb);
+                identical &= memcmp(ga, gb, sizeof(float) * n) == 0;
+            }
+        compare_tensors(&ma, &mb, 1, 1e-5);
+        compare_tensors(&ma, &mb, 0, 1e-6);
     }
     printf("%s: %s\n", what, identical ? "bit-identical" : "within fp32 rounding, not bit-identical");
+    free(ga);
+    free(gb);
+    model_free(&ma);
+    model_free(&mb);
 }
 
 Test(cuda_model, first_write_equals_zeroing, .timeout = 300)

@@ -130,6 +130,13 @@ BASE_HD int tower_k_fits32(size_t n) { return n <= (size_t)INT32_MAX; }
  * the output gradient it reads are then (Co, nb*HWo), "CNHW", and a transposing pass
  * moves them from / to the (nb, Co, HWo) activations. */
 
+/* The beta of a chunk's dw and db GEMMs: the first chunk (n0 0) writes them unless the
+ * call accumulates (accumulate_dw), the later chunks add to what it wrote. */
+BASE_HD float tower_k_chunk_beta(int accumulate_dw, int n0)
+{
+    return accumulate_dw || n0 > 0 ? 1.0f : 0.0f;
+}
+
 /* Floats of scratch a chunk of `images` images needs: its col (Ci*K*K, images*HWo), the
  * (Co, images*HWo) product or output gradient after it, then images*HWo ones (the vector
  * the bias-gradient GEMV sums each row of the output gradient with). */

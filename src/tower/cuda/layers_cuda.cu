@@ -305,7 +305,7 @@ static void conv_backward(float *din, float *dw, float *db, const float *dout, c
         tower_k_conv_geom cg = chunk_geom(nb, Ci, H, W, K, stride, pad, Ho, Wo);
         tower_k_cnhw ct = chunk_cnhw(nb, Co, HWo);
         /* db and dw: written by the first chunk unless accumulate_dw, then added to */
-        float beta = accumulate_dw || n0 > 0 ? 1.0f : 0.0f;
+        float beta = tower_k_chunk_beta(accumulate_dw, n0);
         if (bf16) {
             to_cnhw_bf16_kernel<<<tower_cuda_blocks(nout), TOWER_CUDA_THREADS, 0, st>>>(
                 (uint16_t *)g, dout + at, act ? act + at : NULL, ct);
