@@ -89,6 +89,9 @@ if r.returncode == 0:
               f"{p}: copy stream {v.get('copy_stream_ms')}")
     check(j["predicted"]["bf16"]["cudnn_step_ms"] <= j["predicted"]["fp32"]["cudnn_step_ms"],
           "bf16 on cuDNN no slower than fp32 on cuDNN")
+    b = j["predicted"]["bf16"]
+    check(b.get("cudnn_at_25pct_images_per_s", 0) < b.get("cudnn_at_50pct_images_per_s", 0)
+          < b["cudnn_images_per_s"], "cuDNN's sensitivity: slower calls, fewer images/s")
     for name in ("cudnn_out_bf16_kernel", "grad_bf16_kernel", "add_bf16_kernel",
                  "add_bf16_block_kernel"):
         check(name in j["kernels"] or name in j["counted"], f"{name} is counted")

@@ -359,6 +359,17 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
         summary[p]["cudnn_images_per_s"] = batch / t
         w(f"    {p}: {t * 1e3:7.2f} ms/step, {batch / t:7.0f} images/s, "
           f"{batch / t / TARGET_IMAGES_PER_S:5.1%} of the target\n")
+    # how much the cuDNN prediction leans on its calls running at their bound: the same
+    # step with every cuDNN convolution call at half, and at a quarter, of it
+    conv_s = sum(r[1] - dev.launch_s for r in cudnn["bf16"] if r[0].kind == "conv")
+    t16 = summary["bf16"]["cudnn_step_ms"] / 1e3
+    for eff in (0.5, 0.25):
+        t = t16 + conv_s * (1 / eff - 1)
+        summary["bf16"][f"cudnn_at_{int(eff * 100)}pct_images_per_s"] = batch / t
+    w(f"    bf16 with cuDNN's calls at 50% of their bound: "
+      f"{summary['bf16']['cudnn_at_50pct_images_per_s']:.0f} images/s; at 25%: "
+      f"{summary['bf16']['cudnn_at_25pct_images_per_s']:.0f} (its calls take "
+      f"{conv_s * 1e3:.2f} ms of the {t16 * 1e3:.2f})\n")
     best = min(model.PRECISIONS, key=lambda p: summary[p]["cudnn_step_ms"])
     bwd = sum(r[1] for r in cudnn[best] if r[0].phase in ("bwd", "update"))
     cs = model.copy_stream_time(cudnn[best])
