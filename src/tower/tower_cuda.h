@@ -162,10 +162,12 @@ int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, int K, int S)
 void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw, const float *in,
                                     int B, int C, int H, int W, int n, float k, float alpha,
                                     float beta, int K, int S, void *stream);
-void tower_lrn_maxpool_backward_cuda(float *din, const float *dout, const int32_t *idx,
-                                     const float *in, const float *pw, int B, int C, int H,
-                                     int W, int n, float k, float alpha, float beta, int K,
-                                     int S, void *stream);
+/* gb: NULL, or (B, C, H, W) bf16 that also receives din through the ReLU's mask (in is
+ * the ReLU's output), rounded: the output gradient a conv on cuDNN's bf16 path reads. */
+void tower_lrn_maxpool_backward_cuda(float *din, uint16_t *gb, const float *dout,
+                                     const int32_t *idx, const float *in, const float *pw,
+                                     int B, int C, int H, int W, int n, float k, float alpha,
+                                     float beta, int K, int S, void *stream);
 
 void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p, uint64_t key,
                                 int train, void *stream);

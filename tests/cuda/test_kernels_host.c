@@ -1075,8 +1075,10 @@ static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const f
     free(tile);
 }
 
-static void emu_lrn_maxpool_backward(float *din, const float *dpool, const int32_t *idx,
-                                     const float *in, const float *pw, tower_k_lrnpool g)
+/* gb: NULL, or the bf16 gradient lrn_maxpool_backward_g_kernel also writes */
+static void emu_lrn_maxpool_backward(float *din, uint16_t *gb, const float *dpool,
+                                     const int32_t *idx, const float *in, const float *pw,
+                                     tower_k_lrnpool g)
 {
     enum { P = TOWER_K_LRNPOOL_P, LANES = TOWER_K_LRNPOOL_LANES };
     size_t nsh = (size_t)g.nj_max * P;
@@ -1097,9 +1099,15 @@ static void emu_lrn_maxpool_backward(float *din, const float *dpool, const int32
             }
         for (int ty = 0; ty < LANES; ty++)
             for (int pp = 0; pp < v.np; pp++)
-                for (int c = v.c0 + ty; c < v.c1; c += LANES)
-                    tower_k_lrnpool_bwd_din(din, terms + pp, dls[(c - v.jlo) * P + pp], in, pw,
-                                            v.b, c, v.p0 + (uint32_t)pp, v.jlo, g);
+                for (int c = v.c0 + ty; c < v.c1; c += LANES) {
+                    float dl = dls[(c - v.jlo) * P + pp];
+                    if (gb)
+                        tower_k_lrnpool_bwd_din_g(din, gb, terms + pp, dl, in, pw, v.b, c,
+                                                  v.p0 + (uint32_t)pp, v.jlo, g);
+                    else
+                        tower_k_lrnpool_bwd_din(din, terms + pp, dl, in, pw, v.b, c,
+                                                v.p0 + (uint32_t)pp, v.jlo, g);
+                }
     }
     free(terms), free(dls);
 }
@@ -1141,9 +1149,21 @@ static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
     expect_close(w2, pw, pw_ref, n_in, 0);
     tower_maxpool_backward(dlrn, dpool, idx, B, C, H, W, K, S);
     tower_lrn_backward(din, dlrn, in, lrn, scale, B, C, H * W, n, k, a, be);
-    emu_lrn_maxpool_backward(din2, dpool, idx2, in, pw, g);
+    emu_lrn_maxpool_backward(din2, NULL, dpool, idx2, in, pw, g);
     snprintf(w2, sizeof w2, "lrn+pool bwd %s", what);
     expect_close(w2, din2, din, n_in, 0);
+    /* with the bf16 gradient: the same din, and gb is tower_k_grad_bf16 of it (in: the ReLU's
+     * output, so in > 0 is the mask; a tanh net's signed inputs mask too, as the kernel
+     * is only asked for after a ReLU) */
+    uint16_t *gb = calloc(n_in, sizeof(uint16_t)), *gref = calloc(n_in, sizeof(uint16_t));
+    cr_assert(gb && gref);
+    float *din3 = fnew(n_in);
+    emu_lrn_maxpool_backward(din3, gb, dpool, idx2, in, pw, g);
+    snprintf(w2, sizeof w2, "lrn+pool bwd with bf16 gradient %s", what);
+    expect_close(w2, din3, din, n_in, 0);
+    for (uint32_t i = 0; i < (uint32_t)n_in; i++) tower_k_grad_bf16(gref, din3, in, i);
+    cr_assert_eq(memcmp(gb, gref, sizeof(uint16_t) * n_in), 0, "%s: the bf16 gradient", w2);
+    free(gb), free(gref), free(din3);
     free(in), free(dpool), free(lrn), free(scale), free(out), free(dlrn), free(din), free(out2);
     free(pw), free(pw_ref), free(din2), free(idx), free(idx2);
 }

@@ -384,7 +384,7 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
                             be, stream);
     tower_lrn_maxpool_forward_cuda(d_out2, d_idx2, d_pw, d_in, B, C, H, W, TOWER_LRN_N, k, a, be,
                                    K, S, stream);
-    tower_lrn_maxpool_backward_cuda(d_din2, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
+    tower_lrn_maxpool_backward_cuda(d_din2, NULL, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
                                     TOWER_LRN_N, k, a, be, K, S, stream);
     TT_CUDA(cudaStreamSynchronize(stream));
     /* fused against unfused: bit for bit */
@@ -404,6 +404,27 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
               "%s: in * pw is not the unfused LRN's output", name);
     tt_dev_download(din, d_din, n);
     check(name2(name, "lrn+pool fused din vs unfused"), d_din2, din, n, TOL_EXACT);
+    {
+        /* the variant that also writes the masked bf16 gradient (for a conv on cuDNN's bf16
+         * path): din bit for bit, gb din through the mask (in > 0), rounded */
+        float *d_din3 = tt_dev_alloc(sizeof(float) * n), *din3 = tt_host_alloc(n);
+        uint16_t *d_gb = NULL, *gb = calloc(n, sizeof(uint16_t));
+        cr_assert_not_null(gb);
+        TT_CUDA(cudaMalloc((void **)&d_gb, sizeof(uint16_t) * n));
+        tower_lrn_maxpool_backward_cuda(d_din3, d_gb, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
+                                        TOWER_LRN_N, k, a, be, K, S, stream);
+        TT_CUDA(cudaStreamSynchronize(stream));
+        tt_dev_download(din3, d_din3, n);
+        check(name2(name, "lrn+pool fused din, with the bf16 gradient"), d_din2, din3, n,
+              TOL_EXACT);
+        TT_CUDA(cudaMemcpy(gb, d_gb, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
+        size_t wrong = 0;
+        for (size_t i = 0; i < n; i++)
+            wrong += gb[i] != tower_k_bf16(tower_k_relu_grad(din3[i], in[i]));
+        cr_assert_eq(wrong, 0, "%s: %zu of %zu bf16 gradients are not din's", name, wrong, n);
+        cudaFree(d_din3), cudaFree(d_gb);
+        free(din3), free(gb);
+    }
     /* against the CPU (its backward through the GPU's argmax) */
     tower_lrn_forward(lrn, scale, in, B, C, H * W, TOWER_LRN_N, k, a, be);
     tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);

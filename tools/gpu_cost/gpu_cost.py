@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TARGET_IMAGES_PER_S = 35000.0
 # kernels with one block per tile (no grid-stride loop, loops over the tile's elements):
 # their instructions per element are reported from the launch's total
-TILED = ("lrn_maxpool_forward_kernel", "lrn_maxpool_backward_kernel")
+TILED = ("lrn_maxpool_forward_kernel", "lrn_maxpool_backward_kernel", "lrn_maxpool_backward_g_kernel")
 
 
 def cache_dir():

@@ -412,14 +412,18 @@ def _pool_lrn_forward(L, B, fused):
     return ops
 
 
-def _pool_lrn_backward(L, B, fused):
+def _pool_lrn_backward(L, B, fused, g=False):
+    """g: the fused backward also writes the bf16 masked gradient of a conv on cuDNN's bf16
+    path (lrn_maxpool_backward_g_kernel, 2 bytes an element more)."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.lrn and L.pool and fused:
-        # reads the pooled gradient, idx, in and pw; writes din
+        # reads the pooled gradient, idx, in and pw; writes din (and g's bf16 gradient)
         npool = B * L.out_ch * L.final_h * L.final_h
         threads, trips = lrnpool_backward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
-        ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_kernel", act,
-                      4.0 * (3 * act + 2 * npool), trips, threads=threads))
+        ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_g_kernel" if g else
+                      "lrn_maxpool_backward_kernel", act,
+                      4.0 * (3 * act + 2 * npool) + (2.0 * act if g else 0.0), trips,
+                      threads=threads))
     elif L.pool:
         npool = B * L.out_ch * L.final_h * L.final_h
         cells = B * L.out_ch * _pool_cells(L.out_h, POOL_S) ** 2
@@ -477,7 +481,10 @@ def _cudnn_backward(L, B, first, fused=True, bf16=False):
     (grad_bf16_kernel, the ReLU's mask in it), the bias gradient as a one-column bf16 GEMM
     and an fp32 GEMV, the bf16 weight gradient added to dw (add_bf16_block_kernel), the
     bf16 input gradient widened into din (add_bf16_kernel)."""
-    ops = _pool_lrn_backward(L, B, fused)
+    # the fused LRN + max-pool backward writes the bf16 gradient itself (net_cuda.cu's
+    # cudnn_bf16_row_of): no grad_bf16_kernel for that row
+    given = bf16 and L.relu and L.lrn and L.pool and fused
+    ops = _pool_lrn_backward(L, B, fused, g=given)
     act = B * L.out_ch * L.out_h * L.out_h
     nin = B * L.in_ch * L.in_h * L.in_h
     nw = L.out_ch * L.in_ch * L.k * L.k
@@ -487,7 +494,7 @@ def _cudnn_backward(L, B, first, fused=True, bf16=False):
     if L.relu and not bf16:
         ops.append(_k(L.name, "bwd", "relu_backward_kernel", act, 12.0 * act))
     for src in range(L.sources):
-        if bf16 and src == 0:
+        if bf16 and src == 0 and not given:
             ops.append(_k(L.name, "bwd", "grad_bf16_kernel", act, (10.0 if L.relu else 6.0) * act))
         if src == 0:
             if bf16:

@@ -71,6 +71,8 @@ struct tower_cudnn {
     float *ones_f;    /* batch fp32 ones (its GEMV over the images) */
     float *bsum;      /* (B, Co) per image and channel sums of the output gradient */
     size_t xb_n, y_n, dx_n, w_n, hw_n, bsum_n;
+    int g_given; /* the conv layer whose output gradient yb already holds (the row's LRN +
+                    max-pool backward wrote it: tower_cudnn_grad_given), or -1 */
 };
 
 extern "C" int tower_cudnn_available(void) { return 1; }
@@ -334,6 +336,7 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision
         return NULL;
     }
     c->stream = (cudaStream_t)stream;
+    c->g_given = -1;
     c->bf16 = precision == TOWER_PRECISION_BF16;
     c->batch = plan->cfg.batch;
     c->blas = (cublasHandle_t)cublas;
@@ -513,6 +516,13 @@ static const uint16_t *packed_weights_bf16(tower_cudnn *c, const layer_ctx *L, c
     return c->wpack;
 }
 
+extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)
+{
+    return c && c->bf16 && l >= 0 && l < TOWER_MAX_LAYERS && c->layer[l].used ? c->yb : NULL;
+}
+
+extern "C" void tower_cudnn_grad_given(tower_cudnn *c, int l) { c->g_given = l; }
+
 #define BF16_LAUNCH(kernel, n, ...)                                                           \
     do {                                                                                      \
         kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, c->stream>>>(__VA_ARGS__);      \
@@ -525,6 +535,7 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
+    c->g_given = -1; /* yb is about to hold this y */
     uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
     tower_cast_bf16_cuda(x, in, L->in_n, c->stream); /* kept for the weight gradient */
     const uint16_t *wp = packed_weights_bf16(c, L, w, ldw);
@@ -543,8 +554,11 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
-    uint16_t *g = c->yb; /* the output gradient: made once, at the first source's call */
-    if (src == 0) BF16_LAUNCH(grad_bf16_kernel, L->out_n, g, dout, act_out, (uint32_t)L->out_n);
+    uint16_t *g = c->yb; /* the output gradient: made once, at the first source's call, unless
+                            the pass before made it (tower_cudnn_grad_given) */
+    if (src == 0 && c->g_given != l)
+        BF16_LAUNCH(grad_bf16_kernel, L->out_n, g, dout, act_out, (uint32_t)L->out_n);
+    if (src == 0) c->g_given = -1;
     if (db) {
         /* bsum (B*Co) = g, as (B*Co) rows of Ho*Wo, times ones: per image and channel, then
          * db (Co) += bsum as (B, Co) summed over the images. Both in fp32, in cuBLAS's order
@@ -629,5 +643,12 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
     (void)c, (void)l, (void)src, (void)din, (void)dw, (void)db, (void)dout, (void)act_out;
     (void)w, (void)ldw, (void)accumulate_din, (void)accumulate_dw;
 }
+
+extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)
+{
+    (void)c, (void)l;
+    return NULL;
+}
+extern "C" void tower_cudnn_grad_given(tower_cudnn *c, int l) { (void)c, (void)l; }
 
 #endif

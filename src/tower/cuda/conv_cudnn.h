@@ -63,6 +63,14 @@ void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float
                                const float *dout, const float *act_out, const uint16_t *w,
                                int ldw, int accumulate_din, int accumulate_dw);
 
+/* bf16: where conv layer l's backward reads its bf16 output gradient (NULL unless c is a
+ * bf16 context and l a conv layer). A pass right before the backward (the row's fused
+ * LRN + max-pool backward) may write the gradient there, masked by the ReLU and rounded
+ * as the backward would make it, and say so with tower_cudnn_grad_given: the backward
+ * of layer l then makes none. Any forward forgets it (the buffer is the forward's y). */
+uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l);
+void tower_cudnn_grad_given(tower_cudnn *c, int l);
+
 /* The largest workspace one chosen algorithm may use. */
 #define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)
 

@@ -829,15 +829,35 @@ BASE_HD float tower_k_lrnpool_bwd_term(float *term, const float *dpool, const in
 /* Backward, din at channel c of image b, position pos: terms points at channel jlo's term
  * of this position in the tile (channel stride TOWER_K_LRNPOOL_P), dl is dl at (c, pos);
  * the window's terms summed in channel order, as tower_k_lrn_backward. */
-BASE_HD void tower_k_lrnpool_bwd_din(float *din, const float *terms, float dl, const float *in,
-                                     const float *pw, uint32_t b, int c, uint32_t pos,
-                                     int jlo, tower_k_lrnpool g)
+BASE_HD float tower_k_lrnpool_bwd_value(const float *terms, float dl, const float *in,
+                                        const float *pw, uint32_t at, int c, int jlo,
+                                        tower_k_lrnpool g)
 {
     int lo = tower_k_lrn_lo(c, g.half), hi = tower_k_lrn_hi(c, g.half, g.C);
     float acc = 0.0f;
     for (int j = lo; j <= hi; j++) acc += terms[(j - jlo) * TOWER_K_LRNPOOL_P];
+    return tower_k_lrn_din(dl, pw[at], in[at], acc, g.alpha, g.beta);
+}
+
+BASE_HD void tower_k_lrnpool_bwd_din(float *din, const float *terms, float dl, const float *in,
+                                     const float *pw, uint32_t b, int c, uint32_t pos,
+                                     int jlo, tower_k_lrnpool g)
+{
     uint32_t at = (b * g.c.d + (uint32_t)c) * g.hw.d + pos;
-    din[at] = tower_k_lrn_din(dl, pw[at], in[at], acc, g.alpha, g.beta);
+    din[at] = tower_k_lrnpool_bwd_value(terms, dl, in, pw, at, c, jlo, g);
+}
+
+/* The same, also writing gb[at], din's value through the ReLU's mask (in is the ReLU's
+ * output: the LRN's input) rounded to bf16: tower_k_grad_bf16 of din, bit for bit, for
+ * the conv on cuDNN's bf16 path, which then needs no pass of its own over din. */
+BASE_HD void tower_k_lrnpool_bwd_din_g(float *din, uint16_t *gb, const float *terms, float dl,
+                                       const float *in, const float *pw, uint32_t b, int c,
+                                       uint32_t pos, int jlo, tower_k_lrnpool g)
+{
+    uint32_t at = (b * g.c.d + (uint32_t)c) * g.hw.d + pos;
+    float v = tower_k_lrnpool_bwd_value(terms, dl, in, pw, at, c, jlo, g);
+    din[at] = v;
+    gb[at] = tower_k_bf16(tower_k_relu_grad(v, in[at]));
 }
 
 /* ---- dropout: the counter-based mask of tower.h (the CPU's, bit for bit) ------------ */

@@ -747,8 +747,13 @@ __global__ void lrn_maxpool_forward_pow_kernel(float *out, int32_t *idx, float *
  * windows once, then for its channels among jlo..jhi gathers dl and computes the term
  * dl * out / s into shared memory. Phase 2: each thread sums, for its output channels,
  * the window's terms in channel order and writes din. */
-__global__ void lrn_maxpool_backward_kernel(float *din, const float *dpool, const int32_t *idx,
-                                            const float *in, const float *pw, tower_k_lrnpool g)
+template <bool G>
+static __device__ __forceinline__ void lrn_maxpool_backward_body(float *din, uint16_t *gb,
+                                                                 const float *dpool,
+                                                                 const int32_t *idx,
+                                                                 const float *in,
+                                                                 const float *pw,
+                                                                 tower_k_lrnpool g)
 {
     extern __shared__ float sh[]; /* terms (nj_max, P), then dl (nj_max, P) */
     float *terms = sh, *dls = sh + g.nj_max * TOWER_K_LRNPOOL_P;
@@ -768,10 +773,30 @@ __global__ void lrn_maxpool_backward_kernel(float *din, const float *dpool, cons
         if (pp < v.np)
             for (int c = v.c0 + (int)threadIdx.y; c < v.c1; c += TOWER_K_LRNPOOL_LANES) {
                 int at = (c - v.jlo) * TOWER_K_LRNPOOL_P + pp;
-                tower_k_lrnpool_bwd_din(din, terms + pp, dls[at], in, pw, v.b, c, pos, v.jlo, g);
+                if (G)
+                    tower_k_lrnpool_bwd_din_g(din, gb, terms + pp, dls[at], in, pw, v.b, c, pos,
+                                              v.jlo, g);
+                else
+                    tower_k_lrnpool_bwd_din(din, terms + pp, dls[at], in, pw, v.b, c, pos,
+                                            v.jlo, g);
             }
         __syncthreads(); /* the next tile overwrites the terms */
     }
+}
+
+__global__ void lrn_maxpool_backward_kernel(float *din, const float *dpool, const int32_t *idx,
+                                            const float *in, const float *pw, tower_k_lrnpool g)
+{
+    lrn_maxpool_backward_body<false>(din, NULL, dpool, idx, in, pw, g);
+}
+
+/* The same, also writing the masked gradient in bf16 (tower_k_lrnpool_bwd_din_g) into gb:
+ * the row's conv on cuDNN's bf16 path reads it instead of making its own. */
+__global__ void lrn_maxpool_backward_g_kernel(float *din, uint16_t *gb, const float *dpool,
+                                              const int32_t *idx, const float *in,
+                                              const float *pw, tower_k_lrnpool g)
+{
+    lrn_maxpool_backward_body<true>(din, gb, dpool, idx, in, pw, g);
 }
 
 /* The fused kernels' geometry, or -1 (then the unfused kernels are the ones to run). */
@@ -818,7 +843,7 @@ extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *
     }
 }
 
-extern "C" void tower_lrn_maxpool_backward_cuda(float *din, const float *dout,
+extern "C" void tower_lrn_maxpool_backward_cuda(float *din, uint16_t *gb, const float *dout,
                                                 const int32_t *idx, const float *in,
                                                 const float *pw, int B, int C, int H, int W,
                                                 int n, float k, float alpha, float beta,
@@ -833,9 +858,15 @@ extern "C" void tower_lrn_maxpool_backward_cuda(float *din, const float *dout,
     }
     size_t shared = sizeof(float) * 2 * (size_t)g.nj_max * TOWER_K_LRNPOOL_P;
     dim3 threads(TOWER_K_LRNPOOL_P, TOWER_K_LRNPOOL_LANES);
-    lrn_maxpool_backward_kernel<<<tile_blocks(g.bwd_tiles), threads, shared,
-                                  CU_STREAM(stream)>>>(din, dout, idx, in, pw, g);
-    LAUNCH_CHECK(lrn_maxpool_backward_kernel);
+    if (gb) {
+        lrn_maxpool_backward_g_kernel<<<tile_blocks(g.bwd_tiles), threads, shared,
+                                        CU_STREAM(stream)>>>(din, gb, dout, idx, in, pw, g);
+        LAUNCH_CHECK(lrn_maxpool_backward_g_kernel);
+    } else {
+        lrn_maxpool_backward_kernel<<<tile_blocks(g.bwd_tiles), threads, shared,
+                                      CU_STREAM(stream)>>>(din, dout, idx, in, pw, g);
+        LAUNCH_CHECK(lrn_maxpool_backward_kernel);
+    }
 }
 
 /* ---- dropout: one thread per element; the mask is base_rng_uniform(key, i), the

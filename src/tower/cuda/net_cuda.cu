@@ -736,13 +736,36 @@ static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *kee
                                    gpu_of(t)->stream);
 }
 
+/* The row whose conv output gradient din is, when that conv runs on cuDNN's bf16 path with
+ * its ReLU fused and in is its ReLU's output: the fused backward then also writes the bf16
+ * gradient the conv's backward reads (tower_cudnn_grad_buffer), saving that backward's
+ * pass over din. -1 otherwise. */
+static int cudnn_bf16_row_of(const tower *t, const float *din, const float *in)
+{
+    const tower_gpu *g = gpu_of(t);
+    if (!g->cudnn || g->precision != TOWER_PRECISION_BF16) return -1;
+    for (int l = 0; l < t->plan.n_layers; l++)
+        if (t->acts[l].dact == din)
+            return tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
+                           g->conv_path[l] == TOWER_CONV_CUDNN &&
+                           t->plan.layer[l].act == TOWER_ACT_RELU && t->acts[l].act == in &&
+                           cuda_fuses_act(t, l, TOWER_ACT_RELU)
+                       ? l
+                       : -1;
+    return -1;
+}
+
 static void cuda_lrn_pool_backward(tower *t, float *din, const float *dout, const int32_t *idx,
                                    const float *in, const float *keep, int B, int C, int H,
                                    int W, int n, float k, float alpha, float beta, int K, int S)
 {
-    use_device(t);
-    tower_lrn_maxpool_backward_cuda(din, dout, idx, in, keep, B, C, H, W, n, k, alpha, beta, K,
-                                    S, gpu_of(t)->stream);
+    if (use_device(t)) return;
+    tower_gpu *g = gpu_of(t);
+    int l = cudnn_bf16_row_of(t, din, in);
+    uint16_t *gb = l >= 0 ? tower_cudnn_grad_buffer(g->cudnn, l) : NULL;
+    tower_lrn_maxpool_backward_cuda(din, gb, dout, idx, in, keep, B, C, H, W, n, k, alpha, beta,
+                                    K, S, g->stream);
+    if (gb) tower_cudnn_grad_given(g->cudnn, l);
 }
 
 /* ---- the step scalars (tower_k_step) ---------------------------------------------------
