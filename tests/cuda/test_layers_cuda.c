@@ -79,6 +79,17 @@ static char *name2(const char *layer, const char *what)
     return buf;
 }
 
+/* Before a backward with accumulate_dw 0: the CPU's dw (nw) and db (nb) zeroed, as the
+ * CPU's step zeroes them, the GPU's NaN (0xff bytes), so that a read of them shows. */
+static void grads_for_a_write(float *dw, float *db, float *d_dw, float *d_db, size_t nw,
+                              size_t nb)
+{
+    memset(dw, 0, sizeof(float) * nw);
+    memset(db, 0, sizeof(float) * nb);
+    TT_CUDA(cudaMemset(d_dw, 0xff, sizeof(float) * nw));
+    TT_CUDA(cudaMemset(d_db, 0xff, sizeof(float) * nb));
+}
+
 /* ---- conv: every source block, forward (accumulating over sources like net.c) and
  * backward (din per source, dw += per block, db on block 0), then din accumulation ---- */
 static void check_conv(int l)
@@ -143,10 +154,7 @@ static void check_conv(int l)
 
     /* accumulate_dw = 0 writes dw and db over what they hold (NaN here: never read), the
      * CPU's from zero */
-    memset(dw, 0, sizeof(float) * n_w);
-    memset(db, 0, sizeof(float) * Co);
-    cudaMemset(d_dw, 0xff, sizeof(float) * n_w);
-    cudaMemset(d_db, 0xff, sizeof(float) * Co);
+    grads_for_a_write(dw, db, d_dw, d_db, n_w, Co);
     for (int src = 0; src < S; src++) {
         tower_conv_backward(NULL, dw + (size_t)src * kk, src == 0 ? db : NULL, dout,
                             in + src * slot, w + (size_t)src * kk, B, Ci, H, H, Co, K,
@@ -220,10 +228,7 @@ static void check_fc(int l)
     check(name2(s->name, "backward din (accumulate)"), d_din, din, n_in, TOL_GEMM_FWD);
     /* accumulate_dw = 0 writes dw and db over what they hold (NaN here: never read), the
      * CPU's from zero */
-    memset(dw, 0, sizeof(float) * n_w);
-    memset(db, 0, sizeof(float) * Cout);
-    cudaMemset(d_dw, 0xff, sizeof(float) * n_w);
-    cudaMemset(d_db, 0xff, sizeof(float) * Cout);
+    grads_for_a_write(dw, db, d_dw, d_db, n_w, Cout);
     for (int src = 0; src < S; src++) {
         tower_fc_backward(NULL, dw + (size_t)src * Cin, src == 0 ? db : NULL, dout,
                           in + src * slot, w + (size_t)src * Cin, B, Cin, Cout, ldw, 0);

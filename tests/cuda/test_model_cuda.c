@@ -41,6 +41,20 @@ static void make_batch(const tower_config *cfg, float **x, int32_t **labels, uin
         (*labels)[b] = (int32_t)(base_rng_mix(key + 1, (uint64_t)b) % (uint64_t)cfg->classes);
 }
 
+/* One training step of a and b on the same tiny batch (key); their losses. */
+static void step_both(model *a, model *b, uint64_t key, double *la, double *lb)
+{
+    float *x;
+    int32_t *labels;
+    make_batch(&tiny, &x, &labels, key);
+    model_set_batch(a, x, labels);
+    model_set_batch(b, x, labels);
+    *la = model_train_step(a, 0.01f);
+    *lb = model_train_step(b, 0.01f);
+    free(x);
+    free(labels);
+}
+
 static void init_or_fail(model *m, const tower_config *cfg, model_placement place,
                          uint64_t seed)
 {
@@ -160,19 +174,13 @@ Test(cuda_model, bf16_training_close_to_fp32, .timeout = 300)
     init_or_fail(&f, &tiny, on_gpu0, 9);
     init_or_fail(&h, &tiny, bf16, 9);
     for (int k = 0; k < BF16_STEPS; k++) {
-        float *x;
-        int32_t *labels;
-        make_batch(&tiny, &x, &labels, 500 + (uint64_t)k);
-        model_set_batch(&f, x, labels);
-        model_set_batch(&h, x, labels);
-        double lf = model_train_step(&f, 0.01f), lh = model_train_step(&h, 0.01f);
+        double lf, lh;
+        step_both(&f, &h, 500 + (uint64_t)k, &lf, &lh);
         printf("step %d: loss fp32 %.6f bf16 %.6f (rel diff %.3g)\n", k + 1, lf, lh,
                fabs(lh - lf) / fabs(lf));
         cr_assert(isfinite(lh), "step %d: bf16 loss %g", k + 1, lh);
         cr_assert(fabs(lh - lf) <= TOL_BF16_TRAIN_LOSS * fabs(lf), "step %d: fp32 %.6f bf16 %.6f",
                   k + 1, lf, lh);
-        free(x);
-        free(labels);
     }
     compare_tensors(&h, &f, 2, TOL_BF16_GRAD);   /* momentum: the updates */
     compare_tensors(&h, &f, 0, TOL_BF16_TRAIN_LOSS); /* parameters (finite: tt_compare) */
@@ -330,14 +338,8 @@ static void expect_same_steps(model_placement pa, model_placement pb, const char
     float *ga = tt_host_alloc(n), *gb = tt_host_alloc(n);
     int identical = 1;
     for (int s = 0; s < STEPS; s++) {
-        float *x;
-        int32_t *labels;
-        make_batch(&tiny, &x, &labels, 500 + (uint64_t)s);
-        model_set_batch(&ma, x, labels);
-        model_set_batch(&mb, x, labels);
-        double la = model_train_step(&ma, 0.01f), lb = model_train_step(&mb, 0.01f);
-        free(x);
-        free(labels);
+        double la, lb;
+        step_both(&ma, &mb, 500 + (uint64_t)s, &la, &lb);
         printf("%s: step %d loss %.9g vs %.9g\n", what, s, la, lb);
         identical &= la == lb;
         cr_assert(fabs(la - lb) <= 1e-6 * fabs(lb), "%s: step %d loss %.17g vs %.17g", what, s,
