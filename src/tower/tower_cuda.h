@@ -284,6 +284,11 @@ void tower_cuda_spin_on(tower *t, void *stream, unsigned us);
  * the GEMMs reading dw back. A test hook (model_placement.test_grad_zeroing) and a
  * fallback; the layer functions' accumulate_dw is what it sets. */
 void tower_cuda_set_grad_zeroing(tower *t, int on);
+/* on 1 (the default): where a row's conv runs on cuDNN's bf16 path with the LRN and max-pool
+ * fused after it, their backward also writes the conv's bf16 output gradient and the conv
+ * makes none (the same bits); 0: the conv makes it. A test hook
+ * (model_placement.test_no_lrn_handover). */
+void tower_cuda_set_lrn_handover(tower *t, int on);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */

@@ -199,6 +199,7 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
                 rc = -1;
             }
             if (!rc && place->test_grad_zeroing) tower_cuda_set_grad_zeroing(&m->tw[t], 1);
+            if (!rc && place->test_no_lrn_handover) tower_cuda_set_lrn_handover(&m->tw[t], 0);
         } else
 #endif
             rc = tower_init(&m->tw[t], &m->plan, t, seed, err, errlen);

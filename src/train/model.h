@@ -78,6 +78,10 @@ typedef struct {
      * (tower_cuda_set_grad_zeroing), so that a test can show the two give the same step.
      * 0: off. */
     int test_grad_zeroing;
+    /* Test hook of the LRN + max-pool backward handing the bf16 gradient to a conv on
+     * cuDNN's bf16 path: 1 turns the hand-over off (tower_cuda_set_lrn_handover), so that
+     * a test can show it changes no bit. 0: off (the hand-over on). */
+    int test_no_lrn_handover;
 } model_placement;
 
 /* model_placement.conv's third value: each conv layer's path measured at model_init. */

@@ -1157,6 +1157,7 @@ static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
      * is only asked for after a ReLU) */
     uint16_t *gb = calloc(n_in, sizeof(uint16_t)), *gref = calloc(n_in, sizeof(uint16_t));
     cr_assert(gb && gref);
+    memset(gb, 0xff, sizeof(uint16_t) * n_in); /* every element must be written */
     float *din3 = fnew(n_in);
     emu_lrn_maxpool_backward(din3, gb, dpool, idx2, in, pw, g);
     snprintf(w2, sizeof w2, "lrn+pool bwd with bf16 gradient %s", what);

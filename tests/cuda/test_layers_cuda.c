@@ -416,6 +416,7 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
         uint16_t *d_gb = NULL, *gb = calloc(n, sizeof(uint16_t));
         cr_assert_not_null(gb);
         TT_CUDA(cudaMalloc((void **)&d_gb, sizeof(uint16_t) * n));
+        TT_CUDA(cudaMemset(d_gb, 0xff, sizeof(uint16_t) * n)); /* every element written */
         tower_lrn_maxpool_backward_cuda(d_din3, d_gb, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
                                         TOWER_LRN_N, k, a, be, K, S, stream);
         TT_CUDA(cudaStreamSynchronize(stream));

@@ -436,6 +436,38 @@ Test(cuda_model, cudnn_bf16_step_close_to_cpu, .timeout = 300)
     cudnn_steps(TOWER_PRECISION_BF16, TOL_BF16_LOSS, TOL_BF16_GRAD);
 }
 
+/* The LRN + max-pool backward handing conv1's and conv2's bf16 gradient over changes no
+ * bit: a step with and without the hand-over, every loss, gradient and weight compared
+ * byte for byte */
+Test(cuda_model, lrn_handover_changes_no_bit, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement pa = on_cudnn(TOWER_PRECISION_BF16), pb = pa;
+    pb.test_no_lrn_handover = 1;
+    model ma, mb;
+    init_or_fail(&ma, &tiny, pa, 3);
+    init_or_fail(&mb, &tiny, pb, 3);
+    size_t n = ma.plan.n_params;
+    float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
+    for (int s = 0; s < 2; s++) {
+        double la, lb;
+        step_both(&ma, &mb, 700 + (uint64_t)s, &la, &lb);
+        cr_assert(la == lb, "step %d: loss %.17g with the hand-over, %.17g without", s, la, lb);
+        for (int t = 0; t < ma.towers; t++)
+            for (int which = 0; which < 2; which++) {
+                model_get_tensor(&ma, t, which, a);
+                model_get_tensor(&mb, t, which, b);
+                cr_assert(memcmp(a, b, sizeof(float) * n) == 0, "step %d tower %d: %s differ",
+                          s, t, which ? "gradients" : "weights");
+            }
+    }
+    free(a);
+    free(b);
+    model_free(&ma);
+    model_free(&mb);
+}
+
 Test(cuda_model, cudnn_bf16_runs_repeat_bit_for_bit, .timeout = 120)
 {
     cudnn_repeats(TOWER_PRECISION_BF16, "--precision bf16 --conv cudnn twice");

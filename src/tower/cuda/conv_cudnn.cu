@@ -556,6 +556,9 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
     const float one = 1.0f, zero = 0.0f;
     uint16_t *g = c->yb; /* the output gradient: made once, at the first source's call, unless
                             the pass before made it (tower_cudnn_grad_given) */
+    if (src == 0 && c->g_given >= 0 && c->g_given != l) /* a hand-over nobody took */
+        tower_cuda_die("cuDNN bf16 backward", "the output gradient handed over for another "
+                       "layer was never read (a caller's error)", __FILE__, __LINE__);
     if (src == 0 && c->g_given != l)
         BF16_LAUNCH(grad_bf16_kernel, L->out_n, g, dout, act_out, (uint32_t)L->out_n);
     if (src == 0) c->g_given = -1;

@@ -48,6 +48,8 @@ typedef struct {
                                   does nothing and the backward writes each gradient with
                                   beta 0 (every gradient is written once a step), saving the
                                   memset and the GEMMs' read of C (tower_cuda_set_grad_zeroing) */
+    int lrn_handover;          /* 1 (the default): lrn_grad_handover's rows hand their conv its
+                                  bf16 gradient (tower_cuda_set_lrn_handover) */
     tower_k_step *host_step;   /* (TOWER_CUDA_STAGE_SLOTS) pinned: the copies' sources */
     cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS]; /* per slot: its last copy done */
     int step_next;             /* the slot of the next copy */
@@ -254,6 +256,7 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     }
     size_t bytes = tower_carve(t, NULL);
     tower_gpu *g = (tower_gpu *)calloc(1, sizeof *g);
+    if (g) g->lrn_handover = 1;
     float *host = (float *)malloc(sizeof(float) * plan->n_params);
     if (!g || !host) {
         free(g);
@@ -731,27 +734,32 @@ static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *kee
                                   const float *in, int B, int C, int H, int W, int n, float k,
                                   float alpha, float beta, int K, int S)
 {
-    use_device(t);
+    if (use_device(t)) return;
     tower_lrn_maxpool_forward_cuda(out, idx, keep, in, B, C, H, W, n, k, alpha, beta, K, S,
                                    gpu_of(t)->stream);
 }
 
-/* The row whose conv output gradient din is, when that conv runs on cuDNN's bf16 path with
- * its ReLU fused and in is its ReLU's output: the fused backward then also writes the bf16
- * gradient the conv's backward reads (tower_cudnn_grad_buffer), saving that backward's
- * pass over din. -1 otherwise. */
-static int cudnn_bf16_row_of(const tower *t, const float *din, const float *in)
+/* 1 when row l's fused LRN + max-pool backward hands its conv the bf16 output gradient: the
+ * conv on cuDNN's bf16 path with its ReLU fused, LRN and pooling fused after it. */
+static int lrn_grad_handover(const tower *t, int l)
 {
     const tower_gpu *g = gpu_of(t);
-    if (!g->cudnn || g->precision != TOWER_PRECISION_BF16) return -1;
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return g->lrn_handover && g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
+           tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
+           g->conv_path[l] == TOWER_CONV_CUDNN && L->act == TOWER_ACT_RELU &&
+           cuda_fuses_act(t, l, TOWER_ACT_RELU) && L->lrn && L->pool_k &&
+           cuda_fuses_lrn_pool(t, l);
+}
+
+/* The row whose conv output gradient din is and whose ReLU output in is, when it hands
+ * over (lrn_grad_handover): the fused backward then also writes the bf16 gradient the
+ * conv's backward reads (tower_cudnn_grad_buffer), saving that backward's pass over din.
+ * -1 otherwise. */
+static int cudnn_bf16_row_of(const tower *t, const float *din, const float *in)
+{
     for (int l = 0; l < t->plan.n_layers; l++)
-        if (t->acts[l].dact == din)
-            return tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
-                           g->conv_path[l] == TOWER_CONV_CUDNN &&
-                           t->plan.layer[l].act == TOWER_ACT_RELU && t->acts[l].act == in &&
-                           cuda_fuses_act(t, l, TOWER_ACT_RELU)
-                       ? l
-                       : -1;
+        if (t->acts[l].dact == din && t->acts[l].act == in && lrn_grad_handover(t, l)) return l;
     return -1;
 }
 
@@ -935,6 +943,8 @@ static void cuda_zero_grads(tower *t)
 
 extern "C" void tower_cuda_set_grad_zeroing(tower *t, int on) { gpu_of(t)->grad_zeroing = !!on; }
 
+extern "C" void tower_cuda_set_lrn_handover(tower *t, int on) { gpu_of(t)->lrn_handover = !!on; }
+
 /* One launch over the arena; weight decay on weights only, as the CPU's update. Its
  * scalars are the staged ones (the model stages them; a direct caller's are staged here,
  * with skip_nonfinite as the model last staged it, 0 when it never did). */
@@ -1036,14 +1046,21 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
             for (int k = 0; k < TOWER_CONV_PATHS && e == cudaSuccess; k++) {
                 if (k == TOWER_CONV_CUDNN && !g->cudnn) continue;
                 g->conv_path[l] = k;
+                /* a step's backward of a handing-over row makes no bf16 gradient: nor does
+                 * the timed one (the buffer holds the forward's y: timing only) */
+                int handover = k == TOWER_CONV_CUDNN && lrn_grad_handover(t, l);
                 for (int i = 0; i < warmup; i++) {
                     tower_forward_weighted(t, l);
+                    if (handover) tower_cudnn_grad_given(g->cudnn, l);
                     tower_backward_weighted(t, l);
                 }
                 e = cudaEventRecord(ev[0], g->stream);
                 for (int i = 0; i < reps && e == cudaSuccess; i++) tower_forward_weighted(t, l);
                 if (e == cudaSuccess) e = cudaEventRecord(ev[1], g->stream);
-                for (int i = 0; i < reps && e == cudaSuccess; i++) tower_backward_weighted(t, l);
+                for (int i = 0; i < reps && e == cudaSuccess; i++) {
+                    if (handover) tower_cudnn_grad_given(g->cudnn, l);
+                    tower_backward_weighted(t, l);
+                }
                 if (e == cudaSuccess) e = cudaEventRecord(ev[2], g->stream);
                 if (e == cudaSuccess) e = cudaEventSynchronize(ev[2]);
                 float f = 0, b = 0;
