@@ -270,13 +270,12 @@ void tower_cuda_describe_conv(const tower *t, char *buf, size_t n);
 int tower_cuda_have_cudnn(void);
 /* The tower's cudaStream_t: what comm and the trainer order their work on. */
 void *tower_cuda_stream(tower *t);
-/* Enqueues on t's stream one single-thread kernel that busy-waits `us` microseconds by
- * the device's global timer, so that everything enqueued after it on that stream starts
- * that much later while other streams run on. A debug aid for the ordering tests
- * (model.h's debug_delay_us); never part of a normal step. */
-void tower_cuda_spin(tower *t, unsigned us);
-/* The same on another stream of t's device (NULL: t's own): the input's copy stream. */
-void tower_cuda_spin_on(tower *t, void *stream, unsigned us);
+/* Enqueues on stream (a cudaStream_t of t's device; NULL: t's own) one single-thread
+ * kernel that busy-waits `us` microseconds by the device's global timer, so that
+ * everything enqueued after it on that stream starts that much later while other streams
+ * run on. A debug aid for the ordering tests (model.h's debug_delay_us: t's stream and the
+ * input's copy stream); never part of a normal step. */
+void tower_cuda_spin(tower *t, void *stream, unsigned us);
 /* on 1: tower_zero_grads clears t's gradients and its backward adds to them, as a CPU
  * tower's does; on 0 (the default): tower_zero_grads does nothing and the backward writes
  * every gradient with beta 0, which is the same step (each gradient is written once a

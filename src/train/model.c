@@ -52,19 +52,23 @@ static void hook_end(const model *m, int t, int region)
 }
 
 /* The delay test's hook (model_placement.debug_delay_us): a busy-wait on the chosen tower's
- * stream, when that tower is among [lo, hi) and on a GPU. Off: one comparison. */
-static void debug_delay(model *m, int lo, int hi)
+ * stream (or on `stream`, another of its device's), when that tower is among [lo, hi) and
+ * on a GPU. Off: one comparison. */
+static void debug_delay_on(model *m, int lo, int hi, void *stream)
 {
     if (m->place.debug_delay_us <= 0) return;
 #if MODEL_CUDA
     int t = m->place.debug_delay_tower;
     if (t >= lo && t < hi && m->tw[t].device >= 0)
-        tower_cuda_spin(&m->tw[t], (unsigned)m->place.debug_delay_us);
+        tower_cuda_spin(&m->tw[t], stream, (unsigned)m->place.debug_delay_us);
 #else
     (void)lo;
     (void)hi;
+    (void)stream;
 #endif
 }
+
+static void debug_delay(model *m, int lo, int hi) { debug_delay_on(m, lo, hi, NULL); }
 
 /* An integer environment variable within [lo, hi]: 0 and *v untouched when unset, 1 when
  * set and valid, -1 with err otherwise. */
@@ -450,25 +454,17 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                 return input_failed(m, err);
             if (!m->in_crops[t] && input_alloc(m, t, shared, mean, err, errlen))
                 return input_failed(m, err);
-            debug_delay(m, t, t + 1);
-            char why[640]; /* the delay hook's launch, made through the fault slot */
-            if (tower_fault_take(why, sizeof why)) {
-                base_errf(err, errlen, "tower %d: the delay hook before its upload: %s", t, why);
-                return input_failed(m, err);
-            }
             /* the crops and parameters on the copy stream, once the last batch's
              * augmentation (in_ready, recorded after it) has read the staging; the
              * tower's stream augments once they are in (in_uploaded). So the upload runs
              * beside whatever the tower's stream still has to do of the last step. */
             cudaStream_t cs = (cudaStream_t)m->in_copy[t];
-            if (m->place.debug_delay_us > 0 && m->place.debug_delay_tower == t) {
-                /* the delay hook on the copy stream as well: a late upload */
-                tower_cuda_spin_on(tw, cs, (unsigned)m->place.debug_delay_us);
-                if (tower_fault_take(why, sizeof why)) {
-                    base_errf(err, errlen, "tower %d: the delay hook before its upload: %s", t,
-                              why);
-                    return input_failed(m, err);
-                }
+            debug_delay(m, t, t + 1);
+            debug_delay_on(m, t, t + 1, cs); /* the copy stream as well: a late upload */
+            char why[640]; /* the delay hook's launches, made through the fault slot */
+            if (tower_fault_take(why, sizeof why)) {
+                base_errf(err, errlen, "tower %d: the delay hook before its upload: %s", t, why);
+                return input_failed(m, err);
             }
             if (cuda_fail(cudaStreamWaitEvent(cs, (cudaEvent_t)m->in_ready[t], 0),
                           "cudaStreamWaitEvent(staging free)", t, err, errlen) ||

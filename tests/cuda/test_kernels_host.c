@@ -566,7 +566,15 @@ static uint16_t *to_bf16(const float *x, size_t n)
  * tower_k_add_bf16_block) and the bias gradient's two sums, per image and channel, then
  * over the images. The bound: the bf16 GEMM's, plus one more rounding of each result. */
 
-static uint16_t *round_bf16(const float *x, size_t n);
+/* The (rows, kk) block of a bf16 (rows, ld) matrix, widened and packed: the filter cuDNN
+ * reads (conv_cudnn.cu packs a source's block) */
+static float *widen_block(const uint16_t *w, int rows, int kk, int ld)
+{
+    float *p = fnew((size_t)rows * kk);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < kk; c++) p[(size_t)r * kk + c] = tower_k_bf16_float(w[(size_t)r * ld + c]);
+    return p;
+}
 
 static void emu_cudnn_forward_bf16(float *out, const float *in, const uint16_t *w, const float *b,
                                    int B, int Ci, int H, int W, int Co, int K, int stride,
@@ -575,15 +583,11 @@ static void emu_cudnn_forward_bf16(float *out, const float *in, const uint16_t *
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int kk = Ci * K * K;
     size_t nin = (size_t)B * Ci * H * W, nout = (size_t)B * Co * Ho * Wo;
-    uint16_t *xb = calloc(nin, sizeof(uint16_t)); /* the forward's cast */
-    cr_assert_not_null(xb);
-    for (size_t i = 0; i < nin; i++) tower_k_cast_bf16(xb, in, i);
-    float *x = widen(xb, nin), *wp = fnew((size_t)Co * kk), *y = fnew(nout);
-    for (int r = 0; r < Co; r++) /* the packed block cuDNN reads */
-        for (int c = 0; c < kk; c++) wp[(size_t)r * kk + c] = tower_k_bf16_float(w[(size_t)r * ldw + c]);
+    uint16_t *xb = to_bf16(in, nin); /* the forward's cast */
+    float *x = widen(xb, nin), *wp = widen_block(w, Co, kk, ldw), *y = fnew(nout);
     float *col = fnew(tower_conv_col_size(Ci, H, W, K, stride, pad));
     tower_conv_forward(y, x, wp, NULL, B, Ci, H, W, Co, K, stride, pad, kk, 0, col);
-    uint16_t *yb = round_bf16(y, nout);
+    uint16_t *yb = to_bf16(y, nout);
     tower_k_div C = tower_k_div_of((uint32_t)Co), HW = tower_k_div_of((uint32_t)(Ho * Wo));
     for (uint32_t i = 0; i < (uint32_t)nout; i++) {
         float v = tower_k_cudnn_out(yb, out, b, i, C, HW, accumulate);
@@ -600,7 +604,7 @@ static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const floa
     int Ho = tower_conv_out(H, K, stride, pad), Wo = tower_conv_out(W, K, stride, pad);
     int kk = Ci * K * K, HWo = Ho * Wo;
     size_t nin = (size_t)B * Ci * H * W, nout = (size_t)B * Co * HWo, nw = (size_t)Co * kk;
-    uint16_t *g = calloc(nout, sizeof(uint16_t)), *xb = round_bf16(in, nin);
+    uint16_t *g = calloc(nout, sizeof(uint16_t)), *xb = to_bf16(in, nin);
     cr_assert_not_null(g);
     for (uint32_t i = 0; i < (uint32_t)nout; i++) tower_k_grad_bf16(g, dout, act, i);
     if (db) { /* (B, Co) sums over each plane, then over the images, in fp32 */
@@ -615,31 +619,21 @@ static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const floa
             db[c] = accumulate_dw ? db[c] + s : s;
         }
     }
-    float *gf = widen(g, nout), *x = widen(xb, nin), *wp = fnew(nw);
-    for (int r = 0; r < Co; r++)
-        for (int c = 0; c < kk; c++) wp[(size_t)r * kk + c] = tower_k_bf16_float(w[(size_t)r * ldw + c]);
+    float *gf = widen(g, nout), *x = widen(xb, nin), *wp = widen_block(w, Co, kk, ldw);
     float *dwf = fnew(nw), *dxf = fnew(nin);
     float *col = fnew(tower_conv_col_size(Ci, H, W, K, stride, pad));
     tower_conv_backward(din ? dxf : NULL, dwf, NULL, gf, x, wp, B, Ci, H, W, Co, K, stride, pad,
                         kk, 0, col);
-    uint16_t *dwb = round_bf16(dwf, nw);
+    uint16_t *dwb = to_bf16(dwf, nw);
     tower_k_div kd = tower_k_div_of((uint32_t)kk);
     for (uint32_t i = 0; i < (uint32_t)nw; i++)
         tower_k_add_bf16_block(dw, (uint32_t)ldw, dwb, i, kd, accumulate_dw);
     if (din) {
-        uint16_t *dxb = round_bf16(dxf, nin);
+        uint16_t *dxb = to_bf16(dxf, nin);
         for (uint32_t i = 0; i < (uint32_t)nin; i++) tower_k_add_bf16(din, dxb, i, accumulate_din);
         free(dxb);
     }
     free(g), free(xb), free(gf), free(x), free(wp), free(dwf), free(dxf), free(col), free(dwb);
-}
-
-static uint16_t *round_bf16(const float *x, size_t n)
-{
-    uint16_t *h = calloc(n ? n : 1, sizeof(uint16_t));
-    cr_assert_not_null(h);
-    for (size_t i = 0; i < n; i++) h[i] = tower_k_bf16(x[i]);
-    return h;
 }
 
 /* One conv layer of S sources with the fused ReLU, forward and backward (net.c's calls),

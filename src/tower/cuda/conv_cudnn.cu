@@ -42,7 +42,6 @@ typedef struct {
     int algo[PASSES];            /* cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t */
     size_t ws[PASSES];
     int tensor_ops[PASSES];      /* the chosen algorithm may use tensor cores (TF32, bf16) */
-    int sources;                 /* the input slots the layer sums over */
     size_t in_n, out_n;          /* elements of one source's input (B, Ci, H, W) and of y */
     int hw;                      /* Ho*Wo */
     size_t xb_off, xb_slot;      /* bf16: where the layer's input copies start in xb, and
@@ -190,7 +189,6 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int pr
     L->used = 1;
     L->Co = S->out_ch;
     L->kk = S->in_ch * s->k * s->k;
-    L->sources = S->sources;
     L->in_n = (size_t)B * S->in_ch * S->in_h * S->in_h;
     L->hw = S->out_h * S->out_h;
     L->out_n = (size_t)B * S->out_ch * L->hw;
@@ -401,16 +399,23 @@ extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
     }
 }
 
-/* The weight block of one source, packed (Co, kk) from (Co, ldw): cuDNN's filters have
- * no row stride. A plain copy when the layer has one source (ldw == kk). */
+/* The weight block of one source (Co rows of kk elements of `size` bytes, row stride ldw)
+ * as cuDNN reads it: w itself, or, when copy, packed into buf (cuDNN's filters have no row
+ * stride). NULL after a failed copy (recorded in the fault slot). */
+static const void *weight_block(tower_cudnn *c, const layer_ctx *L, const void *w, int ldw,
+                                size_t size, void *buf, int copy)
+{
+    if (!copy) return w;
+    CUDA_CHECK_OR(cudaMemcpy2DAsync(buf, size * L->kk, w, size * ldw, size * L->kk, L->Co,
+                                    cudaMemcpyDeviceToDevice, c->stream),
+                  NULL);
+    return buf;
+}
+
+/* fp32: packed when the layer reads two towers (ldw != kk) */
 static const float *packed_weights(tower_cudnn *c, const layer_ctx *L, const float *w, int ldw)
 {
-    if (ldw == L->kk) return w;
-    CUDA_CHECK_OR(cudaMemcpy2DAsync(c->packed, sizeof(float) * L->kk, w, sizeof(float) * ldw,
-                                    sizeof(float) * L->kk, L->Co, cudaMemcpyDeviceToDevice,
-                                    c->stream),
-                  NULL);
-    return c->packed;
+    return (const float *)weight_block(c, L, w, ldw, sizeof(float), c->packed, ldw != L->kk);
 }
 
 /* dw (Co, ldw) += (accumulate) or = packed (Co, kk): one thread per element of the block
@@ -503,17 +508,14 @@ __global__ void add_bf16_block_kernel(float *dw, uint32_t ldw, const uint16_t *s
         tower_k_add_bf16_block(dw, ldw, src, i, kk, accumulate);
 }
 
-/* The bf16 weight block of one source, packed (Co, kk) from (Co, ldw) when ldw != kk, or
- * copied when it does not start on 16 bytes (a layer's weights sit wherever the parameter
- * arena puts them; cuDNN's tensor-core kernels want aligned filters). */
+/* bf16: packed as in fp32, and also copied when it does not start on 16 bytes (a layer's
+ * weights sit wherever the parameter arena puts them; cuDNN's tensor-core kernels want
+ * aligned filters) */
 static const uint16_t *packed_weights_bf16(tower_cudnn *c, const layer_ctx *L, const uint16_t *w,
                                            int ldw)
 {
-    if (ldw == L->kk && (uintptr_t)w % 16 == 0) return w;
-    CUDA_CHECK_OR(cudaMemcpy2DAsync(c->wpack, 2 * (size_t)L->kk, w, 2 * (size_t)ldw,
-                                    2 * (size_t)L->kk, L->Co, cudaMemcpyDeviceToDevice, c->stream),
-                  NULL);
-    return c->wpack;
+    return (const uint16_t *)weight_block(c, L, w, ldw, sizeof(uint16_t), c->wpack,
+                                          ldw != L->kk || (uintptr_t)w % 16 != 0);
 }
 
 extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)

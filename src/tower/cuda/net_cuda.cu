@@ -490,14 +490,12 @@ static __global__ void spin_kernel(unsigned long long ns)
     } while (now - start < ns);
 }
 
-extern "C" void tower_cuda_spin_on(tower *t, void *stream, unsigned us)
+extern "C" void tower_cuda_spin(tower *t, void *stream, unsigned us)
 {
     if (use_device(t)) return;
     spin_kernel<<<1, 1, 0, stream ? (cudaStream_t)stream : gpu_of(t)->stream>>>(1000ull * us);
     LAUNCH_CHECK(spin_kernel);
 }
-
-extern "C" void tower_cuda_spin(tower *t, unsigned us) { tower_cuda_spin_on(t, NULL, us); }
 
 extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t bytes, int kind)
 {
@@ -745,8 +743,8 @@ static int lrn_grad_handover(const tower *t, int l)
 {
     const tower_gpu *g = gpu_of(t);
     const tower_layer_shape *L = &t->plan.layer[l];
+    /* cuda_fuses_act: a conv row, its ReLU fused */
     return g->lrn_handover && g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
-           tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
            g->conv_path[l] == TOWER_CONV_CUDNN && L->act == TOWER_ACT_RELU &&
            cuda_fuses_act(t, l, TOWER_ACT_RELU) && L->lrn && L->pool_k &&
            cuda_fuses_lrn_pool(t, l);
@@ -989,6 +987,14 @@ static const tower_ops *cuda_ops_table(void) { return &cuda_ops; }
 
 /* ---- `--conv auto`: each conv layer timed on both paths -------------------------------- */
 
+/* Row l's backward as a step runs it: a handing-over row's conv makes no bf16 gradient
+ * (the buffer then holds the forward's y: good for timing only) */
+static void backward_as_in_a_step(tower *t, int l, int handover)
+{
+    if (handover) tower_cudnn_grad_given(gpu_of(t)->cudnn, l);
+    tower_backward_weighted(t, l);
+}
+
 extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_conv_timing *timing,
                                        char *note, size_t notelen, char *err, size_t errlen)
 {
@@ -1046,21 +1052,16 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
             for (int k = 0; k < TOWER_CONV_PATHS && e == cudaSuccess; k++) {
                 if (k == TOWER_CONV_CUDNN && !g->cudnn) continue;
                 g->conv_path[l] = k;
-                /* a step's backward of a handing-over row makes no bf16 gradient: nor does
-                 * the timed one (the buffer holds the forward's y: timing only) */
                 int handover = k == TOWER_CONV_CUDNN && lrn_grad_handover(t, l);
                 for (int i = 0; i < warmup; i++) {
                     tower_forward_weighted(t, l);
-                    if (handover) tower_cudnn_grad_given(g->cudnn, l);
-                    tower_backward_weighted(t, l);
+                    backward_as_in_a_step(t, l, handover);
                 }
                 e = cudaEventRecord(ev[0], g->stream);
                 for (int i = 0; i < reps && e == cudaSuccess; i++) tower_forward_weighted(t, l);
                 if (e == cudaSuccess) e = cudaEventRecord(ev[1], g->stream);
-                for (int i = 0; i < reps && e == cudaSuccess; i++) {
-                    if (handover) tower_cudnn_grad_given(g->cudnn, l);
-                    tower_backward_weighted(t, l);
-                }
+                for (int i = 0; i < reps && e == cudaSuccess; i++)
+                    backward_as_in_a_step(t, l, handover);
                 if (e == cudaSuccess) e = cudaEventRecord(ev[2], g->stream);
                 if (e == cudaSuccess) e = cudaEventSynchronize(ev[2]);
                 float f = 0, b = 0;
