@@ -44,6 +44,8 @@ class Instr:
     op: str                   # opcode with modifiers, e.g. "IMAD.WIDE.U32", "ld.global.f32"
     text: str                 # the whole instruction
     line: tuple = None        # (file basename, line) of the innermost source position
+    chain: tuple = ()         # that position, then the call sites it was inlined at, inward
+                              # out: ((file, line), ...)
     target: str = None        # branch target label
     call: str = None          # called subroutine
     cond: bool = False        # predicated branch
@@ -59,7 +61,7 @@ class Loop:
     own64: int = 0            # the same with every division site on the 64-bit subroutine
     div_sites: int = 0
     unroll: int = 1
-    by_line: dict = field(default_factory=dict)   # source line -> (own, own64, xu) there
+    by_line: dict = field(default_factory=dict)   # an Instr's chain -> (own, own64, xu)
     loads: int = 0
     stores: int = 0
 
@@ -123,7 +125,7 @@ SOURCE_PATHS = {}
 
 _SASS_INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _SASS_LABEL = re.compile(r"^\s*(\.L_x_\d+|\$[^:\s]+|\.text\.\S+|_Z\w+):\s*$")
-_SASS_LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
+_SASS_LINE = re.compile(r'//## File "([^"]+)", line (\d+)(?: inlined at "([^"]+)", line (\d+))?')
 
 
 def parse_sass(text):
@@ -133,15 +135,25 @@ def parse_sass(text):
     for k in range(1, len(parts), 2):
         name, body = parts[k], parts[k + 1]
         instrs, labels, pending, subs = [], {}, [], {}
-        line, fresh = None, True
+        line, chain, fresh = None, [], True
         cur_sub = None
         for raw in body.splitlines():
             m = _SASS_LINE.search(raw)
-            if m:  # the first position after an instruction is the innermost (inlined) one
+            if m:  # the first position after an instruction is the innermost (inlined) one,
+                # the ones after it the call sites it was inlined at
+                # (nvdisasm -gi: "... inlined at FILE, line N", one level a line)
+                pos = (os.path.basename(m.group(1)), int(m.group(2)))
+                SOURCE_PATHS.setdefault(pos[0], os.path.normpath(m.group(1)))
                 if fresh:
-                    line = (os.path.basename(m.group(1)), int(m.group(2)))
-                    SOURCE_PATHS.setdefault(line[0], os.path.normpath(m.group(1)))
+                    line, chain = pos, []
                     fresh = False
+                if m.group(3):
+                    SOURCE_PATHS.setdefault(os.path.basename(m.group(3)),
+                                            os.path.normpath(m.group(3)))
+                for q in [pos] + ([(os.path.basename(m.group(3)), int(m.group(4)))]
+                                  if m.group(3) else []):
+                    if not chain or chain[-1] != q:
+                        chain.append(q)
                 continue
             m = _SASS_LABEL.match(raw)
             if m:
@@ -161,7 +173,7 @@ def parse_sass(text):
             pending = []
             body_i = re.sub(r"^@!?U?P[T0-9]+\s+", "", text_i)
             op = body_i.split()[0] if body_i.split() else ""
-            ins = Instr(addr, op, text_i, line)
+            ins = Instr(addr, op, text_i, line, tuple(chain))
             ins.cond = text_i.startswith("@")
             tm = re.search(r"`\(([^)]+)\)", text_i)
             if op.startswith("BRA") and tm:
@@ -190,14 +202,14 @@ def parse_ptx(text):
         SOURCE_PATHS.setdefault(files[m.group(1)], os.path.normpath(m.group(2)))
     funcs = {}
     name = None
-    instrs, labels, pending, line = [], {}, [], None
+    instrs, labels, pending, line, chain = [], {}, [], None, []
     depth = 0
     for raw in text.splitlines():
         s = raw.strip()
         m = _PTX_ENTRY.match(s)
         if m:
             name = m.group(1) or m.group(2) or m.group(3)
-            instrs, labels, pending, line, depth = [], {}, [], None, 0
+            instrs, labels, pending, line, chain, depth = [], {}, [], None, [], 0
             continue
         if name is None:
             continue
@@ -212,8 +224,10 @@ def parse_ptx(text):
             continue
         if s.startswith(".loc"):
             p = s.split()
-            line = (files.get(p[1], p[1]), int(p[2]))
+            line = (files.get(p[1], p[1]), int(p[2].rstrip(",")))
             # ".loc 1 42 3, function_name ..., inlined_at 2 10 1": the first pair is innermost
+            chain = [line] + [(files.get(f, f), int(n)) for f, n in
+                              re.findall(r"inlined_at\s+(\d+)\s+(\d+)", s)]
             continue
         if not s or s.startswith("//") or s.startswith("."):
             continue
@@ -225,7 +239,7 @@ def parse_ptx(text):
         pred = re.match(r"^@!?%\w+\s+", s)
         body = s[pred.end():] if pred else s
         op = body.split()[0] if body.split() else ""
-        ins = Instr(len(instrs), op, s, line)
+        ins = Instr(len(instrs), op, s, line, tuple(chain))
         for lab in pending:
             labels[lab] = ins.idx
         pending = []
@@ -427,8 +441,9 @@ def _count_loop(lp, instrs, sass, skip32, skip64, site_at, sub_sizes):
         lp.own64 += n64
         lp.div_sites += d
         nxu = n32 if _is_xu(ins.op, sass) else 0
-        c32, c64, cxu = lp.by_line.get(ins.line, (0, 0, 0))
-        lp.by_line[ins.line] = (c32 + n32, c64 + n64, cxu + nxu)
+        key = ins.chain or (ins.line,)
+        c32, c64, cxu = lp.by_line.get(key, (0, 0, 0))
+        lp.by_line[key] = (c32 + n32, c64 + n64, cxu + nxu)
         lp.loads += _is_load(ins.op, sass)
         lp.stores += _is_store(ins.op, sass)
     lp.unroll = _loop_step(lp, instrs, sass)
@@ -565,9 +580,12 @@ def _loop_cost(lp, trips, srcdir, mode, used):
     spans = {line: (line[1], loop_extent(srcdir, line)) for line in groups if line}
     own = 0.0
     rest = {line: 0.0 for line in groups}
-    for line, counts in lp.by_line.items():
+    for chain, counts in lp.by_line.items():
+        # an instruction is a nested loop's when its position, or a call site it was inlined
+        # at, lies in the loop's source lines
         owner = next((g for g, (a, b) in spans.items()
-                      if line and line[0] == g[0] and a <= line[1] <= b), None)
+                      if any(pos and pos[0] == g[0] and a <= pos[1] <= b for pos in chain)),
+                     None)
         if owner is None:
             own += counts[k]
         else:

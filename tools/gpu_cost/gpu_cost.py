@@ -141,7 +141,8 @@ def build_and_count(build, use_ptx, nvdisasm, work):
         if use_ptx:
             text = open(out).read()
         else:
-            r = subprocess.run([nvdisasm, "-c", "-g", out], capture_output=True, text=True)
+            # -gi: each position with the call sites it was inlined at (count.py's chains)
+            r = subprocess.run([nvdisasm, "-c", "-gi", out], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"gpu_cost: nvdisasm failed on {base}: {r.stderr.strip()}")
             text = r.stdout
