@@ -1187,14 +1187,16 @@ Test(cuda_kernels_host, lrn_pool_bands)
     check_lrn_pool(2, 5, 24, 17, LN, PK, PS, 120, 1);
     check_lrn_pool(1, 3, 70, 71, LN, PK, PS, LT, 0);
 }
-/* fewer channels than the window, one channel, channel groups of 32 with a short last one,
- * other windows, and tiles of many planes across images */
+/* fewer channels than the window, one channel, channel groups of TOWER_K_LRNPOOL_G (64)
+ * with a short last one and with three, other windows, and tiles of many planes across
+ * images */
 Test(cuda_kernels_host, lrn_pool_channels)
 {
     check_lrn_pool(2, 3, 9, 9, LN, PK, PS, LT, 0);
     check_lrn_pool(1, 1, 7, 7, LN, PK, PS, LT, 1);
     check_lrn_pool(2, 37, 9, 9, LN, PK, PS, LT, 0);
     check_lrn_pool(1, 70, 6, 6, 9, PK, PS, LT, 1);
+    check_lrn_pool(1, 150, 5, 5, LN, PK, PS, LT, 0);
     check_lrn_pool(3, 10, 8, 8, 3, PK, PS, LT, 0);
 }
 /* a beta other than the paper's 0.75: the launcher's powf kernel */
