@@ -424,29 +424,33 @@ if [[ $stages == *cost* ]]; then
     # the other precisions' steps beside their predictions (fp32's is the run above)
     py=$(command -v python3 || command -v /usr/bin/python3)
     # and on cuDNN (tf32, bf16: the setting predicted to reach the target), when built
-    for pc in tf32:gemm bf16:gemm tf32:cudnn bf16:cudnn; do
-        prec=${pc%%:*} conv=${pc##*:} tag=$prec
-        [ "$conv" = cudnn ] && tag=$prec-cudnn
+    # (cudnn-acts: bf16 on cuDNN with --bf16-acts, conv1's and conv2's activations in bf16)
+    for pc in tf32:gemm bf16:gemm tf32:cudnn bf16:cudnn bf16:cudnn-acts; do
+        prec=${pc%%:*} conv=${pc##*:} tag=$prec acts=""
+        [ "$conv" != gemm ] && tag=$prec-$conv
+        [ "$conv" = cudnn-acts ] && conv=cudnn acts=--bf16-acts
         [ "$conv" = cudnn ] && ! ldd "$exe" | grep -q libcudnn && continue
         pj=$logs/bench-b128-$tag.json
         # shellcheck disable=SC2086  # --bench-args is a list of flags
-        if "$exe" bench --gpus 0 --batch 128 --precision "$prec" --conv "$conv" --json "$pj" \
+        if "$exe" bench --gpus 0 --batch 128 --precision "$prec" --conv "$conv" $acts --json "$pj" \
                $bench_args >"$logs/bench-b128-$tag.log" 2>&1; then
             line=$("$py" -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
 key = "cudnn_" if sys.argv[4] == "cudnn" else ""
+key += "bf16_acts_" if sys.argv[5] else ""
 try:
     p = json.load(open(sys.argv[2]))["predicted"][sys.argv[3]]
     pred = "predicted %.0f images/s (%.2f ms)" % (p[key + "images_per_s"], p[key + "step_ms"])
 except Exception:
     pred = "no prediction"
-print("measured %.0f images/s (%.2f ms per step, precision %s, --conv %s), %s"
-      % (m["images_per_s"], m["ms_per_step"], m.get("precision"), sys.argv[4], pred))' \
-                "$pj" "$logs/gpu_cost.json" "$prec" "$conv" 2>/dev/null)
-            note "ok: cost, bench --precision $prec --conv $conv at batch 128: ${line:-?}"
+print("measured %.0f images/s (%.2f ms per step, precision %s, --conv %s%s), %s"
+      % (m["images_per_s"], m["ms_per_step"], m.get("precision"), sys.argv[4],
+         " " + sys.argv[5] if sys.argv[5] else "", pred))' \
+                "$pj" "$logs/gpu_cost.json" "$prec" "$conv" "$acts" 2>/dev/null)
+            note "ok: cost, bench --precision $prec --conv $conv $acts at batch 128: ${line:-?}"
         else
-            note "FAIL: cost: twotower bench --batch 128 --precision $prec --conv $conv (see bench-b128-$tag.log): $(tail -2 "$logs/bench-b128-$tag.log" | tr '\n' ' ')"
+            note "FAIL: cost: twotower bench --batch 128 --precision $prec --conv $conv $acts (see bench-b128-$tag.log): $(tail -2 "$logs/bench-b128-$tag.log" | tr '\n' ' ')"
             failed=1
         fi
     done

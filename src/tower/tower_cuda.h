@@ -103,6 +103,8 @@ void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
 
 /* dst (n) = src rounded to bf16, on stream: the weights' copy, the fc GEMMs' operands */
 void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, void *stream);
+/* dst (n) = src widened to fp32 (exact); n < 2^31 */
+void tower_widen_bf16_cuda(float *dst, const uint16_t *src, size_t n, void *stream);
 /* Bytes of scratch a bf16 conv call needs with chunks of `images` images: the chunk's bf16
  * col (fp32 when din is wanted, din = 1: the input gradient's GEMM writes its fp32 col over
  * it), its fp32 product or bf16 output gradient, and bf16 ones. */
@@ -159,15 +161,18 @@ void tower_maxpool_backward_cuda(float *din, const float *dout, const int32_t *i
  * tower_lrn_maxpool_cuda_fits is 1 (a band of pooled rows and a tile of channels fit in a
  * block's shared memory, 32-bit indices); others stop the process. */
 int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, int K, int S);
+/* in16: NULL, or the input in bf16 (a kept activation, net_cuda.cu), read instead of in. */
 void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw, const float *in,
-                                    int B, int C, int H, int W, int n, float k, float alpha,
-                                    float beta, int K, int S, void *stream);
+                                    const uint16_t *in16, int B, int C, int H, int W, int n,
+                                    float k, float alpha, float beta, int K, int S,
+                                    void *stream);
 /* gb: NULL, or (B, C, H, W) bf16 that also receives din through the ReLU's mask (in is
- * the ReLU's output), rounded: the output gradient a conv on cuDNN's bf16 path reads. */
+ * the ReLU's output), rounded: the output gradient a conv on cuDNN's bf16 path reads; din
+ * may then be NULL (not written). in16 as forward's. */
 void tower_lrn_maxpool_backward_cuda(float *din, uint16_t *gb, const float *dout,
-                                     const int32_t *idx, const float *in, const float *pw,
-                                     int B, int C, int H, int W, int n, float k, float alpha,
-                                     float beta, int K, int S, void *stream);
+                                     const int32_t *idx, const float *in, const uint16_t *in16,
+                                     const float *pw, int B, int C, int H, int W, int n, float k,
+                                     float alpha, float beta, int K, int S, void *stream);
 
 void tower_dropout_forward_cuda(float *out, const float *in, size_t n, float p, uint64_t key,
                                 int train, void *stream);
@@ -288,6 +293,19 @@ void tower_cuda_set_grad_zeroing(tower *t, int on);
  * makes none (the same bits); 0: the conv makes it. A test hook
  * (model_placement.test_no_lrn_handover). */
 void tower_cuda_set_lrn_handover(tower *t, int on);
+/* on 1: in bf16, a row whose conv runs on cuDNN with its ReLU fused and the LRN and
+ * max-pool fused after it keeps the ReLU's output in bf16 only (its fp32 act is not
+ * written): the conv's output pass writes it, the fused LRN + max-pool reads it both ways,
+ * and the conv's backward masks by it. 0 (the default): the fp32 act, as every other row.
+ * model_placement.bf16_acts (--bf16-acts) sets it, before or after the configuration (the
+ * buffers follow both: 2 bytes an element of those rows' activations). 0, or -1 with err
+ * (the buffers could not be allocated: then off). */
+int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errlen);
+/* Makes t->acts[l].act hold row l's activation in fp32: where the row keeps it in bf16
+ * only (tower_cuda_set_bf16_acts), widens the kept one into it (on the tower's stream);
+ * otherwise nothing. For readers of the activations (model_get_activations). 0, or -1 (a
+ * fault, cuda_check.h). */
+int tower_cuda_acts_fp32(tower *t, int l);
 /* kind 0: host -> device, 1: device -> host, 2: device -> device. Synchronous with
  * respect to the tower's stream (enqueued on it, then the stream is synchronised).
  * 0, or -1 after printing the failed call and its reason on stderr. */

@@ -646,6 +646,8 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     fprintf(f, "convolutions: %s\n", r->conv_detail);
     if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
     fprintf(f, "graph: %s\n", r->graph);
+    if (m->place.bf16_acts)
+        fprintf(f, "activations: conv1's and conv2's kept in bf16 (--bf16-acts), the rest fp32\n");
     fprintf(f, "net: %s, %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             plan->cfg.net.name, T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -869,6 +871,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
     if (j) {
         json_object_set_new(j, "conv_choice", json_string(r->conv_choice));
         json_object_set_new(j, "graph", json_string(r->graph));
+        json_object_set_new(j, "bf16_acts", json_boolean(m->place.bf16_acts));
         if (m->place.cpu) { /* the machine's SGEMM and the steps' BLAS calls */
             json_object_set_new(j, "sgemm_gflops_per_s", jnum(r->sgemm_gflops));
             json_object_set_new(j, "sgemm_openblas_gflops_per_s", jnum(r->sgemm_openblas));

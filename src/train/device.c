@@ -93,6 +93,9 @@ const base_flag train_placement_flags[] = {
                       "GPU: the whole step as one CUDA graph, captured once and replayed;\n"
                       "auto keeps it only if its first replay gives the uncaptured step's\n"
                       "bits, on skips that check, off never captures")},
+    {BASE_FLAG_BOOL("bf16-acts", train_placement_args, bf16_acts,
+                    "with --precision bf16 and conv1/conv2 on cuDNN: keep their ReLU output\n"
+                    "in bf16 only, which their LRN and max-pool read (default: fp32)")},
     {BASE_FLAG_CHOICE("cpu-conv", train_placement_args, cpu_conv, "onednn|gemm",
                       "CPU convolutions: oneDNN where it is faster (with AVX-512 every\n"
                       "pass and every float GEMM; with AVX2 conv2's forward and the\n"
@@ -178,6 +181,9 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     if (!p->cpu && p->ngpus >= 1 && p->graph != MODEL_GRAPH_AUTO && used < n)
         snprintf(buf + used, n - used, "%s",
                  p->graph == MODEL_GRAPH_ON ? ", CUDA graph on" : ", CUDA graph off");
+    used = strlen(buf);
+    if (!p->cpu && p->bf16_acts && used < n)
+        snprintf(buf + used, n - used, ", bf16 activations kept (--bf16-acts)");
     used = strlen(buf);
     if (p->cpu && p->cpu_conv && used < n)
         snprintf(buf + used, n - used, ", convolutions all im2col + OpenBLAS");
@@ -268,5 +274,16 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
     p->serial = a->serial;
     p->cpu_conv = a->cpu_conv;
     if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
+    if (a->bf16_acts && (p->cpu || precision != TOWER_PRECISION_BF16 || !a->conv)) {
+        snprintf(err, errlen, "--bf16-acts keeps bf16 activations of the conv layers a "
+                              "--precision bf16 run has on cuDNN, and this run is %s: drop it or "
+                              "add %s",
+                 p->cpu ? "on the CPU" : precision != TOWER_PRECISION_BF16 ? "not in bf16"
+                                                                            : "on --conv gemm",
+                 p->cpu ? "--gpus" : precision != TOWER_PRECISION_BF16 ? "--precision bf16"
+                                                                       : "--conv cudnn");
+        return -1;
+    }
+    p->bf16_acts = a->bf16_acts;
     return train_placement_set_gpu_options(p, precision, a->conv, err, errlen);
 }

@@ -55,10 +55,11 @@ typedef struct {
     int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
     int cpu_conv;      /* --cpu-conv: 0 onednn (the default), 1 gemm */
     int graph;         /* --graph: 0 auto, 1 on, 2 off (MODEL_GRAPH_*) */
+    int bf16_acts;     /* --bf16-acts (model_placement.bf16_acts) */
 } train_placement_args;
 
 /* --cpu, --gpus LIST, --tf32, --precision fp32|tf32|bf16, --conv gemm|cudnn|auto,
- * --graph auto|on|off, --cpu-conv onednn|gemm, --serial, into a train_placement_args: a group for a command's flag
+ * --graph auto|on|off, --bf16-acts, --cpu-conv onednn|gemm, --serial, into a train_placement_args: a group for a command's flag
  * table, {BASE_FLAG_GROUP(train_placement_flags, OPTS, FIELD)}. */
 extern const base_flag train_placement_flags[];
 

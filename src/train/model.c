@@ -204,6 +204,11 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             }
             if (!rc && place->test_grad_zeroing) tower_cuda_set_grad_zeroing(&m->tw[t], 1);
             if (!rc && place->test_no_lrn_handover) tower_cuda_set_lrn_handover(&m->tw[t], 0);
+            if (!rc && place->bf16_acts &&
+                tower_cuda_set_bf16_acts(&m->tw[t], 1, err, errlen)) {
+                tower_free(&m->tw[t]);
+                rc = -1;
+            }
         } else
 #endif
             rc = tower_init(&m->tw[t], &m->plan, t, seed, err, errlen);
@@ -1579,6 +1584,15 @@ int model_get_activations(const model *m, int l, float *acts, char *err, size_t 
     }
     /* each tower's (B, C, H, W) block goes to its part of every sample's row */
     for (int t = 0; t < m->towers; t++) {
+#if MODEL_CUDA
+        /* a row keeping its activation in bf16 only has it widened into the fp32 place */
+        if (m->tw[t].device >= 0 && tower_cuda_acts_fp32((tower *)&m->tw[t], l) != 0) {
+            free(host);
+            base_errf(err, errlen, "tower %d: reading layer %s's activations failed on its GPU",
+                      t, tower_plan_row(&m->plan, l)->name);
+            return -1;
+        }
+#endif
         get(m, t, host, m->tw[t].acts[l].act, sizeof(real) * B * per);
         for (size_t b = 0; b < B; b++)
             for (size_t i = 0; i < per; i++)

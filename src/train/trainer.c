@@ -669,6 +669,7 @@ static int run_open(run_state *r, const train_options *o)
                               "pca_std", r->meta.pca_std, "mirror", r->meta.mirror,
                               "downsample", r->downsample, "conv", convs, "precision",
                               o->place.cpu ? "fp32" : tower_precision_name(o->place.precision));
+    if (extra) json_object_set_new(extra, "bf16_acts", json_boolean(o->place.bf16_acts));
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);

@@ -606,7 +606,8 @@ static void emu_cudnn_backward_bf16(float *din, float *dw, float *db, const floa
     size_t nin = (size_t)B * Ci * H * W, nout = (size_t)B * Co * HWo, nw = (size_t)Co * kk;
     uint16_t *g = calloc(nout, sizeof(uint16_t)), *xb = to_bf16(in, nin);
     cr_assert_not_null(g);
-    for (uint32_t i = 0; i < (uint32_t)nout; i++) tower_k_grad_bf16(g, dout, act, i);
+    for (uint32_t i = 0; i < (uint32_t)nout; i++)
+        tower_k_grad_bf16(g, dout, tower_k_src_of(act, 0), i);
     if (db) { /* (B, Co) sums over each plane, then over the images, in fp32 */
         for (int c = 0; c < Co; c++) {
             float s = 0.0f;
@@ -745,15 +746,25 @@ Test(cuda_kernels_host, cudnn_bf16_passes)
         cr_assert_eq(tower_k_cudnn_out(y, prev, b, i, dc, dhw, 0), yv + b[c]);
         cr_assert_eq(tower_k_cudnn_out(y, prev, NULL, i, dc, dhw, 1), yv + prev[i]);
         cr_assert_eq(tower_k_cudnn_out(y, prev, b, i, dc, dhw, 1), (yv + prev[i]) + b[c]);
-        tower_k_grad_bf16(g, dout, act, i);
+        tower_k_grad_bf16(g, dout, tower_k_src_f32(act), i);
         cr_assert_eq(g[i], tower_k_bf16(act[i] > 0.0f ? dout[i] : 0.0f), "at %u", i);
-        tower_k_grad_bf16(g, dout, NULL, i);
+        tower_k_grad_bf16(g, dout, tower_k_src_f32(NULL), i);
         cr_assert_eq(g[i], tower_k_bf16(dout[i]));
         float d[1] = {3.0f};
         tower_k_add_bf16(d, &y[i], 0, 0);
         cr_assert_eq(d[0], yv);
         tower_k_add_bf16(d, &y[i], 0, 1);
         cr_assert_eq(d[0], yv + yv);
+        /* a kept activation: the same output through the ReLU, then rounded; its mask */
+        uint16_t kept[N], ab[N];
+        for (int acc = 0; acc < 2; acc++) {
+            float v = tower_k_cudnn_out(y, prev, b, i, dc, dhw, acc);
+            tower_k_cudnn_act_bf16(kept, y, prev, b, i, dc, dhw, acc);
+            cr_assert_eq(kept[i], tower_k_bf16(v > 0.0f ? v : 0.0f), "at %u", i);
+        }
+        ab[i] = tower_k_bf16(act[i]);
+        tower_k_grad_bf16(g, dout, tower_k_src_of(ab, 1), i);
+        cr_assert_eq(g[i], tower_k_bf16(tower_k_bf16_float(ab[i]) > 0.0f ? dout[i] : 0.0f));
     }
     float dw[ROWS * LD];
     uint16_t blk[ROWS * KK];
@@ -1051,7 +1062,7 @@ Test(cuda_kernels_host, maxpool_other_windows)
  * anything the tile did not write shows. Against layers_cpu.c's LRN then max-pool: the
  * pooled output, argmax, pw (= tower_lrn_pow(scale, beta) for every element: each one written)
  * and din bit for bit. */
-static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const float *in,
+static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, tower_k_src in,
                                     tower_k_lrnpool g)
 {
     float *tile = fnew((size_t)g.tile_floats);
@@ -1069,9 +1080,10 @@ static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, const f
     free(tile);
 }
 
-/* gb: NULL, or the bf16 gradient lrn_maxpool_backward_g_kernel also writes */
+/* gb: NULL, or the bf16 gradient lrn_maxpool_backward_g_kernel also writes (din then may
+ * be NULL) */
 static void emu_lrn_maxpool_backward(float *din, uint16_t *gb, const float *dpool,
-                                     const int32_t *idx, const float *in, const float *pw,
+                                     const int32_t *idx, tower_k_src in, const float *pw,
                                      tower_k_lrnpool g)
 {
     enum { P = TOWER_K_LRNPOOL_P, LANES = TOWER_K_LRNPOOL_LANES };
@@ -1106,6 +1118,47 @@ static void emu_lrn_maxpool_backward(float *din, uint16_t *gb, const float *dpoo
     free(terms), free(dls);
 }
 
+/* The same fused passes reading a kept bf16 input (a row keeping its ReLU's output in bf16
+ * only, net_cuda.cu): bit for bit layers_cpu.c's LRN then max-pool of the widened input,
+ * and the bf16 gradient with din not written (the step's hand-over) the one written with
+ * it, masked by the bf16 input. */
+static void check_lrn_pool_kept(const float *in, const float *dpool, tower_k_lrnpool g, int B,
+                                int C, int H, int W, int n, int K, int S, const char *what)
+{
+    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
+    float k = g.k, a = g.alpha, be = g.beta;
+    uint16_t *inb = to_bf16(in, n_in), *gb = calloc(n_in, sizeof(uint16_t));
+    uint16_t *gref = calloc(n_in, sizeof(uint16_t));
+    float *inw = fnew(n_in), *lrn = fnew(n_in), *scale = fnew(n_in), *out = fnew(n_out);
+    float *dlrn = fnew(n_in), *din = fnew(n_in), *out2 = fnew(n_out), *pw = fnew(n_in);
+    float *din2 = fnew(n_in);
+    int32_t *idx = calloc(n_out, sizeof(int32_t)), *idx2 = calloc(n_out, sizeof(int32_t));
+    cr_assert(gb && gref && idx && idx2);
+    for (size_t i = 0; i < n_in; i++) inw[i] = tower_k_bf16_float(inb[i]), din2[i] = NAN;
+    for (size_t i = 0; i < n_out; i++) out2[i] = NAN, idx2[i] = -1;
+    tower_lrn_forward(lrn, scale, inw, B, C, H * W, n, k, a, be);
+    tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
+    emu_lrn_maxpool_forward(out2, idx2, pw, tower_k_src_of(inb, 1), g);
+    char w2[160];
+    snprintf(w2, sizeof w2, "lrn+pool fwd, bf16 input, %s", what);
+    expect_close(w2, out2, out, n_out, 0);
+    cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "%s: argmax differs", w2);
+    tower_maxpool_backward(dlrn, dpool, idx, B, C, H, W, K, S);
+    tower_lrn_backward(din, dlrn, inw, lrn, scale, B, C, H * W, n, k, a, be);
+    emu_lrn_maxpool_backward(din2, NULL, dpool, idx2, tower_k_src_of(inb, 1), pw, g);
+    snprintf(w2, sizeof w2, "lrn+pool bwd, bf16 input, %s", what);
+    expect_close(w2, din2, din, n_in, 0);
+    memset(gb, 0xff, sizeof(uint16_t) * n_in); /* every element must be written */
+    emu_lrn_maxpool_backward(NULL, gb, dpool, idx2, tower_k_src_of(inb, 1), pw, g);
+    for (uint32_t i = 0; i < (uint32_t)n_in; i++)
+        tower_k_grad_bf16(gref, din, tower_k_src_of(inb, 1), i);
+    cr_assert_eq(memcmp(gb, gref, sizeof(uint16_t) * n_in), 0,
+                 "%s: the bf16 gradient with din not written", w2);
+    free(inb), free(gb), free(gref), free(inw), free(lrn), free(scale), free(out), free(dlrn);
+    free(din), free(out2), free(pw), free(din2), free(idx), free(idx2);
+}
+
 /* signed: inputs of both signs (a tanh net's); else as after a ReLU, zeros included */
 static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
                                 int tile_floats, int signed_in, float be)
@@ -1133,7 +1186,7 @@ static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
              W, n, K, S, g.np, (int)g.bands.d);
     tower_lrn_forward(lrn, scale, in, B, C, H * W, n, k, a, be);
     tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
-    emu_lrn_maxpool_forward(out2, idx2, pw, in, g);
+    emu_lrn_maxpool_forward(out2, idx2, pw, tower_k_src_f32(in), g);
     for (size_t i = 0; i < n_in; i++) pw_ref[i] = tower_lrn_pow(scale[i], be);
     char w2[128];
     snprintf(w2, sizeof w2, "lrn+pool fwd %s", what);
@@ -1143,7 +1196,7 @@ static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
     expect_close(w2, pw, pw_ref, n_in, 0);
     tower_maxpool_backward(dlrn, dpool, idx, B, C, H, W, K, S);
     tower_lrn_backward(din, dlrn, in, lrn, scale, B, C, H * W, n, k, a, be);
-    emu_lrn_maxpool_backward(din2, NULL, dpool, idx2, in, pw, g);
+    emu_lrn_maxpool_backward(din2, NULL, dpool, idx2, tower_k_src_f32(in), pw, g);
     snprintf(w2, sizeof w2, "lrn+pool bwd %s", what);
     expect_close(w2, din2, din, n_in, 0);
     /* with the bf16 gradient: the same din, and gb is tower_k_grad_bf16 of it (in: the ReLU's
@@ -1153,11 +1206,13 @@ static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
     cr_assert(gb && gref);
     memset(gb, 0xff, sizeof(uint16_t) * n_in); /* every element must be written */
     float *din3 = fnew(n_in);
-    emu_lrn_maxpool_backward(din3, gb, dpool, idx2, in, pw, g);
+    emu_lrn_maxpool_backward(din3, gb, dpool, idx2, tower_k_src_f32(in), pw, g);
     snprintf(w2, sizeof w2, "lrn+pool bwd with bf16 gradient %s", what);
     expect_close(w2, din3, din, n_in, 0);
-    for (uint32_t i = 0; i < (uint32_t)n_in; i++) tower_k_grad_bf16(gref, din3, in, i);
+    for (uint32_t i = 0; i < (uint32_t)n_in; i++)
+        tower_k_grad_bf16(gref, din3, tower_k_src_f32(in), i);
     cr_assert_eq(memcmp(gb, gref, sizeof(uint16_t) * n_in), 0, "%s: the bf16 gradient", w2);
+    check_lrn_pool_kept(in, dpool, g, B, C, H, W, n, K, S, what);
     free(gb), free(gref), free(din3);
     free(in), free(dpool), free(lrn), free(scale), free(out), free(dlrn), free(din), free(out2);
     free(pw), free(pw_ref), free(din2), free(idx), free(idx2);

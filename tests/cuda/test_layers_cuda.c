@@ -350,6 +350,61 @@ Test(cuda_layers, maxpool1, .init = setup) { check_pool(0); }
 Test(cuda_layers, maxpool2, .init = setup) { check_pool(1); }
 Test(cuda_layers, maxpool5, .init = setup) { check_pool(4); }
 
+/* The fused passes reading a kept bf16 input (a row keeping its ReLU's output in bf16 only):
+ * bit for bit the fp32 kernels on the widened input (pooled output, argmax, pw, din), and
+ * the bf16 gradient with din not written (the step's hand-over) the one written with it. */
+static void check_lrn_pool_kept(const char *name, const float *in, const float *d_dpool, int B,
+                                int C, int H, int W, float k, float a, float be, int K, int S)
+{
+    int Ho = (H - K) / S + 1, Wo = (W - K) / S + 1;
+    size_t n = (size_t)B * C * H * W, n_out = (size_t)B * C * Ho * Wo;
+    uint16_t *inb = calloc(n, sizeof(uint16_t)), *g1 = calloc(n, sizeof(uint16_t));
+    uint16_t *g2 = calloc(n, sizeof(uint16_t)), *d_inb = NULL, *d_g1 = NULL, *d_g2 = NULL;
+    float *inw = tt_host_alloc(n), *ref = tt_host_alloc(n);
+    int32_t *i1 = calloc(n_out, sizeof(int32_t)), *i2 = calloc(n_out, sizeof(int32_t));
+    cr_assert(inb && g1 && g2 && i1 && i2);
+    for (size_t i = 0; i < n; i++) inb[i] = tower_k_bf16(in[i]), inw[i] = tower_k_bf16_float(inb[i]);
+    float *d_inw = tt_dev_upload(inw, n);
+    float *d_o1 = tt_dev_alloc(sizeof(float) * n_out), *d_o2 = tt_dev_alloc(sizeof(float) * n_out);
+    float *d_p1 = tt_dev_alloc(sizeof(float) * n), *d_p2 = tt_dev_alloc(sizeof(float) * n);
+    float *d_d1 = tt_dev_alloc(sizeof(float) * n), *d_d2 = tt_dev_alloc(sizeof(float) * n);
+    int32_t *d_i1 = tt_dev_alloc(sizeof(int32_t) * n_out), *d_i2 = tt_dev_alloc(sizeof(int32_t) * n_out);
+    TT_CUDA(cudaMalloc((void **)&d_inb, sizeof(uint16_t) * n));
+    TT_CUDA(cudaMalloc((void **)&d_g1, sizeof(uint16_t) * n));
+    TT_CUDA(cudaMalloc((void **)&d_g2, sizeof(uint16_t) * n));
+    TT_CUDA(cudaMemcpy(d_inb, inb, sizeof(uint16_t) * n, cudaMemcpyHostToDevice));
+    TT_CUDA(cudaMemset(d_g1, 0xff, sizeof(uint16_t) * n));
+    TT_CUDA(cudaMemset(d_g2, 0xff, sizeof(uint16_t) * n));
+    tower_lrn_maxpool_forward_cuda(d_o1, d_i1, d_p1, d_inw, NULL, B, C, H, W, TOWER_LRN_N, k, a,
+                                   be, K, S, stream);
+    tower_lrn_maxpool_forward_cuda(d_o2, d_i2, d_p2, NULL, d_inb, B, C, H, W, TOWER_LRN_N, k, a,
+                                   be, K, S, stream);
+    tower_lrn_maxpool_backward_cuda(d_d1, d_g1, d_dpool, d_i1, d_inw, NULL, d_p1, B, C, H, W,
+                                    TOWER_LRN_N, k, a, be, K, S, stream);
+    tower_lrn_maxpool_backward_cuda(d_d2, NULL, d_dpool, d_i2, NULL, d_inb, d_p2, B, C, H, W,
+                                    TOWER_LRN_N, k, a, be, K, S, stream);
+    tower_lrn_maxpool_backward_cuda(NULL, d_g2, d_dpool, d_i2, NULL, d_inb, d_p2, B, C, H, W,
+                                    TOWER_LRN_N, k, a, be, K, S, stream);
+    TT_CUDA(cudaStreamSynchronize(stream));
+    tt_dev_download(ref, d_o1, n_out);
+    check(name2(name, "lrn+pool bf16 input out"), d_o2, ref, n_out, TOL_EXACT);
+    TT_CUDA(cudaMemcpy(i1, d_i1, sizeof(int32_t) * n_out, cudaMemcpyDeviceToHost));
+    TT_CUDA(cudaMemcpy(i2, d_i2, sizeof(int32_t) * n_out, cudaMemcpyDeviceToHost));
+    cr_assert(memcmp(i1, i2, sizeof(int32_t) * n_out) == 0, "%s: bf16 input argmax", name);
+    tt_dev_download(ref, d_p1, n);
+    check(name2(name, "lrn+pool bf16 input pw"), d_p2, ref, n, TOL_EXACT);
+    tt_dev_download(ref, d_d1, n);
+    check(name2(name, "lrn+pool bf16 input din"), d_d2, ref, n, TOL_EXACT);
+    TT_CUDA(cudaMemcpy(g1, d_g1, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
+    TT_CUDA(cudaMemcpy(g2, d_g2, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
+    cr_assert(memcmp(g1, g2, sizeof(uint16_t) * n) == 0,
+              "%s: the bf16 gradient with din not written differs", name);
+    cudaFree(d_inw), cudaFree(d_o1), cudaFree(d_o2), cudaFree(d_p1), cudaFree(d_p2);
+    cudaFree(d_d1), cudaFree(d_d2), cudaFree(d_i1), cudaFree(d_i2), cudaFree(d_inb);
+    cudaFree(d_g1), cudaFree(d_g2);
+    free(inb), free(g1), free(g2), free(inw), free(ref), free(i1), free(i2);
+}
+
 /* ---- LRN then max-pool fused (conv1, conv2 of the paper, and an awkward shape: planes in
  * bands, 37 channels, inputs of both signs): the fused kernels against the unfused CUDA
  * kernels bit for bit (pooled output, argmax, input gradient; in * pw against the unfused
@@ -387,9 +442,9 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
     tower_maxpool_backward_cuda(d_dlrn, d_dpool, d_idx, B, C, H, W, K, S, stream);
     tower_lrn_backward_cuda(d_din, d_dlrn, d_in, d_lrn, d_scale, B, C, H * W, TOWER_LRN_N, k, a,
                             be, stream);
-    tower_lrn_maxpool_forward_cuda(d_out2, d_idx2, d_pw, d_in, B, C, H, W, TOWER_LRN_N, k, a, be,
-                                   K, S, stream);
-    tower_lrn_maxpool_backward_cuda(d_din2, NULL, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
+    tower_lrn_maxpool_forward_cuda(d_out2, d_idx2, d_pw, d_in, NULL, B, C, H, W, TOWER_LRN_N, k,
+                                   a, be, K, S, stream);
+    tower_lrn_maxpool_backward_cuda(d_din2, NULL, d_dpool, d_idx2, d_in, NULL, d_pw, B, C, H, W,
                                     TOWER_LRN_N, k, a, be, K, S, stream);
     TT_CUDA(cudaStreamSynchronize(stream));
     /* fused against unfused: bit for bit */
@@ -417,8 +472,8 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
         cr_assert_not_null(gb);
         TT_CUDA(cudaMalloc((void **)&d_gb, sizeof(uint16_t) * n));
         TT_CUDA(cudaMemset(d_gb, 0xff, sizeof(uint16_t) * n)); /* every element written */
-        tower_lrn_maxpool_backward_cuda(d_din3, d_gb, d_dpool, d_idx2, d_in, d_pw, B, C, H, W,
-                                        TOWER_LRN_N, k, a, be, K, S, stream);
+        tower_lrn_maxpool_backward_cuda(d_din3, d_gb, d_dpool, d_idx2, d_in, NULL, d_pw, B, C, H,
+                                        W, TOWER_LRN_N, k, a, be, K, S, stream);
         TT_CUDA(cudaStreamSynchronize(stream));
         tt_dev_download(din3, d_din3, n);
         check(name2(name, "lrn+pool fused din, with the bf16 gradient"), d_din2, din3, n,
@@ -431,6 +486,7 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
         cudaFree(d_din3), cudaFree(d_gb);
         free(din3), free(gb);
     }
+    check_lrn_pool_kept(name, in, d_dpool, B, C, H, W, k, a, be, K, S);
     /* against the CPU (its backward through the GPU's argmax) */
     tower_lrn_forward(lrn, scale, in, B, C, H * W, TOWER_LRN_N, k, a, be);
     tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);

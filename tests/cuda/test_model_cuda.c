@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gpu_util.h"
+#include "tower/cuda/kernels.h"
 #include "train/model.h"
 
 /* Whole-step tolerances on max |gpu - cpu| / max |cpu| per tensor: every layer's
@@ -464,6 +465,64 @@ Test(cuda_model, lrn_handover_changes_no_bit, .timeout = 120)
     }
     free(a);
     free(b);
+    model_free(&ma);
+    model_free(&mb);
+}
+
+/* In bf16 on cuDNN a row with its LRN and max-pool fused after the conv (the tiny net's conv1
+ * and conv2, as the paper's) keeps its ReLU's output in bf16 only: after the same forward
+ * its activations read back are the fp32-kept model's rounded to bf16, bit for bit (and
+ * some differ: the rounding happened); the step after stays within bf16's tolerances of the
+ * step with fp32 activations (the kept rounding is one more per element, inside them) */
+Test(cuda_model, kept_bf16_acts_are_the_fp32_ones_rounded, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement pa = on_cudnn(TOWER_PRECISION_BF16), pb = pa;
+    pa.bf16_acts = 1;
+    model ma, mb;
+    init_or_fail(&ma, &tiny, pa, 5);
+    init_or_fail(&mb, &tiny, pb, 5);
+    float *x;
+    int32_t *labels;
+    make_batch(&tiny, &x, &labels, 801);
+    model_set_batch(&ma, x, labels);
+    model_set_batch(&mb, x, labels);
+    model_forward(&ma, 0);
+    model_forward(&mb, 0);
+    int rows = 0;
+    for (int l = 0; l < ma.plan.n_layers; l++) {
+        const tower_layer_shape *L = &ma.plan.layer[l];
+        if (!L->lrn || !L->pool_k) continue;
+        rows++;
+        size_t n = (size_t)tiny.batch * model_layer_units(&ma, l), wrong = 0, rounded = 0;
+        float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
+        char err[256] = "";
+        cr_assert_eq(model_get_activations(&ma, l, a, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(model_get_activations(&mb, l, b, err, sizeof err), 0, "%s", err);
+        for (size_t i = 0; i < n; i++) {
+            float want = tower_k_bf16_float(tower_k_bf16(b[i]));
+            wrong += memcmp(&a[i], &want, sizeof want) != 0;
+            rounded += a[i] != b[i];
+        }
+        printf("%s: %zu of %zu kept activations rounded, %zu wrong\n",
+               tower_plan_row(&ma.plan, l)->name, rounded, n, wrong);
+        cr_assert_eq(wrong, 0, "%s: %zu of %zu kept activations are not the fp32 ones rounded",
+                     tower_plan_row(&ma.plan, l)->name, wrong, n);
+        cr_assert(rounded > 0, "%s: no activation was rounded: the bf16 one was not kept",
+                  tower_plan_row(&ma.plan, l)->name);
+        free(a);
+        free(b);
+    }
+    cr_assert(rows > 0, "the tiny net has no row with LRN and max-pool");
+    double la = model_forward(&ma, 1), lb = model_forward(&mb, 1);
+    cr_assert(fabs(la - lb) <= TOL_BF16_LOSS * fabs(lb), "loss: kept bf16 %.9g, fp32 %.9g", la,
+              lb);
+    model_backward(&ma);
+    model_backward(&mb);
+    compare_tensors(&ma, &mb, 1, TOL_BF16_GRAD);
+    free(x);
+    free(labels);
     model_free(&ma);
     model_free(&mb);
 }

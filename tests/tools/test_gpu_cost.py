@@ -95,6 +95,13 @@ if r.returncode == 0:
     for name in ("cudnn_out_bf16_kernel", "grad_bf16_kernel", "add_bf16_kernel",
                  "add_bf16_block_kernel"):
         check(name in j["kernels"] or name in j["counted"], f"{name} is counted")
+    # --bf16-acts beside it: its step, and the kernels it runs counted from the build
+    k = b.get("cudnn_bf16_acts_step_ms")
+    check(isinstance(k, float) and math.isfinite(k) and k > 0, f"--bf16-acts step {k}")
+    check("bf16 with --bf16-acts" in text, "the --bf16-acts line in the report")
+    for name in ("cudnn_act_bf16_kernel", "lrn_maxpool_forward_h_kernel",
+                 "lrn_maxpool_backward_g_h_kernel", "grad_bf16_h_kernel", "widen_bf16_kernel"):
+        check(name in j["kernels"], f"{name} is counted")
     check("--conv cudnn" in text and "copy stream, beside the step" in text,
           "the cuDNN step and the copy stream in the report")
     for layer in want:

@@ -203,6 +203,9 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     # memory bound, as cuBLAS's are (the other kernels counted as below)
     cudnn = {p: predict(kernels, model.step_ops(batch=batch, precision=p, conv="cudnn")[1],
                         dev, p)[0] for p in model.PRECISIONS}
+    # and bf16 on cuDNN with --bf16-acts (conv1's and conv2's activation kept in bf16)
+    kept = predict(kernels, model.step_ops(batch=batch, precision="bf16", conv="cudnn",
+                                           bf16_acts=True)[1], dev, "bf16")[0]
     w = out.write
     w("twotower: predicted cost of one training step on one GPU: PREDICTED, not measured\n")
     w(f"net alexnet2012, 2 towers on one GPU, batch {batch}, 224x224, --conv gemm; "
@@ -371,6 +374,16 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
       f"{summary['bf16']['cudnn_at_50pct_images_per_s']:.0f} images/s; at 25%: "
       f"{summary['bf16']['cudnn_at_25pct_images_per_s']:.0f} (its calls take "
       f"{conv_s * 1e3:.2f} ms of the {t16 * 1e3:.2f})\n")
+    tk = sum(r[1] for r in kept)
+    summary["bf16"]["cudnn_bf16_acts_step_ms"] = tk * 1e3
+    summary["bf16"]["cudnn_bf16_acts_images_per_s"] = batch / tk
+    lrn = [n for n in ("lrn_maxpool_forward_h_kernel", "lrn_maxpool_backward_g_h_kernel")]
+    lrn_ms = {n: sum(r[1] for r in kept if r[0].name == n) * 1e3 for n in lrn}
+    bounds = {n: sorted({r[2] for r in kept if r[0].name == n}) for n in lrn}
+    w(f"    bf16 with --bf16-acts (conv1's and conv2's ReLU output kept in bf16): "
+      f"{tk * 1e3:.2f} ms/step, {batch / tk:.0f} images/s, "
+      f"{(tk - t16) * 1e3:+.3f} ms against fp32 activations (the fused LRN + max-pool, "
+      + ", ".join(f"{n} {lrn_ms[n]:.3f} ms {'/'.join(bounds[n])}-bound" for n in lrn) + ")\n")
     best = min(model.PRECISIONS, key=lambda p: summary[p]["cudnn_step_ms"])
     bwd = sum(r[1] for r in cudnn[best] if r[0].phase in ("bwd", "update"))
     cs = model.copy_stream_time(cudnn[best])

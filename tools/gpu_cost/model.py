@@ -286,13 +286,14 @@ CONVS = ("gemm", "cudnn")
 
 
 def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision="fp32",
-             conv="gemm"):
+             conv="gemm", bf16_acts=False):
     """Every GPU operation of one training step, both towers on one GPU. fused: LRN and
     the max-pool after it as one kernel each way (the code); False: the two kernels each
     way that ran before (and still run where a row has only one of them). precision: the
     step's operations at that --precision (bf16 has its own; fp32 and tf32 share them).
     conv: every conv layer's path, "gemm" (im2col + cuBLAS in chunks) or "cudnn"
-    (conv_cudnn.cu: cuDNN's calls, timed at their FLOP or memory bound as cuBLAS's are)."""
+    (conv_cudnn.cu: cuDNN's calls, timed at their FLOP or memory bound as cuBLAS's are).
+    bf16_acts: --bf16-acts (bf16 on cuDNN: conv1's and conv2's ReLU output kept in bf16)."""
     bf16 = precision == "bf16"
     assert conv in CONVS
     P = plan(size, towers, classes)
@@ -325,7 +326,8 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
         for t in range(towers):
             if bf16 and L is P[0]:  # the weights' bf16 copy, at each tower's first layer
                 ops.append(_cast("update", "fwd", n_params))
-            ops += (_cudnn_forward(L, B, fused, bf16) if conv == "cudnn" and L.kind == "conv"
+            ops += (_cudnn_forward(L, B, fused, bf16, bf16_acts)
+                    if conv == "cudnn" and L.kind == "conv"
                     else _layer_forward(L, B, fused, bf16))
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
     for t in range(towers):
@@ -350,7 +352,8 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     for l in range(len(P) - 1, -1, -1):
         L = P[l]
         for t in range(towers):
-            ops += (_cudnn_backward(L, B, l == 0, fused, bf16) if conv == "cudnn" and L.kind == "conv"
+            ops += (_cudnn_backward(L, B, l == 0, fused, bf16, bf16_acts)
+                    if conv == "cudnn" and L.kind == "conv"
                     else _layer_backward(L, B, first=(l == 0), fused=fused, bf16=bf16))
         if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
@@ -392,15 +395,19 @@ def _layer_forward(L, B, fused=True, bf16=False):
     return ops
 
 
-def _pool_lrn_forward(L, B, fused):
-    """The LRN and max-pool passes after a conv layer's output (the same on both paths)."""
+def _pool_lrn_forward(L, B, fused, kept=False):
+    """The LRN and max-pool passes after a conv layer's output (the same on both paths).
+    kept: the row keeps its ReLU's output in bf16 (net_cuda.cu's kept activations), which
+    the fused kernels read (lrn_maxpool_forward_h_kernel, 2 bytes an element less)."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.lrn and L.pool and fused:
         # reads in, writes pw (s^-beta), the pooled output and its argmax
         npool = B * L.out_ch * L.final_h * L.final_h
         threads, trips = lrnpool_forward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
-        ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_kernel", act,
-                      4.0 * (2 * act + 2 * npool), trips, threads=threads))
+        ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_h_kernel" if kept else
+                      "lrn_maxpool_forward_kernel", act,
+                      (2.0 if kept else 4.0) * act + 4.0 * (act + 2 * npool), trips,
+                      threads=threads))
     elif L.lrn:
         ops.append(_k(L.name, "fwd", "lrn_forward_kernel", act, 12.0 * act,
                       _lrn_trips(L.out_ch)))
@@ -412,18 +419,19 @@ def _pool_lrn_forward(L, B, fused):
     return ops
 
 
-def _pool_lrn_backward(L, B, fused, g=False):
-    """g: the fused backward also writes the bf16 masked gradient of a conv on cuDNN's bf16
-    path (lrn_maxpool_backward_g_kernel, 2 bytes an element more)."""
+def _pool_lrn_backward(L, B, fused, g=False, kept=False):
+    """g: the fused backward writes the bf16 masked gradient of a conv on cuDNN's bf16 path
+    in place of the fp32 din, which then has no reader (lrn_maxpool_backward_g_kernel);
+    kept: it reads the kept bf16 input (the _h_ kernels)."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.lrn and L.pool and fused:
-        # reads the pooled gradient, idx, in and pw; writes din (and g's bf16 gradient)
+        # reads the pooled gradient, idx, in and pw; writes din or g's bf16 gradient
         npool = B * L.out_ch * L.final_h * L.final_h
         threads, trips = lrnpool_backward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
-        ops.append(_k(L.name, "bwd", "lrn_maxpool_backward_g_kernel" if g else
-                      "lrn_maxpool_backward_kernel", act,
-                      4.0 * (3 * act + 2 * npool) + (2.0 * act if g else 0.0), trips,
-                      threads=threads))
+        name = "lrn_maxpool_backward" + ("_g" if g else "") + ("_h" if kept else "") + "_kernel"
+        ops.append(_k(L.name, "bwd", name, act,
+                      (2.0 if kept else 4.0) * act + 4.0 * act + (2.0 if g else 4.0) * act +
+                      8.0 * npool, trips, threads=threads))
     elif L.pool:
         npool = B * L.out_ch * L.final_h * L.final_h
         cells = B * L.out_ch * _pool_cells(L.out_h, POOL_S) ** 2
@@ -444,7 +452,7 @@ def _conv_call(L, phase, name, B, eb, flops):
     return Op(L.name, phase, "conv", name, bytes=eb * (nin + nout + nw), flops=flops)
 
 
-def _cudnn_forward(L, B, fused=True, bf16=False):
+def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False):
     """conv_cudnn.cu's forward of a conv layer, per source: fp32/TF32 cudnnConvolutionForward
     on the fp32 tensors, then cudnnAddTensor (the bias) and the ReLU's own kernel; bf16 the
     input cast to bf16 (kept for the weight gradient), the bf16 convolution into a bf16 y,
@@ -453,6 +461,9 @@ def _cudnn_forward(L, B, fused=True, bf16=False):
     nin = B * L.in_ch * L.in_h * L.in_h
     nw = L.out_ch * L.in_ch * L.k * L.k
     flops = 2.0 * B * L.out_ch * L.out_h * L.out_h * L.in_ch * L.k * L.k
+    # with --bf16-acts, a row whose ReLU'd output only its fused LRN + max-pool read keeps it
+    # in bf16 alone
+    kept = bf16_acts and bf16 and L.relu and L.lrn and L.pool and fused
     for src in range(L.sources):
         if bf16:
             ops.append(_cast(L.name, "fwd", nin))
@@ -463,7 +474,10 @@ def _cudnn_forward(L, B, fused=True, bf16=False):
         if src > 0 and not bf16:  # beta 1: the sum so far read back
             call.bytes += 4.0 * act
         ops.append(call)
-        if bf16:
+        if kept and src == L.sources - 1:  # y, the sum so far, the bf16 activation
+            ops.append(_k(L.name, "fwd", "cudnn_act_bf16_kernel", act,
+                          (2.0 + 2.0 + (4.0 if src > 0 else 0.0)) * act))
+        elif bf16:
             ops.append(_k(L.name, "fwd", "cudnn_out_bf16_kernel", act,
                           (2.0 + 4.0 + (4.0 if src > 0 else 0.0)) * act))
         elif src == 0:
@@ -471,10 +485,10 @@ def _cudnn_forward(L, B, fused=True, bf16=False):
                           flops=float(act)))
     if L.relu and not bf16:
         ops.append(_k(L.name, "fwd", "relu_forward_kernel", act, 8.0 * act))
-    return ops + _pool_lrn_forward(L, B, fused)
+    return ops + _pool_lrn_forward(L, B, fused, kept)
 
 
-def _cudnn_backward(L, B, first, fused=True, bf16=False):
+def _cudnn_backward(L, B, first, fused=True, bf16=False, bf16_acts=False):
     """conv_cudnn.cu's backward: fp32/TF32 the ReLU's own kernel, then per source
     cudnnConvolutionBackwardBias (source 0), BackwardFilter (into a packed block added to
     dw's when the layer has two sources), BackwardData; bf16 the gradient cast to bf16 once
@@ -483,8 +497,9 @@ def _cudnn_backward(L, B, first, fused=True, bf16=False):
     bf16 input gradient widened into din (add_bf16_kernel)."""
     # the fused LRN + max-pool backward writes the bf16 gradient itself (net_cuda.cu's
     # cudnn_bf16_row_of): no grad_bf16_kernel for that row
+    # (with --bf16-acts such a row also keeps its activation in bf16: _cudnn_forward's kept)
     given = bf16 and L.relu and L.lrn and L.pool and fused
-    ops = _pool_lrn_backward(L, B, fused, g=given)
+    ops = _pool_lrn_backward(L, B, fused, g=given, kept=given and bf16_acts)
     act = B * L.out_ch * L.out_h * L.out_h
     nin = B * L.in_ch * L.in_h * L.in_h
     nw = L.out_ch * L.in_ch * L.k * L.k

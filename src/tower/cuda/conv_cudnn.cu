@@ -473,7 +473,8 @@ extern "C" void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *d
     }
 }
 
-/* ---- bf16 (--precision bf16): fp32 activations cast around cuDNN's bf16 calls --------- */
+/* ---- bf16 (--precision bf16): fp32 activations cast around cuDNN's bf16 calls, or a kept
+ * bf16 activation written in place of one ---------------------------------------------- */
 
 /* out = tower_k_cudnn_out (+ ReLU when relu): the forward's end */
 __global__ void cudnn_out_bf16_kernel(float *out, const uint16_t *y, const float *b,
@@ -486,11 +487,29 @@ __global__ void cudnn_out_bf16_kernel(float *out, const uint16_t *y, const float
     }
 }
 
-/* g = the output gradient in bf16, masked by the ReLU when act is non-NULL */
+/* act (a kept activation) = tower_k_cudnn_act_bf16: the forward's end where the row keeps
+ * its ReLU's output in bf16 only; out is read as the sum so far when accumulate */
+__global__ void cudnn_act_bf16_kernel(uint16_t *act, const float *out, const uint16_t *y,
+                                      const float *b, tower_k_div C, tower_k_div HW, uint32_t n,
+                                      int accumulate)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        tower_k_cudnn_act_bf16(act, y, out, b, i, C, HW, accumulate);
+}
+
+/* g = the output gradient in bf16, masked by the ReLU when act is non-NULL (fp32) */
 __global__ void grad_bf16_kernel(uint16_t *g, const float *dout, const float *act, uint32_t n)
 {
     for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-        tower_k_grad_bf16(g, dout, act, i);
+        tower_k_grad_bf16(g, dout, tower_k_src_of(act, 0), i);
+}
+
+/* the same, masked by a kept bf16 activation */
+__global__ void grad_bf16_h_kernel(uint16_t *g, const float *dout, const uint16_t *act,
+                                   uint32_t n)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        tower_k_grad_bf16(g, dout, tower_k_src_of(act, 1), i);
 }
 
 /* din = or += cuDNN's bf16 input gradient */
@@ -533,7 +552,7 @@ extern "C" void tower_cudnn_grad_given(tower_cudnn *c, int l) { c->g_given = l; 
 
 extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out,
                                          const float *in, const uint16_t *w, const float *b,
-                                         int ldw, int accumulate, int relu)
+                                         int ldw, int accumulate, int relu, uint16_t *keep)
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
@@ -545,14 +564,22 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
     CUDNN_CHECK(cudnnConvolutionForward(c->h, &one, L->x, x, L->w, wp, L->conv[PASS_FWD],
                                         (cudnnConvolutionFwdAlgo_t)L->algo[PASS_FWD], c->ws,
                                         c->ws_bytes, &zero, L->y, c->yb));
-    BF16_LAUNCH(cudnn_out_bf16_kernel, L->out_n, out, c->yb, b, tower_k_div_of((uint32_t)L->Co),
-                tower_k_div_of((uint32_t)L->hw), (uint32_t)L->out_n, accumulate, relu);
+    tower_k_div C = tower_k_div_of((uint32_t)L->Co), HW = tower_k_div_of((uint32_t)L->hw);
+    if (keep && !relu)
+        tower_cuda_die("cuDNN bf16 forward", "a kept bf16 activation without its ReLU (a "
+                       "caller's error)", __FILE__, __LINE__);
+    if (keep)
+        BF16_LAUNCH(cudnn_act_bf16_kernel, L->out_n, keep, out, c->yb, b, C, HW,
+                    (uint32_t)L->out_n, accumulate);
+    else
+        BF16_LAUNCH(cudnn_out_bf16_kernel, L->out_n, out, c->yb, b, C, HW, (uint32_t)L->out_n,
+                    accumulate, relu);
 }
 
 extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw,
                                           float *db, const float *dout, const float *act_out,
-                                          const uint16_t *w, int ldw, int accumulate_din,
-                                          int accumulate_dw)
+                                          const uint16_t *act16, const uint16_t *w, int ldw,
+                                          int accumulate_din, int accumulate_dw)
 {
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
@@ -561,7 +588,9 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
     if (src == 0 && c->g_given >= 0 && c->g_given != l) /* a hand-over nobody took */
         tower_cuda_die("cuDNN bf16 backward", "the output gradient handed over for another "
                        "layer was never read (a caller's error)", __FILE__, __LINE__);
-    if (src == 0 && c->g_given != l)
+    if (src == 0 && c->g_given != l && act16)
+        BF16_LAUNCH(grad_bf16_h_kernel, L->out_n, g, dout, act16, (uint32_t)L->out_n);
+    else if (src == 0 && c->g_given != l)
         BF16_LAUNCH(grad_bf16_kernel, L->out_n, g, dout, act_out, (uint32_t)L->out_n);
     if (src == 0) c->g_given = -1;
     if (db) {
@@ -635,18 +664,18 @@ extern "C" void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *d
 
 extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out,
                                          const float *in, const uint16_t *w, const float *b,
-                                         int ldw, int accumulate, int relu)
+                                         int ldw, int accumulate, int relu, uint16_t *keep)
 {
     (void)c, (void)l, (void)src, (void)out, (void)in, (void)w, (void)b, (void)ldw;
-    (void)accumulate, (void)relu;
+    (void)accumulate, (void)relu, (void)keep;
 }
 extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw,
                                           float *db, const float *dout, const float *act_out,
-                                          const uint16_t *w, int ldw, int accumulate_din,
-                                          int accumulate_dw)
+                                          const uint16_t *act16, const uint16_t *w, int ldw,
+                                          int accumulate_din, int accumulate_dw)
 {
     (void)c, (void)l, (void)src, (void)din, (void)dw, (void)db, (void)dout, (void)act_out;
-    (void)w, (void)ldw, (void)accumulate_din, (void)accumulate_dw;
+    (void)act16, (void)w, (void)ldw, (void)accumulate_din, (void)accumulate_dw;
 }
 
 extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)

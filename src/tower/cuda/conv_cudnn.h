@@ -55,13 +55,17 @@ void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *d
  * backward rounds the output gradient to bf16 once per layer (at src 0), with the ReLU's
  * mask when act_out is its output; then db += (or =) its sums (a bf16 GEMM of one column over
  * each image's planes, then an fp32 GEMV over the images), dw's block += (or =) cuDNN's bf16
- * weight gradient, din = or += cuDNN's bf16 input gradient. */
+ * weight gradient, din = or += cuDNN's bf16 input gradient. keep: NULL, or (at the last
+ * source, with relu) where the row keeps its ReLU'd output in bf16 only: the forward then
+ * writes bf16(relu(...)) there and not into out (which it still reads as the sum so far);
+ * act16: NULL, or that kept output, the backward's ReLU mask in place of act_out. */
 void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out, const float *in,
                               const uint16_t *w, const float *b, int ldw, int accumulate,
-                              int relu);
+                              int relu, uint16_t *keep);
 void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float *dw, float *db,
-                               const float *dout, const float *act_out, const uint16_t *w,
-                               int ldw, int accumulate_din, int accumulate_dw);
+                               const float *dout, const float *act_out, const uint16_t *act16,
+                               const uint16_t *w, int ldw, int accumulate_din,
+                               int accumulate_dw);
 
 /* bf16: where conv layer l's backward reads its bf16 output gradient (NULL unless c is a
  * bf16 context and l a conv layer). A pass right before the backward (the row's fused

@@ -106,6 +106,32 @@ BASE_HD void tower_k_cast_bf16(uint16_t *dst, const float *src, size_t i)
     dst[i] = tower_k_bf16(src[i]);
 }
 
+/* A tensor read as fp32 values: fp32 itself, or bf16 widened (exactly). The activations a
+ * row keeps in bf16 (--precision bf16 on cuDNN: net_cuda.cu's kept activations) are read
+ * by the same functions as fp32 ones. A kernel passes `bf16` as a compile-time constant (a
+ * template parameter), so that the test folds away once these are inlined. */
+typedef struct {
+    const void *p;
+    int bf16; /* 1: p is uint16_t bf16, 0: float */
+} tower_k_src;
+
+BASE_HD tower_k_src tower_k_src_f32(const float *p)
+{
+    tower_k_src s = {p, 0};
+    return s;
+}
+
+BASE_HD tower_k_src tower_k_src_of(const void *p, int bf16)
+{
+    tower_k_src s = {p, bf16};
+    return s;
+}
+
+BASE_HD float tower_k_ld(tower_k_src s, uint32_t i)
+{
+    return s.bf16 ? tower_k_bf16_float(((const uint16_t *)s.p)[i]) : ((const float *)s.p)[i];
+}
+
 /* ---- 32-bit indices, division by a layer constant -----------------------------------
  * The layer kernels index their tensors in 32 bits (the launchers refuse a tensor of 2^31
  * elements or more) and split an index into coordinates by the layer's sizes, which are
@@ -390,8 +416,10 @@ BASE_HD uint32_t tower_k_channel(uint32_t i, tower_k_div C, tower_k_div HW)
 }
 
 /* ---- the passes around cuDNN's bf16 convolutions (--precision bf16 --conv cudnn) ------
- * cuDNN reads and writes bf16 tensors there (NCHW, fp32 sums inside each call); the
- * activations between layers stay fp32, as on the GEMM path. One thread per element. */
+ * cuDNN reads and writes bf16 tensors there (NCHW, fp32 sums inside each call). A row whose
+ * ReLU'd output only its own LRN and max-pool read (the paper's conv1 and conv2) keeps that
+ * activation in bf16 alone; the other activations between layers stay fp32, as on the GEMM
+ * path. One thread per element. */
 
 /* Element i of a conv layer's fp32 output (B, Co, HWo) from cuDNN's bf16 result y, in
  * tower_k_conv_out's order: y, plus the earlier sources' sum when accumulate, plus the
@@ -406,10 +434,22 @@ BASE_HD float tower_k_cudnn_out(const uint16_t *y, const float *prev, const floa
 }
 
 /* Element i of the bf16 output gradient cuDNN reads: the ReLU's mask applied when act is
- * its output (non-NULL), then rounded; bit for bit tower_k_to_cnhw_bf16's value, in place. */
-BASE_HD void tower_k_grad_bf16(uint16_t *g, const float *dout, const float *act, uint32_t i)
+ * its output (act.p non-NULL; fp32, or the kept bf16 one), then rounded; with an fp32 act
+ * bit for bit tower_k_to_cnhw_bf16's value, in place. */
+BASE_HD void tower_k_grad_bf16(uint16_t *g, const float *dout, tower_k_src act, uint32_t i)
 {
-    g[i] = tower_k_bf16(tower_k_grad_in(dout, act, i));
+    float d = dout[i];
+    g[i] = tower_k_bf16(act.p ? tower_k_relu_grad(d, tower_k_ld(act, i)) : d);
+}
+
+/* Element i of a kept activation (a row that keeps its ReLU's output in bf16, net_cuda.cu):
+ * tower_k_cudnn_out's value through the ReLU, rounded to bf16, where the fp32 form would
+ * store the unrounded value. */
+BASE_HD void tower_k_cudnn_act_bf16(uint16_t *a, const uint16_t *y, const float *prev,
+                                    const float *b, uint32_t i, tower_k_div C, tower_k_div HW,
+                                    int accumulate)
+{
+    a[i] = tower_k_bf16(tower_k_relu(tower_k_cudnn_out(y, prev, b, i, C, HW, accumulate)));
 }
 
 /* dst[i] = src[i] (bf16, exact in fp32), or dst[i] + src[i] when accumulate: cuDNN's bf16
@@ -450,12 +490,12 @@ BASE_HD int tower_k_lrn_hi(int c, int half, int C) { return c + half > C - 1 ? C
 /* k + alpha * the sum of squares of channels lo..hi at one position, in channel order:
  * x[base] is the position's channel 0, hw the channel stride. The fused kernels
  * recompute it with these same operations, so it is bit for bit what forward stored. */
-BASE_HD float tower_k_lrn_denom(const float *x, uint32_t base, uint32_t hw, int lo, int hi,
+BASE_HD float tower_k_lrn_denom(tower_k_src x, uint32_t base, uint32_t hw, int lo, int hi,
                                 float k, float alpha)
 {
     float sum = 0.0f;
     for (int j = lo; j <= hi; j++) {
-        float xj = x[base + (uint32_t)j * hw];
+        float xj = tower_k_ld(x, base + (uint32_t)j * hw);
         sum += xj * xj;
     }
     return k + alpha * sum;
@@ -468,7 +508,7 @@ BASE_HD float tower_k_lrn_forward(float *scale, const float *in, uint32_t i, tow
 {
     int c = (int)tower_k_channel(i, C, HW), nc = (int)C.d;
     uint32_t base = i - (uint32_t)c * HW.d; /* element (b, 0, p) */
-    float s = tower_k_lrn_denom(in, base, HW.d, tower_k_lrn_lo(c, half),
+    float s = tower_k_lrn_denom(tower_k_src_f32(in), base, HW.d, tower_k_lrn_lo(c, half),
                                 tower_k_lrn_hi(c, half, nc), k, alpha);
     scale[i] = s;
     return in[i] * tower_lrn_pow(s, beta);
@@ -754,7 +794,7 @@ BASE_HD tower_k_lrnpool_ftile tower_k_lrnpool_ftile_at(uint32_t t, tower_k_lrnpo
  * its s^-beta into pw when the tile owns the row: tower_k_lrn_forward's operations. beta
  * is g.beta (a caller may pass it as a constant equal to g.beta: the same value, so the
  * same bits). */
-BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, const float *in, uint32_t e,
+BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, tower_k_src in, uint32_t e,
                                      tower_k_lrnpool_ftile f, tower_k_lrnpool g, float beta)
 {
     uint32_t pl = tower_k_quo(g.hw, e), q = e - pl * g.hw.d, plane = f.plane0 + pl;
@@ -763,7 +803,7 @@ BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, const float *in, ui
     float s = tower_k_lrn_denom(in, at - (uint32_t)c * g.hw.d, g.hw.d, tower_k_lrn_lo(c, g.half),
                                 tower_k_lrn_hi(c, g.half, g.C), g.k, g.alpha);
     float v = tower_lrn_pow(s, beta);
-    tile[e] = in[at] * v;
+    tile[e] = tower_k_ld(in, at) * v;
     if (q < (uint32_t)f.own * g.p.w.d) pw[at] = v;
 }
 
@@ -814,7 +854,7 @@ BASE_HD tower_k_pool_win tower_k_lrnpool_windows(uint32_t pos, tower_k_lrnpool g
  * gradient gathered through the argmax (tower_k_maxpool_backward_cell's sum), and writes *term
  * = dl * out / s (out = in * pw, s recomputed): the summand of tower_k_lrn_backward. */
 BASE_HD float tower_k_lrnpool_bwd_term(float *term, const float *dpool, const int32_t *idx,
-                                       const float *in, const float *pw, uint32_t b, int j,
+                                       tower_k_src in, const float *pw, uint32_t b, int j,
                                        uint32_t pos, tower_k_pool_win v, tower_k_lrnpool g)
 {
     uint32_t plane = b * g.c.d + (uint32_t)j, po = plane * g.p.ho.d * g.p.wo.d;
@@ -822,24 +862,24 @@ BASE_HD float tower_k_lrnpool_bwd_term(float *term, const float *dpool, const in
     uint32_t base = b * g.c.d * g.hw.d + pos, at = plane * g.hw.d + pos;
     float s = tower_k_lrn_denom(in, base, g.hw.d, tower_k_lrn_lo(j, g.half),
                                 tower_k_lrn_hi(j, g.half, g.C), g.k, g.alpha);
-    *term = dl * (in[at] * pw[at]) / s;
+    *term = dl * (tower_k_ld(in, at) * pw[at]) / s;
     return dl;
 }
 
 /* Backward, din at channel c of image b, position pos: terms points at channel jlo's term
  * of this position in the tile (channel stride TOWER_K_LRNPOOL_P), dl is dl at (c, pos);
  * the window's terms summed in channel order, as tower_k_lrn_backward. */
-BASE_HD float tower_k_lrnpool_bwd_value(const float *terms, float dl, const float *in,
+BASE_HD float tower_k_lrnpool_bwd_value(const float *terms, float dl, tower_k_src in,
                                         const float *pw, uint32_t at, int c, int jlo,
                                         tower_k_lrnpool g)
 {
     int lo = tower_k_lrn_lo(c, g.half), hi = tower_k_lrn_hi(c, g.half, g.C);
     float acc = 0.0f;
     for (int j = lo; j <= hi; j++) acc += terms[(j - jlo) * TOWER_K_LRNPOOL_P];
-    return tower_k_lrn_din(dl, pw[at], in[at], acc, g.alpha, g.beta);
+    return tower_k_lrn_din(dl, pw[at], tower_k_ld(in, at), acc, g.alpha, g.beta);
 }
 
-BASE_HD void tower_k_lrnpool_bwd_din(float *din, const float *terms, float dl, const float *in,
+BASE_HD void tower_k_lrnpool_bwd_din(float *din, const float *terms, float dl, tower_k_src in,
                                      const float *pw, uint32_t b, int c, uint32_t pos,
                                      int jlo, tower_k_lrnpool g)
 {
@@ -847,17 +887,18 @@ BASE_HD void tower_k_lrnpool_bwd_din(float *din, const float *terms, float dl, c
     din[at] = tower_k_lrnpool_bwd_value(terms, dl, in, pw, at, c, jlo, g);
 }
 
-/* The same, also writing gb[at], din's value through the ReLU's mask (in is the ReLU's
- * output: the LRN's input) rounded to bf16: tower_k_grad_bf16 of din, bit for bit, for
- * the conv on cuDNN's bf16 path, which then needs no pass of its own over din. */
+/* The same, writing gb[at], din's value through the ReLU's mask (in is the ReLU's output:
+ * the LRN's input) rounded to bf16: tower_k_grad_bf16 of din, bit for bit, for the conv on
+ * cuDNN's bf16 path, which then needs no pass of its own over din; and din itself unless
+ * it is NULL (the conv reads only gb, so the step passes NULL). */
 BASE_HD void tower_k_lrnpool_bwd_din_g(float *din, uint16_t *gb, const float *terms, float dl,
-                                       const float *in, const float *pw, uint32_t b, int c,
+                                       tower_k_src in, const float *pw, uint32_t b, int c,
                                        uint32_t pos, int jlo, tower_k_lrnpool g)
 {
     uint32_t at = (b * g.c.d + (uint32_t)c) * g.hw.d + pos;
     float v = tower_k_lrnpool_bwd_value(terms, dl, in, pw, at, c, jlo, g);
-    din[at] = v;
-    gb[at] = tower_k_bf16(tower_k_relu_grad(v, in[at]));
+    if (din) din[at] = v;
+    gb[at] = tower_k_bf16(tower_k_relu_grad(v, tower_k_ld(in, at)));
 }
 
 /* ---- dropout: the counter-based mask of tower.h (the CPU's, bit for bit) ------------ */

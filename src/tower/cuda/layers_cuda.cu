@@ -169,6 +169,21 @@ extern "C" void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, 
     LAUNCH_CHECK(cast_bf16_kernel);
 }
 
+/* dst[i] = the float src[i] stands for: a kept bf16 activation read back as fp32 */
+__global__ void widen_bf16_kernel(float *dst, const uint16_t *src, uint32_t n)
+{
+    FOR_EACH_ELEMENT32(i, n) tower_k_add_bf16(dst, src, i, 0);
+}
+
+extern "C" void tower_widen_bf16_cuda(float *dst, const uint16_t *src, size_t n, void *stream)
+{
+    if (n == 0) return;
+    INDEX32_CHECK(n, "bf16 tensor read back as fp32");
+    widen_bf16_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
+        dst, src, (uint32_t)n);
+    LAUNCH_CHECK(widen_bf16_kernel);
+}
+
 extern "C" size_t tower_conv_cuda_scratch_bytes_bf16(int Ci, int H, int W, int Co, int K,
                                                      int stride, int pad, int images, int din)
 {
@@ -709,12 +724,14 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
  * output scans its window in shared memory, writing out and idx. beta is g.beta, or the
  * constant 0.75f in the kernel for the paper's beta: tower_lrn_pow's test of beta then
  * folds away with its powf, which no thread of that launch would run. */
+template <int H16> /* 1: in is bf16 (a kept activation), 0: fp32 */
 static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, int32_t *idx,
-                                                                 float *pw, const float *in,
+                                                                 float *pw, const void *x,
                                                                  const tower_k_lrnpool &g,
                                                                  float beta)
 {
     extern __shared__ float tile[]; /* (np, rows, W), planes H*W floats apart */
+    const tower_k_src in = tower_k_src_of(x, H16);
     FOR_EACH_TILE(t, g.fwd_tiles) {
         tower_k_lrnpool_ftile f = tower_k_lrnpool_ftile_at(t, g);
         /* planes H*W apart: np > 1 only with whole planes, and e < rows * W when np = 1 */
@@ -731,14 +748,27 @@ static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, int
 __global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
                                            tower_k_lrnpool g)
 {
-    lrn_maxpool_forward_tiles(out, idx, pw, in, g, 0.75f);
+    lrn_maxpool_forward_tiles<0>(out, idx, pw, in, g, 0.75f);
 }
 
 /* any other beta: tower_lrn_pow's powf */
 __global__ void lrn_maxpool_forward_pow_kernel(float *out, int32_t *idx, float *pw,
                                                const float *in, tower_k_lrnpool g)
 {
-    lrn_maxpool_forward_tiles(out, idx, pw, in, g, g.beta);
+    lrn_maxpool_forward_tiles<0>(out, idx, pw, in, g, g.beta);
+}
+
+/* the two again, reading a kept bf16 input */
+__global__ void lrn_maxpool_forward_h_kernel(float *out, int32_t *idx, float *pw,
+                                             const uint16_t *in, tower_k_lrnpool g)
+{
+    lrn_maxpool_forward_tiles<1>(out, idx, pw, in, g, 0.75f);
+}
+
+__global__ void lrn_maxpool_forward_pow_h_kernel(float *out, int32_t *idx, float *pw,
+                                                 const uint16_t *in, tower_k_lrnpool g)
+{
+    lrn_maxpool_forward_tiles<1>(out, idx, pw, in, g, g.beta);
 }
 
 /* Backward, a tile = G output channels x P positions of one image, P x LANES threads:
@@ -747,15 +777,16 @@ __global__ void lrn_maxpool_forward_pow_kernel(float *out, int32_t *idx, float *
  * windows once, then for its channels among jlo..jhi gathers dl and computes the term
  * dl * out / s into shared memory. Phase 2: each thread sums, for its output channels,
  * the window's terms in channel order and writes din. */
-template <bool G>
+template <bool G, int H16> /* G: gb written too; H16: in is bf16 */
 static __device__ __forceinline__ void lrn_maxpool_backward_body(float *din, uint16_t *gb,
                                                                  const float *dpool,
                                                                  const int32_t *idx,
-                                                                 const float *in,
+                                                                 const void *x,
                                                                  const float *pw,
                                                                  tower_k_lrnpool g)
 {
     extern __shared__ float sh[]; /* terms (nj_max, P), then dl (nj_max, P) */
+    const tower_k_src in = tower_k_src_of(x, H16);
     float *terms = sh, *dls = sh + g.nj_max * TOWER_K_LRNPOOL_P;
     int pp = (int)threadIdx.x;
     FOR_EACH_TILE(t, g.bwd_tiles) {
@@ -787,16 +818,31 @@ static __device__ __forceinline__ void lrn_maxpool_backward_body(float *din, uin
 __global__ void lrn_maxpool_backward_kernel(float *din, const float *dpool, const int32_t *idx,
                                             const float *in, const float *pw, tower_k_lrnpool g)
 {
-    lrn_maxpool_backward_body<false>(din, NULL, dpool, idx, in, pw, g);
+    lrn_maxpool_backward_body<false, 0>(din, NULL, dpool, idx, in, pw, g);
 }
 
 /* The same, also writing the masked gradient in bf16 (tower_k_lrnpool_bwd_din_g) into gb:
- * the row's conv on cuDNN's bf16 path reads it instead of making its own. */
+ * the row's conv on cuDNN's bf16 path reads it instead of making its own; din may be NULL. */
 __global__ void lrn_maxpool_backward_g_kernel(float *din, uint16_t *gb, const float *dpool,
                                               const int32_t *idx, const float *in,
                                               const float *pw, tower_k_lrnpool g)
 {
-    lrn_maxpool_backward_body<true>(din, gb, dpool, idx, in, pw, g);
+    lrn_maxpool_backward_body<true, 0>(din, gb, dpool, idx, in, pw, g);
+}
+
+/* the two again, reading a kept bf16 input */
+__global__ void lrn_maxpool_backward_h_kernel(float *din, const float *dpool, const int32_t *idx,
+                                              const uint16_t *in, const float *pw,
+                                              tower_k_lrnpool g)
+{
+    lrn_maxpool_backward_body<false, 1>(din, NULL, dpool, idx, in, pw, g);
+}
+
+__global__ void lrn_maxpool_backward_g_h_kernel(float *din, uint16_t *gb, const float *dpool,
+                                                const int32_t *idx, const uint16_t *in,
+                                                const float *pw, tower_k_lrnpool g)
+{
+    lrn_maxpool_backward_body<true, 1>(din, gb, dpool, idx, in, pw, g);
 }
 
 /* The fused kernels' geometry, or -1 (then the unfused kernels are the ones to run). */
@@ -820,9 +866,10 @@ extern "C" int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, in
 }
 
 extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw,
-                                               const float *in, int B, int C, int H, int W,
-                                               int n, float k, float alpha, float beta, int K,
-                                               int S, void *stream)
+                                               const float *in, const uint16_t *in16, int B,
+                                               int C, int H, int W, int n, float k,
+                                               float alpha, float beta, int K, int S,
+                                               void *stream)
 {
     tower_k_lrnpool g;
     if ((size_t)B * C * H * W == 0) return;
@@ -832,22 +879,33 @@ extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *
                        "(tower_lrn_maxpool_cuda_fits)", __FILE__, __LINE__);
     }
     size_t shared = sizeof(float) * (size_t)g.tile_floats;
-    if (g.beta == 0.75f) {
-        lrn_maxpool_forward_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
-                                     CU_STREAM(stream)>>>(out, idx, pw, in, g);
+    unsigned blocks = tile_blocks(g.fwd_tiles);
+    cudaStream_t st = CU_STREAM(stream);
+    if (g.beta == 0.75f && in16) {
+        lrn_maxpool_forward_h_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, idx, pw,
+                                                                                in16, g);
+        LAUNCH_CHECK(lrn_maxpool_forward_h_kernel);
+    } else if (in16) {
+        lrn_maxpool_forward_pow_h_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(
+            out, idx, pw, in16, g);
+        LAUNCH_CHECK(lrn_maxpool_forward_pow_h_kernel);
+    } else if (g.beta == 0.75f) {
+        lrn_maxpool_forward_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, idx, pw, in,
+                                                                              g);
         LAUNCH_CHECK(lrn_maxpool_forward_kernel);
     } else {
-        lrn_maxpool_forward_pow_kernel<<<tile_blocks(g.fwd_tiles), TOWER_CUDA_THREADS, shared,
-                                         CU_STREAM(stream)>>>(out, idx, pw, in, g);
+        lrn_maxpool_forward_pow_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, idx, pw,
+                                                                                  in, g);
         LAUNCH_CHECK(lrn_maxpool_forward_pow_kernel);
     }
 }
 
 extern "C" void tower_lrn_maxpool_backward_cuda(float *din, uint16_t *gb, const float *dout,
                                                 const int32_t *idx, const float *in,
-                                                const float *pw, int B, int C, int H, int W,
-                                                int n, float k, float alpha, float beta,
-                                                int K, int S, void *stream)
+                                                const uint16_t *in16, const float *pw, int B,
+                                                int C, int H, int W, int n, float k,
+                                                float alpha, float beta, int K, int S,
+                                                void *stream)
 {
     tower_k_lrnpool g;
     if ((size_t)B * C * H * W == 0) return;
@@ -857,14 +915,27 @@ extern "C" void tower_lrn_maxpool_backward_cuda(float *din, uint16_t *gb, const 
                        "(tower_lrn_maxpool_cuda_fits)", __FILE__, __LINE__);
     }
     size_t shared = sizeof(float) * 2 * (size_t)g.nj_max * TOWER_K_LRNPOOL_P;
+    if (!gb && !din) {
+        tower_cuda_die("lrn + maxpool backward", "neither din nor the bf16 gradient to write "
+                       "(a caller's error)", __FILE__, __LINE__);
+    }
     dim3 threads(TOWER_K_LRNPOOL_P, TOWER_K_LRNPOOL_LANES);
-    if (gb) {
-        lrn_maxpool_backward_g_kernel<<<tile_blocks(g.bwd_tiles), threads, shared,
-                                        CU_STREAM(stream)>>>(din, gb, dout, idx, in, pw, g);
+    unsigned blocks = tile_blocks(g.bwd_tiles);
+    cudaStream_t st = CU_STREAM(stream);
+    if (gb && in16) {
+        lrn_maxpool_backward_g_h_kernel<<<blocks, threads, shared, st>>>(din, gb, dout, idx,
+                                                                        in16, pw, g);
+        LAUNCH_CHECK(lrn_maxpool_backward_g_h_kernel);
+    } else if (gb) {
+        lrn_maxpool_backward_g_kernel<<<blocks, threads, shared, st>>>(din, gb, dout, idx, in,
+                                                                      pw, g);
         LAUNCH_CHECK(lrn_maxpool_backward_g_kernel);
+    } else if (in16) {
+        lrn_maxpool_backward_h_kernel<<<blocks, threads, shared, st>>>(din, dout, idx, in16, pw,
+                                                                      g);
+        LAUNCH_CHECK(lrn_maxpool_backward_h_kernel);
     } else {
-        lrn_maxpool_backward_kernel<<<tile_blocks(g.bwd_tiles), threads, shared,
-                                      CU_STREAM(stream)>>>(din, dout, idx, in, pw, g);
+        lrn_maxpool_backward_kernel<<<blocks, threads, shared, st>>>(din, dout, idx, in, pw, g);
         LAUNCH_CHECK(lrn_maxpool_backward_kernel);
     }
 }

@@ -50,6 +50,11 @@ typedef struct {
                                   memset and the GEMMs' read of C (tower_cuda_set_grad_zeroing) */
     int lrn_handover;          /* 1 (the default): lrn_grad_handover's rows hand their conv its
                                   bf16 gradient (tower_cuda_set_lrn_handover) */
+    int bf16_acts;             /* 1: the rows with a kept[] buffer keep their activation in it
+                                  alone; 0, the default: in fp32 (tower_cuda_set_bf16_acts) */
+    uint16_t *kept[TOWER_MAX_LAYERS]; /* per row, (B, Co, Ho, Wo) the ReLU's output in bf16
+                                         where bf16_lrn_row holds and bf16_acts is on
+                                         (make_kept), NULL elsewhere: kept_act */
     tower_k_step *host_step;   /* (TOWER_CUDA_STAGE_SLOTS) pinned: the copies' sources */
     cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS]; /* per slot: its last copy done */
     int step_next;             /* the slot of the next copy */
@@ -59,6 +64,10 @@ typedef struct {
 } tower_gpu;
 
 static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
+
+static int bf16_lrn_row(const tower *t, int l);
+static uint16_t *kept_act(const tower *t, int l);
+static const uint16_t *kept_at(const tower *t, const float *in);
 
 /* Makes the tower's device current; the runtime's current device is per host thread,
  * so this is called at every entry point rather than trusted from an earlier call.
@@ -176,6 +185,37 @@ extern "C" int tower_cuda_device_info(int device, char *name, size_t namelen,
 
 /* ---- life cycle --------------------------------------------------------------------- */
 
+static void free_kept(tower_gpu *g)
+{
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++) {
+        if (g->kept[l]) cudaFree(g->kept[l]);
+        g->kept[l] = NULL;
+    }
+}
+
+/* The kept bf16 activations, made again for the rows that keep one under the tower's
+ * paths and precision while bf16_acts is on (none while it is off): 0, or -1 with err. */
+static int make_kept(tower *t, char *err, size_t errlen)
+{
+    tower_gpu *g = gpu_of(t);
+    free_kept(g);
+    for (int l = 0; l < t->plan.n_layers && g->bf16_acts; l++) {
+        if (!bf16_lrn_row(t, l)) continue;
+        const tower_layer_shape *L = &t->plan.layer[l];
+        size_t n = (size_t)t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h;
+        cudaError_t e = cudaMalloc((void **)&g->kept[l], sizeof(uint16_t) * n);
+        if (e != cudaSuccess) {
+            g->kept[l] = NULL;
+            free_kept(g);
+            snprintf(err, errlen, "tower %d on GPU %d: %s's bf16 activation (%.1f MiB): %s",
+                     t->index, t->device, tower_plan_row(&t->plan, l)->name,
+                     sizeof(uint16_t) * n / 1048576.0, cudaGetErrorString(e));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Frees whatever tower_init_cuda got as far as creating; safe on a half-built tower.
  * Failures here are reported and skipped: there is nothing better to do while freeing.
  * A lost context (a sticky error, cuda_check.h) gets no more calls: its memory, handles
@@ -217,6 +257,7 @@ static void cuda_free(tower *t)
         if (g->workspace) cudaFree(g->workspace);
         if (g->conv_scratch) cudaFree(g->conv_scratch);
         if (g->wbf16) cudaFree(g->wbf16);
+        free_kept(g);
         free(g);
         t->gpu = NULL;
     }
@@ -426,7 +467,7 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
     }
     for (int l = 0; l < t->plan.n_layers; l++)
         if (tower_plan_row(&t->plan, l)->kind == TOWER_CONV) g->conv_path[l] = path[l];
-    return 0;
+    return make_kept(t, err, errlen); /* the rows that keep a bf16 activation now */
 }
 
 extern "C" int tower_cuda_configure(tower *t, int precision, int conv, char *err, size_t errlen)
@@ -522,6 +563,18 @@ extern "C" int tower_cuda_error_sticky(int cuda_error)
     return tower_cuda_sticky((cudaError_t)cuda_error);
 }
 
+/* Bytes of the kept bf16 activations. */
+static size_t kept_bytes(const tower *t)
+{
+    size_t n = 0;
+    for (int l = 0; l < t->plan.n_layers; l++) {
+        const tower_layer_shape *L = &t->plan.layer[l];
+        if (gpu_of(t)->kept[l])
+            n += sizeof(uint16_t) * t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h;
+    }
+    return n;
+}
+
 extern "C" size_t tower_cuda_mem_bytes(const tower *t)
 {
     const tower_gpu *g = gpu_of(t);
@@ -529,7 +582,7 @@ extern "C" size_t tower_cuda_mem_bytes(const tower *t)
     return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES +
            (g->cudnn ? tower_cudnn_bytes(g->cudnn) : 0) +
            (g->conv_scratch ? g->scratch_bytes : 0) +
-           (g->wbf16 ? sizeof(uint16_t) * t->plan.n_params : 0);
+           (g->wbf16 ? sizeof(uint16_t) * t->plan.n_params : 0) + kept_bytes(t);
 }
 
 extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
@@ -588,8 +641,10 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16) {
+        /* the last source (act passed) of a row that keeps its activation writes it there */
+        uint16_t *keep = act == TOWER_ACT_RELU ? kept_act(t, l) : NULL;
         tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out, in, bf16_weights(t, w),
-                                 b, ldw, accumulate, act == TOWER_ACT_RELU);
+                                 b, ldw, accumulate, act == TOWER_ACT_RELU, keep);
         return;
     }
     if (g->conv_path[l] == TOWER_CONV_CUDNN) {
@@ -623,6 +678,7 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
     if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16)
         tower_cudnn_backward_bf16(g->cudnn, l, source_of(t, l, in), din, dw, db, dout,
                                   act == TOWER_ACT_RELU ? act_out : NULL,
+                                  act == TOWER_ACT_RELU ? kept_act(t, l) : NULL,
                                   g->wbf16 + (w - t->params), ldw, accumulate_din, acc_dw);
     else if (g->conv_path[l] == TOWER_CONV_CUDNN)
         tower_cudnn_backward(g->cudnn, l, din, dw, db, dout, in, w, ldw, accumulate_din, acc_dw);
@@ -733,21 +789,46 @@ static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *kee
                                   float alpha, float beta, int K, int S)
 {
     if (use_device(t)) return;
-    tower_lrn_maxpool_forward_cuda(out, idx, keep, in, B, C, H, W, n, k, alpha, beta, K, S,
-                                   gpu_of(t)->stream);
+    tower_lrn_maxpool_forward_cuda(out, idx, keep, in, kept_at(t, in), B, C, H, W, n, k, alpha,
+                                   beta, K, S, gpu_of(t)->stream);
 }
 
-/* 1 when row l's fused LRN + max-pool backward hands its conv the bf16 output gradient: the
- * conv on cuDNN's bf16 path with its ReLU fused, LRN and pooling fused after it. */
-static int lrn_grad_handover(const tower *t, int l)
+/* 1 when row l's conv runs on cuDNN's bf16 path with its ReLU fused, LRN and pooling fused
+ * after it: its ReLU's output is read by those alone (the fused passes and the conv's
+ * mask), so it can be kept in bf16 only, and the fused backward can hand over the conv's
+ * bf16 output gradient. */
+static int bf16_lrn_row(const tower *t, int l)
 {
     const tower_gpu *g = gpu_of(t);
     const tower_layer_shape *L = &t->plan.layer[l];
     /* cuda_fuses_act: a conv row, its ReLU fused */
-    return g->lrn_handover && g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
+    return g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
            g->conv_path[l] == TOWER_CONV_CUDNN && L->act == TOWER_ACT_RELU &&
            cuda_fuses_act(t, l, TOWER_ACT_RELU) && L->lrn && L->pool_k &&
            cuda_fuses_lrn_pool(t, l);
+}
+
+/* 1 when row l's fused LRN + max-pool backward hands its conv the bf16 output gradient */
+static int lrn_grad_handover(const tower *t, int l)
+{
+    return gpu_of(t)->lrn_handover && bf16_lrn_row(t, l);
+}
+
+/* Row l's kept bf16 activation, or NULL where the row keeps the fp32 one: the buffers are
+ * made for bf16_lrn_row's rows under the configured paths (make_kept); the cuDNN path's
+ * timing under --conv auto, which flips a row's path without them, writes the fp32 one. */
+static uint16_t *kept_act(const tower *t, int l)
+{
+    const tower_gpu *g = gpu_of(t);
+    return g->bf16_acts && bf16_lrn_row(t, l) ? g->kept[l] : NULL;
+}
+
+/* The kept activation whose fp32 place is `in` (a row's act), or NULL. */
+static const uint16_t *kept_at(const tower *t, const float *in)
+{
+    for (int l = 0; l < t->plan.n_layers; l++)
+        if (t->acts[l].act == in) return kept_act(t, l);
+    return NULL;
 }
 
 /* The row whose conv output gradient din is and whose ReLU output in is, when it hands
@@ -769,8 +850,9 @@ static void cuda_lrn_pool_backward(tower *t, float *din, const float *dout, cons
     tower_gpu *g = gpu_of(t);
     int l = cudnn_bf16_row_of(t, din, in);
     uint16_t *gb = l >= 0 ? tower_cudnn_grad_buffer(g->cudnn, l) : NULL;
-    tower_lrn_maxpool_backward_cuda(din, gb, dout, idx, in, keep, B, C, H, W, n, k, alpha, beta,
-                                    K, S, g->stream);
+    /* handing over, the fp32 din (the row's dact) has no reader: the conv reads gb */
+    tower_lrn_maxpool_backward_cuda(gb ? NULL : din, gb, dout, idx, in, kept_at(t, in), keep, B,
+                                    C, H, W, n, k, alpha, beta, K, S, g->stream);
     if (gb) tower_cudnn_grad_given(g->cudnn, l);
 }
 
@@ -942,6 +1024,35 @@ static void cuda_zero_grads(tower *t)
 extern "C" void tower_cuda_set_grad_zeroing(tower *t, int on) { gpu_of(t)->grad_zeroing = !!on; }
 
 extern "C" void tower_cuda_set_lrn_handover(tower *t, int on) { gpu_of(t)->lrn_handover = !!on; }
+
+extern "C" int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errlen)
+{
+    tower_gpu *g = gpu_of(t);
+    if (g->bf16_acts == !!on) return 0;
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    g->bf16_acts = !!on;
+    if (make_kept(t, err, errlen) == 0) return 0;
+    g->bf16_acts = 0;
+    return -1;
+}
+
+extern "C" int tower_cuda_acts_fp32(tower *t, int l)
+{
+    if (use_device(t)) return -1;
+    const uint16_t *k = l >= 0 && l < t->plan.n_layers ? kept_act(t, l) : NULL;
+    if (!k) return 0;
+    const tower_layer_shape *L = &t->plan.layer[l];
+    tower_widen_bf16_cuda(t->acts[l].act, k,
+                          (size_t)t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h,
+                          gpu_of(t)->stream);
+    return tower_fault_pending() ? -1 : 0;
+}
 
 /* One launch over the arena; weight decay on weights only, as the CPU's update. Its
  * scalars are the staged ones (the model stages them; a direct caller's are staged here,
