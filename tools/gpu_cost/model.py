@@ -193,7 +193,7 @@ def _pool_bwd_trips(H, K, S, Ho):
 
 # ---- the fused LRN + max-pool kernels (kernels.h, tower_k_lrnpool_make) -------------------
 
-LRNPOOL_P, LRNPOOL_LANES, LRNPOOL_G = 32, 8, 64   # TOWER_K_LRNPOOL_P, _LANES, _G
+LRNPOOL_P, LRNPOOL_LANES, LRNPOOL_G = 32, 4, 64   # TOWER_K_LRNPOOL_P, _LANES, _G
 LRNPOOL_TILE = 4096                               # TOWER_K_LRNPOOL_TILE
 SOFTMAX_THREADS = 128                             # layers_cuda.cu's SOFTMAX_THREADS
 

@@ -683,7 +683,7 @@ BASE_HD size_t tower_k_pool_cells(int B, int C, tower_k_pool g)
  * so computed once per tile, not once per output that reads it. */
 
 #define TOWER_K_LRNPOOL_P 32         /* backward: positions per tile (threadIdx.x) */
-#define TOWER_K_LRNPOOL_LANES 8      /* backward: channel lanes (threadIdx.y) */
+#define TOWER_K_LRNPOOL_LANES 4      /* backward: channel lanes (threadIdx.y) */
 #define TOWER_K_LRNPOOL_G 64         /* backward: output channels per tile */
 #define TOWER_K_LRNPOOL_TILE 4096    /* forward: floats a tile should stay within */
 #define TOWER_K_LRNPOOL_SHARED 12288 /* floats of shared memory a block may use (48 KiB) */
