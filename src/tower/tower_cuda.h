@@ -293,6 +293,14 @@ void tower_cuda_set_grad_zeroing(tower *t, int on);
  * makes none (the same bits); 0: the conv makes it. A test hook
  * (model_placement.test_no_lrn_handover). */
 void tower_cuda_set_lrn_handover(tower *t, int on);
+/* on 1 (the default): where a row's conv runs on cuDNN's bf16 path with its ReLU fused and
+ * its output is the input of the next row, a one-source conv on that path (the paper's
+ * conv3 and conv4), the row's output pass writes the next conv's bf16 input copy instead of
+ * its fp32 act, the next conv casts none and the row's backward masks by it: the same bits
+ * (the cast it replaces rounds the same value), unless an output is a positive value under
+ * 2^-134, which bf16 rounds to 0 and the mask then takes as 0. 0: the fp32 act and the
+ * cast. A test hook (model_placement.test_no_input_handover). */
+void tower_cuda_set_input_handover(tower *t, int on);
 /* on 1: in bf16, a row whose conv runs on cuDNN with its ReLU fused and the LRN and
  * max-pool fused after it keeps the ReLU's output in bf16 only (its fp32 act is not
  * written): the conv's output pass writes it, the fused LRN + max-pool reads it both ways,

@@ -204,6 +204,7 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             }
             if (!rc && place->test_grad_zeroing) tower_cuda_set_grad_zeroing(&m->tw[t], 1);
             if (!rc && place->test_no_lrn_handover) tower_cuda_set_lrn_handover(&m->tw[t], 0);
+            if (!rc && place->test_no_input_handover) tower_cuda_set_input_handover(&m->tw[t], 0);
             if (!rc && place->bf16_acts &&
                 tower_cuda_set_bf16_acts(&m->tw[t], 1, err, errlen)) {
                 tower_free(&m->tw[t]);

@@ -755,12 +755,16 @@ Test(cuda_kernels_host, cudnn_bf16_passes)
         cr_assert_eq(d[0], yv);
         tower_k_add_bf16(d, &y[i], 0, 1);
         cr_assert_eq(d[0], yv + yv);
-        /* a kept activation: the same output through the ReLU, then rounded; its mask */
-        uint16_t kept[N], ab[N];
+        /* a kept activation: the same output through the ReLU, then rounded: the bits the
+         * next conv's cast of the fp32 output makes (the input hand-over); its mask */
+        uint16_t kept[N], ab[N], cast[N];
         for (int acc = 0; acc < 2; acc++) {
-            float v = tower_k_cudnn_out(y, prev, b, i, dc, dhw, acc);
+            float v = tower_k_cudnn_out(y, prev, b, i, dc, dhw, acc), out[N];
             tower_k_cudnn_act_bf16(kept, y, prev, b, i, dc, dhw, acc);
             cr_assert_eq(kept[i], tower_k_bf16(v > 0.0f ? v : 0.0f), "at %u", i);
+            out[i] = tower_k_relu(v); /* cudnn_out_bf16_kernel's value, then the cast */
+            tower_k_cast_bf16(cast, out, i);
+            cr_assert_eq(kept[i], cast[i], "at %u: not the cast's bits", i);
         }
         ab[i] = tower_k_bf16(act[i]);
         tower_k_grad_bf16(g, dout, tower_k_src_of(ab, 1), i);

@@ -469,6 +469,65 @@ Test(cuda_model, lrn_handover_changes_no_bit, .timeout = 120)
     model_free(&mb);
 }
 
+/* The bf16 input hand-over (conv3 and conv4 writing conv4's and conv5's bf16 input copy in
+ * place of their fp32 activation and that conv's cast) changes no bit: two steps with and
+ * without it, every loss, gradient and weight compared byte for byte; and those rows'
+ * activations read back are the fp32 ones rounded to bf16, every other row's the same */
+Test(cuda_model, input_handover_changes_no_bit, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    model_placement pa = on_cudnn(TOWER_PRECISION_BF16), pb = pa;
+    pb.test_no_input_handover = 1;
+    model ma, mb;
+    init_or_fail(&ma, &tiny, pa, 3);
+    init_or_fail(&mb, &tiny, pb, 3);
+    size_t n = ma.plan.n_params;
+    float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
+    for (int s = 0; s < 2; s++) {
+        double la, lb;
+        step_both(&ma, &mb, 720 + (uint64_t)s, &la, &lb);
+        cr_assert(la == lb, "step %d: loss %.17g with the hand-over, %.17g without", s, la, lb);
+        for (int t = 0; t < ma.towers; t++)
+            for (int which = 0; which < 2; which++) {
+                model_get_tensor(&ma, t, which, a);
+                model_get_tensor(&mb, t, which, b);
+                cr_assert(memcmp(a, b, sizeof(float) * n) == 0, "step %d tower %d: %s differ",
+                          s, t, which ? "gradients" : "weights");
+            }
+    }
+    free(a);
+    free(b);
+    int handed = 0;
+    for (int l = 0; l < ma.plan.n_layers; l++) {
+        const tower_layer_shape *L = &ma.plan.layer[l];
+        /* conv3 and conv4 of the default net: no LRN or pool, the next row a one-source conv */
+        int hands = tower_plan_row(&ma.plan, l)->kind == TOWER_CONV && !L->lrn && !L->pool_k &&
+                    l + 1 < ma.plan.n_layers &&
+                    tower_plan_row(&ma.plan, l + 1)->kind == TOWER_CONV &&
+                    ma.plan.layer[l + 1].sources == 1;
+        handed += hands;
+        size_t m = (size_t)tiny.batch * model_layer_units(&ma, l), wrong = 0;
+        float *x = tt_host_alloc(m), *y = tt_host_alloc(m);
+        char err[256] = "";
+        cr_assert_eq(model_get_activations(&ma, l, x, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(model_get_activations(&mb, l, y, err, sizeof err), 0, "%s", err);
+        for (size_t i = 0; i < m; i++) {
+            float want = hands ? tower_k_bf16_float(tower_k_bf16(y[i])) : y[i];
+            wrong += memcmp(&x[i], &want, sizeof want) != 0;
+        }
+        cr_assert_eq(wrong, 0, "%s: %zu of %zu activations are not the %s",
+                     tower_plan_row(&ma.plan, l)->name, wrong, m,
+                     hands ? "fp32 ones rounded" : "same");
+        free(x);
+        free(y);
+    }
+    cr_assert_eq(handed, 2, "the tiny net has %d rows that hand over, not conv3 and conv4",
+                 handed);
+    model_free(&ma);
+    model_free(&mb);
+}
+
 /* In bf16 on cuDNN a row with its LRN and max-pool fused after the conv (the tiny net's conv1
  * and conv2, as the paper's) keeps its ReLU's output in bf16 only: after the same forward
  * its activations read back are the fp32-kept model's rounded to bf16, bit for bit (and

@@ -382,7 +382,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     bounds = {n: sorted({r[2] for r in kept if r[0].name == n}) for n in lrn}
     w(f"    bf16 with --bf16-acts (conv1's and conv2's ReLU output kept in bf16): "
       f"{tk * 1e3:.2f} ms/step, {batch / tk:.0f} images/s, "
-      f"{(tk - t16) * 1e3:+.3f} ms against fp32 activations (the fused LRN + max-pool, "
+      f"{(tk - t16) * 1e3:+.3f} ms against them in fp32 (the fused LRN + max-pool, "
       + ", ".join(f"{n} {lrn_ms[n]:.3f} ms {'/'.join(bounds[n])}-bound" for n in lrn) + ")\n")
     best = min(model.PRECISIONS, key=lambda p: summary[p]["cudnn_step_ms"])
     bwd = sum(r[1] for r in cudnn[best] if r[0].phase in ("bwd", "update"))

@@ -318,15 +318,21 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     if towers > 1:
         for _ in range(4):
             ops.append(Op("data", "data", "event", "cudaEventRecord/StreamWaitEvent"))
+    # bf16 on cuDNN: a conv whose ReLU'd output is the next one-source conv's input writes
+    # it as that conv's bf16 input copy (net_cuda.cu's bf16_chain_row, the input hand-over)
+    chain = [bf16 and conv == "cudnn" and L.kind == "conv" and L.relu and
+             not (L.lrn or L.pool or L.drop) and i + 1 < len(P) and P[i + 1].kind == "conv" and
+             P[i + 1].sources == 1 for i, L in enumerate(P)]
     # ---- forward
-    for L in P:
+    for i, L in enumerate(P):
         if L.sources > 1:  # the all-gather of this layer's input
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=False)
         for t in range(towers):
             if bf16 and L is P[0]:  # the weights' bf16 copy, at each tower's first layer
                 ops.append(_cast("update", "fwd", n_params))
-            ops += (_cudnn_forward(L, B, fused, bf16, bf16_acts)
+            ops += (_cudnn_forward(L, B, fused, bf16, bf16_acts, chain[i],
+                                   i > 0 and chain[i - 1])
                     if conv == "cudnn" and L.kind == "conv"
                     else _layer_forward(L, B, fused, bf16))
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
@@ -352,7 +358,7 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
     for l in range(len(P) - 1, -1, -1):
         L = P[l]
         for t in range(towers):
-            ops += (_cudnn_backward(L, B, l == 0, fused, bf16, bf16_acts)
+            ops += (_cudnn_backward(L, B, l == 0, fused, bf16, bf16_acts, chain[l])
                     if conv == "cudnn" and L.kind == "conv"
                     else _layer_backward(L, B, first=(l == 0), fused=fused, bf16=bf16))
         if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
@@ -452,20 +458,23 @@ def _conv_call(L, phase, name, B, eb, flops):
     return Op(L.name, phase, "conv", name, bytes=eb * (nin + nout + nw), flops=flops)
 
 
-def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False):
+def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False, chain_out=False,
+                   chain_in=False):
     """conv_cudnn.cu's forward of a conv layer, per source: fp32/TF32 cudnnConvolutionForward
     on the fp32 tensors, then cudnnAddTensor (the bias) and the ReLU's own kernel; bf16 the
     input cast to bf16 (kept for the weight gradient), the bf16 convolution into a bf16 y,
-    and cudnn_out_bf16_kernel (y, the sum so far, the bias, the ReLU at the last source)."""
+    and cudnn_out_bf16_kernel (y, the sum so far, the bias, the ReLU at the last source).
+    chain_out: the output kept as the next conv's bf16 input copy (cudnn_act_bf16_kernel);
+    chain_in: the input is that copy, so no cast."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     nin = B * L.in_ch * L.in_h * L.in_h
     nw = L.out_ch * L.in_ch * L.k * L.k
     flops = 2.0 * B * L.out_ch * L.out_h * L.out_h * L.in_ch * L.k * L.k
     # with --bf16-acts, a row whose ReLU'd output only its fused LRN + max-pool read keeps it
     # in bf16 alone
-    kept = bf16_acts and bf16 and L.relu and L.lrn and L.pool and fused
+    kept = bf16_acts and bf16 and L.relu and L.lrn and L.pool and fused or chain_out
     for src in range(L.sources):
-        if bf16:
+        if bf16 and not chain_in:
             ops.append(_cast(L.name, "fwd", nin))
         if L.sources > 1:  # the source's weight block packed (cuDNN's filters have no stride)
             ops.append(Op(L.name, "fwd", "copy_d2d", "cudaMemcpy2DAsync",
@@ -488,7 +497,7 @@ def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False):
     return ops + _pool_lrn_forward(L, B, fused, kept)
 
 
-def _cudnn_backward(L, B, first, fused=True, bf16=False, bf16_acts=False):
+def _cudnn_backward(L, B, first, fused=True, bf16=False, bf16_acts=False, chain=False):
     """conv_cudnn.cu's backward: fp32/TF32 the ReLU's own kernel, then per source
     cudnnConvolutionBackwardBias (source 0), BackwardFilter (into a packed block added to
     dw's when the layer has two sources), BackwardData; bf16 the gradient cast to bf16 once
@@ -509,7 +518,9 @@ def _cudnn_backward(L, B, first, fused=True, bf16=False, bf16_acts=False):
     if L.relu and not bf16:
         ops.append(_k(L.name, "bwd", "relu_backward_kernel", act, 12.0 * act))
     for src in range(L.sources):
-        if bf16 and src == 0 and not given:
+        if bf16 and src == 0 and not given and chain:  # the mask: the kept bf16 output
+            ops.append(_k(L.name, "bwd", "grad_bf16_h_kernel", act, 8.0 * act))
+        elif bf16 and src == 0 and not given:
             ops.append(_k(L.name, "bwd", "grad_bf16_kernel", act, (10.0 if L.relu else 6.0) * act))
         if src == 0:
             if bf16:

@@ -35,6 +35,7 @@ static const char *const pass_name[PASSES] = {"forward", "input gradient", "weig
 
 typedef struct {
     int used;                    /* a conv layer */
+    int sources;                 /* the towers it reads */
     int Co, kk;                  /* output channels; Ci*K*K, one source's weight columns */
     cudnnTensorDescriptor_t x, y, bias;
     cudnnFilterDescriptor_t w;
@@ -187,6 +188,7 @@ static int describe_layer(tower_cudnn *c, const tower_plan *plan, int ln, int pr
     layer_ctx *L = &c->layer[ln];
     int B = plan->cfg.batch;
     L->used = 1;
+    L->sources = S->sources;
     L->Co = S->out_ch;
     L->kk = S->in_ch * s->k * s->k;
     L->in_n = (size_t)B * S->in_ch * S->in_h * S->in_h;
@@ -544,6 +546,14 @@ extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)
 
 extern "C" void tower_cudnn_grad_given(tower_cudnn *c, int l) { c->g_given = l; }
 
+extern "C" uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l)
+{
+    if (!c || !c->bf16 || l < 0 || l >= TOWER_MAX_LAYERS || !c->layer[l].used ||
+        c->layer[l].sources != 1)
+        return NULL;
+    return c->xb + c->layer[l].xb_off;
+}
+
 #define BF16_LAUNCH(kernel, n, ...)                                                           \
     do {                                                                                      \
         kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, c->stream>>>(__VA_ARGS__);      \
@@ -558,7 +568,11 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
     const float one = 1.0f, zero = 0.0f;
     c->g_given = -1; /* yb is about to hold this y */
     uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
-    tower_cast_bf16_cuda(x, in, L->in_n, c->stream); /* kept for the weight gradient */
+    if (in) /* kept for the weight gradient */
+        tower_cast_bf16_cuda(x, in, L->in_n, c->stream);
+    else if (src != 0 || L->sources != 1) /* the row before wrote it: tower_cudnn_input_copy */
+        tower_cuda_die("cuDNN bf16 forward", "no input for a source other than a one-source "
+                       "layer's (a caller's error)", __FILE__, __LINE__);
     const uint16_t *wp = packed_weights_bf16(c, L, w, ldw);
     if (!wp) return;
     CUDNN_CHECK(cudnnConvolutionForward(c->h, &one, L->x, x, L->w, wp, L->conv[PASS_FWD],
@@ -684,5 +698,10 @@ extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)
     return NULL;
 }
 extern "C" void tower_cudnn_grad_given(tower_cudnn *c, int l) { (void)c, (void)l; }
+extern "C" uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l)
+{
+    (void)c, (void)l;
+    return NULL;
+}
 
 #endif

@@ -58,7 +58,9 @@ void tower_cudnn_backward(tower_cudnn *c, int l, float *din, float *dw, float *d
  * weight gradient, din = or += cuDNN's bf16 input gradient. keep: NULL, or (at the last
  * source, with relu) where the row keeps its ReLU'd output in bf16 only: the forward then
  * writes bf16(relu(...)) there and not into out (which it still reads as the sum so far);
- * act16: NULL, or that kept output, the backward's ReLU mask in place of act_out. */
+ * act16: NULL, or that kept output, the backward's ReLU mask in place of act_out. in:
+ * NULL for a one-source layer whose input copy the row before wrote
+ * (tower_cudnn_input_copy). */
 void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out, const float *in,
                               const uint16_t *w, const float *b, int ldw, int accumulate,
                               int relu, uint16_t *keep);
@@ -74,6 +76,12 @@ void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float *din, float
  * of layer l then makes none. Any forward forgets it (the buffer is the forward's y). */
 uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l);
 void tower_cudnn_grad_given(tower_cudnn *c, int l);
+
+/* bf16: conv layer l's copy of its input in bf16 (NULL unless c is a bf16 context and l a
+ * conv layer of one source): what the forward convolves and the weight gradient reads. The
+ * row before may write it itself (its kept bf16 activation, net_cuda.cu); the forward of l
+ * is then given in = NULL and casts nothing. */
+uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l);
 
 /* The largest workspace one chosen algorithm may use. */
 #define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)

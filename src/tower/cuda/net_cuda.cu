@@ -52,6 +52,8 @@ typedef struct {
                                   bf16 gradient (tower_cuda_set_lrn_handover) */
     int bf16_acts;             /* 1: the rows with a kept[] buffer keep their activation in it
                                   alone; 0, the default: in fp32 (tower_cuda_set_bf16_acts) */
+    int input_handover;        /* 1 (the default): bf16_chain_row's rows write their output as
+                                  the next conv's bf16 input copy (tower_cuda_set_input_handover) */
     uint16_t *kept[TOWER_MAX_LAYERS]; /* per row, (B, Co, Ho, Wo) the ReLU's output in bf16
                                          where bf16_lrn_row holds and bf16_acts is on
                                          (make_kept), NULL elsewhere: kept_act */
@@ -66,6 +68,7 @@ typedef struct {
 static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
 
 static int bf16_lrn_row(const tower *t, int l);
+static int bf16_chain_row(const tower *t, int l);
 static uint16_t *kept_act(const tower *t, int l);
 static const uint16_t *kept_at(const tower *t, const float *in);
 
@@ -297,7 +300,7 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     }
     size_t bytes = tower_carve(t, NULL);
     tower_gpu *g = (tower_gpu *)calloc(1, sizeof *g);
-    if (g) g->lrn_handover = 1;
+    if (g) g->lrn_handover = g->input_handover = 1;
     float *host = (float *)malloc(sizeof(float) * plan->n_params);
     if (!g || !host) {
         free(g);
@@ -641,10 +644,13 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
     const tower_layer_spec *s = tower_plan_row(&t->plan, l);
     const tower_layer_shape *L = &t->plan.layer[l];
     if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16) {
-        /* the last source (act passed) of a row that keeps its activation writes it there */
+        /* the last source (act passed) of a row that keeps its activation writes it there;
+         * a row whose input the row before kept as this row's input copy casts none */
         uint16_t *keep = act == TOWER_ACT_RELU ? kept_act(t, l) : NULL;
-        tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out, in, bf16_weights(t, w),
-                                 b, ldw, accumulate, act == TOWER_ACT_RELU, keep);
+        int given = l > 0 && bf16_chain_row(t, l - 1) && kept_act(t, l - 1);
+        tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out, given ? NULL : in,
+                                 bf16_weights(t, w), b, ldw, accumulate, act == TOWER_ACT_RELU,
+                                 keep);
         return;
     }
     if (g->conv_path[l] == TOWER_CONV_CUDNN) {
@@ -814,13 +820,35 @@ static int lrn_grad_handover(const tower *t, int l)
     return gpu_of(t)->lrn_handover && bf16_lrn_row(t, l);
 }
 
-/* Row l's kept bf16 activation, or NULL where the row keeps the fp32 one: the buffers are
- * made for bf16_lrn_row's rows under the configured paths (make_kept); the cuDNN path's
- * timing under --conv auto, which flips a row's path without them, writes the fp32 one. */
+/* 1 when row l's conv runs on cuDNN's bf16 path with its ReLU fused, its output is that
+ * ReLU's (no LRN, pooling or dropout after it), and the next row, a one-source conv on
+ * cuDNN's bf16 path, reads it as its input (the paper's conv3 and conv4): its activation
+ * can be the next row's bf16 input copy itself (tower_cudnn_input_copy), which that row's
+ * forward then does not cast. */
+static int bf16_chain_row(const tower *t, int l)
+{
+    const tower_gpu *g = gpu_of(t);
+    const tower_layer_shape *L = &t->plan.layer[l];
+    if (l + 1 >= t->plan.n_layers || tower_plan_row(&t->plan, l + 1)->kind != TOWER_CONV)
+        return 0;
+    return g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
+           g->conv_path[l] == TOWER_CONV_CUDNN && L->act == TOWER_ACT_RELU &&
+           cuda_fuses_act(t, l, TOWER_ACT_RELU) && !L->lrn && !L->pool_k && L->drop_p == 0 &&
+           g->conv_path[l + 1] == TOWER_CONV_CUDNN && t->plan.layer[l + 1].sources == 1 &&
+           t->acts[l + 1].in == t->acts[l].act;
+}
+
+/* Row l's kept bf16 activation, or NULL where the row keeps the fp32 one: with bf16_acts
+ * on, a bf16_lrn_row's buffer, made for those rows under the configured paths (make_kept;
+ * the cuDNN path's timing under --conv auto, which flips a row's path without one, writes
+ * the fp32 act); with input_handover on (the default), a bf16_chain_row's next row's input
+ * copy, holding what that row's cast of the fp32 act would (the same bits). */
 static uint16_t *kept_act(const tower *t, int l)
 {
     const tower_gpu *g = gpu_of(t);
-    return g->bf16_acts && bf16_lrn_row(t, l) ? g->kept[l] : NULL;
+    if (bf16_lrn_row(t, l)) return g->bf16_acts ? g->kept[l] : NULL;
+    return g->input_handover && bf16_chain_row(t, l) ? tower_cudnn_input_copy(g->cudnn, l + 1)
+                                                      : NULL;
 }
 
 /* The kept activation whose fp32 place is `in` (a row's act), or NULL. */
@@ -1024,6 +1052,11 @@ static void cuda_zero_grads(tower *t)
 extern "C" void tower_cuda_set_grad_zeroing(tower *t, int on) { gpu_of(t)->grad_zeroing = !!on; }
 
 extern "C" void tower_cuda_set_lrn_handover(tower *t, int on) { gpu_of(t)->lrn_handover = !!on; }
+
+extern "C" void tower_cuda_set_input_handover(tower *t, int on)
+{
+    gpu_of(t)->input_handover = !!on;
+}
 
 extern "C" int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errlen)
 {
