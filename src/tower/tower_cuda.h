@@ -298,7 +298,7 @@ void tower_cuda_set_lrn_handover(tower *t, int on);
  * conv3 and conv4), the row's output pass writes the next conv's bf16 input copy instead of
  * its fp32 act, the next conv casts none and the row's backward masks by it: the same bits
  * (the cast it replaces rounds the same value), unless an output is a positive value under
- * 2^-134, which bf16 rounds to 0 and the mask then takes as 0. 0: the fp32 act and the
+ * 2^-134 or less, which bf16 rounds to 0 and the mask then takes as 0. 0: the fp32 act and the
  * cast. A test hook (model_placement.test_no_input_handover). */
 void tower_cuda_set_input_handover(tower *t, int on);
 /* on 1: in bf16, a row whose conv runs on cuDNN with its ReLU fused and the LRN and
@@ -309,6 +309,9 @@ void tower_cuda_set_input_handover(tower *t, int on);
  * buffers follow both: 2 bytes an element of those rows' activations). 0, or -1 with err
  * (the buffers could not be allocated: then off). */
 int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errlen);
+/* The rows whose activation --bf16-acts keeps in bf16 now (bit l for row l; 0 while it is
+ * off, and where no row qualifies: none on cuDNN with the LRN and max-pool fused). */
+int tower_cuda_bf16_acts_rows(const tower *t);
 /* Makes t->acts[l].act hold row l's activation in fp32: where the row keeps it in bf16
  * only (tower_cuda_set_bf16_acts), widens the kept one into it (on the tower's stream);
  * otherwise nothing. For readers of the activations (model_get_activations). 0, or -1 (a

@@ -565,6 +565,7 @@ typedef struct {
     char conv_detail[1024]; /* the convolution path (GPU: and cuDNN's algorithms) */
     char conv_choice[2048]; /* model_conv_describe: --conv auto's per-layer choice and times */
     char graph[600];        /* model_graph_describe after the timed steps: --graph's choice */
+    char bf16_acts[256];    /* model_bf16_acts_describe: "" without --bf16-acts */
     int ndev, dev[2];
     size_t gpu_used_before[2], gpu_used_after[2], gpu_total[2];
 } bench_result;
@@ -646,8 +647,8 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
     fprintf(f, "convolutions: %s\n", r->conv_detail);
     if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
     fprintf(f, "graph: %s\n", r->graph);
-    if (m->place.bf16_acts)
-        fprintf(f, "activations: conv1's and conv2's kept in bf16 (--bf16-acts), the rest fp32\n");
+    if (r->bf16_acts[0])
+        fprintf(f, "activations kept in bf16 (--bf16-acts): %s\n", r->bf16_acts);
     fprintf(f, "net: %s, %d tower(s), %d classes, input 3x%dx%d, batch %d, width_div %d; "
                "%.3f GFLOP per image for a training step\n",
             plan->cfg.net.name, T, plan->cfg.classes, plan->cfg.in_size, plan->cfg.in_size, plan->cfg.batch,
@@ -872,6 +873,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         json_object_set_new(j, "conv_choice", json_string(r->conv_choice));
         json_object_set_new(j, "graph", json_string(r->graph));
         json_object_set_new(j, "bf16_acts", json_boolean(m->place.bf16_acts));
+        json_object_set_new(j, "bf16_acts_layers", json_string(r->bf16_acts));
         if (m->place.cpu) { /* the machine's SGEMM and the steps' BLAS calls */
             json_object_set_new(j, "sgemm_gflops_per_s", jnum(r->sgemm_gflops));
             json_object_set_new(j, "sgemm_openblas_gflops_per_s", jnum(r->sgemm_openblas));
@@ -1018,6 +1020,7 @@ static int bench_run(const bench_opts *o)
     if (o->steps == 1) r.loss_first = loss;
     r.loss_last = loss;
     model_graph_describe(&m, r.graph, sizeof r.graph);
+    model_bf16_acts_describe(&m, r.bf16_acts, sizeof r.bf16_acts);
     r.finite = isfinite(r.loss_first) && isfinite(r.loss_last);
     for (int s = 0; s < o->profile_steps; s++, k = (k + 1) % o->batches) {
         if (bench_data_put_timed(&d, &m, &p, k, err, sizeof err)) goto fail;

@@ -84,7 +84,7 @@ const base_flag train_placement_flags[] = {
     {BASE_FLAG_BOOL("tf32", train_placement_args, tf32, "the same as --precision tf32")},
     {BASE_FLAG_CHOICE("precision", train_placement_args, precision, "fp32|tf32|bf16",
                       "GPU GEMMs: plain fp32, TF32 tensor cores, or bf16 operands with fp32\n"
-                      "sums (cuDNN on bf16 tensors; activations, weights, update fp32)"),
+                      "sums (cuDNN on bf16 tensors; weights, momentum, update fp32)"),
      .values = precision_values, .deflt = "fp32"},
     {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn|auto",
                       "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
@@ -275,13 +275,11 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
     p->cpu_conv = a->cpu_conv;
     if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
     if (a->bf16_acts && (p->cpu || precision != TOWER_PRECISION_BF16 || !a->conv)) {
-        snprintf(err, errlen, "--bf16-acts keeps bf16 activations of the conv layers a "
-                              "--precision bf16 run has on cuDNN, and this run is %s: drop it or "
-                              "add %s",
-                 p->cpu ? "on the CPU" : precision != TOWER_PRECISION_BF16 ? "not in bf16"
-                                                                            : "on --conv gemm",
-                 p->cpu ? "--gpus" : precision != TOWER_PRECISION_BF16 ? "--precision bf16"
-                                                                       : "--conv cudnn");
+        snprintf(err, errlen, "--bf16-acts keeps the activations of conv layers that run on "
+                              "cuDNN in bf16, so it needs a GPU, --precision bf16 and --conv cudnn "
+                              "(or auto), and this run is %s%s%s: drop --bf16-acts or give all three",
+                 p->cpu ? "on the CPU" : "in " , p->cpu ? "" : tower_precision_name(precision),
+                 p->cpu ? "" : a->conv ? "" : " with --conv gemm");
         return -1;
     }
     p->bf16_acts = a->bf16_acts;

@@ -166,6 +166,23 @@ void model_conv_describe(const model *m, char *buf, size_t n)
     if (m->conv_note[0] && used < n) snprintf(buf + used, n - used, "; %s", m->conv_note);
 }
 
+void model_bf16_acts_describe(const model *m, char *buf, size_t n)
+{
+    if (!n) return;
+    buf[0] = 0;
+    if (m->place.cpu || !m->place.bf16_acts) return;
+    int rows = 0;
+#if MODEL_CUDA
+    rows = tower_cuda_bf16_acts_rows(&m->tw[0]);
+#endif
+    size_t used = 0;
+    for (int l = 0; l < m->plan.n_layers && used < n; l++)
+        if (rows & (1 << l))
+            used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? ", " : "",
+                                     tower_plan_row(&m->plan, l)->name);
+    if (!rows) snprintf(buf, n, "none (no conv layer on cuDNN with its LRN and max-pool fused)");
+}
+
 int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,
                char *err, size_t errlen)
 {
@@ -1588,9 +1605,11 @@ int model_get_activations(const model *m, int l, float *acts, char *err, size_t 
 #if MODEL_CUDA
         /* a row keeping its activation in bf16 only has it widened into the fp32 place */
         if (m->tw[t].device >= 0 && tower_cuda_acts_fp32((tower *)&m->tw[t], l) != 0) {
+            char why[512] = "";
+            tower_fault_take(why, sizeof why);
             free(host);
-            base_errf(err, errlen, "tower %d: reading layer %s's activations failed on its GPU",
-                      t, tower_plan_row(&m->plan, l)->name);
+            base_errf(err, errlen, "tower %d: reading layer %s's activations failed on its GPU: %s",
+                      t, tower_plan_row(&m->plan, l)->name, why[0] ? why : "(no reason given)");
             return -1;
         }
 #endif

@@ -227,6 +227,11 @@ typedef struct {
  * path runs each conv layer's passes on this CPU (tower_conv_describe). */
 void model_conv_describe(const model *m, char *buf, size_t n);
 
+/* With --bf16-acts: the layers whose activation is kept in bf16 ("conv1, conv2"), or
+ * "none (...)" when none qualifies (--conv auto chose GEMM for them, a net without LRN);
+ * "" without the flag or on the CPU. */
+void model_bf16_acts_describe(const model *m, char *buf, size_t n);
+
 /* Builds the towers of cfg's net on the placement, initialised from seed (each row's init).
  * Returns 0, or -1 with err (e.g. no CUDA in this build, out of GPU memory). */
 int model_init(model *m, const tower_config *cfg, const model_placement *place, uint64_t seed,

@@ -670,6 +670,9 @@ static int run_open(run_state *r, const train_options *o)
                               "downsample", r->downsample, "conv", convs, "precision",
                               o->place.cpu ? "fp32" : tower_precision_name(o->place.precision));
     if (extra) json_object_set_new(extra, "bf16_acts", json_boolean(o->place.bf16_acts));
+    char kept_layers[256];
+    model_bf16_acts_describe(&r->m, kept_layers, sizeof kept_layers);
+    if (extra) json_object_set_new(extra, "bf16_acts_layers", json_string(kept_layers));
     train_run_info info = {o->argc, o->argv, NULL, backend, r->meta.seed, cfg, extra};
     int info_rc = train_run_info_write(r->run_dir, &info, err, sizeof err);
     json_decref(extra);
@@ -713,6 +716,9 @@ static int run_open(run_state *r, const train_options *o)
     }
     if (!o->place.cpu && o->place.conv == MODEL_CONV_AUTO)
         fprintf(stderr, "twotower: --conv %s\n", convs);
+    char kept[256];
+    model_bf16_acts_describe(&r->m, kept, sizeof kept);
+    if (kept[0]) fprintf(stderr, "twotower: activations kept in bf16 (--bf16-acts): %s\n", kept);
 #endif
     char sw[256];
     tower_net_switches_describe(&cfg.net.switches, sw, sizeof sw);

@@ -31,6 +31,27 @@ def check(cond, what):
         print("FAIL:", what)
 
 
+# count.py's chains from nvdisasm -gi: an instruction's line, then the call sites it was
+# inlined at, one level a line; a position line with no instruction after it adds to the
+# chain of the next instruction only
+sys.path.insert(0, os.path.join(root, "tools", "gpu_cost"))
+import count  # noqa: E402
+sample = """//--------------------- .text._Z1kv --------------------------
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+	//## File "/x/kernels.h", line 130 inlined at "/x/kernels.h", line 497
+	//## File "/x/kernels.h", line 497 inlined at "/x/layers.cu", line 739
+        /*0010*/                   LDG.E R2, [R4] ;
+        /*0020*/                   FFMA R3, R2, R2, R3 ;
+	//## File "/x/layers.cu", line 741
+        /*0030*/                   EXIT ;
+"""
+ins = count.parse_sass(sample)["_Z1kv"][0]
+check([i.chain for i in ins] == [(), (("kernels.h", 130), ("kernels.h", 497), ("layers.cu", 739)),
+                                 (("kernels.h", 130), ("kernels.h", 497), ("layers.cu", 739)),
+                                 (("layers.cu", 741),)],
+      f"count.parse_sass's inlined-at chains: {[i.chain for i in ins]}")
+check([i.line for i in ins] == [None, ("kernels.h", 130), ("kernels.h", 130), ("layers.cu", 741)],
+      "count.parse_sass's innermost lines")
 check(r.returncode == 0, f"gpu_cost exited {r.returncode}")
 if r.returncode == 0:
     j = json.load(open(out))

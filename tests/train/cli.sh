@@ -83,6 +83,8 @@ expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
 expect 2 "--conv auto is a GPU option" -- train --cpu $nodata --conv auto
 expect 2 "--cpu-conv 'dnnl': expected onednn or gemm" -- train --cpu $nodata --cpu-conv dnnl
 expect 2 "--cpu-conv gemm is a CPU option" -- train --gpus 0 $nodata --cpu-conv gemm
+expect 2 "bf16, so it needs a GPU, --precision bf16 and --conv cudnn (or auto), and this run is on the CPU" -- train --cpu $nodata --bf16-acts
+expect 2 "this run is on the CPU: drop --bf16-acts" -- bench --cpu --bf16-acts
 expect 2 "--views '5': expected 1 or 10" -- train --cpu $nodata --views 5
 expect 2 "--mirror 'maybe': expected on or off" -- train --cpu $nodata --mirror maybe
 expect 2 "--pca-std '-1'" -- train --cpu $nodata --pca-std -1

@@ -226,6 +226,7 @@ def parse_ptx(text):
             p = s.split()
             line = (files.get(p[1], p[1]), int(p[2].rstrip(",")))
             # ".loc 1 42 3, function_name ..., inlined_at 2 10 1": the first pair is innermost
+            # (PTX names one inlined_at level, so --ptx chains stop at the first call site)
             chain = [line] + [(files.get(f, f), int(n)) for f, n in
                               re.findall(r"inlined_at\s+(\d+)\s+(\d+)", s)]
             continue
@@ -582,10 +583,9 @@ def _loop_cost(lp, trips, srcdir, mode, used):
     rest = {line: 0.0 for line in groups}
     for chain, counts in lp.by_line.items():
         # an instruction is a nested loop's when its position, or a call site it was inlined
-        # at, lies in the loop's source lines
-        owner = next((g for g, (a, b) in spans.items()
-                      if any(pos and pos[0] == g[0] and a <= pos[1] <= b for pos in chain)),
-                     None)
+        # at, lies in the loop's source lines: the innermost such position decides
+        owner = next((g for pos in chain if pos for g, (a, b) in spans.items()
+                      if pos[0] == g[0] and a <= pos[1] <= b), None)
         if owner is None:
             own += counts[k]
         else:

@@ -207,6 +207,8 @@ static int make_kept(tower *t, char *err, size_t errlen)
         const tower_layer_shape *L = &t->plan.layer[l];
         size_t n = (size_t)t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h;
         cudaError_t e = cudaMalloc((void **)&g->kept[l], sizeof(uint16_t) * n);
+        /* zeros until the first forward, as the fp32 act it stands for */
+        if (e == cudaSuccess) e = cudaMemsetAsync(g->kept[l], 0, sizeof(uint16_t) * n, g->stream);
         if (e != cudaSuccess) {
             g->kept[l] = NULL;
             free_kept(g);
@@ -1073,6 +1075,14 @@ extern "C" int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errl
     if (make_kept(t, err, errlen) == 0) return 0;
     g->bf16_acts = 0;
     return -1;
+}
+
+extern "C" int tower_cuda_bf16_acts_rows(const tower *t)
+{
+    int rows = 0;
+    for (int l = 0; l < t->plan.n_layers; l++)
+        if (bf16_lrn_row(t, l) && kept_act(t, l)) rows |= 1 << l;
+    return rows;
 }
 
 extern "C" int tower_cuda_acts_fp32(tower *t, int l)
