@@ -223,10 +223,17 @@ void tower_dropout_step_backward_cuda(float *din, const float *dout, size_t n, f
                                       int inverted, const uint64_t *key, void *stream);
 /* tower_sgd_arena_cuda (adam 0: m the momentum, v unused) or tower_adam_arena_cuda (adam
  * 1) with their scalars read from *s, bit for bit; nothing at all when s->skip_nonfinite
- * and *loss (the tower's mean loss on the device) is not finite. */
+ * and *loss (the tower's mean loss on the device) is not finite. wb: NULL, or (n_params)
+ * the weights' bf16 copy, written with the new weights (tower_k_cast_bf16 of each), and
+ * then *wb_current = 1 (device memory). */
 void tower_update_arena_step_cuda(float *params, float *m, float *v, const float *grads,
                                   const tower_plan *plan, int adam, const tower_k_step *s,
-                                  const double *loss, void *stream);
+                                  const double *loss, uint16_t *wb, int *wb_current,
+                                  void *stream);
+/* dst (n) = src rounded to bf16, as tower_cast_bf16_cuda, unless *current (device memory)
+ * is non-zero: then nothing (the update wrote dst already). */
+void tower_cast_weights_bf16_cuda(uint16_t *dst, const float *src, size_t n,
+                                  const int *current, void *stream);
 /* *out = the mean of losses (B) as the CPU tower computes it (kernels.h's
  * tower_k_loss_mean: double, sample order), on the device. */
 void tower_loss_mean_cuda(double *out, const float *losses, int B, void *stream);

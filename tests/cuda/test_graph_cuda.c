@@ -143,6 +143,23 @@ Test(cuda_graph, replay_equals_uncaptured_serial, .timeout = 120)
     graph_vs_uncaptured(&tiny, serial, 0, "--gpus 0 --serial, graph vs uncaptured");
 }
 
+/* bf16 on cuDNN (and on the GEMM path): the weights' bf16 copy the update writes and the
+ * forward's cast skips while it is current (a flag the replayed kernels read on the
+ * device), the hand-overs, the kept activations with --bf16-acts: replayed as run */
+Test(cuda_graph, replay_equals_uncaptured_bf16, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    model_placement p = on_gpu0;
+    p.precision = TOWER_PRECISION_BF16;
+    graph_vs_uncaptured(&tiny, p, 0, "--precision bf16, graph vs uncaptured");
+    if (!tower_cuda_have_cudnn()) return;
+    p.conv = TOWER_CONV_CUDNN;
+    graph_vs_uncaptured(&tiny, p, 0, "--precision bf16 --conv cudnn, graph vs uncaptured");
+    p.bf16_acts = 1;
+    graph_vs_uncaptured(&tiny, p, 0, "--precision bf16 --conv cudnn --bf16-acts, graph vs "
+                                     "uncaptured");
+}
+
 /* Adam's scalars change every step (its bias corrections): they reach the graph through
  * the staged step scalars as the learning rate does */
 Test(cuda_graph, replay_equals_uncaptured_adam, .timeout = 120)

@@ -189,12 +189,14 @@ Test(cuda_model, bf16_training_close_to_fp32, .timeout = 300)
     model_free(&h);
 }
 
-/* The weights' bf16 copy cannot be stale: it is remade at the start of every forward pass,
- * so parameters written from outside (here model_set_tensor, as a checkpoint's load
- * writes them) are what the next pass reads. An evaluation forward; the parameters
- * written as 1.5 times themselves: the next evaluation differs; a training step; the
- * initial parameters written back: the next evaluation gives the first one's loss bit for
- * bit. */
+/* The weights' bf16 copy cannot be stale: the update writes it and marks it current, and
+ * anything else that writes parameters (here model_set_tensor, as a checkpoint's load
+ * writes them) clears the mark, so the next pass casts them again. An evaluation forward;
+ * the parameters written as 1.5 times themselves: the next evaluation differs; a training
+ * step, then an evaluation on the update's copy; the same parameters written back
+ * unchanged: the evaluation on the cast's copy gives the same loss bit for bit (the
+ * update's copy is the cast's); the initial parameters written back: the next evaluation
+ * gives the first one's loss bit for bit. */
 Test(cuda_model, bf16_weights_never_stale, .timeout = 120)
 {
     TT_NEED_GPUS(1);
@@ -220,6 +222,17 @@ Test(cuda_model, bf16_weights_never_stale, .timeout = 120)
     double l1 = model_forward(&h, 0);
     model_set_batch(&h, x, labels);
     model_train_step(&h, 0.05f);
+    model_set_batch(&h, x, labels);
+    double lu = model_forward(&h, 0); /* the update's bf16 copy */
+    float *now = tt_host_alloc(n);
+    for (int t = 0; t < h.towers; t++) {
+        model_get_tensor(&h, t, 0, now);
+        model_set_tensor(&h, t, 0, now);
+    }
+    free(now);
+    model_set_batch(&h, x, labels);
+    double lc = model_forward(&h, 0); /* the cast's, of the same parameters */
+    cr_assert(lu == lc, "the update's bf16 copy gave %.17g, the cast's %.17g", lu, lc);
     for (int t = 0; t < h.towers; t++) model_set_tensor(&h, t, 0, p0[t]);
     model_set_batch(&h, x, labels);
     double l2 = model_forward(&h, 0);
@@ -437,6 +450,29 @@ Test(cuda_model, cudnn_bf16_step_close_to_cpu, .timeout = 300)
     cudnn_steps(TOWER_PRECISION_BF16, TOL_BF16_LOSS, TOL_BF16_GRAD);
 }
 
+/* Two steps of ma and mb (a hand-over on and off) on the same batches: every loss, gradient
+ * and weight the same, byte for byte */
+static void expect_identical_steps(model *ma, model *mb, uint64_t key, const char *what)
+{
+    size_t n = ma->plan.n_params;
+    float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
+    for (int s = 0; s < 2; s++) {
+        double la, lb;
+        step_both(ma, mb, key + (uint64_t)s, &la, &lb);
+        cr_assert(la == lb, "%s: step %d: loss %.17g with the hand-over, %.17g without", what, s,
+                  la, lb);
+        for (int t = 0; t < ma->towers; t++)
+            for (int which = 0; which < 2; which++) {
+                model_get_tensor(ma, t, which, a);
+                model_get_tensor(mb, t, which, b);
+                cr_assert(memcmp(a, b, sizeof(float) * n) == 0, "%s: step %d tower %d: %s differ",
+                          what, s, t, which ? "gradients" : "weights");
+            }
+    }
+    free(a);
+    free(b);
+}
+
 /* The LRN + max-pool backward handing conv1's and conv2's bf16 gradient over changes no
  * bit: a step with and without the hand-over, every loss, gradient and weight compared
  * byte for byte */
@@ -452,24 +488,7 @@ Test(cuda_model, lrn_handover_changes_no_bit, .timeout = 120)
         model ma, mb;
         init_or_fail(&ma, &tiny, pa, 3);
         init_or_fail(&mb, &tiny, pb, 3);
-        size_t n = ma.plan.n_params;
-        float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
-        for (int s = 0; s < 2; s++) {
-            double la, lb;
-            step_both(&ma, &mb, 700 + (uint64_t)s, &la, &lb);
-            cr_assert(la == lb, "bf16_acts %d step %d: loss %.17g with the hand-over, %.17g "
-                      "without", acts, s, la, lb);
-            for (int t = 0; t < ma.towers; t++)
-                for (int which = 0; which < 2; which++) {
-                    model_get_tensor(&ma, t, which, a);
-                    model_get_tensor(&mb, t, which, b);
-                    cr_assert(memcmp(a, b, sizeof(float) * n) == 0,
-                              "bf16_acts %d step %d tower %d: %s differ", acts, s, t,
-                              which ? "gradients" : "weights");
-                }
-        }
-        free(a);
-        free(b);
+        expect_identical_steps(&ma, &mb, 700, acts ? "with --bf16-acts" : "fp32 activations");
         model_free(&ma);
         model_free(&mb);
     }
@@ -488,22 +507,7 @@ Test(cuda_model, input_handover_changes_no_bit, .timeout = 120)
     model ma, mb;
     init_or_fail(&ma, &tiny, pa, 3);
     init_or_fail(&mb, &tiny, pb, 3);
-    size_t n = ma.plan.n_params;
-    float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
-    for (int s = 0; s < 2; s++) {
-        double la, lb;
-        step_both(&ma, &mb, 720 + (uint64_t)s, &la, &lb);
-        cr_assert(la == lb, "step %d: loss %.17g with the hand-over, %.17g without", s, la, lb);
-        for (int t = 0; t < ma.towers; t++)
-            for (int which = 0; which < 2; which++) {
-                model_get_tensor(&ma, t, which, a);
-                model_get_tensor(&mb, t, which, b);
-                cr_assert(memcmp(a, b, sizeof(float) * n) == 0, "step %d tower %d: %s differ",
-                          s, t, which ? "gradients" : "weights");
-            }
-    }
-    free(a);
-    free(b);
+    expect_identical_steps(&ma, &mb, 720, "the input hand-over");
     int handed = 0;
     for (int l = 0; l < ma.plan.n_layers; l++) {
         const tower_layer_shape *L = &ma.plan.layer[l];

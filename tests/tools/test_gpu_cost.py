@@ -67,7 +67,7 @@ if r.returncode == 0:
         check(k["instructions_64bit"] >= k["instructions"], f"{name}: 64-bit count below")
     check(not j["missing"], f"kernels of the step model missing from the build: {j['missing']}")
     for name in ("im2col_chunk_kernel", "col2im_chunk_kernel", "lrn_maxpool_forward_kernel",
-                 "lrn_maxpool_backward_kernel", "maxpool_forward_kernel", "sgd_arena_kernel",
+                 "lrn_maxpool_backward_kernel", "maxpool_forward_kernel", "sgd_arena_step_kernel",
                  "augment_kernel"):
         check(j["kernels"].get(name, {}).get("in_step"), f"{name} is in the step model")
     for name in ("lrn_forward_kernel", "lrn_backward_kernel"):  # counted, not in the step

@@ -392,10 +392,15 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
       f"alone take {bwd * 1e3:.2f} ms in {best} with --conv cudnn)\n")
     for p in model.PRECISIONS:
         summary[p]["copy_stream_ms"] = cs * 1e3
-    # every kernel of the bf16 cuDNN step against its bound (the issue's 2x)
-    agg = {}
+    # every kernel of the bf16 cuDNN step against its bound (the issue's 2x); a kernel that
+    # has no work in a step (cast_weights_bf16_kernel, when the update made the copy) is
+    # bound by its launch, and left out
+    agg, idle = {}, set()
     for op, t, bound, parts in cudnn["bf16"]:
         if op.kind != "kernel":
+            continue
+        if op.idle:
+            idle.add(op.name)
             continue
         r = agg.setdefault(op.name, [0.0, 0.0, 0])
         r[0] += max(parts.get(k, 0.0) for k in ("issue", "xu", "memory", "flops"))
@@ -407,7 +412,8 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     w(f"  bf16 --conv cudnn: {len(agg)} kernels, "
       f"{'none' if not over else ', '.join(f'{n} {x:.2f}x' for n, x in over)} more than 2x "
       f"their memory or FLOP bound (the most: {worst[0]}, "
-      f"{worst[1][0] / worst[1][1]:.2f}x)\n")
+      f"{worst[1][0] / worst[1][1]:.2f}x)" +
+      (f"; idle, launch-bound: {', '.join(sorted(idle))}" if idle else "") + "\n")
     summary["bf16"]["cudnn_over_2x"] = [n for n, _ in over]
     if measured and isinstance(measured.get("images_per_s"), (int, float)):
         w(f"  measured (bench.json): {measured['images_per_s']:.0f} images/s, "

@@ -55,6 +55,7 @@ LRN_N, POOL_K, POOL_S = 5, 3, 2
 CONV_IMAGES = 128     # TOWER_CUDA_CONV_IMAGES
 THREADS = 256         # TOWER_CUDA_THREADS
 BLOCK_CAP = 65535 * 8  # tower_cuda_blocks' cap
+CAST_WEIGHTS_BLOCKS = 1024  # layers_cuda.cu's cap of cast_weights_bf16_kernel's grid
 DATA_SIZE = 256       # the stored image side (the mean image is DATA_SIZE^2 x 3)
 AUG_PARAMS_BYTES = 24  # sizeof(data_aug_params)
 
@@ -122,6 +123,7 @@ class Op:
     flops: float = 0.0
     mnk: tuple = None
     stream: str = ""    # "copy": the input's copy stream, beside the towers' streams
+    idle: bool = False  # a kernel launched with nothing to do in the step (bound by launch)
 
 
 def _grid(n, cap=BLOCK_CAP):
@@ -329,8 +331,11 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=False)
         for t in range(towers):
-            if bf16 and L is P[0]:  # the weights' bf16 copy, at each tower's first layer
-                ops.append(_cast("update", "fwd", n_params))
+            if bf16 and L is P[0]:  # the weights' bf16 copy, at each tower's first layer: the
+                # update wrote it (and said so), so every thread reads the flag and returns
+                ops.append(_k("update", "fwd", "cast_weights_bf16_kernel", 1, 4.0,
+                              threads=_grid(n_params, CAST_WEIGHTS_BLOCKS)))
+                ops[-1].idle = True
             ops += (_cudnn_forward(L, B, fused, bf16, bf16_acts, chain[i],
                                    i > 0 and chain[i - 1])
                     if conv == "cudnn" and L.kind == "conv"
@@ -364,8 +369,10 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
         if l > 0 and L.sources > 1:  # the reduce-scatter of this layer's input gradient
             cnt = B * L.in_ch * (L.in_h * L.in_h if L.kind == "conv" else 1)
             _exchange(ops, L.name, "xchg", cnt, towers, reduce=True)
+    # w, v, g read, w, v written; in bf16 the weights' bf16 copy written too
     for t in range(towers):
-        ops.append(_k("update", "update", "sgd_arena_kernel", n_params, 20.0 * n_params))
+        ops.append(_k("update", "update", "sgd_arena_step_kernel", n_params,
+                      (22.0 if bf16 else 20.0) * n_params))
     return P, ops
 
 

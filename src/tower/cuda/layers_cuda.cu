@@ -1253,41 +1253,79 @@ extern "C" void tower_dropout_step_backward_cuda(float *din, const float *dout, 
     LAUNCH_CHECK(dropout_step_backward_kernel);
 }
 
+/* The updates: wb non-NULL (bf16) also writes each new weight's bf16 copy, and one thread
+ * says the copy is current (*wb_current = 1: the next forward's cast_weights_bf16_kernel
+ * then has nothing to do); the next kernel on the stream sees both, after this one. A
+ * skipped update changes neither the weights nor the copy, nor the flag. */
 __global__ void sgd_arena_step_kernel(float *w, float *v, const float *g, size_t n,
                                       const tower_k_step *s, const double *loss,
-                                      tower_k_bias_ranges r)
+                                      tower_k_bias_ranges r, uint16_t *wb, int *wb_current)
 {
     if (!tower_k_update_applies(s, *loss)) return;
     float lr = s->lr, momentum = s->momentum, wd = s->weight_decay;
-    FOR_EACH_ELEMENT(i, n) tower_k_sgd_arena(w, v, g, i, lr, momentum, wd, &r);
+    FOR_EACH_ELEMENT(i, n) {
+        tower_k_sgd_arena(w, v, g, i, lr, momentum, wd, &r);
+        if (wb) tower_k_cast_bf16(wb, w, i);
+    }
+    if (wb && blockIdx.x == 0 && threadIdx.x == 0) *wb_current = 1;
 }
 
 __global__ void adam_arena_step_kernel(float *w, float *m, float *v, const float *g, size_t n,
                                        const tower_k_step *s, const double *loss,
-                                       tower_k_bias_ranges r)
+                                       tower_k_bias_ranges r, uint16_t *wb, int *wb_current)
 {
     if (!tower_k_update_applies(s, *loss)) return;
     float step_size = s->step_size, beta1 = s->beta1, beta2 = s->beta2, eps = s->eps,
           bc2_sqrt = s->bc2_sqrt, wd = s->weight_decay;
-    FOR_EACH_ELEMENT(i, n)
+    FOR_EACH_ELEMENT(i, n) {
         tower_k_adam_arena(w, m, v, g, i, step_size, beta1, beta2, eps, bc2_sqrt, wd, &r);
+        if (wb) tower_k_cast_bf16(wb, w, i);
+    }
+    if (wb && blockIdx.x == 0 && threadIdx.x == 0) *wb_current = 1;
+}
+
+/* The weights' bf16 copy at a forward pass's start, unless the update made it current: the
+ * flag is read on the device, so a captured graph decides at each replay. A grid of at most
+ * CAST_WEIGHTS_BLOCKS blocks (about 8 a GPU's SM), each thread striding over the arena: when
+ * the copy is current its threads only read the flag, instead of a block per 256 weights
+ * starting to do so. */
+#define CAST_WEIGHTS_BLOCKS 1024u
+__global__ void cast_weights_bf16_kernel(uint16_t *dst, const float *src, size_t n,
+                                         const int *current)
+{
+    if (*current) return;
+    FOR_EACH_ELEMENT(i, n) tower_k_cast_bf16(dst, src, i);
+}
+
+extern "C" void tower_cast_weights_bf16_cuda(uint16_t *dst, const float *src, size_t n,
+                                             const int *current, void *stream)
+{
+    if (n == 0) return;
+    unsigned blocks = tower_cuda_blocks(n);
+    blocks = blocks < CAST_WEIGHTS_BLOCKS ? blocks : CAST_WEIGHTS_BLOCKS;
+    cast_weights_bf16_kernel<<<blocks, TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(dst, src, n,
+                                                                                 current);
+    LAUNCH_CHECK(cast_weights_bf16_kernel);
 }
 
 extern "C" void tower_update_arena_step_cuda(float *params, float *m, float *v,
                                              const float *grads, const tower_plan *plan,
                                              int adam, const tower_k_step *s,
-                                             const double *loss, void *stream)
+                                             const double *loss, uint16_t *wb,
+                                             int *wb_current, void *stream)
 {
     tower_k_bias_ranges r = bias_ranges(plan);
     size_t n = plan->n_params;
     if (n == 0) return;
     if (adam) {
         adam_arena_step_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
-                                 CU_STREAM(stream)>>>(params, m, v, grads, n, s, loss, r);
+                                 CU_STREAM(stream)>>>(params, m, v, grads, n, s, loss, r, wb,
+                                                      wb_current);
         LAUNCH_CHECK(adam_arena_step_kernel);
     } else {
         sgd_arena_step_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0,
-                                CU_STREAM(stream)>>>(params, m, grads, n, s, loss, r);
+                                CU_STREAM(stream)>>>(params, m, grads, n, s, loss, r, wb,
+                                                     wb_current);
         LAUNCH_CHECK(sgd_arena_step_kernel);
     }
 }

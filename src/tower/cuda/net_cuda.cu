@@ -41,6 +41,10 @@ typedef struct {
      * needs no host synchronisation (a captured graph replays them) */
     tower_k_step *dev_step;
     double *dev_loss;          /* the last loss forward's mean */
+    int *wbf16_current;        /* (device, beside them) 1 while wbf16 is the parameters'
+                                  rounding as the last update wrote it: the forward then
+                                  casts nothing; 0 after anything else wrote parameters
+                                  (tower_cuda_copy, the configuration): bf16_weights */
     tower_k_step staged;       /* what the last copy put into dev_step (host shadow) */
     int have_staged;           /* 0 until the first copy */
     int grad_zeroing;          /* 1: tower_zero_grads clears the gradients and the backward
@@ -349,10 +353,11 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
         return init_fail(t, e, "cudaStreamCreateWithFlags", err, errlen);
     }
     /* the step scalars and the mean loss: device, pinned staging, events */
-    size_t step_bytes = sizeof(tower_k_step) + sizeof(double);
+    size_t step_bytes = sizeof(tower_k_step) + sizeof(double) + sizeof(int);
     e = cudaMalloc((void **)&g->dev_step, step_bytes);
     if (e == cudaSuccess) {
         g->dev_loss = (double *)(g->dev_step + 1);
+        g->wbf16_current = (int *)(g->dev_loss + 1);
         e = cudaMemsetAsync(g->dev_step, 0, step_bytes, g->stream);
     }
     if (e == cudaSuccess)
@@ -394,6 +399,17 @@ extern "C" int tower_init_cuda(tower *t, const tower_plan *plan, int index, int 
     return 0;
 }
 
+/* Makes t's device current and waits for its stream, before a reconfiguration changes what
+ * its kernels read: 0, or -1 with err. */
+static int settle(tower *t, char *err, size_t errlen)
+{
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(gpu_of(t)->stream); /* nothing in flight */
+    if (e == cudaSuccess) return 0;
+    snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device, cudaGetErrorString(e));
+    return -1;
+}
+
 extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *path, char *err,
                                          size_t errlen)
 {
@@ -415,13 +431,8 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
         any_gemm |= path[l] == TOWER_CONV_GEMM;
         any_cudnn |= path[l] == TOWER_CONV_CUDNN;
     }
-    cudaError_t e = cudaSetDevice(t->device);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
-                 cudaGetErrorString(e));
-        return -1;
-    }
+    if (settle(t, err, errlen)) return -1;
+    cudaError_t e;
     cublasStatus_t s = cublasSetMathMode(g->cublas,
                                          tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     if (s != CUBLAS_STATUS_SUCCESS) {
@@ -469,6 +480,13 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
                      cudaGetErrorString(e));
             return -1;
         }
+    }
+    /* the bf16 copy (new, or from before) is not the parameters' until made again */
+    e = cudaMemsetAsync(g->wbf16_current, 0, sizeof(int), g->stream);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
+                 cudaGetErrorString(e));
+        return -1;
     }
     for (int l = 0; l < t->plan.n_layers; l++)
         if (tower_plan_row(&t->plan, l)->kind == TOWER_CONV) g->conv_path[l] = path[l];
@@ -554,6 +572,11 @@ extern "C" int tower_cuda_copy(tower *t, void *dst, const void *src, size_t byte
     tower_gpu *g = gpu_of(t);
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess && bytes) e = cudaMemcpyAsync(dst, src, bytes, kinds[kind], g->stream);
+    /* a copy into the parameters leaves the weights' bf16 copy behind them (bf16_weights) */
+    const char *d = (const char *)dst, *p = (const char *)t->params;
+    if (e == cudaSuccess && kind != 1 && bytes && d < p + sizeof(float) * t->plan.n_params &&
+        d + bytes > p)
+        e = cudaMemsetAsync(g->wbf16_current, 0, sizeof(int), g->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess) {
         fprintf(stderr, "twotower: tower %d on GPU %d: copy of %zu bytes (kind %d) failed: %s\n",
@@ -615,17 +638,21 @@ static int cuda_fuses_act(const tower *t, int l, int act)
            (g->conv_path[l] == TOWER_CONV_GEMM || g->precision == TOWER_PRECISION_BF16);
 }
 
-/* bf16: the bf16 copy of the parameters the GEMMs read, remade from the fp32 master
- * weights by one cast over the whole parameter arena when a forward pass starts: every
- * pass (training, evaluation, dump, features) starts with row 0's first source (net.c's
- * layer loop), whose weights are t->w[0]. Made here rather than in the update, so that
- * the copy can never be stale: whatever wrote the parameters since the last pass (the
- * update, a checkpoint's load, model_set_tensor, a test) is what the pass reads.
- * Backward reads the copy its forward made (the update comes after it). */
+/* bf16: the bf16 copy of the parameters the GEMMs read. The update writes it with the new
+ * weights and marks it current (wbf16_current, on the device); a forward pass starts (every
+ * pass, training, evaluation, dump, features, starts with row 0's first source, net.c's
+ * layer loop, whose weights are t->w[0]) with one cast over the whole parameter arena that
+ * does nothing while the mark is set. Whatever else writes the parameters (a checkpoint's
+ * load, model_set_tensor: tower_cuda_copy; the start-up upload; a new configuration)
+ * clears the mark, so the copy cannot be stale: the pass reads the rounding of what the
+ * parameters hold. The mark is read on the device, so a captured graph decides afresh at
+ * every replay. Backward reads the copy its forward made (the update comes after it). */
 static const uint16_t *bf16_weights(tower *t, const float *w)
 {
     tower_gpu *g = gpu_of(t);
-    if (w == t->w[0]) tower_cast_bf16_cuda(g->wbf16, t->params, t->plan.n_params, g->stream);
+    if (w == t->w[0])
+        tower_cast_weights_bf16_cuda(g->wbf16, t->params, t->plan.n_params, g->wbf16_current,
+                                     g->stream);
     return g->wbf16 + (w - t->params);
 }
 
@@ -1064,13 +1091,7 @@ extern "C" int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errl
 {
     tower_gpu *g = gpu_of(t);
     if (g->bf16_acts == !!on) return 0;
-    cudaError_t e = cudaSetDevice(t->device);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* nothing in flight */
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
-                 cudaGetErrorString(e));
-        return -1;
-    }
+    if (settle(t, err, errlen)) return -1;
     g->bf16_acts = !!on;
     if (make_kept(t, err, errlen) == 0) return 0;
     g->bf16_acts = 0;
@@ -1108,7 +1129,7 @@ static void cuda_update(tower *t, const tower_optim *o, float lr, int64_t t_upda
     if (stage(t, &s)) return;
     tower_update_arena_step_cuda(t->params, t->momentum, t->moment2, t->grads, &t->plan,
                                  o->kind == TOWER_OPTIM_ADAM, g->dev_step, g->dev_loss,
-                                 g->stream);
+                                 g->wbf16, g->wbf16_current, g->stream);
 }
 
 static const tower_ops cuda_ops = {
