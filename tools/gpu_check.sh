@@ -246,8 +246,8 @@ fi
 
 # ---- 2. compute-sanitizer over a few training steps in the fallback -----------------------
 # memcheck: out-of-bounds and misaligned accesses, failed API calls, device memory leaks.
-# racecheck: shared-memory hazards only. None of our kernels uses shared memory, so over
-#   them it proves nothing (it does check cuBLAS's); the ordering between the two towers'
+# racecheck: shared-memory hazards only: in our kernels the fused LRN + max-pool's tiles and
+#   the softmax's block reductions (and cuBLAS's); the ordering between the two towers'
 #   streams is what tests/cuda/test_order_cuda's delay test checks.
 # initcheck: reads of device global memory that nothing wrote, in kernels and (the default
 #   --check-api-memory-access yes) in copies. The tower arenas are zeroed once at init,
@@ -260,8 +260,12 @@ fi
 #   its own line and does not fail the check: read it in the log.
 # synccheck: __syncthreads and warp-synchronous calls (the softmax's shuffles) used where
 #   not every thread of the mask reaches them.
+# Then memcheck and initcheck again in bf16 on cuDNN with --bf16-acts (when the build has
+# cuDNN): its casts, the kept activations and both hand-overs, the update's bf16 weights
+# (logs sanitize-TOOL-bf16.log).
 few_steps=("$exe" train --gpus 0 --data "$data" --epochs 1 --train-limit 64 --test-limit 32
            --batch 16 --size 67 --quiet --seed 1)
+bf16_steps=(--precision bf16 --conv cudnn --bf16-acts)
 if [[ $stages == *sanitize* ]]; then
     cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
     if [ -z "$cs" ]; then
@@ -271,12 +275,21 @@ if [[ $stages == *sanitize* ]]; then
                    --include='*.cu' --include='*.cuh' --include='*.h' src |
                sed -E 's/__launch_bounds__[[:space:]]*\([^)]*\)//; s/.*[[:space:]]([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*\($/\1/' |
                sort -u | paste -sd'|')
-        for tool in ${sanitizers//,/ }; do
-            slog=$logs/sanitize-$tool.log
-            "$cs" --tool "$tool" --error-exitcode 9 "${few_steps[@]}" >"$slog" 2>&1
+        runs=${sanitizers//,/ }
+        if ldd "$exe" | grep -q libcudnn; then
+            for tool in ${sanitizers//,/ }; do
+                case $tool in memcheck|initcheck) runs="$runs $tool:bf16" ;; esac
+            done
+        fi
+        for run in $runs; do
+            tool=${run%%:*} tag="" extra=()
+            [ "$run" != "$tool" ] && tag=-${run#*:} extra=("${bf16_steps[@]}")
+            slog=$logs/sanitize-$tool$tag.log
+            "$cs" --tool "$tool" --error-exitcode 9 "${few_steps[@]}" "${extra[@]}" >"$slog" 2>&1
             rc=$?
+            tool=$tool$tag # the name its lines below give
             summ=$(grep -a 'ERROR SUMMARY\|RACECHECK SUMMARY' "$slog" | tail -1)
-            if [ "$tool" = initcheck ] && [ $rc -eq 9 ]; then
+            if [ "${tool%-bf16}" = initcheck ] && [ $rc -eq 9 ]; then
                 # each report: its header, then indented lines; "at NAME..." names its kernel
                 split=$(awk -v ours="^($ours)\$" '
                     function done_block() {
@@ -306,11 +319,11 @@ if [[ $stages == *sanitize* ]]; then
                 read -r n_ours n_lib lib_names <<<"$split"
                 if [ "${n_ours:-0}" -eq 0 ] && [ "${n_lib:-0}" -gt 0 ] &&
                    ! grep -aq 'Target application returned an error\|returned non-zero' "$slog"; then
-                    note "ok: compute-sanitizer --tool initcheck: none in our kernels or copies"
-                    note "WARN: compute-sanitizer --tool initcheck: $n_lib report(s) inside library kernels ($lib_names), not ours (see sanitize-initcheck.log)"
+                    note "ok: compute-sanitizer --tool $tool: none in our kernels or copies"
+                    note "WARN: compute-sanitizer --tool $tool: $n_lib report(s) inside library kernels ($lib_names), not ours (see $(basename "$slog"))"
                     continue
                 fi
-                note "FAIL: compute-sanitizer --tool initcheck (see sanitize-initcheck.log): ${n_ours:-?} report(s) in our kernels or copies, ${n_lib:-?} in library kernels${lib_names:+ ($lib_names)}; $summ"
+                note "FAIL: compute-sanitizer --tool $tool (see $(basename "$slog")): ${n_ours:-?} report(s) in our kernels or copies, ${n_lib:-?} in library kernels${lib_names:+ ($lib_names)}; $summ"
                 failed=1
                 continue
             fi
