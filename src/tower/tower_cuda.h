@@ -316,6 +316,10 @@ void tower_cuda_set_input_handover(tower *t, int on);
  * buffers follow both: 2 bytes an element of those rows' activations). 0, or -1 with err
  * (the buffers could not be allocated: then off). */
 int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errlen);
+/* 1 while the weights' bf16 copy is marked as the last update wrote it (the next forward
+ * casts nothing), 0 once anything else wrote the parameters; -1 on a fault. Waits for the
+ * tower's stream. For tests. */
+int tower_cuda_bf16_weights_current(tower *t);
 /* The rows whose activation --bf16-acts keeps in bf16 now (bit l for row l; 0 while it is
  * off, and where no row qualifies: none on cuDNN with the LRN and max-pool fused). */
 int tower_cuda_bf16_acts_rows(const tower *t);

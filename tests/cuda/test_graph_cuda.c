@@ -45,7 +45,9 @@ static void batch_float(const tower_config *cfg, int s, float *x, int32_t *label
 }
 
 /* mode 0: model_train_step; 1: model_train_step_deferred (losses collected one step late
- * and at the end); 2: model_train_step_checked */
+ * and at the end); 2: model_train_step_checked; 3: model_train_step, the parameters
+ * written from the host as 1.5 times themselves before step 3 (as a checkpoint's load
+ * writes them: a replayed step must read them, and in bf16 cast them again) */
 static void run_float(const tower_config *cfg, model_placement place, int mode, run_out *o)
 {
     model m;
@@ -56,6 +58,15 @@ static void run_float(const tower_config *cfg, model_placement place, int mode, 
     int32_t *labels = calloc((size_t)cfg->batch, sizeof(int32_t));
     cr_assert_not_null(labels);
     for (int s = 0; s < STEPS; s++) {
+        if (mode == 3 && s == 3) {
+            float *p = tt_host_alloc(m.plan.n_params);
+            for (int t = 0; t < m.towers; t++) {
+                model_get_tensor(&m, t, 0, p);
+                for (size_t i = 0; i < m.plan.n_params; i++) p[i] *= 1.5f;
+                model_set_tensor(&m, t, 0, p);
+            }
+            free(p);
+        }
         batch_float(cfg, s, x, labels);
         model_set_batch(&m, x, labels);
         if (mode == 1) {
@@ -155,6 +166,10 @@ Test(cuda_graph, replay_equals_uncaptured_bf16, .timeout = 300)
     if (!tower_cuda_have_cudnn()) return;
     p.conv = TOWER_CONV_CUDNN;
     graph_vs_uncaptured(&tiny, p, 0, "--precision bf16 --conv cudnn, graph vs uncaptured");
+    /* the parameters written between replays: the replayed forward's cast must see the
+     * flag the write cleared (a cast decided at capture would read the stale copy) */
+    graph_vs_uncaptured(&tiny, p, 3, "--precision bf16 --conv cudnn, parameters written "
+                                     "before step 3, graph vs uncaptured");
     p.bf16_acts = 1;
     graph_vs_uncaptured(&tiny, p, 0, "--precision bf16 --conv cudnn --bf16-acts, graph vs "
                                      "uncaptured");

@@ -289,6 +289,9 @@ static cudaError_t alloc_bf16(tower_cudnn *c)
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->ones_b, 2 * c->hw_n);
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->ones_f, sizeof(float) * c->batch);
     if (e == cudaSuccess) e = cudaMalloc((void **)&c->bsum, sizeof(float) * c->bsum_n);
+    /* the input copies zeroed, as the fp32 activations they may stand for (net_cuda.cu's
+     * input hand-over) start */
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->xb, 0, 2 * c->xb_n, c->stream);
     if (e != cudaSuccess) return e;
     /* the ones, written once from the host */
     size_t n = c->hw_n > (size_t)c->batch ? c->hw_n : (size_t)c->batch;

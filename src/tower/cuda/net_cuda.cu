@@ -1098,6 +1098,18 @@ extern "C" int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errl
     return -1;
 }
 
+extern "C" int tower_cuda_bf16_weights_current(tower *t)
+{
+    int v = -1;
+    if (use_device(t)) return -1;
+    tower_gpu *g = gpu_of(t);
+    CUDA_CHECK_OR(cudaMemcpyAsync(&v, g->wbf16_current, sizeof v, cudaMemcpyDeviceToHost,
+                                  g->stream),
+                  -1);
+    CUDA_CHECK_OR(cudaStreamSynchronize(g->stream), -1);
+    return v;
+}
+
 extern "C" int tower_cuda_bf16_acts_rows(const tower *t)
 {
     int rows = 0;
@@ -1217,8 +1229,15 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
         g->scratch_bytes = need;
         own_scratch = 1;
     }
-    if (g->precision == TOWER_PRECISION_BF16) /* the weights' copy the passes read */
+    /* the weights' copy the passes read, made once and marked current, so that the timed
+     * conv1 forwards cast nothing, as in a step after an update */
+    if (g->precision == TOWER_PRECISION_BF16) {
         tower_cast_bf16_cuda(g->wbf16, t->params, p->n_params, g->stream);
+        const int one = 1;
+        e = cudaMemcpyAsync(g->wbf16_current, &one, sizeof one, cudaMemcpyHostToDevice,
+                            g->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream); /* `one` is on the stack */
+    }
     {
         cudaEvent_t ev[3] = {NULL, NULL, NULL};
         for (int i = 0; i < 3 && e == cudaSuccess; i++) e = cudaEventCreate(&ev[i]);
@@ -1246,6 +1265,9 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
                 timing[l].fwd_ms[k] = f / reps;
                 timing[l].bwd_ms[k] = b / reps;
             }
+            /* each row timed with the others on their configured paths (so without the
+             * input hand-over, which needs two rows on cuDNN) */
+            g->conv_path[l] = saved[l];
             if (tower_fault_pending()) break;
         }
         for (int i = 0; i < 3; i++)
@@ -1276,6 +1298,8 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     }
 out:
     memcpy(g->conv_path, saved, sizeof saved);
+    if (g->wbf16_current) /* as after any configuration: the next pass casts */
+        cudaMemsetAsync(g->wbf16_current, 0, sizeof(int), g->stream);
     if (own) {
         tower_cudnn_free(own);
         g->cudnn = NULL;
