@@ -103,8 +103,6 @@ void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
 
 /* dst (n) = src rounded to bf16, on stream: the weights' copy, the fc GEMMs' operands */
 void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, void *stream);
-/* dst (n) = src widened to fp32 (exact); n < 2^31 */
-void tower_widen_bf16_cuda(float *dst, const uint16_t *src, size_t n, void *stream);
 /* Bytes of scratch a bf16 conv call needs with chunks of `images` images: the chunk's bf16
  * col (fp32 when din is wanted, din = 1: the input gradient's GEMM writes its fp32 col over
  * it), its fp32 product or bf16 output gradient, and bf16 ones. */

@@ -515,6 +515,19 @@ Test(cuda_model, lrn_handover_changes_no_bit, .timeout = 120)
     }
 }
 
+/* Row l's activations of the last forward of ma and of mb, read back (new buffers, free
+ * them); their count. */
+static size_t acts_of_both(const model *ma, const model *mb, int l, float **a, float **b)
+{
+    size_t n = (size_t)ma->plan.cfg.batch * model_layer_units(ma, l);
+    char err[256] = "";
+    *a = tt_host_alloc(n);
+    *b = tt_host_alloc(n);
+    cr_assert_eq(model_get_activations(ma, l, *a, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(model_get_activations(mb, l, *b, err, sizeof err), 0, "%s", err);
+    return n;
+}
+
 /* The bf16 input hand-over (conv3 and conv4 writing conv4's and conv5's bf16 input copy in
  * place of their fp32 activation and that conv's cast) changes no bit: two steps with and
  * without it, every loss, gradient and weight compared byte for byte; and those rows'
@@ -538,11 +551,8 @@ Test(cuda_model, input_handover_changes_no_bit, .timeout = 120)
                     tower_plan_row(&ma.plan, l + 1)->kind == TOWER_CONV &&
                     ma.plan.layer[l + 1].sources == 1;
         handed += hands;
-        size_t m = (size_t)tiny.batch * model_layer_units(&ma, l), wrong = 0;
-        float *x = tt_host_alloc(m), *y = tt_host_alloc(m);
-        char err[256] = "";
-        cr_assert_eq(model_get_activations(&ma, l, x, err, sizeof err), 0, "%s", err);
-        cr_assert_eq(model_get_activations(&mb, l, y, err, sizeof err), 0, "%s", err);
+        float *x, *y;
+        size_t m = acts_of_both(&ma, &mb, l, &x, &y), wrong = 0;
         for (size_t i = 0; i < m; i++) {
             float want = hands ? tower_k_bf16_float(tower_k_bf16(y[i])) : y[i];
             wrong += memcmp(&x[i], &want, sizeof want) != 0;
@@ -587,11 +597,8 @@ Test(cuda_model, kept_bf16_acts_are_the_fp32_ones_rounded, .timeout = 120)
         const tower_layer_shape *L = &ma.plan.layer[l];
         if (!L->lrn || !L->pool_k) continue;
         rows++;
-        size_t n = (size_t)tiny.batch * model_layer_units(&ma, l), wrong = 0, rounded = 0;
-        float *a = tt_host_alloc(n), *b = tt_host_alloc(n);
-        char err[256] = "";
-        cr_assert_eq(model_get_activations(&ma, l, a, err, sizeof err), 0, "%s", err);
-        cr_assert_eq(model_get_activations(&mb, l, b, err, sizeof err), 0, "%s", err);
+        float *a, *b;
+        size_t n = acts_of_both(&ma, &mb, l, &a, &b), wrong = 0, rounded = 0;
         for (size_t i = 0; i < n; i++) {
             /* the first row: b's rounding; a later one: any bf16 value */
             float want = tower_k_bf16_float(tower_k_bf16(rows == 1 ? b[i] : a[i]));

@@ -121,7 +121,7 @@ if r.returncode == 0:
     check(isinstance(k, float) and math.isfinite(k) and k > 0, f"--bf16-acts step {k}")
     check("bf16 with --bf16-acts" in text, "the --bf16-acts line in the report")
     for name in ("cudnn_act_bf16_kernel", "lrn_maxpool_forward_h_kernel",
-                 "lrn_maxpool_backward_g_h_kernel", "grad_bf16_h_kernel", "widen_bf16_kernel"):
+                 "lrn_maxpool_backward_g_h_kernel", "grad_bf16_h_kernel"):
         check(name in j["kernels"], f"{name} is counted")
     check("--conv cudnn" in text and "copy stream, beside the step" in text,
           "the cuDNN step and the copy stream in the report")

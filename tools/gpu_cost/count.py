@@ -142,16 +142,13 @@ def parse_sass(text):
             if m:  # the first position after an instruction is the innermost (inlined) one,
                 # the ones after it the call sites it was inlined at
                 # (nvdisasm -gi: "... inlined at FILE, line N", one level a line)
-                pos = (os.path.basename(m.group(1)), int(m.group(2)))
-                SOURCE_PATHS.setdefault(pos[0], os.path.normpath(m.group(1)))
-                if fresh:
-                    line, chain = pos, []
-                    fresh = False
-                if m.group(3):
-                    SOURCE_PATHS.setdefault(os.path.basename(m.group(3)),
-                                            os.path.normpath(m.group(3)))
-                for q in [pos] + ([(os.path.basename(m.group(3)), int(m.group(4)))]
-                                  if m.group(3) else []):
+                here = [(m.group(1), m.group(2))] + ([(m.group(3), m.group(4))] if m.group(3)
+                                                     else [])
+                for path, num in here:
+                    q = (os.path.basename(path), int(num))
+                    SOURCE_PATHS.setdefault(q[0], os.path.normpath(path))
+                    if fresh:
+                        line, chain, fresh = q, [], False
                     if not chain or chain[-1] != q:
                         chain.append(q)
                 continue

@@ -378,7 +378,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
     tk = sum(r[1] for r in kept)
     summary["bf16"]["cudnn_bf16_acts_step_ms"] = tk * 1e3
     summary["bf16"]["cudnn_bf16_acts_images_per_s"] = batch / tk
-    lrn = [n for n in ("lrn_maxpool_forward_h_kernel", "lrn_maxpool_backward_g_h_kernel")]
+    lrn = ("lrn_maxpool_forward_h_kernel", "lrn_maxpool_backward_g_h_kernel")
     lrn_ms = {n: sum(r[1] for r in kept if r[0].name == n) * 1e3 for n in lrn}
     bounds = {n: sorted({r[2] for r in kept if r[0].name == n}) for n in lrn}
     w(f"    bf16 with --bf16-acts (conv1's and conv2's ReLU output kept in bf16): "

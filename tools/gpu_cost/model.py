@@ -465,6 +465,12 @@ def _conv_call(L, phase, name, B, eb, flops):
     return Op(L.name, phase, "conv", name, bytes=eb * (nin + nout + nw), flops=flops)
 
 
+def _bf16_lrn_row(L, fused, bf16):
+    """net_cuda.cu's bf16_lrn_row: a conv on cuDNN's bf16 path with its ReLU, and the LRN
+    and max-pool fused after it (the LRN hand-over; --bf16-acts keeps its activation)."""
+    return bf16 and L.relu and L.lrn and L.pool and fused
+
+
 def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False, chain_out=False,
                    chain_in=False):
     """conv_cudnn.cu's forward of a conv layer, per source: fp32/TF32 cudnnConvolutionForward
@@ -479,7 +485,7 @@ def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False, chain_out=Fals
     flops = 2.0 * B * L.out_ch * L.out_h * L.out_h * L.in_ch * L.k * L.k
     # with --bf16-acts, a row whose ReLU'd output only its fused LRN + max-pool read keeps it
     # in bf16 alone
-    kept = bf16_acts and bf16 and L.relu and L.lrn and L.pool and fused or chain_out
+    kept = bf16_acts and _bf16_lrn_row(L, fused, bf16) or chain_out
     for src in range(L.sources):
         if bf16 and not chain_in:
             ops.append(_cast(L.name, "fwd", nin))
@@ -512,9 +518,9 @@ def _cudnn_backward(L, B, first, fused=True, bf16=False, bf16_acts=False, chain=
     and an fp32 GEMV, the bf16 weight gradient added to dw (add_bf16_block_kernel), the
     bf16 input gradient widened into din (add_bf16_kernel)."""
     # the fused LRN + max-pool backward writes the bf16 gradient itself (net_cuda.cu's
-    # cudnn_bf16_row_of): no grad_bf16_kernel for that row
+    # lrn_grad_handover): no grad_bf16_kernel for that row
     # (with --bf16-acts such a row also keeps its activation in bf16: _cudnn_forward's kept)
-    given = bf16 and L.relu and L.lrn and L.pool and fused
+    given = _bf16_lrn_row(L, fused, bf16)
     ops = _pool_lrn_backward(L, B, fused, g=given, kept=given and bf16_acts)
     act = B * L.out_ch * L.out_h * L.out_h
     nin = B * L.in_ch * L.in_h * L.in_h

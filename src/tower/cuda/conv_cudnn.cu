@@ -563,6 +563,13 @@ extern "C" uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l)
         LAUNCH_CHECK(kernel);                                                                 \
     } while (0)
 
+extern "C" void tower_cudnn_widen(tower_cudnn *c, float *dst, const uint16_t *src, size_t n)
+{
+    if (n == 0) return;
+    INDEX32_CHECK(n, "bf16 tensor read back as fp32");
+    BF16_LAUNCH(add_bf16_kernel, n, dst, src, (uint32_t)n, 0);
+}
+
 extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *out,
                                          const float *in, const uint16_t *w, const float *b,
                                          int ldw, int accumulate, int relu, uint16_t *keep)
@@ -705,6 +712,10 @@ extern "C" uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l)
 {
     (void)c, (void)l;
     return NULL;
+}
+extern "C" void tower_cudnn_widen(tower_cudnn *c, float *dst, const uint16_t *src, size_t n)
+{
+    (void)c, (void)dst, (void)src, (void)n;
 }
 
 #endif

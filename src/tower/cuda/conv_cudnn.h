@@ -83,6 +83,10 @@ void tower_cudnn_grad_given(tower_cudnn *c, int l);
  * is then given in = NULL and casts nothing. */
 uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l);
 
+/* dst (n fp32, n < 2^31) = src (bf16) widened, exactly, on the context's stream: a kept bf16
+ * activation read back as fp32 (add_bf16_kernel, as for the input gradients). */
+void tower_cudnn_widen(tower_cudnn *c, float *dst, const uint16_t *src, size_t n);
+
 /* The largest workspace one chosen algorithm may use. */
 #define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)
 

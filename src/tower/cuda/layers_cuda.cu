@@ -169,21 +169,6 @@ extern "C" void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, 
     LAUNCH_CHECK(cast_bf16_kernel);
 }
 
-/* dst[i] = the float src[i] stands for: a kept bf16 activation read back as fp32 */
-__global__ void widen_bf16_kernel(float *dst, const uint16_t *src, uint32_t n)
-{
-    FOR_EACH_ELEMENT32(i, n) tower_k_add_bf16(dst, src, i, 0);
-}
-
-extern "C" void tower_widen_bf16_cuda(float *dst, const uint16_t *src, size_t n, void *stream)
-{
-    if (n == 0) return;
-    INDEX32_CHECK(n, "bf16 tensor read back as fp32");
-    widen_bf16_kernel<<<tower_cuda_blocks(n), TOWER_CUDA_THREADS, 0, CU_STREAM(stream)>>>(
-        dst, src, (uint32_t)n);
-    LAUNCH_CHECK(widen_bf16_kernel);
-}
-
 extern "C" size_t tower_conv_cuda_scratch_bytes_bf16(int Ci, int H, int W, int Co, int K,
                                                      int stride, int pad, int images, int din)
 {

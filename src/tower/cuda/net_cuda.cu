@@ -71,6 +71,13 @@ typedef struct {
 
 static tower_gpu *gpu_of(const tower *t) { return (tower_gpu *)t->gpu; }
 
+/* Elements of row l's activation (B, Co, Ho, Wo). */
+static size_t act_elems(const tower *t, int l)
+{
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return (size_t)t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h;
+}
+
 static int bf16_lrn_row(const tower *t, int l);
 static int bf16_chain_row(const tower *t, int l);
 static uint16_t *kept_act(const tower *t, int l);
@@ -208,8 +215,7 @@ static int make_kept(tower *t, char *err, size_t errlen)
     free_kept(g);
     for (int l = 0; l < t->plan.n_layers && g->bf16_acts; l++) {
         if (!bf16_lrn_row(t, l)) continue;
-        const tower_layer_shape *L = &t->plan.layer[l];
-        size_t n = (size_t)t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h;
+        size_t n = act_elems(t, l);
         cudaError_t e = cudaMalloc((void **)&g->kept[l], sizeof(uint16_t) * n);
         /* zeros until the first forward, as the fp32 act it stands for */
         if (e == cudaSuccess) e = cudaMemsetAsync(g->kept[l], 0, sizeof(uint16_t) * n, g->stream);
@@ -595,11 +601,8 @@ extern "C" int tower_cuda_error_sticky(int cuda_error)
 static size_t kept_bytes(const tower *t)
 {
     size_t n = 0;
-    for (int l = 0; l < t->plan.n_layers; l++) {
-        const tower_layer_shape *L = &t->plan.layer[l];
-        if (gpu_of(t)->kept[l])
-            n += sizeof(uint16_t) * t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h;
-    }
+    for (int l = 0; l < t->plan.n_layers; l++)
+        if (gpu_of(t)->kept[l]) n += sizeof(uint16_t) * act_elems(t, l);
     return n;
 }
 
@@ -676,7 +679,7 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
         /* the last source (act passed) of a row that keeps its activation writes it there;
          * a row whose input the row before kept as this row's input copy casts none */
         uint16_t *keep = act == TOWER_ACT_RELU ? kept_act(t, l) : NULL;
-        int given = l > 0 && bf16_chain_row(t, l - 1) && kept_act(t, l - 1);
+        int given = l > 0 && g->input_handover && bf16_chain_row(t, l - 1);
         tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out, given ? NULL : in,
                                  bf16_weights(t, w), b, ldw, accumulate, act == TOWER_ACT_RELU,
                                  keep);
@@ -832,15 +835,20 @@ static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *kee
  * after it: its ReLU's output is read by those alone (the fused passes and the conv's
  * mask), so it can be kept in bf16 only, and the fused backward can hand over the conv's
  * bf16 output gradient. */
-static int bf16_lrn_row(const tower *t, int l)
+/* 1 when row l is a conv on cuDNN's bf16 path with its ReLU fused (cuda_fuses_act: a conv
+ * row) */
+static int bf16_cudnn_relu_row(const tower *t, int l)
 {
     const tower_gpu *g = gpu_of(t);
-    const tower_layer_shape *L = &t->plan.layer[l];
-    /* cuda_fuses_act: a conv row, its ReLU fused */
     return g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
-           g->conv_path[l] == TOWER_CONV_CUDNN && L->act == TOWER_ACT_RELU &&
-           cuda_fuses_act(t, l, TOWER_ACT_RELU) && L->lrn && L->pool_k &&
-           cuda_fuses_lrn_pool(t, l);
+           g->conv_path[l] == TOWER_CONV_CUDNN && t->plan.layer[l].act == TOWER_ACT_RELU &&
+           cuda_fuses_act(t, l, TOWER_ACT_RELU);
+}
+
+static int bf16_lrn_row(const tower *t, int l)
+{
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return bf16_cudnn_relu_row(t, l) && L->lrn && L->pool_k && cuda_fuses_lrn_pool(t, l);
 }
 
 /* 1 when row l's fused LRN + max-pool backward hands its conv the bf16 output gradient */
@@ -856,15 +864,13 @@ static int lrn_grad_handover(const tower *t, int l)
  * forward then does not cast. */
 static int bf16_chain_row(const tower *t, int l)
 {
-    const tower_gpu *g = gpu_of(t);
     const tower_layer_shape *L = &t->plan.layer[l];
-    if (l + 1 >= t->plan.n_layers || tower_plan_row(&t->plan, l + 1)->kind != TOWER_CONV)
-        return 0;
-    return g->cudnn && g->precision == TOWER_PRECISION_BF16 &&
-           g->conv_path[l] == TOWER_CONV_CUDNN && L->act == TOWER_ACT_RELU &&
-           cuda_fuses_act(t, l, TOWER_ACT_RELU) && !L->lrn && !L->pool_k && L->drop_p == 0 &&
-           g->conv_path[l + 1] == TOWER_CONV_CUDNN && t->plan.layer[l + 1].sources == 1 &&
-           t->acts[l + 1].in == t->acts[l].act;
+    /* the next row: a conv (so bf16_cudnn_relu_row's conditions on the context hold for it)
+     * on cuDNN, of one source, reading this row's act */
+    return l + 1 < t->plan.n_layers && bf16_cudnn_relu_row(t, l) && !L->lrn && !L->pool_k &&
+           L->drop_p == 0 && tower_plan_row(&t->plan, l + 1)->kind == TOWER_CONV &&
+           gpu_of(t)->conv_path[l + 1] == TOWER_CONV_CUDNN &&
+           t->plan.layer[l + 1].sources == 1 && t->acts[l + 1].in == t->acts[l].act;
 }
 
 /* Row l's kept bf16 activation, or NULL where the row keeps the fp32 one: with bf16_acts
@@ -880,36 +886,38 @@ static uint16_t *kept_act(const tower *t, int l)
                                                       : NULL;
 }
 
-/* The kept activation whose fp32 place is `in` (a row's act), or NULL. */
-static const uint16_t *kept_at(const tower *t, const float *in)
+/* The row whose act `in` is, or -1. */
+static int act_row(const tower *t, const float *in)
 {
     for (int l = 0; l < t->plan.n_layers; l++)
-        if (t->acts[l].act == in) return kept_act(t, l);
-    return NULL;
-}
-
-/* The row whose conv output gradient din is and whose ReLU output in is, when it hands
- * over (lrn_grad_handover): the fused backward then also writes the bf16 gradient the
- * conv's backward reads (tower_cudnn_grad_buffer), saving that backward's pass over din.
- * -1 otherwise. */
-static int cudnn_bf16_row_of(const tower *t, const float *din, const float *in)
-{
-    for (int l = 0; l < t->plan.n_layers; l++)
-        if (t->acts[l].dact == din && t->acts[l].act == in && lrn_grad_handover(t, l)) return l;
+        if (t->acts[l].act == in) return l;
     return -1;
 }
 
+/* The kept activation whose fp32 place is `in` (a row's act), or NULL. */
+static const uint16_t *kept_at(const tower *t, const float *in)
+{
+    int l = act_row(t, in);
+    return l >= 0 ? kept_act(t, l) : NULL;
+}
+
+/* The row whose ReLU output in is and whose conv output gradient din is: when it hands
+ * over (lrn_grad_handover), the fused backward writes the bf16 gradient the conv's
+ * backward reads (tower_cudnn_grad_buffer) in place of din, saving that backward's pass
+ * over din; where the row keeps its activation in bf16, it reads that. */
 static void cuda_lrn_pool_backward(tower *t, float *din, const float *dout, const int32_t *idx,
                                    const float *in, const float *keep, int B, int C, int H,
                                    int W, int n, float k, float alpha, float beta, int K, int S)
 {
     if (use_device(t)) return;
     tower_gpu *g = gpu_of(t);
-    int l = cudnn_bf16_row_of(t, din, in);
-    uint16_t *gb = l >= 0 ? tower_cudnn_grad_buffer(g->cudnn, l) : NULL;
+    int l = act_row(t, in);
+    int handover = l >= 0 && t->acts[l].dact == din && lrn_grad_handover(t, l);
+    uint16_t *gb = handover ? tower_cudnn_grad_buffer(g->cudnn, l) : NULL;
     /* handing over, the fp32 din (the row's dact) has no reader: the conv reads gb */
-    tower_lrn_maxpool_backward_cuda(gb ? NULL : din, gb, dout, idx, in, kept_at(t, in), keep, B,
-                                    C, H, W, n, k, alpha, beta, K, S, g->stream);
+    tower_lrn_maxpool_backward_cuda(gb ? NULL : din, gb, dout, idx, in,
+                                    l >= 0 ? kept_act(t, l) : NULL, keep, B, C, H, W, n, k,
+                                    alpha, beta, K, S, g->stream);
     if (gb) tower_cudnn_grad_given(g->cudnn, l);
 }
 
@@ -1122,11 +1130,8 @@ extern "C" int tower_cuda_acts_fp32(tower *t, int l)
 {
     if (use_device(t)) return -1;
     const uint16_t *k = l >= 0 && l < t->plan.n_layers ? kept_act(t, l) : NULL;
-    if (!k) return 0;
-    const tower_layer_shape *L = &t->plan.layer[l];
-    tower_widen_bf16_cuda(t->acts[l].act, k,
-                          (size_t)t->plan.cfg.batch * L->out_ch * L->out_h * L->out_h,
-                          gpu_of(t)->stream);
+    if (!k) return 0; /* (a kept activation needs a cuDNN context) */
+    tower_cudnn_widen(gpu_of(t)->cudnn, t->acts[l].act, k, act_elems(t, l));
     return tower_fault_pending() ? -1 : 0;
 }
 
