@@ -97,9 +97,9 @@ void tower_fc_backward_cuda(float *din, float *dw, float *db, const float *dout,
  * conv and fc layers below are their fp32 twins with every GEMM's operands in bf16 and
  * fp32 sums (cublasGemmEx, CUDA_R_16BF A and B, CUDA_R_32F C, CUBLAS_COMPUTE_32F); their
  * inputs, outputs and gradients stay fp32. w: the bf16 copy of the fp32 master weights
- * (tower_cast_bf16_cuda), with the master's layout and ldw. scratch: scratch_bytes bytes
- * of device memory, at least tower_conv_cuda_scratch_bytes_bf16 / tower_fc_cuda_scratch_
- * bytes_bf16 (less stops the process: a caller's error). */
+ * (tower_cast_bf16_cuda), with the master's layout and ldw. scratch (conv): scratch_bytes
+ * bytes of device memory, at least tower_conv_cuda_scratch_bytes_bf16 (less stops the
+ * process: a caller's error). */
 
 /* dst (n) = src rounded to bf16, on stream: the weights' copy, the fc GEMMs' operands */
 void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, void *stream);
@@ -108,8 +108,6 @@ void tower_cast_bf16_cuda(uint16_t *dst, const float *src, size_t n, void *strea
  * it), its fp32 product or bf16 output gradient, and bf16 ones. */
 size_t tower_conv_cuda_scratch_bytes_bf16(int Ci, int H, int W, int Co, int K, int stride,
                                           int pad, int images, int din);
-/* Bytes of scratch a bf16 fc call needs: the (B, Cin) input and (B, Cout) gradient in bf16. */
-size_t tower_fc_cuda_scratch_bytes_bf16(int B, int Cin, int Cout);
 /* relu: the fused ReLU of tower_conv_relu_forward_cuda; act: the ReLU's output as in
  * tower_conv_relu_backward_cuda, or NULL for no activation. */
 void tower_conv_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
@@ -123,14 +121,20 @@ void tower_conv_backward_bf16_cuda(float *din, float *dw, float *db, const float
                                    int ldw, int accumulate_din, int accumulate_dw,
                                    void *scratch, size_t scratch_bytes, int images,
                                    void *cublas, void *stream);
-void tower_fc_forward_bf16_cuda(float *out, const float *in, const uint16_t *w, const float *b,
-                                int B, int Cin, int Cout, int ldw, int accumulate,
-                                void *scratch, size_t scratch_bytes, void *cublas,
-                                void *stream);
+/* fc: the operands in buffers the caller keeps between the passes. xb (B, Cin) bf16: the
+ * input, which the forward casts `in` into (in NULL: xb holds it already), and which the
+ * backward's weight gradient reads again (a backward follows the forward of the same
+ * input). gb (B, Cout) bf16: the output gradient, which the backward casts dout into when
+ * cast_dout (a layer's first source), and reads as it is otherwise (every source's call of
+ * one layer has the same dout). db comes from the fp32 dout. */
+void tower_fc_forward_bf16_cuda(float *out, const float *in, uint16_t *xb, const uint16_t *w,
+                                const float *b, int B, int Cin, int Cout, int ldw,
+                                int accumulate, void *cublas, void *stream);
 void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
-                                 const float *in, const uint16_t *w, int B, int Cin, int Cout,
-                                 int ldw, int accumulate_din, int accumulate_dw, void *scratch,
-                                 size_t scratch_bytes, void *cublas, void *stream);
+                                 uint16_t *gb, int cast_dout, const uint16_t *xb,
+                                 const uint16_t *w, int B, int Cin, int Cout, int ldw,
+                                 int accumulate_din, int accumulate_dw, void *cublas,
+                                 void *stream);
 
 void tower_relu_forward_cuda(float *out, const float *in, size_t n, void *stream);
 void tower_relu_backward_cuda(float *din, const float *dout, const float *out, size_t n,
@@ -159,11 +163,13 @@ void tower_maxpool_backward_cuda(float *din, const float *dout, const int32_t *i
  * tower_lrn_maxpool_cuda_fits is 1 (a band of pooled rows and a tile of channels fit in a
  * block's shared memory, 32-bit indices); others stop the process. */
 int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, int K, int S);
-/* in16: NULL, or the input in bf16 (a kept activation, net_cuda.cu), read instead of in. */
-void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw, const float *in,
-                                    const uint16_t *in16, int B, int C, int H, int W, int n,
-                                    float k, float alpha, float beta, int K, int S,
-                                    void *stream);
+/* in16: NULL, or the input in bf16 (a kept activation, net_cuda.cu), read instead of in.
+ * out16: NULL, or (B, C, Ho, Wo) bf16 that also receives out, rounded (the next conv's bf16
+ * input copy, net_cuda.cu). */
+void tower_lrn_maxpool_forward_cuda(float *out, uint16_t *out16, int32_t *idx, float *pw,
+                                    const float *in, const uint16_t *in16, int B, int C, int H,
+                                    int W, int n, float k, float alpha, float beta, int K,
+                                    int S, void *stream);
 /* gb: NULL, or (B, C, H, W) bf16 that also receives din through the ReLU's mask (in is
  * the ReLU's output), rounded: the output gradient a conv on cuDNN's bf16 path reads; din
  * may then be NULL (not written). in16 as forward's. */
@@ -303,8 +309,12 @@ void tower_cuda_set_lrn_handover(tower *t, int on);
  * conv3 and conv4), the row's output pass writes the next conv's bf16 input copy instead of
  * its fp32 act, the next conv casts none and the row's backward masks by it: the same bits
  * (the cast it replaces rounds the same value), unless an output is a positive value under
- * 2^-134 or less, which bf16 rounds to 0 and the mask then takes as 0. 0: the fp32 act and the
- * cast. A test hook (model_placement.test_no_input_handover). */
+ * 2^-134 or less, which bf16 rounds to 0 and the mask then takes as 0. Likewise where a
+ * row's LRN and max-pool are fused after such a conv and its pooled output is the next
+ * one-source conv's input (the paper's conv1 into conv2): the fused forward writes that
+ * output in bf16 into the next conv's input copy as well as in fp32, and the next conv
+ * casts none (the same bits, always). 0: the fp32 act and the casts. A test hook
+ * (model_placement.test_no_input_handover). */
 void tower_cuda_set_input_handover(tower *t, int on);
 /* on 1: in bf16, a row whose conv runs on cuDNN with its ReLU fused and the LRN and
  * max-pool fused after it keeps the ReLU's output in bf16 only (its fp32 act is not

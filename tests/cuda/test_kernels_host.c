@@ -793,8 +793,9 @@ Test(cuda_kernels_host, conv_bf16_5x5_pad2) { check_conv_bf16_path("conv 5x5 p2"
 Test(cuda_kernels_host, conv_bf16_3x3_two_sources) { check_conv_bf16_path("conv 3x3 p1, 2 sources", 0, 5, 2, 3, 7, 7, 4, 3, 1, 1, 2); }
 Test(cuda_kernels_host, conv_bf16_paper_conv2) { check_conv_bf16_path("conv2 5x5 p2 27, 48 -> 128", 0, 2, 1, 48, 27, 27, 128, 5, 1, 2, 2); }
 
-/* fc with bf16 operands, two sources, emulated as tower_fc_*_bf16_cuda (the input and the
- * output gradient cast, the fp32 bias and bias gradient) against the fp32 CPU */
+/* fc with bf16 operands, two sources, emulated as the tower runs tower_fc_*_bf16_cuda (the
+ * sources' input cast once into one bf16 buffer, which the backward reads again; the output
+ * gradient cast once for both sources; the fp32 bias and bias gradient) against the fp32 CPU */
 Test(cuda_kernels_host, fc_bf16_two_sources)
 {
     int B = 3, Cin = 300, Cout = 5, S = 2, ldw = S * Cin;
@@ -1065,9 +1066,10 @@ Test(cuda_kernels_host, maxpool_other_windows)
  * (+inf in forward, where a read would win a window; NaN in backward), so a read of
  * anything the tile did not write shows. Against layers_cpu.c's LRN then max-pool: the
  * pooled output, argmax, pw (= tower_lrn_pow(scale, beta) for every element: each one written)
- * and din bit for bit. */
-static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, tower_k_src in,
-                                    tower_k_lrnpool g)
+ * and din bit for bit; out16 (NULL, or the pooled output in bf16 too): out rounded, bit for
+ * bit. */
+static void emu_lrn_maxpool_forward(float *out, uint16_t *out16, int32_t *idx, float *pw,
+                                    tower_k_src in, tower_k_lrnpool g)
 {
     float *tile = fnew((size_t)g.tile_floats);
     for (uint32_t t = 0; t < g.fwd_tiles; t++) {
@@ -1079,7 +1081,8 @@ static void emu_lrn_maxpool_forward(float *out, int32_t *idx, float *pw, tower_k
                   g.tile_floats);
         for (uint32_t e = 0; e < n1; e++) /* the launcher's two kernels: beta 0.75 a constant */
             tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g, g.beta == 0.75f ? 0.75f : g.beta);
-        for (uint32_t o = 0; o < n2; o++) tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
+        for (uint32_t o = 0; o < n2; o++)
+            tower_k_lrnpool_fwd_pool(out, out16, idx, tile, o, f, g);
     }
     free(tile);
 }
@@ -1143,7 +1146,7 @@ static void check_lrn_pool_kept(const float *in, const float *dpool, tower_k_lrn
     for (size_t i = 0; i < n_out; i++) out2[i] = NAN, idx2[i] = -1;
     tower_lrn_forward(lrn, scale, inw, B, C, H * W, n, k, a, be);
     tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
-    emu_lrn_maxpool_forward(out2, idx2, pw, tower_k_src_of(inb, 1), g);
+    emu_lrn_maxpool_forward(out2, NULL, idx2, pw, tower_k_src_of(inb, 1), g);
     char w2[160];
     snprintf(w2, sizeof w2, "lrn+pool fwd, bf16 input, %s", what);
     expect_close(w2, out2, out, n_out, 0);
@@ -1190,11 +1193,18 @@ static void check_lrn_pool_beta(int B, int C, int H, int W, int n, int K, int S,
              W, n, K, S, g.np, (int)g.bands.d);
     tower_lrn_forward(lrn, scale, in, B, C, H * W, n, k, a, be);
     tower_maxpool_forward(out, idx, lrn, B, C, H, W, K, S);
-    emu_lrn_maxpool_forward(out2, idx2, pw, tower_k_src_f32(in), g);
+    uint16_t *o16 = malloc(sizeof(uint16_t) * n_out);
+    cr_assert(o16);
+    memset(o16, 0xff, sizeof(uint16_t) * n_out); /* every one must be written */
+    emu_lrn_maxpool_forward(out2, o16, idx2, pw, tower_k_src_f32(in), g);
     for (size_t i = 0; i < n_in; i++) pw_ref[i] = tower_lrn_pow(scale[i], be);
     char w2[128];
     snprintf(w2, sizeof w2, "lrn+pool fwd %s", what);
     expect_close(w2, out2, out, n_out, 0);
+    for (size_t i = 0; i < n_out; i++)
+        cr_assert_eq(o16[i], tower_k_bf16(out[i]), "%s: bf16 pooled output %zu: 0x%04x, want "
+                     "0x%04x (%g rounded)", what, i, o16[i], tower_k_bf16(out[i]), out[i]);
+    free(o16);
     cr_assert_arr_eq(idx2, idx, sizeof(int32_t) * n_out, "%s: argmax differs", what);
     snprintf(w2, sizeof w2, "lrn+pool pw %s", what);
     expect_close(w2, pw, pw_ref, n_in, 0);

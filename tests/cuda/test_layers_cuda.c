@@ -375,10 +375,10 @@ static void check_lrn_pool_kept(const char *name, const float *in, const float *
     TT_CUDA(cudaMemcpy(d_inb, inb, sizeof(uint16_t) * n, cudaMemcpyHostToDevice));
     TT_CUDA(cudaMemset(d_g1, 0xff, sizeof(uint16_t) * n));
     TT_CUDA(cudaMemset(d_g2, 0xff, sizeof(uint16_t) * n));
-    tower_lrn_maxpool_forward_cuda(d_o1, d_i1, d_p1, d_inw, NULL, B, C, H, W, TOWER_LRN_N, k, a,
-                                   be, K, S, stream);
-    tower_lrn_maxpool_forward_cuda(d_o2, d_i2, d_p2, NULL, d_inb, B, C, H, W, TOWER_LRN_N, k, a,
-                                   be, K, S, stream);
+    tower_lrn_maxpool_forward_cuda(d_o1, NULL, d_i1, d_p1, d_inw, NULL, B, C, H, W, TOWER_LRN_N,
+                                   k, a, be, K, S, stream);
+    tower_lrn_maxpool_forward_cuda(d_o2, NULL, d_i2, d_p2, NULL, d_inb, B, C, H, W, TOWER_LRN_N,
+                                   k, a, be, K, S, stream);
     tower_lrn_maxpool_backward_cuda(d_d1, d_g1, d_dpool, d_i1, d_inw, NULL, d_p1, B, C, H, W,
                                     TOWER_LRN_N, k, a, be, K, S, stream);
     tower_lrn_maxpool_backward_cuda(d_d2, NULL, d_dpool, d_i2, NULL, d_inb, d_p2, B, C, H, W,
@@ -442,8 +442,12 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
     tower_maxpool_backward_cuda(d_dlrn, d_dpool, d_idx, B, C, H, W, K, S, stream);
     tower_lrn_backward_cuda(d_din, d_dlrn, d_in, d_lrn, d_scale, B, C, H * W, TOWER_LRN_N, k, a,
                             be, stream);
-    tower_lrn_maxpool_forward_cuda(d_out2, d_idx2, d_pw, d_in, NULL, B, C, H, W, TOWER_LRN_N, k,
-                                   a, be, K, S, stream);
+    /* with the pooled output in bf16 too (the next conv's input copy): every one written */
+    uint16_t *d_o16 = NULL;
+    TT_CUDA(cudaMalloc((void **)&d_o16, sizeof(uint16_t) * n_out));
+    TT_CUDA(cudaMemset(d_o16, 0xff, sizeof(uint16_t) * n_out));
+    tower_lrn_maxpool_forward_cuda(d_out2, d_o16, d_idx2, d_pw, d_in, NULL, B, C, H, W,
+                                   TOWER_LRN_N, k, a, be, K, S, stream);
     tower_lrn_maxpool_backward_cuda(d_din2, NULL, d_dpool, d_idx2, d_in, NULL, d_pw, B, C, H, W,
                                     TOWER_LRN_N, k, a, be, K, S, stream);
     TT_CUDA(cudaStreamSynchronize(stream));
@@ -457,6 +461,17 @@ static void check_lrn_pool_beta(const char *name, int B, int C, int H, int W, in
     printf("%-34s %zu of %zu indices differ\n", name2(name, "lrn+pool fused argmax"), differ,
            n_out);
     cr_assert_eq(differ, 0, "%s: fused and unfused argmax differ", name);
+    {
+        uint16_t *o16 = calloc(n_out, sizeof(uint16_t));
+        cr_assert(o16);
+        TT_CUDA(cudaMemcpy(o16, d_o16, sizeof(uint16_t) * n_out, cudaMemcpyDeviceToHost));
+        size_t wrong = 0;
+        for (size_t i = 0; i < n_out; i++) wrong += o16[i] != tower_k_bf16(out[i]);
+        cr_assert_eq(wrong, 0, "%s: %zu of %zu bf16 pooled outputs are not out rounded", name,
+                     wrong, n_out);
+        free(o16);
+        cudaFree(d_o16);
+    }
     tt_dev_download(lrn, d_lrn, n);
     tt_dev_download(pw, d_pw, n);
     for (size_t i = 0; i < n; i++) got[i] = in[i] * pw[i]; /* the product forward pooled */
@@ -928,7 +943,9 @@ Test(cuda_layers, conv2_bf16, .init = setup) { check_conv_bf16(1); }
 Test(cuda_layers, conv3_two_sources_bf16, .init = setup) { check_conv_bf16(2); }
 
 /* fc row l in bf16 (every source) against the CPU; the bias gradient is fp32 on both sides
- * (the same additions in the same order): bit-identical */
+ * (the same additions in the same order): bit-identical. As the tower calls them: the
+ * forward casts each source's input into its slot of one bf16 buffer, which the backward
+ * reads again; the first source's backward casts the output gradient, the others read it. */
 static void check_fc_bf16(int l)
 {
     gpu_start();
@@ -936,7 +953,7 @@ static void check_fc_bf16(int l)
     const tower_layer_shape *L = &plan.layer[l];
     int B = BATCH, Cin = L->in_ch, Cout = L->out_ch, S = L->sources, ldw = S * Cin;
     size_t slot = (size_t)B * Cin, n_in = slot * S, n_w = (size_t)Cout * ldw;
-    size_t n_out = (size_t)B * Cout, sb = tower_fc_cuda_scratch_bytes_bf16(B, Cin, Cout);
+    size_t n_out = (size_t)B * Cout;
     uint64_t key = 4000 + (uint64_t)l;
     float *in = tt_host_alloc(n_in), *w = tt_host_alloc(n_w), *b = tt_host_alloc(Cout);
     float *dout = tt_host_alloc(n_out);
@@ -956,16 +973,17 @@ static void check_fc_bf16(int l)
     float *d_dw = tt_dev_alloc(sizeof(float) * n_w), *d_db = tt_dev_alloc(sizeof(float) * Cout);
     cudaMemset(d_dw, 0xff, sizeof(float) * n_w); /* NaN: written (accumulate_dw 0), not read */
     cudaMemset(d_db, 0xff, sizeof(float) * Cout);
-    void *d_scratch = tt_dev_alloc(sb);
+    uint16_t *d_xb = (uint16_t *)tt_dev_alloc(sizeof(uint16_t) * n_in);
+    uint16_t *d_gb = (uint16_t *)tt_dev_alloc(sizeof(uint16_t) * n_out);
     uint16_t *d_wb = dev_bf16_of(d_w, n_w);
     for (int src = 0; src < S; src++) {
         tower_fc_forward(out, in + src * slot, w + (size_t)src * Cin, src == 0 ? b : NULL, B,
                          Cin, Cout, ldw, src > 0);
         tower_fc_forward(aout, a_in + src * slot, a_w + (size_t)src * Cin, src == 0 ? a_b : NULL,
                          B, Cin, Cout, ldw, src > 0);
-        tower_fc_forward_bf16_cuda(d_out, d_in + src * slot, d_wb + (size_t)src * Cin,
-                                   src == 0 ? d_b : NULL, B, Cin, Cout, ldw, src > 0, d_scratch,
-                                   sb, blas, stream);
+        tower_fc_forward_bf16_cuda(d_out, d_in + src * slot, d_xb + src * slot,
+                                   d_wb + (size_t)src * Cin, src == 0 ? d_b : NULL, B, Cin, Cout,
+                                   ldw, src > 0, blas, stream);
     }
     expect_bf16(name2(s->name, "bf16 forward"), d_out, out, aout, n_out, (long)S * Cin + 1);
     for (int src = 0; src < S; src++) {
@@ -975,15 +993,15 @@ static void check_fc_bf16(int l)
                           a_dout, a_in + src * slot, a_w + (size_t)src * Cin, B, Cin, Cout, ldw,
                           0);
         tower_fc_backward_bf16_cuda(d_din + src * slot, d_dw + (size_t)src * Cin,
-                                    src == 0 ? d_db : NULL, d_dout, d_in + src * slot,
-                                    d_wb + (size_t)src * Cin, B, Cin, Cout, ldw, 0, 0,
-                                    d_scratch, sb, blas, stream);
+                                    src == 0 ? d_db : NULL, d_dout, d_gb, src == 0,
+                                    d_xb + src * slot, d_wb + (size_t)src * Cin, B, Cin, Cout,
+                                    ldw, 0, 0, blas, stream);
     }
     expect_bf16(name2(s->name, "bf16 backward din"), d_din, din, adin, n_in, Cout);
     expect_bf16(name2(s->name, "bf16 backward dw"), d_dw, dw, adw, n_w, B);
     check(name2(s->name, "bf16 backward db (fp32)"), d_db, db, Cout, TOL_EXACT);
     gpu_stop();
-    void *frees[] = {d_in, d_w, d_b, d_dout, d_out, d_din, d_dw, d_db, d_scratch, d_wb};
+    void *frees[] = {d_in, d_w, d_b, d_dout, d_out, d_din, d_dw, d_db, d_xb, d_gb, d_wb};
     for (size_t i = 0; i < sizeof frees / sizeof frees[0]; i++) cudaFree(frees[i]);
     float *hf[] = {in, w, b, dout, a_in, a_w, a_b, a_dout, out, aout, din, adin, dw, adw, db, adb};
     for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) free(hf[i]);

@@ -529,8 +529,10 @@ static size_t acts_of_both(const model *ma, const model *mb, int l, float **a, f
 }
 
 /* The bf16 input hand-over (conv3 and conv4 writing conv4's and conv5's bf16 input copy in
- * place of their fp32 activation and that conv's cast) changes no bit: two steps with and
- * without it, every loss, gradient and weight compared byte for byte; and those rows'
+ * place of their fp32 activation and that conv's cast; conv1's fused LRN + max-pool writing
+ * conv2's beside its fp32 pooled output) changes no bit: two steps with and without it,
+ * every loss, gradient and weight compared byte for byte (a copy left unwritten or written
+ * wrong would change conv2's, conv4's or conv5's output); and conv3's and conv4's
  * activations read back are the fp32 ones rounded to bf16, every other row's the same */
 Test(cuda_model, input_handover_changes_no_bit, .timeout = 120)
 {

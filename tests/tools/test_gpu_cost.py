@@ -5,8 +5,9 @@ changes no instruction, that every kernel of the build is counted (a finite, pos
 instruction count, the 64-bit count no smaller) and every kernel of the step model is in
 the build, that every layer of the step and every precision has a finite predicted time,
 that the step before the fused LRN + max-pool is predicted beside it, and that the report
-names what it counted from and marks itself predicted. No timing and no particular number
-is asserted. Exit 77 (skip) without nvcc or a CUDA build."""
+names what it counted from and marks itself predicted, and that the step model casts to
+bf16 where net_cuda.cu does. No timing and no particular number is asserted. Exit 77
+(skip) without nvcc or a CUDA build."""
 import json
 import math
 import os
@@ -127,5 +128,20 @@ if r.returncode == 0:
           "the cuDNN step and the copy stream in the report")
     for layer in want:
         check(math.isfinite(j["layers"][layer]["bf16_cudnn_ms"]), f"{layer}: bf16 cuDNN")
+# the step model's bf16 casts follow net_cuda.cu: bf16 on cuDNN, conv2 reads the bf16 copy
+# conv1's fused LRN + max-pool writes (no cast), conv4 and conv5 the ones conv3 and conv4
+# write; an fc layer casts its gathered input once (forward) and its output gradient once
+# (backward) per tower, whatever its sources; on the GEMM path the convolutions cast none
+sys.path.insert(0, os.path.join(root, "tools", "gpu_cost"))
+import model  # noqa: E402
+
+for conv, want in (("cudnn", {"conv1": 2, "conv3": 4, "fc6": 4, "fc7": 4, "fc8": 4}),
+                   ("gemm", {"fc6": 4, "fc7": 4, "fc8": 4})):
+    _, ops = model.step_ops(128, precision="bf16", conv=conv)
+    casts = {}
+    for op in ops:
+        if op.name == "cast_bf16_kernel":
+            casts[op.layer] = casts.get(op.layer, 0) + 1
+    check(casts == want, f"--conv {conv} bf16: casts per layer {casts}, want {want}")
 print(f"test_gpu_cost: {len(fails)} failed" if fails else "test_gpu_cost: all checks passed")
 sys.exit(1 if fails else 0)

@@ -357,7 +357,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
       ", ".join(f"{p} {totals[p] * 1e3:.2f}" for p in ("fp32", "tf32")) + " ms/step\n")
     w("  --conv cudnn (cuDNN's convolution calls timed at their FLOP or memory bound, like "
       "cuBLAS's; in bf16 bf16 tensors, the fp32 activations cast around each call, but conv3's and "
-      "conv4's written in bf16 as the next conv's input):\n")
+      "conv4's output and conv1's pooled output written in bf16 as the next conv's input):\n")
     for p in model.PRECISIONS:
         t = sum(r[1] for r in cudnn[p])
         summary[p]["cudnn_step_ms"] = t * 1e3

@@ -322,9 +322,14 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
             ops.append(Op("data", "data", "event", "cudaEventRecord/StreamWaitEvent"))
     # bf16 on cuDNN: a conv whose ReLU'd output is the next one-source conv's input writes
     # it as that conv's bf16 input copy (net_cuda.cu's bf16_chain_row, the input hand-over)
+    def next_reads(i):
+        return i + 1 < len(P) and P[i + 1].kind == "conv" and P[i + 1].sources == 1
     chain = [bf16 and conv == "cudnn" and L.kind == "conv" and L.relu and
-             not (L.lrn or L.pool or L.drop) and i + 1 < len(P) and P[i + 1].kind == "conv" and
-             P[i + 1].sources == 1 for i, L in enumerate(P)]
+             not (L.lrn or L.pool or L.drop) and next_reads(i) for i, L in enumerate(P)]
+    # and a conv whose fused LRN + max-pool ends the row writes its pooled output as the
+    # next one-source conv's bf16 input copy too (bf16_pool_row: conv1's into conv2)
+    pooled = [conv == "cudnn" and L.kind == "conv" and _bf16_lrn_row(L, fused, bf16) and
+              not L.drop and next_reads(i) for i, L in enumerate(P)]
     # ---- forward
     for i, L in enumerate(P):
         if L.sources > 1:  # the all-gather of this layer's input
@@ -337,7 +342,7 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
                               threads=_grid(n_params, CAST_WEIGHTS_BLOCKS)))
                 ops[-1].idle = True
             ops += (_cudnn_forward(L, B, fused, bf16, bf16_acts, chain[i],
-                                   i > 0 and chain[i - 1])
+                                   i > 0 and (chain[i - 1] or pooled[i - 1]), pooled[i])
                     if conv == "cudnn" and L.kind == "conv"
                     else _layer_forward(L, B, fused, bf16))
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits
@@ -394,8 +399,9 @@ def _layer_forward(L, B, fused=True, bf16=False):
                               4.0 * nout * (3 if src > 0 else 2)))
     else:
         for src in range(L.sources):
-            if bf16:  # the input cast to bf16 for the GEMM
-                ops.append(_cast(L.name, "fwd", B * L.in_ch))
+            if bf16 and src == 0:  # every source's input cast to bf16 at once, into the row's
+                # operands (net_cuda.cu's fc16), which the backward reads again
+                ops.append(_cast(L.name, "fwd", L.sources * B * L.in_ch))
             ops.append(_gemm(L.name, "fwd", B, L.out_ch, L.in_ch, src > 0, bf16))
             if src == 0:
                 ops.append(_k(L.name, "fwd", "bias_add_kernel", B * L.out_ch,
@@ -408,10 +414,12 @@ def _layer_forward(L, B, fused=True, bf16=False):
     return ops
 
 
-def _pool_lrn_forward(L, B, fused, kept=False):
+def _pool_lrn_forward(L, B, fused, kept=False, out16=False):
     """The LRN and max-pool passes after a conv layer's output (the same on both paths).
     kept: the row keeps its ReLU's output in bf16 (net_cuda.cu's kept activations), which
-    the fused kernels read (lrn_maxpool_forward_h_kernel, 2 bytes an element less)."""
+    the fused kernels read (lrn_maxpool_forward_h_kernel, 2 bytes an element less). out16:
+    the fused forward writes the pooled output in bf16 too, as the next conv's input copy
+    (net_cuda.cu's bf16_pool_row)."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     if L.lrn and L.pool and fused:
         # reads in, writes pw (s^-beta), the pooled output and its argmax
@@ -419,8 +427,8 @@ def _pool_lrn_forward(L, B, fused, kept=False):
         threads, trips = lrnpool_forward(B, L.out_ch, L.out_h, POOL_K, POOL_S)
         ops.append(_k(L.name, "fwd", "lrn_maxpool_forward_h_kernel" if kept else
                       "lrn_maxpool_forward_kernel", act,
-                      (2.0 if kept else 4.0) * act + 4.0 * (act + 2 * npool), trips,
-                      threads=threads))
+                      (2.0 if kept else 4.0) * act + 4.0 * (act + 2 * npool) +
+                      (2.0 * npool if out16 else 0.0), trips, threads=threads))
     elif L.lrn:
         ops.append(_k(L.name, "fwd", "lrn_forward_kernel", act, 12.0 * act,
                       _lrn_trips(L.out_ch)))
@@ -472,13 +480,14 @@ def _bf16_lrn_row(L, fused, bf16):
 
 
 def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False, chain_out=False,
-                   chain_in=False):
+                   chain_in=False, pool_out=False):
     """conv_cudnn.cu's forward of a conv layer, per source: fp32/TF32 cudnnConvolutionForward
     on the fp32 tensors, then cudnnAddTensor (the bias) and the ReLU's own kernel; bf16 the
     input cast to bf16 (kept for the weight gradient), the bf16 convolution into a bf16 y,
     and cudnn_out_bf16_kernel (y, the sum so far, the bias, the ReLU at the last source).
     chain_out: the output kept as the next conv's bf16 input copy (cudnn_act_bf16_kernel);
-    chain_in: the input is that copy, so no cast."""
+    pool_out: the pooled output written as that copy too (the fused LRN + max-pool's);
+    chain_in: the input is such a copy, so no cast."""
     ops, act = [], B * L.out_ch * L.out_h * L.out_h
     nin = B * L.in_ch * L.in_h * L.in_h
     nw = L.out_ch * L.in_ch * L.k * L.k
@@ -507,7 +516,7 @@ def _cudnn_forward(L, B, fused=True, bf16=False, bf16_acts=False, chain_out=Fals
                           flops=float(act)))
     if L.relu and not bf16:
         ops.append(_k(L.name, "fwd", "relu_forward_kernel", act, 8.0 * act))
-    return ops + _pool_lrn_forward(L, B, fused, kept)
+    return ops + _pool_lrn_forward(L, B, fused, kept, pool_out)
 
 
 def _cudnn_backward(L, B, first, fused=True, bf16=False, bf16_acts=False, chain=False):
@@ -598,11 +607,10 @@ def _layer_backward(L, B, first, fused=True, bf16=False):
         if L.relu:
             ops.append(_k(L.name, "bwd", "relu_backward_kernel", act, 12.0 * act))
         for src in range(L.sources):
-            if bf16:  # each source's call casts the output gradient and its input
+            if bf16 and src == 0:  # the output gradient cast once, for every source's GEMMs;
+                # the input's cast is the forward's
                 ops.append(_cast(L.name, "bwd", B * L.out_ch))
             ops.append(_gemm(L.name, "bwd", B, L.in_ch, L.out_ch, 0, bf16))
-            if bf16:
-                ops.append(_cast(L.name, "bwd", B * L.in_ch))
             ops.append(_gemm(L.name, "bwd", L.out_ch, L.in_ch, B, 0, bf16))
             if src == 0:
                 ops.append(_k(L.name, "bwd", "fc_bias_grad_kernel", L.out_ch,

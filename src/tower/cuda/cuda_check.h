@@ -90,7 +90,8 @@ static inline int tower_cuda_describe_cublas(int status, int injected, char *rea
 #define LAUNCH_CHECK(kernel)                                                              \
     TOWER_CHECK_AS(cudaGetLastError(), "launch of " #kernel, tower_cuda_describe_error, )
 
-/* Kept for INDEX32_CHECK alone: an invariant, not a device error (below). */
+/* For broken invariants alone (INDEX32_CHECK below, a caller's too small scratch, an fc op
+ * given a buffer no fc row has), not for device errors. */
 static inline void tower_cuda_die(const char *what, const char *reason, const char *file,
                                   int line)
 {

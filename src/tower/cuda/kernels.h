@@ -195,13 +195,6 @@ BASE_HD tower_k_conv_scratch_bf16 tower_k_conv_scratch_bf16_of(int Ci, int Co, i
     return s;
 }
 
-/* Bytes of scratch an fc layer's bf16 GEMMs need: the (B, Cin) input and the (B, Cout)
- * output gradient cast to bf16, one after the other. */
-BASE_HD size_t tower_k_fc_scratch_bf16(int B, int Cin, int Cout)
-{
-    return tower_k_round256(2 * (size_t)B * Cin) + tower_k_round256(2 * (size_t)B * Cout);
-}
-
 /* One chunk's shape and the divisors its kernels split indices by; made on the host once
  * per launch (tower_k_conv_geom_make), passed to the kernels by value. */
 typedef struct {
@@ -809,9 +802,11 @@ BASE_HD void tower_k_lrnpool_fwd_lrn(float *tile, float *pw, tower_k_src in, uin
 
 /* Forward, pooled output o of tile f (o < np * noh * Wo; plane pl = o / (Ho*Wo)): the
  * first maximum of its window in the plane's rows in shared memory (tower_k_pool_argmax,
- * as unfused) into out, its plane index h * W + w into idx. */
-BASE_HD void tower_k_lrnpool_fwd_pool(float *out, int32_t *idx, const float *tile, uint32_t o,
-                                      tower_k_lrnpool_ftile f, tower_k_lrnpool g)
+ * as unfused) into out, its plane index h * W + w into idx; out16: NULL, or where the same
+ * value goes too, rounded to bf16 (the next conv's bf16 input copy, net_cuda.cu). */
+BASE_HD void tower_k_lrnpool_fwd_pool(float *out, uint16_t *out16, int32_t *idx,
+                                      const float *tile, uint32_t o, tower_k_lrnpool_ftile f,
+                                      tower_k_lrnpool g)
 {
     uint32_t pl = tower_k_quo(g.howo, o), q = o - pl * g.howo.d; /* q < noh * Wo */
     uint32_t r = tower_k_quo(g.p.wo, q), ow = q - r * g.p.wo.d;
@@ -819,6 +814,7 @@ BASE_HD void tower_k_lrnpool_fwd_pool(float *out, int32_t *idx, const float *til
     int best = tower_k_pool_argmax(x, g.p.W, g.p.K, (int)r * g.p.S, (int)ow * g.p.S);
     uint32_t at = (f.plane0 + pl) * g.howo.d + (uint32_t)f.oh0 * g.p.wo.d + q;
     out[at] = x[best];
+    if (out16) out16[at] = tower_k_bf16(x[best]);
     idx[at] = best + f.h0 * g.p.W;
 }
 

@@ -177,11 +177,6 @@ extern "C" size_t tower_conv_cuda_scratch_bytes_bf16(int Ci, int H, int W, int C
         .bytes;
 }
 
-extern "C" size_t tower_fc_cuda_scratch_bytes_bf16(int B, int Cin, int Cout)
-{
-    return tower_k_fc_scratch_bf16(B, Cin, Cout);
-}
-
 /* Stops the process when a caller's scratch is smaller than a layout needs: a programming
  * error (the tower sizes its scratch from the same functions), not a run-time condition. */
 static void scratch_check(size_t need, size_t have, const char *what)
@@ -488,18 +483,15 @@ extern "C" void tower_fc_backward_cuda(float *din, float *dw, float *db, const f
     }
 }
 
-/* The fc layers with bf16 GEMM operands: the input and the output gradient are cast to bf16
- * into the scratch (tower_k_fc_scratch_bf16: the input first, then the gradient) before
- * each pass's GEMMs, w is the tower's bf16 copy; out, din and dw are fp32 (fp32 sums), the
- * bias and its gradient the fp32 kernels above (db from the fp32 dout). */
-extern "C" void tower_fc_forward_bf16_cuda(float *out, const float *in, const uint16_t *w,
-                                           const float *b, int B, int Cin, int Cout, int ldw,
-                                           int accumulate, void *scratch, size_t scratch_bytes,
-                                           void *cublas, void *stream)
+/* The fc layers with bf16 GEMM operands (tower_cuda.h): the input and the output gradient
+ * in bf16 in the caller's xb and gb, w the tower's bf16 copy; out, din and dw are fp32
+ * (fp32 sums), the bias and its gradient the fp32 kernels above (db from the fp32 dout). */
+extern "C" void tower_fc_forward_bf16_cuda(float *out, const float *in, uint16_t *xb,
+                                           const uint16_t *w, const float *b, int B, int Cin,
+                                           int Cout, int ldw, int accumulate, void *cublas,
+                                           void *stream)
 {
-    scratch_check(tower_k_fc_scratch_bf16(B, Cin, Cout), scratch_bytes, "fc forward (bf16)");
-    uint16_t *xb = (uint16_t *)scratch;
-    tower_cast_bf16_cuda(xb, in, (size_t)B * Cin, stream);
+    if (in) tower_cast_bf16_cuda(xb, in, (size_t)B * Cin, stream);
     /* out (B, Cout) = in (B, Cin) . w^T (Cin, Cout) [+ out] */
     gemm_bf16_rm(CU_BLAS(cublas), 0, 1, B, Cout, Cin, 1.0f, xb, Cin, w, ldw,
                  accumulate ? 1.0f : 0.0f, out, Cout);
@@ -507,24 +499,19 @@ extern "C" void tower_fc_forward_bf16_cuda(float *out, const float *in, const ui
 }
 
 extern "C" void tower_fc_backward_bf16_cuda(float *din, float *dw, float *db, const float *dout,
-                                            const float *in, const uint16_t *w, int B, int Cin,
-                                            int Cout, int ldw, int accumulate_din,
-                                            int accumulate_dw, void *scratch,
-                                            size_t scratch_bytes, void *cublas, void *stream)
+                                            uint16_t *gb, int cast_dout, const uint16_t *xb,
+                                            const uint16_t *w, int B, int Cin, int Cout, int ldw,
+                                            int accumulate_din, int accumulate_dw, void *cublas,
+                                            void *stream)
 {
     cublasHandle_t h = CU_BLAS(cublas);
-    scratch_check(tower_k_fc_scratch_bf16(B, Cin, Cout), scratch_bytes, "fc backward (bf16)");
-    uint16_t *xb = (uint16_t *)scratch;
-    uint16_t *gb = (uint16_t *)((char *)scratch + tower_k_round256(2 * (size_t)B * Cin));
-    if (din || dw) tower_cast_bf16_cuda(gb, dout, (size_t)B * Cout, stream);
+    if (cast_dout && (din || dw)) tower_cast_bf16_cuda(gb, dout, (size_t)B * Cout, stream);
     if (din) /* din (B, Cin) = dout (B, Cout) . w (Cout, Cin) */
         gemm_bf16_rm(h, 0, 0, B, Cin, Cout, 1.0f, gb, Cout, w, ldw,
                      accumulate_din ? 1.0f : 0.0f, din, Cin);
-    if (dw) { /* dw (Cout, Cin) += (or =) dout^T (Cout, B) . in (B, Cin) */
-        tower_cast_bf16_cuda(xb, in, (size_t)B * Cin, stream);
+    if (dw) /* dw (Cout, Cin) += (or =) dout^T (Cout, B) . in (B, Cin) */
         gemm_bf16_rm(h, 1, 0, Cout, Cin, B, 1.0f, gb, Cout, xb, Cin,
                      accumulate_dw ? 1.0f : 0.0f, dw, ldw);
-    }
     if (db) {
         fc_bias_grad_kernel<<<tower_cuda_blocks((size_t)Cout), TOWER_CUDA_THREADS, 0,
                               CU_STREAM(stream)>>>(db, dout, B, Cout, accumulate_dw);
@@ -710,8 +697,9 @@ extern "C" void tower_maxpool_backward_cuda(float *din, const float *dout, const
  * constant 0.75f in the kernel for the paper's beta: tower_lrn_pow's test of beta then
  * folds away with its powf, which no thread of that launch would run. */
 template <int H16> /* 1: in is bf16 (a kept activation), 0: fp32 */
-static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, int32_t *idx,
-                                                                 float *pw, const void *x,
+static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, uint16_t *out16,
+                                                                 int32_t *idx, float *pw,
+                                                                 const void *x,
                                                                  const tower_k_lrnpool &g,
                                                                  float beta)
 {
@@ -724,36 +712,37 @@ static __device__ __forceinline__ void lrn_maxpool_forward_tiles(float *out, int
             tower_k_lrnpool_fwd_lrn(tile, pw, in, e, f, g, beta);
         __syncthreads();
         FOR_EACH_IN_TILE(o, (uint32_t)(f.np - 1) * g.howo.d + (uint32_t)f.noh * g.p.wo.d)
-            tower_k_lrnpool_fwd_pool(out, idx, tile, o, f, g);
+            tower_k_lrnpool_fwd_pool(out, out16, idx, tile, o, f, g);
         __syncthreads(); /* the next tile overwrites the shared rows */
     }
 }
 
 /* g.beta is 0.75 (the paper's; the launcher checks): s^-beta as r r rsqrt(r) only */
-__global__ void lrn_maxpool_forward_kernel(float *out, int32_t *idx, float *pw, const float *in,
-                                           tower_k_lrnpool g)
+__global__ void lrn_maxpool_forward_kernel(float *out, uint16_t *out16, int32_t *idx, float *pw,
+                                           const float *in, tower_k_lrnpool g)
 {
-    lrn_maxpool_forward_tiles<0>(out, idx, pw, in, g, 0.75f);
+    lrn_maxpool_forward_tiles<0>(out, out16, idx, pw, in, g, 0.75f);
 }
 
 /* any other beta: tower_lrn_pow's powf */
-__global__ void lrn_maxpool_forward_pow_kernel(float *out, int32_t *idx, float *pw,
-                                               const float *in, tower_k_lrnpool g)
+__global__ void lrn_maxpool_forward_pow_kernel(float *out, uint16_t *out16, int32_t *idx,
+                                               float *pw, const float *in, tower_k_lrnpool g)
 {
-    lrn_maxpool_forward_tiles<0>(out, idx, pw, in, g, g.beta);
+    lrn_maxpool_forward_tiles<0>(out, out16, idx, pw, in, g, g.beta);
 }
 
 /* the two again, reading a kept bf16 input */
-__global__ void lrn_maxpool_forward_h_kernel(float *out, int32_t *idx, float *pw,
-                                             const uint16_t *in, tower_k_lrnpool g)
+__global__ void lrn_maxpool_forward_h_kernel(float *out, uint16_t *out16, int32_t *idx,
+                                             float *pw, const uint16_t *in, tower_k_lrnpool g)
 {
-    lrn_maxpool_forward_tiles<1>(out, idx, pw, in, g, 0.75f);
+    lrn_maxpool_forward_tiles<1>(out, out16, idx, pw, in, g, 0.75f);
 }
 
-__global__ void lrn_maxpool_forward_pow_h_kernel(float *out, int32_t *idx, float *pw,
-                                                 const uint16_t *in, tower_k_lrnpool g)
+__global__ void lrn_maxpool_forward_pow_h_kernel(float *out, uint16_t *out16, int32_t *idx,
+                                                 float *pw, const uint16_t *in,
+                                                 tower_k_lrnpool g)
 {
-    lrn_maxpool_forward_tiles<1>(out, idx, pw, in, g, g.beta);
+    lrn_maxpool_forward_tiles<1>(out, out16, idx, pw, in, g, g.beta);
 }
 
 /* Backward, a tile = G output channels x P positions of one image, P x LANES threads:
@@ -850,9 +839,9 @@ extern "C" int tower_lrn_maxpool_cuda_fits(int B, int C, int H, int W, int n, in
     return lrnpool_geom(&g, B, C, H, W, n, 1.0f, 1.0f, 1.0f, K, S) == 0;
 }
 
-extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *pw,
-                                               const float *in, const uint16_t *in16, int B,
-                                               int C, int H, int W, int n, float k,
+extern "C" void tower_lrn_maxpool_forward_cuda(float *out, uint16_t *out16, int32_t *idx,
+                                               float *pw, const float *in, const uint16_t *in16,
+                                               int B, int C, int H, int W, int n, float k,
                                                float alpha, float beta, int K, int S,
                                                void *stream)
 {
@@ -867,20 +856,20 @@ extern "C" void tower_lrn_maxpool_forward_cuda(float *out, int32_t *idx, float *
     unsigned blocks = tile_blocks(g.fwd_tiles);
     cudaStream_t st = CU_STREAM(stream);
     if (g.beta == 0.75f && in16) {
-        lrn_maxpool_forward_h_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, idx, pw,
-                                                                                in16, g);
+        lrn_maxpool_forward_h_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(
+            out, out16, idx, pw, in16, g);
         LAUNCH_CHECK(lrn_maxpool_forward_h_kernel);
     } else if (in16) {
         lrn_maxpool_forward_pow_h_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(
-            out, idx, pw, in16, g);
+            out, out16, idx, pw, in16, g);
         LAUNCH_CHECK(lrn_maxpool_forward_pow_h_kernel);
     } else if (g.beta == 0.75f) {
-        lrn_maxpool_forward_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, idx, pw, in,
-                                                                              g);
+        lrn_maxpool_forward_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, out16, idx,
+                                                                              pw, in, g);
         LAUNCH_CHECK(lrn_maxpool_forward_kernel);
     } else {
-        lrn_maxpool_forward_pow_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(out, idx, pw,
-                                                                                  in, g);
+        lrn_maxpool_forward_pow_kernel<<<blocks, TOWER_CUDA_THREADS, shared, st>>>(
+            out, out16, idx, pw, in, g);
         LAUNCH_CHECK(lrn_maxpool_forward_pow_kernel);
     }
 }

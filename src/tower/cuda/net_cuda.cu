@@ -24,9 +24,8 @@ typedef struct {
     cudaStream_t stream;   /* every kernel, copy and GEMM of this tower runs on it */
     cublasHandle_t cublas; /* bound to `stream`, with `workspace` as its only scratch */
     void *workspace;       /* TOWER_CUDA_WORKSPACE_BYTES, handed to cuBLAS */
-    float *conv_scratch;   /* scratch_bytes_of(): the conv chunks' col and product (and, in
-                              bf16, the fc layers' bf16 operands); NULL while no conv layer
-                              is on the GEMM path and the precision is not bf16 */
+    float *conv_scratch;   /* scratch_bytes_of(): the conv chunks' col and product; NULL
+                              while no conv layer is on the GEMM path */
     size_t scratch_bytes;  /* conv_scratch's size */
     int conv_images;       /* images per conv chunk: min(batch, TOWER_CUDA_CONV_IMAGES) */
     int precision;         /* tower_cuda_configure's choices: TOWER_PRECISION_* */
@@ -61,6 +60,11 @@ typedef struct {
     uint16_t *kept[TOWER_MAX_LAYERS]; /* per row, (B, Co, Ho, Wo) the ReLU's output in bf16
                                          where bf16_lrn_row holds and bf16_acts is on
                                          (make_kept), NULL elsewhere: kept_act */
+    uint16_t *fc16[TOWER_MAX_LAYERS]; /* bf16: per fc row its GEMMs' bf16 operands, the input
+                                         (sources, B, Cin) the forward casts and the backward's
+                                         weight gradient reads again, then the output gradient
+                                         (B, Cout) cast once for every source's backward
+                                         (make_fc16, fc16_grad); NULL elsewhere */
     tower_k_step *host_step;   /* (TOWER_CUDA_STAGE_SLOTS) pinned: the copies' sources */
     cudaEvent_t step_ev[TOWER_CUDA_STAGE_SLOTS]; /* per slot: its last copy done */
     int step_next;             /* the slot of the next copy */
@@ -80,6 +84,9 @@ static size_t act_elems(const tower *t, int l)
 
 static int bf16_lrn_row(const tower *t, int l);
 static int bf16_chain_row(const tower *t, int l);
+static int input_given(const tower *t, int l);
+static uint16_t *pooled_copy(const tower *t, int l);
+static int act_row(const tower *t, const float *in);
 static uint16_t *kept_act(const tower *t, int l);
 static const uint16_t *kept_at(const tower *t, const float *in);
 
@@ -115,8 +122,8 @@ static size_t conv_scratch_floats(const tower_plan *p)
 
 /* Bytes of GEMM scratch a tower needs at `precision`: the fp32 chunks' floats, or in bf16
  * the largest of the conv layers' bf16 layouts (a din col only where the row has an input
- * gradient: not row 0) and the fc layers' bf16 operands. path: each layer's convolution
- * path, NULL for all on GEMM; in bf16 a conv layer on cuDNN needs none of it. */
+ * gradient: not row 0; the fc layers' operands are their own, fc16). path: each layer's
+ * convolution path, NULL for all on GEMM; in bf16 a conv layer on cuDNN needs none of it. */
 static size_t scratch_bytes_of(const tower_plan *p, int precision, const int *path)
 {
     if (precision != TOWER_PRECISION_BF16) return sizeof(float) * conv_scratch_floats(p);
@@ -124,12 +131,10 @@ static size_t scratch_bytes_of(const tower_plan *p, int precision, const int *pa
     for (int l = 0; l < p->n_layers; l++) {
         const tower_layer_spec *s = tower_plan_row(p, l);
         const tower_layer_shape *L = &p->layer[l];
-        if (s->kind == TOWER_CONV && path && path[l] == TOWER_CONV_CUDNN) continue;
-        size_t n = s->kind == TOWER_CONV
-                       ? tower_conv_cuda_scratch_bytes_bf16(L->in_ch, L->in_h, L->in_h,
-                                                            L->out_ch, s->k, s->stride, s->pad,
-                                                            conv_images_of(p), l > 0)
-                       : tower_fc_cuda_scratch_bytes_bf16(p->cfg.batch, L->in_ch, L->out_ch);
+        if (s->kind != TOWER_CONV || (path && path[l] == TOWER_CONV_CUDNN)) continue;
+        size_t n = tower_conv_cuda_scratch_bytes_bf16(L->in_ch, L->in_h, L->in_h, L->out_ch,
+                                                      s->k, s->stride, s->pad,
+                                                      conv_images_of(p), l > 0);
         if (n > most) most = n;
     }
     return most;
@@ -199,12 +204,33 @@ extern "C" int tower_cuda_device_info(int device, char *name, size_t namelen,
 
 /* ---- life cycle --------------------------------------------------------------------- */
 
-static void free_kept(tower_gpu *g)
+/* Frees one per-row set of buffers (kept, fc16). */
+static void free_rows(uint16_t **rows)
 {
     for (int l = 0; l < TOWER_MAX_LAYERS; l++) {
-        if (g->kept[l]) cudaFree(g->kept[l]);
-        g->kept[l] = NULL;
+        if (rows[l]) cudaFree(rows[l]);
+        rows[l] = NULL;
     }
+}
+
+/* rows[l] = `bytes` of device memory, zeroed on the tower's stream (zeros until the first
+ * pass writes them, as the arena's): 0, or -1 with err naming row l's `what`, every buffer
+ * of rows freed. */
+static int row_alloc(tower *t, uint16_t **rows, int l, size_t bytes, const char *what, char *err,
+                     size_t errlen)
+{
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(p, 0, bytes, gpu_of(t)->stream);
+    if (e == cudaSuccess) {
+        rows[l] = (uint16_t *)p;
+        return 0;
+    }
+    if (p) cudaFree(p);
+    free_rows(rows);
+    snprintf(err, errlen, "tower %d on GPU %d: %s's %s (%.1f MiB): %s", t->index, t->device,
+             tower_plan_row(&t->plan, l)->name, what, bytes / 1048576.0, cudaGetErrorString(e));
+    return -1;
 }
 
 /* The kept bf16 activations, made again for the rows that keep one under the tower's
@@ -212,22 +238,45 @@ static void free_kept(tower_gpu *g)
 static int make_kept(tower *t, char *err, size_t errlen)
 {
     tower_gpu *g = gpu_of(t);
-    free_kept(g);
-    for (int l = 0; l < t->plan.n_layers && g->bf16_acts; l++) {
-        if (!bf16_lrn_row(t, l)) continue;
-        size_t n = act_elems(t, l);
-        cudaError_t e = cudaMalloc((void **)&g->kept[l], sizeof(uint16_t) * n);
-        /* zeros until the first forward, as the fp32 act it stands for */
-        if (e == cudaSuccess) e = cudaMemsetAsync(g->kept[l], 0, sizeof(uint16_t) * n, g->stream);
-        if (e != cudaSuccess) {
-            g->kept[l] = NULL;
-            free_kept(g);
-            snprintf(err, errlen, "tower %d on GPU %d: %s's bf16 activation (%.1f MiB): %s",
-                     t->index, t->device, tower_plan_row(&t->plan, l)->name,
-                     sizeof(uint16_t) * n / 1048576.0, cudaGetErrorString(e));
+    free_rows(g->kept);
+    for (int l = 0; l < t->plan.n_layers && g->bf16_acts; l++)
+        if (bf16_lrn_row(t, l) &&
+            row_alloc(t, g->kept, l, sizeof(uint16_t) * act_elems(t, l), "bf16 activation", err,
+                      errlen))
             return -1;
-        }
-    }
+    return 0;
+}
+
+/* Elements of fc row l's input, every source: (sources, B, Cin). */
+static size_t fc_in_elems(const tower *t, int l)
+{
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return (size_t)L->sources * t->plan.cfg.batch * L->in_ch;
+}
+
+/* Bytes of fc row l's fc16 buffer: its bf16 input, 256-aligned, then its output gradient. */
+static size_t fc16_bytes(const tower *t, int l)
+{
+    return tower_k_round256(sizeof(uint16_t) * fc_in_elems(t, l)) +
+           sizeof(uint16_t) * t->plan.cfg.batch * t->plan.layer[l].out_ch;
+}
+
+/* Where fc row l's bf16 output gradient is in its fc16 buffer. */
+static uint16_t *fc16_grad(const tower *t, int l)
+{
+    return gpu_of(t)->fc16[l] + tower_k_round256(sizeof(uint16_t) * fc_in_elems(t, l)) / 2;
+}
+
+/* The fc rows' bf16 operands, made again at the tower's precision (none but in bf16): 0,
+ * or -1 with err. */
+static int make_fc16(tower *t, char *err, size_t errlen)
+{
+    tower_gpu *g = gpu_of(t);
+    free_rows(g->fc16);
+    for (int l = 0; l < t->plan.n_layers && g->precision == TOWER_PRECISION_BF16; l++)
+        if (tower_plan_row(&t->plan, l)->kind == TOWER_FC &&
+            row_alloc(t, g->fc16, l, fc16_bytes(t, l), "bf16 GEMM operands", err, errlen))
+            return -1;
     return 0;
 }
 
@@ -272,7 +321,8 @@ static void cuda_free(tower *t)
         if (g->workspace) cudaFree(g->workspace);
         if (g->conv_scratch) cudaFree(g->conv_scratch);
         if (g->wbf16) cudaFree(g->wbf16);
-        free_kept(g);
+        free_rows(g->kept);
+        free_rows(g->fc16);
         free(g);
         t->gpu = NULL;
     }
@@ -454,9 +504,9 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
         g->cudnn = tower_cudnn_create(&t->plan, precision, g->cublas, g->stream, err, errlen);
         if (!g->cudnn) return -1;
     }
-    /* the GEMM scratch at this precision's size (bf16 needs it for the fc layers too), and
-     * the weights' bf16 copy in bf16 only */
-    size_t need = any_gemm || bf16 ? scratch_bytes_of(&t->plan, precision, path) : 0;
+    /* the GEMM scratch at this precision's size, and the weights' bf16 copy and the fc
+     * layers' bf16 operands in bf16 only */
+    size_t need = any_gemm ? scratch_bytes_of(&t->plan, precision, path) : 0;
     if (g->conv_scratch && g->scratch_bytes != need) {
         cudaFree(g->conv_scratch);
         g->conv_scratch = NULL;
@@ -487,6 +537,7 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
             return -1;
         }
     }
+    if (make_fc16(t, err, errlen)) return -1;
     /* the bf16 copy (new, or from before) is not the parameters' until made again */
     e = cudaMemsetAsync(g->wbf16_current, 0, sizeof(int), g->stream);
     if (e != cudaSuccess) {
@@ -519,14 +570,18 @@ extern "C" int tower_cuda_conv_path(const tower *t, int l)
 extern "C" void tower_cuda_describe_conv(const tower *t, char *buf, size_t n)
 {
     const tower_gpu *g = gpu_of(t);
-    if (g->cudnn && !g->conv_scratch) { /* every conv layer on cuDNN */
+    int any_gemm = 0;
+    for (int l = 0; l < t->plan.n_layers; l++)
+        any_gemm |= tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
+                    g->conv_path[l] == TOWER_CONV_GEMM;
+    const char *gemm =
+        g->precision == TOWER_PRECISION_BF16 ? "bf16 GEMM (fp32 sums)" : "SGEMM";
+    if (g->cudnn && !any_gemm) { /* every conv layer on cuDNN */
         tower_cudnn_describe(g->cudnn, buf, n);
         return;
     }
     if (!g->cudnn) {
-        snprintf(buf, n, "im2col + one %s per chunk of %d images",
-                 g->precision == TOWER_PRECISION_BF16 ? "bf16 GEMM (fp32 sums)" : "SGEMM",
-                 g->conv_images);
+        snprintf(buf, n, "im2col + one %s per chunk of %d images", gemm, g->conv_images);
         return;
     }
     /* mixed: each layer's path, then the GEMM chunking and cuDNN's algorithms */
@@ -539,8 +594,8 @@ extern "C" void tower_cuda_describe_conv(const tower *t, char *buf, size_t n)
                          tower_conv_path_name(g->conv_path[l]));
     }
     if (used < n)
-        used += snprintf(buf + used, n - used, "; GEMM: im2col + one SGEMM per chunk of %d "
-                         "images; cuDNN: ", g->conv_images);
+        used += snprintf(buf + used, n - used, "; GEMM: im2col + one %s per chunk of %d "
+                         "images; cuDNN: ", gemm, g->conv_images);
     if (used < n) tower_cudnn_describe(g->cudnn, buf + used, n - used);
 }
 
@@ -597,12 +652,14 @@ extern "C" int tower_cuda_error_sticky(int cuda_error)
     return tower_cuda_sticky((cudaError_t)cuda_error);
 }
 
-/* Bytes of the kept bf16 activations. */
-static size_t kept_bytes(const tower *t)
+/* Bytes of the kept bf16 activations and the fc layers' bf16 operands. */
+static size_t rows_bytes(const tower *t)
 {
     size_t n = 0;
-    for (int l = 0; l < t->plan.n_layers; l++)
+    for (int l = 0; l < t->plan.n_layers; l++) {
         if (gpu_of(t)->kept[l]) n += sizeof(uint16_t) * act_elems(t, l);
+        if (gpu_of(t)->fc16[l]) n += fc16_bytes(t, l);
+    }
     return n;
 }
 
@@ -613,7 +670,7 @@ extern "C" size_t tower_cuda_mem_bytes(const tower *t)
     return t->arena_bytes + TOWER_CUDA_WORKSPACE_BYTES +
            (g->cudnn ? tower_cudnn_bytes(g->cudnn) : 0) +
            (g->conv_scratch ? g->scratch_bytes : 0) +
-           (g->wbf16 ? sizeof(uint16_t) * t->plan.n_params : 0) + kept_bytes(t);
+           (g->wbf16 ? sizeof(uint16_t) * t->plan.n_params : 0) + rows_bytes(t);
 }
 
 extern "C" size_t tower_cuda_mem_estimate(const tower_plan *plan)
@@ -677,12 +734,11 @@ static void cuda_conv_forward(tower *t, int l, float *out, const float *in, cons
     const tower_layer_shape *L = &t->plan.layer[l];
     if (g->conv_path[l] == TOWER_CONV_CUDNN && g->precision == TOWER_PRECISION_BF16) {
         /* the last source (act passed) of a row that keeps its activation writes it there;
-         * a row whose input the row before kept as this row's input copy casts none */
+         * a row whose input copy the row before wrote (input_given) casts none */
         uint16_t *keep = act == TOWER_ACT_RELU ? kept_act(t, l) : NULL;
-        int given = l > 0 && g->input_handover && bf16_chain_row(t, l - 1);
-        tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out, given ? NULL : in,
-                                 bf16_weights(t, w), b, ldw, accumulate, act == TOWER_ACT_RELU,
-                                 keep);
+        tower_cudnn_forward_bf16(g->cudnn, l, source_of(t, l, in), out,
+                                 input_given(t, l) ? NULL : in, bf16_weights(t, w), b, ldw,
+                                 accumulate, act == TOWER_ACT_RELU, keep);
         return;
     }
     if (g->conv_path[l] == TOWER_CONV_CUDNN) {
@@ -737,16 +793,39 @@ static void cuda_conv_backward(tower *t, int l, float *din, float *dw, float *db
                                  g->conv_scratch, g->conv_images, g->cublas, g->stream);
 }
 
+/* The fc row whose input `in` is a source slot of, and which source (*src): the row; a
+ * caller passing any other buffer is a programming error (the ops are net.c's layer loop's),
+ * which stops the process. */
+static int fc_row_of(const tower *t, const float *in, int *src, const char *what)
+{
+    for (int l = 0; l < t->plan.n_layers; l++) {
+        size_t slot = (size_t)t->plan.cfg.batch * t->plan.layer[l].in_ch;
+        if (tower_plan_row(&t->plan, l)->kind != TOWER_FC || in < t->acts[l].in ||
+            in >= t->acts[l].in + fc_in_elems(t, l))
+            continue;
+        *src = (int)((size_t)(in - t->acts[l].in) / slot);
+        return l;
+    }
+    tower_cuda_die(what, "its input is no fc row's input slot", __FILE__, __LINE__);
+    return -1;
+}
+
+/* bf16: the first source's forward casts every source's input at once into the row's
+ * fc16 (the exchange before the row gathered them all), each source's GEMM reads its slot
+ * of it, and so does its backward's weight gradient; the first source's backward casts the
+ * output gradient, which every source's two GEMMs read. */
 static void cuda_fc_forward(tower *t, float *out, const float *in, const float *w,
                             const float *b, int B, int Cin, int Cout, int ldw, int accumulate)
 {
     if (use_device(t)) return;
     tower_gpu *g = gpu_of(t);
-    if (g->precision == TOWER_PRECISION_BF16)
-        tower_fc_forward_bf16_cuda(out, in, bf16_weights(t, w), b, B, Cin, Cout, ldw,
-                                   accumulate, g->conv_scratch, g->scratch_bytes, g->cublas,
-                                   g->stream);
-    else
+    if (g->precision == TOWER_PRECISION_BF16) {
+        int src = 0, l = fc_row_of(t, in, &src, "fc forward (bf16)");
+        if (src == 0) tower_cast_bf16_cuda(g->fc16[l], in, fc_in_elems(t, l), g->stream);
+        tower_fc_forward_bf16_cuda(out, NULL, g->fc16[l] + (size_t)src * B * Cin,
+                                   bf16_weights(t, w), b, B, Cin, Cout, ldw, accumulate,
+                                   g->cublas, g->stream);
+    } else
         tower_fc_forward_cuda(out, in, w, b, B, Cin, Cout, ldw, accumulate, g->cublas,
                               g->stream);
 }
@@ -757,11 +836,13 @@ static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const f
 {
     if (use_device(t)) return;
     tower_gpu *g = gpu_of(t);
-    if (g->precision == TOWER_PRECISION_BF16)
-        tower_fc_backward_bf16_cuda(din, dw, db, dout, in, g->wbf16 + (w - t->params), B, Cin,
-                                    Cout, ldw, accumulate_din, g->grad_zeroing, g->conv_scratch,
-                                    g->scratch_bytes, g->cublas, g->stream);
-    else
+    if (g->precision == TOWER_PRECISION_BF16) {
+        int src = 0, l = fc_row_of(t, in, &src, "fc backward (bf16)");
+        tower_fc_backward_bf16_cuda(din, dw, db, dout, fc16_grad(t, l), src == 0,
+                                    g->fc16[l] + (size_t)src * B * Cin,
+                                    g->wbf16 + (w - t->params), B, Cin, Cout, ldw,
+                                    accumulate_din, g->grad_zeroing, g->cublas, g->stream);
+    } else
         tower_fc_backward_cuda(din, dw, db, dout, in, w, B, Cin, Cout, ldw, accumulate_din,
                                g->grad_zeroing, g->cublas, g->stream);
 }
@@ -822,13 +903,15 @@ static int cuda_fuses_lrn_pool(const tower *t, int l)
                                        L->pool_s);
 }
 
+/* out16: where the row's pooled output goes in bf16 too (pooled_copy) */
 static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *keep,
                                   const float *in, int B, int C, int H, int W, int n, float k,
                                   float alpha, float beta, int K, int S)
 {
     if (use_device(t)) return;
-    tower_lrn_maxpool_forward_cuda(out, idx, keep, in, kept_at(t, in), B, C, H, W, n, k, alpha,
-                                   beta, K, S, gpu_of(t)->stream);
+    tower_lrn_maxpool_forward_cuda(out, pooled_copy(t, act_row(t, in)), idx, keep, in,
+                                   kept_at(t, in), B, C, H, W, n, k, alpha, beta, K, S,
+                                   gpu_of(t)->stream);
 }
 
 /* 1 when row l's conv runs on cuDNN's bf16 path with its ReLU fused, LRN and pooling fused
@@ -857,6 +940,15 @@ static int lrn_grad_handover(const tower *t, int l)
     return gpu_of(t)->lrn_handover && bf16_lrn_row(t, l);
 }
 
+/* 1 when the row after l is a conv on cuDNN of one source whose input is row l's `out`
+ * (with row l on cuDNN's bf16 path, so is it: it has a bf16 input copy) */
+static int next_reads(const tower *t, int l, const float *out)
+{
+    return l + 1 < t->plan.n_layers && tower_plan_row(&t->plan, l + 1)->kind == TOWER_CONV &&
+           gpu_of(t)->conv_path[l + 1] == TOWER_CONV_CUDNN &&
+           t->plan.layer[l + 1].sources == 1 && t->acts[l + 1].in == out;
+}
+
 /* 1 when row l's conv runs on cuDNN's bf16 path with its ReLU fused, its output is that
  * ReLU's (no LRN, pooling or dropout after it), and the next row, a one-source conv on
  * cuDNN's bf16 path, reads it as its input (the paper's conv3 and conv4): its activation
@@ -865,12 +957,37 @@ static int lrn_grad_handover(const tower *t, int l)
 static int bf16_chain_row(const tower *t, int l)
 {
     const tower_layer_shape *L = &t->plan.layer[l];
-    /* the next row: a conv (so bf16_cudnn_relu_row's conditions on the context hold for it)
-     * on cuDNN, of one source, reading this row's act */
-    return l + 1 < t->plan.n_layers && bf16_cudnn_relu_row(t, l) && !L->lrn && !L->pool_k &&
-           L->drop_p == 0 && tower_plan_row(&t->plan, l + 1)->kind == TOWER_CONV &&
-           gpu_of(t)->conv_path[l + 1] == TOWER_CONV_CUDNN &&
-           t->plan.layer[l + 1].sources == 1 && t->acts[l + 1].in == t->acts[l].act;
+    return bf16_cudnn_relu_row(t, l) && !L->lrn && !L->pool_k && L->drop_p == 0 &&
+           next_reads(t, l, t->acts[l].act);
+}
+
+/* 1 when row l's fused LRN + max-pool (bf16_lrn_row) ends the row (no dropout after it) and
+ * the next row, a one-source conv on cuDNN's bf16 path, reads its pooled output (the
+ * paper's conv1 into conv2): the fused forward writes that output in bf16 into the next
+ * row's input copy as well, bit for bit that row's cast of it, which then makes none. The
+ * fp32 output is written as before (what dump and features read). */
+static int bf16_pool_row(const tower *t, int l)
+{
+    return bf16_lrn_row(t, l) && t->plan.layer[l].drop_p == 0 &&
+           next_reads(t, l, t->acts[l].pool);
+}
+
+/* Where row l's pooled output goes in bf16 too: with input_handover on (the default), a
+ * bf16_pool_row's next row's input copy; NULL elsewhere (l may be -1). */
+static uint16_t *pooled_copy(const tower *t, int l)
+{
+    const tower_gpu *g = gpu_of(t);
+    return l >= 0 && g->input_handover && bf16_pool_row(t, l)
+               ? tower_cudnn_input_copy(g->cudnn, l + 1)
+               : NULL;
+}
+
+/* 1 when conv row l's bf16 input copy is written by the row before (a bf16_chain_row's
+ * activation, or a bf16_pool_row's pooled output), so that its forward casts none */
+static int input_given(const tower *t, int l)
+{
+    return l > 0 && gpu_of(t)->input_handover &&
+           (bf16_chain_row(t, l - 1) || bf16_pool_row(t, l - 1));
 }
 
 /* Row l's kept bf16 activation, or NULL where the row keeps the fp32 one: with bf16_acts
@@ -1217,9 +1334,8 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     } else if (!tower_cudnn_available() && note) {
         snprintf(note, notelen, "cuDNN not measured: this build has no cuDNN");
     }
-    /* the GEMM path's scratch at this precision with every conv layer on it; in bf16 with
-     * the convolutions on cuDNN the tower's own holds only the fc layers' operands, kept
-     * aside meanwhile */
+    /* the GEMM path's scratch at this precision with every conv layer on it; the tower's
+     * own (none with every conv layer on cuDNN) is kept aside meanwhile */
     int own_scratch = 0;
     size_t need = scratch_bytes_of(p, g->precision, NULL), kept_bytes = g->scratch_bytes;
     float *kept = g->conv_scratch;
