@@ -2,6 +2,7 @@
  * crops go to the device and the arithmetic is done there). The same formula as
  * data_augment_cpu, element for element, so the two agree bit for bit.
  * Built only when the CUDA backend is (src/data/meson.build). */
+#include <cuda_bf16.h>
 #include <stdio.h>
 
 #include "data/augment_kernel.h"
@@ -12,16 +13,38 @@
  * Thread mapping: one thread per output element, x's linear index (32 bits: g.total is
  * below 2^31, so i + the grid's stride cannot wrap), so consecutive threads write
  * consecutive floats (coalesced stores); the uint8 reads stride by 3. The element is
- * augment_kernel.h's data_k_augment_at: three multiply-high divisions, no run-time one. */
+ * augment_kernel.h's data_k_augment_at: three multiply-high divisions, no run-time one.
+ * x16: NULL, or where the same value goes rounded to bf16 too (the hardware's round to
+ * nearest even, cvt.rn.bf16.f32: the tower's casts' rounding, so the same bits as a cast
+ * of x would give): its own kernel (H16), so that the fp32 one is as it was. */
+template <bool H16>
+static __device__ __forceinline__ void augment_loop(float *x, uint16_t *x16, const uint8_t *crops,
+                                    const float *mean, const data_aug_params *params,
+                                    data_k_aug g)
+{
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < g.total;
+         i += gridDim.x * blockDim.x) {
+        float v = data_k_augment_at(crops, mean, params, i, g);
+        x[i] = v;
+        if (H16) x16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    }
+}
+
 __global__ static void augment_kernel(float *x, const uint8_t *crops, const float *mean,
                                       const data_aug_params *params, data_k_aug g)
 {
-    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < g.total;
-         i += gridDim.x * blockDim.x)
-        x[i] = data_k_augment_at(crops, mean, params, i, g);
+    augment_loop<false>(x, NULL, crops, mean, params, g);
 }
 
-extern "C" int data_augment_cuda(float *x, const uint8_t *crops, const float *mean,
+__global__ static void augment_bf16_kernel(float *x, uint16_t *x16, const uint8_t *crops,
+                                           const float *mean, const data_aug_params *params,
+                                           data_k_aug g)
+{
+    augment_loop<true>(x, x16, crops, mean, params, g);
+}
+
+extern "C" int data_augment_cuda(float *x, uint16_t *x16, const uint8_t *crops,
+                                 const float *mean,
                                  const data_aug_params *params, int B, int crop,
                                  cudaStream_t stream, char *err, size_t errlen)
 {
@@ -37,7 +60,11 @@ extern "C" int data_augment_cuda(float *x, const uint8_t *crops, const float *me
     size_t blocks = ((size_t)g.total + threads - 1) / threads;
     if (blocks > 65535u * 16u)
         blocks = 65535u * 16u;
-    augment_kernel<<<(unsigned)blocks, threads, 0, stream>>>(x, crops, mean, params, g);
+    if (x16)
+        augment_bf16_kernel<<<(unsigned)blocks, threads, 0, stream>>>(x, x16, crops, mean,
+                                                                       params, g);
+    else
+        augment_kernel<<<(unsigned)blocks, threads, 0, stream>>>(x, crops, mean, params, g);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) {
         snprintf(err, errlen, "data_augment_cuda: launch failed: %s (%s:%d)",

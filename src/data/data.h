@@ -122,9 +122,11 @@ void data_augment_reduce_cpu(float *x, const uint8_t *crops, const float *mean,
 #ifdef TT_HAVE_CUDA
 /* The same formula on the GPU (augment_cuda.cu); every pointer is device memory:
  * x (B, 3, crop, crop), crops (B, crop, crop, 3), mean (DATA_SIZE, DATA_SIZE, 3),
- * params (B). Bit-identical to data_augment_cpu (two float adds, same order).
+ * params (B). Bit-identical to data_augment_cpu (two float adds, same order). x16: NULL,
+ * or (B, 3, crop, crop) uint16_t that receives x rounded to bf16 (to nearest even) as well:
+ * the first conv's bf16 input on cuDNN's bf16 path (tower_cuda_input_copy).
  * Returns 0, or -1 with err when the launch fails. */
-int data_augment_cuda(float *x, const uint8_t *crops, const float *mean,
+int data_augment_cuda(float *x, uint16_t *x16, const uint8_t *crops, const float *mean,
                       const data_aug_params *params, int B, int crop, cudaStream_t stream,
                       char *err, size_t errlen);
 #endif

@@ -265,7 +265,8 @@ int tower_init_cuda(tower *t, const tower_plan *plan, int index, int device, uin
 int tower_cuda_configure(tower *t, int precision, int conv, char *err, size_t errlen);
 /* tower_cuda_configure with a path per row: path[l] (TOWER_CONV_GEMM or TOWER_CONV_CUDNN)
  * for every conv row l < plan.n_layers, other rows ignored. A cuDNN context is made when
- * any layer is on cuDNN, the GEMM path's scratch kept when any is on GEMM (or in bf16). */
+ * any layer is on cuDNN, the GEMM path's scratch kept when any is on GEMM; in bf16 the fc
+ * layers' bf16 operands (their own buffers). */
 int tower_cuda_configure_paths(tower *t, int precision, const int *path, char *err,
                                size_t errlen);
 /* Row l's convolution path now (TOWER_CONV_GEMM for a row that is not a conv). */
@@ -316,6 +317,21 @@ void tower_cuda_set_lrn_handover(tower *t, int on);
  * casts none (the same bits, always). 0: the fp32 act and the casts. A test hook
  * (model_placement.test_no_input_handover). */
 void tower_cuda_set_input_handover(tower *t, int on);
+/* Row 0's bf16 input copy (the paper's conv1 on cuDNN's bf16 path: (B, in_ch, in_size,
+ * in_size)), for whoever writes x to write it as well, rounded, where
+ * tower_cuda_set_input_given promised so; NULL where row 0 reads no such copy or reads
+ * another tower's (tower_cuda_share_input). */
+uint16_t *tower_cuda_input_copy(const tower *t);
+/* on 1: every write of x writes row 0's bf16 input copy too (the model's model_set_batch and
+ * model_set_batch_u8: the same bits as the cast it replaces), so row 0's forward casts none;
+ * 0, the default (a caller driving the tower itself): row 0 casts x. */
+void tower_cuda_set_input_given(tower *t, int on);
+/* Both towers on one GPU reading one x (the model's shared input): t's row 0 reads from's
+ * bf16 input copy (which whoever writes from's x writes) instead of its own, also across a
+ * new configuration of t; from NULL: its own again. Needs tower_cuda_set_input_given on t.
+ * 0 (also where neither tower's row 0 reads a bf16 copy: nothing to share), or -1 where
+ * only one of them does or t was not given its input (nothing is then shared). */
+int tower_cuda_share_input(tower *t, const tower *from);
 /* on 1: in bf16, a row whose conv runs on cuDNN with its ReLU fused and the LRN and
  * max-pool fused after it keeps the ReLU's output in bf16 only (its fp32 act is not
  * written): the conv's output pass writes it, the fused LRN + max-pool reads it both ways,
@@ -331,6 +347,10 @@ int tower_cuda_bf16_weights_current(tower *t);
 /* The rows whose activation --bf16-acts keeps in bf16 now (bit l for row l; 0 while it is
  * off, and where no row qualifies: none on cuDNN with the LRN and max-pool fused). */
 int tower_cuda_bf16_acts_rows(const tower *t);
+/* The conv rows whose forward casts no input, its bf16 copy written before it (bit l for row
+ * l): by the row before (tower_cuda_set_input_handover) or, for row 0, with x
+ * (tower_cuda_set_input_given). For tests and the start-up report. */
+int tower_cuda_input_given_rows(const tower *t);
 /* Makes t->acts[l].act hold row l's activation in fp32: where the row keeps it in bf16
  * only (tower_cuda_set_bf16_acts), widens the kept one into it (on the tower's stream);
  * otherwise nothing. For readers of the activations (model_get_activations). 0, or -1 (a
@@ -367,8 +387,9 @@ int tower_cuda_loss_take(tower *t, int slot, double *loss);
 /* 1 when `cuda_error` (a cudaError_t) is a sticky error: the device's context is lost
  * and every later call on it fails (cuda_check.h's list). */
 int tower_cuda_error_sticky(int cuda_error);
-/* Device bytes this tower holds: its arena, the conv chunk scratch, the cuBLAS workspace
- * and, in bf16, its weights' bf16 copy. */
+/* Device bytes this tower holds: its arena, the conv chunk scratch, the cuBLAS workspace,
+ * cuDNN's context and, in bf16, its weights' bf16 copy, the fc layers' bf16 operands and
+ * the kept bf16 activations. */
 size_t tower_cuda_mem_bytes(const tower *t);
 /* The same figure for a plan in fp32, without a device (for `twotower summary`); the CUDA
  * context itself (a few hundred MiB per device) is not counted in either. */

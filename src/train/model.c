@@ -222,6 +222,9 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             if (!rc && place->test_grad_zeroing) tower_cuda_set_grad_zeroing(&m->tw[t], 1);
             if (!rc && place->test_no_lrn_handover) tower_cuda_set_lrn_handover(&m->tw[t], 0);
             if (!rc && place->test_no_input_handover) tower_cuda_set_input_handover(&m->tw[t], 0);
+            /* the model writes conv1's bf16 input with x (model_set_batch, _u8), where it
+             * reads one (tower_cuda_input_copy) */
+            if (!rc && !place->test_no_input_handover) tower_cuda_set_input_given(&m->tw[t], 1);
             if (!rc && place->bf16_acts &&
                 tower_cuda_set_bf16_acts(&m->tw[t], 1, err, errlen)) {
                 tower_free(&m->tw[t]);
@@ -359,6 +362,9 @@ static void input_unshare(model *m)
 #endif
     m->tw[1].acts[0].in = m->tw[1].x;
     m->tw[1].labels = m->in_own_labels[1];
+#if MODEL_CUDA
+    tower_cuda_share_input(&m->tw[1], NULL); /* its own bf16 input copy again */
+#endif
     m->in_shared = 0;
 }
 
@@ -374,6 +380,12 @@ void model_set_batch(model *m, const float *x, const int32_t *labels)
         } else { /* the double build (tests): widen on the host */
             for (size_t i = 0; i < n; i++) tw->x[i] = (real)x[i];
         }
+#if MODEL_CUDA
+        /* conv1's bf16 input, where it reads one: written with x (tower_cuda_set_input_given),
+         * here as the cast conv1 would make, on the tower's stream after the upload */
+        uint16_t *x16 = tw->device >= 0 ? tower_cuda_input_copy(tw) : NULL;
+        if (x16) tower_cast_bf16_cuda(x16, (const float *)tw->x, n, tower_cuda_stream(tw));
+#endif
         put(m, t, tw->labels, labels, sizeof(int32_t) * (size_t)c->batch);
     }
 }
@@ -518,7 +530,9 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                                           cudaMemcpyHostToDevice, st),
                           "upload of the labels", t, err, errlen))
                 return input_failed(m, err);
-            if (data_augment_cuda(tw->x, m->in_crops[t], m->in_mean[t], m->in_params[t],
+            /* and conv1's bf16 input where it reads one (tower_cuda_set_input_given) */
+            if (data_augment_cuda(tw->x, tower_cuda_input_copy(tw), m->in_crops[t],
+                                  m->in_mean[t], m->in_params[t],
                                   (int)B, c->in_size, st, err, errlen))
                 return input_failed(m, err);
             if (cuda_fail(cudaEventRecord((cudaEvent_t)m->in_ready[t], st),
@@ -532,6 +546,12 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                 return input_failed(m, err);
             m->tw[1].acts[0].in = m->tw[0].x;
             m->tw[1].labels = m->tw[0].labels;
+            /* and tower 0's bf16 copy of it, where conv1 reads one */
+            if (tower_cuda_share_input(&m->tw[1], &m->tw[0])) {
+                base_errf(err, errlen, "tower 1: conv1's bf16 input cannot be tower 0's (the "
+                                       "towers' convolution paths or precisions differ)");
+                return input_failed(m, err);
+            }
             m->in_shared = 1;
         }
         return 0;

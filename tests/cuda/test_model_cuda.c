@@ -530,7 +530,8 @@ static size_t acts_of_both(const model *ma, const model *mb, int l, float **a, f
 
 /* The bf16 input hand-over (conv3 and conv4 writing conv4's and conv5's bf16 input copy in
  * place of their fp32 activation and that conv's cast; conv1's fused LRN + max-pool writing
- * conv2's beside its fp32 pooled output) changes no bit: two steps with and without it,
+ * conv2's beside its fp32 pooled output; model_set_batch writing conv1's with x) changes no
+ * bit: two steps with and without it,
  * every loss, gradient and weight compared byte for byte (a copy left unwritten or written
  * wrong would change conv2's, conv4's or conv5's output); and conv3's and conv4's
  * activations read back are the fp32 ones rounded to bf16, every other row's the same */
@@ -567,6 +568,20 @@ Test(cuda_model, input_handover_changes_no_bit, .timeout = 120)
     }
     cr_assert_eq(handed, 2, "the tiny net has %d rows that hand over, not conv3 and conv4",
                  handed);
+    /* the rows whose bf16 input is written before them: conv1's with x (model_set_batch),
+     * conv2's by conv1's fused LRN + max-pool (where the fused kernels take the tiny net's
+     * shape), conv4's and conv5's by conv3 and conv4; none without the hand-over */
+    const tower_layer_shape *L0 = &ma.plan.layer[0];
+    int fits = tower_lrn_maxpool_cuda_fits(tiny.batch, L0->out_ch, L0->out_h, L0->out_h,
+                                           tower_plan_row(&ma.plan, 0)->lrn.n, L0->pool_k,
+                                           L0->pool_s);
+    int want = 1 | (fits ? 2 : 0) | 8 | 16;
+    for (int t = 0; t < ma.towers; t++) {
+        cr_assert_eq(tower_cuda_input_given_rows(&ma.tw[t]), want,
+                     "tower %d: rows 0x%x given their bf16 input, want 0x%x", t,
+                     tower_cuda_input_given_rows(&ma.tw[t]), want);
+        cr_assert_eq(tower_cuda_input_given_rows(&mb.tw[t]), 0);
+    }
     model_free(&ma);
     model_free(&mb);
 }

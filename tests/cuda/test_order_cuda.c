@@ -298,3 +298,42 @@ Test(cuda_order, control_missing_input_free_is_seen, .timeout = 120)
     control_sees_a_missing_event(MODEL_TEST_DROP_INPUT_FREE, 1,
                                  "input-free left out, tower 1 late");
 }
+
+/* ---- bf16 on cuDNN: conv1's bf16 input written with x ----------------------------------- */
+
+/* The augmentation writing conv1's bf16 input beside x (tower 1's conv1 reading tower 0's,
+ * on the same events as x) changes no bit against each tower's conv1 casting x itself
+ * (test_no_input_handover, which also turns off the other bf16 hand-overs: the same bits
+ * too), with the shared input and with each tower's own; and a late stream on either tower
+ * changes nothing (a copy read before its writer, or overwritten while read, would). */
+Test(cuda_order, bf16_input_copy_changes_nothing, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    if (!tower_cuda_have_cudnn()) cr_skip_test("this build has no cuDNN (-Dcudnn)");
+    make_batches();
+    model_placement base = on_gpu0;
+    base.conv = TOWER_CONV_CUDNN;
+    base.precision = TOWER_PRECISION_BF16;
+    model_placement cast = base;
+    cast.test_no_input_handover = 1;
+    run_out ref;
+    run_u8(cast, &ref);
+    for (int variant = 0; variant < 4; variant++) {
+        model_placement p = base;
+        p.test_input_per_tower = variant == 1;
+        if (variant >= 2) {
+            p.debug_delay_us = DELAY_US;
+            p.debug_delay_tower = variant - 2;
+        }
+        const char *what = variant == 0   ? "bf16 input copy, shared"
+                           : variant == 1 ? "bf16 input copy, per tower"
+                           : variant == 2 ? "bf16 input copy, tower 0 late"
+                                          : "bf16 input copy, tower 1 late";
+        run_out o;
+        run_u8(p, &o);
+        cr_assert(identical(&ref, &o, what), "%s: differs from conv1 casting x", what);
+        run_free(&o);
+    }
+    run_free(&ref);
+    done();
+}

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "helpers.h"
+#include "tower/cuda/kernels.h" /* tower_k_bf16: the host form of the towers' rounding */
 
 static void expect_matches_cpu(int B, int crop, uint32_t s)
 {
@@ -45,11 +46,29 @@ static void expect_matches_cpu(int B, int crop, uint32_t s)
     cr_assert_eq(cudaMemcpy(dmean, mean, DATA_IMAGE_BYTES * 4, cudaMemcpyHostToDevice), cudaSuccess);
     cr_assert_eq(cudaMemcpy(dp, p, np, cudaMemcpyHostToDevice), cudaSuccess);
     char err[256];
-    cr_assert_eq(data_augment_cuda(dx, dcrops, dmean, dp, B, crop, 0, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(cudaMemcpy(xg, dx, nc * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    /* without the bf16 copy, then with it (the same x, and x rounded: every element written) */
+    uint16_t *dx16, *x16 = malloc(nc * 2);
+    cr_assert(x16);
+    cr_assert_eq(cudaMalloc((void **)&dx16, nc * 2), cudaSuccess);
+    cr_assert_eq(cudaMemset(dx16, 0xff, nc * 2), cudaSuccess);
+    for (int with16 = 0; with16 < 2; with16++) {
+        cr_assert_eq(cudaMemset(dx, 0xff, nc * 4), cudaSuccess);
+        cr_assert_eq(data_augment_cuda(dx, with16 ? dx16 : NULL, dcrops, dmean, dp, B, crop, 0,
+                                       err, sizeof err),
+                     0, "%s", err);
+        cr_assert_eq(cudaMemcpy(xg, dx, nc * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (size_t i = 0; i < nc; i++)
+            if (memcmp(&xg[i], &xc[i], sizeof(float)) != 0)
+                cr_assert_fail("B %d crop %d element %zu: GPU %.9g CPU %.9g", B, crop, i,
+                               xg[i], xc[i]);
+    }
+    cr_assert_eq(cudaMemcpy(x16, dx16, nc * 2, cudaMemcpyDeviceToHost), cudaSuccess);
     for (size_t i = 0; i < nc; i++)
-        if (memcmp(&xg[i], &xc[i], sizeof(float)) != 0)
-            cr_assert_fail("B %d crop %d element %zu: GPU %.9g CPU %.9g", B, crop, i, xg[i], xc[i]);
+        if (x16[i] != tower_k_bf16(xc[i]))
+            cr_assert_fail("B %d crop %d element %zu: bf16 0x%04x, want 0x%04x (%.9g rounded)",
+                           B, crop, i, x16[i], tower_k_bf16(xc[i]), xc[i]);
+    cudaFree(dx16);
+    free(x16);
     cudaFree(dcrops);
     cudaFree(dmean);
     cudaFree(dx);
@@ -77,8 +96,8 @@ Test(augment_cuda, matches_cpu)
 Test(augment_cuda, bounds)
 {
     char err[256];
-    cr_assert_eq(data_augment_cuda(NULL, NULL, NULL, NULL, 10923, DATA_SIZE, 0, err, sizeof err), -1);
+    cr_assert_eq(data_augment_cuda(NULL, NULL, NULL, NULL, NULL, 10923, DATA_SIZE, 0, err, sizeof err), -1);
     cr_assert(strstr(err, "2^31") != NULL, "%s", err);
-    cr_assert_eq(data_augment_cuda(NULL, NULL, NULL, NULL, 1, DATA_SIZE + 1, 0, err, sizeof err), -1);
-    cr_assert_eq(data_augment_cuda(NULL, NULL, NULL, NULL, 0, 224, 0, err, sizeof err), -1);
+    cr_assert_eq(data_augment_cuda(NULL, NULL, NULL, NULL, NULL, 1, DATA_SIZE + 1, 0, err, sizeof err), -1);
+    cr_assert_eq(data_augment_cuda(NULL, NULL, NULL, NULL, NULL, 0, 224, 0, err, sizeof err), -1);
 }

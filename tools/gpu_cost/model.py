@@ -314,8 +314,11 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
                   stream="copy"))
     ops.append(Op("data", "data", "copy_h2d", "labels", bytes=4.0 * B))
     n = B * 3 * crop * crop
-    ops.append(_k("data", "data", "augment_kernel", n,
-                  n * 1.0 + 4.0 * n + 4.0 * DATA_SIZE * DATA_SIZE * 3,
+    # bf16 on cuDNN: the augmentation writes conv1's bf16 input beside x, which both towers'
+    # conv1 read (model.c: tower_cuda_input_copy, tower_cuda_share_input), so neither casts
+    x16 = bf16 and conv == "cudnn" and P[0].kind == "conv" and P[0].sources == 1
+    ops.append(_k("data", "data", "augment_bf16_kernel" if x16 else "augment_kernel", n,
+                  n * 1.0 + (6.0 if x16 else 4.0) * n + 4.0 * DATA_SIZE * DATA_SIZE * 3,
                   threads=_grid(n, 65535 * 16)))
     if towers > 1:
         for _ in range(4):
@@ -342,7 +345,8 @@ def step_ops(batch=128, size=224, towers=2, classes=1000, fused=True, precision=
                               threads=_grid(n_params, CAST_WEIGHTS_BLOCKS)))
                 ops[-1].idle = True
             ops += (_cudnn_forward(L, B, fused, bf16, bf16_acts, chain[i],
-                                   i > 0 and (chain[i - 1] or pooled[i - 1]), pooled[i])
+                                   x16 if i == 0 else chain[i - 1] or pooled[i - 1],
+                                   pooled[i])
                     if conv == "cudnn" and L.kind == "conv"
                     else _layer_forward(L, B, fused, bf16))
     _exchange(ops, "loss", "xchg", B * vt, towers, reduce=False)  # the logits

@@ -48,6 +48,9 @@ typedef struct {
     size_t xb_off, xb_slot;      /* bf16: where the layer's input copies start in xb, and
                                     the elements from one source's copy to the next (in_n
                                     rounded up to XB_ALIGN) */
+    uint16_t *x_ext;             /* bf16, a one-source layer: NULL, or where its input copy
+                                    is read from instead (another context's, which its
+                                    writer fills: tower_cudnn_share_input) */
 } layer_ctx;
 
 struct tower_cudnn {
@@ -549,12 +552,25 @@ extern "C" uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l)
 
 extern "C" void tower_cudnn_grad_given(tower_cudnn *c, int l) { c->g_given = l; }
 
+/* Source src's input copy of layer l as the passes read it: its own, or the shared one */
+static uint16_t *x_copy(tower_cudnn *c, const layer_ctx *L, int src)
+{
+    return L->x_ext ? L->x_ext : c->xb + L->xb_off + (size_t)src * L->xb_slot;
+}
+
 extern "C" uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l)
 {
     if (!c || !c->bf16 || l < 0 || l >= TOWER_MAX_LAYERS || !c->layer[l].used ||
         c->layer[l].sources != 1)
         return NULL;
-    return c->xb + c->layer[l].xb_off;
+    return x_copy(c, &c->layer[l], 0);
+}
+
+extern "C" int tower_cudnn_share_input(tower_cudnn *c, int l, uint16_t *from)
+{
+    if (!tower_cudnn_input_copy(c, l)) return -1;
+    c->layer[l].x_ext = from;
+    return 0;
 }
 
 #define BF16_LAUNCH(kernel, n, ...)                                                           \
@@ -577,7 +593,10 @@ extern "C" void tower_cudnn_forward_bf16(tower_cudnn *c, int l, int src, float *
     layer_ctx *L = &c->layer[l];
     const float one = 1.0f, zero = 0.0f;
     c->g_given = -1; /* yb is about to hold this y */
-    uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
+    uint16_t *x = x_copy(c, L, src);
+    if (in && L->x_ext) /* a shared copy is its writer's alone */
+        tower_cuda_die("cuDNN bf16 forward", "an input to cast into a shared input copy (a "
+                       "caller's error)", __FILE__, __LINE__);
     if (in) /* kept for the weight gradient */
         tower_cast_bf16_cuda(x, in, L->in_n, c->stream);
     else if (src != 0 || L->sources != 1) /* the row before wrote it: tower_cudnn_input_copy */
@@ -630,7 +649,7 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
                                  c->ones_f, 1, accumulate_dw ? &one : &zero, db, 1));
     }
     if (dw) {
-        const uint16_t *x = c->xb + L->xb_off + (size_t)src * L->xb_slot;
+        const uint16_t *x = x_copy(c, L, src);
         CUDNN_CHECK(cudnnConvolutionBackwardFilter(
             c->h, &one, L->x, x, L->y, g, L->conv[PASS_BWD_FILTER],
             (cudnnConvolutionBwdFilterAlgo_t)L->algo[PASS_BWD_FILTER], c->ws, c->ws_bytes, &zero,
@@ -712,6 +731,11 @@ extern "C" uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l)
 {
     (void)c, (void)l;
     return NULL;
+}
+extern "C" int tower_cudnn_share_input(tower_cudnn *c, int l, uint16_t *from)
+{
+    (void)c, (void)l, (void)from;
+    return -1;
 }
 extern "C" void tower_cudnn_widen(tower_cudnn *c, float *dst, const uint16_t *src, size_t n)
 {

@@ -82,6 +82,12 @@ void tower_cudnn_grad_given(tower_cudnn *c, int l);
  * row before may write it itself (its kept bf16 activation, net_cuda.cu); the forward of l
  * is then given in = NULL and casts nothing. */
 uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l);
+/* bf16, a one-source conv layer l: its passes read the input copy at `from` (another
+ * context's tower_cudnn_input_copy, which that context's writer fills, ordered before this
+ * context's reads by the caller) instead of their own; NULL: their own again, which
+ * tower_cudnn_input_copy then returns. The forward must then be given in = NULL. 0, or -1
+ * where l has no input copy. */
+int tower_cudnn_share_input(tower_cudnn *c, int l, uint16_t *from);
 
 /* dst (n fp32, n < 2^31) = src (bf16) widened, exactly, on the context's stream: a kept bf16
  * activation read back as fp32 (add_bf16_kernel, as for the input gradients). */

@@ -55,8 +55,13 @@ typedef struct {
                                   bf16 gradient (tower_cuda_set_lrn_handover) */
     int bf16_acts;             /* 1: the rows with a kept[] buffer keep their activation in it
                                   alone; 0, the default: in fp32 (tower_cuda_set_bf16_acts) */
-    int input_handover;        /* 1 (the default): bf16_chain_row's rows write their output as
-                                  the next conv's bf16 input copy (tower_cuda_set_input_handover) */
+    int input_handover;        /* 1 (the default): bf16_chain_row's rows write their output, and
+                                  bf16_pool_row's their pooled output, as the next conv's bf16
+                                  input copy (tower_cuda_set_input_handover) */
+    int x_given;               /* 1: whoever writes x writes row 0's bf16 input copy with it
+                                  (the model: tower_cuda_set_input_given), so row 0 casts none */
+    const tower *x_from;       /* NULL, or the tower whose row-0 bf16 input copy this one's
+                                  reads (both towers on one GPU: tower_cuda_share_input) */
     uint16_t *kept[TOWER_MAX_LAYERS]; /* per row, (B, Co, Ho, Wo) the ReLU's output in bf16
                                          where bf16_lrn_row holds and bf16_acts is on
                                          (make_kept), NULL elsewhere: kept_act */
@@ -85,6 +90,7 @@ static size_t act_elems(const tower *t, int l)
 static int bf16_lrn_row(const tower *t, int l);
 static int bf16_chain_row(const tower *t, int l);
 static int input_given(const tower *t, int l);
+static uint16_t *row0_copy(const tower *t);
 static uint16_t *pooled_copy(const tower *t, int l);
 static int act_row(const tower *t, const float *in);
 static uint16_t *kept_act(const tower *t, int l);
@@ -254,17 +260,28 @@ static size_t fc_in_elems(const tower *t, int l)
     return (size_t)L->sources * t->plan.cfg.batch * L->in_ch;
 }
 
-/* Bytes of fc row l's fc16 buffer: its bf16 input, 256-aligned, then its output gradient. */
+/* Elements from one source's bf16 input to the next in fc row l's fc16: B * Cin rounded up
+ * to 256 bytes, so that every GEMM operand starts aligned (when that rounds nothing, as in
+ * the paper's nets, one cast writes every source's at once). */
+static size_t fc16_slot(const tower *t, int l)
+{
+    return tower_k_round256(sizeof(uint16_t) * t->plan.cfg.batch * t->plan.layer[l].in_ch) /
+           sizeof(uint16_t);
+}
+
+/* Bytes of fc row l's fc16 buffer: its bf16 input, a slot per source, then its output
+ * gradient. */
 static size_t fc16_bytes(const tower *t, int l)
 {
-    return tower_k_round256(sizeof(uint16_t) * fc_in_elems(t, l)) +
-           sizeof(uint16_t) * t->plan.cfg.batch * t->plan.layer[l].out_ch;
+    const tower_layer_shape *L = &t->plan.layer[l];
+    return sizeof(uint16_t) *
+           (L->sources * fc16_slot(t, l) + (size_t)t->plan.cfg.batch * L->out_ch);
 }
 
 /* Where fc row l's bf16 output gradient is in its fc16 buffer. */
 static uint16_t *fc16_grad(const tower *t, int l)
 {
-    return gpu_of(t)->fc16[l] + tower_k_round256(sizeof(uint16_t) * fc_in_elems(t, l)) / 2;
+    return gpu_of(t)->fc16[l] + t->plan.layer[l].sources * fc16_slot(t, l);
 }
 
 /* The fc rows' bf16 operands, made again at the tower's precision (none but in bf16): 0,
@@ -547,6 +564,12 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
     }
     for (int l = 0; l < t->plan.n_layers; l++)
         if (tower_plan_row(&t->plan, l)->kind == TOWER_CONV) g->conv_path[l] = path[l];
+    /* a new cuDNN context reads its own input copy: the shared one again, if any */
+    if (g->x_from && tower_cuda_share_input(t, g->x_from)) {
+        snprintf(err, errlen, "tower %d: row 0's shared bf16 input copy: the towers' paths or "
+                              "precisions differ", t->index);
+        return -1;
+    }
     return make_kept(t, err, errlen); /* the rows that keep a bf16 activation now */
 }
 
@@ -811,9 +834,10 @@ static int fc_row_of(const tower *t, const float *in, int *src, const char *what
 }
 
 /* bf16: the first source's forward casts every source's input at once into the row's
- * fc16 (the exchange before the row gathered them all), each source's GEMM reads its slot
- * of it, and so does its backward's weight gradient; the first source's backward casts the
- * output gradient, which every source's two GEMMs read. */
+ * fc16 (the exchange before the row gathered them all; where the slots are padded, each
+ * source's forward casts its own), each source's GEMM reads its slot of it, and so does its
+ * backward's weight gradient; the first source's backward casts the output gradient, which
+ * every source's two GEMMs read. */
 static void cuda_fc_forward(tower *t, float *out, const float *in, const float *w,
                             const float *b, int B, int Cin, int Cout, int ldw, int accumulate)
 {
@@ -821,8 +845,11 @@ static void cuda_fc_forward(tower *t, float *out, const float *in, const float *
     tower_gpu *g = gpu_of(t);
     if (g->precision == TOWER_PRECISION_BF16) {
         int src = 0, l = fc_row_of(t, in, &src, "fc forward (bf16)");
-        if (src == 0) tower_cast_bf16_cuda(g->fc16[l], in, fc_in_elems(t, l), g->stream);
-        tower_fc_forward_bf16_cuda(out, NULL, g->fc16[l] + (size_t)src * B * Cin,
+        size_t slot = fc16_slot(t, l);
+        int whole = slot == (size_t)B * Cin; /* unpadded: one cast for every source */
+        if (whole && src == 0)
+            tower_cast_bf16_cuda(g->fc16[l], in, fc_in_elems(t, l), g->stream);
+        tower_fc_forward_bf16_cuda(out, whole ? NULL : in, g->fc16[l] + src * slot,
                                    bf16_weights(t, w), b, B, Cin, Cout, ldw, accumulate,
                                    g->cublas, g->stream);
     } else
@@ -839,7 +866,7 @@ static void cuda_fc_backward(tower *t, float *din, float *dw, float *db, const f
     if (g->precision == TOWER_PRECISION_BF16) {
         int src = 0, l = fc_row_of(t, in, &src, "fc backward (bf16)");
         tower_fc_backward_bf16_cuda(din, dw, db, dout, fc16_grad(t, l), src == 0,
-                                    g->fc16[l] + (size_t)src * B * Cin,
+                                    g->fc16[l] + src * fc16_slot(t, l),
                                     g->wbf16 + (w - t->params), B, Cin, Cout, ldw,
                                     accumulate_din, g->grad_zeroing, g->cublas, g->stream);
     } else
@@ -982,12 +1009,25 @@ static uint16_t *pooled_copy(const tower *t, int l)
                : NULL;
 }
 
+/* Row 0's bf16 input copy, as its passes read it (another tower's when shared), where row 0
+ * is a one-source conv on cuDNN's bf16 path; NULL elsewhere. */
+static uint16_t *row0_copy(const tower *t)
+{
+    const tower_gpu *g = gpu_of(t);
+    return g->cudnn && g->precision == TOWER_PRECISION_BF16 && t->plan.n_layers > 0 &&
+                   tower_plan_row(&t->plan, 0)->kind == TOWER_CONV &&
+                   g->conv_path[0] == TOWER_CONV_CUDNN
+               ? tower_cudnn_input_copy(g->cudnn, 0)
+               : NULL;
+}
+
 /* 1 when conv row l's bf16 input copy is written by the row before (a bf16_chain_row's
- * activation, or a bf16_pool_row's pooled output), so that its forward casts none */
+ * activation, or a bf16_pool_row's pooled output), or for row 0 by whoever wrote x
+ * (x_given), so that its forward casts none */
 static int input_given(const tower *t, int l)
 {
-    return l > 0 && gpu_of(t)->input_handover &&
-           (bf16_chain_row(t, l - 1) || bf16_pool_row(t, l - 1));
+    if (l == 0) return gpu_of(t)->x_given && row0_copy(t);
+    return gpu_of(t)->input_handover && (bf16_chain_row(t, l - 1) || bf16_pool_row(t, l - 1));
 }
 
 /* Row l's kept bf16 activation, or NULL where the row keeps the fp32 one: with bf16_acts
@@ -1212,6 +1252,25 @@ extern "C" void tower_cuda_set_input_handover(tower *t, int on)
     gpu_of(t)->input_handover = !!on;
 }
 
+extern "C" uint16_t *tower_cuda_input_copy(const tower *t)
+{
+    return gpu_of(t)->x_from ? NULL : row0_copy(t);
+}
+
+extern "C" void tower_cuda_set_input_given(tower *t, int on) { gpu_of(t)->x_given = !!on; }
+
+extern "C" int tower_cuda_share_input(tower *t, const tower *from)
+{
+    tower_gpu *g = gpu_of(t);
+    g->x_from = NULL;
+    if (g->cudnn && row0_copy(t)) tower_cudnn_share_input(g->cudnn, 0, NULL); /* its own */
+    uint16_t *own = row0_copy(t), *src = from ? tower_cuda_input_copy(from) : NULL;
+    if (!from || (!own && !src)) return 0; /* nothing to share: neither reads a bf16 copy */
+    if (!own || !src || !g->x_given) return -1;
+    g->x_from = from;
+    return tower_cudnn_share_input(g->cudnn, 0, src);
+}
+
 extern "C" int tower_cuda_set_bf16_acts(tower *t, int on, char *err, size_t errlen)
 {
     tower_gpu *g = gpu_of(t);
@@ -1240,6 +1299,17 @@ extern "C" int tower_cuda_bf16_acts_rows(const tower *t)
     int rows = 0;
     for (int l = 0; l < t->plan.n_layers; l++)
         if (bf16_lrn_row(t, l) && kept_act(t, l)) rows |= 1 << l;
+    return rows;
+}
+
+extern "C" int tower_cuda_input_given_rows(const tower *t)
+{
+    int rows = 0;
+    for (int l = 0; l < t->plan.n_layers; l++)
+        if (tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
+            gpu_of(t)->conv_path[l] == TOWER_CONV_CUDNN &&
+            gpu_of(t)->precision == TOWER_PRECISION_BF16 && input_given(t, l))
+            rows |= 1 << l;
     return rows;
 }
 
