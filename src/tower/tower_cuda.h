@@ -319,8 +319,8 @@ void tower_cuda_set_lrn_handover(tower *t, int on);
 void tower_cuda_set_input_handover(tower *t, int on);
 /* Row 0's bf16 input copy (the paper's conv1 on cuDNN's bf16 path: (B, in_ch, in_size,
  * in_size)), for whoever writes x to write it as well, rounded, where
- * tower_cuda_set_input_given promised so; NULL where row 0 reads no such copy or reads
- * another tower's (tower_cuda_share_input). */
+ * tower_cuda_set_input_given promised so; NULL where it did not, where row 0 reads no such
+ * copy, or where it reads another tower's (tower_cuda_share_input). */
 uint16_t *tower_cuda_input_copy(const tower *t);
 /* on 1: every write of x writes row 0's bf16 input copy too (the model's model_set_batch and
  * model_set_batch_u8: the same bits as the cast it replaces), so row 0's forward casts none;
@@ -328,9 +328,10 @@ uint16_t *tower_cuda_input_copy(const tower *t);
 void tower_cuda_set_input_given(tower *t, int on);
 /* Both towers on one GPU reading one x (the model's shared input): t's row 0 reads from's
  * bf16 input copy (which whoever writes from's x writes) instead of its own, also across a
- * new configuration of t; from NULL: its own again. Needs tower_cuda_set_input_given on t.
- * 0 (also where neither tower's row 0 reads a bf16 copy: nothing to share), or -1 where
- * only one of them does or t was not given its input (nothing is then shared). */
+ * new configuration of t (not of from: call it again then); from NULL: its own again. Only
+ * where t was given its input (tower_cuda_set_input_given; else its row 0 casts the shared
+ * x itself, and nothing is shared). 0 (also where neither tower's row 0 reads a bf16 copy:
+ * nothing to share), or -1 where only one of them does (nothing is then shared). */
 int tower_cuda_share_input(tower *t, const tower *from);
 /* on 1: in bf16, a row whose conv runs on cuDNN with its ReLU fused and the LRN and
  * max-pool fused after it keeps the ReLU's output in bf16 only (its fp32 act is not
@@ -349,7 +350,7 @@ int tower_cuda_bf16_weights_current(tower *t);
 int tower_cuda_bf16_acts_rows(const tower *t);
 /* The conv rows whose forward casts no input, its bf16 copy written before it (bit l for row
  * l): by the row before (tower_cuda_set_input_handover) or, for row 0, with x
- * (tower_cuda_set_input_given). For tests and the start-up report. */
+ * (tower_cuda_set_input_given). For tests. */
 int tower_cuda_input_given_rows(const tower *t);
 /* Makes t->acts[l].act hold row l's activation in fp32: where the row keeps it in bf16
  * only (tower_cuda_set_bf16_acts), widens the kept one into it (on the tower's stream);

@@ -384,7 +384,14 @@ void model_set_batch(model *m, const float *x, const int32_t *labels)
         /* conv1's bf16 input, where it reads one: written with x (tower_cuda_set_input_given),
          * here as the cast conv1 would make, on the tower's stream after the upload */
         uint16_t *x16 = tw->device >= 0 ? tower_cuda_input_copy(tw) : NULL;
-        if (x16) tower_cast_bf16_cuda(x16, (const float *)tw->x, n, tower_cuda_stream(tw));
+        if (x16) {
+            tower_cast_bf16_cuda(x16, (const float *)tw->x, n, tower_cuda_stream(tw));
+            char why[640]; /* a launch failure, reported here as put's are */
+            if (tower_fault_take(why, sizeof why)) {
+                fprintf(stderr, "twotower: tower %d: conv1's bf16 input: %s\n", t, why);
+                exit(3);
+            }
+        }
 #endif
         put(m, t, tw->labels, labels, sizeof(int32_t) * (size_t)c->batch);
     }
@@ -544,14 +551,15 @@ int model_set_batch_u8(model *m, const uint8_t *crops, const void *params,
                 cuda_fail(cudaStreamWaitEvent(st1, (cudaEvent_t)m->in_ready[0], 0),
                           "cudaStreamWaitEvent(input ready)", 1, err, errlen))
                 return input_failed(m, err);
-            m->tw[1].acts[0].in = m->tw[0].x;
-            m->tw[1].labels = m->tw[0].labels;
-            /* and tower 0's bf16 copy of it, where conv1 reads one */
+            /* tower 0's bf16 copy of x too, where conv1 reads one (first: a refusal leaves
+             * tower 1 on its own input) */
             if (tower_cuda_share_input(&m->tw[1], &m->tw[0])) {
                 base_errf(err, errlen, "tower 1: conv1's bf16 input cannot be tower 0's (the "
                                        "towers' convolution paths or precisions differ)");
                 return input_failed(m, err);
             }
+            m->tw[1].acts[0].in = m->tw[0].x;
+            m->tw[1].labels = m->tw[0].labels;
             m->in_shared = 1;
         }
         return 0;

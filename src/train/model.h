@@ -83,9 +83,10 @@ typedef struct {
      * a test can show it changes no bit. 0: off (the hand-over on). */
     int test_no_lrn_handover;
     /* Test hook of the bf16 input hand-over (a conv on cuDNN's bf16 path, or the fused LRN +
-     * max-pool after one, writing the next conv's bf16 input copy): 1 turns it off
-     * (tower_cuda_set_input_handover), so that a test can show it changes no bit. 0: off
-     * (the hand-over on). */
+     * max-pool after one, writing the next conv's bf16 input copy; the model writing
+     * conv1's with the image): 1 turns it off (tower_cuda_set_input_handover, no
+     * tower_cuda_set_input_given: every conv casts its input), so that a test can show it
+     * changes no bit. 0: off (the hand-over on). */
     int test_no_input_handover;
     /* --bf16-acts: 1 makes the rows of a bf16 run whose conv is on cuDNN with the LRN and
      * max-pool fused after it (the paper's conv1 and conv2) keep the ReLU's output in bf16

@@ -101,6 +101,17 @@ static void run_u8(model_placement place, run_out *o)
         o->loss[s] = model_train_step(&m, 0.01f);
         cr_assert(isfinite(o->loss[s]), "step %d: loss %g (%s)", s, o->loss[s], m.error);
     }
+    /* bf16 on cuDNN with the hand-overs: conv1 reads the copy written with x, and with a
+     * shared input tower 1 reads tower 0's (it has none to write); without them, none */
+    if (place.precision == TOWER_PRECISION_BF16 && place.conv == TOWER_CONV_CUDNN) {
+        int given = !place.test_no_input_handover;
+        for (int t = 0; t < m.towers; t++)
+            cr_assert_eq(tower_cuda_input_given_rows(&m.tw[t]) & 1, given,
+                         "tower %d: conv1 %s its bf16 input", t, given ? "casts" : "is given");
+        int shared = model_input_towers(&m) == 1;
+        cr_assert_eq(tower_cuda_input_copy(&m.tw[1]) == NULL, shared || !given,
+                     "tower 1 %s a bf16 input copy to write", shared ? "has" : "lacks");
+    }
     cr_assert_eq(model_input_wait(&m, err, sizeof err), 0, "%s", err);
     o->n = m.plan.n_params;
     for (int t = 0; t < m.towers; t++)

@@ -78,9 +78,10 @@ uint16_t *tower_cudnn_grad_buffer(tower_cudnn *c, int l);
 void tower_cudnn_grad_given(tower_cudnn *c, int l);
 
 /* bf16: conv layer l's copy of its input in bf16 (NULL unless c is a bf16 context and l a
- * conv layer of one source): what the forward convolves and the weight gradient reads. The
- * row before may write it itself (its kept bf16 activation, net_cuda.cu); the forward of l
- * is then given in = NULL and casts nothing. */
+ * conv layer of one source): what the forward convolves and the weight gradient reads (its
+ * own, or the one tower_cudnn_share_input put in its place). The row before may write it
+ * itself (its kept bf16 activation or pooled output, net_cuda.cu), or for row 0 whoever
+ * writes the image; the forward of l is then given in = NULL and casts nothing. */
 uint16_t *tower_cudnn_input_copy(tower_cudnn *c, int l);
 /* bf16, a one-source conv layer l: its passes read the input copy at `from` (another
  * context's tower_cudnn_input_copy, which that context's writer fills, ordered before this

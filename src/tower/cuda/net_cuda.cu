@@ -1254,7 +1254,8 @@ extern "C" void tower_cuda_set_input_handover(tower *t, int on)
 
 extern "C" uint16_t *tower_cuda_input_copy(const tower *t)
 {
-    return gpu_of(t)->x_from ? NULL : row0_copy(t);
+    const tower_gpu *g = gpu_of(t);
+    return g->x_given && !g->x_from ? row0_copy(t) : NULL;
 }
 
 extern "C" void tower_cuda_set_input_given(tower *t, int on) { gpu_of(t)->x_given = !!on; }
@@ -1264,9 +1265,11 @@ extern "C" int tower_cuda_share_input(tower *t, const tower *from)
     tower_gpu *g = gpu_of(t);
     g->x_from = NULL;
     if (g->cudnn && row0_copy(t)) tower_cudnn_share_input(g->cudnn, 0, NULL); /* its own */
-    uint16_t *own = row0_copy(t), *src = from ? tower_cuda_input_copy(from) : NULL;
-    if (!from || (!own && !src)) return 0; /* nothing to share: neither reads a bf16 copy */
-    if (!own || !src || !g->x_given) return -1;
+    /* not given its input: its conv1 casts the shared x into its own copy, as before */
+    if (!from || !g->x_given) return 0;
+    uint16_t *own = row0_copy(t), *src = tower_cuda_input_copy(from);
+    if (!own && !src) return 0; /* nothing to share: neither reads a bf16 copy */
+    if (!own || !src) return -1;
     g->x_from = from;
     return tower_cudnn_share_input(g->cudnn, 0, src);
 }
