@@ -261,7 +261,8 @@ fi
 # synccheck: __syncthreads and warp-synchronous calls (the softmax's shuffles) used where
 #   not every thread of the mask reaches them.
 # Then memcheck and initcheck again in bf16 on cuDNN with --bf16-acts (when the build has
-# cuDNN): its casts, the kept activations and both hand-overs, the update's bf16 weights
+# cuDNN): its casts, the kept activations and the hand-overs (conv1's input written with
+# the image, the pooled and chained inputs, the LRN gradient), the update's bf16 weights
 # (logs sanitize-TOOL-bf16.log).
 few_steps=("$exe" train --gpus 0 --data "$data" --epochs 1 --train-limit 64 --test-limit 32
            --batch 16 --size 67 --quiet --seed 1)
