@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tower/tower_cuda.h" /* tower_cuda_have_cudnn */
+
 /* Number of CUDA devices, 0 when none or no usable driver (why says which). */
 int tt_gpu_count(char *why, size_t n);
 
@@ -18,6 +20,12 @@ int tt_gpu_count(char *why, size_t n);
         char why_[256] = "";                                                                \
         int n_ = tt_gpu_count(why_, sizeof why_);                                           \
         if (n_ < (min)) cr_skip_test("needs %d CUDA device(s): %s", (int)(min), why_);      \
+    } while (0)
+
+/* Skips the calling test in a build without the cuDNN path (meson's -Dcudnn). */
+#define TT_NEED_CUDNN()                                                                     \
+    do {                                                                                    \
+        if (!tower_cuda_have_cudnn()) cr_skip_test("this build has no cuDNN (-Dcudnn)");    \
     } while (0)
 
 #define TT_CUDA(call)                                                                       \

@@ -421,10 +421,6 @@ Test(cuda_model, gpu_runs_repeat_bit_for_bit, .timeout = 120)
 
 /* ---- the cuDNN convolution path (--conv cudnn): the GEMM path's tolerances against the
  * CPU, and deterministic algorithms only, so it repeats bit for bit too ------------------ */
-#define TT_NEED_CUDNN()                                                                   \
-    do {                                                                                  \
-        if (!tower_cuda_have_cudnn()) cr_skip_test("this build has no cuDNN (-Dcudnn)");  \
-    } while (0)
 
 /* One step of the tiny and the full net on cuDNN at `precision` against the CPU, and two
  * runs bit for bit */

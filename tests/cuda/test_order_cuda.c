@@ -320,7 +320,7 @@ Test(cuda_order, control_missing_input_free_is_seen, .timeout = 120)
 Test(cuda_order, bf16_input_copy_changes_nothing, .timeout = 300)
 {
     TT_NEED_GPUS(1);
-    if (!tower_cuda_have_cudnn()) cr_skip_test("this build has no cuDNN (-Dcudnn)");
+    TT_NEED_CUDNN();
     make_batches();
     model_placement base = on_gpu0;
     base.conv = TOWER_CONV_CUDNN;

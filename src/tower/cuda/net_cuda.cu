@@ -999,14 +999,19 @@ static int bf16_pool_row(const tower *t, int l)
            next_reads(t, l, t->acts[l].pool);
 }
 
-/* Where row l's pooled output goes in bf16 too: with input_handover on (the default), a
- * bf16_pool_row's next row's input copy; NULL elsewhere (l may be -1). */
-static uint16_t *pooled_copy(const tower *t, int l)
+/* The next row's bf16 input copy where row l writes it (`hands`: row l is a bf16_chain_row
+ * or a bf16_pool_row) and input_handover is on (the default); NULL elsewhere. */
+static uint16_t *next_copy(const tower *t, int l, int hands)
 {
     const tower_gpu *g = gpu_of(t);
-    return l >= 0 && g->input_handover && bf16_pool_row(t, l)
-               ? tower_cudnn_input_copy(g->cudnn, l + 1)
-               : NULL;
+    return hands && g->input_handover ? tower_cudnn_input_copy(g->cudnn, l + 1) : NULL;
+}
+
+/* Where row l's pooled output goes in bf16 too: a bf16_pool_row's next row's input copy;
+ * NULL elsewhere (l may be -1). */
+static uint16_t *pooled_copy(const tower *t, int l)
+{
+    return l >= 0 ? next_copy(t, l, bf16_pool_row(t, l)) : NULL;
 }
 
 /* Row 0's bf16 input copy, as its passes read it (another tower's when shared), where row 0
@@ -1039,8 +1044,7 @@ static uint16_t *kept_act(const tower *t, int l)
 {
     const tower_gpu *g = gpu_of(t);
     if (bf16_lrn_row(t, l)) return g->bf16_acts ? g->kept[l] : NULL;
-    return g->input_handover && bf16_chain_row(t, l) ? tower_cudnn_input_copy(g->cudnn, l + 1)
-                                                      : NULL;
+    return next_copy(t, l, bf16_chain_row(t, l));
 }
 
 /* The row whose act `in` is, or -1. */
@@ -1308,11 +1312,8 @@ extern "C" int tower_cuda_bf16_acts_rows(const tower *t)
 extern "C" int tower_cuda_input_given_rows(const tower *t)
 {
     int rows = 0;
-    for (int l = 0; l < t->plan.n_layers; l++)
-        if (tower_plan_row(&t->plan, l)->kind == TOWER_CONV &&
-            gpu_of(t)->conv_path[l] == TOWER_CONV_CUDNN &&
-            gpu_of(t)->precision == TOWER_PRECISION_BF16 && input_given(t, l))
-            rows |= 1 << l;
+    for (int l = 0; l < t->plan.n_layers; l++) /* input_given: a conv on cuDNN's bf16 path */
+        if (input_given(t, l)) rows |= 1 << l;
     return rows;
 }
 
