@@ -210,9 +210,16 @@ def parse_ptx(text):
             continue
         if name is None:
             continue
+        # a scope opened and closed on one line holds an instruction (nvcc writes the bf16
+        # conversion as "{  cvt.rn.bf16.f32 %rs1, %f1;}"): counted, the depth unchanged
+        closes = 0
         if s.startswith("{"):
             depth += 1
-            continue
+            s = s[1:].strip()
+            if not s:
+                continue
+            if s.endswith("}") and s.count("}") > s.count("{"):
+                s, closes = s[:-1].strip(), 1
         if s.startswith("}"):
             depth -= 1
             if depth == 0:
@@ -227,6 +234,7 @@ def parse_ptx(text):
             chain = [line] + [(files.get(f, f), int(n)) for f, n in
                               re.findall(r"inlined_at\s+(\d+)\s+(\d+)", s)]
             continue
+        depth -= closes
         if not s or s.startswith("//") or s.startswith("."):
             continue
         m = re.match(r"^(\$?\w+):$", s)
