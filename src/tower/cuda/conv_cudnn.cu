@@ -309,9 +309,15 @@ static cudaError_t alloc_bf16(tower_cudnn *c)
         hb[i] = tower_k_bf16(1.0f);
         hf[i] = 1.0f;
     }
-    e = cudaMemcpy(c->ones_b, hb, 2 * c->hw_n, cudaMemcpyHostToDevice);
+    /* on the tower's stream, which does not wait for the legacy one (a plain cudaMemcpy
+     * from pageable memory may return before its DMA lands), and finished before the host
+     * copies go */
+    e = cudaMemcpyAsync(c->ones_b, hb, 2 * c->hw_n, cudaMemcpyHostToDevice, c->stream);
     if (e == cudaSuccess)
-        e = cudaMemcpy(c->ones_f, hf, sizeof(float) * c->batch, cudaMemcpyHostToDevice);
+        e = cudaMemcpyAsync(c->ones_f, hf, sizeof(float) * c->batch, cudaMemcpyHostToDevice,
+                            c->stream);
+    cudaError_t es = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess) e = es;
     free(hb);
     free(hf);
     return e;

@@ -94,7 +94,8 @@ int tower_cudnn_share_input(tower_cudnn *c, int l, uint16_t *from);
  * activation read back as fp32 (add_bf16_kernel, as for the input gradients). */
 void tower_cudnn_widen(tower_cudnn *c, float *dst, const uint16_t *src, size_t n);
 
-/* The largest workspace one chosen algorithm may use. */
+/* The largest workspace the heuristics may report for an algorithm that is chosen; the
+ * size cuDNN then asks for under the math mode set for it is allocated as it is. */
 #define TOWER_CUDNN_WORKSPACE_LIMIT ((size_t)512 << 20)
 
 #ifdef __cplusplus
