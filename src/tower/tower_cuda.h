@@ -266,13 +266,15 @@ int tower_cuda_configure(tower *t, int precision, int conv, char *err, size_t er
 /* tower_cuda_configure with a path per row: path[l] (TOWER_CONV_GEMM or TOWER_CONV_CUDNN)
  * for every conv row l < plan.n_layers, other rows ignored. A cuDNN context is made when
  * any layer is on cuDNN, the GEMM path's scratch kept when any is on GEMM; in bf16 the fc
- * layers' bf16 operands (their own buffers). */
+ * layers' bf16 operands (their own buffers, made again at every call). Not while another
+ * tower shares this one's input copy (tower_cuda_share_input): the copy is freed here. */
 int tower_cuda_configure_paths(tower *t, int precision, const int *path, char *err,
                                size_t errlen);
 /* Row l's convolution path now (TOWER_CONV_GEMM for a row that is not a conv). */
 int tower_cuda_conv_path(const tower *t, int l);
-/* `--conv auto`'s measurement on t's device, at its batch and its precision (FP32 or TF32:
- * BF16 takes no cuDNN layer, so auto is refused with it before this): for every conv row,
+/* `--conv auto`'s measurement on t's device, at its batch and its precision (in BF16 the
+ * weights' bf16 copy is made first, and each row is timed with the others on their
+ * configured paths, so without a hand-over from or to a neighbour): for every conv row,
  * each path's forward and backward (tower_forward_weighted / tower_backward_weighted, so
  * with the activation as a step runs it) `warmup` times untimed, then `reps` times each
  * way between CUDA events on t's stream; timing[l] gets the mean milliseconds per call,

@@ -941,10 +941,6 @@ static void cuda_lrn_pool_forward(tower *t, float *out, int32_t *idx, float *kee
                                    gpu_of(t)->stream);
 }
 
-/* 1 when row l's conv runs on cuDNN's bf16 path with its ReLU fused, LRN and pooling fused
- * after it: its ReLU's output is read by those alone (the fused passes and the conv's
- * mask), so it can be kept in bf16 only, and the fused backward can hand over the conv's
- * bf16 output gradient. */
 /* 1 when row l is a conv on cuDNN's bf16 path with its ReLU fused (cuda_fuses_act: a conv
  * row) */
 static int bf16_cudnn_relu_row(const tower *t, int l)
@@ -955,6 +951,10 @@ static int bf16_cudnn_relu_row(const tower *t, int l)
            cuda_fuses_act(t, l, TOWER_ACT_RELU);
 }
 
+/* 1 when row l's conv runs on cuDNN's bf16 path with its ReLU fused, LRN and pooling fused
+ * after it: its ReLU's output is read by those alone (the fused passes and the conv's
+ * mask), so it can be kept in bf16 only, and the fused backward can hand over the conv's
+ * bf16 output gradient. */
 static int bf16_lrn_row(const tower *t, int l)
 {
     const tower_layer_shape *L = &t->plan.layer[l];
