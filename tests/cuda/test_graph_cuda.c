@@ -356,6 +356,36 @@ Test(cuda_graph, replay_equals_uncaptured_shared_input, .timeout = 120)
     free_run(&u);
 }
 
+/* The same in bf16 on cuDNN, with and without --bf16-acts: the replayed step reads the
+ * hand-overs' copies (conv1's written with the shared image by tower 0 and read by tower 1,
+ * the pooled and chained inputs, the kept activations), so a copy the graph left stale
+ * shows up as a difference from the uncaptured step. */
+Test(cuda_graph, replay_equals_uncaptured_shared_input_bf16_cudnn, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    for (int acts = 0; acts < 2; acts++) {
+        model_placement on = on_gpu0;
+        on.precision = TOWER_PRECISION_BF16;
+        on.conv = TOWER_CONV_CUDNN;
+        on.bf16_acts = acts;
+        model_placement off = on;
+        on.graph = MODEL_GRAPH_ON;
+        off.graph = MODEL_GRAPH_OFF;
+        run_out g, u;
+        memset(&g, 0, sizeof g);
+        memset(&u, 0, sizeof u);
+        run_u8(on, &g);
+        run_u8(off, &u);
+        const char *what = acts ? "shared uint8 input, bf16 on cuDNN, --bf16-acts"
+                                : "shared uint8 input, bf16 on cuDNN";
+        cr_assert_eq(g.graph_state, 1, "%s: %s", what, g.graph);
+        expect_same(&g, &u, tiny.towers, what);
+        free_run(&g);
+        free_run(&u);
+    }
+}
+
 /* Two GPUs never capture (the NCCL exchange waits on the host inside a step): --graph on
  * runs them uncaptured and says why. */
 Test(cuda_graph, two_gpus_run_uncaptured, .timeout = 120)

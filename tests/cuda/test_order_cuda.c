@@ -87,6 +87,8 @@ typedef struct {
     double loss[STEPS];
     float *arena[2][3];
     size_t n;
+    int graph_state;   /* model.graph_state after the last step: 1 replayed, 2 uncaptured */
+    char graph[512];   /* model_graph_describe: what was chosen and why */
 } run_out;
 
 static void run_u8(model_placement place, run_out *o)
@@ -119,6 +121,8 @@ static void run_u8(model_placement place, run_out *o)
             o->arena[t][which] = tt_host_alloc(o->n);
             model_get_tensor(&m, t, which, o->arena[t][which]);
         }
+    o->graph_state = m.graph_state;
+    model_graph_describe(&m, o->graph, sizeof o->graph);
     model_free(&m);
 }
 
@@ -329,6 +333,12 @@ Test(cuda_order, bf16_input_copy_changes_nothing, .timeout = 300)
     cast.test_no_input_handover = 1;
     run_out ref;
     run_u8(cast, &ref);
+    /* --graph auto, the default: without a delay hook the step is replayed from a graph
+     * (auto's own check found it equal to the uncaptured step), so the copies are checked
+     * in the replayed step too; the delayed runs are uncaptured (the hook is unfit) and
+     * compared with the replayed reference */
+    cr_assert_eq(ref.graph_state, 1, "conv1 casting x: the step was not replayed: %s",
+                 ref.graph);
     for (int variant = 0; variant < 4; variant++) {
         model_placement p = base;
         p.test_input_per_tower = variant == 1;
@@ -342,6 +352,8 @@ Test(cuda_order, bf16_input_copy_changes_nothing, .timeout = 300)
                                           : "bf16 input copy, tower 1 late";
         run_out o;
         run_u8(p, &o);
+        cr_assert_eq(o.graph_state, variant < 2 ? 1 : 2, "%s: graph state %d: %s", what,
+                     o.graph_state, o.graph);
         cr_assert(identical(&ref, &o, what), "%s: differs from conv1 casting x", what);
         run_free(&o);
     }
