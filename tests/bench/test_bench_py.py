@@ -107,6 +107,17 @@ def main():
     assert bench.python_flag(["--cpu"]) == (None, ["--cpu"])
     a = bench.parse_args(["--cpu", "--batch", "32,128"])
     assert a.batches_list == [32, 128] and a.batch == 32, a
+    assert a.precision == "fp32" and not a.tf32, a
+    # --precision: --tf32 is tf32; bf16 reaches twotower's flags; both GPU only
+    a = bench.parse_args(["--gpus", "0", "--tf32"])
+    assert a.precision == "tf32" and a.tf32, a
+    a = bench.parse_args(["--gpus", "0", "--precision", "bf16", "--conv", "cudnn"])
+    assert a.precision == "bf16" and not a.tf32, a
+    assert bench.place_flags(a) == ["--gpus", "0", "--conv", "cudnn", "--precision", "bf16"]
+    for bad in (["--cpu", "--precision", "bf16"], ["--gpus", "0", "--tf32", "--precision", "bf16"]):
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "bench.py"),
+                            *bad], capture_output=True, text=True)
+        assert p.returncode == 2 and "--precision" in p.stderr, (bad, p.returncode, p.stderr)
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "bench.py"),
                         "--python", os.path.join(tmp, "no-such-python"), "--cpu"],
                        capture_output=True, text=True)
@@ -135,6 +146,7 @@ def main():
     assert close(res["ratios"]["twotower_over_eager"],
                  res["twotower"]["images_per_s"] / eager["images_per_s"])
     assert res["tf32"] == {"twotower": False, "pytorch_matmul": False, "pytorch_cudnn": False}
+    assert res["precision"] == "fp32" and eager["precision"] == "fp32", res["precision"]
     assert res["full_size"] is False and res["peak_fp32_tflops"] is None
     c = res["correctness"]
     assert c["pass"] is True and c["gradients"] == 32 and not c["failed"], c

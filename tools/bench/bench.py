@@ -9,7 +9,9 @@ Runs, one after the other on one device:
      the paper's SGD written out (v = 0.9 v - 0.0005 lr w - lr g, w += v, weights only
      decay), eager and with torch.compile, at the same batch and precision (FP32, TF32
      off; with --tf32, TF32 on in both: twotower's cuBLAS GEMMs and PyTorch's matmuls and
-     cuDNN convolutions), after warm-up;
+     cuDNN convolutions; with --precision bf16, twotower's --precision bf16 against
+     PyTorch's bf16 autocast of the forward and the loss: bf16 operands, fp32 sums, fp32
+     master weights and update in both), after warm-up;
   3. correctness: `twotower dump` of one batch and compare.py's PyTorch check of the
      logits, loss and every gradient on the same device: PASS or FAIL (exit code 1).
 Prints one table (images/s, ratios, memory, achieved GFLOP/s against the device's
@@ -30,6 +32,7 @@ the script starts itself again under that Python.
 
 Exit code: 0 all ran and the check passed; 1 a run failed or the check failed; 2 usage."""
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -143,7 +146,11 @@ def parse_args(argv):
                          "ratios can be a minute's luck (default 1)")
     ap.add_argument("--json", default=None, help="write every number here")
     ap.add_argument("--tf32", action="store_true",
-                    help="GPU only: TF32 tensor-core math in both programs (default: FP32)")
+                    help="GPU only: TF32 tensor-core math in both programs (default: FP32); "
+                         "the same as --precision tf32")
+    ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
+                    help="GPU only: fp32 (default), tf32 (= --tf32), or bf16: twotower's "
+                         "--precision bf16 against PyTorch's torch.autocast(dtype=bfloat16)")
     ap.add_argument("--conv", choices=("gemm", "cudnn", "auto"), default="gemm",
                     help="GPU only: twotower's convolutions, im2col + cuBLAS (default), cuDNN, "
                          "or per layer the faster of the two (timed at start-up)")
@@ -156,8 +163,12 @@ def parse_args(argv):
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.profile_steps < 0:
         ap.error("--warmup and --profile-steps must be at least 0")
-    if args.tf32 and args.cpu:
-        ap.error("--tf32 is a GPU math mode: drop it or --cpu")
+    if args.tf32 and args.precision not in (None, "tf32"):
+        ap.error(f"--tf32 and --precision {args.precision} disagree: give one")
+    args.precision = args.precision or ("tf32" if args.tf32 else "fp32")
+    args.tf32 = args.precision == "tf32"
+    if args.precision != "fp32" and args.cpu:
+        ap.error(f"--precision {args.precision} is a GPU math mode: drop it or --cpu")
     if args.conv != "gemm" and args.cpu:
         ap.error(f"--conv {args.conv} is a GPU option: drop it or --cpu")
     if args.gpus is not None and not args.gpus.isdigit():
@@ -198,7 +209,7 @@ def net_flags(args):
 def place_flags(args):
     if args.cpu:
         return ["--cpu"]
-    return ["--gpus", args.gpus, "--conv", args.conv] + (["--tf32"] if args.tf32 else [])
+    return ["--gpus", args.gpus, "--conv", args.conv, "--precision", args.precision]
 
 
 def rss_bytes():
@@ -283,18 +294,26 @@ class Batches:
         return x - self.mean[:, oy:oy + self.S, ox:ox + self.S] + self.rgb[k], self.labels[k]
 
 
-def make_step(net, fwd, lr, momentum=0.9, wd=0.0005):
+def make_step(net, fwd, lr, momentum=0.9, wd=0.0005, bf16=False):
     """One training step with the paper's SGD written out (foreach ops: one kernel per op
-    for all tensors, the fastest eager form)."""
+    for all tensors, the fastest eager form); bf16: the forward and the loss under bf16
+    autocast (the usual mixed precision: bf16 operands, fp32 weights, gradients and update;
+    bf16 needs no loss scaling)."""
     ws = [p for n, p in net.named_parameters() if n.endswith("weight")]
     bs = [p for n, p in net.named_parameters() if n.endswith("bias")]
     vw = [torch.zeros_like(p) for p in ws]
     vb = [torch.zeros_like(p) for p in bs]
 
+    def amp():
+        if bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step(x, y):
         for p in net.parameters():
             p.grad = None
-        loss = F.cross_entropy(fwd(x), y)
+        with amp():
+            loss = F.cross_entropy(fwd(x), y)
         loss.backward()
         with torch.no_grad():
             # v = 0.9 v - wd lr w - lr g; w += v  (weights); biases: no decay
@@ -322,7 +341,7 @@ def run_torch(tt, args, device, compiled):
     if compiled:
         fwd = torch.compile(net, mode=args.compile_mode)
     data = Batches(args, device)
-    step = make_step(net, fwd, args.lr)
+    step = make_step(net, fwd, args.lr, bf16=args.precision == "bf16")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     k = 0
@@ -347,6 +366,7 @@ def run_torch(tt, args, device, compiled):
     res = {"images_per_s": ips, "ms_per_step": 1e3 * dt / args.steps,
            "gflops_per_s": tt["flops_per_image"] * ips / 1e9,
            "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
+           "precision": args.precision,
            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
@@ -438,11 +458,16 @@ def report(res):
           f"{tt['config']['size']}x{tt['config']['size']}, width_div "
           f"{tt['config']['width_div']}, {tt['flops_per_image'] / 1e9:.3f} GFLOP/image")
     on = res['tf32']['twotower']
-    print(f"   precision: FP32 storage everywhere. TF32: twotower {'on' if on else 'off'} "
-          f"(cuBLAS {'TF32_TENSOR_OP' if on else 'default'} math); PyTorch "
-          f"backends.cuda.matmul.allow_tf32 = {res['tf32']['pytorch_matmul']}, "
-          f"backends.cudnn.allow_tf32 = {res['tf32']['pytorch_cudnn']}; cudnn.benchmark "
-          f"{res['cudnn_benchmark']}")
+    if res.get("precision") == "bf16":
+        print("   precision: bf16: twotower --precision bf16 (bf16 GEMM and cuDNN operands, "
+              "fp32 sums, fp32 weights and update); PyTorch torch.autocast(dtype=bfloat16) "
+              f"of the forward and the loss; cudnn.benchmark {res['cudnn_benchmark']}")
+    else:
+        print(f"   precision: FP32 storage everywhere. TF32: twotower {'on' if on else 'off'} "
+              f"(cuBLAS {'TF32_TENSOR_OP' if on else 'default'} math); PyTorch "
+              f"backends.cuda.matmul.allow_tf32 = {res['tf32']['pytorch_matmul']}, "
+              f"backends.cudnn.allow_tf32 = {res['tf32']['pytorch_cudnn']}; cudnn.benchmark "
+              f"{res['cudnn_benchmark']}")
     print(f"   twotower's convolutions: {tt.get('conv_detail', tt.get('conv', '?'))}")
     if tt.get("conv") == "auto":
         print(f"   twotower's --conv {tt.get('conv_choice', '?')}")
@@ -554,6 +579,7 @@ def main(argv=None):
 
     base = {"tool": "tools/bench/bench.py", "format": 1, "torch_version": torch.__version__,
             "python": sys.executable, "twotower_program": exe, "threads": threads,
+            "precision": args.precision,
             "tf32": {"twotower": bool(args.tf32),
                      "pytorch_matmul": torch.backends.cuda.matmul.allow_tf32,
                      "pytorch_cudnn": torch.backends.cudnn.allow_tf32},
