@@ -105,9 +105,24 @@ static void step_close_to_cpu_paths(const tower_config *cfg, model_placement gpu
     init_or_fail(&c, cfg, on_cpu, 5);
     init_or_fail(&g, cfg, gpu, 5);
     char err[512] = "";
-    for (int t = 0; paths && t < g.towers; t++)
+    for (int t = 0; paths && t < g.towers; t++) {
         cr_assert_eq(tower_cuda_configure_paths(&g.tw[t], gpu.precision, paths, err, sizeof err), 0,
                      "%s", err);
+        /* cuDNN's context holds the rows on cuDNN alone: its algorithms are named for
+         * those rows and no others */
+        char desc[2048];
+        tower_cuda_describe_conv(&g.tw[t], desc, sizeof desc);
+        const char *algos = strstr(desc, "cuDNN ");
+        for (int l = 0; l < g.plan.n_layers; l++) {
+            if (tower_plan_row(&g.plan, l)->kind != TOWER_CONV) continue;
+            char key[64];
+            snprintf(key, sizeof key, "%s: forward algo", tower_plan_row(&g.plan, l)->name);
+            cr_assert_eq(algos && strstr(algos, key) != NULL, paths[l] == TOWER_CONV_CUDNN,
+                         "tower %d: %s %s cuDNN's description: %s", t,
+                         tower_plan_row(&g.plan, l)->name,
+                         paths[l] == TOWER_CONV_CUDNN ? "missing from" : "in", desc);
+        }
+    }
     compare_tensors(&g, &c, 0, 0.0); /* the same init, bit for bit */
     float *x;
     int32_t *labels;

@@ -151,19 +151,23 @@ static int query_workspace(tower_cudnn *c, layer_ctx *L, const char *l, char *er
     return 0;
 }
 
+/* A layer's descriptors destroyed and the layer left out (used 0). */
+static void layer_drop(layer_ctx *L)
+{
+    if (L->x) cudnnDestroyTensorDescriptor(L->x);
+    if (L->y) cudnnDestroyTensorDescriptor(L->y);
+    if (L->bias) cudnnDestroyTensorDescriptor(L->bias);
+    if (L->w) cudnnDestroyFilterDescriptor(L->w);
+    for (int p = 0; p < PASSES; p++)
+        if (L->conv[p]) cudnnDestroyConvolutionDescriptor(L->conv[p]);
+    memset(L, 0, sizeof *L);
+}
+
 extern "C" void tower_cudnn_free(tower_cudnn *c)
 {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream); /* nothing of ours still running */
-    for (int l = 0; l < TOWER_MAX_LAYERS; l++) {
-        layer_ctx *L = &c->layer[l];
-        if (L->x) cudnnDestroyTensorDescriptor(L->x);
-        if (L->y) cudnnDestroyTensorDescriptor(L->y);
-        if (L->bias) cudnnDestroyTensorDescriptor(L->bias);
-        if (L->w) cudnnDestroyFilterDescriptor(L->w);
-        for (int p = 0; p < PASSES; p++)
-            if (L->conv[p]) cudnnDestroyConvolutionDescriptor(L->conv[p]);
-    }
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++) layer_drop(&c->layer[l]);
     if (c->ws) cudaFree(c->ws);
     if (c->packed) cudaFree(c->packed);
     void *bf[] = {c->xb, c->yb, c->dxb, c->dwb, c->wpack, c->ones_b, c->ones_f, c->bsum};
@@ -331,8 +335,10 @@ static size_t bf16_bytes(const tower_cudnn *c)
 }
 
 extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
-                                           void *stream, char *err, size_t errlen)
+                                           void *stream, const int *path, char *dropped,
+                                           size_t droppedlen, char *err, size_t errlen)
 {
+    if (dropped && droppedlen) dropped[0] = 0;
     tower_cudnn *c = (tower_cudnn *)calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "cuDNN: out of host memory");
@@ -366,13 +372,34 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision
         tower_cudnn_free(c);
         return NULL;
     }
+    int described = 0;
+    size_t used = 0;
     for (int l = 0; l < plan->n_layers; l++) {
         snprintf(c->name[l], sizeof c->name[l], "%s", tower_plan_row(plan, l)->name);
-        if (tower_plan_row(plan, l)->kind == TOWER_CONV &&
-            describe_layer(c, plan, l, precision, err, errlen)) {
+        if (tower_plan_row(plan, l)->kind != TOWER_CONV || (path && path[l] != TOWER_CONV_CUDNN))
+            continue;
+        char why[512];
+        if (!describe_layer(c, plan, l, precision, why, sizeof why)) {
+            described++;
+            continue;
+        }
+        if (!dropped) {
+            snprintf(err, errlen, "%s", why);
             tower_cudnn_free(c);
             return NULL;
         }
+        /* left out: describe_layer fails before it adds to the context's sizes, except
+         * the 32-bit check, after which a size only grows a buffer */
+        layer_drop(&c->layer[l]);
+        int w = used < droppedlen ? snprintf(dropped + used, droppedlen - used, "%s%s",
+                                             used ? "; " : "", why)
+                                  : 0;
+        if (w > 0) used += (size_t)w;
+    }
+    if (!described) {
+        snprintf(err, errlen, "%s", dropped && dropped[0] ? dropped : "cuDNN: no conv layer to describe");
+        tower_cudnn_free(c);
+        return NULL;
     }
     cudaError_t e = cudaSuccess;
     if (c->ws_bytes) e = cudaMalloc(&c->ws, c->ws_bytes);
@@ -393,6 +420,11 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision
 extern "C" size_t tower_cudnn_bytes(const tower_cudnn *c)
 {
     return c ? c->ws_bytes + sizeof(float) * c->packed_floats + bf16_bytes(c) : 0;
+}
+
+extern "C" int tower_cudnn_has(const tower_cudnn *c, int l)
+{
+    return c && l >= 0 && l < TOWER_MAX_LAYERS && c->layer[l].used;
 }
 
 extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
@@ -680,12 +712,15 @@ extern "C" void tower_cudnn_backward_bf16(tower_cudnn *c, int l, int src, float 
 extern "C" int tower_cudnn_available(void) { return 0; }
 
 extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
-                                           void *stream, char *err, size_t errlen)
+                                           void *stream, const int *path, char *dropped,
+                                           size_t droppedlen, char *err, size_t errlen)
 {
     (void)plan;
     (void)precision;
     (void)cublas;
     (void)stream;
+    (void)path;
+    if (dropped && droppedlen) dropped[0] = 0;
     snprintf(err, errlen, "--conv cudnn: this build has no cuDNN (meson found no cudnn.h and "
                           "libcudnn; -Dcudnn=enabled makes that an error): use --conv gemm");
     return NULL;
@@ -693,6 +728,11 @@ extern "C" tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision
 
 extern "C" void tower_cudnn_free(tower_cudnn *c) { (void)c; }
 extern "C" size_t tower_cudnn_bytes(const tower_cudnn *c) { (void)c; return 0; }
+extern "C" int tower_cudnn_has(const tower_cudnn *c, int l)
+{
+    (void)c, (void)l;
+    return 0;
+}
 extern "C" void tower_cudnn_describe(const tower_cudnn *c, char *buf, size_t n)
 {
     (void)c;

@@ -20,16 +20,23 @@ typedef struct tower_cudnn tower_cudnn;
 /* 1 when this build has the cuDNN path. */
 int tower_cudnn_available(void);
 
-/* Descriptors for every conv layer of plan at its batch, algorithms chosen by cuDNN's
- * heuristics among the deterministic ones (so a run repeats bit for bit) that need at
- * most TOWER_CUDNN_WORKSPACE_LIMIT bytes. precision (TOWER_PRECISION_*): FP32 without
- * tensor cores; TF32 allows them (as PyTorch's allow_tf32); BF16 makes every tensor cuDNN
- * sees bf16 (fp32 sums inside its calls) and adds the bf16 buffers the _bf16 calls below
- * use. cublas: the tower's cublasHandle_t, bound to stream (bf16's bias gradient is two
- * cuBLAS calls); stream: the tower's cudaStream_t; the caller has made the tower's device
- * current. NULL with err on failure. */
+/* Descriptors for the conv layers of plan at its batch (every one with path NULL, else
+ * those whose path[l] is TOWER_CONV_CUDNN), algorithms chosen by cuDNN's heuristics among
+ * the deterministic ones (so a run repeats bit for bit) that need at most
+ * TOWER_CUDNN_WORKSPACE_LIMIT bytes. precision (TOWER_PRECISION_*): FP32 without tensor
+ * cores; TF32 allows them (as PyTorch's allow_tf32); BF16 makes every tensor cuDNN sees
+ * bf16 (fp32 sums inside its calls) and adds the bf16 buffers the _bf16 calls below use.
+ * cublas: the tower's cublasHandle_t, bound to stream (bf16's bias gradient is two cuBLAS
+ * calls); stream: the tower's cudaStream_t; the caller has made the tower's device
+ * current. dropped NULL: a layer cuDNN cannot take (no algorithm) fails the whole call;
+ * else such a layer is left out (tower_cudnn_has says which are in) and named, with why,
+ * in dropped ("" when none was): what `--conv auto`'s timing wants. NULL with err on
+ * failure, or when no layer is left. */
 tower_cudnn *tower_cudnn_create(const tower_plan *plan, int precision, void *cublas,
-                                void *stream, char *err, size_t errlen);
+                                void *stream, const int *path, char *dropped,
+                                size_t droppedlen, char *err, size_t errlen);
+/* 1 when conv layer l is described in c (c may be NULL). */
+int tower_cudnn_has(const tower_cudnn *c, int l);
 void tower_cudnn_free(tower_cudnn *c);
 /* Device bytes it holds (workspace, the packed weight block, bf16's buffers). */
 size_t tower_cudnn_bytes(const tower_cudnn *c);

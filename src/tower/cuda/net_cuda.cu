@@ -518,7 +518,9 @@ extern "C" int tower_cuda_configure_paths(tower *t, int precision, const int *pa
     g->cudnn = NULL;
     for (int l = 0; l < t->plan.n_layers; l++) g->conv_path[l] = TOWER_CONV_GEMM;
     if (any_cudnn) {
-        g->cudnn = tower_cudnn_create(&t->plan, precision, g->cublas, g->stream, err, errlen);
+        /* the rows on cuDNN alone: each of them must have its algorithms */
+        g->cudnn = tower_cudnn_create(&t->plan, precision, g->cublas, g->stream, path, NULL, 0,
+                                      err, errlen);
         if (!g->cudnn) return -1;
     }
     /* the GEMM scratch at this precision's size, and the weights' bf16 copy and the fc
@@ -1401,9 +1403,13 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     memcpy(saved, g->conv_path, sizeof saved);
     tower_cudnn *own = NULL;
     if (!g->cudnn && tower_cudnn_available()) {
-        char why[512] = "";
-        own = tower_cudnn_create(p, g->precision, g->cublas, g->stream, why, sizeof why);
+        /* every conv row cuDNN can take: one it cannot is timed on GEMM alone, and said */
+        char why[512] = "", dropped[512] = "";
+        own = tower_cudnn_create(p, g->precision, g->cublas, g->stream, NULL, dropped,
+                                 sizeof dropped, why, sizeof why);
         if (!own && note) snprintf(note, notelen, "cuDNN not measured: %s", why);
+        else if (dropped[0] && note)
+            snprintf(note, notelen, "cuDNN not measured where it has no algorithm: %s", dropped);
         g->cudnn = own;
     } else if (!tower_cudnn_available() && note) {
         snprintf(note, notelen, "cuDNN not measured: this build has no cuDNN");
@@ -1439,7 +1445,7 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
         for (int l = 0; l < p->n_layers && e == cudaSuccess; l++) {
             if (tower_plan_row(p, l)->kind != TOWER_CONV) continue;
             for (int k = 0; k < TOWER_CONV_PATHS && e == cudaSuccess; k++) {
-                if (k == TOWER_CONV_CUDNN && !g->cudnn) continue;
+                if (k == TOWER_CONV_CUDNN && !tower_cudnn_has(g->cudnn, l)) continue;
                 g->conv_path[l] = k;
                 int handover = k == TOWER_CONV_CUDNN && lrn_grad_handover(t, l);
                 for (int i = 0; i < warmup; i++) {
