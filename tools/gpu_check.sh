@@ -8,8 +8,9 @@
 # accuracy), and runs compute-sanitizer (memcheck, synccheck, initcheck, racecheck) over a
 # few training steps.
 # Logs go to ./gpu-check-logs; with $OUT set (the lent machine, which sends back at most 8
-# files) to /tmp/gpu-check-logs, packed after every stage into $OUT/logs.tgz beside a copy
-# of $OUT/summary.txt, so what ran comes back even when a later stage is cut off.
+# files) to $TMPDIR/gpu-check-logs (/tmp), packed after every stage into $OUT/logs.tgz
+# beside a copy of $OUT/summary.txt, so what ran comes back even when a later stage is cut
+# off. Its other scratch (the unpacked carry, run folders) goes to $TMPDIR too.
 #
 #   tools/gpu_check.sh [--carry DIR] [--build DIR] [--data DIR] [--stages LIST] [--size N]
 #                      [--bench-args "ARGS"] [--sanitizers LIST] [--deadline S]
@@ -54,7 +55,8 @@ while [ $# -gt 0 ]; do
         --size) size=$2; shift 2 ;;
         --bench-args) bench_args=$2; shift 2 ;;
         --sanitizers) sanitizers=$2; shift 2 ;;
-        --deadline) deadline=$2; shift 2 ;;
+        --deadline) deadline=$2; shift 2
+                    [[ $deadline =~ ^[0-9]+$ ]] || { echo "gpu_check: --deadline '$deadline': expected whole seconds" >&2; exit 2; } ;;
         --prepare-carry) prepare=1; shift; if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then prep_dir=$1; shift; fi ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -116,8 +118,9 @@ fi
 
 # ---- on the GPU machine -------------------------------------------------------------------
 orig_ldp=${LD_LIBRARY_PATH-}   # the machine's own, for PyTorch (the bench stage)
+tmpd=${TMPDIR:-/tmp}
 if [ -n "${OUT:-}" ]; then
-    logs=/tmp/gpu-check-logs
+    logs=$tmpd/gpu-check-logs
     rm -rf "$logs"
     [ -n "$deadline" ] || deadline=300
 else
@@ -130,21 +133,31 @@ note() { echo "$*" | tee -a "$summary"; }
 die() { echo "gpu_check: $*" >&2; echo "gpu_check: stopped: $*" >>"$summary"; exit 1; }
 failed=0
 t0=$SECONDS
-# pack: with $OUT set, summary.txt and logs.tgz (every log; one over 8 MiB, a sanitizer's
-# thousands of reports, cut to its first and last 3 MiB) into $OUT: two files
-pack() {
-    [ -n "${OUT:-}" ] || return 0
+# pack: with $OUT set, summary.txt and logs.tgz (every log) into $OUT: two files. A log over
+# 8 MiB (a sanitizer's thousands of reports) is cut to its first and last 3 MiB, and, should
+# the archive still pass the 16 MiB a file may come back in, every log over 1 MiB to its
+# first and last 256 KiB
+cut_logs() { # cut_logs OVER KEEP
     local f
     while IFS= read -r -d '' f; do
-        { head -c 3M "$f"; printf '\n[... cut by gpu_check: %s bytes in all ...]\n' "$(stat -c %s "$f")"
-          tail -c 3M "$f"; } >"$f.cut" && mv "$f.cut" "$f"
-    done < <(find "$logs" -type f -size +8M -print0)
+        { head -c "$2" "$f"; printf '\n[... cut by gpu_check: %s bytes in all ...]\n' "$(stat -c %s "$f")"
+          tail -c "$2" "$f"; } >"$f.cut" && mv "$f.cut" "$f"
+    done < <(find "$logs" -type f -size +"$1" -print0)
+}
+pack() {
+    [ -n "${OUT:-}" ] || return 0
+    cut_logs 8M 3M
     cp "$summary" "$OUT/summary.txt"
-    tar -C "$logs" -czf "$OUT/logs.tgz.part" . && mv "$OUT/logs.tgz.part" "$OUT/logs.tgz"
+    tar -C "$logs" -czf "$OUT/logs.tgz.part" . || return 0
+    if [ "$(stat -c %s "$OUT/logs.tgz.part")" -gt $((15 * 1024 * 1024)) ]; then
+        cut_logs 1M 256K
+        tar -C "$logs" -czf "$OUT/logs.tgz.part" . || return 0
+    fi
+    mv "$OUT/logs.tgz.part" "$OUT/logs.tgz"
 }
 trap pack EXIT
 # capped CAP CMD...: CMD under timeout, for at most CAP seconds and never past the deadline;
-# 125 (and a line on stdout, which the caller's log takes) when too little is left to start
+# 200 (and a line on stdout, which the caller's log takes) when too little is left to start
 left() { if [ -n "$deadline" ]; then echo $((deadline - (SECONDS - t0))); else echo 1000000; fi; }
 capped() {
     local cap=$1 l
@@ -152,7 +165,7 @@ capped() {
     l=$(left)
     if [ "$l" -lt 20 ]; then
         echo "gpu_check: not started, $l s left before the deadline: $*"
-        return 125
+        return 200
     fi
     [ "$l" -lt "$cap" ] && cap=$l
     timeout -k 10 "$cap" "$@"
@@ -161,7 +174,7 @@ capped() {
 why() {
     case $1 in
         124|137) echo "cut off by its time limit" ;;
-        125) echo "not started: the deadline (--deadline) was near" ;;
+        200) echo "not started: the deadline (--deadline) was near" ;;
         *) echo "exit $1" ;;
     esac
 }
@@ -196,7 +209,7 @@ done
 
 if [ -n "$carry" ]; then
     [ -f "$carry/gpu-carry.tar.xz" ] || die "$carry/gpu-carry.tar.xz not found: make it with --prepare-carry on the development machine and carry that folder"
-    unpacked=/tmp/twotower-carry
+    unpacked=$tmpd/twotower-carry
     rm -rf "$unpacked"; mkdir -p "$unpacked"
     # tar's -J needs the xz program; Python's tarfile reads the archive without it
     tar -C "$unpacked" -xJf "$carry/gpu-carry.tar.xz" 2>"$logs/unpack.log" ||
@@ -280,7 +293,7 @@ if [[ $stages == *tests* ]]; then
              tests/bench/test_bench tests/data/test_data_augment_cuda; do
         [ -x "$build/$t" ] || { note "FAIL: $t not built"; failed=1; continue; }
         echo "=== $t" >>"$tlog"
-        (cd "$root" && OPENBLAS_NUM_THREADS=8 capped 240 "$build/$t" --verbose >>"$tlog" 2>&1)
+        (cd "$root" && OPENBLAS_NUM_THREADS=8 capped 330 "$build/$t" --verbose >>"$tlog" 2>&1)
         rc=$?
         if [ $rc -eq 0 ]; then r=ok; else r="FAIL ($(why $rc))"; failed=1; fi
         # this program's own lines of the log
@@ -314,20 +327,27 @@ if [[ $stages == *cost* ]]; then
         how=""
         # the carried prediction when there is one (made from the same sources; predicting
         # here would compile them again), else one made here
-        if [ -n "$carry" ] && [ -f "$carry/gpu_cost.json" ] &&
-           capped 60 "$py" tools/gpu_cost/gpu_cost.py --predicted "$carry/gpu_cost.json" \
-               --measured "$bj" >"$clog" 2>&1; then
-            how="the carried prediction"
-            cp "$carry/gpu_cost.json" "$logs/gpu_cost.json"
-        elif command -v nvcc >/dev/null && [ -f "$build/compile_commands.json" ] &&
-             capped 240 "$py" tools/gpu_cost/gpu_cost.py --quick --build "$build" --measured "$bj" \
-                 --json "$logs/gpu_cost.json" >"$clog" 2>&1; then
-            how="predicted here"
+        tried="no carry/gpu_cost.json, and no nvcc and compile_commands.json to predict here"
+        if [ -n "$carry" ] && [ -f "$carry/gpu_cost.json" ]; then
+            capped 60 "$py" tools/gpu_cost/gpu_cost.py --predicted "$carry/gpu_cost.json" \
+                --measured "$bj" >"$clog" 2>&1
+            rc=$?
+            if [ $rc -eq 0 ]; then
+                how="the carried prediction"
+                cp "$carry/gpu_cost.json" "$logs/gpu_cost.json"
+            else tried="the carried prediction: $(why $rc)"; fi
+        fi
+        if [ -z "$how" ] && command -v nvcc >/dev/null && [ -f "$build/compile_commands.json" ]; then
+            capped 240 "$py" tools/gpu_cost/gpu_cost.py --quick --build "$build" --measured "$bj" \
+                --json "$logs/gpu_cost.json" >>"$clog" 2>&1
+            rc=$?
+            if [ $rc -eq 0 ]; then how="predicted here"
+            else tried="$tried; predicting here: $(why $rc)"; fi
         fi
         if [ -n "$how" ]; then
             note "ok: cost ($how; see cost.log): $(grep -a 'images/s' "$clog" | grep -a 'measured' | tail -1)"
         else
-            note "FAIL: cost: no prediction (no nvcc here and no carry/gpu_cost.json): $(tail -2 "$clog" 2>/dev/null | tr '\n' ' ')"
+            note "FAIL: cost: no prediction ($tried): $(tail -2 "$clog" 2>/dev/null | tr '\n' ' ')"
             failed=1
         fi
         # ncu on the work list's kernels: instructions executed, DRAM bytes, time per launch
@@ -411,7 +431,7 @@ if [[ $stages == *bench* ]]; then
     else
         # twotower gets the library path set up above; PyTorch keeps the machine's own (the
         # toolkit's libcublas first on LD_LIBRARY_PATH could shadow the one torch was built with)
-        wrap=/tmp/twotower-bench-exe.sh
+        wrap=$tmpd/twotower-bench-exe.sh
         printf '#!/bin/sh\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$LD_LIBRARY_PATH" "$(realpath "$exe")" >"$wrap"
         chmod +x "$wrap"
         bench_runs=("bf16-cudnn:--precision bf16 --conv cudnn" ":")
@@ -469,7 +489,7 @@ if [[ $stages == *graph* ]]; then
             capped 120 "$exe" bench --gpus 0 --batch "$b" $flags --graph "$mode" --profile-steps 0 \
                 --json "$logs/graph-$mode-$tag.json" >>"$glog" 2>&1
             rc=$?
-            [ $rc -eq 0 ] || { ok=0; why_not="--graph $mode: $(why $rc)"; }
+            [ $rc -eq 0 ] || { ok=0; why_not="${why_not:+$why_not, }--graph $mode: $(why $rc)"; }
         done
         b="$b${flags:+ $flags}"
         if [ $ok -eq 1 ]; then
@@ -502,7 +522,7 @@ fi
 
 # ---- 5. one epoch of Fashion-MNIST on one GPU (both towers on GPU 0) ----------------------
 # fp32 and bf16 on the default path, then bf16 on cuDNN (with cuDNN in the build); each run
-# folder in /tmp (a checkpoint of the full net is 240 MB: not for the logs)
+# folder in $TMPDIR (a checkpoint of the full net is 240 MB: not for the logs)
 if [[ $stages == *epoch* ]]; then
     stage epoch
     epochs=("fp32:gemm" "bf16:gemm")
@@ -513,9 +533,9 @@ if [[ $stages == *epoch* ]]; then
         [ "$conv" = gemm ] || tag=$prec-$conv
         elog=$logs/epoch.log
         [ "$tag" = fp32 ] || elog=$logs/epoch-$tag.log
-        rm -rf "/tmp/gpu-check-run-$tag"
+        rm -rf "$tmpd/gpu-check-run-$tag"
         args=(train --gpus 0 --data "$data" --epochs 1 --seed 1 --precision "$prec" --conv "$conv"
-              --run "/tmp/gpu-check-run-$tag" --log-every 50)
+              --run "$tmpd/gpu-check-run-$tag" --log-every 50)
         [ -n "$size" ] && args+=(--size "$size")
         start=$(date +%s.%N)
         capped 240 "$exe" "${args[@]}" >"$elog" 2>&1
@@ -525,7 +545,7 @@ if [[ $stages == *epoch* ]]; then
             # the speed from the run's metrics.jsonl: its train lines (every --log-every
             # steps) carry the training time so far; the first interval (start-up, the
             # first batches) is left out of the steady rate
-            speed=$(python3 - "/tmp/gpu-check-run-$tag/metrics.jsonl" <<'PY' 2>/dev/null
+            speed=$(python3 - "$tmpd/gpu-check-run-$tag/metrics.jsonl" <<'PY' 2>/dev/null
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 tr = [r for r in rows if r.get("type") == "train"]
@@ -601,13 +621,13 @@ if [[ $stages == *sanitize* ]]; then
             tool=${run%%:*} tag="" extra=()
             [ "$run" != "$tool" ] && tag=-${run#*:} extra=("${bf16_steps[@]}")
             slog=$logs/sanitize-$tool$tag.log
-            rm -rf "/tmp/gpu-check-san-$tool$tag"
+            rm -rf "$tmpd/gpu-check-san-$tool$tag"
             capped 180 "$cs" --tool "$tool" --error-exitcode 9 "${few_steps[@]}" "${extra[@]}" \
-                --run "/tmp/gpu-check-san-$tool$tag" >"$slog" 2>&1
+                --run "$tmpd/gpu-check-san-$tool$tag" >"$slog" 2>&1
             rc=$?
             tool=$tool$tag # the name its lines below give
             case $rc in
-                124|137|125) note "FAIL: compute-sanitizer --tool $tool: $(why $rc) (see $(basename "$slog"))"
+                124|137|200) note "FAIL: compute-sanitizer --tool $tool: $(why $rc) (see $(basename "$slog"))"
                              failed=1; continue ;;
             esac
             summ=$(grep -a 'ERROR SUMMARY\|RACECHECK SUMMARY' "$slog" | tail -1)

@@ -272,9 +272,11 @@ int tower_cuda_configure_paths(tower *t, int precision, const int *path, char *e
                                size_t errlen);
 /* Row l's convolution path now (TOWER_CONV_GEMM for a row that is not a conv). */
 int tower_cuda_conv_path(const tower *t, int l);
-/* `--conv auto`'s measurement on t's device, at its batch and its precision (in BF16 the
- * weights' bf16 copy is made first, and each row is timed with the others on their
- * configured paths, so without a hand-over from or to a neighbour): for every conv row,
+/* `--conv auto`'s measurement on t's device, of a tower with every conv row on GEMM (as
+ * tower_init_cuda or a configuration on GEMM leaves it; otherwise -1 with err), at its
+ * batch and its precision (in BF16 the weights' bf16 copy is made first, and each row is
+ * timed with the others on GEMM, so without a hand-over from or to a neighbour): for
+ * every conv row,
  * each path's forward and backward (tower_forward_weighted / tower_backward_weighted, so
  * with the activation as a step runs it) `warmup` times untimed, then `reps` times each
  * way between CUDA events on t's stream; timing[l] gets the mean milliseconds per call,

@@ -18,6 +18,9 @@ check '[ $? -eq 0 ] && grep -q -- "--deadline S" "$tmp/help" && grep -q -- "--pr
       "--help lists the flags"
 bash "$script" --no-such-flag >"$tmp/bad" 2>&1
 check '[ $? -eq 2 ] && grep -q "unknown argument" "$tmp/bad"' "a bad argument: exit 2, named"
+bash "$script" --deadline 5m >"$tmp/bad" 2>&1
+check '[ $? -eq 2 ] && grep -q -- "--deadline .5m.: expected whole seconds" "$tmp/bad"' \
+      "a deadline that is not whole seconds: exit 2, named"
 
 # a stand-in for the driver's tool: one GPU listed
 mkdir -p "$tmp/bin" "$tmp/out"
@@ -26,7 +29,7 @@ printf '#!/bin/sh\ncase "$*" in *-L*) echo "GPU 0: Stand-in GPU (UUID: GPU-test)
 chmod +x "$tmp/bin/nvidia-smi"
 
 # --deadline 1: every program of the stages is noted as not started, none runs
-PATH="$tmp/bin:$PATH" OUT="$tmp/out" bash "$script" --build "$build" --stages tests,epoch \
+PATH="$tmp/bin:$PATH" OUT="$tmp/out" TMPDIR="$tmp" bash "$script" --build "$build" --stages tests,epoch \
     --deadline 1 >"$tmp/run" 2>&1
 rc=$?
 check '[ $rc -eq 1 ]' "a run whose programs did not start fails (exit $rc)"
@@ -50,7 +53,7 @@ check '! grep -q "Passing" "$tmp/logs/tests.log" 2>/dev/null' "no test program r
 
 # a stage list that names no stage
 rm -rf "$tmp/out"/*
-PATH="$tmp/bin:$PATH" OUT="$tmp/out" bash "$script" --build "$build" --stages none >"$tmp/none" 2>&1
+PATH="$tmp/bin:$PATH" OUT="$tmp/out" TMPDIR="$tmp" bash "$script" --build "$build" --stages none >"$tmp/none" 2>&1
 rc=$?
 check '[ $rc -eq 2 ] && grep -q "no stage ran" "$tmp/out/summary.txt"' "--stages none: exit 2 (got $rc)"
 

@@ -562,6 +562,10 @@ def main(argv=None):
             args.gpus = "0" if torch.cuda.is_available() else None
             args.cpu = args.gpus is None
         device = torch.device(f"cuda:{args.gpus}" if not args.cpu else "cpu")
+        if args.cpu and args.precision != "fp32":
+            print(f"bench.py: --precision {args.precision} is a GPU math mode, and this "
+                  "PyTorch sees no CUDA device", file=sys.stderr)
+            return 2
         if not args.cpu and not torch.cuda.is_available():
             print(f"bench.py: --gpus {args.gpus}, but this PyTorch sees no CUDA device",
                   file=sys.stderr)

@@ -1389,6 +1389,13 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     for (int l = 0; l < p->n_layers; l++)
         for (int k = 0; k < TOWER_CONV_PATHS; k++) timing[l].fwd_ms[k] = timing[l].bwd_ms[k] = -1;
     if (reps < 1) reps = 1;
+    /* from a tower on GEMM alone (as tower_init_cuda leaves it): the cuDNN context made
+     * below then holds every row cuDNN can take, and each row is timed beside GEMM rows */
+    if (g->cudnn) {
+        snprintf(err, errlen, "tower %d: timing the convolutions needs every conv row on GEMM "
+                 "first (a caller's error)", t->index);
+        return -1;
+    }
     cudaError_t e = cudaSetDevice(t->device);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     if (e != cudaSuccess) {
@@ -1402,7 +1409,7 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
     int saved[TOWER_MAX_LAYERS];
     memcpy(saved, g->conv_path, sizeof saved);
     tower_cudnn *own = NULL;
-    if (!g->cudnn && tower_cudnn_available()) {
+    if (tower_cudnn_available()) {
         /* every conv row cuDNN can take: one it cannot is timed on GEMM alone, and said */
         char why[512] = "", dropped[512] = "";
         own = tower_cudnn_create(p, g->precision, g->cublas, g->stream, NULL, dropped,
