@@ -339,10 +339,11 @@ static void run_u8(model_placement place, run_out *o)
     free(mean);
 }
 
-Test(cuda_graph, replay_equals_uncaptured_shared_input, .timeout = 120)
+/* base with --graph on against --graph off on the shared uint8 input: the replayed step
+ * equal to the uncaptured one */
+static void shared_input_graph_vs_uncaptured(model_placement base, const char *what)
 {
-    TT_NEED_GPUS(1);
-    model_placement on = on_gpu0, off = on_gpu0;
+    model_placement on = base, off = base;
     on.graph = MODEL_GRAPH_ON;
     off.graph = MODEL_GRAPH_OFF;
     run_out g, u;
@@ -350,10 +351,16 @@ Test(cuda_graph, replay_equals_uncaptured_shared_input, .timeout = 120)
     memset(&u, 0, sizeof u);
     run_u8(on, &g);
     run_u8(off, &u);
-    cr_assert_eq(g.graph_state, 1, "%s", g.graph);
-    expect_same(&g, &u, tiny.towers, "shared uint8 input, graph vs uncaptured");
+    cr_assert_eq(g.graph_state, 1, "%s: %s", what, g.graph);
+    expect_same(&g, &u, tiny.towers, what);
     free_run(&g);
     free_run(&u);
+}
+
+Test(cuda_graph, replay_equals_uncaptured_shared_input, .timeout = 120)
+{
+    TT_NEED_GPUS(1);
+    shared_input_graph_vs_uncaptured(on_gpu0, "shared uint8 input, graph vs uncaptured");
 }
 
 /* The same in bf16 on cuDNN, with and without --bf16-acts: the replayed step reads the
@@ -364,26 +371,12 @@ Test(cuda_graph, replay_equals_uncaptured_shared_input_bf16_cudnn, .timeout = 30
 {
     TT_NEED_GPUS(1);
     TT_NEED_CUDNN();
-    for (int acts = 0; acts < 2; acts++) {
-        model_placement on = on_gpu0;
-        on.precision = TOWER_PRECISION_BF16;
-        on.conv = TOWER_CONV_CUDNN;
-        on.bf16_acts = acts;
-        model_placement off = on;
-        on.graph = MODEL_GRAPH_ON;
-        off.graph = MODEL_GRAPH_OFF;
-        run_out g, u;
-        memset(&g, 0, sizeof g);
-        memset(&u, 0, sizeof u);
-        run_u8(on, &g);
-        run_u8(off, &u);
-        const char *what = acts ? "shared uint8 input, bf16 on cuDNN, --bf16-acts"
-                                : "shared uint8 input, bf16 on cuDNN";
-        cr_assert_eq(g.graph_state, 1, "%s: %s", what, g.graph);
-        expect_same(&g, &u, tiny.towers, what);
-        free_run(&g);
-        free_run(&u);
-    }
+    model_placement p = on_gpu0;
+    p.precision = TOWER_PRECISION_BF16;
+    p.conv = TOWER_CONV_CUDNN;
+    shared_input_graph_vs_uncaptured(p, "shared uint8 input, bf16 on cuDNN");
+    p.bf16_acts = 1;
+    shared_input_graph_vs_uncaptured(p, "shared uint8 input, bf16 on cuDNN, --bf16-acts");
 }
 
 /* Two GPUs never capture (the NCCL exchange waits on the host inside a step): --graph on
