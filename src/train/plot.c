@@ -29,20 +29,40 @@ static const char *const EVAL_COLS[] = {"step", "epoch", "loss", "top1_err_cente
 #define N_TRAIN_COLS 5
 #define N_EVAL_COLS 8
 
+/* One data file's columns as gnuplot will see them. The ranges let a panel whose points
+ * all share one x (or one y) set that axis's range itself: gnuplot's autoscale would warn
+ * of an empty range on stderr (a run with one evaluation) before widening it. */
 typedef struct {
     long rows;
     long finite[8]; /* finite values per column */
+    double lo[8], hi[8];        /* per column: the smallest and largest finite value */
+    double xlo[8][2], xhi[8][2]; /* per column: the smallest and largest x (step, epoch:
+                                  * columns 1 and 2) of the rows where it is finite */
 } table;
+
+static void widen(double *lo, double *hi, double v, int first)
+{
+    if (first || v < *lo) *lo = v;
+    if (first || v > *hi) *hi = v;
+}
 
 static void put_row(FILE *f, const json_t *rec, const char *const *cols, int n, table *t)
 {
+    double v[8], x[2] = {NAN, NAN};
+    int ok[8];
     for (int c = 0; c < n; c++) {
-        double v;
-        if (train_metrics_number(rec, cols[c], &v) != 1 || !isfinite(v)) {
+        ok[c] = train_metrics_number(rec, cols[c], &v[c]) == 1 && isfinite(v[c]);
+        if (c < 2 && ok[c]) x[c] = v[c];
+    }
+    for (int c = 0; c < n; c++) {
+        if (!ok[c]) {
             fputs(c ? " NaN" : "NaN", f);
             continue;
         }
-        fprintf(f, c ? " %.9g" : "%.9g", v);
+        fprintf(f, c ? " %.9g" : "%.9g", v[c]);
+        widen(&t->lo[c], &t->hi[c], v[c], t->finite[c] == 0);
+        for (int k = 0; k < 2; k++)
+            if (isfinite(x[k])) widen(&t->xlo[c][k], &t->xhi[c][k], x[k], t->finite[c] == 0);
         t->finite[c]++;
     }
     fputc('\n', f);
@@ -70,10 +90,47 @@ typedef struct {
 } curve;
 
 /* Plots the curves that have data; a panel without any says "no data". */
+/* Where every point a panel draws has one x (or one y), that axis's range set around it
+ * (logy: the panel's y axis is logarithmic), so that gnuplot has no empty range to warn
+ * of; autoscale again after the panel. */
+static void gp_ranges(FILE *f, int xcol, const curve *cv, int n, const table *tt,
+                      const table *te, int logy)
+{
+    double xlo = 0, xhi = 0, ylo = 0, yhi = 0;
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        const table *t = strcmp(cv[i].file, "train.dat") == 0 ? tt : te;
+        int c = cv[i].col - 1;
+        if (t->finite[c] == 0 || t->finite[xcol - 1] == 0)
+            continue;
+        double a = t->lo[c] * cv[i].scale, b = t->hi[c] * cv[i].scale;
+        widen(&ylo, &yhi, a < b ? a : b, !any);
+        widen(&ylo, &yhi, a < b ? b : a, 0);
+        widen(&xlo, &xhi, t->xlo[c][xcol - 1], !any);
+        widen(&xlo, &xhi, t->xhi[c][xcol - 1], 0);
+        any = 1;
+    }
+    if (!any)
+        return;
+    if (xlo == xhi) {
+        double d = fabs(xlo) * 0.05 > 0.5 ? fabs(xlo) * 0.05 : 0.5;
+        fprintf(f, "set xrange [%.9g:%.9g]\n", xlo - d, xhi + d);
+    }
+    if (ylo == yhi) {
+        if (logy && ylo > 0)
+            fprintf(f, "set yrange [%.9g:%.9g]\n", ylo / 10, yhi * 10);
+        else {
+            double d = ylo != 0 ? fabs(ylo) * 0.1 : 1;
+            fprintf(f, "set yrange [%.9g:%.9g]\n", ylo - d, yhi + d);
+        }
+    }
+}
+
 static void gp_panel(FILE *f, const char *dir, int xcol, const curve *cv, int n,
-                     const table *tt, const table *te)
+                     const table *tt, const table *te, int logy)
 {
     int any = 0;
+    gp_ranges(f, xcol, cv, n, tt, te, logy);
     for (int i = 0; i < n; i++) {
         const table *t = strcmp(cv[i].file, "train.dat") == 0 ? tt : te;
         if (t->finite[cv[i].col - 1] == 0 || t->finite[xcol - 1] == 0)
@@ -90,7 +147,7 @@ static void gp_panel(FILE *f, const char *dir, int xcol, const curve *cv, int n,
     if (!any)
         fputs("set label 9 'no data' at graph 0.5, 0.5 center\n"
               "plot [0:1][0:1] -1 notitle\nunset label 9", f);
-    fputc('\n', f);
+    fputs("\nset autoscale x\nset autoscale y\n", f);
 }
 
 static int run_gnuplot(const char *prog, const char *script, char *err, size_t errlen)
@@ -256,7 +313,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
     fputs("set title 'loss'\nset ylabel 'cross-entropy'\n", g);
     const curve loss[] = {{"train.dat", 4, "train (interval mean)", 1, "lines lw 1"},
                           {"eval.dat", 3, "validation, center", 1, "linespoints pt 7 ps 0.6"}};
-    gp_panel(g, pdir, xcol, loss, 2, &tt, &te);
+    gp_panel(g, pdir, xcol, loss, 2, &tt, &te, 0);
 
     fputs("set title 'error'\nset ylabel 'error (%)'\n", g);
     const curve errs[] = {
@@ -265,7 +322,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
         {"eval.dat", 5, "val top-5, center", 100, "linespoints pt 7 ps 0.6"},
         {"eval.dat", 6, "val top-1, 10 views", 100, "linespoints pt 5 ps 0.6"},
         {"eval.dat", 7, "val top-5, 10 views", 100, "linespoints pt 5 ps 0.6"}};
-    gp_panel(g, pdir, xcol, errs, 5, &tt, &te);
+    gp_panel(g, pdir, xcol, errs, 5, &tt, &te, 0);
 
     fputs("set title 'learning rate'\nset ylabel 'lr'\nset logscale y\nset format y '%g'\n"
           "unset key\n"
@@ -274,7 +331,7 @@ int train_plot_run(const char *run_dir, const char *out_png, int x_step, const c
      * lines (log_every longer than the evaluation period) still show */
     const curve lr[] = {{"train.dat", 3, "lr", 1, "steps lw 2"},
                         {"eval.dat", 8, "lr at evaluations", 1, "points pt 7 ps 0.6"}};
-    gp_panel(g, pdir, xcol, lr, 2, &tt, &te);
+    gp_panel(g, pdir, xcol, lr, 2, &tt, &te, 1);
     fputs("unset logscale y\nunset multiplot\nset output\n", g);
     if (base_out_commit(&og, err, errlen) != 0) {
         base_out_abort(&op);

@@ -434,6 +434,50 @@ Test(plot, draws_a_png, .timeout = 60)
     free(dir2);
 }
 
+/* A run with one training line and one evaluation (a short run): every panel's points
+ * share one x, and each curve one y. The script sets those ranges itself, so gnuplot,
+ * whose stderr a wrapper keeps, warns of no empty range. */
+Test(plot, one_point_sets_its_ranges, .timeout = 60)
+{
+    if (!have_gnuplot())
+        cr_skip_test("gnuplot is not installed (Debian: gnuplot-nox)");
+    char *dir = tt_tmpdir("met"), err[1024], path[4300], wrap[4300];
+    train_metrics mt;
+    cr_assert_eq(train_metrics_open(&mt, dir, -1, err, sizeof err), 0, "%s", err);
+    train_log_row r = {8, 1.0, 0.01, 2.3, 0.9, 200, 0.05, 0.1};
+    cr_assert_eq(train_metrics_log_train(&mt, &r, err, sizeof err), 0);
+    train_eval_row e = {8, 1.0, 256, 2.35, 0.9, 0.5, NAN, NAN, 0.01};
+    cr_assert_eq(train_metrics_log_eval(&mt, &e, err, sizeof err), 0);
+    train_metrics_close(&mt);
+    snprintf(wrap, sizeof wrap, "%s/gnuplot-wrapper", dir);
+    FILE *f = fopen(wrap, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "#!/bin/sh\nexec gnuplot \"$@\" 2>'%s/gnuplot.err'\n", dir);
+    fclose(f);
+    cr_assert_eq(chmod(wrap, 0755), 0);
+    cr_assert_eq(train_plot_run(dir, NULL, 0, wrap, err, sizeof err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/gnuplot.err", dir);
+    f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char text[4096];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = 0;
+    fclose(f);
+    cr_assert(!strstr(text, "empty"), "gnuplot warned: %s", text);
+    snprintf(path, sizeof path, "%s/plot/curves.gp", dir);
+    f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char gp[16384];
+    n = fread(gp, 1, sizeof gp - 1, f);
+    gp[n] = 0;
+    fclose(f);
+    /* epoch 1 widened by half an epoch; the lr panel a decade each way on its log axis */
+    cr_assert(strstr(gp, "set xrange [0.5:1.5]"), "%s", gp);
+    cr_assert(strstr(gp, "set yrange [0.001:0.1]"), "%s", gp);
+    tt_rmtree(dir);
+    free(dir);
+}
+
 Test(plot, fails_clearly)
 {
     char *dir = tt_tmpdir("met"), err[1024];
