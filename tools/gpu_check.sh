@@ -198,11 +198,14 @@ note "GPUs: $ngpus ($(head -1 "$logs/gpus.txt"))"
     echo "=== cores"; nproc
 } >"$logs/machine.txt" 2>&1
 
+# the python3 that reads the JSON files below (the bench stage looks for one with torch)
+py=$(command -v python3 || command -v /usr/bin/python3)
+
 # CUDA and NCCL libraries: the toolkit's, or those of pip's nvidia-* wheels
 libpath=""
 [ -d /usr/local/cuda/lib64 ] && libpath=/usr/local/cuda/lib64
-for py in python3 /opt/torch/.venv/bin/python3; do
-    d=$($py -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null) || continue
+for cand in python3 /opt/torch/.venv/bin/python3; do
+    d=$($cand -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null) || continue
     for l in "$d"/nvidia/*/lib; do [ -d "$l" ] && libpath="$libpath:$l"; done
     break
 done
@@ -257,8 +260,8 @@ exe=$build/src/train/twotower
 ldd_out=$(ldd "$exe" 2>&1)
 if grep -q 'libcudnn.*not found' <<<"$ldd_out"; then
     cudnn_so=""
-    for py in python3 /usr/bin/python3 /usr/local/bin/python3 /opt/torch/.venv/bin/python3; do
-        d=$("$py" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null) &&
+    for cand in python3 /usr/bin/python3 /usr/local/bin/python3 /opt/torch/.venv/bin/python3; do
+        d=$("$cand" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null) &&
             [ -f "$d/libcudnn.so.9" ] && { cudnn_so=$d/libcudnn.so.9; break; }
     done
     [ -n "$cudnn_so" ] || cudnn_so=$(find /usr /opt /root /home -name 'libcudnn.so.9' 2>/dev/null | head -1)
@@ -323,7 +326,6 @@ if [[ $stages == *cost* ]]; then
     capped 120 "$exe" bench --gpus 0 --batch 128 --json "$bj" $bench_args >"$logs/bench-b128.log" 2>&1
     rc=$?
     if [ $rc -eq 0 ]; then
-        py=$(command -v python3 || command -v /usr/bin/python3)
         how=""
         # the carried prediction when there is one (made from the same sources; predicting
         # here would compile them again), else one made here
@@ -352,17 +354,14 @@ if [[ $stages == *cost* ]]; then
         fi
         # ncu on the work list's kernels: instructions executed, DRAM bytes, time per launch
         if command -v ncu >/dev/null && [ -f "$logs/gpu_cost.json" ]; then
-            names=$("$py" -c 'import json,sys; print("|".join(json.load(open(sys.argv[1]))["worklist"]))' "$logs/gpu_cost.json")
-            # --clock-control none: the clocks as a run has them (ncu's default locks them to
-            # base); the ncu run is last in this stage, after the benches below
-            ncu_names=$names
+            # run last in this stage, after the benches below
+            ncu_names=$("$py" -c 'import json,sys; print("|".join(json.load(open(sys.argv[1]))["worklist"]))' "$logs/gpu_cost.json")
         fi
     else
         note "FAIL: cost: twotower bench --batch 128 ($(why $rc); see bench-b128.log): $(tail -2 "$logs/bench-b128.log" | tr '\n' ' ')"
         failed=1
     fi
     # the other precisions' steps beside their predictions (fp32's is the run above)
-    py=$(command -v python3 || command -v /usr/bin/python3)
     # and on cuDNN (tf32, bf16: the setting predicted to reach the target), when built
     # (cudnn-acts: bf16 on cuDNN with --bf16-acts, conv1's and conv2's activations in bf16);
     # then --conv auto in bf16 and fp32: each conv layer timed on both paths at start-up,
@@ -401,6 +400,7 @@ print("measured %.0f images/s (%.2f ms per step, precision %s, --conv %s%s), %s"
             failed=1
         fi
     done
+    # --clock-control none: the clocks as a run has them (ncu's default locks them to base)
     if [ -n "${ncu_names:-}" ]; then
         capped 150 ncu --csv --clock-control none --kernel-name-base function \
             --kernel-name "regex:^($ncu_names)\$" --launch-count 60 \
@@ -422,11 +422,11 @@ fi
 # --bench-args go to both
 if [[ $stages == *bench* ]]; then
     stage bench
-    py=""
+    torch_py=""
     for p in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
-        if command -v "$p" >/dev/null && "$p" -c 'import torch, numpy' 2>/dev/null; then py=$p; break; fi
+        if command -v "$p" >/dev/null && "$p" -c 'import torch, numpy' 2>/dev/null; then torch_py=$p; break; fi
     done
-    if [ -z "$py" ]; then
+    if [ -z "$torch_py" ]; then
         note "FAIL: bench: no python3 here can import torch and numpy"; failed=1
     else
         # twotower gets the library path set up above; PyTorch keeps the machine's own (the
@@ -440,7 +440,7 @@ if [[ $stages == *bench* ]]; then
             tag=${run%%:*} flags=${run#*:}
             name=bench${tag:+-$tag}
             # shellcheck disable=SC2086  # the flags and --bench-args are lists of flags
-            LD_LIBRARY_PATH="$orig_ldp" PYTHONUNBUFFERED=1 capped 300 "$py" tools/bench/bench.py \
+            LD_LIBRARY_PATH="$orig_ldp" PYTHONUNBUFFERED=1 capped 300 "$torch_py" tools/bench/bench.py \
                 --twotower "$wrap" --gpus 0 $flags --json "$logs/$name.json" $bench_args \
                 >"$logs/$name.log" 2>&1
             rc=$?
@@ -476,7 +476,6 @@ if [[ $stages == *graph* ]]; then
     stage graph
     glog=$logs/graph.log
     : >"$glog"
-    py=$(command -v python3 || command -v /usr/bin/python3)
     configs=("b128:128:" "b16:16:")
     [ $has_cudnn -eq 1 ] && configs+=("b128-bf16-cudnn:128:--precision bf16 --conv cudnn")
     for c in "${configs[@]}"; do

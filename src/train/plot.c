@@ -103,9 +103,8 @@ static void gp_ranges(FILE *f, int xcol, const curve *cv, int n, const table *tt
         int c = cv[i].col - 1;
         if (t->finite[c] == 0 || t->finite[xcol - 1] == 0)
             continue;
-        double a = t->lo[c] * cv[i].scale, b = t->hi[c] * cv[i].scale;
-        widen(&ylo, &yhi, a < b ? a : b, !any);
-        widen(&ylo, &yhi, a < b ? b : a, 0);
+        widen(&ylo, &yhi, t->lo[c] * cv[i].scale, !any); /* scales are positive */
+        widen(&ylo, &yhi, t->hi[c] * cv[i].scale, 0);
         widen(&xlo, &xhi, t->xlo[c][xcol - 1], !any);
         widen(&xlo, &xhi, t->xhi[c][xcol - 1], 0);
         any = 1;

@@ -1418,7 +1418,7 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
         else if (dropped[0] && note)
             snprintf(note, notelen, "cuDNN not measured where it has no algorithm: %s", dropped);
         g->cudnn = own;
-    } else if (!tower_cudnn_available() && note) {
+    } else if (note) {
         snprintf(note, notelen, "cuDNN not measured: this build has no cuDNN");
     }
     /* the GEMM path's scratch at this precision with every conv layer on it; the tower's
