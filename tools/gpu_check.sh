@@ -520,7 +520,8 @@ PY
 fi
 
 # ---- 5. one epoch of Fashion-MNIST on one GPU (both towers on GPU 0) ----------------------
-# fp32 and bf16 on the default path, then bf16 on cuDNN (with cuDNN in the build); each run
+# fp32 and bf16 on GEMM (fp32's default), then bf16 on cuDNN (bf16's default, with cuDNN in
+# the build); each run
 # folder in $TMPDIR (a checkpoint of the full net is 240 MB: not for the logs)
 if [[ $stages == *epoch* ]]; then
     stage epoch

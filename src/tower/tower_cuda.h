@@ -285,6 +285,15 @@ int tower_cuda_conv_path(const tower *t, int l);
  * left it (all zero but the parameters), so call it before any step. 0, or -1 with err. */
 int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_conv_timing *timing,
                             char *note, size_t notelen, char *err, size_t errlen);
+/* The paths of the CLI's default in tf32 and bf16 (model.h's MODEL_CONV_PREFER_CUDNN),
+ * found on t's device at `precision`: path[l] TOWER_CONV_CUDNN for every conv row cuDNN has
+ * an algorithm for (tower_cudnn_create's lenient call, its context freed again), else
+ * TOWER_CONV_GEMM. The rows left on GEMM are named in note with cuDNN's reason ("" when
+ * none is); when cuDNN takes no row at all (a build without it, no algorithm anywhere, or
+ * cuDNN failing to start), every row is on GEMM and note says why. t's own paths are not
+ * changed. 0, or -1 with err when the device itself fails (cudaSetDevice, the stream). */
+int tower_cuda_cudnn_rows(tower *t, int precision, int *path, char *note, size_t notelen,
+                          char *err, size_t errlen);
 /* One line: the tower's convolution path (and cuDNN's algorithms). */
 void tower_cuda_describe_conv(const tower *t, char *buf, size_t n);
 /* 1 when this build has the cuDNN convolution path. */

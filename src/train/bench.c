@@ -645,7 +645,8 @@ static void print_table(FILE *f, const bench_opts *o, const model *m, const benc
                 ? "GEMM operands in bf16 with fp32 sums (tensor cores), the rest fp32"
                 : "fp32 math (TF32 off)");
     fprintf(f, "convolutions: %s\n", r->conv_detail);
-    if (m->place.conv == MODEL_CONV_AUTO) fprintf(f, "conv %s\n", r->conv_choice);
+    if (m->place.conv == MODEL_CONV_AUTO || m->place.conv == MODEL_CONV_PREFER_CUDNN)
+        fprintf(f, "conv %s\n", r->conv_choice);
     fprintf(f, "graph: %s\n", r->graph);
     if (r->bf16_acts[0])
         fprintf(f, "activations kept in bf16 (--bf16-acts): %s\n", r->bf16_acts);
@@ -861,7 +862,7 @@ static int write_json(const char *path, const bench_opts *o, const model *m,
         "tower_threads", m->workers ? T : 0,
         "precision", tower_precision_name(m->place.precision), "tf32",
         m->place.precision == TOWER_PRECISION_TF32, "conv",
-        m->place.conv == MODEL_CONV_AUTO ? "auto" : tower_conv_path_name(m->place.conv),
+        model_conv_mode_name(m),
         "conv_detail", train_json_text(r->conv_detail), "data_path", data_path_text(m),
         "plan", "params_per_tower", jnum((double)plan->n_params), "layers", layers,
         "flops_per_image", jnum(r->flops_per_image), "images_per_s", jnum(r->images_per_s),

@@ -76,6 +76,12 @@ static int gpus_check(const char *arg, char *err, size_t errlen)
 static const int precision_values[] = {1 + TOWER_PRECISION_FP32, 1 + TOWER_PRECISION_TF32,
                                        1 + TOWER_PRECISION_BF16};
 
+/* --conv's values in train_placement_args: 1 + the path (TOWER_CONV_GEMM, _CUDNN,
+ * MODEL_CONV_AUTO), so that 0 says the flag was not given (the default then depends on
+ * the precision: train_placement_conv_default) */
+static const int conv_values[] = {1 + TOWER_CONV_GEMM, 1 + TOWER_CONV_CUDNN,
+                                  1 + MODEL_CONV_AUTO};
+
 const base_flag train_placement_flags[] = {
     {BASE_FLAG_BOOL("cpu", train_placement_args, cpu, "run on the CPU backend (the reference)")},
     {BASE_FLAG_STR("gpus", train_placement_args, gpus, "LIST",
@@ -87,8 +93,10 @@ const base_flag train_placement_flags[] = {
                       "sums (cuDNN on bf16 tensors; weights, momentum, update fp32)"),
      .values = precision_values, .deflt = "fp32"},
     {BASE_FLAG_CHOICE("conv", train_placement_args, conv, "gemm|cudnn|auto",
-                      "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's "
-                      "faster (timed at start-up)")},
+                      "GPU convolutions: im2col + cuBLAS, cuDNN, or each layer's faster\n"
+                      "(timed at start-up); tf32's and bf16's default puts every layer\n"
+                      "cuDNN has an algorithm for on cuDNN (none without it in the build)"),
+     .values = conv_values, .deflt = "gemm in fp32, cudnn in tf32 and bf16"},
     {BASE_FLAG_CHOICE("graph", train_placement_args, graph, "auto|on|off",
                       "GPU: the whole step as one CUDA graph, captured once and replayed;\n"
                       "auto keeps it only if its first replay gives the uncaptured step's\n"
@@ -191,17 +199,36 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
 
+static int have_cudnn_build(void)
+{
+#ifdef TT_HAVE_CUDA
+    return tower_cuda_have_cudnn();
+#else
+    return 0;
+#endif
+}
+
+int train_placement_conv_default(const model_placement *p, int precision)
+{
+    return !p->cpu && precision != TOWER_PRECISION_FP32 && have_cudnn_build()
+               ? MODEL_CONV_PREFER_CUDNN
+               : TOWER_CONV_GEMM;
+}
+
 int train_placement_set_gpu_options(model_placement *p, int precision, int conv, char *err,
                                     size_t errlen)
 {
-    if (conv < TOWER_CONV_GEMM || conv > MODEL_CONV_AUTO) {
-        snprintf(err, errlen, "--conv: %d is not gemm (0), cudnn (1) or auto (2)", conv);
+    if (conv < TOWER_CONV_GEMM || conv > MODEL_CONV_PREFER_CUDNN) {
+        snprintf(err, errlen, "--conv: %d is not gemm (0), cudnn (1), auto (2) or the tf32 "
+                              "and bf16 default (3)", conv);
         return -1;
     }
     if (precision < TOWER_PRECISION_FP32 || precision > TOWER_PRECISION_BF16) {
         snprintf(err, errlen, "--precision: %d is not fp32 (0), tf32 (1) or bf16 (2)", precision);
         return -1;
     }
+    if (conv == MODEL_CONV_PREFER_CUDNN && (p->cpu || !have_cudnn_build()))
+        conv = TOWER_CONV_GEMM; /* the default, where cuDNN cannot run: GEMM, nothing refused */
     if ((precision || conv) && p->cpu) {
         snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
                               "plain fp32 with its own convolution): drop it or run on a GPU",
@@ -211,13 +238,7 @@ int train_placement_set_gpu_options(model_placement *p, int precision, int conv,
                                                      : "--conv cudnn");
         return -1;
     }
-    int cudnn = conv == TOWER_CONV_CUDNN;
-#ifdef TT_HAVE_CUDA
-    int have_cudnn = tower_cuda_have_cudnn();
-#else
-    int have_cudnn = 0;
-#endif
-    if (cudnn && !have_cudnn) {
+    if (conv == TOWER_CONV_CUDNN && !have_cudnn_build()) {
         snprintf(err, errlen, "--conv cudnn: this build has no cuDNN (meson found no cudnn.h "
                               "and libcudnn): use --conv gemm");
         return -1;
@@ -274,14 +295,19 @@ int train_placement_resolve(const train_placement_args *a, model_placement *p, c
     p->serial = a->serial;
     p->cpu_conv = a->cpu_conv;
     if (train_placement_set_graph(p, a->graph, err, errlen)) return -1;
-    if (a->bf16_acts && (p->cpu || precision != TOWER_PRECISION_BF16 || !a->conv)) {
+    int conv = a->conv ? a->conv - 1 : train_placement_conv_default(p, precision);
+    if (a->bf16_acts && (p->cpu || precision != TOWER_PRECISION_BF16 || !conv)) {
         snprintf(err, errlen, "--bf16-acts keeps the activations of conv layers that run on "
-                              "cuDNN in bf16, so it needs a GPU, --precision bf16 and --conv cudnn "
-                              "(or auto), and this run is %s%s%s: drop --bf16-acts or give all three",
-                 p->cpu ? "on the CPU" : "in " , p->cpu ? "" : tower_precision_name(precision),
-                 p->cpu ? "" : a->conv ? "" : " with --conv gemm");
+                              "cuDNN in bf16, so it needs a GPU, --precision bf16 and cuDNN's "
+                              "convolutions (bf16's default in a build with cuDNN, or --conv "
+                              "cudnn or auto), and this run is %s%s: drop --bf16-acts",
+                 p->cpu ? "on the CPU" : "in ",
+                 p->cpu                                ? ""
+                 : precision != TOWER_PRECISION_BF16   ? tower_precision_name(precision)
+                 : a->conv                             ? "bf16 with --conv gemm"
+                                                       : "bf16 in a build without cuDNN");
         return -1;
     }
     p->bf16_acts = a->bf16_acts;
-    return train_placement_set_gpu_options(p, precision, a->conv, err, errlen);
+    return train_placement_set_gpu_options(p, precision, conv, err, errlen);
 }

@@ -32,11 +32,18 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
  * what run.json records as the backend. */
 void train_placement_describe(const model_placement *p, char *buf, size_t n);
 
+/* --conv's default for placement p at precision (TOWER_PRECISION_*), chosen from
+ * tools/gpu_cost's prediction (docs/BENCH.md, "Convolution path per layer"):
+ * MODEL_CONV_PREFER_CUDNN on a GPU in tf32 and bf16 when the build has cuDNN, else
+ * TOWER_CONV_GEMM (fp32, the CPU, a build without cuDNN). */
+int train_placement_conv_default(const model_placement *p, int precision);
+
 /* Sets p->precision and p->conv (after train_parse_placement) from the precision
- * (TOWER_PRECISION_*, train_placement_precision) and --conv (0 gemm, the default; 1 cudnn;
- * 2 auto, MODEL_CONV_AUTO). tf32 or bf16, --conv cudnn or --conv auto on a CPU placement,
- * or cudnn in a build without cuDNN, is an error: returns -1 with err naming the flag. auto in a build without cuDNN is
- * not (every layer then stays on GEMM). */
+ * (TOWER_PRECISION_*, train_placement_precision) and the path: 0 gemm (TOWER_CONV_GEMM),
+ * 1 cudnn, 2 auto (MODEL_CONV_AUTO), 3 MODEL_CONV_PREFER_CUDNN (made gemm on the CPU and in
+ * a build without cuDNN). tf32 or bf16, --conv cudnn or --conv auto on a CPU placement,
+ * or cudnn in a build without cuDNN, is an error: returns -1 with err naming the flag.
+ * auto in a build without cuDNN is not (every layer then stays on GEMM). */
 int train_placement_set_gpu_options(model_placement *p, int precision, int conv, char *err,
                                     size_t errlen);
 
@@ -51,7 +58,8 @@ typedef struct {
     const char *gpus;  /* --gpus LIST (its form already checked), or NULL */
     int tf32;          /* --tf32: --precision tf32 */
     int precision;     /* --precision: 0 when absent, else 1 + TOWER_PRECISION_* */
-    int conv;          /* --conv: 0 gemm, 1 cudnn, 2 auto */
+    int conv;          /* --conv: 0 when absent (train_placement_conv_default), else 1 +
+                          the path: 1 gemm, 2 cudnn, 3 auto */
     int serial;        /* --serial: one thread runs both towers (model_placement.serial) */
     int cpu_conv;      /* --cpu-conv: 0 onednn (the default), 1 gemm */
     int graph;         /* --graph: 0 auto, 1 on, 2 off (MODEL_GRAPH_*) */

@@ -106,6 +106,16 @@ static int debug_delay_from_env(model_placement *p, int towers, char *err, size_
 }
 
 #if MODEL_CUDA
+/* m->conv_path on every tower, at the run's precision. */
+static int configure_all(model *m, char *err, size_t errlen)
+{
+    for (int t = 0; t < m->towers; t++)
+        if (tower_cuda_configure_paths(&m->tw[t], m->place.precision, m->conv_path, err,
+                                       errlen))
+            return -1;
+    return 0;
+}
+
 /* --conv auto: every conv layer timed on each path on tower 0's device, one choice per
  * layer (tower_conv_choose) given to every tower, so that both towers, on one GPU or on
  * two, run the same numerics. */
@@ -116,11 +126,17 @@ static int conv_auto(model *m, char *err, size_t errlen)
                                 errlen))
         return -1;
     tower_conv_choose(m->conv_timing, m->plan.n_layers, m->conv_path);
-    for (int t = 0; t < m->towers; t++)
-        if (tower_cuda_configure_paths(&m->tw[t], m->place.precision, m->conv_path, err,
-                                       errlen))
-            return -1;
-    return 0;
+    return configure_all(m, err, errlen);
+}
+
+/* The default in tf32 and bf16: cuDNN on the rows it takes at this precision (asked on
+ * tower 0's device; the towers share one plan), GEMM on the others, given to every tower. */
+static int conv_prefer_cudnn(model *m, char *err, size_t errlen)
+{
+    if (tower_cuda_cudnn_rows(&m->tw[0], m->place.precision, m->conv_path, m->conv_note,
+                              sizeof m->conv_note, err, errlen))
+        return -1;
+    return configure_all(m, err, errlen);
 }
 #endif
 
@@ -129,6 +145,19 @@ static size_t append_ms(char *buf, size_t n, size_t used, const char *fmt, doubl
     if (used >= n) return used;
     int w = v >= 0 ? snprintf(buf + used, n - used, fmt, v) : snprintf(buf + used, n - used, "-");
     return used + (w > 0 ? (size_t)w : 0);
+}
+
+const char *model_conv_mode_name(const model *m)
+{
+    if (m->place.conv == MODEL_CONV_AUTO) return "auto";
+    if (m->place.conv != MODEL_CONV_PREFER_CUDNN) return tower_conv_path_name(m->place.conv);
+    int gemm = 0, cudnn = 0;
+    for (int l = 0; l < m->plan.n_layers; l++)
+        if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV) {
+            gemm += m->conv_path[l] == TOWER_CONV_GEMM;
+            cudnn += m->conv_path[l] == TOWER_CONV_CUDNN;
+        }
+    return gemm && cudnn ? "mixed" : cudnn ? "cudnn" : "gemm";
 }
 
 void model_conv_describe(const model *m, char *buf, size_t n)
@@ -140,6 +169,33 @@ void model_conv_describe(const model *m, char *buf, size_t n)
         tower_conv_paths(paths, sizeof paths, &m->plan);
         snprintf(buf, n, "%s (%s)",
                  tower_conv_dnnl_built() && !tower_conv_dnnl_off() ? "cpu onednn" : "cpu", paths);
+        return;
+    }
+    if (m->place.conv == MODEL_CONV_PREFER_CUDNN) { /* the tf32 and bf16 default */
+        int convs = 0, on = 0;
+        for (int l = 0; l < m->plan.n_layers; l++)
+            if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV) {
+                convs++;
+                on += m->conv_path[l] == TOWER_CONV_CUDNN;
+            }
+        const char *prec = tower_precision_name(m->place.precision);
+        size_t used;
+        if (!convs) {
+            snprintf(buf, n, "no conv layer");
+            return;
+        }
+        if (on == convs) {
+            used = (size_t)snprintf(buf, n, "cudnn (the %s default)", prec);
+        } else {
+            used = (size_t)snprintf(buf, n, "%s (the %s default, cudnn where it can):",
+                                    on ? "mixed" : "gemm", prec);
+            for (int l = 0; l < m->plan.n_layers && used < n; l++)
+                if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV)
+                    used += (size_t)snprintf(buf + used, n - used, " %s %s",
+                                             tower_plan_row(&m->plan, l)->name,
+                                             tower_conv_path_name(m->conv_path[l]));
+        }
+        if (m->conv_note[0] && used < n) snprintf(buf + used, n - used, "; %s", m->conv_note);
         return;
     }
     if (m->place.conv != MODEL_CONV_AUTO) {
@@ -212,8 +268,8 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
         if (!place->cpu)
         {
             rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
-            /* auto: GEMM for now, the per-layer paths after the timing below */
-            int conv = place->conv == MODEL_CONV_AUTO ? TOWER_CONV_GEMM : place->conv;
+            /* auto and prefer: GEMM for now, the per-layer paths after the towers */
+            int conv = place->conv == TOWER_CONV_CUDNN ? TOWER_CONV_CUDNN : TOWER_CONV_GEMM;
             if (!rc && (place->precision || conv) &&
                 tower_cuda_configure(&m->tw[t], place->precision, conv, err, errlen)) {
                 tower_free(&m->tw[t]);
@@ -247,7 +303,9 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
             m->conv_timing[l].fwd_ms[k] = m->conv_timing[l].bwd_ms[k] = -1;
     }
 #if MODEL_CUDA
-    if (!place->cpu && place->conv == MODEL_CONV_AUTO && conv_auto(m, err, errlen)) {
+    if (!place->cpu && ((place->conv == MODEL_CONV_AUTO && conv_auto(m, err, errlen)) ||
+                        (place->conv == MODEL_CONV_PREFER_CUDNN &&
+                         conv_prefer_cudnn(m, err, errlen)))) {
         for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
         return -1;
     }

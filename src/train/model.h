@@ -28,7 +28,11 @@ typedef struct {
     int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + SGEMM, the default;
                        1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN);
                        2 (MODEL_CONV_AUTO) per conv layer the faster of the two, timed at
-                       model_init on tower 0's device (model.conv_path) */
+                       model_init on tower 0's device (model.conv_path); 3
+                       (MODEL_CONV_PREFER_CUDNN) cuDNN on every conv layer it has an
+                       algorithm for, GEMM on the rest: the CLI's default in tf32 and bf16
+                       (train_placement_resolve; docs/BENCH.md, "Convolution path per
+                       layer") */
     int graph;      /* GPU only: MODEL_GRAPH_AUTO (0, the default), _ON or _OFF: whether
                        model_train_step captures the whole step as one CUDA graph and
                        replays it (docs/GPU.md, "One step as one CUDA graph"); --graph */
@@ -94,8 +98,11 @@ typedef struct {
     int bf16_acts;
 } model_placement;
 
-/* model_placement.conv's third value: each conv layer's path measured at model_init. */
-enum { MODEL_CONV_AUTO = 2 };
+/* model_placement.conv beyond TOWER_CONV_GEMM and _CUDNN: AUTO, each conv layer's path
+ * measured at model_init; PREFER_CUDNN, cuDNN wherever it has an algorithm at the run's
+ * precision (found at model_init on tower 0's device, tower_cuda_cudnn_rows), GEMM on the
+ * other conv layers, and on all of them when cuDNN cannot start (said in conv_note). */
+enum { MODEL_CONV_AUTO = 2, MODEL_CONV_PREFER_CUDNN = 3 };
 
 /* model_placement.graph. AUTO: the first step model_train_step can capture runs
  * uncaptured, then again from the same state as a captured graph replayed; the graph is
@@ -204,8 +211,9 @@ typedef struct {
                                    the input stops being shared */
     /* GPU: each row's convolution path, the same on every tower (TOWER_CONV_GEMM for
      * rows that are not convs, and on the CPU); with --conv auto the choice made from
-     * conv_timing (tower 0's device, at the run's batch; tower_conv_choose), else
-     * place.conv on every conv row. conv_note: why cuDNN was not measured, or "". */
+     * conv_timing (tower 0's device, at the run's batch; tower_conv_choose), with
+     * MODEL_CONV_PREFER_CUDNN cuDNN's rows, else place.conv on every conv row. conv_note:
+     * why cuDNN was not measured (auto), or which rows stay on GEMM and why (prefer), or "". */
     int conv_path[TOWER_MAX_LAYERS];
     tower_conv_timing conv_timing[TOWER_MAX_LAYERS];
     char conv_note[512];
@@ -228,6 +236,10 @@ typedef struct {
  * some passes: --cpu-conv onednn in a build with it) or "cpu", then in brackets which
  * path runs each conv layer's passes on this CPU (tower_conv_describe). */
 void model_conv_describe(const model *m, char *buf, size_t n);
+/* The convolution mode as one word, for bench's JSON: "gemm", "cudnn" or "auto" as asked;
+ * the tf32 and bf16 default (MODEL_CONV_PREFER_CUDNN) by what it chose: "cudnn" (every
+ * conv layer), "gemm" (none) or "mixed". */
+const char *model_conv_mode_name(const model *m);
 
 /* With --bf16-acts: the layers whose activation is kept in bf16 ("conv1, conv2"), or
  * "none (...)" when none qualifies (--conv auto chose GEMM for them, a net without LRN);

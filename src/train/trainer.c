@@ -716,6 +716,8 @@ static int run_open(run_state *r, const train_options *o)
     }
     if (!o->place.cpu && o->place.conv == MODEL_CONV_AUTO)
         fprintf(stderr, "twotower: --conv %s\n", convs);
+    else if (!o->place.cpu && o->place.conv == MODEL_CONV_PREFER_CUDNN)
+        fprintf(stderr, "twotower: convolutions %s\n", convs);
     char kept[256];
     model_bf16_acts_describe(&r->m, kept, sizeof kept);
     if (kept[0]) fprintf(stderr, "twotower: activations kept in bf16 (--bf16-acts): %s\n", kept);

@@ -114,6 +114,9 @@ def main():
     a = bench.parse_args(["--gpus", "0", "--precision", "bf16", "--conv", "cudnn"])
     assert a.precision == "bf16" and not a.tf32, a
     assert bench.place_flags(a) == ["--gpus", "0", "--conv", "cudnn", "--precision", "bf16"]
+    # no --conv: twotower's own default for the precision
+    a = bench.parse_args(["--gpus", "0", "--precision", "bf16"])
+    assert a.conv is None and bench.place_flags(a) == ["--gpus", "0", "--precision", "bf16"], a
     for bad in (["--cpu", "--precision", "bf16"], ["--gpus", "0", "--tf32", "--precision", "bf16"]):
         p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "bench.py"),
                             *bad], capture_output=True, text=True)

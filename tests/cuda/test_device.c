@@ -264,6 +264,50 @@ Test(device, precision_placement)
     cr_assert_str_eq(buf, "GPU 0 (both towers), TF32 GEMMs");
 }
 
+/* --conv's default: gemm in fp32, on the CPU and without cuDNN in the build; in tf32 and
+ * bf16 cuDNN wherever it takes a layer (MODEL_CONV_PREFER_CUDNN), which the placement
+ * makes gemm where cuDNN cannot run; --bf16-acts refused where the default is gemm */
+Test(device, conv_default)
+{
+#if defined(TT_HAVE_CUDA)
+    int have_cudnn = tower_cuda_have_cudnn();
+#else
+    int have_cudnn = 0;
+#endif
+    const model_placement cpu = {.cpu = 1}, gpu = {.ngpus = 1, .gpus = {0, 0}};
+    int precisions[] = {TOWER_PRECISION_FP32, TOWER_PRECISION_TF32, TOWER_PRECISION_BF16};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(train_placement_conv_default(&cpu, precisions[i]), TOWER_CONV_GEMM);
+        cr_assert_eq(train_placement_conv_default(&gpu, precisions[i]),
+                     precisions[i] != TOWER_PRECISION_FP32 && have_cudnn
+                         ? MODEL_CONV_PREFER_CUDNN
+                         : TOWER_CONV_GEMM,
+                     "%s", tower_precision_name(precisions[i]));
+    }
+    char err[512] = "";
+    model_placement g = gpu;
+    cr_assert_eq(train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16,
+                                                 MODEL_CONV_PREFER_CUDNN, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(g.conv, have_cudnn ? MODEL_CONV_PREFER_CUDNN : TOWER_CONV_GEMM);
+    model_placement c = cpu;
+    cr_assert_eq(train_placement_set_gpu_options(&c, TOWER_PRECISION_FP32,
+                                                 MODEL_CONV_PREFER_CUDNN, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(c.conv, TOWER_CONV_GEMM);
+    cr_assert_eq(train_placement_set_gpu_options(&c, TOWER_PRECISION_FP32, 4, err, sizeof err),
+                 -1);
+    cr_assert(strstr(err, "--conv: 4"), "%s", err);
+    /* the flags as given, on the CPU: no --conv is gemm, --bf16-acts is refused */
+    train_placement_args a = {.cpu = 1};
+    model_placement p;
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.conv, TOWER_CONV_GEMM);
+    a.bf16_acts = 1;
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), -1);
+    cr_assert(strstr(err, "this run is on the CPU: drop --bf16-acts"), "%s", err);
+}
+
 /* The delay test's hook (model_placement.debug_delay_us) from the environment: read by
  * model_init on every backend (CPU towers ignore the delay), a bad value refused naming the
  * variable, the placement's own value kept over the environment's. */
@@ -340,5 +384,39 @@ Test(device, real_devices)
         cr_assert_eq(p.gpus[0], 1);
         cr_assert_eq(p.gpus[1], 0);
     }
+}
+
+/* --conv's default from the flags as given on a GPU: gemm in fp32, bf16's on cuDNN where
+ * the build has it; --bf16-acts taken with that default, refused with --conv gemm, in fp32
+ * and where bf16's default is gemm (no cuDNN in the build) */
+Test(device, conv_default_on_a_gpu)
+{
+    char err[512] = "";
+    int count = tower_cuda_device_count(err, sizeof err);
+    if (count <= 0) cr_skip_test("no CUDA device: %s", count < 0 ? err : "none");
+    int have_cudnn = tower_cuda_have_cudnn();
+    model_placement p;
+    train_placement_args a = {.gpus = "0"};
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.conv, TOWER_CONV_GEMM);
+    a.precision = 1 + TOWER_PRECISION_BF16;
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.conv, have_cudnn ? MODEL_CONV_PREFER_CUDNN : TOWER_CONV_GEMM);
+    a.bf16_acts = 1;
+    int rc = train_placement_resolve(&a, &p, err, sizeof err);
+    if (have_cudnn) {
+        cr_assert_eq(rc, 0, "%s", err);
+        cr_assert_eq(p.bf16_acts, 1);
+    } else {
+        cr_assert_eq(rc, -1);
+        cr_assert(strstr(err, "bf16 in a build without cuDNN"), "%s", err);
+    }
+    a.conv = 1 + TOWER_CONV_GEMM;
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), -1);
+    cr_assert(strstr(err, "this run is in bf16 with --conv gemm: drop --bf16-acts"), "%s", err);
+    a.conv = 0;
+    a.precision = 1 + TOWER_PRECISION_FP32;
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), -1);
+    cr_assert(strstr(err, "this run is in fp32: drop --bf16-acts"), "%s", err);
 }
 #endif

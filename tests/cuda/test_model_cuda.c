@@ -13,6 +13,7 @@
 
 #include "gpu_util.h"
 #include "tower/cuda/kernels.h"
+#include "train/device.h"
 #include "train/model.h"
 
 /* Whole-step tolerances on max |gpu - cpu| / max |cpu| per tensor: every layer's
@@ -659,6 +660,54 @@ Test(cuda_model, kept_bf16_acts_are_the_fp32_ones_rounded, .timeout = 120)
 Test(cuda_model, cudnn_bf16_runs_repeat_bit_for_bit, .timeout = 120)
 {
     cudnn_repeats(TOWER_PRECISION_BF16, "--precision bf16 --conv cudnn twice");
+}
+
+/* The CLI's default in tf32 and bf16 (MODEL_CONV_PREFER_CUDNN): every conv layer of the
+ * tiny and the full net on cuDNN, on every tower, said so, and the same steps as --conv
+ * cudnn bit for bit (the same paths and algorithms) */
+static void expect_prefer_is_cudnn(int precision, const tower_config *cfg)
+{
+    model_placement p = on_gpu0;
+    p.precision = precision;
+    cr_assert_eq(train_placement_conv_default(&p, precision), MODEL_CONV_PREFER_CUDNN);
+    p.conv = MODEL_CONV_PREFER_CUDNN;
+    model m;
+    init_or_fail(&m, cfg, p, 5);
+    char line[2048], want[64];
+    model_conv_describe(&m, line, sizeof line);
+    printf("%s default: convolutions %s\n", tower_precision_name(precision), line);
+    snprintf(want, sizeof want, "cudnn (the %s default)", tower_precision_name(precision));
+    cr_assert_str_eq(line, want);
+    cr_assert_str_eq(model_conv_mode_name(&m), "cudnn");
+    for (int l = 0; l < m.plan.n_layers; l++) {
+        int want_path = tower_plan_row(&m.plan, l)->kind == TOWER_CONV ? TOWER_CONV_CUDNN
+                                                                       : TOWER_CONV_GEMM;
+        cr_assert_eq(m.conv_path[l], want_path, "row %d: path %d", l, m.conv_path[l]);
+        for (int t = 0; t < m.towers; t++)
+            cr_assert_eq(tower_cuda_conv_path(&m.tw[t], l), want_path, "tower %d row %d", t, l);
+    }
+    model_free(&m);
+}
+
+Test(cuda_model, default_tf32_bf16_is_cudnn, .timeout = 300)
+{
+    TT_NEED_GPUS(1);
+    TT_NEED_CUDNN();
+    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                         .in_ch = 3, .width_div = 1};
+    model_placement fp32 = on_gpu0;
+    cr_assert_eq(train_placement_conv_default(&fp32, TOWER_PRECISION_FP32), TOWER_CONV_GEMM);
+    int precisions[] = {TOWER_PRECISION_TF32, TOWER_PRECISION_BF16};
+    for (int i = 0; i < 2; i++) {
+        expect_prefer_is_cudnn(precisions[i], &tiny);
+        expect_prefer_is_cudnn(precisions[i], &full);
+        model_placement prefer = on_cudnn(precisions[i]);
+        prefer.conv = MODEL_CONV_PREFER_CUDNN;
+        expect_identical_runs(prefer, on_cudnn(precisions[i]),
+                              precisions[i] == TOWER_PRECISION_BF16
+                                  ? "bf16's default vs --conv cudnn"
+                                  : "tf32's default vs --conv cudnn");
+    }
 }
 
 /* ---- --conv auto and mixed paths: each conv layer on its own path, the same tolerances;

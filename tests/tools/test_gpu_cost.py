@@ -58,6 +58,27 @@ if r.returncode == 0:
     j = json.load(open(out))
     text = r.stdout
     check("PREDICTED" in text, "the report marks its numbers predicted")
+    # the convolution path per layer: GEMM and cuDNN in every precision, finite; the
+    # default each precision's verdict gives is the one `twotower train --help` states
+    # (train_placement_conv_default), so a prediction that changes it fails here
+    cp, verdict = j.get("conv_paths") or {}, j.get("conv_default") or {}
+    check(sorted(cp) == ["conv1", "conv2", "conv3", "conv4", "conv5"], f"conv_paths rows {sorted(cp)}")
+    for layer, per in cp.items():
+        for p, v in per.items():
+            check(all(isinstance(v[k], float) and math.isfinite(v[k]) and v[k] > 0
+                      for k in ("gemm_ms", "cudnn_ms")), f"{layer} {p}: {v}")
+    check(set(verdict) == {"fp32", "tf32", "bf16"} and set(verdict.values()) <= {"gemm", "cudnn"},
+          f"conv_default {verdict}")
+    h = subprocess.run([exe, "train", "--help"], capture_output=True, text=True).stdout
+    import re  # noqa: E402
+    m = re.search(r"--conv gemm\|cudnn\|auto\n(?:\s+.*\n)*?\s+\(default: ([^)]*)\)", h)
+    stated = {}
+    for path, precs in re.findall(r"(gemm|cudnn) in ((?:fp32|tf32|bf16)(?:(?:, | and )"
+                                  r"(?:fp32|tf32|bf16))*)", m.group(1) if m else ""):
+        for p in re.findall(r"fp32|tf32|bf16", precs):
+            stated[p] = path
+    check(stated == verdict, f"twotower's --conv default {stated} (from --help: "
+          f"{m.group(1) if m else 'not found'}) is not the prediction's {verdict}")
     check(j["source"] in ("sass", "ptx") and
           ("counted from: " + ("SASS" if j["source"] == "sass" else "PTX")) in text,
           "the report names what it counted from")

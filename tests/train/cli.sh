@@ -69,8 +69,8 @@ expect 2 "unknown command 'nope'" -- nope
 expect 0 "total parameters: 60965224" -- summary
 expect 0 "width-div N .*(default 1)" -- train --help
 expect 0 "^  --conv gemm|cudnn|auto$" -- train --help
-expect 0 "each layer.s faster (timed at start-up)$" -- train --help
-expect 0 "^ *(default gemm)$" -- train --help
+expect 0 "each layer.s faster$" -- train --help
+expect 0 "^ *(default: gemm in fp32, cudnn in tf32 and bf16)$" -- train --help
 expect 0 "^  --conv gemm|cudnn|auto$" -- bench --help
 
 # train's refusals (--data names no folder: a refusal that failed would stop there, not
@@ -83,7 +83,7 @@ expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
 expect 2 "--conv auto is a GPU option" -- train --cpu $nodata --conv auto
 expect 2 "--cpu-conv 'dnnl': expected onednn or gemm" -- train --cpu $nodata --cpu-conv dnnl
 expect 2 "--cpu-conv gemm is a CPU option" -- train --gpus 0 $nodata --cpu-conv gemm
-expect 2 "bf16, so it needs a GPU, --precision bf16 and --conv cudnn (or auto), and this run is on the CPU" -- train --cpu $nodata --bf16-acts
+expect 2 "bf16, so it needs a GPU, --precision bf16 and cuDNN.s convolutions (bf16.s default in a build with cuDNN, or --conv cudnn or auto), and this run is on the CPU: drop --bf16-acts" -- train --cpu $nodata --bf16-acts
 expect 2 "this run is on the CPU: drop --bf16-acts" -- bench --cpu --bf16-acts
 expect 2 "--views '5': expected 1 or 10" -- train --cpu $nodata --views 5
 expect 2 "--mirror 'maybe': expected on or off" -- train --cpu $nodata --mirror maybe

@@ -151,9 +151,10 @@ def parse_args(argv):
     ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
                     help="GPU only: fp32 (default), tf32 (= --tf32), or bf16: twotower's "
                          "--precision bf16 against PyTorch's torch.autocast(dtype=bfloat16)")
-    ap.add_argument("--conv", choices=("gemm", "cudnn", "auto"), default="gemm",
-                    help="GPU only: twotower's convolutions, im2col + cuBLAS (default), cuDNN, "
-                         "or per layer the faster of the two (timed at start-up)")
+    ap.add_argument("--conv", choices=("gemm", "cudnn", "auto"), default=None,
+                    help="GPU only: twotower's convolutions, im2col + cuBLAS, cuDNN, or per "
+                         "layer the faster of the two (timed at start-up); default: twotower's "
+                         "(gemm in fp32, cudnn in tf32 and bf16 where the build has cuDNN)")
     args = ap.parse_args(argv)
     args.batches_list = args.batch
     args.batch = args.batch[0]
@@ -169,7 +170,7 @@ def parse_args(argv):
     args.tf32 = args.precision == "tf32"
     if args.precision != "fp32" and args.cpu:
         ap.error(f"--precision {args.precision} is a GPU math mode: drop it or --cpu")
-    if args.conv != "gemm" and args.cpu:
+    if args.conv not in (None, "gemm") and args.cpu:
         ap.error(f"--conv {args.conv} is a GPU option: drop it or --cpu")
     if args.gpus is not None and not args.gpus.isdigit():
         ap.error(f"--gpus takes one device id (both towers on one GPU, as issue 6 "
@@ -209,7 +210,8 @@ def net_flags(args):
 def place_flags(args):
     if args.cpu:
         return ["--cpu"]
-    return ["--gpus", args.gpus, "--conv", args.conv, "--precision", args.precision]
+    conv = ["--conv", args.conv] if args.conv else []  # none: twotower's default
+    return ["--gpus", args.gpus, *conv, "--precision", args.precision]
 
 
 def rss_bytes():

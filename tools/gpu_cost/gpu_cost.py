@@ -43,6 +43,9 @@ import model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TARGET_IMAGES_PER_S = 35000.0
+# cuDNN becomes a precision's default where its calls could run at under this fraction of
+# their bound and still beat GEMM in every conv layer (conv_paths)
+BREAK_EVEN = 0.5
 # kernels with one block per tile (no grid-stride loop, loops over the tile's elements):
 # their instructions per element are reported from the launch's total
 TILED = ("lrn_maxpool_forward_kernel", "lrn_maxpool_backward_kernel", "lrn_maxpool_backward_g_kernel")
@@ -416,6 +419,7 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
       f"{worst[1][0] / worst[1][1]:.2f}x)" +
       (f"; idle, launch-bound: {', '.join(sorted(idle))}" if idle else "") + "\n")
     summary["bf16"]["cudnn_over_2x"] = [n for n, _ in over]
+    conv_default, conv_table = conv_paths(results, cudnn, dev, P, w)
     if measured and isinstance(measured.get("images_per_s"), (int, float)):
         w(f"  measured (bench.json): {measured['images_per_s']:.0f} images/s, "
           f"{measured.get('ms_per_step', float('nan')):.2f} ms/step\n")
@@ -438,7 +442,52 @@ def report(kernels, files, src_kind, tool, dev, batch, measured, out):
             division_sites=sum(lp.div_sites for lp in k.element_loops(ROOT)))
     return dict(summary=summary, kernels=rows, worklist=[n for n, _, _ in worklist],
                 others=others, ops=len(ops), layers=layer_rows, counted=counted,
-                missing=missing)
+                missing=missing, conv_default=conv_default, conv_paths=conv_table)
+
+
+def conv_paths(results, cudnn, dev, P, w):
+    """The convolution path per layer (docs/BENCH.md, "Convolution path per layer"): each
+    conv layer's step time on GEMM and on cuDNN in each precision, and the break-even, the
+    fraction of their bound at which cuDNN's calls would make the layer cost what it costs
+    on GEMM (cuBLAS's calls are at their bound in both). A precision's conv layers go on
+    cuDNN by default when every break-even is below BREAK_EVEN: then GEMM is faster only
+    if cuDNN's kernels run at under that fraction of the bound cuBLAS's are timed at.
+    Otherwise the prediction cannot tell the paths apart, and GEMM stays (`--conv auto`
+    measures). Returns ({precision: "cudnn" or "gemm"}, {layer: {precision: times}}); the
+    verdicts reach the JSON as conv_default, which twotower's own default
+    (train_placement_conv_default) must follow (tests/tools/test_gpu_cost.py)."""
+    w(f"\nConvolution path per layer (PREDICTED; ms per step, both towers, forward + backward; "
+      f"cuDNN's calls at their FLOP or memory bound; break-even: the fraction of that bound "
+      f"at which cuDNN's calls would tie with GEMM; cuDNN is the default where every layer's "
+      f"is below {BREAK_EVEN:.0%}):\n")
+    w(f"  {'layer':7s}" + "".join(f" {p + ' gemm':>10s} {p + ' cudnn':>11s} {'break-even':>10s}"
+                                  for p in model.PRECISIONS) + "\n")
+    convs = [L.name for L in P if L.kind == "conv"]
+    table = {}
+    for layer in convs:
+        line = f"  {layer:7s}"
+        for p in model.PRECISIONS:
+            g = sum(t for o, t, *_ in results[p][0] if o.layer == layer)
+            c = sum(t for o, t, *_ in cudnn[p] if o.layer == layer)
+            calls = sum(t - dev.launch_s for o, t, *_ in cudnn[p]
+                        if o.layer == layer and o.kind == "conv")
+            rest = c - calls  # the casts, ReLU, LRN and pooling around cuDNN's calls
+            be = calls / (g - rest) if g > rest else math.inf
+            # break_even None: the layer's other kernels on cuDNN cost GEMM's whole time
+            table.setdefault(layer, {})[p] = dict(gemm_ms=g * 1e3, cudnn_ms=c * 1e3,
+                                                  break_even=be if math.isfinite(be) else None)
+            line += f" {g * 1e3:10.3f} {c * 1e3:11.3f} {be:10.0%}"
+        w(line + "\n")
+    verdict = {}
+    for p in model.PRECISIONS:
+        worst = max(math.inf if table[layer][p]["break_even"] is None
+                    else table[layer][p]["break_even"] for layer in convs)
+        verdict[p] = "cudnn" if worst < BREAK_EVEN else "gemm"
+        w(f"  {p}: {verdict[p]} by default (the highest break-even {worst:.0%}: " +
+          ("GEMM wins only if cuDNN's calls run below it" if verdict[p] == "cudnn" else
+           "a prediction at the bounds cannot tell the paths apart; --conv auto measures") +
+          ")\n")
+    return verdict, table
 
 
 def measured_layers(measured):
@@ -647,7 +696,8 @@ def main():
                            kernels=res["counted"],
                            step_kernels={n: dict(r) for n, r in res["kernels"].items()},
                            not_in_step=res["others"], missing=res["missing"],
-                           ops=res["ops"]), f, indent=1)
+                           ops=res["ops"], conv_default=res["conv_default"],
+                           conv_paths=res["conv_paths"]), f, indent=1)
     return 1 if bad else 0
 
 

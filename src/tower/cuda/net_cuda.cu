@@ -624,6 +624,40 @@ extern "C" void tower_cuda_describe_conv(const tower *t, char *buf, size_t n)
     if (used < n) tower_cudnn_describe(g->cudnn, buf + used, n - used);
 }
 
+extern "C" int tower_cuda_cudnn_rows(tower *t, int precision, int *path, char *note,
+                                     size_t notelen, char *err, size_t errlen)
+{
+    tower_gpu *g = gpu_of(t);
+    const tower_plan *p = &t->plan;
+    if (note && notelen) note[0] = 0;
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++) path[l] = TOWER_CONV_GEMM;
+    if (!tower_cudnn_available()) {
+        if (note) snprintf(note, notelen, "this build has no cuDNN");
+        return 0;
+    }
+    cudaError_t e = cudaSetDevice(t->device);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    char why[512] = "", dropped[512] = "";
+    tower_cudnn *c = tower_cudnn_create(p, precision, g->cublas, g->stream, NULL, dropped,
+                                        sizeof dropped, why, sizeof why);
+    if (!c) {
+        if (note) snprintf(note, notelen, "cuDNN takes no layer: %s", why);
+        return 0;
+    }
+    for (int l = 0; l < p->n_layers; l++)
+        if (tower_plan_row(p, l)->kind == TOWER_CONV && tower_cudnn_has(c, l))
+            path[l] = TOWER_CONV_CUDNN;
+    tower_cudnn_free(c);
+    if (dropped[0] && note) snprintf(note, notelen, "on GEMM where cuDNN has no algorithm: %s",
+                                     dropped);
+    return 0;
+}
+
 extern "C" int tower_cuda_have_cudnn(void) { return tower_cudnn_available(); }
 
 extern "C" void *tower_cuda_stream(tower *t) { return gpu_of(t)->stream; }
