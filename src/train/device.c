@@ -182,9 +182,12 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
                  p->precision == TOWER_PRECISION_TF32   ? ", TF32 GEMMs"
                  : p->precision == TOWER_PRECISION_BF16 ? ", bf16 GEMM operands (fp32 sums)"
                                                         : "",
-                 p->conv == MODEL_CONV_AUTO ? ", convolutions timed per layer"
-                 : p->conv                  ? ", cuDNN convolutions"
-                                            : "");
+                 p->conv == MODEL_CONV_AUTO   ? ", convolutions timed per layer"
+                 : p->conv == TOWER_CONV_CUDNN ? ", cuDNN convolutions"
+                 : p->conv == TOWER_CONV_GEMM && p->precision && train_placement_conv_default(
+                                                                     p, p->precision)
+                     ? ", GEMM convolutions"
+                     : "");
     used = strlen(buf);
     if (!p->cpu && p->ngpus >= 1 && p->graph != MODEL_GRAPH_AUTO && used < n)
         snprintf(buf + used, n - used, "%s",
@@ -227,8 +230,9 @@ int train_placement_set_gpu_options(model_placement *p, int precision, int conv,
         snprintf(err, errlen, "--precision: %d is not fp32 (0), tf32 (1) or bf16 (2)", precision);
         return -1;
     }
-    if (conv == MODEL_CONV_PREFER_CUDNN && (p->cpu || !have_cudnn_build()))
-        conv = TOWER_CONV_GEMM; /* the default, where cuDNN cannot run: GEMM, nothing refused */
+    if (conv == MODEL_CONV_PREFER_CUDNN &&
+        (p->cpu || precision == TOWER_PRECISION_FP32 || !have_cudnn_build()))
+        conv = TOWER_CONV_GEMM; /* the default where it is GEMM's: nothing refused */
     if ((precision || conv) && p->cpu) {
         snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
                               "plain fp32 with its own convolution): drop it or run on a GPU",

@@ -106,16 +106,6 @@ static int debug_delay_from_env(model_placement *p, int towers, char *err, size_
 }
 
 #if MODEL_CUDA
-/* m->conv_path on every tower, at the run's precision. */
-static int configure_all(model *m, char *err, size_t errlen)
-{
-    for (int t = 0; t < m->towers; t++)
-        if (tower_cuda_configure_paths(&m->tw[t], m->place.precision, m->conv_path, err,
-                                       errlen))
-            return -1;
-    return 0;
-}
-
 /* --conv auto: every conv layer timed on each path on tower 0's device, one choice per
  * layer (tower_conv_choose) given to every tower, so that both towers, on one GPU or on
  * two, run the same numerics. */
@@ -126,17 +116,11 @@ static int conv_auto(model *m, char *err, size_t errlen)
                                 errlen))
         return -1;
     tower_conv_choose(m->conv_timing, m->plan.n_layers, m->conv_path);
-    return configure_all(m, err, errlen);
-}
-
-/* The default in tf32 and bf16: cuDNN on the rows it takes at this precision (asked on
- * tower 0's device; the towers share one plan), GEMM on the others, given to every tower. */
-static int conv_prefer_cudnn(model *m, char *err, size_t errlen)
-{
-    if (tower_cuda_cudnn_rows(&m->tw[0], m->place.precision, m->conv_path, m->conv_note,
-                              sizeof m->conv_note, err, errlen))
-        return -1;
-    return configure_all(m, err, errlen);
+    for (int t = 0; t < m->towers; t++)
+        if (tower_cuda_configure_paths(&m->tw[t], m->place.precision, m->conv_path, err,
+                                       errlen))
+            return -1;
+    return 0;
 }
 #endif
 
@@ -262,16 +246,28 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
 #endif
     }
     if (place->cpu) tower_conv_dnnl(!place->cpu_conv); /* before any tower's first call */
+    /* each conv row's path at init: cudnn's, prefer's (found on tower 0 once it is made,
+     * before any tower configures), and GEMM for gemm and for auto until its timing */
+    int paths[TOWER_MAX_LAYERS];
+    for (int l = 0; l < TOWER_MAX_LAYERS; l++)
+        paths[l] = !place->cpu && place->conv == TOWER_CONV_CUDNN ? TOWER_CONV_CUDNN
+                                                                  : TOWER_CONV_GEMM;
     for (int t = 0; t < m->towers; t++) {
         int rc;
 #if MODEL_CUDA
         if (!place->cpu)
         {
             rc = tower_init_cuda(&m->tw[t], &m->plan, t, devices[t], seed, err, errlen);
-            /* auto and prefer: GEMM for now, the per-layer paths after the towers */
-            int conv = place->conv == TOWER_CONV_CUDNN ? TOWER_CONV_CUDNN : TOWER_CONV_GEMM;
-            if (!rc && (place->precision || conv) &&
-                tower_cuda_configure(&m->tw[t], place->precision, conv, err, errlen)) {
+            if (!rc && t == 0 && place->conv == MODEL_CONV_PREFER_CUDNN &&
+                tower_cuda_cudnn_rows(&m->tw[0], place->precision, paths, m->conv_note,
+                                      sizeof m->conv_note, err, errlen)) {
+                tower_free(&m->tw[t]);
+                rc = -1;
+            }
+            int any_cudnn = 0;
+            for (int l = 0; l < m->plan.n_layers; l++) any_cudnn |= paths[l] == TOWER_CONV_CUDNN;
+            if (!rc && (place->precision || any_cudnn) &&
+                tower_cuda_configure_paths(&m->tw[t], place->precision, paths, err, errlen)) {
                 tower_free(&m->tw[t]);
                 rc = -1;
             }
@@ -296,16 +292,12 @@ int model_init(model *m, const tower_config *cfg, const model_placement *place, 
     }
     for (int l = 0; l < m->plan.n_layers; l++) {
         int is_conv = tower_plan_row(&m->plan, l)->kind == TOWER_CONV;
-        m->conv_path[l] = !place->cpu && is_conv && place->conv == TOWER_CONV_CUDNN
-                              ? TOWER_CONV_CUDNN
-                              : TOWER_CONV_GEMM;
+        m->conv_path[l] = !place->cpu && is_conv ? paths[l] : TOWER_CONV_GEMM;
         for (int k = 0; k < TOWER_CONV_PATHS; k++)
             m->conv_timing[l].fwd_ms[k] = m->conv_timing[l].bwd_ms[k] = -1;
     }
 #if MODEL_CUDA
-    if (!place->cpu && ((place->conv == MODEL_CONV_AUTO && conv_auto(m, err, errlen)) ||
-                        (place->conv == MODEL_CONV_PREFER_CUDNN &&
-                         conv_prefer_cudnn(m, err, errlen)))) {
+    if (!place->cpu && place->conv == MODEL_CONV_AUTO && conv_auto(m, err, errlen)) {
         for (int t = 0; t < m->towers; t++) tower_free(&m->tw[t]);
         return -1;
     }

@@ -25,7 +25,8 @@ typedef struct {
                        rounded to 10 mantissa bits, fp32 sums); BF16 (2): bf16 operands
                        (7 mantissa bits) with fp32 sums, everything else fp32, GEMM
                        convolutions only (--precision) */
-    int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + SGEMM, the default;
+    int conv;       /* GPU only: 0 (TOWER_CONV_GEMM) chunked im2col + GEMM, what a
+                       zeroed placement runs (the CLI's default in fp32);
                        1 (TOWER_CONV_CUDNN) cuDNN's convolutions (builds with cuDNN);
                        2 (MODEL_CONV_AUTO) per conv layer the faster of the two, timed at
                        model_init on tower 0's device (model.conv_path); 3

@@ -258,10 +258,24 @@ Test(device, precision_placement)
     g = gpu;
     g.precision = TOWER_PRECISION_BF16;
     train_placement_describe(&g, buf, sizeof buf);
-    cr_assert_str_eq(buf, "GPU 0 (both towers), bf16 GEMM operands (fp32 sums)");
+    cr_assert_str_eq(buf, have_cudnn ? "GPU 0 (both towers), bf16 GEMM operands (fp32 sums), "
+                                       "GEMM convolutions"
+                                     : "GPU 0 (both towers), bf16 GEMM operands (fp32 sums)");
     g.precision = TOWER_PRECISION_TF32;
     train_placement_describe(&g, buf, sizeof buf);
+    /* GEMM in tf32 is said where the default would have been cuDNN; the default never */
+    cr_assert_str_eq(buf, have_cudnn ? "GPU 0 (both towers), TF32 GEMMs, GEMM convolutions"
+                                     : "GPU 0 (both towers), TF32 GEMMs");
+    g.conv = MODEL_CONV_PREFER_CUDNN;
+    train_placement_describe(&g, buf, sizeof buf);
     cr_assert_str_eq(buf, "GPU 0 (both towers), TF32 GEMMs");
+    g.conv = TOWER_CONV_CUDNN;
+    train_placement_describe(&g, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers), TF32 GEMMs, cuDNN convolutions");
+    g.precision = TOWER_PRECISION_FP32;
+    g.conv = TOWER_CONV_GEMM;
+    train_placement_describe(&g, buf, sizeof buf);
+    cr_assert_str_eq(buf, "GPU 0 (both towers)");
 }
 
 /* --conv's default: gemm in fp32, on the CPU and without cuDNN in the build; in tf32 and
@@ -290,6 +304,11 @@ Test(device, conv_default)
                                                  MODEL_CONV_PREFER_CUDNN, err, sizeof err),
                  0, "%s", err);
     cr_assert_eq(g.conv, have_cudnn ? MODEL_CONV_PREFER_CUDNN : TOWER_CONV_GEMM);
+    g = gpu; /* asked for in fp32 (an API caller; the flags never do): GEMM, fp32's default */
+    cr_assert_eq(train_placement_set_gpu_options(&g, TOWER_PRECISION_FP32,
+                                                 MODEL_CONV_PREFER_CUDNN, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(g.conv, TOWER_CONV_GEMM);
     model_placement c = cpu;
     cr_assert_eq(train_placement_set_gpu_options(&c, TOWER_PRECISION_FP32,
                                                  MODEL_CONV_PREFER_CUDNN, err, sizeof err),
@@ -402,6 +421,17 @@ Test(device, conv_default_on_a_gpu)
     a.precision = 1 + TOWER_PRECISION_BF16;
     cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), 0, "%s", err);
     cr_assert_eq(p.conv, have_cudnn ? MODEL_CONV_PREFER_CUDNN : TOWER_CONV_GEMM);
+    /* tf32, as --precision tf32 and as --tf32 */
+    train_placement_args t32 = {.gpus = "0", .precision = 1 + TOWER_PRECISION_TF32};
+    cr_assert_eq(train_placement_resolve(&t32, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.conv, have_cudnn ? MODEL_CONV_PREFER_CUDNN : TOWER_CONV_GEMM);
+    t32 = (train_placement_args){.gpus = "0", .tf32 = 1};
+    cr_assert_eq(train_placement_resolve(&t32, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.precision, TOWER_PRECISION_TF32);
+    cr_assert_eq(p.conv, have_cudnn ? MODEL_CONV_PREFER_CUDNN : TOWER_CONV_GEMM);
+    t32.conv = 1 + TOWER_CONV_GEMM; /* given, it wins */
+    cr_assert_eq(train_placement_resolve(&t32, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.conv, TOWER_CONV_GEMM);
     a.bf16_acts = 1;
     int rc = train_placement_resolve(&a, &p, err, sizeof err);
     if (have_cudnn) {

@@ -665,12 +665,20 @@ Test(cuda_model, cudnn_bf16_runs_repeat_bit_for_bit, .timeout = 120)
 /* The CLI's default in tf32 and bf16 (MODEL_CONV_PREFER_CUDNN): every conv layer of the
  * tiny and the full net on cuDNN, on every tower, said so, and the same steps as --conv
  * cudnn bit for bit (the same paths and algorithms) */
+static model_placement default_placement(int precision, int bf16_acts)
+{
+    /* as the flags give it: --gpus 0 --precision P [--bf16-acts], no --conv */
+    train_placement_args a = {.gpus = "0", .precision = 1 + precision, .bf16_acts = bf16_acts};
+    model_placement p;
+    char err[512] = "";
+    cr_assert_eq(train_placement_resolve(&a, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.conv, MODEL_CONV_PREFER_CUDNN);
+    return p;
+}
+
 static void expect_prefer_is_cudnn(int precision, const tower_config *cfg)
 {
-    model_placement p = on_gpu0;
-    p.precision = precision;
-    cr_assert_eq(train_placement_conv_default(&p, precision), MODEL_CONV_PREFER_CUDNN);
-    p.conv = MODEL_CONV_PREFER_CUDNN;
+    model_placement p = default_placement(precision, 0);
     model m;
     init_or_fail(&m, cfg, p, 5);
     char line[2048], want[64];
@@ -701,13 +709,22 @@ Test(cuda_model, default_tf32_bf16_is_cudnn, .timeout = 300)
     for (int i = 0; i < 2; i++) {
         expect_prefer_is_cudnn(precisions[i], &tiny);
         expect_prefer_is_cudnn(precisions[i], &full);
-        model_placement prefer = on_cudnn(precisions[i]);
-        prefer.conv = MODEL_CONV_PREFER_CUDNN;
-        expect_identical_runs(prefer, on_cudnn(precisions[i]),
+        expect_identical_runs(default_placement(precisions[i], 0), on_cudnn(precisions[i]),
                               precisions[i] == TOWER_PRECISION_BF16
                                   ? "bf16's default vs --conv cudnn"
                                   : "tf32's default vs --conv cudnn");
     }
+    /* --precision bf16 --bf16-acts with the default: conv1's and conv2's activations kept,
+     * as with --conv cudnn --bf16-acts, and the same bits */
+    model_placement kept = default_placement(TOWER_PRECISION_BF16, 1);
+    model m;
+    init_or_fail(&m, &tiny, kept, 5);
+    int rows = tower_cuda_bf16_acts_rows(&m.tw[0]);
+    model_free(&m);
+    cr_assert(rows != 0, "--bf16-acts with bf16's default kept no activation");
+    model_placement cudnn_kept = on_cudnn(TOWER_PRECISION_BF16);
+    cudnn_kept.bf16_acts = 1;
+    expect_identical_runs(kept, cudnn_kept, "bf16's default --bf16-acts vs --conv cudnn --bf16-acts");
 }
 
 /* ---- --conv auto and mixed paths: each conv layer on its own path, the same tolerances;

@@ -71,7 +71,9 @@ if r.returncode == 0:
           f"conv_default {verdict}")
     h = subprocess.run([exe, "train", "--help"], capture_output=True, text=True).stdout
     import re  # noqa: E402
-    m = re.search(r"--conv gemm\|cudnn\|auto\n(?:\s+.*\n)*?\s+\(default: ([^)]*)\)", h)
+    # --conv's own lines: its help's continuation lines (indented past the flag column),
+    # the last of them "(default: ...)"
+    m = re.search(r"\n  --conv gemm\|cudnn\|auto\n(?: {10,}\S.*\n)*? {10,}\(default: ([^)]*)\)\n", h)
     stated = {}
     for path, precs in re.findall(r"(gemm|cudnn) in ((?:fp32|tf32|bf16)(?:(?:, | and )"
                                   r"(?:fp32|tf32|bf16))*)", m.group(1) if m else ""):

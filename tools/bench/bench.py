@@ -471,7 +471,8 @@ def report(res):
               f"backends.cudnn.allow_tf32 = {res['tf32']['pytorch_cudnn']}; cudnn.benchmark "
               f"{res['cudnn_benchmark']}")
     print(f"   twotower's convolutions: {tt.get('conv_detail', tt.get('conv', '?'))}")
-    if tt.get("conv") == "auto":
+    if tt.get("backend") == "cuda" and tt.get("conv_choice", tt.get("conv")) != tt.get("conv"):
+        # auto's choices and times, or the tf32 / bf16 default's paths
         print(f"   twotower's --conv {tt.get('conv_choice', '?')}")
     head = f"   {'':<18}{'images/s':>11}{'ms/step':>10}{'GFLOP/s':>10}{'% peak':>8}  memory"
     print(head)

@@ -1,7 +1,8 @@
 /* conv_cudnn.h: the cuDNN convolution path of a GPU tower (`--conv cudnn`), internal to
  * src/tower/cuda. One context per tower: descriptors and a chosen algorithm for every conv
- * layer and pass, one workspace. The default path is the chunked im2col + SGEMM of
- * layers_cuda.cu; this one is selected with tower_cuda_configure. Built only when meson
+ * layer and pass, one workspace. The other path is the chunked im2col + GEMM of
+ * layers_cuda.cu (fp32's default; tf32's and bf16's is this one where it has algorithms);
+ * selected per conv row with tower_cuda_configure_paths. Built only when meson
  * finds cuDNN (TT_HAVE_CUDNN); otherwise tower_cudnn_create says so. */
 #ifndef TOWER_CUDA_CONV_CUDNN_H
 #define TOWER_CUDA_CONV_CUDNN_H
