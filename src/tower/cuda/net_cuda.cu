@@ -635,13 +635,7 @@ extern "C" int tower_cuda_cudnn_rows(tower *t, int precision, int *path, char *n
         if (note) snprintf(note, notelen, "this build has no cuDNN");
         return 0;
     }
-    cudaError_t e = cudaSetDevice(t->device);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
-                 cudaGetErrorString(e));
-        return -1;
-    }
+    if (settle(t, err, errlen)) return -1;
     char why[512] = "", dropped[512] = "";
     tower_cudnn *c = tower_cudnn_create(p, precision, g->cublas, g->stream, NULL, dropped,
                                         sizeof dropped, why, sizeof why);
@@ -1430,13 +1424,8 @@ extern "C" int tower_cuda_conv_measure(tower *t, int warmup, int reps, tower_con
                  "first (a caller's error)", t->index);
         return -1;
     }
-    cudaError_t e = cudaSetDevice(t->device);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "tower %d on GPU %d: %s", t->index, t->device,
-                 cudaGetErrorString(e));
-        return -1;
-    }
+    if (settle(t, err, errlen)) return -1;
+    cudaError_t e = cudaSuccess;
     /* both paths ready for the measurement: a cuDNN context (when the build has one and
      * cuDNN finds algorithms) and the GEMM path's scratch; what was not there before is
      * released after */
