@@ -184,8 +184,7 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
                                                         : "",
                  p->conv == MODEL_CONV_AUTO   ? ", convolutions timed per layer"
                  : p->conv == TOWER_CONV_CUDNN ? ", cuDNN convolutions"
-                 : p->conv == TOWER_CONV_GEMM && p->precision && train_placement_conv_default(
-                                                                     p, p->precision)
+                 : p->conv == TOWER_CONV_GEMM && train_placement_conv_default(p, p->precision)
                      ? ", GEMM convolutions"
                      : "");
     used = strlen(buf);
@@ -202,7 +201,7 @@ void train_placement_describe(const model_placement *p, char *buf, size_t n)
     if (p->serial && used < n) snprintf(buf + used, n - used, ", serial");
 }
 
-static int have_cudnn_build(void)
+int train_have_cudnn(void)
 {
 #ifdef TT_HAVE_CUDA
     return tower_cuda_have_cudnn();
@@ -213,7 +212,7 @@ static int have_cudnn_build(void)
 
 int train_placement_conv_default(const model_placement *p, int precision)
 {
-    return !p->cpu && precision != TOWER_PRECISION_FP32 && have_cudnn_build()
+    return !p->cpu && precision != TOWER_PRECISION_FP32 && train_have_cudnn()
                ? MODEL_CONV_PREFER_CUDNN
                : TOWER_CONV_GEMM;
 }
@@ -230,9 +229,8 @@ int train_placement_set_gpu_options(model_placement *p, int precision, int conv,
         snprintf(err, errlen, "--precision: %d is not fp32 (0), tf32 (1) or bf16 (2)", precision);
         return -1;
     }
-    if (conv == MODEL_CONV_PREFER_CUDNN &&
-        (p->cpu || precision == TOWER_PRECISION_FP32 || !have_cudnn_build()))
-        conv = TOWER_CONV_GEMM; /* the default where it is GEMM's: nothing refused */
+    if (conv == MODEL_CONV_PREFER_CUDNN) /* GEMM where that is the default: nothing refused */
+        conv = train_placement_conv_default(p, precision);
     if ((precision || conv) && p->cpu) {
         snprintf(err, errlen, "%s is a GPU option and this run is on the CPU (which computes in "
                               "plain fp32 with its own convolution): drop it or run on a GPU",
@@ -242,7 +240,7 @@ int train_placement_set_gpu_options(model_placement *p, int precision, int conv,
                                                      : "--conv cudnn");
         return -1;
     }
-    if (conv == TOWER_CONV_CUDNN && !have_cudnn_build()) {
+    if (conv == TOWER_CONV_CUDNN && !train_have_cudnn()) {
         snprintf(err, errlen, "--conv cudnn: this build has no cuDNN (meson found no cudnn.h "
                               "and libcudnn): use --conv gemm");
         return -1;

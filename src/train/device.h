@@ -32,6 +32,10 @@ int train_parse_placement(const char *gpus_arg, int cpu_flag, model_placement *o
  * what run.json records as the backend. */
 void train_placement_describe(const model_placement *p, char *buf, size_t n);
 
+/* 1 when this build has cuDNN's convolutions (0 without them or without CUDA; asks no
+ * device). */
+int train_have_cudnn(void);
+
 /* --conv's default for placement p at precision (TOWER_PRECISION_*), chosen from
  * tools/gpu_cost's prediction (docs/BENCH.md, "Convolution path per layer"):
  * MODEL_CONV_PREFER_CUDNN on a GPU in tf32 and bf16 when the build has cuDNN, else

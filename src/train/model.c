@@ -131,17 +131,25 @@ static size_t append_ms(char *buf, size_t n, size_t used, const char *fmt, doubl
     return used + (w > 0 ? (size_t)w : 0);
 }
 
+/* The conv rows of m's plan; *cudnn gets those on cuDNN. */
+static int conv_rows(const model *m, int *cudnn)
+{
+    int convs = 0;
+    *cudnn = 0;
+    for (int l = 0; l < m->plan.n_layers; l++)
+        if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV) {
+            convs++;
+            *cudnn += m->conv_path[l] == TOWER_CONV_CUDNN;
+        }
+    return convs;
+}
+
 const char *model_conv_mode_name(const model *m)
 {
     if (m->place.conv == MODEL_CONV_AUTO) return "auto";
     if (m->place.conv != MODEL_CONV_PREFER_CUDNN) return tower_conv_path_name(m->place.conv);
-    int gemm = 0, cudnn = 0;
-    for (int l = 0; l < m->plan.n_layers; l++)
-        if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV) {
-            gemm += m->conv_path[l] == TOWER_CONV_GEMM;
-            cudnn += m->conv_path[l] == TOWER_CONV_CUDNN;
-        }
-    return gemm && cudnn ? "mixed" : cudnn ? "cudnn" : "gemm";
+    int cudnn, convs = conv_rows(m, &cudnn);
+    return cudnn && cudnn < convs ? "mixed" : cudnn ? "cudnn" : "gemm";
 }
 
 void model_conv_describe(const model *m, char *buf, size_t n)
@@ -156,12 +164,7 @@ void model_conv_describe(const model *m, char *buf, size_t n)
         return;
     }
     if (m->place.conv == MODEL_CONV_PREFER_CUDNN) { /* the tf32 and bf16 default */
-        int convs = 0, on = 0;
-        for (int l = 0; l < m->plan.n_layers; l++)
-            if (tower_plan_row(&m->plan, l)->kind == TOWER_CONV) {
-                convs++;
-                on += m->conv_path[l] == TOWER_CONV_CUDNN;
-            }
+        int on, convs = conv_rows(m, &on);
         const char *prec = tower_precision_name(m->place.precision);
         size_t used;
         if (!convs) {

@@ -89,7 +89,19 @@ typedef struct {
     const char *style;
 } curve;
 
-/* Plots the curves that have data; a panel without any says "no data". */
+/* The table a curve's file is (train.dat's or eval.dat's), and whether the curve has a
+ * point to draw: a finite value in its column where x is finite too. */
+static const table *curve_table(const curve *c, const table *tt, const table *te)
+{
+    return strcmp(c->file, "train.dat") == 0 ? tt : te;
+}
+
+static int curve_has_data(const curve *c, int xcol, const table *tt, const table *te)
+{
+    const table *t = curve_table(c, tt, te);
+    return t->finite[c->col - 1] != 0 && t->finite[xcol - 1] != 0;
+}
+
 /* Where every point a panel draws has one x (or one y), that axis's range set around it
  * (logy: the panel's y axis is logarithmic), so that gnuplot has no empty range to warn
  * of; autoscale again after the panel. */
@@ -99,10 +111,10 @@ static void gp_ranges(FILE *f, int xcol, const curve *cv, int n, const table *tt
     double xlo = 0, xhi = 0, ylo = 0, yhi = 0;
     int any = 0;
     for (int i = 0; i < n; i++) {
-        const table *t = strcmp(cv[i].file, "train.dat") == 0 ? tt : te;
-        int c = cv[i].col - 1;
-        if (t->finite[c] == 0 || t->finite[xcol - 1] == 0)
+        if (!curve_has_data(&cv[i], xcol, tt, te))
             continue;
+        const table *t = curve_table(&cv[i], tt, te);
+        int c = cv[i].col - 1;
         widen(&ylo, &yhi, t->lo[c] * cv[i].scale, !any); /* scales are positive */
         widen(&ylo, &yhi, t->hi[c] * cv[i].scale, 0);
         widen(&xlo, &xhi, t->xlo[c][xcol - 1], !any);
@@ -125,14 +137,14 @@ static void gp_ranges(FILE *f, int xcol, const curve *cv, int n, const table *tt
     }
 }
 
+/* Plots the curves that have data; a panel without any says "no data". */
 static void gp_panel(FILE *f, const char *dir, int xcol, const curve *cv, int n,
                      const table *tt, const table *te, int logy)
 {
     int any = 0;
     gp_ranges(f, xcol, cv, n, tt, te, logy);
     for (int i = 0; i < n; i++) {
-        const table *t = strcmp(cv[i].file, "train.dat") == 0 ? tt : te;
-        if (t->finite[cv[i].col - 1] == 0 || t->finite[xcol - 1] == 0)
+        if (!curve_has_data(&cv[i], xcol, tt, te))
             continue;
         fputs(any ? ", \\\n     " : "plot ", f);
         char p[4096 + 32];

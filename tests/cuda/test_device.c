@@ -15,6 +15,7 @@
 
 static void hide_gpus(void) { setenv("CUDA_VISIBLE_DEVICES", "", 1); }
 
+
 static void expect_error(const char *gpus, int cpu, const char *must_contain)
 {
     model_placement p;
@@ -238,11 +239,7 @@ Test(device, precision_placement)
     g = gpu;
     int r = train_placement_set_gpu_options(&g, TOWER_PRECISION_BF16, TOWER_CONV_CUDNN, err,
                                             sizeof err);
-#if defined(TT_HAVE_CUDA)
-    int have_cudnn = tower_cuda_have_cudnn();
-#else
-    int have_cudnn = 0;
-#endif
+    int have_cudnn = train_have_cudnn();
     if (have_cudnn) {
         cr_assert_eq(r, 0, "%s", err);
         cr_assert_eq(g.conv, TOWER_CONV_CUDNN);
@@ -283,11 +280,7 @@ Test(device, precision_placement)
  * makes gemm where cuDNN cannot run; --bf16-acts refused where the default is gemm */
 Test(device, conv_default)
 {
-#if defined(TT_HAVE_CUDA)
-    int have_cudnn = tower_cuda_have_cudnn();
-#else
-    int have_cudnn = 0;
-#endif
+    int have_cudnn = train_have_cudnn();
     const model_placement cpu = {.cpu = 1}, gpu = {.ngpus = 1, .gpus = {0, 0}};
     int precisions[] = {TOWER_PRECISION_FP32, TOWER_PRECISION_TF32, TOWER_PRECISION_BF16};
     for (int i = 0; i < 3; i++) {

@@ -31,6 +31,9 @@
 
 static const tower_config tiny = {.towers = 2, .classes = 10, .batch = 4, .in_size = 67,
                                   .in_ch = 3, .width_div = 8};
+/* the paper's full net at a small batch */
+static const tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
+                                  .in_ch = 3, .width_div = 1};
 
 static void make_batch(const tower_config *cfg, float **x, int32_t **labels, uint64_t key)
 {
@@ -169,8 +172,6 @@ Test(cuda_model, bf16_step_close_to_cpu, .timeout = 300)
 {
     model_placement bf16 = on_gpu0;
     bf16.precision = TOWER_PRECISION_BF16;
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
     step_close_to_cpu(&tiny, bf16, TOL_BF16_LOSS, TOL_BF16_GRAD);
     step_close_to_cpu(&full, bf16, TOL_BF16_LOSS, TOL_BF16_GRAD);
 }
@@ -288,8 +289,6 @@ Test(cuda_model, tf32_step_close_to_cpu, .timeout = 300)
 {
     model_placement tf32 = on_gpu0;
     tf32.precision = TOWER_PRECISION_TF32;
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
     step_close_to_cpu(&tiny, tf32, TOL_TF32_LOSS, TOL_TF32_GRAD);
     step_close_to_cpu(&full, tf32, TOL_TF32_LOSS, TOL_TF32_GRAD);
 }
@@ -297,8 +296,6 @@ Test(cuda_model, tf32_step_close_to_cpu, .timeout = 300)
 Test(cuda_model, full_step_matches_cpu, .timeout = 300)
 {
     /* the paper's two-tower net; batch 8 keeps the CPU side to a few seconds */
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
     step_matches_cpu(&full);
 }
 
@@ -452,8 +449,6 @@ static void cudnn_steps(int precision, double tol_loss, double tol_grad)
 {
     TT_NEED_GPUS(1);
     TT_NEED_CUDNN();
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
     step_close_to_cpu(&tiny, on_cudnn(precision), tol_loss, tol_grad);
     step_close_to_cpu(&full, on_cudnn(precision), tol_loss, tol_grad);
 }
@@ -701,8 +696,6 @@ Test(cuda_model, default_tf32_bf16_is_cudnn, .timeout = 300)
 {
     TT_NEED_GPUS(1);
     TT_NEED_CUDNN();
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
     model_placement fp32 = on_gpu0;
     cr_assert_eq(train_placement_conv_default(&fp32, TOWER_PRECISION_FP32), TOWER_CONV_GEMM);
     int precisions[] = {TOWER_PRECISION_TF32, TOWER_PRECISION_BF16};
@@ -763,8 +756,6 @@ Test(cuda_model, auto_step_matches_cpu, .timeout = 300)
     TT_NEED_GPUS(1);
     model_placement aut = on_gpu0;
     aut.conv = MODEL_CONV_AUTO;
-    tower_config full = {.towers = 2, .classes = 1000, .batch = 8, .in_size = 224,
-                         .in_ch = 3, .width_div = 1};
     expect_auto_choice(aut, &full);
     step_close_to_cpu(&tiny, aut, TOL_LOSS, TOL_STEP_GRAD);
     step_close_to_cpu(&full, aut, TOL_LOSS, TOL_STEP_GRAD);

@@ -434,6 +434,16 @@ Test(plot, draws_a_png, .timeout = 60)
     free(dir2);
 }
 
+/* The first n - 1 bytes of the file at path into buf, 0-terminated. */
+static void read_text(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    size_t got = fread(buf, 1, n - 1, f);
+    buf[got] = 0;
+    fclose(f);
+}
+
 /* A run with one training line and one evaluation (a short run): every panel's points
  * share one x, and each curve one y. The script sets those ranges itself, so gnuplot,
  * whose stderr a wrapper keeps, warns of no empty range. */
@@ -456,21 +466,12 @@ Test(plot, one_point_sets_its_ranges, .timeout = 60)
     fclose(f);
     cr_assert_eq(chmod(wrap, 0755), 0);
     cr_assert_eq(train_plot_run(dir, NULL, 0, wrap, err, sizeof err), 0, "%s", err);
+    char text[4096], gp[16384];
     snprintf(path, sizeof path, "%s/gnuplot.err", dir);
-    f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    char text[4096];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = 0;
-    fclose(f);
+    read_text(path, text, sizeof text);
     cr_assert(!strstr(text, "empty"), "gnuplot warned: %s", text);
     snprintf(path, sizeof path, "%s/plot/curves.gp", dir);
-    f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    char gp[16384];
-    n = fread(gp, 1, sizeof gp - 1, f);
-    gp[n] = 0;
-    fclose(f);
+    read_text(path, gp, sizeof gp);
     /* epoch 1 widened by half an epoch; the lr panel a decade each way on its log axis */
     cr_assert(strstr(gp, "set xrange [0.5:1.5]"), "%s", gp);
     cr_assert(strstr(gp, "set yrange [0.001:0.1]"), "%s", gp);

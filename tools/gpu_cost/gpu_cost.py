@@ -463,7 +463,7 @@ def conv_paths(results, cudnn, dev, P, w):
     w(f"  {'layer':7s}" + "".join(f" {p + ' gemm':>10s} {p + ' cudnn':>11s} {'break-even':>10s}"
                                   for p in model.PRECISIONS) + "\n")
     convs = [L.name for L in P if L.kind == "conv"]
-    table = {}
+    table, worst = {}, {p: 0.0 for p in model.PRECISIONS}  # worst: the highest break-even
     for layer in convs:
         line = f"  {layer:7s}"
         for p in model.PRECISIONS:
@@ -473,6 +473,7 @@ def conv_paths(results, cudnn, dev, P, w):
                         if o.layer == layer and o.kind == "conv")
             rest = c - calls  # the casts, ReLU, LRN and pooling around cuDNN's calls
             be = calls / (g - rest) if g > rest else math.inf
+            worst[p] = max(worst[p], be)
             # break_even None: the layer's other kernels on cuDNN cost GEMM's whole time
             table.setdefault(layer, {})[p] = dict(gemm_ms=g * 1e3, cudnn_ms=c * 1e3,
                                                   break_even=be if math.isfinite(be) else None)
@@ -480,10 +481,8 @@ def conv_paths(results, cudnn, dev, P, w):
         w(line + "\n")
     verdict = {}
     for p in model.PRECISIONS:
-        worst = max(math.inf if table[layer][p]["break_even"] is None
-                    else table[layer][p]["break_even"] for layer in convs)
-        verdict[p] = "cudnn" if worst < BREAK_EVEN else "gemm"
-        w(f"  {p}: {verdict[p]} by default (the highest break-even {worst:.0%}: " +
+        verdict[p] = "cudnn" if worst[p] < BREAK_EVEN else "gemm"
+        w(f"  {p}: {verdict[p]} by default (the highest break-even {worst[p]:.0%}: " +
           ("GEMM wins only if cuDNN's calls run below it" if verdict[p] == "cudnn" else
            "a prediction at the bounds cannot tell the paths apart; --conv auto measures") +
           ")\n")
