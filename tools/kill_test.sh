@@ -6,9 +6,15 @@
 # (a fresh run: its first), waits until that checkpoint exists, then kills at a random
 # moment within the next checkpoint interval, so the kills spread over the steps and the
 # checkpoint writes between them whatever the machine's speed. A kill whose process left
-# its own ckpt-*.ttc.tmp landed inside a checkpoint write; they are counted, and the test
-# fails when none did. At the end the run is let finish, and its per-step losses must
-# equal those of an uninterrupted run bit for bit.
+# its own ckpt-*.ttc.tmp landed inside a checkpoint write; they are counted. A tiny net's
+# write takes well under a millisecond, so random kills may miss every write on a fast
+# machine: every fifth kill is therefore sent inside one on purpose. That start runs with
+# the trainer's fault-injection hook TWOTOWER_DEBUG_CKPT_PAUSE_MS, which stops each write
+# halfway with its first half flushed to the .tmp; the kill goes once that .tmp appears,
+# and the test fails if it did not land inside the write. In the last interval half the
+# starts are let finish, so runs end and start over instead of dying at the same steps
+# again and again. At the end the run is let finish, and its per-step losses must equal
+# those of an uninterrupted run bit for bit.
 #
 # usage: tools/kill_test.sh [TWOTOWER_BINARY] [KILLS]
 #   TWOTOWER_BINARY  default build/src/train/twotower
@@ -20,7 +26,9 @@
 #                    (default /usr/share/datasets/fashion-mnist; missing: the test skips)
 #   KILL_TEST_MAX_MS the longest wait after the drawn checkpoint appears, in ms (default:
 #                    1.5 x one checkpoint interval of the uninterrupted reference run)
-#   KILL_TEST_MIN_IN_WRITE  kills that must land inside a checkpoint write (default 1)
+#   KILL_TEST_MIN_IN_WRITE  kills that must land inside a checkpoint write, the ones sent
+#                    inside one on purpose included (default 1)
+#   KILL_TEST_PAUSE_MS  the write's stop for the kills sent inside one (default 2000)
 #   KILL_TEST_SEED   seed of the kill moments (default 1), so a failure can be replayed
 #   KILL_TEST_KEEP   1: keep the work folder for inspection
 set -u -o pipefail
@@ -29,6 +37,7 @@ BIN=${1:-build/src/train/twotower}
 KILLS=${2:-50}
 RANDOM=${KILL_TEST_SEED:-1}
 MIN_IN_WRITE=${KILL_TEST_MIN_IN_WRITE:-1}
+PAUSE_MS=${KILL_TEST_PAUSE_MS:-2000}
 
 die() { echo "kill_test: FAIL: $*" >&2; exit 1; }
 [ -x "$BIN" ] || die "$BIN is not an executable (build first, or pass the binary)"
@@ -100,6 +109,22 @@ wait_target() {
         sleep 0.002
     done
 }
+# A ckpt-*.ttc.tmp written since the start stamp: the started process is inside a write
+# (or a kill left it there). A glob, no subprocess.
+tmp_since_start() {
+    local f
+    for f in "$RUN"/ckpt/ckpt-*.ttc.tmp; do
+        [ "$f" -nt "$WORK/start.stamp" ] && return 0
+    done
+    return 1
+}
+# Polls until the started process $1 is inside a checkpoint write (0) or has exited (1).
+wait_in_write() {
+    until tmp_since_start; do
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.002
+    done
+}
 
 EVERY=$(sed -nE 's/.*--ckpt-every ([0-9]+).*/\1/p' <<< "$FLAGS")
 [ -n "$EVERY" ] || die "the training flags give no --ckpt-every: nothing to kill between"
@@ -122,7 +147,7 @@ echo "kill_test: the reference run took $(( end_ms - t0 )) ms for $LAST_STEP ste
      "checkpoint every $EVERY, ${interval_ms} ms apart); each kill lands 0..${MAX_MS} ms" \
      "after a drawn checkpoint appears"
 
-kills=0 finished=0 prev=-1 starts=0 resumed=0 in_write=0
+kills=0 finished=0 prev=-1 starts=0 resumed=0 in_write=0 forced=0
 while [ $kills -lt "$KILLS" ]; do
     resume=()
     FROM=$(newest_step)
@@ -137,16 +162,30 @@ while [ $kills -lt "$KILLS" ]; do
     n=$(( (LAST_STEP - lo) / EVERY ))
     n=$(( n < 1 ? 1 : n > 3 ? 3 : n ))
     TARGET=$(( lo + EVERY * ((RANDOM * 32768 + RANDOM) % n) ))
-    # in the last interval a longer wait lets most runs finish (their losses are compared
-    # and the next start is fresh) instead of killing the same few steps again and again
-    span=$(( lo + EVERY >= LAST_STEP ? 3 * MAX_MS : MAX_MS ))
-    ms=$(( (RANDOM * 32768 + RANDOM) % (span + 1) ))
+    ms=$(( (RANDOM * 32768 + RANDOM) % (MAX_MS + 1) ))
+    # every fifth kill inside a write on purpose (the first at kill 3); in the last interval
+    # half the other starts run to the end (their losses are compared, the next is fresh)
+    aim=random
+    if [ $((kills % 5)) -eq 2 ]; then
+        aim=write
+        ms=$(( ms % (PAUSE_MS / 4 + 1) ))
+    elif [ $((lo + EVERY)) -ge "$LAST_STEP" ] && [ $((RANDOM % 2)) -eq 0 ]; then
+        aim=end
+    fi
     touch "$WORK/start.stamp"
-    "$BIN" train $FLAGS --run "$RUN" "${resume[@]}" > "$WORK/last.log" 2>&1 &
-    pid=$!
+    if [ $aim = write ]; then
+        TWOTOWER_DEBUG_CKPT_PAUSE_MS=$PAUSE_MS \
+            "$BIN" train $FLAGS --run "$RUN" "${resume[@]}" > "$WORK/last.log" 2>&1 &
+        pid=$!
+        wait_in_write "$pid" && sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+    else
+        "$BIN" train $FLAGS --run "$RUN" "${resume[@]}" > "$WORK/last.log" 2>&1 &
+        pid=$!
+        [ $aim = end ] || { wait_target "$pid" &&
+            sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"; }
+    fi
     starts=$((starts + 1))
-    wait_target "$pid" && sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
-    if kill -9 "$pid" 2>/dev/null; then
+    if [ $aim != end ] && kill -9 "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null
         kills=$((kills + 1))
     else
@@ -165,9 +204,14 @@ while [ $kills -lt "$KILLS" ]; do
     # inside a write: this process's temporary checkpoint outlived it (one left by an
     # earlier kill predates the stamp)
     where="between checkpoint writes"
-    if [ -n "$(find "$RUN/ckpt" -maxdepth 1 -name 'ckpt-*.tmp' -newer "$WORK/start.stamp" 2>/dev/null)" ]; then
+    if tmp_since_start; then
         in_write=$((in_write + 1))
         where="inside a checkpoint write (its .tmp was left)"
+    fi
+    if [ $aim = write ]; then
+        forced=$((forced + 1))
+        [ "$where" != "between checkpoint writes" ] ||
+            die "kill $kills, sent inside a paused checkpoint write, left no .tmp"
     fi
     step=$(newest_step)
     [ "$step" -ge 0 ] || die "kill $kills landed before any checkpoint existed"
@@ -176,7 +220,12 @@ while [ $kills -lt "$KILLS" ]; do
     [ "$step" -ge "$prev" ] ||
         die "after kill $kills the newest checkpoint went back from step $prev to $step"
     prev=$step
-    echo "kill_test: kill $kills ${ms} ms after checkpoint $TARGET, $where: newest checkpoint step $step"
+    if [ $aim = write ]; then
+        echo "kill_test: kill $kills ${ms} ms into a checkpoint write paused on purpose (its .tmp" \
+             "was left): newest checkpoint step $step"
+    else
+        echo "kill_test: kill $kills ${ms} ms after checkpoint $TARGET, $where: newest checkpoint step $step"
+    fi
 done
 
 # Let the last run finish, then compare with the reference.
@@ -192,5 +241,6 @@ fi
 [ "$in_write" -ge "$MIN_IN_WRITE" ] ||
     die "only $in_write of $kills kills landed inside a checkpoint write (at least $MIN_IN_WRITE wanted)"
 echo "kill_test: OK: $kills kills (SIGKILL) during training over $starts starts ($resumed resumed):" \
-     "$in_write inside a checkpoint write, $((kills - in_write)) between writes, none before" \
+     "$in_write inside a checkpoint write ($forced of them sent there on purpose)," \
+     "$((kills - in_write)) between writes, none before" \
      "the first checkpoint; $finished run(s) finished with losses identical to the uninterrupted run"

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -505,6 +506,28 @@ static void prune(const char *dir, int keep_last, const char *just_written)
     closedir(d);
 }
 
+int train_ckpt_debug_pause_ms(char *err, size_t errlen)
+{
+    const char *s = getenv("TWOTOWER_DEBUG_CKPT_PAUSE_MS");
+    int64_t ms = 0;
+    if (s && *s && (base_parse_i64(s, &ms) != 0 || ms < 0 || ms > 60000)) {
+        base_errf(err, errlen, "TWOTOWER_DEBUG_CKPT_PAUSE_MS='%s': not an integer in 0..60000",
+                  s);
+        return -1;
+    }
+    return (int)ms;
+}
+
+/* The hook's stop: what is written so far goes to the .tmp first, so the file a kill leaves
+ * is a real partial write. */
+static void debug_pause(base_out *out, int ms)
+{
+    fflush(out->f);
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+    }
+}
+
 static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_params,
                       tensor_source src, void *ctx, int keep_last, char *err, size_t errlen)
 {
@@ -538,7 +561,8 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
         base_errf(err, errlen, "checkpoint: config: not a usable net (%s)", perr);
         return -1;
     }
-    if (base_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
+    int pause_ms = train_ckpt_debug_pause_ms(err, errlen);
+    if (pause_ms < 0 || base_mkdir_p(dir, "checkpoint folder", err, errlen) != 0)
         return -1;
 
     /* the run state's records: each field's 8 bytes, in table order */
@@ -623,6 +647,7 @@ static int ckpt_write(const char *dir, const train_ckpt_meta *meta, size_t n_par
         size_t hn = encode_head(rh, &recs[i], crc_of(data, recs[i].nbytes));
         base_out_write(&out, rh, hn);
         base_out_write(&out, data, recs[i].nbytes);
+        if (pause_ms > 0 && i == nr / 2) debug_pause(&out, pause_ms);
     }
     free(scratch);
     /* a failed commit leaves the previous checkpoints as they were */

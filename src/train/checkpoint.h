@@ -154,6 +154,14 @@ typedef struct {
 int train_ckpt_save(const char *dir, const train_ckpt_meta *meta, const model *m, int keep_last,
                     char *err, size_t errlen);
 
+/* The fault-injection hook of tools/kill_test.sh: TWOTOWER_DEBUG_CKPT_PAUSE_MS=N makes every
+ * checkpoint write stop for N ms (0..60000) halfway through its records, with the first half
+ * flushed to its ckpt-*.ttc.tmp, so a kill -9 sent once that .tmp exists lands inside a write
+ * on any machine. Returns N (0 when unset or empty), or -1 with err naming the variable when
+ * it is not an integer in range; the trainer checks it before it starts, each write reads it
+ * again. */
+int train_ckpt_debug_pause_ms(char *err, size_t errlen);
+
 /* Same from host buffers: params[t], momentum[t] hold n_params reals for t < cfg.towers.
  * (train_ckpt_save is this plus model_get_tensor; tests use it directly.) */
 int train_ckpt_save_buffers(const char *dir, const train_ckpt_meta *meta, size_t n_params,

@@ -516,6 +516,10 @@ static int run_open(run_state *r, const train_options *o)
     char err[1024] = "", ckpt[4096] = "";
     r->o = o;
     r->rf.lock_fd = -1; /* not held until claimed (run_close lets go of a held one only) */
+    if (train_ckpt_debug_pause_ms(err, sizeof err) < 0) {
+        fprintf(stderr, "twotower: %s\n", err);
+        return 2;
+    }
     r->tr = train_open_split(o->data, 1, err, sizeof err);
     if (!r->tr) {
         fprintf(stderr, "twotower: cannot open training data: %s\n", err);

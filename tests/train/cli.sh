@@ -79,6 +79,11 @@ nodata="--data /nonexistent/twotower-cli"
 expect 2 "unknown flag '--bogus'" -- train --cpu $nodata --bogus
 expect 2 "--batch needs a value" -- train --cpu $nodata --batch
 expect 2 "--train-limit 8 is less than one batch" -- train --cpu $nodata --train-limit 8 --batch 16
+# the kill test's fault-injection hook is checked before anything is opened
+TWOTOWER_DEBUG_CKPT_PAUSE_MS=abc \
+    expect 2 "TWOTOWER_DEBUG_CKPT_PAUSE_MS='abc': not an integer in 0..60000" -- train --cpu $nodata
+TWOTOWER_DEBUG_CKPT_PAUSE_MS=60001 \
+    expect 2 "TWOTOWER_DEBUG_CKPT_PAUSE_MS='60001': not an integer" -- train --cpu $nodata
 expect 2 "--conv 'winograd'" -- train --cpu $nodata --conv winograd
 expect 2 "--conv auto is a GPU option" -- train --cpu $nodata --conv auto
 expect 2 "--cpu-conv 'dnnl': expected onednn or gemm" -- train --cpu $nodata --cpu-conv dnnl

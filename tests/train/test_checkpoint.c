@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1394,6 +1397,85 @@ Test(checkpoint, failed_save_leaves_previous_untouched)
     cr_assert(!file_exists(p), "%s written", p);
     free(before);
     free(after);
+    free_bufs(&b);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* The kill test's hook: TWOTOWER_DEBUG_CKPT_PAUSE_MS stops a write halfway with its first
+ * half in the .tmp, changes no byte of the file written, and a bad value is refused. */
+Test(checkpoint, debug_pause_hook)
+{
+    char *dir = tt_tmpdir("ckpt"), err[2048], p[4300], tmp[4400];
+    size_t n = tiny_n_params();
+    bufs b = make_bufs(n, 6.0f);
+    train_ckpt_meta m = make_meta(7);
+    unsetenv("TWOTOWER_DEBUG_CKPT_PAUSE_MS");
+    cr_assert_eq(train_ckpt_debug_pause_ms(err, sizeof err), 0);
+    save_bufs(dir, &m, &b, 0);
+    ckpt_path(p, sizeof p, dir, 7);
+    size_t len;
+    unsigned char *plain = slurp(p, &len);
+    cr_assert_eq(unlink(p), 0);
+
+    setenv("TWOTOWER_DEBUG_CKPT_PAUSE_MS", "1", 1);
+    cr_assert_eq(train_ckpt_debug_pause_ms(err, sizeof err), 1);
+    save_bufs(dir, &m, &b, 0);
+    size_t len2;
+    unsigned char *paused = slurp(p, &len2);
+    cr_assert(len == len2 && memcmp(plain, paused, len) == 0, "the pause changed the file");
+    cr_assert_eq(unlink(p), 0);
+
+    /* a writer killed in the pause leaves a .tmp that is the file's first part, and nothing
+     * under the checkpoint's name */
+    setenv("TWOTOWER_DEBUG_CKPT_PAUSE_MS", "30000", 1);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        char cerr[1024];
+        train_ckpt_save_buffers(dir, &m, b.n, (const real *const *)b.params,
+                                (const real *const *)b.momentum, 0, cerr, sizeof cerr);
+        _exit(0);
+    }
+    size_t part = 0;
+    for (int i = 0; i < 20000 && part == 0; i++) { /* up to 20 s for the child to get there */
+        struct stat st;
+        if (stat(tmp, &st) == 0 && st.st_size > 28) part = (size_t)st.st_size;
+        else nanosleep(&(struct timespec){0, 1000000L}, NULL);
+    }
+    /* the size is read again once the first half is surely flushed whole */
+    nanosleep(&(struct timespec){0, 200000000L}, NULL);
+    struct stat st;
+    cr_assert_eq(stat(tmp, &st), 0);
+    part = (size_t)st.st_size;
+    kill(pid, SIGKILL);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status), "the writer finished before its kill");
+    cr_assert(part > 28 && part < len, ".tmp of %zu bytes, the file has %zu", part, len);
+    size_t tlen;
+    unsigned char *t = slurp(tmp, &tlen);
+    cr_assert_eq(tlen, part);
+    cr_assert(memcmp(t, plain, tlen) == 0, "the .tmp is not the file's first part");
+    cr_assert(!file_exists(p), "a killed writer left %s", p);
+
+    /* a bad value: refused before anything is written, naming the variable */
+    const char *bad[] = {"x", "-1", "60001", "2.5"};
+    for (int i = 0; i < 4; i++) {
+        setenv("TWOTOWER_DEBUG_CKPT_PAUSE_MS", bad[i], 1);
+        cr_assert_eq(train_ckpt_debug_pause_ms(err, sizeof err), -1, "%s", bad[i]);
+        cr_assert(strstr(err, "TWOTOWER_DEBUG_CKPT_PAUSE_MS"), "%s", err);
+        cr_assert_eq(train_ckpt_save_buffers(dir, &m, n, (const real *const *)b.params,
+                                             (const real *const *)b.momentum, 0, err,
+                                             sizeof err), -1, "%s", bad[i]);
+        cr_assert(strstr(err, bad[i]), "%s", err);
+        cr_assert(!file_exists(p), "%s written under %s", p, bad[i]);
+    }
+    unsetenv("TWOTOWER_DEBUG_CKPT_PAUSE_MS");
+    free(t);
+    free(plain);
+    free(paused);
     free_bufs(&b);
     rm_rf(dir);
     free(dir);
