@@ -197,7 +197,8 @@ sys.exit(rc)
 
     # ---- --rounds 2: every run twice in turn, each round's ratios and their medians ----
     rounds_json = os.path.join(tmp, "rounds.json")
-    rc, text = run_bench([*TINY, "--rounds", "2", "--no-compile", "--json", rounds_json])
+    rc, text = run_bench(["--twotower", exe, *TINY, "--rounds", "2", "--no-compile",
+                          "--json", rounds_json])
     assert rc == 0, text
     with open(rounds_json) as f:
         two = json.load(f)
@@ -213,7 +214,8 @@ sys.exit(rc)
     assert m["twotower_over_compile"] is None  # --no-compile
     assert "median" in text and text.count("== round ") == 2, text
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "bench.py"),
-                        *TINY, "--rounds", "0"], capture_output=True, text=True)
+                        "--twotower", exe, *TINY, "--rounds", "0"], capture_output=True,
+                       text=True)
     assert p.returncode == 2 and "--rounds" in p.stderr, p.stderr
 
     # ---- one tower, straight from the CLI ----

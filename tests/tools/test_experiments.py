@@ -202,11 +202,15 @@ def main():
                   f"{name}: results.json says the second run trained nothing")
 
         # an arm interrupted in its run: SIGINT to the script's process group once the
-        # trainer has written a checkpoint; run again, it continues that run
+        # trainer has written a checkpoint; run again, it continues that run. The arm's
+        # next checkpoint write comes tens of ms after its first, so each write is held for
+        # a second (the trainer's fault-injection hook): the SIGINT lands while the arm is
+        # still running on any machine, not after it has finished
         out = os.path.join(tmp, "interrupted")
         cmd = script(name, out, tt, "--ckpt-every", "2")
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+                             start_new_session=True,
+                             env=dict(os.environ, TWOTOWER_DEBUG_CKPT_PAUSE_MS="1000"))
         first = os.path.join(out, f"{arms_of(name)[0]}-s1", "ckpt")
         t0 = time.monotonic()
         while time.monotonic() - t0 < 120 and p.poll() is None:

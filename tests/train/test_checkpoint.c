@@ -1444,11 +1444,14 @@ Test(checkpoint, debug_pause_hook)
         if (stat(tmp, &st) == 0 && st.st_size > 28) part = (size_t)st.st_size;
         else nanosleep(&(struct timespec){0, 1000000L}, NULL);
     }
-    /* the size is read again once the first half is surely flushed whole */
-    nanosleep(&(struct timespec){0, 200000000L}, NULL);
+    /* the first half is flushed whole once the size stays put (3 looks, 50 ms apart) */
     struct stat st;
-    cr_assert_eq(stat(tmp, &st), 0);
-    part = (size_t)st.st_size;
+    for (int same = 0, i = 0; same < 3 && i < 400; i++) {
+        nanosleep(&(struct timespec){0, 50000000L}, NULL);
+        cr_assert_eq(stat(tmp, &st), 0);
+        same = (size_t)st.st_size == part ? same + 1 : 0;
+        part = (size_t)st.st_size;
+    }
     kill(pid, SIGKILL);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);

@@ -176,7 +176,7 @@ Test(signals, external_sigint_finishes_step_and_checkpoints)
 Test(signals, second_sigterm_during_checkpoint_leaves_only_tmp)
 {
     char *dir, marker[4200], fin[4200], tmp[4300];
-    pid_t pid = start_child(&dir, marker, fin, tmp, 200); /* a 2 s checkpoint write */
+    pid_t pid = start_child(&dir, marker, fin, tmp, 1000); /* a 10 s checkpoint write */
     cr_assert_eq(kill(pid, SIGTERM), 0);
     wait_for_file(tmp); /* the write has begun */
     cr_assert_eq(kill(pid, SIGTERM), 0);

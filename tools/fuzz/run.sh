@@ -2,9 +2,12 @@
 # tools/fuzz/run.sh SECONDS: builds the libFuzzer harnesses of src/data with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs each for SECONDS,
 # starting from seed corpora made by the fixture generator and prep. Exits non-zero
-# when a harness finds a crash, a leak, undefined behaviour or a timeout.
+# when a harness finds a crash, a leak, undefined behaviour or a timeout. FUZZ_SEED
+# (default 1) seeds libFuzzer's mutations, so a run repeats the same inputs in the same
+# order (how far it gets in SECONDS depends on the machine); FUZZ_SEED=0 draws a new seed.
 set -eu
 secs=${1:-20}
+seed=${FUZZ_SEED:-1}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/build-fuzz
 mkdir -p "$out"
@@ -41,8 +44,8 @@ if [ ! -d "$out/seed_image" ]; then
 fi
 mkdir -p "$out/corpus_image" "$out/corpus_shard"
 status=0
-"$out/fuzz_image" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+"$out/fuzz_image" -seed="$seed" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 "$out/corpus_image" "$out/seed_image" || status=1
-"$out/fuzz_shard" -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=2048 -timeout=10 \
+"$out/fuzz_shard" -seed="$seed" -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 "$out/corpus_shard" "$out/seed_shard" || status=1
 exit $status
