@@ -102,13 +102,16 @@ reached() {
         [ "$NEWEST" -ge "$TARGET" ]
     fi
 }
-# Polls until the target is reached (0) or process $1 has exited (1).
-wait_target() {
-    until reached; do
-        kill -0 "$1" 2>/dev/null || return 1
+# wait_for PID TEST: polls until TEST succeeds (0) or process PID has exited (1).
+wait_for() {
+    local pid=$1
+    shift
+    until "$@"; do
+        kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.002
     done
 }
+sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 # A ckpt-*.ttc.tmp written since the start stamp: the started process is inside a write
 # (or a kill left it there). A glob, no subprocess.
 tmp_since_start() {
@@ -117,13 +120,6 @@ tmp_since_start() {
         [ "$f" -nt "$WORK/start.stamp" ] && return 0
     done
     return 1
-}
-# Polls until the started process $1 is inside a checkpoint write (0) or has exited (1).
-wait_in_write() {
-    until tmp_since_start; do
-        kill -0 "$1" 2>/dev/null || return 1
-        sleep 0.002
-    done
 }
 
 EVERY=$(sed -nE 's/.*--ckpt-every ([0-9]+).*/\1/p' <<< "$FLAGS")
@@ -134,7 +130,7 @@ t0=$(now_ms)
 "$BIN" train $FLAGS --run "$REF" > "$WORK/ref.log" 2>&1 &
 pid=$!
 RUN_SAVED=$RUN RUN=$REF FROM=-1 TARGET=0
-wait_target "$pid" && first_ms=$(now_ms) || first_ms=$t0
+wait_for "$pid" reached && first_ms=$(now_ms) || first_ms=$t0
 RUN=$RUN_SAVED
 wait "$pid" || { tail -20 "$WORK/ref.log" >&2; die "the uninterrupted run failed"; }
 end_ms=$(now_ms)
@@ -172,18 +168,16 @@ while [ $kills -lt "$KILLS" ]; do
     elif [ $((lo + EVERY)) -ge "$LAST_STEP" ] && [ $((RANDOM % 2)) -eq 0 ]; then
         aim=end
     fi
+    pause=0
+    [ $aim = write ] && pause=$PAUSE_MS
     touch "$WORK/start.stamp"
-    if [ $aim = write ]; then
-        TWOTOWER_DEBUG_CKPT_PAUSE_MS=$PAUSE_MS \
-            "$BIN" train $FLAGS --run "$RUN" "${resume[@]}" > "$WORK/last.log" 2>&1 &
-        pid=$!
-        wait_in_write "$pid" && sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
-    else
+    TWOTOWER_DEBUG_CKPT_PAUSE_MS=$pause \
         "$BIN" train $FLAGS --run "$RUN" "${resume[@]}" > "$WORK/last.log" 2>&1 &
-        pid=$!
-        [ $aim = end ] || { wait_target "$pid" &&
-            sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"; }
-    fi
+    pid=$!
+    case $aim in
+        write) wait_for "$pid" tmp_since_start && sleep_ms "$ms" ;;
+        random) wait_for "$pid" reached && sleep_ms "$ms" ;;
+    esac
     starts=$((starts + 1))
     if [ $aim != end ] && kill -9 "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null
@@ -207,11 +201,13 @@ while [ $kills -lt "$KILLS" ]; do
     if tmp_since_start; then
         in_write=$((in_write + 1))
         where="inside a checkpoint write (its .tmp was left)"
+    elif [ $aim = write ]; then
+        die "kill $kills, sent inside a paused checkpoint write, left no .tmp"
     fi
+    when="${ms} ms after checkpoint $TARGET"
     if [ $aim = write ]; then
         forced=$((forced + 1))
-        [ "$where" != "between checkpoint writes" ] ||
-            die "kill $kills, sent inside a paused checkpoint write, left no .tmp"
+        when="${ms} ms into a checkpoint write paused on purpose"
     fi
     step=$(newest_step)
     [ "$step" -ge 0 ] || die "kill $kills landed before any checkpoint existed"
@@ -220,12 +216,7 @@ while [ $kills -lt "$KILLS" ]; do
     [ "$step" -ge "$prev" ] ||
         die "after kill $kills the newest checkpoint went back from step $prev to $step"
     prev=$step
-    if [ $aim = write ]; then
-        echo "kill_test: kill $kills ${ms} ms into a checkpoint write paused on purpose (its .tmp" \
-             "was left): newest checkpoint step $step"
-    else
-        echo "kill_test: kill $kills ${ms} ms after checkpoint $TARGET, $where: newest checkpoint step $step"
-    fi
+    echo "kill_test: kill $kills $when, $where: newest checkpoint step $step"
 done
 
 # Let the last run finish, then compare with the reference.
